@@ -1,0 +1,1 @@
+"""Orqen accounting service: accounts, API keys (hashed) and the request log."""

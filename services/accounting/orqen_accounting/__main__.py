@@ -1,0 +1,73 @@
+"""`python -m orqen_accounting`: run the accounting service."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+
+import grpc
+
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.db import create_pool
+from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
+from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_common.migrations import upgrade_to_head
+from orqen_common.context import Principal
+from orqen_accounting.ingest import RequestIngest
+from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
+from orqen_accounting.settings import AccountingSettings
+
+SCHEMA = "accounting"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def bootstrap_key(repo: AccountingRepository, settings: AccountingSettings) -> None:
+    """Create the configured bootstrap account and key; safe to repeat on every start."""
+    if settings.bootstrap_api_key is None:
+        return
+    account = await repo.ensure_account(settings.bootstrap_account)
+    await repo.create_key(account["id"], "bootstrap", settings.bootstrap_api_key.get_secret_value())
+
+
+async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceParts:
+    """Migrate, open the pool, bootstrap the key, and wire the servicer and the consumer."""
+    await asyncio.to_thread(upgrade_to_head, settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(settings.database_url, settings.database_pool_size, SCHEMA)
+    stack.push_async_callback(pool.close)
+    repo = AccountingRepository(pool)
+    await bootstrap_key(repo, settings)
+    consumer = DurableConsumer(
+        settings.nats_url,
+        EventNames(settings.nats_prefix),
+        "accounting",
+        REQUEST_COMPLETED,
+        RequestIngest(repo),
+        batch=settings.ingest_batch,
+    )
+
+    async def verify(plaintext: str) -> Principal | None:
+        return await verify_api_key_locally(repo, plaintext)
+
+    def register(server: grpc.aio.Server) -> None:
+        accounting_pb2_grpc.add_AccountingServicer_to_server(AccountingServicer(repo), server)
+
+    return ServiceParts(
+        register=register,
+        service_names=[accounting_pb2.DESCRIPTOR.services_by_name["Accounting"].full_name],
+        verify_api_key=verify,
+        background=[consumer.run],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = AccountingSettings()
+    asyncio.run(run_grpc_service("accounting", settings, settings.accounting_addr, partial(build, settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

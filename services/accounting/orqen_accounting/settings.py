@@ -1,0 +1,18 @@
+"""Accounting settings."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from orqen_common.settings import DatabaseSettings, NatsSettings, ServiceSettings
+
+
+class AccountingSettings(ServiceSettings, DatabaseSettings, NatsSettings):
+    """Configuration of the accounting service (ORQEN_* environment variables)."""
+
+    metrics_port: int = Field(9153, description="Port of the Prometheus metrics endpoint; 0 disables it.")
+    bootstrap_api_key: SecretStr | None = Field(
+        None, description="An sk-orq- key to create, idempotently, at start (with its account)."
+    )
+    bootstrap_account: str = Field("default", description="Name of the account holding the bootstrap key.")
+    ingest_batch: int = Field(500, description="Events written to Postgres per batch.")

@@ -1,0 +1,1 @@
+"""Orqen billing service: plans, metered usage and the projected charge."""

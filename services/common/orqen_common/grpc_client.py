@@ -1,0 +1,73 @@
+"""gRPC channels to the other services: the internal token, the request id and trace context ride along."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from opentelemetry import propagate
+
+from orqen_common.context import REQUEST_ID_HEADER, request_id_var
+
+
+# Chat requests carry images and hundreds of tools; gRPC's 4 MB default is too small.
+MESSAGE_SIZE_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def _outgoing_metadata(existing: Any, token: str) -> list[tuple[str, str]]:
+    metadata = [(k, v) for k, v in (existing or ())]
+    if not any(k == "authorization" for k, _ in metadata):
+        metadata.append(("authorization", f"Bearer {token}"))
+    request_id = request_id_var.get()
+    if request_id:
+        metadata.append((REQUEST_ID_HEADER, request_id))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    metadata.extend(carrier.items())
+    return metadata
+
+
+class _WithMetadata:
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=details.timeout,
+            metadata=grpc.aio.Metadata(*_outgoing_metadata(details.metadata, self._token)),
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+
+
+# grpc.aio files an interceptor under the first call type it implements only, so
+# each call type needs its own class.
+class _UnaryUnaryMetadata(_WithMetadata, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStreamMetadata(_WithMetadata, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def open_channel(addr: str, token: str) -> grpc.aio.Channel:
+    """An insecure channel to `addr` (inside the cluster network) that authenticates as `token`.
+
+    `token` is the internal service token, or an API key for tools and internal teams.
+    """
+    return grpc.aio.insecure_channel(
+        addr,
+        interceptors=[_UnaryUnaryMetadata(token), _UnaryStreamMetadata(token)],
+        options=[("grpc.keepalive_time_ms", 30_000), *MESSAGE_SIZE_OPTIONS],
+    )

@@ -1,0 +1,206 @@
+"""One gRPC server bootstrap for every service: interceptors, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import propagate, trace
+
+from orqen_common import metrics
+from orqen_common.auth import ApiKeyVerifier, authenticate_bearer, bearer_token
+from orqen_common.context import REQUEST_ID_HEADER, bind_request_id, new_request_id, principal_var
+from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
+from orqen_common.errors import HTTP_STATUS_METADATA, RETRY_AFTER_METADATA, OrqenError
+from orqen_common.logging import configure_logging
+from orqen_common.settings import ServiceSettings, grpc_port
+from orqen_common.tracing import configure_tracing
+
+log = structlog.get_logger(__name__)
+
+# Probes and tooling must work without credentials.
+_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Request id, authentication, tracing, metrics and error mapping for every call."""
+
+    def __init__(self, service: str, internal_token: str, verify_api_key: ApiKeyVerifier) -> None:
+        self._service = service
+        self._internal_token = internal_token
+        self._verify_api_key = verify_api_key
+        self._tracer = trace.get_tracer(__name__)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(_PUBLIC_PREFIXES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        bind_request_id(metadata.get(REQUEST_ID_HEADER) or new_request_id())
+        principal = await authenticate_bearer(
+            bearer_token(metadata.get("authorization")), self._internal_token, self._verify_api_key
+        )
+        if principal is None:
+            # Aborted without an HTTP status: to the edge this is a fault between services,
+            # not something its caller did.
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Missing or invalid credentials: send 'authorization: Bearer <internal token or sk-orq- key>'.",
+            )
+        principal_var.set(principal)
+
+    def _span(self, context: grpc.aio.ServicerContext, method: str) -> Any:
+        carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        return self._tracer.start_as_current_span(
+            method, context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+        )
+
+    async def _fail(self, context: grpc.aio.ServicerContext, method: str, err: BaseException) -> None:
+        if isinstance(err, OrqenError):
+            trailers: list[tuple[str, str]] = [(HTTP_STATUS_METADATA, str(err.http_status))]
+            if err.retry_after is not None:
+                trailers.append((RETRY_AFTER_METADATA, str(err.retry_after)))
+            context.set_trailing_metadata(tuple(trailers))
+            await context.abort(err.kind.grpc_code, err.message)
+        log.exception("unhandled error in gRPC handler", method=method)
+        await context.abort(grpc.StatusCode.INTERNAL, "Internal error; the request id is in the logs.")
+
+    def _observe(self, method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+        code = context.code() or grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        metrics.GRPC_REQUESTS.labels(self._service, method, name).inc()
+        metrics.GRPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
+
+    def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            with self._span(context, method):
+                try:
+                    await self._enter(context, method)
+                    return await behavior(request, context)
+                except (OrqenError, Exception) as err:
+                    if isinstance(err, asyncio.CancelledError) or _is_abort(err):
+                        raise
+                    await self._fail(context, method, err)
+                finally:
+                    self._observe(method, context, started)
+
+        return wrapper
+
+    def _wrap_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            with self._span(context, method):
+                try:
+                    await self._enter(context, method)
+                    async for item in behavior(request, context):
+                        yield item
+                except (OrqenError, Exception) as err:
+                    if _is_abort(err):
+                        raise
+                    await self._fail(context, method, err)
+                finally:
+                    self._observe(method, context, started)
+
+        return wrapper
+
+
+def _is_abort(err: BaseException) -> bool:
+    # context.abort() raises this to end the call; it must propagate untouched.
+    return type(err).__name__ == "AbortError"
+
+
+@dataclass
+class ServiceParts:
+    """What a service contributes to the shared bootstrap."""
+
+    register: Callable[[grpc.aio.Server], None]
+    service_names: list[str]
+    verify_api_key: ApiKeyVerifier
+    # Work that must finish before the service reports SERVING (model load, cache warm-up).
+    warm_up: Callable[[], Awaitable[None]] | None = None
+    background: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+
+
+async def run_grpc_service(
+    name: str,
+    settings: ServiceSettings,
+    listen_addr: str,
+    build: Callable[[AsyncExitStack], Awaitable[ServiceParts]],
+) -> None:
+    """Run one gRPC service until SIGTERM/SIGINT, then stop gracefully.
+
+    `build` opens the service's resources on the exit stack (closed after the server
+    stops, so in-flight calls still have them) and returns its parts.
+    """
+    configure_logging(name, settings.log_level, settings.log_format)
+    configure_tracing(name)
+    metrics.start_metrics_server(settings.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with AsyncExitStack() as stack:
+        parts = await build(stack)
+        interceptor = ServerInterceptor(name, settings.internal_token.get_secret_value(), parts.verify_api_key)
+        server = grpc.aio.server(interceptors=[interceptor], options=MESSAGE_SIZE_OPTIONS)
+        parts.register(server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [*parts.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        for svc in ("", *parts.service_names):
+            await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+        port = grpc_port(listen_addr)
+        server.add_insecure_port(f"[::]:{port}")
+        await server.start()
+        log.info("gRPC service listening", port=port)
+        tasks = [asyncio.create_task(job(stop)) for job in parts.background]
+        try:
+            if parts.warm_up is not None:
+                await parts.warm_up()
+            for svc in ("", *parts.service_names):
+                await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+            log.info("gRPC service ready")
+            await stop.wait()
+        finally:
+            log.info("shutting down", grace_seconds=settings.grace_seconds)
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(settings.grace_seconds)
+            stop.set()
+            if tasks:
+                await asyncio.wait(tasks, timeout=settings.grace_seconds)
+    log.info("stopped")

@@ -1,0 +1,1 @@
+"""Orqen dispatch service: sends canonical chat requests to providers and translates back."""

@@ -1,0 +1,1 @@
+"""Provider adapters: canonical (OpenAI Chat Completions) requests in, canonical answers out."""

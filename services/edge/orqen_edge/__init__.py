@@ -1,0 +1,1 @@
+"""Orqen edge: the only HTTP entry of the stack."""

@@ -1,0 +1,18 @@
+"""`python -m orqen_edge`: run the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from orqen_edge.server import serve
+from orqen_edge.settings import EdgeSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(serve(EdgeSettings()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,48 @@
+"""The Litestar application: routes, dependencies, the error table, OpenAPI."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from orqen_common.errors import OrqenError
+from orqen_edge import account, health
+from orqen_edge.auth import api_key_principal
+from orqen_edge.errors import handle_http_exception, handle_orqen_error, handle_unexpected
+from orqen_edge.openai_chat import chat_completions
+from orqen_edge.runtime import Runtime
+
+
+def _runtime(state: State) -> Runtime:
+    return state.runtime  # type: ignore[no-any-return]
+
+
+def create_app(runtime: Runtime) -> Litestar:
+    return Litestar(
+        route_handlers=[
+            chat_completions,
+            account.list_requests,
+            account.get_request,
+            account.billing,
+            health.healthz,
+            health.readyz,
+            health.metrics,
+        ],
+        state=State({"runtime": runtime}),
+        dependencies={
+            "runtime": Provide(_runtime, sync_to_thread=False),
+            "principal": Provide(api_key_principal),
+        },
+        exception_handlers={
+            OrqenError: handle_orqen_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        request_max_body_size=runtime.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Orqen", version="0.1.0", path="/schema"),
+        logging_config=None,  # orqen_common.logging already owns the log format
+        debug=False,
+    )

@@ -1,0 +1,199 @@
+"""The path of one canonical chat request, whatever SDK it came from.
+
+optimizer (fail open) -> dispatch -> the request event. Ingress modules translate their
+SDK's shape to the canonical one before, and the answer back after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import orjson
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
+
+from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
+from orqen_common.context import Principal
+from orqen_common.errors import OrqenError, invalid_request
+from orqen_common.events import REQUEST_COMPLETED
+from orqen_edge.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+OPTIMIZER_FAIL_OPEN = Counter(
+    "orqen_optimizer_fail_open_total", "Requests forwarded unoptimized because the plan failed.", ["reason"]
+)
+
+# Body fields Orqen consumes itself and never forwards (per-request provider credentials).
+CREDENTIAL_FIELDS = (
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_region_name",
+    "aws_session_token",
+    "aws_bearer_token_bedrock",
+)
+_TOOL_EXTENSIONS = ("x-orqen-examples",)
+
+
+@dataclass
+class ChatCall:
+    """One chat request on its way through the edge, and what is learned about it."""
+
+    runtime: Runtime
+    context: common_pb2.RequestContext
+    model_requested: str
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    plan_stats: optimizer_pb2.PlanStats = field(default_factory=optimizer_pb2.PlanStats)
+    trace: optimizer_pb2.RoutingTrace = field(default_factory=optimizer_pb2.RoutingTrace)
+    summary: dispatch_pb2.DispatchSummary = field(default_factory=dispatch_pb2.DispatchSummary)
+    recorded: bool = False
+
+    def record(self, status: int, error: str = "") -> None:
+        """Publish the request event once (after the last byte, or on failure)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        created = Timestamp()
+        created.GetCurrentTime()
+        event = events_pb2.RequestCompleted(
+            context=self.context,
+            created_at=created,
+            model_requested=self.model_requested,
+            status=status,
+            error=error,
+            stream=self.stream,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            dispatch=self.summary,
+            plan=self.plan_stats,
+            trace=self.trace,
+        )
+        self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
+
+    def headers(self) -> dict[str, str]:
+        """The x-orqen-* headers that describe what the optimizer did."""
+        stats = self.plan_stats
+        out: dict[str, str] = {}
+        if self.summary.model:
+            out["x-orqen-model"] = self.summary.model
+        if stats.tools_input:
+            out["x-orqen-tools-input"] = str(stats.tools_input)
+            out["x-orqen-tools-output"] = str(stats.tools_output)
+            out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
+            if stats.routing and stats.routing != "passthrough":
+                out["x-orqen-routing"] = stats.routing
+        if stats.context_compressed:
+            out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
+            out["x-orqen-ctx-tokens-out"] = str(stats.ctx_tokens_out)
+            out["x-orqen-ctx-tokens-saved"] = str(stats.ctx_tokens_in - stats.ctx_tokens_out)
+        return out
+
+
+def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str, chat: dict[str, Any]) -> ChatCall:
+    return ChatCall(
+        runtime=runtime,
+        context=common_pb2.RequestContext(
+            request_id=request_id,
+            account_id=principal.account_id,
+            api_key_id=principal.api_key_id,
+            session_id=session_id[:256],
+            ingress=ingress,
+        ),
+        model_requested=str(chat.get("model") or ""),
+        stream=bool(chat.get("stream")),
+    )
+
+
+def validate_chat(chat: Any) -> dict[str, Any]:
+    """The minimal shape every canonical request must have before it leaves the edge."""
+    if not isinstance(chat, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    if not isinstance(chat.get("model"), str) or not chat["model"]:
+        raise invalid_request("'model' is required and must be a string.")
+    messages = chat.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' is required and must be a non-empty array.")
+    if "tools" in chat and not isinstance(chat["tools"], list):
+        raise invalid_request("'tools' must be an array.")
+    return chat
+
+
+def pop_credentials(chat: dict[str, Any]) -> dict[str, str]:
+    """Remove the per-request credential extensions from the body and return them."""
+    return {name: str(chat.pop(name)) for name in CREDENTIAL_FIELDS if name in chat}
+
+
+async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
+    """The plan's payload, or the original one when the optimizer fails or is too slow."""
+    settings = call.runtime.settings
+    tools = chat.get("tools") or []
+    if not tools and len(orjson.dumps(chat.get("messages"))) < settings.optimize_context_chars:
+        return chat
+    call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
+    try:
+        plan = await call.runtime.downstream.plan(
+            call.context, orjson.dumps(chat), settings.optimizer_deadline_ms / 1000
+        )
+    except (grpc.aio.AioRpcError, asyncio.TimeoutError) as err:
+        reason = err.code().name.lower() if isinstance(err, grpc.aio.AioRpcError) else "timeout"
+        OPTIMIZER_FAIL_OPEN.labels(reason).inc()
+        log.warning("optimizer failed, forwarding the original payload", reason=reason)
+        return chat
+    call.plan_stats, call.trace = plan.stats, plan.trace
+    return orjson.loads(plan.chat_json)  # type: ignore[no-any-return]
+
+
+def forwardable(chat: dict[str, Any]) -> bytes:
+    """The canonical request as dispatch receives it: Orqen's tool extensions removed."""
+    tools = chat.get("tools")
+    if isinstance(tools, list):
+        chat = {**chat, "tools": [_strip_tool(t) for t in tools]}
+    return orjson.dumps(chat)
+
+
+def _strip_tool(tool: Any) -> Any:
+    if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+        return tool
+    function = {k: v for k, v in tool["function"].items() if k not in _TOOL_EXTENSIONS}
+    return {**tool, "function": function}
+
+
+async def complete(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
+    """Run a non-streaming request; the canonical completion comes back."""
+    forwarded = await optimize(call, chat)
+    response = await call.runtime.downstream.complete(call.context, forwardable(forwarded))
+    call.summary = response.summary
+    return orjson.loads(response.response_json)  # type: ignore[no-any-return]
+
+
+async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Start a streaming request and return its canonical chunks.
+
+    The first upstream event is awaited here, so an upstream refusal still becomes a
+    proper HTTP error instead of a broken stream.
+    """
+    forwarded = await optimize(call, chat)
+    events = call.runtime.downstream.stream(call.context, forwardable(forwarded))
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502) from None
+    return _chunks(call, first, events)
+
+
+async def _chunks(
+    call: ChatCall, first: dispatch_pb2.StreamEvent, events: AsyncIterator[dispatch_pb2.StreamEvent]
+) -> AsyncIterator[dict[str, Any]]:
+    event: dispatch_pb2.StreamEvent | None = first
+    while event is not None:
+        if event.HasField("summary"):
+            call.summary = event.summary
+        else:
+            yield orjson.loads(event.chunk_json)
+        event = await anext(events, None)

@@ -1,0 +1,27 @@
+"""Reading JSON request bodies with errors the caller can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from litestar import Request
+
+from orqen_common.errors import invalid_request
+
+
+async def read_json(request: Request[Any, Any, Any]) -> Any:
+    """The parsed JSON body; 415 for another content type, 400 for malformed JSON.
+
+    The size limit (413) is enforced while the body is read.
+    """
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise invalid_request(
+            f"Content-Type must be application/json, got {content_type or 'none'!r}.", http_status=415
+        )
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise invalid_request(f"Malformed JSON body: {err.msg} at position {err.pos}.") from None

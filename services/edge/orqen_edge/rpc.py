@@ -1,0 +1,106 @@
+"""Every call the edge makes to the gRPC services, in one place.
+
+gRPC failures leave this module as OrqenError, ready to be rendered for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from orqen.v1 import (
+    accounting_pb2,
+    accounting_pb2_grpc,
+    billing_pb2,
+    billing_pb2_grpc,
+    common_pb2,
+    dispatch_pb2,
+    dispatch_pb2_grpc,
+    optimizer_pb2,
+    optimizer_pb2_grpc,
+)
+from orqen_common.errors import from_rpc_error
+from orqen_common.grpc_client import open_channel
+from orqen_edge.settings import EdgeSettings
+
+
+@contextmanager
+def _translated(service: str) -> Iterator[None]:
+    try:
+        yield
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(err, service) from None
+
+
+class Downstream:
+    """Channels and stubs of the four gRPC services."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        token = settings.internal_token.get_secret_value()
+        self._channels = {
+            "optimizer": open_channel(settings.optimizer_addr, token),
+            "dispatch": open_channel(settings.dispatch_addr, token),
+            "accounting": open_channel(settings.accounting_addr, token),
+            "billing": open_channel(settings.billing_addr, token),
+        }
+        self._optimizer = optimizer_pb2_grpc.OptimizerStub(self._channels["optimizer"])
+        self._dispatch = dispatch_pb2_grpc.DispatchStub(self._channels["dispatch"])
+        self.accounting = accounting_pb2_grpc.AccountingStub(self._channels["accounting"])
+        self._billing = billing_pb2_grpc.BillingStub(self._channels["billing"])
+
+    async def close(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+
+    async def plan(
+        self, ctx: common_pb2.RequestContext, chat_json: bytes, deadline_s: float
+    ) -> optimizer_pb2.PlanResponse:
+        """The optimization plan; raises on any failure so the caller can fail open."""
+        return await self._optimizer.Plan(optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json), timeout=deadline_s)
+
+    async def complete(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> dispatch_pb2.CompleteResponse:
+        with _translated("dispatch"):
+            return await self._dispatch.Complete(dispatch_pb2.CompleteRequest(context=ctx, chat_json=chat_json))
+
+    async def stream(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> AsyncIterator[dispatch_pb2.StreamEvent]:
+        call = self._dispatch.Stream(dispatch_pb2.CompleteRequest(context=ctx, chat_json=chat_json))
+        try:
+            with _translated("dispatch"):
+                async for event in call:
+                    yield event
+        finally:
+            call.cancel()  # no-op when finished; stops the upstream call when the client left
+
+    async def list_requests(self, account_id: str, limit: int, cursor: str) -> accounting_pb2.ListRequestsResponse:
+        with _translated("accounting"):
+            return await self.accounting.ListRequests(
+                accounting_pb2.ListRequestsRequest(account_id=account_id, limit=limit, cursor=cursor), timeout=10
+            )
+
+    async def get_request(self, account_id: str, request_id: str) -> accounting_pb2.RequestRecord:
+        with _translated("accounting"):
+            return await self.accounting.GetRequest(
+                accounting_pb2.GetRequestRequest(account_id=account_id, request_id=request_id), timeout=10
+            )
+
+    async def billing(self, account_id: str) -> billing_pb2.BillingStatus:
+        with _translated("billing"):
+            return await self._billing.GetBilling(billing_pb2.GetBillingRequest(account_id=account_id), timeout=10)
+
+    async def health(self) -> dict[str, str]:
+        """Each service's grpc.health.v1 status: "ok", or why not."""
+
+        async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, str]:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.5)
+            except grpc.aio.AioRpcError as err:
+                return name, f"unavailable ({err.code().name})"
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
+            return name, "ok"
+
+        return dict(await asyncio.gather(*(check(n, c) for n, c in self._channels.items())))

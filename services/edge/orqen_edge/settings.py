@@ -1,0 +1,28 @@
+"""Edge settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from orqen_common.settings import NatsSettings, RedisSettings, ServiceSettings
+
+
+class EdgeSettings(ServiceSettings, RedisSettings, NatsSettings):
+    """Configuration of the edge (ORQEN_* environment variables)."""
+
+    edge_host: str = Field("0.0.0.0", description="Interface the HTTP and HTTPS listeners bind to.")
+    edge_port: int = Field(8080, description="HTTP port (SDK routes, account API, /metrics, probes).")
+    edge_tls_port: int = Field(8443, description="HTTPS port; 0 disables it. Bedrock clients need it.")
+    tls_cert: Path | None = Field(None, description="PEM certificate of the HTTPS port; unset: a development one.")
+    tls_key: Path | None = Field(None, description="PEM private key matching ORQEN_TLS_CERT.")
+    home: Path = Field(Path(".orqen"), description="Local state directory (the development certificate lives here).")
+    max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest accepted JSON request body, in bytes.")
+    optimizer_deadline_ms: int = Field(
+        150, description="Longest wait for an optimization plan before forwarding the original payload."
+    )
+    optimize_context_chars: int = Field(
+        20_000, description="Requests without tools are sent to the optimizer once their messages are this long."
+    )
+    event_buffer: int = Field(10_000, description="Request events buffered while NATS is unreachable.")

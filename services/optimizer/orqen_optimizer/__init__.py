@@ -1,0 +1,1 @@
+"""Orqen optimizer service: builds the optimization plan of a chat request."""

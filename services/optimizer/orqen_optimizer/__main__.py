@@ -1,0 +1,43 @@
+"""`python -m orqen_optimizer`: run the optimizer service."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from contextlib import AsyncExitStack
+from functools import partial
+
+import grpc
+
+from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
+from orqen_common.auth import open_key_verifier
+from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_optimizer.servicer import OptimizerServicer
+from orqen_optimizer.settings import OptimizerSettings
+
+
+async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServiceParts:
+    def register(server: grpc.aio.Server) -> None:
+        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(), server)
+
+    return ServiceParts(
+        register=register,
+        service_names=[optimizer_pb2.DESCRIPTOR.services_by_name["Optimizer"].full_name],
+        verify_api_key=open_key_verifier(
+            stack,
+            settings.redis_url,
+            settings.accounting_addr,
+            settings.internal_token.get_secret_value(),
+            settings.auth_cache_ttl_seconds,
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = OptimizerSettings()
+    asyncio.run(run_grpc_service("optimizer", settings, settings.optimizer_addr, partial(build, settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,27 @@
+"""The orqen.v1.Optimizer gRPC service."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+
+from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
+from orqen_common.context import account_scope
+from orqen_common.errors import invalid_request
+from orqen_optimizer.plan import plan
+
+
+class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
+    async def Plan(
+        self, request: optimizer_pb2.PlanRequest, context: grpc.aio.ServicerContext
+    ) -> optimizer_pb2.PlanResponse:
+        account_scope(request.context.account_id)
+        try:
+            chat = orjson.loads(request.chat_json)
+        except orjson.JSONDecodeError:
+            raise invalid_request("chat_json is not valid JSON.") from None
+        if not isinstance(chat, dict):
+            raise invalid_request("chat_json must be a chat request object.")
+        forwarded, stats, trace = plan(chat)
+        body = request.chat_json if forwarded is chat else orjson.dumps(forwarded)
+        return optimizer_pb2.PlanResponse(chat_json=body, stats=stats, trace=trace)
