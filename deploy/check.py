@@ -92,9 +92,7 @@ def validate_compose_schema(path: Path = COMPOSE) -> list[str]:
         check=False,
     )
     if proc.returncode != 0:
-        return [
-            f"{path.name}: compose-spec schema: {(proc.stdout + proc.stderr).strip()}"
-        ]
+        return [f"{path.name}: compose-spec schema: {(proc.stdout + proc.stderr).strip()}"]
     return []
 
 
@@ -107,13 +105,8 @@ def check_compose(path: Path = COMPOSE) -> list[str]:
         for dep, cond in (svc.get("depends_on") or {}).items():
             if dep not in services:
                 errors.append(f"compose {name}: depends_on unknown service {dep}")
-            elif (
-                cond.get("condition") == "service_healthy"
-                and "healthcheck" not in services[dep]
-            ):
-                errors.append(
-                    f"compose {name}: waits for {dep} to be healthy, but it has no healthcheck"
-                )
+            elif cond.get("condition") == "service_healthy" and "healthcheck" not in services[dep]:
+                errors.append(f"compose {name}: waits for {dep} to be healthy, but it has no healthcheck")
     for name, (port, mport) in SERVICES.items():
         svc = services.get(name)
         if svc is None:
@@ -123,9 +116,7 @@ def check_compose(path: Path = COMPOSE) -> list[str]:
             errors.append(f"compose {name}: not built from services/{name}/Dockerfile")
         test = " ".join(svc.get("healthcheck", {}).get("test", []))
         if f":{port}" not in test:
-            errors.append(
-                f"compose {name}: healthcheck does not probe port {port}: {test!r}"
-            )
+            errors.append(f"compose {name}: healthcheck does not probe port {port}: {test!r}")
         if mport and svc["environment"].get("ORQEN_METRICS_PORT") != str(mport):
             errors.append(f"compose {name}: ORQEN_METRICS_PORT is not {mport}")
     published = set(services.get("edge", {}).get("ports", []))
@@ -160,9 +151,7 @@ def _merge(base: dict, patch: dict, where: str) -> None:
     """Strategic merge restricted to maps: lists would need merge keys."""
     for k, v in patch.items():
         if isinstance(v, list):
-            raise Unsupported(
-                f"built-in renderer: list in patch at {where}.{k} is not supported"
-            )
+            raise Unsupported(f"built-in renderer: list in patch at {where}.{k} is not supported")
         if v is None:
             base.pop(k, None)
         elif isinstance(v, dict) and isinstance(base.get(k), dict):
@@ -176,9 +165,7 @@ def _add_labels(doc: dict, pairs: dict, selectors: bool, templates: bool) -> Non
     spec = doc.get("spec", {})
     if doc["kind"] in WORKLOADS:
         if templates or selectors:
-            spec["template"].setdefault("metadata", {}).setdefault("labels", {}).update(
-                pairs
-            )
+            spec["template"].setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
         if selectors:
             spec["selector"].setdefault("matchLabels", {}).update(pairs)
     elif doc["kind"] == "Service" and selectors:
@@ -224,11 +211,7 @@ def render_builtin(kdir: Path) -> list[dict]:
     """Render a kustomization with the subset of Kustomize used here; any
     other field raises Unsupported rather than being ignored."""
     kfile = next(
-        (
-            kdir / n
-            for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")
-            if (kdir / n).exists()
-        ),
+        (kdir / n for n in ("kustomization.yaml", "kustomization.yml", "Kustomization") if (kdir / n).exists()),
         None,
     )
     if kfile is None:
@@ -236,9 +219,7 @@ def render_builtin(kdir: Path) -> list[dict]:
     k = yaml.safe_load(kfile.read_text())
     unsupported = set(k) - SUPPORTED_KEYS
     if unsupported:
-        raise Unsupported(
-            f"built-in renderer: {kfile} uses unsupported fields {sorted(unsupported)}"
-        )
+        raise Unsupported(f"built-in renderer: {kfile} uses unsupported fields {sorted(unsupported)}")
     docs: list[dict] = []
     for res in k.get("resources", []):
         p = (kdir / res).resolve()
@@ -250,9 +231,7 @@ def render_builtin(kdir: Path) -> list[dict]:
                 d["metadata"]["namespace"] = k["namespace"]
     for entry in k.get("patches", []):
         if set(entry) != {"path"}:
-            raise Unsupported(
-                f"built-in renderer: only `patches: - path:` is supported ({kfile})"
-            )
+            raise Unsupported(f"built-in renderer: only `patches: - path:` is supported ({kfile})")
         for patch in _load_all((kdir / entry["path"]).read_text()):
             _apply_patch(docs, patch)
     for d in docs:
@@ -304,13 +283,8 @@ def render_real(kdir: Path) -> tuple[list[dict], str] | None:
 
 def compare_renders(ours: list[dict], theirs: list[dict]) -> list[str]:
     a, b = {_key(d): d for d in ours}, {_key(d): d for d in theirs}
-    errors = [
-        f"only in {'built-in' if k in a else 'real'} render: {k}"
-        for k in set(a) ^ set(b)
-    ]
-    errors += [
-        f"built-in render differs for {k}" for k in set(a) & set(b) if a[k] != b[k]
-    ]
+    errors = [f"only in {'built-in' if k in a else 'real'} render: {k}" for k in set(a) ^ set(b)]
+    errors += [f"built-in render differs for {k}" for k in set(a) & set(b) if a[k] != b[k]]
     return errors
 
 
@@ -327,9 +301,7 @@ def validate_k8s_docs(docs: list[dict], label: str) -> list[str]:
                 kv.validate(doc, version, strict=True)
             except kv.ValidationError as e:
                 path = ".".join(str(p) for p in e.path)
-                errors.append(
-                    f"{label}: {kv.kn(doc)} invalid for {version} at {path}: {e.message}"
-                )
+                errors.append(f"{label}: {kv.kn(doc)} invalid for {version} at {path}: {e.message}")
             except kv.SchemaNotFoundError as e:
                 errors.append(f"{label}: {kv.kn(doc)}: {e.message}")
     return errors
@@ -338,13 +310,8 @@ def validate_k8s_docs(docs: list[dict], label: str) -> list[str]:
 def _pod_errors(name: str, pod: dict) -> list[str]:
     errs = []
     psc = pod.get("securityContext", {})
-    if (
-        psc.get("runAsNonRoot") is not True
-        or psc.get("seccompProfile", {}).get("type") != "RuntimeDefault"
-    ):
-        errs.append(
-            f"{name}: pod securityContext needs runAsNonRoot and seccompProfile RuntimeDefault"
-        )
+    if psc.get("runAsNonRoot") is not True or psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        errs.append(f"{name}: pod securityContext needs runAsNonRoot and seccompProfile RuntimeDefault")
     for c in pod["containers"]:
         sc = c.get("securityContext", {})
         if not (
@@ -354,11 +321,7 @@ def _pod_errors(name: str, pod: dict) -> list[str]:
         ):
             errs.append(f"{name}/{c['name']}: container securityContext not hardened")
         res = c.get("resources", {})
-        if not all(
-            r in res.get(kind, {})
-            for kind in ("requests", "limits")
-            for r in ("cpu", "memory")
-        ):
+        if not all(r in res.get(kind, {}) for kind in ("requests", "limits") for r in ("cpu", "memory")):
             errs.append(f"{name}/{c['name']}: cpu/memory requests and limits required")
         if not (c.get("livenessProbe") and c.get("readinessProbe")):
             errs.append(f"{name}/{c['name']}: liveness and readiness probes required")
@@ -409,10 +372,7 @@ def _service_errors(name: str, dep: dict, by_kind: dict, config: dict) -> list[s
     empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
     if not tmp or tmp[0] not in empty_dirs:
         errs.append(f"{name} needs an emptyDir at /tmp")
-    refs = [
-        (e.get("configMapRef") or e.get("secretRef") or {}).get("name")
-        for e in c.get("envFrom", [])
-    ]
+    refs = [(e.get("configMapRef") or e.get("secretRef") or {}).get("name") for e in c.get("envFrom", [])]
     if refs != ["orqen-config", "orqen-secrets"]:
         errs.append(f"{name} envFrom must be [orqen-config, orqen-secrets]: {refs}")
     ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
@@ -468,9 +428,7 @@ def check_kustomizations() -> list[str]:
             docs, renderer = real
             diff = compare_renders(ours, docs)
             errors += [f"{label}: {e}" for e in diff]
-            note = (
-                "built-in renderer agrees" if not diff else "built-in renderer DIFFERS"
-            )
+            note = "built-in renderer agrees" if not diff else "built-in renderer DIFFERS"
         else:
             docs, renderer, note = (
                 ours,
@@ -478,9 +436,7 @@ def check_kustomizations() -> list[str]:
                 "no real kustomize here to compare with",
             )
         errs = validate_k8s_docs(docs, label) + check_k8s_policy(docs, label)
-        data_services = {"postgres", "redis", "nats"} & {
-            d["metadata"]["name"] for d in docs
-        }
+        data_services = {"postgres", "redis", "nats"} & {d["metadata"]["name"] for d in docs}
         if kdir.name == "in-cluster" and data_services != {"postgres", "redis", "nats"}:
             errs.append(f"{label}: needs postgres, redis and nats")
         if kdir.name == "external" and data_services:
@@ -532,34 +488,18 @@ def check_dockerfile(path: Path, svc: str) -> list[str]:
     if not path.exists():
         return [f"{path}: missing"]
     instrs = parse_dockerfile(path.read_text())
-    errors = [
-        f"{path.name} ({svc}): unknown instruction {ins}"
-        for ins, _ in instrs
-        if ins not in INSTRUCTIONS
-    ]
+    errors = [f"{path.name} ({svc}): unknown instruction {ins}" for ins, _ in instrs if ins not in INSTRUCTIONS]
     final = instrs[max(i for i, (ins, _) in enumerate(instrs) if ins == "FROM") :]
-    if any(
-        ins == "FROM" and not args.startswith("python:3.11-slim")
-        for ins, args in instrs
-    ):
+    if any(ins == "FROM" and not args.startswith("python:3.11-slim") for ins, args in instrs):
         errors.append(f"{path.name} ({svc}): every stage must be FROM python:3.11-slim")
     users = [args for ins, args in final if ins == "USER"]
     if not users or users[-1].split(":")[0] in ("root", "0"):
-        errors.append(
-            f"{path.name} ({svc}): final stage must switch to a non-root USER"
-        )
+        errors.append(f"{path.name} ({svc}): final stage must switch to a non-root USER")
     port, mport = SERVICES[svc]
     want = {port, EDGE_TLS_PORT} if svc == "edge" else {port, mport}
-    exposed = {
-        int(p.split("/")[0])
-        for ins, args in final
-        if ins == "EXPOSE"
-        for p in args.split()
-    }
+    exposed = {int(p.split("/")[0]) for ins, args in final if ins == "EXPOSE" for p in args.split()}
     if exposed != want:
-        errors.append(
-            f"{path.name} ({svc}): EXPOSE {sorted(exposed)} != {sorted(want)}"
-        )
+        errors.append(f"{path.name} ({svc}): EXPOSE {sorted(exposed)} != {sorted(want)}")
     cmds = [args for ins, args in final if ins == "CMD"]
     if not cmds or cmds[-1] != json.dumps(["python", "-m", f"orqen_{svc}"]):
         errors.append(f"{path.name} ({svc}): CMD must be python -m orqen_{svc}")
@@ -567,9 +507,7 @@ def check_dockerfile(path: Path, svc: str) -> list[str]:
         errors.append(f"{path.name} ({svc}): PYTHONUNBUFFERED=1 not set")
     pips = [args for ins, args in instrs if ins == "RUN" and "pip install" in args]
     if f"pip install --no-cache-dir ./services/common ./services/{svc}" not in pips:
-        errors.append(
-            f"{path.name} ({svc}): must pip install ./services/common ./services/{svc}"
-        )
+        errors.append(f"{path.name} ({svc}): must pip install ./services/common ./services/{svc}")
     if svc == "optimizer" and (not pips or pips[0] != TORCH_CPU):
         errors.append(f"{path.name} ({svc}): first pip install must be: {TORCH_CPU}")
     return errors
@@ -588,25 +526,17 @@ def check_dockerfiles() -> list[str]:
 
 def main() -> int:
     errors = []
-    print(
-        "[1] docker-compose.yml: compose-spec schema (check-jsonschema vendor.compose-spec) + cross-references"
-    )
+    print("[1] docker-compose.yml: compose-spec schema (check-jsonschema vendor.compose-spec) + cross-references")
     errs = check_compose()
     print(f"  {'ok  ' if not errs else 'FAIL'} docker-compose.yml")
     errors += errs
-    print(
-        "[2] Kustomize base and overlays: render + kubernetes-validate --strict + Orqen policy"
-    )
+    print("[2] Kustomize base and overlays: render + kubernetes-validate --strict + Orqen policy")
     errors += check_kustomizations()
     print("[3] Dockerfiles: base image, non-root USER, EXPOSE, CMD, install order")
     errors += check_dockerfiles()
     for e in errors:
         print(f"ERROR {e}")
-    print(
-        "all deployment checks passed"
-        if not errors
-        else f"{len(errors)} deployment check(s) failed"
-    )
+    print("all deployment checks passed" if not errors else f"{len(errors)} deployment check(s) failed")
     return 1 if errors else 0
 
 

@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "orqen_deploy_check", DEPLOY / "check.py"
-)
+_spec = importlib.util.spec_from_file_location("orqen_deploy_check", DEPLOY / "check.py")
 check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check)
 
@@ -68,9 +66,7 @@ def test_compose_schema_rejects_bogus_condition(tmp_path):
 def test_compose_rejects_wait_on_service_without_healthcheck(tmp_path):
     data = yaml.safe_load(check.COMPOSE.read_text())
     del data["services"]["redis"]["healthcheck"]
-    for key in [
-        k for k in data if k.startswith("x-")
-    ]:  # anchors already expanded by the load
+    for key in [k for k in data if k.startswith("x-")]:  # anchors already expanded by the load
         del data[key]
     path = tmp_path / "docker-compose.yml"
     path.write_text(yaml.safe_dump(data))
@@ -104,9 +100,7 @@ def test_k8s_rejects_unknown_kind(base_docs):
 
 def test_policy_rejects_writable_root_fs(base_docs):
     docs = copy.deepcopy(base_docs)
-    sc = _find(docs, "Deployment", "optimizer")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["securityContext"]
+    sc = _find(docs, "Deployment", "optimizer")["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     sc["readOnlyRootFilesystem"] = False
     assert check.check_k8s_policy(base_docs, "t") == []
     assert any("not hardened" in e for e in check.check_k8s_policy(docs, "t"))
@@ -114,9 +108,7 @@ def test_policy_rejects_writable_root_fs(base_docs):
 
 def test_policy_rejects_wrong_grpc_probe_port(base_docs):
     docs = copy.deepcopy(base_docs)
-    c = _find(docs, "Deployment", "billing")["spec"]["template"]["spec"]["containers"][
-        0
-    ]
+    c = _find(docs, "Deployment", "billing")["spec"]["template"]["spec"]["containers"][0]
     c["readinessProbe"]["grpc"]["port"] = 50051
     assert any("billing readinessProbe" in e for e in check.check_k8s_policy(docs, "t"))
 
@@ -145,9 +137,7 @@ def _dockerfile(tmp_path: Path, svc: str, edit) -> Path:
 
 
 def test_dockerfile_rejects_root_user(tmp_path):
-    path = _dockerfile(
-        tmp_path, "billing", lambda s: s.replace("USER 10001:10001", "USER root")
-    )
+    path = _dockerfile(tmp_path, "billing", lambda s: s.replace("USER 10001:10001", "USER root"))
     assert any("non-root USER" in e for e in check.check_dockerfile(path, "billing"))
 
 
@@ -159,9 +149,5 @@ def test_dockerfile_rejects_missing_user(tmp_path):
 def test_optimizer_dockerfile_rejects_torch_after_other_installs(tmp_path):
     torch = f"RUN {check.TORCH_CPU}\n"
     own = "RUN pip install --no-cache-dir ./services/common ./services/optimizer\n"
-    path = _dockerfile(
-        tmp_path, "optimizer", lambda s: s.replace(torch, "").replace(own, own + torch)
-    )
-    assert any(
-        "first pip install" in e for e in check.check_dockerfile(path, "optimizer")
-    )
+    path = _dockerfile(tmp_path, "optimizer", lambda s: s.replace(torch, "").replace(own, own + torch))
+    assert any("first pip install" in e for e in check.check_dockerfile(path, "optimizer"))

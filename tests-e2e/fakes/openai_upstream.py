@@ -47,7 +47,9 @@ class FakeOpenAI:
             fake.requests.append({"headers": dict(request.headers), "body": body})
             model = body["model"]
             if model == "fake-429":
-                return _error(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", {"retry-after": "7"})
+                return _error(
+                    429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", {"retry-after": "7"}
+                )
             if model == "fake-500":
                 return _error(500, "The server had an error while processing your request.", "server_error")
             reply = "echo: " + _last_user_text(body["messages"])
@@ -60,7 +62,9 @@ class FakeOpenAI:
         return Litestar([chat], logging_config=None)
 
 
-def _error(status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None) -> Response[Any]:
+def _error(
+    status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
     body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
     return Response(body, status_code=status, headers=headers or {})
 
@@ -118,6 +122,13 @@ async def _sse(model: str, reply: str, usage: dict[str, Any], include_usage: boo
         yield chunk({"content": word if i == 0 else " " + word})
     yield chunk({}, "stop")
     if include_usage:
-        payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, "choices": [], "usage": usage}
+        payload = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
         yield b"data: " + orjson.dumps(payload) + b"\n\n"
     yield b"data: [DONE]\n\n"

@@ -15,7 +15,7 @@ class BackgroundServer:
     """A uvicorn server on 127.0.0.1 in a daemon thread."""
 
     def __init__(self, app: Any, port: int = 0) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="off")
         )
@@ -39,7 +39,7 @@ class BackgroundServer:
         self._thread.join(5)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

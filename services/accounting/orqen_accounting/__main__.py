@@ -11,15 +11,15 @@ from pathlib import Path
 import grpc
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
-from orqen_common.db import create_pool
-from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
-from orqen_common.grpc_server import ServiceParts, run_grpc_service
-from orqen_common.migrations import upgrade_to_head
-from orqen_common.context import Principal
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
+from orqen_common.context import Principal
+from orqen_common.db import create_pool
+from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
+from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_common.migrations import upgrade_to_head
 
 SCHEMA = "accounting"
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -10,15 +10,16 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
-from orqen_common.auth import API_KEY_PREFIX, hash_api_key
-from orqen_common.context import Principal, account_scope, require_service
-from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_accounting.repository import (
     REQUEST_COLUMNS,
     AccountingRepository,
     InvalidCursorError,
     KeyConflictError,
 )
+from orqen_common.auth import API_KEY_PREFIX, hash_api_key
+from orqen_common.context import Principal, account_scope, require_service
+from orqen_common.errors import OrqenError, invalid_request, not_found
+from orqen_common.grpc_server import ServicerContext
 
 _MAX_PAGE = 200
 
@@ -28,7 +29,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self._repo = repo
 
     async def Authenticate(
-        self, request: accounting_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
+        self, request: accounting_pb2.AuthenticateRequest, context: ServicerContext
     ) -> accounting_pb2.AuthenticateResponse:
         require_service()
         owner = await self._repo.key_owner(request.key_hash)
@@ -39,7 +40,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         )
 
     async def EnsureAccount(
-        self, request: accounting_pb2.EnsureAccountRequest, context: grpc.aio.ServicerContext
+        self, request: accounting_pb2.EnsureAccountRequest, context: ServicerContext
     ) -> accounting_pb2.Account:
         require_service()
         name = request.name.strip()
@@ -49,7 +50,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         return accounting_pb2.Account(id=row["id"], name=row["name"], created_at=_timestamp(row["created_at"]))
 
     async def CreateApiKey(
-        self, request: accounting_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+        self, request: accounting_pb2.CreateApiKeyRequest, context: ServicerContext
     ) -> accounting_pb2.CreateApiKeyResponse:
         account_id = _uuid(account_scope(request.account_id))
         if request.plaintext and not request.plaintext.startswith(API_KEY_PREFIX):
@@ -60,10 +61,12 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             key = await self._repo.create_key(account_id, request.name, request.plaintext or None)
         except KeyConflictError:
             raise OrqenError.of(grpc.StatusCode.ALREADY_EXISTS, "That key belongs to another account.") from None
-        return accounting_pb2.CreateApiKeyResponse(api_key_id=key.api_key_id, plaintext=key.plaintext, prefix=key.prefix)
+        return accounting_pb2.CreateApiKeyResponse(
+            api_key_id=key.api_key_id, plaintext=key.plaintext, prefix=key.prefix
+        )
 
     async def ListRequests(
-        self, request: accounting_pb2.ListRequestsRequest, context: grpc.aio.ServicerContext
+        self, request: accounting_pb2.ListRequestsRequest, context: ServicerContext
     ) -> accounting_pb2.ListRequestsResponse:
         account_id = _uuid(account_scope(request.account_id))
         limit = min(request.limit or 50, _MAX_PAGE)
@@ -74,7 +77,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         return accounting_pb2.ListRequestsResponse(requests=[_record(r) for r in rows], next_cursor=next_cursor)
 
     async def GetRequest(
-        self, request: accounting_pb2.GetRequestRequest, context: grpc.aio.ServicerContext
+        self, request: accounting_pb2.GetRequestRequest, context: ServicerContext
     ) -> accounting_pb2.RequestRecord:
         account_id = _uuid(account_scope(request.account_id))
         row = await self._repo.get_request(account_id, request.request_id)

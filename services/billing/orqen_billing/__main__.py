@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 
 from orqen.v1 import billing_pb2, billing_pb2_grpc
+from orqen_billing.metering import UsageMeter
+from orqen_billing.servicer import BillingServicer
+from orqen_billing.settings import BillingSettings
 from orqen_common.auth import open_key_verifier
 from orqen_common.db import create_pool
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
-from orqen_billing.metering import UsageMeter
-from orqen_billing.servicer import BillingServicer
-from orqen_billing.settings import BillingSettings
 
 SCHEMA = "billing"
 MIGRATIONS = Path(__file__).parent / "migrations"

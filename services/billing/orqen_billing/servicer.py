@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import billing_pb2, billing_pb2_grpc
-from orqen_common.context import account_scope
 from orqen_billing.metering import Period, projected_charge_cents
 from orqen_billing.settings import BillingSettings
+from orqen_common.context import account_scope
+from orqen_common.grpc_server import ServicerContext
 
 
 class BillingServicer(billing_pb2_grpc.BillingServicer):
@@ -20,7 +20,7 @@ class BillingServicer(billing_pb2_grpc.BillingServicer):
         self._settings = settings
 
     async def GetBilling(
-        self, request: billing_pb2.GetBillingRequest, context: grpc.aio.ServicerContext
+        self, request: billing_pb2.GetBillingRequest, context: ServicerContext
     ) -> billing_pb2.BillingStatus:
         account_id = account_scope(request.account_id)
         now = dt.datetime.now(dt.UTC)

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
+from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
 
 API_KEY_PREFIX = "sk-orq-"
@@ -73,29 +74,28 @@ class ApiKeyAuthenticator:
         if cached is not None:
             return _principal_from_cache(cached)
         try:
-            found = await self._accounting.Authenticate(
+            found: accounting_pb2.AuthenticateResponse = await self._accounting.Authenticate(  # type: ignore[misc]
                 accounting_pb2.AuthenticateRequest(key_hash=key_hash), timeout=5
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 await self._cache_set(cache_key, b"{}", _NEGATIVE_TTL_SECONDS)
                 return None
-            raise
+            raise from_rpc_error(err, "accounting") from None
         principal = Principal(
             kind="api_key",
             account_id=found.account_id,
             api_key_id=found.api_key_id,
             account_name=found.account_name,
         )
-        payload = orjson.dumps(
-            {"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name}
-        )
+        payload = orjson.dumps({"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name})
         await self._cache_set(cache_key, payload, self._ttl)
         return principal
 
     async def _cache_get(self, key: str) -> bytes | None:
         try:
-            return await self._redis.get(key)  # type: ignore[no-any-return]
+            value = await self._redis.get(key)
+            return value if isinstance(value, bytes) else None
         except RedisError as err:
             log.warning("auth cache unavailable", error=str(err))
             return None
@@ -125,7 +125,9 @@ async def authenticate_bearer(
     return await verify_api_key(token)
 
 
-def open_key_verifier(stack: AsyncExitStack, redis_url: str, accounting_addr: str, token: str, ttl: int) -> ApiKeyAuthenticator:
+def open_key_verifier(
+    stack: AsyncExitStack, redis_url: str, accounting_addr: str, token: str, ttl: int
+) -> ApiKeyAuthenticator:
     """An API-key verifier for a service other than accounting; its connections close with `stack`."""
     redis = Redis.from_url(redis_url)
     stack.push_async_callback(redis.aclose)

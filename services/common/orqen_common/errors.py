@@ -24,14 +24,24 @@ class ErrorKind:
 
 
 _KINDS = [
-    ErrorKind(grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error", "invalid_request_error", "ValidationException"),
-    ErrorKind(grpc.StatusCode.UNAUTHENTICATED, 401, "authentication_error", "authentication_error", "UnrecognizedClientException"),
+    ErrorKind(
+        grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error", "invalid_request_error", "ValidationException"
+    ),
+    ErrorKind(
+        grpc.StatusCode.UNAUTHENTICATED,
+        401,
+        "authentication_error",
+        "authentication_error",
+        "UnrecognizedClientException",
+    ),
     ErrorKind(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error", "permission_error", "AccessDeniedException"),
     ErrorKind(grpc.StatusCode.NOT_FOUND, 404, "not_found_error", "not_found_error", "ResourceNotFoundException"),
     ErrorKind(grpc.StatusCode.ALREADY_EXISTS, 409, "conflict_error", "invalid_request_error", "ConflictException"),
     ErrorKind(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "rate_limit_error", "rate_limit_error", "ThrottlingException"),
     ErrorKind(grpc.StatusCode.UNIMPLEMENTED, 501, "not_implemented_error", "api_error", "ValidationException"),
-    ErrorKind(grpc.StatusCode.UNAVAILABLE, 503, "service_unavailable_error", "overloaded_error", "ServiceUnavailableException"),
+    ErrorKind(
+        grpc.StatusCode.UNAVAILABLE, 503, "service_unavailable_error", "overloaded_error", "ServiceUnavailableException"
+    ),
     ErrorKind(grpc.StatusCode.DEADLINE_EXCEEDED, 504, "timeout_error", "api_error", "ModelTimeoutException"),
     ErrorKind(grpc.StatusCode.INTERNAL, 500, "api_error", "api_error", "InternalServerException"),
 ]
@@ -120,6 +130,8 @@ def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> OrqenError:
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return unavailable(f"The {service} service is unavailable; try again shortly.")
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            return OrqenError(INTERNAL, f"The {service} service refused Orqen's internal credentials; check ORQEN_INTERNAL_TOKEN.")
+            return OrqenError(
+                INTERNAL, f"The {service} service refused Orqen's internal credentials; check ORQEN_INTERNAL_TOKEN."
+            )
     message = err.details() or code.name.lower()
     return OrqenError(kind_for_grpc(code), message, http_status=http_status, retry_after=retry_after)

@@ -124,7 +124,7 @@ class EventPublisher:
                     try:
                         await js.publish(item.subject, item.payload, timeout=5, headers={"Nats-Msg-Id": item.msg_id})
                         break
-                    except (nats.errors.Error, asyncio.TimeoutError) as err:
+                    except (TimeoutError, nats.errors.Error) as err:
                         log.warning("event publish failed, retrying", subject=item.subject, error=repr(err))
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
@@ -139,19 +139,18 @@ class EventPublisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def close(self, timeout: float) -> None:
-        """Publish what is buffered (up to `timeout`), then drain the connection."""
+    async def close(self, grace: float) -> None:
+        """Publish what is buffered (for up to `grace` seconds), then drain the connection."""
         if self._queue.qsize():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._queue.join(), timeout)
+                await asyncio.wait_for(self._queue.join(), grace)
         if self._queue.qsize():
             log.error("events still buffered at shutdown were dropped", count=self._queue.qsize())
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._nc is not None and self._nc.is_connected:
-            await self._nc.drain()
+        await close_connection(self._nc)
 
 
 BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
@@ -201,15 +200,7 @@ class DurableConsumer:
             except Exception as err:
                 log.warning("consumer interrupted, retrying", consumer=self._durable, error=repr(err))
                 await _sleep_or_stop(stop, 1.0)
-        await self._close()
-
-    async def _close(self) -> None:
-        # drain() waits on the pull subscription's pending fetch and can hang; every
-        # handled message was already acked, so flushing the acks and closing is enough.
-        if self._nc is not None and self._nc.is_connected:
-            with contextlib.suppress(Exception):
-                await self._nc.flush(timeout=2)
-            await self._nc.close()
+        await close_connection(self._nc)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         if self._nc is None:
@@ -230,7 +221,7 @@ class DurableConsumer:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self._batch, timeout=self._max_wait)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 await self._report_pending(sub)
                 continue
             try:
@@ -249,6 +240,20 @@ class DurableConsumer:
         with contextlib.suppress(Exception):
             info = await sub.consumer_info()
             metrics.CONSUMER_PENDING.labels(self._durable).set(info.num_pending or 0)
+
+
+async def close_connection(nc: NatsClient | None) -> None:
+    """Flush what was written (publishes, acks) and close, within a bounded time.
+
+    nats-py's drain() can wait forever on a pull subscription's pending fetch; every
+    message that mattered was already published or acked, so flush-and-close suffices.
+    """
+    if nc is None or nc.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await nc.flush(timeout=2)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), 5)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

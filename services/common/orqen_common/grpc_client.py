@@ -10,7 +10,6 @@ from opentelemetry import propagate
 
 from orqen_common.context import REQUEST_ID_HEADER, request_id_var
 
-
 # Chat requests carry images and hundreds of tools; gRPC's 4 MB default is too small.
 MESSAGE_SIZE_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),

@@ -19,13 +19,16 @@ from opentelemetry import propagate, trace
 from orqen_common import metrics
 from orqen_common.auth import ApiKeyVerifier, authenticate_bearer, bearer_token
 from orqen_common.context import REQUEST_ID_HEADER, bind_request_id, new_request_id, principal_var
-from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
 from orqen_common.errors import HTTP_STATUS_METADATA, RETRY_AFTER_METADATA, OrqenError
+from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
 from orqen_common.logging import configure_logging
 from orqen_common.settings import ServiceSettings, grpc_port
 from orqen_common.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
+
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
+"""The context every servicer method receives."""
 
 # Probes and tooling must work without credentials.
 _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -42,9 +45,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         method: str = details.method
         if handler is None or method.startswith(_PUBLIC_PREFIXES):
@@ -57,13 +60,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
+                self._wrap_stream(handler.unary_stream, method),  # type: ignore[arg-type]  # aio: async generators
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _enter(self, context: ServicerContext, method: str) -> None:
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         bind_request_id(metadata.get(REQUEST_ID_HEADER) or new_request_id())
         principal = await authenticate_bearer(
@@ -78,13 +81,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         principal_var.set(principal)
 
-    def _span(self, context: grpc.aio.ServicerContext, method: str) -> Any:
+    def _span(self, context: ServicerContext, method: str) -> Any:
         carrier = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         return self._tracer.start_as_current_span(
             method, context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
         )
 
-    async def _fail(self, context: grpc.aio.ServicerContext, method: str, err: BaseException) -> None:
+    async def _fail(self, context: ServicerContext, method: str, err: BaseException) -> None:
         if isinstance(err, OrqenError):
             trailers: list[tuple[str, str]] = [(HTTP_STATUS_METADATA, str(err.http_status))]
             if err.retry_after is not None:
@@ -94,14 +97,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         log.exception("unhandled error in gRPC handler", method=method)
         await context.abort(grpc.StatusCode.INTERNAL, "Internal error; the request id is in the logs.")
 
-    def _observe(self, method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    def _observe(self, method: str, context: ServicerContext, started: float) -> None:
         code = context.code() or grpc.StatusCode.OK
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
         metrics.GRPC_REQUESTS.labels(self._service, method, name).inc()
         metrics.GRPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
 
     def _wrap_unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapper(request: Any, context: ServicerContext) -> Any:
             started = time.perf_counter()
             with self._span(context, method):
                 try:
@@ -119,7 +122,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(
         self, behavior: Callable[..., AsyncIterator[Any]], method: str
     ) -> Callable[..., AsyncIterator[Any]]:
-        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapper(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             with self._span(context, method):
                 try:
@@ -134,6 +137,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     self._observe(method, context, started)
 
         return wrapper
+
+
+async def _run(job: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+    await job(stop)
 
 
 def _is_abort(err: BaseException) -> bool:
@@ -188,7 +195,7 @@ async def run_grpc_service(
         server.add_insecure_port(f"[::]:{port}")
         await server.start()
         log.info("gRPC service listening", port=port)
-        tasks = [asyncio.create_task(job(stop)) for job in parts.background]
+        tasks = [asyncio.create_task(_run(job, stop)) for job in parts.background]
         try:
             if parts.warm_up is not None:
                 await parts.warm_up()

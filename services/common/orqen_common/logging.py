@@ -11,9 +11,8 @@ import structlog
 def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> None:
     """Route structlog and the standard library (uvicorn, grpc, alembic) through one renderer."""
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    def add_service(
-        _logger: object, _name: str, event: structlog.types.EventDict
-    ) -> structlog.types.EventDict:
+
+    def add_service(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
         event.setdefault("service", service)
         return event
 
@@ -51,7 +50,5 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
 
 
-def _identity(
-    _logger: object, _name: str, event: structlog.types.EventDict
-) -> structlog.types.EventDict:
+def _identity(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
     return event

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-GRPC_REQUESTS = Counter(
-    "orqen_grpc_server_requests_total", "gRPC calls served.", ["service", "method", "code"]
-)
-GRPC_LATENCY = Histogram(
-    "orqen_grpc_server_duration_seconds", "gRPC call duration.", ["service", "method"]
-)
+GRPC_REQUESTS = Counter("orqen_grpc_server_requests_total", "gRPC calls served.", ["service", "method", "code"])
+GRPC_LATENCY = Histogram("orqen_grpc_server_duration_seconds", "gRPC call duration.", ["service", "method"])
 EVENTS_PUBLISHED = Counter("orqen_events_published_total", "Events published to JetStream.", ["subject"])
 EVENTS_DROPPED = Counter(
     "orqen_events_dropped_total", "Events dropped because the publish buffer was full.", ["subject"]
 )
 EVENT_BUFFER_DEPTH = Gauge("orqen_event_buffer_depth", "Events waiting to be published.")
-EVENTS_CONSUMED = Counter(
-    "orqen_events_consumed_total", "Events processed by a durable consumer.", ["consumer"]
-)
+EVENTS_CONSUMED = Counter("orqen_events_consumed_total", "Events processed by a durable consumer.", ["consumer"])
 CONSUMER_PENDING = Gauge(
     "orqen_consumer_pending", "Messages waiting in a durable consumer (queue depth).", ["consumer"]
 )

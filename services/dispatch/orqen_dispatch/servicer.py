@@ -6,14 +6,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import orjson
 
 from orqen.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common.context import account_scope
 from orqen_common.errors import OrqenError, invalid_request, kind_for_http
+from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.providers.base import Provider, StreamState, UpstreamError, UpstreamUsage
 from orqen_dispatch.router import ProviderRouter
-from orqen_common.context import account_scope
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
@@ -21,7 +21,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._router = router
 
     async def Complete(
-        self, request: dispatch_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+        self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> dispatch_pb2.CompleteResponse:
         account_scope(request.context.account_id)
         chat = _parse(request.chat_json)
@@ -34,11 +34,13 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         elapsed = _ms_since(started)
         return dispatch_pb2.CompleteResponse(
             response_json=orjson.dumps(completion.body),
-            summary=_summary(provider, completion.body.get("model") or model, completion.usage, completion.status, elapsed, elapsed),
+            summary=_summary(
+                provider, completion.body.get("model") or model, completion.usage, completion.status, elapsed, elapsed
+            ),
         )
 
     async def Stream(
-        self, request: dispatch_pb2.CompleteRequest, context: grpc.aio.ServicerContext
+        self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         account_scope(request.context.account_id)
         chat = _parse(request.chat_json)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from litestar import get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen_common.context import Principal
 from orqen_edge.runtime import Runtime
@@ -26,10 +27,10 @@ def _plain(message: Message) -> dict[str, Any]:
 
 @get(["/v1/account/requests", "/v1/requests"], summary="Request log (newest first, cursor pagination)")
 async def list_requests(
-    runtime: Runtime,
-    principal: Principal,
-    limit: int = Parameter(default=50, ge=1, le=200),
-    cursor: str = "",
+    runtime: NamedDependency[Runtime],
+    principal: NamedDependency[Principal],
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
     page = await runtime.downstream.list_requests(principal.account_id, limit, cursor)
     return {
@@ -41,10 +42,12 @@ async def list_requests(
 
 
 @get("/v1/account/requests/{request_id:str}", summary="One request log entry")
-async def get_request(runtime: Runtime, principal: Principal, request_id: str) -> dict[str, Any]:
+async def get_request(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], request_id: FromPath[str]
+) -> dict[str, Any]:
     return _plain(await runtime.downstream.get_request(principal.account_id, request_id))
 
 
 @get("/v1/account/billing", summary="Subscription tier, usage so far and projected charge")
-async def billing(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+async def billing(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     return _plain(await runtime.downstream.billing(principal.account_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -17,12 +18,12 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", summary="Readiness: Redis, NATS and the four gRPC services")
-async def readyz(runtime: Runtime) -> Response[dict[str, object]]:
+async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, object]]:
     async def redis_check() -> str:
         try:
             await asyncio.wait_for(runtime.redis.ping(), 1.5)
             return "ok"
-        except (RedisError, OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, RedisError, OSError) as err:
             return f"unavailable ({err.__class__.__name__})"
 
     services, redis_status = await asyncio.gather(runtime.downstream.health(), redis_check())

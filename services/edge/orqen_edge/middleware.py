@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import structlog
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 
 from orqen_common.context import REQUEST_ID_HEADER, bind_request_id, new_request_id
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]
 
 HTTP_REQUESTS = Counter("orqen_http_requests_total", "HTTP requests served.", ["method", "route", "status"])
 HTTP_LATENCY = Histogram("orqen_http_duration_seconds", "HTTP request duration.", ["method", "route"])
@@ -36,7 +43,7 @@ class RequestContextMiddleware:
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else new_request_id()
         structlog.contextvars.clear_contextvars()
         bind_request_id(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-unknown-key]
+        scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
 
@@ -44,7 +51,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]  # type: ignore[typeddict-item]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         with self._tracer.start_as_current_span(
@@ -58,4 +65,10 @@ class RequestContextMiddleware:
                 HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
                 HTTP_LATENCY.labels(scope["method"], route).observe(elapsed)
                 if scope["path"] not in _QUIET:
-                    log.info("request", method=scope["method"], path=scope["path"], status=status, ms=round(elapsed * 1000, 1))
+                    log.info(
+                        "request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        ms=round(elapsed * 1000, 1),
+                    )

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from orqen_common.context import Principal
@@ -20,10 +21,10 @@ SESSION_HEADER = "x-orqen-session-id"
 
 
 @post("/v1/chat/completions", summary="Chat completions (OpenAI SDK)", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], runtime: Runtime, principal: Principal) -> Response[Any]:
-    call = new_call(
-        runtime, principal, request.state.request_id, "openai", request.headers.get(SESSION_HEADER, ""), {}
-    )
+async def chat_completions(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
+) -> Response[Any]:
+    call = new_call(runtime, principal, request.state.request_id, "openai", request.headers.get(SESSION_HEADER, ""), {})
     try:
         chat = validate_chat(await read_json(request))
         call.model_requested, call.stream = chat["model"], bool(chat.get("stream"))

@@ -6,7 +6,6 @@ SDK's shape to the canonical one before, and the answer back after.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -95,7 +94,9 @@ class ChatCall:
         return out
 
 
-def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str, chat: dict[str, Any]) -> ChatCall:
+def new_call(
+    runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str, chat: dict[str, Any]
+) -> ChatCall:
     return ChatCall(
         runtime=runtime,
         context=common_pb2.RequestContext(
@@ -140,7 +141,7 @@ async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
         plan = await call.runtime.downstream.plan(
             call.context, orjson.dumps(chat), settings.optimizer_deadline_ms / 1000
         )
-    except (grpc.aio.AioRpcError, asyncio.TimeoutError) as err:
+    except (TimeoutError, grpc.aio.AioRpcError) as err:
         reason = err.code().name.lower() if isinstance(err, grpc.aio.AioRpcError) else "timeout"
         OPTIMIZER_FAIL_OPEN.labels(reason).inc()
         log.warning("optimizer failed, forwarding the original payload", reason=reason)
@@ -183,7 +184,9 @@ async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dic
     try:
         first = await anext(events)
     except StopAsyncIteration:
-        raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502) from None
+        raise OrqenError.of(
+            grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
+        ) from None
     return _chunks(call, first, events)
 
 

@@ -6,12 +6,10 @@ gRPC failures leave this module as OrqenError, ready to be rendered for the call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from collections.abc import Iterator
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orqen.v1 import (
     accounting_pb2,
@@ -26,6 +24,7 @@ from orqen.v1 import (
 )
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
+from orqen_common.healthcheck import health_status
 from orqen_edge.settings import EdgeSettings
 
 
@@ -60,7 +59,9 @@ class Downstream:
         self, ctx: common_pb2.RequestContext, chat_json: bytes, deadline_s: float
     ) -> optimizer_pb2.PlanResponse:
         """The optimization plan; raises on any failure so the caller can fail open."""
-        return await self._optimizer.Plan(optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json), timeout=deadline_s)
+        return await self._optimizer.Plan(
+            optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json), timeout=deadline_s
+        )
 
     async def complete(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> dispatch_pb2.CompleteResponse:
         with _translated("dispatch"):
@@ -93,14 +94,6 @@ class Downstream:
 
     async def health(self) -> dict[str, str]:
         """Each service's grpc.health.v1 status: "ok", or why not."""
-
-        async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, str]:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.5)
-            except grpc.aio.AioRpcError as err:
-                return name, f"unavailable ({err.code().name})"
-            if reply.status != health_pb2.HealthCheckResponse.SERVING:
-                return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
-            return name, "ok"
-
-        return dict(await asyncio.gather(*(check(n, c) for n, c in self._channels.items())))
+        names = list(self._channels)
+        statuses = await asyncio.gather(*(health_status(self._channels[n]) for n in names))
+        return dict(zip(names, statuses, strict=True))

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import grpc
 import orjson
 
 from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
+from orqen_common.grpc_server import ServicerContext
 from orqen_optimizer.plan import plan
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
-    async def Plan(
-        self, request: optimizer_pb2.PlanRequest, context: grpc.aio.ServicerContext
-    ) -> optimizer_pb2.PlanResponse:
+    async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_scope(request.context.account_id)
         try:
             chat = orjson.loads(request.chat_json)

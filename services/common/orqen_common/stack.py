@@ -1,0 +1,279 @@
+"""The local supervisor behind `orqen up`: infrastructure, the five services, readiness, ordered shutdown.
+
+A test can run a whole stack in-process with its own home and ports:
+
+    config = StackConfig.from_env({**os.environ, "ORQEN_HOME": str(tmp), "ORQEN_EDGE_PORT": "18080", ...})
+    stack = Stack(config)
+    info = await stack.start()      # raises StackError (everything already stopped) on failure
+    try: ...                         # talk to info.edge_url with info.api_key
+    finally: await stack.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from orqen_common.embedded import EmbeddedServer, EmbeddedServerError, start_nats, start_postgres, start_redis
+from orqen_common.procs import port_in_use, tail
+from orqen_common.readyz import not_ready
+from orqen_common.stack_config import DEFAULT_ADDRS, STOP_ORDER, ServiceSpec, StackConfig, StackInfo
+
+
+def say(message: str) -> None:
+    """A supervisor message on stderr (the terminal, or orqen.log when detached)."""
+    print(f"{time.strftime('%H:%M:%S')} orqen: {message}", file=sys.stderr, flush=True)
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says why, with the relevant log tails."""
+
+
+# Infrastructure the stack starts itself when its URL is not in the environment.
+_INFRA = (("ORQEN_DATABASE_URL", "pg"), ("ORQEN_REDIS_URL", "redis"), ("ORQEN_NATS_URL", "nats"))
+
+
+class Stack:
+    """Starts, watches and stops one local stack. Not reusable: one start, one stop."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._infra: list[EmbeddedServer] = []
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._exited: dict[str, int] = {}
+        self._log_offsets: dict[str, int] = {}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        # Set whenever something the supervisor waits on happens: a child exits, or stop is asked.
+        self._wake = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the stack to stop (safe from a signal handler); start() and wait() return soon after."""
+        self._stopping = True
+        self._wake.set()
+
+    async def start(self) -> StackInfo:
+        """Start infrastructure and services and wait for /readyz; on any failure, stop what started."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def wait(self) -> str | None:
+        """Block until stop is requested (None) or a service exits (its name)."""
+        while True:
+            self._wake.clear()
+            if self._exited:
+                return next(iter(self._exited))
+            if self._stopping:
+                return None
+            await self._wake.wait()
+
+    def exit_code(self, name: str) -> int | None:
+        return self._exited.get(name)
+
+    def log_path(self, name: str) -> Path:
+        return self.config.home.logs_dir / f"{name}.log"
+
+    def log_tail(self, name: str) -> str:
+        """The end of what a service logged in this run (its log file is shared with earlier runs)."""
+        return tail(self.log_path(name), since=self._log_offsets.get(name, 0))
+
+    async def stop(self) -> None:
+        """Stop services in dependency order (SIGTERM, grace, SIGKILL), then the servers we started."""
+        self._stopping = True
+        known = {name for group in STOP_ORDER for name in group}
+        extra = tuple(name for name in self._procs if name not in known)
+        for group in ((*extra, *STOP_ORDER[0]), *STOP_ORDER[1:]):
+            await asyncio.gather(*(self._stop_service(name) for name in group if name in self._procs))
+        for server in reversed(self._infra):
+            say(f"stopping embedded {server.name}")
+            await asyncio.to_thread(server.stop)
+        self._infra.clear()
+        for watcher in self._watchers:
+            watcher.cancel()
+
+    # --- start-up ----------------------------------------------------------------------
+
+    async def _start(self) -> StackInfo:
+        config = self.config
+        config.home.ensure()
+        busy = [f"{what} ({port})" for what, port in config.ports().items() if port_in_use(port)]
+        if busy:
+            raise StackError(f"ports already in use: {', '.join(busy)}; is another stack running?")
+        secrets = config.home.secrets(config.env)
+        env = await self._infrastructure()
+        env.update(
+            {
+                "ORQEN_INTERNAL_TOKEN": secrets.internal_token,
+                "ORQEN_BOOTSTRAP_API_KEY": secrets.bootstrap_api_key,
+                "ORQEN_HOME": str(config.home.root),
+                "ORQEN_EDGE_PORT": str(config.edge_port),
+                "ORQEN_EDGE_TLS_PORT": str(config.edge_tls_port),
+                "PYTHONUNBUFFERED": "1",
+                **{f"ORQEN_{service.upper()}_ADDR": config.addr(service) for service in DEFAULT_ADDRS},
+            }
+        )
+        for spec in config.services:
+            self._check()
+            await self._spawn(spec, env)
+        await self._wait_ready()
+        return config.info(secrets)
+
+    async def _infrastructure(self) -> dict[str, str]:
+        """The environment with every infrastructure URL set, starting embedded servers for missing ones."""
+        env = dict(self.config.env)
+        home = self.config.home
+        for var, name in _INFRA:
+            if env.get(var):
+                continue
+            self._check()
+            data = home.data_dir(name)
+            say(f"starting embedded {name} (data in {data})")
+            try:
+                if name == "pg":
+                    server: EmbeddedServer = await asyncio.to_thread(start_postgres, data)
+                else:
+                    start = start_redis if name == "redis" else start_nats
+                    server = await asyncio.to_thread(start, data, log_path=home.logs_dir / f"{name}.log")
+            except EmbeddedServerError as err:
+                raise StackError(str(err)) from err
+            self._infra.append(server)
+            env[var] = server.url
+        return env
+
+    async def _spawn(self, spec: ServiceSpec, env: Mapping[str, str]) -> None:
+        child_env = dict(env)
+        metrics = self.config.metrics_port(spec.name)
+        if metrics is None:
+            child_env.pop("ORQEN_METRICS_PORT", None)
+        else:
+            child_env["ORQEN_METRICS_PORT"] = str(metrics)
+        say(f"starting {spec.name}")
+        with self.log_path(spec.name).open("ab") as log:
+            self._log_offsets[spec.name] = log.tell()
+            log.write(f"--- orqen up: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            log.flush()
+            # Own process group: a Ctrl-C in the terminal reaches only the supervisor, which then
+            # stops the services in order instead of all at once.
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                process_group=0,
+            )
+        self._procs[spec.name] = proc
+        self._watchers.append(asyncio.create_task(self._watch(spec.name, proc)))
+
+    async def _watch(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        self._exited[name] = code
+        self._wake.set()
+
+    def _check(self) -> None:
+        """Fail start-up at once if stop was asked for or a service died."""
+        if self._stopping:
+            raise StackError("start-up interrupted")
+        if self._exited:
+            name, code = next(iter(self._exited.items()))
+            raise StackError(
+                f"{name} exited with code {code} during start-up; last lines of {self.log_path(name)}:\n"
+                + self.log_tail(name)
+            )
+
+    async def _wait_ready(self) -> None:
+        url = f"http://127.0.0.1:{self.config.edge_port}/readyz"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ready_timeout
+        body: object = None
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while loop.time() < deadline:
+                self._wake.clear()
+                self._check()
+                try:
+                    response = await client.get(url)
+                    if response.status_code == 200:
+                        say("ready")
+                        return
+                    body = response.json()
+                except (httpx.HTTPError, ValueError):
+                    body = None
+                # Re-probe twice a second, but wake at once if a child dies or stop is asked.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+        raise StackError(self._not_ready_report(url, body))
+
+    def _not_ready_report(self, url: str, body: object) -> str:
+        lines = [f"not ready after {self.config.ready_timeout:.0f}s ({url})"]
+        pending = not_ready(body) if body is not None else []
+        if pending:
+            lines.append("not ready: " + ", ".join(pending))
+        else:
+            lines.append("the edge did not answer /readyz" if body is None else f"/readyz said: {body}")
+        # Show the logs of the services /readyz blames; the edge's when it blames nobody we run.
+        blamed = [name for name in self._procs if any(name in item for item in pending)] or ["edge"]
+        for name in blamed:
+            lines.append(f"last lines of {self.log_path(name)}:\n{self.log_tail(name)}")
+        return "\n".join(lines)
+
+    async def _stop_service(self, name: str) -> None:
+        proc = self._procs[name]
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=self.config.grace)
+            except TimeoutError:
+                say(f"{name} did not stop within {self.config.grace:.0f}s; killing it")
+                proc.kill()
+                await proc.wait()
+        say(f"{name} stopped (exit code {proc.returncode})")
+
+
+def run_foreground(config: StackConfig) -> int:
+    """`orqen up`: start the stack, print how to use it, supervise until SIGTERM/SIGINT or a crash."""
+    return asyncio.run(_foreground(config))
+
+
+async def _foreground(config: StackConfig) -> int:
+    home = config.home
+    other = home.running_pid()
+    if other is not None:
+        say(f"an Orqen stack is already running (pid {other})")
+        print(config.info(home.secrets(config.env)).render(), flush=True)
+        return 0
+    home.write_pid(os.getpid())
+    stack = Stack(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stack.request_stop)
+    try:
+        try:
+            info = await stack.start()
+        except StackError as err:
+            say(f"start-up failed: {err}")
+            return 1
+        print(info.render(), flush=True)
+        crashed = await stack.wait()
+        if crashed is not None:
+            say(
+                f"{crashed} exited with code {stack.exit_code(crashed)}; stopping the whole stack. "
+                f"Last lines of {stack.log_path(crashed)}:\n{stack.log_tail(crashed)}"
+            )
+        else:
+            say("stopping")
+        await stack.stop()
+        return 1 if crashed is not None else 0
+    finally:
+        home.remove_pid(os.getpid())

@@ -1,0 +1,108 @@
+"""The shared interceptors on a real gRPC server: auth, request id, errors, streams, health."""
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from orqen.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common.context import Principal, account_scope, bind_request_id, principal_var, request_id_var
+from orqen_common.errors import HTTP_STATUS_METADATA, OrqenError, from_rpc_error
+from orqen_common.grpc_client import open_channel
+from orqen_common.grpc_server import ServerInterceptor, ServicerContext
+
+TOKEN = "internal-test-token"
+
+
+class EchoDispatch(dispatch_pb2_grpc.DispatchServicer):
+    """Reports what the interceptor established: request id, caller, scoped account."""
+
+    async def Complete(
+        self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
+    ) -> dispatch_pb2.CompleteResponse:
+        if request.chat_json == b"fail":
+            raise OrqenError.of(grpc.StatusCode.RESOURCE_EXHAUSTED, "upstream says slow down", http_status=429)
+        if request.chat_json == b"crash":
+            raise RuntimeError("a bug")
+        principal = principal_var.get()
+        assert principal is not None
+        scoped = account_scope(request.context.account_id)
+        return dispatch_pb2.CompleteResponse(response_json=f"{request_id_var.get()}|{principal.kind}|{scoped}".encode())
+
+    async def Stream(
+        self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
+    ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
+        for i in range(3):
+            yield dispatch_pb2.StreamEvent(chunk_json=f"{request_id_var.get()}:{i}".encode())
+
+
+async def verify(key: str) -> Principal | None:
+    return Principal(kind="api_key", account_id="acct-of-key") if key == "sk-orq-valid" else None
+
+
+@pytest.fixture
+async def server_addr() -> AsyncIterator[str]:
+    server = grpc.aio.server(interceptors=[ServerInterceptor("test", TOKEN, verify)])
+    dispatch_pb2_grpc.add_DispatchServicer_to_server(EchoDispatch(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+def _request(account: str, body: bytes = b"{}") -> dispatch_pb2.CompleteRequest:
+    return dispatch_pb2.CompleteRequest(context=common_pb2.RequestContext(account_id=account), chat_json=body)
+
+
+async def test_service_token_and_request_id_travel_in_metadata(server_addr: str) -> None:
+    async with open_channel(server_addr, TOKEN) as channel:
+        bind_request_id("req_from_edge")
+        reply = await dispatch_pb2_grpc.DispatchStub(channel).Complete(_request("acct-1"))
+    assert reply.response_json == b"req_from_edge|service|acct-1"
+
+
+async def test_streams_carry_the_same_metadata(server_addr: str) -> None:
+    # Regression: an interceptor class implementing both call types was only applied to unary calls.
+    async with open_channel(server_addr, TOKEN) as channel:
+        bind_request_id("req_stream")
+        chunks = [e.chunk_json async for e in dispatch_pb2_grpc.DispatchStub(channel).Stream(_request("a"))]
+    assert chunks == [b"req_stream:0", b"req_stream:1", b"req_stream:2"]
+
+
+async def test_api_key_callers_are_confined_to_their_account(server_addr: str) -> None:
+    async with open_channel(server_addr, "sk-orq-valid") as channel:
+        stub = dispatch_pb2_grpc.DispatchStub(channel)
+        assert (await stub.Complete(_request(""))).response_json.endswith(b"|api_key|acct-of-key")
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.Complete(_request("someone-else"))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("token", ["wrong-token", "sk-orq-unknown"])
+async def test_unknown_credentials_are_refused(server_addr: str, token: str) -> None:
+    async with open_channel(server_addr, token) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await dispatch_pb2_grpc.DispatchStub(channel).Complete(_request("a"))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_orqen_errors_keep_their_http_status_and_bugs_stay_internal(server_addr: str) -> None:
+    async with open_channel(server_addr, TOKEN) as channel:
+        stub = dispatch_pb2_grpc.DispatchStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await stub.Complete(_request("a", b"fail"))
+        with pytest.raises(grpc.aio.AioRpcError) as crashed:
+            await stub.Complete(_request("a", b"crash"))
+    assert dict(limited.value.trailing_metadata())[HTTP_STATUS_METADATA] == "429"
+    assert from_rpc_error(limited.value, "dispatch").http_status == 429
+    assert crashed.value.code() == grpc.StatusCode.INTERNAL
+    assert "a bug" not in (crashed.value.details() or "")
+
+
+async def test_health_needs_no_credentials(server_addr: str) -> None:
+    async with grpc.aio.insecure_channel(server_addr) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,341 @@
+"""The `orqen` CLI, the home directory's secrets, and the supervisor (with stand-in services)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orqen_common.cli import build_parser, main
+from orqen_common.embedded import socket_url
+from orqen_common.home import Home
+from orqen_common.procs import free_port, pid_alive, port_in_use
+from orqen_common.readyz import not_ready
+from orqen_common.stack import Stack, StackError
+from orqen_common.stack_config import ServiceSpec, StackConfig, default_services
+
+# --- secrets ---------------------------------------------------------------------------
+
+
+def test_secrets_are_generated_once_stored_0600_and_reused(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    first = home.secrets({})
+    assert first.bootstrap_api_key.startswith("sk-orq-") and len(first.internal_token) >= 32
+    assert stat.S_IMODE(home.secrets_file.stat().st_mode) == 0o600
+    assert Home(tmp_path / "home").secrets({}) == first
+    assert home.stored_secret("internal_token") == first.internal_token
+
+
+def test_secrets_from_the_environment_win_without_replacing_the_stored_ones(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    stored = home.secrets({})
+    env = {"ORQEN_INTERNAL_TOKEN": "from-env", "ORQEN_BOOTSTRAP_API_KEY": "sk-orq-from-env"}
+    assert home.secrets(env).internal_token == "from-env"
+    assert home.secrets(env).bootstrap_api_key == "sk-orq-from-env"
+    assert home.secrets({}) == stored
+
+
+def test_home_defaults_to_dot_orqen_and_follows_orqen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Home.from_env({}).root == tmp_path / ".orqen"
+    assert Home.from_env({"ORQEN_HOME": str(tmp_path / "x")}).root == tmp_path / "x"
+
+
+# --- argument parsing ----------------------------------------------------------------------
+
+
+def test_cli_parses_every_subcommand() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["up"]).detach is False
+    assert parser.parse_args(["up", "--detach"]).detach is True
+    assert parser.parse_args(["up", "-d"]).detach is True
+    assert parser.parse_args(["down"]).command == "down"
+    assert parser.parse_args(["logs"]).follow is False
+    assert parser.parse_args(["logs", "-f"]).follow is True
+    args = parser.parse_args(["keys", "create", "--account", "acme"])
+    assert (args.account, args.name) == ("acme", "default")
+    assert parser.parse_args(["keys", "create", "--account", "acme", "--name", "ci"]).name == "ci"
+
+
+@pytest.mark.parametrize("argv", [[], ["keys"], ["keys", "create"], ["frobnicate"], ["up", "--bogus"]])
+def test_cli_rejects_incomplete_or_unknown_commands(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+# --- down, logs, keys without a stack --------------------------------------------------------
+
+
+def test_down_without_a_stack_says_so_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORQEN_HOME", str(tmp_path))
+    assert main(["down"]) == 0
+    assert "No Orqen stack is running" in capsys.readouterr().out
+
+
+def test_down_removes_a_stale_pid_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "orqen.pid").write_text(finished.stdout)
+    monkeypatch.setenv("ORQEN_HOME", str(tmp_path))
+    assert main(["down"]) == 0
+    assert "No Orqen stack is running" in capsys.readouterr().out
+    assert not (tmp_path / "orqen.pid").exists()
+
+
+def test_down_stops_the_recorded_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in supervisor: its command line mentions orqen, and it exits on SIGTERM.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "orqen-standin"])
+    try:
+        Home(tmp_path).write_pid(proc.pid)
+        monkeypatch.setenv("ORQEN_HOME", str(tmp_path))
+        assert main(["down"]) == 0
+        assert proc.wait(timeout=5) != 0
+        assert not (tmp_path / "orqen.pid").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_logs_without_logs_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORQEN_HOME", str(tmp_path))
+    assert main(["logs"]) == 0
+    assert "No logs yet" in capsys.readouterr().out
+
+
+def test_logs_shows_the_end_of_each_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "edge.log").write_text("".join(f"line {n}\n" for n in range(100)))
+    env = {**os.environ, "ORQEN_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "orqen_common.cli", "logs"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "line 99" in out.stdout and "line 10\n" not in out.stdout
+
+
+def test_keys_create_without_accounting_points_to_make_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORQEN_HOME", str(tmp_path))
+    monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", "token")
+    monkeypatch.setenv("ORQEN_ACCOUNTING_ADDR", f"127.0.0.1:{free_port()}")
+    assert main(["keys", "create", "--account", "acme"]) == 1
+    assert "make up" in capsys.readouterr().err
+
+
+def test_keys_create_without_any_token_points_to_make_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORQEN_HOME", str(tmp_path))
+    monkeypatch.delenv("ORQEN_INTERNAL_TOKEN", raising=False)
+    assert main(["keys", "create", "--account", "acme"]) == 1
+    assert "make up" in capsys.readouterr().err
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_config_defaults_and_overrides(tmp_path: Path) -> None:
+    config = StackConfig.from_env({"ORQEN_HOME": str(tmp_path)})
+    assert config.edge_port == 8080 and config.edge_tls_port == 8443
+    assert config.addr("optimizer") == "localhost:50051" and config.addr("billing") == "localhost:50054"
+    assert [config.metrics_port(s) for s in ("optimizer", "dispatch", "accounting", "billing", "edge")] == [
+        9151,
+        9152,
+        9153,
+        9154,
+        None,
+    ]
+    assert (config.ready_timeout, config.grace) == (180.0, 15.0)
+    assert [spec.argv[1:] for spec in default_services()] == [
+        ("-m", f"orqen_{name}") for name in ("accounting", "billing", "optimizer", "dispatch", "edge")
+    ]
+    info = config.info(config.home.secrets({}))
+    assert (info.edge_url, info.tls_url) == ("http://localhost:8080", "https://localhost:8443")
+    assert info.cert_path == tmp_path / "tls" / "cert.pem"
+
+    custom = StackConfig.from_env(
+        {
+            "ORQEN_HOME": str(tmp_path),
+            "ORQEN_EDGE_PORT": "18080",
+            "ORQEN_DISPATCH_ADDR": "localhost:15052",
+            "ORQEN_DISPATCH_METRICS_PORT": "19152",
+            "ORQEN_STACK_READY_TIMEOUT": "5",
+        }
+    )
+    assert custom.ports()["edge HTTP"] == 18080
+    assert custom.ports()["dispatch gRPC"] == 15052 and custom.ports()["dispatch metrics"] == 19152
+    assert custom.ready_timeout == 5.0
+
+
+def test_readyz_bodies_name_what_is_not_ready() -> None:
+    body = {"status": "not_ready", "version": "1", "checks": {"redis": "ok", "accounting": "unavailable"}}
+    assert not_ready(body) == ["accounting (unavailable)"]
+    assert not_ready({"ready": False, "deps": [{"name": "nats", "ok": False}, {"name": "pg", "ok": True}]}) == ["nats"]
+    assert not_ready({"not_ready": ["optimizer"]}) == ["optimizer"]
+    assert not_ready({"optimizer": {"ready": False, "error": "loading model"}}) == ["optimizer (loading model)"]
+
+
+# --- the supervisor, with stand-in services --------------------------------------------------
+
+FAKE_SERVICE = textwrap.dedent("""
+    import http.server, json, os, signal, sys, threading
+    name = sys.argv[1]
+    home = os.environ["ORQEN_HOME"]
+    with open(os.path.join(home, f"env-{name}.json"), "w") as out:
+        json.dump({k: v for k, v in os.environ.items() if k.startswith("ORQEN_")}, out)
+    if os.environ.get("FAKE_CRASH") == name:
+        print(f"{name}: cannot start", flush=True)
+        sys.exit(3)
+    stop = threading.Event()
+    def on_term(*_):
+        with open(os.path.join(home, "stopped.txt"), "a") as out:
+            out.write(name + "\\n")
+        stop.set()
+    signal.signal(signal.SIGTERM, on_term)
+    if name == "edge":
+        others = ("accounting", "billing", "optimizer", "dispatch")
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                # Like the real edge: ready once everything behind it is up.
+                ready = os.environ.get("FAKE_NOT_READY") is None and all(
+                    os.path.exists(os.path.join(home, f"env-{other}.json")) for other in others)
+                body = {"status": "ready"}
+                if not ready:
+                    body = {"status": "not_ready", "checks": {"accounting": "unavailable"}}
+                self.send_response(200 if ready else 503)
+                self.end_headers()
+                self.wfile.write(json.dumps(body).encode())
+            def log_message(self, *args):
+                pass
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["ORQEN_EDGE_PORT"])), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"{name}: running", flush=True)
+    stop.wait()
+""")
+
+
+def _stack_config(home: Path, tmp_path: Path, infra: dict[str, str], **env: str) -> StackConfig:
+    script = tmp_path / "fake_service.py"
+    script.write_text(FAKE_SERVICE)
+    ports = {
+        "ORQEN_EDGE_PORT": str(free_port()),
+        "ORQEN_EDGE_TLS_PORT": str(free_port()),
+        **{f"ORQEN_{s}_ADDR": f"localhost:{free_port()}" for s in ("OPTIMIZER", "DISPATCH", "ACCOUNTING", "BILLING")},
+        **{f"ORQEN_{s}_METRICS_PORT": str(free_port()) for s in ("OPTIMIZER", "DISPATCH", "ACCOUNTING", "BILLING")},
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ORQEN_")}
+    config = StackConfig.from_env({**base, "ORQEN_HOME": str(home), **ports, **infra, **env})
+    services = tuple(ServiceSpec(s.name, (sys.executable, str(script), s.name)) for s in default_services())
+    return dataclasses.replace(config, services=services, grace=5.0)
+
+
+@pytest.fixture
+def infra(orqen_postgres_url: str, orqen_redis_url: str, orqen_nats_url: str) -> dict[str, str]:
+    return {
+        "ORQEN_DATABASE_URL": orqen_postgres_url,
+        "ORQEN_REDIS_URL": orqen_redis_url,
+        "ORQEN_NATS_URL": orqen_nats_url,
+    }
+
+
+@pytest.mark.asyncio
+async def test_stack_starts_services_with_their_environment_and_stops_edge_first(
+    tmp_path: Path, infra: dict[str, str]
+) -> None:
+    home = tmp_path / "home"
+    config = _stack_config(home, tmp_path, infra)
+    stack = Stack(config)
+    info = await stack.start()
+    try:
+        assert info.edge_url == f"http://localhost:{config.edge_port}"
+        assert info.api_key == Home(home).secrets({}).bootstrap_api_key
+        for name in ("accounting", "billing", "optimizer", "dispatch", "edge"):
+            env = json.loads((home / f"env-{name}.json").read_text())
+            assert env["ORQEN_DATABASE_URL"] == infra["ORQEN_DATABASE_URL"]
+            assert env["ORQEN_INTERNAL_TOKEN"] == Home(home).secrets({}).internal_token
+            assert env["ORQEN_HOME"] == str(home.resolve())
+            assert env["ORQEN_DISPATCH_ADDR"] == config.addr("dispatch")
+            assert env.get("ORQEN_METRICS_PORT") == (None if name == "edge" else str(config.metrics_port(name)))
+            assert f"{name}: running" in (home / "logs" / f"{name}.log").read_text()
+    finally:
+        await stack.stop()
+    stopped = (home / "stopped.txt").read_text().split()
+    assert stopped[0] == "edge"
+    assert set(stopped[1:3]) == {"dispatch", "optimizer"} and set(stopped[3:]) == {"billing", "accounting"}
+    assert not port_in_use(config.edge_port)
+
+
+@pytest.mark.asyncio
+async def test_stack_starts_and_stops_the_embedded_servers_it_needs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    stack = Stack(_stack_config(home, tmp_path, {}))
+    await stack.start()
+    try:
+        env = json.loads((home / "env-edge.json").read_text())
+        assert f"host={home.resolve() / 'pg'}" in env["ORQEN_DATABASE_URL"]
+        redis_port = int(env["ORQEN_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+        nats_port = int(env["ORQEN_NATS_URL"].rsplit(":", 1)[1])
+        assert port_in_use(redis_port) and port_in_use(nats_port)
+        pg_pid = int((home / "pg" / "postmaster.pid").read_text().split()[0])
+    finally:
+        await stack.stop()
+    assert not port_in_use(redis_port) and not port_in_use(nats_port) and not pid_alive(pg_pid)
+    assert (home / "logs" / "redis.log").exists() and (home / "logs" / "nats.log").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_service_dying_at_start_fails_fast_with_its_log(tmp_path: Path, infra: dict[str, str]) -> None:
+    config = _stack_config(tmp_path / "home", tmp_path, infra, FAKE_CRASH="billing", ORQEN_STACK_READY_TIMEOUT="60")
+    stack = Stack(config)
+    with pytest.raises(StackError, match=r"(?s)billing exited with code 3.*billing: cannot start"):
+        await stack.start()
+    assert not port_in_use(config.edge_port)
+
+
+@pytest.mark.asyncio
+async def test_readiness_timeout_names_what_is_not_ready(tmp_path: Path, infra: dict[str, str]) -> None:
+    config = _stack_config(tmp_path / "home", tmp_path, infra, FAKE_NOT_READY="1", ORQEN_STACK_READY_TIMEOUT="2")
+    with pytest.raises(StackError, match=r"(?s)accounting \(unavailable\).*accounting\.log.*accounting: running"):
+        await Stack(config).start()
+
+
+@pytest.mark.asyncio
+async def test_stack_refuses_ports_in_use(tmp_path: Path, infra: dict[str, str]) -> None:
+    config = _stack_config(tmp_path / "home", tmp_path, infra)
+    blocker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "http.server",
+        str(config.edge_port),
+        "--bind",
+        "127.0.0.1",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if port_in_use(config.edge_port):
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(StackError, match="edge HTTP"):
+            await Stack(config).start()
+    finally:
+        blocker.terminate()
+        await blocker.wait()
+
+
+def test_socket_urls_name_the_socket_directory_and_port() -> None:
+    assert socket_url(Path("/tmp/pg"), 45678, "orqen") == "postgresql://postgres:@/orqen?host=/tmp/pg&port=45678"

@@ -1,0 +1,48 @@
+import pytest
+
+from orqen_common.auth import (
+    API_KEY_PREFIX,
+    authenticate_bearer,
+    bearer_token,
+    display_prefix,
+    generate_api_key,
+    hash_api_key,
+)
+from orqen_common.context import SERVICE_PRINCIPAL, Principal
+
+
+def test_generated_keys_are_unique_prefixed_and_stored_only_as_hashes() -> None:
+    a, b = generate_api_key(), generate_api_key()
+    assert a != b and a.startswith(API_KEY_PREFIX) and len(a) > 40
+    digest = hash_api_key(a)
+    assert digest == hash_api_key(a) and a not in digest and len(digest) == 64
+    assert display_prefix(a) == a[: len(API_KEY_PREFIX) + 4]
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer sk-orq-abc", "sk-orq-abc"),
+        ("bearer   sk-orq-abc ", "sk-orq-abc"),
+        ("Basic dXNlcjpwYXNz", None),
+        ("Bearer ", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer_token_parsing(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
+
+
+async def test_internal_token_is_a_service_and_keys_go_to_the_verifier() -> None:
+    seen: list[str] = []
+
+    async def verify(key: str) -> Principal | None:
+        seen.append(key)
+        return Principal(kind="api_key", account_id="acct") if key == "sk-orq-good" else None
+
+    assert await authenticate_bearer("internal-secret", "internal-secret", verify) is SERVICE_PRINCIPAL
+    assert (await authenticate_bearer("sk-orq-good", "internal-secret", verify)).account_id == "acct"  # type: ignore[union-attr]
+    assert await authenticate_bearer("sk-orq-bad", "internal-secret", verify) is None
+    assert await authenticate_bearer(None, "internal-secret", verify) is None
+    assert seen == ["sk-orq-good", "sk-orq-bad"]

@@ -1,0 +1,114 @@
+"""The real edge app on real Redis and NATS with every gRPC service down.
+
+Shows bad input answered in OpenAI's shape and a missing downstream reported as 503,
+by /readyz too, with no stack trace ever reaching the client.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from fakes.serve import free_port
+from orqen_common.auth import hash_api_key
+from orqen_edge.app import create_app
+from orqen_edge.middleware import RequestContextMiddleware
+from orqen_edge.runtime import Runtime
+from orqen_edge.settings import EdgeSettings
+
+KEY = "sk-orq-edge-test-key"
+HEADERS = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def client(
+    orqen_redis_db_url: str, orqen_nats_url: str, orqen_nats_prefix: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    dead = {f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("optimizer", "dispatch", "accounting", "billing")}
+    settings = EdgeSettings(  # type: ignore[call-arg]
+        internal_token="t",
+        redis_url=orqen_redis_db_url,
+        nats_url=orqen_nats_url,
+        nats_prefix=orqen_nats_prefix,
+        max_body_bytes=64 * 1024,
+        grace_seconds=1,
+        **dead,
+    )
+    # The key is already in the auth cache, as after an earlier request, so it resolves
+    # while accounting is down.
+    redis = Redis.from_url(orqen_redis_db_url)
+    await redis.set("orqen:auth:" + hash_api_key(KEY), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
+    await redis.aclose()
+    async with AsyncExitStack() as stack:
+        runtime = await Runtime.open(settings, stack)
+        # The ASGI transport runs the app on this test's event loop, where its channels live.
+        transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as test_client:
+            yield test_client
+
+
+async def test_a_missing_dispatch_is_a_clear_503(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/chat/completions", content=orjson.dumps(CHAT), headers=HEADERS)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["type"] == "service_unavailable_error" and "dispatch" in error["message"]
+
+
+async def test_readyz_names_what_is_not_ready(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["not_ready"] == ["accounting", "billing", "dispatch", "optimizer"]
+    assert body["checks"]["redis"] == "ok"
+
+
+async def test_an_unverifiable_key_is_503_not_401(client: httpx.AsyncClient) -> None:
+    headers = {**HEADERS, "authorization": "Bearer sk-orq-not-cached"}
+    response = await client.post("/v1/chat/completions", content=orjson.dumps(CHAT), headers=headers)
+    assert response.status_code == 503 and "accounting" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "type_"),
+    [
+        ({"content-type": "application/json"}, orjson.dumps(CHAT), 401, "authentication_error"),
+        ({**HEADERS, "authorization": "Basic abc"}, orjson.dumps(CHAT), 401, "authentication_error"),
+        (HEADERS, b'{"model": ', 400, "invalid_request_error"),
+        (HEADERS, b'{"model": "m"}', 400, "invalid_request_error"),
+        ({**HEADERS, "content-type": "text/plain"}, orjson.dumps(CHAT), 415, "invalid_request_error"),
+        (HEADERS, b'{"x": "' + b"a" * 70_000 + b'"}', 413, "invalid_request_error"),
+    ],
+)
+async def test_bad_input_gets_an_openai_shaped_error(
+    client: httpx.AsyncClient, headers: dict[str, str], body: bytes, status: int, type_: str
+) -> None:
+    response = await client.post("/v1/chat/completions", content=body, headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == type_
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+async def test_unknown_routes_and_methods_are_json(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/v1/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    wrong = await client.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+async def test_a_callers_request_id_is_kept(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"x-request-id": "my-trace-123"})
+    assert response.headers["x-request-id"] == "my-trace-123"
+    hostile = await client.get("/healthz", headers={"x-request-id": "bad id\nwith newline"})
+    assert hostile.headers["x-request-id"].startswith("req_")
+
+
+async def test_openapi_and_metrics_are_served(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/schema/openapi.json")).json()
+    assert "/v1/chat/completions" in spec["paths"] and "/v1/account/requests" in spec["paths"]
+    await client.get("/healthz")
+    metrics = (await client.get("/metrics")).text
+    assert 'orqen_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics

@@ -1,0 +1,72 @@
+import grpc
+import orjson
+import pytest
+
+from orqen.v1 import dispatch_pb2, optimizer_pb2
+from orqen_common.errors import OrqenError
+from orqen_edge.errors import error_body, ingress_of
+from orqen_edge.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
+
+
+def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
+    chat = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "aws_access_key_id": "AKIA",
+        "aws_region_name": "eu-west-1",
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object"}, "x-orqen-examples": ["call f"]},
+            }
+        ],
+    }
+    creds = pop_credentials(chat)
+    assert creds == {"aws_access_key_id": "AKIA", "aws_region_name": "eu-west-1"}
+    sent = orjson.loads(forwardable(chat))
+    assert "aws_access_key_id" not in sent
+    assert sent["tools"][0]["function"] == {"name": "f", "parameters": {"type": "object"}}
+    assert "x-orqen-examples" in chat["tools"][0]["function"]  # the caller's object is not mutated
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "JSON object"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "'model'"),
+        ({"model": "m"}, "'messages'"),
+        ({"model": "m", "messages": []}, "'messages'"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "'tools'"),
+    ],
+)
+def test_invalid_chat_requests_are_400_with_a_reason(body: object, message: str) -> None:
+    with pytest.raises(OrqenError) as err:
+        validate_chat(body)
+    assert err.value.http_status == 400 and message in err.value.message
+
+
+def test_headers_describe_the_plan() -> None:
+    call = ChatCall(runtime=None, context=None, model_requested="m", stream=False)  # type: ignore[arg-type]
+    call.plan_stats = optimizer_pb2.PlanStats(tools_input=32, tools_output=8, routing="semantic")
+    call.summary = dispatch_pb2.DispatchSummary(model="gpt-4o-2024-11-20")
+    assert call.headers() == {
+        "x-orqen-model": "gpt-4o-2024-11-20",
+        "x-orqen-tools-input": "32",
+        "x-orqen-tools-output": "8",
+        "x-orqen-prune-ratio": "8/32",
+        "x-orqen-routing": "semantic",
+    }
+
+
+def test_error_bodies_follow_each_sdk() -> None:
+    err = OrqenError.of(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down")
+    assert error_body(err, "openai") == {
+        "error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}
+    }
+    assert error_body(err, "anthropic") == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
+    assert ingress_of("/v1/messages") == "anthropic"
+    assert ingress_of("/model/anthropic.claude/converse") == "bedrock"
+    assert ingress_of("/v1/chat/completions") == "openai"
