@@ -91,7 +91,7 @@ async def test_events_published_while_nats_is_down_are_delivered_later(tmp_path:
     await asyncio.sleep(0.5)
     assert not publisher.connected
     binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: ASYNC220 - starting a server, not waiting on it
         [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
