@@ -145,7 +145,7 @@ def _encode_cursor(created_at: dt.datetime, request_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str] | None:
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         stamp, request_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         return dt.datetime.fromisoformat(stamp), request_id

@@ -110,8 +110,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     await self._enter(context, method)
                     return await behavior(request, context)
-                except (OrqenError, Exception) as err:
-                    if isinstance(err, asyncio.CancelledError) or _is_abort(err):
+                except Exception as err:  # CancelledError is a BaseException and passes through
+                    if _is_abort(err):
                         raise
                     await self._fail(context, method, err)
                 finally:
@@ -129,7 +129,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     await self._enter(context, method)
                     async for item in behavior(request, context):
                         yield item
-                except (OrqenError, Exception) as err:
+                except Exception as err:  # CancelledError is a BaseException and passes through
                     if _is_abort(err):
                         raise
                     await self._fail(context, method, err)
