@@ -8,52 +8,51 @@ from typing import Any
 import orjson
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from litestar.response import Stream
 
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
 from orqen_edge.errors import error_body
-from orqen_edge.pipeline import ChatCall, complete, new_call, open_stream, pop_credentials, validate_chat
-from orqen_edge.request_body import read_json
+from orqen_edge.pipeline import Reply, serve_chat
 from orqen_edge.runtime import Runtime
-
-SESSION_HEADER = "x-orqen-session-id"
 
 
 @post("/v1/chat/completions", summary="Chat completions (OpenAI SDK)", status_code=200)
 async def chat_completions(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> Response[Any]:
-    call = new_call(runtime, principal, request.state.request_id, "openai", request.headers.get(SESSION_HEADER, ""), {})
-    try:
-        chat = validate_chat(await read_json(request))
-        call.model_requested, call.stream = chat["model"], bool(chat.get("stream"))
-        pop_credentials(chat)
-        if call.stream:
-            chunks = await open_stream(call, chat)
-            return Stream(_sse(call, chunks), media_type="text/event-stream", headers=_stream_headers(call))
-        completion = await complete(call, chat)
-    except OrqenError as err:
-        call.record(err.http_status, err.message)
-        raise
-    call.record(200)
-    return Response(content=orjson.dumps(completion), media_type="application/json", headers=call.headers())
+    return await serve_chat(request, runtime, principal, "openai", translate)
 
 
-def _stream_headers(call: ChatCall) -> dict[str, str]:
-    return {**call.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
+def translate(body: Any) -> tuple[dict[str, Any], Reply]:
+    """The body is already canonical; the reply only needs to know about include_usage."""
+    include_usage = False
+    if isinstance(body, dict) and isinstance(body.get("stream_options"), dict):
+        include_usage = bool(body["stream_options"].get("include_usage"))
+    return body, OpenAIReply(include_usage)
 
 
-async def _sse(call: ChatCall, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    """Canonical chunks as OpenAI SSE; an error after the first byte becomes an error event."""
-    status, error = 499, "client disconnected"
-    try:
+class OpenAIReply:
+    stream_media_type = "text/event-stream"
+
+    def __init__(self, include_usage: bool) -> None:
+        self._include_usage = include_usage
+
+    def body(self, completion: dict[str, Any]) -> bytes:
+        for choice in completion.get("choices") or ():
+            choice.pop("stop_sequence", None)
+        return orjson.dumps(completion)
+
+    async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        """SSE chunks ending in [DONE]; the usage chunk only when the caller asked for it."""
         async for chunk in chunks:
+            if chunk.get("usage") and not self._include_usage:
+                if not chunk.get("choices"):
+                    continue
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            for choice in chunk.get("choices") or ():
+                choice.pop("stop_sequence", None)
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         yield b"data: [DONE]\n\n"
-        status, error = 200, ""
-    except OrqenError as err:
-        status, error = err.http_status, err.message
-        yield b"data: " + orjson.dumps(error_body(err, "openai")) + b"\n\n"
-    finally:
-        call.record(status, error)
+
+    def stream_error(self, err: OrqenError) -> bytes:
+        return b"data: " + orjson.dumps(error_body(err, "openai")) + b"\n\n"

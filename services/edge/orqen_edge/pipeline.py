@@ -1,26 +1,30 @@
 """The path of one canonical chat request, whatever SDK it came from.
 
-optimizer (fail open) -> dispatch -> the request event. Ingress modules translate their
-SDK's shape to the canonical one before, and the answer back after.
+read -> the ingress translator (SDK shape -> canonical) -> optimizer (fail open) ->
+dispatch -> the ingress translator again (canonical -> SDK shape) -> the request event.
+`serve_chat` is that path; each ingress module only supplies its translator.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import orjson
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from litestar import Request, Response
+from litestar.response import Stream
 from prometheus_client import Counter
 
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.events import REQUEST_COMPLETED
+from orqen_edge.request_body import read_json
 from orqen_edge.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -38,6 +42,29 @@ CREDENTIAL_FIELDS = (
     "aws_bearer_token_bedrock",
 )
 _TOOL_EXTENSIONS = ("x-orqen-examples",)
+SESSION_HEADER = "x-orqen-session-id"
+
+
+class Reply(Protocol):
+    """How one ingress format answers its caller, built from the canonical answer."""
+
+    stream_media_type: str
+
+    def body(self, completion: dict[str, Any]) -> bytes:
+        """The whole non-streaming response body."""
+        ...
+
+    def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        """The encoded stream; `chunks` ends with the canonical usage chunk."""
+        ...
+
+    def stream_error(self, err: OrqenError) -> bytes:
+        """The event that reports a failure after the first byte was sent."""
+        ...
+
+
+# Turns a parsed request body into the canonical request and the Reply that answers it.
+Translate = Callable[[Any], tuple[dict[str, Any], Reply]]
 
 
 @dataclass
@@ -52,6 +79,7 @@ class ChatCall:
     plan_stats: optimizer_pb2.PlanStats = field(default_factory=optimizer_pb2.PlanStats)
     trace: optimizer_pb2.RoutingTrace = field(default_factory=optimizer_pb2.RoutingTrace)
     summary: dispatch_pb2.DispatchSummary = field(default_factory=dispatch_pb2.DispatchSummary)
+    credentials: dict[str, str] = field(default_factory=dict)
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> None:
@@ -94,9 +122,43 @@ class ChatCall:
         return out
 
 
-def new_call(
-    runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str, chat: dict[str, Any]
-) -> ChatCall:
+async def serve_chat(
+    request: Request[Any, Any, Any], runtime: Runtime, principal: Principal, ingress: str, translate: Translate
+) -> Response[Any]:
+    """Answer one chat request from any SDK; the request event is published exactly once."""
+    call = new_call(runtime, principal, request.state.request_id, ingress, request.headers.get(SESSION_HEADER, ""))
+    try:
+        chat, reply = translate(await read_json(request))
+        chat = validate_chat(chat)
+        call.model_requested, call.stream = chat["model"], bool(chat.get("stream"))
+        call.credentials = pop_credentials(chat)
+        if call.stream:
+            chunks = await open_stream(call, chat)
+            headers = {**call.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
+            return Stream(_encoded(call, reply, chunks), media_type=reply.stream_media_type, headers=headers)
+        completion = await complete(call, chat)
+    except OrqenError as err:
+        call.record(err.http_status, err.message)
+        raise
+    call.record(200)
+    return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
+
+
+async def _encoded(call: ChatCall, reply: Reply, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """The reply's stream; an error after the first byte becomes the format's error event."""
+    status, error = 499, "client disconnected"
+    try:
+        async for data in reply.stream(chunks):
+            yield data
+        status, error = 200, ""
+    except OrqenError as err:
+        status, error = err.http_status, err.message
+        yield reply.stream_error(err)
+    finally:
+        call.record(status, error)
+
+
+def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str) -> ChatCall:
     return ChatCall(
         runtime=runtime,
         context=common_pb2.RequestContext(
@@ -106,8 +168,8 @@ def new_call(
             session_id=session_id[:256],
             ingress=ingress,
         ),
-        model_requested=str(chat.get("model") or ""),
-        stream=bool(chat.get("stream")),
+        model_requested="",
+        stream=False,
     )
 
 
@@ -165,10 +227,14 @@ def _strip_tool(tool: Any) -> Any:
     return {**tool, "function": function}
 
 
+def _dispatch_request(call: ChatCall, chat: dict[str, Any]) -> dispatch_pb2.CompleteRequest:
+    return dispatch_pb2.CompleteRequest(context=call.context, chat_json=forwardable(chat), credentials=call.credentials)
+
+
 async def complete(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
     """Run a non-streaming request; the canonical completion comes back."""
     forwarded = await optimize(call, chat)
-    response = await call.runtime.downstream.complete(call.context, forwardable(forwarded))
+    response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
     call.summary = response.summary
     return orjson.loads(response.response_json)  # type: ignore[no-any-return]
 
@@ -180,7 +246,7 @@ async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dic
     proper HTTP error instead of a broken stream.
     """
     forwarded = await optimize(call, chat)
-    events = call.runtime.downstream.stream(call.context, forwardable(forwarded))
+    events = call.runtime.downstream.stream(_dispatch_request(call, forwarded))
     try:
         first = await anext(events)
     except StopAsyncIteration:

@@ -63,12 +63,12 @@ class Downstream:
             optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json), timeout=deadline_s
         )
 
-    async def complete(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> dispatch_pb2.CompleteResponse:
+    async def complete(self, request: dispatch_pb2.CompleteRequest) -> dispatch_pb2.CompleteResponse:
         with _translated("dispatch"):
-            return await self._dispatch.Complete(dispatch_pb2.CompleteRequest(context=ctx, chat_json=chat_json))
+            return await self._dispatch.Complete(request)
 
-    async def stream(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> AsyncIterator[dispatch_pb2.StreamEvent]:
-        call = self._dispatch.Stream(dispatch_pb2.CompleteRequest(context=ctx, chat_json=chat_json))
+    async def stream(self, request: dispatch_pb2.CompleteRequest) -> AsyncIterator[dispatch_pb2.StreamEvent]:
+        call = self._dispatch.Stream(request)
         try:
             with _translated("dispatch"):
                 async for event in call:

@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from orqen.v1 import common_pb2 as orqen_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17orqen/v1/dispatch.proto\x12\x08orqen.v1\x1a\x15orqen/v1/common.proto\"O\n\x0f\x43ompleteRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x11\n\tchat_json\x18\x02 \x01(\x0c\"U\n\x10\x43ompleteResponse\x12\x15\n\rresponse_json\x18\x01 \x01(\x0c\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummary\"Z\n\x0bStreamEvent\x12\x14\n\nchunk_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummaryH\x00\x42\x07\n\x05\x65vent\"\xb6\x01\n\x0f\x44ispatchSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.orqen.v1.Usage\x12\x17\n\x0fupstream_status\x18\x04 \x01(\x05\x12\x13\n\x0bupstream_ms\x18\x05 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x01\x12#\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x11.orqen.v1.Attempt\"^\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x32\x8b\x01\n\x08\x44ispatch\x12\x41\n\x08\x43omplete\x12\x19.orqen.v1.CompleteRequest\x1a\x1a.orqen.v1.CompleteResponse\x12<\n\x06Stream\x12\x19.orqen.v1.CompleteRequest\x1a\x15.orqen.v1.StreamEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17orqen/v1/dispatch.proto\x12\x08orqen.v1\x1a\x15orqen/v1/common.proto\"\xc4\x01\n\x0f\x43ompleteRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x11\n\tchat_json\x18\x02 \x01(\x0c\x12?\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32*.orqen.v1.CompleteRequest.CredentialsEntry\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x10\x43ompleteResponse\x12\x15\n\rresponse_json\x18\x01 \x01(\x0c\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummary\"Z\n\x0bStreamEvent\x12\x14\n\nchunk_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummaryH\x00\x42\x07\n\x05\x65vent\"\xb6\x01\n\x0f\x44ispatchSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.orqen.v1.Usage\x12\x17\n\x0fupstream_status\x18\x04 \x01(\x05\x12\x13\n\x0bupstream_ms\x18\x05 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x01\x12#\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x11.orqen.v1.Attempt\"^\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x32\x8b\x01\n\x08\x44ispatch\x12\x41\n\x08\x43omplete\x12\x19.orqen.v1.CompleteRequest\x1a\x1a.orqen.v1.CompleteResponse\x12<\n\x06Stream\x12\x19.orqen.v1.CompleteRequest\x1a\x15.orqen.v1.StreamEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orqen.v1.dispatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPLETEREQUEST']._serialized_start=60
-  _globals['_COMPLETEREQUEST']._serialized_end=139
-  _globals['_COMPLETERESPONSE']._serialized_start=141
-  _globals['_COMPLETERESPONSE']._serialized_end=226
-  _globals['_STREAMEVENT']._serialized_start=228
-  _globals['_STREAMEVENT']._serialized_end=318
-  _globals['_DISPATCHSUMMARY']._serialized_start=321
-  _globals['_DISPATCHSUMMARY']._serialized_end=503
-  _globals['_ATTEMPT']._serialized_start=505
-  _globals['_ATTEMPT']._serialized_end=599
-  _globals['_DISPATCH']._serialized_start=602
-  _globals['_DISPATCH']._serialized_end=741
+  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._loaded_options = None
+  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_options = b'8\001'
+  _globals['_COMPLETEREQUEST']._serialized_start=61
+  _globals['_COMPLETEREQUEST']._serialized_end=257
+  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_start=207
+  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_end=257
+  _globals['_COMPLETERESPONSE']._serialized_start=259
+  _globals['_COMPLETERESPONSE']._serialized_end=344
+  _globals['_STREAMEVENT']._serialized_start=346
+  _globals['_STREAMEVENT']._serialized_end=436
+  _globals['_DISPATCHSUMMARY']._serialized_start=439
+  _globals['_DISPATCHSUMMARY']._serialized_end=621
+  _globals['_ATTEMPT']._serialized_start=623
+  _globals['_ATTEMPT']._serialized_end=717
+  _globals['_DISPATCH']._serialized_start=720
+  _globals['_DISPATCH']._serialized_end=859
 # @@protoc_insertion_point(module_scope)

@@ -23,21 +23,52 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class CompleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CredentialsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CONTEXT_FIELD_NUMBER: _builtins.int
     CHAT_JSON_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
-    """The canonical chat request (OpenAI Chat Completions JSON), UTF-8."""
+    """The canonical chat request (OpenAI Chat Completions JSON, with the extensions
+    listed in orqen_common/canonical.py), UTF-8.
+    """
     @_builtins.property
     def context(self) -> _common_pb2.RequestContext: ...
+    @_builtins.property
+    def credentials(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Per-request provider credentials the caller sent (the aws_* body extensions).
+        They win over the account's saved credentials and the operator's environment,
+        and are never logged or stored.
+        """
+
     def __init__(
         self,
         *,
         context: _common_pb2.RequestContext | None = ...,
         chat_json: _builtins.bytes = ...,
+        credentials: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "context", b"context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "context", b"context", "credentials", b"credentials"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -60,8 +60,9 @@ class DispatchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Stream(self, request, context):
-        """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, then a
-        final message carrying the summary.
+        """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
+        of them always the usage chunk (choices empty), then a final message carrying
+        the summary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

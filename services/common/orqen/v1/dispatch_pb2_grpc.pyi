@@ -37,8 +37,9 @@ class DispatchStub:
     def __new__(cls, channel: _aio.Channel) -> DispatchAsyncStub: ...
     Complete: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.CompleteResponse]
     Stream: _grpc.UnaryStreamMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.StreamEvent]
-    """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, then a
-    final message carrying the summary.
+    """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
+    of them always the usage chunk (choices empty), then a final message carrying
+    the summary.
     """
 
 @_typing.type_check_only
@@ -50,8 +51,9 @@ class DispatchAsyncStub(DispatchStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Complete: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.CompleteResponse]  # type: ignore[assignment]
     Stream: _aio.UnaryStreamMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.StreamEvent]  # type: ignore[assignment]
-    """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, then a
-    final message carrying the summary.
+    """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
+    of them always the usage chunk (choices empty), then a final message carrying
+    the summary.
     """
 
 class DispatchServicer(metaclass=_abc_1.ABCMeta):
@@ -72,8 +74,9 @@ class DispatchServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatch_pb2.CompleteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dispatch_pb2.StreamEvent], _abc.AsyncIterator[_dispatch_pb2.StreamEvent]]:
-        """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, then a
-        final message carrying the summary.
+        """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
+        of them always the usage chunk (choices empty), then a final message carrying
+        the summary.
         """
 
 def add_DispatchServicer_to_server(servicer: DispatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
