@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from contextlib import AsyncExitStack
 from functools import partial
@@ -13,10 +14,42 @@ import httpx
 from orqen.v1 import dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.auth import open_key_verifier
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_dispatch.providers.anthropic import AnthropicMessages
+from orqen_dispatch.providers.base import Provider
+from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
-from orqen_dispatch.settings import DispatchSettings
+from orqen_dispatch.settings import DispatchSettings, secret
+
+
+def providers(settings: DispatchSettings, http: httpx.AsyncClient) -> dict[str, Provider]:
+    """Every provider translator, by the prefix that addresses it in a model string."""
+    built: dict[str, Provider] = {
+        "openai": OpenAICompatible("openai", http, settings.openai_base_url, secret(settings.openai_api_key)),
+        "groq": OpenAICompatible("groq", http, settings.groq_base_url, secret(settings.groq_api_key)),
+        "anthropic": AnthropicMessages(
+            "anthropic",
+            http,
+            settings.anthropic_base_url,
+            secret(settings.anthropic_api_key),
+            settings.anthropic_default_max_tokens,
+        ),
+        "bedrock": BedrockConverse(
+            "bedrock",
+            http,
+            settings.bedrock_endpoint_url,
+            settings.aws_region,
+            secret(settings.aws_access_key_id),
+            secret(settings.aws_secret_access_key),
+            secret(settings.aws_session_token),
+            secret(settings.aws_bearer_token_bedrock),
+        ),
+    }
+    for name, entry in settings.compatible_providers.items():
+        api_key = os.environ.get(entry.api_key_env) if entry.api_key_env else None
+        built[name] = OpenAICompatible(name, http, entry.base_url, api_key)
+    return built
 
 
 async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServiceParts:
@@ -27,8 +60,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=120),
     )
     stack.push_async_callback(http.aclose)
-    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    router = ProviderRouter({"openai": OpenAICompatible("openai", http, settings.openai_base_url, api_key)}, "openai")
+    router = ProviderRouter(providers(settings, http), settings.default_provider)
 
     def register(server: grpc.aio.Server) -> None:
         dispatch_pb2_grpc.add_DispatchServicer_to_server(DispatchServicer(router), server)

@@ -28,7 +28,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         provider, model = self._router.resolve(chat["model"])
         started = time.perf_counter()
         try:
-            completion = await provider.complete(chat, model)
+            completion = await provider.complete(chat, model, request.credentials)
         except UpstreamError as err:
             raise _as_orqen_error(provider, err) from None
         elapsed = _ms_since(started)
@@ -50,7 +50,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         ttft = 0.0
         model_used = model
         try:
-            async for chunk in provider.stream(chat, model, state):
+            async for chunk in provider.stream(chat, model, request.credentials, state):
                 if not ttft:
                     ttft = _ms_since(started)
                 model_used = chunk.get("model") or model_used

@@ -1,10 +1,23 @@
-"""Dispatch settings: upstream base URLs follow each official SDK's own convention."""
+"""Dispatch settings: upstream base URLs follow each official SDK's own convention.
+
+`ORQEN_OPENAI_BASE_URL` and `ORQEN_GROQ_BASE_URL` include `/v1` (the OpenAI SDK's
+`base_url`), `ORQEN_ANTHROPIC_BASE_URL` does not (the Anthropic SDK's), and
+`ORQEN_BEDROCK_ENDPOINT_URL` is what boto3 calls `endpoint_url`. Operator keys come from
+the variables each SDK reads itself.
+"""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 
 from orqen_common.settings import RedisSettings, ServiceSettings
+
+
+class CompatibleProvider(BaseModel):
+    """An operator-defined OpenAI-compatible provider, addressed as `<name>/<model>`."""
+
+    base_url: str
+    api_key_env: str | None = None
 
 
 class DispatchSettings(ServiceSettings, RedisSettings):
@@ -16,9 +29,53 @@ class DispatchSettings(ServiceSettings, RedisSettings):
         description="OpenAI-compatible base URL including /v1, as the OpenAI SDK's base_url.",
     )
     openai_api_key: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("OPENAI_API_KEY", "ORQEN_OPENAI_API_KEY"),
-        description="Operator key for OpenAI (OPENAI_API_KEY).",
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "ORQEN_OPENAI_API_KEY"), description="OPENAI_API_KEY."
     )
+    anthropic_base_url: str = Field(
+        "https://api.anthropic.com", description="Anthropic base URL without /v1, as the Anthropic SDK's base_url."
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "ORQEN_ANTHROPIC_API_KEY"),
+        description="ANTHROPIC_API_KEY.",
+    )
+    anthropic_default_max_tokens: int = Field(
+        4096, description="max_tokens sent to Anthropic when the caller gave none (the API requires it)."
+    )
+    groq_base_url: str = Field("https://api.groq.com/openai/v1", description="Groq's OpenAI-compatible base URL.")
+    groq_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GROQ_API_KEY", "ORQEN_GROQ_API_KEY"), description="GROQ_API_KEY."
+    )
+    bedrock_endpoint_url: str | None = Field(
+        None, description="Bedrock runtime endpoint (boto3's endpoint_url); default is the region's."
+    )
+    aws_region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "ORQEN_AWS_REGION"),
+        description="AWS_REGION (or AWS_DEFAULT_REGION) of Bedrock.",
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"), description="AWS_ACCESS_KEY_ID for Bedrock SigV4."
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"), description="AWS_SECRET_ACCESS_KEY."
+    )
+    aws_session_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AWS_SESSION_TOKEN"), description="AWS_SESSION_TOKEN (temporary keys)."
+    )
+    aws_bearer_token_bedrock: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_BEARER_TOKEN_BEDROCK"),
+        description="A Bedrock API key, used instead of SigV4 when set.",
+    )
+    compatible_providers: dict[str, CompatibleProvider] = Field(
+        default_factory=dict,
+        description='More OpenAI-compatible providers as JSON: {"name": {"base_url": …, "api_key_env": …}}.',
+    )
+    default_provider: str = Field("openai", description="Provider of model names no rule recognises.")
     upstream_connect_timeout_seconds: float = Field(10.0, description="Connect timeout to a provider.")
     upstream_timeout_seconds: float = Field(600.0, description="Read timeout of one provider response.")
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import orjson
+
+from orqen_common.canonical import unsupported
 
 
 @dataclass(slots=True)
@@ -44,12 +46,118 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
 
 
+# Per-request credentials (CompleteRequest.credentials): the aws_* extensions for now.
+Credentials = Mapping[str, str]
+
+
 class Provider(Protocol):
+    """A provider translator: canonical request in, canonical answer out.
+
+    `stream` yields canonical chunks as the provider sends them (never buffered), and
+    ends with the canonical usage chunk (choices empty). It fills `state` as it goes.
+    """
+
     name: str
 
-    async def complete(self, chat: dict[str, Any], model: str) -> Completion: ...
+    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion: ...
 
-    def stream(self, chat: dict[str, Any], model: str, state: StreamState) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(
+        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
+    """Send and return the (streaming) response; any failure becomes an UpstreamError.
+
+    The body of a successful response is not read yet, so callers can stream it; they
+    must close it.
+    """
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TimeoutException as err:
+        raise UpstreamError(504, f"{provider} did not answer in time") from err
+    except httpx.TransportError as err:
+        raise UpstreamError(502, f"{provider} is unreachable: {err.__class__.__name__}") from err
+    if response.status_code >= 400:
+        try:
+            await response.aread()
+        except httpx.TransportError:
+            pass
+        finally:
+            await response.aclose()
+        raise UpstreamError(response.status_code, error_message(response), retry_after(response))
+    return response
+
+
+async def read_json(response: httpx.Response, provider: str) -> dict[str, Any]:
+    """The whole JSON body of a response opened by `send`, then closed."""
+    try:
+        raw = await response.aread()
+    except httpx.TransportError as err:
+        raise UpstreamError(502, f"{provider} broke the connection: {err.__class__.__name__}") from err
+    finally:
+        await response.aclose()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise UpstreamError(502, f"{provider} returned a body that is not JSON") from err
+    if not isinstance(body, dict):
+        raise UpstreamError(502, f"{provider} returned JSON that is not an object")
+    return body
+
+
+@dataclass(slots=True)
+class SseEvent:
+    event: str
+    data: str
+
+
+async def sse_events(response: httpx.Response, provider: str) -> AsyncIterator[SseEvent]:
+    """The events of a text/event-stream body (`event:` and joined `data:` lines)."""
+    event: str = ""
+    data: list[str] = []
+    try:
+        async for line in response.aiter_lines():
+            if not line:
+                if data:
+                    yield SseEvent(event or "message", "\n".join(data))
+                event, data = "", []
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        if data:
+            yield SseEvent(event or "message", "\n".join(data))
+    except httpx.TransportError as err:
+        raise UpstreamError(502, f"{provider} stream broke: {err.__class__.__name__}") from err
+
+
+def refuse_openai_only_features(chat: dict[str, Any], where: str) -> None:
+    """400 for the canonical (OpenAI) features other providers cannot express.
+
+    Dropping any of these would change the answer the caller gets, so they are refused
+    by name instead.
+    """
+    if (chat.get("n") or 1) != 1:
+        raise unsupported("n > 1 (several choices)", where)
+    if chat.get("logprobs") or chat.get("top_logprobs"):
+        raise unsupported("logprobs", where)
+    response_format = chat.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+        if kind != "text":
+            raise unsupported(f"response_format {kind!r}", where)
+    if chat.get("audio") is not None or "audio" in (chat.get("modalities") or ()):
+        raise unsupported("Audio output", where)
+    if chat.get("logit_bias"):
+        raise unsupported("logit_bias", where)
+    for penalty in ("frequency_penalty", "presence_penalty"):
+        if chat.get(penalty):
+            raise unsupported(f"A non-zero {penalty}", where)
+    if chat.get("functions") or chat.get("function_call"):
+        raise unsupported("Legacy functions (use tools)", where)
+    if chat.get("web_search_options") is not None:
+        raise unsupported("web_search_options", where)
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -1,21 +1,32 @@
-"""OpenAI and any OpenAI-compatible endpoint: the canonical shape is already its wire format."""
+"""OpenAI and any OpenAI-compatible endpoint: the canonical shape is already its wire format.
+
+Only the canonical extensions need care: those OpenAI cannot express are refused,
+the hints are dropped (OpenAI rejects fields it does not know).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 
+from orqen_common.canonical import unsupported
 from orqen_dispatch.providers.base import (
     Completion,
+    Credentials,
     StreamState,
     UpstreamError,
     UpstreamUsage,
-    error_message,
-    retry_after,
+    read_json,
+    send,
+    sse_events,
 )
+
+_REFUSED = {"top_k": "top_k", "thinking": "Extended thinking"}
+_HINTS = ("anthropic_beta",)
 
 
 def usage_of(body: dict[str, Any]) -> UpstreamUsage:
@@ -39,71 +50,86 @@ class OpenAICompatible:
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
 
-    async def complete(self, chat: dict[str, Any], model: str) -> Completion:
-        body = {**chat, "model": model, "stream": False}
-        body.pop("stream_options", None)
-        try:
-            response = await self._client.post(self._url, content=orjson.dumps(body), headers=self._headers)
-        except httpx.TimeoutException as err:
-            raise UpstreamError(504, f"{self.name} did not answer in time") from err
-        except httpx.TransportError as err:
-            raise UpstreamError(502, f"{self.name} is unreachable: {err.__class__.__name__}") from err
-        if response.status_code >= 400:
-            raise UpstreamError(response.status_code, error_message(response), retry_after(response))
-        try:
-            answer = orjson.loads(response.content)
-        except orjson.JSONDecodeError as err:
-            raise UpstreamError(502, f"{self.name} returned a body that is not JSON") from err
+    def wire_request(self, chat: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
+        """The body this provider accepts: extensions refused or dropped, the model resolved."""
+        for field, feature in _REFUSED.items():
+            if chat.get(field) is not None:
+                raise unsupported(feature, f"the {self.name} provider")
+        body = {k: v for k, v in chat.items() if k not in _HINTS}
+        body["model"], body["stream"] = model, stream
+        if stream:
+            # Always ask for usage: the request log needs it whatever the caller asked.
+            body["stream_options"] = {**(chat.get("stream_options") or {}), "include_usage": True}
+        else:
+            body.pop("stream_options", None)
+        if "tools" in body:
+            body["tools"] = [_without_cache_control(t) for t in body["tools"]]
+        body["messages"] = [_message_without_cache_control(m) for m in body["messages"]]
+        return body
+
+    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
+        body = self.wire_request(chat, model, stream=False)
+        response = await send(self._client, self._request(body), self.name)
+        answer = await read_json(response, self.name)
         return Completion(body=answer, usage=usage_of(answer), status=response.status_code)
 
-    async def stream(self, chat: dict[str, Any], model: str, state: StreamState) -> AsyncIterator[dict[str, Any]]:
-        """Yield canonical chunks as they arrive.
-
-        Usage is always requested upstream so the request log is exact; the usage-only
-        chunk is passed on only when the caller asked for it (stream_options.include_usage).
-        """
-        caller_wants_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
-        body = {**chat, "model": model, "stream": True, "stream_options": {"include_usage": True}}
-        request = self._client.build_request("POST", self._url, content=orjson.dumps(body), headers=self._headers)
+    async def stream(
+        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield canonical chunks as they arrive, ending with the usage chunk."""
+        body = self.wire_request(chat, model, stream=True)
+        response = await send(self._client, self._request(body), self.name)
+        state.status = response.status_code
+        last: dict[str, Any] = {}
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as err:
-            raise UpstreamError(504, f"{self.name} did not answer in time") from err
-        except httpx.TransportError as err:
-            raise UpstreamError(502, f"{self.name} is unreachable: {err.__class__.__name__}") from err
-        try:
-            state.status = response.status_code
-            if response.status_code >= 400:
-                await response.aread()
-                raise UpstreamError(response.status_code, error_message(response), retry_after(response))
-            async for chunk in _sse_json(response, self.name):
+            async for event in sse_events(response, self.name):
+                if event.data == "[DONE]":
+                    break
+                chunk = self._chunk(event.data)
+                last = chunk
                 if chunk.get("usage"):
                     state.usage = usage_of(chunk)
-                    if not chunk.get("choices") and not caller_wants_usage:
-                        continue
-                    if not caller_wants_usage:
-                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
                 yield chunk
-        except httpx.TransportError as err:
-            raise UpstreamError(502, f"{self.name} stream broke: {err.__class__.__name__}") from err
         finally:
             await response.aclose()
+        if not last.get("usage"):
+            # Some OpenAI-compatible servers ignore include_usage; the stream still ends with usage.
+            yield {
+                "id": last.get("id", ""),
+                "object": "chat.completion.chunk",
+                "created": last.get("created", int(time.time())),
+                "model": last.get("model", model),
+                "choices": [],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            }
 
+    def _request(self, body: dict[str, Any]) -> httpx.Request:
+        return self._client.build_request("POST", self._url, content=orjson.dumps(body), headers=self._headers)
 
-async def _sse_json(response: httpx.Response, provider: str) -> AsyncIterator[dict[str, Any]]:
-    """The JSON payloads of an SSE body, up to `data: [DONE]`."""
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
+    def _chunk(self, data: str) -> dict[str, Any]:
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError as err:
-            raise UpstreamError(502, f"{provider} sent a stream event that is not JSON") from err
-        if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
+            raise UpstreamError(502, f"{self.name} sent a stream event that is not JSON") from err
+        if not isinstance(payload, dict):
+            raise UpstreamError(502, f"{self.name} sent a stream event that is not an object")
+        if "error" in payload and "choices" not in payload:
             err_body = payload["error"]
             message = err_body.get("message", str(err_body)) if isinstance(err_body, dict) else str(err_body)
             raise UpstreamError(502, message)
-        yield payload
+        return payload
+
+
+def _without_cache_control(item: Any) -> Any:
+    if isinstance(item, dict) and "cache_control" in item:
+        return {k: v for k, v in item.items() if k != "cache_control"}
+    return item
+
+
+def _message_without_cache_control(message: dict[str, Any]) -> dict[str, Any]:
+    """The message without Anthropic-style hints OpenAI would reject: cache_control, is_error."""
+    message = {k: v for k, v in message.items() if k != "is_error"}
+    content = message.get("content")
+    if isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content):
+        return {**message, "content": [_without_cache_control(p) for p in content]}
+    return message

@@ -7,6 +7,7 @@ import pytest
 
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import BackgroundServer, free_port
+from orqen_common.errors import OrqenError
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.providers.openai import OpenAICompatible
 
@@ -29,29 +30,43 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 async def test_completion_and_usage(fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient) -> None:
     upstream, url = fake
-    result = await OpenAICompatible("openai", client, url, KEY).complete(CHAT, "gpt-4o-mini")
+    result = await OpenAICompatible("openai", client, url, KEY).complete(CHAT, "gpt-4o-mini", {})
     assert result.body["choices"][0]["message"]["content"] == "echo: hello world"
-    assert result.usage.output_tokens == 3 and result.usage.input_tokens > 0
+    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.cached_input_tokens) == (42, 7, 10)
     assert upstream.requests[-1]["body"]["temperature"] == 0.2
 
 
-async def test_stream_always_measures_usage_but_forwards_it_only_when_asked(
+async def test_a_stream_always_asks_for_usage_and_ends_with_the_usage_chunk(
     fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
 ) -> None:
-    provider = OpenAICompatible("openai", client, fake[1], KEY)
+    upstream, url = fake
     state = StreamState()
-    chunks = [c async for c in provider.stream({**CHAT, "stream": True}, "gpt-4o-mini", state)]
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    chunks = [c async for c in OpenAICompatible("openai", client, url, KEY).stream(CHAT, "gpt-4o-mini", {}, state)]
+    assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "echo: hello world"
-    assert state.usage.output_tokens == 3
-    assert all("usage" not in c for c in chunks)
-    asked = [
-        c
-        async for c in provider.stream(
-            {**CHAT, "stream": True, "stream_options": {"include_usage": True}}, "gpt-4o-mini", StreamState()
-        )
-    ]
-    assert asked[-1]["choices"] == [] and asked[-1]["usage"]["completion_tokens"] == 3
+    assert (state.usage.input_tokens, state.usage.output_tokens) == (42, 7)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 7
+
+
+async def test_extensions_openai_cannot_express_are_refused_and_hints_dropped(
+    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+) -> None:
+    upstream, url = fake
+    provider = OpenAICompatible("openai", client, url, KEY)
+    with pytest.raises(OrqenError, match="top_k") as refused:
+        await provider.complete({**CHAT, "top_k": 3}, "gpt-4o-mini", {})
+    assert refused.value.http_status == 400
+    hinted = {
+        **CHAT,
+        "anthropic_beta": ["prompt-caching-2024-07-31"],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
+        ],
+    }
+    await provider.complete(hinted, "gpt-4o-mini", {})  # the fake rejects unknown fields
+    sent = upstream.requests[-1]["body"]
+    assert "anthropic_beta" not in sent and sent["messages"][0]["content"] == [{"type": "text", "text": "hi"}]
 
 
 @pytest.mark.parametrize(("model", "status", "retry_after"), [("fake-429", 429, 7.0), ("fake-500", 500, None)])
@@ -59,7 +74,7 @@ async def test_upstream_errors_keep_status_message_and_retry_after(
     fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient, model: str, status: int, retry_after: float | None
 ) -> None:
     with pytest.raises(UpstreamError) as err:
-        await OpenAICompatible("openai", client, fake[1], KEY).complete(CHAT, model)
+        await OpenAICompatible("openai", client, fake[1], KEY).complete(CHAT, model, {})
     assert (err.value.status, err.value.retry_after) == (status, retry_after)
     assert err.value.message
 
@@ -68,14 +83,14 @@ async def test_a_wrong_operator_key_is_reported_as_the_upstreams_401(
     fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
 ) -> None:
     with pytest.raises(UpstreamError) as err:
-        await OpenAICompatible("openai", client, fake[1], "sk-wrong").complete(CHAT, "gpt-4o-mini")
+        await OpenAICompatible("openai", client, fake[1], "sk-wrong").complete(CHAT, "gpt-4o-mini", {})
     assert err.value.status == 401 and "API key" in err.value.message
 
 
 async def test_unreachable_upstream_is_502(client: httpx.AsyncClient) -> None:
     provider = OpenAICompatible("openai", client, f"http://127.0.0.1:{free_port()}/v1", KEY)
     with pytest.raises(UpstreamError) as err:
-        await provider.complete(CHAT, "gpt-4o-mini")
+        await provider.complete(CHAT, "gpt-4o-mini", {})
     assert err.value.status == 502
 
 
@@ -85,7 +100,19 @@ async def test_a_stream_that_breaks_midway_raises_after_the_chunks_it_sent(
     received = []
     with pytest.raises(UpstreamError):
         async for chunk in OpenAICompatible("openai", client, fake[1], KEY).stream(
-            {**CHAT, "stream": True}, "fake-broken-stream", StreamState()
+            CHAT, "fake-broken-stream", {}, StreamState()
         ):
             received.append(chunk)
     assert received  # the caller already got the first chunks before the break
+
+
+def test_a_failed_tool_result_keeps_its_text_but_not_the_flag_openai_lacks(client: httpx.AsyncClient) -> None:
+    provider = OpenAICompatible("openai", client, "http://unused/v1", KEY)
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "timeout", "is_error": True},
+    ]
+    body = provider.wire_request({**CHAT, "messages": messages}, "gpt-4o-mini", stream=False)
+    assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "timeout"}
