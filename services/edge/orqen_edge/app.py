@@ -10,7 +10,9 @@ from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
 from orqen_edge import account, health
+from orqen_edge.anthropic_messages import create_message
 from orqen_edge.auth import api_key_principal
+from orqen_edge.bedrock_converse import converse
 from orqen_edge.errors import handle_http_exception, handle_orqen_error, handle_unexpected
 from orqen_edge.openai_chat import chat_completions
 from orqen_edge.runtime import Runtime
@@ -24,6 +26,8 @@ def create_app(runtime: Runtime) -> Litestar:
     return Litestar(
         route_handlers=[
             chat_completions,
+            create_message,
+            converse,
             account.list_requests,
             account.get_request,
             account.billing,

@@ -12,10 +12,24 @@ from orqen_common.context import Principal, principal_var
 from orqen_common.errors import unauthenticated
 from orqen_edge.runtime import Runtime
 
+# boto3's default: a request signed with AWS credentials, which Orqen cannot verify.
+_SIGV4_SCHEME = "AWS4-HMAC-SHA256"
+SIGV4_MESSAGE = (
+    "Orqen does not accept AWS SigV4-signed requests. Use your Orqen API key as a Bedrock API key: "
+    "set AWS_BEARER_TOKEN_BEDROCK=sk-orq-… (or give boto3 the key as a bearer token) and point "
+    "endpoint_url at the edge's HTTPS port; boto3 sends bearer tokens only over HTTPS."
+)
+
 
 async def api_key_principal(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Principal:
-    """The account behind `Authorization: Bearer sk-orq-…` (or Anthropic's `x-api-key`)."""
-    token = bearer_token(request.headers.get("authorization")) or request.headers.get("x-api-key")
+    """The account behind `Authorization: Bearer sk-orq-…` (or Anthropic's `x-api-key`).
+
+    A SigV4-signed call gets a 401 that says how to send the key from boto3 instead.
+    """
+    authorization = request.headers.get("authorization")
+    token = bearer_token(authorization) or request.headers.get("x-api-key")
+    if not token and authorization and authorization.startswith(_SIGV4_SCHEME):
+        raise unauthenticated(SIGV4_MESSAGE)
     if not token:
         raise unauthenticated("Missing API key: send 'Authorization: Bearer sk-orq-…'.")
     principal = await runtime.authenticate(token)
