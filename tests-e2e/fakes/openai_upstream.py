@@ -1,14 +1,16 @@
 """A fake OpenAI Chat Completions endpoint that validates requests with the openai SDK's own types.
 
-Model names steer the fake: `fake-429` and `fake-500` answer with those errors,
-`fake-broken-stream` stops a stream halfway. Everything else answers with an echo of
-the last user message. Every request it accepted is kept in `requests` for tests.
+It accepts only what the real API accepts: the SDK's request types with no unknown
+fields at any depth, a Bearer key, and tool messages that answer the tool calls of the
+assistant message before them. It answers by the shared scenario (fakes/scenario.py).
+Every request it accepted is kept in `requests` for tests.
 """
 
 from __future__ import annotations
 
+import base64
 import time
-import typing
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +18,24 @@ import orjson
 from litestar import Litestar, Request, Response, post
 from litestar.response import Stream
 from openai.types.chat import completion_create_params as params
-from pydantic import TypeAdapter
 
-from fakes.wire import validate_typed_dict
+from fakes.scenario import (
+    RETRY_AFTER_SECONDS,
+    Answer,
+    Conversation,
+    InStreamError,
+    Turn,
+    decide,
+    json_fragments,
+    streamed_text,
+)
+from fakes.wire import sse, strict_adapter, validate_typed_dict
+from orqen_common.canonical import finish_reason, parse_data_url
+from orqen_common.errors import OrqenError
 
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(params.CompletionCreateParamsBase)
-_ALLOWED = set(typing.get_type_hints(params.CompletionCreateParamsBase)) | {"stream"}
+_NON_STREAMING = strict_adapter(params.CompletionCreateParamsNonStreaming)
+_STREAMING = strict_adapter(params.CompletionCreateParamsStreaming)
+_COMPLETION_ID = "chatcmpl-fake"
 
 
 @dataclass
@@ -30,105 +44,245 @@ class FakeOpenAI:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def app(self) -> Litestar:
-        fake = self
-
         @post("/v1/chat/completions", status_code=200)
         async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
-            if request.headers.get("authorization") != f"Bearer {fake.api_key}":
-                return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-            if request.headers.get("content-type", "").split(";")[0] != "application/json":
-                return _error(415, "Content-Type must be application/json", "invalid_request_error")
-            body = orjson.loads(await request.body())
-            problem = validate_typed_dict(_ADAPTER, _ALLOWED, body)
-            if problem is None and "stream" in body and not isinstance(body["stream"], bool):
-                problem = "stream must be a boolean"
-            if problem is not None:
-                return _error(400, f"Invalid request: {problem}", "invalid_request_error")
-            fake.requests.append({"headers": dict(request.headers), "body": body})
-            model = body["model"]
-            if model == "fake-429":
-                return _error(
-                    429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", {"retry-after": "7"}
-                )
-            if model == "fake-500":
-                return _error(500, "The server had an error while processing your request.", "server_error")
-            reply = "echo: " + _last_user_text(body["messages"])
-            usage = _usage(body["messages"], reply)
-            if body.get("stream"):
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                return Stream(_sse(model, reply, usage, include_usage), media_type="text/event-stream")
-            return Response(_completion(model, reply, usage), media_type="application/json")
+            return await self._chat(request)
 
         return Litestar([chat], logging_config=None)
 
+    async def _chat(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            return _error(415, "Content-Type must be application/json", "invalid_request_error")
+        try:
+            body = orjson.loads(await request.body())
+            conversation = _conversation(body)
+        except _InvalidRequestError as bad:
+            return _error(400, bad.message, "invalid_request_error", param=bad.param)
+        except orjson.JSONDecodeError:
+            return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+        observed = conversation.observed()
+        self.requests.append(
+            {"path": request.url.path, "headers": dict(request.headers), "body": body, "observed": observed}
+        )
+        answer = decide(conversation)
+        if answer.error_status == 429:
+            return _error(
+                429,
+                "Rate limit reached for requests",
+                "requests",
+                "rate_limit_exceeded",
+                headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+            )
+        if answer.error_status is not None:
+            return _error(answer.error_status, "The server had an error while processing your request.", "server_error")
+        if conversation.stream:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return Stream(_chunks(conversation.model, answer, include_usage), media_type="text/event-stream")
+        return Response(_completion(conversation.model, answer), media_type="application/json")
+
+
+class _InvalidRequestError(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.param = message, param
+
 
 def _error(
-    status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[Any]:
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return Response(body, status_code=status, headers=headers or {})
 
 
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message["role"] == "user":
-            content = message["content"]
-            if isinstance(content, str):
-                return content
-            return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+# --- Request ----------------------------------------------------------------------------------
+
+
+def _conversation(body: Any) -> Conversation:
+    """The validated request as a scenario `Conversation`; `_InvalidRequestError` for anything OpenAI refuses."""
+    adapter = _STREAMING if isinstance(body, dict) and body.get("stream") is True else _NON_STREAMING
+    problem = validate_typed_dict(adapter, body)
+    if problem is not None:
+        raise _InvalidRequestError(f"Invalid request: {problem}")
+    _check_tool_messages(body["messages"])
+    system: list[str] = []
+    turns: list[Turn] = []
+    for index, message in enumerate(body["messages"]):
+        if message["role"] in ("system", "developer"):
+            system.append(_text(message["content"]))
+        else:
+            turns.append(_turn(message, index))
+    stop = body.get("stop")
+    tool_choice = body.get("tool_choice")
+    return Conversation(
+        model=body["model"],
+        turns=turns,
+        system=system,
+        tools=[t["function"]["name"] for t in body.get("tools") or [] if t.get("type") == "function"],
+        tool_choice=f"tool:{tool_choice['function']['name']}" if isinstance(tool_choice, dict) else tool_choice,
+        max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
+        temperature=body.get("temperature"),
+        top_p=body.get("top_p"),
+        stop=[stop] if isinstance(stop, str) else list(stop or []),
+        stream=bool(body.get("stream")),
+    )
+
+
+def _check_tool_messages(messages: list[dict[str, Any]]) -> None:
+    """OpenAI's pairing rule: tool messages answer, in full, the tool calls of the assistant message before them."""
+    pending: set[str] | None = None  # ids the last assistant message called that are still unanswered
+    calling_index = 0
+    for index, message in enumerate(messages):
+        role = message["role"]
+        if role == "tool":
+            if pending is None:
+                raise _InvalidRequestError(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.",
+                    f"messages.[{index}].role",
+                )
+            if message["tool_call_id"] not in pending:
+                raise _InvalidRequestError(
+                    f"Invalid parameter: 'tool_call_id' of '{message['tool_call_id']}' not found in 'tool_calls' "
+                    "of previous message.",
+                    f"messages.[{index}].tool_call_id",
+                )
+            pending.discard(message["tool_call_id"])
+            continue
+        if pending:
+            raise _unanswered(calling_index, pending)
+        calls = message.get("tool_calls") if role == "assistant" else None
+        pending = {c["id"] for c in calls} if calls else None
+        calling_index = index
+    if pending:
+        raise _unanswered(calling_index, pending)
+
+
+def _unanswered(index: int, ids: set[str]) -> _InvalidRequestError:
+    return _InvalidRequestError(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(sorted(ids))}",
+        f"messages.[{index}].role",
+    )
+
+
+def _turn(message: dict[str, Any], index: int) -> Turn:
+    turn = Turn(message["role"])
+    content = message.get("content")
+    if message["role"] == "tool":
+        turn.tool_results.append({"id": message["tool_call_id"], "content": _text(content), "is_error": False})
+        return turn
+    if text := _text(content):
+        turn.texts.append(text)
+    if isinstance(content, list):
+        for part_index, part in enumerate(content):
+            if part.get("type") == "image_url":
+                turn.images.append(_image(part["image_url"]["url"], f"messages.[{index}].content.[{part_index}]"))
+    for call in message.get("tool_calls") or []:
+        if call.get("type") == "function":
+            function = call["function"]
+            turn.tool_calls.append({"id": call["id"], "name": function["name"], "input": _arguments(function)})
+    return turn
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p["text"] for p in content if p.get("type") == "text")
     return ""
 
 
-def _usage(messages: list[dict[str, Any]], reply: str) -> dict[str, Any]:
-    prompt = sum(len(orjson.dumps(m)) for m in messages) // 4 + 1
-    completion = len(reply.split())
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-    }
+def _image(url: str, param: str) -> dict[str, Any]:
+    try:
+        data_url = parse_data_url(url)
+    except OrqenError as err:
+        raise _InvalidRequestError(f"Invalid image: {err.message}", param) from None
+    if data_url is None:
+        return {"url": url}
+    media_type, data = data_url
+    return {"media_type": media_type, "size": len(base64.b64decode(data))}
 
 
-def _completion(model: str, reply: str, usage: dict[str, Any]) -> dict[str, Any]:
+def _arguments(function: dict[str, Any]) -> Any:
+    """A call's arguments as an object; OpenAI itself does not parse them, so neither does it refuse bad JSON."""
+    try:
+        return orjson.loads(function["arguments"])
+    except orjson.JSONDecodeError:
+        return function["arguments"]
+
+
+# --- Answer -----------------------------------------------------------------------------------
+
+
+def _call_id(index: int) -> str:
+    return f"call_{index}"
+
+
+def _tool_calls(answer: Answer) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": _call_id(i),
+            "type": "function",
+            "function": {"name": call.name, "arguments": orjson.dumps(call.input).decode()},
+        }
+        for i, call in enumerate(answer.tool_calls)
+    ]
+
+
+def _completion(model: str, answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text or None, "refusal": None}
+    if answer.tool_calls:
+        message["tool_calls"] = _tool_calls(answer)
     return {
-        "id": "chatcmpl-fake",
+        "id": _COMPLETION_ID,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop", "logprobs": None}
+            {"index": 0, "message": message, "finish_reason": finish_reason(answer.stop_reason), "logprobs": None}
         ],
-        "usage": usage,
+        "usage": answer.usage.canonical(),
     }
 
 
-async def _sse(model: str, reply: str, usage: dict[str, Any], include_usage: bool):  # type: ignore[no-untyped-def]
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        payload = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
+async def _chunks(model: str, answer: Answer, include_usage: bool) -> AsyncIterator[bytes]:
+    created = int(time.time())
 
-    yield chunk({"role": "assistant", "content": ""})
-    words = reply.split(" ")
-    for i, word in enumerate(words):
-        if model == "fake-broken-stream" and i == len(words) // 2:
-            raise RuntimeError("upstream connection dropped")
-        yield chunk({"content": word if i == 0 else " " + word})
-    yield chunk({}, "stop")
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return sse(_chunk_envelope(model, created, [choice]))
+
+    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    try:
+        for fragment in streamed_text(answer):
+            yield chunk({"content": fragment})
+    except InStreamError:
+        error = {"message": "The server had an error while processing your request.", "type": "server_error"}
+        yield sse({"error": {**error, "param": None, "code": None}})
+        return
+    for index, call in enumerate(answer.tool_calls):
+        opening = {"name": call.name, "arguments": ""}
+        yield chunk({"tool_calls": [{"index": index, "id": _call_id(index), "type": "function", "function": opening}]})
+        for fragment in json_fragments(call.input):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+    yield chunk({}, finish_reason(answer.stop_reason))
     if include_usage:
-        payload = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
-        yield b"data: " + orjson.dumps(payload) + b"\n\n"
+        yield sse({**_chunk_envelope(model, created, []), "usage": answer.usage.canonical()})
     yield b"data: [DONE]\n\n"
+
+
+def _chunk_envelope(model: str, created: int, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": _COMPLETION_ID,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }

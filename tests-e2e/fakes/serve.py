@@ -46,13 +46,38 @@ def free_port() -> int:
 
 
 def main() -> None:
+    """Run one fake upstream in the foreground, e.g. `python -m fakes.serve --provider anthropic`.
+
+    The credentials default to the e2e harness's, which is what a stack built with
+    `harness.stack_env` (and the latency bench) sends upstream.
+    """
+    from harness import ANTHROPIC_KEY, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, BEDROCK_BEARER, OPENAI_KEY
+
+    parser = argparse.ArgumentParser(description="Run a fake upstream provider in the foreground.")
+    parser.add_argument("--provider", choices=("openai", "anthropic", "bedrock"), default="openai")
+    parser.add_argument("--port", type=int, default=9999)
+    parser.add_argument("--api-key", help=f"the OpenAI or Anthropic key (default {OPENAI_KEY} / {ANTHROPIC_KEY})")
+    parser.add_argument("--aws-access-key-id", default=AWS_ACCESS_KEY_ID)
+    parser.add_argument("--aws-secret-access-key", default=AWS_SECRET_ACCESS_KEY)
+    parser.add_argument("--bedrock-bearer-token", default=BEDROCK_BEARER)
+    args = parser.parse_args()
+    if args.api_key is None:
+        args.api_key = ANTHROPIC_KEY if args.provider == "anthropic" else OPENAI_KEY
+    uvicorn.run(_app(args), host="127.0.0.1", port=args.port, log_config=None)
+
+
+def _app(args: argparse.Namespace) -> Any:
+    if args.provider == "anthropic":
+        from fakes.anthropic_upstream import FakeAnthropic
+
+        return FakeAnthropic(args.api_key).app()
+    if args.provider == "bedrock":
+        from fakes.bedrock_upstream import FakeBedrock
+
+        return FakeBedrock(args.aws_access_key_id, args.aws_secret_access_key, args.bedrock_bearer_token).app()
     from fakes.openai_upstream import FakeOpenAI
 
-    parser = argparse.ArgumentParser(description="Run the fake OpenAI upstream in the foreground.")
-    parser.add_argument("--port", type=int, default=9999)
-    parser.add_argument("--api-key", default="sk-upstream-test")
-    args = parser.parse_args()
-    uvicorn.run(FakeOpenAI(args.api_key).app(), host="127.0.0.1", port=args.port, log_config=None)
+    return FakeOpenAI(args.api_key).app()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,4 @@
-"""The whole stack, started the way `make up` starts it, against a fake OpenAI upstream.
-
-The stack starts its own embedded Postgres, Redis and NATS unless ORQEN_TEST_*_URL
-point at servers, and every port is a free one, so a developer's running stack is untouched.
-"""
+"""The whole stack, started the way `make up` starts it, against fake OpenAI, Anthropic and Bedrock upstreams."""
 
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -11,56 +7,70 @@ from pathlib import Path
 
 import pytest
 
+from fakes.anthropic_upstream import FakeAnthropic
+from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI
-from fakes.serve import BackgroundServer, free_port
+from fakes.serve import BackgroundServer
+from harness import (
+    ANTHROPIC_KEY,
+    AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY,
+    BEDROCK_BEARER,
+    OPENAI_KEY,
+    stack_env,
+)
 from orqen_common.stack import Stack
 from orqen_common.stack_config import StackConfig, StackInfo
 
-UPSTREAM_KEY = "sk-upstream-e2e"
+
+@dataclass
+class Upstreams:
+    openai: FakeOpenAI
+    anthropic: FakeAnthropic
+    bedrock: FakeBedrock
+    urls: dict[str, str]
+
+    def by_name(self, name: str) -> FakeOpenAI | FakeAnthropic | FakeBedrock:
+        return {"openai": self.openai, "anthropic": self.anthropic, "bedrock": self.bedrock}[name]
 
 
 @dataclass
 class RunningStack:
     info: StackInfo
     upstream: FakeOpenAI
+    upstreams: Upstreams
     env: dict[str, str]
     home: Path
 
 
 @pytest.fixture(scope="session")
-def fake_openai() -> Iterator[tuple[FakeOpenAI, str]]:
-    upstream = FakeOpenAI(UPSTREAM_KEY)
-    with BackgroundServer(upstream.app()) as server:
-        yield upstream, server.url
+def upstreams() -> Iterator[Upstreams]:
+    openai = FakeOpenAI(OPENAI_KEY)
+    anthropic = FakeAnthropic(ANTHROPIC_KEY)
+    bedrock = FakeBedrock(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, BEDROCK_BEARER)
+    with (
+        BackgroundServer(openai.app()) as openai_server,
+        BackgroundServer(anthropic.app()) as anthropic_server,
+        BackgroundServer(bedrock.app()) as bedrock_server,
+    ):
+        urls = {"openai": openai_server.url, "anthropic": anthropic_server.url, "bedrock": bedrock_server.url}
+        yield Upstreams(openai, anthropic, bedrock, urls)
 
 
 @pytest.fixture(scope="session")
-async def stack(
-    fake_openai: tuple[FakeOpenAI, str], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[RunningStack]:
+async def stack(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningStack]:
     home = tmp_path_factory.mktemp("orqen-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORQEN_")}
-    for name in ("DATABASE", "REDIS", "NATS"):
-        if url := os.environ.get(f"ORQEN_TEST_{name}_URL"):
-            env[f"ORQEN_{name}_URL"] = url
-    env.update(
-        {
-            "ORQEN_HOME": str(home),
-            "ORQEN_NATS_PREFIX": f"e2e{os.getpid()}",
-            "ORQEN_EDGE_PORT": str(free_port()),
-            "ORQEN_EDGE_TLS_PORT": str(free_port()),
-            "ORQEN_OPENAI_BASE_URL": fake_openai[1] + "/v1",
-            "OPENAI_API_KEY": UPSTREAM_KEY,
-            "ORQEN_MAX_BODY_BYTES": str(256 * 1024),
-            "ORQEN_LOG_FORMAT": "json",
-        }
-    )
-    for service in ("optimizer", "dispatch", "accounting", "billing"):
-        env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
-        env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
+    env = stack_env(upstreams.urls, home, f"e2e{os.getpid()}")
     running = Stack(StackConfig.from_env(env))
     info = await running.start()
+    # boto3 clients in the tests use the Orqen key as their Bedrock API key, read from the environment.
+    previous = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
+    os.environ["AWS_BEARER_TOKEN_BEDROCK"] = info.api_key
     try:
-        yield RunningStack(info, fake_openai[0], env, home)
+        yield RunningStack(info, upstreams.openai, upstreams, env, home)
     finally:
+        if previous is None:
+            os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
+        else:
+            os.environ["AWS_BEARER_TOKEN_BEDROCK"] = previous
         await running.stop()

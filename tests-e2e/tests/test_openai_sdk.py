@@ -45,7 +45,7 @@ async def test_chat_completion_is_forwarded_answered_and_logged(stack: Any) -> N
         "session-42",
         False,
     )
-    assert row["input_tokens"] == completion.usage.prompt_tokens and row["output_tokens"] == 3
+    assert row["input_tokens"] == completion.usage.prompt_tokens and row["output_tokens"] == 7
 
 
 async def test_streaming_passes_chunks_and_usage(stack: Any) -> None:
@@ -62,9 +62,9 @@ async def test_streaming_passes_chunks_and_usage(stack: Any) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: one two three"
     assert len(chunks) >= 5  # chunk by chunk, not one buffered answer
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
     row = await _logged(stack, request_id)
-    assert row["stream"] is True and row["output_tokens"] == 4 and row["ttft_ms"] > 0
+    assert row["stream"] is True and row["output_tokens"] == 7 and row["ttft_ms"] > 0
 
 
 async def test_wrong_key_is_an_authentication_error_that_never_reaches_upstream(stack: Any) -> None:

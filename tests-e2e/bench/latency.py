@@ -1,0 +1,184 @@
+"""`make bench`: the latency Orqen adds to a call, per ingress format.
+
+For each SDK format the same small request goes (a) straight to the fake provider that
+speaks that format and (b) through the whole running stack to that same fake, at
+concurrency 1 and 32, non-streaming (time to the whole response) and streaming (time to
+the first body byte). The gateway's added latency is (b) minus (a) at each percentile.
+
+The fakes answer at once and run in their own processes, so the difference is Orqen's own
+work: HTTP parsing and auth at the edge, translation to the canonical shape and back, the
+gRPC hop to dispatch, translation to the provider and back, and the request event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+from fakes.serve import free_port
+from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
+from orqen_common.stack import Stack
+from orqen_common.stack_config import StackConfig
+
+BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One HTTP call: where it goes, its headers and its body."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def targets(ingress: str, stream: bool, edge: str, fake: str, orqen_key: str) -> tuple[Target, Target]:
+    """(direct to the fake, through Orqen) for one ingress format."""
+    json_headers = {"content-type": "application/json"}
+    if ingress == "openai":
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 64}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        raw = orjson.dumps(body)
+        return (
+            Target(fake + "/v1/chat/completions", json_headers | {"authorization": f"Bearer {OPENAI_KEY}"}, raw),
+            Target(edge + "/v1/chat/completions", json_headers | {"authorization": f"Bearer {orqen_key}"}, raw),
+        )
+    if ingress == "anthropic":
+        body = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
+        if stream:
+            body["stream"] = True
+        raw = orjson.dumps(body)
+        version = {"anthropic-version": "2023-06-01"}
+        return (
+            Target(fake + "/v1/messages", json_headers | version | {"x-api-key": ANTHROPIC_KEY}, raw),
+            Target(edge + "/v1/messages", json_headers | version | {"authorization": f"Bearer {orqen_key}"}, raw),
+        )
+    operation = "converse-stream" if stream else "converse"
+    raw = orjson.dumps(
+        {"messages": [{"role": "user", "content": [{"text": "hello"}]}], "inferenceConfig": {"maxTokens": 64}}
+    )
+    path = f"/model/{BEDROCK_MODEL}/{operation}"
+    return (
+        Target(fake + path, json_headers | {"authorization": f"Bearer {BEDROCK_BEARER}"}, raw),
+        Target(edge + path, json_headers | {"authorization": f"Bearer {orqen_key}"}, raw),
+    )
+
+
+STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+
+
+async def timed_call(client: httpx.AsyncClient, target: Target) -> float:
+    """Seconds to the first body byte of a stream, or to the whole body; raises on a non-200.
+
+    Streams are read to the end either way, so every request completes as a client's would.
+    """
+    started = time.perf_counter()
+    first_byte = 0.0
+    async with client.stream("POST", target.url, headers=target.headers, content=target.body) as response:
+        async for _ in response.aiter_raw():
+            first_byte = first_byte or time.perf_counter()
+        if response.status_code != 200:
+            raise RuntimeError(f"{target.url} answered {response.status_code}")
+        streaming = response.headers.get("content-type", "").startswith(STREAM_TYPES)
+    return (first_byte if streaming else time.perf_counter()) - started
+
+
+async def measure(target: Target, concurrency: int, requests: int) -> list[float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(min(20, requests)):  # warm the connections and every cache on the path
+            await timed_call(client, target)
+        samples: list[float] = []
+        remaining = iter(range(requests))
+
+        async def worker() -> None:
+            for _ in remaining:
+                samples.append(await timed_call(client, target))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1] * 1000
+
+
+@contextmanager
+def fake_servers() -> Iterator[dict[str, str]]:
+    """The three fakes, each in its own process so they do not share the client's CPU."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs, urls = [], {}
+    try:
+        for name in ("openai", "anthropic", "bedrock"):
+            port = free_port()
+            cmd = [sys.executable, "-m", "fakes.serve", "--provider", name, "--port", str(port)]
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            urls[name] = f"http://127.0.0.1:{port}"
+            _wait_for_port(port)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"a fake upstream did not start on port {port}")
+
+
+async def run(requests: int) -> None:
+    with fake_servers() as urls, tempfile.TemporaryDirectory(prefix="orqen-bench-") as home:
+        stack = Stack(StackConfig.from_env(stack_env(urls, Path(home), f"bench{os.getpid()}")))
+        info = await stack.start()
+        try:
+            columns = ("direct p50/p99 ms", "orqen p50/p99 ms", "added p50/p99 ms")
+            header = f"{'ingress':<10}{'mode':<8}{'conc':>5}" + "".join(f"  {c:>18}" for c in columns)
+            print(header)
+            print("-" * len(header))
+            for ingress in ("openai", "anthropic", "bedrock"):
+                for stream in (False, True):
+                    direct, gateway = targets(ingress, stream, info.edge_url, urls[ingress], info.api_key)
+                    for concurrency in (1, 32):
+                        count = requests if concurrency == 1 else requests * 4
+                        base = await measure(direct, concurrency, count)
+                        through = await measure(gateway, concurrency, count)
+                        b50, b99 = percentile(base, 50), percentile(base, 99)
+                        g50, g99 = percentile(through, 50), percentile(through, 99)
+                        mode = "ttfb" if stream else "json"
+                        pairs = ((b50, b99), (g50, g99), (g50 - b50, g99 - b99))
+                        cells = "".join(f"  {p50:>8.2f} /{p99:>8.2f}" for p50, p99 in pairs)
+                        print(f"{ingress:<10}{mode:<8}{concurrency:>5}{cells}", flush=True)
+        finally:
+            await stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests per run at concurrency 1 (x4 at 32)")
+    args = parser.parse_args()
+    asyncio.run(run(args.requests))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""A fake Bedrock Runtime (Converse and ConverseStream) that validates requests with botocore's service model.
+
+It accepts only what the real service accepts: a Bedrock API key (`Authorization:
+Bearer`) or a SigV4 signature it verifies by signing the request again with botocore; a
+body that botocore's validator passes for the operation's input shape (no unknown keys,
+blobs as base64); and the conversation rules Bedrock enforces (user first, strictly
+alternating roles, no blank text, a toolConfig whenever tools appear in the
+conversation, and the tool results of a user message answering exactly the toolUse
+blocks of the assistant message before it). Errors carry AWS's names in
+`x-amzn-errortype`. It answers by the shared scenario (fakes/scenario.py), streams as
+`application/vnd.amazon.eventstream`. Every request it accepted is kept in `requests`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import botocore.session
+import orjson
+from litestar import Litestar, Request, Response, post
+from litestar.response import Stream
+
+from fakes.scenario import (
+    RETRY_AFTER_SECONDS,
+    Answer,
+    Conversation,
+    InStreamError,
+    Turn,
+    decide,
+    json_fragments,
+    streamed_text,
+)
+from fakes.wire import AwsError, validate_aws_params, verify_sigv4
+from orqen_common.eventstream import event_frame, exception_frame
+
+_SERVICE_MODEL = botocore.session.get_session().get_service_model("bedrock-runtime")
+_INPUT_SHAPES = {
+    "converse": _SERVICE_MODEL.operation_model("Converse").input_shape,
+    "converse-stream": _SERVICE_MODEL.operation_model("ConverseStream").input_shape,
+}
+# The raw (still percent-encoded) path: a model id may hold ':' and '/' (an ARN), encoded.
+_PATH = re.compile(r"^/model/(?P<model_id>[^/]+)/(?P<operation>converse|converse-stream)$")
+_SIGNING_NAME = "bedrock"
+_REQUEST_ID = "f4c6e6f0-0000-4000-8000-0000000fa4e0"
+_LATENCY_MS = 120
+_TOOL_CHOICE = {"auto": "auto", "any": "required"}
+
+
+@dataclass
+class FakeBedrock:
+    access_key_id: str
+    secret_access_key: str
+    bearer_token: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> Litestar:
+        @post("/model/{model_path:path}", status_code=200)
+        async def invoke(request: Request[Any, Any, Any]) -> Response[Any]:
+            return await self._invoke(request)
+
+        return Litestar([invoke], logging_config=None)
+
+    async def _invoke(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+        route = _PATH.match(raw_path)
+        if route is None:
+            return _error(AwsError("UnknownOperationException", 404, "Unknown operation"))
+        model_id, operation = unquote(route["model_id"]), route["operation"]
+        body = await request.body()
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            self._authenticate(request, raw_path, headers, body)
+            params = _params(body, model_id, operation)
+        except AwsError as err:
+            return _error(err)
+        conversation = _conversation(params, stream=operation == "converse-stream")
+        self.requests.append(
+            {
+                "path": raw_path,
+                "model_id": model_id,
+                "headers": headers,
+                "body": orjson.loads(body),
+                "observed": conversation.observed(),
+            }
+        )
+        answer = decide(conversation)
+        if answer.error_status == 429:
+            # boto3's retry reads `x-amz-retry-after` (milliseconds); other clients read `retry-after`.
+            retry_after = {
+                "retry-after": str(RETRY_AFTER_SECONDS),
+                "x-amz-retry-after": str(RETRY_AFTER_SECONDS * 1000),
+            }
+            message = "Too many requests, please wait before trying again."
+            return _error(AwsError("ThrottlingException", 429, message), retry_after)
+        if answer.error_status is not None:
+            message = "The server encountered an internal error while processing the request."
+            return _error(AwsError("InternalServerException", answer.error_status, message))
+        headers_out = {"x-amzn-requestid": _REQUEST_ID}
+        if conversation.stream:
+            return Stream(_frames(answer), media_type="application/vnd.amazon.eventstream", headers=headers_out)
+        return Response(_converse_output(answer), media_type="application/json", headers=headers_out)
+
+    def _authenticate(
+        self, request: Request[Any, Any, Any], raw_path: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        authorization = headers.get("authorization", "")
+        if authorization.startswith("Bearer "):
+            if not hmac.compare_digest(authorization.removeprefix("Bearer "), self.bearer_token):
+                raise AwsError(
+                    "AccessDeniedException", 403, "Authentication failed: Please make sure your API Key is valid."
+                )
+            return
+        if not authorization:
+            raise AwsError("MissingAuthenticationTokenException", 403, "Missing Authentication Token")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        url = f"{request.url.scheme}://{headers.get('host', '')}{raw_path}" + (f"?{query}" if query else "")
+        verify_sigv4(
+            method=request.method,
+            url=url,
+            headers=headers,
+            body=body,
+            secret_keys={self.access_key_id: self.secret_access_key},
+            service=_SIGNING_NAME,
+        )
+
+
+def _error(err: AwsError, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        {"message": err.message},
+        status_code=err.status,
+        headers={"x-amzn-errortype": err.code, "x-amzn-requestid": _REQUEST_ID, **(headers or {})},
+    )
+
+
+# --- Request ----------------------------------------------------------------------------------
+
+
+def _params(body: bytes, model_id: str, operation: str) -> dict[str, Any]:
+    """The operation's input, validated like the service does; `AwsError` for anything Bedrock refuses."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise AwsError("SerializationException", 400, "The request body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise AwsError("SerializationException", 400, "The request body must be a JSON object.")
+    shape = _INPUT_SHAPES[operation]
+    # Members bound to the URI (modelId) do not belong in the body.
+    in_uri = [key for key in payload if key in shape.members and shape.members[key].serialization.get("location")]
+    if in_uri:
+        raise AwsError("ValidationException", 400, f"Unknown parameter in input: {in_uri[0]}")
+    params = validate_aws_params(shape, {**payload, "modelId": model_id})
+    _check_messages(params)
+    return params
+
+
+def _check_messages(params: dict[str, Any]) -> None:
+    """The conversation rules Bedrock enforces beyond the input shape."""
+    messages = params["messages"]
+    if messages and messages[0]["role"] != "user":
+        raise _invalid(
+            "A conversation must start with a user message. "
+            "Try again with a conversation that starts with a user message."
+        )
+    for before, message in itertools.pairwise(messages):
+        if before["role"] == message["role"]:
+            raise _invalid(
+                "A conversation must alternate between user and assistant roles. Make sure the conversation "
+                "alternates between user and assistant roles and try again."
+            )
+    blocks = [(i, j, block) for i, m in enumerate(messages) for j, block in enumerate(m["content"])]
+    for i, j, block in blocks:
+        if "text" in block and not block["text"].strip():
+            raise _invalid(
+                f"The text field in the ContentBlock object at messages.{i}.content.{j} is blank. "
+                "Add text to the text field, and try again."
+            )
+    if "toolConfig" not in params and any("toolUse" in b or "toolResult" in b for _, _, b in blocks):
+        raise _invalid("The toolConfig field must be defined when using toolUse and toolResult content blocks.")
+    called: list[str] = []  # the toolUse ids of the previous (assistant) message
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            called = [b["toolUse"]["toolUseId"] for b in message["content"] if "toolUse" in b]
+            continue
+        answered = [b["toolResult"]["toolUseId"] for b in message["content"] if "toolResult" in b]
+        if len(answered) > len(called):
+            raise _invalid(
+                f"The number of toolResult blocks at messages.{i}.content exceeds the number of toolUse blocks "
+                "of previous turn."
+            )
+        missing = [tool_id for tool_id in called if tool_id not in answered]
+        if missing:
+            raise _invalid(
+                f"Expected toolResult blocks at messages.{i}.content for the following Ids: {', '.join(missing)}"
+            )
+        called = []
+
+
+def _invalid(message: str) -> AwsError:
+    return AwsError("ValidationException", 400, message)
+
+
+def _conversation(params: dict[str, Any], stream: bool) -> Conversation:
+    tool_config = params.get("toolConfig") or {}
+    inference = params.get("inferenceConfig") or {}
+    return Conversation(
+        model=params["modelId"],
+        turns=[_turn(message) for message in params["messages"]],
+        system=[block["text"] for block in params.get("system") or [] if "text" in block],
+        tools=[tool["toolSpec"]["name"] for tool in tool_config.get("tools") or [] if "toolSpec" in tool],
+        tool_choice=_tool_choice(tool_config.get("toolChoice")),
+        max_tokens=inference.get("maxTokens"),
+        temperature=inference.get("temperature"),
+        top_p=inference.get("topP"),
+        stop=list(inference.get("stopSequences") or []),
+        stream=stream,
+    )
+
+
+def _turn(message: dict[str, Any]) -> Turn:
+    turn = Turn(message["role"])
+    for block in message["content"]:
+        if "text" in block:
+            turn.texts.append(block["text"])
+        elif "image" in block:
+            source = block["image"]["source"]
+            if "bytes" in source:  # decoded from base64 by validation
+                turn.images.append({"media_type": f"image/{block['image']['format']}", "size": len(source["bytes"])})
+            else:
+                turn.images.append({"url": source["s3Location"]["uri"]})
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            turn.tool_calls.append({"id": use["toolUseId"], "name": use["name"], "input": use["input"]})
+        elif "toolResult" in block:
+            result = block["toolResult"]
+            content = " ".join(_result_text(item) for item in result["content"])
+            is_error = result.get("status") == "error"
+            turn.tool_results.append({"id": result["toolUseId"], "content": content, "is_error": is_error})
+    return turn
+
+
+def _result_text(item: dict[str, Any]) -> str:
+    if "text" in item:
+        return str(item["text"])
+    if "json" in item:
+        return orjson.dumps(item["json"]).decode()
+    return ""
+
+
+def _tool_choice(choice: dict[str, Any] | None) -> str | None:
+    if not choice:
+        return None
+    if "tool" in choice:
+        return f"tool:{choice['tool']['name']}"
+    return _TOOL_CHOICE[next(iter(choice))]
+
+
+# --- Answer -----------------------------------------------------------------------------------
+
+
+def _tool_use_id(index: int) -> str:
+    return f"tooluse_{index}"
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    usage = answer.usage
+    return {
+        "inputTokens": usage.input,
+        "outputTokens": usage.output,
+        "totalTokens": usage.input + usage.cache_read + usage.cache_write + usage.output,
+        "cacheReadInputTokens": usage.cache_read,
+        "cacheWriteInputTokens": usage.cache_write,
+    }
+
+
+def _converse_output(answer: Answer) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"text": answer.text}] if answer.text else []
+    content += [
+        {"toolUse": {"toolUseId": _tool_use_id(i), "name": call.name, "input": call.input}}
+        for i, call in enumerate(answer.tool_calls)
+    ]
+    return {
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": answer.stop_reason,
+        "usage": _usage(answer),
+        "metrics": {"latencyMs": _LATENCY_MS},
+    }
+
+
+async def _frames(answer: Answer) -> AsyncIterator[bytes]:
+    """ConverseStream's events. Text needs no contentBlockStart; a toolUse block does."""
+    yield event_frame("messageStart", {"role": "assistant"})
+    try:
+        for fragment in streamed_text(answer):
+            yield event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": fragment}})
+    except InStreamError:
+        yield exception_frame("throttlingException", "Too many tokens, please wait before trying again.")
+        return
+    if answer.text:
+        yield event_frame("contentBlockStop", {"contentBlockIndex": 0})
+    first_tool_index = 1 if answer.text else 0
+    for offset, call in enumerate(answer.tool_calls):
+        index = first_tool_index + offset
+        start = {"toolUse": {"toolUseId": _tool_use_id(offset), "name": call.name}}
+        yield event_frame("contentBlockStart", {"contentBlockIndex": index, "start": start})
+        for fragment in json_fragments(call.input):
+            delta = {"toolUse": {"input": fragment}}
+            yield event_frame("contentBlockDelta", {"contentBlockIndex": index, "delta": delta})
+        yield event_frame("contentBlockStop", {"contentBlockIndex": index})
+    yield event_frame("messageStop", {"stopReason": answer.stop_reason})
+    yield event_frame("metadata", {"usage": _usage(answer), "metrics": {"latencyMs": _LATENCY_MS}})

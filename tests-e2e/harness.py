@@ -1,0 +1,50 @@
+"""The environment of a whole Orqen stack wired to the fake upstreams (tests and benchmarks).
+
+Every port is a free one and the stack keeps its state under `home`, so a developer's
+running stack is untouched. Postgres, Redis and NATS are embedded unless ORQEN_TEST_*_URL
+point at servers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fakes.serve import free_port
+
+OPENAI_KEY = "sk-upstream-e2e"
+ANTHROPIC_KEY = "sk-ant-upstream-e2e"
+AWS_ACCESS_KEY_ID = "AKIAORQENE2ETESTKEY1"
+AWS_SECRET_ACCESS_KEY = "orqen/e2e/secret/access/key/0123456789"
+BEDROCK_BEARER = "bedrock-api-key-e2e"
+
+
+def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> dict[str, str]:
+    """Environment for `Stack(StackConfig.from_env(env))` against the three fake providers."""
+    # The caller's own provider and AWS settings must not leak into the stack under test.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORQEN_", "AWS_"))}
+    for name in ("DATABASE", "REDIS", "NATS"):
+        if url := os.environ.get(f"ORQEN_TEST_{name}_URL"):
+            env[f"ORQEN_{name}_URL"] = url
+    env.update(
+        {
+            "ORQEN_HOME": str(home),
+            "ORQEN_NATS_PREFIX": nats_prefix,
+            "ORQEN_EDGE_PORT": str(free_port()),
+            "ORQEN_EDGE_TLS_PORT": str(free_port()),
+            "ORQEN_OPENAI_BASE_URL": upstream_urls["openai"] + "/v1",
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "ORQEN_ANTHROPIC_BASE_URL": upstream_urls["anthropic"],
+            "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+            "ORQEN_BEDROCK_ENDPOINT_URL": upstream_urls["bedrock"],
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+            "ORQEN_MAX_BODY_BYTES": str(256 * 1024),
+            "ORQEN_LOG_FORMAT": "json",
+        }
+    )
+    for service in ("optimizer", "dispatch", "accounting", "billing"):
+        env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+        env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
+    return env
