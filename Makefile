@@ -9,7 +9,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-e2e test-deploy lint proto check-proto constraints clean
+.PHONY: install up down logs test test-unit test-integration test-e2e test-deploy lint proto check-proto constraints clean bench
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
@@ -52,6 +52,10 @@ lint: install
 	$(BIN)/ruff format --check services tests-e2e
 	$(BIN)/mypy services/common/orqen_common services/edge/orqen_edge services/optimizer/orqen_optimizer \
 		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing
+
+# Latency Orqen adds per ingress format, against the fake providers (numbers in the README).
+bench: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py
 
 # Stubs go into the one shared package every service imports (services/common/orqen/v1).
 proto: install
