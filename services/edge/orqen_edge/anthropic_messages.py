@@ -12,7 +12,6 @@ import base64
 import binascii
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,6 +22,7 @@ from litestar.di import NamedDependency
 from orqen_common.canonical import TokenUsage, new_tool_call_id, stop_reason, text_of, unsupported
 from orqen_common.context import Principal
 from orqen_common.errors import INTERNAL, OrqenError, invalid_request
+from orqen_edge.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
 from orqen_edge.errors import error_body
 from orqen_edge.pipeline import CREDENTIAL_FIELDS, serve_chat
 from orqen_edge.runtime import Runtime
@@ -373,6 +373,9 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
         function["description"] = _required_str(tool, "description", path, may_be_empty=True)
     if isinstance(tool.get("strict"), bool):
         function["strict"] = tool["strict"]
+    if isinstance(tool.get("x-orqen-examples"), list):
+        # Orqen's routing examples, where the canonical tool keeps them; stripped before dispatch.
+        function["x-orqen-examples"] = tool["x-orqen-examples"]
     return _with_cache_control({"type": "function", "function": function}, tool)
 
 
@@ -460,7 +463,7 @@ class AnthropicReply:
                     "type": "tool_use",
                     "id": call.get("id") or new_tool_call_id(),
                     "name": function.get("name") or "",
-                    "input": _tool_input(function.get("arguments"), function.get("name")),
+                    "input": tool_input(function.get("arguments"), function.get("name")),
                 }
             )
         reason, stop_sequence = _stop(choices[0].get("finish_reason"), choices[0].get("stop_sequence"))
@@ -484,7 +487,7 @@ class AnthropicReply:
         providers report input tokens only there, and Anthropic SDKs take the totals
         from message_delta.
         """
-        blocks = _ContentBlocks()
+        blocks = BlockSequencer()
         started = False
         finish: str | None = None
         stop_sequence: str | None = None
@@ -499,16 +502,10 @@ class AnthropicReply:
             for choice in chunk.get("choices") or ():
                 if choice.get("index", 0) != 0:
                     continue
-                delta = choice.get("delta") or {}
-                if isinstance(delta.get("content"), str) and delta["content"]:
-                    blocks.add_text(delta["content"])
-                for tool_delta in delta.get("tool_calls") or ():
-                    blocks.add_tool_delta(tool_delta)
-                if choice.get("finish_reason"):
+                if choice.get("finish_reason") and finish is None:
                     finish, stop_sequence = choice["finish_reason"], choice.get("stop_sequence")
-                    blocks.finish()
-            for event in blocks.take():
-                yield _event(event)
+                for event in blocks.feed(choice):
+                    yield _event(_block_event(event))
         if not started or finish is None:
             raise _bad_gateway("The provider's stream ended before the answer was complete.")
         reason, stop_sequence = _stop(finish, stop_sequence)
@@ -531,115 +528,23 @@ class AnthropicReply:
         return _event(error_body(err, "anthropic"))
 
 
-@dataclass(slots=True, eq=False)
-class _Text:
-    text: str = ""
-
-
-@dataclass(slots=True, eq=False)
-class _ToolCall:
-    id: str
-    name: str
-    arguments: str = ""
-
-
-class _ContentBlocks:
-    """Canonical deltas in, strictly sequential Anthropic content block events out.
-
-    Text and tool-call arguments stream live while each block is open. A new block is
-    opened only when the open one is complete, and a tool call is complete once its
-    arguments parse as JSON. When something new starts while the open tool call's
-    arguments are still incomplete (a provider interleaving parallel calls), the open
-    call keeps streaming and everything after it is held back and sent whole at the
-    finish, so every tool_use block's input arrives complete and in order.
-    """
-
-    def __init__(self) -> None:
-        self._events: list[dict[str, Any]] = []
-        self._count = 0
-        self._open: _Text | _ToolCall | None = None
-        self._calls: dict[int, _ToolCall] = {}
-        self._held: list[_Text | _ToolCall] = []
-        self._holding = False
-
-    def take(self) -> list[dict[str, Any]]:
-        """The events produced since the last call."""
-        events, self._events = self._events, []
-        return events
-
-    def add_text(self, text: str) -> None:
-        if isinstance(self._open, _Text):
-            self._delta({"type": "text_delta", "text": text})
-        elif self._must_hold():
-            if self._held and isinstance(self._held[-1], _Text):
-                self._held[-1].text += text
-            else:
-                self._held.append(_Text(text))
-        else:
-            self._close_open()
-            self._start(_Text())
-            self._delta({"type": "text_delta", "text": text})
-
-    def add_tool_delta(self, delta: dict[str, Any]) -> None:
-        index = delta.get("index", 0)
-        function = delta.get("function") or {}
-        fragment = function.get("arguments") or ""
-        call = self._calls.get(index)
-        if call is None:
-            call = _ToolCall(id=delta.get("id") or new_tool_call_id(), name=function.get("name") or "")
-            self._calls[index] = call
-            if self._must_hold():
-                self._held.append(call)
-            else:
-                self._close_open()
-                self._start(call)
-        call.arguments += fragment
-        if call is self._open:
-            # Leading whitespace alone is not JSON yet; the SDK's partial parser would choke on it.
-            if fragment and call.arguments.strip():
-                self._delta({"type": "input_json_delta", "partial_json": fragment})
-        elif all(item is not call for item in self._held) and fragment.strip():
-            raise _bad_gateway(f"The provider sent arguments for tool call {call.name!r} after they were complete.")
-
-    def finish(self) -> None:
-        """Close the open block and send what was held back, each block whole."""
-        self._close_open()
-        for item in self._held:
-            self._start(item)
-            if isinstance(item, _Text):
-                self._delta({"type": "text_delta", "text": item.text})
-            elif item.arguments.strip():
-                self._delta({"type": "input_json_delta", "partial_json": item.arguments})
-            self._close_open()
-        self._held.clear()
-        self._holding = False
-
-    def _must_hold(self) -> bool:
-        """Whether new content has to wait: the open tool call's arguments are incomplete."""
-        if not self._holding and isinstance(self._open, _ToolCall):
-            self._holding = not _is_json(self._open.arguments)
-        return self._holding
-
-    def _start(self, item: _Text | _ToolCall) -> None:
+def _block_event(event: BlockEvent) -> dict[str, Any]:
+    """A content block event as the Messages API streams it."""
+    if isinstance(event, BlockStart):
         block: dict[str, Any] = (
             {"type": "text", "text": ""}
-            if isinstance(item, _Text)
-            else {"type": "tool_use", "id": item.id, "name": item.name, "input": {}}
+            if event.kind == "text"
+            else {"type": "tool_use", "id": event.tool_id, "name": event.name, "input": {}}
         )
-        self._events.append({"type": "content_block_start", "index": self._count, "content_block": block})
-        self._open = item
-
-    def _delta(self, delta: dict[str, Any]) -> None:
-        self._events.append({"type": "content_block_delta", "index": self._count, "delta": delta})
-
-    def _close_open(self) -> None:
-        if self._open is None:
-            return
-        if isinstance(self._open, _ToolCall):
-            _tool_input(self._open.arguments, self._open.name)  # a provider's broken JSON is a 502
-        self._events.append({"type": "content_block_stop", "index": self._count})
-        self._count += 1
-        self._open = None
+        return {"type": "content_block_start", "index": event.index, "content_block": block}
+    if isinstance(event, BlockDelta):
+        delta = (
+            {"type": "text_delta", "text": event.data}
+            if event.kind == "text"
+            else {"type": "input_json_delta", "partial_json": event.data}
+        )
+        return {"type": "content_block_delta", "index": event.index, "delta": delta}
+    return {"type": "content_block_stop", "index": event.index}
 
 
 def _message_start(chunk: dict[str, Any]) -> dict[str, Any]:
@@ -671,12 +576,16 @@ def _message_id(canonical_id: Any) -> str:
 
 
 def _stop(finish: Any, stop_sequence: Any) -> tuple[str, str | None]:
-    """Anthropic's stop_reason and stop_sequence for a canonical finish."""
-    sequence = stop_sequence if isinstance(stop_sequence, str) and stop_sequence else None
+    """Anthropic's stop_reason and stop_sequence for a canonical finish.
+
+    A canonical stop_sequence of "" says a stop sequence ended generation without saying
+    which: still stop_reason "stop_sequence", with the sequence unknown (null).
+    """
+    sequence = stop_sequence if isinstance(stop_sequence, str) else None
     reason = stop_reason(finish if isinstance(finish, str) else None, sequence)
     if reason == "content_filtered":
         reason = "refusal"  # Anthropic's name for a filtered answer
-    return reason, sequence if reason == "stop_sequence" else None
+    return reason, (sequence or None) if reason == "stop_sequence" else None
 
 
 def _usage(usage: TokenUsage) -> dict[str, int]:
@@ -686,27 +595,6 @@ def _usage(usage: TokenUsage) -> dict[str, int]:
         "cache_read_input_tokens": usage.cache_read,
         "cache_creation_input_tokens": usage.cache_write,
     }
-
-
-def _is_json(arguments: str) -> bool:
-    try:
-        orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _tool_input(arguments: Any, name: Any) -> dict[str, Any]:
-    """A tool call's input object; arguments the provider broke are a 502, not the caller's fault."""
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
-    try:
-        parsed = orjson.loads(arguments) if isinstance(arguments, str) else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise _bad_gateway(f"The provider returned arguments for tool {name!r} that are not a JSON object.")
-    return parsed
 
 
 def _bad_gateway(message: str) -> OrqenError:

@@ -11,7 +11,6 @@ import binascii
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
@@ -22,8 +21,9 @@ from litestar.di import NamedDependency
 
 from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_reason, text_of, unsupported
 from orqen_common.context import Principal
-from orqen_common.errors import OrqenError, invalid_request, kind_for_http, not_found
+from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.eventstream import event_frame, exception_frame
+from orqen_edge.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, BlockStop, tool_input
 from orqen_edge.pipeline import Reply, serve_chat
 from orqen_edge.runtime import Runtime
 
@@ -453,7 +453,7 @@ class BedrockReply:
                     "toolUse": {
                         "toolUseId": call.get("id") or new_tool_call_id(),
                         "name": function.get("name", ""),
-                        "input": _tool_input(function.get("arguments")),
+                        "input": tool_input(function.get("arguments"), function.get("name")),
                     }
                 }
             )
@@ -468,19 +468,23 @@ class BedrockReply:
 
     async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         """messageStart, the content blocks, messageStop, then metadata once the usage chunk is in."""
-        blocks = _BlockWriter()
+        blocks = BlockSequencer()
         usage: dict[str, Any] | None = None
         yield event_frame("messageStart", {"role": "assistant"})
         async for chunk in chunks:
             if chunk.get("usage"):
                 usage = chunk["usage"]
             choices = chunk.get("choices") or ()
-            if choices:
-                frames = blocks.feed(choices[0])
-                if frames:
-                    yield b"".join(frames)
+            if not choices or blocks.finished:  # after the finish only the usage chunk counts
+                continue
+            choice = choices[0]
+            frames = _frames(blocks.feed(choice))
+            if blocks.finished:
+                frames.append(_message_stop(choice.get("finish_reason"), choice.get("stop_sequence")))
+            if frames:
+                yield b"".join(frames)
         if not blocks.finished:
-            yield b"".join(blocks.finish(None, None))
+            yield b"".join([*_frames(blocks.finish()), _message_stop(None, None)])
         yield event_frame("metadata", {"usage": _usage(usage), "metrics": {"latencyMs": self._latency_ms()}})
 
     def stream_error(self, err: OrqenError) -> bytes:
@@ -511,152 +515,24 @@ def _usage(canonical: dict[str, Any] | None) -> dict[str, int]:
     }
 
 
-def _tool_input(arguments: Any) -> Any:
-    """The parsed arguments; arguments that are not JSON (cut off by max tokens) are passed on as text."""
-    if not arguments:
-        return {}
-    try:
-        return orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return arguments
+def _frames(events: list[BlockEvent]) -> list[bytes]:
+    """ConverseStream's frames for content block events; Bedrock opens a text block with its first delta."""
+    frames: list[bytes] = []
+    for event in events:
+        if isinstance(event, BlockStart) and event.kind == "tool":
+            tool_use = {"toolUseId": event.tool_id, "name": event.name}
+            frames.append(_block_frame("contentBlockStart", event.index, start={"toolUse": tool_use}))
+        elif isinstance(event, BlockDelta):
+            delta = {"text": event.data} if event.kind == "text" else {"toolUse": {"input": event.data}}
+            frames.append(_block_frame("contentBlockDelta", event.index, delta=delta))
+        elif isinstance(event, BlockStop):
+            frames.append(_block_frame("contentBlockStop", event.index))
+    return frames
 
 
-@dataclass
-class _Block:
-    """One content block of the streamed message: text, or a tool call (canonical index `call`)."""
-
-    call: int | None = None
-    tool_use_id: str = ""
-    name: str = ""
-    data: str = ""  # text, or the arguments received so far
-
-    def complete(self) -> bool:
-        """Whether the arguments are a whole JSON document, which nothing valid can extend."""
-        try:
-            orjson.loads(self.data)
-        except orjson.JSONDecodeError:
-            return False
-        return True
+def _block_frame(event_type: str, index: int, **fields: Any) -> bytes:
+    return event_frame(event_type, {"contentBlockIndex": index, **fields})
 
 
-class _BlockWriter:
-    """Canonical deltas -> ConverseStream content-block events, blocks one after another.
-
-    The open block streams live. A new block may close it only when nothing more can
-    arrive for it: text always (later text just opens another block), a tool call once
-    its arguments are whole JSON. Otherwise (interleaved parallel calls) every later block
-    is held back and sent whole at the finish, so each call's arguments arrive complete
-    and in order.
-    """
-
-    def __init__(self) -> None:
-        self._open: _Block | None = None
-        self._held: list[_Block] = []
-        self._closed_calls: set[int] = set()
-        self._next_index = 0
-        self.finished = False
-
-    def feed(self, choice: dict[str, Any]) -> list[bytes]:
-        if self.finished:  # nothing follows a finish in a canonical stream
-            return []
-        frames: list[bytes] = []
-        delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str) and delta["content"]:
-            frames += self._text(delta["content"])
-        for call in delta.get("tool_calls") or ():
-            frames += self._tool_call(call)
-        if choice.get("finish_reason"):
-            frames += self.finish(choice["finish_reason"], choice.get("stop_sequence"))
-        return frames
-
-    def finish(self, finish_reason: str | None, stop_sequence: str | None) -> list[bytes]:
-        """Close the open block, send the held ones whole, then messageStop."""
-        frames = self._close()
-        for block in self._held:
-            data, block.data = block.data, ""
-            frames += self._start(block)
-            frames += self._append(data) if data else []
-            frames += self._close()
-        self._held.clear()
-        self.finished = True
-        return [*frames, event_frame("messageStop", {"stopReason": stop_reason(finish_reason, stop_sequence)})]
-
-    def _text(self, text: str) -> list[bytes]:
-        if self._held or not self._may_close_open():
-            return self._hold_text(text)
-        frames: list[bytes] = []
-        if self._open is None or self._open.call is not None:
-            frames = self._close() + self._start(_Block())
-        return frames + self._append(text)
-
-    def _tool_call(self, call: dict[str, Any]) -> list[bytes]:
-        index = call.get("index", 0)
-        function = call.get("function") or {}
-        fragment = function.get("arguments") or ""
-        if self._open is not None and self._open.call == index:
-            return self._append(fragment) if fragment else []
-        held = next((b for b in self._held if b.call == index), None)
-        if held is not None:
-            held.data += fragment
-            return []
-        if index in self._closed_calls:
-            if fragment.strip():
-                raise OrqenError(
-                    kind_for_http(502),
-                    f"The provider streamed more arguments for tool call {index} after they were complete.",
-                    http_status=502,
-                )
-            return []
-        block = _Block(call=index, tool_use_id=call.get("id") or new_tool_call_id(), name=function.get("name") or "")
-        if self._held or not self._may_close_open():
-            block.data = fragment
-            self._held.append(block)
-            return []
-        frames = self._close() + self._start(block)
-        return frames + (self._append(fragment) if fragment else [])
-
-    def _may_close_open(self) -> bool:
-        return self._open is None or self._open.call is None or self._open.complete()
-
-    def _hold_text(self, text: str) -> list[bytes]:
-        if self._held and self._held[-1].call is None:
-            self._held[-1].data += text
-        else:
-            self._held.append(_Block(data=text))
-        return []
-
-    def _start(self, block: _Block) -> list[bytes]:
-        """Open `block`; Bedrock sends contentBlockStart only for tool use, not for text."""
-        self._open = block
-        if block.call is None:
-            return []
-        return [
-            self._event("contentBlockStart", start={"toolUse": {"toolUseId": block.tool_use_id, "name": block.name}})
-        ]
-
-    def _append(self, data: str) -> list[bytes]:
-        """Stream `data` into the open block."""
-        block = self._open
-        assert block is not None
-        block.data += data
-        return [self._event("contentBlockDelta", delta=_delta(block, data))]
-
-    def _close(self) -> list[bytes]:
-        block, frames = self._open, []
-        if block is None:
-            return []
-        if block.call is not None:
-            self._closed_calls.add(block.call)
-            if not block.data:  # a call without arguments still owes its caller a JSON input
-                frames = self._append("{}")
-        frames.append(self._event("contentBlockStop"))
-        self._open = None
-        self._next_index += 1
-        return frames
-
-    def _event(self, event_type: str, **fields: Any) -> bytes:
-        return event_frame(event_type, {"contentBlockIndex": self._next_index, **fields})
-
-
-def _delta(block: _Block, data: str) -> dict[str, Any]:
-    return {"text": data} if block.call is None else {"toolUse": {"input": data}}
+def _message_stop(finish_reason: str | None, stop_sequence: str | None) -> bytes:
+    return event_frame("messageStop", {"stopReason": stop_reason(finish_reason, stop_sequence)})

@@ -298,6 +298,12 @@ def test_tools_and_each_tool_choice() -> None:
         assert "parallel_tool_calls" not in chat
 
 
+def test_orqen_tool_examples_reach_the_canonical_tool_for_routing() -> None:
+    tool = {**WEATHER, "x-orqen-examples": ["weather in Rome?"]}
+    chat, _ = translate(request({"role": "user", "content": "hi"}, tools=[tool]))
+    assert chat["tools"][0]["function"]["x-orqen-examples"] == ["weather in Rome?"]
+
+
 def test_tool_choice_without_tools() -> None:
     chat, _ = translate(request({"role": "user", "content": "hi"}, tool_choice={"type": "auto"}))
     assert "tool_choice" not in chat and "tools" not in chat
@@ -540,6 +546,12 @@ def test_stop_reasons(finish: str, stop_sequence: str | None, stop_reason: str) 
     assert message.content == [TextBlock(type="text", text="one two ")]
 
 
+def test_an_unnamed_stop_sequence_is_stop_sequence_with_a_null_sequence() -> None:
+    # canonical.py: "" means a stop sequence ended generation and the provider did not say which.
+    message = answered(completion({"content": "one two "}, "stop", stop_sequence=""))
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence is None
+
+
 def test_an_empty_answer_has_no_content_blocks() -> None:
     assert answered(completion({"content": ""}, "stop")).content == []
 
@@ -702,6 +714,23 @@ async def test_a_stream_stopped_by_a_stop_sequence() -> None:
     )
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == "three"
     assert message.content == [TextBlock(type="text", text="one two ")]
+
+
+async def test_a_stream_stopped_by_an_unnamed_stop_sequence() -> None:
+    events = raw_events(await streamed(text("one "), chunk(finish="stop", stop_sequence=""), USAGE_CHUNK))
+    assert events[-2].delta.stop_reason == "stop_sequence" and events[-2].delta.stop_sequence is None
+    message = accumulated(events)
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence is None
+
+
+async def test_a_call_without_arguments_streams_an_empty_object() -> None:
+    events = raw_events(
+        await streamed(
+            tool_start(0, "toolu_0"), tool_start(1, "toolu_1", "{}"), chunk(finish="tool_calls"), USAGE_CHUNK
+        )
+    )
+    assert [e.delta.partial_json for e in events if e.type == "content_block_delta"] == ["{}", "{}"]
+    assert [block.input for block in accumulated(events).content if block.type == "tool_use"] == [{}, {}]
 
 
 async def test_a_filtered_stream_is_a_refusal_with_no_empty_blocks() -> None:

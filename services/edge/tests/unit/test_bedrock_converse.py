@@ -568,6 +568,14 @@ def test_a_completion_with_tool_calls_reads_as_a_converse_response() -> None:
     assert isinstance(parsed["metrics"]["latencyMs"], int) and parsed["metrics"]["latencyMs"] >= 0
 
 
+@pytest.mark.parametrize("arguments", ['{"city": "Par', "[1, 2]"])
+def test_tool_arguments_that_are_not_a_json_object_are_a_502_naming_the_tool(arguments: str) -> None:
+    call = {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": arguments}}
+    with pytest.raises(OrqenError) as err:
+        BedrockReply().body(completion({"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"))
+    assert err.value.http_status == 502 and "weather" in err.value.message
+
+
 @pytest.mark.parametrize(
     ("finish_reason", "choice", "stop_reason"),
     [
@@ -698,6 +706,13 @@ async def test_arguments_after_a_complete_call_are_an_error_not_a_silent_loss() 
     with pytest.raises(OrqenError) as err:
         await encoded(BedrockReply(), chunks)
     assert err.value.http_status == 502
+
+
+async def test_tool_arguments_cut_off_in_a_stream_are_an_error() -> None:
+    chunks = [call_start(0, "call_0", "weather", '{"city": "Par'), finish("length"), usage_chunk()]
+    with pytest.raises(OrqenError) as err:
+        await encoded(BedrockReply(), chunks)
+    assert err.value.http_status == 502 and "weather" in err.value.message
 
 
 @pytest.mark.parametrize(
