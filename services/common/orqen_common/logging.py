@@ -46,8 +46,10 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Alembic narrates every plugin it loads at INFO; keep only what matters.
-    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # Alembic narrates every plugin it loads, and httpx/httpcore log every upstream call
+    # (URL included) at INFO: noise on the hot path, and the access log already says it.
+    for chatty in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(root.level, logging.WARNING))
 
 
 def _identity(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:

@@ -73,12 +73,29 @@ def _parse(chat_json: bytes) -> dict[str, Any]:
 
 
 def _as_orqen_error(provider: Provider, err: UpstreamError) -> OrqenError:
+    status = caller_status(err.status)
     return OrqenError(
-        kind_for_http(err.status),
+        kind_for_http(status),
         f"Upstream provider {provider.name} returned {err.status}: {err.message}",
-        http_status=err.status,
+        http_status=status,
         retry_after=err.retry_after,
     )
+
+
+def caller_status(upstream: int) -> int:
+    """The HTTP status the caller sees for a provider's failure.
+
+    Client errors and throttling keep the provider's status (the caller can act on them);
+    a provider's own failure is a bad gateway to the caller, never a bare 500 that would
+    read as Orqen's; overloaded (503, Anthropic's 529) and timeouts keep their meaning.
+    """
+    if upstream < 500:
+        return upstream
+    if upstream in (503, 529):
+        return 503
+    if upstream == 504:
+        return 504
+    return 502
 
 
 def _ms_since(started: float) -> float:
