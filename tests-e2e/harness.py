@@ -7,6 +7,7 @@ point at servers.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> di
             "ORQEN_ANTHROPIC_BASE_URL": upstream_urls["anthropic"],
             "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
             "ORQEN_BEDROCK_ENDPOINT_URL": upstream_urls["bedrock"],
+            # Groq and an operator-defined provider speak OpenAI's format: the fake OpenAI stands in.
+            "ORQEN_GROQ_BASE_URL": upstream_urls["openai"] + "/v1",
+            "GROQ_API_KEY": OPENAI_KEY,
+            "ORQEN_COMPATIBLE_PROVIDERS": json.dumps(
+                {"local": {"base_url": upstream_urls["openai"] + "/v1", "api_key_env": "LOCAL_LLM_KEY"}}
+            ),
+            "LOCAL_LLM_KEY": OPENAI_KEY,
             "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,

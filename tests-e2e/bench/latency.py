@@ -98,7 +98,8 @@ async def timed_call(client: httpx.AsyncClient, target: Target) -> float:
     return (first_byte if streaming else time.perf_counter()) - started
 
 
-async def measure(target: Target, concurrency: int, requests: int) -> list[float]:
+async def measure(target: Target, concurrency: int, requests: int) -> tuple[list[float], float]:
+    """Each request's latency, and the throughput (requests/s) of the run."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for _ in range(min(20, requests)):  # warm the connections and every cache on the path
@@ -110,8 +111,10 @@ async def measure(target: Target, concurrency: int, requests: int) -> list[float
             for _ in remaining:
                 samples.append(await timed_call(client, target))
 
+        started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return samples
+        elapsed = time.perf_counter() - started
+    return samples, requests / elapsed
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -154,6 +157,7 @@ async def run(requests: int) -> None:
         try:
             columns = ("direct p50/p99 ms", "orqen p50/p99 ms", "added p50/p99 ms")
             header = f"{'ingress':<10}{'mode':<8}{'conc':>5}" + "".join(f"  {c:>18}" for c in columns)
+            header += f"  {'direct req/s':>12}  {'orqen req/s':>11}"
             print(header)
             print("-" * len(header))
             for ingress in ("openai", "anthropic", "bedrock"):
@@ -161,14 +165,15 @@ async def run(requests: int) -> None:
                     direct, gateway = targets(ingress, stream, info.edge_url, urls[ingress], info.api_key)
                     for concurrency in (1, 32):
                         count = requests if concurrency == 1 else requests * 4
-                        base = await measure(direct, concurrency, count)
-                        through = await measure(gateway, concurrency, count)
+                        base, base_rate = await measure(direct, concurrency, count)
+                        through, rate = await measure(gateway, concurrency, count)
                         b50, b99 = percentile(base, 50), percentile(base, 99)
                         g50, g99 = percentile(through, 50), percentile(through, 99)
                         mode = "ttfb" if stream else "json"
                         pairs = ((b50, b99), (g50, g99), (g50 - b50, g99 - b99))
                         cells = "".join(f"  {p50:>8.2f} /{p99:>8.2f}" for p50, p99 in pairs)
-                        print(f"{ingress:<10}{mode:<8}{concurrency:>5}{cells}", flush=True)
+                        rates = f"  {base_rate:>12.0f}  {rate:>11.0f}"
+                        print(f"{ingress:<10}{mode:<8}{concurrency:>5}{cells}{rates}", flush=True)
         finally:
             await stack.stop()
 

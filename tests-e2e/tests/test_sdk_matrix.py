@@ -20,6 +20,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
 
+from harness import OPENAI_KEY
 from sdk_clients import SDK, AnthropicSDK, Ask, BedrockSDK, OpenAISDK, Result, Turn
 
 PROVIDERS = {
@@ -283,3 +284,63 @@ async def test_a_sigv4_signed_call_is_told_how_to_authenticate(stack: Any) -> No
         )
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
     assert "AWS_BEARER_TOKEN_BEDROCK" in caught.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("provider", list(ERROR_MODELS))
+@pytest.mark.parametrize("ingress", INGRESSES)
+async def test_an_upstream_500_is_a_502_bad_gateway_in_each_sdk(stack: Any, ingress: str, provider: str) -> None:
+    request = Ask(model=ERROR_MODELS[provider].replace("fake-429", "fake-500"), turns=[Turn("user", "hi")])
+    if ingress == "openai":
+        with pytest.raises(openai.InternalServerError) as oe:
+            await ask(stack, ingress, request)
+        assert oe.value.status_code == 502 and f"{provider} returned 500" in oe.value.message
+    elif ingress == "anthropic":
+        with pytest.raises(anthropic.InternalServerError) as ae:
+            await ask(stack, ingress, request)
+        assert ae.value.status_code == 502 and f"{provider} returned 500" in ae.value.message
+    else:
+        with pytest.raises(ClientError) as be:
+            await ask(stack, ingress, request)
+        assert be.value.response["ResponseMetadata"]["HTTPStatusCode"] == 502
+        assert f"{provider} returned 500" in be.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "upstream_model"),
+    [("groq/llama-3.3-70b-versatile", "llama-3.3-70b-versatile"), ("local/qwen2.5:7b", "qwen2.5:7b")],
+)
+async def test_openai_compatible_providers_by_prefix(stack: Any, model: str, upstream_model: str) -> None:
+    """Groq and ORQEN_COMPATIBLE_PROVIDERS entries get the model without their prefix, with their own key."""
+    result = await ask(stack, "anthropic", Ask(model=model, turns=[Turn("user", "hello")]))
+    assert result.text == "echo: hello"
+    sent = stack.upstreams.openai.requests[-1]
+    assert sent["body"]["model"] == upstream_model
+    assert sent["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+async def test_orqen_tool_examples_are_consumed_never_forwarded(stack: Any) -> None:
+    """`x-orqen-examples` feeds tool routing; the fakes reject unknown fields at any depth."""
+    examples = ["what's the weather in Rome", "is it raining in Oslo"]
+    openai_client = OpenAISDK(stack.info.edge_url, stack.info.api_key).client
+    function = {"name": "get_weather", "parameters": WEATHER["schema"], "x-orqen-examples": examples}
+    await asyncio.to_thread(
+        openai_client.chat.completions.create,
+        model=PROVIDERS["openai"],
+        messages=[{"role": "user", "content": "hello"}],
+        tools=[{"type": "function", "function": function}],  # type: ignore[list-item]
+    )
+    assert stack.upstreams.openai.requests[-1]["body"]["tools"][0]["function"] == {
+        "name": "get_weather",
+        "parameters": WEATHER["schema"],
+    }
+    anthropic_client = AnthropicSDK(stack.info.edge_url, stack.info.api_key).client
+    await asyncio.to_thread(
+        anthropic_client.messages.create,
+        model=PROVIDERS["anthropic"],
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hello"}],
+        tools=[{"name": "get_weather", "input_schema": WEATHER["schema"], "x-orqen-examples": examples}],  # type: ignore[typeddict-unknown-key]
+    )
+    assert stack.upstreams.anthropic.requests[-1]["body"]["tools"] == [
+        {"name": "get_weather", "input_schema": WEATHER["schema"]}
+    ]
