@@ -15,12 +15,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.cache import auth_cache_key
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
 
 API_KEY_PREFIX = "sk-orq-"
-_CACHE_PREFIX = "orqen:auth:"
 # Unknown keys are remembered briefly so a flood of bad keys does not reach Postgres.
 _NEGATIVE_TTL_SECONDS = 5
 
@@ -69,7 +69,7 @@ class ApiKeyAuthenticator:
         if not plaintext.startswith(API_KEY_PREFIX):
             return None
         key_hash = hash_api_key(plaintext)
-        cache_key = _CACHE_PREFIX + key_hash
+        cache_key = auth_cache_key(key_hash)
         cached = await self._cache_get(cache_key)
         if cached is not None:
             return _principal_from_cache(cached)
@@ -126,11 +126,9 @@ async def authenticate_bearer(
 
 
 def open_key_verifier(
-    stack: AsyncExitStack, redis_url: str, accounting_addr: str, token: str, ttl: int
+    stack: AsyncExitStack, redis: Redis, accounting_addr: str, token: str, ttl: int
 ) -> ApiKeyAuthenticator:
-    """An API-key verifier for a service other than accounting; its connections close with `stack`."""
-    redis = Redis.from_url(redis_url)
-    stack.push_async_callback(redis.aclose)
+    """An API-key verifier for a service other than accounting; its channel closes with `stack`."""
     channel = open_channel(accounting_addr, token)
     stack.push_async_callback(channel.close)
     return ApiKeyAuthenticator(redis, accounting_pb2_grpc.AccountingStub(channel), ttl)

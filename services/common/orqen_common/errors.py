@@ -34,6 +34,14 @@ _KINDS = [
         "authentication_error",
         "UnrecognizedClientException",
     ),
+    # The setup, not the request, stands in the way (e.g. a feature the operator did not enable).
+    ErrorKind(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        400,
+        "invalid_request_error",
+        "invalid_request_error",
+        "ValidationException",
+    ),
     ErrorKind(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error", "permission_error", "AccessDeniedException"),
     ErrorKind(grpc.StatusCode.NOT_FOUND, 404, "not_found_error", "not_found_error", "ResourceNotFoundException"),
     ErrorKind(grpc.StatusCode.ALREADY_EXISTS, 409, "conflict_error", "invalid_request_error", "ConflictException"),
@@ -46,7 +54,9 @@ _KINDS = [
     ErrorKind(grpc.StatusCode.INTERNAL, 500, "api_error", "api_error", "InternalServerException"),
 ]
 _BY_GRPC = {k.grpc_code: k for k in _KINDS}
-_BY_HTTP = {k.http_status: k for k in _KINDS}
+_BY_HTTP: dict[int, ErrorKind] = {}
+for _kind in _KINDS:
+    _BY_HTTP.setdefault(_kind.http_status, _kind)  # the first row of a status is its kind
 INTERNAL = _BY_GRPC[grpc.StatusCode.INTERNAL]
 
 

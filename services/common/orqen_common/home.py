@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,12 @@ SECRETS_FILE = "secrets.json"
 
 @dataclass(frozen=True, slots=True)
 class Secrets:
-    """The two secrets a local stack needs; the same on every run unless the environment overrides them."""
+    """The secrets a local stack needs; the same on every run unless the environment overrides them."""
 
     internal_token: str
     bootstrap_api_key: str
+    # The key ring that seals saved provider credentials ("key_id:base64 of 32 bytes").
+    credentials_keys: str
 
 
 class Home:
@@ -76,9 +79,10 @@ class Home:
             fcntl.flock(handle, fcntl.LOCK_EX)
             text = handle.read()
             stored: dict[str, str] = json.loads(text) if text.strip() else {}
-            missing = {
+            missing: dict[str, Callable[[], str]] = {
                 "internal_token": lambda: secrets.token_urlsafe(32),
                 "bootstrap_api_key": generate_api_key,
+                "credentials_keys": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
             }
             changed = False
             for name, make in missing.items():
@@ -96,6 +100,7 @@ class Home:
         return Secrets(
             internal_token=env.get("ORQEN_INTERNAL_TOKEN") or stored["internal_token"],
             bootstrap_api_key=env.get("ORQEN_BOOTSTRAP_API_KEY") or stored["bootstrap_api_key"],
+            credentials_keys=env.get("ORQEN_CREDENTIALS_KEYS") or stored["credentials_keys"],
         )
 
     def stored_secret(self, name: str) -> str | None:

@@ -53,6 +53,8 @@ class Stack:
         self._log_offsets: dict[str, int] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # The environment every service got (infrastructure URLs and secrets included), once started.
+        self.service_env: dict[str, str] = {}
         # Set whenever something the supervisor waits on happens: a child exits, or stop is asked.
         self._wake = asyncio.Event()
 
@@ -117,6 +119,7 @@ class Stack:
             {
                 "ORQEN_INTERNAL_TOKEN": secrets.internal_token,
                 "ORQEN_BOOTSTRAP_API_KEY": secrets.bootstrap_api_key,
+                "ORQEN_CREDENTIALS_KEYS": secrets.credentials_keys,
                 "ORQEN_HOME": str(config.home.root),
                 "ORQEN_EDGE_PORT": str(config.edge_port),
                 "ORQEN_EDGE_TLS_PORT": str(config.edge_tls_port),
@@ -124,6 +127,7 @@ class Stack:
                 **{f"ORQEN_{service.upper()}_ADDR": config.addr(service) for service in DEFAULT_ADDRS},
             }
         )
+        self.service_env = env
         for spec in config.services:
             self._check()
             await self._spawn(spec, env)

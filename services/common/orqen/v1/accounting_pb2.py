@@ -25,33 +25,63 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19orqen/v1/accounting.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x13\x41uthenticateRequest\x12\x10\n\x08key_hash\x18\x01 \x01(\t\"T\n\x14\x41uthenticateResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x03 \x01(\t\"$\n\x14\x45nsureAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x13\x43reateApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tplaintext\x18\x03 \x01(\t\"M\n\x14\x43reateApiKeyResponse\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"H\n\x13ListRequestsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"V\n\x14ListRequestsResponse\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.orqen.v1.RequestRecord\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\";\n\x11GetRequestRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xce\x03\n\rRequestRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07ingress\x18\x05 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x06 \x01(\t\x12\x12\n\nmodel_used\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\x05\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06stream\x18\x0b \x01(\x08\x12\x14\n\x0cinput_tokens\x18\x0c \x01(\x03\x12\x15\n\routput_tokens\x18\r \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x0e \x01(\x03\x12\x12\n\nlatency_ms\x18\x0f \x01(\x01\x12\x13\n\x0bupstream_ms\x18\x10 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x11 \x01(\x01\x12\x13\n\x0btools_input\x18\x12 \x01(\x05\x12\x14\n\x0ctools_output\x18\x13 \x01(\x05\x12\x0f\n\x07routing\x18\x14 \x01(\t\x12.\n\ncreated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x81\x03\n\nAccounting\x12M\n\x0c\x41uthenticate\x12\x1d.orqen.v1.AuthenticateRequest\x1a\x1e.orqen.v1.AuthenticateResponse\x12\x42\n\rEnsureAccount\x12\x1e.orqen.v1.EnsureAccountRequest\x1a\x11.orqen.v1.Account\x12M\n\x0c\x43reateApiKey\x12\x1d.orqen.v1.CreateApiKeyRequest\x1a\x1e.orqen.v1.CreateApiKeyResponse\x12M\n\x0cListRequests\x12\x1d.orqen.v1.ListRequestsRequest\x1a\x1e.orqen.v1.ListRequestsResponse\x12\x42\n\nGetRequest\x12\x1b.orqen.v1.GetRequestRequest\x1a\x17.orqen.v1.RequestRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19orqen/v1/accounting.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\nAccountRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\"3\n\tApiKeyRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\"\xc8\x01\n\nApiKeyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x13ListApiKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.orqen.v1.ApiKeyInfo\"\xe1\x01\n\x0e\x43redentialInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0c\n\x04\x61uth\x18\x04 \x01(\t\x12\r\n\x05last4\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x06 \x01(\t\x12\x0e\n\x06region\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0cSealedSecret\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"b\n\x10SealedCredential\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.orqen.v1.CredentialInfo\x12&\n\x06sealed\x18\x02 \x01(\x0b\x32\x16.orqen.v1.SealedSecret\"D\n\x11SealedCredentials\x12/\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1a.orqen.v1.SealedCredential\"H\n\x17ListCredentialsResponse\x12-\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x18.orqen.v1.CredentialInfo\":\n\rCredentialRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"+\n\x18\x44\x65leteCredentialResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x89\x01\n\x12RoutingPreferences\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0f\n\x07k_floor\x18\x03 \x01(\x05\x12\r\n\x05k_cap\x18\x04 \x01(\x05\x12\x18\n\x10\x61\x62_control_share\x18\x05 \x01(\x01\x12\x17\n\x0f\x66\x61llback_models\x18\x06 \x03(\t\"-\n\x0bModelToggle\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"6\n\x0cModelToggles\x12&\n\x07toggles\x18\x01 \x03(\x0b\x32\x15.orqen.v1.ModelToggle\"K\n\x15SetModelToggleRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\"S\n\x07\x41\x63\x63ount\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x13\x41uthenticateRequest\x12\x10\n\x08key_hash\x18\x01 \x01(\t\"T\n\x14\x41uthenticateResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x03 \x01(\t\"$\n\x14\x45nsureAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x13\x43reateApiKeyRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tplaintext\x18\x03 \x01(\t\"M\n\x14\x43reateApiKeyResponse\x12\x12\n\napi_key_id\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"H\n\x13ListRequestsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"V\n\x14ListRequestsResponse\x12)\n\x08requests\x18\x01 \x03(\x0b\x32\x17.orqen.v1.RequestRecord\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\";\n\x11GetRequestRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xce\x03\n\rRequestRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07ingress\x18\x05 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x06 \x01(\t\x12\x12\n\nmodel_used\x18\x07 \x01(\t\x12\x10\n\x08provider\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\x05\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06stream\x18\x0b \x01(\x08\x12\x14\n\x0cinput_tokens\x18\x0c \x01(\x03\x12\x15\n\routput_tokens\x18\r \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x0e \x01(\x03\x12\x12\n\nlatency_ms\x18\x0f \x01(\x01\x12\x13\n\x0bupstream_ms\x18\x10 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x11 \x01(\x01\x12\x13\n\x0btools_input\x18\x12 \x01(\x05\x12\x14\n\x0ctools_output\x18\x13 \x01(\x05\x12\x0f\n\x07routing\x18\x14 \x01(\t\x12.\n\ncreated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xde\x08\n\nAccounting\x12M\n\x0c\x41uthenticate\x12\x1d.orqen.v1.AuthenticateRequest\x1a\x1e.orqen.v1.AuthenticateResponse\x12\x42\n\rEnsureAccount\x12\x1e.orqen.v1.EnsureAccountRequest\x1a\x11.orqen.v1.Account\x12M\n\x0c\x43reateApiKey\x12\x1d.orqen.v1.CreateApiKeyRequest\x1a\x1e.orqen.v1.CreateApiKeyResponse\x12M\n\x0cListRequests\x12\x1d.orqen.v1.ListRequestsRequest\x1a\x1e.orqen.v1.ListRequestsResponse\x12\x42\n\nGetRequest\x12\x1b.orqen.v1.GetRequestRequest\x1a\x17.orqen.v1.RequestRecord\x12\x42\n\x0bListApiKeys\x12\x14.orqen.v1.AccountRef\x1a\x1d.orqen.v1.ListApiKeysResponse\x12\x39\n\x0cRevokeApiKey\x12\x13.orqen.v1.ApiKeyRef\x1a\x14.orqen.v1.ApiKeyInfo\x12\x45\n\rPutCredential\x12\x1a.orqen.v1.SealedCredential\x1a\x18.orqen.v1.CredentialInfo\x12J\n\x0fListCredentials\x12\x14.orqen.v1.AccountRef\x1a!.orqen.v1.ListCredentialsResponse\x12O\n\x10\x44\x65leteCredential\x12\x17.orqen.v1.CredentialRef\x1a\".orqen.v1.DeleteCredentialResponse\x12I\n\x14GetSealedCredentials\x12\x14.orqen.v1.AccountRef\x1a\x1b.orqen.v1.SealedCredentials\x12K\n\x15GetRoutingPreferences\x12\x14.orqen.v1.AccountRef\x1a\x1c.orqen.v1.RoutingPreferences\x12S\n\x15PutRoutingPreferences\x12\x1c.orqen.v1.RoutingPreferences\x1a\x1c.orqen.v1.RoutingPreferences\x12@\n\x10ListModelToggles\x12\x14.orqen.v1.AccountRef\x1a\x16.orqen.v1.ModelToggles\x12I\n\x0eSetModelToggle\x12\x1f.orqen.v1.SetModelToggleRequest\x1a\x16.orqen.v1.ModelTogglesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orqen.v1.accounting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNT']._serialized_start=72
-  _globals['_ACCOUNT']._serialized_end=155
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=157
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=196
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=198
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=282
-  _globals['_ENSUREACCOUNTREQUEST']._serialized_start=284
-  _globals['_ENSUREACCOUNTREQUEST']._serialized_end=320
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=322
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=396
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=398
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=475
-  _globals['_LISTREQUESTSREQUEST']._serialized_start=477
-  _globals['_LISTREQUESTSREQUEST']._serialized_end=549
-  _globals['_LISTREQUESTSRESPONSE']._serialized_start=551
-  _globals['_LISTREQUESTSRESPONSE']._serialized_end=637
-  _globals['_GETREQUESTREQUEST']._serialized_start=639
-  _globals['_GETREQUESTREQUEST']._serialized_end=698
-  _globals['_REQUESTRECORD']._serialized_start=701
-  _globals['_REQUESTRECORD']._serialized_end=1163
-  _globals['_ACCOUNTING']._serialized_start=1166
-  _globals['_ACCOUNTING']._serialized_end=1551
+  _globals['_ACCOUNTREF']._serialized_start=72
+  _globals['_ACCOUNTREF']._serialized_end=104
+  _globals['_APIKEYREF']._serialized_start=106
+  _globals['_APIKEYREF']._serialized_end=157
+  _globals['_APIKEYINFO']._serialized_start=160
+  _globals['_APIKEYINFO']._serialized_end=360
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=362
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=419
+  _globals['_CREDENTIALINFO']._serialized_start=422
+  _globals['_CREDENTIALINFO']._serialized_end=647
+  _globals['_SEALEDSECRET']._serialized_start=649
+  _globals['_SEALEDSECRET']._serialized_end=714
+  _globals['_SEALEDCREDENTIAL']._serialized_start=716
+  _globals['_SEALEDCREDENTIAL']._serialized_end=814
+  _globals['_SEALEDCREDENTIALS']._serialized_start=816
+  _globals['_SEALEDCREDENTIALS']._serialized_end=884
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=886
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=958
+  _globals['_CREDENTIALREF']._serialized_start=960
+  _globals['_CREDENTIALREF']._serialized_end=1018
+  _globals['_DELETECREDENTIALRESPONSE']._serialized_start=1020
+  _globals['_DELETECREDENTIALRESPONSE']._serialized_end=1063
+  _globals['_ROUTINGPREFERENCES']._serialized_start=1066
+  _globals['_ROUTINGPREFERENCES']._serialized_end=1203
+  _globals['_MODELTOGGLE']._serialized_start=1205
+  _globals['_MODELTOGGLE']._serialized_end=1250
+  _globals['_MODELTOGGLES']._serialized_start=1252
+  _globals['_MODELTOGGLES']._serialized_end=1306
+  _globals['_SETMODELTOGGLEREQUEST']._serialized_start=1308
+  _globals['_SETMODELTOGGLEREQUEST']._serialized_end=1383
+  _globals['_ACCOUNT']._serialized_start=1385
+  _globals['_ACCOUNT']._serialized_end=1468
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=1470
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=1509
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=1511
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=1595
+  _globals['_ENSUREACCOUNTREQUEST']._serialized_start=1597
+  _globals['_ENSUREACCOUNTREQUEST']._serialized_end=1633
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1635
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1709
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1711
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1788
+  _globals['_LISTREQUESTSREQUEST']._serialized_start=1790
+  _globals['_LISTREQUESTSREQUEST']._serialized_end=1862
+  _globals['_LISTREQUESTSRESPONSE']._serialized_start=1864
+  _globals['_LISTREQUESTSRESPONSE']._serialized_end=1950
+  _globals['_GETREQUESTREQUEST']._serialized_start=1952
+  _globals['_GETREQUESTREQUEST']._serialized_end=2011
+  _globals['_REQUESTRECORD']._serialized_start=2014
+  _globals['_REQUESTRECORD']._serialized_end=2476
+  _globals['_ACCOUNTING']._serialized_start=2479
+  _globals['_ACCOUNTING']._serialized_end=3597
 # @@protoc_insertion_point(module_scope)

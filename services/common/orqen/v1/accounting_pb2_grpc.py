@@ -60,6 +60,56 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.GetRequestRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.RequestRecord.FromString,
                 _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/orqen.v1.Accounting/ListApiKeys',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/orqen.v1.Accounting/RevokeApiKey',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyInfo.FromString,
+                _registered_method=True)
+        self.PutCredential = channel.unary_unary(
+                '/orqen.v1.Accounting/PutCredential',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.SealedCredential.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.CredentialInfo.FromString,
+                _registered_method=True)
+        self.ListCredentials = channel.unary_unary(
+                '/orqen.v1.Accounting/ListCredentials',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ListCredentialsResponse.FromString,
+                _registered_method=True)
+        self.DeleteCredential = channel.unary_unary(
+                '/orqen.v1.Accounting/DeleteCredential',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.CredentialRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.DeleteCredentialResponse.FromString,
+                _registered_method=True)
+        self.GetSealedCredentials = channel.unary_unary(
+                '/orqen.v1.Accounting/GetSealedCredentials',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.SealedCredentials.FromString,
+                _registered_method=True)
+        self.GetRoutingPreferences = channel.unary_unary(
+                '/orqen.v1.Accounting/GetRoutingPreferences',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.FromString,
+                _registered_method=True)
+        self.PutRoutingPreferences = channel.unary_unary(
+                '/orqen.v1.Accounting/PutRoutingPreferences',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.FromString,
+                _registered_method=True)
+        self.ListModelToggles = channel.unary_unary(
+                '/orqen.v1.Accounting/ListModelToggles',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
+                _registered_method=True)
+        self.SetModelToggle = channel.unary_unary(
+                '/orqen.v1.Accounting/SetModelToggle',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
+                _registered_method=True)
 
 
 class AccountingServicer:
@@ -100,6 +150,73 @@ class AccountingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApiKeys(self, request, context):
+        """The account's API keys (never a hash or plaintext), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes a key of the account at once (the auth cache entry is dropped too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutCredential(self, request, context):
+        """Provider credentials. Dispatch seals the secret (AES-GCM, operator key) before it
+        gets here: accounting stores and returns ciphertext and never sees a plaintext secret.
+        One credential per account and provider; putting again replaces it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCredentials(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCredential(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSealedCredentials(self, request, context):
+        """Internal callers only (the service token): the sealed secrets dispatch opens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoutingPreferences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutRoutingPreferences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelToggles(self, request, context):
+        """Models the account switched off (or on) for automatic routing; absent means enabled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelToggle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +244,56 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.GetRequest,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.GetRequestRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.RequestRecord.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyInfo.SerializeToString,
+            ),
+            'PutCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutCredential,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.SealedCredential.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.CredentialInfo.SerializeToString,
+            ),
+            'ListCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCredentials,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ListCredentialsResponse.SerializeToString,
+            ),
+            'DeleteCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCredential,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.CredentialRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.DeleteCredentialResponse.SerializeToString,
+            ),
+            'GetSealedCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSealedCredentials,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.SealedCredentials.SerializeToString,
+            ),
+            'GetRoutingPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingPreferences,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.SerializeToString,
+            ),
+            'PutRoutingPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRoutingPreferences,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.SerializeToString,
+            ),
+            'ListModelToggles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelToggles,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.SerializeToString,
+            ),
+            'SetModelToggle': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelToggle,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +432,276 @@ class Accounting:
             '/orqen.v1.Accounting/GetRequest',
             orqen_dot_v1_dot_accounting__pb2.GetRequestRequest.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.RequestRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListApiKeys',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/RevokeApiKey',
+            orqen_dot_v1_dot_accounting__pb2.ApiKeyRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ApiKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/PutCredential',
+            orqen_dot_v1_dot_accounting__pb2.SealedCredential.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.CredentialInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListCredentials',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ListCredentialsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/DeleteCredential',
+            orqen_dot_v1_dot_accounting__pb2.CredentialRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.DeleteCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSealedCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetSealedCredentials',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.SealedCredentials.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetRoutingPreferences',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRoutingPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/PutRoutingPreferences',
+            orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.RoutingPreferences.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelToggles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListModelToggles',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelToggle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/SetModelToggle',
+            orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,24 @@ class AccountingStub:
     """
     ListRequests: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ListRequestsRequest, _accounting_pb2.ListRequestsResponse]
     GetRequest: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.GetRequestRequest, _accounting_pb2.RequestRecord]
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListApiKeysResponse]
+    """The account's API keys (never a hash or plaintext), newest first."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ApiKeyRef, _accounting_pb2.ApiKeyInfo]
+    """Revokes a key of the account at once (the auth cache entry is dropped too)."""
+    PutCredential: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.SealedCredential, _accounting_pb2.CredentialInfo]
+    """Provider credentials. Dispatch seals the secret (AES-GCM, operator key) before it
+    gets here: accounting stores and returns ciphertext and never sees a plaintext secret.
+    One credential per account and provider; putting again replaces it.
+    """
+    ListCredentials: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListCredentialsResponse]
+    DeleteCredential: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CredentialRef, _accounting_pb2.DeleteCredentialResponse]
+    GetSealedCredentials: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.SealedCredentials]
+    """Internal callers only (the service token): the sealed secrets dispatch opens."""
+    GetRoutingPreferences: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.RoutingPreferences]
+    PutRoutingPreferences: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPreferences, _accounting_pb2.RoutingPreferences]
+    ListModelToggles: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelToggles]
+    """Models the account switched off (or on) for automatic routing; absent means enabled."""
+    SetModelToggle: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.SetModelToggleRequest, _accounting_pb2.ModelToggles]
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -59,6 +77,24 @@ class AccountingAsyncStub(AccountingStub):
     """
     ListRequests: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ListRequestsRequest, _accounting_pb2.ListRequestsResponse]  # type: ignore[assignment]
     GetRequest: _aio.UnaryUnaryMultiCallable[_accounting_pb2.GetRequestRequest, _accounting_pb2.RequestRecord]  # type: ignore[assignment]
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """The account's API keys (never a hash or plaintext), newest first."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ApiKeyRef, _accounting_pb2.ApiKeyInfo]  # type: ignore[assignment]
+    """Revokes a key of the account at once (the auth cache entry is dropped too)."""
+    PutCredential: _aio.UnaryUnaryMultiCallable[_accounting_pb2.SealedCredential, _accounting_pb2.CredentialInfo]  # type: ignore[assignment]
+    """Provider credentials. Dispatch seals the secret (AES-GCM, operator key) before it
+    gets here: accounting stores and returns ciphertext and never sees a plaintext secret.
+    One credential per account and provider; putting again replaces it.
+    """
+    ListCredentials: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListCredentialsResponse]  # type: ignore[assignment]
+    DeleteCredential: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CredentialRef, _accounting_pb2.DeleteCredentialResponse]  # type: ignore[assignment]
+    GetSealedCredentials: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.SealedCredentials]  # type: ignore[assignment]
+    """Internal callers only (the service token): the sealed secrets dispatch opens."""
+    GetRoutingPreferences: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.RoutingPreferences]  # type: ignore[assignment]
+    PutRoutingPreferences: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPreferences, _accounting_pb2.RoutingPreferences]  # type: ignore[assignment]
+    ListModelToggles: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelToggles]  # type: ignore[assignment]
+    """Models the account switched off (or on) for automatic routing; absent means enabled."""
+    SetModelToggle: _aio.UnaryUnaryMultiCallable[_accounting_pb2.SetModelToggleRequest, _accounting_pb2.ModelToggles]  # type: ignore[assignment]
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -102,5 +138,83 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.GetRequestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.RequestRecord, _abc.Awaitable[_accounting_pb2.RequestRecord]]: ...
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ListApiKeysResponse, _abc.Awaitable[_accounting_pb2.ListApiKeysResponse]]:
+        """The account's API keys (never a hash or plaintext), newest first."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _accounting_pb2.ApiKeyRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ApiKeyInfo, _abc.Awaitable[_accounting_pb2.ApiKeyInfo]]:
+        """Revokes a key of the account at once (the auth cache entry is dropped too)."""
+
+    @_abc_1.abstractmethod
+    def PutCredential(
+        self,
+        request: _accounting_pb2.SealedCredential,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.CredentialInfo, _abc.Awaitable[_accounting_pb2.CredentialInfo]]:
+        """Provider credentials. Dispatch seals the secret (AES-GCM, operator key) before it
+        gets here: accounting stores and returns ciphertext and never sees a plaintext secret.
+        One credential per account and provider; putting again replaces it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCredentials(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ListCredentialsResponse, _abc.Awaitable[_accounting_pb2.ListCredentialsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteCredential(
+        self,
+        request: _accounting_pb2.CredentialRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.DeleteCredentialResponse, _abc.Awaitable[_accounting_pb2.DeleteCredentialResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSealedCredentials(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.SealedCredentials, _abc.Awaitable[_accounting_pb2.SealedCredentials]]:
+        """Internal callers only (the service token): the sealed secrets dispatch opens."""
+
+    @_abc_1.abstractmethod
+    def GetRoutingPreferences(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.RoutingPreferences, _abc.Awaitable[_accounting_pb2.RoutingPreferences]]: ...
+
+    @_abc_1.abstractmethod
+    def PutRoutingPreferences(
+        self,
+        request: _accounting_pb2.RoutingPreferences,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.RoutingPreferences, _abc.Awaitable[_accounting_pb2.RoutingPreferences]]: ...
+
+    @_abc_1.abstractmethod
+    def ListModelToggles(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ModelToggles, _abc.Awaitable[_accounting_pb2.ModelToggles]]:
+        """Models the account switched off (or on) for automatic routing; absent means enabled."""
+
+    @_abc_1.abstractmethod
+    def SetModelToggle(
+        self,
+        request: _accounting_pb2.SetModelToggleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ModelToggles, _abc.Awaitable[_accounting_pb2.ModelToggles]]: ...
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,6 +20,159 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SaveCredentialRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SecretEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    provider: _builtins.str
+    auth: _builtins.str
+    """"api_key" | "iam" | "bearer"; see CredentialInfo.auth."""
+    base_url: _builtins.str
+    region: _builtins.str
+    @_builtins.property
+    def secret(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """api_key: {"api_key"}; iam: {"access_key_id", "secret_access_key", "session_token"?};
+        bearer: {"bearer_token"}.
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        auth: _builtins.str = ...,
+        secret: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        base_url: _builtins.str = ...,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "auth", b"auth", "base_url", b"base_url", "provider", b"provider", "region", b"region", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveCredentialRequest: _TypeAlias = SaveCredentialRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ModelInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    INPUT_PRICE_FIELD_NUMBER: _builtins.int
+    OUTPUT_PRICE_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_PRICE_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The model string a caller sends ("gpt-4o-mini", "bedrock/…", "orqen/auto")."""
+    provider: _builtins.str
+    enabled: _builtins.bool
+    tier: _builtins.str
+    """"fast" | "balanced" | "capable"; empty for routing strings."""
+    input_price: _builtins.float
+    """USD per million tokens, from the catalogue."""
+    output_price: _builtins.float
+    cached_input_price: _builtins.float
+    latency_p50_ms: _builtins.float
+    """Dispatch's own measurements (EWMA); 0 when never called."""
+    success_rate: _builtins.float
+    calls: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        tier: _builtins.str = ...,
+        input_price: _builtins.float = ...,
+        output_price: _builtins.float = ...,
+        cached_input_price: _builtins.float = ...,
+        latency_p50_ms: _builtins.float = ...,
+        success_rate: _builtins.float = ...,
+        calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "latency_p50_ms", b"latency_p50_ms", "output_price", b"output_price", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    PRICES_AS_OF_FIELD_NUMBER: _builtins.int
+    prices_as_of: _builtins.str
+    """When the catalogue's prices were taken (ISO date)."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelInfo] | None = ...,
+        prices_as_of: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "prices_as_of", b"prices_as_of"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
 class CompleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -54,7 +207,8 @@ class CompleteRequest(_message.Message):
     def context(self) -> _common_pb2.RequestContext: ...
     @_builtins.property
     def credentials(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Per-request provider credentials the caller sent (the aws_* body extensions).
+        """Per-request provider credentials the caller sent: the aws_* body extensions, and
+        "api_key" from the X-Orqen-Provider-Key header (for the provider the model resolves to).
         They win over the account's saved credentials and the operator's environment,
         and are never logged or stored.
         """
@@ -136,15 +290,20 @@ class DispatchSummary(_message.Message):
     UPSTREAM_MS_FIELD_NUMBER: _builtins.int
     TTFT_MS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ROUTE_REASON_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     upstream_status: _builtins.int
     upstream_ms: _builtins.float
     ttft_ms: _builtins.float
+    route_reason: _builtins.str
+    """Why `model` answered: "requested", or the orqen/* rule and fallback that chose it."""
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Every call made upstream, in order: retries and fallbacks included."""
+
     def __init__(
         self,
         *,
@@ -155,10 +314,11 @@ class DispatchSummary(_message.Message):
         upstream_ms: _builtins.float = ...,
         ttft_ms: _builtins.float = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        route_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "model", b"model", "provider", b"provider", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms", "upstream_status", b"upstream_status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "model", b"model", "provider", b"provider", "route_reason", b"route_reason", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms", "upstream_status", b"upstream_status", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,11 +333,16 @@ class Attempt(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     status: _builtins.int
     error: _builtins.str
     duration_ms: _builtins.float
+    reason: _builtins.str
+    """Why this model was tried: "requested", "retry", "fallback", or the orqen/* rule
+    that chose it ("auto: simple ask -> fast tier").
+    """
     def __init__(
         self,
         *,
@@ -186,10 +351,11 @@ class Attempt(_message.Message):
         status: _builtins.int = ...,
         error: _builtins.str = ...,
         duration_ms: _builtins.float = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "model", b"model", "provider", b"provider", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "model", b"model", "provider", b"provider", "reason", b"reason", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from orqen.v1 import accounting_pb2 as orqen_dot_v1_dot_accounting__pb2
 from orqen.v1 import dispatch_pb2 as orqen_dot_v1_dot_dispatch__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -46,6 +47,16 @@ class DispatchStub:
                 request_serializer=orqen_dot_v1_dot_dispatch__pb2.CompleteRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_dispatch__pb2.StreamEvent.FromString,
                 _registered_method=True)
+        self.SaveCredential = channel.unary_unary(
+                '/orqen.v1.Dispatch/SaveCredential',
+                request_serializer=orqen_dot_v1_dot_dispatch__pb2.SaveCredentialRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.CredentialInfo.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/orqen.v1.Dispatch/ListModels',
+                request_serializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class DispatchServicer:
@@ -68,6 +79,22 @@ class DispatchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveCredential(self, request, context):
+        """Seals an account's provider secret with the operator key and stores it in accounting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """The models an account can use: the catalogue entries of its connected providers
+        (saved credentials or the operator's), its toggles, observed latency and success,
+        and the orqen/* routing strings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +107,16 @@ def add_DispatchServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=orqen_dot_v1_dot_dispatch__pb2.CompleteRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_dispatch__pb2.StreamEvent.SerializeToString,
+            ),
+            'SaveCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveCredential,
+                    request_deserializer=orqen_dot_v1_dot_dispatch__pb2.SaveCredentialRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.CredentialInfo.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +175,60 @@ class Dispatch:
             '/orqen.v1.Dispatch/Stream',
             orqen_dot_v1_dot_dispatch__pb2.CompleteRequest.SerializeToString,
             orqen_dot_v1_dot_dispatch__pb2.StreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Dispatch/SaveCredential',
+            orqen_dot_v1_dot_dispatch__pb2.SaveCredentialRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.CredentialInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Dispatch/ListModels',
+            orqen_dot_v1_dot_dispatch__pb2.ListModelsRequest.SerializeToString,
+            orqen_dot_v1_dot_dispatch__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from orqen.v1 import accounting_pb2 as _accounting_pb2
 from orqen.v1 import dispatch_pb2 as _dispatch_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -41,6 +42,13 @@ class DispatchStub:
     of them always the usage chunk (choices empty), then a final message carrying
     the summary.
     """
+    SaveCredential: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.SaveCredentialRequest, _accounting_pb2.CredentialInfo]
+    """Seals an account's provider secret with the operator key and stores it in accounting."""
+    ListModels: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ListModelsRequest, _dispatch_pb2.ListModelsResponse]
+    """The models an account can use: the catalogue entries of its connected providers
+    (saved credentials or the operator's), its toggles, observed latency and success,
+    and the orqen/* routing strings.
+    """
 
 @_typing.type_check_only
 class DispatchAsyncStub(DispatchStub):
@@ -54,6 +62,13 @@ class DispatchAsyncStub(DispatchStub):
     """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
     of them always the usage chunk (choices empty), then a final message carrying
     the summary.
+    """
+    SaveCredential: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.SaveCredentialRequest, _accounting_pb2.CredentialInfo]  # type: ignore[assignment]
+    """Seals an account's provider secret with the operator key and stores it in accounting."""
+    ListModels: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ListModelsRequest, _dispatch_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """The models an account can use: the catalogue entries of its connected providers
+    (saved credentials or the operator's), its toggles, observed latency and success,
+    and the orqen/* routing strings.
     """
 
 class DispatchServicer(metaclass=_abc_1.ABCMeta):
@@ -77,6 +92,25 @@ class DispatchServicer(metaclass=_abc_1.ABCMeta):
         """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
         of them always the usage chunk (choices empty), then a final message carrying
         the summary.
+        """
+
+    @_abc_1.abstractmethod
+    def SaveCredential(
+        self,
+        request: _dispatch_pb2.SaveCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.CredentialInfo, _abc.Awaitable[_accounting_pb2.CredentialInfo]]:
+        """Seals an account's provider secret with the operator key and stores it in accounting."""
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _dispatch_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ListModelsResponse, _abc.Awaitable[_dispatch_pb2.ListModelsResponse]]:
+        """The models an account can use: the catalogue entries of its connected providers
+        (saved credentials or the operator's), its toggles, observed latency and success,
+        and the orqen/* routing strings.
         """
 
 def add_DispatchServicer_to_server(servicer: DispatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
