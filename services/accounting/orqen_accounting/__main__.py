@@ -15,6 +15,7 @@ from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
+from orqen_common.cache import open_redis
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
@@ -34,11 +35,12 @@ async def bootstrap_key(repo: AccountingRepository, settings: AccountingSettings
 
 
 async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceParts:
-    """Migrate, open the pool, bootstrap the key, and wire the servicer and the consumer."""
+    """Migrate, open the pool and the auth cache, bootstrap the key, and wire the servicer and the consumer."""
     await asyncio.to_thread(upgrade_to_head, settings.database_url, SCHEMA, MIGRATIONS)
     pool = await create_pool(settings.database_url, settings.database_pool_size, SCHEMA)
     stack.push_async_callback(pool.close)
     repo = AccountingRepository(pool)
+    redis = open_redis(stack, settings.redis_url)
     await bootstrap_key(repo, settings)
     consumer = DurableConsumer(
         settings.nats_url,
@@ -53,7 +55,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         return await verify_api_key_locally(repo, plaintext)
 
     def register(server: grpc.aio.Server) -> None:
-        accounting_pb2_grpc.add_AccountingServicer_to_server(AccountingServicer(repo), server)
+        accounting_pb2_grpc.add_AccountingServicer_to_server(AccountingServicer(repo, redis), server)
 
     return ServiceParts(
         register=register,

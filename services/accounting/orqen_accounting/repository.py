@@ -31,12 +31,49 @@ class KeyConflictError(Exception):
     """The given plaintext key already belongs to another account."""
 
 
+class UnknownAccountError(Exception):
+    """A write named an account that does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCredentialFields:
+    """A provider credential as stored: what may be shown, and the secret sealed by dispatch."""
+
+    provider: str
+    auth: str
+    last4: str
+    base_url: str
+    region: str
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """An account's routing preferences (see RoutingPreferences in accounting.proto)."""
+
+    mode: str
+    k_floor: int
+    k_cap: int
+    ab_control_share: float
+    fallback_models: tuple[str, ...]
+
+
+# What an account that never saved preferences gets.
+DEFAULT_PREFERENCES = Preferences(mode="auto", k_floor=3, k_cap=0, ab_control_share=0.05, fallback_models=())
+
+
 REQUEST_COLUMNS = (
     "request_id", "account_id", "api_key_id", "session_id", "ingress", "model_requested",
     "model_used", "provider", "status", "error", "stream", "input_tokens", "output_tokens",
     "cached_input_tokens", "latency_ms", "upstream_ms", "ttft_ms", "tools_input",
     "tools_output", "routing", "created_at",
 )  # fmt: skip
+
+_KEY_INFO = "id::text, name, prefix, created_at, last_used_at, revoked_at"
+_CREDENTIAL_INFO = "id::text, account_id::text, provider, auth, last4, base_url, region, created_at, updated_at"
+_PREFERENCES = "mode, k_floor, k_cap, ab_control_share, fallback_models"
 
 _INSERT_REQUEST = (
     f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
@@ -100,8 +137,146 @@ class AccountingRepository:
             raise KeyConflictError
         return CreatedKey(api_key_id=row["id"], plaintext=key, prefix=display_prefix(key))
 
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        return rows
+
     async def account_exists(self, account_id: str) -> bool:
         return bool(await self._pool.fetchval("SELECT true FROM accounts WHERE id = $1::uuid", account_id))
+
+    async def list_keys(self, account_id: str) -> list[asyncpg.Record]:
+        """The account's keys, newest first, without their hashes."""
+        return await self._fetch(
+            f"SELECT {_KEY_INFO} FROM api_keys WHERE account_id = $1::uuid ORDER BY created_at DESC, id DESC",
+            account_id,
+        )
+
+    async def revoke_key(self, account_id: str, api_key_id: str) -> asyncpg.Record | None:
+        """Revoke a key of the account (a second revocation keeps the first time); None if it has no such key.
+
+        The row carries `key_hash` too, so the caller can drop the key's auth cache entry.
+        """
+        return await self._pool.fetchrow(
+            f"""
+            UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+            WHERE id = $2::uuid AND account_id = $1::uuid
+            RETURNING {_KEY_INFO}, key_hash
+            """,
+            account_id,
+            api_key_id,
+        )
+
+    async def put_credential(self, account_id: str, credential: SealedCredentialFields) -> asyncpg.Record:
+        """Store the account's credential for the provider, replacing the one saved before (same id)."""
+        try:
+            row = await self._pool.fetchrow(
+                f"""
+                INSERT INTO provider_credentials
+                    (account_id, provider, auth, last4, base_url, region, key_id, nonce, ciphertext)
+                VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)
+                ON CONFLICT (account_id, provider) DO UPDATE SET
+                    auth = EXCLUDED.auth, last4 = EXCLUDED.last4, base_url = EXCLUDED.base_url,
+                    region = EXCLUDED.region, key_id = EXCLUDED.key_id, nonce = EXCLUDED.nonce,
+                    ciphertext = EXCLUDED.ciphertext, updated_at = now()
+                RETURNING {_CREDENTIAL_INFO}
+                """,
+                account_id,
+                credential.provider,
+                credential.auth,
+                credential.last4,
+                credential.base_url,
+                credential.region,
+                credential.key_id,
+                credential.nonce,
+                credential.ciphertext,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise UnknownAccountError(account_id) from None
+        assert row is not None
+        return row
+
+    async def list_credentials(self, account_id: str) -> list[asyncpg.Record]:
+        """What may be shown about the account's credentials (no sealed secret), by provider."""
+        return await self._fetch(
+            f"SELECT {_CREDENTIAL_INFO} FROM provider_credentials WHERE account_id = $1::uuid ORDER BY provider",
+            account_id,
+        )
+
+    async def sealed_credentials(self, account_id: str) -> list[asyncpg.Record]:
+        """The account's credentials with their sealed secrets (key_id, nonce, ciphertext), by provider."""
+        return await self._fetch(
+            f"""
+            SELECT {_CREDENTIAL_INFO}, key_id, nonce, ciphertext FROM provider_credentials
+            WHERE account_id = $1::uuid ORDER BY provider
+            """,
+            account_id,
+        )
+
+    async def delete_credential(self, account_id: str, credential_id: str) -> bool:
+        """Delete a credential of the account; False when the account has no such credential."""
+        deleted = await self._pool.fetchval(
+            "DELETE FROM provider_credentials WHERE id = $2::uuid AND account_id = $1::uuid RETURNING true",
+            account_id,
+            credential_id,
+        )
+        return bool(deleted)
+
+    async def routing_preferences(self, account_id: str) -> Preferences | None:
+        """The preferences the account saved, or None when it never did."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_PREFERENCES} FROM routing_preferences WHERE account_id = $1::uuid", account_id
+        )
+        return None if row is None else _preferences(row)
+
+    async def put_routing_preferences(self, account_id: str, preferences: Preferences) -> Preferences:
+        try:
+            row = await self._pool.fetchrow(
+                f"""
+                INSERT INTO routing_preferences (account_id, {_PREFERENCES})
+                VALUES ($1::uuid, $2, $3, $4, $5, $6::text[])
+                ON CONFLICT (account_id) DO UPDATE SET
+                    mode = EXCLUDED.mode, k_floor = EXCLUDED.k_floor, k_cap = EXCLUDED.k_cap,
+                    ab_control_share = EXCLUDED.ab_control_share, fallback_models = EXCLUDED.fallback_models,
+                    updated_at = now()
+                RETURNING {_PREFERENCES}
+                """,
+                account_id,
+                preferences.mode,
+                preferences.k_floor,
+                preferences.k_cap,
+                preferences.ab_control_share,
+                list(preferences.fallback_models),
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise UnknownAccountError(account_id) from None
+        assert row is not None
+        return _preferences(row)
+
+    async def model_toggles(self, account_id: str) -> list[asyncpg.Record]:
+        """The models the account switched off or on (model, enabled), by model."""
+        return await self._fetch(
+            "SELECT model, enabled FROM model_toggles WHERE account_id = $1::uuid ORDER BY model", account_id
+        )
+
+    async def set_model_toggle(self, account_id: str, model: str, enabled: bool) -> list[asyncpg.Record]:
+        """Switch a model off or on for the account; returns all of its toggles afterwards."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    """
+                    INSERT INTO model_toggles (account_id, model, enabled) VALUES ($1::uuid, $2, $3)
+                    ON CONFLICT (account_id, model) DO UPDATE SET enabled = EXCLUDED.enabled, updated_at = now()
+                    """,
+                    account_id,
+                    model,
+                    enabled,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise UnknownAccountError(account_id) from None
+            rows: list[asyncpg.Record] = await conn.fetch(
+                "SELECT model, enabled FROM model_toggles WHERE account_id = $1::uuid ORDER BY model", account_id
+            )
+            return rows
 
     async def insert_requests(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert request rows; a request id already stored is skipped (idempotent ingest)."""
@@ -139,6 +314,16 @@ class AccountingRepository:
             account_id,
             request_id,
         )
+
+
+def _preferences(row: asyncpg.Record) -> Preferences:
+    return Preferences(
+        mode=row["mode"],
+        k_floor=row["k_floor"],
+        k_cap=row["k_cap"],
+        ab_control_share=row["ab_control_share"],
+        fallback_models=tuple(row["fallback_models"]),
+    )
 
 
 def _encode_cursor(created_at: dt.datetime, request_id: str) -> str:

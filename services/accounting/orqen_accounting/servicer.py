@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import asyncpg
 import grpc
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_accounting.repository import (
+    DEFAULT_PREFERENCES,
     REQUEST_COLUMNS,
     AccountingRepository,
     InvalidCursorError,
     KeyConflictError,
+    Preferences,
+    UnknownAccountError,
 )
+from orqen_accounting.validation import checked_credential, checked_model, checked_preferences, checked_uuid
 from orqen_common.auth import API_KEY_PREFIX, hash_api_key
+from orqen_common.cache import account_config_key, auth_cache_key
 from orqen_common.context import Principal, account_scope, require_service
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.grpc_server import ServicerContext
 
 _MAX_PAGE = 200
 
+log = structlog.get_logger(__name__)
+
 
 class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
-    def __init__(self, repo: AccountingRepository) -> None:
+    """`redis` is where services cache what accounting owns (orqen_common.cache)."""
+
+    def __init__(self, repo: AccountingRepository, redis: Redis) -> None:
         self._repo = repo
+        self._redis = redis
 
     async def Authenticate(
         self, request: accounting_pb2.AuthenticateRequest, context: ServicerContext
@@ -52,11 +64,11 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     async def CreateApiKey(
         self, request: accounting_pb2.CreateApiKeyRequest, context: ServicerContext
     ) -> accounting_pb2.CreateApiKeyResponse:
-        account_id = _uuid(account_scope(request.account_id))
+        account_id = _account(request.account_id)
         if request.plaintext and not request.plaintext.startswith(API_KEY_PREFIX):
             raise invalid_request(f"API keys start with {API_KEY_PREFIX!r}.")
         if not await self._repo.account_exists(account_id):
-            raise not_found("No such account.")
+            raise _no_such_account()
         try:
             key = await self._repo.create_key(account_id, request.name, request.plaintext or None)
         except KeyConflictError:
@@ -68,7 +80,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     async def ListRequests(
         self, request: accounting_pb2.ListRequestsRequest, context: ServicerContext
     ) -> accounting_pb2.ListRequestsResponse:
-        account_id = _uuid(account_scope(request.account_id))
+        account_id = _account(request.account_id)
         limit = min(request.limit or 50, _MAX_PAGE)
         try:
             rows, next_cursor = await self._repo.list_requests(account_id, limit, request.cursor)
@@ -79,11 +91,155 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     async def GetRequest(
         self, request: accounting_pb2.GetRequestRequest, context: ServicerContext
     ) -> accounting_pb2.RequestRecord:
-        account_id = _uuid(account_scope(request.account_id))
+        account_id = _account(request.account_id)
         row = await self._repo.get_request(account_id, request.request_id)
         if row is None:
             raise not_found(f"No request {request.request_id!r} in this account.")
         return _record(row)
+
+    # --- API keys --------------------------------------------------------------------
+
+    async def ListApiKeys(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ListApiKeysResponse:
+        account_id = _account(request.account_id)
+        rows = await self._repo.list_keys(account_id)
+        if not rows:
+            await self._require_account(account_id)
+        return accounting_pb2.ListApiKeysResponse(keys=[_key_info(r) for r in rows])
+
+    async def RevokeApiKey(
+        self, request: accounting_pb2.ApiKeyRef, context: ServicerContext
+    ) -> accounting_pb2.ApiKeyInfo:
+        account_id = _account(request.account_id)
+        api_key_id = checked_uuid(request.api_key_id, "api_key_id")
+        row = await self._repo.revoke_key(account_id, api_key_id)
+        if row is None:
+            # The same answer for another account's key as for no key: ids reveal nothing.
+            raise not_found(f"No API key {api_key_id} in this account.")
+        await self._forget_cached_key(row["key_hash"])
+        return _key_info(row)
+
+    async def _forget_cached_key(self, key_hash: str) -> None:
+        """Drop the cached verdict on a key, so a revocation holds at once rather than after the cache TTL."""
+        try:
+            await self._redis.delete(auth_cache_key(key_hash))
+        except RedisError as err:
+            # Redis is only a cache: the revocation is recorded, and an entry left behind
+            # expires within ORQEN_AUTH_CACHE_TTL_SECONDS.
+            log.warning("auth cache unavailable; a revoked key may stay cached until its TTL", error=str(err))
+
+    async def _config_changed(self, account_id: str) -> None:
+        """Tell dispatch replicas that the account's credentials, preferences or toggles changed."""
+        try:
+            await self._redis.incr(account_config_key(account_id))
+        except RedisError as err:
+            # Dispatch then sees the change when its cached copy expires
+            # (ORQEN_ACCOUNT_CONFIG_TTL_SECONDS).
+            log.warning("redis unavailable; dispatch sees this account change after its cache TTL", error=str(err))
+
+    # --- provider credentials ----------------------------------------------------------
+
+    async def PutCredential(
+        self, request: accounting_pb2.SealedCredential, context: ServicerContext
+    ) -> accounting_pb2.CredentialInfo:
+        account_id = _account(request.info.account_id)
+        credential = checked_credential(request)
+        try:
+            row = await self._repo.put_credential(account_id, credential)
+        except UnknownAccountError:
+            raise _no_such_account() from None
+        await self._config_changed(account_id)
+        return _credential_info(row)
+
+    async def ListCredentials(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ListCredentialsResponse:
+        account_id = _account(request.account_id)
+        rows = await self._repo.list_credentials(account_id)
+        if not rows:
+            await self._require_account(account_id)
+        return accounting_pb2.ListCredentialsResponse(credentials=[_credential_info(r) for r in rows])
+
+    async def DeleteCredential(
+        self, request: accounting_pb2.CredentialRef, context: ServicerContext
+    ) -> accounting_pb2.DeleteCredentialResponse:
+        account_id = _account(request.account_id)
+        credential_id = checked_uuid(request.credential_id, "credential_id")
+        if not await self._repo.delete_credential(account_id, credential_id):
+            # Unknown, already deleted or another account's: one answer, so ids reveal nothing.
+            raise not_found(f"No credential {credential_id} in this account.")
+        await self._config_changed(account_id)
+        return accounting_pb2.DeleteCredentialResponse(deleted=True)
+
+    async def GetSealedCredentials(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.SealedCredentials:
+        require_service()
+        account_id = checked_uuid(request.account_id, "account_id")
+        rows = await self._repo.sealed_credentials(account_id)
+        if not rows:
+            await self._require_account(account_id)
+        return accounting_pb2.SealedCredentials(
+            credentials=[
+                accounting_pb2.SealedCredential(
+                    info=_credential_info(r),
+                    sealed=accounting_pb2.SealedSecret(
+                        key_id=r["key_id"], nonce=r["nonce"], ciphertext=r["ciphertext"]
+                    ),
+                )
+                for r in rows
+            ]
+        )
+
+    # --- routing preferences and model toggles ----------------------------------------
+
+    async def GetRoutingPreferences(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.RoutingPreferences:
+        account_id = _account(request.account_id)
+        saved = await self._repo.routing_preferences(account_id)
+        if saved is None:
+            await self._require_account(account_id)
+        return _preferences_message(account_id, saved or DEFAULT_PREFERENCES)
+
+    async def PutRoutingPreferences(
+        self, request: accounting_pb2.RoutingPreferences, context: ServicerContext
+    ) -> accounting_pb2.RoutingPreferences:
+        account_id = _account(request.account_id)
+        preferences = checked_preferences(request)
+        try:
+            saved = await self._repo.put_routing_preferences(account_id, preferences)
+        except UnknownAccountError:
+            raise _no_such_account() from None
+        await self._config_changed(account_id)
+        return _preferences_message(account_id, saved)
+
+    async def ListModelToggles(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ModelToggles:
+        account_id = _account(request.account_id)
+        rows = await self._repo.model_toggles(account_id)
+        if not rows:
+            await self._require_account(account_id)
+        return _toggles(rows)
+
+    async def SetModelToggle(
+        self, request: accounting_pb2.SetModelToggleRequest, context: ServicerContext
+    ) -> accounting_pb2.ModelToggles:
+        account_id = _account(request.account_id)
+        model = checked_model(request.model)
+        try:
+            rows = await self._repo.set_model_toggle(account_id, model, request.enabled)
+        except UnknownAccountError:
+            raise _no_such_account() from None
+        await self._config_changed(account_id)
+        return _toggles(rows)
+
+    async def _require_account(self, account_id: str) -> None:
+        """Empty results are only an answer for an account that exists."""
+        if not await self._repo.account_exists(account_id):
+            raise _no_such_account()
 
 
 async def verify_api_key_locally(repo: AccountingRepository, plaintext: str) -> Principal | None:
@@ -98,17 +254,63 @@ async def verify_api_key_locally(repo: AccountingRepository, plaintext: str) -> 
     )
 
 
-def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise invalid_request(f"Invalid account id {value!r}.") from None
+def _account(requested: str) -> str:
+    """The account the caller may act on (see account_scope), as a canonical UUID."""
+    return checked_uuid(account_scope(requested), "account_id")
+
+
+def _no_such_account() -> OrqenError:
+    return not_found("No such account.")
 
 
 def _timestamp(value: Any) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+def _timestamps(row: asyncpg.Record, *columns: str) -> dict[str, Timestamp]:
+    """The row's times that are set, as message fields (an unset time stays unset, not 1970)."""
+    return {c: _timestamp(row[c]) for c in columns if row[c] is not None}
+
+
+def _key_info(row: asyncpg.Record) -> accounting_pb2.ApiKeyInfo:
+    return accounting_pb2.ApiKeyInfo(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        **_timestamps(row, "created_at", "last_used_at", "revoked_at"),
+    )
+
+
+def _credential_info(row: asyncpg.Record) -> accounting_pb2.CredentialInfo:
+    return accounting_pb2.CredentialInfo(
+        id=row["id"],
+        account_id=row["account_id"],
+        provider=row["provider"],
+        auth=row["auth"],
+        last4=row["last4"],
+        base_url=row["base_url"],
+        region=row["region"],
+        **_timestamps(row, "created_at", "updated_at"),
+    )
+
+
+def _preferences_message(account_id: str, preferences: Preferences) -> accounting_pb2.RoutingPreferences:
+    return accounting_pb2.RoutingPreferences(
+        account_id=account_id,
+        mode=preferences.mode,
+        k_floor=preferences.k_floor,
+        k_cap=preferences.k_cap,
+        ab_control_share=preferences.ab_control_share,
+        fallback_models=list(preferences.fallback_models),
+    )
+
+
+def _toggles(rows: list[asyncpg.Record]) -> accounting_pb2.ModelToggles:
+    return accounting_pb2.ModelToggles(
+        toggles=[accounting_pb2.ModelToggle(model=r["model"], enabled=r["enabled"]) for r in rows]
+    )
 
 
 def _record(row: asyncpg.Record) -> accounting_pb2.RequestRecord:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from orqen_common.settings import DatabaseSettings, NatsSettings, ServiceSettings
+from orqen_common.settings import DatabaseSettings, NatsSettings, RedisSettings, ServiceSettings
 
 
-class AccountingSettings(ServiceSettings, DatabaseSettings, NatsSettings):
-    """Configuration of the accounting service (ORQEN_* environment variables)."""
+class AccountingSettings(ServiceSettings, DatabaseSettings, NatsSettings, RedisSettings):
+    """Configuration of the accounting service (ORQEN_* environment variables).
+
+    Redis is the shared API-key auth cache: revoking a key drops its entry there.
+    """
 
     metrics_port: int = Field(9153, description="Port of the Prometheus metrics endpoint; 0 disables it.")
     bootstrap_api_key: SecretStr | None = Field(

@@ -1,7 +1,7 @@
 """Accounting against real Postgres: keys, idempotent ingest, pagination, tenant isolation."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import grpc
@@ -11,20 +11,17 @@ from orqen.v1 import accounting_pb2, accounting_pb2_grpc, events_pb2
 from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
 from orqen_accounting.ingest import request_row
 from orqen_accounting.repository import AccountingRepository, KeyConflictError
-from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
+from orqen_accounting.servicer import verify_api_key_locally
 from orqen_common.auth import hash_api_key
-from orqen_common.context import Principal
 from orqen_common.grpc_client import open_channel
-from orqen_common.grpc_server import ServerInterceptor
 from orqen_common.migrations import upgrade_to_head
 
 EventFactory = Callable[..., events_pb2.RequestCompleted]
-TOKEN = "internal"
 
 
 async def test_migrations_are_repeatable(orqen_database_url: str, pool: asyncpg.Pool) -> None:
     upgrade_to_head(orqen_database_url, SCHEMA, MIGRATIONS)
-    assert await pool.fetchval("SELECT version_num FROM accounting.alembic_version") == "0001"
+    assert await pool.fetchval("SELECT version_num FROM accounting.alembic_version") == "0002"
 
 
 async def test_keys_are_stored_as_hashes_and_bootstrap_keys_are_idempotent(
@@ -69,19 +66,6 @@ async def test_request_log_pages_newest_first(repo: AccountingRepository, event:
     assert seen == [f"req_{i:02d}" for i in reversed(range(7))]
 
 
-@pytest.fixture
-async def accounting_addr(repo: AccountingRepository) -> AsyncIterator[str]:
-    async def verify(key: str) -> Principal | None:
-        return await verify_api_key_locally(repo, key)
-
-    server = grpc.aio.server(interceptors=[ServerInterceptor("accounting", TOKEN, verify)])
-    accounting_pb2_grpc.add_AccountingServicer_to_server(AccountingServicer(repo), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(None)
-
-
 async def test_one_account_never_sees_anothers_requests(
     repo: AccountingRepository, accounting_addr: str, event: EventFactory
 ) -> None:
@@ -107,8 +91,8 @@ async def test_one_account_never_sees_anothers_requests(
         assert reserved.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_keys_created_over_grpc_authenticate(repo: AccountingRepository, accounting_addr: str) -> None:
-    async with open_channel(accounting_addr, TOKEN) as channel:
+async def test_keys_created_over_grpc_authenticate(accounting_addr: str, internal_token: str) -> None:
+    async with open_channel(accounting_addr, internal_token) as channel:
         stub = accounting_pb2_grpc.AccountingStub(channel)
         account = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name="team"))
         created = await stub.CreateApiKey(accounting_pb2.CreateApiKeyRequest(account_id=account.id, name="ci"))

@@ -1,0 +1,167 @@
+"""Listing and revoking API keys over gRPC: newest first, revocation at once (auth cache too), isolation."""
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import grpc
+import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from fakes.serve import free_port
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.servicer import verify_api_key_locally
+from orqen_common.auth import ApiKeyAuthenticator, hash_api_key
+from orqen_common.cache import auth_cache_key
+from orqen_common.grpc_client import open_channel
+
+Connect = Callable[..., AbstractAsyncContextManager[accounting_pb2_grpc.AccountingStub]]
+Refused = Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]
+
+
+def cache_key(plaintext: str) -> str:
+    """Where orqen_common.auth caches its verdict on a key."""
+    return auth_cache_key(hash_api_key(plaintext))
+
+
+async def test_keys_are_listed_newest_first_without_secrets(repo: AccountingRepository, connect: Connect) -> None:
+    account = await repo.ensure_account("acme")
+    first = await repo.create_key(account["id"], "laptop", None)
+    second = await repo.create_key(account["id"], "ci", None)
+    async with connect(first.plaintext) as stub:
+        listed = await stub.ListApiKeys(accounting_pb2.AccountRef())
+    assert [(k.id, k.name, k.prefix) for k in listed.keys] == [
+        (second.api_key_id, "ci", second.prefix),
+        (first.api_key_id, "laptop", first.prefix),
+    ]
+    assert all(k.HasField("created_at") and not k.HasField("revoked_at") for k in listed.keys)
+    # The calling key was just used; the other never was.
+    assert listed.keys[1].HasField("last_used_at") and not listed.keys[0].HasField("last_used_at")
+    wire = listed.SerializeToString()
+    for key in (first, second):
+        assert key.plaintext.encode() not in wire and hash_api_key(key.plaintext).encode() not in wire
+
+
+async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
+    repo: AccountingRepository, connect: Connect, auth_cache: Redis, refused: Refused
+) -> None:
+    account = await repo.ensure_account("acme")
+    key = await repo.create_key(account["id"], "leaked", None)
+    async with connect() as service:
+        # The verifier every other service uses, caching in the same Redis.
+        verifier = ApiKeyAuthenticator(auth_cache, service, ttl_seconds=3600)
+        principal = await verifier(key.plaintext)
+        assert principal is not None and principal.api_key_id == key.api_key_id
+        assert await auth_cache.exists(cache_key(key.plaintext))
+
+        revoked = await service.RevokeApiKey(
+            accounting_pb2.ApiKeyRef(account_id=account["id"], api_key_id=key.api_key_id)
+        )
+
+        assert (revoked.id, revoked.name, revoked.prefix) == (key.api_key_id, "leaked", key.prefix)
+        assert revoked.HasField("revoked_at")
+        assert not await auth_cache.exists(cache_key(key.plaintext))
+        assert await verifier(key.plaintext) is None
+        await refused(
+            service.Authenticate(accounting_pb2.AuthenticateRequest(key_hash=hash_api_key(key.plaintext))),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        again = await service.RevokeApiKey(
+            accounting_pb2.ApiKeyRef(account_id=account["id"], api_key_id=key.api_key_id)
+        )
+        assert again.revoked_at == revoked.revoked_at  # idempotent: the first revocation time stands
+        listed = await service.ListApiKeys(accounting_pb2.AccountRef(account_id=account["id"]))
+        assert [k.revoked_at for k in listed.keys] == [revoked.revoked_at]
+    async with connect(key.plaintext) as stub:
+        await refused(stub.ListApiKeys(accounting_pb2.AccountRef()), grpc.StatusCode.UNAUTHENTICATED)
+
+
+async def test_a_key_can_revoke_another_key_of_its_account(repo: AccountingRepository, connect: Connect) -> None:
+    account = await repo.ensure_account("acme")
+    admin = await repo.create_key(account["id"], "admin", None)
+    old = await repo.create_key(account["id"], "old", None)
+    async with connect(admin.plaintext) as stub:
+        revoked = await stub.RevokeApiKey(accounting_pb2.ApiKeyRef(api_key_id=old.api_key_id))
+        assert revoked.HasField("revoked_at")
+        assert await verify_api_key_locally(repo, old.plaintext) is None
+        assert await verify_api_key_locally(repo, admin.plaintext) is not None
+
+
+async def test_an_account_can_neither_list_nor_revoke_anothers_keys(
+    repo: AccountingRepository, connect: Connect, refused: Refused
+) -> None:
+    alice, bob = await repo.ensure_account("alice"), await repo.ensure_account("bob")
+    alice_key = await repo.create_key(alice["id"], "alice", None)
+    bob_key = await repo.create_key(bob["id"], "bob", None)
+    async with connect(bob_key.plaintext) as stub:
+        listed = await stub.ListApiKeys(accounting_pb2.AccountRef())
+        assert [k.id for k in listed.keys] == [bob_key.api_key_id]
+        await refused(
+            stub.ListApiKeys(accounting_pb2.AccountRef(account_id=alice["id"])), grpc.StatusCode.PERMISSION_DENIED
+        )
+        await refused(
+            stub.RevokeApiKey(accounting_pb2.ApiKeyRef(account_id=alice["id"], api_key_id=alice_key.api_key_id)),
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
+        # Another account's key id reads exactly like an unknown one.
+        other = await refused(
+            stub.RevokeApiKey(accounting_pb2.ApiKeyRef(api_key_id=alice_key.api_key_id)), grpc.StatusCode.NOT_FOUND
+        )
+        unknown_id = str(uuid.uuid4())
+        unknown = await refused(
+            stub.RevokeApiKey(accounting_pb2.ApiKeyRef(api_key_id=unknown_id)), grpc.StatusCode.NOT_FOUND
+        )
+        assert other.replace(alice_key.api_key_id, "<id>") == unknown.replace(unknown_id, "<id>")
+    async with connect() as service:
+        await refused(
+            service.RevokeApiKey(accounting_pb2.ApiKeyRef(account_id=bob["id"], api_key_id=alice_key.api_key_id)),
+            grpc.StatusCode.NOT_FOUND,
+        )
+    assert await verify_api_key_locally(repo, alice_key.plaintext) is not None
+
+
+async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, refused: Refused) -> None:
+    async with connect() as service:
+        details = await refused(
+            service.RevokeApiKey(accounting_pb2.ApiKeyRef(account_id=str(uuid.uuid4()), api_key_id="key-1")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert "api_key_id" in details
+        details = await refused(
+            service.ListApiKeys(accounting_pb2.AccountRef(account_id="acme")), grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert "account_id" in details
+        await refused(
+            service.ListApiKeys(accounting_pb2.AccountRef(account_id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND
+        )
+
+
+@pytest.fixture
+async def unreachable_redis() -> AsyncIterator[Redis]:
+    """A Redis client whose server is not there (nothing listens on the port)."""
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1, socket_timeout=1)
+    yield client
+    await client.aclose()
+
+
+async def test_a_revocation_is_recorded_while_redis_is_down(
+    repo: AccountingRepository,
+    serve_accounting: Callable[[Redis], Awaitable[str]],
+    unreachable_redis: Redis,
+    internal_token: str,
+) -> None:
+    account = await repo.ensure_account("acme")
+    key = await repo.create_key(account["id"], "leaked", None)
+    addr = await serve_accounting(unreachable_redis)
+    async with open_channel(addr, internal_token) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        with capture_logs() as logs:
+            revoked = await stub.RevokeApiKey(
+                accounting_pb2.ApiKeyRef(account_id=account["id"], api_key_id=key.api_key_id)
+            )
+    assert revoked.HasField("revoked_at")
+    assert [entry["log_level"] for entry in logs if "auth cache" in entry["event"]] == ["warning"]
+    assert await verify_api_key_locally(repo, key.plaintext) is None
