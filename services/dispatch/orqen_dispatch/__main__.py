@@ -11,13 +11,21 @@ from functools import partial
 import grpc
 import httpx
 
-from orqen.v1 import dispatch_pb2, dispatch_pb2_grpc
+from orqen.v1 import accounting_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.auth import open_key_verifier
+from orqen_common.cache import open_redis
+from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_dispatch.account_config import AccountConfigs
+from orqen_dispatch.catalogue import load_catalogue
+from orqen_dispatch.credentials import CredentialStore, KeyRing
+from orqen_dispatch.latency import LatencyStats
+from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.base import Provider
 from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
+from orqen_dispatch.resilience import Dispatcher
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 from orqen_dispatch.settings import DispatchSettings, secret
@@ -52,24 +60,64 @@ def providers(settings: DispatchSettings, http: httpx.AsyncClient) -> dict[str, 
     return built
 
 
+def operator_providers(settings: DispatchSettings) -> set[str]:
+    """The providers the operator's environment lets every account use (GET /v1/models, orqen/*).
+
+    A provider counts when it has a key, or (OpenAI, Anthropic) a base URL of its own: a
+    local OpenAI-compatible server may need no key at all.
+    """
+    defaults = DispatchSettings.model_fields
+    connected = set(settings.compatible_providers)
+    if settings.openai_api_key or settings.openai_base_url != defaults["openai_base_url"].default:
+        connected.add("openai")
+    if settings.anthropic_api_key or settings.anthropic_base_url != defaults["anthropic_base_url"].default:
+        connected.add("anthropic")
+    if settings.groq_api_key:
+        connected.add("groq")
+    if settings.aws_bearer_token_bedrock or (settings.aws_access_key_id and settings.aws_secret_access_key):
+        connected.add("bedrock")
+    return connected
+
+
 async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServiceParts:
-    """Open the upstream HTTP pool and the accounting channel; wire the servicer."""
+    """Open the upstream HTTP pool, Redis and the accounting channels; wire the servicer."""
     token = settings.internal_token.get_secret_value()
+    # HTTP/2 where the provider offers it (ALPN over TLS); plain-HTTP upstreams stay on HTTP/1.1.
     http = httpx.AsyncClient(
+        http2=True,
         timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=120),
     )
     stack.push_async_callback(http.aclose)
-    router = ProviderRouter(providers(settings, http), settings.default_provider)
+    redis = open_redis(stack, settings.redis_url)
+    router = ProviderRouter(
+        providers(settings, http), settings.default_provider, lambda name: OpenAICompatible(name, http, "", None)
+    )
+    catalogue = load_catalogue()
+    keys = settings.credentials_keys.get_secret_value() if settings.credentials_keys else None
+    accounting_channel = open_channel(settings.accounting_addr, token)
+    stack.push_async_callback(accounting_channel.close)
+    accounting = accounting_pb2_grpc.AccountingStub(accounting_channel)
+    store = CredentialStore(accounting, KeyRing.from_setting(keys), settings.account_config_ttl_seconds)
+    servicer = DispatchServicer(
+        router,
+        ModelChooser(catalogue, router),
+        catalogue,
+        Dispatcher(settings.retry_policy(), settings.circuit_breakers()),
+        AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds),
+        store,
+        LatencyStats(redis),
+        operator_providers(settings),
+    )
 
     def register(server: grpc.aio.Server) -> None:
-        dispatch_pb2_grpc.add_DispatchServicer_to_server(DispatchServicer(router), server)
+        dispatch_pb2_grpc.add_DispatchServicer_to_server(servicer, server)
 
     return ServiceParts(
         register=register,
         service_names=[dispatch_pb2.DESCRIPTOR.services_by_name["Dispatch"].full_name],
         verify_api_key=open_key_verifier(
-            stack, settings.redis_url, settings.accounting_addr, token, settings.auth_cache_ttl_seconds
+            stack, redis, settings.accounting_addr, token, settings.auth_cache_ttl_seconds
         ),
     )
 

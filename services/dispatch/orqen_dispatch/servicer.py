@@ -1,65 +1,157 @@
-"""The orqen.v1.Dispatch gRPC service: pick the provider, call it, summarise what happened."""
+"""The orqen.v1.Dispatch gRPC service: choose the models, call them resiliently, summarise.
+
+For each request: the account's configuration (saved credentials, fallback chain, models
+switched off) gives the targets — the requested model, or what an orqen/* rule chose with
+its alternates, then the account's fallback models — each with the credentials it is called
+with (per-request > the account's saved > the operator's environment). The `Dispatcher` tries
+them with retries, timeouts and circuit breakers, and every call made is in the summary.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
-from orqen.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.context import account_scope
 from orqen_common.errors import OrqenError, invalid_request, kind_for_http
 from orqen_common.grpc_server import ServicerContext
-from orqen_dispatch.providers.base import Provider, StreamState, UpstreamError, UpstreamUsage
+from orqen_dispatch.account_config import AccountConfig, AccountConfigs
+from orqen_dispatch.catalogue import Catalogue
+from orqen_dispatch.credentials import CredentialStore, merge
+from orqen_dispatch.latency import LatencyStats
+from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser
+from orqen_dispatch.providers.base import StreamState, UpstreamError, UpstreamUsage
+from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
+
+# Only the provider a request names gets the caller's X-Orqen-Provider-Key: sending it to a
+# fallback on another provider would hand one provider's key to another.
+_PROVIDER_KEY = "api_key"
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
-    def __init__(self, router: ProviderRouter) -> None:
+    def __init__(
+        self,
+        router: ProviderRouter,
+        chooser: ModelChooser,
+        catalogue: Catalogue,
+        dispatcher: Dispatcher,
+        configs: AccountConfigs,
+        store: CredentialStore,
+        latency: LatencyStats,
+        operator_providers: Collection[str],
+    ) -> None:
+        """`operator_providers`: those the operator's environment connects for every account."""
         self._router = router
+        self._chooser = chooser
+        self._catalogue = catalogue
+        self._dispatcher = dispatcher
+        self._configs = configs
+        self._store = store
+        self._latency = latency
+        self._operator_providers = frozenset(operator_providers)
 
     async def Complete(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> dispatch_pb2.CompleteResponse:
-        account_scope(request.context.account_id)
         chat = _parse(request.chat_json)
-        provider, model = self._router.resolve(chat["model"])
+        targets = await self._targets(account_scope(request.context.account_id), chat, request.credentials)
         started = time.perf_counter()
         try:
-            completion = await provider.complete(chat, model, request.credentials)
-        except UpstreamError as err:
-            raise _as_orqen_error(provider, err) from None
+            completion, target, attempts = await self._dispatcher.complete(targets, chat)
+        except DispatchFailedError as err:
+            await self._measure(targets, err.attempts)
+            raise _as_orqen_error(err) from None
+        await self._measure(targets, attempts)
         elapsed = _ms_since(started)
+        model = completion.body.get("model") or target.model
         return dispatch_pb2.CompleteResponse(
             response_json=orjson.dumps(completion.body),
-            summary=_summary(
-                provider, completion.body.get("model") or model, completion.usage, completion.status, elapsed, elapsed
-            ),
+            summary=_summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts),
         )
 
     async def Stream(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
-        account_scope(request.context.account_id)
         chat = _parse(request.chat_json)
-        provider, model = self._router.resolve(chat["model"])
+        targets = await self._targets(account_scope(request.context.account_id), chat, request.credentials)
         state = StreamState()
+        attempts: list[AttemptRecord] = []
         started = time.perf_counter()
         ttft = 0.0
-        model_used = model
+        model_used = ""
+        stream: DispatchedStream = self._dispatcher.stream(targets, chat, state, attempts)
         try:
-            async for chunk in provider.stream(chat, model, request.credentials, state):
-                if not ttft:
-                    ttft = _ms_since(started)
-                model_used = chunk.get("model") or model_used
-                yield dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))
-        except UpstreamError as err:
-            raise _as_orqen_error(provider, err) from None
+            async with aclosing(stream):
+                async for chunk in stream:
+                    if not ttft:
+                        ttft = _ms_since(started)
+                    model_used = chunk.get("model") or model_used
+                    yield dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))
+        except DispatchFailedError as err:
+            raise _as_orqen_error(err) from None
+        except UpstreamError as err:  # after the first chunk: no retry, the caller has part of an answer
+            raise _as_orqen_error(err, stream.target) from None
+        finally:
+            await self._measure(targets, attempts)
+        target = stream.target or targets[0]
         yield dispatch_pb2.StreamEvent(
-            summary=_summary(provider, model_used, state.usage, state.status, _ms_since(started), ttft)
+            summary=_summary(
+                target, model_used or target.model, state.usage, state.status, _ms_since(started), ttft, attempts
+            )
         )
+
+    async def SaveCredential(
+        self, request: dispatch_pb2.SaveCredentialRequest, context: ServicerContext
+    ) -> accounting_pb2.CredentialInfo:
+        account_id = account_scope(request.account_id)
+        return await self._store.save(
+            account_id, request.provider, request.auth, dict(request.secret), request.base_url, request.region
+        )
+
+    async def ListModels(
+        self, request: dispatch_pb2.ListModelsRequest, context: ServicerContext
+    ) -> dispatch_pb2.ListModelsResponse:
+        config = await self._configs.get(account_scope(request.account_id))
+        stats = await self._latency.snapshot(entry.model for entry in self._catalogue.entries)
+        models = self._chooser.list_models(self._connected(config), config.disabled_models, stats)
+        return dispatch_pb2.ListModelsResponse(models=models, prices_as_of=self._catalogue.prices_as_of)
+
+    def _connected(self, config: AccountConfig) -> frozenset[str]:
+        return self._operator_providers | config.credentials.keys()
+
+    async def _targets(self, account_id: str, chat: dict[str, Any], per_request: Mapping[str, str]) -> list[Target]:
+        """The models to try in order, each with its provider and credentials."""
+        config = await self._configs.get(account_id)
+        model = chat["model"]
+        stats = {}
+        if model.startswith(ROUTING_PREFIX):
+            stats = await self._latency.snapshot(entry.model for entry in self._catalogue.entries)
+        choices = self._chooser.choose(model, chat, self._connected(config), config.disabled_models, stats)
+        chosen = {choice.model for choice in choices}
+        choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
+        targets: list[Target] = []
+        for choice in choices:
+            provider, provider_model = self._router.resolve(choice.model, config.credentials.keys())
+            if targets and provider.name != targets[0].provider.name:
+                per_request = {k: v for k, v in per_request.items() if k != _PROVIDER_KEY}
+            credentials = merge(per_request, config.credentials.get(provider.name), provider.name)
+            targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
+        return targets
+
+    async def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:
+        """Fold every call made into its model's latency and success figures (orqen/fast reads them)."""
+        names = {(t.provider.name, t.model): t.name for t in targets}
+        for attempt in attempts:
+            if attempt.duration_ms <= 0:  # skipped for an open circuit: nothing was measured
+                continue
+            name = names.get((attempt.provider, attempt.model), attempt.model)
+            await self._latency.record(name, attempt.duration_ms, not attempt.error)
 
 
 def _parse(chat_json: bytes) -> dict[str, Any]:
@@ -72,11 +164,14 @@ def _parse(chat_json: bytes) -> dict[str, Any]:
     return chat
 
 
-def _as_orqen_error(provider: Provider, err: UpstreamError) -> OrqenError:
+def _as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenError:
+    if isinstance(err, DispatchFailedError):
+        target = err.target
     status = caller_status(err.status)
+    where = f"Upstream provider {target.provider.name}" if target is not None else "The upstream provider"
     return OrqenError(
         kind_for_http(status),
-        f"Upstream provider {provider.name} returned {err.status}: {err.message}",
+        f"{where} returned {err.status}: {err.message}",
         http_status=status,
         retry_after=err.retry_after,
     )
@@ -90,7 +185,7 @@ def caller_status(upstream: int) -> int:
     read as Orqen's; overloaded (503, Anthropic's 529) and timeouts keep their meaning.
     """
     if upstream < 500:
-        return upstream
+        return upstream if upstream >= 400 else 502
     if upstream in (503, 529):
         return 503
     if upstream == 504:
@@ -103,10 +198,16 @@ def _ms_since(started: float) -> float:
 
 
 def _summary(
-    provider: Provider, model: str, usage: UpstreamUsage, status: int, upstream_ms: float, ttft_ms: float
+    target: Target,
+    model: str,
+    usage: UpstreamUsage,
+    status: int,
+    upstream_ms: float,
+    ttft_ms: float,
+    attempts: Sequence[AttemptRecord],
 ) -> dispatch_pb2.DispatchSummary:
     return dispatch_pb2.DispatchSummary(
-        provider=provider.name,
+        provider=target.provider.name,
         model=model,
         usage=common_pb2.Usage(
             input_tokens=usage.input_tokens,
@@ -116,5 +217,16 @@ def _summary(
         upstream_status=status,
         upstream_ms=upstream_ms,
         ttft_ms=ttft_ms,
-        attempts=[dispatch_pb2.Attempt(provider=provider.name, model=model, status=status, duration_ms=upstream_ms)],
+        route_reason=target.reason,
+        attempts=[
+            dispatch_pb2.Attempt(
+                provider=a.provider,
+                model=a.model,
+                status=a.status,
+                error=a.error,
+                duration_ms=a.duration_ms,
+                reason=a.reason,
+            )
+            for a in attempts
+        ],
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 
 from orqen_common.settings import RedisSettings, ServiceSettings
+from orqen_dispatch.resilience import ResilienceSettings
 
 
 class CompatibleProvider(BaseModel):
@@ -20,7 +21,7 @@ class CompatibleProvider(BaseModel):
     api_key_env: str | None = None
 
 
-class DispatchSettings(ServiceSettings, RedisSettings):
+class DispatchSettings(ServiceSettings, RedisSettings, ResilienceSettings):
     """Configuration of the dispatch service."""
 
     metrics_port: int = Field(9152, description="Port of the Prometheus metrics endpoint; 0 disables it.")
@@ -71,6 +72,15 @@ class DispatchSettings(ServiceSettings, RedisSettings):
     compatible_providers: dict[str, CompatibleProvider] = Field(
         default_factory=dict,
         description='More OpenAI-compatible providers as JSON: {"name": {"base_url": …, "api_key_env": …}}.',
+    )
+    credentials_keys: SecretStr | None = Field(
+        None,
+        description='AES-256-GCM keys sealing saved provider credentials, "id:base64(32 bytes)", newest first.',
+    )
+    account_config_ttl_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Longest an account's credentials and routing settings stay cached when Redis cannot be read.",
     )
     default_provider: str = Field("openai", description="Provider of model names no rule recognises.")
     upstream_connect_timeout_seconds: float = Field(10.0, description="Connect timeout to a provider.")

@@ -23,6 +23,7 @@ import orjson
 
 from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, unsupported
 from orqen_common.errors import invalid_request
+from orqen_dispatch.credentials import header_value
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
@@ -59,7 +60,10 @@ _TOOL_CHOICE_BY_MODE = {"auto": "auto", "required": "any", "none": "none"}
 
 
 class AnthropicMessages:
-    """POST {base_url}/v1/messages with an x-api-key, JSON or SSE back."""
+    """POST {base_url}/v1/messages with an x-api-key, JSON or SSE back.
+
+    The call's `api_key` credential wins over the operator's, given here.
+    """
 
     def __init__(
         self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None, default_max_tokens: int
@@ -67,9 +71,7 @@ class AnthropicMessages:
         self.name = name
         self._client = client
         self._url = base_url.rstrip("/") + "/v1/messages"
-        self._headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
-        if api_key:
-            self._headers["x-api-key"] = api_key
+        self._api_key = api_key
         self._default_max_tokens = default_max_tokens
 
     def wire_request(self, chat: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
@@ -78,7 +80,7 @@ class AnthropicMessages:
 
     async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
         body = self.wire_request(chat, model, stream=False)
-        response = await send(self._client, self._request(body, chat), self.name)
+        response = await send(self._client, self._request(body, chat, credentials), self.name)
         answer = await read_json(response, self.name)
         usage = _token_usage(answer.get("usage"))
         return Completion(
@@ -90,7 +92,7 @@ class AnthropicMessages:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield canonical chunks as the events arrive, ending with the usage chunk."""
         body = self.wire_request(chat, model, stream=True)
-        response = await send(self._client, self._request(body, chat), self.name)
+        response = await send(self._client, self._request(body, chat, credentials), self.name)
         state.status = response.status_code
         translator = _StreamTranslator(self.name, model, state)
         try:
@@ -103,8 +105,11 @@ class AnthropicMessages:
             await response.aclose()
         raise UpstreamError(502, f"{self.name} stream ended early, before message_stop")
 
-    def _request(self, body: dict[str, Any], chat: dict[str, Any]) -> httpx.Request:
-        headers = dict(self._headers)
+    def _request(self, body: dict[str, Any], chat: dict[str, Any], credentials: Credentials) -> httpx.Request:
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+        api_key = credentials.get("api_key") or self._api_key
+        if api_key:
+            headers["x-api-key"] = header_value(api_key, self.name)
         beta = _anthropic_beta(chat.get("anthropic_beta"))
         if beta:
             headers["anthropic-beta"] = beta

@@ -14,6 +14,8 @@ import httpx
 import orjson
 
 from orqen_common.canonical import unsupported
+from orqen_common.errors import invalid_request
+from orqen_dispatch.credentials import header_value
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
@@ -40,15 +42,17 @@ def usage_of(body: dict[str, Any]) -> UpstreamUsage:
 
 
 class OpenAICompatible:
-    """POST {base_url}/chat/completions with a bearer key, JSON or SSE back."""
+    """POST {base_url}/chat/completions with a bearer key, JSON or SSE back.
+
+    The call's credentials (`api_key`, and `base_url` of an account's OpenAI-compatible
+    provider) win over the operator's, given here.
+    """
 
     def __init__(self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
         self.name = name
         self._client = client
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"content-type": "application/json"}
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+        self._base_url = base_url
+        self._api_key = api_key
 
     def wire_request(self, chat: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
         """The body this provider accepts: extensions refused or dropped, the model resolved."""
@@ -69,7 +73,7 @@ class OpenAICompatible:
 
     async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
         body = self.wire_request(chat, model, stream=False)
-        response = await send(self._client, self._request(body), self.name)
+        response = await send(self._client, self._request(body, credentials), self.name)
         answer = await read_json(response, self.name)
         return Completion(body=answer, usage=usage_of(answer), status=response.status_code)
 
@@ -78,7 +82,7 @@ class OpenAICompatible:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield canonical chunks as they arrive, ending with the usage chunk."""
         body = self.wire_request(chat, model, stream=True)
-        response = await send(self._client, self._request(body), self.name)
+        response = await send(self._client, self._request(body, credentials), self.name)
         state.status = response.status_code
         last: dict[str, Any] = {}
         try:
@@ -103,8 +107,16 @@ class OpenAICompatible:
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
             }
 
-    def _request(self, body: dict[str, Any]) -> httpx.Request:
-        return self._client.build_request("POST", self._url, content=orjson.dumps(body), headers=self._headers)
+    def _request(self, body: dict[str, Any], credentials: Credentials) -> httpx.Request:
+        base_url = credentials.get("base_url") or self._base_url
+        if not base_url:
+            raise invalid_request(f"The {self.name} provider has no base URL: save a credential for it with one.")
+        headers = {"content-type": "application/json"}
+        api_key = credentials.get("api_key") or self._api_key
+        if api_key:
+            headers["authorization"] = f"Bearer {header_value(api_key, self.name)}"
+        url = base_url.rstrip("/") + "/chat/completions"
+        return self._client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
 
     def _chunk(self, data: str) -> dict[str, Any]:
         try:

@@ -116,3 +116,65 @@ def test_a_failed_tool_result_keeps_its_text_but_not_the_flag_openai_lacks(clien
     ]
     body = provider.wire_request({**CHAT, "messages": messages}, "gpt-4o-mini", stream=False)
     assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "timeout"}
+
+
+async def test_the_calls_own_key_wins_over_the_operators(
+    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+) -> None:
+    provider = OpenAICompatible("openai", client, fake[1], "sk-wrong-operator-key")
+    result = await provider.complete(CHAT, "gpt-4o-mini", {"api_key": KEY})  # the fake accepts only KEY
+    assert result.body["choices"][0]["message"]["content"] == "echo: hello world"
+    chunks = [c async for c in provider.stream(CHAT, "gpt-4o-mini", {"api_key": KEY}, StreamState())]
+    assert chunks[-1]["choices"] == []
+    with pytest.raises(UpstreamError) as refused:
+        await provider.complete(CHAT, "gpt-4o-mini", {"api_key": ""})  # empty: the operator's key
+    assert refused.value.status == 401
+
+
+def _recording_client(seen: list[httpx.Request]) -> httpx.AsyncClient:
+    answer = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answer)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+async def test_a_saved_base_url_and_key_replace_the_operators() -> None:
+    seen: list[httpx.Request] = []
+    provider = OpenAICompatible("together", _recording_client(seen), "https://operator.example/v1/", "sk-operator")
+    await provider.complete(CHAT, "m", {"api_key": "tgp-account", "base_url": "https://llm.example/v1/"})
+    await provider.complete(CHAT, "m", {})
+    assert [(str(r.url), r.headers["authorization"]) for r in seen] == [
+        ("https://llm.example/v1/chat/completions", "Bearer tgp-account"),
+        ("https://operator.example/v1/chat/completions", "Bearer sk-operator"),
+    ]
+
+
+async def test_without_a_key_anywhere_no_authorization_is_sent() -> None:
+    seen: list[httpx.Request] = []
+    await OpenAICompatible("local", _recording_client(seen), "http://llm.local/v1", None).complete(CHAT, "m", {})
+    assert "authorization" not in seen[0].headers
+
+
+async def test_a_provider_without_any_base_url_is_a_clear_400() -> None:
+    seen: list[httpx.Request] = []
+    provider = OpenAICompatible("mine", _recording_client(seen), "", None)
+    with pytest.raises(OrqenError, match="mine provider has no base URL") as refused:
+        await provider.complete(CHAT, "m", {"api_key": "k-1234"})
+    assert refused.value.http_status == 400 and not seen
+
+
+async def test_a_key_that_cannot_be_a_header_is_a_400_not_a_crash() -> None:
+    seen: list[httpx.Request] = []
+    provider = OpenAICompatible("openai", _recording_client(seen), "https://api.example/v1", KEY)
+    with pytest.raises(OrqenError, match="printable ASCII") as refused:
+        await provider.complete(CHAT, "m", {"api_key": "sk-caf\u00e9"})
+    assert refused.value.http_status == 400 and not seen

@@ -277,6 +277,29 @@ async def test_without_an_operator_key_no_x_api_key_is_sent() -> None:
     assert "x-api-key" not in fake.requests[0].headers
 
 
+async def test_the_calls_own_key_wins_over_the_operators() -> None:
+    fake = FakeAnthropic(text_reply())
+    await fake.provider().complete(chat(), MODEL, {"api_key": "sk-ant-account"})
+    await fake.provider(api_key=None).complete(chat(), MODEL, {"api_key": "sk-ant-caller"})
+    await fake.provider().complete(chat(), MODEL, {"api_key": ""})  # empty: the operator's key
+    assert [r.headers["x-api-key"] for r in fake.requests] == ["sk-ant-account", "sk-ant-caller", KEY]
+
+
+async def test_a_streamed_call_sends_the_calls_own_key() -> None:
+    fake = FakeAnthropic(sse_reply(sse(message_start(), message_delta("end_turn", 1), STOP)))
+    credentials = {"api_key": "sk-ant-account"}
+    chunks = [c async for c in fake.provider().stream(chat(stream=True), MODEL, credentials, StreamState())]
+    assert chunks[-1]["choices"] == []
+    assert fake.requests[0].headers["x-api-key"] == "sk-ant-account"
+
+
+async def test_a_key_that_cannot_be_a_header_is_a_400_not_a_crash() -> None:
+    fake = FakeAnthropic(text_reply())
+    with pytest.raises(OrqenError, match="printable ASCII") as refused:
+        await fake.provider().complete(chat(), MODEL, {"api_key": "sk-ant-caf\u00e9"})
+    assert refused.value.http_status == 400 and not fake.requests
+
+
 async def test_anthropic_beta_is_forwarded_as_a_header() -> None:
     fake = FakeAnthropic(text_reply())
     betas = ["prompt-caching-2024-07-31", "interleaved-thinking-2025-05-14"]

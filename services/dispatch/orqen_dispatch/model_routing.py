@@ -1,0 +1,327 @@
+"""The orqen/* routing strings: which catalogue model answers a request, and why.
+
+A caller may send a rule instead of a model: `orqen/cheap`, `orqen/fast`, `orqen/capable` or
+`orqen/auto`. The rule picks among the catalogue models of the account's connected providers
+that it has not switched off and that can take the request (tools, images, parameters,
+length). The pick comes first, followed by up to two alternates of the same rule so dispatch
+can fall back without leaving it. Any other model string is used as requested.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import structlog
+
+from orqen.v1 import dispatch_pb2
+from orqen_common.canonical import text_of
+from orqen_common.errors import OrqenError, invalid_request
+from orqen_dispatch.catalogue import Catalogue, CatalogueEntry, Tier
+from orqen_dispatch.latency import ModelStats
+from orqen_dispatch.router import ProviderRouter
+
+ROUTING_PREFIX = "orqen/"
+ROUTING_STRINGS = ("orqen/auto", "orqen/cheap", "orqen/fast", "orqen/capable")
+MAX_ALTERNATES = 2
+
+# orqen/cheap ignores models too weak to be a sensible default answer.
+CHEAP_MIN_CAPABILITY = 5
+# orqen/fast trusts a measured latency only after a few calls, and only for a model that mostly
+# answers: latency is averaged over successes, so a failing model would keep its old, good figure.
+FAST_MIN_CALLS = 5
+FAST_MIN_SUCCESS_RATE = 0.5
+
+# orqen/auto's classifier.
+SIMPLE_MAX_LAST_USER_CHARS = 400
+SIMPLE_MAX_TOTAL_CHARS = 4000
+LONG_CONTEXT_CHARS = 32_000  # about 8k tokens
+_REASONING_CUES = re.compile(r"\b(step[- ]by[- ]step|prove|proof|analy[sz]\w*|debug\w*|plan|planning)\b", re.IGNORECASE)
+
+# A rough, optimistic token estimate: enough to rule out models the request clearly overflows.
+_CHARS_PER_TOKEN = 4
+
+log = structlog.get_logger(__name__)
+
+
+class Choice(NamedTuple):
+    """A model to try and why it was chosen (Attempt.reason, DispatchSummary.route_reason)."""
+
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProfile:
+    """What routing needs to know about a canonical chat request."""
+
+    last_user_text: str
+    total_chars: int
+    tools: bool
+    images: bool
+    fields: frozenset[str]  # the top-level request fields that are set
+    max_output_tokens: int
+
+    @classmethod
+    def of(cls, chat: Mapping[str, Any]) -> RequestProfile:
+        messages = chat.get("messages")
+        messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        total = 0
+        images = False
+        last_user = ""
+        for message in messages:
+            content = message.get("content")
+            text = text_of(content)
+            total += len(text)
+            if isinstance(content, list):
+                images = images or any(isinstance(p, dict) and p.get("type") == "image_url" for p in content)
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                function = call.get("function") if isinstance(call, dict) else None
+                arguments = function.get("arguments") if isinstance(function, dict) else None
+                total += len(arguments) if isinstance(arguments, str) else 0
+            if message.get("role") == "user":
+                last_user = text
+        limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+        return cls(
+            last_user_text=last_user,
+            total_chars=total,
+            tools=bool(chat.get("tools")),
+            images=images,
+            fields=frozenset(k for k, v in chat.items() if v is not None),
+            max_output_tokens=limit if isinstance(limit, int) and limit > 0 else 0,
+        )
+
+    def misfit(self, entry: CatalogueEntry) -> str | None:
+        """Why `entry` cannot take this request, or None when it can."""
+        if self.tools and not entry.tools:
+            return "tools need a model with tool use"
+        if self.images and not entry.vision:
+            return "images need a model with image input"
+        refused = sorted(self.fields & entry.refuses)
+        if refused:
+            return f"the request sets {', '.join(refused)}, which some models refuse"
+        if self.total_chars // _CHARS_PER_TOKEN + self.max_output_tokens > entry.context_window:
+            return "the conversation is longer than the models' context windows"
+        return None
+
+
+AskKind = Literal["simple", "standard", "complex"]
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    kind: AskKind
+    cue: str = ""  # what made it complex: "tools", "long context", "'debug'"
+
+
+def classify(request: RequestProfile) -> Classification:
+    """orqen/auto's view of a request: simple asks go fast, complex ones to the capable tier."""
+    if request.tools:
+        return Classification("complex", "tools")
+    if request.total_chars >= LONG_CONTEXT_CHARS:
+        return Classification("complex", "long context")
+    cue = _REASONING_CUES.search(request.last_user_text)
+    if cue:
+        return Classification("complex", f"'{cue.group(0).lower()}'")
+    if len(request.last_user_text) < SIMPLE_MAX_LAST_USER_CHARS and request.total_chars < SIMPLE_MAX_TOTAL_CHARS:
+        return Classification("simple")
+    return Classification("standard")
+
+
+_Rule = Callable[[Sequence[CatalogueEntry], RequestProfile, Mapping[str, ModelStats]], list[Choice]]
+
+
+class ModelChooser:
+    """Turns a model string into the models to try, in order, for one account."""
+
+    def __init__(self, catalogue: Catalogue, providers: ProviderRouter) -> None:
+        self._catalogue = catalogue
+        # Legacy models stay priced for callers that name them; a rule never picks them. An entry
+        # the router would send to another provider is a catalogue mistake: leave it out.
+        self._routable = tuple(e for e in catalogue.entries if not e.legacy and _served_as_listed(e, providers))
+        self._rules: dict[str, _Rule] = {
+            "orqen/auto": _auto,
+            "orqen/cheap": _cheap,
+            "orqen/fast": _fast,
+            "orqen/capable": _capable,
+        }
+
+    def choose(
+        self,
+        model: str,
+        chat: Mapping[str, Any],
+        connected: Collection[str],
+        disabled: Collection[str],
+        stats: Mapping[str, ModelStats],
+    ) -> list[Choice]:
+        """The model to try first, then up to MAX_ALTERNATES of the same rule; OrqenError 400 if none."""
+        if not model.startswith(ROUTING_PREFIX):
+            return [Choice(model, "requested")]
+        rule = self._rules.get(model)
+        if rule is None:
+            raise invalid_request(f"Unknown routing string {model!r}; use one of {', '.join(ROUTING_STRINGS)}.")
+        available = self._available(connected, disabled)
+        if not available:
+            raise invalid_request(
+                f"No connected provider offers a model for {model}: connect a provider "
+                "(or enable one of its models) first."
+            )
+        request = RequestProfile.of(chat)
+        fitting = [e for e in available if request.misfit(e) is None]
+        if not fitting:
+            why = sorted({m for e in available if (m := request.misfit(e))})
+            raise invalid_request(f"No connected model for {model} can take this request: {'; '.join(why)}.")
+        ranked = rule(fitting, request, stats)
+        return ranked[:1] + [
+            Choice(c.model, f"{c.reason} (alternate {i})") for i, c in enumerate(ranked[1 : 1 + MAX_ALTERNATES], 1)
+        ]
+
+    def list_models(
+        self, connected: Collection[str], disabled: Collection[str], stats: Mapping[str, ModelStats]
+    ) -> list[dispatch_pb2.ModelInfo]:
+        """GET /v1/models: every catalogue model of a connected provider, then the routing strings."""
+        models = []
+        for entry in self._catalogue.entries:
+            if entry.provider not in connected:
+                continue
+            measured = stats.get(entry.model) or ModelStats()
+            models.append(
+                dispatch_pb2.ModelInfo(
+                    id=entry.model,
+                    provider=entry.provider,
+                    enabled=entry.model not in disabled,
+                    tier=entry.tier,
+                    input_price=entry.input,
+                    output_price=entry.output,
+                    cached_input_price=entry.cached_input_price,
+                    latency_p50_ms=measured.latency_ms,
+                    success_rate=measured.success_rate,
+                    calls=measured.calls,
+                )
+            )
+        routable = bool(self._available(connected, disabled))
+        models.extend(dispatch_pb2.ModelInfo(id=s, provider="orqen", enabled=routable) for s in ROUTING_STRINGS)
+        return models
+
+    def _available(self, connected: Collection[str], disabled: Collection[str]) -> list[CatalogueEntry]:
+        return [e for e in self._routable if e.provider in connected and e.model not in disabled]
+
+
+def _served_as_listed(entry: CatalogueEntry, providers: ProviderRouter) -> bool:
+    try:
+        provider, _ = providers.resolve(entry.model)
+    except OrqenError:
+        provider = None
+    if provider is None or provider.name != entry.provider:
+        log.warning("catalogue model not routed to its provider", model=entry.model, provider=entry.provider)
+        return False
+    return True
+
+
+# Rules: each ranks the fitting candidates, best first, with a reason for every one.
+
+
+def _cheap(
+    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
+) -> list[Choice]:
+    pool, narrowed = _preferring(candidates, lambda e: e.capability >= CHEAP_MIN_CAPABILITY)
+    caveat = "" if narrowed else f" (no connected model of capability >= {CHEAP_MIN_CAPABILITY})"
+    return [Choice(e.model, f"cheap: {e.model} at {_prices(e)}{caveat}") for e in _cheapest_first(pool)]
+
+
+def _fast(
+    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
+) -> list[Choice]:
+    return [Choice(e.model, "fast: " + why) for e, why in _fastest_first(candidates, stats)]
+
+
+def _capable(
+    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
+) -> list[Choice]:
+    return [
+        Choice(e.model, f"capable: {e.model}, capability {e.capability}/10 at {_prices(e)}")
+        for e in _most_capable_first(candidates)
+    ]
+
+
+def _auto(
+    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
+) -> list[Choice]:
+    ask = classify(request)
+    label = f"{ask.kind} ask ({ask.cue})" if ask.cue else f"{ask.kind} ask"
+    ranked: list[CatalogueEntry]
+    if ask.kind == "simple":
+        ranked = [e for e, _ in _fastest_first(candidates, stats)]
+        tier = "fast tier" if any(e.tier == "fast" for e in candidates) else "any tier (no fast-tier model connected)"
+    elif ask.kind == "complex":
+        ranked, tier = _in_tier(candidates, "capable", _most_capable_first)
+    else:
+        ranked, tier = _in_tier(candidates, "balanced", _cheapest_first)
+    return [Choice(e.model, f"auto: {label} -> {tier} ({e.model})") for e in ranked]
+
+
+# Orderings.
+
+
+def _cheapest_first(entries: Sequence[CatalogueEntry]) -> list[CatalogueEntry]:
+    return sorted(entries, key=lambda e: (e.blended_price, -e.capability, e.model))
+
+
+def _most_capable_first(entries: Sequence[CatalogueEntry]) -> list[CatalogueEntry]:
+    return sorted(entries, key=lambda e: (-e.capability, e.blended_price, e.model))
+
+
+def _fastest_first(
+    entries: Sequence[CatalogueEntry], stats: Mapping[str, ModelStats]
+) -> list[tuple[CatalogueEntry, str]]:
+    """Measured models by observed latency, then the cheapest unmeasured fast-tier models."""
+    measured = sorted(
+        (e for e in entries if _unmeasured_because(stats.get(e.model)) is None),
+        key=lambda e: (stats[e.model].latency_ms, e.blended_price, e.model),
+    )
+    ranked = [
+        (e, f"{e.model} at {stats[e.model].latency_ms:.0f} ms observed (EWMA over {stats[e.model].calls} calls)")
+        for e in measured
+    ]
+    # Unmeasured, only the fast tier is presumed fast, unless the account has no fast-tier model.
+    any_fast = any(e.tier == "fast" for e in entries)
+    rest = [e for e in entries if e not in measured and (e.tier == "fast" or not any_fast)]
+    described = "cheapest fast-tier model" if any_fast else "cheapest model (no fast-tier model connected)"
+    for e in _cheapest_first(rest):
+        ranked.append((e, f"{described} {e.model} at {_prices(e)}, {_unmeasured_because(stats.get(e.model))}"))
+    return ranked
+
+
+def _unmeasured_because(measured: ModelStats | None) -> str | None:
+    """Why a model's latency is not trusted yet, or None when it is."""
+    if measured is None or measured.calls == 0:
+        return "not measured yet"
+    if measured.calls < FAST_MIN_CALLS:
+        return f"only {measured.calls} calls measured"
+    if measured.success_rate < FAST_MIN_SUCCESS_RATE or measured.latency_ms <= 0:
+        return f"success rate {measured.success_rate:.0%}"
+    return None
+
+
+def _in_tier(
+    entries: Sequence[CatalogueEntry],
+    tier: Tier,
+    order: Callable[[Sequence[CatalogueEntry]], list[CatalogueEntry]],
+) -> tuple[list[CatalogueEntry], str]:
+    pool, narrowed = _preferring(entries, lambda e: e.tier == tier)
+    return order(pool), f"{tier} tier" if narrowed else f"any tier (no {tier}-tier model connected)"
+
+
+def _preferring(
+    entries: Sequence[CatalogueEntry], wanted: Callable[[CatalogueEntry], bool]
+) -> tuple[list[CatalogueEntry], bool]:
+    """The wanted entries, or all of them when none is wanted (a rule degrades, never fails)."""
+    preferred = [e for e in entries if wanted(e)]
+    return (preferred, True) if preferred else (list(entries), False)
+
+
+def _prices(entry: CatalogueEntry) -> str:
+    return f"${entry.input:g}/${entry.output:g} per 1M tokens"

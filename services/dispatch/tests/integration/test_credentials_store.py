@@ -1,0 +1,361 @@
+"""CredentialStore and AccountConfigs over real gRPC against an in-memory stand-in for accounting.
+
+The stand-in speaks the real contract (orqen.v1.Accounting, behind the shared server
+interceptor): GetSealedCredentials is for services only and PutCredential is scoped to the
+account, as accounting's own servicer does. It stores exactly what it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from fakes.serve import free_port
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.cache import account_config_key
+from orqen_common.context import Principal, account_scope, require_service
+from orqen_common.errors import OrqenError, not_found
+from orqen_common.grpc_client import open_channel
+from orqen_common.grpc_server import ServerInterceptor, ServicerContext
+from orqen_dispatch.account_config import AccountConfig, AccountConfigs
+from orqen_dispatch.credentials import CredentialStore, KeyRing
+
+TOKEN = "internal-test-token"
+OLD_KEY = "k1:" + base64.b64encode(bytes(range(32))).decode()
+NEW_KEY = "k2:" + base64.b64encode(bytes(range(32, 64))).decode()
+TTL = 30.0
+ALICE, BOB = "acct-alice", "acct-bob"
+OPENAI_KEY = "sk-proj-alice-0123456789"
+
+
+class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
+    """GetSealedCredentials and PutCredential over a dict; one credential per account and provider."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], accounting_pb2.SealedCredential] = {}
+        self.reads = 0
+        self.read_gate: asyncio.Event | None = None  # when set, reads wait for it
+        self.read_started = asyncio.Event()
+        self.put_error: OrqenError | None = None
+        self.fallbacks: list[str] = []
+        self.disabled: list[str] = []
+        self.preferences_error: OrqenError | None = None
+
+    async def PutCredential(
+        self, request: accounting_pb2.SealedCredential, context: ServicerContext
+    ) -> accounting_pb2.CredentialInfo:
+        account_id = account_scope(request.info.account_id)
+        if self.put_error is not None:
+            raise self.put_error
+        row = accounting_pb2.SealedCredential()
+        row.CopyFrom(request)
+        now = Timestamp()
+        now.GetCurrentTime()
+        previous = self.rows.get((account_id, request.info.provider))
+        row.info.id = previous.info.id if previous else str(uuid.uuid4())
+        row.info.account_id = account_id
+        row.info.created_at.CopyFrom(previous.info.created_at if previous else now)
+        row.info.updated_at.CopyFrom(now)
+        self.rows[(account_id, request.info.provider)] = row
+        return row.info
+
+    async def GetSealedCredentials(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.SealedCredentials:
+        require_service()
+        self.reads += 1
+        self.read_started.set()
+        if self.read_gate is not None:
+            await self.read_gate.wait()
+        account_id = account_scope(request.account_id)
+        return accounting_pb2.SealedCredentials(
+            credentials=[row for (owner, _), row in self.rows.items() if owner == account_id]
+        )
+
+    async def GetRoutingPreferences(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.RoutingPreferences:
+        self.reads += 1
+        if self.preferences_error is not None:
+            raise self.preferences_error
+        return accounting_pb2.RoutingPreferences(
+            account_id=account_scope(request.account_id), fallback_models=self.fallbacks
+        )
+
+    async def ListModelToggles(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ModelToggles:
+        self.reads += 1
+        account_scope(request.account_id)
+        return accounting_pb2.ModelToggles(
+            toggles=[accounting_pb2.ModelToggle(model=m, enabled=False) for m in self.disabled]
+        )
+
+    def move(self, provider: str, from_account: str, to_account: str) -> None:
+        """What someone with write access to accounting's tables could do."""
+        row = self.rows.pop((from_account, provider))
+        row.info.account_id = to_account
+        self.rows[(to_account, provider)] = row
+
+
+@dataclass
+class FakeClock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Accounting:
+    servicer: InMemoryAccounting
+    addr: str
+    server: grpc.aio.Server
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def configs(self, redis: Redis, clock: FakeClock) -> AccountConfigs:
+        store = self.store(clock=clock)
+        return AccountConfigs(store, store._accounting, redis, TTL, clock=clock)
+
+    def store(self, keys: str | None = OLD_KEY, clock: FakeClock | None = None) -> CredentialStore:
+        channel = open_channel(self.addr, TOKEN)
+        self.channels.append(channel)
+        return CredentialStore(
+            accounting_pb2_grpc.AccountingStub(channel),
+            KeyRing.from_setting(keys),
+            TTL,
+            rpc_timeout_seconds=5,
+            clock=clock or FakeClock(),
+        )
+
+
+async def _no_api_keys(key: str) -> Principal | None:
+    return None
+
+
+@pytest.fixture
+async def accounting() -> AsyncIterator[Accounting]:
+    servicer = InMemoryAccounting()  # type: ignore[abstract]  # only the credential methods are served
+    server = grpc.aio.server(interceptors=[ServerInterceptor("accounting", TOKEN, _no_api_keys)])
+    accounting_pb2_grpc.add_AccountingServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    fixture = Accounting(servicer, f"127.0.0.1:{port}", server)
+    yield fixture
+    for channel in fixture.channels:
+        await channel.close()
+    await server.stop(None)
+
+
+async def test_a_saved_secret_reaches_accounting_only_sealed_and_opens_in_dispatch(accounting: Accounting) -> None:
+    store = accounting.store()
+    info = await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    assert info.id and info.account_id == ALICE and info.last4 == "6789" and info.created_at.seconds > 0
+    stored = accounting.servicer.rows[(ALICE, "openai")]
+    assert stored.sealed.key_id == "k1" and len(stored.sealed.nonce) == 12
+    assert OPENAI_KEY.encode() not in stored.SerializeToString()
+    assert await store.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    assert await store.for_account(BOB) == {}
+
+
+async def test_every_kind_of_credential_round_trips(accounting: Accounting) -> None:
+    store = accounting.store()
+    iam = {"access_key_id": "AKIAALICE", "secret_access_key": "alice-secret-key-xyz", "session_token": "tok"}
+    bedrock = await store.save(ALICE, "bedrock", "iam", iam, region="eu-west-1")
+    compatible = await store.save(ALICE, "together", "", {"api_key": "tgp-alice-1234"}, "https://llm.example/v1/")
+    assert (bedrock.auth, bedrock.region, bedrock.last4) == ("iam", "eu-west-1", "-xyz")
+    assert compatible.base_url == "https://llm.example/v1"
+    assert await store.for_account(ALICE) == {
+        "bedrock": {**iam, "region": "eu-west-1"},
+        "together": {"api_key": "tgp-alice-1234", "base_url": "https://llm.example/v1"},
+    }
+
+
+async def test_an_invalid_credential_is_a_400_and_nothing_is_stored(accounting: Accounting) -> None:
+    with pytest.raises(OrqenError, match="region is required for bedrock") as refused:
+        await accounting.store().save(ALICE, "bedrock", "bearer", {"bearer_token": "ABSK-alice-token"})
+    assert refused.value.http_status == 400 and not accounting.servicer.rows
+
+
+async def test_without_operator_keys_saving_is_refused_naming_the_setting(accounting: Accounting) -> None:
+    store = accounting.store(keys="")
+    with pytest.raises(OrqenError, match="ORQEN_CREDENTIALS_KEYS") as refused:
+        await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    assert refused.value.kind.grpc_code == grpc.StatusCode.FAILED_PRECONDITION
+    assert await store.for_account(ALICE) == {} and accounting.servicer.reads == 0
+
+
+async def test_credentials_are_read_once_per_ttl_and_a_save_here_is_seen_at_once(accounting: Accounting) -> None:
+    clock = FakeClock()
+    store, elsewhere = accounting.store(clock=clock), accounting.store()
+    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    assert (await store.for_account(ALICE))["openai"]["api_key"] == OPENAI_KEY
+    clock.now += TTL - 1
+    await store.for_account(ALICE)
+    assert accounting.servicer.reads == 1
+
+    # Saved through another dispatch replica: seen once the TTL has passed.
+    await elsewhere.save(ALICE, "openai", "api_key", {"api_key": "sk-proj-alice-rotated"})
+    assert (await store.for_account(ALICE))["openai"]["api_key"] == OPENAI_KEY
+    clock.now += 2
+    assert (await store.for_account(ALICE))["openai"]["api_key"] == "sk-proj-alice-rotated"
+    assert accounting.servicer.reads == 2
+
+    # Saved through this store: seen at once.
+    await store.save(ALICE, "openai", "api_key", {"api_key": "sk-proj-alice-third"})
+    assert (await store.for_account(ALICE))["openai"]["api_key"] == "sk-proj-alice-third"
+    assert accounting.servicer.reads == 3
+
+
+async def test_concurrent_misses_make_one_read(accounting: Accounting) -> None:
+    store = accounting.store()
+    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    accounting.servicer.read_gate = gate = asyncio.Event()
+    readers = [asyncio.create_task(store.for_account(ALICE)) for _ in range(20)]
+    await accounting.servicer.read_started.wait()
+    gate.set()
+    results = await asyncio.gather(*readers)
+    assert accounting.servicer.reads == 1
+    assert all(r == {"openai": {"api_key": OPENAI_KEY}} for r in results)
+
+
+async def test_a_read_that_predates_a_save_is_not_cached(accounting: Accounting) -> None:
+    store = accounting.store()
+    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    accounting.servicer.read_gate = gate = asyncio.Event()
+    stale_read = asyncio.create_task(store.for_account(ALICE))
+    await accounting.servicer.read_started.wait()
+    store.invalidate(ALICE)  # what save() does after writing
+    gate.set()
+    await stale_read
+    accounting.servicer.read_gate = None
+    await store.for_account(ALICE)
+    assert accounting.servicer.reads == 2
+
+
+async def test_a_row_moved_to_another_account_does_not_open_and_is_logged_without_the_secret(
+    accounting: Accounting,
+) -> None:
+    store = accounting.store()
+    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    await store.save(BOB, "anthropic", "api_key", {"api_key": "sk-ant-bob-0123456789"})
+    accounting.servicer.move("openai", ALICE, BOB)
+    store.invalidate(BOB)
+    with capture_logs() as logs:
+        opened = await store.for_account(BOB)
+    assert opened == {"anthropic": {"api_key": "sk-ant-bob-0123456789"}}  # the rest of the account still works
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert (warning["account_id"], warning["provider"], warning["key_id"]) == (BOB, "openai", "k1")
+    assert "another account or provider" in warning["reason"]
+    assert OPENAI_KEY not in repr(logs)
+
+
+async def test_rows_sealed_with_a_retired_key_are_unusable_and_an_older_key_still_opens(
+    accounting: Accounting,
+) -> None:
+    await accounting.store(keys=OLD_KEY).save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    rotated = accounting.store(keys=f"{NEW_KEY},{OLD_KEY}")
+    assert await rotated.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    await rotated.save(ALICE, "groq", "api_key", {"api_key": "gsk-alice-0123456789"})
+    assert accounting.servicer.rows[(ALICE, "groq")].sealed.key_id == "k2"
+    with capture_logs() as logs:
+        assert await accounting.store(keys=NEW_KEY).for_account(ALICE) == {"groq": {"api_key": "gsk-alice-0123456789"}}
+    assert any("not in ORQEN_CREDENTIALS_KEYS" in entry.get("reason", "") for entry in logs)
+
+
+async def test_when_accounting_is_down_the_last_credentials_read_are_used(accounting: Accounting) -> None:
+    clock = FakeClock()
+    store = accounting.store(clock=clock)
+    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    assert await store.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    await accounting.server.stop(None)
+    clock.now += TTL + 1
+    assert await store.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    with pytest.raises(OrqenError) as unavailable:
+        await store.for_account(BOB)  # nothing read before: nothing to fall back on
+    assert unavailable.value.http_status == 503
+
+
+async def test_accountings_refusal_of_a_put_reaches_the_caller(accounting: Accounting) -> None:
+    accounting.servicer.put_error = not_found("Account acct-gone does not exist.")
+    with pytest.raises(OrqenError, match="acct-gone does not exist") as refused:
+        await accounting.store().save("acct-gone", "openai", "api_key", {"api_key": OPENAI_KEY})
+    assert refused.value.http_status == 404
+
+
+# --- AccountConfigs: the account's credentials, fallbacks and toggles, checked against Redis ----
+
+
+@pytest.fixture
+async def redis(orqen_redis_db_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(orqen_redis_db_url)
+    yield client
+    await client.aclose()
+
+
+async def test_an_accounts_configuration_is_read_once_until_accounting_says_it_changed(
+    accounting: Accounting, redis: Redis
+) -> None:
+    account = f"acct-{uuid.uuid4()}"
+    clock = FakeClock()
+    configs = accounting.configs(redis, clock)
+    await accounting.store().save(account, "anthropic", "api_key", {"api_key": "sk-ant-first-0001"})
+    accounting.servicer.fallbacks, accounting.servicer.disabled = ["claude-haiku-4-5"], ["gpt-5"]
+    first = await configs.get(account)
+    assert first == AccountConfig(
+        {"anthropic": {"api_key": "sk-ant-first-0001"}}, ("claude-haiku-4-5",), frozenset({"gpt-5"})
+    )
+    reads = accounting.servicer.reads
+    clock.now += TTL - 1
+    assert await configs.get(account) == first
+    assert accounting.servicer.reads == reads, "unchanged: served from memory"
+
+    # What accounting does on every change, wherever it was made: the next request sees it.
+    await accounting.store().save(account, "anthropic", "api_key", {"api_key": "sk-ant-second-002"})
+    accounting.servicer.fallbacks = []
+    await redis.incr(account_config_key(account))
+    changed = await configs.get(account)
+    assert changed.credentials == {"anthropic": {"api_key": "sk-ant-second-002"}}
+    assert changed.fallback_models == () and changed.disabled_models == frozenset({"gpt-5"})
+
+
+async def test_without_redis_a_copy_is_trusted_for_its_ttl_then_read_again(accounting: Accounting) -> None:
+    account = f"acct-{uuid.uuid4()}"
+    clock = FakeClock()
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    configs = accounting.configs(dead, clock)
+    await accounting.store().save(account, "openai", "api_key", {"api_key": "sk-proj-first-0001"})
+    with capture_logs() as logs:
+        assert (await configs.get(account)).credentials == {"openai": {"api_key": "sk-proj-first-0001"}}
+    assert any("redis unavailable" in entry["event"] for entry in logs)
+    await accounting.store().save(account, "openai", "api_key", {"api_key": "sk-proj-second-002"})
+    clock.now += TTL - 1
+    assert (await configs.get(account)).credentials == {"openai": {"api_key": "sk-proj-first-0001"}}
+    clock.now += 2
+    assert (await configs.get(account)).credentials == {"openai": {"api_key": "sk-proj-second-002"}}
+    await dead.aclose()
+
+
+async def test_when_accounting_cannot_give_the_preferences_routing_goes_on_without_them(
+    accounting: Accounting, redis: Redis
+) -> None:
+    account = f"acct-{uuid.uuid4()}"
+    accounting.servicer.preferences_error = OrqenError.of(grpc.StatusCode.UNAVAILABLE, "database down")
+    configs = accounting.configs(redis, FakeClock())
+    with capture_logs() as logs:
+        config = await configs.get(account)
+    assert config.fallback_models == () and config.credentials == {}
+    assert any(entry["event"] == "account routing settings unavailable" for entry in logs)
+    # Not remembered: the next request asks again, and gets them once accounting is back.
+    accounting.servicer.preferences_error = None
+    accounting.servicer.fallbacks = ["gpt-4o-mini"]
+    assert (await configs.get(account)).fallback_models == ("gpt-4o-mini",)
