@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
-from orqen_edge import account, health
+from orqen_edge import account, account_keys, health, routing_api
 from orqen_edge.anthropic_messages import create_message
 from orqen_edge.auth import api_key_principal
 from orqen_edge.bedrock_converse import converse
@@ -31,6 +31,19 @@ def create_app(runtime: Runtime) -> Litestar:
             account.list_requests,
             account.get_request,
             account.billing,
+            account_keys.list_keys,
+            account_keys.create_key,
+            account_keys.revoke_key,
+            account_keys.list_providers,
+            account_keys.save_provider,
+            account_keys.delete_provider,
+            routing_api.list_models,
+            routing_api.get_model,
+            routing_api.routing_models,
+            routing_api.routing_models_status,
+            routing_api.toggle_model,
+            routing_api.get_preferences,
+            routing_api.put_preferences,
             health.healthz,
             health.readyz,
             health.metrics,

@@ -13,6 +13,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from orqen_common.errors import INTERNAL, OrqenError, kind_for_http
+from orqen_edge.rate_limit import RateLimitError
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,8 @@ def error_response(err: OrqenError, ingress: str) -> Response[bytes]:
     headers = {}
     if err.retry_after is not None:
         headers["retry-after"] = str(max(1, round(err.retry_after)))
+    if isinstance(err, RateLimitError):
+        headers.update(err.headers)
     if ingress == "bedrock":
         headers["x-amzn-errortype"] = err.kind.bedrock_code
     return Response(

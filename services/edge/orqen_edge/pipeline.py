@@ -43,6 +43,7 @@ CREDENTIAL_FIELDS = (
 )
 _TOOL_EXTENSIONS = ("x-orqen-examples",)
 SESSION_HEADER = "x-orqen-session-id"
+PROVIDER_KEY_HEADER = "x-orqen-provider-key"
 
 
 class Reply(Protocol):
@@ -80,6 +81,7 @@ class ChatCall:
     trace: optimizer_pb2.RoutingTrace = field(default_factory=optimizer_pb2.RoutingTrace)
     summary: dispatch_pb2.DispatchSummary = field(default_factory=dispatch_pb2.DispatchSummary)
     credentials: dict[str, str] = field(default_factory=dict)
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> None:
@@ -103,10 +105,16 @@ class ChatCall:
         )
         self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 
+    async def charge_tokens(self) -> None:
+        """Spend the tokens the call used from its rate limits; never fails the finished request."""
+        usage = self.summary.usage
+        tokens = usage.input_tokens + usage.output_tokens
+        await self.runtime.rate_limiter.charge(self.context.account_id, self.context.api_key_id, tokens)
+
     def headers(self) -> dict[str, str]:
-        """The x-orqen-* headers that describe what the optimizer did."""
+        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
         stats = self.plan_stats
-        out: dict[str, str] = {}
+        out: dict[str, str] = dict(self.rate_limit_headers)
         if self.summary.model:
             out["x-orqen-model"] = self.summary.model
         if stats.tools_input:
@@ -131,7 +139,8 @@ async def serve_chat(
         chat, reply = translate(await read_json(request))
         chat = validate_chat(chat)
         call.model_requested, call.stream = chat["model"], bool(chat.get("stream"))
-        call.credentials = pop_credentials(chat)
+        call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
+        call.credentials = pop_credentials(chat, request.headers.get(PROVIDER_KEY_HEADER))
         if call.stream:
             chunks = await open_stream(call, chat)
             headers = {**call.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -141,6 +150,7 @@ async def serve_chat(
         call.record(err.http_status, err.message)
         raise
     call.record(200)
+    await call.charge_tokens()
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
 
 
@@ -156,6 +166,8 @@ async def _encoded(call: ChatCall, reply: Reply, chunks: AsyncIterator[dict[str,
         yield reply.stream_error(err)
     finally:
         call.record(status, error)
+    # Not reached when the client left: then dispatch never reported the usage.
+    await call.charge_tokens()
 
 
 def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str) -> ChatCall:
@@ -187,9 +199,16 @@ def validate_chat(chat: Any) -> dict[str, Any]:
     return chat
 
 
-def pop_credentials(chat: dict[str, Any]) -> dict[str, str]:
-    """Remove the per-request credential extensions from the body and return them."""
-    return {name: str(chat.pop(name)) for name in CREDENTIAL_FIELDS if name in chat}
+def pop_credentials(chat: dict[str, Any], provider_key: str | None = None) -> dict[str, str]:
+    """Remove the per-request credential extensions from the body and return them.
+
+    A key in X-Orqen-Provider-Key travels as "api_key": dispatch uses it for the provider
+    the requested model resolves to, in place of the account's and the operator's.
+    """
+    credentials = {name: str(chat.pop(name)) for name in CREDENTIAL_FIELDS if name in chat}
+    if provider_key and provider_key.strip():
+        credentials["api_key"] = provider_key.strip()
+    return credentials
 
 
 async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +272,9 @@ async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dic
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
         ) from None
+    if first.HasField("chunk_json"):
+        # The headers go out before the summary arrives: the first chunk names the model that answers.
+        call.summary.model = orjson.loads(first.chunk_json).get("model") or ""
     return _chunks(call, first, events)
 
 

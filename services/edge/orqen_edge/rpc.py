@@ -29,7 +29,8 @@ from orqen_edge.settings import EdgeSettings
 
 
 @contextmanager
-def _translated(service: str) -> Iterator[None]:
+def translated(service: str) -> Iterator[None]:
+    """gRPC failures of a call to `service` leave as OrqenError, ready for the caller's SDK shape."""
     try:
         yield
     except grpc.aio.AioRpcError as err:
@@ -48,7 +49,7 @@ class Downstream:
             "billing": open_channel(settings.billing_addr, token),
         }
         self._optimizer = optimizer_pb2_grpc.OptimizerStub(self._channels["optimizer"])
-        self._dispatch = dispatch_pb2_grpc.DispatchStub(self._channels["dispatch"])
+        self.dispatch = dispatch_pb2_grpc.DispatchStub(self._channels["dispatch"])
         self.accounting = accounting_pb2_grpc.AccountingStub(self._channels["accounting"])
         self._billing = billing_pb2_grpc.BillingStub(self._channels["billing"])
 
@@ -64,32 +65,32 @@ class Downstream:
         )
 
     async def complete(self, request: dispatch_pb2.CompleteRequest) -> dispatch_pb2.CompleteResponse:
-        with _translated("dispatch"):
-            return await self._dispatch.Complete(request)
+        with translated("dispatch"):
+            return await self.dispatch.Complete(request)
 
     async def stream(self, request: dispatch_pb2.CompleteRequest) -> AsyncIterator[dispatch_pb2.StreamEvent]:
-        call = self._dispatch.Stream(request)
+        call = self.dispatch.Stream(request)
         try:
-            with _translated("dispatch"):
+            with translated("dispatch"):
                 async for event in call:
                     yield event
         finally:
             call.cancel()  # no-op when finished; stops the upstream call when the client left
 
     async def list_requests(self, account_id: str, limit: int, cursor: str) -> accounting_pb2.ListRequestsResponse:
-        with _translated("accounting"):
+        with translated("accounting"):
             return await self.accounting.ListRequests(
                 accounting_pb2.ListRequestsRequest(account_id=account_id, limit=limit, cursor=cursor), timeout=10
             )
 
     async def get_request(self, account_id: str, request_id: str) -> accounting_pb2.RequestRecord:
-        with _translated("accounting"):
+        with translated("accounting"):
             return await self.accounting.GetRequest(
                 accounting_pb2.GetRequestRequest(account_id=account_id, request_id=request_id), timeout=10
             )
 
     async def billing(self, account_id: str) -> billing_pb2.BillingStatus:
-        with _translated("billing"):
+        with translated("billing"):
             return await self._billing.GetBilling(billing_pb2.GetBillingRequest(account_id=account_id), timeout=10)
 
     async def health(self) -> dict[str, str]:

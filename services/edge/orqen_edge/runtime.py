@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from orqen_common.auth import ApiKeyAuthenticator
+from orqen_common.cache import open_redis
 from orqen_common.events import EventNames, EventPublisher
+from orqen_edge.rate_limit import RateLimiter, RateLimits
 from orqen_edge.rpc import Downstream
 from orqen_edge.settings import EdgeSettings
 
@@ -20,11 +22,11 @@ class Runtime:
     authenticate: ApiKeyAuthenticator
     publisher: EventPublisher
     redis: Redis
+    rate_limiter: RateLimiter
 
     @classmethod
     async def open(cls, settings: EdgeSettings, stack: AsyncExitStack) -> Runtime:
-        redis = Redis.from_url(settings.redis_url)
-        stack.push_async_callback(redis.aclose)
+        redis = open_redis(stack, settings.redis_url)
         downstream = Downstream(settings)
         stack.push_async_callback(downstream.close)
         publisher = EventPublisher(
@@ -34,4 +36,5 @@ class Runtime:
         # Closed after the listeners stop, so events of in-flight requests still go out.
         stack.push_async_callback(publisher.close, settings.grace_seconds)
         authenticate = ApiKeyAuthenticator(redis, downstream.accounting, settings.auth_cache_ttl_seconds)
-        return cls(settings, downstream, authenticate, publisher, redis)
+        rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
+        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter)

@@ -26,3 +26,14 @@ class EdgeSettings(ServiceSettings, RedisSettings, NatsSettings):
         20_000, description="Requests without tools are sent to the optimizer once their messages are this long."
     )
     event_buffer: int = Field(10_000, description="Request events buffered while NATS is unreachable.")
+    # Rate limits (orqen_edge.rate_limit): per minute, shared by every edge replica through Redis.
+    rate_limit_key_rpm: int = Field(0, ge=0, description="Requests per minute allowed to one API key; 0: unlimited.")
+    rate_limit_key_tpm: int = Field(
+        0, ge=0, description="Tokens (input + output) per minute allowed to one API key; 0: unlimited."
+    )
+    rate_limit_account_rpm: int = Field(
+        0, ge=0, description="Requests per minute allowed to one account, all its keys together; 0: unlimited."
+    )
+    rate_limit_account_tpm: int = Field(
+        0, ge=0, description="Tokens per minute allowed to one account, all its keys together; 0: unlimited."
+    )

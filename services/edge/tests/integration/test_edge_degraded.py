@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from fakes.serve import free_port
 from orqen_common.auth import hash_api_key
+from orqen_common.cache import auth_cache_key
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
 from orqen_edge.runtime import Runtime
@@ -43,7 +44,7 @@ async def client(
     # The key is already in the auth cache, as after an earlier request, so it resolves
     # while accounting is down.
     redis = Redis.from_url(orqen_redis_db_url)
-    await redis.set("orqen:auth:" + hash_api_key(KEY), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
+    await redis.set(auth_cache_key(hash_api_key(KEY)), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
     await redis.aclose()
     stack = AsyncExitStack()
     try:

@@ -1,0 +1,24 @@
+"""Proto messages as the JSON the account API returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def plain(message: Message) -> dict[str, Any]:
+    """Fields by name, numbers kept as numbers, times as ISO 8601 (null when unset), lists as lists."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if isinstance(value, Timestamp):
+            value = value.ToDatetime().isoformat() + "Z" if message.HasField(field.name) else None
+        elif isinstance(value, Message):
+            value = plain(value)
+        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            value = [plain(v) if isinstance(v, Message) else v for v in value]
+        out[field.name] = value
+    return out
