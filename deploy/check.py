@@ -58,7 +58,7 @@ SECRET_KEYS = {
     "ORQEN_DATABASE_URL",
     "OPENAI_API_KEY",
     "ORQEN_BOOTSTRAP_API_KEY",
-    "ORQEN_CREDENTIALS_KEY",
+    "ORQEN_CREDENTIALS_KEYS",
 }
 TORCH_CPU = "pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 

@@ -49,6 +49,10 @@ def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> di
             "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
             "ORQEN_MAX_BODY_BYTES": str(256 * 1024),
+            # Tests make the fake providers fail on purpose, hundreds of times over one shared
+            # stack: an open circuit would fail unrelated tests. Breakers are shown against the
+            # same fakes in services/dispatch/tests/integration/test_resilience_http.py.
+            "ORQEN_BREAKER_THRESHOLD": "1000000",
             "ORQEN_LOG_FORMAT": "json",
         }
     )

@@ -31,10 +31,13 @@ from fakes.scenario import (
     RETRY_AFTER_SECONDS,
     Answer,
     Conversation,
+    FaultInjector,
     InStreamError,
     Turn,
     decide,
+    dropped_connection,
     json_fragments,
+    sleep_unless_hung_up,
     streamed_text,
 )
 from fakes.wire import sse, strict_adapter, validate_typed_dict
@@ -64,6 +67,7 @@ _SAMPLING = TypeAdapter(_Sampling)
 class FakeAnthropic:
     api_key: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+    faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
 
     def app(self) -> Litestar:
         @post("/v1/messages", status_code=200)
@@ -99,13 +103,18 @@ class FakeAnthropic:
         self.requests.append(
             {"path": request.url.path, "headers": dict(request.headers), "body": body, "observed": observed}
         )
-        answer = decide(conversation)
-        if answer.error_status == 429:
-            message = "Number of request tokens has exceeded your per-minute rate limit."
-            return _error(429, "rate_limit_error", message, {"retry-after": str(RETRY_AFTER_SECONDS)})
-        if answer.error_status is not None:
-            return _error(answer.error_status, "api_error", "Internal server error")
+        fault = self.faults.fault_for(conversation.model)
+        if fault.delay_seconds:
+            await sleep_unless_hung_up(fault.delay_seconds, request.receive)
+        if fault.error_status is not None:
+            return _status_error(fault.error_status, retry_after=0)
         headers = {"request-id": _REQUEST_ID}
+        if fault.drop:
+            media_type = "text/event-stream" if conversation.stream else "application/json"
+            return Stream(dropped_connection(), media_type=media_type, headers=headers)
+        answer = decide(conversation)
+        if answer.error_status is not None:
+            return _status_error(answer.error_status, RETRY_AFTER_SECONDS)
         if conversation.stream:
             return Stream(_events(conversation.model, answer), media_type="text/event-stream", headers=headers)
         return Response(_message(conversation.model, answer), media_type="application/json", headers=headers)
@@ -113,6 +122,34 @@ class FakeAnthropic:
 
 class _InvalidRequestError(Exception):
     pass
+
+
+# The error types of the statuses the Messages API documents.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def _status_error(status: int, retry_after: int) -> Response[Any]:
+    """An HTTP error as Anthropic sends it; a 429 says when to retry."""
+    if status == 429:
+        message = "Number of request tokens has exceeded your per-minute rate limit."
+        return _error(429, "rate_limit_error", message, {"retry-after": str(retry_after)})
+    if status == 529:
+        return _error(529, "overloaded_error", "Overloaded")
+    if status >= 500:
+        return _error(status, _ERROR_TYPES.get(status, "api_error"), "Internal server error")
+    type_ = _ERROR_TYPES.get(status, "invalid_request_error")
+    return _error(status, type_, f"The request failed with status {status}.")
 
 
 def _error(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:

@@ -30,10 +30,13 @@ from fakes.scenario import (
     RETRY_AFTER_SECONDS,
     Answer,
     Conversation,
+    FaultInjector,
     InStreamError,
     Turn,
     decide,
+    dropped_connection,
     json_fragments,
+    sleep_unless_hung_up,
     streamed_text,
 )
 from fakes.wire import AwsError, validate_aws_params, verify_sigv4
@@ -58,6 +61,7 @@ class FakeBedrock:
     secret_access_key: str
     bearer_token: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+    faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
 
     def app(self) -> Litestar:
         @post("/model/{model_path:path}", status_code=200)
@@ -89,19 +93,18 @@ class FakeBedrock:
                 "observed": conversation.observed(),
             }
         )
-        answer = decide(conversation)
-        if answer.error_status == 429:
-            # boto3's retry reads `x-amz-retry-after` (milliseconds); other clients read `retry-after`.
-            retry_after = {
-                "retry-after": str(RETRY_AFTER_SECONDS),
-                "x-amz-retry-after": str(RETRY_AFTER_SECONDS * 1000),
-            }
-            message = "Too many requests, please wait before trying again."
-            return _error(AwsError("ThrottlingException", 429, message), retry_after)
-        if answer.error_status is not None:
-            message = "The server encountered an internal error while processing the request."
-            return _error(AwsError("InternalServerException", answer.error_status, message))
+        fault = self.faults.fault_for(conversation.model)
+        if fault.delay_seconds:
+            await sleep_unless_hung_up(fault.delay_seconds, request.receive)
+        if fault.error_status is not None:
+            return _status_error(fault.error_status, retry_after=0)
         headers_out = {"x-amzn-requestid": _REQUEST_ID}
+        if fault.drop:
+            media_type = "application/vnd.amazon.eventstream" if conversation.stream else "application/json"
+            return Stream(dropped_connection(), media_type=media_type, headers=headers_out)
+        answer = decide(conversation)
+        if answer.error_status is not None:
+            return _status_error(answer.error_status, RETRY_AFTER_SECONDS)
         if conversation.stream:
             return Stream(_frames(answer), media_type="application/vnd.amazon.eventstream", headers=headers_out)
         return Response(_converse_output(answer), media_type="application/json", headers=headers_out)
@@ -128,6 +131,29 @@ class FakeBedrock:
             secret_keys={self.access_key_id: self.secret_access_key},
             service=_SIGNING_NAME,
         )
+
+
+# The exceptions Bedrock Runtime documents, by status; others fall back to the generic ones.
+_EXCEPTIONS = {
+    400: ("ValidationException", "The request is not valid."),
+    403: ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    404: ("ResourceNotFoundException", "The requested resource could not be found."),
+    408: ("ModelTimeoutException", "The request took too long to process."),
+    424: ("ModelErrorException", "The model returned an error."),
+    429: ("ThrottlingException", "Too many requests, please wait before trying again."),
+    500: ("InternalServerException", "The server encountered an internal error while processing the request."),
+    503: ("ServiceUnavailableException", "The service is unavailable. Try again later."),
+}
+
+
+def _status_error(status: int, retry_after: int) -> Response[Any]:
+    """An HTTP error as Bedrock sends it; a 429 says when to retry."""
+    code, message = _EXCEPTIONS.get(status) or _EXCEPTIONS[500 if status >= 500 else 400]
+    headers = {}
+    if status == 429:
+        # boto3's retry reads `x-amz-retry-after` (milliseconds); other clients read `retry-after`.
+        headers = {"retry-after": str(retry_after), "x-amz-retry-after": str(retry_after * 1000)}
+    return _error(AwsError(code, status, message), headers)
 
 
 def _error(err: AwsError, headers: dict[str, str] | None = None) -> Response[Any]:

@@ -23,10 +23,13 @@ from fakes.scenario import (
     RETRY_AFTER_SECONDS,
     Answer,
     Conversation,
+    FaultInjector,
     InStreamError,
     Turn,
     decide,
+    dropped_connection,
     json_fragments,
+    sleep_unless_hung_up,
     streamed_text,
 )
 from fakes.wire import sse, strict_adapter, validate_typed_dict
@@ -42,6 +45,7 @@ _COMPLETION_ID = "chatcmpl-fake"
 class FakeOpenAI:
     api_key: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+    faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
 
     def app(self) -> Litestar:
         @post("/v1/chat/completions", status_code=200)
@@ -66,17 +70,17 @@ class FakeOpenAI:
         self.requests.append(
             {"path": request.url.path, "headers": dict(request.headers), "body": body, "observed": observed}
         )
+        fault = self.faults.fault_for(conversation.model)
+        if fault.delay_seconds:
+            await sleep_unless_hung_up(fault.delay_seconds, request.receive)
+        if fault.error_status is not None:
+            return _status_error(fault.error_status, retry_after=0)
+        if fault.drop:
+            media_type = "text/event-stream" if conversation.stream else "application/json"
+            return Stream(dropped_connection(), media_type=media_type)
         answer = decide(conversation)
-        if answer.error_status == 429:
-            return _error(
-                429,
-                "Rate limit reached for requests",
-                "requests",
-                "rate_limit_exceeded",
-                headers={"retry-after": str(RETRY_AFTER_SECONDS)},
-            )
         if answer.error_status is not None:
-            return _error(answer.error_status, "The server had an error while processing your request.", "server_error")
+            return _status_error(answer.error_status, RETRY_AFTER_SECONDS)
         if conversation.stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return Stream(_chunks(conversation.model, answer, include_usage), media_type="text/event-stream")
@@ -87,6 +91,16 @@ class _InvalidRequestError(Exception):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message, self.param = message, param
+
+
+def _status_error(status: int, retry_after: int) -> Response[Any]:
+    """An HTTP error as OpenAI sends it; a 429 says when to retry."""
+    if status == 429:
+        headers = {"retry-after": str(retry_after)}
+        return _error(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", headers=headers)
+    if status >= 500:
+        return _error(status, "The server had an error while processing your request.", "server_error")
+    return _error(status, f"The request failed with status {status}.", "invalid_request_error")
 
 
 def _error(

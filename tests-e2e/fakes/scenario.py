@@ -17,13 +17,25 @@ A max_tokens smaller than the answer's word count cuts it to that many words.
 Streams fail on purpose for models containing `fake-broken-stream` (the connection
 drops halfway through the text) and `fake-stream-error` (the provider's in-stream
 error after two text deltas).
+
+Failure injection, for testing retries, timeouts and fallbacks, comes before those rules
+(once a fake has checked and recorded the request); a model name may combine these:
+- `fake-slow-<ms>`: the answer comes after <ms> milliseconds (sooner if the client hangs up).
+- `fake-flaky-<status>-<n>`: the first <n> requests with exactly this model name get the HTTP
+  error <status> (4xx or 5xx) in the provider's error shape, a 429 with a retry-after of 0;
+  later ones are answered normally. Each fake counts its own (its `FaultInjector`).
+- `fake-drop`: the connection closes before any byte of the body (after the status line:
+  an ASGI server answers 500 itself to an app that fails before starting its response).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
@@ -246,3 +258,59 @@ def streamed_text(answer: Answer) -> Iterator[str]:
         yield fragment
     if answer.stream_fault == "error":  # an answer shorter than two deltas still fails
         raise InStreamError
+
+
+async def dropped_connection() -> AsyncIterator[bytes]:
+    """A response body that fails before its first byte: the server drops the connection."""
+    raise StreamDroppedError("the fake upstream dropped the connection")
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+# --- Failure injection ------------------------------------------------------------------------
+
+_FLAKY = re.compile(r"fake-flaky-([45]\d\d)-(\d+)")
+_SLOW = re.compile(r"fake-slow-(\d+)")
+_DROP = "fake-drop"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How a fake misbehaves on one request: first the delay, then the error or the drop."""
+
+    delay_seconds: float = 0.0
+    error_status: int | None = None  # answer with this HTTP error (a 429 says `retry-after: 0`)
+    drop: bool = False  # close the connection before any byte of the body
+
+
+class FaultInjector:
+    """The failure-injection rules of the module docstring; `fake-flaky` counts per instance."""
+
+    def __init__(self) -> None:
+        self._flaky_requests: Counter[str] = Counter()
+
+    def fault_for(self, model: str) -> Fault:
+        """The fault of one request; call it once per request, since flaky models count them."""
+        slow = _SLOW.search(model)
+        flaky = _FLAKY.search(model)
+        error_status = None
+        if flaky:
+            self._flaky_requests[model] += 1
+            if self._flaky_requests[model] <= int(flaky[2]):
+                error_status = int(flaky[1])
+        return Fault(int(slow[1]) / 1000 if slow else 0.0, error_status, _DROP in model)
+
+
+async def sleep_unless_hung_up(seconds: float, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
+    """Wait like a slow model, but stop when the client hangs up, as a real server stops working.
+
+    `receive` is the request's ASGI receive, its body already read: the next message it
+    gives is the disconnect. So a client's timeout never leaves the server busy (and a
+    test server's shutdown waiting) for a request nobody waits for.
+    """
+
+    async def hung_up() -> None:
+        if (await receive())["type"] != "http.disconnect":
+            await asyncio.Event().wait()  # not a server that reports it: wait the whole time
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hung_up(), seconds)

@@ -41,6 +41,8 @@ class RunningStack:
     upstreams: Upstreams
     env: dict[str, str]
     home: Path
+    # What the services run with: infrastructure URLs (embedded or not) and secrets.
+    service_env: dict[str, str]
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +69,7 @@ async def stack(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) 
     previous = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
     os.environ["AWS_BEARER_TOKEN_BEDROCK"] = info.api_key
     try:
-        yield RunningStack(info, upstreams.openai, upstreams, env, home)
+        yield RunningStack(info, upstreams.openai, upstreams, env, home, running.service_env)
     finally:
         if previous is None:
             os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)

@@ -1,0 +1,201 @@
+"""The account API through the running stack: keys, provider credentials, models, routing,
+and tenant isolation on every endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import openai
+import pytest
+
+from harness import ANTHROPIC_KEY
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.db import plain_postgres_url
+from orqen_common.grpc_client import open_channel
+
+
+async def new_account_key(stack: Any, account: str) -> str:
+    """A key of a fresh account, made the way `orqen keys create --account` makes one."""
+    env = stack.service_env
+    async with open_channel(env["ORQEN_ACCOUNTING_ADDR"], env["ORQEN_INTERNAL_TOKEN"]) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
+        created = await stub.CreateApiKey(
+            accounting_pb2.CreateApiKeyRequest(account_id=found.id, name="e2e"), timeout=10
+        )
+    return created.plaintext
+
+
+def http(stack: Any, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.info.edge_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+
+@pytest.fixture
+async def alice(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with http(stack, await new_account_key(stack, f"alice-{id(stack)}-{asyncio.get_running_loop().time()}")) as c:
+        yield c
+
+
+@pytest.fixture
+async def bob(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with http(stack, await new_account_key(stack, f"bob-{id(stack)}-{asyncio.get_running_loop().time()}")) as c:
+        yield c
+
+
+def key_of(client: httpx.AsyncClient) -> str:
+    return client.headers["authorization"].removeprefix("Bearer ")
+
+
+async def chat(client: httpx.AsyncClient, model: str = "gpt-4o-mini", **extra: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], **extra.pop("body", {})}
+    return await client.post("/v1/chat/completions", json=body, **extra)
+
+
+async def test_keys_are_created_listed_used_and_revoked_at_once(stack: Any, alice: httpx.AsyncClient) -> None:
+    created = await alice.post("/v1/account/keys", json={"name": "ci"})
+    assert created.status_code == 201
+    key = created.json()
+    assert key["key"].startswith("sk-orq-") and key["name"] == "ci" and key["key"].startswith(key["prefix"])
+    async with http(stack, key["key"]) as ci:
+        assert (await chat(ci)).status_code == 200
+        listed = (await alice.get("/v1/account/keys")).json()["data"]
+        entry = next(k for k in listed if k["id"] == key["id"])
+        assert entry["name"] == "ci" and "key" not in entry and entry["revoked_at"] is None
+        assert entry["last_used_at"] is not None
+        revoked = await alice.delete(f"/v1/account/keys/{key['id']}")
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+        refused = await chat(ci)  # at once, although the key was in the auth cache
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+
+
+async def test_a_saved_provider_key_is_used_never_shown_and_stored_only_encrypted(
+    stack: Any, alice: httpx.AsyncClient
+) -> None:
+    saved_key = "sk-ant-alice-saved-key-9876"
+    saved = await alice.post("/v1/account/providers", json={"provider": "anthropic", "api_key": saved_key})
+    assert saved.status_code == 200, saved.text
+    info = saved.json()
+    assert info["last4"] == "9876" and info["provider"] == "anthropic" and saved_key not in saved.text
+    listed = await alice.get("/v1/account/providers")
+    assert saved_key not in listed.text and [c["id"] for c in listed.json()["data"]] == [info["id"]]
+    # Alice's own key wins over the operator's: the fake Anthropic knows only the operator's, and says so.
+    refused = await chat(alice, "claude-sonnet-4-6")
+    assert refused.status_code == 401 and "anthropic returned 401" in refused.json()["error"]["message"]
+    # A per-request key (X-Orqen-Provider-Key) wins over the saved one.
+    answered = await chat(alice, "claude-sonnet-4-6", headers={"x-orqen-provider-key": ANTHROPIC_KEY})
+    assert answered.status_code == 200
+    assert stack.upstreams.anthropic.requests[-1]["headers"]["x-api-key"] == ANTHROPIC_KEY
+    # Postgres holds ciphertext only.
+    conn = await asyncpg.connect(plain_postgres_url(stack.service_env["ORQEN_DATABASE_URL"]))
+    try:
+        rows = await conn.fetch("SELECT * FROM accounting.provider_credentials")
+    finally:
+        await conn.close()
+    dumped = repr([dict(r) for r in rows]).encode()
+    assert rows and saved_key.encode() not in dumped and b"alice-saved" not in dumped
+    deleted = await alice.delete(f"/v1/account/providers/{info['id']}")
+    assert deleted.json() == {"id": info["id"], "deleted": True}
+    assert (await chat(alice, "claude-sonnet-4-6")).status_code == 200  # back to the operator's key
+
+
+async def test_provider_credentials_are_validated(alice: httpx.AsyncClient) -> None:
+    missing = await alice.post(
+        "/v1/account/providers", json={"provider": "bedrock", "auth": "iam", "region": "us-east-1"}
+    )
+    assert missing.status_code == 400 and "access_key_id" in missing.json()["error"]["message"]
+    unknown = await alice.post("/v1/account/providers", json={"provider": "openai", "api_key": "k", "colour": "red"})
+    assert unknown.status_code == 400 and "colour" in unknown.json()["error"]["message"]
+
+
+async def test_models_list_connected_providers_and_routing_strings(stack: Any, alice: httpx.AsyncClient) -> None:
+    client = openai.OpenAI(base_url=stack.info.edge_url + "/v1", api_key=key_of(alice), max_retries=0)
+    ids = {m.id for m in await asyncio.to_thread(client.models.list)}
+    assert {"orqen/auto", "orqen/cheap", "orqen/fast", "orqen/capable", "gpt-4o-mini"} <= ids
+    assert any(i.startswith("claude-") for i in ids) and any(i.startswith("bedrock/") for i in ids)
+    one = await asyncio.to_thread(client.models.retrieve, "gpt-4o-mini")
+    assert one.id == "gpt-4o-mini" and one.owned_by == "openai"
+    with pytest.raises(openai.NotFoundError):
+        await asyncio.to_thread(client.models.retrieve, "no-such-model")
+
+
+async def test_a_routing_string_picks_a_model_and_says_which(stack: Any, alice: httpx.AsyncClient) -> None:
+    status = (await alice.get("/v1/account/routing/models/status")).json()
+    assert status["prices_as_of"]
+    priced = [m for m in status["data"] if m["enabled"] and m["input_price"] > 0]
+    answered = await chat(alice, "orqen/capable")
+    assert answered.status_code == 200, answered.text
+    chosen = answered.headers["x-orqen-model"]
+    assert answered.json()["model"] == chosen.split("/", 1)[-1] or answered.json()["model"] == chosen
+    assert chosen in {m["id"] for m in priced}
+    # Switched off, it is never chosen again.
+    toggled = await alice.post("/v1/account/routing/models/toggle", json={"model": chosen, "enabled": False})
+    assert {"model": chosen, "enabled": False} in toggled.json()["data"]
+    again = await chat(alice, "orqen/capable")
+    assert again.status_code == 200 and again.headers["x-orqen-model"] != chosen
+
+
+async def test_routing_preferences_have_defaults_update_partially_and_validate(alice: httpx.AsyncClient) -> None:
+    defaults = (await alice.get("/v1/account/routing/preferences")).json()
+    assert defaults == {"mode": "auto", "k_floor": 3, "k_cap": 0, "ab_control_share": 0.05, "fallback_models": []}
+    updated = await alice.put("/v1/account/routing/preferences", json={"k_cap": 12, "fallback_models": ["gpt-4o-mini"]})
+    assert updated.json() == {**defaults, "k_cap": 12, "fallback_models": ["gpt-4o-mini"]}
+    bad = await alice.put("/v1/account/routing/preferences", json={"mode": "telepathy"})
+    assert bad.status_code == 400 and "mode" in bad.json()["error"]["message"]
+
+
+async def test_the_fallback_chain_answers_when_the_requested_model_fails(stack: Any, alice: httpx.AsyncClient) -> None:
+    await alice.put("/v1/account/routing/preferences", json={"fallback_models": ["claude-sonnet-4-6"]})
+    answered = await chat(alice, "gpt-fake-500")
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-orqen-model"] == "claude-sonnet-4-6"
+    assert answered.json()["choices"][0]["message"]["content"] == "echo: hello"
+
+
+async def test_transient_upstream_errors_are_retried(alice: httpx.AsyncClient, stack: Any) -> None:
+    answered = await chat(alice, f"gpt-fake-flaky-429-2-{id(alice)}")
+    assert answered.status_code == 200, answered.text
+
+
+async def test_no_account_reaches_another_accounts_keys_credentials_or_requests(
+    stack: Any, alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    alice_keys = (await alice.get("/v1/account/keys")).json()["data"]
+    saved = (await alice.post("/v1/account/providers", json={"provider": "groq", "api_key": "gsk-alice-1234"})).json()
+    answered = await chat(alice)
+    request_id = answered.headers["x-request-id"]
+    # Bob sees none of it, and cannot act on any of it.
+    assert {k["id"] for k in (await bob.get("/v1/account/keys")).json()["data"]}.isdisjoint(
+        {k["id"] for k in alice_keys}
+    )
+    assert (await bob.get("/v1/account/providers")).json()["data"] == []
+    assert (await bob.delete(f"/v1/account/keys/{alice_keys[0]['id']}")).status_code == 404
+    assert (await bob.delete(f"/v1/account/providers/{saved['id']}")).status_code == 404
+    assert (await bob.get(f"/v1/account/requests/{request_id}")).status_code == 404
+    assert request_id not in (await bob.get("/v1/account/requests")).text
+    await bob.put("/v1/account/routing/preferences", json={"k_cap": 99})
+    assert (await alice.get("/v1/account/routing/preferences")).json()["k_cap"] != 99
+    # Bob's chats never use Alice's saved Groq key.
+    await chat(bob, "groq/llama-3.3-70b-versatile")
+    assert stack.upstreams.openai.requests[-1]["headers"]["authorization"] != "Bearer gsk-alice-1234"
+    # And Alice's key still works: nothing Bob did touched it.
+    assert (await chat(alice)).status_code == 200
+
+
+async def test_account_endpoints_need_a_key(stack: Any) -> None:
+    async with httpx.AsyncClient(base_url=stack.info.edge_url) as anonymous:
+        for method, path in [
+            ("GET", "/v1/account/keys"),
+            ("POST", "/v1/account/keys"),
+            ("GET", "/v1/account/providers"),
+            ("POST", "/v1/account/providers"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/account/routing/preferences"),
+            ("PUT", "/v1/account/routing/preferences"),
+            ("POST", "/v1/account/routing/models/toggle"),
+        ]:
+            response = await anonymous.request(method, path, json={})
+            assert response.status_code == 401, (method, path)
