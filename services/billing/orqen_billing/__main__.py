@@ -15,6 +15,7 @@ from orqen_billing.metering import UsageMeter
 from orqen_billing.servicer import BillingServicer
 from orqen_billing.settings import BillingSettings
 from orqen_common.auth import open_key_verifier
+from orqen_common.cache import open_redis
 from orqen_common.db import create_pool
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
@@ -41,7 +42,7 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
         service_names=[billing_pb2.DESCRIPTOR.services_by_name["Billing"].full_name],
         verify_api_key=open_key_verifier(
             stack,
-            settings.redis_url,
+            open_redis(stack, settings.redis_url),
             settings.accounting_addr,
             settings.internal_token.get_secret_value(),
             settings.auth_cache_ttl_seconds,

@@ -11,6 +11,7 @@ import grpc
 
 from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.auth import open_key_verifier
+from orqen_common.cache import open_redis
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_optimizer.servicer import OptimizerServicer
 from orqen_optimizer.settings import OptimizerSettings
@@ -25,7 +26,7 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
         service_names=[optimizer_pb2.DESCRIPTOR.services_by_name["Optimizer"].full_name],
         verify_api_key=open_key_verifier(
             stack,
-            settings.redis_url,
+            open_redis(stack, settings.redis_url),
             settings.accounting_addr,
             settings.internal_token.get_secret_value(),
             settings.auth_cache_ttl_seconds,
