@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from orqen.v1 import common_pb2 as _common_pb2
+from orqen.v1 import optimizer_pb2 as _optimizer_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -647,6 +649,10 @@ class RequestRecord(_message.Message):
     TOOLS_OUTPUT_FIELD_NUMBER: _builtins.int
     ROUTING_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ROUTE_REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
+    TOOLS_CALLED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -667,8 +673,20 @@ class RequestRecord(_message.Message):
     tools_input: _builtins.int
     tools_output: _builtins.int
     routing: _builtins.str
+    route_reason: _builtins.str
+    """Why model_used answered: "requested", the orqen/* rule, or "fallback"."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Attempt]:
+        """Every call made upstream, in order, retries and fallbacks included."""
+
+    @_builtins.property
+    def trace(self) -> _optimizer_pb2.RoutingTrace:
+        """The optimizer's tool-routing decision, when it made one."""
+
+    @_builtins.property
+    def tools_called(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -693,11 +711,296 @@ class RequestRecord(_message.Message):
         tools_output: _builtins.int = ...,
         routing: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        route_reason: _builtins.str = ...,
+        attempts: _abc.Iterable[_common_pb2.Attempt] | None = ...,
+        trace: _optimizer_pb2.RoutingTrace | None = ...,
+        tools_called: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "cached_input_tokens", b"cached_input_tokens", "created_at", b"created_at", "error", b"error", "ingress", b"ingress", "input_tokens", b"input_tokens", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "routing", b"routing", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tools_input", b"tools_input", "tools_output", b"tools_output", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cached_input_tokens", b"cached_input_tokens", "created_at", b"created_at", "error", b"error", "ingress", b"ingress", "input_tokens", b"input_tokens", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestRecord: _TypeAlias = RequestRecord  # noqa: Y015
+
+@_typing.final
+class ListRoutingTracesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    limit: _builtins.int
+    """At most 200; 0 means 50."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutingTracesRequest: _TypeAlias = ListRoutingTracesRequest  # noqa: Y015
+
+@_typing.final
+class RoutingTraceRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    MODEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    MODEL_USED_FIELD_NUMBER: _builtins.int
+    TRACE_FIELD_NUMBER: _builtins.int
+    TOOLS_CALLED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    model_requested: _builtins.str
+    model_used: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def trace(self) -> _optimizer_pb2.RoutingTrace: ...
+    @_builtins.property
+    def tools_called(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        model_requested: _builtins.str = ...,
+        model_used: _builtins.str = ...,
+        trace: _optimizer_pb2.RoutingTrace | None = ...,
+        tools_called: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "model_requested", b"model_requested", "model_used", b"model_used", "request_id", b"request_id", "tools_called", b"tools_called", "trace", b"trace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingTraceRecord: _TypeAlias = RoutingTraceRecord  # noqa: Y015
+
+@_typing.final
+class ListRoutingTracesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def traces(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingTraceRecord]: ...
+    def __init__(
+        self,
+        *,
+        traces: _abc.Iterable[Global___RoutingTraceRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["traces", b"traces"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutingTracesResponse: _TypeAlias = ListRoutingTracesResponse  # noqa: Y015
+
+@_typing.final
+class RoutingPeriod(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    days: _builtins.int
+    """The last `days` days; 0 means 7, at most 90."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingPeriod: _TypeAlias = RoutingPeriod  # noqa: Y015
+
+@_typing.final
+class CalibrationBucket(_message.Message):
+    """Of the router's candidates whose score fell in [score_min, score_max), how many the
+    model then called: a calibrated router has called_share rising with the score.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_MIN_FIELD_NUMBER: _builtins.int
+    SCORE_MAX_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    CALLED_FIELD_NUMBER: _builtins.int
+    CALLED_SHARE_FIELD_NUMBER: _builtins.int
+    score_min: _builtins.float
+    score_max: _builtins.float
+    candidates: _builtins.int
+    called: _builtins.int
+    called_share: _builtins.float
+    def __init__(
+        self,
+        *,
+        score_min: _builtins.float = ...,
+        score_max: _builtins.float = ...,
+        candidates: _builtins.int = ...,
+        called: _builtins.int = ...,
+        called_share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["called", b"called", "called_share", b"called_share", "candidates", b"candidates", "score_max", b"score_max", "score_min", b"score_min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalibrationBucket: _TypeAlias = CalibrationBucket  # noqa: Y015
+
+@_typing.final
+class RoutingCalibration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    CONTROL_REQUESTS_FIELD_NUMBER: _builtins.int
+    RECALL_FIELD_NUMBER: _builtins.int
+    MEAN_K_FIELD_NUMBER: _builtins.int
+    UNRANKED_CALLS_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    days: _builtins.int
+    control_requests: _builtins.int
+    """A/B control requests (every tool forwarded) whose answer called at least one tool."""
+    recall: _builtins.float
+    """Share of those where every called tool was within the K the router would have kept."""
+    mean_k: _builtins.float
+    unranked_calls: _builtins.int
+    """Called tools the router did not rank at all (absent from its candidates)."""
+    @_builtins.property
+    def policy(self) -> Global___RoutingPreferences:
+        """The K policy in force: the account's routing preferences."""
+
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalibrationBucket]: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___RoutingPreferences | None = ...,
+        days: _builtins.int = ...,
+        control_requests: _builtins.int = ...,
+        recall: _builtins.float = ...,
+        mean_k: _builtins.float = ...,
+        unranked_calls: _builtins.int = ...,
+        buckets: _abc.Iterable[Global___CalibrationBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "control_requests", b"control_requests", "days", b"days", "mean_k", b"mean_k", "policy", b"policy", "recall", b"recall", "unranked_calls", b"unranked_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingCalibration: _TypeAlias = RoutingCalibration  # noqa: Y015
+
+@_typing.final
+class ModeRecall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    CONTROL_REQUESTS_FIELD_NUMBER: _builtins.int
+    RECALL_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """The routing mode the router would have used ("semantic", ...)."""
+    control_requests: _builtins.int
+    recall: _builtins.float
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        control_requests: _builtins.int = ...,
+        recall: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_requests", b"control_requests", "mode", b"mode", "recall", b"recall"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModeRecall: _TypeAlias = ModeRecall  # noqa: Y015
+
+@_typing.final
+class ModelUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    P50_MS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    provider: _builtins.str
+    requests: _builtins.int
+    success_rate: _builtins.float
+    p50_ms: _builtins.float
+    """Median upstream latency of its successful requests."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        success_rate: _builtins.float = ...,
+        p50_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "p50_ms", b"p50_ms", "provider", b"provider", "requests", b"requests", "success_rate", b"success_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUsage: _TypeAlias = ModelUsage  # noqa: Y015
+
+@_typing.final
+class RoutingInsights(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    BEST_RECALL_FIELD_NUMBER: _builtins.int
+    FASTEST_FIELD_NUMBER: _builtins.int
+    MOST_USED_FIELD_NUMBER: _builtins.int
+    MODES_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    days: _builtins.int
+    @_builtins.property
+    def best_recall(self) -> Global___ModeRecall:
+        """Unset when the period has no A/B control traffic (or no requests)."""
+
+    @_builtins.property
+    def fastest(self) -> Global___ModelUsage: ...
+    @_builtins.property
+    def most_used(self) -> Global___ModelUsage: ...
+    @_builtins.property
+    def modes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModeRecall]: ...
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelUsage]: ...
+    def __init__(
+        self,
+        *,
+        days: _builtins.int = ...,
+        best_recall: Global___ModeRecall | None = ...,
+        fastest: Global___ModelUsage | None = ...,
+        most_used: Global___ModelUsage | None = ...,
+        modes: _abc.Iterable[Global___ModeRecall] | None = ...,
+        models: _abc.Iterable[Global___ModelUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["best_recall", b"best_recall", "fastest", b"fastest", "most_used", b"most_used"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_recall", b"best_recall", "days", b"days", "fastest", b"fastest", "models", b"models", "modes", b"modes", "most_used", b"most_used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingInsights: _TypeAlias = RoutingInsights  # noqa: Y015

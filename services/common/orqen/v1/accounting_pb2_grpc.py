@@ -110,6 +110,21 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
                 _registered_method=True)
+        self.ListRoutingTraces = channel.unary_unary(
+                '/orqen.v1.Accounting/ListRoutingTraces',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesResponse.FromString,
+                _registered_method=True)
+        self.GetRoutingCalibration = channel.unary_unary(
+                '/orqen.v1.Accounting/GetRoutingCalibration',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingCalibration.FromString,
+                _registered_method=True)
+        self.GetRoutingInsights = channel.unary_unary(
+                '/orqen.v1.Accounting/GetRoutingInsights',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingInsights.FromString,
+                _registered_method=True)
 
 
 class AccountingServicer:
@@ -217,6 +232,27 @@ class AccountingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRoutingTraces(self, request, context):
+        """Recent routing decisions (requests that carried a routing trace), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoutingCalibration(self, request, context):
+        """The K policy and how well it recalled the tools models called on A/B control traffic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoutingInsights(self, request, context):
+        """Best-recall routing mode, fastest and most-used models of the period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -294,6 +330,21 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.SetModelToggle,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.SerializeToString,
+            ),
+            'ListRoutingTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutingTraces,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesResponse.SerializeToString,
+            ),
+            'GetRoutingCalibration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingCalibration,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingCalibration.SerializeToString,
+            ),
+            'GetRoutingInsights': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoutingInsights,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingInsights.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -702,6 +753,87 @@ class Accounting:
             '/orqen.v1.Accounting/SetModelToggle',
             orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutingTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListRoutingTraces',
+            orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingCalibration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetRoutingCalibration',
+            orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.RoutingCalibration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoutingInsights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetRoutingInsights',
+            orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.RoutingInsights.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,12 @@ class AccountingStub:
     ListModelToggles: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelToggles]
     """Models the account switched off (or on) for automatic routing; absent means enabled."""
     SetModelToggle: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.SetModelToggleRequest, _accounting_pb2.ModelToggles]
+    ListRoutingTraces: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ListRoutingTracesRequest, _accounting_pb2.ListRoutingTracesResponse]
+    """Recent routing decisions (requests that carried a routing trace), newest first."""
+    GetRoutingCalibration: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingCalibration]
+    """The K policy and how well it recalled the tools models called on A/B control traffic."""
+    GetRoutingInsights: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]
+    """Best-recall routing mode, fastest and most-used models of the period."""
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -95,6 +101,12 @@ class AccountingAsyncStub(AccountingStub):
     ListModelToggles: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelToggles]  # type: ignore[assignment]
     """Models the account switched off (or on) for automatic routing; absent means enabled."""
     SetModelToggle: _aio.UnaryUnaryMultiCallable[_accounting_pb2.SetModelToggleRequest, _accounting_pb2.ModelToggles]  # type: ignore[assignment]
+    ListRoutingTraces: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ListRoutingTracesRequest, _accounting_pb2.ListRoutingTracesResponse]  # type: ignore[assignment]
+    """Recent routing decisions (requests that carried a routing trace), newest first."""
+    GetRoutingCalibration: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingCalibration]  # type: ignore[assignment]
+    """The K policy and how well it recalled the tools models called on A/B control traffic."""
+    GetRoutingInsights: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]  # type: ignore[assignment]
+    """Best-recall routing mode, fastest and most-used models of the period."""
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -216,5 +228,29 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.SetModelToggleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.ModelToggles, _abc.Awaitable[_accounting_pb2.ModelToggles]]: ...
+
+    @_abc_1.abstractmethod
+    def ListRoutingTraces(
+        self,
+        request: _accounting_pb2.ListRoutingTracesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ListRoutingTracesResponse, _abc.Awaitable[_accounting_pb2.ListRoutingTracesResponse]]:
+        """Recent routing decisions (requests that carried a routing trace), newest first."""
+
+    @_abc_1.abstractmethod
+    def GetRoutingCalibration(
+        self,
+        request: _accounting_pb2.RoutingPeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.RoutingCalibration, _abc.Awaitable[_accounting_pb2.RoutingCalibration]]:
+        """The K policy and how well it recalled the tools models called on A/B control traffic."""
+
+    @_abc_1.abstractmethod
+    def GetRoutingInsights(
+        self,
+        request: _accounting_pb2.RoutingPeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.RoutingInsights, _abc.Awaitable[_accounting_pb2.RoutingInsights]]:
+        """Best-recall routing mode, fastest and most-used models of the period."""
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -301,7 +301,7 @@ class DispatchSummary(_message.Message):
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     @_builtins.property
-    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Attempt]:
         """Every call made upstream, in order: retries and fallbacks included."""
 
     def __init__(
@@ -313,7 +313,7 @@ class DispatchSummary(_message.Message):
         upstream_status: _builtins.int = ...,
         upstream_ms: _builtins.float = ...,
         ttft_ms: _builtins.float = ...,
-        attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        attempts: _abc.Iterable[_common_pb2.Attempt] | None = ...,
         route_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
@@ -323,40 +323,3 @@ class DispatchSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DispatchSummary: _TypeAlias = DispatchSummary  # noqa: Y015
-
-@_typing.final
-class Attempt(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PROVIDER_FIELD_NUMBER: _builtins.int
-    MODEL_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
-    DURATION_MS_FIELD_NUMBER: _builtins.int
-    REASON_FIELD_NUMBER: _builtins.int
-    provider: _builtins.str
-    model: _builtins.str
-    status: _builtins.int
-    error: _builtins.str
-    duration_ms: _builtins.float
-    reason: _builtins.str
-    """Why this model was tried: "requested", "retry", "fallback", or the orqen/* rule
-    that chose it ("auto: simple ask -> fast tier").
-    """
-    def __init__(
-        self,
-        *,
-        provider: _builtins.str = ...,
-        model: _builtins.str = ...,
-        status: _builtins.int = ...,
-        error: _builtins.str = ...,
-        duration_ms: _builtins.float = ...,
-        reason: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "model", b"model", "provider", b"provider", "reason", b"reason", "status", b"status"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Attempt: _TypeAlias = Attempt  # noqa: Y015

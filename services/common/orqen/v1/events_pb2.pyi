@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from orqen.v1 import common_pb2 as _common_pb2
 from orqen.v1 import dispatch_pb2 as _dispatch_pb2
 from orqen.v1 import optimizer_pb2 as _optimizer_pb2
@@ -38,6 +40,7 @@ class RequestCompleted(_message.Message):
     DISPATCH_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    TOOLS_CALLED_FIELD_NUMBER: _builtins.int
     model_requested: _builtins.str
     status: _builtins.int
     """HTTP status returned to the caller."""
@@ -54,6 +57,12 @@ class RequestCompleted(_message.Message):
     def plan(self) -> _optimizer_pb2.PlanStats: ...
     @_builtins.property
     def trace(self) -> _optimizer_pb2.RoutingTrace: ...
+    @_builtins.property
+    def tools_called(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the tools the model called in its answer, in order. On A/B control traffic
+        (routing mode "*_ab_ctrl", all tools forwarded) they measure the router's real recall.
+        """
+
     def __init__(
         self,
         *,
@@ -67,10 +76,11 @@ class RequestCompleted(_message.Message):
         dispatch: _dispatch_pb2.DispatchSummary | None = ...,
         plan: _optimizer_pb2.PlanStats | None = ...,
         trace: _optimizer_pb2.RoutingTrace | None = ...,
+        tools_called: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "plan", b"plan", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "error", b"error", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "plan", b"plan", "status", b"status", "stream", b"stream", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "error", b"error", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "plan", b"plan", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
