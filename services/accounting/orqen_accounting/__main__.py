@@ -13,6 +13,7 @@ import grpc
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
 from orqen_common.cache import open_redis
@@ -55,7 +56,9 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         return await verify_api_key_locally(repo, plaintext)
 
     def register(server: grpc.aio.Server) -> None:
-        accounting_pb2_grpc.add_AccountingServicer_to_server(AccountingServicer(repo, redis), server)
+        accounting_pb2_grpc.add_AccountingServicer_to_server(
+            AccountingServicer(repo, RoutingStats(pool), redis), server
+        )
 
     return ServiceParts(
         register=register,

@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 
 from orqen.v1 import events_pb2
 from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.stored_json import plain_dict, to_json
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,10 @@ def request_row(event: events_pb2.RequestCompleted) -> tuple[Any, ...]:
         plan.tools_output,
         plan.routing,
         event.created_at.ToDatetime(tzinfo=dt.UTC),
+        dispatch.route_reason,
+        to_json([plain_dict(a) for a in dispatch.attempts]),
+        to_json(plain_dict(event.trace)) if event.trace.candidates else None,
+        list(event.tools_called),
     )
 
 

@@ -68,7 +68,7 @@ REQUEST_COLUMNS = (
     "request_id", "account_id", "api_key_id", "session_id", "ingress", "model_requested",
     "model_used", "provider", "status", "error", "stream", "input_tokens", "output_tokens",
     "cached_input_tokens", "latency_ms", "upstream_ms", "ttft_ms", "tools_input",
-    "tools_output", "routing", "created_at",
+    "tools_output", "routing", "created_at", "route_reason", "attempts", "trace", "tools_called",
 )  # fmt: skip
 
 _KEY_INFO = "id::text, name, prefix, created_at, last_used_at, revoked_at"

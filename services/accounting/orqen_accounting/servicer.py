@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2
 from orqen_accounting.repository import (
     DEFAULT_PREFERENCES,
     REQUEST_COLUMNS,
@@ -21,7 +21,15 @@ from orqen_accounting.repository import (
     Preferences,
     UnknownAccountError,
 )
-from orqen_accounting.validation import checked_credential, checked_model, checked_preferences, checked_uuid
+from orqen_accounting.routing_stats import RoutingStats, insights
+from orqen_accounting.stored_json import from_json, list_from_json
+from orqen_accounting.validation import (
+    checked_count,
+    checked_credential,
+    checked_model,
+    checked_preferences,
+    checked_uuid,
+)
 from orqen_common.auth import API_KEY_PREFIX, hash_api_key
 from orqen_common.cache import account_config_key, auth_cache_key
 from orqen_common.context import Principal, account_scope, require_service
@@ -29,6 +37,8 @@ from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.grpc_server import ServicerContext
 
 _MAX_PAGE = 200
+TRACES_PAGE, MAX_TRACES_PAGE = 50, 200
+PERIOD_DAYS, MAX_PERIOD_DAYS = 7, 90
 
 log = structlog.get_logger(__name__)
 
@@ -36,8 +46,9 @@ log = structlog.get_logger(__name__)
 class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     """`redis` is where services cache what accounting owns (orqen_common.cache)."""
 
-    def __init__(self, repo: AccountingRepository, redis: Redis) -> None:
+    def __init__(self, repo: AccountingRepository, routing: RoutingStats, redis: Redis) -> None:
         self._repo = repo
+        self._routing = routing
         self._redis = redis
 
     async def Authenticate(
@@ -236,6 +247,40 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         await self._config_changed(account_id)
         return _toggles(rows)
 
+    # --- routing analytics --------------------------------------------------------------
+
+    async def ListRoutingTraces(
+        self, request: accounting_pb2.ListRoutingTracesRequest, context: ServicerContext
+    ) -> accounting_pb2.ListRoutingTracesResponse:
+        account_id = _account(request.account_id)
+        limit = checked_count(request.limit, "limit", TRACES_PAGE, MAX_TRACES_PAGE)
+        return accounting_pb2.ListRoutingTracesResponse(traces=await self._routing.traces(account_id, limit))
+
+    async def GetRoutingCalibration(
+        self, request: accounting_pb2.RoutingPeriod, context: ServicerContext
+    ) -> accounting_pb2.RoutingCalibration:
+        account_id = _account(request.account_id)
+        days = checked_count(request.days, "days", PERIOD_DAYS, MAX_PERIOD_DAYS)
+        calibration = await self._routing.calibration(account_id, days)
+        policy = await self._repo.routing_preferences(account_id) or DEFAULT_PREFERENCES
+        return accounting_pb2.RoutingCalibration(
+            policy=_preferences_message(account_id, policy),
+            days=days,
+            control_requests=calibration.overall.requests,
+            recall=calibration.overall.recall,
+            mean_k=calibration.mean_k,
+            unranked_calls=calibration.unranked_calls,
+            buckets=calibration.buckets(),
+        )
+
+    async def GetRoutingInsights(
+        self, request: accounting_pb2.RoutingPeriod, context: ServicerContext
+    ) -> accounting_pb2.RoutingInsights:
+        account_id = _account(request.account_id)
+        days = checked_count(request.days, "days", PERIOD_DAYS, MAX_PERIOD_DAYS)
+        calibration = await self._routing.calibration(account_id, days)
+        return insights(days, calibration, await self._routing.models(account_id, days))
+
     async def _require_account(self, account_id: str) -> None:
         """Empty results are only an answer for an account that exists."""
         if not await self._repo.account_exists(account_id):
@@ -313,8 +358,16 @@ def _toggles(rows: list[asyncpg.Record]) -> accounting_pb2.ModelToggles:
     )
 
 
+_STORED_AS_JSON = ("created_at", "attempts", "trace")
+
+
 def _record(row: asyncpg.Record) -> accounting_pb2.RequestRecord:
-    fields: dict[str, Any] = {c: row[c] for c in REQUEST_COLUMNS if c != "created_at"}
+    fields: dict[str, Any] = {c: row[c] for c in REQUEST_COLUMNS if c not in _STORED_AS_JSON}
     fields["account_id"] = str(fields["account_id"])
     fields["api_key_id"] = str(fields["api_key_id"] or "")
-    return accounting_pb2.RequestRecord(**fields, created_at=_timestamp(row["created_at"]))
+    return accounting_pb2.RequestRecord(
+        **fields,
+        created_at=_timestamp(row["created_at"]),
+        attempts=list_from_json(row["attempts"], common_pb2.Attempt),
+        trace=from_json(row["trace"], optimizer_pb2.RoutingTrace()) if row["trace"] else None,
+    )

@@ -104,3 +104,12 @@ def checked_model(model: str, field: str = "model") -> str:
 def _check_length(value: str, field: str, limit: int) -> None:
     if len(value) > limit:
         raise invalid_request(f"{field} is longer than {limit} characters.")
+
+
+def checked_count(value: int, field: str, default: int, limit: int) -> int:
+    """A page size or period length: 0 means `default`; negative or above `limit` is a 400."""
+    if value == 0:
+        return default
+    if not 0 < value <= limit:
+        raise invalid_request(f"{field} must be between 1 and {limit}.")
+    return value

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from orqen.v1 import accounting_pb2_grpc, common_pb2, dispatch_pb2, events_pb2
 from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
 from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
@@ -71,7 +72,7 @@ async def auth_cache(orqen_redis_db_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def serve_accounting(
-    repo: AccountingRepository, internal_token: str
+    repo: AccountingRepository, pool: asyncpg.Pool, internal_token: str
 ) -> AsyncIterator[Callable[[Redis], Awaitable[str]]]:
     """serve_accounting(auth_cache): a real accounting gRPC server (auth interceptor included) on the
     test's database; returns its address. The servers stop when the test ends."""
@@ -82,7 +83,9 @@ async def serve_accounting(
 
     async def serve(auth_cache: Redis) -> str:
         server = grpc.aio.server(interceptors=[ServerInterceptor("accounting", internal_token, verify)])
-        accounting_pb2_grpc.add_AccountingServicer_to_server(AccountingServicer(repo, auth_cache), server)
+        accounting_pb2_grpc.add_AccountingServicer_to_server(
+            AccountingServicer(repo, RoutingStats(pool), auth_cache), server
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)
