@@ -219,7 +219,7 @@ def _summary(
         ttft_ms=ttft_ms,
         route_reason=target.reason,
         attempts=[
-            dispatch_pb2.Attempt(
+            common_pb2.Attempt(
                 provider=a.provider,
                 model=a.model,
                 status=a.status,

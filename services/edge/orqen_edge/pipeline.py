@@ -82,6 +82,8 @@ class ChatCall:
     summary: dispatch_pb2.DispatchSummary = field(default_factory=dispatch_pb2.DispatchSummary)
     credentials: dict[str, str] = field(default_factory=dict)
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    # Tools the model called in its answer: on A/B control traffic they measure the router's recall.
+    tools_called: list[str] = field(default_factory=list)
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> None:
@@ -102,6 +104,7 @@ class ChatCall:
             dispatch=self.summary,
             plan=self.plan_stats,
             trace=self.trace,
+            tools_called=self.tools_called,
         )
         self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 
@@ -255,7 +258,10 @@ async def complete(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
     forwarded = await optimize(call, chat)
     response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
     call.summary = response.summary
-    return orjson.loads(response.response_json)  # type: ignore[no-any-return]
+    completion: dict[str, Any] = orjson.loads(response.response_json)
+    for choice in completion.get("choices") or ():
+        call.tools_called += _tool_names(choice.get("message"))
+    return completion
 
 
 async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -286,5 +292,18 @@ async def _chunks(
         if event.HasField("summary"):
             call.summary = event.summary
         else:
-            yield orjson.loads(event.chunk_json)
+            chunk = orjson.loads(event.chunk_json)
+            for choice in chunk.get("choices") or ():
+                call.tools_called += _tool_names(choice.get("delta"))
+            yield chunk
         event = await anext(events, None)
+
+
+def _tool_names(message: Any) -> list[str]:
+    """Names of the tool calls in a message or a stream delta (a stream names each call once)."""
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    return [
+        c["function"]["name"]
+        for c in calls or ()
+        if isinstance(c, dict) and isinstance(c.get("function"), dict) and c["function"].get("name")
+    ]

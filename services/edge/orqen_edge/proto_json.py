@@ -10,14 +10,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def plain(message: Message) -> dict[str, Any]:
-    """Fields by name, numbers kept as numbers, times as ISO 8601 (null when unset), lists as lists."""
+    """Fields by name, numbers kept as numbers, times as ISO 8601, unset messages and times as null, lists as lists."""
     out: dict[str, Any] = {}
     for field in message.DESCRIPTOR.fields:
         value = getattr(message, field.name)
         if isinstance(value, Timestamp):
             value = value.ToDatetime().isoformat() + "Z" if message.HasField(field.name) else None
         elif isinstance(value, Message):
-            value = plain(value)
+            value = plain(value) if message.HasField(field.name) else None
         elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
             value = [plain(v) if isinstance(v, Message) else v for v in value]
         out[field.name] = value

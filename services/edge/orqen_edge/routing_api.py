@@ -6,11 +6,11 @@ measured latency); what the owner chose is accounting's (preferences, toggles).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.context import Principal
@@ -138,3 +138,43 @@ async def put_preferences(
     with translated("accounting"):
         saved = await runtime.downstream.accounting.PutRoutingPreferences(updated, timeout=10)
     return _preferences_json(saved)
+
+
+_Days = Annotated[int, QueryParameter(ge=1, le=90, description="The last N days.")]
+
+
+@get("/v1/account/routing/traces", summary="Recent routing decisions with intent, K reason and top candidates")
+async def routing_traces(
+    runtime: NamedDependency[Runtime],
+    principal: NamedDependency[Principal],
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    with translated("accounting"):
+        found = await runtime.downstream.accounting.ListRoutingTraces(
+            accounting_pb2.ListRoutingTracesRequest(account_id=principal.account_id, limit=limit), timeout=10
+        )
+    return {"object": "list", "data": [plain(t) for t in found.traces]}
+
+
+@get("/v1/account/routing/calibration", summary="K policy and recall calibration buckets from A/B control traffic")
+async def routing_calibration(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 7
+) -> dict[str, Any]:
+    with translated("accounting"):
+        calibration = await runtime.downstream.accounting.GetRoutingCalibration(
+            accounting_pb2.RoutingPeriod(account_id=principal.account_id, days=days), timeout=10
+        )
+    out = plain(calibration)
+    out["policy"] = _preferences_json(calibration.policy)
+    return out
+
+
+@get("/v1/account/routing/insights", summary="Best-recall routing mode, fastest and most-used models")
+async def routing_insights(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 7
+) -> dict[str, Any]:
+    with translated("accounting"):
+        insights = await runtime.downstream.accounting.GetRoutingInsights(
+            accounting_pb2.RoutingPeriod(account_id=principal.account_id, days=days), timeout=10
+        )
+    return plain(insights)
