@@ -147,12 +147,63 @@ async def test_routing_preferences_have_defaults_update_partially_and_validate(a
     assert bad.status_code == 400 and "mode" in bad.json()["error"]["message"]
 
 
+async def logged(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
+    """The request log entry, once accounting has consumed the request's event."""
+    for _ in range(100):
+        response = await client.get(f"/v1/account/requests/{request_id}")
+        if response.status_code == 200:
+            return response.json()  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{request_id} never reached the request log")
+
+
 async def test_the_fallback_chain_answers_when_the_requested_model_fails(stack: Any, alice: httpx.AsyncClient) -> None:
     await alice.put("/v1/account/routing/preferences", json={"fallback_models": ["claude-sonnet-4-6"]})
     answered = await chat(alice, "gpt-fake-500")
     assert answered.status_code == 200, answered.text
     assert answered.headers["x-orqen-model"] == "claude-sonnet-4-6"
     assert answered.json()["choices"][0]["message"]["content"] == "echo: hello"
+    # Every attempt is in the request log, with why each model was tried.
+    entry = await logged(alice, answered.headers["x-request-id"])
+    assert entry["route_reason"] == "fallback" and entry["provider"] == "anthropic"
+    assert [(a["model"], a["status"], a["reason"]) for a in entry["attempts"]] == [
+        ("gpt-fake-500", 500, "requested"),
+        ("gpt-fake-500", 500, "retry"),
+        ("gpt-fake-500", 500, "retry"),
+        ("claude-sonnet-4-6", 200, "fallback"),
+    ]
+
+
+async def test_the_request_log_names_the_tools_the_model_called_streaming_too(alice: httpx.AsyncClient) -> None:
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+        for n in ("get_weather", "get_time")
+    ]
+    ask = 'call get_weather {"city": "Paris"} call get_time {"zone": "CET"}'
+    for stream in (False, True):
+        body = {"messages": [{"role": "user", "content": ask}], "tools": tools, "stream": stream}
+        answered = await chat(alice, body=body)
+        assert answered.status_code == 200, answered.text
+        entry = await logged(alice, answered.headers["x-request-id"])
+        assert entry["tools_called"] == ["get_weather", "get_time"]
+
+
+async def test_routing_traces_calibration_and_insights_describe_the_accounts_traffic(
+    alice: httpx.AsyncClient,
+) -> None:
+    for _ in range(3):
+        assert (await chat(alice, "gpt-4o-mini")).status_code == 200
+    last = await chat(alice, "claude-sonnet-4-6")
+    await logged(alice, last.headers["x-request-id"])
+    insights = (await alice.get("/v1/account/routing/insights", params={"days": 1})).json()
+    assert insights["days"] == 1 and insights["most_used"]["model"] == "gpt-4o-mini"
+    assert insights["most_used"]["requests"] == 3 and insights["fastest"]["model"] == "gpt-4o-mini"
+    # No A/B control traffic yet: the figures are empty, the K policy is the account's.
+    calibration = (await alice.get("/v1/account/routing/calibration")).json()
+    assert calibration["control_requests"] == 0 and len(calibration["buckets"]) == 10
+    assert calibration["policy"]["k_floor"] == 3 and insights["best_recall"] is None
+    assert (await alice.get("/v1/account/routing/traces")).json() == {"object": "list", "data": []}
+    assert (await alice.get("/v1/account/routing/insights", params={"days": 365})).status_code == 400
 
 
 async def test_transient_upstream_errors_are_retried(alice: httpx.AsyncClient, stack: Any) -> None:
@@ -176,6 +227,9 @@ async def test_no_account_reaches_another_accounts_keys_credentials_or_requests(
     assert (await bob.delete(f"/v1/account/providers/{saved['id']}")).status_code == 404
     assert (await bob.get(f"/v1/account/requests/{request_id}")).status_code == 404
     assert request_id not in (await bob.get("/v1/account/requests")).text
+    await logged(alice, request_id)
+    assert (await bob.get("/v1/account/routing/insights")).json()["models"] == []
+    assert (await bob.get("/v1/account/routing/calibration")).json()["control_requests"] == 0
     await bob.put("/v1/account/routing/preferences", json={"k_cap": 99})
     assert (await alice.get("/v1/account/routing/preferences")).json()["k_cap"] != 99
     # Bob's chats never use Alice's saved Groq key.
@@ -196,6 +250,9 @@ async def test_account_endpoints_need_a_key(stack: Any) -> None:
             ("GET", "/v1/account/routing/preferences"),
             ("PUT", "/v1/account/routing/preferences"),
             ("POST", "/v1/account/routing/models/toggle"),
+            ("GET", "/v1/account/routing/traces"),
+            ("GET", "/v1/account/routing/calibration"),
+            ("GET", "/v1/account/routing/insights"),
         ]:
             response = await anonymous.request(method, path, json={})
             assert response.status_code == 401, (method, path)
