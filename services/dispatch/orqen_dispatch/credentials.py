@@ -460,6 +460,7 @@ class CredentialStore:
             try:
                 # Opened as the account asked for: a row of another account never opens here.
                 opened[provider] = self._keyring.open(credential.sealed, account_id, provider)
+                await self._reseal_if_old(credential, account_id)
             except UnusableCredentialError as err:
                 log.warning(
                     "saved provider credential is unusable; ignoring it",
@@ -470,6 +471,27 @@ class CredentialStore:
                     reason=str(err),
                 )
         return opened
+
+    async def _reseal_if_old(self, credential: accounting_pb2.SealedCredential, account_id: str) -> None:
+        """Key rotation: a secret sealed under an older key is sealed again under the active one.
+
+        Each account's rows move to the new key the first time dispatch reads them, so an
+        old key can be retired once no row names it (see the README). A failed write is
+        only logged: the row still opens with the old key, and the next read tries again.
+        """
+        resealed = self._keyring.rotate(credential.sealed, account_id, credential.info.provider)
+        if resealed is None:
+            return
+        try:
+            await self._accounting.PutCredential(
+                accounting_pb2.SealedCredential(info=credential.info, sealed=resealed), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as err:
+            log.warning("re-sealing a credential under the new key failed", credential_id=credential.info.id,
+                        code=err.code().name)  # fmt: skip
+            return
+        log.info("credential re-sealed under the active key", credential_id=credential.info.id,
+                 old_key_id=credential.sealed.key_id, key_id=resealed.key_id)  # fmt: skip
 
     def _settle(self, account_id: str, task: asyncio.Task[SavedCredentials]) -> None:
         failed = task.cancelled() or task.exception() is not None

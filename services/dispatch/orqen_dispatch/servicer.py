@@ -9,6 +9,7 @@ them with retries, timeouts and circuit breakers, and every call made is in the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import aclosing
@@ -55,6 +56,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._store = store
         self._latency = latency
         self._operator_providers = frozenset(operator_providers)
+        self._recording: set[asyncio.Task[None]] = set()
 
     async def Complete(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
@@ -65,9 +67,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         try:
             completion, target, attempts = await self._dispatcher.complete(targets, chat)
         except DispatchFailedError as err:
-            await self._measure(targets, err.attempts)
+            self._measure(targets, err.attempts)
             raise _as_orqen_error(err) from None
-        await self._measure(targets, attempts)
+        self._measure(targets, attempts)
         elapsed = _ms_since(started)
         model = completion.body.get("model") or target.model
         return dispatch_pb2.CompleteResponse(
@@ -98,7 +100,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         except UpstreamError as err:  # after the first chunk: no retry, the caller has part of an answer
             raise _as_orqen_error(err, stream.target) from None
         finally:
-            await self._measure(targets, attempts)
+            self._measure(targets, attempts)
         target = stream.target or targets[0]
         yield dispatch_pb2.StreamEvent(
             summary=_summary(
@@ -144,14 +146,19 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
         return targets
 
-    async def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:
-        """Fold every call made into its model's latency and success figures (orqen/fast reads them)."""
+    def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:
+        """Fold every call made into its model's latency and success figures (orqen/fast reads them).
+
+        Off the request's path: the answer never waits for these Redis writes.
+        """
         names = {(t.provider.name, t.model): t.name for t in targets}
         for attempt in attempts:
             if attempt.duration_ms <= 0:  # skipped for an open circuit: nothing was measured
                 continue
             name = names.get((attempt.provider, attempt.model), attempt.model)
-            await self._latency.record(name, attempt.duration_ms, not attempt.error)
+            task = asyncio.create_task(self._latency.record(name, attempt.duration_ms, not attempt.error))
+            self._recording.add(task)  # a reference, so the task is not collected before it runs
+            task.add_done_callback(self._recording.discard)
 
 
 def _parse(chat_json: bytes) -> dict[str, Any]:

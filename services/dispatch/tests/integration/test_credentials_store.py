@@ -259,16 +259,26 @@ async def test_a_row_moved_to_another_account_does_not_open_and_is_logged_withou
     assert OPENAI_KEY not in repr(logs)
 
 
-async def test_rows_sealed_with_a_retired_key_are_unusable_and_an_older_key_still_opens(
+async def test_a_rotation_reseals_rows_as_they_are_read_so_the_old_key_can_be_retired(
     accounting: Accounting,
 ) -> None:
     await accounting.store(keys=OLD_KEY).save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
+    await accounting.store(keys=OLD_KEY).save(BOB, "openai", "api_key", {"api_key": OPENAI_KEY})
     rotated = accounting.store(keys=f"{NEW_KEY},{OLD_KEY}")
-    assert await rotated.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    with capture_logs() as logs:
+        assert await rotated.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    assert accounting.servicer.rows[(ALICE, "openai")].sealed.key_id == "k2"
+    assert any(entry["event"] == "credential re-sealed under the active key" for entry in logs)
     await rotated.save(ALICE, "groq", "api_key", {"api_key": "gsk-alice-0123456789"})
     assert accounting.servicer.rows[(ALICE, "groq")].sealed.key_id == "k2"
+    # With the old key retired, Alice's rows (re-sealed) still open; Bob's, never read since, do not.
+    retired = accounting.store(keys=NEW_KEY)
+    assert await retired.for_account(ALICE) == {
+        "openai": {"api_key": OPENAI_KEY},
+        "groq": {"api_key": "gsk-alice-0123456789"},
+    }
     with capture_logs() as logs:
-        assert await accounting.store(keys=NEW_KEY).for_account(ALICE) == {"groq": {"api_key": "gsk-alice-0123456789"}}
+        assert await retired.for_account(BOB) == {}
     assert any("not in ORQEN_CREDENTIALS_KEYS" in entry.get("reason", "") for entry in logs)
 
 
