@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ANTHROPIC_KEY
+from harness import ANTHROPIC_KEY, OPENAI_KEY
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.db import plain_postgres_url
 from orqen_common.grpc_client import open_channel
@@ -100,6 +100,25 @@ async def test_a_saved_provider_key_is_used_never_shown_and_stored_only_encrypte
     deleted = await alice.delete(f"/v1/account/providers/{info['id']}")
     assert deleted.json() == {"id": info["id"], "deleted": True}
     assert (await chat(alice, "claude-sonnet-4-6")).status_code == 200  # back to the operator's key
+
+
+async def test_an_accounts_own_openai_compatible_provider_is_reachable_by_its_name(
+    stack: Any, alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    base_url = stack.upstreams.urls["openai"] + "/v1"
+    saved = await alice.post(
+        "/v1/account/providers", json={"provider": "myllm", "api_key": OPENAI_KEY, "base_url": base_url}
+    )
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["base_url"] == base_url
+    answered = await chat(alice, "myllm/llama-3-8b")
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-orqen-model"] == "llama-3-8b"
+    upstream = stack.upstreams.openai.requests[-1]
+    assert upstream["body"]["model"] == "llama-3-8b" and upstream["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+    # Only Alice has "myllm": for Bob it is just a model name for the default provider.
+    await chat(bob, "myllm/llama-3-8b")
+    assert stack.upstreams.openai.requests[-1]["body"]["model"] == "myllm/llama-3-8b"
 
 
 async def test_provider_credentials_are_validated(alice: httpx.AsyncClient) -> None:
@@ -232,6 +251,12 @@ async def test_no_account_reaches_another_accounts_keys_credentials_or_requests(
     assert (await bob.get("/v1/account/routing/calibration")).json()["control_requests"] == 0
     await bob.put("/v1/account/routing/preferences", json={"k_cap": 99})
     assert (await alice.get("/v1/account/routing/preferences")).json()["k_cap"] != 99
+    toggled = await bob.post("/v1/account/routing/models/toggle", json={"model": "gpt-4o-mini", "enabled": False})
+    assert toggled.status_code == 200, toggled.text
+    alice_models = (await alice.get("/v1/account/routing/models/status")).json()["data"]
+    assert next(m for m in alice_models if m["id"] == "gpt-4o-mini")["enabled"] is True
+    assert "gpt-4o-mini" in {m["id"] for m in (await alice.get("/v1/models")).json()["data"]}
+    assert "gpt-4o-mini" not in {m["id"] for m in (await bob.get("/v1/models")).json()["data"]}
     # Bob's chats never use Alice's saved Groq key.
     await chat(bob, "groq/llama-3.3-70b-versatile")
     assert stack.upstreams.openai.requests[-1]["headers"]["authorization"] != "Bearer gsk-alice-1234"
