@@ -53,6 +53,8 @@ def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> di
             # stack: an open circuit would fail unrelated tests. Breakers are shown against the
             # same fakes in services/dispatch/tests/integration/test_resilience_http.py.
             "ORQEN_BREAKER_THRESHOLD": "1000000",
+            # Accounts' own OpenAI-compatible endpoints here are the fakes, on 127.0.0.1.
+            "ORQEN_ALLOW_PRIVATE_BASE_URLS": "true",
             "ORQEN_LOG_FORMAT": "json",
         }
     )

@@ -98,7 +98,12 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     accounting_channel = open_channel(settings.accounting_addr, token)
     stack.push_async_callback(accounting_channel.close)
     accounting = accounting_pb2_grpc.AccountingStub(accounting_channel)
-    store = CredentialStore(accounting, KeyRing.from_setting(keys), settings.account_config_ttl_seconds)
+    store = CredentialStore(
+        accounting,
+        KeyRing.from_setting(keys),
+        settings.account_config_ttl_seconds,
+        allow_private_base_urls=settings.allow_private_base_urls,
+    )
     servicer = DispatchServicer(
         router,
         ModelChooser(catalogue, router),

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -302,6 +304,29 @@ def _base_url(value: str, provider: str) -> str:
     return value.rstrip("/")
 
 
+async def refuse_private_address(base_url: str) -> None:
+    """400 unless every address `base_url`'s host resolves to is a public one.
+
+    An account's base URL is called from inside the deployment: pointed at a private,
+    loopback or link-local address (a metadata service, Orqen's own services), it would let
+    a tenant reach what only the operator should, and read its answers in error messages.
+    The check is made when the credential is saved (ORQEN_ALLOW_PRIVATE_BASE_URLS lifts it
+    for self-hosted models on the operator's own network).
+    """
+    host = urlsplit(base_url).hostname or ""
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        raise invalid_request(f"base_url host {host[:200]!r} cannot be resolved.") from None
+    for *_, address in found:
+        ip = ipaddress.ip_address(str(address[0]).partition("%")[0])
+        if not ip.is_global:
+            raise invalid_request(
+                f"base_url host {host[:200]!r} is a private or local address ({ip}); the operator allows "
+                "such endpoints with ORQEN_ALLOW_PRIVATE_BASE_URLS."
+            )
+
+
 def _region(value: str) -> str:
     value = value.strip()
     if not value:
@@ -381,8 +406,10 @@ class CredentialStore:
         max_accounts: int = 10_000,
         rpc_timeout_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        allow_private_base_urls: bool = False,
     ) -> None:
         self._accounting = accounting
+        self._allow_private_base_urls = allow_private_base_urls
         self._keyring = keyring
         self._ttl = ttl_seconds
         self._max_accounts = max_accounts
@@ -428,6 +455,8 @@ class CredentialStore:
         if not self._keyring.can_seal:
             raise credentials_not_configured()
         fields, info = validate_secret(provider, auth, secret, base_url, region)
+        if info.base_url and not self._allow_private_base_urls:
+            await refuse_private_address(info.base_url)
         info.account_id = account_id
         sealed = self._keyring.seal(fields, account_id, info.provider)
         try:

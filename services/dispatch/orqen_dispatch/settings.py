@@ -77,6 +77,10 @@ class DispatchSettings(ServiceSettings, RedisSettings, ResilienceSettings):
         None,
         description='AES-256-GCM keys sealing saved provider credentials, "id:base64(32 bytes)", newest first.',
     )
+    allow_private_base_urls: bool = Field(
+        False,
+        description="Let accounts save OpenAI-compatible base URLs on private, loopback or link-local addresses.",
+    )
     account_config_ttl_seconds: float = Field(
         300.0,
         gt=0,

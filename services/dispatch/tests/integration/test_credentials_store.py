@@ -126,7 +126,9 @@ class Accounting:
         store = self.store(clock=clock)
         return AccountConfigs(store, store._accounting, redis, TTL, clock=clock)
 
-    def store(self, keys: str | None = OLD_KEY, clock: FakeClock | None = None) -> CredentialStore:
+    def store(
+        self, keys: str | None = OLD_KEY, clock: FakeClock | None = None, *, allow_private: bool = True
+    ) -> CredentialStore:
         channel = open_channel(self.addr, TOKEN)
         self.channels.append(channel)
         return CredentialStore(
@@ -135,6 +137,8 @@ class Accounting:
             TTL,
             rpc_timeout_seconds=5,
             clock=clock or FakeClock(),
+            # The base URLs of most tests are made up; the guard is tested on its own below.
+            allow_private_base_urls=allow_private,
         )
 
 
@@ -369,3 +373,29 @@ async def test_when_accounting_cannot_give_the_preferences_routing_goes_on_witho
     accounting.servicer.preferences_error = None
     accounting.servicer.fallbacks = ["gpt-4o-mini"]
     assert (await configs.get(account)).fallback_models == ("gpt-4o-mini",)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8000/v1", "http://localhost/v1", "http://169.254.169.254/latest", "http://10.1.2.3/v1",
+     "http://[::1]:8000/v1", "http://100.64.0.1/v1"],
+)  # fmt: skip
+async def test_a_base_url_on_a_private_or_local_address_is_refused_unless_the_operator_allows_it(
+    accounting: Accounting, base_url: str
+) -> None:
+    guarded = accounting.store(allow_private=False)
+    with pytest.raises(OrqenError) as refused:
+        await guarded.save(ALICE, "local", "api_key", {"api_key": "sk-local-0123456789"}, base_url)
+    assert refused.value.http_status == 400 and "ORQEN_ALLOW_PRIVATE_BASE_URLS" in refused.value.message
+    assert not accounting.servicer.rows
+    assert (await accounting.store().save(ALICE, "local", "api_key", {"api_key": "sk-local-0123456789"}, base_url)).id
+
+
+async def test_a_base_url_whose_host_does_not_resolve_is_refused_and_a_public_one_is_kept(
+    accounting: Accounting,
+) -> None:
+    guarded = accounting.store(allow_private=False)
+    with pytest.raises(OrqenError, match="cannot be resolved"):
+        await guarded.save(ALICE, "together", "api_key", {"api_key": "tgp-0123456789"}, "https://llm.invalid/v1")
+    saved = await guarded.save(ALICE, "together", "api_key", {"api_key": "tgp-0123456789"}, "https://8.8.8.8/v1")
+    assert saved.base_url == "https://8.8.8.8/v1"
