@@ -8,6 +8,8 @@ the first body byte). The gateway's added latency is (b) minus (a) at each perce
 The fakes answer at once and run in their own processes, so the difference is Orqen's own
 work: HTTP parsing and auth at the edge, translation to the canonical shape and back, the
 gRPC hop to dispatch, translation to the provider and back, and the request event.
+"broken" counts requests whose connection broke (direct/orqen): they are left out of the
+percentiles and the throughput, and reported rather than hidden.
 """
 
 from __future__ import annotations
@@ -98,23 +100,31 @@ async def timed_call(client: httpx.AsyncClient, target: Target) -> float:
     return (first_byte if streaming else time.perf_counter()) - started
 
 
-async def measure(target: Target, concurrency: int, requests: int) -> tuple[list[float], float]:
-    """Each request's latency, and the throughput (requests/s) of the run."""
+async def measure(target: Target, concurrency: int, requests: int) -> tuple[list[float], float, int]:
+    """Each answered request's latency, the throughput (answers/s) of the run, and how many broke.
+
+    A connection that breaks (a transport error) is counted, not fatal: the table reports it.
+    """
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for _ in range(min(20, requests)):  # warm the connections and every cache on the path
             await timed_call(client, target)
         samples: list[float] = []
+        broken = 0
         remaining = iter(range(requests))
 
         async def worker() -> None:
+            nonlocal broken
             for _ in remaining:
-                samples.append(await timed_call(client, target))
+                try:
+                    samples.append(await timed_call(client, target))
+                except httpx.TransportError:
+                    broken += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return samples, requests / elapsed
+    return samples, len(samples) / elapsed, broken
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -157,7 +167,7 @@ async def run(requests: int) -> None:
         try:
             columns = ("direct p50/p99 ms", "orqen p50/p99 ms", "added p50/p99 ms")
             header = f"{'ingress':<10}{'mode':<8}{'conc':>5}" + "".join(f"  {c:>18}" for c in columns)
-            header += f"  {'direct req/s':>12}  {'orqen req/s':>11}"
+            header += f"  {'direct req/s':>12}  {'orqen req/s':>11}  {'broken':>6}"
             print(header)
             print("-" * len(header))
             for ingress in ("openai", "anthropic", "bedrock"):
@@ -165,14 +175,14 @@ async def run(requests: int) -> None:
                     direct, gateway = targets(ingress, stream, info.edge_url, urls[ingress], info.api_key)
                     for concurrency in (1, 32):
                         count = requests if concurrency == 1 else requests * 4
-                        base, base_rate = await measure(direct, concurrency, count)
-                        through, rate = await measure(gateway, concurrency, count)
+                        base, base_rate, base_broken = await measure(direct, concurrency, count)
+                        through, rate, broken = await measure(gateway, concurrency, count)
                         b50, b99 = percentile(base, 50), percentile(base, 99)
                         g50, g99 = percentile(through, 50), percentile(through, 99)
                         mode = "ttfb" if stream else "json"
                         pairs = ((b50, b99), (g50, g99), (g50 - b50, g99 - b99))
                         cells = "".join(f"  {p50:>8.2f} /{p99:>8.2f}" for p50, p99 in pairs)
-                        rates = f"  {base_rate:>12.0f}  {rate:>11.0f}"
+                        rates = f"  {base_rate:>12.0f}  {rate:>11.0f}  {f'{base_broken}/{broken}':>6}"
                         print(f"{ingress:<10}{mode:<8}{concurrency:>5}{cells}{rates}", flush=True)
         finally:
             await stack.stop()
