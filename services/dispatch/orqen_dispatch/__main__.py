@@ -60,6 +60,20 @@ def providers(settings: DispatchSettings, http: httpx.AsyncClient) -> dict[str, 
     return built
 
 
+def upstream_client(settings: DispatchSettings) -> httpx.AsyncClient:
+    """The one connection pool to every provider, kept warm between requests.
+
+    HTTP/2 where the provider offers it (ALPN over TLS): one connection carries many
+    concurrent requests. Plain-HTTP upstreams stay on HTTP/1.1. Private CAs come from
+    SSL_CERT_FILE / SSL_CERT_DIR.
+    """
+    return httpx.AsyncClient(
+        http2=True,
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=120),
+    )
+
+
 def operator_providers(settings: DispatchSettings) -> set[str]:
     """The providers the operator's environment lets every account use (GET /v1/models, orqen/*).
 
@@ -82,12 +96,7 @@ def operator_providers(settings: DispatchSettings) -> set[str]:
 async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServiceParts:
     """Open the upstream HTTP pool, Redis and the accounting channels; wire the servicer."""
     token = settings.internal_token.get_secret_value()
-    # HTTP/2 where the provider offers it (ALPN over TLS); plain-HTTP upstreams stay on HTTP/1.1.
-    http = httpx.AsyncClient(
-        http2=True,
-        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=120),
-    )
+    http = upstream_client(settings)
     stack.push_async_callback(http.aclose)
     redis = open_redis(stack, settings.redis_url)
     router = ProviderRouter(

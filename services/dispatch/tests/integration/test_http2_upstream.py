@@ -1,0 +1,85 @@
+"""Dispatch's upstream pool speaks HTTP/2 to a TLS provider that offers it, and keeps one warm connection.
+
+The validating fake OpenAI runs under hypercorn (HTTP/2 over TLS with ALPN, like the real
+providers' endpoints) with the development certificate, trusted through SSL_CERT_FILE as an
+operator would trust a private CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from fakes.openai_upstream import FakeOpenAI
+from fakes.serve import free_port
+from orqen_common.devcert import ensure_dev_certificate
+from orqen_dispatch.__main__ import upstream_client
+from orqen_dispatch.providers.base import StreamState
+from orqen_dispatch.providers.openai import OpenAICompatible
+from orqen_dispatch.settings import DispatchSettings
+
+KEY = "sk-upstream"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+
+
+class Recorded:
+    """ASGI middleware noting the HTTP version and client connection of every request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[tuple[str, tuple[str, int]]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.seen.append((scope["http_version"], tuple(scope["client"])))
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+async def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Recorded, str]]:
+    cert, key = ensure_dev_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    config = Config()
+    port = free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile, config.keyfile = str(cert), str(key)
+    config.alpn_protocols = ["h2", "http/1.1"]
+    config.accesslog = config.errorlog = None
+    recorded = Recorded(FakeOpenAI(KEY).app())
+    stopping = asyncio.Event()
+    server = asyncio.create_task(serve(recorded, config, shutdown_trigger=stopping.wait))  # type: ignore[arg-type]
+    for _ in range(100):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        break
+    yield recorded, f"https://localhost:{port}/v1"
+    stopping.set()
+    await server
+
+
+async def test_provider_calls_go_over_one_http2_connection(
+    upstream: tuple[Recorded, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded, url = upstream
+    monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", "t")
+    async with upstream_client(DispatchSettings()) as http:
+        provider = OpenAICompatible("openai", http, url, KEY)
+        await provider.complete(CHAT, "gpt-4o-mini", {})  # opens the connection
+        answers = await asyncio.gather(*(provider.complete(CHAT, "gpt-4o-mini", {}) for _ in range(5)))
+        chunks = [c async for c in provider.stream(CHAT, "gpt-4o-mini", {}, StreamState())]
+    assert all(a.body["choices"][0]["message"]["content"] == "echo: hello" for a in answers)
+    assert chunks[-1]["usage"]["completion_tokens"] == 7
+    versions = {version for version, _ in recorded.seen}
+    connections = {client for _, client in recorded.seen}
+    assert versions == {"2"} and len(recorded.seen) == 7
+    assert len(connections) == 1  # concurrent requests multiplexed on one warm connection
