@@ -19,6 +19,9 @@ $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt \
 		-e 'services/common[db,local]' $(foreach s,$(filter-out common,$(SERVICES)),-e services/$(s))
+	# The BFCL data (Apache-2.0) for the optimizer's tests and benchmark: only its data files
+	# are read, so its own dependencies (pinned numpy, vllm, ...) are not installed.
+	$(BIN)/pip install --quiet --no-deps bfcl-eval==2026.3.23
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,9 +15,13 @@ from orqen_common.cache import open_redis
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_optimizer.servicer import OptimizerServicer
 from orqen_optimizer.settings import OptimizerSettings
+from orqen_optimizer.tokens import encoding
 
 
 async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServiceParts:
+    # The BPE tables load once, before the service reports ready: no request pays for them.
+    await asyncio.to_thread(encoding)
+
     def register(server: grpc.aio.Server) -> None:
         optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(), server)
 
