@@ -181,25 +181,34 @@ def _shrink(text: str, terms: set[str]) -> str:
         if len(lines) <= HEAD_LINES + TAIL_LINES:
             return text
     head, middle, tail = lines[:HEAD_LINES], lines[HEAD_LINES:-TAIL_LINES], lines[-TAIL_LINES:]
-    kept = [line for line in middle if _mentions(line, terms)]
-    dropped = [line for line in middle if not _mentions(line, terms)]
-    left_out: dict[str, None] = {}
-    for kind in _TERM_KINDS:  # URLs and paths first, bare numbers last
-        for line in dropped:
-            for term in kind.findall(line):
-                if not any(term in known for known in left_out):  # a path inside a listed URL, say
-                    left_out.setdefault(term, None)
+    keep = [False] * len(middle)
+    lowered = [line.lower() for line in middle]
+    # A term on a few lines picks those lines; a term on many lines ("shard" in a log of shards)
+    # picks nothing out, so only its first line is kept: the term itself is never lost.
+    selective = max(3, len(middle) // 20)
+    for term in terms:
+        hits = [i for i, line in enumerate(middle) if term in line or term in lowered[i]]
+        for i in hits if len(hits) <= selective else hits[:1]:
+            keep[i] = True
+    kept = [line for line, k in zip(middle, keep, strict=True) if k]
+    dropped = [line for line, k in zip(middle, keep, strict=True) if not k]
+    listed: list[str] = []
+    distinct: set[str] = set()
+    locations: list[str] = []  # listed URLs and paths: a term inside one is not listed again
+    for position, kind in enumerate(_TERM_KINDS):  # URLs and paths first, bare numbers last
+        for term in kind.findall("\n".join(dropped)):
+            if term in distinct or any(term in known for known in locations):
+                continue
+            distinct.add(term)
+            if len(listed) < MAX_KEPT_TERMS:
+                listed.append(term)
+                if position < 2:
+                    locations.append(term)
     note = f"[Orqen: {len(dropped)} of {len(lines)} lines left out"
-    listed = list(left_out)[:MAX_KEPT_TERMS]
     if listed:
-        more = f" and {len(left_out) - len(listed)} more" if len(left_out) > len(listed) else ""
+        more = f" and {len(distinct) - len(listed)} more" if len(distinct) > len(listed) else ""
         note += f"; terms in them: {', '.join(listed)}{more}"
     return "\n".join([*head, *kept, note + "]", *tail])
-
-
-def _mentions(line: str, terms: set[str]) -> bool:
-    lowered = line.lower()
-    return any(term in lowered or term in line for term in terms)
 
 
 def _wrap(text: str, width: int = 200) -> list[str]:
