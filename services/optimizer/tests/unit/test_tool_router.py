@@ -1,0 +1,113 @@
+"""Tool routing: intent, must-keep tools, BM25, adaptive K, and a real routing decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orqen_optimizer.embeddings import ToolIndex
+from orqen_optimizer.tool_router import (
+    SMALL_TOOLSET,
+    ToolRouter,
+    adaptive_k,
+    bm25,
+    intent_of,
+    must_keep,
+    tool_views,
+    words,
+)
+
+
+def tool(name: str, description: str, **properties: str) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": {p: {"type": "string", "description": d}
+                                                             for p, d in properties.items()}},
+        },
+    }  # fmt: skip
+
+
+TOOLS = [
+    tool("get_weather", "Current weather for a city.", city="The city name"),
+    tool("convert_currency", "Convert an amount between currencies.", amount="How much", to="Target currency"),
+    tool("book_flight", "Book a flight between two airports.", origin="IATA code", destination="IATA code"),
+    tool("send_email", "Send an email to a recipient.", to="Address", body="Text"),
+    tool("search_hotels", "Find hotels in a city for given dates.", city="City", checkin="Date"),
+    tool("translate_text", "Translate text into another language.", text="Text", target="Language code"),
+    tool("get_stock_price", "Latest price of a stock ticker.", ticker="Symbol"),
+    tool("create_calendar_event", "Create an event in the user's calendar.", title="Title", start="Start time"),
+    tool("calculate_route", "Driving directions between two addresses.", origin="From", destination="To"),
+    tool("set_reminder", "Remind the user at a time.", text="What", at="When"),
+]
+
+
+def test_words_split_names_and_camel_case() -> None:
+    assert words("getStockPrice of AAPL_2024") == ["get", "stock", "price", "of", "aapl", "2024"]
+
+
+def test_the_intent_is_the_latest_user_message_and_what_followed_it() -> None:
+    messages = [
+        {"role": "user", "content": "old question"},
+        {"role": "user", "content": "Book me a flight to Paris"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search_flights", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "AF123 at 9:00"},
+    ]  # fmt: skip
+    intent = intent_of(messages)
+    assert intent.startswith("Book me a flight to Paris") and "search_flights" in intent and "AF123" in intent
+    assert "old question" not in intent
+
+
+def test_tools_named_called_or_answered_are_always_kept() -> None:
+    chat = {
+        "tool_choice": {"type": "function", "function": {"name": "send_email"}},
+        "messages": [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+        ],
+    }  # fmt: skip
+    assert must_keep(chat) == {"send_email", "get_weather"}
+
+
+def test_bm25_prefers_the_document_with_the_rare_term() -> None:
+    scores = bm25(["stock", "price"], ["latest price of a stock", "price of a hotel room", "weather"])
+    assert scores[0] > scores[1] > scores[2] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("fused", "floor", "cap", "kept", "reason"),
+    [
+        ([0.9, 0.7, 0.5, 0.1], 1, 0, [0, 1], "within 0.25 of the best score 0.90"),
+        ([0.9, 0.5, 0.4, 0.1], 3, 0, [0, 1, 2], "floor 3"),
+        ([0.9, 0.89, 0.88, 0.87], 1, 2, [0, 1], "cap 2"),
+    ],
+)
+def test_adaptive_k(fused: list[float], floor: int, cap: int, kept: list[int], reason: str) -> None:
+    assert adaptive_k(fused, floor, cap) == (kept, reason)
+
+
+def test_examples_are_extra_views_of_a_tool() -> None:
+    with_examples = tool("get_weather", "Current weather.")
+    with_examples["function"]["x-orqen-examples"] = ["is it raining in Oslo"]
+    assert tool_views(with_examples)[1:] == ["is it raining in Oslo"]
+
+
+def test_a_real_decision_keeps_the_right_tool_and_whatever_the_conversation_needs() -> None:
+    router = ToolRouter(ToolIndex())
+    small = router.route({"messages": [{"role": "user", "content": "hi"}]}, TOOLS[:SMALL_TOOLSET])
+    assert small.mode == "passthrough_small_toolset" and len(small.keep) == SMALL_TOOLSET
+    chat = {
+        "messages": [{"role": "user", "content": "What is Apple's stock trading at right now?"}],
+        "tool_choice": {"type": "function", "function": {"name": "set_reminder"}},
+    }
+    decision = router.route(chat, TOOLS, k_floor=1)
+    names = [TOOLS[i]["function"]["name"] for i in decision.keep]
+    assert names[0] == "get_stock_price" and decision.ranked[0][0] == "get_stock_price"
+    assert "set_reminder" in names and len(names) < len(TOOLS)
+    assert decision.mode == "semantic" and decision.k_reason
+    assert all(0.0 <= score <= 1.0 for _, score in decision.ranked)
