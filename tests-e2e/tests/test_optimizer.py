@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import openai
 
 
@@ -80,3 +81,66 @@ async def test_a_long_agent_conversation_is_shrunk_and_the_savings_reported(stac
     assert sent[0] == messages[0] and sent[-1] == messages[-1]
     assert "ERROR shard_512 checksum mismatch at /data/archive/shard_512.bin" in sent[3]["content"]
     assert len(sent[3]["content"]) < len(log) / 4
+
+
+def _tool(name: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
+    }
+
+
+TOOLBOX = [
+    _tool("get_weather", "Current weather and forecast for a city."),
+    _tool("get_stock_price", "Latest trading price of a stock ticker symbol."),
+    _tool("convert_currency", "Convert an amount of money between two currencies."),
+    _tool("book_flight", "Book a flight between two airports."),
+    _tool("search_hotels", "Find hotel rooms in a city for given dates."),
+    _tool("send_email", "Send an email message to a recipient."),
+    _tool("translate_text", "Translate text into another language."),
+    _tool("create_calendar_event", "Create an event in the user's calendar."),
+    _tool("calculate_route", "Driving directions between two addresses."),
+    _tool("set_reminder", "Remind the user of something at a given time."),
+    _tool("play_music", "Play a song, album or playlist."),
+    _tool("order_food", "Order a meal from a restaurant for delivery."),
+]
+
+
+async def test_a_large_toolset_is_routed_and_the_decision_is_traced(stack: Any) -> None:
+    messages = [{"role": "user", "content": 'What does AAPL trade at? call get_stock_price {"query": "AAPL"}'}]
+    # The first sight of these tools has them indexed in the background; routing follows.
+    for _ in range(60):
+        raw = await asyncio.to_thread(
+            _client(stack).chat.completions.with_raw_response.create,
+            model="gpt-4o-mini",
+            messages=messages,
+            tools=TOOLBOX,
+        )
+        if raw.headers.get("x-orqen-routing", "").startswith("semantic"):
+            break
+        await asyncio.sleep(0.5)
+    assert raw.headers["x-orqen-routing"] in ("semantic", "semantic_ab_ctrl")
+    assert raw.parse().choices[0].message.tool_calls[0].function.name == "get_stock_price"
+    forwarded = [t["function"]["name"] for t in stack.upstream.requests[-1]["body"]["tools"]]
+    assert "get_stock_price" in forwarded and raw.headers["x-orqen-tools-input"] == str(len(TOOLBOX))
+    assert raw.headers["x-orqen-tools-output"] == str(len(forwarded))
+    assert raw.headers["x-orqen-prune-ratio"] == f"{len(forwarded)}/{len(TOOLBOX)}"
+    # The decision reaches the account's routing traces, with the tool the model called.
+    headers = {"authorization": f"Bearer {stack.info.api_key}"}
+    request_id = raw.headers["x-request-id"]
+    async with httpx.AsyncClient(base_url=stack.info.edge_url, headers=headers) as http:
+        for _ in range(100):
+            traces = (await http.get("/v1/account/routing/traces")).json()["data"]
+            mine = [t for t in traces if t["request_id"] == request_id]
+            if mine:
+                break
+            await asyncio.sleep(0.1)
+    assert mine, "the routing decision never reached /v1/account/routing/traces"
+    trace = mine[0]
+    assert trace["trace"]["candidates"][0]["name"] == "get_stock_price"
+    assert trace["trace"]["intent"].startswith("What does AAPL trade at?")
+    assert trace["tools_called"] == ["get_stock_price"]

@@ -13,17 +13,30 @@ from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_optimizer.embeddings import ToolIndex, embed
+from orqen_optimizer.plan import Planner
 from orqen_optimizer.servicer import OptimizerServicer
 from orqen_optimizer.settings import OptimizerSettings
 from orqen_optimizer.tokens import encoding
 
 
+def warm_up(routing: bool) -> None:
+    """Load the BPE tables and the embedding model before the service reports ready."""
+    encoding()
+    if routing:
+        embed(["warm up"])
+
+
 async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServiceParts:
-    # The BPE tables load once, before the service reports ready: no request pays for them.
-    await asyncio.to_thread(encoding)
+    await asyncio.to_thread(warm_up, settings.tool_routing)
+    planner = Planner(
+        ToolIndex() if settings.tool_routing else None,
+        ab_control_share=settings.ab_control_share,
+        max_new_tools=settings.routing_max_new_tools,
+    )
 
     def register(server: grpc.aio.Server) -> None:
-        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(), server)
+        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(planner), server)
 
     return ServiceParts(
         register=register,

@@ -63,6 +63,11 @@ class ToolIndex:
     def __len__(self) -> int:
         return len(self._known)
 
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The texts not indexed yet (each once)."""
+        with self._lock:
+            return list(dict.fromkeys(t for t in texts if text_id(t) not in self._known))
+
     def add(self, texts: Sequence[str]) -> list[int]:
         """Ids of `texts`; those never seen are embedded (in one batch) and added."""
         ids = [text_id(t) for t in texts]

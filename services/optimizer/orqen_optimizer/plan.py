@@ -1,34 +1,127 @@
 """The optimization plan of one chat request.
 
-Every tool is forwarded (tool routing is not enabled yet: mode "passthrough"), each with
-its schema compressed so that it accepts exactly the same calls with fewer tokens
-(orqen_optimizer.schemas); a long conversation has its older tool outputs shrunk
-(orqen_optimizer.context). A request whose `tools` is not a list is forwarded as it is.
+Tools: a request with more than SMALL_TOOLSET tools forwards only those the router keeps
+(orqen_optimizer.tool_router), in their original order; A/B control traffic (a share of
+requests, `ORQEN_AB_CONTROL_SHARE`) forwards them all while recording what the router would
+have kept (mode "<mode>_ab_ctrl"), which measures its real recall. Tools never seen before
+are embedded in the background when there are more than `max_new_tools` of them: that
+request goes out whole ("passthrough") and the next ones are routed. Malformed tools make
+the request pass through unchanged, with the reason in the trace. Every forwarded tool has
+its schema compressed (orqen_optimizer.schemas); a long conversation has its older tool
+outputs shrunk (orqen_optimizer.context).
 """
 
 from __future__ import annotations
 
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import structlog
 
 from orqen.v1 import optimizer_pb2
 from orqen_optimizer.context import compress_context
+from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.schemas import compress_tool
+from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_views
 
 PASSTHROUGH = "passthrough"
+AB_CONTROL = "_ab_ctrl"
+TRACE_CANDIDATES = 20  # the trace keeps the best-ranked tools with their scores
+
+log = structlog.get_logger(__name__)
+Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
 
 
-def plan(chat: dict[str, Any]) -> tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]:
-    stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
-    trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
-    forwarded = chat
-    tools = chat.get("tools")
-    if isinstance(tools, list) and tools:
-        stats.tools_input = stats.tools_output = trace.k = len(tools)
-        trace.k_reason = "routing not enabled"
-        forwarded = {**forwarded, "tools": [compress_tool(t) for t in tools]}
-    context = compress_context(chat.get("messages"))
-    if context.changed:
-        forwarded = {**forwarded, "messages": context.messages}
-        stats.context_compressed = True
-        stats.ctx_tokens_in, stats.ctx_tokens_out = context.tokens_in, context.tokens_out
-    return forwarded, stats, trace
+class Planner:
+    def __init__(
+        self,
+        index: ToolIndex | None,
+        ab_control_share: float = 0.05,
+        max_new_tools: int = 4,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """`index` None: tool routing is off, every tool is forwarded (compressed)."""
+        self._index = index
+        self._router = ToolRouter(index) if index is not None else None
+        self._ab_control_share = ab_control_share
+        self._max_new_tools = max_new_tools
+        self._rng = rng
+        self._indexing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-indexing")
+        self._queued: set[str] = set()
+        self._queued_lock = threading.Lock()
+
+    def plan(self, chat: dict[str, Any]) -> Plan:
+        stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
+        trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
+        forwarded = chat
+        tools = chat.get("tools")
+        if isinstance(tools, list) and tools:
+            kept = self._route(chat, tools, stats, trace)
+            forwarded = {**forwarded, "tools": [compress_tool(tools[i]) for i in kept]}
+            stats.tools_input, stats.tools_output = len(tools), len(kept)
+        context = compress_context(chat.get("messages"))
+        if context.changed:
+            forwarded = {**forwarded, "messages": context.messages}
+            stats.context_compressed = True
+            stats.ctx_tokens_in, stats.ctx_tokens_out = context.tokens_in, context.tokens_out
+        return forwarded, stats, trace
+
+    def _route(
+        self, chat: dict[str, Any], tools: list[Any], stats: optimizer_pb2.PlanStats, trace: optimizer_pb2.RoutingTrace
+    ) -> list[int]:
+        """Indexes of the tools to forward; fills the routing mode and trace."""
+        everything = list(range(len(tools)))
+        trace.k = len(tools)
+        malformed = next((i for i, t in enumerate(tools) if not _well_formed(t)), None)
+        if malformed is not None:
+            trace.k_reason = f"tool {malformed} is malformed: forwarded unchanged"
+            return everything
+        if self._router is None or self._index is None:
+            trace.k_reason = "tool routing is off"
+            return everything
+        if len(tools) <= SMALL_TOOLSET:
+            stats.routing = trace.mode = "passthrough_small_toolset"
+            trace.k_reason = f"{len(tools)} tools or fewer than {SMALL_TOOLSET + 1}"
+            return everything
+        unseen = self._index.missing([v for t in tools for v in tool_views(t)])
+        if len(unseen) > self._max_new_tools:
+            self._index_later(unseen)
+            trace.k_reason = f"indexing {len(unseen)} new tools; later requests are routed"
+            return everything
+        decision = self._router.route(chat, tools)
+        trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
+        trace.candidates.extend(
+            optimizer_pb2.ToolCandidate(name=name, score=score) for name, score in decision.ranked[:TRACE_CANDIDATES]
+        )
+        if self._rng() < self._ab_control_share:
+            stats.routing = trace.mode = decision.mode + AB_CONTROL
+            return everything
+        stats.routing = trace.mode = decision.mode
+        return sorted(decision.keep)
+
+    def _index_later(self, texts: list[str]) -> None:
+        with self._queued_lock:
+            fresh = [t for t in texts if t not in self._queued]
+            self._queued.update(fresh)
+        if fresh:
+            self._indexing.submit(self._index_now, fresh)
+
+    def _index_now(self, texts: list[str]) -> None:
+        assert self._index is not None
+        try:
+            self._index.add(texts)
+        except Exception:  # a failed batch is retried by the next request that carries it
+            log.exception("indexing new tools failed", tools=len(texts))
+        finally:
+            with self._queued_lock:
+                self._queued.difference_update(texts)
+
+
+def _well_formed(tool: Any) -> bool:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        return False
+    function = tool.get("function")
+    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
-from orqen_optimizer.plan import plan
+from orqen_optimizer.plan import Planner
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
+    def __init__(self, planner: Planner) -> None:
+        self._planner = planner
+
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_scope(request.context.account_id)
         try:
@@ -20,6 +25,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             raise invalid_request("chat_json is not valid JSON.") from None
         if not isinstance(chat, dict):
             raise invalid_request("chat_json must be a chat request object.")
-        forwarded, stats, trace = plan(chat)
+        # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
+        forwarded, stats, trace = await asyncio.to_thread(self._planner.plan, chat)
         body = request.chat_json if forwarded is chat else orjson.dumps(forwarded)
         return optimizer_pb2.PlanResponse(chat_json=body, stats=stats, trace=trace)

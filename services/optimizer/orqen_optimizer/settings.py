@@ -11,3 +11,12 @@ class OptimizerSettings(ServiceSettings, RedisSettings):
     """Configuration of the optimizer service."""
 
     metrics_port: int = Field(9151, description="Port of the Prometheus metrics endpoint; 0 disables it.")
+    tool_routing: bool = Field(
+        True, description="Forward only the tools a request needs; off: every tool is forwarded."
+    )
+    ab_control_share: float = Field(
+        0.05, ge=0, le=1, description="Share of routed requests sent with every tool, to measure the router's recall."
+    )
+    routing_max_new_tools: int = Field(
+        4, ge=0, description="Unseen tools a request may embed itself; more are indexed in the background."
+    )

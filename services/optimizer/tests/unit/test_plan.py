@@ -1,4 +1,9 @@
-from orqen_optimizer.plan import PASSTHROUGH, plan
+from typing import Any
+
+from orqen_optimizer.embeddings import ToolIndex
+from orqen_optimizer.plan import PASSTHROUGH, Planner
+
+plan = Planner(None).plan
 
 
 def test_every_tool_is_forwarded_with_its_schema_compressed_and_counted() -> None:
@@ -42,3 +47,46 @@ def test_a_long_conversation_is_compressed_and_counted() -> None:
     forwarded, stats, _ = plan({"model": "m", "messages": messages})
     assert stats.context_compressed and stats.ctx_tokens_out < stats.ctx_tokens_in
     assert len(forwarded["messages"][2]["content"]) < len(output) and forwarded["messages"][5] == messages[5]
+
+
+STOCK = {"messages": [{"role": "user", "content": "What is Apple's stock trading at right now?"}]}
+
+
+def test_a_large_toolset_forwards_the_routed_tools_in_their_order_with_a_trace(tools: list[dict[str, Any]]) -> None:
+    planner = Planner(ToolIndex(), ab_control_share=0.0, max_new_tools=100)
+    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools})
+    names = [t["function"]["name"] for t in forwarded["tools"]]
+    assert "get_stock_price" in names and len(names) < len(tools)
+    assert names == [t["function"]["name"] for t in tools if t["function"]["name"] in names]  # original order
+    assert (stats.tools_input, stats.tools_output, stats.routing) == (len(tools), len(names), "semantic")
+    assert trace.mode == "semantic" and trace.k == len(names) and trace.k_reason
+    assert trace.intent.startswith("What is Apple's stock") and trace.candidates[0].name == "get_stock_price"
+
+
+def test_ab_control_forwards_every_tool_and_records_the_decision(tools: list[dict[str, Any]]) -> None:
+    planner = Planner(ToolIndex(), ab_control_share=0.05, max_new_tools=100, rng=lambda: 0.0)
+    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools})
+    assert len(forwarded["tools"]) == stats.tools_output == len(tools)
+    assert stats.routing == trace.mode == "semantic_ab_ctrl" and trace.k < len(tools)
+
+
+def test_many_unseen_tools_pass_through_once_while_they_are_indexed(tools: list[dict[str, Any]]) -> None:
+    planner = Planner(ToolIndex(), ab_control_share=0.0, max_new_tools=2)
+    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools})
+    assert len(forwarded["tools"]) == len(tools) and stats.routing == PASSTHROUGH
+    assert trace.k_reason.startswith("indexing 10 new tools")
+    planner._indexing.shutdown(wait=True)  # the background indexing finishes
+    _, stats, _ = Planner.plan(planner, {**STOCK, "tools": tools})
+    assert stats.routing == "semantic"
+
+
+def test_a_malformed_tool_passes_everything_through_with_the_reason(tools: list[dict[str, Any]]) -> None:
+    broken = [*tools, {"type": "function", "function": {"description": "no name"}}]
+    forwarded, stats, trace = Planner(ToolIndex()).plan({**STOCK, "tools": broken})
+    assert len(forwarded["tools"]) == len(broken) and stats.routing == PASSTHROUGH
+    assert trace.k_reason == "tool 10 is malformed: forwarded unchanged"
+
+
+def test_a_small_toolset_is_forwarded_whole(tools: list[dict[str, Any]]) -> None:
+    _, stats, trace = Planner(ToolIndex()).plan({**STOCK, "tools": tools[:3]})
+    assert stats.routing == trace.mode == "passthrough_small_toolset" and stats.tools_output == 3

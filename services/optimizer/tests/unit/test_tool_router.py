@@ -19,32 +19,6 @@ from orqen_optimizer.tool_router import (
 )
 
 
-def tool(name: str, description: str, **properties: str) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": {p: {"type": "string", "description": d}
-                                                             for p, d in properties.items()}},
-        },
-    }  # fmt: skip
-
-
-TOOLS = [
-    tool("get_weather", "Current weather for a city.", city="The city name"),
-    tool("convert_currency", "Convert an amount between currencies.", amount="How much", to="Target currency"),
-    tool("book_flight", "Book a flight between two airports.", origin="IATA code", destination="IATA code"),
-    tool("send_email", "Send an email to a recipient.", to="Address", body="Text"),
-    tool("search_hotels", "Find hotels in a city for given dates.", city="City", checkin="Date"),
-    tool("translate_text", "Translate text into another language.", text="Text", target="Language code"),
-    tool("get_stock_price", "Latest price of a stock ticker.", ticker="Symbol"),
-    tool("create_calendar_event", "Create an event in the user's calendar.", title="Title", start="Start time"),
-    tool("calculate_route", "Driving directions between two addresses.", origin="From", destination="To"),
-    tool("set_reminder", "Remind the user at a time.", text="What", at="When"),
-]
-
-
 def test_words_split_names_and_camel_case() -> None:
     assert words("getStockPrice of AAPL_2024") == ["get", "stock", "price", "of", "aapl", "2024"]
 
@@ -91,23 +65,22 @@ def test_adaptive_k(fused: list[float], floor: int, cap: int, kept: list[int], r
     assert adaptive_k(fused, floor, cap) == (kept, reason)
 
 
-def test_examples_are_extra_views_of_a_tool() -> None:
-    with_examples = tool("get_weather", "Current weather.")
-    with_examples["function"]["x-orqen-examples"] = ["is it raining in Oslo"]
+def test_examples_are_extra_views_of_a_tool(tools: list[dict[str, Any]]) -> None:
+    with_examples = {**tools[0], "function": {**tools[0]["function"], "x-orqen-examples": ["is it raining in Oslo"]}}
     assert tool_views(with_examples)[1:] == ["is it raining in Oslo"]
 
 
-def test_a_real_decision_keeps_the_right_tool_and_whatever_the_conversation_needs() -> None:
+def test_a_real_decision_keeps_the_right_tool_and_whatever_the_conversation_needs(tools: list[dict[str, Any]]) -> None:
     router = ToolRouter(ToolIndex())
-    small = router.route({"messages": [{"role": "user", "content": "hi"}]}, TOOLS[:SMALL_TOOLSET])
+    small = router.route({"messages": [{"role": "user", "content": "hi"}]}, tools[:SMALL_TOOLSET])
     assert small.mode == "passthrough_small_toolset" and len(small.keep) == SMALL_TOOLSET
     chat = {
         "messages": [{"role": "user", "content": "What is Apple's stock trading at right now?"}],
         "tool_choice": {"type": "function", "function": {"name": "set_reminder"}},
     }
-    decision = router.route(chat, TOOLS, k_floor=1)
-    names = [TOOLS[i]["function"]["name"] for i in decision.keep]
+    decision = router.route(chat, tools, k_floor=1)
+    names = [tools[i]["function"]["name"] for i in decision.keep]
     assert names[0] == "get_stock_price" and decision.ranked[0][0] == "get_stock_price"
-    assert "set_reminder" in names and len(names) < len(TOOLS)
+    assert "set_reminder" in names and len(names) < len(tools)
     assert decision.mode == "semantic" and decision.k_reason
     assert all(0.0 <= score <= 1.0 for _, score in decision.ranked)
