@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from orqen_optimizer.embeddings import ToolIndex, embed
 
@@ -52,7 +53,22 @@ def words(text: str) -> list[str]:
 
 
 def tool_views(tool: Any) -> list[str]:
-    """The texts a tool is matched through: its description view, then its example queries."""
+    """The texts a tool is matched through: its description view, then its example queries.
+
+    Kept per tool content: agents send the same tools with every request.
+    """
+    try:
+        return list(_views(orjson.dumps(tool)))
+    except TypeError:  # not JSON-serialisable as it is: computed, not kept
+        return _compute_views(tool)
+
+
+@functools.lru_cache(maxsize=50_000)
+def _views(serialised: bytes) -> tuple[str, ...]:
+    return tuple(_compute_views(orjson.loads(serialised)))
+
+
+def _compute_views(tool: Any) -> list[str]:
     function = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(function, dict):
         return [""]
@@ -126,19 +142,23 @@ def bm25(query: list[str], documents: Sequence[str]) -> list[float]:
     """Okapi BM25 of each document for the query, over these documents only."""
     if not documents:
         return []
+    terms = set(query)
     parsed = [_terms(d) for d in documents]
     average = sum(length for _, length in parsed) / len(parsed) or 1.0
-    n = len(parsed)
-    scores = [0.0] * n
-    for term in set(query):
-        df = sum(1 for counts, _ in parsed if term in counts)
-        if not df:
-            continue
-        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-        for i, (counts, length) in enumerate(parsed):
+    # One pass collects the postings of the query's terms; document frequencies follow from them.
+    postings: dict[str, list[tuple[int, int]]] = {}
+    for i, (counts, _) in enumerate(parsed):
+        for term in terms:
             tf = counts.get(term)
             if tf:
-                scores[i] += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / average))
+                postings.setdefault(term, []).append((i, tf))
+    n = len(parsed)
+    scores = [0.0] * n
+    for hits in postings.values():
+        idf = math.log(1 + (n - len(hits) + 0.5) / (len(hits) + 0.5))
+        for i, tf in hits:
+            length = parsed[i][1]
+            scores[i] += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / average))
     return scores
 
 
