@@ -8,10 +8,11 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 import grpc
+from redis import Redis
 
 from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.auth import open_key_verifier
-from orqen_common.cache import open_redis
+from orqen_common.cache import TIMEOUT_SECONDS, open_redis
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.plan import Planner
@@ -29,8 +30,10 @@ def warm_up(routing: bool) -> None:
 
 async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServiceParts:
     await asyncio.to_thread(warm_up, settings.tool_routing)
+    vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
+    stack.callback(vectors.close)
     planner = Planner(
-        ToolIndex() if settings.tool_routing else None,
+        ToolIndex(vectors) if settings.tool_routing else None,
         ab_control_share=settings.ab_control_share,
         max_new_tools=settings.routing_max_new_tools,
     )
