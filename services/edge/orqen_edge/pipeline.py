@@ -278,25 +278,33 @@ async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dic
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
         ) from None
-    if first.HasField("chunk_json"):
+    chunk = _take(call, first)
+    if chunk is not None:
         # The headers go out before the summary arrives: the first chunk names the model that answers.
-        call.summary.model = orjson.loads(first.chunk_json).get("model") or ""
-    return _chunks(call, first, events)
+        call.summary.model = chunk.get("model") or ""
+    return _chunks(call, chunk, events)
 
 
 async def _chunks(
-    call: ChatCall, first: dispatch_pb2.StreamEvent, events: AsyncIterator[dispatch_pb2.StreamEvent]
+    call: ChatCall, first: dict[str, Any] | None, events: AsyncIterator[dispatch_pb2.StreamEvent]
 ) -> AsyncIterator[dict[str, Any]]:
-    event: dispatch_pb2.StreamEvent | None = first
-    while event is not None:
-        if event.HasField("summary"):
-            call.summary = event.summary
-        else:
-            chunk = orjson.loads(event.chunk_json)
-            for choice in chunk.get("choices") or ():
-                call.tools_called += _tool_names(choice.get("delta"))
+    if first is not None:
+        yield first
+    async for event in events:
+        chunk = _take(call, event)
+        if chunk is not None:
             yield chunk
-        event = await anext(events, None)
+
+
+def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> dict[str, Any] | None:
+    """A stream event's canonical chunk, its tool calls noted; None for the summary, which is kept."""
+    if event.HasField("summary"):
+        call.summary = event.summary
+        return None
+    chunk: dict[str, Any] = orjson.loads(event.chunk_json)
+    for choice in chunk.get("choices") or ():
+        call.tools_called += _tool_names(choice.get("delta"))
+    return chunk
 
 
 def _tool_names(message: Any) -> list[str]:
