@@ -24,7 +24,7 @@ from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
 from orqen_dispatch.catalogue import Catalogue
 from orqen_dispatch.credentials import CredentialStore, merge
-from orqen_dispatch.latency import LatencyStats
+from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser
 from orqen_dispatch.providers.base import StreamState, UpstreamError, UpstreamUsage
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
@@ -120,7 +120,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.ListModelsRequest, context: ServicerContext
     ) -> dispatch_pb2.ListModelsResponse:
         config = await self._configs.get(account_scope(request.account_id))
-        stats = await self._latency.snapshot(entry.model for entry in self._catalogue.entries)
+        stats = await self._measured()
         models = self._chooser.list_models(self._connected(config), config.disabled_models, stats)
         return dispatch_pb2.ListModelsResponse(models=models, prices_as_of=self._catalogue.prices_as_of)
 
@@ -131,20 +131,25 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         """The models to try in order, each with its provider and credentials."""
         config = await self._configs.get(account_id)
         model = chat["model"]
-        stats = {}
-        if model.startswith(ROUTING_PREFIX):
-            stats = await self._latency.snapshot(entry.model for entry in self._catalogue.entries)
+        # Only a routing string reads the figures: a named model costs no Redis read for them.
+        stats = await self._measured() if model.startswith(ROUTING_PREFIX) else {}
         choices = self._chooser.choose(model, chat, self._connected(config), config.disabled_models, stats)
         chosen = {choice.model for choice in choices}
         choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
+        without_key = {k: v for k, v in per_request.items() if k != _PROVIDER_KEY}
         targets: list[Target] = []
         for choice in choices:
             provider, provider_model = self._router.resolve(choice.model, config.credentials.keys())
-            if targets and provider.name != targets[0].provider.name:
-                per_request = {k: v for k, v in per_request.items() if k != _PROVIDER_KEY}
-            credentials = merge(per_request, config.credentials.get(provider.name), provider.name)
+            named = not targets or provider.name == targets[0].provider.name
+            credentials = merge(
+                per_request if named else without_key, config.credentials.get(provider.name), provider.name
+            )
             targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
         return targets
+
+    async def _measured(self) -> Mapping[str, ModelStats]:
+        """Dispatch's latency and success figures of every catalogue model."""
+        return await self._latency.snapshot(entry.model for entry in self._catalogue.entries)
 
     def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:
         """Fold every call made into its model's latency and success figures (orqen/fast reads them).
