@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from orqen_common.canonical import text_of
 from orqen_optimizer.tokens import count_tokens
 
 KEEP_LATEST_USER_TURNS = 2
@@ -226,10 +227,7 @@ def _wrap(text: str, width: int = 200) -> list[str]:
 
 
 def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    if content is None:
-        return ""
+    """The text of message content; content of another shape counts as its JSON."""
+    if content is None or isinstance(content, (str, list)):
+        return text_of(content)
     return orjson.dumps(content).decode()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed
 
 DENSE_WEIGHT = 0.75
@@ -74,9 +75,8 @@ def _compute_views(tool: Any) -> list[str]:
         return [""]
     name = str(function.get("name", ""))
     parts = [name.replace("_", " ").replace(".", " "), str(function.get("description") or "")]
-    properties = (
-        (function.get("parameters") or {}).get("properties") if isinstance(function.get("parameters"), dict) else None
-    )
+    parameters = function.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
     if isinstance(properties, dict):
         for prop, schema in properties.items():
             described = schema.get("description", "") if isinstance(schema, dict) else ""
@@ -99,18 +99,11 @@ def intent_of(messages: Any) -> str:
     for message in reversed(messages):
         if not isinstance(message, dict):
             continue
-        role, content = message.get("role"), message.get("content")
-        text = (
-            content
-            if isinstance(content, str)
-            else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
-        )
-        if role == "user":
+        text = text_of(message.get("content"))
+        if message.get("role") == "user":
             parts.insert(0, text)
             break
-        for call in message.get("tool_calls") or []:
-            if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                parts.append(str(call["function"].get("name", "")))
+        parts += _called(message)
         parts.append(text[:300])
     return " ".join(p for p in parts if p)[:INTENT_CHARS]
 
@@ -124,12 +117,19 @@ def must_keep(chat: dict[str, Any]) -> set[str]:
     for message in chat.get("messages") or []:
         if not isinstance(message, dict):
             continue
-        for call in message.get("tool_calls") or []:
-            if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                names.add(str(call["function"].get("name", "")))
+        names.update(_called(message))
         if message.get("role") == "tool" and message.get("name"):
             names.add(str(message["name"]))
     return names
+
+
+def _called(message: dict[str, Any]) -> list[str]:
+    """Names of the tools an assistant message calls."""
+    return [
+        str(call["function"].get("name", ""))
+        for call in message.get("tool_calls") or []
+        if isinstance(call, dict) and isinstance(call.get("function"), dict)
+    ]
 
 
 @functools.lru_cache(maxsize=200_000)
