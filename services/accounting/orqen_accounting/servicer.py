@@ -114,9 +114,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.AccountRef, context: ServicerContext
     ) -> accounting_pb2.ListApiKeysResponse:
         account_id = _account(request.account_id)
-        rows = await self._repo.list_keys(account_id)
-        if not rows:
-            await self._require_account(account_id)
+        rows = await self._of_account(account_id, await self._repo.list_keys(account_id))
         return accounting_pb2.ListApiKeysResponse(keys=[_key_info(r) for r in rows])
 
     async def RevokeApiKey(
@@ -167,9 +165,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.AccountRef, context: ServicerContext
     ) -> accounting_pb2.ListCredentialsResponse:
         account_id = _account(request.account_id)
-        rows = await self._repo.list_credentials(account_id)
-        if not rows:
-            await self._require_account(account_id)
+        rows = await self._of_account(account_id, await self._repo.list_credentials(account_id))
         return accounting_pb2.ListCredentialsResponse(credentials=[_credential_info(r) for r in rows])
 
     async def DeleteCredential(
@@ -188,9 +184,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     ) -> accounting_pb2.SealedCredentials:
         require_service()
         account_id = checked_uuid(request.account_id, "account_id")
-        rows = await self._repo.sealed_credentials(account_id)
-        if not rows:
-            await self._require_account(account_id)
+        rows = await self._of_account(account_id, await self._repo.sealed_credentials(account_id))
         return accounting_pb2.SealedCredentials(
             credentials=[
                 accounting_pb2.SealedCredential(
@@ -230,9 +224,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.AccountRef, context: ServicerContext
     ) -> accounting_pb2.ModelToggles:
         account_id = _account(request.account_id)
-        rows = await self._repo.model_toggles(account_id)
-        if not rows:
-            await self._require_account(account_id)
+        rows = await self._of_account(account_id, await self._repo.model_toggles(account_id))
         return _toggles(rows)
 
     async def SetModelToggle(
@@ -280,6 +272,12 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         days = checked_count(request.days, "days", PERIOD_DAYS, MAX_PERIOD_DAYS)
         calibration = await self._routing.calibration(account_id, days)
         return insights(days, calibration, await self._routing.models(account_id, days))
+
+    async def _of_account(self, account_id: str, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        """The account's rows; none is only an answer for an account that exists."""
+        if not rows:
+            await self._require_account(account_id)
+        return rows
 
     async def _require_account(self, account_id: str) -> None:
         """Empty results are only an answer for an account that exists."""
