@@ -1,0 +1,52 @@
+"""Latency histograms that add up: percentiles of any period from daily rollups.
+
+Exact percentiles would need every raw latency; a fixed log-scale histogram per rollup row
+adds element-wise (SQL `add_histograms`) across days, models and providers and still gives
+percentiles within half a bucket: bucket i > 0 holds [2^((i-1)/8), 2^(i/8)) ms, each 9% wider
+than the last, up to about 17 minutes; bucket 0 holds everything under 1 ms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+STEPS_PER_DOUBLING = 8
+BUCKETS = 1 + 20 * STEPS_PER_DOUBLING  # up to 2^20 ms; slower requests land in the last bucket
+
+
+def bucket_of(ms: float) -> int:
+    if ms < 1.0:
+        return 0
+    return min(BUCKETS - 1, 1 + int(math.log2(ms) * STEPS_PER_DOUBLING))
+
+
+def _bounds(index: int) -> tuple[float, float]:
+    if index == 0:
+        return 0.0, 1.0
+    return 2 ** ((index - 1) / STEPS_PER_DOUBLING), 2 ** (index / STEPS_PER_DOUBLING)
+
+
+def empty() -> list[int]:
+    return [0] * BUCKETS
+
+
+def add(histogram: list[int], other: Sequence[int]) -> None:
+    """Add `other` into `histogram` in place (histograms of older versions may be shorter)."""
+    for i, count in enumerate(other[:BUCKETS]):
+        histogram[i] += count
+
+
+def percentile(histogram: Sequence[int], share: float) -> float:
+    """The latency below which `share` (0..1) of the requests fell, interpolated inside its bucket."""
+    total = sum(histogram)
+    if total == 0:
+        return 0.0
+    rank = share * total
+    seen = 0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            low, high = _bounds(index)
+            return low + (high - low) * max(0.0, rank - seen) / count
+        seen += count
+    return _bounds(len(histogram) - 1)[1]
