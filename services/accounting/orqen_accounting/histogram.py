@@ -31,12 +31,6 @@ def empty() -> list[int]:
     return [0] * BUCKETS
 
 
-def add(histogram: list[int], other: Sequence[int]) -> None:
-    """Add `other` into `histogram` in place (histograms of older versions may be shorter)."""
-    for i, count in enumerate(other[:BUCKETS]):
-        histogram[i] += count
-
-
 def percentile(histogram: Sequence[int], share: float) -> float:
     """The latency below which `share` (0..1) of the requests fell, interpolated inside its bucket."""
     total = sum(histogram)
