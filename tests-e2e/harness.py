@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from fakes.serve import free_port
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.grpc_client import open_channel
 
 OPENAI_KEY = "sk-upstream-e2e"
 ANTHROPIC_KEY = "sk-ant-upstream-e2e"
@@ -62,3 +64,14 @@ def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> di
         env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
         env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
     return env
+
+
+async def new_account_key(service_env: dict[str, str], account: str) -> str:
+    """A key of a fresh account on a running stack, made the way `orqen keys create --account` makes one."""
+    async with open_channel(service_env["ORQEN_ACCOUNTING_ADDR"], service_env["ORQEN_INTERNAL_TOKEN"]) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
+        created = await stub.CreateApiKey(
+            accounting_pb2.CreateApiKeyRequest(account_id=found.id, name="e2e"), timeout=10
+        )
+    return created.plaintext

@@ -12,22 +12,8 @@ import httpx
 import openai
 import pytest
 
-from harness import ANTHROPIC_KEY, OPENAI_KEY
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from harness import ANTHROPIC_KEY, OPENAI_KEY, new_account_key
 from orqen_common.db import plain_postgres_url
-from orqen_common.grpc_client import open_channel
-
-
-async def new_account_key(stack: Any, account: str) -> str:
-    """A key of a fresh account, made the way `orqen keys create --account` makes one."""
-    env = stack.service_env
-    async with open_channel(env["ORQEN_ACCOUNTING_ADDR"], env["ORQEN_INTERNAL_TOKEN"]) as channel:
-        stub = accounting_pb2_grpc.AccountingStub(channel)
-        found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
-        created = await stub.CreateApiKey(
-            accounting_pb2.CreateApiKeyRequest(account_id=found.id, name="e2e"), timeout=10
-        )
-    return created.plaintext
 
 
 def http(stack: Any, key: str) -> httpx.AsyncClient:
@@ -36,13 +22,17 @@ def http(stack: Any, key: str) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def alice(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with http(stack, await new_account_key(stack, f"alice-{id(stack)}-{asyncio.get_running_loop().time()}")) as c:
+    async with http(
+        stack, await new_account_key(stack.service_env, f"alice-{id(stack)}-{asyncio.get_running_loop().time()}")
+    ) as c:
         yield c
 
 
 @pytest.fixture
 async def bob(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with http(stack, await new_account_key(stack, f"bob-{id(stack)}-{asyncio.get_running_loop().time()}")) as c:
+    async with http(
+        stack, await new_account_key(stack.service_env, f"bob-{id(stack)}-{asyncio.get_running_loop().time()}")
+    ) as c:
         yield c
 
 
