@@ -53,6 +53,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         REQUEST_COMPLETED,
         RequestIngest(Ledger(pool), load_catalogue()),
         batch=settings.ingest_batch,
+        ack_wait=settings.ingest_ack_wait_seconds,
     )
 
     async def verify(plaintext: str) -> Principal | None:

@@ -19,3 +19,6 @@ class AccountingSettings(ServiceSettings, DatabaseSettings, NatsSettings, RedisS
     )
     bootstrap_account: str = Field("default", description="Name of the account holding the bootstrap key.")
     ingest_batch: int = Field(500, description="Events written to Postgres per batch.")
+    ingest_ack_wait_seconds: float = Field(
+        30.0, description="How long a delivered, unacknowledged batch waits before NATS redelivers it."
+    )
