@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -14,6 +15,7 @@ from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.retention import Retention
 from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
@@ -56,6 +58,10 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         ack_wait=settings.ingest_ack_wait_seconds,
     )
 
+    background: list[Callable[[asyncio.Event], Awaitable[None]]] = [consumer.run]
+    if settings.request_retention_days:
+        background.append(Retention(pool, settings.request_retention_days).run)
+
     async def verify(plaintext: str) -> Principal | None:
         return await verify_api_key_locally(repo, plaintext)
 
@@ -68,7 +74,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         register=register,
         service_names=[accounting_pb2.DESCRIPTOR.services_by_name["Accounting"].full_name],
         verify_api_key=verify,
-        background=[consumer.run],
+        background=background,
     )
 
 

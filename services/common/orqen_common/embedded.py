@@ -330,10 +330,8 @@ def start_postgres(pgdata: Path, *, database: str = "orqen", port: int | None = 
         from pgserver.utils import PostmasterInfo
 
     running = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    if running is not None and running.is_running() and running.port:
-        port = running.port
-    else:
-        port = port or free_port()
+    adopted = running.port if running is not None and running.is_running() else None
+    port = adopted or port or free_port()
     try:
         # pgserver has no port option; postgres takes its default port from PGPORT. With a
         # unix socket only, the port just names the socket file (.s.PGSQL.<port>).

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2, usage_pb2
 from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.retention import Retention
 from orqen_common.catalogue import load_catalogue
 
 MIDNIGHT = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
@@ -290,3 +291,20 @@ async def test_one_account_never_sees_anothers_usage_sessions_or_tools(
         await refused(
             service.GetUsageSummary(usage_pb2.UsagePeriod(account_id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND
         )
+
+
+async def test_retention_deletes_old_rows_in_batches_and_keeps_the_rollups(
+    repo: AccountingRepository, record: Any, pool: asyncpg.Pool, connect: Any
+) -> None:
+    account_id = await new_account(repo)
+    old = [completed(account_id, day_offset=100, minute=i, session="old") for i in range(12)]
+    recent = [completed(account_id, day_offset=1, minute=i, session="recent") for i in range(3)]
+    await record(old + recent)
+    deleted = await Retention(pool, 90, batch=5).purge(dt.datetime.now(dt.UTC))
+    assert deleted == 12
+    assert await pool.fetchval("SELECT count(*) FROM requests") == 3
+    assert [r["session_id"] for r in await pool.fetch("SELECT session_id FROM sessions")] == ["recent"]
+    async with connect() as accounting:
+        daily = await accounting.GetUsageDaily(usage_pb2.UsagePeriod(account_id=account_id, days=120))
+    assert sum(d.totals.requests for d in daily.data) == 15  # the rollups still count what was deleted
+    assert await Retention(pool, 90, batch=5).purge(dt.datetime.now(dt.UTC)) == 0
