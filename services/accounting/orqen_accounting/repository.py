@@ -79,7 +79,8 @@ REQUEST_COLUMNS = (
     "model_used", "provider", "status", "error", "stream", "input_tokens", "output_tokens",
     "cached_input_tokens", "latency_ms", "upstream_ms", "ttft_ms", "tools_input",
     "tools_output", "routing", "created_at", "route_reason", "attempts", "trace", "tools_called",
-    "gateway_ms", "ctx_tokens_in", "ctx_tokens_out", "ctx_tokens_saved", "tool_tokens_saved", "tokens_saved",
+    "gateway_ms", "ctx_tokens_in", "ctx_tokens_out", "ctx_tokens_saved", "tool_tokens_in",
+    "tool_tokens_out", "tool_tokens_saved", "tokens_saved",
     "k", "k_reason", "cost_usd", "savings_usd",
 )  # fmt: skip
 

@@ -42,8 +42,7 @@ def _totals(row: asyncpg.Record) -> usage_pb2.UsageTotals:
     return usage_pb2.UsageTotals(**{f: row[f] for f in usage_pb2.UsageTotals.DESCRIPTOR.fields_by_name})
 
 
-def _percentiles(counts: Sequence[int] | None, total_ms: float, requests: int) -> usage_pb2.LatencyPercentiles:
-    counts = counts or []
+def _percentiles(counts: Sequence[int], total_ms: float, requests: int) -> usage_pb2.LatencyPercentiles:
     return usage_pb2.LatencyPercentiles(
         p50_ms=histogram.percentile(counts, 0.50),
         p95_ms=histogram.percentile(counts, 0.95),
@@ -103,16 +102,21 @@ class UsageStats:
     async def analytics_daily(self, account_id: str, days: int, today: dt.date) -> usage_pb2.AnalyticsDaily:
         """Success rate and latency percentiles of each day of the period, oldest first."""
         start, end = period(days, today)
+        args = (account_id, start, end)
         rows = await self._fetch(
             f"""
             SELECT day, sum(requests)::bigint AS requests, sum(errors)::bigint AS errors,
-                   sum(latency_ms_sum) AS latency_ms, sum_histograms(latency_histogram) AS histogram
+                   sum(latency_ms_sum) AS latency_ms
             FROM usage_daily WHERE {_PERIOD} GROUP BY day
             """,
-            account_id,
-            start,
-            end,
+            *args,
         )
+        buckets: dict[dt.date, list[tuple[int, int]]] = {}
+        for b in await self._fetch(
+            f"SELECT day, bucket, sum(requests)::bigint AS n FROM latency_daily WHERE {_PERIOD} GROUP BY day, bucket",
+            *args,
+        ):
+            buckets.setdefault(b["day"], []).append((b["bucket"], b["n"]))
         by_day = {r["day"]: r for r in rows}
         data = []
         for day in _days(start, end):
@@ -126,7 +130,7 @@ class UsageStats:
                     requests=row["requests"],
                     errors=row["errors"],
                     success_rate=(row["requests"] - row["errors"]) / row["requests"],
-                    latency=_percentiles(row["histogram"], row["latency_ms"], row["requests"]),
+                    latency=_percentiles(histogram.counts(buckets.get(day, [])), row["latency_ms"], row["requests"]),
                 )
             )
         return usage_pb2.AnalyticsDaily(days=days, data=data)
@@ -160,8 +164,7 @@ class UsageStats:
             f"""
             SELECT coalesce(sum(requests), 0)::bigint AS requests, coalesce(sum(latency_ms_sum), 0) AS latency_ms,
                    coalesce(sum(upstream_ms_sum), 0) AS upstream_ms, coalesce(sum(gateway_ms_sum), 0) AS gateway_ms,
-                   coalesce(sum(ttft_ms_sum), 0) AS ttft_ms, coalesce(sum(streamed), 0)::bigint AS streamed,
-                   sum_histograms(latency_histogram) AS histogram
+                   coalesce(sum(ttft_ms_sum), 0) AS ttft_ms, coalesce(sum(streamed), 0)::bigint AS streamed
             FROM usage_daily WHERE {_PERIOD}
             """,
             account_id,
@@ -169,11 +172,17 @@ class UsageStats:
             end,
         )
         assert row is not None
+        buckets = await self._fetch(
+            f"SELECT bucket, sum(requests)::bigint AS n FROM latency_daily WHERE {_PERIOD} GROUP BY bucket",
+            account_id,
+            start,
+            end,
+        )
         requests = row["requests"]
         return usage_pb2.LatencySummary(
             days=days,
             requests=requests,
-            latency=_percentiles(row["histogram"], row["latency_ms"], requests),
+            latency=_percentiles(histogram.counts((b["bucket"], b["n"]) for b in buckets), row["latency_ms"], requests),
             mean_upstream_ms=row["upstream_ms"] / requests if requests else 0.0,
             mean_gateway_ms=row["gateway_ms"] / requests if requests else 0.0,
             mean_ttft_ms=row["ttft_ms"] / row["streamed"] if row["streamed"] else 0.0,

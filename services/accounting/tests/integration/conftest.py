@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2_grpc, common_pb2, dispatch_pb2, events_pb2
 from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
-from orqen_accounting.ingest import entry_of
+from orqen_accounting.ingest import request_row
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.routing_stats import RoutingStats
@@ -49,7 +49,7 @@ def record(pool: asyncpg.Pool) -> Record:
     ledger = Ledger(pool)
 
     async def write(events: list[events_pb2.RequestCompleted]) -> int:
-        return await ledger.record([entry_of(e, load_catalogue()) for e in events])
+        return await ledger.record([request_row(e, load_catalogue()) for e in events])
 
     return write
 

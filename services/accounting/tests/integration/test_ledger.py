@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2, usage_pb2
+from orqen_accounting import histogram
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.retention import Retention
 from orqen_common.catalogue import load_catalogue
@@ -308,3 +309,11 @@ async def test_retention_deletes_old_rows_in_batches_and_keeps_the_rollups(
         daily = await accounting.GetUsageDaily(usage_pb2.UsagePeriod(account_id=account_id, days=120))
     assert sum(d.totals.requests for d in daily.data) == 15  # the rollups still count what was deleted
     assert await Retention(pool, 90, batch=5).purge(dt.datetime.now(dt.UTC)) == 0
+
+
+async def test_postgres_puts_latencies_in_the_same_buckets_as_the_histogram_module(pool: asyncpg.Pool) -> None:
+    samples = [0.0, 0.5, 1.0, 1.09, 2.0, 3.7, 99.9, 150.0, 1000.0, 65_432.1, 5e6]
+    found = await pool.fetch(
+        f"SELECT ms, {histogram.sql_bucket('ms')} AS b FROM unnest($1::float8[]) AS t(ms)", samples
+    )
+    assert [r["b"] for r in found] == [histogram.bucket_of(ms) for ms in samples]

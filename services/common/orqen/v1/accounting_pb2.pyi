@@ -700,6 +700,8 @@ class RequestRecord(_message.Message):
     CTX_TOKENS_IN_FIELD_NUMBER: _builtins.int
     CTX_TOKENS_OUT_FIELD_NUMBER: _builtins.int
     CTX_TOKENS_SAVED_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_IN_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_OUT_FIELD_NUMBER: _builtins.int
     TOOL_TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
@@ -734,8 +736,12 @@ class RequestRecord(_message.Message):
     """Context compression: tokens of the conversation before and after, and saved."""
     ctx_tokens_out: _builtins.int
     ctx_tokens_saved: _builtins.int
+    tool_tokens_in: _builtins.int
+    """Tool routing and schema compression: tokens of the tool definitions offered, forwarded
+    and kept out.
+    """
+    tool_tokens_out: _builtins.int
     tool_tokens_saved: _builtins.int
-    """Tool routing and schema compression: tokens of the tool definitions kept out."""
     tokens_saved: _builtins.int
     """ctx_tokens_saved + tool_tokens_saved."""
     k: _builtins.int
@@ -790,6 +796,8 @@ class RequestRecord(_message.Message):
         ctx_tokens_in: _builtins.int = ...,
         ctx_tokens_out: _builtins.int = ...,
         ctx_tokens_saved: _builtins.int = ...,
+        tool_tokens_in: _builtins.int = ...,
+        tool_tokens_out: _builtins.int = ...,
         tool_tokens_saved: _builtins.int = ...,
         tokens_saved: _builtins.int = ...,
         k: _builtins.int = ...,
@@ -799,7 +807,7 @@ class RequestRecord(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

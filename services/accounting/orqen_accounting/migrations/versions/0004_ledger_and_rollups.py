@@ -23,6 +23,8 @@ def upgrade() -> None:
             ADD COLUMN ctx_tokens_in bigint NOT NULL DEFAULT 0,
             ADD COLUMN ctx_tokens_out bigint NOT NULL DEFAULT 0,
             ADD COLUMN ctx_tokens_saved bigint NOT NULL DEFAULT 0,
+            ADD COLUMN tool_tokens_in bigint NOT NULL DEFAULT 0,
+            ADD COLUMN tool_tokens_out bigint NOT NULL DEFAULT 0,
             ADD COLUMN tool_tokens_saved bigint NOT NULL DEFAULT 0,
             ADD COLUMN tokens_saved bigint NOT NULL DEFAULT 0,
             ADD COLUMN k integer NOT NULL DEFAULT 0,
@@ -36,14 +38,6 @@ def upgrade() -> None:
         -- Retention deletes by age across accounts; rows arrive in time order, so a BRIN index
         -- finds them for almost nothing on ingest.
         CREATE INDEX requests_created_brin ON requests USING brin (created_at);
-
-        -- Element-wise sum of two latency histograms (orqen_accounting.histogram).
-        CREATE FUNCTION add_histograms(a bigint[], b bigint[]) RETURNS bigint[]
-        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-            SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY n)
-            FROM unnest(a, b) WITH ORDINALITY AS t(x, y, n)
-        $$;
-        CREATE AGGREGATE sum_histograms(bigint[]) (sfunc = add_histograms, stype = bigint[], initcond = '{}');
 
         CREATE TABLE usage_daily (
             account_id uuid NOT NULL,
@@ -71,8 +65,19 @@ def upgrade() -> None:
             gateway_ms_sum double precision NOT NULL,
             ttft_ms_sum double precision NOT NULL,
             streamed bigint NOT NULL,
-            latency_histogram bigint[] NOT NULL,
             PRIMARY KEY (account_id, day, provider, model, routing)
+        );
+        -- Latency histograms of the same groups (orqen_accounting.histogram): percentiles of any
+        -- period add up from them.
+        CREATE TABLE latency_daily (
+            account_id uuid NOT NULL,
+            day date NOT NULL,
+            provider text NOT NULL,
+            model text NOT NULL,
+            routing text NOT NULL,
+            bucket smallint NOT NULL,
+            requests bigint NOT NULL,
+            PRIMARY KEY (account_id, day, provider, model, routing, bucket)
         );
 
         CREATE TABLE sessions (
@@ -113,13 +118,13 @@ def downgrade() -> None:
         """
         DROP TABLE tool_usage_daily;
         DROP TABLE sessions;
+        DROP TABLE latency_daily;
         DROP TABLE usage_daily;
-        DROP AGGREGATE sum_histograms(bigint[]);
-        DROP FUNCTION add_histograms(bigint[], bigint[]);
         DROP INDEX requests_created_brin;
         DROP INDEX requests_account_session;
         ALTER TABLE requests DROP COLUMN savings_usd, DROP COLUMN cost_usd, DROP COLUMN k_reason, DROP COLUMN k,
-            DROP COLUMN tokens_saved, DROP COLUMN tool_tokens_saved, DROP COLUMN ctx_tokens_saved,
+            DROP COLUMN tokens_saved, DROP COLUMN tool_tokens_saved, DROP COLUMN tool_tokens_out,
+            DROP COLUMN tool_tokens_in, DROP COLUMN ctx_tokens_saved,
             DROP COLUMN ctx_tokens_out, DROP COLUMN ctx_tokens_in, DROP COLUMN gateway_ms;
         """
     )
