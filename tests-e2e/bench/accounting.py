@@ -3,11 +3,13 @@
 Starts the whole stack (`make up`'s way; Postgres, Redis and NATS embedded unless ORQEN_TEST_*_URL
 are set) and measures, with the real services:
 
-1. ingest: request events published to JetStream as fast as one client can, consumed by the
-   accounting service (and, as in production, by billing too) into Postgres. The rate is
-   events / (last row written - first event published); zero loss and zero doubles are checked
-   by counting the rows and the rollups exactly.
-2. reads: 1,000,000 request rows for one account (written through the ledger's own batch path,
+1. ingest, backlog: request events already in JetStream, drained by an accounting service
+   process of its own (the stack's services are idle meanwhile): events / (last row written -
+   first row written), the service's sustained rate with the two cores to itself and Postgres.
+2. ingest, live: events published as fast as one client can while the stack's accounting and
+   billing consume them, all on the same two cores: events / (last row - first publish).
+   Both runs check zero loss and zero doubles by counting the rows and the rollups exactly.
+3. reads: 1,000,000 request rows for one account (written through the ledger's own batch path,
    spread over 60 days with their rollups and sessions), then p50/p95/p99 of account API calls
    through the edge with the account's API key, one at a time.
 """
@@ -19,6 +21,7 @@ import asyncio
 import datetime as dt
 import os
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +33,7 @@ import nats
 from bench.latency import percentile
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from fakes.serve import free_port
 from harness import stack_env
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_accounting.ingest import request_row
@@ -103,14 +107,12 @@ async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
     return int(await pool.fetchval(sql, *args) or 0)
 
 
-async def bench_ingest(pool: asyncpg.Pool, env: dict[str, str], events: int) -> None:
-    account_id = str(uuid.uuid4())
-    rng = random.Random(1)
-    now = dt.datetime.now(dt.UTC)
-    payloads = [
-        (e.context.request_id, e.SerializeToString()) for e in (event(account_id, now, rng) for _ in range(events))
-    ]
-    names = EventNames(env["ORQEN_NATS_PREFIX"])
+async def publish(env: dict[str, str], prefix: str, account_id: str, events: int) -> float:
+    """Publish `events` request events of the account under `prefix`; returns when the first was sent."""
+    rng, now = random.Random(1), dt.datetime.now(dt.UTC)
+    batch = [event(account_id, now, rng) for _ in range(events)]
+    payloads = [(e.context.request_id, e.SerializeToString()) for e in batch]
+    names = EventNames(prefix)
     nc = await nats.connect(env["ORQEN_NATS_URL"])
     js = nc.jetstream()
     await ensure_stream(js, names)
@@ -120,22 +122,57 @@ async def bench_ingest(pool: asyncpg.Pool, env: dict[str, str], events: int) -> 
         await asyncio.gather(
             *(js.publish(subject, data, headers={"Nats-Msg-Id": rid}) for rid, data in payloads[i : i + 1000])
         )
-    published = time.perf_counter() - started
+    print(f"  {events:,} events published in {time.perf_counter() - started:.1f} s by one client")
     await nc.close()
+    return started
+
+
+async def stored(pool: asyncpg.Pool, account_id: str, events: int, since: float | None = None) -> None:
+    """Wait until every event is a row; print the rate (from `since`, or from the first row seen) and the check."""
     where = (uuid.UUID(account_id),)
-    while await count(pool, "SELECT count(*) FROM requests WHERE account_id = $1", *where) < events:  # noqa: ASYNC110
+    sql = "SELECT count(*) FROM requests WHERE account_id = $1"
+    first_rows = 0
+    while since is None:
+        first_rows = await count(pool, sql, *where)
+        if first_rows:
+            since = time.perf_counter()
+        await asyncio.sleep(0.01)
+    while await count(pool, sql, *where) < events:  # noqa: ASYNC110
         await asyncio.sleep(0.02)  # polling the database is what is measured
-    elapsed = time.perf_counter() - started
-    await asyncio.sleep(2.0)  # a redelivered or doubled event would land now
-    rows = await count(pool, "SELECT count(*) FROM requests WHERE account_id = $1", *where)
+    elapsed = time.perf_counter() - since
+    await asyncio.sleep(3.0)  # a redelivered or doubled event would land now
+    rows = await count(pool, sql, *where)
     rolled = await count(pool, "SELECT sum(requests) FROM usage_daily WHERE account_id = $1", *where)
     sessions = await count(pool, "SELECT sum(requests) FROM sessions WHERE account_id = $1", *where)
     verdict = "zero loss, zero doubles" if rows == rolled == sessions == events else "MISMATCH"
-    print(f"ingest: {events} events published in {published:.1f} s ({events / published:,.0f}/s by one client)")
-    print(
-        f"ingest: {events} events stored in {elapsed:.1f} s = {events / elapsed:,.0f} events/s into Postgres; "
-        f"rows {rows}, counted in rollups {rolled}, in sessions {sessions}: {verdict}"
+    rate = (events - first_rows) / elapsed
+    print(f"  {events - first_rows:,} events stored in {elapsed:.1f} s = {rate:,.0f} events/s into Postgres")
+    print(f"  rows {rows:,}, counted in rollups {rolled:,} and in sessions {sessions:,}: {verdict}")
+
+
+async def bench_ingest(pool: asyncpg.Pool, env: dict[str, str], events: int) -> None:
+    print("ingest, backlog drained by one accounting process:")
+    prefix, account_id = f"ingest{os.getpid()}", str(uuid.uuid4())
+    await publish(env, prefix, account_id, events)
+    service = {**env, "ORQEN_NATS_PREFIX": prefix, "ORQEN_METRICS_PORT": "0"}
+    service["ORQEN_ACCOUNTING_ADDR"] = f"127.0.0.1:{free_port()}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orqen_accounting",
+        env=service,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
+    try:
+        await stored(pool, account_id, events)
+    finally:
+        process.terminate()
+        await process.wait()
+    print("ingest, live: one client publishing while the stack's accounting and billing consume:")
+    account_id = str(uuid.uuid4())
+    started = await publish(env, env["ORQEN_NATS_PREFIX"], account_id, events)
+    await stored(pool, account_id, events, since=started)
 
 
 async def seed(pool: asyncpg.Pool, account_id: str, rows: int) -> None:
