@@ -31,6 +31,11 @@ async def _ask(call: Callable[..., Awaitable[M]], request: Message) -> M:
         return await call(request, timeout=10)
 
 
+async def _over_days(call: Callable[..., Awaitable[M]], principal: Principal, days: int) -> M:
+    """Ask accounting about the caller's account over the last `days` days."""
+    return await _ask(call, usage_pb2.UsagePeriod(account_id=principal.account_id, days=days))
+
+
 def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     return {**head, **plain(totals)}
 
@@ -51,8 +56,7 @@ async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDepen
 async def usage_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    period = usage_pb2.UsagePeriod(account_id=principal.account_id, days=days)
-    found = await _ask(runtime.downstream.accounting.GetUsageDaily, period)
+    found = await _over_days(runtime.downstream.accounting.GetUsageDaily, principal, days)
     return {"object": "list", "days": found.days, "data": [_flat(d.totals, date=d.date) for d in found.data]}
 
 
@@ -63,8 +67,7 @@ async def usage_daily(
 async def analytics_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    period = usage_pb2.UsagePeriod(account_id=principal.account_id, days=days)
-    found = await _ask(runtime.downstream.accounting.GetAnalyticsDaily, period)
+    found = await _over_days(runtime.downstream.accounting.GetAnalyticsDaily, principal, days)
     return {"object": "list", "days": found.days, "data": [plain(d) for d in found.data]}
 
 
@@ -75,8 +78,7 @@ async def analytics_daily(
 async def analytics_savings(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    period = usage_pb2.UsagePeriod(account_id=principal.account_id, days=days)
-    found = await _ask(runtime.downstream.accounting.GetSavings, period)
+    found = await _over_days(runtime.downstream.accounting.GetSavings, principal, days)
     return _flat(
         found.totals,
         days=found.days,
@@ -92,8 +94,7 @@ async def analytics_savings(
 async def analytics_latency(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    period = usage_pb2.UsagePeriod(account_id=principal.account_id, days=days)
-    return plain(await _ask(runtime.downstream.accounting.GetLatency, period))
+    return plain(await _over_days(runtime.downstream.accounting.GetLatency, principal, days))
 
 
 @get(
@@ -103,8 +104,7 @@ async def analytics_latency(
 async def optimization_stats(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    period = usage_pb2.UsagePeriod(account_id=principal.account_id, days=days)
-    return plain(await _ask(runtime.downstream.accounting.GetOptimizationStats, period))
+    return plain(await _over_days(runtime.downstream.accounting.GetOptimizationStats, principal, days))
 
 
 @get(["/v1/account/tools/health", "/v1/tools/health"], summary="Per tool: offered, forwarded, called, errors")
