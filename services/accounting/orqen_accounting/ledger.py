@@ -5,7 +5,7 @@ table, moved into `requests` with ON CONFLICT (request_id) DO NOTHING, and only 
 insert returns (the new ones) are added to the daily rollups, the latency histograms, the
 sessions and the tool counts, aggregated by Postgres. A redelivered event therefore changes
 nothing, whether it arrives in the same batch, a later one, or after a crash between commit
-and ack. Rollup rows are written in key order, so concurrent replicas lock them in one order.
+and ack. Rows are written in key order, so concurrent replicas lock them in one order.
 """
 
 from __future__ import annotations
@@ -83,9 +83,15 @@ def _upsert(table: str, keys: str, values: dict[str, str], source: str, merge: d
     """
 
 
+_USAGE = _upsert("usage_daily", _GROUP, _USAGE_VALUES, "counted")
+_LATENCY = _upsert("latency_daily", _GROUP + ", bucket", {"requests": "count(*)"}, "counted")
+_SESSIONS = _upsert(
+    "sessions", "account_id, session_id", _SESSION_VALUES, "counted WHERE session_id <> ''", _SESSION_MERGE
+)
+_TOOLS = _upsert("tool_usage_daily", "account_id, day, tool", _TOOL_VALUES, "per_tool")
 _RECORD = f"""
     WITH new AS (
-        INSERT INTO requests ({_COLUMNS}) SELECT {_COLUMNS} FROM requests_incoming
+        INSERT INTO requests ({_COLUMNS}) SELECT {_COLUMNS} FROM requests_incoming ORDER BY request_id
         ON CONFLICT (request_id) DO NOTHING RETURNING request_id
     ), counted AS (
         SELECT i.*, (i.created_at AT TIME ZONE 'UTC')::date AS day, i.status >= 400 AS failed,
@@ -97,12 +103,10 @@ _RECORD = f"""
                t.tool = ANY(c.tools_offered) AS offered, t.tool = ANY(c.tools_forwarded) AS forwarded,
                t.tool = ANY(c.tools_called) AS called
         FROM counted c, LATERAL (SELECT DISTINCT unnest(c.tools_offered || c.tools_called) AS tool) t
-    ), usage AS ({_upsert("usage_daily", _GROUP, _USAGE_VALUES, "counted")}
-    ), latency AS ({_upsert("latency_daily", _GROUP + ", bucket", {"requests": "count(*)"}, "counted")}
-    ), session AS ({
-    _upsert("sessions", "account_id, session_id", _SESSION_VALUES, "counted WHERE session_id <> ''", _SESSION_MERGE)
-}
-    ), tool AS ({_upsert("tool_usage_daily", "account_id, day, tool", _TOOL_VALUES, "per_tool")}
+    ), usage AS ({_USAGE}
+    ), latency AS ({_LATENCY}
+    ), session AS ({_SESSIONS}
+    ), tool AS ({_TOOLS}
     )
     SELECT count(*) FROM new
 """
