@@ -250,7 +250,9 @@ def _strip_tool(tool: Any) -> Any:
 
 
 def _dispatch_request(call: ChatCall, chat: dict[str, Any]) -> dispatch_pb2.CompleteRequest:
-    return dispatch_pb2.CompleteRequest(context=call.context, chat_json=forwardable(chat), credentials=call.credentials)
+    return dispatch_pb2.CompleteRequest(
+        context=call.context, chat_json=forwardable(chat), credentials=call.credentials, tool_routing=call.trace
+    )
 
 
 async def complete(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
