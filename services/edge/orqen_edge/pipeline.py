@@ -124,7 +124,7 @@ class ChatCall:
             out["x-orqen-tools-input"] = str(stats.tools_input)
             out["x-orqen-tools-output"] = str(stats.tools_output)
             out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
-            if stats.routing and stats.routing != "passthrough":
+            if stats.routing:  # "passthrough" too: whoever reads the header learns nothing was pruned, and why not
                 out["x-orqen-routing"] = stats.routing
         if stats.context_compressed:
             out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
