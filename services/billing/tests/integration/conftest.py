@@ -1,0 +1,110 @@
+"""A real billing gRPC server on the test's database, in local mode or against the Stripe fake."""
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+
+from fakes.stripe_api import PRO_PRICE_ID, SECRET_KEY, StripeFake
+from orqen.v1 import billing_pb2_grpc
+from orqen_billing.__main__ import MIGRATIONS, SCHEMA, stripe_parts
+from orqen_billing.servicer import BillingServicer
+from orqen_billing.settings import BillingSettings
+from orqen_common.context import Principal
+from orqen_common.db import create_pool
+from orqen_common.grpc_client import open_channel
+from orqen_common.grpc_server import ServerInterceptor
+from orqen_common.migrations import upgrade_to_head
+
+INTERNAL_TOKEN = "internal"
+WEBHOOK_SECRET = "whsec_orqen_test"
+ACCOUNT = "5f0a4b3e-8e6e-4c1e-9a51-2f3f7d7a9c10"
+OTHER_ACCOUNT = "0c6e1f0e-3f52-4a5e-8d0b-6a1b2c3d4e5f"
+# An API key of ACCOUNT, as accounting would verify it.
+ACCOUNT_KEY = "sk-orq-billing-test-key"
+
+Connect = Callable[..., AbstractAsyncContextManager[billing_pb2_grpc.BillingStub]]
+
+
+@pytest.fixture(scope="session")
+def stripe_fake() -> Iterator[StripeFake]:
+    with StripeFake() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def pool(orqen_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    upgrade_to_head(orqen_database_url, SCHEMA, MIGRATIONS)
+    pool = await create_pool(orqen_database_url, 4, SCHEMA)
+    yield pool
+    await pool.close()
+
+
+def billing_settings(monkeypatch: pytest.MonkeyPatch, stripe_url: str | None) -> BillingSettings:
+    """Settings as the service reads them from its environment; Stripe only with `stripe_url`."""
+    plans = {
+        "free": {"base_cents": 0, "included_tokens": 1000, "overage_cents_per_million": 0},
+        "pro": {
+            "base_cents": 4900,
+            "included_tokens": 1_000_000,
+            "overage_cents_per_million": 200,
+            "stripe_price_id": PRO_PRICE_ID,
+        },
+    }
+    monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", INTERNAL_TOKEN)
+    monkeypatch.setenv("ORQEN_PLANS", json.dumps(plans))
+    monkeypatch.setenv("ORQEN_DASHBOARD_URL", "https://orqen.test/dashboard")
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "ORQEN_STRIPE_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    if stripe_url is not None:
+        monkeypatch.setenv("STRIPE_SECRET_KEY", SECRET_KEY)
+        monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        monkeypatch.setenv("ORQEN_STRIPE_API_BASE", stripe_url)
+    return BillingSettings()  # type: ignore[call-arg]
+
+
+async def _verify(key: str) -> Principal | None:
+    return Principal(kind="api_key", account_id=ACCOUNT, api_key_id="k1") if key == ACCOUNT_KEY else None
+
+
+@pytest.fixture
+async def serve_billing(pool: asyncpg.Pool) -> AsyncIterator[Callable[[BillingSettings], Awaitable[Connect]]]:
+    """serve_billing(settings): a billing server (auth interceptor included); returns `connect(token=None)`."""
+    servers: list[grpc.aio.Server] = []
+
+    async def serve(settings: BillingSettings) -> Connect:
+        server = grpc.aio.server(interceptors=[ServerInterceptor("billing", INTERNAL_TOKEN, _verify)])
+        billing_pb2_grpc.add_BillingServicer_to_server(
+            BillingServicer(pool, settings, *stripe_parts(settings, pool)), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+
+        @asynccontextmanager
+        async def connect(token: str | None = None) -> AsyncIterator[billing_pb2_grpc.BillingStub]:
+            async with open_channel(f"127.0.0.1:{port}", token or INTERNAL_TOKEN) as channel:
+                yield billing_pb2_grpc.BillingStub(channel)
+
+        return connect
+
+    yield serve
+    for server in servers:
+        await server.stop(None)
+
+
+@pytest.fixture
+def refused() -> Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]:
+    """`await refused(call, code)`: the call must fail with `code`; returns the error's details."""
+
+    async def check(call: Awaitable[Any], code: grpc.StatusCode) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call
+        assert failed.value.code() == code, failed.value.details()
+        return failed.value.details() or ""
+
+    return check
