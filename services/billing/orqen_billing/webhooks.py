@@ -27,7 +27,8 @@ log = structlog.get_logger(__name__)
 SUBSCRIPTION_EVENTS = frozenset(
     {"customer.subscription.created", "customer.subscription.updated", "customer.subscription.deleted"}
 )
-INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_failed"})
+# invoice.payment_succeeded is the older name of invoice.paid; Stripe still sends both.
+INVOICE_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed"})
 
 
 @dataclass(frozen=True, slots=True)
