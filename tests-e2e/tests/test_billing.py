@@ -15,9 +15,12 @@ import asyncpg
 import httpx
 import pytest
 
+from fakes.stripe_api import SECRET_KEY
+from harness import STRIPE_WEBHOOK_SECRET
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.db import plain_postgres_url
 from orqen_common.grpc_client import open_channel
+from orqen_common.home import Home
 
 PASSWORD = "an e2e owner's long password"
 
@@ -147,3 +150,9 @@ async def test_an_owner_upgrades_to_pro_and_stripe_moves_the_subscription(stack:
         assert (await browser.get("/v1/dashboard/session")).status_code == 401
         # The key still works for what keys may do.
         assert (await script.get("/v1/account/billing")).status_code == 200
+
+    # Neither Stripe's secrets nor the owner's password ever reach a log line.
+    logs = [path.read_text(errors="replace") for path in Home(stack.home).logs_dir.glob("*.log")]
+    assert any("stripe event processed" in text for text in logs)
+    for secret in (SECRET_KEY, STRIPE_WEBHOOK_SECRET, PASSWORD):
+        assert not any(secret in text for text in logs)

@@ -66,7 +66,7 @@ def stripe_parts(settings: BillingSettings, pool: asyncpg.Pool) -> tuple[StripeB
         log.info("billing in local mode: no STRIPE_SECRET_KEY, the Stripe endpoints answer 501")
         return None, None
     store = SubscriptionStore(pool)
-    webhooks = WebhookHandler(settings, store) if settings.stripe_webhook_secret is not None else None
+    webhooks = WebhookHandler(settings, store) if settings.webhooks_enabled else None
     if webhooks is None:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks answer 501")
     log.info("billing with Stripe", api_base=settings.stripe_api_base)

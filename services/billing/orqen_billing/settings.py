@@ -68,9 +68,18 @@ class BillingSettings(ServiceSettings, DatabaseSettings, NatsSettings, RedisSett
 
     @property
     def stripe_enabled(self) -> bool:
-        """False in local mode."""
-        return self.stripe_secret_key is not None and bool(self.stripe_secret_key.get_secret_value())
+        """False in local mode (STRIPE_SECRET_KEY unset or empty)."""
+        return _is_set(self.stripe_secret_key)
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return self.stripe_enabled and _is_set(self.stripe_webhook_secret)
 
     def tier_of_price(self, price_id: str) -> str | None:
         """The tier billed with this Stripe Price, if any."""
         return next((tier for tier, plan in self.plans.items() if price_id and plan.stripe_price_id == price_id), None)
+
+
+def _is_set(secret: SecretStr | None) -> bool:
+    """Set and not empty: compose files pass unset variables as empty strings."""
+    return secret is not None and bool(secret.get_secret_value())
