@@ -1,15 +1,14 @@
 """A real billing gRPC server on the test's database, in local mode or against the Stripe fake."""
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 
-from fakes.stripe_api import PRO_PRICE_ID, SECRET_KEY, StripeFake
+from fakes.stripe_api import StripeFake
+from harness import billing_env
 from orqen.v1 import billing_pb2_grpc
 from orqen_billing.__main__ import MIGRATIONS, SCHEMA, stripe_parts
 from orqen_billing.servicer import BillingServicer
@@ -21,7 +20,6 @@ from orqen_common.grpc_server import ServerInterceptor
 from orqen_common.migrations import upgrade_to_head
 
 INTERNAL_TOKEN = "internal"
-WEBHOOK_SECRET = "whsec_orqen_test"
 ACCOUNT = "5f0a4b3e-8e6e-4c1e-9a51-2f3f7d7a9c10"
 OTHER_ACCOUNT = "0c6e1f0e-3f52-4a5e-8d0b-6a1b2c3d4e5f"
 # An API key of ACCOUNT, as accounting would verify it.
@@ -46,24 +44,15 @@ async def pool(orqen_database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 def billing_settings(monkeypatch: pytest.MonkeyPatch, stripe_url: str | None) -> BillingSettings:
     """Settings as the service reads them from its environment; Stripe only with `stripe_url`."""
-    plans = {
-        "free": {"base_cents": 0, "included_tokens": 1000, "overage_cents_per_million": 0},
-        "pro": {
-            "base_cents": 4900,
-            "included_tokens": 1_000_000,
-            "overage_cents_per_million": 200,
-            "stripe_price_id": PRO_PRICE_ID,
-        },
-    }
     monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", INTERNAL_TOKEN)
-    monkeypatch.setenv("ORQEN_PLANS", json.dumps(plans))
     monkeypatch.setenv("ORQEN_DASHBOARD_URL", "https://orqen.test/dashboard")
+    env = billing_env(stripe_url or "http://stripe.invalid")
+    if stripe_url is None:
+        env = {"ORQEN_PLANS": env["ORQEN_PLANS"]}  # local mode: the plans, no Stripe
     for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "ORQEN_STRIPE_API_BASE"):
         monkeypatch.delenv(name, raising=False)
-    if stripe_url is not None:
-        monkeypatch.setenv("STRIPE_SECRET_KEY", SECRET_KEY)
-        monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        monkeypatch.setenv("ORQEN_STRIPE_API_BASE", stripe_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     return BillingSettings()  # type: ignore[call-arg]
 
 
@@ -95,16 +84,3 @@ async def serve_billing(pool: asyncpg.Pool) -> AsyncIterator[Callable[[BillingSe
     yield serve
     for server in servers:
         await server.stop(None)
-
-
-@pytest.fixture
-def refused() -> Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]:
-    """`await refused(call, code)`: the call must fail with `code`; returns the error's details."""
-
-    async def check(call: Awaitable[Any], code: grpc.StatusCode) -> str:
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await call
-        assert failed.value.code() == code, failed.value.details()
-        return failed.value.details() or ""
-
-    return check

@@ -30,7 +30,11 @@ async def _row(pool: asyncpg.Pool, account_id: str = ACCOUNT) -> dict[str, Any]:
 
 
 async def test_checkout_then_sync_upgrades_to_pro_and_the_portal_opens(
-    serve_billing: Serve, stripe_fake: StripeFake, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, refused: Refused
+    serve_billing: Serve,
+    stripe_fake: StripeFake,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    orqen_refused: Refused,
 ) -> None:
     connect = await serve_billing(billing_settings(monkeypatch, stripe_fake.url))
     async with connect() as stub:
@@ -43,13 +47,13 @@ async def test_checkout_then_sync_upgrades_to_pro_and_the_portal_opens(
         assert row["tier"] == "free" and row["stripe_customer_id"].startswith("cus_")
 
         # The browser comes back before paying: nothing to sync yet.
-        await refused(
+        await orqen_refused(
             stub.SyncCheckout(billing_pb2.SyncCheckoutRequest(account_id=ACCOUNT, session_id=checkout.id)),
             grpc.StatusCode.FAILED_PRECONDITION,
         )
         stripe_fake.complete_checkout(checkout.id)
         # Another account cannot claim the session.
-        await refused(
+        await orqen_refused(
             stub.SyncCheckout(billing_pb2.SyncCheckoutRequest(account_id=OTHER_ACCOUNT, session_id=checkout.id)),
             grpc.StatusCode.NOT_FOUND,
         )
@@ -61,7 +65,7 @@ async def test_checkout_then_sync_upgrades_to_pro_and_the_portal_opens(
         assert (row["tier"], row["status"], row["price_id"]) == ("pro", "active", PRO_PRICE_ID)
         assert row["stripe_subscription_id"].startswith("sub_")
 
-        again = await refused(
+        again = await orqen_refused(
             stub.CreateCheckout(billing_pb2.CreateCheckoutRequest(account_id=ACCOUNT)),
             grpc.StatusCode.FAILED_PRECONDITION,
         )
@@ -78,21 +82,25 @@ async def test_checkout_then_sync_upgrades_to_pro_and_the_portal_opens(
 
 
 async def test_portal_and_sync_without_a_stripe_customer(
-    serve_billing: Serve, stripe_fake: StripeFake, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, refused: Refused
+    serve_billing: Serve,
+    stripe_fake: StripeFake,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    orqen_refused: Refused,
 ) -> None:
     connect = await serve_billing(billing_settings(monkeypatch, stripe_fake.url))
     async with connect() as stub:
-        detail = await refused(
+        detail = await orqen_refused(
             stub.CreatePortal(billing_pb2.CreatePortalRequest(account_id=ACCOUNT)), grpc.StatusCode.FAILED_PRECONDITION
         )
         assert "Checkout first" in detail
         synced = await stub.SyncSubscription(billing_pb2.GetBillingRequest(account_id=ACCOUNT))
         assert synced.tier == "free"
-        await refused(
+        await orqen_refused(
             stub.SyncCheckout(billing_pb2.SyncCheckoutRequest(account_id=ACCOUNT, session_id="cs_test_unknown")),
             grpc.StatusCode.NOT_FOUND,
         )
-        await refused(
+        await orqen_refused(
             stub.SyncCheckout(billing_pb2.SyncCheckoutRequest(account_id=ACCOUNT, session_id="sub_not_a_session")),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
@@ -100,7 +108,7 @@ async def test_portal_and_sync_without_a_stripe_customer(
 
 
 async def test_stripe_calls_are_refused_to_api_keys(
-    serve_billing: Serve, stripe_fake: StripeFake, monkeypatch: pytest.MonkeyPatch, refused: Refused
+    serve_billing: Serve, stripe_fake: StripeFake, monkeypatch: pytest.MonkeyPatch, orqen_refused: Refused
 ) -> None:
     connect = await serve_billing(billing_settings(monkeypatch, stripe_fake.url))
     async with connect(ACCOUNT_KEY) as stub:
@@ -111,15 +119,15 @@ async def test_stripe_calls_are_refused_to_api_keys(
             stub.SyncSubscription(billing_pb2.GetBillingRequest(account_id=ACCOUNT)),
             stub.HandleWebhook(billing_pb2.WebhookDelivery(payload=b"{}", signature="")),
         ):
-            await refused(call, grpc.StatusCode.PERMISSION_DENIED)
+            await orqen_refused(call, grpc.StatusCode.PERMISSION_DENIED)
 
 
 async def test_stripe_unreachable_is_a_503_kind_of_error(
-    serve_billing: Serve, monkeypatch: pytest.MonkeyPatch, pool: asyncpg.Pool, refused: Refused
+    serve_billing: Serve, monkeypatch: pytest.MonkeyPatch, pool: asyncpg.Pool, orqen_refused: Refused
 ) -> None:
     connect = await serve_billing(billing_settings(monkeypatch, "http://127.0.0.1:9"))
     async with connect() as stub:
-        detail = await refused(
+        detail = await orqen_refused(
             stub.CreateCheckout(billing_pb2.CreateCheckoutRequest(account_id=ACCOUNT)), grpc.StatusCode.UNAVAILABLE
         )
     assert "Stripe is unavailable" in detail and "sk_test" not in detail
@@ -127,12 +135,12 @@ async def test_stripe_unreachable_is_a_503_kind_of_error(
 
 
 async def test_local_mode_answers_unimplemented_and_still_projects(
-    serve_billing: Serve, monkeypatch: pytest.MonkeyPatch, refused: Refused
+    serve_billing: Serve, monkeypatch: pytest.MonkeyPatch, orqen_refused: Refused
 ) -> None:
     connect = await serve_billing(billing_settings(monkeypatch, None))
     async with connect() as stub:
         status = await stub.GetBilling(billing_pb2.GetBillingRequest(account_id=ACCOUNT))
-        assert (status.tier, status.stripe_enabled, status.included_tokens) == ("free", False, 1000)
+        assert (status.tier, status.stripe_enabled, status.included_tokens) == ("free", False, 1_000_000)
         for call in (
             stub.CreateCheckout(billing_pb2.CreateCheckoutRequest(account_id=ACCOUNT)),
             stub.CreatePortal(billing_pb2.CreatePortalRequest(account_id=ACCOUNT)),
@@ -140,4 +148,4 @@ async def test_local_mode_answers_unimplemented_and_still_projects(
             stub.SyncSubscription(billing_pb2.GetBillingRequest(account_id=ACCOUNT)),
             stub.HandleWebhook(billing_pb2.WebhookDelivery(payload=b"{}", signature="t=1,v1=x")),
         ):
-            assert "STRIPE_SECRET_KEY" in await refused(call, grpc.StatusCode.UNIMPLEMENTED)
+            assert "STRIPE_SECRET_KEY" in await orqen_refused(call, grpc.StatusCode.UNIMPLEMENTED)

@@ -11,10 +11,11 @@ import pytest
 import stripe
 
 from fakes.stripe_api import PRO_PRICE_ID, StripeFake
+from harness import STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET
 from orqen.v1 import billing_pb2, billing_pb2_grpc
 from orqen_billing.settings import BillingSettings
 
-from .conftest import ACCOUNT, WEBHOOK_SECRET, Connect, billing_settings
+from .conftest import ACCOUNT, Connect, billing_settings
 
 Refused = Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]
 Serve = Callable[[BillingSettings], Awaitable[Connect]]
@@ -121,7 +122,7 @@ async def test_bad_or_stale_signatures_change_nothing(
     stripe_fake: StripeFake,
     pool: asyncpg.Pool,
     monkeypatch: pytest.MonkeyPatch,
-    refused: Refused,
+    orqen_refused: Refused,
 ) -> None:
     connect = await serve_billing(billing_settings(monkeypatch, stripe_fake.url))
     payload = _event("evt_bad", "customer.subscription.created", _subscription("active"), int(time.time()))
@@ -134,8 +135,8 @@ async def test_bad_or_stale_signatures_change_nothing(
             (payload, ""),
             (payload, "garbage"),
         ):
-            detail = await refused(_deliver(stub, body, signature), grpc.StatusCode.INVALID_ARGUMENT)
+            detail = await orqen_refused(_deliver(stub, body, signature), grpc.StatusCode.INVALID_ARGUMENT)
             assert "signature" in detail
         not_an_event = b'{"hello": "world"}'
-        await refused(_deliver(stub, not_an_event, _signed(not_an_event)), grpc.StatusCode.INVALID_ARGUMENT)
+        await orqen_refused(_deliver(stub, not_an_event, _signed(not_an_event)), grpc.StatusCode.INVALID_ARGUMENT)
     assert await _state(pool) == (None, None, 0)

@@ -1,7 +1,6 @@
 """Dashboard sessions and the billing endpoints: the real edge app over real accounting and billing
 gRPC servers (real Postgres, Redis), billing either in local mode or on the Stripe fake."""
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -15,7 +14,9 @@ import pytest
 import stripe
 from redis.asyncio import Redis
 
-from fakes.stripe_api import PRO_PRICE_ID, SECRET_KEY, StripeFake
+from fakes.stripe_api import StripeFake
+from harness import STRIPE_WEBHOOK_SECRET as WEBHOOK_SECRET
+from harness import billing_env
 from orqen.v1 import accounting_pb2_grpc, billing_pb2_grpc
 from orqen_accounting.__main__ import MIGRATIONS as ACCOUNTING_MIGRATIONS
 from orqen_accounting.owners import OwnerRepository
@@ -37,7 +38,6 @@ from orqen_edge.settings import EdgeSettings
 
 TOKEN = "internal"
 EMAIL, PASSWORD = "owner@acme.test", "correct horse battery staple"
-WEBHOOK_SECRET = "whsec_edge_test"
 JSON = {"content-type": "application/json"}
 
 
@@ -92,17 +92,10 @@ async def start_edge(
             return await verify_api_key_locally(repo, plaintext)
 
         monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", TOKEN)
-        plans = {
-            "free": {"base_cents": 0, "included_tokens": 1000, "overage_cents_per_million": 0},
-            "pro": {"base_cents": 4900, "included_tokens": 10**6, "overage_cents_per_million": 200,
-                    "stripe_price_id": PRO_PRICE_ID},
-        }  # fmt: skip
-        monkeypatch.setenv("ORQEN_PLANS", json.dumps(plans))
         monkeypatch.delenv("STRIPE_SECRET_KEY", raising=False)
-        if stripe_url:
-            monkeypatch.setenv("STRIPE_SECRET_KEY", SECRET_KEY)
-            monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            monkeypatch.setenv("ORQEN_STRIPE_API_BASE", stripe_url)
+        for name, value in billing_env(stripe_url or "http://stripe.invalid").items():
+            if stripe_url or name == "ORQEN_PLANS":  # local mode: the plans, no Stripe
+                monkeypatch.setenv(name, value)
         billing_settings = BillingSettings()  # type: ignore[call-arg]
         addrs = {}
         for name, add in (
