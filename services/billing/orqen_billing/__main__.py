@@ -41,7 +41,7 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
         settings.nats_url, EventNames(settings.nats_prefix), "billing", REQUEST_COMPLETED, UsageMeter(pool)
     )
 
-    servicer = BillingServicer(pool, settings, *stripe_parts(settings, pool))
+    servicer = BillingServicer(pool, settings, *stripe_parts(settings, pool, stack))
 
     def register(server: grpc.aio.Server) -> None:
         billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
@@ -60,8 +60,13 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
     )
 
 
-def stripe_parts(settings: BillingSettings, pool: asyncpg.Pool) -> tuple[StripeBilling | None, WebhookHandler | None]:
-    """Checkout/portal/sync and the webhook handler; None where the Stripe secrets are not configured."""
+def stripe_parts(
+    settings: BillingSettings, pool: asyncpg.Pool, stack: AsyncExitStack
+) -> tuple[StripeBilling | None, WebhookHandler | None]:
+    """Checkout/portal/sync and the webhook handler; None where the Stripe secrets are not configured.
+
+    The Stripe HTTP client closes with `stack`.
+    """
     if not settings.stripe_enabled:
         log.info("billing in local mode: no STRIPE_SECRET_KEY, the Stripe endpoints answer 501")
         return None, None
@@ -70,7 +75,9 @@ def stripe_parts(settings: BillingSettings, pool: asyncpg.Pool) -> tuple[StripeB
     if webhooks is None:
         log.warning("STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks answer 501")
     log.info("billing with Stripe", api_base=settings.stripe_api_base)
-    return StripeBilling(settings, store, StripeGateway(settings)), webhooks
+    gateway = StripeGateway(settings)
+    stack.push_async_callback(gateway.close)
+    return StripeBilling(settings, store, gateway), webhooks
 
 
 def main(argv: list[str] | None = None) -> int:

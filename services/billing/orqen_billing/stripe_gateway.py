@@ -50,12 +50,16 @@ class StripeGateway:
 
     def __init__(self, settings: BillingSettings) -> None:
         assert settings.stripe_secret_key is not None
+        self._http = stripe.HTTPXClient()
         self._client = stripe.StripeClient(
             settings.stripe_secret_key.get_secret_value(),
             base_addresses={"api": settings.stripe_api_base},
-            http_client=stripe.HTTPXClient(),
+            http_client=self._http,
             max_network_retries=2,
         )
+
+    async def close(self) -> None:
+        await self._http.close_async()
 
     async def create_customer(self, account_id: str, email: str) -> str:
         """A Stripe customer for the account; the idempotency key makes a retried create return the same one."""

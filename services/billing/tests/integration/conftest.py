@@ -1,7 +1,7 @@
 """A real billing gRPC server on the test's database, in local mode or against the Stripe fake."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import asyncpg
 import grpc
@@ -63,16 +63,16 @@ async def _verify(key: str) -> Principal | None:
 @pytest.fixture
 async def serve_billing(pool: asyncpg.Pool) -> AsyncIterator[Callable[[BillingSettings], Awaitable[Connect]]]:
     """serve_billing(settings): a billing server (auth interceptor included); returns `connect(token=None)`."""
-    servers: list[grpc.aio.Server] = []
+    stack = AsyncExitStack()
 
     async def serve(settings: BillingSettings) -> Connect:
         server = grpc.aio.server(interceptors=[ServerInterceptor("billing", INTERNAL_TOKEN, _verify)])
         billing_pb2_grpc.add_BillingServicer_to_server(
-            BillingServicer(pool, settings, *stripe_parts(settings, pool)), server
+            BillingServicer(pool, settings, *stripe_parts(settings, pool, stack)), server
         )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        servers.append(server)
+        stack.push_async_callback(server.stop, None)
 
         @asynccontextmanager
         async def connect(token: str | None = None) -> AsyncIterator[billing_pb2_grpc.BillingStub]:
@@ -82,5 +82,4 @@ async def serve_billing(pool: asyncpg.Pool) -> AsyncIterator[Callable[[BillingSe
         return connect
 
     yield serve
-    for server in servers:
-        await server.stop(None)
+    await stack.aclose()

@@ -97,15 +97,15 @@ async def start_edge(
             if stripe_url or name == "ORQEN_PLANS":  # local mode: the plans, no Stripe
                 monkeypatch.setenv(name, value)
         billing_settings = BillingSettings()  # type: ignore[call-arg]
+        accounting = AccountingServicer(repo, RoutingStats(accounting_pool), redis)
+        billing = BillingServicer(billing_pool, billing_settings, *stripe_parts(billing_settings, billing_pool, stack))
         addrs = {}
-        for name, add in (
-            ("accounting", lambda s: accounting_pb2_grpc.add_AccountingServicer_to_server(
-                AccountingServicer(repo, RoutingStats(accounting_pool), redis), s)),
-            ("billing", lambda s: billing_pb2_grpc.add_BillingServicer_to_server(
-                BillingServicer(billing_pool, billing_settings, *stripe_parts(billing_settings, billing_pool)), s)),
-        ):  # fmt: skip
+        for name, register in (
+            ("accounting", lambda server: accounting_pb2_grpc.add_AccountingServicer_to_server(accounting, server)),
+            ("billing", lambda server: billing_pb2_grpc.add_BillingServicer_to_server(billing, server)),
+        ):
             server = grpc.aio.server(interceptors=[ServerInterceptor(name, TOKEN, verify)])
-            add(server)
+            register(server)
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             stack.push_async_callback(server.stop, None)
