@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen_common.context import Principal
+from orqen_edge.dashboard_auth import key_or_session_principal
 from orqen_edge.proto_json import plain
 from orqen_edge.runtime import Runtime
 
@@ -36,6 +37,10 @@ async def get_request(
     return plain(await runtime.downstream.get_request(principal.account_id, request_id))
 
 
-@get("/v1/account/billing", summary="Subscription tier, usage so far and projected charge")
+@get(
+    "/v1/account/billing",
+    summary="Subscription tier, usage so far and projected charge (API key or dashboard session)",
+    dependencies={"principal": Provide(key_or_session_principal)},
+)
 async def billing(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     return plain(await runtime.downstream.billing(principal.account_id))

@@ -67,6 +67,14 @@ class AccountingStub:
     """The K policy and how well it recalled the tools models called on A/B control traffic."""
     GetRoutingInsights: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]
     """Best-recall routing mode, fastest and most-used models of the period."""
+    CreateOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]
+    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+    ALREADY_EXISTS when the email is taken.
+    """
+    VerifyOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.VerifyOwnerRequest, _accounting_pb2.Owner]
+    """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+    password alike, so the answer does not tell which emails exist.
+    """
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -107,6 +115,14 @@ class AccountingAsyncStub(AccountingStub):
     """The K policy and how well it recalled the tools models called on A/B control traffic."""
     GetRoutingInsights: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]  # type: ignore[assignment]
     """Best-recall routing mode, fastest and most-used models of the period."""
+    CreateOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+    ALREADY_EXISTS when the email is taken.
+    """
+    VerifyOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.VerifyOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+    password alike, so the answer does not tell which emails exist.
+    """
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -252,5 +268,25 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.RoutingInsights, _abc.Awaitable[_accounting_pb2.RoutingInsights]]:
         """Best-recall routing mode, fastest and most-used models of the period."""
+
+    @_abc_1.abstractmethod
+    def CreateOwner(
+        self,
+        request: _accounting_pb2.CreateOwnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+        ALREADY_EXISTS when the email is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyOwner(
+        self,
+        request: _accounting_pb2.VerifyOwnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+        password alike, so the answer does not tell which emails exist.
+        """
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
