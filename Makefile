@@ -66,7 +66,7 @@ bench-accounting: install
 
 # Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in the README).
 bench-optimizer: install
-	$(BIN)/python services/optimizer/bench/routing.py
+	$(BIN)/python services/optimizer/bench/routing.py $(ARGS)
 
 # Stubs go into the one shared package every service imports (services/common/orqen/v1).
 proto: install

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from fakes.serve import free_port
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc
-from orqen_common.grpc_client import open_channel
+from fakes.stripe_api import PRO_PRICE_ID, SECRET_KEY
+
+STRIPE_WEBHOOK_SECRET = "whsec_orqen_e2e"
 
 OPENAI_KEY = "sk-upstream-e2e"
 ANTHROPIC_KEY = "sk-ant-upstream-e2e"
@@ -22,10 +23,13 @@ AWS_SECRET_ACCESS_KEY = "orqen/e2e/secret/access/key/0123456789"
 BEDROCK_BEARER = "bedrock-api-key-e2e"
 
 
-def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> dict[str, str]:
-    """Environment for `Stack(StackConfig.from_env(env))` against the three fake providers."""
-    # The caller's own provider and AWS settings must not leak into the stack under test.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORQEN_", "AWS_"))}
+def stack_env(
+    upstream_urls: dict[str, str], home: Path, nats_prefix: str, stripe_url: str | None = None
+) -> dict[str, str]:
+    """Environment for `Stack(StackConfig.from_env(env))` against the three fake providers,
+    and billing on the Stripe fake at `stripe_url` (local billing mode without it)."""
+    # The caller's own provider, AWS and Stripe settings must not leak into the stack under test.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORQEN_", "AWS_", "STRIPE_"))}
     for name in ("DATABASE", "REDIS", "NATS"):
         if url := os.environ.get(f"ORQEN_TEST_{name}_URL"):
             env[f"ORQEN_{name}_URL"] = url
@@ -60,18 +64,28 @@ def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> di
             "ORQEN_LOG_FORMAT": "json",
         }
     )
+    if stripe_url is not None:
+        env.update(billing_env(stripe_url))
     for service in ("optimizer", "dispatch", "accounting", "billing"):
         env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
         env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
     return env
 
 
-async def new_account_key(service_env: dict[str, str], account: str) -> str:
-    """A key of a fresh account on a running stack, made the way `orqen keys create --account` makes one."""
-    async with open_channel(service_env["ORQEN_ACCOUNTING_ADDR"], service_env["ORQEN_INTERNAL_TOKEN"]) as channel:
-        stub = accounting_pb2_grpc.AccountingStub(channel)
-        found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
-        created = await stub.CreateApiKey(
-            accounting_pb2.CreateApiKeyRequest(account_id=found.id, name="e2e"), timeout=10
-        )
-    return created.plaintext
+def billing_env(stripe_url: str) -> dict[str, str]:
+    """Billing on the Stripe fake, with a small Free plan so tests can see overage."""
+    plans = {
+        "free": {"base_cents": 0, "included_tokens": 1_000_000, "overage_cents_per_million": 0},
+        "pro": {
+            "base_cents": 4900,
+            "included_tokens": 20_000_000,
+            "overage_cents_per_million": 200,
+            "stripe_price_id": PRO_PRICE_ID,
+        },
+    }
+    return {
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "ORQEN_STRIPE_API_BASE": stripe_url,
+        "ORQEN_PLANS": json.dumps(plans),
+    }

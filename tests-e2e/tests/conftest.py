@@ -11,12 +11,14 @@ from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import BackgroundServer
+from fakes.stripe_api import StripeFake
 from harness import (
     ANTHROPIC_KEY,
     AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY,
     BEDROCK_BEARER,
     OPENAI_KEY,
+    STRIPE_WEBHOOK_SECRET,
     stack_env,
 )
 from orqen_common.stack import Stack
@@ -43,6 +45,7 @@ class RunningStack:
     home: Path
     # What the services run with: infrastructure URLs (embedded or not) and secrets.
     service_env: dict[str, str]
+    stripe: StripeFake
 
 
 @pytest.fixture(scope="session")
@@ -60,16 +63,26 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="session")
-async def stack(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningStack]:
+def stripe_api() -> Iterator[StripeFake]:
+    with StripeFake() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    upstreams: Upstreams, stripe_api: StripeFake, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningStack]:
     home = tmp_path_factory.mktemp("orqen-home")
-    env = stack_env(upstreams.urls, home, f"e2e{os.getpid()}")
+    env = stack_env(upstreams.urls, home, f"e2e{os.getpid()}", stripe_api.url)
     running = Stack(StackConfig.from_env(env))
     info = await running.start()
+    # Stripe's webhooks, as the fake signs and sends them, go to the edge.
+    stripe_api.send_webhooks_to(f"{info.edge_url}/v1/billing/webhook", STRIPE_WEBHOOK_SECRET)
     # boto3 clients in the tests use the Orqen key as their Bedrock API key, read from the environment.
     previous = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
     os.environ["AWS_BEARER_TOKEN_BEDROCK"] = info.api_key
     try:
-        yield RunningStack(info, upstreams.openai, upstreams, env, home, running.service_env)
+        yield RunningStack(info, upstreams.openai, upstreams, env, home, running.service_env, stripe_api)
     finally:
         if previous is None:
             os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)

@@ -11,28 +11,21 @@ import asyncpg
 import httpx
 import openai
 import pytest
+from accounts import http, logged, new_account_key
 
-from harness import ANTHROPIC_KEY, OPENAI_KEY, new_account_key
+from harness import ANTHROPIC_KEY, OPENAI_KEY
 from orqen_common.db import plain_postgres_url
-
-
-def http(stack: Any, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.info.edge_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
 
 
 @pytest.fixture
 async def alice(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with http(
-        stack, await new_account_key(stack.service_env, f"alice-{id(stack)}-{asyncio.get_running_loop().time()}")
-    ) as c:
+    async with http(stack, await new_account_key(stack, f"alice-{id(stack)}-{asyncio.get_running_loop().time()}")) as c:
         yield c
 
 
 @pytest.fixture
 async def bob(stack: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with http(
-        stack, await new_account_key(stack.service_env, f"bob-{id(stack)}-{asyncio.get_running_loop().time()}")
-    ) as c:
+    async with http(stack, await new_account_key(stack, f"bob-{id(stack)}-{asyncio.get_running_loop().time()}")) as c:
         yield c
 
 
@@ -154,16 +147,6 @@ async def test_routing_preferences_have_defaults_update_partially_and_validate(a
     assert updated.json() == {**defaults, "k_cap": 12, "fallback_models": ["gpt-4o-mini"]}
     bad = await alice.put("/v1/account/routing/preferences", json={"mode": "telepathy"})
     assert bad.status_code == 400 and "mode" in bad.json()["error"]["message"]
-
-
-async def logged(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
-    """The request log entry, once accounting has consumed the request's event."""
-    for _ in range(100):
-        response = await client.get(f"/v1/account/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{request_id} never reached the request log")
 
 
 async def test_the_fallback_chain_answers_when_the_requested_model_fails(stack: Any, alice: httpx.AsyncClient) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
 import openai
+from accounts import http, logged, new_account_key
 
 
 def _client(stack: Any) -> openai.OpenAI:
@@ -120,10 +122,10 @@ async def test_a_large_toolset_is_routed_and_the_decision_is_traced(stack: Any) 
             messages=messages,
             tools=TOOLBOX,
         )
-        if raw.headers.get("x-orqen-routing", "").startswith("semantic"):
+        if raw.headers.get("x-orqen-routing", "passthrough") != "passthrough":
             break
         await asyncio.sleep(0.5)
-    assert raw.headers["x-orqen-routing"] in ("semantic", "semantic_ab_ctrl")
+    assert raw.headers["x-orqen-routing"].removesuffix("_ab_ctrl") in ("keyword", "semantic")
     assert raw.parse().choices[0].message.tool_calls[0].function.name == "get_stock_price"
     forwarded = [t["function"]["name"] for t in stack.upstream.requests[-1]["body"]["tools"]]
     assert "get_stock_price" in forwarded and raw.headers["x-orqen-tools-input"] == str(len(TOOLBOX))
@@ -144,3 +146,43 @@ async def test_a_large_toolset_is_routed_and_the_decision_is_traced(stack: Any) 
     assert trace["trace"]["candidates"][0]["name"] == "get_stock_price"
     assert trace["trace"]["intent"].startswith("What does AAPL trade at?")
     assert trace["tools_called"] == ["get_stock_price"]
+
+
+async def _routed(client: openai.OpenAI, **request: Any) -> Any:
+    """The raw response of the first request the optimizer routed (a new toolset is indexed first)."""
+    for _ in range(60):
+        raw = await asyncio.to_thread(client.chat.completions.with_raw_response.create, **request)
+        if raw.headers.get("x-orqen-routing", "passthrough") != "passthrough":
+            return raw
+        await asyncio.sleep(0.5)
+    raise AssertionError("the toolset was never routed")
+
+
+async def test_the_accounts_routing_preferences_apply_to_its_next_request(stack: Any) -> None:
+    key = await new_account_key(stack, f"routing-preferences-{uuid.uuid4()}")
+    client = openai.OpenAI(base_url=stack.info.edge_url + "/v1", api_key=key, max_retries=0)
+    ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What does AAPL trade at?"}]}
+    async with http(stack, key) as account:
+        await account.put("/v1/account/routing/preferences", json={"mode": "passthrough"})
+        raw = await asyncio.to_thread(client.chat.completions.with_raw_response.create, **ask, tools=TOOLBOX)
+        assert raw.headers["x-orqen-routing"] == "passthrough"
+        assert raw.headers["x-orqen-tools-output"] == str(len(TOOLBOX))
+        capped = {"mode": "semantic", "k_floor": 1, "k_cap": 1, "ab_control_share": 0}
+        assert (await account.put("/v1/account/routing/preferences", json=capped)).status_code == 200
+        trip = "Plan my trip: book a flight to Rome, find a hotel there, and convert 200 EUR to USD"
+        raw = await _routed(client, **{**ask, "messages": [{"role": "user", "content": trip}]}, tools=TOOLBOX)
+        assert raw.headers["x-orqen-routing"] == "limit" and raw.headers["x-orqen-prune-ratio"] == f"1/{len(TOOLBOX)}"
+        [forwarded] = stack.upstream.requests[-1]["body"]["tools"]
+        assert forwarded["function"]["name"] in ("book_flight", "search_hotels", "convert_currency")
+
+
+async def test_orqen_auto_takes_a_clear_tool_ask_as_a_standard_one(stack: Any) -> None:
+    key = await new_account_key(stack, f"auto-clear-tool-{uuid.uuid4()}")
+    client = openai.OpenAI(base_url=stack.info.edge_url + "/v1", api_key=key, max_retries=0)
+    ask = {"model": "orqen/auto", "messages": [{"role": "user", "content": "Get the stock price of AAPL"}]}
+    async with http(stack, key) as account:
+        await account.put("/v1/account/routing/preferences", json={"ab_control_share": 0})
+        raw = await _routed(client, **ask, tools=TOOLBOX)
+        entry = await logged(account, raw.headers["x-request-id"])
+    assert "standard ask (one clear tool: get_stock_price)" in entry["route_reason"]
+    assert entry["model_used"] == raw.headers["x-orqen-model"]

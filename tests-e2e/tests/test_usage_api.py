@@ -7,11 +7,10 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
 import openai
 import pytest
+from accounts import http, new_account_key
 
-from harness import new_account_key
 from orqen_common.catalogue import load_catalogue
 
 SESSION = "trip-planning"
@@ -50,7 +49,7 @@ TOOLS = [
 @pytest.fixture(scope="module")
 async def traffic(stack: Any) -> dict[str, Any]:
     """A fresh account and the traffic its SDK sent: three calls in one session, a stream, an upstream failure."""
-    key = await new_account_key(stack.service_env, f"usage-{uuid.uuid4().hex[:8]}")
+    key = await new_account_key(stack, f"usage-{uuid.uuid4().hex[:8]}")
     client = openai.OpenAI(base_url=stack.info.edge_url + "/v1", api_key=key, max_retries=0)
     session = {"X-Orqen-Session-Id": SESSION}
 
@@ -83,10 +82,6 @@ async def traffic(stack: Any) -> dict[str, Any]:
         else:
             raise AssertionError("the requests never all reached the ledger")
     return sent
-
-
-def http(stack: Any, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.info.edge_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
 
 
 async def test_summary_daily_and_savings_add_up_to_what_the_sdk_was_told(stack: Any, traffic: dict[str, Any]) -> None:
@@ -183,7 +178,7 @@ async def test_sessions_and_the_request_log_with_filters(stack: Any, traffic: di
 async def test_another_account_sees_none_of_it(stack: Any, traffic: dict[str, Any]) -> None:
     async with http(stack, traffic["key"]) as alice:
         request_id = (await alice.get("/v1/account/requests")).json()["data"][0]["request_id"]
-    bob_key = await new_account_key(stack.service_env, f"usage-bob-{uuid.uuid4().hex[:8]}")
+    bob_key = await new_account_key(stack, f"usage-bob-{uuid.uuid4().hex[:8]}")
     async with http(stack, bob_key) as bob:
         assert (await bob.get("/v1/account/usage/summary")).json()["requests"] == 0
         assert (await bob.get("/v1/account/requests")).json()["data"] == []

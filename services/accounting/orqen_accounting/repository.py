@@ -93,6 +93,11 @@ class AccountingRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The schema's pool, for the repositories of other tables (owners)."""
+        return self._pool
+
     async def key_owner(self, key_hash: str) -> KeyOwner | None:
         row = await self._pool.fetchrow(
             """

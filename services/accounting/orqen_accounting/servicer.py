@@ -14,6 +14,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, usage_pb2
+from orqen_accounting.owners import (
+    MAX_PASSWORD,
+    EmailTakenError,
+    Owner,
+    OwnerRepository,
+    checked_email,
+    checked_password,
+)
 from orqen_accounting.pagination import InvalidCursorError
 from orqen_accounting.repository import (
     DEFAULT_PREFERENCES,
@@ -59,6 +67,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self._routing = routing
         self._usage = usage
         self._redis = redis
+        self._owners = OwnerRepository(repo.pool)
 
     async def Authenticate(
         self, request: accounting_pb2.AuthenticateRequest, context: ServicerContext
@@ -349,6 +358,29 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         await self._require_account(account_id)
         return account_id
 
+    async def CreateOwner(
+        self, request: accounting_pb2.CreateOwnerRequest, context: ServicerContext
+    ) -> accounting_pb2.Owner:
+        require_service()
+        account_id = checked_uuid(request.account_id, "account_id")
+        email, password = checked_email(request.email), checked_password(request.password)
+        await self._require_account(account_id)
+        try:
+            return _owner_message(await self._owners.create(account_id, email, password))
+        except EmailTakenError:
+            raise OrqenError.of(grpc.StatusCode.ALREADY_EXISTS, "An owner with this email already exists.") from None
+
+    async def VerifyOwner(
+        self, request: accounting_pb2.VerifyOwnerRequest, context: ServicerContext
+    ) -> accounting_pb2.Owner:
+        require_service()
+        owner = None
+        if request.email and 0 < len(request.password) <= MAX_PASSWORD:
+            owner = await self._owners.verify(request.email.strip().lower(), request.password)
+        if owner is None:
+            raise OrqenError.of(grpc.StatusCode.UNAUTHENTICATED, "Wrong email or password.")
+        return _owner_message(owner)
+
     async def _of_account(self, account_id: str, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         """The account's rows; none is only an answer for an account that exists."""
         if not rows:
@@ -408,6 +440,16 @@ def _timestamp(value: Any) -> Timestamp:
 def _timestamps(row: asyncpg.Record, *columns: str) -> dict[str, Timestamp]:
     """The row's times that are set, as message fields (an unset time stays unset, not 1970)."""
     return {c: _timestamp(row[c]) for c in columns if row[c] is not None}
+
+
+def _owner_message(owner: Owner) -> accounting_pb2.Owner:
+    return accounting_pb2.Owner(
+        id=owner.id,
+        account_id=owner.account_id,
+        email=owner.email,
+        account_name=owner.account_name,
+        created_at=_timestamp(owner.created_at),
+    )
 
 
 def _key_info(row: asyncpg.Record) -> accounting_pb2.ApiKeyInfo:

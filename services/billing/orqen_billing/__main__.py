@@ -8,12 +8,18 @@ from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 
+import asyncpg
 import grpc
+import structlog
 
 from orqen.v1 import billing_pb2, billing_pb2_grpc
 from orqen_billing.metering import UsageMeter
 from orqen_billing.servicer import BillingServicer
 from orqen_billing.settings import BillingSettings
+from orqen_billing.stripe_billing import StripeBilling
+from orqen_billing.stripe_gateway import StripeGateway
+from orqen_billing.subscriptions import SubscriptionStore
+from orqen_billing.webhooks import WebhookHandler
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
 from orqen_common.db import create_pool
@@ -22,6 +28,7 @@ from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
 
 SCHEMA = "billing"
+log = structlog.get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -34,8 +41,10 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
         settings.nats_url, EventNames(settings.nats_prefix), "billing", REQUEST_COMPLETED, UsageMeter(pool)
     )
 
+    servicer = BillingServicer(pool, settings, *stripe_parts(settings, pool, stack))
+
     def register(server: grpc.aio.Server) -> None:
-        billing_pb2_grpc.add_BillingServicer_to_server(BillingServicer(pool, settings), server)
+        billing_pb2_grpc.add_BillingServicer_to_server(servicer, server)
 
     return ServiceParts(
         register=register,
@@ -49,6 +58,26 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
         ),
         background=[consumer.run],
     )
+
+
+def stripe_parts(
+    settings: BillingSettings, pool: asyncpg.Pool, stack: AsyncExitStack
+) -> tuple[StripeBilling | None, WebhookHandler | None]:
+    """Checkout/portal/sync and the webhook handler; None where the Stripe secrets are not configured.
+
+    The Stripe HTTP client closes with `stack`.
+    """
+    if not settings.stripe_enabled:
+        log.info("billing in local mode: no STRIPE_SECRET_KEY, the Stripe endpoints answer 501")
+        return None, None
+    store = SubscriptionStore(pool)
+    webhooks = WebhookHandler(settings, store) if settings.webhooks_enabled else None
+    if webhooks is None:
+        log.warning("STRIPE_WEBHOOK_SECRET is not set: Stripe webhooks answer 501")
+    log.info("billing with Stripe", api_base=settings.stripe_api_base)
+    gateway = StripeGateway(settings)
+    stack.push_async_callback(gateway.close)
+    return StripeBilling(settings, store, gateway), webhooks
 
 
 def main(argv: list[str] | None = None) -> int:

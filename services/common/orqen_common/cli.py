@@ -1,9 +1,10 @@
-"""The `orqen` command: run the local stack (up, down, logs) and manage API keys."""
+"""The `orqen` command: run the local stack (up, down, logs), manage API keys and dashboard owners."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import signal
 import subprocess
@@ -46,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--account", required=True, help="account name")
     create.add_argument("--name", default="default", help="a label for the key (default: %(default)s)")
     create.set_defaults(handler=_cmd_keys_create)
+
+    owners = commands.add_parser("owners", help="manage dashboard owners (email + password logins)")
+    owner_commands = owners.add_subparsers(dest="owners_command", required=True, metavar="OWNERS_COMMAND")
+    owner = owner_commands.add_parser("create", help="let a person log in to an account's dashboard")
+    owner.add_argument("--account", required=True, help="account name (created if needed)")
+    owner.add_argument("--email", required=True, help="the owner's email, their login")
+    owner.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin instead of prompting for it"
+    )
+    owner.set_defaults(handler=_cmd_owners_create)
     return parser
 
 
@@ -185,14 +196,27 @@ def show_logs(home: Home, *, follow: bool) -> int:
 # --- keys ------------------------------------------------------------------------------------
 
 
-def _cmd_keys_create(args: argparse.Namespace) -> int:
+def _accounting_target() -> tuple[str, str] | None:
+    """The accounting address and the internal token, or None (and why, on stderr)."""
     home = Home.from_env()
     token = os.environ.get("ORQEN_INTERNAL_TOKEN") or home.stored_secret("internal_token")
     if not token:
         print(f"no internal token (ORQEN_INTERNAL_TOKEN or {home.secrets_file}); run `make up` first", file=sys.stderr)
-        return 1
-    addr = os.environ.get("ORQEN_ACCOUNTING_ADDR", DEFAULT_ADDRS["accounting"])
-    return asyncio.run(create_key(addr, token, args.account, args.name))
+        return None
+    return os.environ.get("ORQEN_ACCOUNTING_ADDR", DEFAULT_ADDRS["accounting"]), token
+
+
+def _refused(err: grpc.aio.AioRpcError, addr: str) -> int:
+    if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        print(f"cannot reach the accounting service at {addr}; run `make up` first", file=sys.stderr)
+    else:
+        print(f"accounting refused: {err.code().name}: {err.details()}", file=sys.stderr)
+    return 1
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    target = _accounting_target()
+    return 1 if target is None else asyncio.run(create_key(*target, args.account, args.name))
 
 
 async def create_key(addr: str, token: str, account: str, name: str) -> int:
@@ -205,13 +229,41 @@ async def create_key(addr: str, token: str, account: str, name: str) -> int:
                 accounting_pb2.CreateApiKeyRequest(account_id=found.id, name=name), timeout=10
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                print(f"cannot reach the accounting service at {addr}; run `make up` first", file=sys.stderr)
-            else:
-                print(f"accounting refused: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+            return _refused(err, addr)
     print(created.plaintext)
     print(f"API key {created.api_key_id} ({name}) for account {account!r}; it is shown only once.", file=sys.stderr)
+    return 0
+
+
+# --- owners ----------------------------------------------------------------------------------
+
+
+def _cmd_owners_create(args: argparse.Namespace) -> int:
+    target = _accounting_target()
+    if target is None:
+        return 1
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 1
+    return asyncio.run(create_owner(*target, args.account, args.email, password))
+
+
+async def create_owner(addr: str, token: str, account: str, email: str, password: str) -> int:
+    """Let `email` log in to the dashboard of `account` (created if missing) with `password`."""
+    async with open_channel(addr, token) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        try:
+            found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
+            owner = await stub.CreateOwner(
+                accounting_pb2.CreateOwnerRequest(account_id=found.id, email=email, password=password), timeout=30
+            )
+        except grpc.aio.AioRpcError as err:
+            return _refused(err, addr)
+    print(f"{owner.email} can now log in to the dashboard of account {account!r} (owner {owner.id}).")
     return 0
 
 

@@ -18,9 +18,9 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: another Orqen service, or an account through one of its API keys."""
+    """Who is calling: another Orqen service, or an account through an API key or a dashboard session."""
 
-    kind: str  # "service" or "api_key"
+    kind: str  # "service", "api_key", or "session" (a dashboard login, at the edge)
     account_id: str = ""
     api_key_id: str = ""
     account_name: str = ""

@@ -7,8 +7,10 @@ or `from orqen_common.pytest_plugin import *` (any conftest).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
+import grpc
 import pytest
 
 from orqen_common.testing import (
@@ -29,6 +31,7 @@ __all__ = [
     "orqen_redis_db_url",
     "orqen_redis_prefix",
     "orqen_redis_url",
+    "orqen_refused",
     "orqen_servers",
     "orqen_test_env",
 ]
@@ -102,3 +105,16 @@ def orqen_test_env(
         "ORQEN_NATS_URL": orqen_nats_url,
         "ORQEN_NATS_PREFIX": orqen_nats_prefix,
     }
+
+
+@pytest.fixture
+def orqen_refused() -> Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]:
+    """`await orqen_refused(call, code)`: the gRPC call must fail with `code`; returns the error's details."""
+
+    async def check(call: Awaitable[Any], code: grpc.StatusCode) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call
+        assert failed.value.code() == code, failed.value.details()
+        return failed.value.details() or ""
+
+    return check

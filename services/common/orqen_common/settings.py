@@ -36,6 +36,12 @@ class ServiceSettings(OrqenSettings):
     metrics_port: int = Field(0, description="Port of the Prometheus metrics endpoint; 0 disables it.")
     grace_seconds: float = Field(10.0, description="How long shutdown waits for in-flight work.")
     auth_cache_ttl_seconds: int = Field(60, description="How long a verified API key stays cached in Redis.")
+    account_config_ttl_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Longest an account's saved settings (credentials, routing preferences, toggles) stay cached "
+        "when Redis cannot say whether they changed.",
+    )
 
 
 class RedisSettings(OrqenSettings):

@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 import structlog
 
-from orqen.v1 import dispatch_pb2
+from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.canonical import text_of
 from orqen_common.catalogue import Catalogue, CatalogueEntry, Tier
 from orqen_common.errors import OrqenError, invalid_request
@@ -38,6 +38,7 @@ FAST_MIN_SUCCESS_RATE = 0.5
 SIMPLE_MAX_LAST_USER_CHARS = 400
 SIMPLE_MAX_TOTAL_CHARS = 4000
 LONG_CONTEXT_CHARS = 32_000  # about 8k tokens
+CLEAR_TOOL_LEAD = 0.25  # the optimizer's fused-score gap between its first and second tool
 _REASONING_CUES = re.compile(r"\b(step[- ]by[- ]step|prove|proof|analy[sz]\w*|debug\w*|plan|planning)\b", re.IGNORECASE)
 
 # A rough, optimistic token estimate: enough to rule out models the request clearly overflows.
@@ -63,9 +64,10 @@ class RequestProfile:
     images: bool
     fields: frozenset[str]  # the top-level request fields that are set
     max_output_tokens: int
+    clear_tool: str = ""  # the tool the optimizer ranked far ahead of every other, if one was
 
     @classmethod
-    def of(cls, chat: Mapping[str, Any]) -> RequestProfile:
+    def of(cls, chat: Mapping[str, Any], tool_routing: optimizer_pb2.RoutingTrace | None = None) -> RequestProfile:
         messages = chat.get("messages")
         messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
         total = 0
@@ -92,6 +94,7 @@ class RequestProfile:
             images=images,
             fields=frozenset(k for k, v in chat.items() if v is not None),
             max_output_tokens=limit if isinstance(limit, int) and limit > 0 else 0,
+            clear_tool=_clear_tool(tool_routing),
         )
 
     def misfit(self, entry: CatalogueEntry) -> str | None:
@@ -117,15 +120,30 @@ class Classification:
     cue: str = ""  # what made it complex: "tools", "long context", "'debug'"
 
 
+def _clear_tool(tool_routing: optimizer_pb2.RoutingTrace | None) -> str:
+    """The tool the optimizer scored at least CLEAR_TOOL_LEAD above every other, or ""."""
+    candidates = tool_routing.candidates if tool_routing is not None else ()
+    if len(candidates) < 2:
+        return ""
+    best, second = sorted(candidates, key=lambda c: -c.score)[:2]
+    return best.name if best.score - second.score >= CLEAR_TOOL_LEAD else ""
+
+
 def classify(request: RequestProfile) -> Classification:
-    """orqen/auto's view of a request: simple asks go fast, complex ones to the capable tier."""
-    if request.tools:
-        return Classification("complex", "tools")
+    """orqen/auto's view of a request: simple asks go fast, complex ones to the capable tier.
+
+    Tools make an ask complex, unless the optimizer found one tool far ahead of the others
+    (a plain call of that tool is a standard ask).
+    """
     if request.total_chars >= LONG_CONTEXT_CHARS:
         return Classification("complex", "long context")
     cue = _REASONING_CUES.search(request.last_user_text)
     if cue:
         return Classification("complex", f"'{cue.group(0).lower()}'")
+    if request.tools:
+        if request.clear_tool:
+            return Classification("standard", f"one clear tool: {request.clear_tool}")
+        return Classification("complex", "tools")
     if len(request.last_user_text) < SIMPLE_MAX_LAST_USER_CHARS and request.total_chars < SIMPLE_MAX_TOTAL_CHARS:
         return Classification("simple")
     return Classification("standard")
@@ -156,8 +174,12 @@ class ModelChooser:
         connected: Collection[str],
         disabled: Collection[str],
         stats: Mapping[str, ModelStats],
+        tool_routing: optimizer_pb2.RoutingTrace | None = None,
     ) -> list[Choice]:
-        """The model to try first, then up to MAX_ALTERNATES of the same rule; OrqenError 400 if none."""
+        """The model to try first, then up to MAX_ALTERNATES of the same rule; OrqenError 400 if none.
+
+        `tool_routing`: the optimizer's ranking of the request's tools, when it made one.
+        """
         if not model.startswith(ROUTING_PREFIX):
             return [Choice(model, "requested")]
         rule = self._rules.get(model)
@@ -169,7 +191,7 @@ class ModelChooser:
                 f"No connected provider offers a model for {model}: connect a provider "
                 "(or enable one of its models) first."
             )
-        request = RequestProfile.of(chat)
+        request = RequestProfile.of(chat, tool_routing)
         fitting = [e for e in available if request.misfit(e) is None]
         if not fitting:
             why = sorted({m for e in available if (m := request.misfit(e))})

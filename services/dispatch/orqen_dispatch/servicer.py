@@ -62,7 +62,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> dispatch_pb2.CompleteResponse:
         chat = _parse(request.chat_json)
-        targets = await self._targets(account_scope(request.context.account_id), chat, request.credentials)
+        targets = await self._targets(account_scope(request.context.account_id), chat, request)
         started = time.perf_counter()
         try:
             completion, target, attempts = await self._dispatcher.complete(targets, chat)
@@ -81,7 +81,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         chat = _parse(request.chat_json)
-        targets = await self._targets(account_scope(request.context.account_id), chat, request.credentials)
+        targets = await self._targets(account_scope(request.context.account_id), chat, request)
         state = StreamState()
         attempts: list[AttemptRecord] = []
         started = time.perf_counter()
@@ -127,13 +127,18 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     def _connected(self, config: AccountConfig) -> frozenset[str]:
         return self._operator_providers | config.credentials.keys()
 
-    async def _targets(self, account_id: str, chat: dict[str, Any], per_request: Mapping[str, str]) -> list[Target]:
+    async def _targets(
+        self, account_id: str, chat: dict[str, Any], request: dispatch_pb2.CompleteRequest
+    ) -> list[Target]:
         """The models to try in order, each with its provider and credentials."""
+        per_request = request.credentials
         config = await self._configs.get(account_id)
         model = chat["model"]
         # Only a routing string reads the figures: a named model costs no Redis read for them.
         stats = await self._measured() if model.startswith(ROUTING_PREFIX) else {}
-        choices = self._chooser.choose(model, chat, self._connected(config), config.disabled_models, stats)
+        choices = self._chooser.choose(
+            model, chat, self._connected(config), config.disabled_models, stats, request.tool_routing
+        )
         chosen = {choice.model for choice in choices}
         choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
         without_key = {k: v for k, v in per_request.items() if k != _PROVIDER_KEY}

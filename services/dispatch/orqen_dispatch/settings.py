@@ -81,11 +81,6 @@ class DispatchSettings(ServiceSettings, RedisSettings, ResilienceSettings):
         False,
         description="Let accounts save OpenAI-compatible base URLs on private, loopback or link-local addresses.",
     )
-    account_config_ttl_seconds: float = Field(
-        300.0,
-        gt=0,
-        description="Longest an account's credentials and routing settings stay cached when Redis cannot be read.",
-    )
     default_provider: str = Field("openai", description="Provider of model names no rule recognises.")
     upstream_connect_timeout_seconds: float = Field(10.0, description="Connect timeout to a provider.")
     upstream_timeout_seconds: float = Field(600.0, description="Read timeout of one provider response.")

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from litestar import get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
+from orqen_edge.dashboard_auth import key_or_session_principal
 from orqen_edge.proto_json import plain
 from orqen_edge.runtime import Runtime
 
@@ -73,6 +74,10 @@ async def get_request(
     return plain(await runtime.downstream.get_request(principal.account_id, request_id))
 
 
-@get("/v1/account/billing", summary="Subscription tier, usage so far and projected charge")
+@get(
+    "/v1/account/billing",
+    summary="Subscription tier, usage so far and projected charge (API key or dashboard session)",
+    dependencies={"principal": Provide(key_or_session_principal)},
+)
 async def billing(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     return plain(await runtime.downstream.billing(principal.account_id))

@@ -9,10 +9,11 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
-from orqen_edge import account, account_keys, health, routing_api, usage_api
+from orqen_edge import account, account_keys, billing_api, dashboard_api, health, routing_api, usage_api
 from orqen_edge.anthropic_messages import create_message
 from orqen_edge.auth import api_key_principal
 from orqen_edge.bedrock_converse import converse
+from orqen_edge.dashboard_auth import dashboard_session
 from orqen_edge.errors import handle_http_exception, handle_orqen_error, handle_unexpected
 from orqen_edge.openai_chat import chat_completions
 from orqen_edge.runtime import Runtime
@@ -47,6 +48,14 @@ def create_app(runtime: Runtime) -> Litestar:
             routing_api.routing_traces,
             routing_api.routing_calibration,
             routing_api.routing_insights,
+            dashboard_api.login,
+            dashboard_api.logout,
+            dashboard_api.current_session,
+            billing_api.create_checkout,
+            billing_api.customer_portal,
+            billing_api.sync_checkout,
+            billing_api.sync_subscription,
+            billing_api.stripe_webhook,
             *usage_api.ROUTES,
             health.healthz,
             health.readyz,
@@ -56,6 +65,7 @@ def create_app(runtime: Runtime) -> Litestar:
         dependencies={
             "runtime": Provide(_runtime, sync_to_thread=False),
             "principal": Provide(api_key_principal),
+            "session": Provide(dashboard_session),
         },
         exception_handlers={
             OrqenError: handle_orqen_error,

@@ -129,7 +129,7 @@ class ChatCall:
             out["x-orqen-tools-input"] = str(stats.tools_input)
             out["x-orqen-tools-output"] = str(stats.tools_output)
             out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
-            if stats.routing and stats.routing != "passthrough":
+            if stats.routing:  # "passthrough" too: whoever reads the header learns nothing was pruned, and why not
                 out["x-orqen-routing"] = stats.routing
         if stats.context_compressed:
             out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
@@ -258,7 +258,9 @@ def _strip_tool(tool: Any) -> Any:
 
 
 def _dispatch_request(call: ChatCall, chat: dict[str, Any]) -> dispatch_pb2.CompleteRequest:
-    return dispatch_pb2.CompleteRequest(context=call.context, chat_json=forwardable(chat), credentials=call.credentials)
+    return dispatch_pb2.CompleteRequest(
+        context=call.context, chat_json=forwardable(chat), credentials=call.credentials, tool_routing=call.trace
+    )
 
 
 async def complete(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:

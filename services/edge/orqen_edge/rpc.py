@@ -91,6 +91,34 @@ class Downstream:
         with translated("billing"):
             return await self._billing.GetBilling(billing_pb2.GetBillingRequest(account_id=account_id), timeout=10)
 
+    async def create_checkout(self, account_id: str, email: str) -> billing_pb2.StripeRedirect:
+        with translated("billing"):
+            return await self._billing.CreateCheckout(
+                billing_pb2.CreateCheckoutRequest(account_id=account_id, email=email), timeout=30
+            )
+
+    async def create_portal(self, account_id: str) -> billing_pb2.StripeRedirect:
+        with translated("billing"):
+            return await self._billing.CreatePortal(billing_pb2.CreatePortalRequest(account_id=account_id), timeout=30)
+
+    async def sync_checkout(self, account_id: str, session_id: str) -> billing_pb2.BillingStatus:
+        with translated("billing"):
+            return await self._billing.SyncCheckout(
+                billing_pb2.SyncCheckoutRequest(account_id=account_id, session_id=session_id), timeout=30
+            )
+
+    async def sync_subscription(self, account_id: str) -> billing_pb2.BillingStatus:
+        with translated("billing"):
+            return await self._billing.SyncSubscription(
+                billing_pb2.GetBillingRequest(account_id=account_id), timeout=30
+            )
+
+    async def stripe_webhook(self, payload: bytes, signature: str) -> billing_pb2.WebhookOutcome:
+        with translated("billing"):
+            return await self._billing.HandleWebhook(
+                billing_pb2.WebhookDelivery(payload=payload, signature=signature), timeout=30
+            )
+
     async def health(self) -> dict[str, str]:
         """Each service's grpc.health.v1 status: "ok", or why not."""
         names = list(self._channels)

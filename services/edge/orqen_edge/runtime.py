@@ -12,6 +12,7 @@ from orqen_common.cache import open_redis
 from orqen_common.events import EventNames, EventPublisher
 from orqen_edge.rate_limit import RateLimiter, RateLimits
 from orqen_edge.rpc import Downstream
+from orqen_edge.session_store import SessionStore
 from orqen_edge.settings import EdgeSettings
 
 
@@ -23,6 +24,7 @@ class Runtime:
     publisher: EventPublisher
     redis: Redis
     rate_limiter: RateLimiter
+    sessions: SessionStore
 
     @classmethod
     async def open(cls, settings: EdgeSettings, stack: AsyncExitStack) -> Runtime:
@@ -37,4 +39,5 @@ class Runtime:
         stack.push_async_callback(publisher.close, settings.grace_seconds)
         authenticate = ApiKeyAuthenticator(redis, downstream.accounting, settings.auth_cache_ttl_seconds)
         rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
-        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter)
+        sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)
+        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions)

@@ -37,3 +37,16 @@ class EdgeSettings(ServiceSettings, RedisSettings, NatsSettings):
     rate_limit_account_tpm: int = Field(
         0, ge=0, description="Tokens per minute allowed to one account, all its keys together; 0: unlimited."
     )
+    # Dashboard sessions (orqen_edge.session_store): account owners' browser logins.
+    session_idle_seconds: int = Field(
+        2 * 3600, ge=60, description="A dashboard session ends after this long without a request."
+    )
+    session_max_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="A dashboard session ends this long after login, however active."
+    )
+    session_cookie_secure: bool = Field(
+        True, description="Mark the session cookie Secure (HTTPS only); turn off only for plain-HTTP development."
+    )
+    login_max_failures: int = Field(
+        10, ge=1, description="Failed logins allowed per email in 15 minutes before logins for it answer 429."
+    )

@@ -13,9 +13,12 @@ the test split is the reported figure.
 
 Per pool: all-needed-tools recall (every tool the answer calls is forwarded), mean tools
 forwarded, tool-token reduction (1 - tokens of the forwarded tools / tokens of the pool),
-and, side by side, plain BM25 top-K and plain embedding top-K with K = the router's mean K.
-Plan latency (p50/p95, query embedding included, tool vectors already indexed) is timed
-on a sample of questions with the full router.
+the share of questions the keyword fast path routed without embedding, and, side by side,
+plain BM25 top-K and plain embedding top-K with K = the router's mean K. The decisions are
+the router's own (policy "auto"); the questions' vectors are computed in one batch first.
+Plan latency (p50/p95 of the whole plan: routing with the query embedded, schema
+compression of the forwarded tools; tool vectors already indexed) is timed on a sample of
+questions.
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from orqen_optimizer import bfcl
+from orqen_optimizer import bfcl, rerank, tool_router
 from orqen_optimizer.embeddings import ToolIndex, embed, text_id
+from orqen_optimizer.plan import Planner
+from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
-from orqen_optimizer.tool_router import ToolRouter, adaptive_k, tool_name, tool_views
+from orqen_optimizer.tool_router import ToolRouter, adaptive_k, keyword_leads, tool_name, tool_views
 
 POOLS = (50, 200, 500, 0)  # 0: the whole catalogue
 TEST_BUCKET = 0
@@ -56,16 +62,17 @@ class Tally:
     forwarded: int = 0
     tokens_pool: int = 0
     tokens_kept: int = 0
+    keyword_only: int = 0
     bm25_recalled: int = 0
     dense_recalled: int = 0
-    ks: list[int] = field(default_factory=list)
 
     def row(self, label: str) -> str:
         n = max(self.queries, 1)
         reduction = 1 - self.tokens_kept / max(self.tokens_pool, 1)
         return (
             f"{label:<22}{self.queries:>6}  {self.recalled / n:>7.3f}  {self.forwarded / n:>8.1f}  "
-            f"{reduction:>9.1%}  {self.bm25_recalled / n:>10.3f}  {self.dense_recalled / n:>10.3f}"
+            f"{reduction:>9.1%}  {self.keyword_only / n:>8.1%}  {self.bm25_recalled / n:>8.3f}  "
+            f"{self.dense_recalled / n:>8.3f}"
         )
 
 
@@ -74,33 +81,89 @@ def top(scores: Sequence[float], k: int) -> set[int]:
 
 
 def tune(all_runs: dict[int, list[Any]]) -> None:
-    """Recall and mean K on the training split for a grid of the router's constants."""
-    print("\ntraining split only: dense weight, margin, floor -> recall / mean K per pool")
+    """Recall, mean K and keyword fast-path share on the training split for a grid of the router's constants."""
+    print(
+        "\ntraining split only: dense weight, margin, floor, keyword lead -> recall / mean K / keyword share per pool"
+    )
     for weight in (0.6, 0.75, 0.9):
-        for margin in (0.12, 0.18, 0.25):
-            for floor in (3, 5, 8):
-                cells = []
-                for size, runs in all_runs.items():
-                    train = [r for r in runs if r[0] == "train"]
-                    hits = ks = 0
-                    for _, case, pool, components, _ in train:
-                        keep, _ = adaptive_k(components.fused(weight), floor, 0, margin)
-                        chosen = {pool[i] for i in keep}
-                        hits += case.needed <= chosen
-                        ks += len(keep)
-                    cells.append(f"{size}: {hits / len(train):.3f}/{ks / len(train):.1f}")
-                print(f"  w={weight:<5} margin={margin:<5} floor={floor:<2} " + "  ".join(cells))
+        for margin in (0.18, 0.25):
+            for floor in (3, 5):
+                for lead in (2.0, 3.0, 5.0, float("inf")):
+                    cells = []
+                    for size, runs in all_runs.items():
+                        train = [r for r in runs if r[0] == "train"]
+                        hits = ks = fast = 0
+                        for _, case, pool, components, _ in train:
+                            keyword = keyword_leads(components.keyword, lead)
+                            fused = components.fused(0.0 if keyword else weight)
+                            keep, _ = adaptive_k(fused, floor, 0, margin)
+                            hits += case.needed <= {pool[i] for i in keep}
+                            ks += len(keep)
+                            fast += keyword
+                        n = len(train)
+                        cells.append(f"{size}: {hits / n:.3f}/{ks / n:.1f}/{fast / n:.0%}")
+                    print(f"  w={weight:<5} margin={margin:<5} floor={floor:<2} lead={lead:<4} " + "  ".join(cells))
+
+
+def fit_reranker(all_runs: dict[int, list[Any]], views: dict[str, list[str]], tokens: dict[str, int]) -> None:
+    """Fit the stage-2 reranker's logistic model on the training split; print its coefficients and K table."""
+    rows, labels, groups = [], [], []
+    for runs in all_runs.values():
+        for split, case, pool, components, decision in runs:
+            if split != "train" or decision.mode != "semantic":
+                continue
+            fused = components.fused()
+            candidates = np.argsort(-fused, kind="stable")[: rerank.CANDIDATES]
+            x = rerank.features(
+                case.question, pool, [views[n] for n in pool], fused, components.dense, components.keyword, candidates
+            )
+            rows.append(x)
+            labels.append(np.array([pool[i] in case.needed for i in candidates], dtype=np.float64))
+            groups.append((len(pool), case.needed, [pool[i] for i in candidates], sum(tokens[n] for n in pool)))
+    x, y = np.vstack(rows), np.concatenate(labels)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    weights = np.zeros(z.shape[1])
+    for _ in range(25):  # Newton's method on the L2-regularised log-loss
+        p = 1 / (1 + np.exp(-z @ weights))
+        gradient = z.T @ (p - y) + 1e-3 * weights
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + 1e-3 * np.eye(len(weights))
+        weights -= np.linalg.solve(hessian, gradient)
+    coefficients = weights[:-1] / scale
+    intercept = weights[-1] - float(coefficients @ mean)
+    print(f"\nstage-2 reranker fitted on {len(groups)} training questions ({len(y)} candidates):")
+    print(f"COEFFICIENTS = np.array({np.round(coefficients, 4).tolist()})")
+    print(f"INTERCEPT = {intercept:.4f}")
+    print("training split: keep probability -> recall / mean K / share of the pool's tool tokens per pool size")
+    for threshold in (0.0001, 0.0002, 0.0003, 0.0005, 0.001, 0.002):
+        cells: dict[int, list[tuple[bool, int, float]]] = {}
+        for x_run, (size, needed, names, pool_tokens) in zip(rows, groups, strict=True):
+            likely = 1 / (1 + np.exp(-(x_run @ coefficients + intercept)))
+            k = max(3, int(np.count_nonzero(likely >= threshold)))
+            kept = {names[i] for i in np.argsort(-likely, kind="stable")[:k]}
+            cells.setdefault(size, []).append((needed <= kept, len(kept), sum(tokens[n] for n in kept) / pool_tokens))
+        table = "  ".join(
+            f"{size}: {statistics.mean(c[0] for c in cs):.3f}/{statistics.mean(c[1] for c in cs):.1f}/"
+            f"{statistics.mean(c[2] for c in cs):.1%}"
+            for size, cs in sorted(cells.items())
+        )
+        print(f"  p >= {threshold:<7} {table}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--deadline-ms", type=float, default=150.0, help="the edge's plan deadline")
     parser.add_argument(
         "--tune", action="store_true", help="also print the training-split grid the constants come from"
     )
+    parser.add_argument(
+        "--fit-reranker", action="store_true", help="also fit the stage-2 reranker on the training split"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    policy = RoutingPolicy(ab_control_share=0.0)  # "auto", as an account that changed nothing
 
     cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
     catalogue: dict[str, dict[str, Any]] = {}
@@ -120,9 +183,13 @@ def main() -> None:
     started = time.perf_counter()
     queries = embed([c.question for c in cases])
     print(f"embedded {len(cases)} questions in {time.perf_counter() - started:.1f} s")
+    vector_of = {c.question[: tool_router.INTENT_CHARS]: v for c, v in zip(cases, queries, strict=True)}
+    encoder = tool_router.embed
+    tool_router.embed = lambda texts: np.stack([vector_of[t] for t in texts])  # the batch above, for the recall runs
 
     header = (
-        f"{'pool / split':<22}{'n':>6}  {'recall':>7}  {'mean K':>8}  {'tok red.':>9}  {'bm25@K':>10}  {'embed@K':>10}"
+        f"{'pool / split':<22}{'n':>6}  {'recall':>7}  {'mean K':>8}  {'tok red.':>9}  {'keyword':>8}  {'bm25@K':>8}  "
+        f"{'embed@K':>8}"
     )
     print()
     print(header)
@@ -142,11 +209,13 @@ def main() -> None:
             else:
                 pool = names
             components = router.components(query, case.question, [views[n] for n in pool])
-            keep, _ = adaptive_k(components.fused(), 3, 0)
-            runs.append((split, case, pool, components, keep))
+            chat = {"messages": [{"role": "user", "content": case.question}]}
+            decision = router.route(chat, [catalogue[n] for n in pool], policy)
+            runs.append((split, case, pool, components, decision))
         all_runs[pool_size or len(names)] = runs
-        mean_k = round(statistics.mean(len(r[4]) for r in runs))
-        for split, case, pool, components, keep in runs:
+        mean_k = round(statistics.mean(len(r[4].keep) for r in runs))
+        for split, case, pool, components, decision in runs:
+            keep = decision.keep
             tally = tallies[split]
             index_of = {n: i for i, n in enumerate(pool)}
             needed = {index_of[n] for n in case.needed if n in index_of}
@@ -156,6 +225,7 @@ def main() -> None:
             tally.forwarded += len(kept)
             tally.tokens_pool += sum(tokens[n] for n in pool)
             tally.tokens_kept += sum(tokens[pool[i]] for i in kept)
+            tally.keyword_only += decision.mode == "keyword"
             tally.bm25_recalled += needed <= top(components.keyword, mean_k)
             tally.dense_recalled += needed <= top(components.dense, mean_k)
         label = f"{pool_size or len(names)} tools"
@@ -165,24 +235,44 @@ def main() -> None:
 
     if args.tune:
         tune(all_runs)
+    if args.fit_reranker:
+        fit_reranker(all_runs, views, tokens)
     print()
-    latencies: dict[int, list[float]] = {}
+    tool_router.embed = encoder
+    planner = Planner(index)
     sample = rng.sample(cases, min(args.latency_samples, len(cases)))
+    requests_500: list[dict[str, Any]] = []
     for pool_size in (50, 500, 0):
-        timings = []
+        requests = []
         for case in sample:
             own = [tool_name(t) for t in case.tools]
             others = [n for n in names if n not in own]
             pool = own + (rng.sample(others, max(0, pool_size - len(own))) if pool_size else others)
-            tools = [catalogue[n] for n in pool]
-            chat = {"messages": [{"role": "user", "content": case.question}]}
-            started = time.perf_counter()
-            router.route(chat, tools)
-            timings.append((time.perf_counter() - started) * 1000)
-        latencies[pool_size or len(names)] = timings
-    for size, timings in latencies.items():
+            requests.append(
+                {"messages": [{"role": "user", "content": case.question}], "tools": [catalogue[n] for n in pool]}
+            )
+        timings = [timed(planner, request, policy) for request in requests]
         q = np.percentile(timings, [50, 95])
+        size = pool_size or len(names)
         print(f"plan latency, {size:>5} cached tools: p50 {q[0]:6.1f} ms  p95 {q[1]:6.1f} ms  ({len(timings)} plans)")
+        requests_500 = requests if pool_size == 500 else requests_500
+    print(f"\nunder load, 500 cached tools, deadline {args.deadline_ms} ms (plans past it are forwarded unoptimized):")
+    for concurrency in (1, 4, 16):
+        with ThreadPoolExecutor(concurrency) as pool:  # the service plans in worker threads too
+            timings = list(pool.map(lambda r: timed(planner, r, policy), requests_500 * 2))
+        q = np.percentile(timings, [50, 95, 99])
+        late = sum(t > args.deadline_ms for t in timings) / len(timings)
+        print(
+            f"  {concurrency:>2} concurrent: p50 {q[0]:6.1f} ms  p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  "
+            f"past the deadline {late:.1%}"
+        )
+
+
+def timed(planner: Planner, request: dict[str, Any], policy: RoutingPolicy) -> float:
+    """Milliseconds one whole plan takes."""
+    started = time.perf_counter()
+    planner.plan(request, policy)
+    return (time.perf_counter() - started) * 1000
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ from functools import partial
 import grpc
 from redis import Redis
 
-from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
+from orqen.v1 import accounting_pb2_grpc, optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import TIMEOUT_SECONDS, open_redis
+from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.plan import Planner
+from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
 from orqen_optimizer.servicer import OptimizerServicer
 from orqen_optimizer.settings import OptimizerSettings
 from orqen_optimizer.tokens import encoding
@@ -33,23 +35,27 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
     planner = Planner(
-        ToolIndex(vectors) if settings.tool_routing else None,
-        ab_control_share=settings.ab_control_share,
-        max_new_tools=settings.routing_max_new_tools,
+        ToolIndex(vectors) if settings.tool_routing else None, max_new_tools=settings.routing_max_new_tools
+    )
+    token = settings.internal_token.get_secret_value()
+    redis = open_redis(stack, settings.redis_url)
+    accounting_channel = open_channel(settings.accounting_addr, token)
+    stack.push_async_callback(accounting_channel.close)
+    policies = RoutingPolicies(
+        accounting_pb2_grpc.AccountingStub(accounting_channel),
+        redis,
+        RoutingPolicy(ab_control_share=settings.ab_control_share),
+        settings.account_config_ttl_seconds,
     )
 
     def register(server: grpc.aio.Server) -> None:
-        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(planner), server)
+        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(planner, policies), server)
 
     return ServiceParts(
         register=register,
         service_names=[optimizer_pb2.DESCRIPTOR.services_by_name["Optimizer"].full_name],
         verify_api_key=open_key_verifier(
-            stack,
-            open_redis(stack, settings.redis_url),
-            settings.accounting_addr,
-            settings.internal_token.get_secret_value(),
-            settings.auth_cache_ttl_seconds,
+            stack, redis, settings.accounting_addr, token, settings.auth_cache_ttl_seconds
         ),
     )
 

@@ -1,9 +1,10 @@
 """The optimization plan of one chat request.
 
 Tools: a request with more than SMALL_TOOLSET tools forwards only those the router keeps
-(orqen_optimizer.tool_router), in their original order; A/B control traffic (a share of
-requests, `ORQEN_AB_CONTROL_SHARE`) forwards them all while recording what the router would
-have kept (mode "<mode>_ab_ctrl"), which measures its real recall. Tools never seen before
+(orqen_optimizer.tool_router), in their original order, under the account's routing policy
+(orqen_optimizer.policy: mode, K floor and cap, A/B share); A/B control traffic (that share
+of requests) forwards them all while recording what the router would have kept (mode
+"<mode>_ab_ctrl"), which measures its real recall. Tools never seen before
 are embedded in the background when there are more than `max_new_tools` of them: that
 request goes out whole ("passthrough") and the next ones are routed. Malformed tools make
 the request pass through unchanged, with the reason in the trace. Every forwarded tool has
@@ -26,11 +27,11 @@ import structlog
 from orqen.v1 import optimizer_pb2
 from orqen_optimizer.context import compress_context
 from orqen_optimizer.embeddings import ToolIndex
+from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.schemas import compress_tool
 from orqen_optimizer.tokens import count_tokens
 from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_views
 
-PASSTHROUGH = "passthrough"
 AB_CONTROL = "_ab_ctrl"
 TRACE_CANDIDATES = 20  # the trace keeps at least the best-ranked 20 tools with their scores
 
@@ -42,27 +43,25 @@ class Planner:
     def __init__(
         self,
         index: ToolIndex | None,
-        ab_control_share: float = 0.05,
         max_new_tools: int = 4,
         rng: Callable[[], float] = random.random,
     ) -> None:
         """`index` None: tool routing is off, every tool is forwarded (compressed)."""
         self._index = index
         self._router = ToolRouter(index) if index is not None else None
-        self._ab_control_share = ab_control_share
         self._max_new_tools = max_new_tools
         self._rng = rng
         self._indexing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-indexing")
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
 
-    def plan(self, chat: dict[str, Any]) -> Plan:
+    def plan(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY) -> Plan:
         stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
         trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
         forwarded = chat
         tools = chat.get("tools")
         if isinstance(tools, list) and tools:
-            kept = self._route(chat, tools, stats, trace)
+            kept = self._route(chat, tools, policy, stats, trace)
             forwarded = {**forwarded, "tools": [compress_tool(tools[i]) for i in kept]}
             stats.tools_input, stats.tools_output = len(tools), len(kept)
             stats.tool_tokens_in, stats.tool_tokens_out = tool_tokens(tools), tool_tokens(forwarded["tools"])
@@ -74,7 +73,12 @@ class Planner:
         return forwarded, stats, trace
 
     def _route(
-        self, chat: dict[str, Any], tools: list[Any], stats: optimizer_pb2.PlanStats, trace: optimizer_pb2.RoutingTrace
+        self,
+        chat: dict[str, Any],
+        tools: list[Any],
+        policy: RoutingPolicy,
+        stats: optimizer_pb2.PlanStats,
+        trace: optimizer_pb2.RoutingTrace,
     ) -> list[int]:
         """Indexes of the tools to forward; fills the routing mode and trace."""
         everything = list(range(len(tools)))
@@ -90,17 +94,22 @@ class Planner:
             stats.routing = trace.mode = "passthrough_small_toolset"
             trace.k_reason = f"{len(tools)} tools or fewer than {SMALL_TOOLSET + 1}"
             return everything
-        unseen = self._index.missing([v for t in tools for v in tool_views(t)])
+        if policy.mode == PASSTHROUGH:
+            trace.k_reason = "the account's routing mode is passthrough"
+            return everything
+        views = [tool_views(t) for t in tools]
+        # The keyword mode never embeds: it needs no tool vectors.
+        unseen = self._index.missing([v for view in views for v in view]) if policy.mode != KEYWORD else []
         if len(unseen) > self._max_new_tools:
             self._index_later(unseen)
             trace.k_reason = f"indexing {len(unseen)} new tools; later requests are routed"
             return everything
-        decision = self._router.route(chat, tools)
+        decision = self._router.route(chat, tools, policy, views)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
         # Every kept tool is in the trace (calibration scores K against it), and at least the best 20.
         shown = decision.ranked[: max(TRACE_CANDIDATES, len(decision.keep))]
-        trace.candidates.extend(optimizer_pb2.ToolCandidate(name=name, score=score) for name, score in shown)
-        if self._rng() < self._ab_control_share:
+        trace.candidates.extend(optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in shown)
+        if self._rng() < policy.ab_control_share:
             stats.routing = trace.mode = decision.mode + AB_CONTROL
             return everything
         stats.routing = trace.mode = decision.mode

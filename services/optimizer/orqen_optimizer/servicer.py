@@ -11,14 +11,16 @@ from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
 from orqen_optimizer.plan import Planner
+from orqen_optimizer.policy import RoutingPolicies
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
-    def __init__(self, planner: Planner) -> None:
+    def __init__(self, planner: Planner, policies: RoutingPolicies) -> None:
         self._planner = planner
+        self._policies = policies
 
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
-        account_scope(request.context.account_id)
+        account_id = account_scope(request.context.account_id)
         try:
             chat = orjson.loads(request.chat_json)
         except orjson.JSONDecodeError:
@@ -26,6 +28,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
         if not isinstance(chat, dict):
             raise invalid_request("chat_json must be a chat request object.")
         # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-        forwarded, stats, trace = await asyncio.to_thread(self._planner.plan, chat)
+        policy = await self._policies.get(account_id)
+        forwarded, stats, trace = await asyncio.to_thread(self._planner.plan, chat, policy)
         body = request.chat_json if forwarded is chat else orjson.dumps(forwarded)
         return optimizer_pb2.PlanResponse(chat_json=body, stats=stats, trace=trace)

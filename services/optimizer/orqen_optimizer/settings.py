@@ -15,7 +15,11 @@ class OptimizerSettings(ServiceSettings, RedisSettings):
         True, description="Forward only the tools a request needs; off: every tool is forwarded."
     )
     ab_control_share: float = Field(
-        0.05, ge=0, le=1, description="Share of routed requests sent with every tool, to measure the router's recall."
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of routed requests sent with every tool, to measure the router's recall, when an "
+        "account's routing preferences cannot be read (each account's own share is in its preferences).",
     )
     routing_max_new_tools: int = Field(
         4, ge=0, description="Unseen tools a request may embed itself; more are indexed in the background."

@@ -12,15 +12,23 @@ and the cap. Always kept besides: a tool named in `tool_choice`, tools already c
 the conversation, and tools whose results are in it, so the payload never refers to a
 tool it no longer offers.
 
+Modes (as in request logs and `x-orqen-routing`), under the account's policy "auto":
+- `keyword`: one tool's keywords match far better than any other's (BM25 lead of
+  `KEYWORD_LEAD`): routed on BM25 alone, without embedding the query. Also every request of
+  an account whose policy is "keyword".
+- `semantic`: the fused scores.
+- `intent_guided`: the latest user message is a bare follow-up ("yes, go ahead"), so the
+  intent reaches back to the earlier user turn.
+- `heuristic`: nothing matches (no keyword in common, best similarity under
+  `LOW_SIMILARITY`): the scores cannot separate the tools, so the margin is doubled.
+- `limit`: the account's K cap cut what the scores asked for.
+
 The constants were chosen on the benchmark's training split only (bench/routing.py).
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +38,17 @@ import orjson
 
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed
+from orqen_optimizer.keywords import bm25, words
+from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
+from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
 
 DENSE_WEIGHT = 0.75
 RELATIVE_MARGIN = 0.25
-BM25_K1, BM25_B = 1.2, 0.75
+KEYWORD_LEAD = 3.0
+LOW_SIMILARITY = 0.3
+FOLLOW_UP_WORDS = 2  # a latest user message with fewer content words than this is a follow-up
 SMALL_TOOLSET = 8  # this many tools or fewer are forwarded as they are
 INTENT_CHARS = 2000
-_WORDS = re.compile(r"[A-Za-z]+|\d+")
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +58,6 @@ class Decision:
     k_reason: str
     intent: str
     ranked: list[tuple[str, float]]  # every routable tool by fused score, best first
-
-
-def words(text: str) -> list[str]:
-    return [w.lower() for w in _WORDS.findall(_CAMEL.sub(" ", text))]
 
 
 def tool_views(tool: Any) -> list[str]:
@@ -91,8 +98,8 @@ def tool_name(tool: Any) -> str:
     return str(function.get("name", "")) if isinstance(function, dict) else ""
 
 
-def intent_of(messages: Any) -> str:
-    """The latest user message, then the last assistant turn and recent tool calls and results."""
+def intent_of(messages: Any, turns: int = 1) -> str:
+    """The latest `turns` user messages, then the last assistant turn and recent tool calls and results."""
     if not isinstance(messages, list):
         return ""
     parts: list[str] = []
@@ -102,10 +109,68 @@ def intent_of(messages: Any) -> str:
         text = text_of(message.get("content"))
         if message.get("role") == "user":
             parts.insert(0, text)
-            break
+            turns -= 1
+            if not turns:
+                break
+            continue
         parts += _called(message)
         parts.append(text[:300])
     return " ".join(p for p in parts if p)[:INTENT_CHARS]
+
+
+# Words that carry no request of their own: a message made of them only follows up.
+_FILLER = frozenset(
+    {
+        "yes",
+        "yeah",
+        "yep",
+        "no",
+        "nope",
+        "ok",
+        "okay",
+        "sure",
+        "please",
+        "thanks",
+        "thank",
+        "you",
+        "do",
+        "it",
+        "that",
+        "this",
+        "go",
+        "ahead",
+        "on",
+        "continue",
+        "proceed",
+        "again",
+        "try",
+        "same",
+        "fine",
+        "great",
+        "good",
+        "right",
+        "correct",
+        "now",
+        "then",
+        "and",
+        "the",
+        "a",
+        "an",
+        "sounds",
+        "perfect",
+    }
+)
+
+
+def is_follow_up(messages: Any) -> bool:
+    """Whether the latest user message only follows up on the conversation ("yes, go ahead")."""
+    if not isinstance(messages, list):
+        return False
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    if len(users) < 2:
+        return False
+    content = [w for w in words(text_of(users[-1].get("content"))) if w not in _FILLER]
+    return len(content) < FOLLOW_UP_WORDS
 
 
 def must_keep(chat: dict[str, Any]) -> set[str]:
@@ -132,90 +197,102 @@ def _called(message: dict[str, Any]) -> list[str]:
     ]
 
 
-@functools.lru_cache(maxsize=200_000)
-def _terms(text: str) -> tuple[Counter[str], int]:
-    found = words(text)
-    return Counter(found), len(found)
-
-
-def bm25(query: list[str], documents: Sequence[str]) -> list[float]:
-    """Okapi BM25 of each document for the query, over these documents only."""
-    if not documents:
-        return []
-    terms = set(query)
-    parsed = [_terms(d) for d in documents]
-    average = sum(length for _, length in parsed) / len(parsed) or 1.0
-    # One pass collects the postings of the query's terms; document frequencies follow from them.
-    postings: dict[str, list[tuple[int, int]]] = {}
-    for i, (counts, _) in enumerate(parsed):
-        for term in terms:
-            tf = counts.get(term)
-            if tf:
-                postings.setdefault(term, []).append((i, tf))
-    n = len(parsed)
-    scores = [0.0] * n
-    for hits in postings.values():
-        idf = math.log(1 + (n - len(hits) + 0.5) / (len(hits) + 0.5))
-        for i, tf in hits:
-            length = parsed[i][1]
-            scores[i] += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / average))
-    return scores
-
-
 @dataclass(frozen=True, slots=True)
 class Components:
     """Per tool: its best view's cosine similarity to the intent, and its BM25 score."""
 
-    dense: list[float]
-    keyword: list[float]
+    dense: np.ndarray
+    keyword: np.ndarray
 
-    def fused(self, dense_weight: float = DENSE_WEIGHT) -> list[float]:
-        top = max(self.keyword, default=0.0) or 1.0
-        return [
-            dense_weight * max(0.0, d) + (1 - dense_weight) * k / top
-            for d, k in zip(self.dense, self.keyword, strict=True)
-        ]
+    def fused(self, dense_weight: float = DENSE_WEIGHT) -> np.ndarray:
+        top = float(self.keyword.max(initial=0.0)) or 1.0
+        return np.asarray(dense_weight * np.maximum(self.dense, 0.0) + (1 - dense_weight) * self.keyword / top)
 
 
 class ToolRouter:
     def __init__(self, index: ToolIndex) -> None:
         self._index = index
 
-    def route(self, chat: dict[str, Any], tools: list[Any], k_floor: int = 3, k_cap: int = 0) -> Decision:
-        intent = intent_of(chat.get("messages"))
-        if len(tools) <= SMALL_TOOLSET:
-            return Decision(list(range(len(tools))), "passthrough_small_toolset", "small toolset", intent, [])
-        fused = self.components(embed([intent])[0], intent, [tool_views(t) for t in tools]).fused()
-        keep, reason = adaptive_k(fused, k_floor, k_cap)
-        required = must_keep(chat) - {tool_name(tools[i]) for i in keep}
-        order = sorted(range(len(tools)), key=lambda i: -fused[i])
-        keep += [i for i in order if tool_name(tools[i]) in required and i not in keep]
-        ranked = [(tool_name(tools[i]), round(fused[i], 4)) for i in order]
-        return Decision(keep, "semantic", reason, intent, ranked)
+    def route(
+        self,
+        chat: dict[str, Any],
+        tools: list[Any],
+        policy: RoutingPolicy = DEFAULT_POLICY,
+        views: Sequence[list[str]] | None = None,
+    ) -> Decision:
+        """`views`: each tool's `tool_views`, when the caller has them already."""
+        messages = chat.get("messages")
+        guided = policy.mode == AUTO and is_follow_up(messages)
+        intent = intent_of(messages, turns=2 if guided else 1)
+        views = views if views is not None else [tool_views(t) for t in tools]
+        names = [tool_name(t) for t in tools]
+        keyword = bm25(words(intent), [" ".join(view) for view in views])
+        if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
+            mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
+            order, k, reason = by_margin(fused, RELATIVE_MARGIN)
+        else:
+            dense = self.dense(embed([intent])[0], views)
+            fused = Components(dense, keyword).fused()
+            if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
+                # Nothing to go on: the reranker learned from asks that match some tool.
+                mode = "heuristic"
+                order, k, reason = by_margin(fused, 2 * RELATIVE_MARGIN)
+            else:
+                mode = "intent_guided" if guided else "semantic"
+                reranked, likely = rerank(intent, names, views, fused, dense, keyword)
+                # The reranked candidates are the best by fused score, in a new order; the rest follow.
+                order = np.concatenate([reranked, np.argsort(-fused, kind="stable")[len(reranked) :]])
+                k = int(np.count_nonzero(likely >= KEEP_PROBABILITY))
+                reason = f"reranked: {k} of the best {len(reranked)} at least {KEEP_PROBABILITY:g} likely"
+        k, reason = bounded(k, reason, len(order), policy.k_floor, policy.k_cap)
+        if reason.startswith("cap"):
+            mode = "limit"
+        keep = order[:k].tolist()
+        required = must_keep(chat) - {names[i] for i in keep}
+        keep += [i for i in order.tolist() if names[i] in required and i not in keep]
+        ranked = [(names[i], float(fused[i])) for i in order.tolist()]
+        return Decision(keep, mode, reason, intent, ranked)
+
+    def dense(self, query: np.ndarray, views: Sequence[list[str]]) -> np.ndarray:
+        """Per tool, its best view's cosine similarity to `query` (the intent's embedding)."""
+        by_view = self._index.scores(query, self._index.add([v for tool in views for v in tool]))
+        starts = np.cumsum([0, *(len(tool) for tool in views[:-1])])
+        return np.maximum.reduceat(by_view, starts) if len(views) else np.zeros(0, dtype=np.float32)
 
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""
-        flat = [v for tool in views for v in tool]
-        ids = self._index.add(flat)
-        by_id = self._index.scores(query, ids)
-        dense, position = [], 0
-        for tool in views:
-            dense.append(max(by_id.get(t, 0.0) for t in ids[position : position + len(tool)]))
-            position += len(tool)
-        keyword = bm25(words(intent), [" ".join(tool) for tool in views])
-        return Components(dense, keyword)
+        return Components(self.dense(query, views), bm25(words(intent), [" ".join(tool) for tool in views]))
+
+
+def keyword_leads(keyword: np.ndarray, lead: float = KEYWORD_LEAD) -> bool:
+    """Whether the best keyword match leads the second by `lead` times: the fast path needs no embedding."""
+    if len(keyword) < 2:
+        return False
+    second, best = np.partition(keyword, len(keyword) - 2)[-2:]
+    return bool(best > 0 and best >= lead * second)
+
+
+def by_margin(fused: np.ndarray, margin: float) -> tuple[np.ndarray, int, str]:
+    """Tools best first, and how many are within `margin` of the best score (and why)."""
+    order = np.argsort(-fused, kind="stable")
+    best = float(fused[order[0]]) if len(order) else 0.0
+    return order, int(np.count_nonzero(fused >= best - margin)), f"within {margin:g} of the best score {best:.2f}"
+
+
+def bounded(k: int, reason: str, tools: int, k_floor: int, k_cap: int) -> tuple[int, str]:
+    """K within the floor and the cap (0: none), and why."""
+    if k < k_floor:
+        k, reason = min(k_floor, tools), f"floor {k_floor}"
+    if k_cap and k > k_cap:
+        k, reason = k_cap, f"cap {k_cap}"
+    return k, reason
 
 
 def adaptive_k(
-    fused: Sequence[float], k_floor: int, k_cap: int, margin: float = RELATIVE_MARGIN
+    scores: Sequence[float] | np.ndarray, k_floor: int, k_cap: int, margin: float = RELATIVE_MARGIN
 ) -> tuple[list[int], str]:
-    """The tools to keep, best first, and why that many."""
-    order = sorted(range(len(fused)), key=lambda i: -fused[i])
-    best = fused[order[0]] if order else 0.0
-    k = sum(1 for i in order if fused[i] >= best - margin)
-    reason = f"within {margin:g} of the best score {best:.2f}"
-    if k < k_floor:
-        k, reason = min(k_floor, len(fused)), f"floor {k_floor}"
-    if k_cap and k > k_cap:
-        k, reason = k_cap, f"cap {k_cap}"
-    return order[:k], reason
+    """The tools to keep by the margin rule alone, best first, and why that many."""
+    fused = np.asarray(scores, dtype=np.float64)
+    order, k, reason = by_margin(fused, margin)
+    k, reason = bounded(k, reason, len(fused), k_floor, k_cap)
+    return order[:k].tolist(), reason

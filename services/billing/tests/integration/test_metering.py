@@ -1,10 +1,12 @@
 """Billing meters request events idempotently and projects the month's charge."""
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import nats
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import billing_pb2, common_pb2, dispatch_pb2, events_pb2
@@ -14,6 +16,7 @@ from orqen_billing.servicer import BillingServicer
 from orqen_billing.settings import BillingSettings
 from orqen_common.context import SERVICE_PRINCIPAL, principal_var
 from orqen_common.db import create_pool
+from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames, ensure_stream
 from orqen_common.migrations import upgrade_to_head
 
 ACCOUNT = "5f0a4b3e-8e6e-4c1e-9a51-2f3f7d7a9c10"
@@ -53,3 +56,44 @@ async def test_usage_is_metered_once_per_request(orqen_database_url: str, monkey
         await pool.close()
     assert (status.tier, status.requests, status.tokens) == ("free", 2, 300)
     assert status.projected_charge_cents == 0 and status.included_tokens == 1_000_000
+
+
+async def test_the_billing_consumer_meters_each_request_once_from_jetstream(
+    orqen_database_url: str, orqen_nats_url: str, orqen_nats_prefix: str
+) -> None:
+    upgrade_to_head(orqen_database_url, SCHEMA, MIGRATIONS)
+    pool: asyncpg.Pool = await create_pool(orqen_database_url, 2, SCHEMA)
+    names = EventNames(orqen_nats_prefix)
+    nc = await nats.connect(orqen_nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js, names)
+
+    async def publish(request_id: str, msg_id: str) -> None:
+        # Distinct Nats-Msg-Id values defeat JetStream's dedupe, as a replay outside its window would.
+        await js.publish(names.subject(REQUEST_COMPLETED), _event(request_id, 9).data, headers={"Nats-Msg-Id": msg_id})
+
+    async def consume_until(count: int) -> None:
+        stop = asyncio.Event()
+        consumer = DurableConsumer(orqen_nats_url, names, "billing", REQUEST_COMPLETED, UsageMeter(pool), max_wait=0.2)
+        task = asyncio.create_task(consumer.run(stop))
+        for _ in range(200):
+            if await pool.fetchval("SELECT count(*) FROM metered_requests") >= count:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    try:
+        for i in range(5):
+            await publish(f"req_{i}", f"m{i}")
+        await js.publish(names.subject(REQUEST_COMPLETED), b"\xff not protobuf", headers={"Nats-Msg-Id": "poison"})
+        await consume_until(5)
+        for i in range(5):
+            await publish(f"req_{i}", f"replay{i}")
+        await publish("req_new", "m-new")
+        await consume_until(6)  # a restarted consumer resumes from its durable position
+        assert await pool.fetchval("SELECT count(*) FROM metered_requests") == 6
+        assert await pool.fetchval("SELECT sum(tokens) FROM metered_requests") == 6 * 10
+    finally:
+        await nc.close()
+        await pool.close()

@@ -171,6 +171,16 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_usage__pb2.Session.FromString,
                 _registered_method=True)
+        self.CreateOwner = channel.unary_unary(
+                '/orqen.v1.Accounting/CreateOwner',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.CreateOwnerRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+                _registered_method=True)
+        self.VerifyOwner = channel.unary_unary(
+                '/orqen.v1.Accounting/VerifyOwner',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.VerifyOwnerRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+                _registered_method=True)
 
 
 class AccountingServicer:
@@ -355,6 +365,22 @@ class AccountingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateOwner(self, request, context):
+        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+        ALREADY_EXISTS when the email is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyOwner(self, request, context):
+        """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+        password alike, so the answer does not tell which emails exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -492,6 +518,16 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.GetSessionRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_usage__pb2.Session.SerializeToString,
+            ),
+            'CreateOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOwner,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.CreateOwnerRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
+            ),
+            'VerifyOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyOwner,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.VerifyOwnerRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1224,6 +1260,60 @@ class Accounting:
             '/orqen.v1.Accounting/GetSession',
             orqen_dot_v1_dot_accounting__pb2.GetSessionRequest.SerializeToString,
             orqen_dot_v1_dot_usage__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/CreateOwner',
+            orqen_dot_v1_dot_accounting__pb2.CreateOwnerRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/VerifyOwner',
+            orqen_dot_v1_dot_accounting__pb2.VerifyOwnerRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,14 @@ class AccountingStub:
     ListSessions: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ListSessionsRequest, _usage_pb2.ListSessionsResponse]
     """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
     GetSession: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.GetSessionRequest, _usage_pb2.Session]
+    CreateOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]
+    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+    ALREADY_EXISTS when the email is taken.
+    """
+    VerifyOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.VerifyOwnerRequest, _accounting_pb2.Owner]
+    """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+    password alike, so the answer does not tell which emails exist.
+    """
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -130,6 +138,14 @@ class AccountingAsyncStub(AccountingStub):
     ListSessions: _aio.UnaryUnaryMultiCallable[_usage_pb2.ListSessionsRequest, _usage_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
     GetSession: _aio.UnaryUnaryMultiCallable[_accounting_pb2.GetSessionRequest, _usage_pb2.Session]  # type: ignore[assignment]
+    CreateOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+    ALREADY_EXISTS when the email is taken.
+    """
+    VerifyOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.VerifyOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+    password alike, so the answer does not tell which emails exist.
+    """
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -340,5 +356,25 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.GetSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.Session, _abc.Awaitable[_usage_pb2.Session]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateOwner(
+        self,
+        request: _accounting_pb2.CreateOwnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+        ALREADY_EXISTS when the email is taken.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyOwner(
+        self,
+        request: _accounting_pb2.VerifyOwnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
+        password alike, so the answer does not tell which emails exist.
+        """
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,17 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orqen/v1/billing.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x11GetBillingRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xec\x01\n\rBillingStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x17\n\x0fincluded_tokens\x18\x06 \x01(\x03\x12\x1e\n\x16projected_charge_cents\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t2M\n\x07\x42illing\x12\x42\n\nGetBilling\x12\x1b.orqen.v1.GetBillingRequest\x1a\x17.orqen.v1.BillingStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orqen/v1/billing.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x15\x43reateCheckoutRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\")\n\x13\x43reatePortalRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\")\n\x0eStripeRedirect\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"=\n\x13SyncCheckoutRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"5\n\x0fWebhookDelivery\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\"T\n\x0eWebhookOutcome\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x08\"\'\n\x11GetBillingRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xd8\x02\n\rBillingStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x30\n\x0cperiod_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x17\n\x0fincluded_tokens\x18\x06 \x01(\x03\x12\x1e\n\x16projected_charge_cents\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x1b\n\x13subscription_status\x18\t \x01(\t\x12\x12\n\nbase_cents\x18\n \x01(\x03\x12!\n\x19overage_cents_per_million\x18\x0b \x01(\x03\x12\x16\n\x0estripe_enabled\x18\x0c \x01(\x08\x32\xbb\x03\n\x07\x42illing\x12\x42\n\nGetBilling\x12\x1b.orqen.v1.GetBillingRequest\x1a\x17.orqen.v1.BillingStatus\x12K\n\x0e\x43reateCheckout\x12\x1f.orqen.v1.CreateCheckoutRequest\x1a\x18.orqen.v1.StripeRedirect\x12G\n\x0c\x43reatePortal\x12\x1d.orqen.v1.CreatePortalRequest\x1a\x18.orqen.v1.StripeRedirect\x12\x46\n\x0cSyncCheckout\x12\x1d.orqen.v1.SyncCheckoutRequest\x1a\x17.orqen.v1.BillingStatus\x12H\n\x10SyncSubscription\x12\x1b.orqen.v1.GetBillingRequest\x1a\x17.orqen.v1.BillingStatus\x12\x44\n\rHandleWebhook\x12\x19.orqen.v1.WebhookDelivery\x1a\x18.orqen.v1.WebhookOutcomeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orqen.v1.billing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETBILLINGREQUEST']._serialized_start=69
-  _globals['_GETBILLINGREQUEST']._serialized_end=108
-  _globals['_BILLINGSTATUS']._serialized_start=111
-  _globals['_BILLINGSTATUS']._serialized_end=347
-  _globals['_BILLING']._serialized_start=349
-  _globals['_BILLING']._serialized_end=426
+  _globals['_CREATECHECKOUTREQUEST']._serialized_start=69
+  _globals['_CREATECHECKOUTREQUEST']._serialized_end=127
+  _globals['_CREATEPORTALREQUEST']._serialized_start=129
+  _globals['_CREATEPORTALREQUEST']._serialized_end=170
+  _globals['_STRIPEREDIRECT']._serialized_start=172
+  _globals['_STRIPEREDIRECT']._serialized_end=213
+  _globals['_SYNCCHECKOUTREQUEST']._serialized_start=215
+  _globals['_SYNCCHECKOUTREQUEST']._serialized_end=276
+  _globals['_WEBHOOKDELIVERY']._serialized_start=278
+  _globals['_WEBHOOKDELIVERY']._serialized_end=331
+  _globals['_WEBHOOKOUTCOME']._serialized_start=333
+  _globals['_WEBHOOKOUTCOME']._serialized_end=417
+  _globals['_GETBILLINGREQUEST']._serialized_start=419
+  _globals['_GETBILLINGREQUEST']._serialized_end=458
+  _globals['_BILLINGSTATUS']._serialized_start=461
+  _globals['_BILLINGSTATUS']._serialized_end=805
+  _globals['_BILLING']._serialized_start=808
+  _globals['_BILLING']._serialized_end=1251
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,147 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CreateCheckoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    email: _builtins.str
+    """Prefills Checkout and names the Stripe customer created for the account."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCheckoutRequest: _TypeAlias = CreateCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class CreatePortalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePortalRequest: _TypeAlias = CreatePortalRequest  # noqa: Y015
+
+@_typing.final
+class StripeRedirect(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    url: _builtins.str
+    """Where the browser goes next (Stripe's hosted page)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StripeRedirect: _TypeAlias = StripeRedirect  # noqa: Y015
+
+@_typing.final
+class SyncCheckoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    session_id: _builtins.str
+    """The Checkout session id Stripe put in the success URL."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncCheckoutRequest: _TypeAlias = SyncCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    signature: _builtins.str
+    """The Stripe-Signature header."""
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
+
+@_typing.final
+class WebhookOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    type: _builtins.str
+    duplicate: _builtins.bool
+    """The event was already processed (Stripe retries deliveries): nothing changed."""
+    applied: _builtins.bool
+    """The event changed a subscription or recorded an invoice (other types are acknowledged only)."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        duplicate: _builtins.bool = ...,
+        applied: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "duplicate", b"duplicate", "event_id", b"event_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookOutcome: _TypeAlias = WebhookOutcome  # noqa: Y015
+
+@_typing.final
 class GetBillingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -48,6 +189,10 @@ class BillingStatus(_message.Message):
     INCLUDED_TOKENS_FIELD_NUMBER: _builtins.int
     PROJECTED_CHARGE_CENTS_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_STATUS_FIELD_NUMBER: _builtins.int
+    BASE_CENTS_FIELD_NUMBER: _builtins.int
+    OVERAGE_CENTS_PER_MILLION_FIELD_NUMBER: _builtins.int
+    STRIPE_ENABLED_FIELD_NUMBER: _builtins.int
     tier: _builtins.str
     requests: _builtins.int
     tokens: _builtins.int
@@ -55,6 +200,13 @@ class BillingStatus(_message.Message):
     projected_charge_cents: _builtins.int
     """Projected charge for the period, in cents of `currency`."""
     currency: _builtins.str
+    subscription_status: _builtins.str
+    """Stripe's subscription status ("active", "past_due", "canceled", ...); empty without one."""
+    base_cents: _builtins.int
+    """The plan's monthly base price and overage rate, in cents of `currency`."""
+    overage_cents_per_million: _builtins.int
+    stripe_enabled: _builtins.bool
+    """False in local mode (no Stripe secret key): the Stripe endpoints are unavailable."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -70,10 +222,14 @@ class BillingStatus(_message.Message):
         included_tokens: _builtins.int = ...,
         projected_charge_cents: _builtins.int = ...,
         currency: _builtins.str = ...,
+        subscription_status: _builtins.str = ...,
+        base_cents: _builtins.int = ...,
+        overage_cents_per_million: _builtins.int = ...,
+        stripe_enabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "included_tokens", b"included_tokens", "period_end", b"period_end", "period_start", b"period_start", "projected_charge_cents", b"projected_charge_cents", "requests", b"requests", "tier", b"tier", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_cents", b"base_cents", "currency", b"currency", "included_tokens", b"included_tokens", "overage_cents_per_million", b"overage_cents_per_million", "period_end", b"period_end", "period_start", b"period_start", "projected_charge_cents", b"projected_charge_cents", "requests", b"requests", "stripe_enabled", b"stripe_enabled", "subscription_status", b"subscription_status", "tier", b"tier", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

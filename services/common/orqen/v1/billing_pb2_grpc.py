@@ -40,6 +40,31 @@ class BillingStub:
                 request_serializer=orqen_dot_v1_dot_billing__pb2.GetBillingRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_billing__pb2.BillingStatus.FromString,
                 _registered_method=True)
+        self.CreateCheckout = channel.unary_unary(
+                '/orqen.v1.Billing/CreateCheckout',
+                request_serializer=orqen_dot_v1_dot_billing__pb2.CreateCheckoutRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_billing__pb2.StripeRedirect.FromString,
+                _registered_method=True)
+        self.CreatePortal = channel.unary_unary(
+                '/orqen.v1.Billing/CreatePortal',
+                request_serializer=orqen_dot_v1_dot_billing__pb2.CreatePortalRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_billing__pb2.StripeRedirect.FromString,
+                _registered_method=True)
+        self.SyncCheckout = channel.unary_unary(
+                '/orqen.v1.Billing/SyncCheckout',
+                request_serializer=orqen_dot_v1_dot_billing__pb2.SyncCheckoutRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_billing__pb2.BillingStatus.FromString,
+                _registered_method=True)
+        self.SyncSubscription = channel.unary_unary(
+                '/orqen.v1.Billing/SyncSubscription',
+                request_serializer=orqen_dot_v1_dot_billing__pb2.GetBillingRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_billing__pb2.BillingStatus.FromString,
+                _registered_method=True)
+        self.HandleWebhook = channel.unary_unary(
+                '/orqen.v1.Billing/HandleWebhook',
+                request_serializer=orqen_dot_v1_dot_billing__pb2.WebhookDelivery.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_billing__pb2.WebhookOutcome.FromString,
+                _registered_method=True)
 
 
 class BillingServicer:
@@ -52,6 +77,43 @@ class BillingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCheckout(self, request, context):
+        """Stripe. Without a Stripe secret key billing runs in local mode and these answer UNIMPLEMENTED.
+        A Checkout session that upgrades the account to Pro.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePortal(self, request, context):
+        """A Stripe customer portal session for the account's Stripe customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncCheckout(self, request, context):
+        """Records the subscription of a completed Checkout session (after the redirect back).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncSubscription(self, request, context):
+        """Refreshes the account's subscription from Stripe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleWebhook(self, request, context):
+        """Internal callers only: a Stripe webhook delivery exactly as received; INVALID_ARGUMENT when
+        the signature is wrong or stale (nothing is recorded then).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +121,31 @@ def add_BillingServicer_to_server(servicer, server):
                     servicer.GetBilling,
                     request_deserializer=orqen_dot_v1_dot_billing__pb2.GetBillingRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_billing__pb2.BillingStatus.SerializeToString,
+            ),
+            'CreateCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckout,
+                    request_deserializer=orqen_dot_v1_dot_billing__pb2.CreateCheckoutRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_billing__pb2.StripeRedirect.SerializeToString,
+            ),
+            'CreatePortal': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePortal,
+                    request_deserializer=orqen_dot_v1_dot_billing__pb2.CreatePortalRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_billing__pb2.StripeRedirect.SerializeToString,
+            ),
+            'SyncCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncCheckout,
+                    request_deserializer=orqen_dot_v1_dot_billing__pb2.SyncCheckoutRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_billing__pb2.BillingStatus.SerializeToString,
+            ),
+            'SyncSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncSubscription,
+                    request_deserializer=orqen_dot_v1_dot_billing__pb2.GetBillingRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_billing__pb2.BillingStatus.SerializeToString,
+            ),
+            'HandleWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleWebhook,
+                    request_deserializer=orqen_dot_v1_dot_billing__pb2.WebhookDelivery.FromString,
+                    response_serializer=orqen_dot_v1_dot_billing__pb2.WebhookOutcome.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +176,141 @@ class Billing:
             '/orqen.v1.Billing/GetBilling',
             orqen_dot_v1_dot_billing__pb2.GetBillingRequest.SerializeToString,
             orqen_dot_v1_dot_billing__pb2.BillingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Billing/CreateCheckout',
+            orqen_dot_v1_dot_billing__pb2.CreateCheckoutRequest.SerializeToString,
+            orqen_dot_v1_dot_billing__pb2.StripeRedirect.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePortal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Billing/CreatePortal',
+            orqen_dot_v1_dot_billing__pb2.CreatePortalRequest.SerializeToString,
+            orqen_dot_v1_dot_billing__pb2.StripeRedirect.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Billing/SyncCheckout',
+            orqen_dot_v1_dot_billing__pb2.SyncCheckoutRequest.SerializeToString,
+            orqen_dot_v1_dot_billing__pb2.BillingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Billing/SyncSubscription',
+            orqen_dot_v1_dot_billing__pb2.GetBillingRequest.SerializeToString,
+            orqen_dot_v1_dot_billing__pb2.BillingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Billing/HandleWebhook',
+            orqen_dot_v1_dot_billing__pb2.WebhookDelivery.SerializeToString,
+            orqen_dot_v1_dot_billing__pb2.WebhookOutcome.FromString,
             options,
             channel_credentials,
             insecure,

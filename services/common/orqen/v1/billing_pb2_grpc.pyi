@@ -34,6 +34,20 @@ class BillingStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> BillingAsyncStub: ...
     GetBilling: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetBillingRequest, _billing_pb2.BillingStatus]
+    CreateCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreateCheckoutRequest, _billing_pb2.StripeRedirect]
+    """Stripe. Without a Stripe secret key billing runs in local mode and these answer UNIMPLEMENTED.
+    A Checkout session that upgrades the account to Pro.
+    """
+    CreatePortal: _grpc.UnaryUnaryMultiCallable[_billing_pb2.CreatePortalRequest, _billing_pb2.StripeRedirect]
+    """A Stripe customer portal session for the account's Stripe customer."""
+    SyncCheckout: _grpc.UnaryUnaryMultiCallable[_billing_pb2.SyncCheckoutRequest, _billing_pb2.BillingStatus]
+    """Records the subscription of a completed Checkout session (after the redirect back)."""
+    SyncSubscription: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetBillingRequest, _billing_pb2.BillingStatus]
+    """Refreshes the account's subscription from Stripe."""
+    HandleWebhook: _grpc.UnaryUnaryMultiCallable[_billing_pb2.WebhookDelivery, _billing_pb2.WebhookOutcome]
+    """Internal callers only: a Stripe webhook delivery exactly as received; INVALID_ARGUMENT when
+    the signature is wrong or stale (nothing is recorded then).
+    """
 
 @_typing.type_check_only
 class BillingAsyncStub(BillingStub):
@@ -41,6 +55,20 @@ class BillingAsyncStub(BillingStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetBilling: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetBillingRequest, _billing_pb2.BillingStatus]  # type: ignore[assignment]
+    CreateCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreateCheckoutRequest, _billing_pb2.StripeRedirect]  # type: ignore[assignment]
+    """Stripe. Without a Stripe secret key billing runs in local mode and these answer UNIMPLEMENTED.
+    A Checkout session that upgrades the account to Pro.
+    """
+    CreatePortal: _aio.UnaryUnaryMultiCallable[_billing_pb2.CreatePortalRequest, _billing_pb2.StripeRedirect]  # type: ignore[assignment]
+    """A Stripe customer portal session for the account's Stripe customer."""
+    SyncCheckout: _aio.UnaryUnaryMultiCallable[_billing_pb2.SyncCheckoutRequest, _billing_pb2.BillingStatus]  # type: ignore[assignment]
+    """Records the subscription of a completed Checkout session (after the redirect back)."""
+    SyncSubscription: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetBillingRequest, _billing_pb2.BillingStatus]  # type: ignore[assignment]
+    """Refreshes the account's subscription from Stripe."""
+    HandleWebhook: _aio.UnaryUnaryMultiCallable[_billing_pb2.WebhookDelivery, _billing_pb2.WebhookOutcome]  # type: ignore[assignment]
+    """Internal callers only: a Stripe webhook delivery exactly as received; INVALID_ARGUMENT when
+    the signature is wrong or stale (nothing is recorded then).
+    """
 
 class BillingServicer(metaclass=_abc_1.ABCMeta):
     """Plans, metered usage and the projected charge of an account."""
@@ -51,5 +79,49 @@ class BillingServicer(metaclass=_abc_1.ABCMeta):
         request: _billing_pb2.GetBillingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_billing_pb2.BillingStatus, _abc.Awaitable[_billing_pb2.BillingStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateCheckout(
+        self,
+        request: _billing_pb2.CreateCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.StripeRedirect, _abc.Awaitable[_billing_pb2.StripeRedirect]]:
+        """Stripe. Without a Stripe secret key billing runs in local mode and these answer UNIMPLEMENTED.
+        A Checkout session that upgrades the account to Pro.
+        """
+
+    @_abc_1.abstractmethod
+    def CreatePortal(
+        self,
+        request: _billing_pb2.CreatePortalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.StripeRedirect, _abc.Awaitable[_billing_pb2.StripeRedirect]]:
+        """A Stripe customer portal session for the account's Stripe customer."""
+
+    @_abc_1.abstractmethod
+    def SyncCheckout(
+        self,
+        request: _billing_pb2.SyncCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.BillingStatus, _abc.Awaitable[_billing_pb2.BillingStatus]]:
+        """Records the subscription of a completed Checkout session (after the redirect back)."""
+
+    @_abc_1.abstractmethod
+    def SyncSubscription(
+        self,
+        request: _billing_pb2.GetBillingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.BillingStatus, _abc.Awaitable[_billing_pb2.BillingStatus]]:
+        """Refreshes the account's subscription from Stripe."""
+
+    @_abc_1.abstractmethod
+    def HandleWebhook(
+        self,
+        request: _billing_pb2.WebhookDelivery,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.WebhookOutcome, _abc.Awaitable[_billing_pb2.WebhookOutcome]]:
+        """Internal callers only: a Stripe webhook delivery exactly as received; INVALID_ARGUMENT when
+        the signature is wrong or stale (nothing is recorded then).
+        """
 
 def add_BillingServicer_to_server(servicer: BillingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from orqen.v1 import common_pb2 as _common_pb2
+from orqen.v1 import optimizer_pb2 as _optimizer_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -199,6 +200,7 @@ class CompleteRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _builtins.int
     CHAT_JSON_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
+    TOOL_ROUTING_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The canonical chat request (OpenAI Chat Completions JSON, with the extensions
     listed in orqen_common/canonical.py), UTF-8.
@@ -213,16 +215,23 @@ class CompleteRequest(_message.Message):
         and are never logged or stored.
         """
 
+    @_builtins.property
+    def tool_routing(self) -> _optimizer_pb2.RoutingTrace:
+        """The optimizer's tool-routing decision, when it ranked the request's tools: orqen/auto
+        reads how clear the ask is from it (one tool far ahead of the others is a simple ask).
+        """
+
     def __init__(
         self,
         *,
         context: _common_pb2.RequestContext | None = ...,
         chat_json: _builtins.bytes = ...,
         credentials: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tool_routing: _optimizer_pb2.RoutingTrace | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "tool_routing", b"tool_routing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "context", b"context", "credentials", b"credentials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

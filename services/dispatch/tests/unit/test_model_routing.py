@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from orqen.v1 import optimizer_pb2
 from orqen_common.catalogue import Catalogue, CatalogueEntry, load_catalogue
 from orqen_common.errors import OrqenError
 from orqen_dispatch.latency import ModelStats
@@ -78,8 +79,9 @@ def choose(
     disabled: frozenset[str] = frozenset(),
     stats: dict[str, ModelStats] | None = None,
     chooser: ModelChooser = CHOOSER,
+    tool_routing: optimizer_pb2.RoutingTrace | None = None,
 ) -> list[Choice]:
-    return chooser.choose(rule, body or HI, connected, disabled, stats or {})
+    return chooser.choose(rule, body or HI, connected, disabled, stats or {}, tool_routing)
 
 
 # Requested models and bad routing strings.
@@ -185,6 +187,18 @@ def test_auto_sends_a_complex_ask_to_the_best_of_the_capable_tier() -> None:
     debugging = choose("orqen/auto", chat("Help me debug this segfault"))
     assert debugging[0].model == "claude-top" and "'debug'" in debugging[0].reason
     assert [c.model for c in debugging] == ["claude-top", "claude-twin", "gpt-big"]
+
+
+def test_auto_takes_a_tool_ask_the_optimizer_found_clear_as_a_standard_ask() -> None:
+    with_tools = chat("weather in Oslo?", tools=[{"type": "function", "function": {"name": "w", "parameters": {}}}])
+    clear = optimizer_pb2.RoutingTrace(
+        mode="semantic",
+        candidates=[optimizer_pb2.ToolCandidate(name="w", score=0.9), optimizer_pb2.ToolCandidate(name="x", score=0.5)],
+    )
+    [first, *_] = choose("orqen/auto", with_tools, tool_routing=clear)
+    assert first.model == "o9-think" and "standard ask (one clear tool: w) -> balanced tier" in first.reason
+    close = optimizer_pb2.RoutingTrace(candidates=[*clear.candidates[:1], optimizer_pb2.ToolCandidate(score=0.8)])
+    assert choose("orqen/auto", with_tools, tool_routing=close)[0].model == "claude-top"
 
 
 def test_auto_sends_anything_else_to_the_cheapest_balanced_model() -> None:

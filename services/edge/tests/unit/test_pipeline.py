@@ -56,6 +56,8 @@ def test_headers_describe_the_plan() -> None:
         "x-orqen-prune-ratio": "8/32",
         "x-orqen-routing": "semantic",
     }
+    call.plan_stats = optimizer_pb2.PlanStats(tools_input=3, tools_output=3, routing="passthrough_small_toolset")
+    assert call.headers()["x-orqen-routing"] == "passthrough_small_toolset"
 
 
 def test_error_bodies_follow_each_sdk() -> None:

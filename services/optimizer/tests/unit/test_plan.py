@@ -1,7 +1,8 @@
 from typing import Any
 
 from orqen_optimizer.embeddings import ToolIndex
-from orqen_optimizer.plan import PASSTHROUGH, Planner, tool_tokens
+from orqen_optimizer.plan import Planner, tool_tokens
+from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
 
 plan = Planner(None).plan
 
@@ -51,35 +52,36 @@ def test_a_long_conversation_is_compressed_and_counted() -> None:
     assert len(forwarded["messages"][2]["content"]) < len(output) and forwarded["messages"][5] == messages[5]
 
 
+SEMANTIC_ONLY = RoutingPolicy(mode="semantic", ab_control_share=0.0)
 STOCK = {"messages": [{"role": "user", "content": "What is Apple's stock trading at right now?"}]}
 
 
 def test_a_large_toolset_forwards_the_routed_tools_in_their_order_with_a_trace(tools: list[dict[str, Any]]) -> None:
-    planner = Planner(ToolIndex(), ab_control_share=0.0, max_new_tools=100)
-    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools})
+    planner = Planner(ToolIndex(), max_new_tools=100)
+    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools}, SEMANTIC_ONLY)
     names = [t["function"]["name"] for t in forwarded["tools"]]
     assert "get_stock_price" in names and len(names) < len(tools)
     assert names == [t["function"]["name"] for t in tools if t["function"]["name"] in names]  # original order
     assert (stats.tools_input, stats.tools_output, stats.routing) == (len(tools), len(names), "semantic")
-    assert stats.tool_tokens_out < stats.tool_tokens_in / 2
+    assert 0 < stats.tool_tokens_out < stats.tool_tokens_in  # fewer tools, fewer tokens
     assert trace.mode == "semantic" and trace.k == len(names) and trace.k_reason
     assert trace.intent.startswith("What is Apple's stock") and trace.candidates[0].name == "get_stock_price"
 
 
 def test_ab_control_forwards_every_tool_and_records_the_decision(tools: list[dict[str, Any]]) -> None:
-    planner = Planner(ToolIndex(), ab_control_share=0.05, max_new_tools=100, rng=lambda: 0.0)
-    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools})
+    planner = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 0.0)
+    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic"))
     assert len(forwarded["tools"]) == stats.tools_output == len(tools)
     assert stats.routing == trace.mode == "semantic_ab_ctrl" and trace.k < len(tools)
 
 
 def test_many_unseen_tools_pass_through_once_while_they_are_indexed(tools: list[dict[str, Any]]) -> None:
-    planner = Planner(ToolIndex(), ab_control_share=0.0, max_new_tools=2)
-    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools})
+    planner = Planner(ToolIndex(), max_new_tools=2)
+    forwarded, stats, trace = planner.plan({**STOCK, "tools": tools}, SEMANTIC_ONLY)
     assert len(forwarded["tools"]) == len(tools) and stats.routing == PASSTHROUGH
     assert trace.k_reason.startswith("indexing 10 new tools")
     planner._indexing.shutdown(wait=True)  # the background indexing finishes
-    _, stats, _ = Planner.plan(planner, {**STOCK, "tools": tools})
+    _, stats, _ = Planner.plan(planner, {**STOCK, "tools": tools}, SEMANTIC_ONLY)
     assert stats.routing == "semantic"
 
 
@@ -93,3 +95,33 @@ def test_a_malformed_tool_passes_everything_through_with_the_reason(tools: list[
 def test_a_small_toolset_is_forwarded_whole(tools: list[dict[str, Any]]) -> None:
     _, stats, trace = Planner(ToolIndex()).plan({**STOCK, "tools": tools[:3]})
     assert stats.routing == trace.mode == "passthrough_small_toolset" and stats.tools_output == 3
+
+
+def test_the_accounts_passthrough_mode_forwards_every_tool_compressed(tools: list[dict[str, Any]]) -> None:
+    forwarded, stats, trace = Planner(ToolIndex()).plan({**STOCK, "tools": tools}, RoutingPolicy(mode="passthrough"))
+    assert stats.routing == PASSTHROUGH and stats.tools_output == len(forwarded["tools"]) == len(tools)
+    assert trace.k_reason == "the account's routing mode is passthrough"
+
+
+def test_the_keyword_mode_routes_unseen_tools_at_once_without_embedding(tools: list[dict[str, Any]]) -> None:
+    index = ToolIndex()
+    planner = Planner(index, max_new_tools=0)
+    forwarded, stats, _ = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="keyword", ab_control_share=0))
+    assert stats.routing == "keyword" and "get_stock_price" in [t["function"]["name"] for t in forwarded["tools"]]
+    assert stats.tools_output < len(tools) and len(index) == 0  # nothing was embedded
+
+
+def test_the_accounts_k_floor_and_cap_bound_the_tools_forwarded(tools: list[dict[str, Any]]) -> None:
+    planner = Planner(ToolIndex(), max_new_tools=100)
+    _, stats, trace = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", k_floor=9))
+    assert stats.tools_output == 9 and trace.k_reason == "floor 9"
+    _, stats, trace = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", k_floor=1, k_cap=2))
+    assert stats.tools_output == 2 and stats.routing == trace.mode == "limit" and trace.k_reason == "cap 2"
+
+
+def test_the_accounts_ab_share_decides_the_control_traffic(tools: list[dict[str, Any]]) -> None:
+    planner = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 0.5)
+    _, stats, _ = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", ab_control_share=0.6))
+    assert stats.routing == "semantic_ab_ctrl"
+    _, stats, _ = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", ab_control_share=0.4))
+    assert stats.routing == "semantic"

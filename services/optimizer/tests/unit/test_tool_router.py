@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from orqen_optimizer.embeddings import ToolIndex
+from orqen_optimizer.keywords import bm25, words
+from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.tool_router import (
-    SMALL_TOOLSET,
     ToolRouter,
     adaptive_k,
-    bm25,
     intent_of,
+    is_follow_up,
+    keyword_leads,
     must_keep,
     tool_views,
-    words,
 )
 
 
@@ -72,15 +74,51 @@ def test_examples_are_extra_views_of_a_tool(tools: list[dict[str, Any]]) -> None
 
 def test_a_real_decision_keeps_the_right_tool_and_whatever_the_conversation_needs(tools: list[dict[str, Any]]) -> None:
     router = ToolRouter(ToolIndex())
-    small = router.route({"messages": [{"role": "user", "content": "hi"}]}, tools[:SMALL_TOOLSET])
-    assert small.mode == "passthrough_small_toolset" and len(small.keep) == SMALL_TOOLSET
     chat = {
         "messages": [{"role": "user", "content": "What is Apple's stock trading at right now?"}],
         "tool_choice": {"type": "function", "function": {"name": "set_reminder"}},
     }
-    decision = router.route(chat, tools, k_floor=1)
+    decision = router.route(chat, tools, RoutingPolicy(mode="semantic", k_floor=1))
     names = [tools[i]["function"]["name"] for i in decision.keep]
     assert names[0] == "get_stock_price" and decision.ranked[0][0] == "get_stock_price"
     assert "set_reminder" in names and len(names) < len(tools)
-    assert decision.mode == "semantic" and decision.k_reason
+    assert decision.mode == "semantic" and decision.k_reason.startswith("reranked: ")
     assert all(0.0 <= score <= 1.0 for _, score in decision.ranked)
+
+
+def test_the_keyword_fast_path_needs_a_clear_lead() -> None:
+    assert keyword_leads(np.array([0.0, 6.0, 1.5, 2.0]))
+    assert not keyword_leads(np.array([0.0, 6.0, 2.5, 2.0]))
+    assert not keyword_leads(np.zeros(4)) and not keyword_leads(np.array([3.0]))
+
+
+def test_a_bare_follow_up_is_recognised_only_after_an_earlier_ask() -> None:
+    earlier = {"role": "user", "content": "Book me a flight to Paris"}
+    assert is_follow_up([earlier, {"role": "assistant", "content": "Which day?"}, {"role": "user", "content": "ok"}])
+    assert is_follow_up([earlier, {"role": "user", "content": "Yes, please go ahead!"}])
+    assert not is_follow_up([earlier, {"role": "user", "content": "Now find a hotel in Rome"}])
+    assert not is_follow_up([{"role": "user", "content": "yes"}])
+
+
+def test_auto_routes_on_keywords_alone_when_one_tool_clearly_matches(tools: list[dict[str, Any]]) -> None:
+    index = ToolIndex()
+    chat = {"messages": [{"role": "user", "content": "translate this text into German"}]}
+    decision = ToolRouter(index).route(chat, tools)
+    names = [tools[i]["function"]["name"] for i in decision.keep]
+    assert decision.mode == "keyword" and names[0] == "translate_text" and len(index) == 0  # no tool embedded
+
+
+def test_a_follow_up_is_routed_on_the_earlier_ask(tools: list[dict[str, Any]]) -> None:
+    chat = {"messages": [
+        {"role": "user", "content": "What's the weather going to be in Oslo?"},
+        {"role": "assistant", "content": "Do you want me to look it up?"},
+        {"role": "user", "content": "yes please"},
+    ]}  # fmt: skip
+    decision = ToolRouter(ToolIndex()).route(chat, tools)
+    assert decision.mode == "intent_guided" and decision.intent.startswith("What's the weather")
+    assert tools[decision.keep[0]]["function"]["name"] == "get_weather"
+
+
+def test_when_nothing_matches_the_margin_widens(tools: list[dict[str, Any]]) -> None:
+    decision = ToolRouter(ToolIndex()).route({"messages": [{"role": "user", "content": "hmm"}]}, tools)
+    assert decision.mode == "heuristic" and decision.k_reason.startswith("within 0.5")

@@ -6,13 +6,13 @@ rows that were newly inserted, so a redelivered event is neither stored nor coun
 Summaries read the rollups, never the raw log; retention deletes old raw rows in batches
 (orqen_accounting.retention) and keeps the rollups.
 
-Revision ID: 0004
+Revision ID: 0005
 """
 
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 
 
 def upgrade() -> None:

@@ -1,0 +1,101 @@
+"""Per-account settings kept in memory by a service, fresh at every use.
+
+Account settings (saved credentials, routing preferences, model toggles) live in
+accounting. Reading them for every request would cost round trips to Postgres, so a
+service keeps each account's copy and checks it against one Redis counter per use
+(`orqen_common.cache.account_config_key`): accounting increments that counter on every
+change, so a change takes effect at once on every replica of every service. When Redis
+cannot be read, a copy is trusted until `ttl_seconds` after it was read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import grpc
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orqen_common.cache import account_config_key
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# The counter of an account that never changed anything.
+_UNCHANGED = b"0"
+
+# Reads an account's settings, given the copy held so far (None at first): returns the
+# settings and whether they are complete (a partial read, when accounting failed, is used
+# for this request but not kept).
+Loader = Callable[[str, T | None], Awaitable[tuple[T, bool]]]
+
+
+@dataclass(slots=True)
+class _Cached(Generic[T]):
+    generation: bytes | None  # None: read while Redis could not say
+    expires_at: float
+    value: T
+
+
+class AccountCache(Generic[T]):
+    def __init__(
+        self,
+        redis: Redis,
+        load: Loader[T],
+        ttl_seconds: float,
+        *,
+        on_change: Callable[[str], None] | None = None,
+        max_accounts: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`on_change(account_id)` runs when the account's counter moved, before it is read again."""
+        self._redis = redis
+        self._load = load
+        self._ttl = ttl_seconds
+        self._on_change = on_change
+        self._max_accounts = max_accounts
+        self._clock = clock
+        self._cache: dict[str, _Cached[T]] = {}
+
+    async def get(self, account_id: str) -> T:
+        generation = await self._generation(account_id)
+        cached = self._cache.get(account_id)
+        if cached is not None:
+            unchanged = generation is None or generation == cached.generation
+            if unchanged and cached.expires_at > self._clock():
+                return cached.value
+            if not unchanged and self._on_change is not None:
+                self._on_change(account_id)
+        value, complete = await self._load(account_id, cached.value if cached is not None else None)
+        if complete:
+            self._remember(account_id, generation, value)
+        return value
+
+    async def _generation(self, account_id: str) -> bytes | None:
+        """The account's change counter; None when Redis cannot say."""
+        try:
+            value = await self._redis.get(account_config_key(account_id))
+        except RedisError as err:
+            log.warning("redis unavailable; account settings may be stale until their TTL", error=str(err))
+            return None
+        return value if isinstance(value, bytes) else _UNCHANGED
+
+    def _remember(self, account_id: str, generation: bytes | None, value: T) -> None:
+        if account_id not in self._cache and len(self._cache) >= self._max_accounts:
+            del self._cache[next(iter(self._cache))]  # the oldest entry
+        self._cache.pop(account_id, None)
+        self._cache[account_id] = _Cached(generation, self._clock() + self._ttl, value)
+
+
+async def answer_or_none(call: Awaitable[T], account_id: str, what: str) -> T | None:
+    """An accounting answer, or None when accounting fails (the caller goes on without it)."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        log.warning(f"{what} unavailable", account_id=account_id, code=err.code().name)
+        return None

@@ -1,0 +1,133 @@
+"""Dashboard login and logout for account owners (email + password), and the current session.
+
+Owners are created by the operator (`orqen owners create`); there is no public sign-up,
+so a self-hosted gateway on the internet does not hand out accounts to strangers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any
+
+import grpc
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from redis.exceptions import RedisError
+
+from orqen.v1 import accounting_pb2
+from orqen_common.errors import OrqenError, invalid_request
+from orqen_edge.dashboard_auth import COOKIE_NAME, carries_api_key
+from orqen_edge.request_body import read_json
+from orqen_edge.rpc import translated
+from orqen_edge.runtime import Runtime
+from orqen_edge.session_store import DashboardSession
+
+_FAILURE_WINDOW_SECONDS = 15 * 60
+_MAX_FIELD = 1024
+
+
+def _session_body(runtime: Runtime, session: DashboardSession) -> dict[str, Any]:
+    return {
+        "object": "dashboard.session",
+        "owner": {"id": session.owner_id, "email": session.email},
+        "account": {"id": session.account_id, "name": session.account_name},
+        "csrf_token": session.csrf_token,
+        "expires_at": int(runtime.sessions.expires_at(session)),
+    }
+
+
+def _cookie(runtime: Runtime, value: str, max_age: int) -> Cookie:
+    return Cookie(
+        key=COOKIE_NAME,
+        value=value,
+        max_age=max_age,
+        path="/",
+        secure=runtime.settings.session_cookie_secure,
+        httponly=True,
+        samesite="lax",  # Lax, not Strict: the browser must still send it when Stripe redirects back
+    )
+
+
+def _credentials(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not email.strip() or len(email) > _MAX_FIELD:
+        raise invalid_request("'email' is required.")
+    if not isinstance(password, str) or not password or len(password) > _MAX_FIELD:
+        raise invalid_request("'password' is required.")
+    return email.strip().lower(), password
+
+
+@post("/v1/dashboard/login", summary="Log an account owner in; sets the session cookie", status_code=200)
+async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+    """Body: {"email", "password"}. Answers the session (with its CSRF token) and sets an HttpOnly cookie."""
+    if carries_api_key(request):
+        raise OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "Log in with an email and a password, not an API key.")
+    email, password = _credentials(await read_json(request))
+    failures = _FailedLogins(runtime, email)
+    await failures.check()
+    try:
+        with translated("accounting"):
+            owner = await runtime.downstream.accounting.VerifyOwner(
+                accounting_pb2.VerifyOwnerRequest(email=email, password=password), timeout=10
+            )
+    except OrqenError as err:
+        if err.kind.grpc_code == grpc.StatusCode.UNAUTHENTICATED:
+            await failures.record()
+        raise
+    await failures.clear()
+    token, session = await runtime.sessions.create(owner.id, owner.email, owner.account_id, owner.account_name)
+    return Response(
+        _session_body(runtime, session), cookies=[_cookie(runtime, token, runtime.settings.session_max_seconds)]
+    )
+
+
+@post("/v1/dashboard/logout", summary="End the dashboard session", status_code=200)
+async def logout(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
+) -> Response[dict[str, Any]]:
+    await runtime.sessions.delete(request.cookies[COOKIE_NAME])
+    return Response({"logged_out": True}, cookies=[_cookie(runtime, "", 0)])
+
+
+@get("/v1/dashboard/session", summary="The current dashboard session and its CSRF token")
+async def current_session(
+    runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
+) -> dict[str, Any]:
+    return _session_body(runtime, session)
+
+
+class _FailedLogins:
+    """Failed logins per email in a window, so passwords cannot be guessed at network speed."""
+
+    def __init__(self, runtime: Runtime, email: str) -> None:
+        self._redis = runtime.redis
+        self._limit = runtime.settings.login_max_failures
+        self._key = "orqen:login-failures:" + hashlib.sha256(email.encode()).hexdigest()
+
+    async def check(self) -> None:
+        try:
+            count = int(await self._redis.get(self._key) or 0)
+        except RedisError:
+            return  # a counter only: without Redis, logins still work
+        if count >= self._limit:
+            raise OrqenError.of(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "Too many failed logins for this email; try again in 15 minutes.",
+                retry_after=_FAILURE_WINDOW_SECONDS,
+            )
+
+    async def record(self) -> None:
+        with contextlib.suppress(RedisError):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                # The window starts at the first failure; INCR keeps the TTL that SET gave.
+                pipe.set(self._key, 0, ex=_FAILURE_WINDOW_SECONDS, nx=True)
+                pipe.incr(self._key)
+                await pipe.execute()
+
+    async def clear(self) -> None:
+        with contextlib.suppress(RedisError):
+            await self._redis.delete(self._key)

@@ -1,0 +1,127 @@
+"""Stage 2: the probability that each of the best-ranked tools is one the request needs.
+
+The fused score ranks tools well but says little about how many to keep: a gap of 0.25 means
+one thing among 50 tools and another among 1,500. The reranker looks again at the best
+`CANDIDATES` tools with what the fused score leaves out (how far each is behind the best,
+its rank, how many tools there are, whether the intent names it, how much of the intent its
+text covers) and turns that into a probability with a logistic model. K is then every
+candidate at least `KEEP_PROBABILITY` likely, within the floor and the cap.
+
+The coefficients were fitted on the benchmark's training split only
+(`make bench-optimizer ARGS=--fit-reranker` prints them); features are raw, the scaling is
+folded into the coefficients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from orqen_optimizer.keywords import terms_of, words
+
+CANDIDATES = 50
+# The smallest threshold (the most recall) whose training-split forwarding fits the token budgets of
+# issue 4: at most 2% of the whole catalogue's tool tokens, at least 75% fewer on 50-tool pools.
+KEEP_PROBABILITY = 0.0005
+FEATURES = (
+    "fused",
+    "behind best fused",
+    "dense",
+    "behind best dense",
+    "keyword / best keyword",
+    "name words in the intent",
+    "intent words in the tool's text",
+    "log(1 + rank)",
+    "log(tools)",
+)
+COEFFICIENTS = np.array([-15.2483, -5.7765, 12.6988, -7.1506, 5.8002, 1.1712, 0.1015, -0.9144, -0.3313])
+INTERCEPT = -0.0133
+
+# Words that say nothing about which tool is meant.
+_STOP = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "for",
+        "to",
+        "in",
+        "on",
+        "and",
+        "or",
+        "is",
+        "are",
+        "what",
+        "how",
+        "me",
+        "my",
+        "i",
+        "with",
+        "by",
+        "at",
+        "from",
+        "be",
+        "it",
+        "this",
+        "that",
+        "can",
+        "you",
+        "please",
+    ]
+)
+
+
+def features(
+    intent: str,
+    names: Sequence[str],
+    views: Sequence[Sequence[str]],
+    fused: np.ndarray,
+    dense: np.ndarray,
+    keyword: np.ndarray,
+    candidates: np.ndarray,
+) -> np.ndarray:
+    """One row per candidate (indexes into the request's tools, best fused first), FEATURES columns."""
+    asked = {w for w in words(intent) if w not in _STOP}
+    asked_terms = terms_of(" ".join(asked))
+    best_keyword = float(keyword.max(initial=0.0)) or 1.0
+    best_fused, best_dense = float(fused[candidates[0]]), float(dense.max(initial=0.0))
+    size = math.log(len(names))
+    rows = np.empty((len(candidates), len(FEATURES)))
+    for rank, i in enumerate(candidates):
+        name_words = set(words(names[i].replace(".", " ")))
+        covered = np.isin(asked_terms, terms_of(" ".join(views[i]))).sum() if len(asked_terms) else 0
+        rows[rank] = (
+            fused[i],
+            best_fused - fused[i],
+            dense[i],
+            best_dense - dense[i],
+            keyword[i] / best_keyword,
+            len(name_words & asked) / max(1, len(name_words)),
+            covered / max(1, len(asked_terms)),
+            math.log1p(rank),
+            size,
+        )
+    return rows
+
+
+def probabilities(rows: np.ndarray) -> np.ndarray:
+    """The logistic model's probability of each row's tool being needed."""
+    return np.asarray(1.0 / (1.0 + np.exp(-(rows @ COEFFICIENTS + INTERCEPT))))
+
+
+def rerank(
+    intent: str,
+    names: Sequence[str],
+    views: Sequence[Sequence[str]],
+    fused: np.ndarray,
+    dense: np.ndarray,
+    keyword: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best CANDIDATES tools by fused score, most likely needed first, and their probabilities."""
+    candidates = np.argsort(-fused, kind="stable")[:CANDIDATES]
+    likely = probabilities(features(intent, names, views, fused, dense, keyword, candidates))
+    order = np.argsort(-likely, kind="stable")
+    return candidates[order], likely[order]

@@ -1,0 +1,38 @@
+"""Accounts for end-to-end tests: a fresh account's key, an HTTP client for the account API,
+and the request log entry of a request once accounting has it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.grpc_client import open_channel
+
+
+async def new_account_key(stack: Any, account: str) -> str:
+    """A key of a fresh account, made the way `orqen keys create --account` makes one."""
+    env = stack.service_env
+    async with open_channel(env["ORQEN_ACCOUNTING_ADDR"], env["ORQEN_INTERNAL_TOKEN"]) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
+        created = await stub.CreateApiKey(
+            accounting_pb2.CreateApiKeyRequest(account_id=found.id, name="e2e"), timeout=10
+        )
+    return created.plaintext
+
+
+def http(stack: Any, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.info.edge_url, headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+
+async def logged(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
+    """The request log entry, once accounting has consumed the request's event."""
+    for _ in range(100):
+        response = await client.get(f"/v1/account/requests/{request_id}")
+        if response.status_code == 200:
+            return response.json()  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{request_id} never reached the request log")
