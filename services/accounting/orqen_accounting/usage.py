@@ -17,24 +17,38 @@ from orqen.v1 import usage_pb2
 from orqen_accounting import histogram
 from orqen_accounting.pagination import decode_cursor, encode_cursor
 
-_TOTALS = """
-    coalesce(sum(requests), 0)::bigint AS requests,
-    coalesce(sum(errors), 0)::bigint AS errors,
-    coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
-    coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
-    coalesce(sum(cached_input_tokens), 0)::bigint AS cached_input_tokens,
-    coalesce(sum(tokens_saved), 0)::bigint AS tokens_saved,
-    coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-    coalesce(sum(savings_usd), 0)::float8 AS savings_usd
-"""
-_SAVINGS = """
-    coalesce(sum(requests), 0)::bigint AS requests,
-    coalesce(sum(tool_tokens_in - tool_tokens_out), 0)::bigint AS tool_tokens_saved,
-    coalesce(sum(ctx_tokens_in - ctx_tokens_out), 0)::bigint AS ctx_tokens_saved,
-    coalesce(sum(tokens_saved), 0)::bigint AS tokens_saved,
-    coalesce(sum(savings_usd), 0)::float8 AS savings_usd,
-    coalesce(sum(cost_usd), 0)::float8 AS cost_usd
-"""
+_MONEY = ("cost_usd", "savings_usd")
+
+
+def _sums(**named: str) -> str:
+    """`name=expression` as `coalesce(sum(expression), 0) AS name`: counts as bigint, money as float8."""
+    return ", ".join(
+        f"coalesce(sum({expression}), 0)::{'float8' if name in _MONEY else 'bigint'} AS {name}"
+        for name, expression in named.items()
+    )
+
+
+def _same(*columns: str) -> dict[str, str]:
+    return {column: column for column in columns}
+
+
+_TOTALS = _sums(
+    **_same("requests", "errors", "input_tokens", "output_tokens", "cached_input_tokens", "tokens_saved", *_MONEY)
+)
+_SAVINGS = _sums(
+    requests="requests",
+    tool_tokens_saved="tool_tokens_in - tool_tokens_out",
+    ctx_tokens_saved="ctx_tokens_in - ctx_tokens_out",
+    **_same("tokens_saved", *_MONEY),
+)
+_OPTIMIZATION = _sums(
+    requests="requests",
+    optimized_requests="optimized",
+    **_same(
+        "tools_input", "tools_output", "tool_tokens_in", "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out",
+        "tokens_saved", "savings_usd",
+    ),
+)  # fmt: skip
 _PERIOD = "account_id = $1::uuid AND day >= $2 AND day <= $3"
 
 
@@ -194,16 +208,7 @@ class UsageStats:
         args = (account_id, start, end)
         row = await self._pool.fetchrow(
             f"""
-            SELECT coalesce(sum(requests), 0)::bigint AS requests,
-                   coalesce(sum(optimized), 0)::bigint AS optimized_requests,
-                   coalesce(sum(tools_input), 0)::bigint AS tools_input,
-                   coalesce(sum(tools_output), 0)::bigint AS tools_output,
-                   coalesce(sum(tool_tokens_in), 0)::bigint AS tool_tokens_in,
-                   coalesce(sum(tool_tokens_out), 0)::bigint AS tool_tokens_out,
-                   coalesce(sum(ctx_tokens_in), 0)::bigint AS ctx_tokens_in,
-                   coalesce(sum(ctx_tokens_out), 0)::bigint AS ctx_tokens_out,
-                   coalesce(sum(tokens_saved), 0)::bigint AS tokens_saved,
-                   coalesce(sum(savings_usd), 0)::float8 AS savings_usd
+            SELECT {_OPTIMIZATION}
             FROM usage_daily WHERE {_PERIOD}
             """,
             *args,
