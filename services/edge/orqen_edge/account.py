@@ -16,6 +16,9 @@ from orqen_edge.dashboard_auth import key_or_session_principal
 from orqen_edge.proto_json import plain
 from orqen_edge.runtime import Runtime
 
+# Read-only account routes the dashboard shows: an API key when one is sent, else the dashboard session.
+KEY_OR_SESSION = {"principal": Provide(key_or_session_principal)}
+
 
 async def page_of_requests(runtime: Runtime, listing: accounting_pb2.ListRequestsRequest) -> dict[str, Any]:
     """One page of the request log in the list shape every paginated route answers with."""
@@ -37,7 +40,11 @@ def _timestamp(value: dt.datetime | None) -> Timestamp | None:
     return stamp
 
 
-@get(["/v1/account/requests", "/v1/requests"], summary="Request log (newest first, cursor pagination, filters)")
+@get(
+    ["/v1/account/requests", "/v1/requests"],
+    summary="Request log (newest first, cursor pagination, filters)",
+    dependencies=KEY_OR_SESSION,
+)
 async def list_requests(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
@@ -67,7 +74,7 @@ async def list_requests(
     return await page_of_requests(runtime, listing)
 
 
-@get("/v1/account/requests/{request_id:str}", summary="One request log entry")
+@get("/v1/account/requests/{request_id:str}", summary="One request log entry", dependencies=KEY_OR_SESSION)
 async def get_request(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], request_id: FromPath[str]
 ) -> dict[str, Any]:
@@ -77,7 +84,7 @@ async def get_request(
 @get(
     "/v1/account/billing",
     summary="Subscription tier, usage so far and projected charge (API key or dashboard session)",
-    dependencies={"principal": Provide(key_or_session_principal)},
+    dependencies=KEY_OR_SESSION,
 )
 async def billing(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     return plain(await runtime.downstream.billing(principal.account_id))

@@ -2,6 +2,7 @@
 
 Every figure comes from accounting's daily rollups (summaries never scan the request log);
 each route answers under its /v1/account/... path and the API-key alias the reference lists.
+They are read-only routes the dashboard shows: an API key or a dashboard session reads them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2, usage_pb2
 from orqen_common.context import Principal
-from orqen_edge.account import page_of_requests
+from orqen_edge.account import KEY_OR_SESSION, page_of_requests
 from orqen_edge.proto_json import plain
 from orqen_edge.rpc import translated
 from orqen_edge.runtime import Runtime
@@ -40,7 +41,11 @@ def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     return {**head, **plain(totals)}
 
 
-@get(["/v1/account/usage/summary", "/v1/usage/summary"], summary="Current month: tokens, savings and cost by provider")
+@get(
+    ["/v1/account/usage/summary", "/v1/usage/summary"],
+    summary="Current month: tokens, savings and cost by provider",
+    dependencies=KEY_OR_SESSION,
+)
 async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     accounting = runtime.downstream.accounting
     found = await _ask(accounting.GetUsageSummary, usage_pb2.UsagePeriod(account_id=principal.account_id))
@@ -52,7 +57,11 @@ async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDepen
     )
 
 
-@get(["/v1/account/usage/daily", "/v1/usage/daily"], summary="Tokens, savings and cost per day (last 30 days)")
+@get(
+    ["/v1/account/usage/daily", "/v1/usage/daily"],
+    summary="Tokens, savings and cost per day (last 30 days)",
+    dependencies=KEY_OR_SESSION,
+)
 async def usage_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
@@ -63,6 +72,7 @@ async def usage_daily(
 @get(
     ["/v1/account/usage/analytics/daily", "/v1/usage/analytics/daily"],
     summary="Daily success rate and latency percentiles",
+    dependencies=KEY_OR_SESSION,
 )
 async def analytics_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -74,6 +84,7 @@ async def analytics_daily(
 @get(
     ["/v1/account/usage/analytics/savings", "/v1/usage/analytics/savings"],
     summary="Tokens and money saved by model and provider",
+    dependencies=KEY_OR_SESSION,
 )
 async def analytics_savings(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -90,6 +101,7 @@ async def analytics_savings(
 @get(
     ["/v1/account/usage/analytics/latency", "/v1/usage/analytics/latency"],
     summary="Overall p50/p95 latency for the period",
+    dependencies=KEY_OR_SESSION,
 )
 async def analytics_latency(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -100,6 +112,7 @@ async def analytics_latency(
 @get(
     ["/v1/account/optimization/stats", "/v1/optimization/stats"],
     summary="Tools pruned, context compressed, tokens and money saved",
+    dependencies=KEY_OR_SESSION,
 )
 async def optimization_stats(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -107,7 +120,11 @@ async def optimization_stats(
     return plain(await _over_days(runtime.downstream.accounting.GetOptimizationStats, principal, days))
 
 
-@get(["/v1/account/tools/health", "/v1/tools/health"], summary="Per tool: offered, forwarded, called, errors")
+@get(
+    ["/v1/account/tools/health", "/v1/tools/health"],
+    summary="Per tool: offered, forwarded, called, errors",
+    dependencies=KEY_OR_SESSION,
+)
 async def tool_health(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
@@ -119,7 +136,11 @@ async def tool_health(
     return {"object": "list", "days": found.days, "data": [plain(t) for t in found.tools]}
 
 
-@get("/v1/account/sessions", summary="Conversation sessions (grouped by X-Orqen-Session-Id), most recent first")
+@get(
+    "/v1/account/sessions",
+    summary="Conversation sessions (grouped by X-Orqen-Session-Id), most recent first",
+    dependencies=KEY_OR_SESSION,
+)
 async def list_sessions(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
@@ -136,7 +157,11 @@ async def list_sessions(
     }
 
 
-@get("/v1/account/sessions/{session_id:str}/requests", summary="Requests within a session, newest first")
+@get(
+    "/v1/account/sessions/{session_id:str}/requests",
+    summary="Requests within a session, newest first",
+    dependencies=KEY_OR_SESSION,
+)
 async def session_requests(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],

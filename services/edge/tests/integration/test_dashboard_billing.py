@@ -183,6 +183,11 @@ async def test_keys_and_sessions_are_separate_credentials(start_edge: Callable[.
     by_key = await edge.client.get("/v1/account/billing", headers=key)
     assert by_session.status_code == by_key.status_code == 200
     assert by_session.json()["tier"] == by_key.json()["tier"] == "free"
+    # So are the request log and the usage figures.
+    for path in ("/v1/account/usage/summary", "/v1/account/requests", "/v1/account/sessions", "/v1/usage/daily"):
+        by_session, by_key = await edge.client.get(path), await edge.client.get(path, headers=key)
+        assert by_session.status_code == by_key.status_code == 200, path
+        assert by_session.json() == by_key.json(), path
 
     # Local mode: the Stripe endpoints answer 501 and say why, once session and CSRF pass.
     assert (await edge.post("/v1/billing/create-checkout")).status_code == 403  # CSRF missing
