@@ -1,10 +1,12 @@
 """`make bench-optimizer`: tool-routing recall, tools forwarded, tool-token reduction and plan latency.
 
 Data: the single-turn categories of the Berkeley Function Calling Leaderboard, as shipped in
-the `bfcl-eval` package (orqen_optimizer.bfcl). Every distinct tool (by name) of those
-categories forms one catalogue. Each question is routed over a pool that holds its own
-tools (the ones its expected answer calls among them) plus others sampled from the
-catalogue, for pools of 50, 200 and 500 tools, and over the whole catalogue.
+the `bfcl-eval` package (orqen_optimizer.bfcl). Every distinct tool definition of those
+categories forms one catalogue (2,553 of them, under 1,427 names: categories define some
+names more than once, differently); a question needs its own definitions. Each question is
+routed over a pool that holds its own tools (the ones its expected answer calls among them)
+plus others sampled from the catalogue, for pools of 50, 200 and 500 tools, and over the
+whole catalogue.
 
 Split by tool: a tool is held out for testing when its name hashes into one bucket of five;
 a question belongs to the test split when every tool its answer calls is held out, to the
@@ -53,6 +55,19 @@ def split_of(needed: frozenset[str]) -> str | None:
     if held_out == {False}:
         return "train"
     return None
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    own: list[str]  # the definitions of the tools offered with it
+    needed: frozenset[str]  # those its answer calls
+    split: str | None
+
+
+def definition(tool: dict[str, Any]) -> str:
+    """A key per tool definition: BFCL's categories define some names more than once, differently."""
+    return f"{tool_name(tool)}#{text_id(json.dumps(tool, sort_keys=True)) % 1_000_000:06d}"
 
 
 @dataclass
@@ -167,13 +182,16 @@ def main() -> None:
 
     cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
     catalogue: dict[str, dict[str, Any]] = {}
+    questions = []
     for case in cases:
-        for tool in case.tools:
-            catalogue.setdefault(tool_name(tool), tool)
+        own = [definition(tool) for tool in case.tools]
+        catalogue.update(zip(own, case.tools, strict=True))
+        needed = frozenset(k for k, t in zip(own, case.tools, strict=True) if tool_name(t) in case.needed)
+        questions.append(Question(case.question, own, needed, split_of(case.needed)))
     names = sorted(catalogue)
     tokens = {name: count_tokens(json.dumps(catalogue[name])) for name in names}
     views = {name: tool_views(catalogue[name]) for name in names}
-    print(f"{len(cases)} questions, {len(names)} distinct tools in the catalogue")
+    print(f"{len(cases)} questions, {len(names)} distinct tool definitions in the catalogue")
 
     index = ToolIndex()
     started = time.perf_counter()
@@ -198,11 +216,10 @@ def main() -> None:
     for pool_size in POOLS:
         tallies: dict[str, Tally] = {"train": Tally(), "test": Tally()}
         runs = []
-        for case, query in zip(cases, queries, strict=True):
-            split = split_of(case.needed)
+        for case, query in zip(questions, queries, strict=True):
+            split, own = case.split, case.own
             if split is None:
                 continue
-            own = [tool_name(t) for t in case.tools]
             if pool_size:
                 others = [n for n in rng.sample(names, min(len(names), pool_size + len(own))) if n not in own]
                 pool = own + others[: max(0, pool_size - len(own))]
@@ -240,12 +257,12 @@ def main() -> None:
     print()
     tool_router.embed = encoder
     planner = Planner(index)
-    sample = rng.sample(cases, min(args.latency_samples, len(cases)))
+    sample = rng.sample(questions, min(args.latency_samples, len(questions)))
     requests_500: list[dict[str, Any]] = []
     for pool_size in (50, 500, 0):
         requests = []
         for case in sample:
-            own = [tool_name(t) for t in case.tools]
+            own = case.own
             others = [n for n in names if n not in own]
             pool = own + (rng.sample(others, max(0, pool_size - len(own))) if pool_size else others)
             requests.append(
