@@ -288,7 +288,8 @@ def _completion(body: dict[str, Any]) -> Response[Any]:
 
     async def events() -> AsyncIterator[bytes]:
         def chunk(piece: str, finish: str | None) -> bytes:
-            return sse({**envelope, "choices": [{"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}]})
+            choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
+            return sse({**envelope, "choices": [choice]})
 
         for word in text.split(" "):
             yield chunk(word + " ", None)

@@ -43,6 +43,8 @@ class RunningStack:
     home: Path
     # What the services run with: infrastructure URLs (embedded or not) and secrets.
     service_env: dict[str, str]
+    # Process id of each service.
+    pids: dict[str, int]
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +71,7 @@ async def stack(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) 
     previous = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
     os.environ["AWS_BEARER_TOKEN_BEDROCK"] = info.api_key
     try:
-        yield RunningStack(info, upstreams.openai, upstreams, env, home, running.service_env)
+        yield RunningStack(info, upstreams.openai, upstreams, env, home, running.service_env, running.pids())
     finally:
         if previous is None:
             os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)

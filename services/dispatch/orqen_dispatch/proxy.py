@@ -20,7 +20,7 @@ import httpx
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.context import account_scope
-from orqen_common.errors import invalid_request, not_found
+from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, family
 from orqen_dispatch.account_config import AccountConfigs
 from orqen_dispatch.credentials import merge
@@ -52,12 +52,20 @@ class ProxyService:
     async def serve(self, frames: Frames) -> AsyncIterator[dispatch_pb2.ProxyResponseFrame]:
         """One proxied call: its head and body frames in, the answer's head, bytes and summary out."""
         head = await _head(frames)
-        entry = _family(head)
-        target = await self._target(head, entry)
+        try:
+            entry = _family(head)
+            body = await read_json_body(frames) if entry.body == "json" else None
+            target = await self._target(head, entry)
+        except OrqenError:
+            # Read the rest before refusing: gRPC turns an answer given while the caller still
+            # sends into a failure of the call, and the caller would never see this error.
+            async for _ in frames:
+                pass
+            raise
         upstream_model = target.model if head.model else ""
         content: bytes | MultipartEncoder
-        if entry.body == "json":
-            content, content_type = json_for_upstream(await read_json_body(frames), upstream_model), "application/json"
+        if body is not None:
+            content, content_type = json_for_upstream(body, upstream_model), "application/json"
         else:
             content = MultipartEncoder(frames, upstream_model)
             content_type = content.content_type

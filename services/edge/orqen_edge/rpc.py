@@ -103,6 +103,10 @@ class Downstream:
             if failed:
                 raise failed[0] from None
             raise from_rpc_error(err, "dispatch") from None
+        except asyncio.CancelledError:
+            if failed:  # gRPC cancelled the call because `frames` failed: that failure is the answer
+                raise failed[0] from None
+            raise
         finally:
             call.cancel()  # no-op when finished; stops the upstream call when the client left
 
