@@ -39,6 +39,7 @@ from openai.types import (
 from openai.types.audio import speech_create_params, transcription_create_params, translation_create_params
 from openai.types.responses import response_create_params
 
+from fakes.scenario import FaultInjector
 from fakes.wire import sse, strict_adapter, validate_typed_dict
 
 EMBEDDING_DIMENSIONS = 8
@@ -142,9 +143,11 @@ _JSON_TYPES = {
 class FamilyRoutes:
     """The routes, recording every accepted request into `requests` (shared with the chat fake)."""
 
-    def __init__(self, api_key: str, requests: list[dict[str, Any]]) -> None:
+    def __init__(self, api_key: str, requests: list[dict[str, Any]], faults: FaultInjector) -> None:
+        """`faults`: the chat fake's failure injection by model name (fakes/scenario.py), applied here too."""
         self._api_key = api_key
         self._requests = requests
+        self._faults = faults
 
     def handlers(self) -> list[HTTPRouteHandler]:
         json_routes: dict[str, Callable[[dict[str, Any]], Response[Any]]] = {
@@ -182,13 +185,11 @@ class FamilyRoutes:
             except InvalidRequestError as bad:
                 return _error(bad.status, bad.message)
             self._requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
-            return answer(body)
+            return self._fault(str(body.get("model") or "")) or answer(body)
 
         return post(f"/v1/{name}", status_code=200, name=f"fake:{name}")(handle)
 
-    def _form_handler(
-        self, name: str, spec: _FormSpec, answer: Callable[[Form], Response[Any]]
-    ) -> HTTPRouteHandler:
+    def _form_handler(self, name: str, spec: _FormSpec, answer: Callable[[Form], Response[Any]]) -> HTTPRouteHandler:
         async def handle(request: Request[Any, Any, Any]) -> Response[Any]:
             if request.headers.get("authorization") != f"Bearer {self._api_key}":
                 return _error(401, "Incorrect API key provided.", code="invalid_api_key")
@@ -199,9 +200,16 @@ class FamilyRoutes:
             self._requests.append(
                 {"path": request.url.path, "headers": dict(request.headers), "fields": form.fields, "files": form.files}
             )
-            return answer(form)
+            return self._fault(form.one("model") or "") or answer(form)
 
         return post(f"/v1/{name}", status_code=200, name=f"fake:{name}", request_max_body_size=None)(handle)
+
+    def _fault(self, model: str) -> Response[Any] | None:
+        """The injected failure for `model`, if any (only `fake-flaky-<status>-<n>` applies here)."""
+        status = self._faults.fault_for(model).error_status
+        if status is None:
+            return None
+        return _error(status, f"The request failed with status {status}.", "server_error" if status >= 500 else "")
 
 
 # --- Validation -------------------------------------------------------------------------------

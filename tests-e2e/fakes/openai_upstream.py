@@ -55,7 +55,7 @@ class FakeOpenAI:
         async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
             return await self._chat(request)
 
-        families = FamilyRoutes(self.api_key, self.requests).handlers()
+        families = FamilyRoutes(self.api_key, self.requests, self.faults).handlers()
         return Litestar([chat, *families], logging_config=None)
 
     async def _chat(self, request: Request[Any, Any, Any]) -> Response[Any]:

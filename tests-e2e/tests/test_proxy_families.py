@@ -310,7 +310,7 @@ async def test_missing_model_and_bad_bodies_answer_openai_errors(stack: Any) -> 
         assert not_form.status_code == 415 and not_form.json()["error"]["type"] == "invalid_request_error"
         broken = await http.post(
             "/v1/audio/transcriptions",
-            content=b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b\r\ngarbage",
+            content=b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--b\r\ngarbage',
             headers={"content-type": "multipart/form-data; boundary=b"},
         )
         assert broken.status_code == 400 and "multipart" in broken.json()["error"]["message"]

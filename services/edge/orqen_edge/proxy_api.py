@@ -62,7 +62,9 @@ async def serve_proxy(
         if entry.body == "json":
             opening = await open_json(request)
         else:
-            opening = await open_multipart(request, runtime.settings.max_upload_bytes)
+            opening = await open_multipart(
+                request.headers.get("content-type", ""), request.stream(), runtime.settings.max_upload_bytes
+            )
         if entry.model_required and not opening.model:
             raise invalid_request(f"'model' is required for /v1/{entry.name}.")
         call.model_requested, call.stream = opening.model, opening.stream

@@ -57,16 +57,16 @@ async def open_json(request: Request[Any, Any, Any]) -> Opening:
     return Opening(model or "", body.get("stream") is True, frames())
 
 
-async def open_multipart(request: Request[Any, Any, Any], limit: int) -> Opening:
+async def open_multipart(content_type: str, body: AsyncIterator[bytes], limit: int) -> Opening:
     """A multipart upload: read until its model field (see the module docstring); the rest streams."""
-    media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    media_type, options = parse_options_header(content_type)
     if media_type.lower() != "multipart/form-data":
         raise invalid_request(
             f"Content-Type must be multipart/form-data, got {media_type or 'none'!r}.", http_status=415
         )
     if not options.get("boundary"):
         raise invalid_request("The multipart/form-data Content-Type has no boundary.")
-    parts = _form_frames(request.stream(), options["boundary"], limit)
+    parts = _form_frames(body, options["boundary"], limit)
     held = _Held()
     model, stream = "", False
     async for frame in parts:
@@ -133,9 +133,8 @@ async def _form_frames(chunks: AsyncIterator[bytes], boundary: str, limit: int) 
             if frame is not None:
                 yield frame
     except ParserError as err:
-        raise invalid_request(f"Malformed multipart/form-data body: {err}.") from None
-    if not parser.closed:
-        raise invalid_request("The multipart/form-data body ended before its closing boundary.")
+        # The parser also refuses a body that ends before its closing boundary.
+        raise invalid_request(f"Malformed multipart/form-data body: {err}") from None
 
 
 @dataclass
