@@ -26,7 +26,9 @@ or no time is left for another call, the last error is raised.
 
 A stream is retried and falls back the same way, but only until its first chunk: after
 that the caller has part of an answer, so an error is raised as it is. The per-call
-timeout bounds the wait for the first chunk, not the whole stream.
+timeout bounds the wait for the first chunk, not the whole stream. A request whose body
+streams upstream as it arrives (a proxied upload, `open(..., replayable=False)`) is sent
+once: its body is not kept to send again.
 
 When no target answers, `DispatchFailedError` is raised: the last error an upstream
 gave (status, message, Retry-After; a "circuit open" 503 only when open circuits
