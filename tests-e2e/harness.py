@@ -7,9 +7,13 @@ point at servers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from fakes.serve import free_port
 
@@ -62,3 +66,14 @@ def stack_env(upstream_urls: dict[str, str], home: Path, nats_prefix: str) -> di
         env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
         env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
     return env
+
+
+async def request_log_entry(edge_url: str, api_key: str, request_id: str) -> dict[str, Any]:
+    """The request log entry of `request_id`, once accounting has consumed the request's event."""
+    async with httpx.AsyncClient(base_url=edge_url, headers={"authorization": f"Bearer {api_key}"}) as http:
+        for _ in range(100):
+            response = await http.get(f"/v1/account/requests/{request_id}")
+            if response.status_code == 200:
+                return response.json()  # type: ignore[no-any-return]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{request_id} never reached the request log")

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from harness import ANTHROPIC_KEY, OPENAI_KEY
+from harness import ANTHROPIC_KEY, OPENAI_KEY, request_log_entry
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.db import plain_postgres_url
 from orqen_common.grpc_client import open_channel
@@ -168,12 +168,7 @@ async def test_routing_preferences_have_defaults_update_partially_and_validate(a
 
 async def logged(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
     """The request log entry, once accounting has consumed the request's event."""
-    for _ in range(100):
-        response = await client.get(f"/v1/account/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{request_id} never reached the request log")
+    return await request_log_entry(str(client.base_url), key_of(client), request_id)
 
 
 async def test_the_fallback_chain_answers_when_the_requested_model_fails(stack: Any, alice: httpx.AsyncClient) -> None:

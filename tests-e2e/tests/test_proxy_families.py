@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from fakes.openai_families import embedding_of, image_bytes, speech_bytes
-from harness import OPENAI_KEY
+from harness import OPENAI_KEY, request_log_entry
 
 BASES = ["/v1", "/v2/proxy", "/v3/router"]
 
@@ -30,15 +30,7 @@ def _client(stack: Any, base: str = "/v1") -> openai.OpenAI:
 
 
 async def _logged(stack: Any, request_id: str) -> dict[str, Any]:
-    """The request log entry, once accounting has consumed the event."""
-    headers = {"authorization": f"Bearer {stack.info.api_key}"}
-    async with httpx.AsyncClient(base_url=stack.info.edge_url, headers=headers) as http:
-        for _ in range(100):
-            response = await http.get(f"/v1/account/requests/{request_id}")
-            if response.status_code == 200:
-                return response.json()  # type: ignore[no-any-return]
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{request_id} never reached the request log")
+    return await request_log_entry(stack.info.edge_url, stack.info.api_key, request_id)
 
 
 def _last(stack: Any, path: str) -> dict[str, Any]:
