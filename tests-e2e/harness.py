@@ -77,3 +77,20 @@ async def request_log_entry(edge_url: str, api_key: str, request_id: str) -> dic
                 return response.json()  # type: ignore[no-any-return]
             await asyncio.sleep(0.1)
     raise AssertionError(f"{request_id} never reached the request log")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a new high-water mark of a process's resident memory (Linux: clear_refs 5)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def rss(pid: int) -> tuple[int, int]:
+    """(peak since the last reset, current) resident memory of a process in bytes (Linux: VmHWM, VmRSS)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                fields[name] = int(value.split()[0]) * 1024
+    return fields["VmHWM"], fields["VmRSS"]

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from fakes.openai_families import embedding_of, image_bytes, speech_bytes
-from harness import OPENAI_KEY, request_log_entry
+from harness import OPENAI_KEY, request_log_entry, reset_peak_rss, rss
 
 BASES = ["/v1", "/v2/proxy", "/v3/router"]
 
@@ -354,23 +354,6 @@ async def test_chat_and_models_under_the_orq_bases(stack: Any, base: str) -> Non
     assert model.id == "gpt-4o-mini"
 
 
-def _reset_peak_rss(pid: int) -> None:
-    """Start a new high-water mark of the process's resident memory (Linux: clear_refs 5)."""
-    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
-def _peak_and_current_rss(pid: int) -> tuple[int, int]:
-    """(VmHWM, VmRSS) of the process, in bytes."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS"):
-                fields[name] = int(value.split()[0]) * 1024
-    return fields["VmHWM"], fields["VmRSS"]
-
-
 UPLOAD_BYTES = 25 * 1024 * 1024
 # What the edge or dispatch may grow by while a 25 MB upload passes: a few frames, buffers and
 # gRPC's flow-control window, far below one copy of the file.
@@ -381,19 +364,19 @@ MAX_GROWTH_BYTES = 12 * 1024 * 1024
 async def test_a_25_mb_upload_streams_through_in_bounded_memory(stack: Any) -> None:
     audio = hashlib.sha256(b"big").digest() * (UPLOAD_BYTES // 32)
     services = {name: stack.pids[name] for name in ("edge", "dispatch")}
-    # A warm-up upload first: what stays allocated afterwards (pools, caches) is not per-upload memory.
+    # A warm-up upload first: what stays allocated afterwards (pools, allocator arenas) is not per-upload memory.
     client = _client(stack)
     await asyncio.to_thread(
-        client.audio.transcriptions.create, model="whisper-1", file=("warm.mp3", audio[: 1 << 20], "audio/mpeg")
+        client.audio.transcriptions.create, model="whisper-1", file=("warm.mp3", audio, "audio/mpeg")
     )
     baseline = {}
     for name, pid in services.items():
-        _reset_peak_rss(pid)
-        baseline[name] = _peak_and_current_rss(pid)[1]
+        reset_peak_rss(pid)
+        baseline[name] = rss(pid)[1]
     transcript = await asyncio.to_thread(
         client.audio.transcriptions.create, model="whisper-1", file=("big.mp3", audio, "audio/mpeg")
     )
     assert transcript.text == f"Transcribed big.mp3 ({UPLOAD_BYTES} bytes, sha256 {hashlib.sha256(audio).hexdigest()})"
-    growth = {name: _peak_and_current_rss(pid)[0] - baseline[name] for name, pid in services.items()}
+    growth = {name: rss(pid)[0] - baseline[name] for name, pid in services.items()}
     print(f"peak RSS growth during a {UPLOAD_BYTES} byte upload: {growth}")
     assert all(g < MAX_GROWTH_BYTES for g in growth.values()), growth
