@@ -245,9 +245,11 @@ async def test_speech_returns_the_binary_audio_byte_for_byte(stack: Any, base: s
 
 @pytest.mark.parametrize("base", BASES)
 async def test_moderations_without_a_model_go_to_the_default_provider(stack: Any, base: str) -> None:
-    moderation = await asyncio.to_thread(_client(stack, base).moderations.create, input="I will attack")
-    assert moderation.results[0].flagged is True
+    raw = await asyncio.to_thread(_client(stack, base).moderations.with_raw_response.create, input="I will attack")
+    assert raw.parse().results[0].flagged is True
     assert "model" not in _last(stack, "/v1/moderations")["body"]
+    row = await _logged(stack, raw.headers["x-request-id"])
+    assert (row["model_requested"], row["model_used"], row["provider"]) == ("", "omni-moderation-latest", "openai")
 
 
 @pytest.mark.parametrize("base", BASES)
@@ -263,6 +265,28 @@ async def test_rerank_goes_to_the_compatible_provider_the_model_names(stack: Any
     assert sent["body"]["model"] == "jina-reranker-v2"  # the provider's own name for it
     row = await _logged(stack, answer.headers["x-request-id"])
     assert (row["ingress"], row["provider"], row["input_tokens"]) == ("proxy/rerank", "local", 8)
+
+
+async def test_an_accounts_saved_provider_gets_its_key_and_base_url_and_the_header_key_wins(stack: Any) -> None:
+    """Saved credential injection as for chat: the account's own OpenAI-compatible endpoint and key."""
+    headers = {"authorization": f"Bearer {stack.info.api_key}"}
+    saved = {"provider": "jinaai", "api_key": OPENAI_KEY, "base_url": stack.upstreams.urls["openai"] + "/v1"}
+    async with httpx.AsyncClient(base_url=stack.info.edge_url, headers=headers) as http:
+        assert (await http.post("/v1/account/providers", json=saved)).status_code in (200, 201)
+    body = {"model": "jinaai/jina-reranker-v2", "query": "blue sky", "documents": ["a blue sky", "a red fox"]}
+    client = _client(stack, "/v3/router")
+    answer = await asyncio.to_thread(client.post, "/rerank", body=body, cast_to=httpx.Response)
+    assert answer.json()["results"][0]["index"] == 0
+    sent = _last(stack, "/v1/rerank")
+    assert (sent["headers"]["authorization"], sent["body"]["model"]) == (f"Bearer {OPENAI_KEY}", "jina-reranker-v2")
+    with pytest.raises(openai.AuthenticationError):
+        await asyncio.to_thread(
+            client.post,
+            "/rerank",
+            body=body,
+            cast_to=httpx.Response,
+            options={"headers": {"X-Orqen-Provider-Key": "sk-callers-own-jina-key"}},
+        )
 
 
 async def test_ocr_and_video_generations_through_v1(stack: Any) -> None:

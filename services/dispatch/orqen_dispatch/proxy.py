@@ -104,8 +104,10 @@ class ProxyService:
             await response.aclose()
             self._dispatcher.settle(answer, status, error)
         elapsed = _ms_since(started)
+        usage = watcher.finish()
+        model = target.model or watcher.model
         yield dispatch_pb2.ProxyResponseFrame(
-            summary=summary(target, target.model, watcher.finish(), response.status_code, elapsed, ttft, attempts)
+            summary=summary(target, model, usage, response.status_code, elapsed, ttft, attempts)
         )
 
     async def _target(self, head: dispatch_pb2.ProxyHead, entry: ProxyFamily) -> Target:

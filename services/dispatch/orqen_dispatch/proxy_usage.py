@@ -48,7 +48,7 @@ def _int(value: Any) -> int:
 
 
 class UsageWatcher:
-    """Fed every chunk of an answer, it knows the usage once the answer ended."""
+    """Fed every chunk of an answer, it knows the usage (and a JSON answer's model) once the answer ended."""
 
     def __init__(self, content_type: str) -> None:
         media_type = content_type.split(";", 1)[0].strip().lower()
@@ -58,6 +58,7 @@ class UsageWatcher:
         self._kept_bytes = 0
         self._line = b""
         self.usage = UpstreamUsage()
+        self.model = ""  # the model a JSON answer names (the upstream's choice when the caller named none)
 
     def feed(self, chunk: bytes) -> None:
         if self._json:
@@ -77,7 +78,10 @@ class UsageWatcher:
     def finish(self) -> UpstreamUsage:
         """The usage, once the whole answer was fed."""
         if self._json and self._kept:
-            self._found(usage_from(_parsed(b"".join(self._kept))))
+            answer = _parsed(b"".join(self._kept))
+            self._found(usage_from(answer))
+            if isinstance(answer, dict) and isinstance(answer.get("model"), str):
+                self.model = answer["model"]
             self._kept = []
         elif self._events and self._line:
             self._event_line(self._line)

@@ -112,10 +112,10 @@ def test_usage_in_every_familys_shape(answer: dict[str, object], usage: Upstream
 
 def test_a_json_answer_in_pieces_is_read_at_its_end() -> None:
     watcher = UsageWatcher("application/json; charset=utf-8")
-    raw = orjson.dumps({"data": [1, 2], "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    raw = orjson.dumps({"data": [1, 2], "model": "bge-m3", "usage": {"prompt_tokens": 4, "total_tokens": 4}})
     for start in range(0, len(raw), 5):
         watcher.feed(raw[start : start + 5])
-    assert watcher.finish() == UpstreamUsage(4, 0, 0)
+    assert (watcher.finish(), watcher.model) == (UpstreamUsage(4, 0, 0), "bge-m3")
 
 
 def test_an_event_stream_split_mid_line_gives_the_last_usage() -> None:
