@@ -345,6 +345,13 @@ async def test_upstream_errors_reach_the_caller_in_openai_shape(stack: Any) -> N
             extra_headers={"X-Orqen-Provider-Key": "sk-not-the-upstream-key"},
         )
     assert "Incorrect API key provided" in refused.value.message
+    with pytest.raises(openai.AuthenticationError):  # refused before the upload was read: still its error
+        await asyncio.to_thread(
+            _client(stack).audio.transcriptions.create,
+            model="whisper-1",
+            file=("a.mp3", b"\1" * 3_000_000, "audio/mpeg"),
+            extra_headers={"X-Orqen-Provider-Key": "sk-not-the-upstream-key"},
+        )
     with pytest.raises(openai.UnprocessableEntityError):
         await asyncio.to_thread(
             _client(stack).post, "/rerank", body={"model": "local/r", "query": "q"}, cast_to=httpx.Response

@@ -29,7 +29,7 @@ from orqen_dispatch.providers.base import UpstreamError
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.proxy_body import MultipartEncoder, json_for_upstream, read_json_body
 from orqen_dispatch.proxy_usage import UsageWatcher
-from orqen_dispatch.resilience import AttemptRecord, Dispatcher, DispatchFailedError, Target
+from orqen_dispatch.resilience import Answer, AttemptRecord, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.summary import as_orqen_error, summary
 
@@ -52,16 +52,55 @@ class ProxyService:
     async def serve(self, frames: Frames) -> AsyncIterator[dispatch_pb2.ProxyResponseFrame]:
         """One proxied call: its head and body frames in, the answer's head, bytes and summary out."""
         head = await _head(frames)
+        started = time.perf_counter()
+        attempts: list[AttemptRecord] = []
         try:
-            entry = _family(head)
-            body = await read_json_body(frames) if entry.body == "json" else None
-            target = await self._target(head, entry)
+            answer = await self._open(head, frames, attempts)
         except OrqenError:
             # Read the rest before refusing: gRPC turns an answer given while the caller still
             # sends into a failure of the call, and the caller would never see this error.
             async for _ in frames:
                 pass
             raise
+        response, target = answer.result, answer.target
+        content_type = response.headers.get("content-type", "application/octet-stream")
+        yield dispatch_pb2.ProxyResponseFrame(
+            head=dispatch_pb2.ProxyResponseHead(
+                status=response.status_code,
+                content_type=content_type,
+                provider=target.provider.name,
+                model=target.model,
+            )
+        )
+        watcher = UsageWatcher(content_type)
+        ttft = 0.0
+        status, error = response.status_code, ""
+        try:
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                ttft = ttft or _ms_since(started)
+                watcher.feed(chunk)
+                yield dispatch_pb2.ProxyResponseFrame(body_chunk=chunk)
+        except httpx.TransportError as err:
+            # Part of the answer is out: no retry, the caller gets a truncated body.
+            status, error = 502, f"{target.provider.name} broke the connection: {err.__class__.__name__}"
+            raise as_orqen_error(UpstreamError(status, error), target) from None
+        finally:
+            await response.aclose()
+            self._dispatcher.settle(answer, status, error)
+        elapsed = _ms_since(started)
+        usage = watcher.finish()
+        model = target.model or watcher.model
+        yield dispatch_pb2.ProxyResponseFrame(
+            summary=summary(target, model, usage, response.status_code, elapsed, ttft, attempts)
+        )
+
+    async def _open(
+        self, head: dispatch_pb2.ProxyHead, frames: Frames, attempts: list[AttemptRecord]
+    ) -> Answer[httpx.Response]:
+        """The upstream's answer (status and headers; its body still to read), after the retries allowed."""
+        entry = _family(head)
+        body = await read_json_body(frames) if entry.body == "json" else None
+        target = await self._target(head, entry)
         upstream_model = target.model if head.model else ""
         content: bytes | MultipartEncoder
         if body is not None:
@@ -75,40 +114,10 @@ class ProxyService:
         async def call(target: Target) -> httpx.Response:
             return await provider.open_proxy(entry.name, content, content_type, target.credentials)
 
-        attempts: list[AttemptRecord] = []
-        started = time.perf_counter()
         try:
-            answer = await self._dispatcher.open([target], attempts, call, replayable=entry.body == "json")
+            return await self._dispatcher.open([target], attempts, call, replayable=body is not None)
         except DispatchFailedError as err:
             raise as_orqen_error(err) from None
-        response = answer.result
-        content_type = response.headers.get("content-type", "application/octet-stream")
-        yield dispatch_pb2.ProxyResponseFrame(
-            head=dispatch_pb2.ProxyResponseHead(
-                status=response.status_code, content_type=content_type, provider=provider.name, model=target.model
-            )
-        )
-        watcher = UsageWatcher(content_type)
-        ttft = 0.0
-        status, error = response.status_code, ""
-        try:
-            async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                ttft = ttft or _ms_since(started)
-                watcher.feed(chunk)
-                yield dispatch_pb2.ProxyResponseFrame(body_chunk=chunk)
-        except httpx.TransportError as err:
-            # Part of the answer is out: no retry, the caller gets a truncated body.
-            status, error = 502, f"{provider.name} broke the connection: {err.__class__.__name__}"
-            raise as_orqen_error(UpstreamError(status, error), target) from None
-        finally:
-            await response.aclose()
-            self._dispatcher.settle(answer, status, error)
-        elapsed = _ms_since(started)
-        usage = watcher.finish()
-        model = target.model or watcher.model
-        yield dispatch_pb2.ProxyResponseFrame(
-            summary=summary(target, model, usage, response.status_code, elapsed, ttft, attempts)
-        )
 
     async def _target(self, head: dispatch_pb2.ProxyHead, entry: ProxyFamily) -> Target:
         """The provider, model name and credentials of the call."""
