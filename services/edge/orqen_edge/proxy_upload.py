@@ -5,7 +5,8 @@ provider. A multipart/form-data upload (audio, images) is parsed as it arrives: 
 fields become field frames, files become a file frame and their bytes in chunks. The
 model is a form field, and SDKs send it before the file, so the call usually starts at
 once; a client that puts the file first (`curl -F file=@a.mp3 -F model=…`) has the file
-spooled (in memory up to `SPOOL_MEMORY_BYTES`, then on disk) until the model arrives.
+spooled (in memory up to `SPOOL_MEMORY_BYTES`, then on disk) until the model arrives, and a
+form without one (image variations may omit it) is spooled whole before the call starts.
 """
 
 from __future__ import annotations
