@@ -3,11 +3,11 @@ and the request log entry of a request once accounting has it."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 
+from harness import request_log_entry
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.grpc_client import open_channel
 
@@ -30,9 +30,5 @@ def http(stack: Any, key: str) -> httpx.AsyncClient:
 
 async def logged(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
     """The request log entry, once accounting has consumed the request's event."""
-    for _ in range(100):
-        response = await client.get(f"/v1/account/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{request_id} never reached the request log")
+    key = client.headers["authorization"].removeprefix("Bearer ")
+    return await request_log_entry(str(client.base_url), key, request_id)

@@ -7,9 +7,13 @@ point at servers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from fakes.serve import free_port
 from fakes.stripe_api import PRO_PRICE_ID, SECRET_KEY
@@ -89,3 +93,31 @@ def billing_env(stripe_url: str) -> dict[str, str]:
         "ORQEN_STRIPE_API_BASE": stripe_url,
         "ORQEN_PLANS": json.dumps(plans),
     }
+
+
+async def request_log_entry(edge_url: str, api_key: str, request_id: str) -> dict[str, Any]:
+    """The request log entry of `request_id`, once accounting has consumed the request's event."""
+    async with httpx.AsyncClient(base_url=edge_url, headers={"authorization": f"Bearer {api_key}"}) as http:
+        for _ in range(100):
+            response = await http.get(f"/v1/account/requests/{request_id}")
+            if response.status_code == 200:
+                return response.json()  # type: ignore[no-any-return]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{request_id} never reached the request log")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a new high-water mark of a process's resident memory (Linux: clear_refs 5)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def rss(pid: int) -> tuple[int, int]:
+    """(peak since the last reset, current) resident memory of a process in bytes (Linux: VmHWM, VmRSS)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                fields[name] = int(value.split()[0]) * 1024
+    return fields["VmHWM"], fields["VmRSS"]

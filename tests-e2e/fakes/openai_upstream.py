@@ -1,5 +1,7 @@
 """A fake OpenAI Chat Completions endpoint that validates requests with the openai SDK's own types.
 
+The stateless families (embeddings, images, audio, responses, ...) are in fakes/openai_families.py.
+
 It accepts only what the real API accepts: the SDK's request types with no unknown
 fields at any depth, a Bearer key, and tool messages that answer the tool calls of the
 assistant message before them. It answers by the shared scenario (fakes/scenario.py).
@@ -19,6 +21,7 @@ from litestar import Litestar, Request, Response, post
 from litestar.response import Stream
 from openai.types.chat import completion_create_params as params
 
+from fakes.openai_families import FamilyRoutes
 from fakes.scenario import (
     RETRY_AFTER_SECONDS,
     Answer,
@@ -52,7 +55,8 @@ class FakeOpenAI:
         async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
             return await self._chat(request)
 
-        return Litestar([chat], logging_config=None)
+        families = FamilyRoutes(self.api_key, self.requests, self.faults).handlers()
+        return Litestar([chat, *families], logging_config=None)
 
     async def _chat(self, request: Request[Any, Any, Any]) -> Response[Any]:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":

@@ -46,6 +46,8 @@ class RunningStack:
     # What the services run with: infrastructure URLs (embedded or not) and secrets.
     service_env: dict[str, str]
     stripe: StripeFake
+    # Process id of each service.
+    pids: dict[str, int]
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +84,9 @@ async def stack(
     previous = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
     os.environ["AWS_BEARER_TOKEN_BEDROCK"] = info.api_key
     try:
-        yield RunningStack(info, upstreams.openai, upstreams, env, home, running.service_env, stripe_api)
+        yield RunningStack(
+            info, upstreams.openai, upstreams, env, home, running.service_env, stripe_api, running.pids()
+        )
     finally:
         if previous is None:
             os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)

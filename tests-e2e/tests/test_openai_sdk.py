@@ -7,21 +7,15 @@ import httpx
 import openai
 import pytest
 
+from harness import request_log_entry
+
 
 def _client(stack: Any, key: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.info.edge_url + "/v1", api_key=key or stack.info.api_key, max_retries=0)
 
 
 async def _logged(stack: Any, request_id: str) -> dict[str, Any]:
-    """The request log entry, once accounting has consumed the event."""
-    headers = {"authorization": f"Bearer {stack.info.api_key}"}
-    async with httpx.AsyncClient(base_url=stack.info.edge_url, headers=headers) as http:
-        for _ in range(100):
-            response = await http.get(f"/v1/account/requests/{request_id}")
-            if response.status_code == 200:
-                return response.json()  # type: ignore[no-any-return]
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{request_id} never reached the request log")
+    return await request_log_entry(stack.info.edge_url, stack.info.api_key, request_id)
 
 
 async def test_chat_completion_is_forwarded_answered_and_logged(stack: Any) -> None:

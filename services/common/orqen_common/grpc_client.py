@@ -60,6 +60,13 @@ class _UnaryStreamMetadata(_WithMetadata, grpc.aio.UnaryStreamClientInterceptor)
         return await continuation(self._details(details), request)
 
 
+class _StreamStreamMetadata(_WithMetadata, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
 def open_channel(addr: str, token: str) -> grpc.aio.Channel:
     """An insecure channel to `addr` (inside the cluster network) that authenticates as `token`.
 
@@ -67,6 +74,6 @@ def open_channel(addr: str, token: str) -> grpc.aio.Channel:
     """
     return grpc.aio.insecure_channel(
         addr,
-        interceptors=[_UnaryUnaryMetadata(token), _UnaryStreamMetadata(token)],
+        interceptors=[_UnaryUnaryMetadata(token), _UnaryStreamMetadata(token), _StreamStreamMetadata(token)],
         options=[("grpc.keepalive_time_ms", 30_000), *MESSAGE_SIZE_OPTIONS],
     )

@@ -58,6 +58,10 @@ class Stack:
         # Set whenever something the supervisor waits on happens: a child exits, or stop is asked.
         self._wake = asyncio.Event()
 
+    def pids(self) -> dict[str, int]:
+        """The process id of each running service (tests measure their memory)."""
+        return {name: proc.pid for name, proc in self._procs.items() if proc.returncode is None}
+
     def request_stop(self) -> None:
         """Ask the stack to stop (safe from a signal handler); start() and wait() return soon after."""
         self._stopping = True

@@ -25,6 +25,7 @@ from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.base import Provider
 from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
+from orqen_dispatch.proxy import GROQ_FAMILIES, OPENAI_FAMILIES, ProxyService
 from orqen_dispatch.resilience import Dispatcher
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
@@ -34,8 +35,10 @@ from orqen_dispatch.settings import DispatchSettings, secret
 def providers(settings: DispatchSettings, http: httpx.AsyncClient) -> dict[str, Provider]:
     """Every provider translator, by the prefix that addresses it in a model string."""
     built: dict[str, Provider] = {
-        "openai": OpenAICompatible("openai", http, settings.openai_base_url, secret(settings.openai_api_key)),
-        "groq": OpenAICompatible("groq", http, settings.groq_base_url, secret(settings.groq_api_key)),
+        "openai": OpenAICompatible(
+            "openai", http, settings.openai_base_url, secret(settings.openai_api_key), OPENAI_FAMILIES
+        ),
+        "groq": OpenAICompatible("groq", http, settings.groq_base_url, secret(settings.groq_api_key), GROQ_FAMILIES),
         "anthropic": AnthropicMessages(
             "anthropic",
             http,
@@ -56,7 +59,7 @@ def providers(settings: DispatchSettings, http: httpx.AsyncClient) -> dict[str, 
     }
     for name, entry in settings.compatible_providers.items():
         api_key = os.environ.get(entry.api_key_env) if entry.api_key_env else None
-        built[name] = OpenAICompatible(name, http, entry.base_url, api_key)
+        built[name] = OpenAICompatible(name, http, entry.base_url, api_key, entry.families)
     return built
 
 
@@ -113,15 +116,18 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         settings.account_config_ttl_seconds,
         allow_private_base_urls=settings.allow_private_base_urls,
     )
+    dispatcher = Dispatcher(settings.retry_policy(), settings.circuit_breakers())
+    configs = AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds)
     servicer = DispatchServicer(
         router,
         ModelChooser(catalogue, router),
         catalogue,
-        Dispatcher(settings.retry_policy(), settings.circuit_breakers()),
-        AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds),
+        dispatcher,
+        configs,
         store,
         LatencyStats(redis),
         operator_providers(settings),
+        ProxyService(router, dispatcher, configs),
     )
 
     def register(server: grpc.aio.Server) -> None:

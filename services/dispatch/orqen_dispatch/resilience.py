@@ -26,7 +26,9 @@ or no time is left for another call, the last error is raised.
 
 A stream is retried and falls back the same way, but only until its first chunk: after
 that the caller has part of an answer, so an error is raised as it is. The per-call
-timeout bounds the wait for the first chunk, not the whole stream.
+timeout bounds the wait for the first chunk, not the whole stream. A request whose body
+streams upstream as it arrives (a proxied upload, `open(..., replayable=False)`) is sent
+once: its body is not kept to send again.
 
 When no target answers, `DispatchFailedError` is raised: the last error an upstream
 gave (status, message, Retry-After; a "circuit open" 503 only when open circuits
@@ -237,7 +239,9 @@ class CircuitBreakers:
 
 
 @dataclass(slots=True)
-class _Answer(Generic[T]):
+class Answer(Generic[T]):
+    """The call that answered: its result, its target, its attempt record and when it started."""
+
     result: T
     target: Target
     record: AttemptRecord
@@ -283,6 +287,28 @@ class Dispatcher:
         answer = await self._first_answer(targets, attempts, call, lambda completion: completion.status)
         self._breakers.record(answer.target.circuit, answer.record.status)
         return answer.result, answer.target, attempts
+
+    async def open(
+        self,
+        targets: Sequence[Target],
+        attempts: list[AttemptRecord],
+        call: Callable[[Target], Awaitable[T]],
+        *,
+        replayable: bool = True,
+    ) -> Answer[T]:
+        """The first `call` that answers, after the retries and fallbacks the rules allow.
+
+        For callers that stream the answer themselves (the proxy families): once they know
+        how it ended they must `settle` it. A request whose body cannot be sent twice (a
+        streamed upload: `replayable=False`) gets one call, whatever the rules would allow.
+        """
+        return await self._first_answer(targets, attempts, call, lambda _: 200, max_calls=None if replayable else 1)
+
+    def settle(self, answer: Answer[Any], status: int, error: str = "") -> None:
+        """Record how an answer from `open` ended: its circuit, its attempt's status, error and duration."""
+        answer.record.status, answer.record.error = status, error
+        answer.record.duration_ms = self._ms(answer.started)
+        self._breakers.record(answer.target.circuit, status)
 
     def stream(
         self, targets: Sequence[Target], chat: dict[str, Any], state: StreamState, attempts: list[AttemptRecord]
@@ -334,7 +360,8 @@ class Dispatcher:
         attempts: list[AttemptRecord],
         call: Callable[[Target], Awaitable[T]],
         status_of: Callable[[T], int],
-    ) -> _Answer[T]:
+        max_calls: int | None = None,
+    ) -> Answer[T]:
         """The first call that answers, after the retries and fallbacks the rules allow.
 
         Failed calls are recorded in the circuits; the answering one is left for the caller
@@ -351,6 +378,7 @@ class Dispatcher:
             error, target = last_error or last_skip or (UpstreamError(504, "no time left to call a model"), targets[0])
             return DispatchFailedError(error, target, attempts)
 
+        calls = 0
         for target in targets:
             name, circuit = target.provider.name, target.circuit
             for attempt in range(policy.max_attempts):
@@ -365,6 +393,7 @@ class Dispatcher:
                     self._breakers.release(circuit)
                     raise failed()
                 started = self._clock()
+                calls += 1
                 try:
                     result = await self._call_with_timeout(call, target, min(policy.attempt_timeout_s, remaining))
                 except UpstreamError as err:
@@ -374,7 +403,7 @@ class Dispatcher:
                     )
                     last_error = (err, target)
                     next_step = after_failure(err.status)
-                    if next_step is Next.RAISE:
+                    if next_step is Next.RAISE or (max_calls is not None and calls >= max_calls):
                         raise failed() from err
                     if next_step is Next.NEXT_TARGET or attempt + 1 == policy.max_attempts:
                         break
@@ -392,7 +421,7 @@ class Dispatcher:
                 else:
                     record = AttemptRecord(name, target.model, status_of(result), "", self._ms(started), reason)
                     attempts.append(record)
-                    return _Answer(result, target, record, started)
+                    return Answer(result, target, record, started)
         raise failed()
 
     async def _call_with_timeout(self, call: Callable[[Target], Awaitable[T]], target: Target, timeout_s: float) -> T:

@@ -36,6 +36,11 @@ class ProviderRouter:
         self._accounts_providers: dict[str, Provider] = {}
 
     @property
+    def default(self) -> Provider:
+        """The provider of model names no rule recognises (and of calls that name no model)."""
+        return self._providers[self._default]
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._providers)
 

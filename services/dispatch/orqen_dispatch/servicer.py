@@ -17,18 +17,20 @@ from typing import Any
 
 import orjson
 
-from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.catalogue import Catalogue
 from orqen_common.context import account_scope
-from orqen_common.errors import OrqenError, invalid_request, kind_for_http
+from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
 from orqen_dispatch.credentials import CredentialStore, merge
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser
-from orqen_dispatch.providers.base import StreamState, UpstreamError, UpstreamUsage
+from orqen_dispatch.providers.base import StreamState, UpstreamError
+from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
+from orqen_dispatch.summary import as_orqen_error, summary
 
 # Only the provider a request names gets the caller's X-Orqen-Provider-Key: sending it to a
 # fallback on another provider would hand one provider's key to another.
@@ -46,6 +48,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         store: CredentialStore,
         latency: LatencyStats,
         operator_providers: Collection[str],
+        proxy: ProxyService,
     ) -> None:
         """`operator_providers`: those the operator's environment connects for every account."""
         self._router = router
@@ -56,6 +59,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._store = store
         self._latency = latency
         self._operator_providers = frozenset(operator_providers)
+        self._proxy = proxy
         self._recording: set[asyncio.Task[None]] = set()
 
     async def Complete(
@@ -68,13 +72,13 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             completion, target, attempts = await self._dispatcher.complete(targets, chat)
         except DispatchFailedError as err:
             self._measure(targets, err.attempts)
-            raise _as_orqen_error(err) from None
+            raise as_orqen_error(err) from None
         self._measure(targets, attempts)
         elapsed = _ms_since(started)
         model = completion.body.get("model") or target.model
         return dispatch_pb2.CompleteResponse(
             response_json=orjson.dumps(completion.body),
-            summary=_summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts),
+            summary=summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts),
         )
 
     async def Stream(
@@ -96,17 +100,23 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                     model_used = chunk.get("model") or model_used
                     yield dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))
         except DispatchFailedError as err:
-            raise _as_orqen_error(err) from None
+            raise as_orqen_error(err) from None
         except UpstreamError as err:  # after the first chunk: no retry, the caller has part of an answer
-            raise _as_orqen_error(err, stream.target) from None
+            raise as_orqen_error(err, stream.target) from None
         finally:
             self._measure(targets, attempts)
         target = stream.target or targets[0]
         yield dispatch_pb2.StreamEvent(
-            summary=_summary(
+            summary=summary(
                 target, model_used or target.model, state.usage, state.status, _ms_since(started), ttft, attempts
             )
         )
+
+    async def Proxy(
+        self, request_iterator: AsyncIterator[dispatch_pb2.ProxyRequestFrame], context: ServicerContext
+    ) -> AsyncIterator[dispatch_pb2.ProxyResponseFrame]:
+        async for frame in self._proxy.serve(request_iterator):
+            yield frame
 
     async def SaveCredential(
         self, request: dispatch_pb2.SaveCredentialRequest, context: ServicerContext
@@ -181,69 +191,5 @@ def _parse(chat_json: bytes) -> dict[str, Any]:
     return chat
 
 
-def _as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenError:
-    if isinstance(err, DispatchFailedError):
-        target = err.target
-    status = caller_status(err.status)
-    where = f"Upstream provider {target.provider.name}" if target is not None else "The upstream provider"
-    return OrqenError(
-        kind_for_http(status),
-        f"{where} returned {err.status}: {err.message}",
-        http_status=status,
-        retry_after=err.retry_after,
-    )
-
-
-def caller_status(upstream: int) -> int:
-    """The HTTP status the caller sees for a provider's failure.
-
-    Client errors and throttling keep the provider's status (the caller can act on them);
-    a provider's own failure is a bad gateway to the caller, never a bare 500 that would
-    read as Orqen's; overloaded (503, Anthropic's 529) and timeouts keep their meaning.
-    """
-    if upstream < 500:
-        return upstream if upstream >= 400 else 502
-    if upstream in (503, 529):
-        return 503
-    if upstream == 504:
-        return 504
-    return 502
-
-
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def _summary(
-    target: Target,
-    model: str,
-    usage: UpstreamUsage,
-    status: int,
-    upstream_ms: float,
-    ttft_ms: float,
-    attempts: Sequence[AttemptRecord],
-) -> dispatch_pb2.DispatchSummary:
-    return dispatch_pb2.DispatchSummary(
-        provider=target.provider.name,
-        model=model,
-        usage=common_pb2.Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-        ),
-        upstream_status=status,
-        upstream_ms=upstream_ms,
-        ttft_ms=ttft_ms,
-        route_reason=target.reason,
-        attempts=[
-            common_pb2.Attempt(
-                provider=a.provider,
-                model=a.model,
-                status=a.status,
-                error=a.error,
-                duration_ms=a.duration_ms,
-                reason=a.reason,
-            )
-            for a in attempts
-        ],
-    )

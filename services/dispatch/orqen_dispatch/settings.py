@@ -8,8 +8,9 @@ the variables each SDK reads itself.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
+from orqen_common.proxy_families import BY_NAME
 from orqen_common.settings import RedisSettings, ServiceSettings
 from orqen_dispatch.resilience import ResilienceSettings
 
@@ -19,6 +20,17 @@ class CompatibleProvider(BaseModel):
 
     base_url: str
     api_key_env: str | None = None
+    families: list[str] | None = Field(
+        None, description='The proxy families it serves ("embeddings", "rerank", ...); unset: all of them.'
+    )
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(BY_NAME))
+        if unknown:
+            raise ValueError(f"unknown proxy families {unknown}; known: {sorted(BY_NAME)}")
+        return value
 
 
 class DispatchSettings(ServiceSettings, RedisSettings, ResilienceSettings):
@@ -71,7 +83,9 @@ class DispatchSettings(ServiceSettings, RedisSettings, ResilienceSettings):
     )
     compatible_providers: dict[str, CompatibleProvider] = Field(
         default_factory=dict,
-        description='More OpenAI-compatible providers as JSON: {"name": {"base_url": …, "api_key_env": …}}.',
+        description=(
+            'More OpenAI-compatible providers as JSON: {"name": {"base_url": …, "api_key_env": …, "families": […]}}.'
+        ),
     )
     credentials_keys: SecretStr | None = Field(
         None,

@@ -13,6 +13,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from orqen_common.errors import INTERNAL, OrqenError, kind_for_http
+from orqen_common.proxy_families import NOT_PROXIED, OPENAI_BASE, ORQ_BASES
 from orqen_edge.rate_limit import RateLimitError
 
 log = structlog.get_logger(__name__)
@@ -59,11 +60,26 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     """Litestar's own errors (404, 405, 413, validation) in the SDK's shape."""
     status = exc.status_code
     message = {
-        404: f"Unknown route {request.method} {request.url.path}.",
+        404: not_proxied_message(request.url.path) or f"Unknown route {request.method} {request.url.path}.",
         405: f"Method {request.method} is not allowed on {request.url.path}.",
         413: "Request body too large.",
     }.get(status, str(exc.detail))
     return error_response(OrqenError(kind_for_http(status), message, http_status=status), ingress_of(request.url.path))
+
+
+def not_proxied_message(path: str) -> str | None:
+    """Why an object-lifecycle path (files, batches, ...) answers 404, or None for another path."""
+    for base in (OPENAI_BASE, *ORQ_BASES):
+        name = path.removeprefix(base + "/").split("/", 1)[0] if path.startswith(base + "/") else ""
+        if name in NOT_PROXIED:
+            return (
+                f"{base}/{name} is intentionally not proxied: object-lifecycle APIs (files, uploads, batches, "
+                "vector stores, assistants, threads, containers, evals) need storage ownership and "
+                "provider-specific lifecycle semantics, so Orqen does not pass them through. Call the provider "
+                "directly for them; the stateless families (completions, embeddings, responses, images, audio, "
+                "moderations, rerank, ocr, videos/generations) are proxied."
+            )
+    return None
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

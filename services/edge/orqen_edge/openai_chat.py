@@ -11,12 +11,17 @@ from litestar.di import NamedDependency
 
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
+from orqen_common.proxy_families import ORQ_BASES
 from orqen_edge.errors import error_body
 from orqen_edge.pipeline import Reply, serve_chat
 from orqen_edge.runtime import Runtime
 
 
-@post("/v1/chat/completions", summary="Chat completions (OpenAI SDK)", status_code=200)
+@post(
+    ["/v1/chat/completions", *(f"{base}/chat/completions" for base in ORQ_BASES)],
+    summary="Chat completions (OpenAI SDK; also under the Orq.ai-compatible bases)",
+    status_code=200,
+)
 async def chat_completions(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> Response[Any]:

@@ -15,6 +15,7 @@ from litestar.params import FromPath, QueryParameter
 from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request, not_found
+from orqen_common.proxy_families import ORQ_BASES
 from orqen_edge.proto_json import plain
 from orqen_edge.request_body import read_json
 from orqen_edge.rpc import translated
@@ -32,13 +33,19 @@ def _openai_model(model: dispatch_pb2.ModelInfo) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
 
 
-@get("/v1/models", summary="Models the account can use (OpenAI list format), orqen/* included")
+@get(
+    ["/v1/models", *(f"{base}/models" for base in ORQ_BASES)],
+    summary="Models the account can use (OpenAI list format), orqen/* included",
+)
 async def list_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     models = await _models(runtime, principal)
     return {"object": "list", "data": [_openai_model(m) for m in models.models if m.enabled]}
 
 
-@get("/v1/models/{model:path}", summary="One model the account can use")
+@get(
+    ["/v1/models/{model:path}", *(f"{base}/models/{{model:path}}" for base in ORQ_BASES)],
+    summary="One model the account can use",
+)
 async def get_model(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], model: FromPath[str]
 ) -> dict[str, Any]:

@@ -77,6 +77,39 @@ class Downstream:
         finally:
             call.cancel()  # no-op when finished; stops the upstream call when the client left
 
+    async def proxy(
+        self, frames: AsyncIterator[dispatch_pb2.ProxyRequestFrame]
+    ) -> AsyncIterator[dispatch_pb2.ProxyResponseFrame]:
+        """A proxied call: `frames` are sent as gRPC lets them go (never read ahead), replies come as they arrive.
+
+        gRPC reads `frames` in a task of its own and only cancels the call when they fail;
+        the failure itself (a malformed or too large upload) is what the caller is told.
+        """
+        failed: list[Exception] = []
+
+        async def sent() -> AsyncIterator[dispatch_pb2.ProxyRequestFrame]:
+            try:
+                async for frame in frames:
+                    yield frame
+            except Exception as err:
+                failed.append(err)
+                raise
+
+        call = self.dispatch.Proxy(sent())
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.aio.AioRpcError as err:
+            if failed:
+                raise failed[0] from None
+            raise from_rpc_error(err, "dispatch") from None
+        except asyncio.CancelledError:
+            if failed:  # gRPC cancelled the call because `frames` failed: that failure is the answer
+                raise failed[0] from None
+            raise
+        finally:
+            call.cancel()  # no-op when finished; stops the upstream call when the client left
+
     async def list_requests(self, listing: accounting_pb2.ListRequestsRequest) -> accounting_pb2.ListRequestsResponse:
         with translated("accounting"):
             return await self.accounting.ListRequests(listing, timeout=10)

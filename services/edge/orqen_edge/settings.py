@@ -19,6 +19,10 @@ class EdgeSettings(ServiceSettings, RedisSettings, NatsSettings):
     tls_key: Path | None = Field(None, description="PEM private key matching ORQEN_TLS_CERT.")
     home: Path = Field(Path(".orqen"), description="Local state directory (the development certificate lives here).")
     max_body_bytes: int = Field(10 * 1024 * 1024, description="Largest accepted JSON request body, in bytes.")
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="Largest multipart upload (audio, image edits) of the proxy families; streamed, never held whole.",
+    )
     optimizer_deadline_ms: int = Field(
         150, description="Longest wait for an optimization plan before forwarding the original payload."
     )

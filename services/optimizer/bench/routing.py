@@ -1,10 +1,12 @@
 """`make bench-optimizer`: tool-routing recall, tools forwarded, tool-token reduction and plan latency.
 
 Data: the single-turn categories of the Berkeley Function Calling Leaderboard, as shipped in
-the `bfcl-eval` package (orqen_optimizer.bfcl). Every distinct tool (by name) of those
-categories forms one catalogue. Each question is routed over a pool that holds its own
-tools (the ones its expected answer calls among them) plus others sampled from the
-catalogue, for pools of 50, 200 and 500 tools, and over the whole catalogue.
+the `bfcl-eval` package (orqen_optimizer.bfcl). Every distinct tool definition of those
+categories forms one catalogue (2,553 of them, under 1,427 names: categories define some
+names more than once, differently); a question needs its own definitions. Each question is
+routed over a pool that holds its own tools (the ones its expected answer calls among them)
+plus others sampled from the catalogue, for pools of 50, 200 and 500 tools, and over the
+whole catalogue.
 
 Split by tool: a tool is held out for testing when its name hashes into one bucket of five;
 a question belongs to the test split when every tool its answer calls is held out, to the
@@ -53,6 +55,19 @@ def split_of(needed: frozenset[str]) -> str | None:
     if held_out == {False}:
         return "train"
     return None
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    own: list[str]  # the definitions of the tools offered with it
+    needed: frozenset[str]  # those its answer calls
+    split: str | None
+
+
+def definition(tool: dict[str, Any]) -> str:
+    """A key per tool definition: BFCL's categories define some names more than once, differently."""
+    return f"{tool_name(tool)}#{text_id(json.dumps(tool, sort_keys=True)) % 1_000_000:06d}"
 
 
 @dataclass
@@ -150,43 +165,44 @@ def fit_reranker(all_runs: dict[int, list[Any]], views: dict[str, list[str]], to
         print(f"  p >= {threshold:<7} {table}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency-samples", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--deadline-ms", type=float, default=150.0, help="the edge's plan deadline")
-    parser.add_argument(
-        "--tune", action="store_true", help="also print the training-split grid the constants come from"
-    )
-    parser.add_argument(
-        "--fit-reranker", action="store_true", help="also fit the stage-2 reranker on the training split"
-    )
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    policy = RoutingPolicy(ab_control_share=0.0)  # "auto", as an account that changed nothing
-
-    cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
-    catalogue: dict[str, dict[str, Any]] = {}
-    for case in cases:
-        for tool in case.tools:
-            catalogue.setdefault(tool_name(tool), tool)
-    names = sorted(catalogue)
-    tokens = {name: count_tokens(json.dumps(catalogue[name])) for name in names}
-    views = {name: tool_views(catalogue[name]) for name in names}
-    print(f"{len(cases)} questions, {len(names)} distinct tools in the catalogue")
-
-    index = ToolIndex()
-    started = time.perf_counter()
-    index.add([v for name in names for v in views[name]])
-    print(f"indexed the catalogue in {time.perf_counter() - started:.1f} s (embedded once, cached by text)")
+def recall(
+    args: argparse.Namespace,
+    rng: random.Random,
+    policy: RoutingPolicy,
+    questions: list[Question],
+    names: list[str],
+    catalogue: dict[str, dict[str, Any]],
+    views: dict[str, list[str]],
+    tokens: dict[str, int],
+    index: ToolIndex,
+) -> None:
+    """Route every question over each pool size with its vector computed in one batch first."""
     router = ToolRouter(index)
     started = time.perf_counter()
-    queries = embed([c.question for c in cases])
-    print(f"embedded {len(cases)} questions in {time.perf_counter() - started:.1f} s")
-    vector_of = {c.question[: tool_router.INTENT_CHARS]: v for c, v in zip(cases, queries, strict=True)}
+    queries = embed([c.question for c in questions])
+    print(f"embedded {len(questions)} questions in {time.perf_counter() - started:.1f} s")
+    vector_of = {c.question[: tool_router.INTENT_CHARS]: v for c, v in zip(questions, queries, strict=True)}
     encoder = tool_router.embed
     tool_router.embed = lambda texts: np.stack([vector_of[t] for t in texts])  # the batch above, for the recall runs
+    try:
+        table(args, rng, policy, questions, queries, names, catalogue, views, tokens, router)
+    finally:
+        tool_router.embed = encoder
 
+
+def table(
+    args: argparse.Namespace,
+    rng: random.Random,
+    policy: RoutingPolicy,
+    questions: list[Question],
+    queries: np.ndarray,
+    names: list[str],
+    catalogue: dict[str, dict[str, Any]],
+    views: dict[str, list[str]],
+    tokens: dict[str, int],
+    router: ToolRouter,
+) -> None:
+    """The recall table per pool size and split (and, if asked, the tuning grid and the reranker fit)."""
     header = (
         f"{'pool / split':<22}{'n':>6}  {'recall':>7}  {'mean K':>8}  {'tok red.':>9}  {'keyword':>8}  {'bm25@K':>8}  "
         f"{'embed@K':>8}"
@@ -198,11 +214,10 @@ def main() -> None:
     for pool_size in POOLS:
         tallies: dict[str, Tally] = {"train": Tally(), "test": Tally()}
         runs = []
-        for case, query in zip(cases, queries, strict=True):
-            split = split_of(case.needed)
+        for case, query in zip(questions, queries, strict=True):
+            split, own = case.split, case.own
             if split is None:
                 continue
-            own = [tool_name(t) for t in case.tools]
             if pool_size:
                 others = [n for n in rng.sample(names, min(len(names), pool_size + len(own))) if n not in own]
                 pool = own + others[: max(0, pool_size - len(own))]
@@ -237,15 +252,52 @@ def main() -> None:
         tune(all_runs)
     if args.fit_reranker:
         fit_reranker(all_runs, views, tokens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--deadline-ms", type=float, default=150.0, help="the edge's plan deadline")
+    parser.add_argument("--latency-only", action="store_true", help="skip the recall table: plan latency only")
+    parser.add_argument(
+        "--tune", action="store_true", help="also print the training-split grid the constants come from"
+    )
+    parser.add_argument(
+        "--fit-reranker", action="store_true", help="also fit the stage-2 reranker on the training split"
+    )
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    policy = RoutingPolicy(ab_control_share=0.0)  # "auto", as an account that changed nothing
+
+    cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
+    catalogue: dict[str, dict[str, Any]] = {}
+    questions = []
+    for case in cases:
+        own = [definition(tool) for tool in case.tools]
+        catalogue.update(zip(own, case.tools, strict=True))
+        needed = frozenset(k for k, t in zip(own, case.tools, strict=True) if tool_name(t) in case.needed)
+        questions.append(Question(case.question, own, needed, split_of(case.needed)))
+    names = sorted(catalogue)
+    tokens = {name: count_tokens(json.dumps(catalogue[name])) for name in names}
+    views = {name: tool_views(catalogue[name]) for name in names}
+    print(f"{len(cases)} questions, {len(names)} distinct tool definitions in the catalogue")
+
+    index = ToolIndex()
+    started = time.perf_counter()
+    index.add([v for name in names for v in views[name]])
+    print(f"indexed the catalogue in {time.perf_counter() - started:.1f} s (embedded once, cached by text)")
+    if not args.latency_only:
+        recall(args, rng, policy, questions, names, catalogue, views, tokens, index)
     print()
-    tool_router.embed = encoder
     planner = Planner(index)
-    sample = rng.sample(cases, min(args.latency_samples, len(cases)))
+    rng = random.Random(args.seed + 1)
+    sample = rng.sample(questions, min(args.latency_samples, len(questions)))
     requests_500: list[dict[str, Any]] = []
     for pool_size in (50, 500, 0):
         requests = []
         for case in sample:
-            own = [tool_name(t) for t in case.tools]
+            own = case.own
             others = [n for n in names if n not in own]
             pool = own + (rng.sample(others, max(0, pool_size - len(own))) if pool_size else others)
             requests.append(

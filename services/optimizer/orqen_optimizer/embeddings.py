@@ -155,9 +155,17 @@ class ToolIndex:
         return len(self._rows)
 
     def missing(self, texts: Sequence[str]) -> list[str]:
-        """The texts not indexed yet (each once)."""
+        """The texts this index has no vector for, once each, after taking those the shared cache has.
+
+        A restarted or new replica thus routes a toolset other replicas know at once.
+        """
         with self._lock:
-            return list(dict.fromkeys(t for t in texts if text_id(t) not in self._rows))
+            unknown = {text_id(t): t for t in texts if text_id(t) not in self._rows}
+        if unknown:
+            shared = self._fetch(list(unknown))
+            self._insert(list(shared), np.array(list(shared.values()), dtype=np.float32).reshape(-1, DIMENSIONS))
+        with self._lock:
+            return [t for i, t in unknown.items() if i not in self._rows]
 
     def add(self, texts: Sequence[str]) -> list[int]:
         """Ids of `texts`; those never seen are embedded (in one batch) and added."""

@@ -33,7 +33,6 @@ from orqen_optimizer.tokens import count_tokens
 from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_views
 
 AB_CONTROL = "_ab_ctrl"
-TRACE_CANDIDATES = 20  # the trace keeps at least the best-ranked 20 tools with their scores
 
 log = structlog.get_logger(__name__)
 Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
@@ -106,9 +105,9 @@ class Planner:
             return everything
         decision = self._router.route(chat, tools, policy, views)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
-        # Every kept tool is in the trace (calibration scores K against it), and at least the best 20.
-        shown = decision.ranked[: max(TRACE_CANDIDATES, len(decision.keep))]
-        trace.candidates.extend(optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in shown)
+        trace.candidates.extend(
+            optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in decision.ranked
+        )
         if self._rng() < policy.ab_control_share:
             stats.routing = trace.mode = decision.mode + AB_CONTROL
             return everything

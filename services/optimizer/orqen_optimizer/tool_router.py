@@ -48,6 +48,7 @@ KEYWORD_LEAD = 3.0
 LOW_SIMILARITY = 0.3
 FOLLOW_UP_WORDS = 2  # a latest user message with fewer content words than this is a follow-up
 SMALL_TOOLSET = 8  # this many tools or fewer are forwarded as they are
+TRACE_CANDIDATES = 20
 INTENT_CHARS = 2000
 
 
@@ -57,7 +58,9 @@ class Decision:
     mode: str
     k_reason: str
     intent: str
-    ranked: list[tuple[str, float]]  # every routable tool by fused score, best first
+    # The best-ranked tools (at least TRACE_CANDIDATES) and every kept one, in the router's order,
+    # with their fused scores: what the trace shows and calibration scores K against.
+    ranked: list[tuple[str, float]]
 
 
 def tool_views(tool: Any) -> list[str]:
@@ -250,8 +253,9 @@ class ToolRouter:
         keep = order[:k].tolist()
         required = must_keep(chat) - {names[i] for i in keep}
         keep += [i for i in order.tolist() if names[i] in required and i not in keep]
-        ranked = [(names[i], float(fused[i])) for i in order.tolist()]
-        return Decision(keep, mode, reason, intent, ranked)
+        shown = order[: max(TRACE_CANDIDATES, len(keep))].tolist()
+        shown += [i for i in keep if i not in set(shown)]
+        return Decision(keep, mode, reason, intent, [(names[i], float(fused[i])) for i in shown])
 
     def dense(self, query: np.ndarray, views: Sequence[list[str]]) -> np.ndarray:
         """Per tool, its best view's cosine similarity to `query` (the intent's embedding)."""

@@ -36,7 +36,9 @@ class RequestContext(_message.Message):
     session_id: _builtins.str
     """Free-form conversation id from the X-Orqen-Session-Id header; empty when absent."""
     ingress: _builtins.str
-    """Which SDK shape the caller used: "openai", "anthropic", "bedrock", "proxy"."""
+    """Which SDK shape the caller used: "openai", "anthropic", "bedrock"; for a stateless
+    proxy family "proxy/<family>" ("proxy/embeddings", "proxy/audio/speech").
+    """
     def __init__(
         self,
         *,

@@ -21,6 +21,214 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ProxyRequestFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    JSON_CHUNK_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    FILE_CHUNK_FIELD_NUMBER: _builtins.int
+    json_chunk: _builtins.bytes
+    """A piece of a JSON body (families whose body is JSON)."""
+    file_chunk: _builtins.bytes
+    @_builtins.property
+    def head(self) -> Global___ProxyHead: ...
+    @_builtins.property
+    def field(self) -> Global___FormField:
+        """A text field of a multipart form."""
+
+    @_builtins.property
+    def file(self) -> Global___FilePart:
+        """Starts a file part of a multipart form; file_chunk frames carry its bytes."""
+
+    def __init__(
+        self,
+        *,
+        head: Global___ProxyHead | None = ...,
+        json_chunk: _builtins.bytes = ...,
+        field: Global___FormField | None = ...,
+        file: Global___FilePart | None = ...,
+        file_chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "file", b"file", "file_chunk", b"file_chunk", "frame", b"frame", "head", b"head", "json_chunk", b"json_chunk"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "file", b"file", "file_chunk", b"file_chunk", "frame", b"frame", "head", b"head", "json_chunk", b"json_chunk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["head", "json_chunk", "field", "file", "file_chunk"]  # noqa: Y015
+    _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
+
+Global___ProxyRequestFrame: _TypeAlias = ProxyRequestFrame  # noqa: Y015
+
+@_typing.final
+class ProxyHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CredentialsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    BODY_KIND_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    family: _builtins.str
+    """The path under /v1 that names the family: "embeddings", "audio/transcriptions", ..."""
+    model: _builtins.str
+    """The model string the caller sent ("whisper-1", "local/bge-reranker"); empty when the
+    family lets the upstream choose (moderations, images).
+    """
+    body_kind: _builtins.str
+    """"json" or "multipart": which body frames follow."""
+    @_builtins.property
+    def context(self) -> _common_pb2.RequestContext: ...
+    @_builtins.property
+    def credentials(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """"api_key" from the X-Orqen-Provider-Key header, for the provider the model names;
+        it wins over the account's saved credential and the operator's environment.
+        """
+
+    def __init__(
+        self,
+        *,
+        context: _common_pb2.RequestContext | None = ...,
+        family: _builtins.str = ...,
+        model: _builtins.str = ...,
+        body_kind: _builtins.str = ...,
+        credentials: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_kind", b"body_kind", "context", b"context", "credentials", b"credentials", "family", b"family", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProxyHead: _TypeAlias = ProxyHead  # noqa: Y015
+
+@_typing.final
+class FormField(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FormField: _TypeAlias = FormField  # noqa: Y015
+
+@_typing.final
+class FilePart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    filename: _builtins.str
+    content_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "filename", b"filename", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilePart: _TypeAlias = FilePart  # noqa: Y015
+
+@_typing.final
+class ProxyResponseFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    BODY_CHUNK_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    body_chunk: _builtins.bytes
+    @_builtins.property
+    def head(self) -> Global___ProxyResponseHead: ...
+    @_builtins.property
+    def summary(self) -> Global___DispatchSummary: ...
+    def __init__(
+        self,
+        *,
+        head: Global___ProxyResponseHead | None = ...,
+        body_chunk: _builtins.bytes = ...,
+        summary: Global___DispatchSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body_chunk", b"body_chunk", "frame", b"frame", "head", b"head", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_chunk", b"body_chunk", "frame", b"frame", "head", b"head", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["head", "body_chunk", "summary"]  # noqa: Y015
+    _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
+
+Global___ProxyResponseFrame: _TypeAlias = ProxyResponseFrame  # noqa: Y015
+
+@_typing.final
+class ProxyResponseHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """The upstream's HTTP status (2xx: errors come back as a gRPC status)."""
+    content_type: _builtins.str
+    provider: _builtins.str
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "model", b"model", "provider", b"provider", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProxyResponseHead: _TypeAlias = ProxyResponseHead  # noqa: Y015
+
+@_typing.final
 class SaveCredentialRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

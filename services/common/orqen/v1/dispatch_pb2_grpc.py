@@ -57,6 +57,11 @@ class DispatchStub:
                 request_serializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Proxy = channel.stream_stream(
+                '/orqen.v1.Dispatch/Proxy',
+                request_serializer=orqen_dot_v1_dot_dispatch__pb2.ProxyRequestFrame.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_dispatch__pb2.ProxyResponseFrame.FromString,
+                _registered_method=True)
 
 
 class DispatchServicer:
@@ -95,6 +100,18 @@ class DispatchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Proxy(self, request_iterator, context):
+        """A stateless proxy family (embeddings, images, audio, responses, rerank, ...): the
+        request goes upstream as the provider's own API takes it, the answer comes back as
+        it was sent, byte for byte. First frame ProxyHead, then the body in chunks (JSON
+        bytes, or the form fields and file parts of a multipart upload); back come
+        ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
+        a whole upload or a whole binary answer in memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +134,11 @@ def add_DispatchServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_dispatch__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Proxy': grpc.stream_stream_rpc_method_handler(
+                    servicer.Proxy,
+                    request_deserializer=orqen_dot_v1_dot_dispatch__pb2.ProxyRequestFrame.FromString,
+                    response_serializer=orqen_dot_v1_dot_dispatch__pb2.ProxyResponseFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +251,33 @@ class Dispatch:
             '/orqen.v1.Dispatch/ListModels',
             orqen_dot_v1_dot_dispatch__pb2.ListModelsRequest.SerializeToString,
             orqen_dot_v1_dot_dispatch__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Proxy(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orqen.v1.Dispatch/Proxy',
+            orqen_dot_v1_dot_dispatch__pb2.ProxyRequestFrame.SerializeToString,
+            orqen_dot_v1_dot_dispatch__pb2.ProxyResponseFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,14 @@ class DispatchStub:
     (saved credentials or the operator's), its toggles, observed latency and success,
     and the orqen/* routing strings.
     """
+    Proxy: _grpc.StreamStreamMultiCallable[_dispatch_pb2.ProxyRequestFrame, _dispatch_pb2.ProxyResponseFrame]
+    """A stateless proxy family (embeddings, images, audio, responses, rerank, ...): the
+    request goes upstream as the provider's own API takes it, the answer comes back as
+    it was sent, byte for byte. First frame ProxyHead, then the body in chunks (JSON
+    bytes, or the form fields and file parts of a multipart upload); back come
+    ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
+    a whole upload or a whole binary answer in memory.
+    """
 
 @_typing.type_check_only
 class DispatchAsyncStub(DispatchStub):
@@ -69,6 +77,14 @@ class DispatchAsyncStub(DispatchStub):
     """The models an account can use: the catalogue entries of its connected providers
     (saved credentials or the operator's), its toggles, observed latency and success,
     and the orqen/* routing strings.
+    """
+    Proxy: _aio.StreamStreamMultiCallable[_dispatch_pb2.ProxyRequestFrame, _dispatch_pb2.ProxyResponseFrame]  # type: ignore[assignment]
+    """A stateless proxy family (embeddings, images, audio, responses, rerank, ...): the
+    request goes upstream as the provider's own API takes it, the answer comes back as
+    it was sent, byte for byte. First frame ProxyHead, then the body in chunks (JSON
+    bytes, or the form fields and file parts of a multipart upload); back come
+    ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
+    a whole upload or a whole binary answer in memory.
     """
 
 class DispatchServicer(metaclass=_abc_1.ABCMeta):
@@ -111,6 +127,20 @@ class DispatchServicer(metaclass=_abc_1.ABCMeta):
         """The models an account can use: the catalogue entries of its connected providers
         (saved credentials or the operator's), its toggles, observed latency and success,
         and the orqen/* routing strings.
+        """
+
+    @_abc_1.abstractmethod
+    def Proxy(
+        self,
+        request_iterator: _MaybeAsyncIterator[_dispatch_pb2.ProxyRequestFrame],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_dispatch_pb2.ProxyResponseFrame], _abc.AsyncIterator[_dispatch_pb2.ProxyResponseFrame]]:
+        """A stateless proxy family (embeddings, images, audio, responses, rerank, ...): the
+        request goes upstream as the provider's own API takes it, the answer comes back as
+        it was sent, byte for byte. First frame ProxyHead, then the body in chunks (JSON
+        bytes, or the form fields and file parts of a multipart upload); back come
+        ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
+        a whole upload or a whole binary answer in memory.
         """
 
 def add_DispatchServicer_to_server(servicer: DispatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -7,7 +7,7 @@ the hints are dropped (OpenAI rejects fields it does not know).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any
 
 import httpx
@@ -48,11 +48,36 @@ class OpenAICompatible:
     provider) win over the operator's, given here.
     """
 
-    def __init__(self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        client: httpx.AsyncClient,
+        base_url: str,
+        api_key: str | None,
+        proxy_families: Collection[str] | None = None,
+    ) -> None:
+        """`proxy_families`: the stateless families (orqen_common.proxy_families) it offers; None: all."""
         self.name = name
         self._client = client
         self._base_url = base_url
         self._api_key = api_key
+        self._proxy_families = None if proxy_families is None else frozenset(proxy_families)
+
+    def offers(self, family: str) -> bool:
+        """Whether the provider serves the proxy family `family` ("embeddings", "audio/speech", ...)."""
+        return self._proxy_families is None or family in self._proxy_families
+
+    async def open_proxy(
+        self, family: str, content: bytes | AsyncIterable[bytes], content_type: str, credentials: Credentials
+    ) -> httpx.Response:
+        """POST {base_url}/{family} with the call's key; the answer's body is left to stream (close it).
+
+        The body goes as it is, streamed when it is an iterable; an error status is an UpstreamError.
+        """
+        base_url, headers = self._endpoint(credentials)
+        headers["content-type"] = content_type
+        request = self._client.build_request("POST", f"{base_url}/{family}", content=content, headers=headers)
+        return await send(self._client, request, self.name)
 
     def wire_request(self, chat: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
         """The body this provider accepts: extensions refused or dropped, the model resolved."""
@@ -108,15 +133,21 @@ class OpenAICompatible:
             }
 
     def _request(self, body: dict[str, Any], credentials: Credentials) -> httpx.Request:
+        base_url, headers = self._endpoint(credentials)
+        headers["content-type"] = "application/json"
+        url = base_url + "/chat/completions"
+        return self._client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+
+    def _endpoint(self, credentials: Credentials) -> tuple[str, dict[str, str]]:
+        """The base URL (no trailing slash) and auth header of a call: the call's credentials first."""
         base_url = credentials.get("base_url") or self._base_url
         if not base_url:
             raise invalid_request(f"The {self.name} provider has no base URL: save a credential for it with one.")
-        headers = {"content-type": "application/json"}
+        headers = {}
         api_key = credentials.get("api_key") or self._api_key
         if api_key:
             headers["authorization"] = f"Bearer {header_value(api_key, self.name)}"
-        url = base_url.rstrip("/") + "/chat/completions"
-        return self._client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+        return base_url.rstrip("/"), headers
 
     def _chunk(self, data: str) -> dict[str, Any]:
         try:

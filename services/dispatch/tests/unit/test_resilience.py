@@ -552,3 +552,30 @@ def test_nonsense_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORQEN_RETRY_MAX_ATTEMPTS", "0")
     with pytest.raises(ValueError, match="retry_max_attempts"):
         ResilienceSettings()
+
+
+# --- Answers the caller streams itself (the proxy families) ------------------------------------
+
+
+async def test_open_retries_a_replayable_request_and_settle_records_how_it_ended(h: Harness) -> None:
+    provider = h.provider("p", err(503), ok())
+    dispatcher, attempts = h.dispatcher(), []
+    answer = await dispatcher.open([target(provider)], attempts, lambda t: t.provider.complete(CHAT, t.model, {}))
+    h.clock.now += 2.0  # the answer streams for two seconds
+    dispatcher.settle(answer, 502, "broke halfway")
+    assert summary(attempts) == [("p", "m", 503, "requested"), ("p", "m", 502, "retry")]
+    assert (attempts[-1].error, attempts[-1].duration_ms) == ("broke halfway", 2000.0)
+
+
+async def test_a_request_that_cannot_be_replayed_gets_one_call(h: Harness) -> None:
+    first, fallback = h.provider("p", err(503), ok()), h.provider("q", ok())
+    attempts: list[AttemptRecord] = []
+    with pytest.raises(DispatchFailedError) as failed:
+        await h.dispatcher().open(
+            [target(first), target(fallback)],
+            attempts,
+            lambda t: t.provider.complete(CHAT, t.model, {}),
+            replayable=False,
+        )
+    assert failed.value.status == 503
+    assert (first.calls, fallback.calls, h.sleeps.waits) == (["m"], [], [])

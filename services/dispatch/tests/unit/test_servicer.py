@@ -2,7 +2,7 @@
 
 import pytest
 
-from orqen_dispatch.servicer import caller_status
+from orqen_dispatch.summary import caller_status
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,14 @@ def test_a_second_replica_fetches_what_the_first_embedded(redis: Redis, embedded
     assert redis.ttl(embeddings._key(ids[0])) > 0
 
 
+def test_a_restarted_replica_finds_a_known_toolset_in_the_shared_cache(redis: Redis, embedded: list[str]) -> None:
+    ToolIndex(redis).add(TOOLS)
+    embedded.clear()
+    restarted = ToolIndex(redis)
+    assert restarted.missing([*TOOLS, "a tool nobody has seen"]) == ["a tool nobody has seen"]
+    assert len(restarted) == len(TOOLS) and embedded == []  # fetched, not embedded
+
+
 def test_without_redis_the_index_still_works_on_its_own(embedded: list[str]) -> None:
     unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     index = ToolIndex(unreachable)

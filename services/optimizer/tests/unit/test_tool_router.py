@@ -122,3 +122,19 @@ def test_a_follow_up_is_routed_on_the_earlier_ask(tools: list[dict[str, Any]]) -
 def test_when_nothing_matches_the_margin_widens(tools: list[dict[str, Any]]) -> None:
     decision = ToolRouter(ToolIndex()).route({"messages": [{"role": "user", "content": "hmm"}]}, tools)
     assert decision.mode == "heuristic" and decision.k_reason.startswith("within 0.5")
+
+
+def test_the_decision_shows_the_best_20_and_every_kept_tool(tools: list[dict[str, Any]]) -> None:
+    filler = [
+        {"type": "function", "function": {"name": f"noop_{i}", "description": f"Does nothing, variant {i}."}}
+        for i in range(25)
+    ]
+    chat = {
+        "messages": [{"role": "user", "content": "What is Apple's stock trading at right now?"}],
+        "tool_choice": {"type": "function", "function": {"name": "noop_24"}},
+    }
+    many = tools + filler
+    decision = ToolRouter(ToolIndex()).route(chat, many, RoutingPolicy(mode="semantic"))
+    shown = [name for name, _ in decision.ranked]
+    assert len(shown) >= 20 and len(shown) < len(many) and "noop_24" in shown
+    assert {many[i]["function"]["name"] for i in decision.keep} <= set(shown)

@@ -1,0 +1,74 @@
+"""What a dispatched call tells the edge: its summary for headers and the request log, or its error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orqen.v1 import common_pb2, dispatch_pb2
+from orqen_common.errors import OrqenError, kind_for_http
+from orqen_dispatch.providers.base import UpstreamError, UpstreamUsage
+from orqen_dispatch.resilience import AttemptRecord, DispatchFailedError, Target
+
+
+def as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenError:
+    if isinstance(err, DispatchFailedError):
+        target = err.target
+    status = caller_status(err.status)
+    where = f"Upstream provider {target.provider.name}" if target is not None else "The upstream provider"
+    return OrqenError(
+        kind_for_http(status),
+        f"{where} returned {err.status}: {err.message}",
+        http_status=status,
+        retry_after=err.retry_after,
+    )
+
+
+def caller_status(upstream: int) -> int:
+    """The HTTP status the caller sees for a provider's failure.
+
+    Client errors and throttling keep the provider's status (the caller can act on them);
+    a provider's own failure is a bad gateway to the caller, never a bare 500 that would
+    read as Orqen's; overloaded (503, Anthropic's 529) and timeouts keep their meaning.
+    """
+    if upstream < 500:
+        return upstream if upstream >= 400 else 502
+    if upstream in (503, 529):
+        return 503
+    if upstream == 504:
+        return 504
+    return 502
+
+
+def summary(
+    target: Target,
+    model: str,
+    usage: UpstreamUsage,
+    status: int,
+    upstream_ms: float,
+    ttft_ms: float,
+    attempts: Sequence[AttemptRecord],
+) -> dispatch_pb2.DispatchSummary:
+    return dispatch_pb2.DispatchSummary(
+        provider=target.provider.name,
+        model=model,
+        usage=common_pb2.Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+        ),
+        upstream_status=status,
+        upstream_ms=upstream_ms,
+        ttft_ms=ttft_ms,
+        route_reason=target.reason,
+        attempts=[
+            common_pb2.Attempt(
+                provider=a.provider,
+                model=a.model,
+                status=a.status,
+                error=a.error,
+                duration_ms=a.duration_ms,
+                reason=a.reason,
+            )
+            for a in attempts
+        ],
+    )
