@@ -9,7 +9,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-proxy
+.PHONY: install up down logs test test-unit test-integration test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
@@ -59,6 +59,10 @@ lint: install
 # Latency Orqen adds per ingress format, against the fake providers (numbers in the README).
 bench: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py
+
+# Sustained ingest into Postgres and account API latency over 1,000,000 rows (numbers in the README).
+bench-accounting: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/accounting.py
 
 # Proxied uploads and binary answers: time and the edge's and dispatch's peak memory (numbers in the README).
 bench-proxy: install

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -12,11 +13,15 @@ import grpc
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_accounting.ingest import RequestIngest
+from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.retention import Retention
 from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
+from orqen_accounting.usage import UsageStats
 from orqen_common.cache import open_redis
+from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
@@ -48,23 +53,28 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         EventNames(settings.nats_prefix),
         "accounting",
         REQUEST_COMPLETED,
-        RequestIngest(repo),
+        RequestIngest(Ledger(pool), load_catalogue()),
         batch=settings.ingest_batch,
+        ack_wait=settings.ingest_ack_wait_seconds,
     )
+
+    background: list[Callable[[asyncio.Event], Awaitable[None]]] = [consumer.run]
+    if settings.request_retention_days:
+        background.append(Retention(pool, settings.request_retention_days).run)
 
     async def verify(plaintext: str) -> Principal | None:
         return await verify_api_key_locally(repo, plaintext)
 
     def register(server: grpc.aio.Server) -> None:
         accounting_pb2_grpc.add_AccountingServicer_to_server(
-            AccountingServicer(repo, RoutingStats(pool), redis), server
+            AccountingServicer(repo, RoutingStats(pool), UsageStats(pool), redis), server
         )
 
     return ServiceParts(
         register=register,
         service_names=[accounting_pb2.DESCRIPTOR.services_by_name["Accounting"].full_name],
         verify_api_key=verify,
-        background=[consumer.run],
+        background=background,
     )
 
 

@@ -1,26 +1,61 @@
-"""Writes orqen.request.completed events into the request log, idempotently by request id."""
+"""orqen.request.completed events -> ledger rows: every figure of a request, priced.
+
+Costs and savings come from the model price catalogue (orqen_common.catalogue) at the
+list prices of the model that answered; a model it does not price costs 0 and is logged once.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from decimal import Decimal
 
 import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from orqen.v1 import events_pb2
-from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.ledger import Ledger, StagedRow
 from orqen_accounting.stored_json import plain_dict, to_json
+from orqen_common.catalogue import Catalogue
 
 log = structlog.get_logger(__name__)
 
+_PER_TOKEN = Decimal("0.000001")  # catalogue prices are per 1M tokens
+_STORED_PRECISION = Decimal("0.0000000001")  # money columns are numeric(20, 10)
 
-def request_row(event: events_pb2.RequestCompleted) -> tuple[Any, ...]:
-    """One row of the requests table, in REQUEST_COLUMNS order."""
-    ctx, dispatch, plan = event.context, event.dispatch, event.plan
+
+def _money(value: float) -> Decimal:
+    return Decimal(repr(value)).quantize(_STORED_PRECISION)
+
+
+def answering_model(event: events_pb2.RequestCompleted) -> str:
+    """The model that answered, or the one requested when none did."""
+    return event.dispatch.model or event.model_requested
+
+
+def request_row(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> StagedRow:
+    """The ledger row of one event (orqen_accounting.ledger.STAGED_COLUMNS order).
+
+    ValueError when the event names no request or no valid account.
+    """
+    ctx, dispatch, plan, trace = event.context, event.dispatch, event.plan, event.trace
+    if not ctx.request_id:
+        raise ValueError("event without a request id")
+    usage = dispatch.usage
+    ctx_in, ctx_out = (plan.ctx_tokens_in, plan.ctx_tokens_out) if plan.context_compressed else (0, 0)
+    ctx_saved = max(0, ctx_in - ctx_out)
+    tool_saved = max(0, plan.tool_tokens_in - plan.tool_tokens_out)
+    tokens_saved = ctx_saved + tool_saved
+    cost, savings = Decimal(0), Decimal(0)
+    model = answering_model(event)
+    price = catalogue.get(model)
+    if price is not None:
+        cost = _money(
+            catalogue.cost_usd(model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) or 0.0
+        )
+        savings = (tokens_saved * Decimal(repr(price.input)) * _PER_TOKEN).quantize(_STORED_PRECISION)
     return (
         ctx.request_id,
         uuid.UUID(ctx.account_id),
@@ -33,9 +68,9 @@ def request_row(event: events_pb2.RequestCompleted) -> tuple[Any, ...]:
         event.status,
         event.error,
         event.stream,
-        dispatch.usage.input_tokens,
-        dispatch.usage.output_tokens,
-        dispatch.usage.cached_input_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
         event.latency_ms,
         dispatch.upstream_ms,
         dispatch.ttft_ms,
@@ -45,25 +80,50 @@ def request_row(event: events_pb2.RequestCompleted) -> tuple[Any, ...]:
         event.created_at.ToDatetime(tzinfo=dt.UTC),
         dispatch.route_reason,
         to_json([plain_dict(a) for a in dispatch.attempts]),
-        to_json(plain_dict(event.trace)) if event.trace.candidates else None,
+        to_json(plain_dict(trace)) if trace.candidates else None,
         list(event.tools_called),
+        max(0.0, event.latency_ms - dispatch.upstream_ms),  # gateway overhead
+        ctx_in,
+        ctx_out,
+        ctx_saved,
+        plan.tool_tokens_in,
+        plan.tool_tokens_out,
+        tool_saved,
+        tokens_saved,
+        trace.k,
+        trace.k_reason,
+        cost,
+        savings,
+        # Staged only, for tool health:
+        list(event.tools_offered),
+        list(event.tools_forwarded),
     )
 
 
 class RequestIngest:
     """The batch handler behind the accounting consumer."""
 
-    def __init__(self, repo: AccountingRepository) -> None:
-        self._repo = repo
+    def __init__(self, ledger: Ledger, catalogue: Catalogue) -> None:
+        self._ledger = ledger
+        self._catalogue = catalogue
+        self._unpriced: set[str] = set()
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
-        rows: dict[str, tuple[Any, ...]] = {}
+        rows: dict[str, StagedRow] = {}
         for msg in msgs:
             try:
                 event = events_pb2.RequestCompleted.FromString(msg.data)
-                rows[event.context.request_id] = request_row(event)
+                rows[event.context.request_id] = request_row(event, self._catalogue)
             except (DecodeError, ValueError) as err:
                 # A poison message must not block the stream; it is logged and skipped.
                 log.error("undecodable request event skipped", error=repr(err), subject=msg.subject)
+                continue
+            self._note_unpriced(answering_model(event))
         if rows:
-            await self._repo.insert_requests(list(rows.values()))
+            await self._ledger.record(list(rows.values()))
+
+    def _note_unpriced(self, model: str) -> None:
+        if not model or model in self._unpriced or self._catalogue.get(model) is not None:
+            return
+        self._unpriced.add(model)
+        log.warning("model not in the price catalogue; its requests cost 0", model=model)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from orqen_accounting.pagination import decode_cursor, encode_cursor
 from orqen_common.auth import display_prefix, generate_api_key, hash_api_key
 
 
@@ -64,22 +63,30 @@ class Preferences:
 DEFAULT_PREFERENCES = Preferences(mode="auto", k_floor=3, k_cap=0, ab_control_share=0.05, fallback_models=())
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFilter:
+    """Which requests a listing shows; every field is optional."""
+
+    model: str = ""  # the model requested or the one that answered
+    status: str = ""  # "success" (< 400), "error" (>= 400) or one HTTP status code
+    session_id: str = ""
+    since: dt.datetime | None = None  # created_at >= since
+    until: dt.datetime | None = None  # created_at < until
+
+
 REQUEST_COLUMNS = (
     "request_id", "account_id", "api_key_id", "session_id", "ingress", "model_requested",
     "model_used", "provider", "status", "error", "stream", "input_tokens", "output_tokens",
     "cached_input_tokens", "latency_ms", "upstream_ms", "ttft_ms", "tools_input",
     "tools_output", "routing", "created_at", "route_reason", "attempts", "trace", "tools_called",
+    "gateway_ms", "ctx_tokens_in", "ctx_tokens_out", "ctx_tokens_saved", "tool_tokens_in",
+    "tool_tokens_out", "tool_tokens_saved", "tokens_saved",
+    "k", "k_reason", "cost_usd", "savings_usd",
 )  # fmt: skip
 
 _KEY_INFO = "id::text, name, prefix, created_at, last_used_at, revoked_at"
 _CREDENTIAL_INFO = "id::text, account_id::text, provider, auth, last4, base_url, region, created_at, updated_at"
 _PREFERENCES = "mode, k_floor, k_cap, ab_control_share, fallback_models"
-
-_INSERT_REQUEST = (
-    f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(REQUEST_COLUMNS) + 1))}) "
-    "ON CONFLICT (request_id) DO NOTHING"
-)
 
 
 class AccountingRepository:
@@ -283,34 +290,43 @@ class AccountingRepository:
             )
             return rows
 
-    async def insert_requests(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert request rows; a request id already stored is skipped (idempotent ingest)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(_INSERT_REQUEST, rows)
+    async def list_requests(
+        self, account_id: str, limit: int, cursor: str, where: RequestFilter | None = None
+    ) -> tuple[list[asyncpg.Record], str]:
+        """A page of the account's requests that pass `where`, newest first, and the cursor of the next page."""
+        where = where or RequestFilter()
+        args: list[Any] = [account_id]
 
-    async def list_requests(self, account_id: str, limit: int, cursor: str) -> tuple[list[asyncpg.Record], str]:
-        """A page of the account's requests, newest first, and the cursor of the next page."""
-        after = _decode_cursor(cursor) if cursor else None
-        cols = ", ".join(REQUEST_COLUMNS)
-        if after is None:
-            rows = await self._pool.fetch(
-                f"SELECT {cols} FROM requests WHERE account_id = $1::uuid "
-                "ORDER BY created_at DESC, request_id DESC LIMIT $2",
-                account_id,
-                limit + 1,
-            )
-        else:
-            rows = await self._pool.fetch(
-                f"SELECT {cols} FROM requests WHERE account_id = $1::uuid "
-                "AND (created_at, request_id) < ($2, $3) "
-                "ORDER BY created_at DESC, request_id DESC LIMIT $4",
-                account_id,
-                after[0],
-                after[1],
-                limit + 1,
-            )
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        conditions = ["account_id = $1::uuid"]
+        if where.model:
+            placeholder = arg(where.model)
+            conditions.append(f"(model_used = {placeholder} OR model_requested = {placeholder})")
+        if where.status == "success":
+            conditions.append("status < 400")
+        elif where.status == "error":
+            conditions.append("status >= 400")
+        elif where.status:
+            conditions.append(f"status = {arg(int(where.status))}")
+        if where.session_id:
+            conditions.append(f"session_id = {arg(where.session_id)}")
+        if where.since is not None:
+            conditions.append(f"created_at >= {arg(where.since)}")
+        if where.until is not None:
+            conditions.append(f"created_at < {arg(where.until)}")
+        if cursor:
+            after = decode_cursor(cursor)
+            conditions.append(f"(created_at, request_id) < ({arg(after[0])}, {arg(after[1])})")
+        rows = await self._fetch(
+            f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests WHERE {' AND '.join(conditions)} "
+            f"ORDER BY created_at DESC, request_id DESC LIMIT {arg(limit + 1)}",
+            *args,
+        )
         page, more = rows[:limit], len(rows) > limit
-        next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["request_id"]) if more else ""
+        next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["request_id"]) if more else ""
         return page, next_cursor
 
     async def get_request(self, account_id: str, request_id: str) -> asyncpg.Record | None:
@@ -329,19 +345,3 @@ def _preferences(row: asyncpg.Record) -> Preferences:
         ab_control_share=row["ab_control_share"],
         fallback_models=tuple(row["fallback_models"]),
     )
-
-
-def _encode_cursor(created_at: dt.datetime, request_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    try:
-        stamp, request_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return dt.datetime.fromisoformat(stamp), request_id
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidCursorError(cursor) from err
-
-
-class InvalidCursorError(ValueError):
-    """A pagination cursor that this service did not issue."""

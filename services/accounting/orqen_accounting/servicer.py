@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Any
 
 import asyncpg
@@ -11,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, usage_pb2
 from orqen_accounting.owners import (
     MAX_PASSWORD,
     EmailTakenError,
@@ -20,17 +22,19 @@ from orqen_accounting.owners import (
     checked_email,
     checked_password,
 )
+from orqen_accounting.pagination import InvalidCursorError
 from orqen_accounting.repository import (
     DEFAULT_PREFERENCES,
     REQUEST_COLUMNS,
     AccountingRepository,
-    InvalidCursorError,
     KeyConflictError,
     Preferences,
+    RequestFilter,
     UnknownAccountError,
 )
 from orqen_accounting.routing_stats import RoutingStats, insights
 from orqen_accounting.stored_json import from_json, list_from_json
+from orqen_accounting.usage import UsageStats
 from orqen_accounting.validation import (
     checked_count,
     checked_credential,
@@ -47,6 +51,10 @@ from orqen_common.grpc_server import ServicerContext
 _MAX_PAGE = 200
 TRACES_PAGE, MAX_TRACES_PAGE = 50, 200
 PERIOD_DAYS, MAX_PERIOD_DAYS = 7, 90
+USAGE_DAYS, MAX_USAGE_DAYS = 30, 366
+SESSIONS_PAGE, MAX_SESSIONS_PAGE = 50, 200
+TOOLS_LIMIT, MAX_TOOLS_LIMIT = 200, 1000
+_STATUS_FILTER = re.compile(r"success|error|[1-5][0-9][0-9]")
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +62,10 @@ log = structlog.get_logger(__name__)
 class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     """`redis` is where services cache what accounting owns (orqen_common.cache)."""
 
-    def __init__(self, repo: AccountingRepository, routing: RoutingStats, redis: Redis) -> None:
+    def __init__(self, repo: AccountingRepository, routing: RoutingStats, usage: UsageStats, redis: Redis) -> None:
         self._repo = repo
         self._routing = routing
+        self._usage = usage
         self._redis = redis
         self._owners = OwnerRepository(repo.pool)
 
@@ -103,7 +112,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         account_id = _account(request.account_id)
         limit = min(request.limit or 50, _MAX_PAGE)
         try:
-            rows, next_cursor = await self._repo.list_requests(account_id, limit, request.cursor)
+            rows, next_cursor = await self._repo.list_requests(account_id, limit, request.cursor, _filter(request))
         except InvalidCursorError:
             raise invalid_request("Invalid pagination cursor.") from None
         return accounting_pb2.ListRequestsResponse(requests=[_record(r) for r in rows], next_cursor=next_cursor)
@@ -282,6 +291,73 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         calibration = await self._routing.calibration(account_id, days)
         return insights(days, calibration, await self._routing.models(account_id, days))
 
+    # --- usage and analytics -------------------------------------------------------------
+
+    async def GetUsageSummary(self, request: usage_pb2.UsagePeriod, context: ServicerContext) -> usage_pb2.UsageSummary:
+        account_id = await self._existing_account(request.account_id)
+        return await self._usage.summary(account_id, _today())
+
+    async def GetUsageDaily(self, request: usage_pb2.UsagePeriod, context: ServicerContext) -> usage_pb2.UsageDaily:
+        account_id, days = await self._period(request)
+        return await self._usage.daily(account_id, days, _today())
+
+    async def GetAnalyticsDaily(
+        self, request: usage_pb2.UsagePeriod, context: ServicerContext
+    ) -> usage_pb2.AnalyticsDaily:
+        account_id, days = await self._period(request)
+        return await self._usage.analytics_daily(account_id, days, _today())
+
+    async def GetSavings(self, request: usage_pb2.UsagePeriod, context: ServicerContext) -> usage_pb2.SavingsBreakdown:
+        account_id, days = await self._period(request)
+        return await self._usage.savings(account_id, days, _today())
+
+    async def GetLatency(self, request: usage_pb2.UsagePeriod, context: ServicerContext) -> usage_pb2.LatencySummary:
+        account_id, days = await self._period(request)
+        return await self._usage.latency(account_id, days, _today())
+
+    async def GetOptimizationStats(
+        self, request: usage_pb2.UsagePeriod, context: ServicerContext
+    ) -> usage_pb2.OptimizationStats:
+        account_id, days = await self._period(request)
+        return await self._usage.optimization(account_id, days, _today())
+
+    async def GetToolHealth(
+        self, request: usage_pb2.ToolHealthRequest, context: ServicerContext
+    ) -> usage_pb2.ToolHealth:
+        account_id, days = await self._period(request)
+        limit = checked_count(request.limit, "limit", TOOLS_LIMIT, MAX_TOOLS_LIMIT)
+        return await self._usage.tool_health(account_id, days, limit, _today())
+
+    async def ListSessions(
+        self, request: usage_pb2.ListSessionsRequest, context: ServicerContext
+    ) -> usage_pb2.ListSessionsResponse:
+        account_id = await self._existing_account(request.account_id)
+        limit = checked_count(request.limit, "limit", SESSIONS_PAGE, MAX_SESSIONS_PAGE)
+        try:
+            sessions, next_cursor = await self._usage.sessions(account_id, limit, request.cursor)
+        except InvalidCursorError:
+            raise invalid_request("Invalid pagination cursor.") from None
+        return usage_pb2.ListSessionsResponse(sessions=sessions, next_cursor=next_cursor)
+
+    async def GetSession(
+        self, request: accounting_pb2.GetSessionRequest, context: ServicerContext
+    ) -> usage_pb2.Session:
+        account_id = _account(request.account_id)
+        session = await self._usage.session(account_id, request.session_id)
+        if session is None:
+            raise not_found(f"No session {request.session_id!r} in this account.")
+        return session
+
+    async def _period(self, request: usage_pb2.UsagePeriod | usage_pb2.ToolHealthRequest) -> tuple[str, int]:
+        days = checked_count(request.days, "days", USAGE_DAYS, MAX_USAGE_DAYS)
+        return await self._existing_account(request.account_id), days
+
+    async def _existing_account(self, requested: str) -> str:
+        """The caller's account; zeros are only an answer for an account that exists."""
+        account_id = _account(requested)
+        await self._require_account(account_id)
+        return account_id
+
     async def CreateOwner(
         self, request: accounting_pb2.CreateOwnerRequest, context: ServicerContext
     ) -> accounting_pb2.Owner:
@@ -332,6 +408,23 @@ async def verify_api_key_locally(repo: AccountingRepository, plaintext: str) -> 
 def _account(requested: str) -> str:
     """The account the caller may act on (see account_scope), as a canonical UUID."""
     return checked_uuid(account_scope(requested), "account_id")
+
+
+def _today() -> dt.date:
+    """Usage days are UTC calendar days."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _filter(request: accounting_pb2.ListRequestsRequest) -> RequestFilter:
+    if request.status and not _STATUS_FILTER.fullmatch(request.status):
+        raise invalid_request("status must be 'success', 'error' or an HTTP status code such as 429.")
+    return RequestFilter(
+        model=request.model,
+        status=request.status,
+        session_id=request.session_id,
+        since=request.since.ToDatetime(tzinfo=dt.UTC) if request.HasField("since") else None,
+        until=request.until.ToDatetime(tzinfo=dt.UTC) if request.HasField("until") else None,
+    )
 
 
 def _no_such_account() -> OrqenError:
@@ -405,6 +498,7 @@ def _record(row: asyncpg.Record) -> accounting_pb2.RequestRecord:
     fields: dict[str, Any] = {c: row[c] for c in REQUEST_COLUMNS if c not in _STORED_AS_JSON}
     fields["account_id"] = str(fields["account_id"])
     fields["api_key_id"] = str(fields["api_key_id"] or "")
+    fields["cost_usd"], fields["savings_usd"] = float(fields["cost_usd"]), float(fields["savings_usd"])
     return accounting_pb2.RequestRecord(
         **fields,
         created_at=_timestamp(row["created_at"]),

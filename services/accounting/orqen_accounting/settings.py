@@ -19,3 +19,9 @@ class AccountingSettings(ServiceSettings, DatabaseSettings, NatsSettings, RedisS
     )
     bootstrap_account: str = Field("default", description="Name of the account holding the bootstrap key.")
     ingest_batch: int = Field(500, description="Events written to Postgres per batch.")
+    request_retention_days: int = Field(
+        90, ge=0, description="Days raw request rows are kept (daily rollups are kept); 0 keeps them forever."
+    )
+    ingest_ack_wait_seconds: float = Field(
+        30.0, description="How long a delivered, unacknowledged batch waits before NATS redelivers it."
+    )

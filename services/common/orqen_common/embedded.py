@@ -87,11 +87,16 @@ def _start_child(
     log_path: Path,
     ready: Callable[[int], bool],
     timeout: float,
+    port: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start `argv(port)` on a free port and wait until `ready(port)`; retry if the port got taken."""
+    """Start `argv(port)` on `port` (default: a free one) and wait until `ready(port)`.
+
+    A picked port that got taken meanwhile is retried with another; a given port is not.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    for _attempt in range(3):
-        port = free_port()
+    wanted = port
+    for _attempt in range(1 if wanted else 3):
+        port = wanted or free_port()
         with log_path.open("ab") as log:
             offset = log.tell()
             # Own process group: a Ctrl-C meant for the supervisor must not stop the server under it.
@@ -199,11 +204,12 @@ def _nats_ready(port: int) -> bool:
 
 
 def start_nats(
-    data_dir: Path, *, log_path: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT
+    data_dir: Path, *, log_path: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT, port: int | None = None
 ) -> ChildProcessServer:
     """Start nats-server with JetStream stored in `data_dir`; URL nats://127.0.0.1:<port>.
 
-    Its output goes to `log_path` (default `data_dir/nats.log`).
+    Its output goes to `log_path` (default `data_dir/nats.log`). `port` restarts a server where
+    its clients expect it (tests that stop and start NATS under running services).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_path or data_dir / "nats.log"
@@ -212,8 +218,8 @@ def start_nats(
     def argv(port: int) -> list[str]:
         return [executable, "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port), "-n", "orqen-embedded"]
 
-    proc, port = _start_child("nats", argv, data_dir, log_path, _nats_ready, timeout)
-    return ChildProcessServer("nats", f"nats://127.0.0.1:{port}", port, proc, log_path)
+    proc, bound = _start_child("nats", argv, data_dir, log_path, _nats_ready, timeout, port)
+    return ChildProcessServer("nats", f"nats://127.0.0.1:{bound}", bound, proc, log_path)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
@@ -307,8 +313,11 @@ class EmbeddedPostgres(EmbeddedServer):
                 info.process.kill()
 
 
-def start_postgres(pgdata: Path, *, database: str = "orqen") -> EmbeddedPostgres:
+def start_postgres(pgdata: Path, *, database: str = "orqen", port: int | None = None) -> EmbeddedPostgres:
     """Start (or adopt an already running) PostgreSQL on `pgdata` and make sure `database` exists.
+
+    `port` (default: a free one) names its socket; giving the previous one restarts a server
+    where its clients expect it.
 
     When running as root, pgserver runs postgres as a `pgserver` system user it creates.
     pgserver bounds the start itself (pg_ctl -w with a 10 s timeout).
@@ -321,7 +330,8 @@ def start_postgres(pgdata: Path, *, database: str = "orqen") -> EmbeddedPostgres
         from pgserver.utils import PostmasterInfo
 
     running = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    port = running.port if running is not None and running.is_running() and running.port else free_port()
+    adopted = running.port if running is not None and running.is_running() else None
+    port = adopted or port or free_port()
     try:
         # pgserver has no port option; postgres takes its default port from PGPORT. With a
         # unix socket only, the port just names the socket file (.s.PGSQL.<port>).

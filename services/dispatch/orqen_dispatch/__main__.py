@@ -14,10 +14,10 @@ import httpx
 from orqen.v1 import accounting_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
+from orqen_common.catalogue import load_catalogue
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_dispatch.account_config import AccountConfigs
-from orqen_dispatch.catalogue import load_catalogue
 from orqen_dispatch.credentials import CredentialStore, KeyRing
 from orqen_dispatch.latency import LatencyStats
 from orqen_dispatch.model_routing import ModelChooser

@@ -18,8 +18,8 @@ import structlog
 
 from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.canonical import text_of
+from orqen_common.catalogue import Catalogue, CatalogueEntry, Tier
 from orqen_common.errors import OrqenError, invalid_request
-from orqen_dispatch.catalogue import Catalogue, CatalogueEntry, Tier
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.router import ProviderRouter
 

@@ -18,11 +18,11 @@ from typing import Any
 import orjson
 
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common.catalogue import Catalogue
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
-from orqen_dispatch.catalogue import Catalogue
 from orqen_dispatch.credentials import CredentialStore, merge
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser

@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
-from orqen_edge import account, account_keys, billing_api, dashboard_api, health, proxy_api, routing_api
+from orqen_edge import account, account_keys, billing_api, dashboard_api, health, proxy_api, routing_api, usage_api
 from orqen_edge.anthropic_messages import create_message
 from orqen_edge.auth import api_key_principal
 from orqen_edge.bedrock_converse import converse
@@ -56,6 +56,7 @@ def create_app(runtime: Runtime) -> Litestar:
             billing_api.sync_checkout,
             billing_api.sync_subscription,
             billing_api.stripe_webhook,
+            *usage_api.ROUTES,
             health.healthz,
             health.readyz,
             health.metrics,

@@ -84,6 +84,9 @@ class ChatCall:
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
     # Tools the model called in its answer: on A/B control traffic they measure the router's recall.
     tools_called: list[str] = field(default_factory=list)
+    # Names of the tools the caller offered and of those that went upstream (tool health).
+    tools_offered: list[str] = field(default_factory=list)
+    tools_forwarded: list[str] = field(default_factory=list)
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> None:
@@ -105,6 +108,8 @@ class ChatCall:
             plan=self.plan_stats,
             trace=self.trace,
             tools_called=self.tools_called,
+            tools_offered=self.tools_offered,
+            tools_forwarded=self.tools_forwarded,
         )
         self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 
@@ -218,6 +223,7 @@ async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
     """The plan's payload, or the original one when the optimizer fails or is too slow."""
     settings = call.runtime.settings
     tools = chat.get("tools") or []
+    call.tools_offered = call.tools_forwarded = _declared_names(tools)
     if not tools and len(orjson.dumps(chat.get("messages"))) < settings.optimize_context_chars:
         return chat
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
@@ -231,7 +237,9 @@ async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
         log.warning("optimizer failed, forwarding the original payload", reason=reason)
         return chat
     call.plan_stats, call.trace = plan.stats, plan.trace
-    return orjson.loads(plan.chat_json)  # type: ignore[no-any-return]
+    planned: dict[str, Any] = orjson.loads(plan.chat_json)
+    call.tools_forwarded = _declared_names(planned.get("tools") or [])
+    return planned
 
 
 def forwardable(chat: dict[str, Any]) -> bytes:
@@ -307,6 +315,15 @@ def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> dict[str, Any] | N
     for choice in chunk.get("choices") or ():
         call.tools_called += _tool_names(choice.get("delta"))
     return chunk
+
+
+def _declared_names(tools: list[Any]) -> list[str]:
+    """Names of the function tools a request declares (malformed entries are left out)."""
+    return [
+        t["function"]["name"]
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+    ]
 
 
 def _tool_names(message: Any) -> list[str]:

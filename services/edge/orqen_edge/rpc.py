@@ -110,11 +110,9 @@ class Downstream:
         finally:
             call.cancel()  # no-op when finished; stops the upstream call when the client left
 
-    async def list_requests(self, account_id: str, limit: int, cursor: str) -> accounting_pb2.ListRequestsResponse:
+    async def list_requests(self, listing: accounting_pb2.ListRequestsRequest) -> accounting_pb2.ListRequestsResponse:
         with translated("accounting"):
-            return await self.accounting.ListRequests(
-                accounting_pb2.ListRequestsRequest(account_id=account_id, limit=limit, cursor=cursor), timeout=10
-            )
+            return await self.accounting.ListRequests(listing, timeout=10)
 
     async def get_request(self, account_id: str, request_id: str) -> accounting_pb2.RequestRecord:
         with translated("accounting"):

@@ -14,12 +14,14 @@ outputs shrunk (orqen_optimizer.context).
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 import structlog
 
 from orqen.v1 import optimizer_pb2
@@ -27,6 +29,7 @@ from orqen_optimizer.context import compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.schemas import compress_tool
+from orqen_optimizer.tokens import count_tokens
 from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_views
 
 AB_CONTROL = "_ab_ctrl"
@@ -60,6 +63,7 @@ class Planner:
             kept = self._route(chat, tools, policy, stats, trace)
             forwarded = {**forwarded, "tools": [compress_tool(tools[i]) for i in kept]}
             stats.tools_input, stats.tools_output = len(tools), len(kept)
+            stats.tool_tokens_in, stats.tool_tokens_out = tool_tokens(tools), tool_tokens(forwarded["tools"])
         context = compress_context(chat.get("messages"))
         if context.changed:
             forwarded = {**forwarded, "messages": context.messages}
@@ -126,6 +130,17 @@ class Planner:
         finally:
             with self._queued_lock:
                 self._queued.difference_update(texts)
+
+
+def tool_tokens(tools: list[Any]) -> int:
+    """Tokens of the tool definitions as sent upstream (their JSON), for the savings figures."""
+    return sum(_tool_tokens(orjson.dumps(tool).decode()) for tool in tools)
+
+
+@functools.lru_cache(maxsize=8192)
+def _tool_tokens(serialized: str) -> int:
+    # Agents send the same tools on every turn: each definition is counted once.
+    return count_tokens(serialized)
 
 
 def _well_formed(tool: Any) -> bool:

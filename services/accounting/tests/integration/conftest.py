@@ -11,9 +11,13 @@ from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2_grpc, common_pb2, dispatch_pb2, events_pb2
 from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
+from orqen_accounting.ingest import request_row
+from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
+from orqen_accounting.usage import UsageStats
+from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
 from orqen_common.grpc_client import open_channel
@@ -34,6 +38,20 @@ async def pool(orqen_database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def repo(pool: asyncpg.Pool) -> AccountingRepository:
     return AccountingRepository(pool)
+
+
+Record = Callable[[list[events_pb2.RequestCompleted]], Awaitable[int]]
+
+
+@pytest.fixture
+def record(pool: asyncpg.Pool) -> Record:
+    """`await record(events)`: the events through the ledger as the consumer writes them; returns how many were new."""
+    ledger = Ledger(pool)
+
+    async def write(events: list[events_pb2.RequestCompleted]) -> int:
+        return await ledger.record([request_row(e, load_catalogue()) for e in events])
+
+    return write
 
 
 def make_event(request_id: str, account_id: str, minute: int = 0, tokens: int = 10) -> events_pb2.RequestCompleted:
@@ -84,7 +102,7 @@ async def serve_accounting(
     async def serve(auth_cache: Redis) -> str:
         server = grpc.aio.server(interceptors=[ServerInterceptor("accounting", internal_token, verify)])
         accounting_pb2_grpc.add_AccountingServicer_to_server(
-            AccountingServicer(repo, RoutingStats(pool), auth_cache), server
+            AccountingServicer(repo, RoutingStats(pool), UsageStats(pool), auth_cache), server
         )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()

@@ -1,7 +1,7 @@
 """Accounting against real Postgres: keys, idempotent ingest, pagination, tenant isolation."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
@@ -9,7 +9,6 @@ import pytest
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, events_pb2
 from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
-from orqen_accounting.ingest import request_row
 from orqen_accounting.repository import AccountingRepository, KeyConflictError
 from orqen_accounting.servicer import verify_api_key_locally
 from orqen_common.auth import hash_api_key
@@ -17,6 +16,7 @@ from orqen_common.grpc_client import open_channel
 from orqen_common.migrations import upgrade_to_head
 
 EventFactory = Callable[..., events_pb2.RequestCompleted]
+Record = Callable[[list[events_pb2.RequestCompleted]], Awaitable[int]]
 
 
 async def test_migrations_are_repeatable(orqen_database_url: str, pool: asyncpg.Pool) -> None:
@@ -45,18 +45,19 @@ async def test_keys_are_stored_as_hashes_and_bootstrap_keys_are_idempotent(
 
 
 async def test_a_redelivered_event_is_stored_once(
-    repo: AccountingRepository, pool: asyncpg.Pool, event: EventFactory
+    repo: AccountingRepository, pool: asyncpg.Pool, event: EventFactory, record: Record
 ) -> None:
     account = await repo.ensure_account("acme")
-    row = request_row(event("req_1", account["id"]))
-    await repo.insert_requests([row])
-    await repo.insert_requests([row, request_row(event("req_2", account["id"]))])
+    first = event("req_1", account["id"])
+    assert await record([first]) == 1
+    assert await record([first, event("req_2", account["id"])]) == 1
     assert await pool.fetchval("SELECT count(*) FROM requests") == 2
+    assert await pool.fetchval("SELECT sum(requests) FROM usage_daily") == 2
 
 
-async def test_request_log_pages_newest_first(repo: AccountingRepository, event: EventFactory) -> None:
+async def test_request_log_pages_newest_first(repo: AccountingRepository, event: EventFactory, record: Record) -> None:
     account = await repo.ensure_account("acme")
-    await repo.insert_requests([request_row(event(f"req_{i:02d}", account["id"], minute=i)) for i in range(7)])
+    await record([event(f"req_{i:02d}", account["id"], minute=i) for i in range(7)])
     seen: list[str] = []
     cursor = ""
     while True:
@@ -68,11 +69,11 @@ async def test_request_log_pages_newest_first(repo: AccountingRepository, event:
 
 
 async def test_one_account_never_sees_anothers_requests(
-    repo: AccountingRepository, accounting_addr: str, event: EventFactory
+    repo: AccountingRepository, accounting_addr: str, event: EventFactory, record: Record
 ) -> None:
     alice, bob = await repo.ensure_account("alice"), await repo.ensure_account("bob")
     await repo.create_key(alice["id"], "", "sk-orq-alice")
-    await repo.insert_requests([request_row(event("req_bob", bob["id"]))])
+    await record([event("req_bob", bob["id"])])
     async with open_channel(accounting_addr, "sk-orq-alice") as channel:
         stub = accounting_pb2_grpc.AccountingStub(channel)
         assert list((await stub.ListRequests(accounting_pb2.ListRequestsRequest())).requests) == []

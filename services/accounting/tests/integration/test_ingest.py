@@ -8,7 +8,9 @@ import nats
 
 from orqen.v1 import events_pb2
 from orqen_accounting.ingest import RequestIngest
+from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
+from orqen_common.catalogue import load_catalogue
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames, ensure_stream
 
 
@@ -37,7 +39,13 @@ async def test_events_become_rows_once_across_redelivery_and_a_restarted_consume
     async def run_consumer_until(count: int) -> None:
         stop = asyncio.Event()
         consumer = DurableConsumer(
-            orqen_nats_url, names, "accounting", REQUEST_COMPLETED, RequestIngest(repo), batch=7, max_wait=0.2
+            orqen_nats_url,
+            names,
+            "accounting",
+            REQUEST_COMPLETED,
+            RequestIngest(Ledger(pool), load_catalogue()),
+            batch=7,
+            max_wait=0.2,
         )
         task = asyncio.create_task(consumer.run(stop))
         for _ in range(200):

@@ -9,7 +9,6 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
-from orqen_accounting.ingest import request_row
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.routing_stats import BUCKETS
 
@@ -66,7 +65,7 @@ async def new_account(repo: AccountingRepository) -> str:
 
 
 @pytest.fixture
-async def alice(repo: AccountingRepository) -> str:
+async def alice(repo: AccountingRepository, record: Any) -> str:
     account_id = await new_account(repo)
     semantic_ab = {"routing": "semantic_ab_ctrl", "k": 2, "ranked": SEMANTIC}
     events = [
@@ -83,7 +82,7 @@ async def alice(repo: AccountingRepository) -> str:
         completed(account_id, model="claude-haiku-4-5", upstream_ms=5000, status=502),
         *(completed(account_id, model="gpt-5-nano", upstream_ms=ms) for ms in (10, 20)),
     ]
-    await repo.insert_requests([request_row(e) for e in events])
+    await record(events)
     return account_id
 
 
@@ -177,7 +176,7 @@ async def test_periods_and_page_sizes_are_bounded(alice: str, connect: Connect, 
 
 
 async def test_the_request_log_shows_every_attempt_and_why_the_model_answered(
-    repo: AccountingRepository, connect: Connect
+    repo: AccountingRepository, connect: Connect, record: Any
 ) -> None:
     account_id = await new_account(repo)
     attempts = [
@@ -191,12 +190,12 @@ async def test_the_request_log_shows_every_attempt_and_why_the_model_answered(
     ]
     event = completed(account_id, model="claude-haiku-4-5", attempts=attempts, called=["get_time"])
     event.dispatch.route_reason = "fallback"
-    await repo.insert_requests([request_row(event)])
+    await record([event])
     async with connect() as accounting:
-        record = await accounting.GetRequest(
+        logged = await accounting.GetRequest(
             accounting_pb2.GetRequestRequest(account_id=account_id, request_id=event.context.request_id)
         )
-    assert record.route_reason == "fallback"
-    assert list(record.attempts) == attempts
-    assert list(record.tools_called) == ["get_time"]
-    assert not record.trace.candidates  # no routing decision was made: none is stored
+    assert logged.route_reason == "fallback"
+    assert list(logged.attempts) == attempts
+    assert list(logged.tools_called) == ["get_time"]
+    assert not logged.trace.candidates  # no routing decision was made: none is stored

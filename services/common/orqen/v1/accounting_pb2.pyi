@@ -640,24 +640,67 @@ class ListRequestsRequest(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     limit: _builtins.int
     cursor: _builtins.str
     """Opaque cursor from a previous page; empty for the first page."""
+    model: _builtins.str
+    """Filters, all optional. model matches the model requested or used."""
+    status: _builtins.str
+    """"success" (below 400), "error" (400 or more) or one HTTP status code ("429")."""
+    session_id: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """created_at in [since, until)."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
         limit: _builtins.int = ...,
         cursor: _builtins.str = ...,
+        model: _builtins.str = ...,
+        status: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "limit", b"limit", "model", b"model", "session_id", b"session_id", "since", b"since", "status", b"status", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRequestsRequest: _TypeAlias = ListRequestsRequest  # noqa: Y015
+
+@_typing.final
+class GetSessionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionRequest: _TypeAlias = GetSessionRequest  # noqa: Y015
 
 @_typing.final
 class ListRequestsResponse(_message.Message):
@@ -733,6 +776,18 @@ class RequestRecord(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
     TOOLS_CALLED_FIELD_NUMBER: _builtins.int
+    GATEWAY_MS_FIELD_NUMBER: _builtins.int
+    CTX_TOKENS_IN_FIELD_NUMBER: _builtins.int
+    CTX_TOKENS_OUT_FIELD_NUMBER: _builtins.int
+    CTX_TOKENS_SAVED_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_IN_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_OUT_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_SAVED_FIELD_NUMBER: _builtins.int
+    TOKENS_SAVED_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    K_REASON_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    SAVINGS_USD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -755,6 +810,28 @@ class RequestRecord(_message.Message):
     routing: _builtins.str
     route_reason: _builtins.str
     """Why model_used answered: "requested", the orqen/* rule, or "fallback"."""
+    gateway_ms: _builtins.float
+    """What Orqen itself added: latency_ms minus upstream_ms."""
+    ctx_tokens_in: _builtins.int
+    """Context compression: tokens of the conversation before and after, and saved."""
+    ctx_tokens_out: _builtins.int
+    ctx_tokens_saved: _builtins.int
+    tool_tokens_in: _builtins.int
+    """Tool routing and schema compression: tokens of the tool definitions offered, forwarded
+    and kept out.
+    """
+    tool_tokens_out: _builtins.int
+    tool_tokens_saved: _builtins.int
+    tokens_saved: _builtins.int
+    """ctx_tokens_saved + tool_tokens_saved."""
+    k: _builtins.int
+    """Tools the router kept, and why (from the routing trace)."""
+    k_reason: _builtins.str
+    cost_usd: _builtins.float
+    """List-price cost of the call and of the tokens saved, at the answering model's prices;
+    0 for a model the catalogue does not price.
+    """
+    savings_usd: _builtins.float
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -795,10 +872,22 @@ class RequestRecord(_message.Message):
         attempts: _abc.Iterable[_common_pb2.Attempt] | None = ...,
         trace: _optimizer_pb2.RoutingTrace | None = ...,
         tools_called: _abc.Iterable[_builtins.str] | None = ...,
+        gateway_ms: _builtins.float = ...,
+        ctx_tokens_in: _builtins.int = ...,
+        ctx_tokens_out: _builtins.int = ...,
+        ctx_tokens_saved: _builtins.int = ...,
+        tool_tokens_in: _builtins.int = ...,
+        tool_tokens_out: _builtins.int = ...,
+        tool_tokens_saved: _builtins.int = ...,
+        tokens_saved: _builtins.int = ...,
+        k: _builtins.int = ...,
+        k_reason: _builtins.str = ...,
+        cost_usd: _builtins.float = ...,
+        savings_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cached_input_tokens", b"cached_input_tokens", "created_at", b"created_at", "error", b"error", "ingress", b"ingress", "input_tokens", b"input_tokens", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

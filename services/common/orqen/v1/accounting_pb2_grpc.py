@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from orqen.v1 import accounting_pb2 as orqen_dot_v1_dot_accounting__pb2
+from orqen.v1 import usage_pb2 as orqen_dot_v1_dot_usage__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -124,6 +125,51 @@ class AccountingStub:
                 '/orqen.v1.Accounting/GetRoutingInsights',
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingInsights.FromString,
+                _registered_method=True)
+        self.GetUsageSummary = channel.unary_unary(
+                '/orqen.v1.Accounting/GetUsageSummary',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.UsageSummary.FromString,
+                _registered_method=True)
+        self.GetUsageDaily = channel.unary_unary(
+                '/orqen.v1.Accounting/GetUsageDaily',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.UsageDaily.FromString,
+                _registered_method=True)
+        self.GetAnalyticsDaily = channel.unary_unary(
+                '/orqen.v1.Accounting/GetAnalyticsDaily',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.AnalyticsDaily.FromString,
+                _registered_method=True)
+        self.GetSavings = channel.unary_unary(
+                '/orqen.v1.Accounting/GetSavings',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.SavingsBreakdown.FromString,
+                _registered_method=True)
+        self.GetLatency = channel.unary_unary(
+                '/orqen.v1.Accounting/GetLatency',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.LatencySummary.FromString,
+                _registered_method=True)
+        self.GetOptimizationStats = channel.unary_unary(
+                '/orqen.v1.Accounting/GetOptimizationStats',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.OptimizationStats.FromString,
+                _registered_method=True)
+        self.GetToolHealth = channel.unary_unary(
+                '/orqen.v1.Accounting/GetToolHealth',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.ToolHealthRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.ToolHealth.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/orqen.v1.Accounting/ListSessions',
+                request_serializer=orqen_dot_v1_dot_usage__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/orqen.v1.Accounting/GetSession',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_usage__pb2.Session.FromString,
                 _registered_method=True)
         self.CreateOwner = channel.unary_unary(
                 '/orqen.v1.Accounting/CreateOwner',
@@ -263,6 +309,62 @@ class AccountingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsageSummary(self, request, context):
+        """Usage and analytics (usage.proto), from the daily rollups kept on ingest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageDaily(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnalyticsDaily(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSavings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLatency(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOptimizationStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetToolHealth(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateOwner(self, request, context):
         """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
         ALREADY_EXISTS when the email is taken.
@@ -371,6 +473,51 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.GetRoutingInsights,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingInsights.SerializeToString,
+            ),
+            'GetUsageSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageSummary,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.UsageSummary.SerializeToString,
+            ),
+            'GetUsageDaily': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageDaily,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.UsageDaily.SerializeToString,
+            ),
+            'GetAnalyticsDaily': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnalyticsDaily,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.AnalyticsDaily.SerializeToString,
+            ),
+            'GetSavings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSavings,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.SavingsBreakdown.SerializeToString,
+            ),
+            'GetLatency': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLatency,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.LatencySummary.SerializeToString,
+            ),
+            'GetOptimizationStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOptimizationStats,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.OptimizationStats.SerializeToString,
+            ),
+            'GetToolHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetToolHealth,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.ToolHealthRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.ToolHealth.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=orqen_dot_v1_dot_usage__pb2.ListSessionsRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.GetSessionRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_usage__pb2.Session.SerializeToString,
             ),
             'CreateOwner': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateOwner,
@@ -870,6 +1017,249 @@ class Accounting:
             '/orqen.v1.Accounting/GetRoutingInsights',
             orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.RoutingInsights.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetUsageSummary',
+            orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.UsageSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageDaily(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetUsageDaily',
+            orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.UsageDaily.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnalyticsDaily(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetAnalyticsDaily',
+            orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.AnalyticsDaily.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSavings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetSavings',
+            orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.SavingsBreakdown.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLatency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetLatency',
+            orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.LatencySummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOptimizationStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetOptimizationStats',
+            orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.OptimizationStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetToolHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetToolHealth',
+            orqen_dot_v1_dot_usage__pb2.ToolHealthRequest.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.ToolHealth.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListSessions',
+            orqen_dot_v1_dot_usage__pb2.ListSessionsRequest.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetSession',
+            orqen_dot_v1_dot_accounting__pb2.GetSessionRequest.SerializeToString,
+            orqen_dot_v1_dot_usage__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,

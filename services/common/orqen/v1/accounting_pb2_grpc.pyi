@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from orqen.v1 import accounting_pb2 as _accounting_pb2
+from orqen.v1 import usage_pb2 as _usage_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -67,6 +68,17 @@ class AccountingStub:
     """The K policy and how well it recalled the tools models called on A/B control traffic."""
     GetRoutingInsights: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]
     """Best-recall routing mode, fastest and most-used models of the period."""
+    GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageSummary]
+    """Usage and analytics (usage.proto), from the daily rollups kept on ingest."""
+    GetUsageDaily: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageDaily]
+    GetAnalyticsDaily: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.AnalyticsDaily]
+    GetSavings: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.SavingsBreakdown]
+    GetLatency: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.LatencySummary]
+    GetOptimizationStats: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.OptimizationStats]
+    GetToolHealth: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ToolHealthRequest, _usage_pb2.ToolHealth]
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ListSessionsRequest, _usage_pb2.ListSessionsResponse]
+    """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
+    GetSession: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.GetSessionRequest, _usage_pb2.Session]
     CreateOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]
     """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
     ALREADY_EXISTS when the email is taken.
@@ -115,6 +127,17 @@ class AccountingAsyncStub(AccountingStub):
     """The K policy and how well it recalled the tools models called on A/B control traffic."""
     GetRoutingInsights: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]  # type: ignore[assignment]
     """Best-recall routing mode, fastest and most-used models of the period."""
+    GetUsageSummary: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageSummary]  # type: ignore[assignment]
+    """Usage and analytics (usage.proto), from the daily rollups kept on ingest."""
+    GetUsageDaily: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageDaily]  # type: ignore[assignment]
+    GetAnalyticsDaily: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.AnalyticsDaily]  # type: ignore[assignment]
+    GetSavings: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.SavingsBreakdown]  # type: ignore[assignment]
+    GetLatency: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.LatencySummary]  # type: ignore[assignment]
+    GetOptimizationStats: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.OptimizationStats]  # type: ignore[assignment]
+    GetToolHealth: _aio.UnaryUnaryMultiCallable[_usage_pb2.ToolHealthRequest, _usage_pb2.ToolHealth]  # type: ignore[assignment]
+    ListSessions: _aio.UnaryUnaryMultiCallable[_usage_pb2.ListSessionsRequest, _usage_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
+    GetSession: _aio.UnaryUnaryMultiCallable[_accounting_pb2.GetSessionRequest, _usage_pb2.Session]  # type: ignore[assignment]
     CreateOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
     """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
     ALREADY_EXISTS when the email is taken.
@@ -268,6 +291,71 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.RoutingInsights, _abc.Awaitable[_accounting_pb2.RoutingInsights]]:
         """Best-recall routing mode, fastest and most-used models of the period."""
+
+    @_abc_1.abstractmethod
+    def GetUsageSummary(
+        self,
+        request: _usage_pb2.UsagePeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.UsageSummary, _abc.Awaitable[_usage_pb2.UsageSummary]]:
+        """Usage and analytics (usage.proto), from the daily rollups kept on ingest."""
+
+    @_abc_1.abstractmethod
+    def GetUsageDaily(
+        self,
+        request: _usage_pb2.UsagePeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.UsageDaily, _abc.Awaitable[_usage_pb2.UsageDaily]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAnalyticsDaily(
+        self,
+        request: _usage_pb2.UsagePeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.AnalyticsDaily, _abc.Awaitable[_usage_pb2.AnalyticsDaily]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSavings(
+        self,
+        request: _usage_pb2.UsagePeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.SavingsBreakdown, _abc.Awaitable[_usage_pb2.SavingsBreakdown]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLatency(
+        self,
+        request: _usage_pb2.UsagePeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.LatencySummary, _abc.Awaitable[_usage_pb2.LatencySummary]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOptimizationStats(
+        self,
+        request: _usage_pb2.UsagePeriod,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.OptimizationStats, _abc.Awaitable[_usage_pb2.OptimizationStats]]: ...
+
+    @_abc_1.abstractmethod
+    def GetToolHealth(
+        self,
+        request: _usage_pb2.ToolHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.ToolHealth, _abc.Awaitable[_usage_pb2.ToolHealth]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _usage_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.ListSessionsResponse, _abc.Awaitable[_usage_pb2.ListSessionsResponse]]:
+        """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
+
+    @_abc_1.abstractmethod
+    def GetSession(
+        self,
+        request: _accounting_pb2.GetSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.Session, _abc.Awaitable[_usage_pb2.Session]]: ...
 
     @_abc_1.abstractmethod
     def CreateOwner(

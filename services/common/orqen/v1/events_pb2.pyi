@@ -41,6 +41,8 @@ class RequestCompleted(_message.Message):
     PLAN_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
     TOOLS_CALLED_FIELD_NUMBER: _builtins.int
+    TOOLS_OFFERED_FIELD_NUMBER: _builtins.int
+    TOOLS_FORWARDED_FIELD_NUMBER: _builtins.int
     model_requested: _builtins.str
     status: _builtins.int
     """HTTP status returned to the caller."""
@@ -63,6 +65,12 @@ class RequestCompleted(_message.Message):
         (routing mode "*_ab_ctrl", all tools forwarded) they measure the router's real recall.
         """
 
+    @_builtins.property
+    def tools_offered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the tools the caller offered and of those forwarded upstream (tool health)."""
+
+    @_builtins.property
+    def tools_forwarded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -77,10 +85,12 @@ class RequestCompleted(_message.Message):
         plan: _optimizer_pb2.PlanStats | None = ...,
         trace: _optimizer_pb2.RoutingTrace | None = ...,
         tools_called: _abc.Iterable[_builtins.str] | None = ...,
+        tools_offered: _abc.Iterable[_builtins.str] | None = ...,
+        tools_forwarded: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "plan", b"plan", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "error", b"error", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "plan", b"plan", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "error", b"error", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "plan", b"plan", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "tools_forwarded", b"tools_forwarded", "tools_offered", b"tools_offered", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -83,6 +83,8 @@ class PlanStats(_message.Message):
     CTX_TOKENS_IN_FIELD_NUMBER: _builtins.int
     CTX_TOKENS_OUT_FIELD_NUMBER: _builtins.int
     CONTEXT_COMPRESSED_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_IN_FIELD_NUMBER: _builtins.int
+    TOOL_TOKENS_OUT_FIELD_NUMBER: _builtins.int
     tools_input: _builtins.int
     tools_output: _builtins.int
     routing: _builtins.str
@@ -90,6 +92,11 @@ class PlanStats(_message.Message):
     ctx_tokens_in: _builtins.int
     ctx_tokens_out: _builtins.int
     context_compressed: _builtins.bool
+    tool_tokens_in: _builtins.int
+    """Tokens of the tool definitions offered and of those forwarded (compressed): the saving
+    of tool routing and schema compression.
+    """
+    tool_tokens_out: _builtins.int
     def __init__(
         self,
         *,
@@ -99,10 +106,12 @@ class PlanStats(_message.Message):
         ctx_tokens_in: _builtins.int = ...,
         ctx_tokens_out: _builtins.int = ...,
         context_compressed: _builtins.bool = ...,
+        tool_tokens_in: _builtins.int = ...,
+        tool_tokens_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_compressed", b"context_compressed", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "routing", b"routing", "tools_input", b"tools_input", "tools_output", b"tools_output"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_compressed", b"context_compressed", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "routing", b"routing", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tools_input", b"tools_input", "tools_output", b"tools_output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

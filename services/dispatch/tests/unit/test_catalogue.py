@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from orqen_dispatch.catalogue import TIERS, Catalogue, CatalogueEntry, load_catalogue
+from orqen_common.catalogue import TIERS, Catalogue, CatalogueEntry, load_catalogue
 from orqen_dispatch.router import ProviderRouter
 
 PROVIDERS = ("openai", "anthropic", "bedrock", "groq")
@@ -46,8 +46,8 @@ def test_the_packaged_catalogue_loads_once_with_its_date() -> None:
 
 
 def test_the_catalogue_file_is_package_data() -> None:
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    assert "catalogue.json" in pyproject["tool"]["setuptools"]["package-data"]["orqen_dispatch"]
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "common" / "pyproject.toml").read_text())
+    assert "catalogue.json" in pyproject["tool"]["setuptools"]["package-data"]["orqen_common"]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from orqen.v1 import optimizer_pb2
+from orqen_common.catalogue import Catalogue, CatalogueEntry, load_catalogue
 from orqen_common.errors import OrqenError
-from orqen_dispatch.catalogue import Catalogue, CatalogueEntry, load_catalogue
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.model_routing import (
     ROUTING_STRINGS,

@@ -23,6 +23,7 @@ from orqen_accounting.owners import OwnerRepository
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
+from orqen_accounting.usage import UsageStats
 from orqen_billing.__main__ import MIGRATIONS as BILLING_MIGRATIONS
 from orqen_billing.__main__ import stripe_parts
 from orqen_billing.servicer import BillingServicer
@@ -97,7 +98,7 @@ async def start_edge(
             if stripe_url or name == "ORQEN_PLANS":  # local mode: the plans, no Stripe
                 monkeypatch.setenv(name, value)
         billing_settings = BillingSettings()  # type: ignore[call-arg]
-        accounting = AccountingServicer(repo, RoutingStats(accounting_pool), redis)
+        accounting = AccountingServicer(repo, RoutingStats(accounting_pool), UsageStats(accounting_pool), redis)
         billing = BillingServicer(billing_pool, billing_settings, *stripe_parts(billing_settings, billing_pool, stack))
         addrs = {}
         for name, register in (
@@ -182,6 +183,11 @@ async def test_keys_and_sessions_are_separate_credentials(start_edge: Callable[.
     by_key = await edge.client.get("/v1/account/billing", headers=key)
     assert by_session.status_code == by_key.status_code == 200
     assert by_session.json()["tier"] == by_key.json()["tier"] == "free"
+    # So are the request log and the usage figures.
+    for path in ("/v1/account/usage/summary", "/v1/account/requests", "/v1/account/sessions", "/v1/usage/daily"):
+        by_session, by_key = await edge.client.get(path), await edge.client.get(path, headers=key)
+        assert by_session.status_code == by_key.status_code == 200, path
+        assert by_session.json() == by_key.json(), path
 
     # Local mode: the Stripe endpoints answer 501 and say why, once session and CSRF pass.
     assert (await edge.post("/v1/billing/create-checkout")).status_code == 403  # CSRF missing

@@ -1,7 +1,7 @@
 from typing import Any
 
 from orqen_optimizer.embeddings import ToolIndex
-from orqen_optimizer.plan import Planner
+from orqen_optimizer.plan import Planner, tool_tokens
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
 
 plan = Planner(None).plan
@@ -26,6 +26,8 @@ def test_every_tool_is_forwarded_with_its_schema_compressed_and_counted() -> Non
     assert chat["tools"] is tools and "title" in tools[0]["function"]["parameters"]  # the input is not changed
     assert (stats.tools_input, stats.tools_output, stats.routing) == (3, 3, PASSTHROUGH)
     assert trace.mode == PASSTHROUGH and trace.k == 3
+    # Compression alone saves tokens: the titles are gone.
+    assert stats.tool_tokens_in == tool_tokens(tools) > stats.tool_tokens_out == tool_tokens(forwarded["tools"]) > 0
 
 
 def test_a_request_without_tools_is_forwarded_as_it_is() -> None:
@@ -61,6 +63,7 @@ def test_a_large_toolset_forwards_the_routed_tools_in_their_order_with_a_trace(t
     assert "get_stock_price" in names and len(names) < len(tools)
     assert names == [t["function"]["name"] for t in tools if t["function"]["name"] in names]  # original order
     assert (stats.tools_input, stats.tools_output, stats.routing) == (len(tools), len(names), "semantic")
+    assert 0 < stats.tool_tokens_out < stats.tool_tokens_in  # fewer tools, fewer tokens
     assert trace.mode == "semantic" and trace.k == len(names) and trace.k_reason
     assert trace.intent.startswith("What is Apple's stock") and trace.candidates[0].name == "get_stock_price"
 

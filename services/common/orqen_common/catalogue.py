@@ -1,8 +1,9 @@
 """The price and capability catalogue (catalogue.json): what each model costs and what it can do.
 
-Prices are public list prices in USD per 1M tokens, taken on `prices_as_of`. The file is
-packaged with dispatch and validated once when first loaded, so a bad edit fails at start-up
-rather than on a request.
+Prices are public list prices in USD per 1M tokens, taken on `prices_as_of`. One copy, shared:
+dispatch routes by it (orqen/* strings, GET /v1/models) and accounting prices the request log
+with it (cost, savings). It is validated once when first loaded, so a bad edit fails at
+start-up rather than on a request.
 """
 
 from __future__ import annotations
@@ -125,6 +126,6 @@ class Catalogue:
 
 @functools.cache
 def load_catalogue() -> Catalogue:
-    """The catalogue packaged with dispatch, read and validated once per process."""
-    raw = resources.files("orqen_dispatch").joinpath("catalogue.json").read_bytes()
+    """The catalogue packaged with orqen-common, read and validated once per process."""
+    raw = resources.files("orqen_common").joinpath("catalogue.json").read_bytes()
     return Catalogue.parse(raw)

@@ -1,0 +1,319 @@
+"""The ledger: every figure of a request, priced; rollups, sessions and tool health counted once;
+the request log filtered and paged; one account never sees another's figures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2, usage_pb2
+from orqen_accounting import histogram
+from orqen_accounting.repository import AccountingRepository
+from orqen_accounting.retention import Retention
+from orqen_common.catalogue import load_catalogue
+
+MIDNIGHT = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+MINI = load_catalogue().get("gpt-4o-mini")
+HAIKU = load_catalogue().get("claude-haiku-4-5")
+
+
+def stamp(at: dt.datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(at)
+    return out
+
+
+def completed(
+    account_id: str,
+    *,
+    minute: int = 0,
+    day_offset: int = 0,
+    model: str = "gpt-4o-mini",
+    provider: str = "openai",
+    status: int = 200,
+    tokens: tuple[int, int, int] = (1000, 200, 0),
+    latency_ms: float = 120.0,
+    upstream_ms: float = 100.0,
+    session: str = "",
+    plan: optimizer_pb2.PlanStats | None = None,
+    trace: optimizer_pb2.RoutingTrace | None = None,
+    offered: tuple[str, ...] = (),
+    forwarded: tuple[str, ...] = (),
+    called: tuple[str, ...] = (),
+    stream: bool = False,
+) -> events_pb2.RequestCompleted:
+    at = MIDNIGHT - dt.timedelta(days=day_offset) + dt.timedelta(minutes=minute)
+    return events_pb2.RequestCompleted(
+        context=common_pb2.RequestContext(
+            request_id=f"req_{uuid.uuid4().hex}", account_id=account_id, session_id=session, ingress="openai"
+        ),
+        created_at=stamp(at),
+        model_requested=model,
+        status=status,
+        error="" if status < 400 else "upstream failed",
+        stream=stream,
+        latency_ms=latency_ms,
+        dispatch=dispatch_pb2.DispatchSummary(
+            provider=provider,
+            model=model if status < 400 else "",
+            usage=common_pb2.Usage(input_tokens=tokens[0], output_tokens=tokens[1], cached_input_tokens=tokens[2]),
+            upstream_ms=upstream_ms,
+            ttft_ms=30.0 if stream else 0.0,
+        ),
+        plan=plan or optimizer_pb2.PlanStats(),
+        trace=trace or optimizer_pb2.RoutingTrace(),
+        tools_offered=offered,
+        tools_forwarded=forwarded,
+        tools_called=called,
+    )
+
+
+ROUTED_PLAN = optimizer_pb2.PlanStats(
+    tools_input=20,
+    tools_output=3,
+    routing="semantic",
+    tool_tokens_in=4000,
+    tool_tokens_out=500,
+    ctx_tokens_in=9000,
+    ctx_tokens_out=6000,
+    context_compressed=True,
+)
+ROUTED_TRACE = optimizer_pb2.RoutingTrace(
+    mode="semantic",
+    k=3,
+    k_reason="within 0.25 of the best",
+    candidates=[optimizer_pb2.ToolCandidate(name="get_weather", score=0.9)],
+)
+
+
+def usd(tokens_in: int, tokens_out: int, cached: int, entry: Any) -> float:
+    return ((tokens_in - cached) * entry.input + cached * entry.cached_input_price + tokens_out * entry.output) / 1e6
+
+
+async def new_account(repo: AccountingRepository) -> str:
+    return str((await repo.ensure_account(f"ledger-{uuid.uuid4().hex[:8]}"))["id"])
+
+
+async def test_a_request_is_stored_with_every_figure_priced_from_the_catalogue(
+    repo: AccountingRepository, record: Any, connect: Any
+) -> None:
+    account_id = await new_account(repo)
+    event = completed(
+        account_id, tokens=(1000, 200, 400), latency_ms=150.0, upstream_ms=110.0, plan=ROUTED_PLAN, trace=ROUTED_TRACE
+    )
+    assert await record([event]) == 1
+    async with connect() as accounting:
+        row = await accounting.GetRequest(
+            accounting_pb2.GetRequestRequest(account_id=account_id, request_id=event.context.request_id)
+        )
+    assert row.gateway_ms == pytest.approx(40.0)
+    assert (row.ctx_tokens_in, row.ctx_tokens_out, row.ctx_tokens_saved) == (9000, 6000, 3000)
+    assert (row.tool_tokens_saved, row.tokens_saved) == (3500, 6500)
+    assert (row.k, row.k_reason, row.routing) == (3, "within 0.25 of the best", "semantic")
+    assert (row.input_tokens, row.output_tokens, row.cached_input_tokens) == (1000, 200, 400)
+    assert row.cost_usd == pytest.approx(usd(1000, 200, 400, MINI), abs=1e-10)
+    assert row.savings_usd == pytest.approx(6500 * MINI.input / 1e6, abs=1e-10)
+
+
+async def test_a_model_the_catalogue_does_not_price_costs_nothing_but_is_recorded(
+    repo: AccountingRepository, record: Any, pool: asyncpg.Pool
+) -> None:
+    account_id = await new_account(repo)
+    assert await record([completed(account_id, model="my-local-llama", provider="together")]) == 1
+    row = await pool.fetchrow(
+        "SELECT cost_usd, input_tokens FROM requests WHERE account_id = $1", uuid.UUID(account_id)
+    )
+    assert row is not None and (row["cost_usd"], row["input_tokens"]) == (0, 1000)
+
+
+async def seed_month(account_id: str, record: Any) -> list[events_pb2.RequestCompleted]:
+    events = [
+        completed(account_id, minute=1, session="s-1", plan=ROUTED_PLAN, trace=ROUTED_TRACE,
+                  offered=("get_weather", "search", "book"), forwarded=("get_weather",), called=("get_weather",)),
+        completed(account_id, minute=2, session="s-1", latency_ms=400.0, upstream_ms=350.0, stream=True,
+                  offered=("get_weather", "search", "book"), forwarded=("get_weather", "search"), called=("book",)),
+        completed(account_id, minute=3, session="s-2", model="claude-haiku-4-5", provider="anthropic",
+                  tokens=(500, 100, 0), latency_ms=90.0, upstream_ms=80.0),
+        completed(account_id, minute=4, session="s-2", status=502, tokens=(0, 0, 0), latency_ms=2000.0,
+                  upstream_ms=1990.0, offered=("get_weather",), forwarded=("get_weather",)),
+        completed(account_id, day_offset=3, tokens=(100, 10, 0)),
+    ]  # fmt: skip
+    assert await record(events) == len(events)
+    return events
+
+
+async def test_rollups_count_each_request_once_whatever_is_redelivered(
+    repo: AccountingRepository, record: Any, connect: Any
+) -> None:
+    account_id = await new_account(repo)
+    events = await seed_month(account_id, record)
+    assert await record(events) == 0  # a replay of the whole batch
+    assert await record(events[1:3]) == 0
+    today_cost = 2 * usd(1000, 200, 0, MINI) + usd(500, 100, 0, HAIKU)
+    async with connect() as accounting:
+        period = usage_pb2.UsagePeriod(account_id=account_id, days=7)
+        summary = await accounting.GetUsageSummary(period)
+        daily = await accounting.GetUsageDaily(period)
+        savings = await accounting.GetSavings(period)
+        latency = await accounting.GetLatency(period)
+        analytics = await accounting.GetAnalyticsDaily(period)
+        optimization = await accounting.GetOptimizationStats(period)
+        tools = await accounting.GetToolHealth(usage_pb2.ToolHealthRequest(account_id=account_id, days=7))
+
+    month_has_older_day = MIDNIGHT.day > 3
+    totals = summary.totals
+    assert totals.requests == (5 if month_has_older_day else 4) and totals.errors == 1
+    assert totals.tokens_saved == 6500 and totals.savings_usd == pytest.approx(6500 * MINI.input / 1e6)
+    by_provider = {p.provider: p.totals for p in summary.providers}
+    assert by_provider["anthropic"].cost_usd == pytest.approx(usd(500, 100, 0, HAIKU))
+    assert by_provider["anthropic"].input_tokens == 500 and by_provider["openai"].errors == 1
+
+    assert [d.date for d in daily.data][-1] == MIDNIGHT.date().isoformat() and len(daily.data) == 7
+    assert daily.data[-1].totals.requests == 4 and daily.data[-1].totals.cost_usd == pytest.approx(today_cost)
+    assert daily.data[-4].totals.requests == 1 and daily.data[-2].totals.requests == 0
+
+    assert analytics.data[-1].requests == 4 and analytics.data[-1].success_rate == pytest.approx(0.75)
+    today_latency = analytics.data[-1].latency
+    assert today_latency.mean_ms == pytest.approx((120 + 400 + 90 + 2000) / 4)
+    assert 90 <= today_latency.p50_ms <= 131 and 1800 <= today_latency.p99_ms <= 2200
+
+    assert latency.requests == 5 and latency.mean_gateway_ms == pytest.approx((20 + 50 + 10 + 10 + 20) / 5)
+    assert latency.mean_ttft_ms == pytest.approx(30.0)
+
+    assert savings.models[0].model == "gpt-4o-mini" and savings.models[0].tokens_saved == 6500
+    assert (savings.models[0].tool_tokens_saved, savings.models[0].ctx_tokens_saved) == (3500, 3000)
+    assert [p.provider for p in savings.providers] == ["openai", "anthropic"]
+
+    assert (optimization.optimized_requests, optimization.tools_input, optimization.tools_output) == (1, 20, 3)
+    assert optimization.forwarded_share == pytest.approx(3 / 20) and optimization.tokens_saved == 6500
+    assert [(m.mode, m.requests) for m in optimization.routing_modes] == [("semantic", 1)]
+
+    health = {t.name: t for t in tools.tools}
+    weather, book = health["get_weather"], health["book"]
+    assert (weather.offered, weather.forwarded, weather.called, weather.errors) == (3, 3, 1, 1)
+    assert (book.offered, book.forwarded, book.called, book.called_not_forwarded) == (2, 0, 1, 1)
+    assert tools.tools[0].name == "get_weather"
+
+
+async def test_sessions_group_requests_and_list_most_recent_first(
+    repo: AccountingRepository, record: Any, connect: Any
+) -> None:
+    account_id = await new_account(repo)
+    await seed_month(account_id, record)
+    async with connect() as accounting:
+        first = await accounting.ListSessions(usage_pb2.ListSessionsRequest(account_id=account_id, limit=1))
+        second = await accounting.ListSessions(
+            usage_pb2.ListSessionsRequest(account_id=account_id, limit=1, cursor=first.next_cursor)
+        )
+        one = await accounting.GetSession(accounting_pb2.GetSessionRequest(account_id=account_id, session_id="s-1"))
+        inside = await accounting.ListRequests(
+            accounting_pb2.ListRequestsRequest(account_id=account_id, session_id="s-2")
+        )
+    assert [s.session_id for s in first.sessions] == ["s-2"] and second.next_cursor == ""
+    assert [s.session_id for s in second.sessions] == ["s-1"]
+    s2 = first.sessions[0]
+    assert (s2.requests, s2.errors, s2.last_model) == (2, 1, "gpt-4o-mini")
+    assert s2.cost_usd == pytest.approx(usd(500, 100, 0, HAIKU))
+    assert (one.requests, one.input_tokens, one.tokens_saved) == (2, 2000, 6500)
+    assert one.last_at.ToDatetime() - one.first_at.ToDatetime() == dt.timedelta(minutes=1)
+    assert [r.status for r in inside.requests] == [502, 200]
+
+
+async def test_the_request_log_filters_by_model_status_session_and_time_and_pages(
+    repo: AccountingRepository, record: Any, connect: Any, refused: Any
+) -> None:
+    account_id = await new_account(repo)
+    await seed_month(account_id, record)
+    await record([completed(account_id, minute=10 + i, session="pages") for i in range(5)])
+
+    async def ids(**where: Any) -> list[tuple[str, int]]:
+        async with connect() as accounting:
+            found = await accounting.ListRequests(accounting_pb2.ListRequestsRequest(account_id=account_id, **where))
+        return [(r.model_requested, r.status) for r in found.requests]
+
+    assert await ids(model="claude-haiku-4-5") == [("claude-haiku-4-5", 200)]
+    assert await ids(status="error") == [("gpt-4o-mini", 502)]
+    assert await ids(status="502") == await ids(status="error")
+    assert len(await ids(status="success")) == 9
+    assert len(await ids(since=stamp(MIDNIGHT - dt.timedelta(days=1)))) == 9
+    assert len(await ids(until=stamp(MIDNIGHT))) == 1
+    seen, cursor = [], ""
+    async with connect() as accounting:
+        while True:
+            page = await accounting.ListRequests(
+                accounting_pb2.ListRequestsRequest(account_id=account_id, session_id="pages", limit=2, cursor=cursor)
+            )
+            seen += [r.created_at.ToDatetime().minute for r in page.requests]
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        await refused(
+            accounting.ListRequests(accounting_pb2.ListRequestsRequest(account_id=account_id, status="oops")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        await refused(
+            accounting.GetUsageDaily(usage_pb2.UsagePeriod(account_id=account_id, days=400)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    assert seen == [14, 13, 12, 11, 10]
+
+
+async def test_one_account_never_sees_anothers_usage_sessions_or_tools(
+    repo: AccountingRepository, record: Any, connect: Any, refused: Any
+) -> None:
+    alice, bob = await new_account(repo), await new_account(repo)
+    await repo.create_key(alice, "", "sk-orq-ledger-alice")
+    await seed_month(bob, record)
+    async with connect("sk-orq-ledger-alice") as as_alice:
+        mine = usage_pb2.UsagePeriod()
+        assert (await as_alice.GetUsageSummary(mine)).totals.requests == 0
+        assert all(d.totals.requests == 0 for d in (await as_alice.GetUsageDaily(mine)).data)
+        assert list((await as_alice.GetToolHealth(usage_pb2.ToolHealthRequest())).tools) == []
+        assert list((await as_alice.ListSessions(usage_pb2.ListSessionsRequest())).sessions) == []
+        assert (await as_alice.GetOptimizationStats(mine)).requests == 0
+        assert (await as_alice.GetLatency(mine)).requests == 0
+        await refused(
+            as_alice.GetSession(accounting_pb2.GetSessionRequest(session_id="s-1")), grpc.StatusCode.NOT_FOUND
+        )
+        for call in (
+            as_alice.GetUsageSummary(usage_pb2.UsagePeriod(account_id=bob)),
+            as_alice.GetSavings(usage_pb2.UsagePeriod(account_id=bob)),
+            as_alice.ListSessions(usage_pb2.ListSessionsRequest(account_id=bob)),
+            as_alice.ListRequests(accounting_pb2.ListRequestsRequest(account_id=bob, session_id="s-1")),
+        ):
+            await refused(call, grpc.StatusCode.PERMISSION_DENIED)
+    async with connect() as service:
+        await refused(
+            service.GetUsageSummary(usage_pb2.UsagePeriod(account_id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND
+        )
+
+
+async def test_retention_deletes_old_rows_in_batches_and_keeps_the_rollups(
+    repo: AccountingRepository, record: Any, pool: asyncpg.Pool, connect: Any
+) -> None:
+    account_id = await new_account(repo)
+    old = [completed(account_id, day_offset=100, minute=i, session="old") for i in range(12)]
+    recent = [completed(account_id, day_offset=1, minute=i, session="recent") for i in range(3)]
+    await record(old + recent)
+    deleted = await Retention(pool, 90, batch=5).purge(dt.datetime.now(dt.UTC))
+    assert deleted == 12
+    assert await pool.fetchval("SELECT count(*) FROM requests") == 3
+    assert [r["session_id"] for r in await pool.fetch("SELECT session_id FROM sessions")] == ["recent"]
+    async with connect() as accounting:
+        daily = await accounting.GetUsageDaily(usage_pb2.UsagePeriod(account_id=account_id, days=120))
+    assert sum(d.totals.requests for d in daily.data) == 15  # the rollups still count what was deleted
+    assert await Retention(pool, 90, batch=5).purge(dt.datetime.now(dt.UTC)) == 0
+
+
+async def test_postgres_puts_latencies_in_the_same_buckets_as_the_histogram_module(pool: asyncpg.Pool) -> None:
+    samples = [0.0, 0.5, 1.0, 1.09, 2.0, 3.7, 99.9, 150.0, 1000.0, 65_432.1, 5e6]
+    found = await pool.fetch(
+        f"SELECT ms, {histogram.sql_bucket('ms')} AS b FROM unnest($1::float8[]) AS t(ms)", samples
+    )
+    assert [r["b"] for r in found] == [histogram.bucket_of(ms) for ms in samples]

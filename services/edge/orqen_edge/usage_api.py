@@ -1,0 +1,193 @@
+"""Usage, analytics, sessions, optimization stats and tool health: the account's ledger over HTTP.
+
+Every figure comes from accounting's daily rollups (summaries never scan the request log);
+each route answers under its /v1/account/... path and the API-key alias the reference lists.
+They are read-only routes the dashboard shows: an API key or a dashboard session reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from google.protobuf.message import Message
+from litestar import get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from orqen.v1 import accounting_pb2, usage_pb2
+from orqen_common.context import Principal
+from orqen_edge.account import KEY_OR_SESSION, page_of_requests
+from orqen_edge.proto_json import plain
+from orqen_edge.rpc import translated
+from orqen_edge.runtime import Runtime
+
+_Days = Annotated[int, QueryParameter(ge=1, le=366, description="The last N UTC days, today included.")]
+_Limit = Annotated[int, QueryParameter(ge=1, le=200)]
+M = TypeVar("M", bound=Message)
+
+
+async def _ask(call: Callable[..., Awaitable[M]], request: Message) -> M:
+    with translated("accounting"):
+        return await call(request, timeout=10)
+
+
+async def _over_days(call: Callable[..., Awaitable[M]], principal: Principal, days: int) -> M:
+    """Ask accounting about the caller's account over the last `days` days."""
+    return await _ask(call, usage_pb2.UsagePeriod(account_id=principal.account_id, days=days))
+
+
+def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
+    return {**head, **plain(totals)}
+
+
+@get(
+    ["/v1/account/usage/summary", "/v1/usage/summary"],
+    summary="Current month: tokens, savings and cost by provider",
+    dependencies=KEY_OR_SESSION,
+)
+async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
+    accounting = runtime.downstream.accounting
+    found = await _ask(accounting.GetUsageSummary, usage_pb2.UsagePeriod(account_id=principal.account_id))
+    return _flat(
+        found.totals,
+        period_start=found.period_start,
+        period_end=found.period_end,
+        providers=[_flat(p.totals, provider=p.provider) for p in found.providers],
+    )
+
+
+@get(
+    ["/v1/account/usage/daily", "/v1/usage/daily"],
+    summary="Tokens, savings and cost per day (last 30 days)",
+    dependencies=KEY_OR_SESSION,
+)
+async def usage_daily(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
+) -> dict[str, Any]:
+    found = await _over_days(runtime.downstream.accounting.GetUsageDaily, principal, days)
+    return {"object": "list", "days": found.days, "data": [_flat(d.totals, date=d.date) for d in found.data]}
+
+
+@get(
+    ["/v1/account/usage/analytics/daily", "/v1/usage/analytics/daily"],
+    summary="Daily success rate and latency percentiles",
+    dependencies=KEY_OR_SESSION,
+)
+async def analytics_daily(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
+) -> dict[str, Any]:
+    found = await _over_days(runtime.downstream.accounting.GetAnalyticsDaily, principal, days)
+    return {"object": "list", "days": found.days, "data": [plain(d) for d in found.data]}
+
+
+@get(
+    ["/v1/account/usage/analytics/savings", "/v1/usage/analytics/savings"],
+    summary="Tokens and money saved by model and provider",
+    dependencies=KEY_OR_SESSION,
+)
+async def analytics_savings(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
+) -> dict[str, Any]:
+    found = await _over_days(runtime.downstream.accounting.GetSavings, principal, days)
+    return _flat(
+        found.totals,
+        days=found.days,
+        models=[plain(m) for m in found.models],
+        providers=[{k: v for k, v in plain(p).items() if k != "model"} for p in found.providers],
+    )
+
+
+@get(
+    ["/v1/account/usage/analytics/latency", "/v1/usage/analytics/latency"],
+    summary="Overall p50/p95 latency for the period",
+    dependencies=KEY_OR_SESSION,
+)
+async def analytics_latency(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
+) -> dict[str, Any]:
+    return plain(await _over_days(runtime.downstream.accounting.GetLatency, principal, days))
+
+
+@get(
+    ["/v1/account/optimization/stats", "/v1/optimization/stats"],
+    summary="Tools pruned, context compressed, tokens and money saved",
+    dependencies=KEY_OR_SESSION,
+)
+async def optimization_stats(
+    runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
+) -> dict[str, Any]:
+    return plain(await _over_days(runtime.downstream.accounting.GetOptimizationStats, principal, days))
+
+
+@get(
+    ["/v1/account/tools/health", "/v1/tools/health"],
+    summary="Per tool: offered, forwarded, called, errors",
+    dependencies=KEY_OR_SESSION,
+)
+async def tool_health(
+    runtime: NamedDependency[Runtime],
+    principal: NamedDependency[Principal],
+    days: _Days = 30,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    request = usage_pb2.ToolHealthRequest(account_id=principal.account_id, days=days, limit=limit)
+    found = await _ask(runtime.downstream.accounting.GetToolHealth, request)
+    return {"object": "list", "days": found.days, "data": [plain(t) for t in found.tools]}
+
+
+@get(
+    "/v1/account/sessions",
+    summary="Conversation sessions (grouped by X-Orqen-Session-Id), most recent first",
+    dependencies=KEY_OR_SESSION,
+)
+async def list_sessions(
+    runtime: NamedDependency[Runtime],
+    principal: NamedDependency[Principal],
+    limit: _Limit = 50,
+    cursor: FromQuery[str] = "",
+) -> dict[str, Any]:
+    request = usage_pb2.ListSessionsRequest(account_id=principal.account_id, limit=limit, cursor=cursor)
+    page = await _ask(runtime.downstream.accounting.ListSessions, request)
+    return {
+        "object": "list",
+        "data": [plain(s) for s in page.sessions],
+        "has_more": bool(page.next_cursor),
+        "next_cursor": page.next_cursor or None,
+    }
+
+
+@get(
+    "/v1/account/sessions/{session_id:str}/requests",
+    summary="Requests within a session, newest first",
+    dependencies=KEY_OR_SESSION,
+)
+async def session_requests(
+    runtime: NamedDependency[Runtime],
+    principal: NamedDependency[Principal],
+    session_id: FromPath[str],
+    limit: _Limit = 50,
+    cursor: FromQuery[str] = "",
+) -> dict[str, Any]:
+    # An unknown session (or another account's) is a 404, not an empty page.
+    await _ask(
+        runtime.downstream.accounting.GetSession,
+        accounting_pb2.GetSessionRequest(account_id=principal.account_id, session_id=session_id),
+    )
+    listing = accounting_pb2.ListRequestsRequest(
+        account_id=principal.account_id, limit=limit, cursor=cursor, session_id=session_id
+    )
+    return await page_of_requests(runtime, listing)
+
+
+ROUTES = (
+    usage_summary,
+    usage_daily,
+    analytics_daily,
+    analytics_savings,
+    analytics_latency,
+    optimization_stats,
+    tool_health,
+    list_sessions,
+    session_requests,
+)
