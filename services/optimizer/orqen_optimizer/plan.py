@@ -14,14 +14,12 @@ outputs shrunk (orqen_optimizer.context).
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import orjson
 import structlog
 
 from orqen.v1 import optimizer_pb2
@@ -29,8 +27,7 @@ from orqen_optimizer.context import compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.schemas import compress_tool
-from orqen_optimizer.tokens import count_tokens
-from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_views
+from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_facts
 
 AB_CONTROL = "_ab_ctrl"
 
@@ -60,10 +57,12 @@ class Planner:
         forwarded = chat
         tools = chat.get("tools")
         if isinstance(tools, list) and tools:
-            kept = self._route(chat, tools, policy, stats, trace)
+            facts = [tool_facts(t) for t in tools]
+            kept = self._route(chat, tools, [list(f.views) for f in facts], policy, stats, trace)
             forwarded = {**forwarded, "tools": [compress_tool(tools[i]) for i in kept]}
             stats.tools_input, stats.tools_output = len(tools), len(kept)
-            stats.tool_tokens_in, stats.tool_tokens_out = tool_tokens(tools), tool_tokens(forwarded["tools"])
+            stats.tool_tokens_in = sum(f.tokens for f in facts)
+            stats.tool_tokens_out = tool_tokens(forwarded["tools"])
         context = compress_context(chat.get("messages"))
         if context.changed:
             forwarded = {**forwarded, "messages": context.messages}
@@ -75,6 +74,7 @@ class Planner:
         self,
         chat: dict[str, Any],
         tools: list[Any],
+        views: list[list[str]],
         policy: RoutingPolicy,
         stats: optimizer_pb2.PlanStats,
         trace: optimizer_pb2.RoutingTrace,
@@ -96,7 +96,6 @@ class Planner:
         if policy.mode == PASSTHROUGH:
             trace.k_reason = "the account's routing mode is passthrough"
             return everything
-        views = [tool_views(t) for t in tools]
         # The keyword mode never embeds: it needs no tool vectors.
         unseen = self._index.missing([v for view in views for v in view]) if policy.mode != KEYWORD else []
         if len(unseen) > self._max_new_tools:
@@ -134,13 +133,7 @@ class Planner:
 
 def tool_tokens(tools: list[Any]) -> int:
     """Tokens of the tool definitions as sent upstream (their JSON), for the savings figures."""
-    return sum(_tool_tokens(orjson.dumps(tool).decode()) for tool in tools)
-
-
-@functools.lru_cache(maxsize=8192)
-def _tool_tokens(serialized: str) -> int:
-    # Agents send the same tools on every turn: each definition is counted once.
-    return count_tokens(serialized)
+    return sum(tool_facts(tool).tokens for tool in tools)
 
 
 def _well_formed(tool: Any) -> bool:

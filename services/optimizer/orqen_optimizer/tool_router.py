@@ -41,6 +41,7 @@ from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.keywords import bm25, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
+from orqen_optimizer.tokens import count_tokens
 
 DENSE_WEIGHT = 0.75
 RELATIVE_MARGIN = 0.25
@@ -63,20 +64,30 @@ class Decision:
     ranked: list[tuple[str, float]]
 
 
-def tool_views(tool: Any) -> list[str]:
-    """The texts a tool is matched through: its description view, then its example queries.
+@dataclass(frozen=True, slots=True)
+class ToolFacts:
+    """What planning needs of one tool definition, worked out once per distinct definition."""
 
-    Kept per tool content: agents send the same tools with every request.
-    """
+    views: tuple[str, ...]  # the texts it is matched through: its description view, then its example queries
+    tokens: int  # BPE tokens of its JSON, as sent upstream
+
+
+def tool_facts(tool: Any) -> ToolFacts:
+    """Kept per tool content: agents send the same tools with every request."""
     try:
-        return list(_views(orjson.dumps(tool)))
+        return _facts(orjson.dumps(tool))
     except TypeError:  # not JSON-serialisable as it is: computed, not kept
-        return _compute_views(tool)
+        return ToolFacts(tuple(_compute_views(tool)), count_tokens(str(tool)))
 
 
 @functools.lru_cache(maxsize=50_000)
-def _views(serialised: bytes) -> tuple[str, ...]:
-    return tuple(_compute_views(orjson.loads(serialised)))
+def _facts(serialised: bytes) -> ToolFacts:
+    return ToolFacts(tuple(_compute_views(orjson.loads(serialised))), count_tokens(serialised.decode()))
+
+
+def tool_views(tool: Any) -> list[str]:
+    """The texts a tool is matched through: its description view, then its example queries."""
+    return list(tool_facts(tool).views)
 
 
 def _compute_views(tool: Any) -> list[str]:
