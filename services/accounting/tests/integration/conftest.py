@@ -1,7 +1,6 @@
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import asyncpg
 import grpc
@@ -130,16 +129,3 @@ def connect(accounting_addr: str, internal_token: str) -> Connect:
             yield accounting_pb2_grpc.AccountingStub(channel)
 
     return stub
-
-
-@pytest.fixture
-def refused() -> Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]:
-    """`await refused(call, code)`: the call must fail with `code`; returns the error's details."""
-
-    async def check(call: Awaitable[Any], code: grpc.StatusCode) -> str:
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await call
-        assert failed.value.code() == code, failed.value.details()
-        return failed.value.details() or ""
-
-    return check

@@ -46,7 +46,7 @@ async def test_keys_are_listed_newest_first_without_secrets(repo: AccountingRepo
 
 
 async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
-    repo: AccountingRepository, connect: Connect, auth_cache: Redis, refused: Refused
+    repo: AccountingRepository, connect: Connect, auth_cache: Redis, orqen_refused: Refused
 ) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "leaked", None)
@@ -65,7 +65,7 @@ async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
         assert revoked.HasField("revoked_at")
         assert not await auth_cache.exists(cache_key(key.plaintext))
         assert await verifier(key.plaintext) is None
-        await refused(
+        await orqen_refused(
             service.Authenticate(accounting_pb2.AuthenticateRequest(key_hash=hash_api_key(key.plaintext))),
             grpc.StatusCode.NOT_FOUND,
         )
@@ -76,7 +76,7 @@ async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
         listed = await service.ListApiKeys(accounting_pb2.AccountRef(account_id=account["id"]))
         assert [k.revoked_at for k in listed.keys] == [revoked.revoked_at]
     async with connect(key.plaintext) as stub:
-        await refused(stub.ListApiKeys(accounting_pb2.AccountRef()), grpc.StatusCode.UNAUTHENTICATED)
+        await orqen_refused(stub.ListApiKeys(accounting_pb2.AccountRef()), grpc.StatusCode.UNAUTHENTICATED)
 
 
 async def test_a_key_can_revoke_another_key_of_its_account(repo: AccountingRepository, connect: Connect) -> None:
@@ -91,7 +91,7 @@ async def test_a_key_can_revoke_another_key_of_its_account(repo: AccountingRepos
 
 
 async def test_an_account_can_neither_list_nor_revoke_anothers_keys(
-    repo: AccountingRepository, connect: Connect, refused: Refused
+    repo: AccountingRepository, connect: Connect, orqen_refused: Refused
 ) -> None:
     alice, bob = await repo.ensure_account("alice"), await repo.ensure_account("bob")
     alice_key = await repo.create_key(alice["id"], "alice", None)
@@ -99,42 +99,42 @@ async def test_an_account_can_neither_list_nor_revoke_anothers_keys(
     async with connect(bob_key.plaintext) as stub:
         listed = await stub.ListApiKeys(accounting_pb2.AccountRef())
         assert [k.id for k in listed.keys] == [bob_key.api_key_id]
-        await refused(
+        await orqen_refused(
             stub.ListApiKeys(accounting_pb2.AccountRef(account_id=alice["id"])), grpc.StatusCode.PERMISSION_DENIED
         )
-        await refused(
+        await orqen_refused(
             stub.RevokeApiKey(accounting_pb2.ApiKeyRef(account_id=alice["id"], api_key_id=alice_key.api_key_id)),
             grpc.StatusCode.PERMISSION_DENIED,
         )
         # Another account's key id reads exactly like an unknown one.
-        other = await refused(
+        other = await orqen_refused(
             stub.RevokeApiKey(accounting_pb2.ApiKeyRef(api_key_id=alice_key.api_key_id)), grpc.StatusCode.NOT_FOUND
         )
         unknown_id = str(uuid.uuid4())
-        unknown = await refused(
+        unknown = await orqen_refused(
             stub.RevokeApiKey(accounting_pb2.ApiKeyRef(api_key_id=unknown_id)), grpc.StatusCode.NOT_FOUND
         )
         assert other.replace(alice_key.api_key_id, "<id>") == unknown.replace(unknown_id, "<id>")
     async with connect() as service:
-        await refused(
+        await orqen_refused(
             service.RevokeApiKey(accounting_pb2.ApiKeyRef(account_id=bob["id"], api_key_id=alice_key.api_key_id)),
             grpc.StatusCode.NOT_FOUND,
         )
     assert await verify_api_key_locally(repo, alice_key.plaintext) is not None
 
 
-async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, refused: Refused) -> None:
+async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, orqen_refused: Refused) -> None:
     async with connect() as service:
-        details = await refused(
+        details = await orqen_refused(
             service.RevokeApiKey(accounting_pb2.ApiKeyRef(account_id=str(uuid.uuid4()), api_key_id="key-1")),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert "api_key_id" in details
-        details = await refused(
+        details = await orqen_refused(
             service.ListApiKeys(accounting_pb2.AccountRef(account_id="acme")), grpc.StatusCode.INVALID_ARGUMENT
         )
         assert "account_id" in details
-        await refused(
+        await orqen_refused(
             service.ListApiKeys(accounting_pb2.AccountRef(account_id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND
         )
 

@@ -91,7 +91,7 @@ async def test_putting_again_replaces_the_providers_credential(
     assert [tuple(r) for r in stored] == [("bedrock", "k1", b"\x00sealed-iam"), ("openai", "k2", b"\x00sealed-new")]
 
 
-async def test_deleting_a_credential(repo: AccountingRepository, connect: Connect, refused: Refused) -> None:
+async def test_deleting_a_credential(repo: AccountingRepository, connect: Connect, orqen_refused: Refused) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "", None)
     async with connect(key.plaintext) as stub:
@@ -99,28 +99,28 @@ async def test_deleting_a_credential(repo: AccountingRepository, connect: Connec
         assert saved.account_id == account["id"]
         deleted = await stub.DeleteCredential(accounting_pb2.CredentialRef(credential_id=saved.id))
         assert deleted.deleted
-        await refused(
+        await orqen_refused(
             stub.DeleteCredential(accounting_pb2.CredentialRef(credential_id=saved.id)), grpc.StatusCode.NOT_FOUND
         )
         assert list((await stub.ListCredentials(accounting_pb2.AccountRef())).credentials) == []
 
 
 async def test_sealed_secrets_are_for_orqen_services_only(
-    repo: AccountingRepository, connect: Connect, refused: Refused
+    repo: AccountingRepository, connect: Connect, orqen_refused: Refused
 ) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "", None)
     async with connect(key.plaintext) as stub:
         await stub.PutCredential(sealed())
         for asked in ("", account["id"]):
-            await refused(
+            await orqen_refused(
                 stub.GetSealedCredentials(accounting_pb2.AccountRef(account_id=asked)),
                 grpc.StatusCode.PERMISSION_DENIED,
             )
 
 
 async def test_an_account_never_reaches_anothers_credentials(
-    repo: AccountingRepository, pool: asyncpg.Pool, connect: Connect, refused: Refused
+    repo: AccountingRepository, pool: asyncpg.Pool, connect: Connect, orqen_refused: Refused
 ) -> None:
     alice, bob = await repo.ensure_account("alice"), await repo.ensure_account("bob")
     bob_key = await repo.create_key(bob["id"], "", None)
@@ -134,13 +134,13 @@ async def test_an_account_never_reaches_anothers_credentials(
             stub.PutCredential(sealed(alice["id"], ciphertext=b"bob's")),
             stub.GetSealedCredentials(accounting_pb2.AccountRef(account_id=alice["id"])),
         ):
-            await refused(denied, grpc.StatusCode.PERMISSION_DENIED)
-        await refused(
+            await orqen_refused(denied, grpc.StatusCode.PERMISSION_DENIED)
+        await orqen_refused(
             stub.DeleteCredential(accounting_pb2.CredentialRef(credential_id=alices.id)), grpc.StatusCode.NOT_FOUND
         )
         bobs = await stub.PutCredential(sealed(ciphertext=b"bob"))  # the same provider, his own row
     async with connect() as service:
-        await refused(
+        await orqen_refused(
             service.DeleteCredential(accounting_pb2.CredentialRef(account_id=bob["id"], credential_id=alices.id)),
             grpc.StatusCode.NOT_FOUND,
         )
@@ -172,13 +172,13 @@ async def test_invalid_credentials_are_refused_naming_the_field(
     repo: AccountingRepository,
     pool: asyncpg.Pool,
     connect: Connect,
-    refused: Refused,
+    orqen_refused: Refused,
     changes: dict[str, Any],
     field: str,
 ) -> None:
     account = await repo.ensure_account("acme")
     async with connect() as service:
-        details = await refused(
+        details = await orqen_refused(
             service.PutCredential(sealed(account["id"], **changes)), grpc.StatusCode.INVALID_ARGUMENT
         )
     assert field in details
@@ -195,7 +195,7 @@ async def test_provider_names_of_compatible_providers_are_accepted(
             assert saved.provider == provider
 
 
-async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, refused: Refused) -> None:
+async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, orqen_refused: Refused) -> None:
     nobody = str(uuid.uuid4())
     async with connect() as service:
         for missing in (
@@ -203,13 +203,13 @@ async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, refuse
             service.ListCredentials(accounting_pb2.AccountRef(account_id=nobody)),
             service.GetSealedCredentials(accounting_pb2.AccountRef(account_id=nobody)),
         ):
-            await refused(missing, grpc.StatusCode.NOT_FOUND)
-        details = await refused(
+            await orqen_refused(missing, grpc.StatusCode.NOT_FOUND)
+        details = await orqen_refused(
             service.DeleteCredential(accounting_pb2.CredentialRef(account_id=nobody, credential_id="openai")),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert "credential_id" in details
-        details = await refused(
+        details = await orqen_refused(
             service.GetSealedCredentials(accounting_pb2.AccountRef(account_id="acme")), grpc.StatusCode.INVALID_ARGUMENT
         )
         assert "account_id" in details

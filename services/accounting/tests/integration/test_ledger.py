@@ -226,7 +226,7 @@ async def test_sessions_group_requests_and_list_most_recent_first(
 
 
 async def test_the_request_log_filters_by_model_status_session_and_time_and_pages(
-    repo: AccountingRepository, record: Any, connect: Any, refused: Any
+    repo: AccountingRepository, record: Any, connect: Any, orqen_refused: Any
 ) -> None:
     account_id = await new_account(repo)
     await seed_month(account_id, record)
@@ -253,11 +253,11 @@ async def test_the_request_log_filters_by_model_status_session_and_time_and_page
             cursor = page.next_cursor
             if not cursor:
                 break
-        await refused(
+        await orqen_refused(
             accounting.ListRequests(accounting_pb2.ListRequestsRequest(account_id=account_id, status="oops")),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
-        await refused(
+        await orqen_refused(
             accounting.GetUsageDaily(usage_pb2.UsagePeriod(account_id=account_id, days=400)),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
@@ -265,7 +265,7 @@ async def test_the_request_log_filters_by_model_status_session_and_time_and_page
 
 
 async def test_one_account_never_sees_anothers_usage_sessions_or_tools(
-    repo: AccountingRepository, record: Any, connect: Any, refused: Any
+    repo: AccountingRepository, record: Any, connect: Any, orqen_refused: Any
 ) -> None:
     alice, bob = await new_account(repo), await new_account(repo)
     await repo.create_key(alice, "", "sk-orq-ledger-alice")
@@ -278,7 +278,7 @@ async def test_one_account_never_sees_anothers_usage_sessions_or_tools(
         assert list((await as_alice.ListSessions(usage_pb2.ListSessionsRequest())).sessions) == []
         assert (await as_alice.GetOptimizationStats(mine)).requests == 0
         assert (await as_alice.GetLatency(mine)).requests == 0
-        await refused(
+        await orqen_refused(
             as_alice.GetSession(accounting_pb2.GetSessionRequest(session_id="s-1")), grpc.StatusCode.NOT_FOUND
         )
         for call in (
@@ -287,9 +287,9 @@ async def test_one_account_never_sees_anothers_usage_sessions_or_tools(
             as_alice.ListSessions(usage_pb2.ListSessionsRequest(account_id=bob)),
             as_alice.ListRequests(accounting_pb2.ListRequestsRequest(account_id=bob, session_id="s-1")),
         ):
-            await refused(call, grpc.StatusCode.PERMISSION_DENIED)
+            await orqen_refused(call, grpc.StatusCode.PERMISSION_DENIED)
     async with connect() as service:
-        await refused(
+        await orqen_refused(
             service.GetUsageSummary(usage_pb2.UsagePeriod(account_id=str(uuid.uuid4()))), grpc.StatusCode.NOT_FOUND
         )
 

@@ -16,7 +16,7 @@ PASSWORD = "correct horse battery staple"
 
 
 async def test_an_owner_logs_in_with_the_password_and_only_the_hash_is_stored(
-    connect: Connect, repo: AccountingRepository, pool: asyncpg.Pool, refused: Refused
+    connect: Connect, repo: AccountingRepository, pool: asyncpg.Pool, orqen_refused: Refused
 ) -> None:
     account = await repo.ensure_account("acme")
     async with connect() as stub:
@@ -26,16 +26,16 @@ async def test_an_owner_logs_in_with_the_password_and_only_the_hash_is_stored(
         assert (created.email, created.account_id, created.account_name) == ("ada@example.com", account["id"], "acme")
         verified = await stub.VerifyOwner(accounting_pb2.VerifyOwnerRequest(email="ADA@example.com", password=PASSWORD))
         assert verified.id == created.id
-        wrong = await refused(
+        wrong = await orqen_refused(
             stub.VerifyOwner(accounting_pb2.VerifyOwnerRequest(email="ada@example.com", password=PASSWORD + "!")),
             grpc.StatusCode.UNAUTHENTICATED,
         )
-        unknown = await refused(
+        unknown = await orqen_refused(
             stub.VerifyOwner(accounting_pb2.VerifyOwnerRequest(email="nobody@example.com", password=PASSWORD)),
             grpc.StatusCode.UNAUTHENTICATED,
         )
         assert wrong == unknown  # the answer does not tell which emails exist
-        await refused(
+        await orqen_refused(
             stub.CreateOwner(
                 accounting_pb2.CreateOwnerRequest(account_id=account["id"], email="ada@example.com", password=PASSWORD)
             ),
@@ -45,17 +45,17 @@ async def test_an_owner_logs_in_with_the_password_and_only_the_hash_is_stored(
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
 
 
-async def test_owner_input_is_checked(connect: Connect, repo: AccountingRepository, refused: Refused) -> None:
+async def test_owner_input_is_checked(connect: Connect, repo: AccountingRepository, orqen_refused: Refused) -> None:
     account = await repo.ensure_account("acme")
     async with connect() as stub:
         for email, password in (("not-an-email", PASSWORD), ("ada@example.com", "short")):
-            await refused(
+            await orqen_refused(
                 stub.CreateOwner(
                     accounting_pb2.CreateOwnerRequest(account_id=account["id"], email=email, password=password)
                 ),
                 grpc.StatusCode.INVALID_ARGUMENT,
             )
-        await refused(
+        await orqen_refused(
             stub.CreateOwner(
                 accounting_pb2.CreateOwnerRequest(
                     account_id="5f0a4b3e-8e6e-4c1e-9a51-2f3f7d7a9c10", email="ada@example.com", password=PASSWORD
@@ -66,18 +66,18 @@ async def test_owner_input_is_checked(connect: Connect, repo: AccountingReposito
 
 
 async def test_api_keys_cannot_manage_or_check_owners(
-    connect: Connect, repo: AccountingRepository, refused: Refused
+    connect: Connect, repo: AccountingRepository, orqen_refused: Refused
 ) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "k", None)
     async with connect(key.plaintext) as stub:
-        await refused(
+        await orqen_refused(
             stub.CreateOwner(
                 accounting_pb2.CreateOwnerRequest(account_id=account["id"], email="ada@example.com", password=PASSWORD)
             ),
             grpc.StatusCode.PERMISSION_DENIED,
         )
-        await refused(
+        await orqen_refused(
             stub.VerifyOwner(accounting_pb2.VerifyOwnerRequest(email="ada@example.com", password=PASSWORD)),
             grpc.StatusCode.PERMISSION_DENIED,
         )

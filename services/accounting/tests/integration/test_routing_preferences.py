@@ -101,13 +101,13 @@ async def test_invalid_preferences_are_refused_naming_the_field(
     repo: AccountingRepository,
     pool: asyncpg.Pool,
     connect: Connect,
-    refused: Refused,
+    orqen_refused: Refused,
     fields: dict[str, Any],
     field: str,
 ) -> None:
     account = await repo.ensure_account("acme")
     async with connect() as service:
-        details = await refused(
+        details = await orqen_refused(
             service.PutRoutingPreferences(preferences(account["id"], **fields)), grpc.StatusCode.INVALID_ARGUMENT
         )
     assert field in details
@@ -115,7 +115,7 @@ async def test_invalid_preferences_are_refused_naming_the_field(
 
 
 async def test_model_toggles_are_set_listed_and_switched_back(
-    repo: AccountingRepository, pool: asyncpg.Pool, connect: Connect, refused: Refused
+    repo: AccountingRepository, pool: asyncpg.Pool, connect: Connect, orqen_refused: Refused
 ) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "", None)
@@ -131,7 +131,7 @@ async def test_model_toggles_are_set_listed_and_switched_back(
         assert toggles(after_on) == expected
         assert toggles(await stub.ListModelToggles(accounting_pb2.AccountRef())) == expected
         for model in ("", " ", "m" * 201):
-            details = await refused(
+            details = await orqen_refused(
                 stub.SetModelToggle(accounting_pb2.SetModelToggleRequest(model=model, enabled=False)),
                 grpc.StatusCode.INVALID_ARGUMENT,
             )
@@ -140,7 +140,7 @@ async def test_model_toggles_are_set_listed_and_switched_back(
 
 
 async def test_an_account_never_reaches_anothers_preferences_or_toggles(
-    repo: AccountingRepository, connect: Connect, refused: Refused
+    repo: AccountingRepository, connect: Connect, orqen_refused: Refused
 ) -> None:
     alice, bob = await repo.ensure_account("alice"), await repo.ensure_account("bob")
     bob_key = await repo.create_key(bob["id"], "", None)
@@ -158,7 +158,7 @@ async def test_an_account_never_reaches_anothers_preferences_or_toggles(
                 accounting_pb2.SetModelToggleRequest(account_id=alice["id"], model="openai/o3", enabled=True)
             ),
         ):
-            await refused(denied, grpc.StatusCode.PERMISSION_DENIED)
+            await orqen_refused(denied, grpc.StatusCode.PERMISSION_DENIED)
     async with connect() as service:
         alices = await service.GetRoutingPreferences(accounting_pb2.AccountRef(account_id=alice["id"]))
         alice_toggles = await service.ListModelToggles(accounting_pb2.AccountRef(account_id=alice["id"]))
@@ -166,7 +166,7 @@ async def test_an_account_never_reaches_anothers_preferences_or_toggles(
     assert toggles(alice_toggles) == [("openai/o3", False)]
 
 
-async def test_unknown_accounts_are_refused(connect: Connect, refused: Refused) -> None:
+async def test_unknown_accounts_are_refused(connect: Connect, orqen_refused: Refused) -> None:
     nobody = str(uuid.uuid4())
     async with connect() as service:
         for missing in (
@@ -175,5 +175,6 @@ async def test_unknown_accounts_are_refused(connect: Connect, refused: Refused) 
             service.ListModelToggles(accounting_pb2.AccountRef(account_id=nobody)),
             service.SetModelToggle(accounting_pb2.SetModelToggleRequest(account_id=nobody, model="openai/gpt-4o")),
         ):
-            await refused(missing, grpc.StatusCode.NOT_FOUND)
-        await refused(service.GetRoutingPreferences(accounting_pb2.AccountRef()), grpc.StatusCode.INVALID_ARGUMENT)
+            await orqen_refused(missing, grpc.StatusCode.NOT_FOUND)
+        unnamed = service.GetRoutingPreferences(accounting_pb2.AccountRef())
+        await orqen_refused(unnamed, grpc.StatusCode.INVALID_ARGUMENT)

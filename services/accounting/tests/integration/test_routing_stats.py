@@ -149,13 +149,13 @@ async def test_an_account_without_traffic_gets_empty_figures_not_errors(
 
 
 async def test_one_account_never_sees_anothers_routing(
-    alice: str, repo: AccountingRepository, connect: Connect, refused: Any
+    alice: str, repo: AccountingRepository, connect: Connect, orqen_refused: Any
 ) -> None:
     bob = await new_account(repo)
     bob_key = (await repo.create_key(bob, "bob", None)).plaintext
     async with connect(bob_key) as as_bob:
         # An API key acts for its own account only, whatever it names.
-        await refused(
+        await orqen_refused(
             as_bob.GetRoutingInsights(accounting_pb2.RoutingPeriod(account_id=alice)), grpc.StatusCode.PERMISSION_DENIED
         )
         own = await as_bob.ListRoutingTraces(accounting_pb2.ListRoutingTracesRequest())
@@ -163,13 +163,13 @@ async def test_one_account_never_sees_anothers_routing(
     assert not own.traces and calibration.control_requests == 0
 
 
-async def test_periods_and_page_sizes_are_bounded(alice: str, connect: Connect, refused: Any) -> None:
+async def test_periods_and_page_sizes_are_bounded(alice: str, connect: Connect, orqen_refused: Any) -> None:
     async with connect() as accounting:
-        await refused(
+        await orqen_refused(
             accounting.GetRoutingCalibration(accounting_pb2.RoutingPeriod(account_id=alice, days=91)),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
-        await refused(
+        await orqen_refused(
             accounting.ListRoutingTraces(accounting_pb2.ListRoutingTracesRequest(account_id=alice, limit=-1)),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
