@@ -42,7 +42,8 @@ from orqen_optimizer.embeddings import ToolIndex, embed, text_id
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
-from orqen_optimizer.tool_router import ToolRouter, adaptive_k, keyword_leads, tool_name, tool_views
+from orqen_optimizer.tool_router import ToolRouter, adaptive_k, keyword_leads
+from orqen_optimizer.tools import tool_facts, tool_name, tool_views
 
 POOLS = (50, 200, 500, 0)  # 0: the whole catalogue
 TEST_BUCKET = 0
@@ -120,7 +121,7 @@ def tune(all_runs: dict[int, list[Any]]) -> None:
                     print(f"  w={weight:<5} margin={margin:<5} floor={floor:<2} lead={lead:<4} " + "  ".join(cells))
 
 
-def fit_reranker(all_runs: dict[int, list[Any]], views: dict[str, list[str]], tokens: dict[str, int]) -> None:
+def fit_reranker(all_runs: dict[int, list[Any]], catalogue: dict[str, dict[str, Any]], tokens: dict[str, int]) -> None:
     """Fit the stage-2 reranker's logistic model on the training split; print its coefficients and K table."""
     rows, labels, groups = [], [], []
     for runs in all_runs.values():
@@ -129,9 +130,8 @@ def fit_reranker(all_runs: dict[int, list[Any]], views: dict[str, list[str]], to
                 continue
             fused = components.fused()
             candidates = np.argsort(-fused, kind="stable")[: rerank.CANDIDATES]
-            x = rerank.features(
-                case.question, pool, [views[n] for n in pool], fused, components.dense, components.keyword, candidates
-            )
+            facts = [tool_facts(catalogue[n]) for n in pool]
+            x = rerank.features(case.question, facts, fused, components.dense, components.keyword, candidates)
             rows.append(x)
             labels.append(np.array([pool[i] in case.needed for i in candidates], dtype=np.float64))
             groups.append((len(pool), case.needed, [pool[i] for i in candidates], sum(tokens[n] for n in pool)))
@@ -251,7 +251,7 @@ def table(
     if args.tune:
         tune(all_runs)
     if args.fit_reranker:
-        fit_reranker(all_runs, views, tokens)
+        fit_reranker(all_runs, catalogue, tokens)
 
 
 def main() -> None:

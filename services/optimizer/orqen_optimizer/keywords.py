@@ -18,22 +18,34 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(_CAMEL.sub(" ", text))]
 
 
+# A document's distinct terms (as in-process hashes), their counts, and its length in words.
+Document = tuple[np.ndarray, np.ndarray, int]
+
+
 @functools.lru_cache(maxsize=200_000)
-def _document(text: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """A document's distinct terms (as in-process hashes), their counts, and its length in words."""
+def _document(text: str) -> Document:
+    return document(text)
+
+
+def document(text: str) -> Document:
+    """`text` as BM25 reads it."""
     counts = Counter(words(text))
     terms = np.fromiter((hash(t) for t in counts), dtype=np.int64, count=len(counts))
     return terms, np.fromiter(counts.values(), dtype=np.float64, count=len(counts)), counts.total()
 
 
-def bm25(query: list[str], documents: Sequence[str]) -> np.ndarray:
+def bm25(query: list[str], texts: Sequence[str]) -> np.ndarray:
+    """Okapi BM25 of each text for the query, over these texts only."""
+    return bm25_of_documents(query, [_document(t) for t in texts])
+
+
+def bm25_of_documents(query: list[str], parsed: Sequence[Document]) -> np.ndarray:
     """Okapi BM25 of each document for the query, over these documents only.
 
     Vectorised over the (document, term) pairs: a request's hundreds of tools score in a
     fraction of a millisecond.
     """
-    n = len(documents)
-    parsed = [_document(d) for d in documents]
+    n = len(parsed)
     if not n:
         return np.zeros(0)
     lengths = np.fromiter((length for _, _, length in parsed), dtype=np.float64, count=n)
@@ -46,8 +58,3 @@ def bm25(query: list[str], documents: Sequence[str]) -> np.ndarray:
     idf = np.log(1 + (n - frequency + 0.5) / (frequency + 0.5))[term_of_hit]
     norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths[owner] / (lengths.mean() or 1.0))
     return np.bincount(owner, weights=idf * counts * (BM25_K1 + 1) / (counts + norm), minlength=n)
-
-
-def terms_of(text: str) -> np.ndarray:
-    """The distinct terms of a text, as the in-process hashes BM25 uses (cached per text)."""
-    return _document(text)[0]

@@ -26,8 +26,8 @@ from orqen.v1 import optimizer_pb2
 from orqen_optimizer.context import compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
-from orqen_optimizer.schemas import compress_tool
-from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter, tool_facts
+from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter
+from orqen_optimizer.tools import ToolFacts, tool_facts
 
 AB_CONTROL = "_ab_ctrl"
 
@@ -58,11 +58,11 @@ class Planner:
         tools = chat.get("tools")
         if isinstance(tools, list) and tools:
             facts = [tool_facts(t) for t in tools]
-            kept = self._route(chat, tools, [list(f.views) for f in facts], policy, stats, trace)
-            forwarded = {**forwarded, "tools": [compress_tool(tools[i]) for i in kept]}
+            kept = self._route(chat, tools, facts, policy, stats, trace)
+            forwarded = {**forwarded, "tools": [facts[i].compressed for i in kept]}
             stats.tools_input, stats.tools_output = len(tools), len(kept)
             stats.tool_tokens_in = sum(f.tokens for f in facts)
-            stats.tool_tokens_out = tool_tokens(forwarded["tools"])
+            stats.tool_tokens_out = sum(facts[i].compressed_tokens for i in kept)
         context = compress_context(chat.get("messages"))
         if context.changed:
             forwarded = {**forwarded, "messages": context.messages}
@@ -74,7 +74,7 @@ class Planner:
         self,
         chat: dict[str, Any],
         tools: list[Any],
-        views: list[list[str]],
+        facts: list[ToolFacts],
         policy: RoutingPolicy,
         stats: optimizer_pb2.PlanStats,
         trace: optimizer_pb2.RoutingTrace,
@@ -82,7 +82,7 @@ class Planner:
         """Indexes of the tools to forward; fills the routing mode and trace."""
         everything = list(range(len(tools)))
         trace.k = len(tools)
-        malformed = next((i for i, t in enumerate(tools) if not _well_formed(t)), None)
+        malformed = next((i for i, f in enumerate(facts) if not f.well_formed), None)
         if malformed is not None:
             trace.k_reason = f"tool {malformed} is malformed: forwarded unchanged"
             return everything
@@ -97,12 +97,12 @@ class Planner:
             trace.k_reason = "the account's routing mode is passthrough"
             return everything
         # The keyword mode never embeds: it needs no tool vectors.
-        unseen = self._index.missing([v for view in views for v in view]) if policy.mode != KEYWORD else []
+        unseen = self._index.missing([v for f in facts for v in f.views]) if policy.mode != KEYWORD else []
         if len(unseen) > self._max_new_tools:
             self._index_later(unseen)
             trace.k_reason = f"indexing {len(unseen)} new tools; later requests are routed"
             return everything
-        decision = self._router.route(chat, tools, policy, views)
+        decision = self._router.route(chat, tools, policy, facts)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
         trace.candidates.extend(
             optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in decision.ranked
@@ -129,15 +129,3 @@ class Planner:
         finally:
             with self._queued_lock:
                 self._queued.difference_update(texts)
-
-
-def tool_tokens(tools: list[Any]) -> int:
-    """Tokens of the tool definitions as sent upstream (their JSON), for the savings figures."""
-    return sum(tool_facts(tool).tokens for tool in tools)
-
-
-def _well_formed(tool: Any) -> bool:
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-        return False
-    function = tool.get("function")
-    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from orqen_optimizer.keywords import terms_of, words
+from orqen_optimizer.keywords import words
+from orqen_optimizer.tools import ToolFacts
 
 CANDIDATES = 50
 # The smallest threshold (the most recall) whose training-split forwarding fits the token budgets of
@@ -76,8 +77,7 @@ _STOP = frozenset(
 
 def features(
     intent: str,
-    names: Sequence[str],
-    views: Sequence[Sequence[str]],
+    facts: Sequence[ToolFacts],
     fused: np.ndarray,
     dense: np.ndarray,
     keyword: np.ndarray,
@@ -85,22 +85,20 @@ def features(
 ) -> np.ndarray:
     """One row per candidate (indexes into the request's tools, best fused first), FEATURES columns."""
     asked = {w for w in words(intent) if w not in _STOP}
-    asked_terms = terms_of(" ".join(asked))
     best_keyword = float(keyword.max(initial=0.0)) or 1.0
     best_fused, best_dense = float(fused[candidates[0]]), float(dense.max(initial=0.0))
-    size = math.log(len(names))
+    size = math.log(len(facts))
     rows = np.empty((len(candidates), len(FEATURES)))
     for rank, i in enumerate(candidates):
-        name_words = set(words(names[i].replace(".", " ")))
-        covered = np.isin(asked_terms, terms_of(" ".join(views[i]))).sum() if len(asked_terms) else 0
+        tool = facts[i]
         rows[rank] = (
             fused[i],
             best_fused - fused[i],
             dense[i],
             best_dense - dense[i],
             keyword[i] / best_keyword,
-            len(name_words & asked) / max(1, len(name_words)),
-            covered / max(1, len(asked_terms)),
+            len(tool.name_words & asked) / max(1, len(tool.name_words)),
+            len(asked & tool.words) / max(1, len(asked)),
             math.log1p(rank),
             size,
         )
@@ -113,15 +111,10 @@ def probabilities(rows: np.ndarray) -> np.ndarray:
 
 
 def rerank(
-    intent: str,
-    names: Sequence[str],
-    views: Sequence[Sequence[str]],
-    fused: np.ndarray,
-    dense: np.ndarray,
-    keyword: np.ndarray,
+    intent: str, facts: Sequence[ToolFacts], fused: np.ndarray, dense: np.ndarray, keyword: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best CANDIDATES tools by fused score, most likely needed first, and their probabilities."""
     candidates = np.argsort(-fused, kind="stable")[:CANDIDATES]
-    likely = probabilities(features(intent, names, views, fused, dense, keyword, candidates))
+    likely = probabilities(features(intent, facts, fused, dense, keyword, candidates))
     order = np.argsort(-likely, kind="stable")
     return candidates[order], likely[order]

@@ -28,20 +28,18 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed
-from orqen_optimizer.keywords import bm25, words
+from orqen_optimizer.keywords import bm25, bm25_of_documents, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
-from orqen_optimizer.tokens import count_tokens
+from orqen_optimizer.tools import ToolFacts, tool_facts
 
 DENSE_WEIGHT = 0.75
 RELATIVE_MARGIN = 0.25
@@ -62,54 +60,6 @@ class Decision:
     # The best-ranked tools (at least TRACE_CANDIDATES) and every kept one, in the router's order,
     # with their fused scores: what the trace shows and calibration scores K against.
     ranked: list[tuple[str, float]]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolFacts:
-    """What planning needs of one tool definition, worked out once per distinct definition."""
-
-    views: tuple[str, ...]  # the texts it is matched through: its description view, then its example queries
-    tokens: int  # BPE tokens of its JSON, as sent upstream
-
-
-def tool_facts(tool: Any) -> ToolFacts:
-    """Kept per tool content: agents send the same tools with every request."""
-    try:
-        return _facts(orjson.dumps(tool))
-    except TypeError:  # not JSON-serialisable as it is: computed, not kept
-        return ToolFacts(tuple(_compute_views(tool)), count_tokens(str(tool)))
-
-
-@functools.lru_cache(maxsize=50_000)
-def _facts(serialised: bytes) -> ToolFacts:
-    return ToolFacts(tuple(_compute_views(orjson.loads(serialised))), count_tokens(serialised.decode()))
-
-
-def tool_views(tool: Any) -> list[str]:
-    """The texts a tool is matched through: its description view, then its example queries."""
-    return list(tool_facts(tool).views)
-
-
-def _compute_views(tool: Any) -> list[str]:
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(function, dict):
-        return [""]
-    name = str(function.get("name", ""))
-    parts = [name.replace("_", " ").replace(".", " "), str(function.get("description") or "")]
-    parameters = function.get("parameters")
-    properties = parameters.get("properties") if isinstance(parameters, dict) else None
-    if isinstance(properties, dict):
-        for prop, schema in properties.items():
-            described = schema.get("description", "") if isinstance(schema, dict) else ""
-            parts.append(f"{prop.replace('_', ' ')} {described}")
-    examples = function.get("x-orqen-examples")
-    extra = [str(e) for e in examples if isinstance(e, str)] if isinstance(examples, list) else []
-    return [". ".join(p for p in parts if p)[:1000], *extra]
-
-
-def tool_name(tool: Any) -> str:
-    function = tool.get("function") if isinstance(tool, dict) else None
-    return str(function.get("name", "")) if isinstance(function, dict) else ""
 
 
 def intent_of(messages: Any, turns: int = 1) -> str:
@@ -232,15 +182,16 @@ class ToolRouter:
         chat: dict[str, Any],
         tools: list[Any],
         policy: RoutingPolicy = DEFAULT_POLICY,
-        views: Sequence[list[str]] | None = None,
+        facts: Sequence[ToolFacts] | None = None,
     ) -> Decision:
-        """`views`: each tool's `tool_views`, when the caller has them already."""
+        """`facts`: each tool's `tool_facts`, when the caller has them already."""
         messages = chat.get("messages")
         guided = policy.mode == AUTO and is_follow_up(messages)
         intent = intent_of(messages, turns=2 if guided else 1)
-        views = views if views is not None else [tool_views(t) for t in tools]
-        names = [tool_name(t) for t in tools]
-        keyword = bm25(words(intent), [" ".join(view) for view in views])
+        facts = facts if facts is not None else [tool_facts(t) for t in tools]
+        views = [f.views for f in facts]
+        names = [f.name for f in facts]
+        keyword = bm25_of_documents(words(intent), [f.document for f in facts])
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
@@ -253,7 +204,7 @@ class ToolRouter:
                 order, k, reason = by_margin(fused, 2 * RELATIVE_MARGIN)
             else:
                 mode = "intent_guided" if guided else "semantic"
-                reranked, likely = rerank(intent, names, views, fused, dense, keyword)
+                reranked, likely = rerank(intent, facts, fused, dense, keyword)
                 # The reranked candidates are the best by fused score, in a new order; the rest follow.
                 order = np.concatenate([reranked, np.argsort(-fused, kind="stable")[len(reranked) :]])
                 k = int(np.count_nonzero(likely >= KEEP_PROBABILITY))
@@ -268,7 +219,7 @@ class ToolRouter:
         shown += [i for i in keep if i not in set(shown)]
         return Decision(keep, mode, reason, intent, [(names[i], float(fused[i])) for i in shown])
 
-    def dense(self, query: np.ndarray, views: Sequence[list[str]]) -> np.ndarray:
+    def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
         """Per tool, its best view's cosine similarity to `query` (the intent's embedding)."""
         by_view = self._index.scores(query, self._index.add([v for tool in views for v in tool]))
         starts = np.cumsum([0, *(len(tool) for tool in views[:-1])])

@@ -1,8 +1,11 @@
 from typing import Any
 
+import orjson
+
 from orqen_optimizer.embeddings import ToolIndex
-from orqen_optimizer.plan import Planner, tool_tokens
+from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
+from orqen_optimizer.tokens import count_tokens
 
 plan = Planner(None).plan
 
@@ -27,7 +30,13 @@ def test_every_tool_is_forwarded_with_its_schema_compressed_and_counted() -> Non
     assert (stats.tools_input, stats.tools_output, stats.routing) == (3, 3, PASSTHROUGH)
     assert trace.mode == PASSTHROUGH and trace.k == 3
     # Compression alone saves tokens: the titles are gone.
-    assert stats.tool_tokens_in == tool_tokens(tools) > stats.tool_tokens_out == tool_tokens(forwarded["tools"]) > 0
+    assert stats.tool_tokens_in == sum(count_tokens(orjson.dumps(t).decode()) for t in tools)
+    assert (
+        stats.tool_tokens_in
+        > stats.tool_tokens_out
+        == sum(count_tokens(orjson.dumps(t).decode()) for t in forwarded["tools"])
+        > 0
+    )
 
 
 def test_a_request_without_tools_is_forwarded_as_it_is() -> None:
@@ -113,9 +122,11 @@ def test_the_keyword_mode_routes_unseen_tools_at_once_without_embedding(tools: l
 
 def test_the_accounts_k_floor_and_cap_bound_the_tools_forwarded(tools: list[dict[str, Any]]) -> None:
     planner = Planner(ToolIndex(), max_new_tools=100)
-    _, stats, trace = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", k_floor=9))
+    floor = RoutingPolicy(mode="semantic", k_floor=9, ab_control_share=0)
+    _, stats, trace = planner.plan({**STOCK, "tools": tools}, floor)
     assert stats.tools_output == 9 and trace.k_reason == "floor 9"
-    _, stats, trace = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", k_floor=1, k_cap=2))
+    cap = RoutingPolicy(mode="semantic", k_floor=1, k_cap=2, ab_control_share=0)
+    _, stats, trace = planner.plan({**STOCK, "tools": tools}, cap)
     assert stats.tools_output == 2 and stats.routing == trace.mode == "limit" and trace.k_reason == "cap 2"
 
 

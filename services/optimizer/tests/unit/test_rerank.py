@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from orqen_optimizer import rerank
+from orqen_optimizer.tools import tool_facts
 
-NAMES = ["get_weather", "get_stock_price", "send_email", "book_flight"]
-VIEWS = [
-    ["get weather. Current weather for a city"],
-    ["get stock price. Latest price of a stock ticker"],
-    ["send email. Send an email to a recipient"],
-    ["book flight. Book a flight between two airports"],
+FACTS = [
+    tool_facts({"type": "function", "function": {"name": name, "description": description}})
+    for name, description in [
+        ("get_weather", "Current weather for a city"),
+        ("get_stock_price", "Latest price of a stock ticker"),
+        ("send_email", "Send an email to a recipient"),
+        ("book_flight", "Book a flight between two airports"),
+    ]
 ]
 INTENT = "what is the stock price of AAPL"
 DENSE = np.array([0.2, 0.7, 0.1, 0.15], dtype=np.float32)
@@ -21,7 +24,7 @@ FUSED = 0.75 * DENSE + 0.25 * KEYWORD / KEYWORD.max()
 
 def test_each_candidate_gets_one_row_of_every_feature() -> None:
     candidates = np.argsort(-FUSED, kind="stable")
-    rows = rerank.features(INTENT, NAMES, VIEWS, FUSED, DENSE, KEYWORD, candidates)
+    rows = rerank.features(INTENT, FACTS, FUSED, DENSE, KEYWORD, candidates)
     assert rows.shape == (4, len(rerank.FEATURES)) == (4, len(rerank.COEFFICIENTS))
     best = rows[0]
     assert candidates[0] == 1 and best[1] == 0.0 and best[4] == 1.0  # the best: nothing behind, top keyword
@@ -30,7 +33,7 @@ def test_each_candidate_gets_one_row_of_every_feature() -> None:
 
 
 def test_the_needed_tool_comes_first_and_the_others_are_unlikely() -> None:
-    order, likely = rerank.rerank(INTENT, NAMES, VIEWS, FUSED, DENSE, KEYWORD)
+    order, likely = rerank.rerank(INTENT, FACTS, FUSED, DENSE, KEYWORD)
     assert sorted(order.tolist()) == [0, 1, 2, 3] and order[0] == 1
     assert likely[0] > 0.5 and list(likely) == sorted(likely, reverse=True)
     assert all(p < likely[0] / 10 for p in likely[1:])
@@ -38,6 +41,6 @@ def test_the_needed_tool_comes_first_and_the_others_are_unlikely() -> None:
 
 def test_only_the_best_candidates_are_reranked() -> None:
     fused = np.linspace(1.0, 0.0, rerank.CANDIDATES + 20)
-    names = [f"tool_{i}" for i in range(len(fused))]
-    order, likely = rerank.rerank("anything", names, [[n] for n in names], fused, fused, np.zeros_like(fused))
+    facts = [tool_facts({"type": "function", "function": {"name": f"tool_{i}"}}) for i in range(len(fused))]
+    order, likely = rerank.rerank("anything", facts, fused, fused, np.zeros_like(fused))
     assert len(order) == len(likely) == rerank.CANDIDATES and set(order) == set(range(rerank.CANDIDATES))

@@ -17,8 +17,8 @@ from orqen_optimizer.tool_router import (
     is_follow_up,
     keyword_leads,
     must_keep,
-    tool_views,
 )
+from orqen_optimizer.tools import tool_views
 
 
 def test_words_split_names_and_camel_case() -> None:

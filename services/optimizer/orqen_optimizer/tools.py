@@ -1,0 +1,93 @@
+"""What the optimizer knows of one tool definition, worked out once per distinct definition.
+
+Agents send the same tools with every request, so each definition's views, words, BM25
+document, compressed form and token counts are kept by its JSON: a request pays one
+serialisation per tool.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from orqen_optimizer.keywords import Document, document, words
+from orqen_optimizer.schemas import compress_tool
+from orqen_optimizer.tokens import count_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFacts:
+    name: str
+    well_formed: bool  # a function tool with a name: anything else makes the request pass through
+    views: tuple[str, ...]  # the texts it is matched through: its description view, then its example queries
+    tokens: int  # BPE tokens of its JSON, as sent upstream
+    compressed: Any  # what is forwarded (orqen_optimizer.schemas); shared between requests, never mutated
+    compressed_tokens: int
+    name_words: frozenset[str]
+    words: frozenset[str]  # every word of its views
+    document: Document  # its views as one BM25 document
+
+
+def tool_facts(tool: Any) -> ToolFacts:
+    try:
+        return _facts(orjson.dumps(tool))
+    except TypeError:  # not JSON-serialisable as it is: computed, not kept
+        return _facts_of(tool, count_tokens(str(tool)))
+
+
+@functools.lru_cache(maxsize=50_000)
+def _facts(serialised: bytes) -> ToolFacts:
+    return _facts_of(orjson.loads(serialised), count_tokens(serialised.decode()))
+
+
+def _facts_of(tool: Any, tokens: int) -> ToolFacts:
+    name, views, compressed = tool_name(tool), tuple(_compute_views(tool)), compress_tool(tool)
+    text = " ".join(views)
+    return ToolFacts(
+        name=name,
+        well_formed=_well_formed(tool),
+        views=views,
+        tokens=tokens,
+        compressed=compressed,
+        compressed_tokens=count_tokens(orjson.dumps(compressed).decode()),
+        name_words=frozenset(words(name)),
+        words=frozenset(words(text)),
+        document=document(text),
+    )
+
+
+def _well_formed(tool: Any) -> bool:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        return False
+    function = tool.get("function")
+    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])
+
+
+def tool_views(tool: Any) -> list[str]:
+    """The texts a tool is matched through: its description view, then its example queries."""
+    return list(tool_facts(tool).views)
+
+
+def tool_name(tool: Any) -> str:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return str(function.get("name", "")) if isinstance(function, dict) else ""
+
+
+def _compute_views(tool: Any) -> list[str]:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict):
+        return [""]
+    name = str(function.get("name", ""))
+    parts = [name.replace("_", " ").replace(".", " "), str(function.get("description") or "")]
+    parameters = function.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    if isinstance(properties, dict):
+        for prop, schema in properties.items():
+            described = schema.get("description", "") if isinstance(schema, dict) else ""
+            parts.append(f"{prop.replace('_', ' ')} {described}")
+    examples = function.get("x-orqen-examples")
+    extra = [str(e) for e in examples if isinstance(e, str)] if isinstance(examples, list) else []
+    return [". ".join(p for p in parts if p)[:1000], *extra]
