@@ -31,7 +31,7 @@ from orqen_dispatch.proxy_body import MultipartEncoder, json_for_upstream, read_
 from orqen_dispatch.proxy_usage import UsageWatcher
 from orqen_dispatch.resilience import Answer, AttemptRecord, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
-from orqen_dispatch.summary import as_orqen_error, summary
+from orqen_dispatch.summary import as_orqen_error, ms_since, summary
 
 # What OpenAI's own API offers of the families (it has no rerank, OCR or video generations endpoint).
 OPENAI_FAMILIES = frozenset(f.name for f in FAMILIES) - {"rerank", "ocr", "videos/generations"}
@@ -77,7 +77,7 @@ class ProxyService:
         status, error = response.status_code, ""
         try:
             async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                ttft = ttft or _ms_since(started)
+                ttft = ttft or ms_since(started)
                 watcher.feed(chunk)
                 yield dispatch_pb2.ProxyResponseFrame(body_chunk=chunk)
         except httpx.TransportError as err:
@@ -87,7 +87,7 @@ class ProxyService:
         finally:
             await response.aclose()
             self._dispatcher.settle(answer, status, error)
-        elapsed = _ms_since(started)
+        elapsed = ms_since(started)
         usage = watcher.finish()
         model = target.model or watcher.model
         yield dispatch_pb2.ProxyResponseFrame(
@@ -158,7 +158,3 @@ def _family(head: dispatch_pb2.ProxyHead) -> ProxyFamily:
     if entry.model_required and not head.model:
         raise invalid_request(f"'model' is required for /v1/{entry.name}.")
     return entry
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000

@@ -30,7 +30,7 @@ from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
-from orqen_dispatch.summary import as_orqen_error, summary
+from orqen_dispatch.summary import as_orqen_error, ms_since, summary
 
 # Only the provider a request names gets the caller's X-Orqen-Provider-Key: sending it to a
 # fallback on another provider would hand one provider's key to another.
@@ -74,7 +74,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             self._measure(targets, err.attempts)
             raise as_orqen_error(err) from None
         self._measure(targets, attempts)
-        elapsed = _ms_since(started)
+        elapsed = ms_since(started)
         model = completion.body.get("model") or target.model
         return dispatch_pb2.CompleteResponse(
             response_json=orjson.dumps(completion.body),
@@ -96,7 +96,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             async with aclosing(stream):
                 async for chunk in stream:
                     if not ttft:
-                        ttft = _ms_since(started)
+                        ttft = ms_since(started)
                     model_used = chunk.get("model") or model_used
                     yield dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))
         except DispatchFailedError as err:
@@ -108,7 +108,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         target = stream.target or targets[0]
         yield dispatch_pb2.StreamEvent(
             summary=summary(
-                target, model_used or target.model, state.usage, state.status, _ms_since(started), ttft, attempts
+                target, model_used or target.model, state.usage, state.status, ms_since(started), ttft, attempts
             )
         )
 
@@ -189,7 +189,3 @@ def _parse(chat_json: bytes) -> dict[str, Any]:
     if not isinstance(chat, dict) or not isinstance(chat.get("model"), str) or not chat["model"]:
         raise invalid_request("chat_json must be a chat request object with a model.")
     return chat
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from orqen.v1 import common_pb2, dispatch_pb2
@@ -72,3 +73,8 @@ def summary(
             for a in attempts
         ],
     )
+
+
+def ms_since(started: float) -> float:
+    """Milliseconds since `started` (a time.perf_counter() reading)."""
+    return (time.perf_counter() - started) * 1000
