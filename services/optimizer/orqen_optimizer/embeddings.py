@@ -161,11 +161,8 @@ class ToolIndex:
         """
         with self._lock:
             unknown = {text_id(t): t for t in texts if text_id(t) not in self._rows}
-        if unknown:
-            shared = self._fetch(list(unknown))
-            self._insert(list(shared), np.array(list(shared.values()), dtype=np.float32).reshape(-1, DIMENSIONS))
-        with self._lock:
-            return [t for i, t in unknown.items() if i not in self._rows]
+        held = self._take_shared(list(unknown)) if unknown else set()
+        return [t for i, t in unknown.items() if i not in held]
 
     def add(self, texts: Sequence[str]) -> list[int]:
         """Ids of `texts`; those never seen are embedded (in one batch) and added."""
@@ -173,14 +170,19 @@ class ToolIndex:
         with self._lock:
             new = {i: t for i, t in zip(ids, texts, strict=True) if i not in self._rows}
         if new:
-            shared = self._fetch(list(new))
-            self._insert(list(shared), np.array(list(shared.values()), dtype=np.float32).reshape(-1, DIMENSIONS))
-            unseen = {i: t for i, t in new.items() if i not in shared}
+            held = self._take_shared(list(new))
+            unseen = {i: t for i, t in new.items() if i not in held}
             if unseen:
                 vectors = embed(list(unseen.values()))
                 self._insert(list(unseen), vectors)
                 self._share(list(unseen), vectors)
         return ids
+
+    def _take_shared(self, ids: list[int]) -> set[int]:
+        """Index the vectors the shared cache holds of `ids`; the ids it held."""
+        shared = self._fetch(ids)
+        self._insert(list(shared), np.array(list(shared.values()), dtype=np.float32).reshape(-1, DIMENSIONS))
+        return set(shared)
 
     def _insert(self, ids: list[int], vectors: np.ndarray) -> None:
         with self._lock:
