@@ -11,7 +11,8 @@ from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
 from orqen_optimizer.plan import Planner
-from orqen_optimizer.policy import RoutingPolicies
+from orqen_optimizer.policy import DEFAULT_POLICY, RoutingPolicies
+from orqen_optimizer.tool_router import SMALL_TOOLSET
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
@@ -27,8 +28,11 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             raise invalid_request("chat_json is not valid JSON.") from None
         if not isinstance(chat, dict):
             raise invalid_request("chat_json must be a chat request object.")
+        # Only a toolset the router may prune needs the account's policy: other plans read no Redis for it.
+        tools = chat.get("tools")
+        routable = isinstance(tools, list) and len(tools) > SMALL_TOOLSET
+        policy = await self._policies.get(account_id) if routable else DEFAULT_POLICY
         # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-        policy = await self._policies.get(account_id)
         forwarded, stats, trace = await asyncio.to_thread(self._planner.plan, chat, policy)
         body = request.chat_json if forwarded is chat else orjson.dumps(forwarded)
         return optimizer_pb2.PlanResponse(chat_json=body, stats=stats, trace=trace)
