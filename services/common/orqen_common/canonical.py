@@ -1,31 +1,6 @@
-"""The canonical chat shape, and the few facts every translator to and from it shares.
+"""The few facts every translator to and from the canonical chat shape shares.
 
-Inside Orqen a chat request is an OpenAI Chat Completions request, its answer a
-`chat.completion`, and a stream a sequence of `chat.completion.chunk` objects. The edge
-translates each SDK's format into that shape and back; dispatch translates it to each
-provider and back. N ingress + M provider translators, never one per pair.
-
-Beyond OpenAI's own fields the canonical request may carry these extensions. A provider
-translator that can honour one does; one that cannot either ignores it (when it is only
-a hint) or rejects the request with `unsupported(...)` (when dropping it would change the
-answer):
-
-- `top_k` (int): sampling; Anthropic and Bedrock honour it, OpenAI rejects it.
-- `thinking` (object, Anthropic's shape): extended thinking; OpenAI rejects it.
-- `anthropic_beta` (list of str): the caller's `anthropic-beta` header; sent on to
-  Anthropic, a hint elsewhere.
-- `cache_control` on a content part, a tool or a system part (Anthropic's shape):
-  prompt-caching breakpoints; a hint where the provider caches on its own.
-- `is_error: true` on a tool message: the tool failed (Anthropic's `is_error`, Bedrock's
-  `status: error`); OpenAI has no such flag, and the result's text still says so.
-
-A canonical answer's choice (or a stream's finish chunk) may carry `stop_sequence`: present
-when the provider says a stop sequence ended generation, holding that sequence, or "" when
-the provider does not say which; the OpenAI ingress drops it.
-
-A canonical stream always ends with a usage chunk (`choices: []`, `usage` set), whether
-or not the caller asked for `stream_options.include_usage`: every ingress needs the final
-usage, and only the OpenAI ingress decides whether its caller sees that chunk.
+The shape itself, typed, is OpenAI's Chat Completions: `orqen_common.formats.openai`.
 """
 
 from __future__ import annotations
@@ -35,9 +10,11 @@ import binascii
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+
+from msgspec import UNSET, UnsetType
 
 from orqen_common.errors import OrqenError, invalid_request
+from orqen_common.formats.openai import CompletionUsage, Content, PromptTokensDetails, TextPart
 
 # Anthropic's stop_reason and Bedrock's stopReason share these names.
 _FINISH_BY_STOP_REASON = {
@@ -89,30 +66,31 @@ class TokenUsage:
     cache_write: int = 0
 
     @classmethod
-    def from_canonical(cls, usage: dict[str, Any] | None) -> TokenUsage:
-        usage = usage or {}
-        details = usage.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0)
-        written = int(details.get("cache_creation_tokens") or 0)
-        prompt = int(usage.get("prompt_tokens") or 0)
+    def from_canonical(cls, usage: CompletionUsage | UnsetType | None) -> TokenUsage:
+        if not isinstance(usage, CompletionUsage):
+            return cls()
+        details = usage.prompt_tokens_details
+        cached = written = 0
+        if isinstance(details, PromptTokensDetails):
+            cached = details.cached_tokens
+            written = details.cache_creation_tokens or 0
         return cls(
-            input=max(prompt - cached - written, 0),
-            output=int(usage.get("completion_tokens") or 0),
+            input=max(usage.prompt_tokens - cached - written, 0),
+            output=usage.completion_tokens,
             cache_read=cached,
             cache_write=written,
         )
 
-    def canonical(self) -> dict[str, Any]:
+    def canonical(self) -> CompletionUsage:
         prompt = self.input + self.cache_read + self.cache_write
-        details: dict[str, int] = {"cached_tokens": self.cache_read}
-        if self.cache_write:
-            details["cache_creation_tokens"] = self.cache_write
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
-            "prompt_tokens_details": details,
-        }
+        return CompletionUsage(
+            prompt_tokens=prompt,
+            completion_tokens=self.output,
+            total_tokens=prompt + self.output,
+            prompt_tokens_details=PromptTokensDetails(
+                cached_tokens=self.cache_read, cache_creation_tokens=self.cache_write or UNSET
+            ),
+        )
 
 
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,]*)?;base64,(?P<data>.*)$", re.DOTALL)
@@ -145,10 +123,8 @@ def unsupported(feature: str, where: str) -> OrqenError:
     return invalid_request(f"{feature} is not supported by {where}.")
 
 
-def text_of(content: Any) -> str:
+def text_of(content: Content | None) -> str:
     """The text of canonical message content: a string, or the text parts of a part list."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+    return "".join(p.text for p in content or () if isinstance(p, TextPart))

@@ -1,0 +1,365 @@
+"""OpenAI Chat Completions on the wire, typed: the canonical chat shape of Orqen.
+
+Inside Orqen a chat request is an OpenAI Chat Completions request (`ChatRequest`), its
+answer a `ChatCompletion`, and a stream a sequence of `ChatCompletionChunk`s. The edge
+translates each SDK's format into these and back; dispatch translates them to each
+provider and back. N ingress + M provider translators, never one per pair.
+
+Decoding validates: a body that does not fit these types is refused with a 400 naming
+the field (`decode_request`), before anything is sent anywhere.
+
+Beyond OpenAI's own fields the canonical request may carry these extensions. A provider
+translator that can honour one does; one that cannot either ignores it (when it is only a
+hint) or rejects the request with `unsupported(...)` (when dropping it would change the
+answer):
+
+- `top_k`: sampling; Anthropic and Bedrock honour it, OpenAI rejects it.
+- `thinking` (Anthropic's shape): extended thinking; OpenAI rejects it.
+- `anthropic_beta`: the caller's `anthropic-beta` header; sent on to Anthropic, a hint elsewhere.
+- `cache_control` on a content part, a tool or a system part (Anthropic's shape):
+  prompt-caching breakpoints; a hint where the provider caches on its own.
+- `is_error` on a tool message: the tool failed (Anthropic's `is_error`, Bedrock's
+  `status: error`); OpenAI has no such flag, and the result's text still says so.
+- `x-orqen-examples` on a function: example calls the optimizer routes by; the edge
+  removes it before dispatch.
+- `aws_*`: per-request Bedrock credentials; the edge moves them out of the body into the
+  call's credentials, so they never reach a provider as a field.
+
+An answer's choice (or a stream's finish chunk) may carry `stop_sequence`: present when the
+provider says a stop sequence ended generation, holding that sequence, or "" when the
+provider does not say which; the OpenAI ingress drops it. A prompt's usage may carry
+`prompt_tokens_details.cache_creation_tokens` (cache writes, a part of `prompt_tokens`).
+
+A canonical stream always ends with a usage chunk (`choices: []`, `usage` set), whether or
+not the caller asked for `stream_options.include_usage`: every ingress needs the final
+usage, and only the OpenAI ingress decides whether its caller sees that chunk.
+
+Top-level request fields that OpenAI has and these types do not name (new API parameters)
+are kept verbatim in `ChatRequest.passthrough` and sent on to OpenAI-compatible providers,
+as OpenAI's own SDK would send them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType, field
+
+from orqen_common.errors import invalid_request
+
+T = TypeVar("T")
+
+# --- the request -----------------------------------------------------------------------
+
+
+class _Request(Struct, omit_defaults=True):
+    """Request parts: an absent field and a null one mean the same, and neither is sent on."""
+
+
+class CacheControl(_Request):
+    """A prompt-caching breakpoint (Anthropic's shape)."""
+
+    type: str
+    ttl: str | None = None
+
+
+class ImageURL(_Request):
+    url: str
+    detail: str | None = None
+
+
+class TextPart(_Request, tag="text", tag_field="type"):
+    text: str
+    cache_control: CacheControl | None = None
+
+
+class ImagePart(_Request, tag="image_url", tag_field="type"):
+    image_url: ImageURL
+    cache_control: CacheControl | None = None
+
+
+class InputAudioPart(_Request, tag="input_audio", tag_field="type"):
+    input_audio: dict[str, Any]
+
+
+class FilePart(_Request, tag="file", tag_field="type"):
+    file: dict[str, Any]
+
+
+class RefusalPart(_Request, tag="refusal", tag_field="type"):
+    refusal: str
+
+
+ContentPart = TextPart | ImagePart | InputAudioPart | FilePart | RefusalPart
+Content = str | list[ContentPart]
+
+
+class FunctionCall(_Request):
+    """A function the model called: its name and its arguments as a JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(_Request, tag="function", tag_field="type"):
+    id: str
+    function: FunctionCall
+
+
+class SystemMessage(_Request, tag="system", tag_field="role"):
+    content: Content
+    name: str | None = None
+
+
+class DeveloperMessage(_Request, tag="developer", tag_field="role"):
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(_Request, tag="user", tag_field="role"):
+    content: Content
+    name: str | None = None
+
+
+class AssistantMessage(_Request, tag="assistant", tag_field="role"):
+    content: Content | None = None
+    tool_calls: list[ToolCall] | None = None
+    name: str | None = None
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
+    function_call: FunctionCall | None = None
+
+
+class ToolMessage(_Request, tag="tool", tag_field="role"):
+    content: Content
+    tool_call_id: str
+    is_error: bool | None = None
+
+
+class FunctionMessage(_Request, tag="function", tag_field="role"):
+    """The legacy `functions` API's result message (refused by every provider but OpenAI)."""
+
+    content: str | None
+    name: str
+
+
+Message = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage
+
+
+class FunctionDefinition(_Request):
+    name: str
+    description: str | None = None
+    # A JSON Schema; Orqen reads it (to route and compress) but never constrains it.
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+    examples: list[Any] | None = field(default=None, name="x-orqen-examples")
+
+
+class Tool(_Request, tag="function", tag_field="type"):
+    function: FunctionDefinition
+    cache_control: CacheControl | None = None
+
+
+class ToolChoiceFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request, tag="function", tag_field="type"):
+    function: ToolChoiceFunction
+
+
+# "auto", "none", "required", or one named function.
+ToolChoice = str | NamedToolChoice
+
+
+class StreamOptions(_Request):
+    include_usage: bool | None = None
+
+
+class ChatRequest(_Request):
+    """POST /v1/chat/completions, with Orqen's extensions (see the module docstring)."""
+
+    model: str
+    messages: list[Message]
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    seed: int | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    web_search_options: dict[str, Any] | None = None
+    # The legacy function-calling API: OpenAI still takes it, other providers refuse it.
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    # Orqen's extensions.
+    top_k: int | None = None
+    thinking: dict[str, Any] | None = None
+    anthropic_beta: list[str] | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_region_name: str | None = None
+    aws_session_token: str | None = None
+    aws_bearer_token_bedrock: str | None = None
+    # OpenAI fields this type does not name, as the caller sent them (see `decode_request`).
+    passthrough: dict[str, Raw] | None = field(default=None, name="x-orqen-passthrough")
+
+
+CREDENTIAL_FIELDS = (
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_region_name",
+    "aws_session_token",
+    "aws_bearer_token_bedrock",
+)
+
+# Wire names of the fields ChatRequest names; any other top-level field is passed through.
+_REQUEST_FIELDS = frozenset(f.encode_name for f in msgspec.structs.fields(ChatRequest))
+_request_decoder = msgspec.json.Decoder(ChatRequest)
+_top_level_decoder = msgspec.json.Decoder(dict[str, Raw])
+_encoder = msgspec.json.Encoder()
+
+
+def decode_request(body: bytes) -> ChatRequest:
+    """The canonical request in a JSON body; a 400 naming the field that does not fit."""
+    request = decode(_request_decoder, body, "The request body")
+    unknown = {k: v for k, v in _top_level_decoder.decode(body).items() if k not in _REQUEST_FIELDS}
+    if unknown:
+        request.passthrough = {**(request.passthrough or {}), **unknown}
+    return request
+
+
+def encode_request(request: ChatRequest) -> bytes:
+    """The request as OpenAI's JSON: the passthrough fields back at the top level."""
+    passthrough = request.passthrough
+    if not passthrough:
+        return _encoder.encode(request)
+    body = _encoder.encode(msgspec.structs.replace(request, passthrough=None))
+    # Both are objects and `model` is never empty: splice the passthrough fields in.
+    return body[:-1] + b"," + _encoder.encode(passthrough)[1:]
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
+    """`decoder`'s type from JSON `body`; a 400 that says what does not fit, and where."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as err:
+        raise invalid_request(f"{what} is not valid: {err}.") from None
+    except msgspec.DecodeError:
+        raise invalid_request(f"{what} is not valid JSON.") from None
+
+
+# --- the answer ------------------------------------------------------------------------
+
+
+class _Answer(Struct):
+    """Answer parts: fields are always sent (null included) unless they are UNSET."""
+
+
+class PromptTokensDetails(_Answer):
+    cached_tokens: int = 0
+    # Orqen's extension: cache writes (Anthropic, Bedrock), a part of prompt_tokens.
+    cache_creation_tokens: int | UnsetType = UNSET
+    audio_tokens: int | UnsetType = UNSET
+
+
+class CompletionUsage(_Answer):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | UnsetType | None = UNSET
+    completion_tokens_details: dict[str, Any] | UnsetType | None = UNSET
+
+
+class AnswerMessage(_Answer):
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
+    annotations: list[Any] | UnsetType = UNSET
+    audio: dict[str, Any] | UnsetType | None = UNSET
+    function_call: FunctionCall | UnsetType | None = UNSET
+
+
+class Choice(_Answer, kw_only=True):
+    index: int = 0
+    message: AnswerMessage
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+    # Orqen's extension (see the module docstring); the OpenAI ingress drops it.
+    stop_sequence: str | UnsetType | None = UNSET
+
+
+class ChatCompletion(_Answer, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage | UnsetType | None = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
+
+
+class FunctionCallDelta(_Answer):
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+
+class ToolCallDelta(_Answer):
+    index: int
+    id: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    function: FunctionCallDelta | UnsetType = UNSET
+
+
+class Delta(_Answer):
+    role: str | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
+    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
+
+
+class ChunkChoice(_Answer, kw_only=True):
+    index: int = 0
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | UnsetType | None = UNSET
+    stop_sequence: str | UnsetType | None = UNSET
+
+
+class ChatCompletionChunk(_Answer, kw_only=True):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: CompletionUsage | UnsetType | None = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
+
+
+completion_decoder = msgspec.json.Decoder(ChatCompletion)
+chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
+
+
+def encode(value: Struct) -> bytes:
+    """Any canonical answer or wire-format struct as JSON."""
+    return _encoder.encode(value)
