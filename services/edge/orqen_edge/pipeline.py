@@ -24,6 +24,7 @@ from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.events import REQUEST_COMPLETED
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
 from orqen_edge.request_body import read_json
 from orqen_edge.runtime import Runtime
 
@@ -51,11 +52,11 @@ class Reply(Protocol):
 
     stream_media_type: str
 
-    def body(self, completion: dict[str, Any]) -> bytes:
+    def body(self, completion: ChatCompletion) -> bytes:
         """The whole non-streaming response body."""
         ...
 
-    def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
         """The encoded stream; `chunks` ends with the canonical usage chunk."""
         ...
 
@@ -64,8 +65,9 @@ class Reply(Protocol):
         ...
 
 
-# Turns a parsed request body into the canonical request and the Reply that answers it.
-Translate = Callable[[Any], tuple[dict[str, Any], Reply]]
+# Turns a request body (JSON bytes, content type already checked) into the canonical
+# request and the Reply that answers it; a 400 in the caller's terms for what does not fit.
+Translate = Callable[[bytes], tuple[ChatRequest, Reply]]
 
 
 @dataclass

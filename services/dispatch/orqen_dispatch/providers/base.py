@@ -9,22 +9,16 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from orqen_common.canonical import unsupported
-
-
-@dataclass(slots=True)
-class UpstreamUsage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
+from orqen_common.canonical import TokenUsage, unsupported
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
 
 
 @dataclass(slots=True)
 class Completion:
     """A canonical chat completion and what the provider reported about it."""
 
-    body: dict[str, Any]
-    usage: UpstreamUsage
+    body: ChatCompletion
+    usage: TokenUsage
     status: int
 
 
@@ -32,7 +26,7 @@ class Completion:
 class StreamState:
     """Filled in while a stream runs: usage arrives with the last chunks."""
 
-    usage: UpstreamUsage = field(default_factory=UpstreamUsage)
+    usage: TokenUsage = field(default_factory=TokenUsage)
     status: int = 0
 
 
@@ -59,11 +53,11 @@ class Provider(Protocol):
 
     name: str
 
-    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion: ...
+    async def complete(self, chat: ChatRequest, model: str, credentials: Credentials) -> Completion: ...
 
     def stream(
-        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
-    ) -> AsyncIterator[dict[str, Any]]: ...
+        self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[ChatCompletionChunk]: ...
 
 
 async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
