@@ -25,7 +25,7 @@ from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, ingress, paths
 from orqen_edge.errors import error_body
-from orqen_edge.pipeline import PROVIDER_KEY_HEADER, SESSION_HEADER, ChatCall, new_call, pop_credentials
+from orqen_edge.ingress.pipeline import PROVIDER_KEY_HEADER, SESSION_HEADER, ChatCall, new_call, pop_credentials
 from orqen_edge.proxy_upload import Opening, open_json, open_multipart
 from orqen_edge.runtime import Runtime
 

@@ -5,7 +5,7 @@ import pytest
 from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
 from orqen_edge.errors import error_body, ingress_of
-from orqen_edge.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
+from orqen_edge.ingress.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
 
 
 def test_credentials_and_tool_examples_never_leave_the_edge() -> None:

@@ -21,7 +21,7 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 from pydantic import TypeAdapter
 
 from orqen_common.errors import OrqenError, unavailable
-from orqen_edge.anthropic_messages import AnthropicReply, translate
+from orqen_edge.ingress.anthropic import AnthropicReply, translate
 
 PNG = "iVBORw0KGgo="  # the PNG signature, base64
 WEATHER: ToolParam = {

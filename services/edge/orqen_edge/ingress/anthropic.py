@@ -22,9 +22,9 @@ from litestar.di import NamedDependency
 from orqen_common.canonical import TokenUsage, new_tool_call_id, stop_reason, text_of, unsupported
 from orqen_common.context import Principal
 from orqen_common.errors import INTERNAL, OrqenError, invalid_request
-from orqen_edge.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
 from orqen_edge.errors import error_body
-from orqen_edge.pipeline import CREDENTIAL_FIELDS, serve_chat
+from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
+from orqen_edge.ingress.pipeline import CREDENTIAL_FIELDS, serve_chat
 from orqen_edge.runtime import Runtime
 
 BETA_HEADER = "anthropic-beta"

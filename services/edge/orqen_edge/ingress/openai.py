@@ -13,7 +13,7 @@ from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
 from orqen_common.proxy_families import ORQ_BASES
 from orqen_edge.errors import error_body
-from orqen_edge.pipeline import Reply, serve_chat
+from orqen_edge.ingress.pipeline import Reply, serve_chat
 from orqen_edge.runtime import Runtime
 
 

@@ -23,8 +23,8 @@ from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.eventstream import event_frame, exception_frame
-from orqen_edge.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, BlockStop, tool_input
-from orqen_edge.pipeline import Reply, serve_chat
+from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, BlockStop, tool_input
+from orqen_edge.ingress.pipeline import Reply, serve_chat
 from orqen_edge.runtime import Runtime
 
 INGRESS = "bedrock"
