@@ -1,9 +1,10 @@
 """Anthropic ingress: POST /v1/messages, JSON or SSE, translated to and from the canonical shape.
 
-`translate` turns a Messages API request into a canonical (OpenAI Chat Completions)
-request; `AnthropicReply` turns the canonical answer back into an Anthropic `Message`
-or its event stream. Fields the canonical shape cannot carry are refused with a 400
-when dropping them would change the answer, and ignored when they are only hints.
+`translate` decodes a Messages API request (orqen_common.formats.anthropic) and turns it
+into a canonical (OpenAI Chat Completions) request; `AnthropicReply` turns the canonical
+answer back into an Anthropic `Message` or its event stream. Fields the canonical shape
+cannot carry are refused with a 400 when dropping them would change the answer, and
+ignored when they are only hints.
 """
 
 from __future__ import annotations
@@ -15,59 +16,26 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-import orjson
+import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 
-from orqen_common.canonical import TokenUsage, new_tool_call_id, stop_reason, text_of, unsupported
+from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_reason, text_of, unsupported
 from orqen_common.context import Principal
 from orqen_common.errors import INTERNAL, OrqenError, invalid_request
+from orqen_common.formats import anthropic as wire
+from orqen_common.formats import openai as canonical
+from orqen_common.formats.openai import CacheControl, ChatCompletion, ChatCompletionChunk, ChatRequest, decode, encode
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
-from orqen_edge.ingress.pipeline import CREDENTIAL_FIELDS, serve_chat
+from orqen_edge.ingress.pipeline import serve_chat
 from orqen_edge.runtime import Runtime
 
 BETA_HEADER = "anthropic-beta"
 _CANONICAL = "Orqen's canonical format"
+_BODY = "The request body"
 
-# Top-level request fields Orqen translates.
-_TRANSLATED = frozenset(
-    {
-        "model",
-        "max_tokens",
-        "messages",
-        "system",
-        "tools",
-        "tool_choice",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stop_sequences",
-        "metadata",
-        "thinking",
-        "stream",
-        "cache_control",
-        "output_config",
-        "mcp_servers",
-    }
-)
-# Fields accepted and ignored: they steer Anthropic's own infrastructure (capacity,
-# region, speed, workspace, diagnostics, server-side containers and context editing)
-# or, for `container`, only matter to server tools, which are refused anyway. None of
-# them changes what the model is asked.
-_IGNORED = frozenset(
-    {
-        "service_tier",
-        "container",
-        "context_management",
-        "diagnostics",
-        "inference_geo",
-        "speed",
-        "user_profile_id",
-        "workspace_id",
-    }
-)
-_KNOWN_FIELDS = _TRANSLATED | _IGNORED | frozenset(CREDENTIAL_FIELDS)
+_request_decoder = msgspec.json.Decoder(wire.MessagesRequest)
 
 
 @post("/v1/messages", summary="Messages (Anthropic SDK)", status_code=200)
@@ -78,367 +46,248 @@ async def create_message(
     return await serve_chat(request, runtime, principal, "anthropic", partial(translate, beta=beta))
 
 
-def translate(body: Any, beta: str = "") -> tuple[dict[str, Any], AnthropicReply]:
+def translate(body: bytes, beta: str = "") -> tuple[ChatRequest, AnthropicReply]:
     """The canonical request for a Messages API body; `beta` is the anthropic-beta header value."""
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    for name in body:
-        if name not in _KNOWN_FIELDS:
-            raise _invalid(name, "Extra inputs are not permitted")
-    _refuse_untranslatable(body)
-
-    chat: dict[str, Any] = {
-        "model": _required_str(body, "model"),
-        "messages": _system(body.get("system"), "system") + _messages(body.get("messages")),
-        "max_tokens": _int(body.get("max_tokens"), "max_tokens"),
-        "stream": _optional_bool(body.get("stream"), "stream"),
-    }
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            chat[name] = _number(body[name], name)
-    if body.get("top_k") is not None:
-        chat["top_k"] = _int(body["top_k"], "top_k")
-    if stop := _stop_sequences(body.get("stop_sequences")):
-        chat["stop"] = stop
-    if user := _metadata_user(body.get("metadata")):
-        chat["user"] = user
-    if thinking := _thinking(body.get("thinking")):
-        chat["thinking"] = thinking
-    if betas := [value.strip() for value in beta.split(",") if value.strip()]:
-        chat["anthropic_beta"] = betas
-    chat.update(_tools(body.get("tools"), body.get("tool_choice")))
-    if isinstance(body.get("cache_control"), dict):
-        _mark_last_block(chat["messages"], body["cache_control"])
-    for name in CREDENTIAL_FIELDS:
-        if name in body:
-            chat[name] = body[name]
+    request = decode(_request_decoder, body, _BODY)
+    _refuse_untranslatable(request)
+    messages = _system(request.system) + _messages(request.messages)
+    if request.cache_control is not None:
+        _mark_last_block(messages, request.cache_control)
+    tools, tool_choice, parallel_tool_calls = _tools(request.tools, request.tool_choice)
+    chat = ChatRequest(
+        model=request.model,
+        messages=messages,
+        max_tokens=request.max_tokens,
+        stream=bool(request.stream),
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        stop=request.stop_sequences or None,
+        user=request.metadata.user_id if request.metadata is not None else None,
+        thinking=_thinking(request.thinking),
+        anthropic_beta=[value.strip() for value in beta.split(",") if value.strip()] or None,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        aws_access_key_id=request.aws_access_key_id,
+        aws_secret_access_key=request.aws_secret_access_key,
+        aws_region_name=request.aws_region_name,
+        aws_session_token=request.aws_session_token,
+        aws_bearer_token_bedrock=request.aws_bearer_token_bedrock,
+    )
     return chat, AnthropicReply()
 
 
-def _refuse_untranslatable(body: dict[str, Any]) -> None:
+def _refuse_untranslatable(request: wire.MessagesRequest) -> None:
     """400 for request fields that change the answer and have no canonical counterpart."""
-    if body.get("mcp_servers"):
+    if request.mcp_servers:
         raise unsupported("The Anthropic MCP connector ('mcp_servers')", _CANONICAL)
-    output_config = body.get("output_config")
-    if output_config is not None and not isinstance(output_config, dict):
-        raise _invalid("output_config", "Input should be an object")
     # `effort` is a hint about how hard to think; a required output format is not.
-    if output_config and output_config.get("format") is not None:
+    if request.output_config is not None and request.output_config.format is not None:
         raise unsupported("Anthropic structured output ('output_config.format')", _CANONICAL)
+
+
+def _invalid(problem: str, path: str) -> OrqenError:
+    """A 400 for what the types cannot check, worded like the decoder's own (`path` from `$.`)."""
+    return invalid_request(f"{_BODY} is not valid: {problem} - at `$.{path}`.")
 
 
 # ---------------------------------------------------------------------------------------
 # Request: messages
 
 
-def _messages(messages: Any) -> list[dict[str, Any]]:
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages", "Field required: a non-empty array of messages")
-    canonical: list[dict[str, Any]] = []
+def _messages(messages: list[wire.MessageParam]) -> list[canonical.Message]:
+    out: list[canonical.Message] = []
     for i, message in enumerate(messages):
-        path = f"messages.{i}"
-        if not isinstance(message, dict):
-            raise _invalid(path, "Input should be an object")
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(content, str | list):
-            raise _invalid(f"{path}.content", "Input should be a string or an array of content blocks")
-        if role == "user":
-            canonical += _user_turn(content, f"{path}.content")
-        elif role == "assistant":
-            canonical += _assistant_turn(content, f"{path}.content")
-        elif role == "system":
-            # The SDK allows system turns inside the conversation; canonical messages do too.
-            canonical += _system(content, f"{path}.content")
+        path = f"messages[{i}].content"
+        if isinstance(message, wire.UserMessage):
+            out += _user_turn(message.content, path)
+        elif isinstance(message, wire.AssistantMessage):
+            out += _assistant_turn(message.content)
         else:
-            raise _invalid(f"{path}.role", "Input should be 'user', 'assistant' or 'system'")
-    return canonical
+            # The SDK allows system turns inside the conversation; canonical messages do too.
+            out += _system(message.content)
+    return out
 
 
-def _system(system: Any, path: str) -> list[dict[str, Any]]:
+def _system(system: str | list[wire.TextBlock] | None) -> list[canonical.Message]:
     """At most one canonical system message: a string, or text parts when blocks set cache_control."""
-    if system is None or system == "":
+    if not system:
         return []
     if isinstance(system, str):
-        return [{"role": "system", "content": system}]
-    if not isinstance(system, list):
-        raise _invalid(path, "Input should be a string or an array of text blocks")
-    parts = [_text_part(block, f"{path}.{j}") for j, block in enumerate(system)]
-    if not parts:
-        return []
-    if any("cache_control" in part for part in parts):
-        return [{"role": "system", "content": parts}]
-    return [{"role": "system", "content": "\n".join(part["text"] for part in parts)}]
+        return [canonical.SystemMessage(content=system)]
+    if any(block.cache_control is not None for block in system):
+        parts: list[canonical.ContentPart] = [_text_part(block) for block in system]
+        return [canonical.SystemMessage(content=parts)]
+    return [canonical.SystemMessage(content="\n".join(block.text for block in system))]
 
 
-def _user_turn(content: str | list[Any], path: str) -> list[dict[str, Any]]:
+def _user_turn(content: str | list[wire.ContentBlock], path: str) -> list[canonical.Message]:
     """A user turn: its tool results first, as canonical tool messages, then its other parts.
 
     Anthropic requires tool results to lead the turn; OpenAI requires tool messages to
     follow the assistant's tool calls directly, so they go before the user message.
     """
     if isinstance(content, str):
-        return [{"role": "user", "content": content}]
-    if not content:
-        raise _invalid(path, "A user message needs at least one content block")
-    tool_messages: list[dict[str, Any]] = []
-    parts: list[dict[str, Any]] = []
+        return [canonical.UserMessage(content=content)]
+    tool_messages: list[canonical.Message] = []
+    parts: list[canonical.ContentPart] = []
     for j, block in enumerate(content):
-        block_type = _block_type(block, f"{path}.{j}")
-        if block_type == "tool_result":
-            tool_messages.append(_tool_message(block, f"{path}.{j}"))
-        elif block_type == "text":
-            parts.append(_text_part(block, f"{path}.{j}"))
-        elif block_type == "image":
-            parts.append(_image_part(block, f"{path}.{j}"))
+        if isinstance(block, wire.ToolResultBlock):
+            tool_messages.append(_tool_message(block))
+        elif isinstance(block, wire.TextBlock):
+            parts.append(_text_part(block))
+        elif isinstance(block, wire.ImageBlock):
+            parts.append(_image_part(block, f"{path}[{j}]"))
         else:
-            raise unsupported(f"Anthropic '{block_type}' content blocks", _CANONICAL)
-    return tool_messages + ([{"role": "user", "content": parts}] if parts else [])
+            raise _unsupported_block(block)
+    return tool_messages + ([canonical.UserMessage(content=parts)] if parts else [])
 
 
-def _assistant_turn(content: str | list[Any], path: str) -> list[dict[str, Any]]:
+def _assistant_turn(content: str | list[wire.ContentBlock]) -> list[canonical.Message]:
     if isinstance(content, str):
-        return [{"role": "assistant", "content": content}]
-    parts: list[dict[str, Any]] = []
-    tool_calls: list[dict[str, Any]] = []
-    for j, block in enumerate(content):
-        block_type = _block_type(block, f"{path}.{j}")
-        if block_type == "text":
-            parts.append(_text_part(block, f"{path}.{j}"))
-        elif block_type == "tool_use":
-            tool_calls.append(_tool_call(block, f"{path}.{j}"))
-        elif block_type in ("thinking", "redacted_thinking"):
+        return [canonical.AssistantMessage(content=content)]
+    parts: list[canonical.ContentPart] = []
+    tool_calls: list[canonical.ToolCall] = []
+    for block in content:
+        if isinstance(block, wire.TextBlock):
+            parts.append(_text_part(block))
+        elif isinstance(block, wire.ToolUseBlock):
+            tool_calls.append(_tool_call(block))
+        elif isinstance(block, wire.ThinkingBlock | wire.RedactedThinkingBlock):
             # Canonical messages have no place for thinking, and Orqen never returns
             # thinking blocks, so these can only come from a conversation held elsewhere.
             # Their signatures are only valid for the Anthropic model that wrote them.
             continue
         else:
-            raise unsupported(f"Anthropic '{block_type}' content blocks", _CANONICAL)
+            raise _unsupported_block(block)
     if not parts and not tool_calls:
         return []  # nothing left once thinking is dropped: no empty assistant turn
-    message: dict[str, Any] = {"role": "assistant", "content": parts or None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return [message]
+    return [canonical.AssistantMessage(content=parts or None, tool_calls=tool_calls or None)]
 
 
-def _block_type(block: Any, path: str) -> str:
-    if not isinstance(block, dict):
-        raise _invalid(path, "Input should be a content block object")
-    block_type = block.get("type")
-    if not isinstance(block_type, str):
-        raise _invalid(f"{path}.type", "Field required")
-    return block_type
+def _unsupported_block(block: wire.ContentBlock) -> OrqenError:
+    return unsupported(f"Anthropic '{block.__struct_config__.tag}' content blocks", _CANONICAL)
 
 
-def _text_part(block: Any, path: str) -> dict[str, Any]:
-    """A canonical text part; citations refer to documents Orqen cannot carry, so they go."""
-    if _block_type(block, path) != "text":
-        raise _invalid(f"{path}.type", "Input should be 'text'")
-    part = {"type": "text", "text": _required_str(block, "text", path, may_be_empty=True)}
-    return _with_cache_control(part, block)
+def _text_part(block: wire.TextBlock) -> canonical.TextPart:
+    return canonical.TextPart(text=block.text, cache_control=block.cache_control)
 
 
-def _image_part(block: dict[str, Any], path: str) -> dict[str, Any]:
-    source = block.get("source")
-    if not isinstance(source, dict):
-        raise _invalid(f"{path}.source", "Field required")
-    source_type = source.get("type")
-    if source_type == "base64":
-        media_type = _required_str(source, "media_type", f"{path}.source")
-        data = _required_str(source, "data", f"{path}.source")
+def _image_part(block: wire.ImageBlock, path: str) -> canonical.ImagePart:
+    source = block.source
+    if isinstance(source, wire.Base64Source):
         try:
-            base64.b64decode(data, validate=True)
+            base64.b64decode(source.data, validate=True)
         except (binascii.Error, ValueError):
-            raise _invalid(f"{path}.source.data", "Input is not valid base64") from None
-        url = f"data:{media_type};base64,{data}"
-    elif source_type == "url":
-        url = _required_str(source, "url", f"{path}.source")
+            raise _invalid("Invalid base64 data", f"{path}.source.data") from None
+        url = data_url(source.media_type, source.data)
+    elif isinstance(source, wire.URLSource):
+        url = source.url
     else:
-        raise unsupported(f"An Anthropic image with a {source_type!r} source", _CANONICAL)
-    return _with_cache_control({"type": "image_url", "image_url": {"url": url}}, block)
+        raise unsupported(f"An Anthropic image with a {source.__struct_config__.tag!r} source", _CANONICAL)
+    return canonical.ImagePart(image_url=canonical.ImageURL(url=url), cache_control=block.cache_control)
 
 
-def _tool_message(block: dict[str, Any], path: str) -> dict[str, Any]:
+def _tool_message(block: wire.ToolResultBlock) -> canonical.ToolMessage:
     """A canonical tool message; `is_error` travels as the canonical extension of that name."""
-    content = block.get("content", "")
-    if isinstance(content, list):
-        parts: list[dict[str, Any]] = []
-        for k, item in enumerate(content):
-            item_type = _block_type(item, f"{path}.content.{k}")
-            if item_type == "image":
+    content: canonical.Content
+    if isinstance(block.content, list):
+        parts: list[canonical.ContentPart] = []
+        for item in block.content:
+            if isinstance(item, wire.ImageBlock):
                 raise unsupported("An image inside an Anthropic tool result", _CANONICAL)
-            if item_type != "text":
-                raise unsupported(f"Anthropic '{item_type}' content blocks", _CANONICAL)
-            parts.append(_text_part(item, f"{path}.content.{k}"))
+            if not isinstance(item, wire.TextBlock):
+                raise _unsupported_block(item)
+            parts.append(_text_part(item))
         content = parts or ""
-    elif not isinstance(content, str):
-        raise _invalid(f"{path}.content", "Input should be a string or an array of content blocks")
-    if isinstance(block.get("cache_control"), dict):
-        content = _cache_marked(content, block["cache_control"])
-    message = {"role": "tool", "tool_call_id": _required_str(block, "tool_use_id", path), "content": content}
-    if block.get("is_error") is True:
-        message["is_error"] = True
-    return message
+    else:
+        content = block.content or ""
+    if block.cache_control is not None:
+        content = _cache_marked(content, block.cache_control)
+    return canonical.ToolMessage(
+        tool_call_id=block.tool_use_id, content=content, is_error=True if block.is_error else None
+    )
 
 
-def _tool_call(block: dict[str, Any], path: str) -> dict[str, Any]:
-    arguments = block.get("input", {})
-    if not isinstance(arguments, dict):
-        raise _invalid(f"{path}.input", "Input should be an object")
-    return {
-        "id": _required_str(block, "id", path),
-        "type": "function",
-        "function": {"name": _required_str(block, "name", path), "arguments": orjson.dumps(arguments).decode()},
-    }
+def _tool_call(block: wire.ToolUseBlock) -> canonical.ToolCall:
+    arguments = msgspec.json.encode(block.input or {}).decode()
+    return canonical.ToolCall(id=block.id, function=canonical.FunctionCall(name=block.name, arguments=arguments))
 
 
-def _with_cache_control(part: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(block.get("cache_control"), dict):
-        part["cache_control"] = block["cache_control"]
-    return part
-
-
-def _cache_marked(content: Any, cache_control: dict[str, Any]) -> Any:
+def _cache_marked(content: canonical.Content, cache_control: CacheControl) -> canonical.Content:
     """Content with a cache breakpoint on its last part; unchanged when there is no part to mark."""
-    if isinstance(content, str) and content:
-        return [{"type": "text", "text": content, "cache_control": cache_control}]
-    if isinstance(content, list) and content:
-        return [*content[:-1], {**content[-1], "cache_control": cache_control}]
+    if isinstance(content, str):
+        return [canonical.TextPart(text=content, cache_control=cache_control)] if content else content
+    if content and isinstance(content[-1], canonical.TextPart | canonical.ImagePart):
+        return [*content[:-1], msgspec.structs.replace(content[-1], cache_control=cache_control)]
     return content
 
 
-def _mark_last_block(messages: list[dict[str, Any]], cache_control: dict[str, Any]) -> None:
+def _mark_last_block(messages: list[canonical.Message], cache_control: CacheControl) -> None:
     """Top-level cache_control: Anthropic puts the breakpoint on the last cacheable block.
 
     A trailing assistant turn of tool calls only has no canonical part to mark; the hint
     is dropped then.
     """
-    if messages:
-        messages[-1]["content"] = _cache_marked(messages[-1].get("content"), cache_control)
+    last = messages[-1] if messages else None
+    if isinstance(last, canonical.SystemMessage | canonical.UserMessage | canonical.ToolMessage):
+        last.content = _cache_marked(last.content, cache_control)
+    elif isinstance(last, canonical.AssistantMessage) and last.content is not None:
+        last.content = _cache_marked(last.content, cache_control)
 
 
 # ---------------------------------------------------------------------------------------
 # Request: tools and sampling
 
 
-def _tools(tools: Any, tool_choice: Any) -> dict[str, Any]:
+def _tools(
+    tools: list[wire.Tool] | None, tool_choice: wire.ToolChoice | None
+) -> tuple[list[canonical.Tool] | None, canonical.ToolChoice | None, bool | None]:
     """Canonical `tools`, `tool_choice` and `parallel_tool_calls`."""
-    if tools is None:
-        tools = []
-    if not isinstance(tools, list):
-        raise _invalid("tools", "Input should be an array")
-    out: dict[str, Any] = {}
-    if tools:
-        out["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
+    canonical_tools = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools or ())]
     if tool_choice is None:
-        return out
-    if not isinstance(tool_choice, dict):
-        raise _invalid("tool_choice", "Input should be an object")
-    choice_type = tool_choice.get("type")
-    if choice_type in ("auto", "none"):
-        choice: Any = choice_type
-    elif choice_type == "any":
-        choice = "required"
-    elif choice_type == "tool":
-        choice = {"type": "function", "function": {"name": _required_str(tool_choice, "name", "tool_choice")}}
-    else:
-        raise _invalid("tool_choice.type", "Input should be 'auto', 'any', 'tool' or 'none'")
-    if not tools:
+        return canonical_tools or None, None, None
+    if not canonical_tools:
         # Without tools "auto" and "none" mean the same as no tools; forcing a call cannot work.
-        if choice_type in ("any", "tool"):
-            raise _invalid("tool_choice", f"'{choice_type}' requires 'tools'")
-        return out
-    out["tool_choice"] = choice
-    if tool_choice.get("disable_parallel_tool_use") is True:
-        out["parallel_tool_calls"] = False
-    return out
+        if isinstance(tool_choice, wire.ToolChoiceAny | wire.ToolChoiceTool):
+            raise _invalid(f"'{tool_choice.__struct_config__.tag}' requires 'tools'", "tool_choice")
+        return None, None, None
+    choice: canonical.ToolChoice
+    if isinstance(tool_choice, wire.ToolChoiceAuto):
+        choice = "auto"
+    elif isinstance(tool_choice, wire.ToolChoiceNone):
+        return canonical_tools, "none", None
+    elif isinstance(tool_choice, wire.ToolChoiceAny):
+        choice = "required"
+    else:
+        choice = canonical.NamedToolChoice(function=canonical.ToolChoiceFunction(name=tool_choice.name))
+    return canonical_tools, choice, False if tool_choice.disable_parallel_tool_use else None
 
 
-def _tool(tool: Any, path: str) -> dict[str, Any]:
-    """A canonical function tool for a custom tool; Anthropic's server tools are refused.
-
-    `input_examples`, `defer_loading`, `allowed_callers` and `eager_input_streaming`
-    are hints for Anthropic's own tool machinery and are dropped.
-    """
-    if not isinstance(tool, dict):
-        raise _invalid(path, "Input should be an object")
-    tool_type = tool.get("type")
-    if tool_type not in (None, "custom"):
-        raise unsupported(f"The Anthropic server tool {tool_type!r}", _CANONICAL)
-    schema = tool.get("input_schema")
-    if not isinstance(schema, dict):
-        raise _invalid(f"{path}.input_schema", "Field required: a JSON schema object")
-    function: dict[str, Any] = {"name": _required_str(tool, "name", path), "parameters": schema}
-    if tool.get("description") is not None:
-        function["description"] = _required_str(tool, "description", path, may_be_empty=True)
-    if isinstance(tool.get("strict"), bool):
-        function["strict"] = tool["strict"]
-    if isinstance(tool.get("x-orqen-examples"), list):
+def _tool(tool: wire.Tool, path: str) -> canonical.Tool:
+    """A canonical function tool for a custom tool; Anthropic's server tools are refused."""
+    if tool.type not in (None, "custom"):
+        raise unsupported(f"The Anthropic server tool {tool.type!r}", _CANONICAL)
+    if tool.input_schema is None:
+        raise _invalid("Object missing required field `input_schema`", path)
+    function = canonical.FunctionDefinition(
+        name=tool.name,
+        description=tool.description,
+        parameters=tool.input_schema,
+        strict=tool.strict,
         # Orqen's routing examples, where the canonical tool keeps them; stripped before dispatch.
-        function["x-orqen-examples"] = tool["x-orqen-examples"]
-    return _with_cache_control({"type": "function", "function": function}, tool)
+        examples=tool.examples,
+    )
+    return canonical.Tool(function=function, cache_control=tool.cache_control)
 
 
-def _stop_sequences(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise _invalid("stop_sequences", "Input should be an array of strings")
-    return value
-
-
-def _metadata_user(metadata: Any) -> str | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise _invalid("metadata", "Input should be an object")
-    user = metadata.get("user_id")
-    if user is not None and not isinstance(user, str):
-        raise _invalid("metadata.user_id", "Input should be a string")
-    return user
-
-
-def _thinking(thinking: Any) -> dict[str, Any] | None:
+def _thinking(thinking: wire.ThinkingConfig | None) -> dict[str, Any] | None:
     """The thinking extension; "disabled" is the same as none, so it is not passed on."""
-    if thinking is None:
+    if thinking is None or thinking.type == "disabled":
         return None
-    if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
-        raise _invalid("thinking.type", "Field required")
-    return None if thinking["type"] == "disabled" else thinking
-
-
-def _required_str(obj: dict[str, Any], name: str, path: str = "", *, may_be_empty: bool = False) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str) or not (value or may_be_empty):
-        raise _invalid(f"{path}.{name}" if path else name, "Field required: a non-empty string")
-    return value
-
-
-def _int(value: Any, path: str) -> int:
-    if value is None:
-        raise _invalid(path, "Field required")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _invalid(path, "Input should be a non-negative integer")
-    return value
-
-
-def _number(value: Any, path: str) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise _invalid(path, "Input should be a number")
-    return value
-
-
-def _optional_bool(value: Any, path: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _invalid(path, "Input should be a boolean")
-    return value
-
-
-def _invalid(path: str, problem: str) -> OrqenError:
-    """A 400 in the API's own style: the field path, a colon, the problem."""
-    return invalid_request(f"{path}: {problem}")
+    config: dict[str, Any] = msgspec.to_builtins(thinking)
+    return config
 
 
 # ---------------------------------------------------------------------------------------
@@ -450,37 +299,29 @@ class AnthropicReply:
 
     stream_media_type = "text/event-stream"
 
-    def body(self, completion: dict[str, Any]) -> bytes:
-        choices = completion.get("choices") or [{}]
-        message = choices[0].get("message") or {}
-        content: list[dict[str, Any]] = []
-        if text := text_of(message.get("content")):
-            content.append({"type": "text", "text": text})
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            content.append(
-                {
-                    "type": "tool_use",
-                    "id": call.get("id") or new_tool_call_id(),
-                    "name": function.get("name") or "",
-                    "input": tool_input(function.get("arguments"), function.get("name")),
-                }
-            )
-        reason, stop_sequence = _stop(choices[0].get("finish_reason"), choices[0].get("stop_sequence"))
-        return orjson.dumps(
-            {
-                "id": _message_id(completion.get("id")),
-                "type": "message",
-                "role": "assistant",
-                "model": completion.get("model") or "",
-                "content": content,
-                "stop_reason": reason,
-                "stop_sequence": stop_sequence,
-                "usage": _usage(TokenUsage.from_canonical(completion.get("usage"))),
-            }
+    def body(self, completion: ChatCompletion) -> bytes:
+        content: list[wire.ResponseBlock] = []
+        finish: str | None = None
+        stop_sequence: str | None = None
+        if completion.choices:
+            choice = completion.choices[0]
+            finish, stop_sequence = choice.finish_reason, _sequence(choice.stop_sequence)
+            if text := text_of(choice.message.content):
+                content.append(wire.TextBlock(text=text))
+            if isinstance(choice.message.tool_calls, list):
+                content += [_tool_use(call) for call in choice.message.tool_calls]
+        reason, sequence = _stop(finish, stop_sequence)
+        message = wire.Message(
+            id=_message_id(completion.id),
+            model=completion.model,
+            content=content,
+            stop_reason=reason,
+            stop_sequence=sequence,
+            usage=wire.Usage.of(TokenUsage.from_canonical(completion.usage)),
         )
+        return encode(message)
 
-    async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
         """message_start, ping, the content blocks, then message_delta with the final usage, message_stop.
 
         message_delta waits for the canonical usage chunk that ends the stream: most
@@ -491,110 +332,99 @@ class AnthropicReply:
         started = False
         finish: str | None = None
         stop_sequence: str | None = None
-        usage: dict[str, Any] | None = None
+        usage: canonical.CompletionUsage | None = None
         async for chunk in chunks:
             if not started:
                 started = True
                 yield _event(_message_start(chunk))
-                yield _event({"type": "ping"})
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if choice.get("index", 0) != 0:
+                yield _event(wire.Ping())
+            if isinstance(chunk.usage, canonical.CompletionUsage):
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.index != 0:
                     continue
-                if choice.get("finish_reason") and finish is None:
-                    finish, stop_sequence = choice["finish_reason"], choice.get("stop_sequence")
+                if choice.finish_reason and finish is None:
+                    finish, stop_sequence = choice.finish_reason, _sequence(choice.stop_sequence)
                 for event in blocks.feed(choice):
                     yield _event(_block_event(event))
         if not started or finish is None:
             raise _bad_gateway("The provider's stream ended before the answer was complete.")
         reason, stop_sequence = _stop(finish, stop_sequence)
-        split = TokenUsage.from_canonical(usage)
         yield _event(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-                "usage": {
-                    "output_tokens": split.output,
-                    "input_tokens": split.input,
-                    "cache_read_input_tokens": split.cache_read,
-                    "cache_creation_input_tokens": split.cache_write,
-                },
-            }
+            wire.MessageDelta(
+                delta=wire.StopDelta(stop_reason=reason, stop_sequence=stop_sequence),
+                usage=wire.Usage.of(TokenUsage.from_canonical(usage)),
+            )
         )
-        yield _event({"type": "message_stop"})
+        yield _event(wire.MessageStop())
 
     def stream_error(self, err: OrqenError) -> bytes:
-        return _event(error_body(err, "anthropic"))
+        return _sse("error", msgspec.json.encode(error_body(err, "anthropic")))
 
 
-def _block_event(event: BlockEvent) -> dict[str, Any]:
+def _tool_use(call: canonical.ToolCall) -> wire.ToolUseBlock:
+    name = call.function.name
+    return wire.ToolUseBlock(
+        id=call.id or new_tool_call_id(), name=name, input=tool_input(call.function.arguments, name)
+    )
+
+
+def _block_event(event: BlockEvent) -> wire.StreamEvent:
     """A content block event as the Messages API streams it."""
     if isinstance(event, BlockStart):
-        block: dict[str, Any] = (
-            {"type": "text", "text": ""}
+        block: wire.ResponseBlock = (
+            wire.TextBlock(text="")
             if event.kind == "text"
-            else {"type": "tool_use", "id": event.tool_id, "name": event.name, "input": {}}
+            else wire.ToolUseBlock(id=event.tool_id, name=event.name, input={})
         )
-        return {"type": "content_block_start", "index": event.index, "content_block": block}
+        return wire.ContentBlockStart(index=event.index, content_block=block)
     if isinstance(event, BlockDelta):
-        delta = (
-            {"type": "text_delta", "text": event.data}
-            if event.kind == "text"
-            else {"type": "input_json_delta", "partial_json": event.data}
+        delta: wire.BlockDelta = (
+            wire.TextDelta(text=event.data) if event.kind == "text" else wire.InputJSONDelta(partial_json=event.data)
         )
-        return {"type": "content_block_delta", "index": event.index, "delta": delta}
-    return {"type": "content_block_stop", "index": event.index}
+        return wire.ContentBlockDelta(index=event.index, delta=delta)
+    return wire.ContentBlockStop(index=event.index)
 
 
-def _message_start(chunk: dict[str, Any]) -> dict[str, Any]:
+def _message_start(chunk: ChatCompletionChunk) -> wire.MessageStart:
     """message_start from the first chunk; usage is zero unless this chunk already has it."""
-    return {
-        "type": "message_start",
-        "message": {
-            "id": _message_id(chunk.get("id")),
-            "type": "message",
-            "role": "assistant",
-            "model": chunk.get("model") or "",
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": _usage(TokenUsage.from_canonical(chunk.get("usage"))),
-        },
-    }
+    message = wire.Message(
+        id=_message_id(chunk.id),
+        model=chunk.model,
+        content=[],
+        usage=wire.Usage.of(TokenUsage.from_canonical(chunk.usage)),
+    )
+    return wire.MessageStart(message=message)
 
 
-def _event(event: dict[str, Any]) -> bytes:
-    name: str = event["type"]
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+def _event(event: wire.StreamEvent) -> bytes:
+    return _sse(str(event.__struct_config__.tag), encode(event))
 
 
-def _message_id(canonical_id: Any) -> str:
-    if not isinstance(canonical_id, str) or not canonical_id:
+def _sse(name: str, data: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _message_id(canonical_id: str) -> str:
+    if not canonical_id:
         return "msg_" + secrets.token_hex(12)
     return canonical_id if canonical_id.startswith("msg_") else "msg_" + canonical_id
 
 
-def _stop(finish: Any, stop_sequence: Any) -> tuple[str, str | None]:
+def _sequence(stop_sequence: str | msgspec.UnsetType | None) -> str | None:
+    return stop_sequence if isinstance(stop_sequence, str) else None
+
+
+def _stop(finish: str | None, stop_sequence: str | None) -> tuple[str, str | None]:
     """Anthropic's stop_reason and stop_sequence for a canonical finish.
 
     A canonical stop_sequence of "" says a stop sequence ended generation without saying
     which: still stop_reason "stop_sequence", with the sequence unknown (null).
     """
-    sequence = stop_sequence if isinstance(stop_sequence, str) else None
-    reason = stop_reason(finish if isinstance(finish, str) else None, sequence)
+    reason = stop_reason(finish, stop_sequence)
     if reason == "content_filtered":
         reason = "refusal"  # Anthropic's name for a filtered answer
-    return reason, (sequence or None) if reason == "stop_sequence" else None
-
-
-def _usage(usage: TokenUsage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input,
-        "output_tokens": usage.output,
-        "cache_read_input_tokens": usage.cache_read,
-        "cache_creation_input_tokens": usage.cache_write,
-    }
+    return reason, (stop_sequence or None) if reason == "stop_sequence" else None
 
 
 def _bad_gateway(message: str) -> OrqenError:

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx2
+import msgspec
 import orjson
 import pytest
 from anthropic import APIStatusError, AsyncAnthropic
@@ -21,6 +22,7 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 from pydantic import TypeAdapter
 
 from orqen_common.errors import OrqenError, unavailable
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, encode_request
 from orqen_edge.ingress.anthropic import AnthropicReply, translate
 
 PNG = "iVBORw0KGgo="  # the PNG signature, base64
@@ -52,9 +54,15 @@ def malformed(message: Any) -> dict[str, Any]:
     return {"model": "claude-sonnet-4-6", "max_tokens": 256, "messages": [message]}
 
 
+def translated(body: Any, beta: str = "") -> tuple[dict[str, Any], AnthropicReply]:
+    """The canonical request for `body` as JSON, and the reply."""
+    chat, reply = translate(orjson.dumps(body), beta)
+    return orjson.loads(encode_request(chat)), reply
+
+
 def rejection(body: Any, beta: str = "") -> str:
     with pytest.raises(OrqenError) as err:
-        translate(body, beta)
+        translate(orjson.dumps(body), beta)
     assert err.value.http_status == 400
     assert err.value.kind.anthropic_type == "invalid_request_error"
     return err.value.message
@@ -78,7 +86,7 @@ def test_a_plain_request_becomes_canonical_with_every_sampling_field() -> None:
         aws_region_name="eu-west-1",
         service_tier="auto",
     )
-    chat, reply = translate(body, "prompt-caching-2024-07-31, fine-grained-tool-streaming-2025-05-14")
+    chat, reply = translated(body, "prompt-caching-2024-07-31, fine-grained-tool-streaming-2025-05-14")
     assert chat == {
         "model": "claude-sonnet-4-6",
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
@@ -97,7 +105,7 @@ def test_a_plain_request_becomes_canonical_with_every_sampling_field() -> None:
 
 
 def test_hints_are_ignored_and_disabled_thinking_is_no_thinking() -> None:
-    chat, _ = translate(
+    chat, _ = translated(
         request(
             {"role": "user", "content": "hi"},
             thinking={"type": "disabled"},
@@ -117,7 +125,7 @@ def test_hints_are_ignored_and_disabled_thinking_is_no_thinking() -> None:
 
 
 def test_system_blocks_are_joined_unless_they_carry_cache_breakpoints() -> None:
-    joined, _ = translate(
+    joined, _ = translated(
         request(
             {"role": "user", "content": "hi"}, system=[{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]
         )
@@ -128,7 +136,7 @@ def test_system_blocks_are_joined_unless_they_carry_cache_breakpoints() -> None:
         {"type": "text", "text": "A"},
         {"type": "text", "text": "B", "cache_control": {"type": "ephemeral"}},
     ]
-    cached, _ = translate(request({"role": "user", "content": "hi"}, system=cached_system))
+    cached, _ = translated(request({"role": "user", "content": "hi"}, system=cached_system))
     assert cached["messages"][0] == {
         "role": "system",
         "content": [
@@ -139,7 +147,7 @@ def test_system_blocks_are_joined_unless_they_carry_cache_breakpoints() -> None:
 
 
 def test_images_become_image_url_parts() -> None:
-    chat, _ = translate(
+    chat, _ = translated(
         request(
             {
                 "role": "user",
@@ -172,7 +180,7 @@ def test_images_become_image_url_parts() -> None:
 
 
 def test_a_tool_round_trip_becomes_tool_calls_then_tool_messages_before_the_users_text() -> None:
-    chat, _ = translate(
+    chat, _ = translated(
         request(
             {"role": "user", "content": "Weather in Paris and Oslo?"},
             {
@@ -231,7 +239,7 @@ def test_a_tool_round_trip_becomes_tool_calls_then_tool_messages_before_the_user
 
 
 def test_a_turn_of_only_tool_results_has_no_user_message_and_keeps_its_cache_breakpoint() -> None:
-    chat, _ = translate(
+    chat, _ = translated(
         request(
             {"role": "user", "content": "go"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t0", "name": "get_weather", "input": {}}]},
@@ -250,9 +258,8 @@ def test_a_turn_of_only_tool_results_has_no_user_message_and_keeps_its_cache_bre
         )
     )
     assert chat["messages"][1:] == [
-        {
+        {  # no content: absent and null are the same in a canonical request
             "role": "assistant",
-            "content": None,
             "tool_calls": [{"id": "t0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
         },
         {
@@ -265,7 +272,7 @@ def test_a_turn_of_only_tool_results_has_no_user_message_and_keeps_its_cache_bre
 
 def test_tools_and_each_tool_choice() -> None:
     cached_tool: ToolParam = {**WEATHER, "cache_control": {"type": "ephemeral"}, "strict": True}
-    chat, _ = translate(
+    chat, _ = translated(
         request(
             {"role": "user", "content": "hi"},
             tools=[cached_tool],
@@ -293,27 +300,27 @@ def test_tools_and_each_tool_choice() -> None:
     }
     for choice_type, expected in choices.items():
         choice = {"type": choice_type, "name": "get_weather"} if choice_type == "tool" else {"type": choice_type}
-        chat, _ = translate(request({"role": "user", "content": "hi"}, tools=[WEATHER], tool_choice=choice))
+        chat, _ = translated(request({"role": "user", "content": "hi"}, tools=[WEATHER], tool_choice=choice))
         assert chat["tool_choice"] == expected
         assert "parallel_tool_calls" not in chat
 
 
 def test_orqen_tool_examples_reach_the_canonical_tool_for_routing() -> None:
     tool = {**WEATHER, "x-orqen-examples": ["weather in Rome?"]}
-    chat, _ = translate(request({"role": "user", "content": "hi"}, tools=[tool]))
+    chat, _ = translated(request({"role": "user", "content": "hi"}, tools=[tool]))
     assert chat["tools"][0]["function"]["x-orqen-examples"] == ["weather in Rome?"]
 
 
 def test_tool_choice_without_tools() -> None:
-    chat, _ = translate(request({"role": "user", "content": "hi"}, tool_choice={"type": "auto"}))
+    chat, _ = translated(request({"role": "user", "content": "hi"}, tool_choice={"type": "auto"}))
     assert "tool_choice" not in chat and "tools" not in chat
     assert rejection(request({"role": "user", "content": "hi"}, tool_choice={"type": "any"})) == (
-        "tool_choice: 'any' requires 'tools'"
+        "The request body is not valid: 'any' requires 'tools' - at `$.tool_choice`."
     )
 
 
 def test_top_level_cache_control_marks_the_last_block() -> None:
-    chat, _ = translate(
+    chat, _ = translated(
         request({"role": "user", "content": "a long document"}, cache_control={"type": "ephemeral", "ttl": "1h"})
     )
     assert chat["messages"] == [
@@ -327,7 +334,7 @@ def test_top_level_cache_control_marks_the_last_block() -> None:
 
 
 def test_system_turns_inside_messages_stay_in_place() -> None:
-    chat, _ = translate(
+    chat, _ = translated(
         request(
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "hello"},
@@ -437,18 +444,27 @@ def test_features_the_canonical_format_cannot_carry_are_400s_naming_them(body: d
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ([], "The request body must be a JSON object."),
-        (request({"role": "user", "content": "hi"}, anthropic_version="2023-06-01"), "anthropic_version: Extra inputs"),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, "model: Field required"),
-        ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "max_tokens: Field required"),
-        (request({"role": "user", "content": "hi"}, max_tokens="5"), "max_tokens: Input should be"),
-        (request({"role": "user", "content": "hi"}, max_tokens=True), "max_tokens: Input should be"),
-        ({"model": "m", "max_tokens": 5, "messages": []}, "messages: Field required"),
-        (malformed({"role": "tool", "content": "hi"}), "messages.0.role: Input should be"),
-        (malformed({"role": "user", "content": 5}), "messages.0.content: Input should be"),
-        (request({"role": "user", "content": []}), "messages.0.content: A user message needs"),
-        (malformed({"role": "user", "content": [{"text": "x"}]}), "messages.0.content.0.type: Field required"),
-        (malformed({"role": "user", "content": [{"type": "text"}]}), "messages.0.content.0.text: Field required"),
+        ([], "Expected `object`, got `array`"),
+        (
+            request({"role": "user", "content": "hi"}, anthropic_version="2023-06-01"),
+            "Object contains unknown field `anthropic_version`",
+        ),
+        ({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, "Object missing required field `model`"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "Object missing required field `max_tokens`"),
+        (request({"role": "user", "content": "hi"}, max_tokens="5"), "Expected `int`, got `str` - at `$.max_tokens`"),
+        (request({"role": "user", "content": "hi"}, max_tokens=True), "Expected `int`, got `bool` - at `$.max_tokens`"),
+        ({"model": "m", "max_tokens": 5, "messages": []}, "Expected `array` of length >= 1 - at `$.messages`"),
+        (malformed({"role": "tool", "content": "hi"}), "Invalid value 'tool' - at `$.messages[0].role`"),
+        (malformed({"role": "user", "content": 5}), "Expected `str | array`, got `int` - at `$.messages[0].content`"),
+        (request({"role": "user", "content": []}), "Expected `array` of length >= 1 - at `$.messages[0].content`"),
+        (
+            malformed({"role": "user", "content": [{"text": "x"}]}),
+            "Object missing required field `type` - at `$.messages[0].content[0]`",
+        ),
+        (
+            malformed({"role": "user", "content": [{"type": "text"}]}),
+            "Object missing required field `text` - at `$.messages[0].content[0]`",
+        ),
         (
             request(
                 {
@@ -458,27 +474,48 @@ def test_features_the_canonical_format_cannot_carry_are_400s_naming_them(body: d
                     ],
                 }
             ),
-            "messages.0.content.0.source.data: Input is not valid base64",
+            "Invalid base64 data - at `$.messages[0].content[0].source.data`",
         ),
         (
             malformed({"role": "user", "content": [{"type": "tool_result", "content": "x"}]}),
-            "messages.0.content.0.tool_use_id: Field required",
+            "Object missing required field `tool_use_id` - at `$.messages[0].content[0]`",
         ),
         (
             malformed({"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}),
-            "messages.0.content.0.input: Input should be an object",
+            "Expected `object | null`, got `array` - at `$.messages[0].content[0].input`",
         ),
-        (request({"role": "user", "content": "hi"}, system=5), "system: Input should be"),
-        (request({"role": "user", "content": "hi"}, temperature="hot"), "temperature: Input should be a number"),
-        (request({"role": "user", "content": "hi"}, stop_sequences="END"), "stop_sequences: Input should be"),
-        (request({"role": "user", "content": "hi"}, tools=[{"name": "f"}]), "tools.0.input_schema: Field required"),
-        (request({"role": "user", "content": "hi"}, tool_choice={"type": "maybe"}), "tool_choice.type: Input should"),
-        (request({"role": "user", "content": "hi"}, thinking={"budget_tokens": 5}), "thinking.type: Field required"),
-        (request({"role": "user", "content": "hi"}, metadata={"user_id": 5}), "metadata.user_id: Input should"),
+        (
+            request({"role": "user", "content": "hi"}, system=5),
+            "Expected `str | array | null`, got `int` - at `$.system`",
+        ),
+        (
+            request({"role": "user", "content": "hi"}, temperature="hot"),
+            "Expected `float | null`, got `str` - at `$.temperature`",
+        ),
+        (
+            request({"role": "user", "content": "hi"}, stop_sequences="END"),
+            "Expected `array | null`, got `str` - at `$.stop_sequences`",
+        ),
+        (
+            request({"role": "user", "content": "hi"}, tools=[{"name": "f"}]),
+            "Object missing required field `input_schema` - at `$.tools[0]`",
+        ),
+        (
+            request({"role": "user", "content": "hi"}, tool_choice={"type": "maybe"}),
+            "Invalid value 'maybe' - at `$.tool_choice.type`",
+        ),
+        (
+            request({"role": "user", "content": "hi"}, thinking={"budget_tokens": 5}),
+            "Object missing required field `type` - at `$.thinking`",
+        ),
+        (
+            request({"role": "user", "content": "hi"}, metadata={"user_id": 5}),
+            "Expected `str | null`, got `int` - at `$.metadata.user_id`",
+        ),
     ],
 )
 def test_malformed_requests_are_400s_naming_the_field(body: Any, message: str) -> None:
-    assert message in rejection(body)
+    assert rejection(body) == f"The request body is not valid: {message}."
 
 
 # ---------------------------------------------------------------------------------------
@@ -496,8 +533,12 @@ def completion(message: dict[str, Any], finish: str, **choice: Any) -> dict[str,
     }
 
 
+def typed(canonical: dict[str, Any]) -> ChatCompletion:
+    return msgspec.convert(canonical, ChatCompletion)
+
+
 def answered(canonical: dict[str, Any]) -> Message:
-    return Message.model_validate(orjson.loads(AnthropicReply().body(canonical)))
+    return Message.model_validate(orjson.loads(AnthropicReply().body(typed(canonical))))
 
 
 def test_a_completion_with_tool_calls_becomes_a_message() -> None:
@@ -560,7 +601,7 @@ def test_an_empty_answer_has_no_content_blocks() -> None:
 def test_tool_arguments_that_are_not_a_json_object_are_a_502(arguments: str) -> None:
     call = {"id": "t", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
     with pytest.raises(OrqenError) as err:
-        AnthropicReply().body(completion({"content": None, "tool_calls": [call]}, "tool_calls"))
+        AnthropicReply().body(typed(completion({"content": None, "tool_calls": [call]}, "tool_calls")))
     assert err.value.http_status == 502 and "get_weather" in err.value.message
 
 
@@ -600,9 +641,10 @@ def tool_args(index: int, fragment: str) -> dict[str, Any]:
 USAGE_CHUNK = {"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1, "choices": [], "usage": USAGE}
 
 
-async def aiter(items: Iterable[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def aiter(items: Iterable[dict[str, Any]]) -> AsyncIterator[ChatCompletionChunk]:
+    """Canonical chunks, typed, from their JSON shape."""
     for item in items:
-        yield item
+        yield msgspec.convert(item, ChatCompletionChunk)
 
 
 async def streamed(*chunks: dict[str, Any]) -> list[ServerSentEvent]:
@@ -770,12 +812,12 @@ def sdk_client(canonical: dict[str, Any] | list[dict[str, Any]], seen: list[dict
     """An SDK client whose transport translates each request and answers with `canonical`."""
 
     async def handle(http_request: httpx2.Request) -> httpx2.Response:
-        chat, reply = translate(orjson.loads(http_request.content), http_request.headers.get("anthropic-beta", ""))
-        seen.append(chat)
+        chat, reply = translate(http_request.content, http_request.headers.get("anthropic-beta", ""))
+        seen.append(orjson.loads(encode_request(chat)))
         if isinstance(canonical, list):
             body = b"".join([data async for data in reply.stream(aiter(canonical))])
             return httpx2.Response(200, content=body, headers={"content-type": reply.stream_media_type})
-        return httpx2.Response(200, content=reply.body(canonical), headers={"content-type": "application/json"})
+        return httpx2.Response(200, content=reply.body(typed(canonical)), headers={"content-type": "application/json"})
 
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handle))
     return AsyncAnthropic(api_key="sk-orq-test", http_client=http_client, _strict_response_validation=True)
