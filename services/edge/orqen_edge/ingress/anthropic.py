@@ -231,9 +231,8 @@ def _mark_last_block(messages: list[canonical.Message], cache_control: CacheCont
     is dropped then.
     """
     last = messages[-1] if messages else None
-    if isinstance(last, canonical.SystemMessage | canonical.UserMessage | canonical.ToolMessage):
-        last.content = _cache_marked(last.content, cache_control)
-    elif isinstance(last, canonical.AssistantMessage) and last.content is not None:
+    turn = canonical.SystemMessage | canonical.UserMessage | canonical.ToolMessage | canonical.AssistantMessage
+    if isinstance(last, turn) and last.content is not None:
         last.content = _cache_marked(last.content, cache_control)
 
 
