@@ -419,7 +419,7 @@ StreamEvent = (
 # --- reading an upstream's answer leniently --------------------------------------------
 
 _message_decoder = msgspec.json.Decoder(Message)
-_event_decoder = msgspec.json.Decoder(StreamEvent)
+_event_decoder: msgspec.json.Decoder[StreamEvent] = msgspec.json.Decoder(StreamEvent)
 _json_decoder = msgspec.json.Decoder()
 
 

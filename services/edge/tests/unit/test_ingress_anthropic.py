@@ -38,6 +38,7 @@ USAGE = {
     "prompt_tokens_details": {"cached_tokens": 10},
 }
 EVENT = TypeAdapter[Any](RawMessageStreamEvent)
+HI: MessageParam = {"role": "user", "content": "hi"}
 
 
 def request(*messages: MessageParam, **fields: Any) -> dict[str, Any]:
@@ -446,13 +447,13 @@ def test_features_the_canonical_format_cannot_carry_are_400s_naming_them(body: d
     [
         ([], "Expected `object`, got `array`"),
         (
-            request({"role": "user", "content": "hi"}, anthropic_version="2023-06-01"),
+            request(HI, anthropic_version="2023-06-01"),
             "Object contains unknown field `anthropic_version`",
         ),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, "Object missing required field `model`"),
-        ({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "Object missing required field `max_tokens`"),
-        (request({"role": "user", "content": "hi"}, max_tokens="5"), "Expected `int`, got `str` - at `$.max_tokens`"),
-        (request({"role": "user", "content": "hi"}, max_tokens=True), "Expected `int`, got `bool` - at `$.max_tokens`"),
+        ({"max_tokens": 5, "messages": [HI]}, "Object missing required field `model`"),
+        ({"model": "m", "messages": [HI]}, "Object missing required field `max_tokens`"),
+        (request(HI, max_tokens="5"), "Expected `int`, got `str` - at `$.max_tokens`"),
+        (request(HI, max_tokens=True), "Expected `int`, got `bool` - at `$.max_tokens`"),
         ({"model": "m", "max_tokens": 5, "messages": []}, "Expected `array` of length >= 1 - at `$.messages`"),
         (malformed({"role": "tool", "content": "hi"}), "Invalid value 'tool' - at `$.messages[0].role`"),
         (malformed({"role": "user", "content": 5}), "Expected `str | array`, got `int` - at `$.messages[0].content`"),
@@ -485,31 +486,31 @@ def test_features_the_canonical_format_cannot_carry_are_400s_naming_them(body: d
             "Expected `object | null`, got `array` - at `$.messages[0].content[0].input`",
         ),
         (
-            request({"role": "user", "content": "hi"}, system=5),
+            request(HI, system=5),
             "Expected `str | array | null`, got `int` - at `$.system`",
         ),
         (
-            request({"role": "user", "content": "hi"}, temperature="hot"),
+            request(HI, temperature="hot"),
             "Expected `float | null`, got `str` - at `$.temperature`",
         ),
         (
-            request({"role": "user", "content": "hi"}, stop_sequences="END"),
+            request(HI, stop_sequences="END"),
             "Expected `array | null`, got `str` - at `$.stop_sequences`",
         ),
         (
-            request({"role": "user", "content": "hi"}, tools=[{"name": "f"}]),
+            request(HI, tools=[{"name": "f"}]),
             "Object missing required field `input_schema` - at `$.tools[0]`",
         ),
         (
-            request({"role": "user", "content": "hi"}, tool_choice={"type": "maybe"}),
+            request(HI, tool_choice={"type": "maybe"}),
             "Invalid value 'maybe' - at `$.tool_choice.type`",
         ),
         (
-            request({"role": "user", "content": "hi"}, thinking={"budget_tokens": 5}),
+            request(HI, thinking={"budget_tokens": 5}),
             "Object missing required field `type` - at `$.thinking`",
         ),
         (
-            request({"role": "user", "content": "hi"}, metadata={"user_id": 5}),
+            request(HI, metadata={"user_id": 5}),
             "Expected `str | null`, got `int` - at `$.metadata.user_id`",
         ),
     ],
@@ -638,7 +639,14 @@ def tool_args(index: int, fragment: str) -> dict[str, Any]:
 
 
 # The canonical stream's last chunk: the only place most providers report input tokens.
-USAGE_CHUNK = {"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1, "choices": [], "usage": USAGE}
+USAGE_CHUNK = {
+    "id": "chatcmpl-abc",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "claude-sonnet-4-6-real",
+    "choices": [],
+    "usage": USAGE,
+}
 
 
 async def aiter(items: Iterable[dict[str, Any]]) -> AsyncIterator[ChatCompletionChunk]:
