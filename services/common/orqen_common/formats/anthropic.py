@@ -19,7 +19,7 @@ Anthropic's own infrastructure); any other top-level field is a 400.
 Anthropic adds content block and event types now and then. A caller's request may only
 hold the types declared here (the ones Orqen cannot carry are declared so that they are
 refused by name). An upstream answer is read leniently: blocks, deltas and events of
-types not declared here are left out (`decode_message`, `decode_event`), as a client
+types not declared here are left out (`message_decoder`, `event_decoder`), as a client
 written before they existed would do.
 """
 
@@ -418,8 +418,8 @@ StreamEvent = (
 
 # --- reading an upstream's answer leniently --------------------------------------------
 
-_message_decoder = msgspec.json.Decoder(Message)
-_event_decoder: msgspec.json.Decoder[StreamEvent] = msgspec.json.Decoder(StreamEvent)
+_strict_message_decoder = msgspec.json.Decoder(Message)
+_strict_event_decoder: msgspec.json.Decoder[StreamEvent] = msgspec.json.Decoder(StreamEvent)
 _json_decoder = msgspec.json.Decoder()
 
 
@@ -433,41 +433,44 @@ _BLOCK_DELTAS: Final = _tags(BlockDelta)
 _EVENTS: Final = _tags(StreamEvent)
 
 
-def decode_message(body: bytes) -> Message:
-    """An upstream's `Message`, its blocks of undeclared types left out.
+class MessageDecoder:
+    """Reads an upstream's `Message`, its blocks of undeclared types left out."""
 
-    Raises msgspec's ValidationError or DecodeError for a body that is not a Message.
-    """
-    try:
-        return _message_decoder.decode(body)
-    except msgspec.ValidationError:
-        # Rarely: a block of a type added after these types were written. Without such
-        # blocks the body must fit, or it really is not a Message.
-        loose = _json_decoder.decode(body)
-        if not isinstance(loose, dict) or not isinstance(loose.get("content"), list):
+    def decode(self, buf: bytes | str, /) -> Message:
+        """Raises msgspec's ValidationError or DecodeError for a body that is not a Message."""
+        try:
+            return _strict_message_decoder.decode(buf)
+        except msgspec.ValidationError:
+            # Rarely: a block of a type added after these types were written. Without such
+            # blocks the body must fit, or it really is not a Message.
+            loose = _json_decoder.decode(buf)
+            if not isinstance(loose, dict) or not isinstance(loose.get("content"), list):
+                raise
+            loose["content"] = [b for b in loose["content"] if _type_of(b) in _RESPONSE_BLOCKS]
+            return msgspec.convert(loose, Message)
+
+
+class EventDecoder:
+    """Reads an upstream's stream event; None for an event, block or delta of an undeclared type."""
+
+    def decode(self, buf: bytes | str, /) -> StreamEvent | None:
+        """Raises msgspec's ValidationError or DecodeError for an event of a declared type that does not fit."""
+        try:
+            return _strict_event_decoder.decode(buf)
+        except msgspec.ValidationError:
+            loose = _json_decoder.decode(buf)
+            if not isinstance(loose, dict) or _type_of(loose) not in _EVENTS:
+                return None
+            kind = loose["type"]
+            if kind == "content_block_start" and _type_of(loose.get("content_block")) not in _RESPONSE_BLOCKS:
+                return None
+            if kind == "content_block_delta" and _type_of(loose.get("delta")) not in _BLOCK_DELTAS:
+                return None
             raise
-        loose["content"] = [b for b in loose["content"] if _type_of(b) in _RESPONSE_BLOCKS]
-        return msgspec.convert(loose, Message)
 
 
-def decode_event(data: bytes | str) -> StreamEvent | None:
-    """An upstream's stream event; None for an event, block or delta of an undeclared type.
-
-    Raises msgspec's ValidationError or DecodeError for an event of a declared type that
-    does not fit it.
-    """
-    try:
-        return _event_decoder.decode(data)
-    except msgspec.ValidationError:
-        loose = _json_decoder.decode(data)
-        if not isinstance(loose, dict) or _type_of(loose) not in _EVENTS:
-            return None
-        kind = loose["type"]
-        if kind == "content_block_start" and _type_of(loose.get("content_block")) not in _RESPONSE_BLOCKS:
-            return None
-        if kind == "content_block_delta" and _type_of(loose.get("delta")) not in _BLOCK_DELTAS:
-            return None
-        raise
+message_decoder = MessageDecoder()
+event_decoder = EventDecoder()
 
 
 def _type_of(value: object) -> object:

@@ -1,6 +1,7 @@
 """Anthropic's Messages API: canonical chat in, a Messages request out, and its answer back.
 
-The two shapes differ in ways that matter on the wire:
+The two shapes (orqen_common.formats.openai and .anthropic) differ in ways that matter
+on the wire:
 - system text is a top-level field, not a message;
 - tool results are `tool_result` blocks inside a user turn, which must come right after
   the assistant turn that called the tools, ahead of any other content of that turn;
@@ -16,21 +17,25 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-import orjson
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
 
 from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, unsupported
 from orqen_common.errors import invalid_request
+from orqen_common.formats import anthropic as wire
+from orqen_common.formats import openai as canonical
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest, encode
 from orqen_dispatch.credentials import header_value
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
     StreamState,
     UpstreamError,
-    UpstreamUsage,
-    read_json,
+    decode_answer,
+    read_body,
     refuse_openai_only_features,
     send,
     sse_events,
@@ -56,8 +61,6 @@ _STATUS_BY_ERROR_TYPE = {
     "overloaded_error": 529,
 }
 
-_TOOL_CHOICE_BY_MODE = {"auto": "auto", "required": "any", "none": "none"}
-
 
 class AnthropicMessages:
     """POST {base_url}/v1/messages with an x-api-key, JSON or SSE back.
@@ -74,22 +77,20 @@ class AnthropicMessages:
         self._api_key = api_key
         self._default_max_tokens = default_max_tokens
 
-    def wire_request(self, chat: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
+    def wire_request(self, chat: ChatRequest, model: str, stream: bool) -> wire.MessagesRequest:
         """The Messages request for a canonical chat; a 400 for what Messages cannot express."""
         return messages_request(chat, model, stream, self._default_max_tokens)
 
-    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
+    async def complete(self, chat: ChatRequest, model: str, credentials: Credentials) -> Completion:
         body = self.wire_request(chat, model, stream=False)
         response = await send(self._client, self._request(body, chat, credentials), self.name)
-        answer = await read_json(response, self.name)
-        usage = _token_usage(answer.get("usage"))
-        return Completion(
-            body=canonical_completion(answer, model), usage=_upstream_usage(usage), status=response.status_code
-        )
+        answer = decode_answer(wire.message_decoder, await read_body(response, self.name), self.name)
+        usage = answer.usage.tokens()
+        return Completion(body=canonical_completion(answer, model, usage), usage=usage, status=response.status_code)
 
     async def stream(
-        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Yield canonical chunks as the events arrive, ending with the usage chunk."""
         body = self.wire_request(chat, model, stream=True)
         response = await send(self._client, self._request(body, chat, credentials), self.name)
@@ -97,7 +98,8 @@ class AnthropicMessages:
         translator = _StreamTranslator(self.name, model, state)
         try:
             async for event in sse_events(response, self.name):
-                for chunk in translator.translate(_event_payload(event.data, self.name)):
+                decoded = decode_answer(wire.event_decoder, event.data, self.name, "stream event")
+                for chunk in translator.translate(decoded):
                     yield chunk
                 if translator.finished:
                     return
@@ -105,376 +107,282 @@ class AnthropicMessages:
             await response.aclose()
         raise UpstreamError(502, f"{self.name} stream ended early, before message_stop")
 
-    def _request(self, body: dict[str, Any], chat: dict[str, Any], credentials: Credentials) -> httpx.Request:
+    def _request(self, body: wire.MessagesRequest, chat: ChatRequest, credentials: Credentials) -> httpx.Request:
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
         api_key = credentials.get("api_key") or self._api_key
         if api_key:
             headers["x-api-key"] = header_value(api_key, self.name)
-        beta = _anthropic_beta(chat.get("anthropic_beta"))
-        if beta:
-            headers["anthropic-beta"] = beta
-        return self._client.build_request("POST", self._url, content=orjson.dumps(body), headers=headers)
+        if chat.anthropic_beta:
+            headers["anthropic-beta"] = ",".join(chat.anthropic_beta)
+        return self._client.build_request("POST", self._url, content=encode(body), headers=headers)
 
 
 # --- canonical request -> Messages request ---------------------------------------------
 
 
-def messages_request(chat: dict[str, Any], model: str, stream: bool, default_max_tokens: int) -> dict[str, Any]:
+def messages_request(chat: ChatRequest, model: str, stream: bool, default_max_tokens: int) -> wire.MessagesRequest:
     """The Messages request body for a canonical chat request.
 
     Hints Messages has no use for (seed, service_tier, store, metadata, prediction,
     reasoning_effort, stream_options, ...) are left out: the API rejects unknown fields.
+    The SDK (1.x on) no longer lists the sampling fields, but the API still honours them
+    on the models that sample that way; the caller asked, so they are sent.
     """
     refuse_openai_only_features(chat, WHERE)
-    system, messages = _system_and_turns(chat.get("messages"))
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": chat.get("max_completion_tokens") or chat.get("max_tokens") or default_max_tokens,
-        "stream": stream,
-    }
-    if system:
-        body["system"] = system
-    tools = _tools(chat.get("tools"))
-    if tools:
-        body["tools"] = tools
+    system, messages = _system_and_turns(chat.messages)
+    tools = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(chat.tools or ())]
+    return wire.MessagesRequest(
+        model=model,
+        messages=messages,
+        max_tokens=chat.max_completion_tokens or chat.max_tokens or default_max_tokens,
+        stream=stream,
+        system=system or None,
+        tools=tools or None,
         # Messages refuses tool_choice without tools; without tools no choice matters.
-        tool_choice = _tool_choice(chat.get("tool_choice"), chat.get("parallel_tool_calls"))
-        if tool_choice is not None:
-            body["tool_choice"] = tool_choice
-    stop_sequences = _stop_sequences(chat.get("stop"))
-    if stop_sequences:
-        body["stop_sequences"] = stop_sequences
-    # The SDK (1.x on) no longer lists the sampling fields, but the API still honours
-    # them on the models that sample that way; the caller asked, so they are sent.
-    for field_name in ("temperature", "top_p", "top_k", "thinking"):
-        if chat.get(field_name) is not None:
-            body[field_name] = chat[field_name]
-    if chat.get("user"):
-        body["metadata"] = {"user_id": chat["user"]}
-    return body
+        tool_choice=_tool_choice(chat.tool_choice, chat.parallel_tool_calls) if tools else None,
+        stop_sequences=_stop_sequences(chat.stop) or None,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        top_k=chat.top_k,
+        thinking=_thinking(chat.thinking),
+        metadata=wire.Metadata(user_id=chat.user) if chat.user else None,
+    )
 
 
 @dataclass(slots=True)
 class _Turn:
-    role: str
-    blocks: list[dict[str, Any]] = field(default_factory=list)
+    role: Literal["user", "assistant"]
+    blocks: list[wire.ContentBlock] = field(default_factory=list)
+
+    def message(self) -> wire.MessageParam:
+        """The turn as a Messages message; a user turn's tool_result blocks go ahead of its other content."""
+        if self.role == "assistant":
+            return wire.AssistantMessage(content=self.blocks)
+        results = [b for b in self.blocks if isinstance(b, wire.ToolResultBlock)]
+        others = [b for b in self.blocks if not isinstance(b, wire.ToolResultBlock)]
+        return wire.UserMessage(content=[*results, *others])
 
 
-def _system_and_turns(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _system_and_turns(messages: list[canonical.Message]) -> tuple[list[wire.TextBlock], list[wire.MessageParam]]:
     """Top-level system blocks, and the conversation as alternating Messages turns."""
-    if not isinstance(messages, list) or not messages:
+    if not messages:
         raise invalid_request("messages must be a non-empty list.")
-    system: list[dict[str, Any]] = []
+    system: list[wire.TextBlock] = []
     turns: list[_Turn] = []
     for position, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise invalid_request(f"messages[{position}] must be an object.")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_text_blocks(message.get("content"), f"messages[{position}]"))
+        where = f"messages[{position}]"
+        if isinstance(message, canonical.SystemMessage | canonical.DeveloperMessage):
+            system.extend(_text_blocks(message.content))
             continue
-        if role == "user":
-            turn = _Turn("user", _user_blocks(message.get("content"), f"messages[{position}]"))
-        elif role == "assistant":
-            turn = _Turn("assistant", _assistant_blocks(message, f"messages[{position}]"))
-        elif role == "tool":
-            turn = _Turn("user", [_tool_result(message, f"messages[{position}]")])
+        if isinstance(message, canonical.UserMessage):
+            turn = _Turn("user", [*_user_blocks(message.content, where)])
+        elif isinstance(message, canonical.AssistantMessage):
+            turn = _Turn("assistant", _assistant_blocks(message, where))
+        elif isinstance(message, canonical.ToolMessage):
+            turn = _Turn("user", [_tool_result(message, where)])
         else:
-            raise invalid_request(f"messages[{position}] has an unknown role {role!r}.")
+            raise invalid_request(f"{where} has an unknown role {_kind(message)!r}.")
         if not turn.blocks:
-            if role == "assistant":
+            if turn.role == "assistant":
                 continue  # an empty assistant turn says nothing; Messages rejects it
-            raise invalid_request(f"messages[{position}] has no content.")
+            raise invalid_request(f"{where} has no content.")
         if turns and turns[-1].role == turn.role:
             turns[-1].blocks.extend(turn.blocks)
         else:
             turns.append(turn)
-    return system, [{"role": t.role, "content": _tool_results_first(t.blocks)} for t in turns]
+    return system, [turn.message() for turn in turns]
 
 
-def _tool_results_first(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages wants a user turn's tool_result blocks ahead of its other content."""
-    results = [b for b in blocks if b["type"] == "tool_result"]
-    if not results:
-        return blocks
-    return results + [b for b in blocks if b["type"] != "tool_result"]
+def _kind(value: Struct) -> str:
+    """The tag of a tagged canonical struct: a part's `type`, a message's `role`."""
+    return str(value.__struct_config__.tag)
 
 
-def _parts(content: Any, where: str) -> list[dict[str, Any]]:
+def _parts(content: canonical.Content | None) -> list[canonical.ContentPart]:
     """Canonical content as a list of parts (a string is one text part)."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        return content
-    raise invalid_request(f"{where}.content must be a string or a list of content parts.")
+        return [canonical.TextPart(text=content)]
+    return content
 
 
-def _text_block(part: dict[str, Any], where: str) -> dict[str, Any] | None:
+def _text_block(part: canonical.TextPart) -> wire.TextBlock | None:
     """A text block for a text part, keeping its cache breakpoint; None for empty text."""
-    text = part.get("text")
-    if not isinstance(text, str):
-        raise invalid_request(f"{where} has a text part without text.")
-    if not text:
+    if not part.text:
         return None  # Messages rejects empty text blocks
-    block: dict[str, Any] = {"type": "text", "text": text}
-    if part.get("cache_control") is not None:
-        block["cache_control"] = part["cache_control"]
-    return block
+    return wire.TextBlock(text=part.text, cache_control=part.cache_control)
 
 
-def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+def _text_blocks(content: canonical.Content) -> list[wire.TextBlock]:
     blocks = []
-    for part in _parts(content, where):
-        if part.get("type") != "text":
-            raise unsupported(f"A {part.get('type')!r} part in a system message", WHERE)
-        block = _text_block(part, where)
-        if block is not None:
+    for part in _parts(content):
+        if not isinstance(part, canonical.TextPart):
+            raise unsupported(f"A {_kind(part)!r} part in a system message", WHERE)
+        if block := _text_block(part):
             blocks.append(block)
     return blocks
 
 
-def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    blocks = []
-    for part in _parts(content, where):
-        kind = part.get("type")
-        if kind == "text":
-            block = _text_block(part, where)
-        elif kind == "image_url":
-            block = _image_block(part, where)
+def _user_blocks(content: canonical.Content, where: str) -> list[wire.TextBlock | wire.ImageBlock]:
+    blocks: list[wire.TextBlock | wire.ImageBlock] = []
+    for part in _parts(content):
+        if isinstance(part, canonical.TextPart):
+            if block := _text_block(part):
+                blocks.append(block)
+        elif isinstance(part, canonical.ImagePart):
+            blocks.append(_image_block(part, where))
         else:
-            raise unsupported(f"The content part type {kind!r}", WHERE)
-        if block is not None:
-            blocks.append(block)
+            raise unsupported(f"The content part type {_kind(part)!r}", WHERE)
     return blocks
 
 
-def _image_block(part: dict[str, Any], where: str) -> dict[str, Any]:
-    image_url = part.get("image_url")
-    url = image_url.get("url") if isinstance(image_url, dict) else None
-    if not isinstance(url, str) or not url:
+def _image_block(part: canonical.ImagePart, where: str) -> wire.ImageBlock:
+    url = part.image_url.url
+    if not url:
         raise invalid_request(f"{where} has an image_url part without a url.")
-    source: dict[str, Any]
+    source: wire.ImageSource
     data = parse_data_url(url)
     if data is not None:
         media_type, b64 = data
         if media_type not in _IMAGE_MEDIA_TYPES:
             raise unsupported(f"Images of type {media_type}", WHERE)
-        source = {"type": "base64", "media_type": media_type, "data": b64}
+        source = wire.Base64Source(media_type=media_type, data=b64)
     elif url.startswith(("https://", "http://")):
-        source = {"type": "url", "url": url}
+        source = wire.URLSource(url=url)
     else:
         raise invalid_request(f"{where} has an image URL that is neither http(s) nor a base64 data URL.")
-    block: dict[str, Any] = {"type": "image", "source": source}
-    if part.get("cache_control") is not None:
-        block["cache_control"] = part["cache_control"]
-    return block
+    return wire.ImageBlock(source=source, cache_control=part.cache_control)
 
 
-def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _assistant_blocks(message: canonical.AssistantMessage, where: str) -> list[wire.ContentBlock]:
     """The assistant's text, then its tool calls as tool_use blocks."""
-    blocks = []
-    for part in _parts(message.get("content"), where):
-        kind = part.get("type")
-        if kind == "refusal":
-            part = {"type": "text", "text": part.get("refusal")}
-        elif kind != "text":
-            raise unsupported(f"A {kind!r} part in an assistant message", WHERE)
-        block = _text_block(part, where)
-        if block is not None:
+    blocks: list[wire.ContentBlock] = []
+    for part in _parts(message.content):
+        if isinstance(part, canonical.RefusalPart):
+            part = canonical.TextPart(text=part.refusal)
+        elif not isinstance(part, canonical.TextPart):
+            raise unsupported(f"A {_kind(part)!r} part in an assistant message", WHERE)
+        if block := _text_block(part):
             blocks.append(block)
-    tool_calls = message.get("tool_calls") or []
-    if not isinstance(tool_calls, list):
-        raise invalid_request(f"{where}.tool_calls must be a list.")
-    blocks.extend(_tool_use(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(tool_calls))
+    blocks += [_tool_use(call, f"{where}.tool_calls[{i}]") for i, call in enumerate(message.tool_calls or ())]
     return blocks
 
 
-def _tool_use(call: Any, where: str) -> dict[str, Any]:
-    if not isinstance(call, dict) or call.get("type", "function") != "function":
-        kind = call.get("type") if isinstance(call, dict) else call
-        raise unsupported(f"Tool calls of type {kind!r}", WHERE)
-    function = call.get("function")
-    name = function.get("name") if isinstance(function, dict) else None
-    call_id = call.get("id")
-    if not isinstance(name, str) or not name or not isinstance(call_id, str) or not call_id:
+def _tool_use(call: canonical.ToolCall, where: str) -> wire.ToolUseBlock:
+    name = call.function.name
+    if not name or not call.id:
         raise invalid_request(f"{where} needs an id and a function name.")
-    arguments = function.get("arguments") if isinstance(function, dict) else None
     # Some providers record a call without arguments as ""; that is the empty object.
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        arguments = "{}"
+    arguments = call.function.arguments if call.function.arguments.strip() else "{}"
     try:
-        tool_input = orjson.loads(arguments) if isinstance(arguments, str) else None
-    except orjson.JSONDecodeError:
+        tool_input = msgspec.json.decode(arguments)
+    except msgspec.DecodeError:
         tool_input = None
     if not isinstance(tool_input, dict):
         raise invalid_request(f"The arguments of the call to tool {name!r} ({where}) are not a JSON object.")
-    return {"type": "tool_use", "id": call_id, "name": name, "input": tool_input}
+    return wire.ToolUseBlock(id=call.id, name=name, input=tool_input)
 
 
-def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
+def _tool_result(message: canonical.ToolMessage, where: str) -> wire.ToolResultBlock:
+    if not message.tool_call_id:
         raise invalid_request(f"{where} is a tool message without a tool_call_id.")
-    content = message.get("content")
-    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
-    result["content"] = content if isinstance(content, str) else _user_blocks(content, where)
-    if message.get("is_error") is True:
-        result["is_error"] = True
-    return result
+    content: str | list[wire.ToolResultContent] = (
+        message.content if isinstance(message.content, str) else [*_user_blocks(message.content, where)]
+    )
+    return wire.ToolResultBlock(
+        tool_use_id=message.tool_call_id, content=content, is_error=True if message.is_error else None
+    )
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise invalid_request("tools must be a list.")
-    return [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
-
-
-def _tool(tool: Any, where: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-        kind = tool.get("type") if isinstance(tool, dict) else tool
-        raise unsupported(f"Tools of type {kind!r}", WHERE)
-    function = tool.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+def _tool(tool: canonical.Tool, where: str) -> wire.Tool:
+    function = tool.function
+    if not function.name:
         raise invalid_request(f"{where} needs a function with a name.")
-    schema = function.get("parameters") or _empty_input_schema()
-    wire: dict[str, Any] = {"name": function["name"], "input_schema": schema}
-    if function.get("description"):
-        wire["description"] = function["description"]
-    if tool.get("cache_control") is not None:
-        wire["cache_control"] = tool["cache_control"]
-    return wire
+    return wire.Tool(
+        name=function.name,
+        description=function.description or None,
+        input_schema=function.parameters or _empty_input_schema(),
+        cache_control=tool.cache_control,
+    )
 
 
 def _empty_input_schema() -> dict[str, Any]:
     return {"type": "object", "properties": {}}
 
 
-def _tool_choice(choice: Any, parallel_tool_calls: Any) -> dict[str, Any] | None:
-    wire: dict[str, Any] | None
+def _tool_choice(choice: canonical.ToolChoice | None, parallel_tool_calls: bool | None) -> wire.ToolChoice | None:
+    wire_choice: wire.ToolChoice | None
     if choice is None:
-        wire = None
-    elif isinstance(choice, str) and choice in _TOOL_CHOICE_BY_MODE:
-        wire = {"type": _TOOL_CHOICE_BY_MODE[choice]}
-    elif isinstance(choice, dict) and choice.get("type") == "function":
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or not name:
+        wire_choice = None
+    elif choice == "auto":
+        wire_choice = wire.ToolChoiceAuto()
+    elif choice == "required":
+        wire_choice = wire.ToolChoiceAny()
+    elif choice == "none":
+        wire_choice = wire.ToolChoiceNone()
+    elif isinstance(choice, canonical.NamedToolChoice):
+        if not choice.function.name:
             raise invalid_request("tool_choice names no function.")
-        wire = {"type": "tool", "name": name}
+        wire_choice = wire.ToolChoiceTool(name=choice.function.name)
     else:
-        kind = choice.get("type") if isinstance(choice, dict) else choice
-        raise unsupported(f"tool_choice {kind!r}", WHERE)
+        raise unsupported(f"tool_choice {choice!r}", WHERE)
     if parallel_tool_calls is False:
-        wire = wire or {"type": "auto"}
-        if wire["type"] != "none":  # no tool use at all is already no parallel tool use
-            wire["disable_parallel_tool_use"] = True
-    return wire
+        wire_choice = wire_choice or wire.ToolChoiceAuto()
+        # No tool use at all is already no parallel tool use.
+        if not isinstance(wire_choice, wire.ToolChoiceNone):
+            wire_choice.disable_parallel_tool_use = True
+    return wire_choice
 
 
-def _stop_sequences(stop: Any) -> list[str]:
-    if stop is None:
-        return []
+def _stop_sequences(stop: str | list[str] | None) -> list[str]:
     if isinstance(stop, str):
         return [stop] if stop else []
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return [s for s in stop if s]
-    raise invalid_request("stop must be a string or a list of strings.")
+    return [s for s in stop or () if s]
 
 
-def _anthropic_beta(beta: Any) -> str:
-    if beta is None:
-        return ""
-    if isinstance(beta, str):
-        return beta
-    if isinstance(beta, list) and all(isinstance(b, str) for b in beta):
-        return ",".join(beta)
-    raise invalid_request("anthropic_beta must be a list of strings.")
+def _thinking(thinking: dict[str, Any] | None) -> wire.ThinkingConfig | None:
+    if thinking is None:
+        return None
+    try:
+        return msgspec.convert(thinking, wire.ThinkingConfig)
+    except msgspec.ValidationError as err:
+        raise invalid_request(f"thinking is not valid: {err}.") from None
 
 
 # --- Messages answer -> canonical ------------------------------------------------------
 
 
-def canonical_completion(message: dict[str, Any], model: str) -> dict[str, Any]:
+def canonical_completion(message: wire.Message, model: str, usage: TokenUsage) -> ChatCompletion:
     """The canonical chat.completion for a Messages answer (thinking blocks are left out)."""
-    texts: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
-    for block in message.get("content") or ():
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text":
-            texts.append(str(block.get("text") or ""))
-        elif block.get("type") == "tool_use":
-            tool_calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": _compact_json(block.get("input") or {})},
-                }
-            )
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
-    if tool_calls:
-        reply["tool_calls"] = tool_calls
-    choice: dict[str, Any] = {"index": 0, "message": reply, "finish_reason": finish_reason(message.get("stop_reason"))}
-    if message.get("stop_sequence"):
-        choice["stop_sequence"] = message["stop_sequence"]
-    return {
-        "id": message.get("id") or "",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": message.get("model") or model,
-        "choices": [choice],
-        "usage": _token_usage(message.get("usage")).canonical(),
-    }
-
-
-def _compact_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _token_usage(usage: Any, base: TokenUsage | None = None) -> TokenUsage:
-    """Messages usage in the split form; counts `usage` lacks keep their `base` value."""
-    base = base or TokenUsage()
-    usage = usage if isinstance(usage, dict) else {}
-
-    def pick(key: str, current: int) -> int:
-        return _count(usage[key]) if usage.get(key) is not None else current
-
-    return TokenUsage(
-        input=pick("input_tokens", base.input),
-        output=pick("output_tokens", base.output),
-        cache_read=pick("cache_read_input_tokens", base.cache_read),
-        cache_write=pick("cache_creation_input_tokens", base.cache_write),
+    texts = [block.text for block in message.content if isinstance(block, wire.TextBlock)]
+    tool_calls = [
+        canonical.ToolCall(
+            id=block.id, function=canonical.FunctionCall(name=block.name, arguments=_compact_json(block.input or {}))
+        )
+        for block in message.content
+        if isinstance(block, wire.ToolUseBlock)
+    ]
+    answer = canonical.AnswerMessage(content="".join(texts) if texts else None, tool_calls=tool_calls or UNSET)
+    choice = canonical.Choice(
+        message=answer,
+        finish_reason=finish_reason(message.stop_reason),
+        stop_sequence=message.stop_sequence or UNSET,
+    )
+    return ChatCompletion(
+        id=message.id,
+        created=int(time.time()),
+        model=message.model or model,
+        choices=[choice],
+        usage=usage.canonical(),
     )
 
 
-def _upstream_usage(usage: TokenUsage) -> UpstreamUsage:
-    return UpstreamUsage(
-        input_tokens=usage.input + usage.cache_read + usage.cache_write,
-        output_tokens=usage.output,
-        cached_input_tokens=usage.cache_read,
-    )
+def _compact_json(value: dict[str, Any]) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 # --- Messages stream -> canonical chunks -----------------------------------------------
-
-
-def _event_payload(data: str, provider: str) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError as err:
-        raise UpstreamError(502, f"{provider} sent a stream event that is not JSON") from err
-    if not isinstance(payload, dict):
-        raise UpstreamError(502, f"{provider} sent a stream event that is not an object")
-    return payload
 
 
 class _StreamTranslator:
@@ -493,97 +401,93 @@ class _StreamTranslator:
         self._finish_sent = False
         self.finished = False
 
-    def translate(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = event.get("type")
-        if kind == "message_start":
-            return self._message_start(event.get("message"))
-        if kind == "content_block_start":
-            return self._block_start(event.get("index"), event.get("content_block"))
-        if kind == "content_block_delta":
-            return self._block_delta(event.get("index"), event.get("delta"))
-        if kind == "content_block_stop":
-            return self._block_stop(event.get("index"))
-        if kind == "message_delta":
-            return self._message_delta(event.get("delta"), event.get("usage"))
-        if kind == "message_stop":
+    def translate(self, event: wire.StreamEvent | None) -> list[ChatCompletionChunk]:
+        """The canonical chunks for one event; None (an event type added later) and ping give none."""
+        if isinstance(event, wire.MessageStart):
+            return self._message_start(event.message)
+        if isinstance(event, wire.ContentBlockStart):
+            return self._block_start(event.index, event.content_block)
+        if isinstance(event, wire.ContentBlockDelta):
+            return self._block_delta(event.index, event.delta)
+        if isinstance(event, wire.ContentBlockStop):
+            return self._block_stop(event.index)
+        if isinstance(event, wire.MessageDelta):
+            return self._message_delta(event)
+        if isinstance(event, wire.MessageStop):
             self.finished = True
-            chunks = [] if self._finish_sent else [self._chunk({}, finish_reason("end_turn"))]
+            chunks = [] if self._finish_sent else [self._chunk(canonical.Delta(), finish_reason("end_turn"))]
             return [*chunks, self._usage_chunk()]
-        if kind == "error":
-            raise self._error(event.get("error"))
-        return []  # ping, and event types added after this was written
+        if isinstance(event, wire.Error):
+            raise self._error(event.error)
+        return []
 
-    def _message_start(self, message: Any) -> list[dict[str, Any]]:
-        message = message if isinstance(message, dict) else {}
-        self._id = str(message.get("id") or "")
-        self._model = str(message.get("model") or self._model)
-        self._set_usage(_token_usage(message.get("usage")))
-        return [self._chunk({"role": "assistant", "content": ""})]
+    def _message_start(self, message: wire.Message) -> list[ChatCompletionChunk]:
+        self._id = message.id
+        self._model = message.model or self._model
+        self._set_usage(message.usage.tokens())
+        return [self._chunk(canonical.Delta(role="assistant", content=""))]
 
-    def _block_start(self, index: Any, block: Any) -> list[dict[str, Any]]:
-        block = block if isinstance(block, dict) else {}
-        if block.get("type") == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
-        if block.get("type") == "tool_use" and isinstance(index, int):
+    def _block_start(self, index: int, block: wire.ResponseBlock) -> list[ChatCompletionChunk]:
+        if isinstance(block, wire.TextBlock) and block.text:
+            return [self._chunk(canonical.Delta(content=block.text))]
+        if isinstance(block, wire.ToolUseBlock):
             tool_index = len(self._tool_index)
             self._tool_index[index] = tool_index
             self._tool_has_arguments[index] = False
-            call = {
-                "index": tool_index,
-                "id": block.get("id"),
-                "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""},
-            }
-            return [self._chunk({"tool_calls": [call]})]
+            call = canonical.ToolCallDelta(
+                index=tool_index,
+                id=block.id,
+                type="function",
+                function=canonical.FunctionCallDelta(name=block.name, arguments=""),
+            )
+            return [self._chunk(canonical.Delta(tool_calls=[call]))]
         return []
 
-    def _block_delta(self, index: Any, delta: Any) -> list[dict[str, Any]]:
-        delta = delta if isinstance(delta, dict) else {}
-        if delta.get("type") == "text_delta" and delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
-        if delta.get("type") == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
+    def _block_delta(self, index: int, delta: wire.BlockDelta) -> list[ChatCompletionChunk]:
+        if isinstance(delta, wire.TextDelta) and delta.text:
+            return [self._chunk(canonical.Delta(content=delta.text))]
+        if isinstance(delta, wire.InputJSONDelta) and delta.partial_json and index in self._tool_index:
             self._tool_has_arguments[index] = True
-            return [self._arguments_chunk(index, delta["partial_json"])]
-        return []  # thinking, signature and citation deltas have no canonical place
+            return [self._arguments_chunk(index, delta.partial_json)]
+        return []  # thinking and signature deltas have no canonical place
 
-    def _block_stop(self, index: Any) -> list[dict[str, Any]]:
+    def _block_stop(self, index: int) -> list[ChatCompletionChunk]:
         # A call without input streams no JSON at all; canonical arguments are then "{}".
         if index in self._tool_index and not self._tool_has_arguments[index]:
             self._tool_has_arguments[index] = True
             return [self._arguments_chunk(index, "{}")]
         return []
 
-    def _message_delta(self, delta: Any, usage: Any) -> list[dict[str, Any]]:
-        delta = delta if isinstance(delta, dict) else {}
+    def _message_delta(self, event: wire.MessageDelta) -> list[ChatCompletionChunk]:
         # output_tokens is cumulative; input and cache counts, when present, are the final ones.
-        self._set_usage(_token_usage(usage, self._usage))
-        extra = {"stop_sequence": delta["stop_sequence"]} if delta.get("stop_sequence") else {}
+        self._set_usage(event.usage.tokens(self._usage))
         self._finish_sent = True
-        return [self._chunk({}, finish_reason(delta.get("stop_reason")), **extra)]
+        finish = finish_reason(event.delta.stop_reason)
+        return [self._chunk(canonical.Delta(), finish, event.delta.stop_sequence or UNSET)]
 
     def _set_usage(self, usage: TokenUsage) -> None:
         self._usage = usage
-        self._state.usage = _upstream_usage(usage)
+        self._state.usage = usage
 
-    def _error(self, error: Any) -> UpstreamError:
-        error = error if isinstance(error, dict) else {}
-        status = _STATUS_BY_ERROR_TYPE.get(str(error.get("type")), 502)
+    def _error(self, error: wire.ErrorDetail) -> UpstreamError:
+        status = _STATUS_BY_ERROR_TYPE.get(error.type, 502)
         self._state.status = status
-        message = str(error.get("message") or error.get("type") or "unknown error")
+        message = error.message or error.type or "unknown error"
         return UpstreamError(status, f"{self._provider} stream failed: {message}")
 
-    def _arguments_chunk(self, index: int, arguments: str) -> dict[str, Any]:
-        call = {"index": self._tool_index[index], "function": {"arguments": arguments}}
-        return self._chunk({"tool_calls": [call]})
+    def _arguments_chunk(self, index: int, arguments: str) -> ChatCompletionChunk:
+        call = canonical.ToolCallDelta(
+            index=self._tool_index[index], function=canonical.FunctionCallDelta(arguments=arguments)
+        )
+        return self._chunk(canonical.Delta(tool_calls=[call]))
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-        return {
-            **self._envelope(),
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
-        }
+    def _chunk(
+        self, delta: canonical.Delta, finish: str | None = None, stop_sequence: str | UnsetType = UNSET
+    ) -> ChatCompletionChunk:
+        choice = canonical.ChunkChoice(delta=delta, finish_reason=finish, stop_sequence=stop_sequence)
+        return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[choice])
 
-    def _usage_chunk(self) -> dict[str, Any]:
-        return {**self._envelope(), "choices": [], "usage": self._usage.canonical()}
-
-    def _envelope(self) -> dict[str, Any]:
-        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model}
+    def _usage_chunk(self) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self._id, created=self._created, model=self._model, choices=[], usage=self._usage.canonical()
+        )

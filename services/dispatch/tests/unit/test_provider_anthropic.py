@@ -31,9 +31,11 @@ from anthropic.types import (
 )
 from anthropic.types import message_create_params as params
 from anthropic.types.raw_message_delta_event import Delta
+from msgspec.structs import replace
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 
@@ -212,12 +214,19 @@ def error_body(kind: str, text: str) -> dict[str, Any]:
     )
 
 
-def chat(*messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": list(messages) or [{"role": "user", "content": "Hi"}], **fields}
+def chat(*messages: dict[str, Any], **fields: Any) -> ChatRequest:
+    """A canonical request, decoded from its JSON as dispatch receives it."""
+    body = {"model": MODEL, "messages": list(messages) or [{"role": "user", "content": "Hi"}], **fields}
+    return decode_request(orjson.dumps(body))
 
 
-async def collect(provider: AnthropicMessages, request: dict[str, Any], state: StreamState) -> list[dict[str, Any]]:
-    return [c async for c in provider.stream({**request, "stream": True}, MODEL, {}, state)]
+def as_json(answer: Any) -> Any:
+    """A canonical answer or chunk as the JSON it goes on as."""
+    return orjson.loads(encode(answer))
+
+
+async def collect(provider: AnthropicMessages, request: ChatRequest, state: StreamState) -> list[dict[str, Any]]:
+    return [as_json(c) async for c in provider.stream(replace(request, stream=True), MODEL, {}, state)]
 
 
 # --- requests ---------------------------------------------------------------------------
@@ -288,7 +297,7 @@ async def test_the_calls_own_key_wins_over_the_operators() -> None:
 async def test_a_streamed_call_sends_the_calls_own_key() -> None:
     fake = FakeAnthropic(sse_reply(sse(message_start(), message_delta("end_turn", 1), STOP)))
     credentials = {"api_key": "sk-ant-account"}
-    chunks = [c async for c in fake.provider().stream(chat(stream=True), MODEL, credentials, StreamState())]
+    chunks = [as_json(c) async for c in fake.provider().stream(chat(stream=True), MODEL, credentials, StreamState())]
     assert chunks[-1]["choices"] == []
     assert fake.requests[0].headers["x-api-key"] == "sk-ant-account"
 
@@ -482,8 +491,6 @@ async def test_images_as_base64_and_as_urls() -> None:
         ({"presence_penalty": -1}, "presence_penalty"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"functions": [{"name": "f"}]}, "Legacy functions"),
-        ({"tool_choice": {"type": "allowed_tools"}, "tools": [WEATHER_TOOL]}, "tool_choice 'allowed_tools'"),
-        ({"tools": [{"type": "custom", "custom": {"name": "grammar"}}]}, "Tools of type 'custom'"),
     ],
 )
 async def test_features_messages_cannot_express_are_400_naming_them(fields: dict[str, Any], feature: str) -> None:
@@ -493,6 +500,19 @@ async def test_features_messages_cannot_express_are_400_naming_them(fields: dict
     assert err.value.http_status == 400
     assert feature in err.value.message and "the Anthropic Messages API" in err.value.message
     assert not fake.requests
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"tool_choice": {"type": "allowed_tools"}, "tools": [WEATHER_TOOL]}, "`$.tool_choice.type`"),
+        ({"tools": [{"type": "custom", "custom": {"name": "grammar"}}]}, "`$.tools[0].type`"),
+    ],
+)
+def test_tool_kinds_without_a_canonical_type_are_400s_before_any_provider(fields: dict[str, Any], where: str) -> None:
+    with pytest.raises(OrqenError) as err:
+        chat(**fields)
+    assert err.value.http_status == 400 and where in err.value.message
 
 
 @pytest.mark.parametrize(
@@ -518,18 +538,19 @@ async def test_features_messages_cannot_express_are_400_naming_them(fields: dict
             [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AAAA"}}]}],
             "image/bmp",
         ),
+        # These four are refused where dispatch decodes the canonical request.
         ([{"role": "tool", "content": "orphan"}], "tool_call_id"),
-        ([{"role": "critic", "content": "x"}], "unknown role"),
+        ([{"role": "critic", "content": "x"}], "Invalid value 'critic' - at `$.messages[0].role`"),
+        ([{"role": "user", "content": 42}], "Expected `str | array`, got `int` - at `$.messages[0].content`"),
+        (["hello"], "Expected `object`, got `str` - at `$.messages[0]`"),
         ([{"role": "user", "content": ""}], "no content"),
-        ([{"role": "user", "content": 42}], "content must be"),
-        (["hello"], "must be an object"),
         ([], "non-empty list"),
     ],
 )
 async def test_malformed_requests_are_clear_400s(messages: list[Any], fragment: str) -> None:
     fake = FakeAnthropic(text_reply())
     with pytest.raises(OrqenError) as err:
-        await fake.provider().complete({"model": MODEL, "messages": messages}, MODEL, {})
+        await fake.provider().complete(decode_request(orjson.dumps({"model": MODEL, "messages": messages})), MODEL, {})
     assert err.value.http_status == 400 and fragment in err.value.message
     assert not fake.requests
 
@@ -550,7 +571,7 @@ async def test_text_tool_use_and_cache_read_usage_become_a_canonical_completion(
     fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
     result = await fake.provider().complete(chat(tools=[WEATHER_TOOL]), MODEL, {})
 
-    body = result.body
+    body = as_json(result.body)
     assert body["id"] == "msg_01" and body["object"] == "chat.completion" and body["model"] == MODEL
     assert isinstance(body["created"], int)
     (choice,) = body["choices"]
@@ -569,7 +590,8 @@ async def test_text_tool_use_and_cache_read_usage_become_a_canonical_completion(
         "total_tokens": 158,
         "prompt_tokens_details": {"cached_tokens": 100, "cache_creation_tokens": 8},
     }
-    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.cached_input_tokens) == (128, 30, 100)
+    usage = result.usage
+    assert (usage.input, usage.output, usage.cache_read, usage.cache_write) == (20, 30, 100, 8)
     assert result.status == 200
 
 
@@ -577,14 +599,14 @@ async def test_a_tool_only_answer_has_no_content() -> None:
     answer = message(ToolUseBlock(type="tool_use", id="toolu_1", name="now", input={}), stop_reason="tool_use")
     fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
     result = await fake.provider().complete(chat(), MODEL, {})
-    reply = result.body["choices"][0]["message"]
+    reply = as_json(result.body)["choices"][0]["message"]
     assert reply["content"] is None and reply["tool_calls"][0]["function"]["arguments"] == "{}"
 
 
 async def test_the_stop_sequence_that_ended_generation_is_reported() -> None:
     fake = FakeAnthropic(text_reply("1, 2, 3", stop_reason="stop_sequence", stop_sequence="4"))
     result = await fake.provider().complete(chat(stop=["4"]), MODEL, {})
-    (choice,) = result.body["choices"]
+    (choice,) = as_json(result.body)["choices"]
     assert choice["finish_reason"] == "stop" and choice["stop_sequence"] == "4"
     assert fake.bodies[0]["stop_sequences"] == ["4"]
 
@@ -603,7 +625,7 @@ async def test_the_stop_sequence_that_ended_generation_is_reported() -> None:
 async def test_finish_reasons(stop_reason: str, finish: str) -> None:
     fake = FakeAnthropic(text_reply(stop_reason=stop_reason))
     result = await fake.provider().complete(chat(), MODEL, {})
-    assert result.body["choices"][0]["finish_reason"] == finish
+    assert as_json(result.body)["choices"][0]["finish_reason"] == finish
 
 
 async def test_an_upstream_429_keeps_status_message_and_retry_after() -> None:
@@ -658,7 +680,7 @@ async def test_a_streamed_text_answer() -> None:
         "total_tokens": 46,
         "prompt_tokens_details": {"cached_tokens": 30},
     }
-    assert (state.usage.input_tokens, state.usage.output_tokens, state.usage.cached_input_tokens) == (42, 4, 30)
+    assert (state.usage.input, state.usage.output, state.usage.cache_read) == (12, 4, 30)
     assert state.status == 200
 
 
@@ -730,7 +752,7 @@ async def test_a_streamed_stop_sequence_and_final_usage_counts_win() -> None:
     finish = chunks[-2]["choices"][0]
     assert finish["finish_reason"] == "stop" and finish["stop_sequence"] == "###"
     assert chunks[-1]["usage"]["prompt_tokens"] == 20 and chunks[-1]["usage"]["completion_tokens"] == 9
-    assert (state.usage.input_tokens, state.usage.cached_input_tokens) == (20, 5)
+    assert (state.usage.input, state.usage.cache_read) == (15, 5)
 
 
 @pytest.mark.parametrize(
@@ -754,8 +776,8 @@ async def test_an_error_event_mid_stream_is_an_upstream_error(error_type: str, s
     state = StreamState()
     seen: list[dict[str, Any]] = []
     with pytest.raises(UpstreamError) as err:
-        async for chunk in fake.provider().stream({**chat(), "stream": True}, MODEL, {}, state):
-            seen.append(chunk)
+        async for chunk in fake.provider().stream(replace(chat(), stream=True), MODEL, {}, state):
+            seen.append(as_json(chunk))
     assert err.value.status == status and "Overloaded" in err.value.message
     assert deltas(seen)[-1] == {"content": "Par"}  # what came before the error was already passed on
     assert state.status == status
@@ -788,14 +810,14 @@ async def test_chunks_are_yielded_as_events_arrive() -> None:
         sse(block_stop(0), message_delta("end_turn", output_tokens=1), STOP),
     )
     fake = FakeAnthropic(lambda _: httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"}))
-    stream = fake.provider().stream({**chat(), "stream": True}, MODEL, {}, StreamState())
+    stream = fake.provider().stream(replace(chat(), stream=True), MODEL, {}, StreamState())
     assert not body.gate.is_set()
     # A generous guard only turns a buffering translator's deadlock into a failure.
     async with asyncio.timeout(10):
-        assert deltas([await anext(stream)]) == [{"role": "assistant", "content": ""}]
-        assert deltas([await anext(stream)]) == [{"content": "early"}]  # before the rest of the body exists
+        assert deltas([as_json(await anext(stream))]) == [{"role": "assistant", "content": ""}]
+        assert deltas([as_json(await anext(stream))]) == [{"content": "early"}]  # before the rest of the body exists
     body.gate.set()
-    rest = [c async for c in stream]
+    rest = [as_json(c) async for c in stream]
     assert rest[-1]["choices"] == [] and rest[-1]["usage"]["completion_tokens"] == 1
 
 
