@@ -595,6 +595,27 @@ async def test_text_tool_use_and_cache_read_usage_become_a_canonical_completion(
     assert result.status == 200
 
 
+async def test_blocks_of_types_added_later_are_left_out_of_an_answer() -> None:
+    answer = message(TextBlock(type="text", text="Found it."))
+    answer["content"] = [
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+        {"type": "a_block_type_from_next_year", "payload": [1]},
+        *answer["content"],
+    ]
+    fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
+    result = await fake.provider().complete(chat(), MODEL, {})
+    assert as_json(result.body)["choices"][0]["message"] == {"role": "assistant", "content": "Found it."}
+
+
+async def test_an_answer_that_is_not_a_message_is_a_502() -> None:
+    answer = message(TextBlock(type="text", text="hi"))
+    del answer["usage"]
+    fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
+    with pytest.raises(UpstreamError) as err:
+        await fake.provider().complete(chat(), MODEL, {})
+    assert err.value.status == 502 and "usage" in err.value.message
+
+
 async def test_a_tool_only_answer_has_no_content() -> None:
     answer = message(ToolUseBlock(type="tool_use", id="toolu_1", name="now", input={}), stop_reason="tool_use")
     fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
@@ -781,6 +802,37 @@ async def test_an_error_event_mid_stream_is_an_upstream_error(error_type: str, s
     assert err.value.status == status and "Overloaded" in err.value.message
     assert deltas(seen)[-1] == {"content": "Par"}  # what came before the error was already passed on
     assert state.status == status
+
+
+async def test_events_blocks_and_deltas_of_types_added_later_are_skipped() -> None:
+    body = sse(
+        message_start(),
+        {"type": "an_event_from_next_year", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "server_tool_use", "id": "s", "name": "x"},
+        },
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "a_delta_from_next_year", "data": "?"}},
+        block_stop(0),
+        text_start(1),
+        text_delta(1, "ok"),
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "citations_delta", "citation": {}}},
+        block_stop(1),
+        message_delta("end_turn", output_tokens=2),
+        STOP,
+    )
+    fake = FakeAnthropic(sse_reply(body))
+    chunks = await collect(fake.provider(), chat(), StreamState())
+    assert deltas(chunks) == [{"role": "assistant", "content": ""}, {"content": "ok"}, {}]
+
+
+async def test_an_event_that_does_not_fit_its_type_is_a_502() -> None:
+    body = sse(message_start(), {"type": "content_block_delta", "index": "zero", "delta": {"type": "text_delta"}})
+    fake = FakeAnthropic(sse_reply(body))
+    with pytest.raises(UpstreamError) as err:
+        await collect(fake.provider(), chat(), StreamState())
+    assert err.value.status == 502 and "$.index" in err.value.message
 
 
 async def test_a_stream_that_ends_without_message_stop_is_a_502() -> None:
