@@ -115,6 +115,7 @@ def test_hints_are_ignored_and_disabled_thinking_is_no_thinking() -> None:
             speed="fast",
             inference_geo="us",
             output_config={"effort": "low"},
+            metadata={"user_id": ""},
         )
     )
     assert chat == {
