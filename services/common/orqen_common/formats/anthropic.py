@@ -45,7 +45,8 @@ class _Request(Struct, omit_defaults=True):
 
 class Base64Source(_Request, tag="base64", tag_field="type"):
     media_type: NonEmptyStr
-    data: NonEmptyStr  # base64; Struct types cannot check that, the translators do
+    # Base64, kept as text: decoding it into bytes here would copy every image; the ingress checks it.
+    data: NonEmptyStr
 
 
 class URLSource(_Request, tag="url", tag_field="type"):
