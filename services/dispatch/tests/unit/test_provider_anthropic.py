@@ -334,6 +334,14 @@ async def test_sampling_stop_sequences_thinking_and_max_tokens() -> None:
     assert not {"temperature", "top_p", "top_k", "thinking"} & set(second)
 
 
+async def test_a_thinking_config_messages_does_not_know_is_a_400_before_sending() -> None:
+    fake = FakeAnthropic(text_reply())
+    with pytest.raises(OrqenError) as err:
+        await fake.provider().complete(chat(thinking={"type": "enabled", "budget": 2048}), MODEL, {})
+    assert err.value.http_status == 400 and "thinking" in err.value.message and "`budget`" in err.value.message
+    assert not fake.requests
+
+
 async def test_tools_keep_their_schema_and_cache_breakpoint() -> None:
     fake = FakeAnthropic(text_reply())
     bare = {"type": "function", "function": {"name": "now"}, "cache_control": {"type": "ephemeral"}}
