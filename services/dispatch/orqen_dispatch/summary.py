@@ -56,6 +56,7 @@ def summary(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cached_input_tokens=usage.cached_input_tokens,
+            cache_write_input_tokens=usage.cache_write_input_tokens,
         ),
         upstream_status=status,
         upstream_ms=upstream_ms,

@@ -461,6 +461,7 @@ def _upstream_usage(usage: TokenUsage) -> UpstreamUsage:
         input_tokens=usage.input + usage.cache_read + usage.cache_write,
         output_tokens=usage.output,
         cached_input_tokens=usage.cache_read,
+        cache_write_input_tokens=usage.cache_write,
     )
 
 

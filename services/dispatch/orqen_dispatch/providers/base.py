@@ -17,6 +17,7 @@ class UpstreamUsage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0  # a part of input_tokens, like cached_input_tokens
 
 
 @dataclass(slots=True)

@@ -511,6 +511,7 @@ def _upstream_usage(usage: Any) -> UpstreamUsage:
         input_tokens=tokens.input + tokens.cache_read + tokens.cache_write,
         output_tokens=tokens.output,
         cached_input_tokens=tokens.cache_read,
+        cache_write_input_tokens=tokens.cache_write,
     )
 
 
