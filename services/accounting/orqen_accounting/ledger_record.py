@@ -77,7 +77,10 @@ def _timestamp(value: dt.datetime) -> Timestamp:
 
 @dataclass(frozen=True, slots=True)
 class LedgerRecord:
-    """One request as the ledger stores it; each field a column of `requests` unless `staged`."""
+    """One request as the ledger stores it; each field a column of `requests` unless `staged`.
+
+    `LedgerRecord(*row)` reads a ledger row by name.
+    """
 
     request_id: str = column(lambda c: c.context.request_id)
     account_id: uuid.UUID = column(lambda c: uuid.UUID(c.context.account_id), to_message=str)
