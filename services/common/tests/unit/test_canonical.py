@@ -7,6 +7,7 @@ from botocore.eventstream import EventStreamBuffer
 
 from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_reason, text_of
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ImagePart, ImageURL, PromptTokensDetails, TextPart
 from orqen_common.eventstream import event_frame, exception_frame
 
 
@@ -37,8 +38,8 @@ def test_finish_reasons_become_stop_reasons_and_a_stop_sequence_is_named() -> No
 def test_usage_split_round_trips_through_the_canonical_total() -> None:
     split = TokenUsage(input=32, output=7, cache_read=10, cache_write=3)
     canonical = split.canonical()
-    assert canonical["prompt_tokens"] == 45 and canonical["total_tokens"] == 52
-    assert canonical["prompt_tokens_details"] == {"cached_tokens": 10, "cache_creation_tokens": 3}
+    assert canonical.prompt_tokens == 45 and canonical.total_tokens == 52 and split.prompt == 45
+    assert canonical.prompt_tokens_details == PromptTokensDetails(cached_tokens=10, cache_creation_tokens=3)
     assert TokenUsage.from_canonical(canonical) == split
     assert TokenUsage.from_canonical(None) == TokenUsage()
 
@@ -54,7 +55,8 @@ def test_data_urls_parse_and_bad_base64_is_a_400() -> None:
 
 def test_text_of_reads_strings_and_text_parts() -> None:
     assert text_of("hi") == "hi"
-    assert text_of([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]) == "ab"
+    image = ImagePart(image_url=ImageURL(url="https://example.com/cat.png"))
+    assert text_of([TextPart(text="a"), image, TextPart(text="b")]) == "ab"
     assert text_of(None) == ""
 
 
