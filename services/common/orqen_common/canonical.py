@@ -81,8 +81,13 @@ class TokenUsage:
             cache_write=written,
         )
 
+    @property
+    def prompt(self) -> int:
+        """Every input token, cache reads and writes included: canonical `prompt_tokens`."""
+        return self.input + self.cache_read + self.cache_write
+
     def canonical(self) -> CompletionUsage:
-        prompt = self.input + self.cache_read + self.cache_write
+        prompt = self.prompt
         return CompletionUsage(
             prompt_tokens=prompt,
             completion_tokens=self.output,

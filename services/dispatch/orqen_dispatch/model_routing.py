@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import structlog
 
@@ -20,6 +20,7 @@ from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.canonical import text_of
 from orqen_common.catalogue import Catalogue, CatalogueEntry, Tier
 from orqen_common.errors import OrqenError, invalid_request
+from orqen_common.formats.openai import AssistantMessage, ChatRequest, ImagePart, UserMessage
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.router import ProviderRouter
 
@@ -67,33 +68,28 @@ class RequestProfile:
     clear_tool: str = ""  # the tool the optimizer ranked far ahead of every other, if one was
 
     @classmethod
-    def of(cls, chat: Mapping[str, Any], tool_routing: optimizer_pb2.RoutingTrace | None = None) -> RequestProfile:
-        messages = chat.get("messages")
-        messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    def of(cls, chat: ChatRequest, tool_routing: optimizer_pb2.RoutingTrace | None = None) -> RequestProfile:
         total = 0
         images = False
         last_user = ""
-        for message in messages:
-            content = message.get("content")
+        for message in chat.messages:
+            content = message.content
             text = text_of(content)
             total += len(text)
             if isinstance(content, list):
-                images = images or any(isinstance(p, dict) and p.get("type") == "image_url" for p in content)
-            calls = message.get("tool_calls")
-            for call in calls if isinstance(calls, list) else ():
-                function = call.get("function") if isinstance(call, dict) else None
-                arguments = function.get("arguments") if isinstance(function, dict) else None
-                total += len(arguments) if isinstance(arguments, str) else 0
-            if message.get("role") == "user":
+                images = images or any(isinstance(p, ImagePart) for p in content)
+            if isinstance(message, AssistantMessage):
+                total += sum(len(call.function.arguments) for call in message.tool_calls or ())
+            elif isinstance(message, UserMessage):
                 last_user = text
-        limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+        limit = chat.max_completion_tokens or chat.max_tokens
         return cls(
             last_user_text=last_user,
             total_chars=total,
-            tools=bool(chat.get("tools")),
+            tools=bool(chat.tools),
             images=images,
-            fields=frozenset(k for k, v in chat.items() if v is not None),
-            max_output_tokens=limit if isinstance(limit, int) and limit > 0 else 0,
+            fields=_fields_set(chat),
+            max_output_tokens=limit if limit and limit > 0 else 0,
             clear_tool=_clear_tool(tool_routing),
         )
 
@@ -170,7 +166,7 @@ class ModelChooser:
     def choose(
         self,
         model: str,
-        chat: Mapping[str, Any],
+        chat: ChatRequest,
         connected: Collection[str],
         disabled: Collection[str],
         stats: Mapping[str, ModelStats],
@@ -347,3 +343,9 @@ def _preferring(
 
 def _prices(entry: CatalogueEntry) -> str:
     return f"${entry.input:g}/${entry.output:g} per 1M tokens"
+
+
+def _fields_set(chat: ChatRequest) -> frozenset[str]:
+    """The top-level fields a request sets, those OpenAI has and the canonical type does not name included."""
+    named = (name for name in chat.__struct_fields__ if getattr(chat, name) is not None)
+    return frozenset((*named, *(chat.passthrough or ())))

@@ -18,14 +18,14 @@ from typing import Any
 
 import orjson
 
-from orqen_dispatch.providers.base import UpstreamUsage
+from orqen_common.canonical import TokenUsage
 
 MAX_JSON_BYTES = 32 * 1024 * 1024
 # An event line longer than this is not one that carries usage worth keeping in memory.
 _MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
-def usage_from(body: Any) -> UpstreamUsage | None:
+def usage_from(body: Any) -> TokenUsage | None:
     """The usage an answer object reports, in any of the families' shapes; None when it has none."""
     if not isinstance(body, dict):
         return None
@@ -39,8 +39,8 @@ def usage_from(body: Any) -> UpstreamUsage | None:
     output_tokens = _int(usage.get("output_tokens", usage.get("completion_tokens")))
     if not input_tokens and not output_tokens:
         input_tokens = _int(usage.get("total_tokens"))
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return UpstreamUsage(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached)
+    cached = min(_int(details.get("cached_tokens")) if isinstance(details, dict) else 0, input_tokens)
+    return TokenUsage(input=input_tokens - cached, output=output_tokens, cache_read=cached)
 
 
 def _int(value: Any) -> int:
@@ -57,7 +57,7 @@ class UsageWatcher:
         self._kept: list[bytes] = []
         self._kept_bytes = 0
         self._line = b""
-        self.usage = UpstreamUsage()
+        self.usage = TokenUsage()
         self.model = ""  # the model a JSON answer names (the upstream's choice when the caller named none)
 
     def feed(self, chunk: bytes) -> None:
@@ -75,7 +75,7 @@ class UsageWatcher:
             for line in lines:
                 self._event_line(line)
 
-    def finish(self) -> UpstreamUsage:
+    def finish(self) -> TokenUsage:
         """The usage, once the whole answer was fed."""
         if self._json and self._kept:
             answer = _parsed(b"".join(self._kept))
@@ -94,7 +94,7 @@ class UsageWatcher:
             return
         self._found(usage_from(_parsed(line[5:])))
 
-    def _found(self, usage: UpstreamUsage | None) -> None:
+    def _found(self, usage: TokenUsage | None) -> None:
         if usage is not None:
             self.usage = usage
 

@@ -48,15 +48,17 @@ from typing import Any, Generic, Literal, TypeVar
 import structlog
 from pydantic import Field
 
+from orqen_common.canonical import TokenUsage
+from orqen_common.formats.openai import ChatCompletionChunk, ChatRequest
 from orqen_common.settings import OrqenSettings
-from orqen_dispatch.providers.base import Completion, Provider, StreamState, UpstreamError, UpstreamUsage
+from orqen_dispatch.providers.base import Completion, Provider, StreamState, UpstreamError
 
 log = structlog.get_logger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 Random = Callable[[], float]
-Chunk = dict[str, Any]
+Chunk = ChatCompletionChunk
 T = TypeVar("T")
 
 CIRCUIT_OPEN = "circuit open"
@@ -276,7 +278,7 @@ class Dispatcher:
         self._rng = rng
 
     async def complete(
-        self, targets: Sequence[Target], chat: dict[str, Any]
+        self, targets: Sequence[Target], chat: ChatRequest
     ) -> tuple[Completion, Target, list[AttemptRecord]]:
         """The first completion any target gives; `DispatchFailedError` when none does."""
         attempts: list[AttemptRecord] = []
@@ -311,7 +313,7 @@ class Dispatcher:
         self._breakers.record(answer.target.circuit, status)
 
     def stream(
-        self, targets: Sequence[Target], chat: dict[str, Any], state: StreamState, attempts: list[AttemptRecord]
+        self, targets: Sequence[Target], chat: ChatRequest, state: StreamState, attempts: list[AttemptRecord]
     ) -> DispatchedStream:
         """The chunks of the first target whose stream starts; see `DispatchedStream`."""
         return DispatchedStream(lambda answered_by: self._stream(targets, chat, state, attempts, answered_by))
@@ -319,14 +321,14 @@ class Dispatcher:
     async def _stream(
         self,
         targets: Sequence[Target],
-        chat: dict[str, Any],
+        chat: ChatRequest,
         state: StreamState,
         attempts: list[AttemptRecord],
         answered_by: Callable[[Target], None],
     ) -> AsyncGenerator[Chunk, None]:
         async def open_stream(target: Target) -> _OpenedStream:
             """Start the target's stream and wait for its first chunk: the part a retry may redo."""
-            state.usage, state.status = UpstreamUsage(), 0  # nothing of a failed attempt stays
+            state.usage, state.status = TokenUsage(), 0  # nothing of a failed attempt stays
             chunks = target.provider.stream(chat, target.model, target.credentials, state)
             try:
                 return _OpenedStream(await chunks.__anext__(), chunks)

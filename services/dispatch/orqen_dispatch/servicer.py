@@ -13,14 +13,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any
-
-import orjson
 
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.catalogue import Catalogue
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
+from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
 from orqen_dispatch.credentials import CredentialStore, merge
@@ -75,9 +73,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             raise as_orqen_error(err) from None
         self._measure(targets, attempts)
         elapsed = ms_since(started)
-        model = completion.body.get("model") or target.model
+        model = completion.body.model or target.model
         return dispatch_pb2.CompleteResponse(
-            response_json=orjson.dumps(completion.body),
+            response_json=encode(completion.body),
             summary=summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts),
         )
 
@@ -97,8 +95,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                 async for chunk in stream:
                     if not ttft:
                         ttft = ms_since(started)
-                    model_used = chunk.get("model") or model_used
-                    yield dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))
+                    model_used = chunk.model or model_used
+                    yield dispatch_pb2.StreamEvent(chunk_json=encode(chunk))
         except DispatchFailedError as err:
             raise as_orqen_error(err) from None
         except UpstreamError as err:  # after the first chunk: no retry, the caller has part of an answer
@@ -137,13 +135,11 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     def _connected(self, config: AccountConfig) -> frozenset[str]:
         return self._operator_providers | config.credentials.keys()
 
-    async def _targets(
-        self, account_id: str, chat: dict[str, Any], request: dispatch_pb2.CompleteRequest
-    ) -> list[Target]:
+    async def _targets(self, account_id: str, chat: ChatRequest, request: dispatch_pb2.CompleteRequest) -> list[Target]:
         """The models to try in order, each with its provider and credentials."""
         per_request = request.credentials
         config = await self._configs.get(account_id)
-        model = chat["model"]
+        model = chat.model
         # Only a routing string reads the figures: a named model costs no Redis read for them.
         stats = await self._measured() if model.startswith(ROUTING_PREFIX) else {}
         choices = self._chooser.choose(
@@ -181,11 +177,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             task.add_done_callback(self._recording.discard)
 
 
-def _parse(chat_json: bytes) -> dict[str, Any]:
-    try:
-        chat = orjson.loads(chat_json)
-    except orjson.JSONDecodeError:
-        raise invalid_request("chat_json is not valid JSON.") from None
-    if not isinstance(chat, dict) or not isinstance(chat.get("model"), str) or not chat["model"]:
-        raise invalid_request("chat_json must be a chat request object with a model.")
+def _parse(chat_json: bytes) -> ChatRequest:
+    chat = decode_request(chat_json)
+    if not chat.model:
+        raise invalid_request("chat_json must be a chat request with a model.")
     return chat

@@ -6,8 +6,9 @@ import time
 from collections.abc import Sequence
 
 from orqen.v1 import common_pb2, dispatch_pb2
+from orqen_common.canonical import TokenUsage
 from orqen_common.errors import OrqenError, kind_for_http
-from orqen_dispatch.providers.base import UpstreamError, UpstreamUsage
+from orqen_dispatch.providers.base import UpstreamError
 from orqen_dispatch.resilience import AttemptRecord, DispatchFailedError, Target
 
 
@@ -43,7 +44,7 @@ def caller_status(upstream: int) -> int:
 def summary(
     target: Target,
     model: str,
-    usage: UpstreamUsage,
+    usage: TokenUsage,
     status: int,
     upstream_ms: float,
     ttft_ms: float,
@@ -53,9 +54,9 @@ def summary(
         provider=target.provider.name,
         model=model,
         usage=common_pb2.Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
+            input_tokens=usage.prompt,
+            output_tokens=usage.output,
+            cached_input_tokens=usage.cache_read,
         ),
         upstream_status=status,
         upstream_ms=upstream_ms,

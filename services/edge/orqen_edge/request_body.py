@@ -10,8 +10,8 @@ from litestar import Request
 from orqen_common.errors import invalid_request
 
 
-async def read_json(request: Request[Any, Any, Any]) -> Any:
-    """The parsed JSON body; 415 for another content type, 400 for malformed JSON.
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The raw body of a JSON request; 415 for another content type.
 
     The size limit (413) is enforced while the body is read.
     """
@@ -20,7 +20,12 @@ async def read_json(request: Request[Any, Any, Any]) -> Any:
         raise invalid_request(
             f"Content-Type must be application/json, got {content_type or 'none'!r}.", http_status=415
         )
-    raw = await request.body()
+    return await request.body()
+
+
+async def read_json(request: Request[Any, Any, Any]) -> Any:
+    """The parsed JSON body; 415 for another content type, 400 for malformed JSON."""
+    raw = await read_body(request)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:

@@ -262,8 +262,8 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
         return decoder.decode(body)
     except msgspec.ValidationError as err:
         raise invalid_request(f"{what} is not valid: {err}.") from None
-    except msgspec.DecodeError:
-        raise invalid_request(f"{what} is not valid JSON.") from None
+    except msgspec.DecodeError as err:
+        raise invalid_request(f"Malformed JSON body: {err}.") from None
 
 
 # --- the answer ------------------------------------------------------------------------
@@ -324,7 +324,7 @@ class FunctionCallDelta(_Answer):
 
 
 class ToolCallDelta(_Answer):
-    index: int
+    index: int = 0  # a provider that streams one call at a time may leave it out
     id: str | UnsetType = UNSET
     type: str | UnsetType = UNSET
     function: FunctionCallDelta | UnsetType = UNSET
@@ -360,6 +360,6 @@ completion_decoder = msgspec.json.Decoder(ChatCompletion)
 chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 
 
-def encode(value: Struct) -> bytes:
+def encode(value: object) -> bytes:
     """Any canonical answer or wire-format struct as JSON."""
     return _encoder.encode(value)

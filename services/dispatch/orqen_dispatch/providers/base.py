@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import msgspec
 import orjson
 
 from orqen_common.canonical import TokenUsage, unsupported
 from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -83,14 +86,29 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str)
     return response
 
 
-async def read_json(response: httpx.Response, provider: str) -> dict[str, Any]:
-    """The whole JSON body of a response opened by `send`, then closed."""
+async def read_body(response: httpx.Response, provider: str) -> bytes:
+    """The whole body of a response opened by `send`, then closed."""
     try:
-        raw = await response.aread()
+        return await response.aread()
     except httpx.TransportError as err:
         raise UpstreamError(502, f"{provider} broke the connection: {err.__class__.__name__}") from err
     finally:
         await response.aclose()
+
+
+def decode_answer(decoder: msgspec.json.Decoder[T], raw: bytes | str, provider: str, what: str = "answer") -> T:
+    """A provider's answer (or stream event) in its wire type; a 502 naming what does not fit."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as err:
+        raise UpstreamError(502, f"{provider} returned an {what} that does not fit its API: {err}") from None
+    except msgspec.DecodeError:
+        raise UpstreamError(502, f"{provider} returned an {what} that is not JSON") from None
+
+
+async def read_json(response: httpx.Response, provider: str) -> dict[str, Any]:
+    """The whole JSON body of a response opened by `send`, then closed."""
+    raw = await read_body(response, provider)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as err:

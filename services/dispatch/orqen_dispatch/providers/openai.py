@@ -11,34 +11,37 @@ from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any
 
 import httpx
-import orjson
+import msgspec
+from msgspec.structs import replace
 
-from orqen_common.canonical import unsupported
+from orqen_common.canonical import TokenUsage, unsupported
 from orqen_common.errors import invalid_request
+from orqen_common.formats.openai import (
+    ChatCompletionChunk,
+    ChatRequest,
+    CompletionUsage,
+    ImagePart,
+    Message,
+    StreamOptions,
+    TextPart,
+    ToolMessage,
+    chunk_decoder,
+    completion_decoder,
+    encode_request,
+)
 from orqen_dispatch.credentials import header_value
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
     StreamState,
     UpstreamError,
-    UpstreamUsage,
-    read_json,
+    decode_answer,
+    read_body,
     send,
     sse_events,
 )
 
 _REFUSED = {"top_k": "top_k", "thinking": "Extended thinking"}
-_HINTS = ("anthropic_beta",)
-
-
-def usage_of(body: dict[str, Any]) -> UpstreamUsage:
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    return UpstreamUsage(
-        input_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
-        cached_input_tokens=int(details.get("cached_tokens") or 0),
-    )
 
 
 class OpenAICompatible:
@@ -79,64 +82,61 @@ class OpenAICompatible:
         request = self._client.build_request("POST", f"{base_url}/{family}", content=content, headers=headers)
         return await send(self._client, request, self.name)
 
-    def wire_request(self, chat: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
+    def wire_request(self, chat: ChatRequest, model: str, stream: bool) -> ChatRequest:
         """The body this provider accepts: extensions refused or dropped, the model resolved."""
         for field, feature in _REFUSED.items():
-            if chat.get(field) is not None:
+            if getattr(chat, field) is not None:
                 raise unsupported(feature, f"the {self.name} provider")
-        body = {k: v for k, v in chat.items() if k not in _HINTS}
-        body["model"], body["stream"] = model, stream
-        if stream:
-            # Always ask for usage: the request log needs it whatever the caller asked.
-            body["stream_options"] = {**(chat.get("stream_options") or {}), "include_usage": True}
-        else:
-            body.pop("stream_options", None)
-        if "tools" in body:
-            body["tools"] = [_without_cache_control(t) for t in body["tools"]]
-        body["messages"] = [_message_without_cache_control(m) for m in body["messages"]]
-        return body
+        return replace(
+            chat,
+            model=model,
+            stream=stream,
+            # Always ask for usage when streaming: the request log needs it whatever the caller asked.
+            stream_options=StreamOptions(include_usage=True) if stream else None,
+            anthropic_beta=None,
+            tools=[replace(t, cache_control=None) for t in chat.tools] if chat.tools else chat.tools,
+            messages=[_without_hints(m) for m in chat.messages],
+        )
 
-    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
+    async def complete(self, chat: ChatRequest, model: str, credentials: Credentials) -> Completion:
         body = self.wire_request(chat, model, stream=False)
         response = await send(self._client, self._request(body, credentials), self.name)
-        answer = await read_json(response, self.name)
-        return Completion(body=answer, usage=usage_of(answer), status=response.status_code)
+        answer = decode_answer(completion_decoder, await read_body(response, self.name), self.name)
+        return Completion(body=answer, usage=TokenUsage.from_canonical(answer.usage), status=response.status_code)
 
     async def stream(
-        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Yield canonical chunks as they arrive, ending with the usage chunk."""
         body = self.wire_request(chat, model, stream=True)
         response = await send(self._client, self._request(body, credentials), self.name)
         state.status = response.status_code
-        last: dict[str, Any] = {}
+        last: ChatCompletionChunk | None = None
         try:
             async for event in sse_events(response, self.name):
                 if event.data == "[DONE]":
                     break
-                chunk = self._chunk(event.data)
-                last = chunk
-                if chunk.get("usage"):
-                    state.usage = usage_of(chunk)
-                yield chunk
+                last = self._chunk(event.data)
+                if last.usage:
+                    state.usage = TokenUsage.from_canonical(last.usage)
+                yield last
         finally:
             await response.aclose()
-        if not last.get("usage"):
+        if last is None or not last.usage:
             # Some OpenAI-compatible servers ignore include_usage; the stream still ends with usage.
-            yield {
-                "id": last.get("id", ""),
-                "object": "chat.completion.chunk",
-                "created": last.get("created", int(time.time())),
-                "model": last.get("model", model),
-                "choices": [],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            }
+            yield ChatCompletionChunk(
+                id=last.id if last else "",
+                created=last.created if last else int(time.time()),
+                model=last.model if last else model,
+                choices=[],
+                usage=CompletionUsage(),
+            )
 
-    def _request(self, body: dict[str, Any], credentials: Credentials) -> httpx.Request:
+    def _request(self, body: ChatRequest, credentials: Credentials) -> httpx.Request:
         base_url, headers = self._endpoint(credentials)
         headers["content-type"] = "application/json"
         url = base_url + "/chat/completions"
-        return self._client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+        return self._client.build_request("POST", url, content=encode_request(body), headers=headers)
 
     def _endpoint(self, credentials: Credentials) -> tuple[str, dict[str, str]]:
         """The base URL (no trailing slash) and auth header of a call: the call's credentials first."""
@@ -149,30 +149,35 @@ class OpenAICompatible:
             headers["authorization"] = f"Bearer {header_value(api_key, self.name)}"
         return base_url.rstrip("/"), headers
 
-    def _chunk(self, data: str) -> dict[str, Any]:
+    def _chunk(self, data: str) -> ChatCompletionChunk:
         try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError as err:
-            raise UpstreamError(502, f"{self.name} sent a stream event that is not JSON") from err
-        if not isinstance(payload, dict):
-            raise UpstreamError(502, f"{self.name} sent a stream event that is not an object")
-        if "error" in payload and "choices" not in payload:
-            err_body = payload["error"]
-            message = err_body.get("message", str(err_body)) if isinstance(err_body, dict) else str(err_body)
-            raise UpstreamError(502, message)
-        return payload
+            return decode_answer(chunk_decoder, data, self.name, "stream event")
+        except UpstreamError:
+            # An OpenAI-compatible server reports a failure mid-stream as an event of its own.
+            failure = _error_decoder.decode(data) if data.startswith("{") and '"error"' in data else None
+            if failure is None:
+                raise
+            raise UpstreamError(502, failure.message()) from None
 
 
-def _without_cache_control(item: Any) -> Any:
-    if isinstance(item, dict) and "cache_control" in item:
-        return {k: v for k, v in item.items() if k != "cache_control"}
-    return item
+class _ErrorEvent(msgspec.Struct):
+    error: dict[str, Any] | str
+
+    def message(self) -> str:
+        if isinstance(self.error, dict):
+            return str(self.error.get("message", self.error))
+        return self.error
 
 
-def _message_without_cache_control(message: dict[str, Any]) -> dict[str, Any]:
-    """The message without Anthropic-style hints OpenAI would reject: cache_control, is_error."""
-    message = {k: v for k, v in message.items() if k != "is_error"}
-    content = message.get("content")
-    if isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content):
-        return {**message, "content": [_without_cache_control(p) for p in content]}
+_error_decoder = msgspec.json.Decoder(_ErrorEvent)
+
+
+def _without_hints(message: Message) -> Message:
+    """The message without the Anthropic-style hints OpenAI would reject: cache_control, is_error."""
+    if isinstance(message, ToolMessage) and message.is_error is not None:
+        message = replace(message, is_error=None)
+    content = message.content
+    if isinstance(content, list) and any(getattr(p, "cache_control", None) is not None for p in content):
+        parts = [replace(p, cache_control=None) if isinstance(p, TextPart | ImagePart) else p for p in content]
+        message = replace(message, content=parts)
     return message

@@ -19,6 +19,7 @@ import orjson
 
 from orqen_common.canonical import new_tool_call_id
 from orqen_common.errors import INTERNAL, OrqenError
+from orqen_common.formats.openai import ChunkChoice, FunctionCallDelta, ToolCallDelta
 
 BlockKind = Literal["text", "tool"]
 
@@ -90,16 +91,16 @@ class BlockSequencer:
         """Whether the finish has been seen: every block is closed and nothing more is read."""
         return self._finished
 
-    def feed(self, choice: dict[str, Any]) -> list[BlockEvent]:
+    def feed(self, choice: ChunkChoice) -> list[BlockEvent]:
         """The events for one canonical stream choice (its delta, and its finish_reason if set)."""
         if self._finished:  # nothing but the usage chunk follows a finish in a canonical stream
             return []
-        delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str) and delta["content"]:
-            self._add_text(delta["content"])
-        for tool_delta in delta.get("tool_calls") or ():
+        delta = choice.delta
+        if isinstance(delta.content, str) and delta.content:
+            self._add_text(delta.content)
+        for tool_delta in delta.tool_calls or ():
             self._add_tool_delta(tool_delta)
-        if choice.get("finish_reason"):
+        if choice.finish_reason:
             return self.finish()
         return self._take()
 
@@ -130,14 +131,13 @@ class BlockSequencer:
             self._start(_Block("text"))
             self._append(text)
 
-    def _add_tool_delta(self, delta: dict[str, Any]) -> None:
-        index = delta.get("index", 0)
-        function = delta.get("function") or {}
-        fragment = function.get("arguments") or ""
-        call = self._calls.get(index)
+    def _add_tool_delta(self, delta: ToolCallDelta) -> None:
+        function = delta.function or FunctionCallDelta()
+        fragment = function.arguments or ""
+        call = self._calls.get(delta.index)
         if call is None:
-            call = _Block("tool", tool_id=delta.get("id") or new_tool_call_id(), name=function.get("name") or "")
-            self._calls[index] = call
+            call = _Block("tool", tool_id=delta.id or new_tool_call_id(), name=function.name or "")
+            self._calls[delta.index] = call
             if self._must_hold():
                 self._held.append(call)
             else:
@@ -186,12 +186,12 @@ class BlockSequencer:
         return events
 
 
-def tool_input(arguments: Any, name: Any) -> dict[str, Any]:
+def tool_input(arguments: str | None, name: str) -> dict[str, Any]:
     """A tool call's input object: {} for none or blank; anything but a JSON object is the provider's fault, a 502."""
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+    if arguments is None or not arguments.strip():
         return {}
     try:
-        parsed = orjson.loads(arguments) if isinstance(arguments, str) else None
+        parsed = orjson.loads(arguments)
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
+from msgspec import UNSET
+from msgspec.structs import replace
 
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest, decode_request, encode
 from orqen_common.proxy_families import ORQ_BASES
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.pipeline import Reply, serve_chat
@@ -28,12 +30,11 @@ async def chat_completions(
     return await serve_chat(request, runtime, principal, "openai", translate)
 
 
-def translate(body: Any) -> tuple[dict[str, Any], Reply]:
+def translate(body: bytes) -> tuple[ChatRequest, Reply]:
     """The body is already canonical; the reply only needs to know about include_usage."""
-    include_usage = False
-    if isinstance(body, dict) and isinstance(body.get("stream_options"), dict):
-        include_usage = bool(body["stream_options"].get("include_usage"))
-    return body, OpenAIReply(include_usage)
+    chat = decode_request(body)
+    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+    return chat, OpenAIReply(include_usage)
 
 
 class OpenAIReply:
@@ -42,22 +43,22 @@ class OpenAIReply:
     def __init__(self, include_usage: bool) -> None:
         self._include_usage = include_usage
 
-    def body(self, completion: dict[str, Any]) -> bytes:
-        for choice in completion.get("choices") or ():
-            choice.pop("stop_sequence", None)
-        return orjson.dumps(completion)
+    def body(self, completion: ChatCompletion) -> bytes:
+        for choice in completion.choices:
+            choice.stop_sequence = UNSET
+        return encode(completion)
 
-    async def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
         """SSE chunks ending in [DONE]; the usage chunk only when the caller asked for it."""
         async for chunk in chunks:
-            if chunk.get("usage") and not self._include_usage:
-                if not chunk.get("choices"):
+            if chunk.usage and not self._include_usage:
+                if not chunk.choices:
                     continue
-                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            for choice in chunk.get("choices") or ():
-                choice.pop("stop_sequence", None)
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                chunk = replace(chunk, usage=UNSET)
+            for choice in chunk.choices:
+                choice.stop_sequence = UNSET
+            yield b"data: " + encode(chunk) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     def stream_error(self, err: OrqenError) -> bytes:
-        return b"data: " + orjson.dumps(error_body(err, "openai")) + b"\n\n"
+        return b"data: " + encode(error_body(err, "openai")) + b"\n\n"

@@ -13,19 +13,29 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
-import orjson
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from litestar import Request, Response
 from litestar.response import Stream
+from msgspec.structs import replace
 from prometheus_client import Counter
 
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.events import REQUEST_COMPLETED
-from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
-from orqen_edge.request_body import read_json
+from orqen_common.formats.openai import (
+    CREDENTIAL_FIELDS,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    chunk_decoder,
+    completion_decoder,
+    decode_request,
+    encode,
+    encode_request,
+)
+from orqen_edge.request_body import read_body
 from orqen_edge.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -34,15 +44,6 @@ OPTIMIZER_FAIL_OPEN = Counter(
     "orqen_optimizer_fail_open_total", "Requests forwarded unoptimized because the plan failed.", ["reason"]
 )
 
-# Body fields Orqen consumes itself and never forwards (per-request provider credentials).
-CREDENTIAL_FIELDS = (
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_region_name",
-    "aws_session_token",
-    "aws_bearer_token_bedrock",
-)
-_TOOL_EXTENSIONS = ("x-orqen-examples",)
 SESSION_HEADER = "x-orqen-session-id"
 PROVIDER_KEY_HEADER = "x-orqen-provider-key"
 
@@ -146,9 +147,9 @@ async def serve_chat(
     """Answer one chat request from any SDK; the request event is published exactly once."""
     call = new_call(runtime, principal, request.state.request_id, ingress, request.headers.get(SESSION_HEADER, ""))
     try:
-        chat, reply = translate(await read_json(request))
-        chat = validate_chat(chat)
-        call.model_requested, call.stream = chat["model"], bool(chat.get("stream"))
+        chat, reply = translate(await read_body(request))
+        validate_chat(chat)
+        call.model_requested, call.stream = chat.model, bool(chat.stream)
         call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
         call.credentials = pop_credentials(chat, request.headers.get(PROVIDER_KEY_HEADER))
         if call.stream:
@@ -164,7 +165,7 @@ async def serve_chat(
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
 
 
-async def _encoded(call: ChatCall, reply: Reply, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _encoded(call: ChatCall, reply: Reply, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
     """The reply's stream; an error after the first byte becomes the format's error event."""
     status, error = 499, "client disconnected"
     try:
@@ -195,43 +196,43 @@ def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: s
     )
 
 
-def validate_chat(chat: Any) -> dict[str, Any]:
-    """The minimal shape every canonical request must have before it leaves the edge."""
-    if not isinstance(chat, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    if not isinstance(chat.get("model"), str) or not chat["model"]:
-        raise invalid_request("'model' is required and must be a string.")
-    messages = chat.get("messages")
-    if not isinstance(messages, list) or not messages:
+def validate_chat(chat: ChatRequest) -> None:
+    """What every canonical request needs beyond its types before it leaves the edge."""
+    if not chat.model:
+        raise invalid_request("'model' is required and must be a non-empty string.")
+    if not chat.messages:
         raise invalid_request("'messages' is required and must be a non-empty array.")
-    if "tools" in chat and not isinstance(chat["tools"], list):
-        raise invalid_request("'tools' must be an array.")
-    return chat
 
 
-def pop_credentials(chat: dict[str, Any], provider_key: str | None = None) -> dict[str, str]:
-    """Remove the per-request credential extensions from the body and return them.
+def pop_credentials(chat: ChatRequest | None, provider_key: str | None = None) -> dict[str, str]:
+    """Remove the per-request credential extensions from the request and return them.
 
     A key in X-Orqen-Provider-Key travels as "api_key": dispatch uses it for the provider
     the requested model resolves to, in place of the account's and the operator's.
     """
-    credentials = {name: str(chat.pop(name)) for name in CREDENTIAL_FIELDS if name in chat}
+    credentials: dict[str, str] = {}
+    if chat is not None:
+        for name in CREDENTIAL_FIELDS:
+            value = getattr(chat, name)
+            if value is not None:
+                credentials[name] = value
+                setattr(chat, name, None)
     if provider_key and provider_key.strip():
         credentials["api_key"] = provider_key.strip()
     return credentials
 
 
-async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
+async def optimize(call: ChatCall, chat: ChatRequest) -> ChatRequest:
     """The plan's payload, or the original one when the optimizer fails or is too slow."""
     settings = call.runtime.settings
-    tools = chat.get("tools") or []
-    call.tools_offered = call.tools_forwarded = _declared_names(tools)
-    if not tools and len(orjson.dumps(chat.get("messages"))) < settings.optimize_context_chars:
+    tools = chat.tools or []
+    call.tools_offered = call.tools_forwarded = [tool.function.name for tool in tools]
+    if not tools and len(encode(chat.messages)) < settings.optimize_context_chars:
         return chat
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
     try:
         plan = await call.runtime.downstream.plan(
-            call.context, orjson.dumps(chat), settings.optimizer_deadline_ms / 1000
+            call.context, encode_request(chat), settings.optimizer_deadline_ms / 1000
         )
     except (TimeoutError, grpc.aio.AioRpcError) as err:
         reason = err.code().name.lower() if isinstance(err, grpc.aio.AioRpcError) else "timeout"
@@ -239,44 +240,37 @@ async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
         log.warning("optimizer failed, forwarding the original payload", reason=reason)
         return chat
     call.plan_stats, call.trace = plan.stats, plan.trace
-    planned: dict[str, Any] = orjson.loads(plan.chat_json)
-    call.tools_forwarded = _declared_names(planned.get("tools") or [])
+    planned = decode_request(plan.chat_json)
+    call.tools_forwarded = [tool.function.name for tool in planned.tools or ()]
     return planned
 
 
-def forwardable(chat: dict[str, Any]) -> bytes:
+def forwardable(chat: ChatRequest) -> bytes:
     """The canonical request as dispatch receives it: Orqen's tool extensions removed."""
-    tools = chat.get("tools")
-    if isinstance(tools, list):
-        chat = {**chat, "tools": [_strip_tool(t) for t in tools]}
-    return orjson.dumps(chat)
+    if any(tool.function.examples is not None for tool in chat.tools or ()):
+        tools = [replace(t, function=replace(t.function, examples=None)) for t in chat.tools or ()]
+        chat = replace(chat, tools=tools)
+    return encode_request(chat)
 
 
-def _strip_tool(tool: Any) -> Any:
-    if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
-        return tool
-    function = {k: v for k, v in tool["function"].items() if k not in _TOOL_EXTENSIONS}
-    return {**tool, "function": function}
-
-
-def _dispatch_request(call: ChatCall, chat: dict[str, Any]) -> dispatch_pb2.CompleteRequest:
+def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.CompleteRequest:
     return dispatch_pb2.CompleteRequest(
         context=call.context, chat_json=forwardable(chat), credentials=call.credentials, tool_routing=call.trace
     )
 
 
-async def complete(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
+async def complete(call: ChatCall, chat: ChatRequest) -> ChatCompletion:
     """Run a non-streaming request; the canonical completion comes back."""
     forwarded = await optimize(call, chat)
     response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
     call.summary = response.summary
-    completion: dict[str, Any] = orjson.loads(response.response_json)
-    for choice in completion.get("choices") or ():
-        call.tools_called += _tool_names(choice.get("message"))
+    completion = completion_decoder.decode(response.response_json)
+    for choice in completion.choices:
+        call.tools_called += [c.function.name for c in choice.message.tool_calls or ()]
     return completion
 
 
-async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
     """Start a streaming request and return its canonical chunks.
 
     The first upstream event is awaited here, so an upstream refusal still becomes a
@@ -293,13 +287,13 @@ async def open_stream(call: ChatCall, chat: dict[str, Any]) -> AsyncIterator[dic
     chunk = _take(call, first)
     if chunk is not None:
         # The headers go out before the summary arrives: the first chunk names the model that answers.
-        call.summary.model = chunk.get("model") or ""
+        call.summary.model = chunk.model
     return _chunks(call, chunk, events)
 
 
 async def _chunks(
-    call: ChatCall, first: dict[str, Any] | None, events: AsyncIterator[dispatch_pb2.StreamEvent]
-) -> AsyncIterator[dict[str, Any]]:
+    call: ChatCall, first: ChatCompletionChunk | None, events: AsyncIterator[dispatch_pb2.StreamEvent]
+) -> AsyncIterator[ChatCompletionChunk]:
     if first is not None:
         yield first
     async for event in events:
@@ -308,31 +302,13 @@ async def _chunks(
             yield chunk
 
 
-def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> dict[str, Any] | None:
+def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> ChatCompletionChunk | None:
     """A stream event's canonical chunk, its tool calls noted; None for the summary, which is kept."""
     if event.HasField("summary"):
         call.summary = event.summary
         return None
-    chunk: dict[str, Any] = orjson.loads(event.chunk_json)
-    for choice in chunk.get("choices") or ():
-        call.tools_called += _tool_names(choice.get("delta"))
+    chunk = chunk_decoder.decode(event.chunk_json)
+    for choice in chunk.choices:
+        # A stream names each call once, in the delta that starts it.
+        call.tools_called += [c.function.name for c in choice.delta.tool_calls or () if c.function and c.function.name]
     return chunk
-
-
-def _declared_names(tools: list[Any]) -> list[str]:
-    """Names of the function tools a request declares (malformed entries are left out)."""
-    return [
-        t["function"]["name"]
-        for t in tools
-        if isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
-    ]
-
-
-def _tool_names(message: Any) -> list[str]:
-    """Names of the tool calls in a message or a stream delta (a stream names each call once)."""
-    calls = message.get("tool_calls") if isinstance(message, dict) else None
-    return [
-        c["function"]["name"]
-        for c in calls or ()
-        if isinstance(c, dict) and isinstance(c.get("function"), dict) and c["function"].get("name")
-    ]

@@ -26,9 +26,9 @@ from litestar.testing import TestClient
 
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
-from orqen_edge.ingress import bedrock as bedrock_converse
 from orqen_edge.auth import SIGV4_MESSAGE, api_key_principal
 from orqen_edge.errors import handle_http_exception, handle_orqen_error
+from orqen_edge.ingress import bedrock as bedrock_converse
 from orqen_edge.ingress.bedrock import (
     BedrockReply,
     canonical_model,

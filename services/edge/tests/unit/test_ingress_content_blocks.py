@@ -2,33 +2,39 @@
 
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ChunkChoice
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, BlockStop, tool_input
 
 
-def text(fragment: str) -> dict[str, Any]:
-    return {"index": 0, "delta": {"content": fragment}, "finish_reason": None}
+def choice(value: dict[str, Any]) -> ChunkChoice:
+    return msgspec.convert(value, ChunkChoice)
 
 
-def call_start(index: int, call_id: str, name: str, arguments: str = "") -> dict[str, Any]:
+def text(fragment: str) -> ChunkChoice:
+    return choice({"index": 0, "delta": {"content": fragment}, "finish_reason": None})
+
+
+def call_start(index: int, call_id: str, name: str, arguments: str = "") -> ChunkChoice:
     call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-    return {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}
+    return choice({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None})
 
 
-def call_args(index: int, fragment: str) -> dict[str, Any]:
-    return {"index": 0, "delta": {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}}
+def call_args(index: int, fragment: str) -> ChunkChoice:
+    return choice({"index": 0, "delta": {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}})
 
 
-def finish(reason: str = "stop") -> dict[str, Any]:
-    return {"index": 0, "delta": {}, "finish_reason": reason}
+def finish(reason: str = "stop") -> ChunkChoice:
+    return choice({"index": 0, "delta": {}, "finish_reason": reason})
 
 
-def sequenced(*choices: dict[str, Any]) -> list[list[BlockEvent]]:
+def sequenced(*choices: ChunkChoice) -> list[list[BlockEvent]]:
     """The events each choice produced, in order."""
     blocks = BlockSequencer()
     return [blocks.feed(choice) for choice in choices]
@@ -68,7 +74,9 @@ def texts(events: list[BlockEvent]) -> list[str]:
 
 
 def test_text_streams_live_in_one_block() -> None:
-    batches = sequenced({"index": 0, "delta": {"role": "assistant"}}, text("Hel"), text(""), text("lo"), finish())
+    batches = sequenced(
+        choice({"index": 0, "delta": {"role": "assistant"}}), text("Hel"), text(""), text("lo"), finish()
+    )
     assert batches == [
         [],
         [BlockStart(0, "text"), BlockDelta(0, "text", "Hel")],
@@ -151,7 +159,7 @@ def test_leading_whitespace_is_not_streamed_alone() -> None:
 
 def test_a_call_without_id_gets_one_and_a_delta_without_index_is_call_0() -> None:
     call = {"function": {"name": "f", "arguments": '{"a": 1}'}}
-    [start, *_] = flat(sequenced({"delta": {"tool_calls": [call]}}, finish()))
+    [start, *_] = flat(sequenced(choice({"delta": {"tool_calls": [call]}}), finish()))
     assert isinstance(start, BlockStart) and start.kind == "tool" and start.tool_id
 
 
@@ -205,7 +213,7 @@ def test_finish_without_a_finish_reason_closes_everything() -> None:
 
 
 def test_an_answer_with_no_content_has_no_blocks() -> None:
-    assert flat(sequenced({"index": 0, "delta": {"role": "assistant"}}, finish("content_filter"))) == []
+    assert flat(sequenced(choice({"index": 0, "delta": {"role": "assistant"}}), finish("content_filter"))) == []
 
 
 # Any interleaving of parallel calls' fragments and text: blocks stay sequential, every call arrives
@@ -214,9 +222,9 @@ _ARGS = st.dictionaries(st.sampled_from(["city", "tz", "n"]), st.integers(-999, 
 
 
 @st.composite
-def _interleaved(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+def _interleaved(draw: st.DrawFn) -> tuple[list[ChunkChoice], list[dict[str, Any]], str]:
     calls = draw(st.lists(_ARGS, max_size=4))
-    streams: list[list[dict[str, Any]]] = []
+    streams: list[list[ChunkChoice]] = []
     for i, arguments in enumerate(calls):
         encoded = orjson.dumps(arguments).decode()
         if not arguments and draw(st.booleans()):
@@ -226,7 +234,7 @@ def _interleaved(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, 
         streams.append([call_start(i, f"call_{i}", f"tool_{i}", pieces[0])] + [call_args(i, p) for p in pieces[1:]])
     text_pieces = draw(st.lists(st.text(min_size=1, max_size=4), max_size=4))
     streams.append([text(piece) for piece in text_pieces])
-    choices: list[dict[str, Any]] = []
+    choices: list[ChunkChoice] = []
     while any(streams):
         stream = draw(st.sampled_from([s for s in streams if s]))
         choices.append(stream.pop(0))
@@ -234,11 +242,11 @@ def _interleaved(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 @given(_interleaved())
-def test_any_interleaving_gives_whole_calls_in_order(case: tuple[list[dict[str, Any]], list[Any], str]) -> None:
+def test_any_interleaving_gives_whole_calls_in_order(case: tuple[list[ChunkChoice], list[Any], str]) -> None:
     choices, calls, all_text = case
     events = flat(sequenced(*choices))
     assert_sequential(events)
-    first_seen = [call["index"] for choice in choices for call in choice["delta"].get("tool_calls", ()) if "id" in call]
+    first_seen = [call.index for c in choices for call in c.delta.tool_calls or () if call.id]
     assert tool_blocks(events) == [(f"call_{i}", f"tool_{i}", calls[i]) for i in first_seen]
     assert "".join(texts(events)) == all_text
 
@@ -248,7 +256,7 @@ def test_tool_input(arguments: Any, expected: dict[str, Any]) -> None:
     assert tool_input(arguments, "f") == expected
 
 
-@pytest.mark.parametrize("arguments", ['{"a": ', "[1, 2]", '"text"', "null", {"a": 1}])
+@pytest.mark.parametrize("arguments", ['{"a": ', "[1, 2]", '"text"', "null"])
 def test_tool_input_that_is_not_a_json_object_is_a_502_naming_the_tool(arguments: Any) -> None:
     with pytest.raises(OrqenError) as err:
         tool_input(arguments, "get_weather")

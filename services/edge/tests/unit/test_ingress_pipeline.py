@@ -4,6 +4,7 @@ import pytest
 
 from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import decode_request
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
 
@@ -21,27 +22,50 @@ def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
             }
         ],
     }
-    creds = pop_credentials(chat)
+    request = decode_request(orjson.dumps(chat))
+    creds = pop_credentials(request)
     assert creds == {"aws_access_key_id": "AKIA", "aws_region_name": "eu-west-1"}
-    sent = orjson.loads(forwardable(chat))
+    sent = orjson.loads(forwardable(request))
     assert "aws_access_key_id" not in sent
     assert sent["tools"][0]["function"] == {"name": "f", "parameters": {"type": "object"}}
-    assert "x-orqen-examples" in chat["tools"][0]["function"]  # the caller's object is not mutated
+    assert request.tools and request.tools[0].function.examples == ["call f"]  # the request is not mutated
+
+
+def test_unknown_openai_fields_go_on_as_they_came() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "prediction": {"type": "content"}}
+    assert orjson.loads(forwardable(decode_request(orjson.dumps(body)))) == body
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ([], "JSON object"),
-        ({"messages": [{"role": "user", "content": "x"}]}, "'model'"),
-        ({"model": "m"}, "'messages'"),
-        ({"model": "m", "messages": []}, "'messages'"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "'tools'"),
+        ([], "Expected `object`, got `array`"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "`model`"),
+        ({"model": "m"}, "`messages`"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": {}}, "`$.tools`"),
+        ({"model": "m", "messages": [1, 2]}, "`$.messages[0]`"),
+        ({"model": "m", "messages": [None]}, "`$.messages[0]`"),
+        ({"model": "m", "messages": [["hi"]]}, "`$.messages[0]`"),
+        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "content[0].text"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": 5}, "stream_options"),
     ],
 )
-def test_invalid_chat_requests_are_400_with_a_reason(body: object, message: str) -> None:
+def test_malformed_chat_requests_are_400_naming_the_field(body: object, message: str) -> None:
     with pytest.raises(OrqenError) as err:
-        validate_chat(body)
+        decode_request(orjson.dumps(body))
+    assert err.value.http_status == 400 and message in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"model": "", "messages": [{"role": "user", "content": "x"}]}, "'model'"),
+        ({"model": "m", "messages": []}, "'messages'"),
+    ],
+)
+def test_empty_model_or_messages_are_400_with_a_reason(body: object, message: str) -> None:
+    with pytest.raises(OrqenError) as err:
+        validate_chat(decode_request(orjson.dumps(body)))
     assert err.value.http_status == 400 and message in err.value.message
 
 
