@@ -5,8 +5,8 @@ or ConverseStream events; dispatch sends a `ConverseRequest` to Bedrock and read
 answer. Names follow Bedrock's API reference, snake_case here and camelCase on the wire.
 
 Requests are read strictly: an unknown field is a 400 naming it, as Bedrock itself answers.
-Members Orqen cannot translate (documents, guardrails, ...) are declared as `Raw` so a
-translator can refuse them by name instead of calling them unknown. Answers and stream
+Members Orqen cannot translate (documents, guardrails, ...) are declared as `Untranslated`
+so a translator can refuse them by name instead of calling them unknown. Answers and stream
 events are read leniently: Bedrock adds members over time, and Orqen reads only those it
 translates.
 
@@ -25,7 +25,7 @@ from functools import cache
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
-from msgspec import UNSET, Meta, Raw, Struct, UnsetType, field
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from orqen_common.canonical import TokenUsage
 from orqen_common.errors import invalid_request
@@ -56,6 +56,10 @@ class _Union(_Request):
         raise AssertionError("a union always holds one member")  # __post_init__ checked it
 
 
+class Untranslated(Struct):
+    """An object Orqen reads no further: decoded so that a translator can refuse it by name, or drop a hint."""
+
+
 @cache
 def _member_names(union: type[_Union]) -> tuple[str, ...]:
     return tuple(f.encode_name for f in msgspec.structs.fields(union))
@@ -67,7 +71,7 @@ ImageFormat = Literal["png", "jpeg", "gif", "webp"]
 class ImageSource(_Union):
     # JSON carries a blob as base64; decoding checks it and yields the bytes.
     data: bytes | None = field(default=None, name="bytes")
-    s3_location: Raw | None = None
+    s3_location: Untranslated | None = None
 
 
 class ImageBlock(_Request):
@@ -88,10 +92,10 @@ class ToolResultContentBlock(_Union):
     # The tool's result as free-form JSON.
     json: Any = None
     text: str | None = None
-    image: Raw | None = None
-    document: Raw | None = None
-    video: Raw | None = None
-    search_result: Raw | None = None
+    image: Untranslated | None = None
+    document: Untranslated | None = None
+    video: Untranslated | None = None
+    search_result: Untranslated | None = None
 
 
 ToolResultStatus = Literal["success", "error"]
@@ -120,15 +124,15 @@ class ContentBlock(_Union):
     tool_result: ToolResultBlock | None = None
     cache_point: CachePointBlock | None = None
     # The model's reasoning in an assistant turn of the history.
-    reasoning_content: Raw | None = None
-    document: Raw | None = None
-    video: Raw | None = None
-    audio: Raw | None = None
-    guard_content: Raw | None = None
-    citations_content: Raw | None = None
-    search_result: Raw | None = None
-    tool_addition: Raw | None = None
-    tool_removal: Raw | None = None
+    reasoning_content: Untranslated | None = None
+    document: Untranslated | None = None
+    video: Untranslated | None = None
+    audio: Untranslated | None = None
+    guard_content: Untranslated | None = None
+    citations_content: Untranslated | None = None
+    search_result: Untranslated | None = None
+    tool_addition: Untranslated | None = None
+    tool_removal: Untranslated | None = None
 
 
 ConversationRole = Literal["user", "assistant"]
@@ -142,7 +146,7 @@ class Message(_Request):
 class SystemContentBlock(_Union):
     text: str | None = None
     cache_point: CachePointBlock | None = None
-    guard_content: Raw | None = None
+    guard_content: Untranslated | None = None
 
 
 class InferenceConfiguration(_Request):
@@ -167,7 +171,7 @@ class ToolSpecification(_Request):
 class Tool(_Union):
     tool_spec: ToolSpecification | None = None
     cache_point: CachePointBlock | None = None
-    system_tool: Raw | None = None
+    system_tool: Untranslated | None = None
 
 
 class AutoToolChoice(_Request):
@@ -204,13 +208,13 @@ class ConverseRequest(_Request):
     additional_model_request_fields: dict[str, Any] | None = None
     request_metadata: dict[str, str] | None = None
     # Features Orqen does not translate: declared so that a translator can name them.
-    guardrail_config: Raw | None = None
-    prompt_variables: Raw | None = None
-    output_config: Raw | None = None
+    guardrail_config: Untranslated | None = None
+    prompt_variables: Untranslated | None = None
+    output_config: Untranslated | None = None
     # Hints about latency tier, logging and response extras.
-    performance_config: Raw | None = None
-    additional_model_response_field_paths: Raw | None = None
-    service_tier: Raw | None = None
+    performance_config: Untranslated | None = None
+    additional_model_response_field_paths: list[str] | None = None
+    service_tier: Untranslated | None = None
 
 
 class ModelFields(Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -240,9 +244,9 @@ def decode_model_fields(fields: dict[str, Any]) -> ModelFields:
     try:
         return msgspec.convert(fields, ModelFields)
     except msgspec.ValidationError as err:
-        raise invalid_request(f"'additionalModelRequestFields' is not valid: {err}.") from None
-
-
+        # convert() gives paths from `fields`; name them from the body, as decode_request does.
+        where = str(err).replace("`$", "`$.additionalModelRequestFields", 1)
+        raise invalid_request(f"The request body is not valid: {where}.") from None
 
 
 # --- the answer ----------------------------------------------------------------------------
