@@ -36,7 +36,7 @@ from fakes.scenario import (
     streamed_text,
 )
 from fakes.wire import sse, strict_adapter, validate_typed_dict
-from orqen_common.canonical import finish_reason, parse_data_url
+from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url
 from orqen_common.errors import OrqenError
 
 _NON_STREAMING = strict_adapter(params.CompletionCreateParamsNonStreaming)
@@ -266,7 +266,7 @@ def _completion(model: str, answer: Answer) -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": message, "finish_reason": finish_reason(answer.stop_reason), "logprobs": None}
         ],
-        "usage": answer.usage.canonical(),
+        "usage": _usage(answer.usage),
     }
 
 
@@ -292,7 +292,7 @@ async def _chunks(model: str, answer: Answer, include_usage: bool) -> AsyncItera
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
     yield chunk({}, finish_reason(answer.stop_reason))
     if include_usage:
-        yield sse({**_chunk_envelope(model, created, []), "usage": answer.usage.canonical()})
+        yield sse({**_chunk_envelope(model, created, []), "usage": _usage(answer.usage)})
     yield b"data: [DONE]\n\n"
 
 
@@ -303,4 +303,18 @@ def _chunk_envelope(model: str, created: int, choices: list[dict[str, Any]]) -> 
         "created": created,
         "model": model,
         "choices": choices,
+    }
+
+
+def _usage(usage: TokenUsage) -> dict[str, Any]:
+    """OpenAI's usage object: prompt_tokens counts cache reads (and writes) too."""
+    prompt = usage.input + usage.cache_read + usage.cache_write
+    details = {"cached_tokens": usage.cache_read}
+    if usage.cache_write:
+        details["cache_creation_tokens"] = usage.cache_write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.output,
+        "total_tokens": prompt + usage.output,
+        "prompt_tokens_details": details,
     }

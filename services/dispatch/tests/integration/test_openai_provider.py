@@ -1,18 +1,29 @@
 """The OpenAI-compatible adapter against a fake that validates the wire format."""
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
+import msgspec
+import orjson
 import pytest
 
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import BackgroundServer, free_port
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ChatRequest, CompletionUsage, encode_request
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.providers.openai import OpenAICompatible
 
 KEY = "sk-upstream"
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello world"}], "temperature": 0.2}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello world"}], "temperature": 0.2}
+
+
+def chat(**fields: Any) -> ChatRequest:
+    return msgspec.convert({**BODY, **fields}, ChatRequest)
+
+
+CHAT = chat()
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +42,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 async def test_completion_and_usage(fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient) -> None:
     upstream, url = fake
     result = await OpenAICompatible("openai", client, url, KEY).complete(CHAT, "gpt-4o-mini", {})
-    assert result.body["choices"][0]["message"]["content"] == "echo: hello world"
-    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.cached_input_tokens) == (42, 7, 10)
+    assert result.body.choices[0].message.content == "echo: hello world"
+    assert (result.usage.prompt, result.usage.output, result.usage.cache_read) == (42, 7, 10)
     assert upstream.requests[-1]["body"]["temperature"] == 0.2
 
 
@@ -43,10 +54,11 @@ async def test_a_stream_always_asks_for_usage_and_ends_with_the_usage_chunk(
     state = StreamState()
     chunks = [c async for c in OpenAICompatible("openai", client, url, KEY).stream(CHAT, "gpt-4o-mini", {}, state)]
     assert upstream.requests[-1]["body"]["stream_options"] == {"include_usage": True}
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: hello world"
-    assert (state.usage.input_tokens, state.usage.output_tokens) == (42, 7)
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 7
+    assert (state.usage.prompt, state.usage.output) == (42, 7)
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and isinstance(usage, CompletionUsage) and usage.completion_tokens == 7
 
 
 async def test_extensions_openai_cannot_express_are_refused_and_hints_dropped(
@@ -55,15 +67,12 @@ async def test_extensions_openai_cannot_express_are_refused_and_hints_dropped(
     upstream, url = fake
     provider = OpenAICompatible("openai", client, url, KEY)
     with pytest.raises(OrqenError, match="top_k") as refused:
-        await provider.complete({**CHAT, "top_k": 3}, "gpt-4o-mini", {})
+        await provider.complete(chat(top_k=3), "gpt-4o-mini", {})
     assert refused.value.http_status == 400
-    hinted = {
-        **CHAT,
-        "anthropic_beta": ["prompt-caching-2024-07-31"],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
-        ],
-    }
+    hinted = chat(
+        anthropic_beta=["prompt-caching-2024-07-31"],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+    )
     await provider.complete(hinted, "gpt-4o-mini", {})  # the fake rejects unknown fields
     sent = upstream.requests[-1]["body"]
     assert "anthropic_beta" not in sent and sent["messages"][0]["content"] == [{"type": "text", "text": "hi"}]
@@ -114,8 +123,9 @@ def test_a_failed_tool_result_keeps_its_text_but_not_the_flag_openai_lacks(clien
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": "timeout", "is_error": True},
     ]
-    body = provider.wire_request({**CHAT, "messages": messages}, "gpt-4o-mini", stream=False)
-    assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "timeout"}
+    body = provider.wire_request(chat(messages=messages), "gpt-4o-mini", stream=False)
+    sent = orjson.loads(encode_request(body))
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "timeout"}
 
 
 async def test_the_calls_own_key_wins_over_the_operators(
@@ -123,9 +133,9 @@ async def test_the_calls_own_key_wins_over_the_operators(
 ) -> None:
     provider = OpenAICompatible("openai", client, fake[1], "sk-wrong-operator-key")
     result = await provider.complete(CHAT, "gpt-4o-mini", {"api_key": KEY})  # the fake accepts only KEY
-    assert result.body["choices"][0]["message"]["content"] == "echo: hello world"
+    assert result.body.choices[0].message.content == "echo: hello world"
     chunks = [c async for c in provider.stream(CHAT, "gpt-4o-mini", {"api_key": KEY}, StreamState())]
-    assert chunks[-1]["choices"] == []
+    assert chunks[-1].choices == []
     with pytest.raises(UpstreamError) as refused:
         await provider.complete(CHAT, "gpt-4o-mini", {"api_key": ""})  # empty: the operator's key
     assert refused.value.status == 401

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from orqen.v1 import accounting_pb2
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ChatRequest, UserMessage
 from orqen_dispatch.credentials import (
     KEYS_SETTING,
     KeyRing,
@@ -339,7 +340,7 @@ def test_merge_precedence(
 
 # --- providers use the call's credentials ----------------------------------------------
 
-CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = ChatRequest(model="m", messages=[UserMessage(content="hi")])
 
 
 class Recorder:

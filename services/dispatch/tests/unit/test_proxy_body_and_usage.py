@@ -10,7 +10,7 @@ from multipart import MultipartSegment, PushMultipartParser
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.errors import OrqenError
-from orqen_dispatch.providers.base import UpstreamUsage
+from orqen_common.canonical import TokenUsage
 from orqen_dispatch.proxy_body import MultipartEncoder, json_for_upstream, read_json_body
 from orqen_dispatch.proxy_usage import MAX_JSON_BYTES, UsageWatcher, usage_from
 
@@ -85,28 +85,33 @@ async def test_a_json_body_is_joined_from_its_chunks_and_its_model_renamed() -> 
         await read_json_body(_frames(Frame(json_chunk=b"[1]")))
 
 
+def usage(prompt: int, output: int, cached: int) -> TokenUsage:
+    """Usage as the families report it: `prompt` counts the cached tokens too."""
+    return TokenUsage(input=prompt - cached, output=output, cache_read=cached)
+
+
 @pytest.mark.parametrize(
     ("answer", "usage"),
     [
-        ({"usage": {"prompt_tokens": 7, "total_tokens": 7}}, UpstreamUsage(7, 0, 0)),  # embeddings
+        ({"usage": {"prompt_tokens": 7, "total_tokens": 7}}, usage(7, 0, 0)),  # embeddings
         (
             {"usage": {"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 2}}},
-            UpstreamUsage(5, 3, 2),
+            usage(5, 3, 2),
         ),
         (
             {"usage": {"input_tokens": 9, "output_tokens": 4, "input_tokens_details": {"cached_tokens": 1}}},
-            UpstreamUsage(9, 4, 1),
+            usage(9, 4, 1),
         ),  # responses, gpt-image-1, gpt-4o-transcribe
         (
             {"type": "response.completed", "response": {"usage": {"input_tokens": 2, "output_tokens": 1}}},
-            UpstreamUsage(2, 1, 0),
+            usage(2, 1, 0),
         ),
-        ({"results": [], "usage": {"total_tokens": 12}}, UpstreamUsage(12, 0, 0)),  # Jina-style rerank
+        ({"results": [], "usage": {"total_tokens": 12}}, usage(12, 0, 0)),  # Jina-style rerank
         ({"results": []}, None),  # moderations
-        ({"usage": {"type": "duration", "seconds": 3}}, UpstreamUsage(0, 0, 0)),  # whisper: no tokens
+        ({"usage": {"type": "duration", "seconds": 3}}, usage(0, 0, 0)),  # whisper: no tokens
     ],
 )
-def test_usage_in_every_familys_shape(answer: dict[str, object], usage: UpstreamUsage | None) -> None:
+def test_usage_in_every_familys_shape(answer: dict[str, object], usage: TokenUsage | None) -> None:
     assert usage_from(answer) == usage
 
 
@@ -115,7 +120,7 @@ def test_a_json_answer_in_pieces_is_read_at_its_end() -> None:
     raw = orjson.dumps({"data": [1, 2], "model": "bge-m3", "usage": {"prompt_tokens": 4, "total_tokens": 4}})
     for start in range(0, len(raw), 5):
         watcher.feed(raw[start : start + 5])
-    assert (watcher.finish(), watcher.model) == (UpstreamUsage(4, 0, 0), "bge-m3")
+    assert (watcher.finish(), watcher.model) == (usage(4, 0, 0), "bge-m3")
 
 
 def test_an_event_stream_split_mid_line_gives_the_last_usage() -> None:
@@ -127,13 +132,13 @@ def test_an_event_stream_split_mid_line_gives_the_last_usage() -> None:
     )
     for start in range(0, len(stream), 7):
         watcher.feed(stream[start : start + 7])
-    assert watcher.finish() == UpstreamUsage(6, 2, 0)
+    assert watcher.finish() == usage(6, 2, 0)
 
 
 def test_binary_and_oversized_answers_report_no_usage() -> None:
     audio = UsageWatcher("audio/mpeg")
     audio.feed(b'{"usage": {"prompt_tokens": 3}}')
-    assert audio.finish() == UpstreamUsage()
+    assert audio.finish() == TokenUsage()
     huge = UsageWatcher("application/json")
     huge.feed(b'{"usage": {"prompt_tokens": 3}, "pad": "' + b"x" * MAX_JSON_BYTES + b'"}')
-    assert huge.finish() == UpstreamUsage()
+    assert huge.finish() == TokenUsage()

@@ -11,7 +11,18 @@ import pytest
 
 from orqen_common.canonical import unsupported
 from orqen_common.errors import OrqenError
-from orqen_dispatch.providers.base import Completion, Credentials, StreamState, UpstreamError, UpstreamUsage
+from orqen_common.canonical import TokenUsage
+from orqen_common.formats.openai import (
+    AnswerMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    UserMessage,
+)
+from orqen_dispatch.providers.base import Completion, Credentials, StreamState, UpstreamError
 from orqen_dispatch.resilience import (
     CIRCUIT_OPEN,
     AttemptRecord,
@@ -27,7 +38,7 @@ from orqen_dispatch.resilience import (
     is_provider_fault,
 )
 
-CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = ChatRequest(model="m", messages=[UserMessage(content="hi")])
 
 
 class FakeClock:
@@ -57,7 +68,7 @@ HANG = "hang"  # a script step: the call never answers (until the per-attempt ti
 class Stream:
     """A script step for `stream`: these chunks, then this error (if any)."""
 
-    chunks: list[dict[str, Any]]
+    chunks: list[ChatCompletionChunk]
     error: UpstreamError | None = None
 
 
@@ -87,14 +98,14 @@ class ScriptedProvider:
             raise step
         return step
 
-    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
+    async def complete(self, chat: ChatRequest, model: str, credentials: Credentials) -> Completion:
         step = await self._step(model)
         assert isinstance(step, Completion)
         return step
 
     async def stream(
-        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[ChatCompletionChunk]:
         try:
             step = await self._step(model)
             assert isinstance(step, Stream)
@@ -103,17 +114,20 @@ class ScriptedProvider:
                 yield chunk
             if step.error is not None:
                 raise step.error
-            state.usage = UpstreamUsage(input_tokens=3, output_tokens=len(step.chunks))
+            state.usage = TokenUsage(input=3, output=len(step.chunks))
         finally:
             self.closed_streams += 1
 
 
 def ok(text: str = "hello") -> Completion:
-    return Completion(body={"choices": [{"message": {"content": text}}]}, usage=UpstreamUsage(), status=200)
+    answer = ChatCompletion(id="c", created=0, model="m", choices=[Choice(message=AnswerMessage(content=text))])
+    return Completion(body=answer, usage=TokenUsage(), status=200)
 
 
-def chunks(*texts: str) -> list[dict[str, Any]]:
-    return [{"choices": [{"index": 0, "delta": {"content": t}}]} for t in texts]
+def chunks(*texts: str) -> list[ChatCompletionChunk]:
+    return [
+        ChatCompletionChunk(id="c", created=0, model="m", choices=[ChunkChoice(delta=Delta(content=t))]) for t in texts
+    ]
 
 
 def target(provider: ScriptedProvider, model: str = "m", reason: str = "requested") -> Target:
@@ -177,7 +191,7 @@ def test_only_unreachable_timeouts_and_server_errors_are_the_providers_fault() -
 async def test_an_answer_at_the_first_call_is_one_attempt(h: Harness) -> None:
     provider = h.provider("openai", ok("first"))
     completion, answered, attempts = await h.dispatcher().complete([target(provider, "gpt")], CHAT)
-    assert completion.body["choices"][0]["message"]["content"] == "first"
+    assert completion.body.choices[0].message.content == "first"
     assert answered.provider is provider
     assert summary(attempts) == [("openai", "gpt", 200, "requested")]
     assert attempts[0].error == "" and h.sleeps.waits == []
@@ -215,7 +229,7 @@ async def test_a_target_gets_at_most_max_attempts_then_the_fallback_is_tried(h: 
     completion, answered, attempts = await h.dispatcher().complete(
         [target(main, "claude"), target(spare, "gpt", "fallback")], CHAT
     )
-    assert completion.body["choices"][0]["message"]["content"] == "from the fallback"
+    assert completion.body.choices[0].message.content == "from the fallback"
     assert answered.provider is spare and answered.reason == "fallback"
     assert summary(attempts) == [
         ("anthropic", "claude", 529, "requested"),
@@ -437,7 +451,7 @@ async def test_a_cancelled_trial_frees_the_half_open_circuit(h: Harness) -> None
 
 
 async def collect(stream: DispatchedStream) -> list[str]:
-    return [c["choices"][0]["delta"]["content"] async for c in stream]
+    return [c.choices[0].delta.content async for c in stream]
 
 
 async def test_a_stream_is_retried_until_its_first_chunk(h: Harness) -> None:
@@ -447,7 +461,7 @@ async def test_a_stream_is_retried_until_its_first_chunk(h: Harness) -> None:
     assert await collect(stream) == ["a", "b"]
     assert stream.target is not None and stream.target.provider is provider
     assert summary(attempts) == [("openai", "m", 503, "requested"), ("openai", "m", 200, "retry")]
-    assert (state.status, state.usage.output_tokens) == (200, 2)
+    assert (state.status, state.usage.output) == (200, 2)
 
 
 async def test_a_stream_falls_back_to_the_next_target(h: Harness) -> None:
@@ -469,7 +483,7 @@ async def test_an_error_after_the_first_chunk_is_raised_as_it_is_and_never_retri
     received: list[str] = []
     with pytest.raises(UpstreamError) as raised:
         async for chunk in h.dispatcher().stream([target(provider)], CHAT, StreamState(), attempts):
-            received.append(chunk["choices"][0]["delta"]["content"])
+            received.append(chunk.choices[0].delta.content)
     assert raised.value is broken and received == ["a", "b"]
     assert len(provider.calls) == 1
     assert [(a.status, a.error) for a in attempts] == [(502, "upstream said 502")]
@@ -486,9 +500,9 @@ async def test_a_stream_slow_to_start_is_timed_out_and_retried(h: Harness) -> No
 
 async def test_a_failed_stream_attempt_leaves_nothing_in_the_state(h: Harness) -> None:
     provider = h.provider("openai", Stream([], error=err(503)), Stream(chunks("ok")))
-    state = StreamState(usage=UpstreamUsage(input_tokens=99), status=500)
+    state = StreamState(usage=TokenUsage(input=99), status=500)
     await collect(h.dispatcher().stream([target(provider)], CHAT, state, []))
-    assert (state.status, state.usage.input_tokens) == (200, 3)
+    assert (state.status, state.usage.input) == (200, 3)
 
 
 async def test_a_stream_that_fails_everywhere_raises_with_every_attempt(h: Harness) -> None:
@@ -505,7 +519,7 @@ async def test_closing_a_stream_early_closes_the_upstream_stream(h: Harness) -> 
     provider = h.provider("openai", Stream(chunks("a", "b", "c")))
     attempts: list[AttemptRecord] = []
     stream = h.dispatcher().stream([target(provider)], CHAT, StreamState(), attempts)
-    assert (await anext(stream))["choices"][0]["delta"]["content"] == "a"
+    assert (await anext(stream)).choices[0].delta.content == "a"
     h.clock.now += 2
     await stream.aclose()
     assert provider.closed_streams == 1
