@@ -144,31 +144,30 @@ async def sse_events(response: httpx.Response, provider: str) -> AsyncIterator[S
         raise UpstreamError(502, f"{provider} stream broke: {err.__class__.__name__}") from err
 
 
-def refuse_openai_only_features(chat: dict[str, Any], where: str) -> None:
+def refuse_openai_only_features(chat: ChatRequest, where: str) -> None:
     """400 for the canonical (OpenAI) features other providers cannot express.
 
     Dropping any of these would change the answer the caller gets, so they are refused
     by name instead.
     """
-    if (chat.get("n") or 1) != 1:
+    if (chat.n or 1) != 1:
         raise unsupported("n > 1 (several choices)", where)
-    if chat.get("logprobs") or chat.get("top_logprobs"):
+    if chat.logprobs or chat.top_logprobs:
         raise unsupported("logprobs", where)
-    response_format = chat.get("response_format")
-    if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+    if chat.response_format is not None:
+        kind = chat.response_format.get("type")
         if kind != "text":
             raise unsupported(f"response_format {kind!r}", where)
-    if chat.get("audio") is not None or "audio" in (chat.get("modalities") or ()):
+    if chat.audio is not None or "audio" in (chat.modalities or ()):
         raise unsupported("Audio output", where)
-    if chat.get("logit_bias"):
+    if chat.logit_bias:
         raise unsupported("logit_bias", where)
-    for penalty in ("frequency_penalty", "presence_penalty"):
-        if chat.get(penalty):
+    for penalty, value in (("frequency_penalty", chat.frequency_penalty), ("presence_penalty", chat.presence_penalty)):
+        if value:
             raise unsupported(f"A non-zero {penalty}", where)
-    if chat.get("functions") or chat.get("function_call"):
+    if chat.functions or chat.function_call:
         raise unsupported("Legacy functions (use tools)", where)
-    if chat.get("web_search_options") is not None:
+    if chat.web_search_options is not None:
         raise unsupported("web_search_options", where)
 
 
