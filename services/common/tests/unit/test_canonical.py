@@ -1,13 +1,11 @@
-"""The facts every translator shares: stop reasons, the usage split, data URLs, event-stream frames."""
+"""The facts every translator shares: stop reasons, the usage split, data URLs."""
 
 import base64
 
 import pytest
-from botocore.eventstream import EventStreamBuffer
 
 from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_reason, text_of
 from orqen_common.errors import OrqenError
-from orqen_common.eventstream import event_frame, exception_frame
 
 
 @pytest.mark.parametrize(
@@ -56,13 +54,3 @@ def test_text_of_reads_strings_and_text_parts() -> None:
     assert text_of("hi") == "hi"
     assert text_of([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]) == "ab"
     assert text_of(None) == ""
-
-
-def test_event_stream_frames_decode_with_botocore() -> None:
-    buffer = EventStreamBuffer()
-    buffer.add_data(
-        event_frame("messageStop", {"stopReason": "end_turn"}) + exception_frame("throttlingException", "slow")
-    )
-    first, second = list(buffer)
-    assert first.headers[":event-type"] == "messageStop" and first.payload == b'{"stopReason":"end_turn"}'
-    assert second.headers[":message-type"] == "exception" and second.headers[":exception-type"] == "throttlingException"
