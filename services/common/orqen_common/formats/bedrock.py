@@ -56,13 +56,13 @@ class _Union(_Request):
         raise AssertionError("a union always holds one member")  # __post_init__ checked it
 
 
-class Untranslated(Struct):
-    """An object Orqen reads no further: decoded so that a translator can refuse it by name, or drop a hint."""
-
-
 @cache
 def _member_names(union: type[_Union]) -> tuple[str, ...]:
     return tuple(f.encode_name for f in msgspec.structs.fields(union))
+
+
+class Untranslated(Struct):
+    """An object Orqen reads no further: decoded so that a translator can refuse it by name, or drop a hint."""
 
 
 ImageFormat = Literal["png", "jpeg", "gif", "webp"]

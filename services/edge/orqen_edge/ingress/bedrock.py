@@ -18,6 +18,7 @@ from urllib.parse import unquote
 import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
+from litestar.types import Scope
 from msgspec import UnsetType
 
 from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_reason, unsupported
@@ -83,7 +84,7 @@ async def converse(
     return await serve_chat(request, runtime, principal, INGRESS, partial(translate, model_id=model_id, stream=stream))
 
 
-def raw_path(scope: Any) -> str:
+def raw_path(scope: Scope) -> str:
     """The path as sent, percent-encoding intact; ASGI servers may omit raw_path, then the decoded one."""
     raw = scope.get("raw_path")
     if isinstance(raw, bytes):
@@ -113,14 +114,16 @@ def translate(body: bytes, *, model_id: str, stream: bool) -> tuple[ChatRequest,
     """The canonical request for a Converse request body, and the reply that answers it in Converse's shape."""
     converse = bedrock.decode_request(body)
     _refuse_untranslatable(converse)
-    system = _system(converse.system) if converse.system else None
+    system = _system(converse.system or [])
+    messages: list[Message] = [system] if system else []
+    messages += _messages(converse.messages)
     inference = converse.inference_config or bedrock.InferenceConfiguration()
     tools, tool_choice = _tool_config(converse.tool_config) if converse.tool_config else (None, None)
     fields = converse.additional_model_request_fields
     model_fields = _model_fields(fields) if fields is not None else bedrock.ModelFields()
     chat = ChatRequest(
         model=canonical_model(model_id),
-        messages=[*([system] if system else []), *_messages(converse.messages)],
+        messages=messages,
         max_tokens=inference.max_tokens,
         temperature=inference.temperature,
         top_p=inference.top_p,
