@@ -70,7 +70,7 @@ async def serve_proxy(
         call.model_requested, call.stream = opening.model, opening.stream
         call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
         # Only the X-Orqen-Provider-Key header: the aws_* body extensions are chat's (Bedrock has no family here).
-        call.credentials = pop_credentials({}, request.headers.get(PROVIDER_KEY_HEADER))
+        call.credentials = pop_credentials(None, request.headers.get(PROVIDER_KEY_HEADER))
         replies = runtime.downstream.proxy(_frames(call, entry, opening))
         head = await _answer_head(replies)
     except OrqenError as err:

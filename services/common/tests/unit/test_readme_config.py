@@ -1,4 +1,4 @@
-"""The README's configuration table names every environment variable the services read."""
+"""The configuration reference (docs/configuration.md) names every environment variable the services read."""
 
 import re
 from pathlib import Path
@@ -11,7 +11,7 @@ from orqen_dispatch.settings import DispatchSettings
 from orqen_edge.settings import EdgeSettings
 from orqen_optimizer.settings import OptimizerSettings
 
-README = Path(__file__).resolve().parents[4] / "README.md"
+CONFIGURATION = Path(__file__).resolve().parents[4] / "docs" / "configuration.md"
 
 
 def _env_names(settings: type[BaseSettings]) -> set[str]:
@@ -24,7 +24,7 @@ def _env_names(settings: type[BaseSettings]) -> set[str]:
 
 
 def test_every_setting_is_documented() -> None:
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", README.read_text()))
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", CONFIGURATION.read_text()))
     read = set().union(
         *(
             _env_names(s)

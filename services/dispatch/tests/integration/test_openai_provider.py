@@ -71,7 +71,9 @@ async def test_extensions_openai_cannot_express_are_refused_and_hints_dropped(
     assert refused.value.http_status == 400
     hinted = chat(
         anthropic_beta=["prompt-caching-2024-07-31"],
-        messages=[{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
+        ],
     )
     await provider.complete(hinted, "gpt-4o-mini", {})  # the fake rejects unknown fields
     sent = upstream.requests[-1]["body"]

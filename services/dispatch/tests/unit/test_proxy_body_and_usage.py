@@ -9,8 +9,8 @@ import pytest
 from multipart import MultipartSegment, PushMultipartParser
 
 from orqen.v1 import dispatch_pb2
-from orqen_common.errors import OrqenError
 from orqen_common.canonical import TokenUsage
+from orqen_common.errors import OrqenError
 from orqen_dispatch.proxy_body import MultipartEncoder, json_for_upstream, read_json_body
 from orqen_dispatch.proxy_usage import MAX_JSON_BYTES, UsageWatcher, usage_from
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from orqen_common.canonical import unsupported
+from orqen_common.canonical import TokenUsage, unsupported
 from orqen_common.errors import OrqenError
-from orqen_common.canonical import TokenUsage
 from orqen_common.formats.openai import (
     AnswerMessage,
     ChatCompletion,
