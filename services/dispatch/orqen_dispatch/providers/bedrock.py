@@ -255,7 +255,7 @@ def converse_request(chat: ChatRequest) -> bedrock.ConverseRequest:
             case ToolMessage():
                 turns.append(("user", _tool_result_blocks(message)))
             case FunctionMessage():
-                raise unsupported("Messages of role 'function' (legacy functions, use tools)", WHERE)
+                raise unsupported("A message of role 'function' (legacy functions; use tools)", WHERE)
     messages = _alternating(turns)
     has_tool_blocks = any(
         block.tool_use is not None or block.tool_result is not None for message in messages for block in message.content

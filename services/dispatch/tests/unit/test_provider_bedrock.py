@@ -424,6 +424,11 @@ async def test_features_converse_cannot_express_are_refused_by_name(fields: dict
     assert feature in message and message.endswith("is not supported by Bedrock Converse.")
 
 
+async def test_a_legacy_function_message_is_refused_by_name() -> None:
+    message = await refusal_of(chat(user("hi"), {"role": "function", "name": "f", "content": "42"}))
+    assert message == "A message of role 'function' (legacy functions; use tools) is not supported by Bedrock Converse."
+
+
 async def test_an_arn_model_id_is_percent_encoded_as_botocore_does_and_signed_that_way() -> None:
     bedrock = MockBedrock([converse_answer([{"text": "ok"}])])
     result = await bedrock.provider().complete(chat(user("hi")), ARN, {})
