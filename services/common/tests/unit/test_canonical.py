@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_reason, text_of
+from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_reason, stop_sequences, text_of
 from orqen_common.errors import OrqenError
 
 
@@ -30,6 +30,12 @@ def test_finish_reasons_become_stop_reasons_and_a_stop_sequence_is_named() -> No
     assert stop_reason("stop", "") == "stop_sequence"  # the provider said a stop sequence, not which
     assert stop_reason("length") == "max_tokens"
     assert stop_reason("tool_calls") == "tool_use"
+
+
+def test_stop_sequences_are_a_list_without_blanks() -> None:
+    assert stop_sequences(None) == [] and stop_sequences("") == []
+    assert stop_sequences("END") == ["END"]
+    assert stop_sequences(["A", "", "B"]) == ["A", "B"]
 
 
 def test_usage_split_round_trips_through_the_canonical_total() -> None:

@@ -31,7 +31,7 @@ from botocore.credentials import Credentials as AwsKeys
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from msgspec import UNSET, UnsetType
 
-from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, text_of, unsupported
+from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_sequences, text_of, unsupported
 from orqen_common.errors import invalid_request
 from orqen_common.formats import bedrock
 from orqen_common.formats.openai import (
@@ -143,7 +143,7 @@ class BedrockConverse:
         body = converse_request(chat)
         response = await send(self._client, self._request(body, model, credentials, stream=False), self.name)
         answer = decode_answer(bedrock.response_decoder, await read_body(response, self.name), self.name)
-        completion = chat_completion(answer, model, _response_id(response), _stop_sequences(chat))
+        completion = chat_completion(answer, model, _response_id(response), stop_sequences(chat.stop))
         return Completion(body=completion, usage=answer.usage.tokens(), status=response.status_code)
 
     async def stream(
@@ -153,7 +153,7 @@ class BedrockConverse:
         body = converse_request(chat)
         response = await send(self._client, self._request(body, model, credentials, stream=True), self.name)
         state.status = response.status_code
-        translator = StreamTranslator(_response_id(response), model, _stop_sequences(chat))
+        translator = StreamTranslator(_response_id(response), model, stop_sequences(chat.stop))
         try:
             async for message in _event_stream_messages(response, self.name):
                 chunks = translator.chunks(message.headers, message.payload)
@@ -434,18 +434,9 @@ def _inference_config(chat: ChatRequest) -> bedrock.InferenceConfiguration | Non
         max_tokens=max_tokens,
         temperature=chat.temperature,
         top_p=chat.top_p,
-        stop_sequences=_stop_sequences(chat) or None,
+        stop_sequences=stop_sequences(chat.stop) or None,
     )
     return None if config == bedrock.InferenceConfiguration() else config
-
-
-def _stop_sequences(chat: ChatRequest) -> list[str]:
-    stop = chat.stop
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    return [s for s in stop if s]
 
 
 # --- Converse answer -> canonical ---------------------------------------------------------
