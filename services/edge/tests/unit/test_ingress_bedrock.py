@@ -516,6 +516,18 @@ def _body(**fields: Any) -> dict[str, Any]:
             "field `input` - at `$.messages[0].content[0].toolUse`",
         ),
         (
+            {
+                "messages": [
+                    {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": [1]}}]}
+                ]
+            },
+            "`$.messages[0].content[0].toolUse.input`",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "a"}, {"cachePoint": {}}]}]},
+            "field `type` - at `$.messages[0].content[1].cachePoint`",
+        ),
+        (
             {"messages": [{"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": "AA=="}}}]}]},
             "`$.messages[0].content[0].image.format`",
         ),
