@@ -242,11 +242,14 @@ def decode_model_fields(fields: dict[str, Any]) -> ModelFields:
     Callers refuse the fields outside `MODEL_FIELDS` first, by name.
     """
     try:
-        return msgspec.convert(fields, ModelFields)
+        # Converted where they sit in the body, so that an error names its path from the body.
+        return msgspec.convert({"additionalModelRequestFields": fields}, _ModelFieldsInBody).fields
     except msgspec.ValidationError as err:
-        # convert() gives paths from `fields`; name them from the body, as decode_request does.
-        where = str(err).replace("`$", "`$.additionalModelRequestFields", 1)
-        raise invalid_request(f"The request body is not valid: {where}.") from None
+        raise invalid_request(f"The request body is not valid: {err}.") from None
+
+
+class _ModelFieldsInBody(Struct):
+    fields: ModelFields = field(name="additionalModelRequestFields")
 
 
 # --- the answer ----------------------------------------------------------------------------
