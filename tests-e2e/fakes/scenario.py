@@ -14,6 +14,8 @@ The rules (model name first, then the last user turn):
 - `stop at WORD`: "one two WORD three", cut to "one two " when WORD is a stop sequence.
 - anything else: "echo: " + the text.
 A max_tokens smaller than the answer's word count cuts it to that many words.
+Every answer reports `USAGE`; for models containing `fake-cache-write`, `CACHE_WRITE_USAGE`
+(the same 42 prompt tokens, 20 of them written to the prompt cache).
 Streams fail on purpose for models containing `fake-broken-stream` (the connection
 drops halfway through the text) and `fake-stream-error` (the provider's in-stream
 error after two text deltas).
@@ -45,6 +47,7 @@ from orqen_common.canonical import TokenUsage
 
 # 42 prompt tokens of which 10 were cache reads, and 7 output tokens, for every answer.
 USAGE = TokenUsage(input=32, output=7, cache_read=10, cache_write=0)
+CACHE_WRITE_USAGE = TokenUsage(input=12, output=7, cache_read=10, cache_write=20)
 RETRY_AFTER_SECONDS = 7
 TOOL_CALL_PREAMBLE = "Let me check."
 
@@ -172,7 +175,9 @@ def decide(conversation: Conversation) -> Answer:
         fault = "broken"
     elif "fake-stream-error" in model:
         fault = "error"
-    return _cut_to_max_tokens(replace(_answer_to(conversation), stream_fault=fault), conversation.max_tokens)
+    usage = CACHE_WRITE_USAGE if "fake-cache-write" in model else USAGE
+    answer = replace(_answer_to(conversation), stream_fault=fault, usage=usage)
+    return _cut_to_max_tokens(answer, conversation.max_tokens)
 
 
 def _answer_to(conversation: Conversation) -> Answer:

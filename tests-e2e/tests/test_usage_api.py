@@ -7,9 +7,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import anthropic
 import openai
 import pytest
-from accounts import http, new_account_key
+from accounts import http, logged, new_account_key
 
 from orqen_common.catalogue import load_catalogue
 
@@ -187,3 +188,24 @@ async def test_another_account_sees_none_of_it(stack: Any, traffic: dict[str, An
         assert (await bob.get(f"/v1/account/requests/{request_id}")).status_code == 404
         assert (await bob.get(f"/v1/account/sessions/{SESSION}/requests")).status_code == 404
         assert (await bob.get("/v1/account/usage/analytics/latency")).json()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["claude-sonnet-4-6-fake-cache-write", "bedrock/anthropic.claude-3-haiku-20240307-v1:0-fake-cache-write"],
+    ids=["anthropic", "bedrock"],
+)
+async def test_prompt_cache_writes_reach_the_request_log_as_a_part_of_input_tokens(stack: Any, model: str) -> None:
+    key = await new_account_key(stack, f"usage-cache-{uuid.uuid4().hex[:8]}")
+    client = anthropic.Anthropic(base_url=stack.info.edge_url, api_key=key, max_retries=0)
+    raw = await asyncio.to_thread(
+        client.messages.with_raw_response.create,
+        model=model,
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hello"}],
+    )
+    assert raw.parse().usage.cache_creation_input_tokens == 20
+    async with http(stack, key) as api:
+        entry = await logged(api, raw.headers["x-request-id"])
+    # The fakes' CACHE_WRITE_USAGE: 42 prompt tokens, 10 read from the prompt cache and 20 written to it.
+    assert (entry["input_tokens"], entry["cached_input_tokens"], entry["cache_write_input_tokens"]) == (42, 10, 20)

@@ -6,8 +6,6 @@ list prices of the model that answered; a model it does not price costs 0 and is
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -16,8 +14,8 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from orqen.v1 import events_pb2
-from orqen_accounting.ledger import Ledger, StagedRow
-from orqen_accounting.stored_json import plain_dict, to_json
+from orqen_accounting.ledger import Ledger
+from orqen_accounting.ledger_record import Completed, LedgerRow, ledger_row
 from orqen_common.catalogue import Catalogue
 
 log = structlog.get_logger(__name__)
@@ -35,10 +33,10 @@ def answering_model(event: events_pb2.RequestCompleted) -> str:
     return event.dispatch.model or event.model_requested
 
 
-def request_row(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> StagedRow:
-    """The ledger row of one event (orqen_accounting.ledger.STAGED_COLUMNS order).
+def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Completed:
+    """The event with its figures derived: tokens saved, and cost and savings at the answering model's prices.
 
-    ValueError when the event names no request or no valid account.
+    ValueError when the event names no request.
     """
     ctx, dispatch, plan, trace = event.context, event.dispatch, event.plan, event.trace
     if not ctx.request_id:
@@ -52,52 +50,34 @@ def request_row(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Sta
     model = answering_model(event)
     price = catalogue.get(model)
     if price is not None:
+        # Cache writes are a part of input_tokens, priced as input.
         cost = _money(
             catalogue.cost_usd(model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) or 0.0
         )
         savings = (tokens_saved * Decimal(repr(price.input)) * _PER_TOKEN).quantize(_STORED_PRECISION)
-    return (
-        ctx.request_id,
-        uuid.UUID(ctx.account_id),
-        uuid.UUID(ctx.api_key_id) if ctx.api_key_id else None,
-        ctx.session_id,
-        ctx.ingress,
-        event.model_requested,
-        dispatch.model,
-        dispatch.provider,
-        event.status,
-        event.error,
-        event.stream,
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cached_input_tokens,
-        event.latency_ms,
-        dispatch.upstream_ms,
-        dispatch.ttft_ms,
-        plan.tools_input,
-        plan.tools_output,
-        plan.routing,
-        event.created_at.ToDatetime(tzinfo=dt.UTC),
-        dispatch.route_reason,
-        to_json([plain_dict(a) for a in dispatch.attempts]),
-        to_json(plain_dict(trace)) if trace.candidates else None,
-        list(event.tools_called),
-        max(0.0, event.latency_ms - dispatch.upstream_ms),  # gateway overhead
-        ctx_in,
-        ctx_out,
-        ctx_saved,
-        plan.tool_tokens_in,
-        plan.tool_tokens_out,
-        tool_saved,
-        tokens_saved,
-        trace.k,
-        trace.k_reason,
-        cost,
-        savings,
-        # Staged only, for tool health:
-        list(event.tools_offered),
-        list(event.tools_forwarded),
+    return Completed(
+        event=event,
+        context=ctx,
+        dispatch=dispatch,
+        usage=usage,
+        plan=plan,
+        trace=trace,
+        ctx_tokens_in=ctx_in,
+        ctx_tokens_out=ctx_out,
+        ctx_tokens_saved=ctx_saved,
+        tool_tokens_saved=tool_saved,
+        tokens_saved=tokens_saved,
+        cost_usd=cost,
+        savings_usd=savings,
     )
+
+
+def request_row(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> LedgerRow:
+    """The ledger row of one event (orqen_accounting.ledger_record.STAGED_COLUMNS order).
+
+    ValueError when the event names no request or no valid account.
+    """
+    return ledger_row(completed(event, catalogue))
 
 
 class RequestIngest:
@@ -109,7 +89,7 @@ class RequestIngest:
         self._unpriced: set[str] = set()
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
-        rows: dict[str, StagedRow] = {}
+        rows: dict[str, LedgerRow] = {}
         for msg in msgs:
             try:
                 event = events_pb2.RequestCompleted.FromString(msg.data)

@@ -11,19 +11,15 @@ and ack. Rows are written in key order, so concurrent replicas lock them in one 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from orqen_accounting import histogram
-from orqen_accounting.repository import REQUEST_COLUMNS
-
-# A request row, then the tools offered and forwarded (counted in tool health, not stored per request).
-StagedRow = tuple[Any, ...]
-STAGED_COLUMNS = (*REQUEST_COLUMNS, "tools_offered", "tools_forwarded")
+from orqen_accounting.ledger_record import REQUEST_COLUMNS, STAGED_COLUMNS, LedgerRow
 
 _COLUMNS = ", ".join(REQUEST_COLUMNS)
-# Session-local, emptied at every commit; created once per pooled connection.
+# Session-local, emptied at every commit; created once per pooled connection. The columns after
+# `requests`' own are LedgerRecord's staged ones.
 _STAGING = """
     CREATE TEMP TABLE IF NOT EXISTS requests_incoming (LIKE requests, tools_offered text[], tools_forwarded text[])
     ON COMMIT DELETE ROWS
@@ -116,7 +112,7 @@ class Ledger:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def record(self, rows: Sequence[StagedRow]) -> int:
+    async def record(self, rows: Sequence[LedgerRow]) -> int:
         """Store the rows whose request id is new and count them in the rollups; returns how many were new.
 
         Rows must have distinct request ids (RequestIngest keeps the last of a batch's duplicates).

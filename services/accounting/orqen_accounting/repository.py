@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from orqen_accounting.ledger_record import REQUEST_COLUMNS
 from orqen_accounting.pagination import decode_cursor, encode_cursor
 from orqen_common.auth import display_prefix, generate_api_key, hash_api_key
 
@@ -73,16 +74,6 @@ class RequestFilter:
     since: dt.datetime | None = None  # created_at >= since
     until: dt.datetime | None = None  # created_at < until
 
-
-REQUEST_COLUMNS = (
-    "request_id", "account_id", "api_key_id", "session_id", "ingress", "model_requested",
-    "model_used", "provider", "status", "error", "stream", "input_tokens", "output_tokens",
-    "cached_input_tokens", "latency_ms", "upstream_ms", "ttft_ms", "tools_input",
-    "tools_output", "routing", "created_at", "route_reason", "attempts", "trace", "tools_called",
-    "gateway_ms", "ctx_tokens_in", "ctx_tokens_out", "ctx_tokens_saved", "tool_tokens_in",
-    "tool_tokens_out", "tool_tokens_saved", "tokens_saved",
-    "k", "k_reason", "cost_usd", "savings_usd",
-)  # fmt: skip
 
 _KEY_INFO = "id::text, name, prefix, created_at, last_used_at, revoked_at"
 _CREDENTIAL_INFO = "id::text, account_id::text, provider, auth, last4, base_url, region, created_at, updated_at"

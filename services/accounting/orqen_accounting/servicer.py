@@ -13,7 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, usage_pb2
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, usage_pb2
+from orqen_accounting.ledger_record import request_message
 from orqen_accounting.owners import (
     MAX_PASSWORD,
     EmailTakenError,
@@ -25,7 +26,6 @@ from orqen_accounting.owners import (
 from orqen_accounting.pagination import InvalidCursorError
 from orqen_accounting.repository import (
     DEFAULT_PREFERENCES,
-    REQUEST_COLUMNS,
     AccountingRepository,
     KeyConflictError,
     Preferences,
@@ -33,7 +33,6 @@ from orqen_accounting.repository import (
     UnknownAccountError,
 )
 from orqen_accounting.routing_stats import RoutingStats, insights
-from orqen_accounting.stored_json import from_json, list_from_json
 from orqen_accounting.usage import UsageStats
 from orqen_accounting.validation import (
     checked_count,
@@ -115,7 +114,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             rows, next_cursor = await self._repo.list_requests(account_id, limit, request.cursor, _filter(request))
         except InvalidCursorError:
             raise invalid_request("Invalid pagination cursor.") from None
-        return accounting_pb2.ListRequestsResponse(requests=[_record(r) for r in rows], next_cursor=next_cursor)
+        return accounting_pb2.ListRequestsResponse(requests=[request_message(r) for r in rows], next_cursor=next_cursor)
 
     async def GetRequest(
         self, request: accounting_pb2.GetRequestRequest, context: ServicerContext
@@ -124,7 +123,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         row = await self._repo.get_request(account_id, request.request_id)
         if row is None:
             raise not_found(f"No request {request.request_id!r} in this account.")
-        return _record(row)
+        return request_message(row)
 
     # --- API keys --------------------------------------------------------------------
 
@@ -488,20 +487,4 @@ def _preferences_message(account_id: str, preferences: Preferences) -> accountin
 def _toggles(rows: list[asyncpg.Record]) -> accounting_pb2.ModelToggles:
     return accounting_pb2.ModelToggles(
         toggles=[accounting_pb2.ModelToggle(model=r["model"], enabled=r["enabled"]) for r in rows]
-    )
-
-
-_STORED_AS_JSON = ("created_at", "attempts", "trace")
-
-
-def _record(row: asyncpg.Record) -> accounting_pb2.RequestRecord:
-    fields: dict[str, Any] = {c: row[c] for c in REQUEST_COLUMNS if c not in _STORED_AS_JSON}
-    fields["account_id"] = str(fields["account_id"])
-    fields["api_key_id"] = str(fields["api_key_id"] or "")
-    fields["cost_usd"], fields["savings_usd"] = float(fields["cost_usd"]), float(fields["savings_usd"])
-    return accounting_pb2.RequestRecord(
-        **fields,
-        created_at=_timestamp(row["created_at"]),
-        attempts=list_from_json(row["attempts"], common_pb2.Attempt),
-        trace=from_json(row["trace"], optimizer_pb2.RoutingTrace()) if row["trace"] else None,
     )

@@ -57,6 +57,7 @@ def summary(
             input_tokens=usage.prompt,
             output_tokens=usage.output,
             cached_input_tokens=usage.cache_read,
+            cache_write_input_tokens=usage.cache_write,
         ),
         upstream_status=status,
         upstream_ms=upstream_ms,

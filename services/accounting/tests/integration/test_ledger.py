@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2, usage_pb2
 from orqen_accounting import histogram
+from orqen_accounting.ledger_record import REQUEST_COLUMNS
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.retention import Retention
 from orqen_common.catalogue import load_catalogue
@@ -38,6 +39,7 @@ def completed(
     provider: str = "openai",
     status: int = 200,
     tokens: tuple[int, int, int] = (1000, 200, 0),
+    cache_write: int = 0,
     latency_ms: float = 120.0,
     upstream_ms: float = 100.0,
     session: str = "",
@@ -62,7 +64,12 @@ def completed(
         dispatch=dispatch_pb2.DispatchSummary(
             provider=provider,
             model=model if status < 400 else "",
-            usage=common_pb2.Usage(input_tokens=tokens[0], output_tokens=tokens[1], cached_input_tokens=tokens[2]),
+            usage=common_pb2.Usage(
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                cached_input_tokens=tokens[2],
+                cache_write_input_tokens=cache_write,
+            ),
             upstream_ms=upstream_ms,
             ttft_ms=30.0 if stream else 0.0,
         ),
@@ -105,7 +112,13 @@ async def test_a_request_is_stored_with_every_figure_priced_from_the_catalogue(
 ) -> None:
     account_id = await new_account(repo)
     event = completed(
-        account_id, tokens=(1000, 200, 400), latency_ms=150.0, upstream_ms=110.0, plan=ROUTED_PLAN, trace=ROUTED_TRACE
+        account_id,
+        tokens=(1000, 200, 400),
+        cache_write=300,
+        latency_ms=150.0,
+        upstream_ms=110.0,
+        plan=ROUTED_PLAN,
+        trace=ROUTED_TRACE,
     )
     assert await record([event]) == 1
     async with connect() as accounting:
@@ -117,8 +130,18 @@ async def test_a_request_is_stored_with_every_figure_priced_from_the_catalogue(
     assert (row.tool_tokens_saved, row.tokens_saved) == (3500, 6500)
     assert (row.k, row.k_reason, row.routing) == (3, "within 0.25 of the best", "semantic")
     assert (row.input_tokens, row.output_tokens, row.cached_input_tokens) == (1000, 200, 400)
+    assert row.cache_write_input_tokens == 300
+    # Cache writes are a part of input_tokens, priced as input.
     assert row.cost_usd == pytest.approx(usd(1000, 200, 400, MINI), abs=1e-10)
     assert row.savings_usd == pytest.approx(6500 * MINI.input / 1e6, abs=1e-10)
+
+
+async def test_the_record_declares_exactly_the_columns_of_the_migrated_table(pool: asyncpg.Pool) -> None:
+    table = await pool.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'requests'"
+    )
+    assert {r["column_name"] for r in table} == set(REQUEST_COLUMNS)
 
 
 async def test_a_model_the_catalogue_does_not_price_costs_nothing_but_is_recorded(

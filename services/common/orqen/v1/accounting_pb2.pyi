@@ -765,6 +765,7 @@ class RequestRecord(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     UPSTREAM_MS_FIELD_NUMBER: _builtins.int
     TTFT_MS_FIELD_NUMBER: _builtins.int
@@ -802,6 +803,8 @@ class RequestRecord(_message.Message):
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     cached_input_tokens: _builtins.int
+    """Parts of input_tokens: read from and written to the provider's prompt cache (common.proto Usage)."""
+    cache_write_input_tokens: _builtins.int
     latency_ms: _builtins.float
     upstream_ms: _builtins.float
     ttft_ms: _builtins.float
@@ -861,6 +864,7 @@ class RequestRecord(_message.Message):
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         cached_input_tokens: _builtins.int = ...,
+        cache_write_input_tokens: _builtins.int = ...,
         latency_ms: _builtins.float = ...,
         upstream_ms: _builtins.float = ...,
         ttft_ms: _builtins.float = ...,
@@ -887,7 +891,7 @@ class RequestRecord(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

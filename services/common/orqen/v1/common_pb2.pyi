@@ -58,26 +58,36 @@ Global___RequestContext: _TypeAlias = RequestContext  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
-    """Token usage as the provider reported it."""
+    """Token usage as the provider reported it. input_tokens counts the whole prompt, the
+    prompt-cache reads and writes below included.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     output_tokens: _builtins.int
     cached_input_tokens: _builtins.int
+    """Prompt tokens read from the provider's prompt cache; a part of input_tokens."""
+    cache_write_input_tokens: _builtins.int
+    """Prompt tokens written to the provider's prompt cache (Anthropic's
+    cache_creation_input_tokens, Bedrock's cacheWriteInputTokens); a part of input_tokens,
+    and priced as input tokens. 0 for providers that do not report cache writes.
+    """
     def __init__(
         self,
         *,
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         cached_input_tokens: _builtins.int = ...,
+        cache_write_input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
