@@ -40,7 +40,7 @@ from fakes.scenario import (
     streamed_text,
 )
 from fakes.wire import AwsError, validate_aws_params, verify_sigv4
-from orqen_common.eventstream import event_frame, exception_frame
+from orqen_common.formats.bedrock_eventstream import event_frame, exception_frame
 
 _SERVICE_MODEL = botocore.session.get_session().get_service_model("bedrock-runtime")
 _INPUT_SHAPES = {
@@ -318,25 +318,30 @@ def _converse_output(answer: Answer) -> dict[str, Any]:
     }
 
 
+def _event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One event frame; the JSON is the fake's own, never Orqen's types, so it checks them."""
+    return event_frame(event_type, orjson.dumps(payload))
+
+
 async def _frames(answer: Answer) -> AsyncIterator[bytes]:
     """ConverseStream's events. Text needs no contentBlockStart; a toolUse block does."""
-    yield event_frame("messageStart", {"role": "assistant"})
+    yield _event("messageStart", {"role": "assistant"})
     try:
         for fragment in streamed_text(answer):
-            yield event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": fragment}})
+            yield _event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": fragment}})
     except InStreamError:
         yield exception_frame("throttlingException", "Too many tokens, please wait before trying again.")
         return
     if answer.text:
-        yield event_frame("contentBlockStop", {"contentBlockIndex": 0})
+        yield _event("contentBlockStop", {"contentBlockIndex": 0})
     first_tool_index = 1 if answer.text else 0
     for offset, call in enumerate(answer.tool_calls):
         index = first_tool_index + offset
         start = {"toolUse": {"toolUseId": _tool_use_id(offset), "name": call.name}}
-        yield event_frame("contentBlockStart", {"contentBlockIndex": index, "start": start})
+        yield _event("contentBlockStart", {"contentBlockIndex": index, "start": start})
         for fragment in json_fragments(call.input):
             delta = {"toolUse": {"input": fragment}}
-            yield event_frame("contentBlockDelta", {"contentBlockIndex": index, "delta": delta})
-        yield event_frame("contentBlockStop", {"contentBlockIndex": index})
-    yield event_frame("messageStop", {"stopReason": answer.stop_reason})
-    yield event_frame("metadata", {"usage": _usage(answer), "metrics": {"latencyMs": _LATENCY_MS}})
+            yield _event("contentBlockDelta", {"contentBlockIndex": index, "delta": delta})
+        yield _event("contentBlockStop", {"contentBlockIndex": index})
+    yield _event("messageStop", {"stopReason": answer.stop_reason})
+    yield _event("metadata", {"usage": _usage(answer), "metrics": {"latencyMs": _LATENCY_MS}})

@@ -53,6 +53,13 @@ def stop_reason(finish: str | None, stop_sequence: str | None = None) -> str:
     return _STOP_REASON_BY_FINISH.get(finish or "stop", "end_turn")
 
 
+def stop_sequences(stop: str | list[str] | None) -> list[str]:
+    """The canonical `stop` as a list for providers that take one; blank sequences say nothing and are left out."""
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    return [s for s in stop or () if s]
+
+
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Usage in the split Anthropic and Bedrock report: `input` excludes cache reads and writes.

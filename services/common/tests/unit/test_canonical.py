@@ -1,14 +1,12 @@
-"""The facts every translator shares: stop reasons, the usage split, data URLs, event-stream frames."""
+"""The facts every translator shares: stop reasons, the usage split, data URLs."""
 
 import base64
 
 import pytest
-from botocore.eventstream import EventStreamBuffer
 
-from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_reason, text_of
+from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_reason, stop_sequences, text_of
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ImagePart, ImageURL, PromptTokensDetails, TextPart
-from orqen_common.eventstream import event_frame, exception_frame
 
 
 @pytest.mark.parametrize(
@@ -35,6 +33,12 @@ def test_finish_reasons_become_stop_reasons_and_a_stop_sequence_is_named() -> No
     assert stop_reason("tool_calls") == "tool_use"
 
 
+def test_stop_sequences_are_a_list_without_blanks() -> None:
+    assert stop_sequences(None) == [] and stop_sequences("") == []
+    assert stop_sequences("END") == ["END"]
+    assert stop_sequences(["A", "", "B"]) == ["A", "B"]
+
+
 def test_usage_split_round_trips_through_the_canonical_total() -> None:
     split = TokenUsage(input=32, output=7, cache_read=10, cache_write=3)
     canonical = split.canonical()
@@ -58,13 +62,3 @@ def test_text_of_reads_strings_and_text_parts() -> None:
     image = ImagePart(image_url=ImageURL(url="https://example.com/cat.png"))
     assert text_of([TextPart(text="a"), image, TextPart(text="b")]) == "ab"
     assert text_of(None) == ""
-
-
-def test_event_stream_frames_decode_with_botocore() -> None:
-    buffer = EventStreamBuffer()
-    buffer.add_data(
-        event_frame("messageStop", {"stopReason": "end_turn"}) + exception_frame("throttlingException", "slow")
-    )
-    first, second = list(buffer)
-    assert first.headers[":event-type"] == "messageStop" and first.payload == b'{"stopReason":"end_turn"}'
-    assert second.headers[":message-type"] == "exception" and second.headers[":exception-type"] == "throttlingException"

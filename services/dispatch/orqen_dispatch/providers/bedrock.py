@@ -15,36 +15,69 @@ dropped because the body is built from the fields Converse knows, never copied.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import orjson
+import msgspec
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsKeys
-from botocore.eventstream import EventStreamBuffer, ParserError
+from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
+from msgspec import UNSET, UnsetType
 
-from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, text_of, unsupported
+from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_sequences, text_of, unsupported
 from orqen_common.errors import invalid_request
+from orqen_common.formats import bedrock
+from orqen_common.formats.openai import (
+    AnswerMessage,
+    AssistantMessage,
+    CacheControl,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    CompletionUsage,
+    Content,
+    ContentPart,
+    Delta,
+    DeveloperMessage,
+    FunctionCall,
+    FunctionCallDelta,
+    FunctionMessage,
+    ImagePart,
+    NamedToolChoice,
+    RefusalPart,
+    SystemMessage,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolMessage,
+    UserMessage,
+    encode,
+)
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
     StreamState,
     UpstreamError,
-    UpstreamUsage,
-    read_json,
+    decode_answer,
+    read_body,
     refuse_openai_only_features,
     send,
 )
 
 WHERE = "Bedrock Converse"
 
-_IMAGE_FORMATS = {
+_IMAGE_FORMATS: dict[str, bedrock.ImageFormat] = {
     "image/png": "png",
     "image/jpeg": "jpeg",
     "image/jpg": "jpeg",
@@ -106,21 +139,21 @@ class BedrockConverse:
         elif access_key_id and secret_access_key:
             self._operator_auth = AwsKeys(access_key_id, secret_access_key, session_token or None)
 
-    async def complete(self, chat: dict[str, Any], model: str, credentials: Credentials) -> Completion:
-        body = converse_body(chat)
+    async def complete(self, chat: ChatRequest, model: str, credentials: Credentials) -> Completion:
+        body = converse_request(chat)
         response = await send(self._client, self._request(body, model, credentials, stream=False), self.name)
-        answer = await read_json(response, self.name)
-        completion = chat_completion(answer, model, _response_id(response), _stop_sequences(chat))
-        return Completion(body=completion, usage=_upstream_usage(answer.get("usage")), status=response.status_code)
+        answer = decode_answer(bedrock.response_decoder, await read_body(response, self.name), self.name)
+        completion = chat_completion(answer, model, _response_id(response), stop_sequences(chat.stop))
+        return Completion(body=completion, usage=answer.usage.tokens(), status=response.status_code)
 
     async def stream(
-        self, chat: dict[str, Any], model: str, credentials: Credentials, state: StreamState
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Yield canonical chunks frame by frame, ending with the usage chunk of `metadata`."""
-        body = converse_body(chat)
+        body = converse_request(chat)
         response = await send(self._client, self._request(body, model, credentials, stream=True), self.name)
         state.status = response.status_code
-        translator = StreamTranslator(_response_id(response), model, _stop_sequences(chat))
+        translator = StreamTranslator(_response_id(response), model, stop_sequences(chat.stop))
         try:
             async for message in _event_stream_messages(response, self.name):
                 chunks = translator.chunks(message.headers, message.payload)
@@ -134,7 +167,9 @@ class BedrockConverse:
             await response.aclose()
         raise UpstreamError(502, f"{self.name} ended the stream before reporting usage")
 
-    def _request(self, body: dict[str, Any], model: str, credentials: Credentials, stream: bool) -> httpx.Request:
+    def _request(
+        self, body: bedrock.ConverseRequest, model: str, credentials: Credentials, stream: bool
+    ) -> httpx.Request:
         region = credentials.get("aws_region_name") or self._region
         if not _REGION.fullmatch(region):
             raise invalid_request(f"aws_region_name {region!r} is not an AWS region name.")
@@ -148,7 +183,7 @@ class BedrockConverse:
             + quote(model, safe="")
             + ("/converse-stream" if stream else "/converse")
         )
-        content = orjson.dumps(body)
+        content = encode(body)
         if isinstance(auth, str):
             headers = {"content-type": "application/json", "authorization": f"Bearer {auth}"}
         else:
@@ -198,94 +233,83 @@ def _sigv4_headers(url: str, content: bytes, keys: AwsKeys, region: str) -> dict
     return dict(request.headers.items())
 
 
-# --- canonical request -> Converse body --------------------------------------------------
+# --- canonical request -> Converse request ------------------------------------------------
 
 
-def converse_body(chat: dict[str, Any]) -> dict[str, Any]:
-    """The Converse request body (everything but the modelId path label) for a canonical request."""
+def converse_request(chat: ChatRequest) -> bedrock.ConverseRequest:
+    """The Converse request (everything but the modelId path label) for a canonical request."""
     refuse_openai_only_features(chat, WHERE)
-    messages = chat.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid_request("messages must be a non-empty list.")
-    system: list[dict[str, Any]] = []
-    turns: list[tuple[str, list[dict[str, Any]]]] = []
-    for message in messages:
-        if not isinstance(message, dict):
-            raise invalid_request("Each message must be an object.")
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_content_blocks(message.get("content"), role))
-        elif role == "user":
-            turns.append(("user", _content_blocks(message.get("content"), role)))
-        elif role == "assistant":
-            turns.append(("assistant", _assistant_blocks(message)))
-        elif role == "tool":
-            turns.append(("user", _tool_result_blocks(message)))
-        else:
-            raise invalid_request(f"Unknown message role {role!r}.")
-    converse_messages = _alternating(turns)
-    body: dict[str, Any] = {"messages": converse_messages}
-    if system:
-        body["system"] = system
+    system: list[bedrock.SystemContentBlock] = []
+    turns: list[tuple[bedrock.ConversationRole, list[bedrock.ContentBlock]]] = []
+    for message in chat.messages:
+        match message:
+            case SystemMessage() | DeveloperMessage():
+                role = "system" if isinstance(message, SystemMessage) else "developer"
+                # Only text and cache points pass for a system role: they are system blocks too.
+                blocks = _content_blocks(message.content, role)
+                system.extend(bedrock.SystemContentBlock(text=b.text, cache_point=b.cache_point) for b in blocks)
+            case UserMessage():
+                turns.append(("user", _content_blocks(message.content, "user")))
+            case AssistantMessage():
+                turns.append(("assistant", _assistant_blocks(message)))
+            case ToolMessage():
+                turns.append(("user", _tool_result_blocks(message)))
+            case FunctionMessage():
+                raise unsupported("A message of role 'function' (legacy functions; use tools)", WHERE)
+    messages = _alternating(turns)
     has_tool_blocks = any(
-        "toolUse" in block or "toolResult" in block for message in converse_messages for block in message["content"]
+        block.tool_use is not None or block.tool_result is not None for message in messages for block in message.content
     )
-    tool_config = _tool_config(chat, has_tool_blocks)
-    if tool_config is not None:
-        body["toolConfig"] = tool_config
-    inference_config = _inference_config(chat)
-    if inference_config:
-        body["inferenceConfig"] = inference_config
     # Model-specific fields Converse passes on as they are; these are Anthropic's names.
-    additional = {name: chat[name] for name in ("top_k", "thinking", "anthropic_beta") if chat.get(name) is not None}
-    if additional:
-        body["additionalModelRequestFields"] = additional
-    user = chat.get("user")
-    if isinstance(user, str) and _METADATA_VALUE.fullmatch(user):
-        body["requestMetadata"] = {"user": user}
-    return body
+    model_fields = bedrock.ModelFields(top_k=chat.top_k, thinking=chat.thinking, anthropic_beta=chat.anthropic_beta)
+    additional: dict[str, Any] = msgspec.to_builtins(model_fields)
+    user = chat.user
+    return bedrock.ConverseRequest(
+        messages=messages,
+        system=system or None,
+        tool_config=_tool_config(chat, has_tool_blocks),
+        inference_config=_inference_config(chat),
+        additional_model_request_fields=additional or None,
+        request_metadata={"user": user} if user is not None and _METADATA_VALUE.fullmatch(user) else None,
+    )
 
 
-def _content_blocks(content: Any, role: str) -> list[dict[str, Any]]:
+def _content_blocks(content: Content | None, role: str) -> list[bedrock.ContentBlock]:
     """Converse blocks of a message's content; a part's cache_control becomes a cachePoint after it."""
     if content is None:
         return []
     if isinstance(content, str):
         # Converse rejects blank text blocks; an empty string says nothing anyway.
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise invalid_request(f"The content of a {role} message must be a string or a list of parts.")
-    blocks: list[dict[str, Any]] = []
+        return [bedrock.ContentBlock(text=content)] if content else []
+    blocks: list[bedrock.ContentBlock] = []
     for part in content:
-        if not isinstance(part, dict):
-            raise invalid_request(f"Each content part of a {role} message must be an object.")
-        kind = part.get("type")
-        if kind == "text" or (kind == "refusal" and role == "assistant"):
-            text = part.get(kind)
-            if not isinstance(text, str):
-                raise invalid_request(f"A {kind} part of a {role} message needs a string {kind}.")
+        if isinstance(part, TextPart | RefusalPart) and (isinstance(part, TextPart) or role == "assistant"):
+            text = part.text if isinstance(part, TextPart) else part.refusal
             if text:
-                blocks.append({"text": text})
-        elif kind == "image_url" and role == "user":
-            blocks.append(_image_block(part))
+                blocks.append(bedrock.ContentBlock(text=text))
+        elif isinstance(part, ImagePart) and role == "user":
+            blocks.append(bedrock.ContentBlock(image=_image_block(part)))
         else:
-            raise unsupported(f"{kind!r} content parts in {role} messages", WHERE)
-        if part.get("cache_control") and blocks and "cachePoint" not in blocks[-1]:
-            blocks.append(_cache_point(part["cache_control"]))
+            raise unsupported(f"{_part_type(part)!r} content parts in {role} messages", WHERE)
+        cache_control = part.cache_control if isinstance(part, TextPart | ImagePart) else None
+        if cache_control and blocks and blocks[-1].cache_point is None:
+            blocks.append(bedrock.ContentBlock(cache_point=_cache_point(cache_control)))
     return blocks
 
 
-def _cache_point(cache_control: Any) -> dict[str, Any]:
-    point: dict[str, Any] = {"type": "default"}
-    if isinstance(cache_control, dict) and cache_control.get("ttl") in _CACHE_TTLS:
-        point["ttl"] = cache_control["ttl"]
-    return {"cachePoint": point}
+def _part_type(part: ContentPart) -> str:
+    """The `type` a content part has on the wire, e.g. "input_audio"."""
+    return str(type(part).__struct_config__.tag)
 
 
-def _image_block(part: dict[str, Any]) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str) or not url:
+def _cache_point(cache_control: CacheControl) -> bedrock.CachePointBlock:
+    ttl = cache_control.ttl if cache_control.ttl in _CACHE_TTLS else None
+    return bedrock.CachePointBlock(type="default", ttl=ttl)
+
+
+def _image_block(part: ImagePart) -> bedrock.ImageBlock:
+    url = part.image_url.url
+    if not url:
         raise invalid_request("An image_url part needs a url.")
     parsed = parse_data_url(url)
     if parsed is None:
@@ -298,77 +322,69 @@ def _image_block(part: dict[str, Any]) -> dict[str, Any]:
         raise unsupported(f"Images of type {media_type}", WHERE)
     if not data:
         raise invalid_request("An image data URL holds no data.")
-    # JSON carries blobs as base64, which the data URL already is.
-    return {"image": {"format": image_format, "source": {"bytes": data}}}
+    return bedrock.ImageBlock(format=image_format, source=bedrock.ImageSource(data=base64.b64decode(data)))
 
 
-def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
-    blocks = _content_blocks(message.get("content"), "assistant")
-    tool_calls = message.get("tool_calls") or []
-    if not isinstance(tool_calls, list):
-        raise invalid_request("tool_calls must be a list.")
-    blocks.extend({"toolUse": _tool_use(call)} for call in tool_calls)
+def _assistant_blocks(message: AssistantMessage) -> list[bedrock.ContentBlock]:
+    blocks = _content_blocks(message.content, "assistant")
+    blocks.extend(bedrock.ContentBlock(tool_use=_tool_use(call)) for call in message.tool_calls or ())
     return blocks
 
 
-def _tool_use(call: Any) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
-    name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(function, dict) or not isinstance(name, str) or not name:
+def _tool_use(call: ToolCall) -> bedrock.ToolUseBlock:
+    name = call.function.name
+    if not name:
         raise invalid_request("Each tool call needs a function with a name.")
-    call_id = call.get("id")
-    if not isinstance(call_id, str) or not call_id:
+    if not call.id:
         raise invalid_request(f"The call of tool {name!r} has no id.")
-    arguments = function.get("arguments")
+    arguments = call.function.arguments
     try:
         # Some clients send "" for a call without arguments.
-        tool_input = orjson.loads(arguments) if isinstance(arguments, str) and arguments.strip() else arguments or {}
-    except orjson.JSONDecodeError:
+        tool_input = msgspec.json.decode(arguments) if arguments.strip() else {}
+    except msgspec.DecodeError:
         raise invalid_request(f"The arguments of the call of tool {name!r} are not valid JSON.") from None
     if not isinstance(tool_input, dict):
         raise invalid_request(f"The arguments of the call of tool {name!r} are not a JSON object.")
-    return {"toolUseId": call_id, "name": name, "input": tool_input}
+    return bedrock.ToolUseBlock(tool_use_id=call.id, name=name, input=tool_input)
 
 
-def _tool_result_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
+def _tool_result_blocks(message: ToolMessage) -> list[bedrock.ContentBlock]:
+    if not message.tool_call_id:
         raise invalid_request("A tool message needs the tool_call_id it answers.")
-    content = message.get("content")
-    text = text_of(content)
-    result: dict[str, Any] = {"toolUseId": call_id, "content": [{"text": text}] if text else []}
-    if message.get("is_error") is True:
-        result["status"] = "error"
-    blocks: list[dict[str, Any]] = [{"toolResult": result}]
-    if isinstance(content, list):
-        marked = [p["cache_control"] for p in content if isinstance(p, dict) and p.get("cache_control")]
+    text = text_of(message.content)
+    result = bedrock.ToolResultBlock(
+        tool_use_id=message.tool_call_id,
+        content=[bedrock.ToolResultContentBlock(text=text)] if text else [],
+        status="error" if message.is_error is True else None,
+    )
+    blocks = [bedrock.ContentBlock(tool_result=result)]
+    if isinstance(message.content, list):
+        marked = [p.cache_control for p in message.content if isinstance(p, TextPart | ImagePart) and p.cache_control]
         if marked:
-            blocks.append(_cache_point(marked[-1]))
+            blocks.append(bedrock.ContentBlock(cache_point=_cache_point(marked[-1])))
     return blocks
 
 
-def _alternating(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+def _alternating(turns: list[tuple[bedrock.ConversationRole, list[bedrock.ContentBlock]]]) -> list[bedrock.Message]:
     """Converse messages: empty turns dropped, consecutive same-role turns merged, a user turn first."""
-    messages: list[dict[str, Any]] = []
+    messages: list[bedrock.Message] = []
     for role, blocks in turns:
         if not blocks:
             continue  # Converse rejects empty content, and an empty turn says nothing.
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
+        if messages and messages[-1].role == role:
+            messages[-1].content.extend(blocks)
         else:
-            messages.append({"role": role, "content": list(blocks)})
+            messages.append(bedrock.Message(role=role, content=list(blocks)))
     if not messages:
         raise invalid_request(f"{WHERE} needs at least one message with content.")
-    if messages[0]["role"] != "user":
+    if messages[0].role != "user":
         raise invalid_request(f"{WHERE} needs the conversation to start with a user message.")
     return messages
 
 
-def _tool_config(chat: dict[str, Any], has_tool_blocks: bool) -> dict[str, Any] | None:
-    tools = chat.get("tools") or []
-    choice = chat.get("tool_choice")
-    if not isinstance(tools, list):
-        raise invalid_request("tools must be a list.")
+def _tool_config(chat: ChatRequest, has_tool_blocks: bool) -> bedrock.ToolConfiguration | None:
+    tools = chat.tools or []
+    choice = chat.tool_choice
     if not tools:
         if has_tool_blocks:
             # Converse rejects toolUse/toolResult blocks unless a toolConfig is sent.
@@ -380,152 +396,98 @@ def _tool_config(chat: dict[str, Any], has_tool_blocks: bool) -> dict[str, Any] 
         if has_tool_blocks:
             raise unsupported("tool_choice 'none' with tool history", WHERE)
         return None  # No tools offered is how Converse says "none".
-    config: dict[str, Any] = {"tools": [entry for tool in tools for entry in _tool_entries(tool)]}
-    if choice is not None:
-        config["toolChoice"] = _tool_choice(choice)
-    return config
+    return bedrock.ToolConfiguration(
+        tools=[entry for tool in tools for entry in _tool_entries(tool)],
+        tool_choice=_tool_choice(choice) if choice is not None else None,
+    )
 
 
-def _tool_entries(tool: Any) -> list[dict[str, Any]]:
-    kind = tool.get("type", "function") if isinstance(tool, dict) else None
-    if kind != "function":
-        raise unsupported(f"{kind!r} tools", WHERE)
-    function = tool.get("function")
-    name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(function, dict) or not isinstance(name, str) or not name:
+def _tool_entries(tool: Tool) -> list[bedrock.Tool]:
+    function = tool.function
+    if not function.name:
         raise invalid_request("Each tool needs a function with a name.")
-    spec: dict[str, Any] = {
-        "name": name,
-        "inputSchema": {"json": function.get("parameters") or {"type": "object", "properties": {}}},
-    }
-    if function.get("description"):
-        spec["description"] = function["description"]
-    if function.get("strict") is True:
-        spec["strict"] = True
-    entries = [{"toolSpec": spec}]
-    if tool.get("cache_control"):
-        entries.append(_cache_point(tool["cache_control"]))
+    spec = bedrock.ToolSpecification(
+        name=function.name,
+        input_schema=bedrock.ToolInputSchema(json=function.parameters or {"type": "object", "properties": {}}),
+        description=function.description or None,
+        strict=True if function.strict is True else None,
+    )
+    entries = [bedrock.Tool(tool_spec=spec)]
+    if tool.cache_control:
+        entries.append(bedrock.Tool(cache_point=_cache_point(tool.cache_control)))
     return entries
 
 
-def _tool_choice(choice: Any) -> dict[str, Any]:
+def _tool_choice(choice: ToolChoice) -> bedrock.ToolChoice:
     if choice == "auto":
-        return {"auto": {}}
+        return bedrock.ToolChoice(auto=bedrock.AutoToolChoice())
     if choice == "required":
-        return {"any": {}}
-    if isinstance(choice, dict):
-        if choice.get("type") != "function":
-            raise unsupported(f"tool_choice of type {choice.get('type')!r}", WHERE)
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if isinstance(name, str) and name:
-            return {"tool": {"name": name}}
-    raise invalid_request(f"tool_choice {choice!r} is not valid.")
+        return bedrock.ToolChoice(any=bedrock.AnyToolChoice())
+    if isinstance(choice, NamedToolChoice) and choice.function.name:
+        return bedrock.ToolChoice(tool=bedrock.SpecificToolChoice(name=choice.function.name))
+    raise invalid_request(f"tool_choice {encode(choice).decode()} is not valid.")
 
 
-def _inference_config(chat: dict[str, Any]) -> dict[str, Any]:
-    max_tokens = chat.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = chat.get("max_tokens")
-    sampling = {"maxTokens": max_tokens, "temperature": chat.get("temperature"), "topP": chat.get("top_p")}
-    config = {wire: value for wire, value in sampling.items() if value is not None}
-    stops = _stop_sequences(chat)
-    if stops:
-        config["stopSequences"] = stops
-    return config
-
-
-def _stop_sequences(chat: dict[str, Any]) -> list[str]:
-    stop = chat.get("stop")
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        return [s for s in stop if s]
-    raise invalid_request("stop must be a string or a list of strings.")
+def _inference_config(chat: ChatRequest) -> bedrock.InferenceConfiguration | None:
+    max_tokens = chat.max_completion_tokens if chat.max_completion_tokens is not None else chat.max_tokens
+    config = bedrock.InferenceConfiguration(
+        max_tokens=max_tokens,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        stop_sequences=stop_sequences(chat.stop) or None,
+    )
+    return None if config == bedrock.InferenceConfiguration() else config
 
 
 # --- Converse answer -> canonical ---------------------------------------------------------
 
 
-def chat_completion(answer: dict[str, Any], model: str, response_id: str, stops: list[str]) -> dict[str, Any]:
+def chat_completion(answer: bedrock.ConverseResponse, model: str, response_id: str, stops: list[str]) -> ChatCompletion:
     """The canonical chat.completion of a Converse answer."""
-    message = _object(_object(answer.get("output")).get("message"))
     texts: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
-    for block in message.get("content") or []:
-        if not isinstance(block, dict):
-            continue
-        if isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif isinstance(block.get("toolUse"), dict):
-            tool_calls.append(_tool_call(block["toolUse"]))
+    tool_calls: list[ToolCall] = []
+    for block in answer.output.message.content:
+        if isinstance(block.text, str):
+            texts.append(block.text)
+        elif isinstance(block.tool_use, bedrock.OutputToolUse):
+            tool_calls.append(_tool_call(block.tool_use))
         # reasoningContent and other blocks have no canonical place.
-    canonical_message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
-    if tool_calls:
-        canonical_message["tool_calls"] = tool_calls
-    stop_reason = answer.get("stopReason")
-    choice = {"index": 0, "message": canonical_message, "finish_reason": finish_reason(stop_reason)}
-    choice.update(_stop_sequence(stop_reason, stops))
-    return {
-        "id": response_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": _token_usage(answer.get("usage")).canonical(),
-    }
+    message = AnswerMessage(content="".join(texts) if texts else None, tool_calls=tool_calls or UNSET)
+    choice = Choice(
+        message=message,
+        finish_reason=finish_reason(answer.stop_reason),
+        stop_sequence=_stop_sequence(answer.stop_reason, stops),
+    )
+    return ChatCompletion(
+        id=response_id,
+        created=int(time.time()),
+        model=model,
+        choices=[choice],
+        usage=answer.usage.tokens().canonical(),
+    )
 
 
-def _tool_call(tool_use: dict[str, Any]) -> dict[str, Any]:
-    arguments = orjson.dumps(tool_use.get("input") if tool_use.get("input") is not None else {}).decode()
-    return {
-        "id": tool_use.get("toolUseId") or "",
-        "type": "function",
-        "function": {"name": tool_use.get("name") or "", "arguments": arguments},
-    }
+def _tool_call(tool_use: bedrock.OutputToolUse) -> ToolCall:
+    arguments = msgspec.json.encode(tool_use.input).decode()
+    return ToolCall(id=tool_use.tool_use_id, function=FunctionCall(name=tool_use.name, arguments=arguments))
 
 
-def _stop_sequence(stop_reason: Any, stops: list[str]) -> dict[str, str]:
+def _stop_sequence(stop_reason: str, stops: list[str]) -> str | UnsetType:
     """Converse does not say which stop sequence matched: with only one asked for it is that
     one, otherwise "" (canonical for "a stop sequence, unknown which")."""
     if stop_reason != "stop_sequence":
-        return {}
-    return {"stop_sequence": stops[0] if len(stops) == 1 else ""}
-
-
-def _token_usage(usage: Any) -> TokenUsage:
-    usage = _object(usage)
-    return TokenUsage(
-        input=int(usage.get("inputTokens") or 0),
-        output=int(usage.get("outputTokens") or 0),
-        cache_read=int(usage.get("cacheReadInputTokens") or 0),
-        cache_write=int(usage.get("cacheWriteInputTokens") or 0),
-    )
-
-
-def _upstream_usage(usage: Any) -> UpstreamUsage:
-    tokens = _token_usage(usage)
-    return UpstreamUsage(
-        input_tokens=tokens.input + tokens.cache_read + tokens.cache_write,
-        output_tokens=tokens.output,
-        cached_input_tokens=tokens.cache_read,
-    )
+        return UNSET
+    return stops[0] if len(stops) == 1 else ""
 
 
 def _response_id(response: httpx.Response) -> str:
     return "bedrock-" + (response.headers.get("x-amzn-requestid") or uuid.uuid4().hex)
 
 
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 # --- ConverseStream events -> canonical chunks ---------------------------------------------
 
 
-async def _event_stream_messages(response: httpx.Response, provider: str) -> AsyncIterator[Any]:
+async def _event_stream_messages(response: httpx.Response, provider: str) -> AsyncIterator[EventStreamMessage]:
     """botocore EventStreamMessages as their bytes arrive; the buffer keeps a partial frame for later."""
     buffer = EventStreamBuffer()
     try:
@@ -553,9 +515,9 @@ class StreamTranslator:
         self._stops = stops
         self._created = int(time.time())
         self._tool_index_by_block: dict[int, int] = {}
-        self.usage: UpstreamUsage | None = None  # set by the final `metadata` event
+        self.usage: TokenUsage | None = None  # set by the final `metadata` event
 
-    def chunks(self, headers: dict[str, Any], payload: bytes) -> list[dict[str, Any]]:
+    def chunks(self, headers: Mapping[str, object], payload: bytes) -> list[ChatCompletionChunk]:
         """The canonical chunks of one event-stream message; an exception message raises."""
         message_type = headers.get(":message-type")
         if message_type == "exception":
@@ -564,92 +526,74 @@ class StreamTranslator:
             raise _stream_exception(str(headers.get(":error-code") or ""), str(headers.get(":error-message") or ""))
         if message_type != "event":
             return []
-        event = _event_payload(payload)
-        match headers.get(":event-type"):
-            case "messageStart":
-                return [self._chunk({"role": "assistant"})]
-            case "contentBlockStart":
+        match _stream_event(str(headers.get(":event-type") or ""), payload):
+            case bedrock.MessageStartEvent():
+                return [self._chunk(Delta(role="assistant"))]
+            case bedrock.ContentBlockStartEvent() as event:
                 return self._block_start(event)
-            case "contentBlockDelta":
+            case bedrock.ContentBlockDeltaEvent() as event:
                 return self._block_delta(event)
-            case "messageStop":
-                stop_reason = event.get("stopReason")
-                return [self._chunk({}, finish_reason(stop_reason), _stop_sequence(stop_reason, self._stops))]
-            case "metadata":
-                tokens = event.get("usage")
-                self.usage = _upstream_usage(tokens)
-                return [self._usage_chunk(_token_usage(tokens).canonical())]
+            case bedrock.MessageStopEvent(stop_reason=stop_reason):
+                return [self._chunk(Delta(), finish_reason(stop_reason), _stop_sequence(stop_reason, self._stops))]
+            case bedrock.MetadataEvent(usage=usage):
+                self.usage = usage.tokens()
+                return [self._usage_chunk(self.usage.canonical())]
             case _:
                 return []  # contentBlockStop, and events newer than this translator
 
-    def _block_start(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        tool_use = _object(event.get("start")).get("toolUse")
-        if not isinstance(tool_use, dict):
+    def _block_start(self, event: bedrock.ContentBlockStartEvent) -> list[ChatCompletionChunk]:
+        tool_use = event.start.tool_use
+        if isinstance(tool_use, UnsetType):
             return []
         index = len(self._tool_index_by_block)
-        self._tool_index_by_block[_block_index(event)] = index
-        call = {
-            "index": index,
-            "id": tool_use.get("toolUseId") or "",
-            "type": "function",
-            "function": {"name": tool_use.get("name") or "", "arguments": ""},
-        }
-        return [self._chunk({"tool_calls": [call]})]
+        self._tool_index_by_block[event.content_block_index] = index
+        function = FunctionCallDelta(name=tool_use.name, arguments="")
+        call = ToolCallDelta(index=index, id=tool_use.tool_use_id, type="function", function=function)
+        return [self._chunk(Delta(tool_calls=[call]))]
 
-    def _block_delta(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        delta = _object(event.get("delta"))
-        text = delta.get("text")
-        if isinstance(text, str):
-            return [self._chunk({"content": text})] if text else []
-        tool_use = delta.get("toolUse")
-        if isinstance(tool_use, dict):
-            fragment = tool_use.get("input")
-            if not isinstance(fragment, str) or not fragment:
+    def _block_delta(self, event: bedrock.ContentBlockDeltaEvent) -> list[ChatCompletionChunk]:
+        delta = event.delta
+        if isinstance(delta.text, str):
+            return [self._chunk(Delta(content=delta.text))] if delta.text else []
+        if isinstance(delta.tool_use, bedrock.ToolUseBlockDelta):
+            fragment = delta.tool_use.input
+            if not fragment:
                 return []
-            index = self._tool_index_by_block.get(_block_index(event))
+            index = self._tool_index_by_block.get(event.content_block_index)
             if index is None:
                 raise UpstreamError(502, "Bedrock streamed tool input for a content block it never started")
-            return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})]
+            call = ToolCallDelta(index=index, function=FunctionCallDelta(arguments=fragment))
+            return [self._chunk(Delta(tool_calls=[call]))]
         return []  # reasoningContent and citations have no canonical place.
 
     def _chunk(
-        self, delta: dict[str, Any], finish: str | None = None, extra: dict[str, str] | None = None
-    ) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, **(extra or {})}
-        return {**self._envelope(), "choices": [choice]}
+        self, delta: Delta, finish: str | None = None, stop_sequence: str | UnsetType = UNSET
+    ) -> ChatCompletionChunk:
+        choice = ChunkChoice(delta=delta, finish_reason=finish, stop_sequence=stop_sequence)
+        return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[choice])
 
-    def _usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
-        return {**self._envelope(), "choices": [], "usage": usage}
-
-    def _envelope(self) -> dict[str, Any]:
-        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model}
+    def _usage_chunk(self, usage: CompletionUsage) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[], usage=usage)
 
 
-def _block_index(event: dict[str, Any]) -> int:
-    index = event.get("contentBlockIndex")
-    if not isinstance(index, int):
-        raise UpstreamError(502, "Bedrock sent a content block event without contentBlockIndex")
-    return index
-
-
-def _event_payload(payload: bytes) -> dict[str, Any]:
+def _stream_event(event_type: str, payload: bytes) -> bedrock.StreamEvent | None:
     try:
-        event = orjson.loads(payload) if payload else {}
-    except orjson.JSONDecodeError as err:
-        raise UpstreamError(502, "Bedrock sent a stream event that is not JSON") from err
-    if not isinstance(event, dict):
-        raise UpstreamError(502, "Bedrock sent a stream event that is not an object")
-    return event
+        return bedrock.stream_event(event_type, payload)
+    except msgspec.ValidationError as err:
+        raise UpstreamError(502, f"Bedrock sent a {event_type} event that does not fit its API: {err}") from None
+    except msgspec.DecodeError:
+        raise UpstreamError(502, "Bedrock sent a stream event that is not JSON") from None
+
+
+_exception_decoder = msgspec.json.Decoder(bedrock.StreamException)
 
 
 def _message_of(payload: bytes) -> str:
     try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload.decode(errors="replace")[:500]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("Message") or body)
-    return str(body)[:500]
+        exception = _exception_decoder.decode(payload)
+    except msgspec.DecodeError:
+        exception = bedrock.StreamException()
+    return exception.message or exception.message_capitalised or payload.decode(errors="replace")[:500]
 
 
 def _stream_exception(exception_type: str, message: str) -> UpstreamError:

@@ -16,6 +16,7 @@ from typing import Any
 
 import botocore.session
 import httpx
+import msgspec
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -24,8 +25,10 @@ from botocore.model import OperationModel, Shape
 from botocore.serialize import create_serializer
 from botocore.validate import ParamValidator
 
+from orqen_common.canonical import TokenUsage
 from orqen_common.errors import OrqenError
-from orqen_common.eventstream import encode_frame, event_frame, exception_frame
+from orqen_common.formats.bedrock_eventstream import encode_frame, event_frame, exception_frame
+from orqen_common.formats.openai import ChatCompletionChunk, ChatRequest, decode_request
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.providers.bedrock import BedrockConverse
 
@@ -164,22 +167,33 @@ def event_stream(frames: list[bytes], piece: int = 7) -> httpx.Response:
     return httpx.Response(200, headers=headers, content=pieces())
 
 
-def chat(*messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return {"model": f"bedrock/{MODEL}", "messages": list(messages), **fields}
+def frame(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One ConverseStream event as Bedrock frames it, its JSON written here rather than by Orqen's types."""
+    return event_frame(event_type, json.dumps(payload).encode())
+
+
+def chat(*messages: dict[str, Any], **fields: Any) -> ChatRequest:
+    """The canonical request as dispatch receives it."""
+    return decode_request(json.dumps({"model": f"bedrock/{MODEL}", "messages": list(messages), **fields}).encode())
+
+
+def chunk_dicts(chunks: list[ChatCompletionChunk]) -> list[dict[str, Any]]:
+    """The chunks as the edge reads them off the wire."""
+    return [json.loads(msgspec.json.encode(c)) for c in chunks]
 
 
 def user(content: Any) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
-async def converse_body_of(canonical: dict[str, Any], model: str = MODEL) -> dict[str, Any]:
+async def converse_body_of(canonical: ChatRequest, model: str = MODEL) -> dict[str, Any]:
     """The Converse body the translator sends for `canonical`, checked by botocore."""
     bedrock = MockBedrock([converse_answer([{"text": "ok"}])])
     await bedrock.provider().complete(canonical, model, {})
     return check_wire(bedrock.requests[0], model, "Converse")
 
 
-async def refusal_of(canonical: dict[str, Any]) -> str:
+async def refusal_of(canonical: ChatRequest) -> str:
     bedrock = MockBedrock()
     with pytest.raises(OrqenError) as err:
         await bedrock.provider().complete(canonical, MODEL, {})
@@ -410,6 +424,11 @@ async def test_features_converse_cannot_express_are_refused_by_name(fields: dict
     assert feature in message and message.endswith("is not supported by Bedrock Converse.")
 
 
+async def test_a_legacy_function_message_is_refused_by_name() -> None:
+    message = await refusal_of(chat(user("hi"), {"role": "function", "name": "f", "content": "42"}))
+    assert message == "A message of role 'function' (legacy functions; use tools) is not supported by Bedrock Converse."
+
+
 async def test_an_arn_model_id_is_percent_encoded_as_botocore_does_and_signed_that_way() -> None:
     bedrock = MockBedrock([converse_answer([{"text": "ok"}])])
     result = await bedrock.provider().complete(chat(user("hi")), ARN, {})
@@ -421,7 +440,7 @@ async def test_an_arn_model_id_is_percent_encoded_as_botocore_does_and_signed_th
         b"%2Fus.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
     )
     verify_sigv4(request, AwsKeys(KEY_ID, SECRET), REGION)
-    assert result.body["model"] == ARN
+    assert result.body.model == ARN
 
 
 # --- credentials ----------------------------------------------------------------------------
@@ -527,11 +546,12 @@ async def test_answer_text_tool_calls_usage_and_id() -> None:
         ]
     )
     result = await bedrock.provider().complete(chat(user("weather?"), tools=[WEATHER_TOOL, TIME_TOOL]), MODEL, {})
-    body = result.body
+    body = json.loads(msgspec.json.encode(result.body))  # as the edge reads it
     assert body["id"] == "bedrock-req-123" and body["object"] == "chat.completion" and body["model"] == MODEL
     assert body["choices"] == [
         {
             "index": 0,
+            "logprobs": None,
             "message": {
                 "role": "assistant",
                 "content": "Let me check.",
@@ -544,7 +564,7 @@ async def test_answer_text_tool_calls_usage_and_id() -> None:
         }
     ]
     assert body["usage"] == CANONICAL_USAGE
-    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.cached_input_tokens) == (42, 7, 10)
+    assert result.usage == TokenUsage(input=32, output=7, cache_read=10, cache_write=0)
     assert result.status == 200
 
 
@@ -563,7 +583,7 @@ async def test_answer_text_tool_calls_usage_and_id() -> None:
 async def test_stop_reasons_become_finish_reasons(stop_reason: str, finish: str) -> None:
     bedrock = MockBedrock([converse_answer([{"text": "one two "}], stop_reason)])
     result = await bedrock.provider().complete(chat(user("stop at WORD"), stop="WORD"), MODEL, {})
-    choice = result.body["choices"][0]
+    choice = json.loads(msgspec.json.encode(result.body))["choices"][0]
     assert choice["finish_reason"] == finish
     # Converse does not say which sequence stopped it; with only one asked for, it is known.
     assert choice.get("stop_sequence") == ("WORD" if stop_reason == "stop_sequence" else None)
@@ -572,7 +592,7 @@ async def test_stop_reasons_become_finish_reasons(stop_reason: str, finish: str)
 async def test_an_answer_without_text_has_null_content() -> None:
     bedrock = MockBedrock([converse_answer([{"toolUse": {"toolUseId": "t", "name": "get_time", "input": {}}}])])
     result = await bedrock.provider().complete(chat(user("time?"), tools=[TIME_TOOL]), MODEL, {})
-    assert result.body["choices"][0]["message"]["content"] is None
+    assert result.body.choices[0].message.content is None
 
 
 async def test_a_429_keeps_status_message_and_retry_after() -> None:
@@ -597,38 +617,38 @@ async def test_a_429_keeps_status_message_and_retry_after() -> None:
 
 def _tool_start(block: int, call_id: str, name: str) -> bytes:
     start = {"toolUse": {"toolUseId": call_id, "name": name}}
-    return event_frame("contentBlockStart", {"contentBlockIndex": block, "start": start})
+    return frame("contentBlockStart", {"contentBlockIndex": block, "start": start})
 
 
 def _tool_delta(block: int, fragment: str) -> bytes:
-    return event_frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": fragment}}})
+    return frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": fragment}}})
 
 
 def _tool_frames(block: int, call_id: str, name: str, fragments: list[str]) -> list[bytes]:
     return [
         _tool_start(block, call_id, name),
         *(_tool_delta(block, fragment) for fragment in fragments),
-        event_frame("contentBlockStop", {"contentBlockIndex": block}),
+        frame("contentBlockStop", {"contentBlockIndex": block}),
     ]
 
 
 def _text_frames(block: int, words: list[str]) -> list[bytes]:
     return [
-        *(event_frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": w}}) for w in words),
-        event_frame("contentBlockStop", {"contentBlockIndex": block}),
+        *(frame("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": w}}) for w in words),
+        frame("contentBlockStop", {"contentBlockIndex": block}),
     ]
 
 
 def _stream_frames() -> list[bytes]:
     return [
-        event_frame("messageStart", {"role": "assistant"}),
-        event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hmm"}}}),
-        event_frame("contentBlockStop", {"contentBlockIndex": 0}),
+        frame("messageStart", {"role": "assistant"}),
+        frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hmm"}}}),
+        frame("contentBlockStop", {"contentBlockIndex": 0}),
         *_text_frames(1, ["Let ", "me ", "check."]),
         *_tool_frames(2, "tooluse_0", "get_weather", ['{"ci', 'ty": "O', 'slo"}']),
         *_tool_frames(3, "tooluse_1", "get_weather", ['{"city"', ': "Ro', 'me"}']),
-        event_frame("messageStop", {"stopReason": "tool_use"}),
-        event_frame("metadata", {"usage": USAGE, "metrics": {"latencyMs": 40}}),
+        frame("messageStop", {"stopReason": "tool_use"}),
+        frame("metadata", {"usage": USAGE, "metrics": {"latencyMs": 40}}),
     ]
 
 
@@ -636,7 +656,7 @@ async def test_stream_of_text_and_two_tool_calls_with_fragmented_input() -> None
     bedrock = MockBedrock([event_stream(_stream_frames())])
     state = StreamState()
     canonical = chat(user("weather in Oslo and Rome?"), tools=[WEATHER_TOOL], stream=True)
-    chunks = [c async for c in bedrock.provider().stream(canonical, MODEL, {}, state)]
+    chunks = chunk_dicts([c async for c in bedrock.provider().stream(canonical, MODEL, {}, state)])
     check_wire(bedrock.requests[0], MODEL, "ConverseStream")
     assert bedrock.requests[0].url.path.endswith("/converse-stream")
     verify_sigv4(bedrock.requests[0], AwsKeys(KEY_ID, SECRET), REGION)
@@ -658,22 +678,24 @@ async def test_stream_of_text_and_two_tool_calls_with_fragmented_input() -> None
     }
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == CANONICAL_USAGE
-    assert (state.status, state.usage.input_tokens, state.usage.cached_input_tokens) == (200, 42, 10)
+    assert state.status == 200 and state.usage == TokenUsage(input=32, output=7, cache_read=10, cache_write=0)
 
 
 async def test_interleaved_tool_blocks_keep_their_own_fragments() -> None:
     frames = [
-        event_frame("messageStart", {"role": "assistant"}),
+        frame("messageStart", {"role": "assistant"}),
         _tool_start(0, "a", "x"),
         _tool_start(1, "b", "y"),
         _tool_delta(1, '{"b":'),
         _tool_delta(0, '{"a":1}'),
         _tool_delta(1, "2}"),
-        event_frame("messageStop", {"stopReason": "tool_use"}),
-        event_frame("metadata", {"usage": USAGE}),
+        frame("messageStop", {"stopReason": "tool_use"}),
+        frame("metadata", {"usage": USAGE}),
     ]
     bedrock = MockBedrock([event_stream(frames)])
-    chunks = [c async for c in bedrock.provider().stream(chat(user("go"), stream=True), MODEL, {}, StreamState())]
+    chunks = chunk_dicts(
+        [c async for c in bedrock.provider().stream(chat(user("go"), stream=True), MODEL, {}, StreamState())]
+    )
     arguments: dict[int, str] = {}
     for c in chunks:
         for call in c["choices"][0]["delta"].get("tool_calls", []) if c["choices"] else []:
@@ -685,12 +707,12 @@ async def test_chunks_are_yielded_as_frames_arrive() -> None:
     first_seen = asyncio.Event()
 
     async def gated_body() -> AsyncIterator[bytes]:
-        yield event_frame("messageStart", {"role": "assistant"})
-        yield event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "first"}})
+        yield frame("messageStart", {"role": "assistant"})
+        yield frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "first"}})
         await first_seen.wait()  # the rest exists only once the first text reached the consumer
         yield b"".join(_text_frames(0, [" second"]))
-        yield event_frame("messageStop", {"stopReason": "end_turn"})
-        yield event_frame("metadata", {"usage": USAGE})
+        yield frame("messageStop", {"stopReason": "end_turn"})
+        yield frame("metadata", {"usage": USAGE})
 
     async def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=gated_body())
@@ -700,8 +722,8 @@ async def test_chunks_are_yielded_as_frames_arrive() -> None:
 
     async def consume() -> None:
         async for chunk in bedrock.provider().stream(chat(user("hi"), stream=True), MODEL, {}, StreamState()):
-            if chunk["choices"] and "content" in chunk["choices"][0]["delta"]:
-                texts.append(chunk["choices"][0]["delta"]["content"])
+            if chunk.choices and isinstance(chunk.choices[0].delta.content, str):
+                texts.append(chunk.choices[0].delta.content)
                 first_seen.set()
 
     await asyncio.wait_for(consume(), timeout=30)  # a buffering translator would wait forever
@@ -721,30 +743,30 @@ async def test_chunks_are_yielded_as_frames_arrive() -> None:
 )
 async def test_an_exception_frame_mid_stream_raises_with_its_status(exception_type: str, status: int) -> None:
     frames = [
-        event_frame("messageStart", {"role": "assistant"}),
+        frame("messageStart", {"role": "assistant"}),
         *_text_frames(0, ["one ", "two "])[:2],
         exception_frame(exception_type, "Too many tokens, please wait before trying again."),
-        event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "never"}}),
+        frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "never"}}),
     ]
     bedrock = MockBedrock([event_stream(frames)])
-    received: list[dict[str, Any]] = []
+    received: list[ChatCompletionChunk] = []
     with pytest.raises(UpstreamError) as err:
         async for chunk in bedrock.provider().stream(chat(user("hi"), stream=True), MODEL, {}, StreamState()):
             received.append(chunk)
     assert (err.value.status, err.value.message) == (status, "Too many tokens, please wait before trying again.")
-    assert [c["choices"][0]["delta"].get("content") for c in received] == [None, "one ", "two "]
+    assert [c["choices"][0]["delta"].get("content") for c in chunk_dicts(received)] == [None, "one ", "two "]
 
 
 async def test_an_error_frame_raises_with_its_code_and_message() -> None:
     error = encode_frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "boom"}, b"")
-    bedrock = MockBedrock([event_stream([event_frame("messageStart", {"role": "assistant"}), error])])
+    bedrock = MockBedrock([event_stream([frame("messageStart", {"role": "assistant"}), error])])
     with pytest.raises(UpstreamError) as err:
         [c async for c in bedrock.provider().stream(chat(user("hi"), stream=True), MODEL, {}, StreamState())]
     assert (err.value.status, err.value.message) == (502, "boom")
 
 
 async def test_a_stream_that_ends_without_metadata_is_a_502() -> None:
-    frames = [event_frame("messageStart", {"role": "assistant"}), *_text_frames(0, ["hi"])]
+    frames = [frame("messageStart", {"role": "assistant"}), *_text_frames(0, ["hi"])]
     bedrock = MockBedrock([event_stream(frames)])
     with pytest.raises(UpstreamError) as err:
         [c async for c in bedrock.provider().stream(chat(user("hi"), stream=True), MODEL, {}, StreamState())]
@@ -752,9 +774,9 @@ async def test_a_stream_that_ends_without_metadata_is_a_502() -> None:
 
 
 async def test_a_corrupt_frame_is_a_502() -> None:
-    frame = bytearray(event_frame("messageStart", {"role": "assistant"}))
-    frame[-1] ^= 0xFF  # break the message CRC
-    bedrock = MockBedrock([event_stream([bytes(frame)])])
+    corrupt = bytearray(frame("messageStart", {"role": "assistant"}))
+    corrupt[-1] ^= 0xFF  # break the message CRC
+    bedrock = MockBedrock([event_stream([bytes(corrupt)])])
     with pytest.raises(UpstreamError) as err:
         [c async for c in bedrock.provider().stream(chat(user("hi"), stream=True), MODEL, {}, StreamState())]
     assert err.value.status == 502
@@ -762,13 +784,13 @@ async def test_a_corrupt_frame_is_a_502() -> None:
 
 async def test_a_stream_stopped_by_its_single_stop_sequence_names_it() -> None:
     frames = [
-        event_frame("messageStart", {"role": "assistant"}),
+        frame("messageStart", {"role": "assistant"}),
         *_text_frames(0, ["one ", "two "]),
-        event_frame("messageStop", {"stopReason": "stop_sequence"}),
-        event_frame("metadata", {"usage": USAGE}),
+        frame("messageStop", {"stopReason": "stop_sequence"}),
+        frame("metadata", {"usage": USAGE}),
     ]
     bedrock = MockBedrock([event_stream(frames)])
     canonical = chat(user("stop at WORD"), stop=["WORD"], stream=True)
-    chunks = [c async for c in bedrock.provider().stream(canonical, MODEL, {}, StreamState())]
+    chunks = chunk_dicts([c async for c in bedrock.provider().stream(canonical, MODEL, {}, StreamState())])
     finish = chunks[-2]["choices"][0]
     assert (finish["finish_reason"], finish["stop_sequence"]) == ("stop", "WORD")

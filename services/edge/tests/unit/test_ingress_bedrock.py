@@ -9,7 +9,7 @@ from typing import Any
 
 import botocore.session
 import grpc
-import orjson
+import msgspec
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -26,6 +26,7 @@ from litestar.testing import TestClient
 
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk
 from orqen_edge.auth import SIGV4_MESSAGE, api_key_principal
 from orqen_edge.errors import handle_http_exception, handle_orqen_error
 from orqen_edge.ingress import bedrock as bedrock_converse
@@ -77,8 +78,8 @@ def translated(operation: str = "Converse", **params: Any) -> dict[str, Any]:
     params.setdefault("modelId", HAIKU)
     path, body = boto3_request(operation, **params)
     model_id, stream = parse_converse_path(path)
-    chat, _ = translate(body, model_id=model_id, stream=stream)
-    return chat
+    chat, _ = translate(json.dumps(body).encode(), model_id=model_id, stream=stream)
+    return msgspec.to_builtins(chat)  # type: ignore[no-any-return]
 
 
 def boto3_response(body: bytes) -> dict[str, Any]:
@@ -111,9 +112,9 @@ def boto3_events(data: bytes) -> Iterator[dict[str, Any]]:
 
 
 async def encoded(reply: BedrockReply, chunks: list[dict[str, Any]]) -> bytes:
-    async def source() -> AsyncIterator[dict[str, Any]]:
+    async def source() -> AsyncIterator[ChatCompletionChunk]:
         for chunk in chunks:
-            yield chunk
+            yield msgspec.convert(chunk, ChatCompletionChunk)
 
     return b"".join([data async for data in reply.stream(source())])
 
@@ -483,48 +484,79 @@ def _body(**fields: Any) -> dict[str, Any]:
     ("body", "named"),
     [
         ([], "The request body"),
-        (_body(foo=1), "'foo'"),
-        ({}, "'messages'"),
-        ({"messages": []}, "'messages'"),
-        ({"messages": [{"role": "system", "content": [{"text": "x"}]}]}, "'messages[0].role'"),
-        ({"messages": [{"role": "user", "content": "hi"}]}, "'messages[0].content'"),
-        ({"messages": [{"role": "user", "content": []}]}, "'messages[0].content'"),
-        ({"messages": [{"role": "user", "content": [{"text": "a", "image": {}}]}]}, "'messages[0].content[0]'"),
-        ({"messages": [{"role": "user", "content": [{"text": 3}]}]}, "'messages[0].content[0].text'"),
+        (_body(foo=1), "unknown field `foo`"),
+        ({}, "required field `messages`"),
+        ({"messages": []}, "`$.messages`"),
+        ({"messages": [{"role": "system", "content": [{"text": "x"}]}]}, "`$.messages[0].role`"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "`$.messages[0].content`"),
+        ({"messages": [{"role": "user", "content": []}]}, "`$.messages[0].content`"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"text": "a", "image": {"format": "png", "source": {"bytes": "AA=="}}}],
+                    }
+                ]
+            },
+            "exactly one of `text`, `image`",
+        ),
+        ({"messages": [{"role": "user", "content": [{}]}]}, "- at `$.messages[0].content[0]`."),
+        ({"messages": [{"role": "user", "content": [{"text": 3}]}]}, "`$.messages[0].content[0].text`"),
         (
             {"messages": [{"role": "user", "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": {}}}]}]},
-            "assistant messages",
+            "belongs in an assistant message - at `$.messages[0].content[0]`",
         ),
         (
             {"messages": [{"role": "assistant", "content": [{"toolResult": {"toolUseId": "t", "content": []}}]}]},
-            "user messages",
+            "belongs in a user message - at `$.messages[0].content[0]`",
         ),
         (
             {"messages": [{"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f"}}]}]},
-            "'messages[0].content[0].toolUse.input'",
+            "field `input` - at `$.messages[0].content[0].toolUse`",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": [1]}}]}
+                ]
+            },
+            "`$.messages[0].content[0].toolUse.input`",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"text": "a"}, {"cachePoint": {}}]}]},
+            "field `type` - at `$.messages[0].content[1].cachePoint`",
         ),
         (
             {"messages": [{"role": "user", "content": [{"image": {"format": "bmp", "source": {"bytes": "AA=="}}}]}]},
-            "'messages[0].content[0].image.format'",
+            "`$.messages[0].content[0].image.format`",
         ),
         (
             {"messages": [{"role": "user", "content": [{"image": {"format": "png", "source": {"bytes": "no!"}}}]}]},
-            "'messages[0].content[0].image.source.bytes'",
+            "`$.messages[0].content[0].image.source.bytes`",
         ),
-        (_body(inferenceConfig={"maxTokens": "10"}), "'inferenceConfig.maxTokens'"),
-        (_body(inferenceConfig={"temperature": "hot"}), "'inferenceConfig.temperature'"),
-        (_body(inferenceConfig={"stopSequences": [1]}), "'inferenceConfig.stopSequences[0]'"),
-        (_body(inferenceConfig={"max_tokens": 10}), "'max_tokens'"),
-        (_body(toolConfig={"tools": []}), "'toolConfig.tools'"),
-        (_body(toolConfig={"tools": [{"toolSpec": {"name": "f"}}]}), "'toolConfig.tools[0].toolSpec.inputSchema'"),
-        (_body(toolConfig={"tools": [_TOOL], "toolChoice": {"none": {}}}), "'toolConfig.toolChoice'"),
-        (_body(additionalModelRequestFields={"top_k": "5"}), "'additionalModelRequestFields.top_k'"),
-        (_body(system="be brief"), "'system'"),
+        (_body(inferenceConfig={"maxTokens": "10"}), "`$.inferenceConfig.maxTokens`"),
+        (_body(inferenceConfig={"maxTokens": 0}), "`$.inferenceConfig.maxTokens`"),
+        (_body(inferenceConfig={"temperature": "hot"}), "`$.inferenceConfig.temperature`"),
+        (_body(inferenceConfig={"stopSequences": [1]}), "`$.inferenceConfig.stopSequences[0]`"),
+        (_body(inferenceConfig={"max_tokens": 10}), "unknown field `max_tokens` - at `$.inferenceConfig`"),
+        (_body(toolConfig={"tools": []}), "`$.toolConfig.tools`"),
+        (_body(toolConfig={"tools": [{"cachePoint": {"type": "default"}}]}), "`toolSpec` - at `$.toolConfig.tools`"),
+        (
+            _body(toolConfig={"tools": [{"toolSpec": {"name": "f"}}]}),
+            "field `inputSchema` - at `$.toolConfig.tools[0].toolSpec`",
+        ),
+        (
+            _body(toolConfig={"tools": [_TOOL], "toolChoice": {"none": {}}}),
+            "unknown field `none` - at `$.toolConfig.toolChoice`",
+        ),
+        (_body(additionalModelRequestFields={"top_k": "5"}), "`$.additionalModelRequestFields.top_k`"),
+        (_body(system="be brief"), "`$.system`"),
     ],
 )
 def test_malformed_requests_are_400_naming_the_field(body: Any, named: str) -> None:
     with pytest.raises(OrqenError) as err:
-        translate(body, model_id=HAIKU, stream=False)
+        translate(json.dumps(body).encode(), model_id=HAIKU, stream=False)
     assert err.value.http_status == 400
     assert named in err.value.message
 
@@ -532,8 +564,8 @@ def test_malformed_requests_are_400_naming_the_field(body: Any, named: str) -> N
 # ---- non-streaming reply --------------------------------------------------------------------------------
 
 
-def completion(message: dict[str, Any], finish_reason: str, **choice: Any) -> dict[str, Any]:
-    return {
+def completion(message: dict[str, Any], finish_reason: str, **choice: Any) -> ChatCompletion:
+    body = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 1,
@@ -541,6 +573,7 @@ def completion(message: dict[str, Any], finish_reason: str, **choice: Any) -> di
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, **choice}],
         "usage": USAGE,
     }
+    return msgspec.convert(body, ChatCompletion)
 
 
 def test_a_completion_with_tool_calls_reads_as_a_converse_response() -> None:
@@ -731,9 +764,9 @@ async def test_an_error_mid_stream_makes_botocore_raise_with_its_code(
 ) -> None:
     reply = BedrockReply()
 
-    async def failing() -> AsyncIterator[dict[str, Any]]:
-        yield text("one")
-        yield text(" two")
+    async def failing() -> AsyncIterator[ChatCompletionChunk]:
+        yield msgspec.convert(text("one"), ChatCompletionChunk)
+        yield msgspec.convert(text(" two"), ChatCompletionChunk)
         raise OrqenError.of(code, "slow down")
 
     # As the pipeline does: the reply's frames until the failure, then its error event.
@@ -768,9 +801,9 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient[Litestar]]:
     async def fake_serve_chat(
         request: Any, runtime: Any, principal: Any, ingress: str, translate: Any
     ) -> Response[Any]:
-        chat, reply = translate(orjson.loads(await request.body()))
+        chat, reply = translate(await request.body())
         assert ingress == "bedrock" and isinstance(reply, BedrockReply)
-        return Response(content=chat)
+        return Response(content=msgspec.to_builtins(chat))
 
     monkeypatch.setattr(bedrock_converse, "serve_chat", fake_serve_chat)
     app = Litestar(
