@@ -23,7 +23,7 @@ import httpx
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, unsupported
+from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_sequences, unsupported
 from orqen_common.errors import invalid_request
 from orqen_common.formats import anthropic as wire
 from orqen_common.formats import openai as canonical
@@ -140,7 +140,7 @@ def messages_request(chat: ChatRequest, model: str, stream: bool, default_max_to
         tools=tools or None,
         # Messages refuses tool_choice without tools; without tools no choice matters.
         tool_choice=_tool_choice(chat.tool_choice, chat.parallel_tool_calls) if tools else None,
-        stop_sequences=_stop_sequences(chat.stop) or None,
+        stop_sequences=stop_sequences(chat.stop) or None,
         temperature=chat.temperature,
         top_p=chat.top_p,
         top_k=chat.top_k,
@@ -333,12 +333,6 @@ def _tool_choice(choice: canonical.ToolChoice | None, parallel_tool_calls: bool 
         if not isinstance(wire_choice, wire.ToolChoiceNone):
             wire_choice.disable_parallel_tool_use = True
     return wire_choice
-
-
-def _stop_sequences(stop: str | list[str] | None) -> list[str]:
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    return [s for s in stop or () if s]
 
 
 def _thinking(thinking: dict[str, Any] | None) -> wire.ThinkingConfig | None:
