@@ -519,7 +519,7 @@ def check_dockerfile(path: Path = DOCKERFILE) -> list[str]:
     instrs = parse_dockerfile(path.read_text())
     errors = [f"{path.name}: unknown instruction {ins}" for ins, _ in instrs if ins not in INSTRUCTIONS]
     stages = dockerfile_stages(instrs)
-    if stages.get("", [("", "")])[0] != ("FROM", "${SERVICE}"):
+    if [args for ins, args in instrs if ins == "FROM"][-1:] != ["${SERVICE}"]:
         errors.append(f"{path.name}: the last stage must be FROM ${{SERVICE}}, the stage named by --build-arg SERVICE")
     images = {args.split()[0] for ins, args in instrs if ins == "FROM"} - set(stages) - {"${SERVICE}"}
     if images != {"python:3.11-slim"}:
