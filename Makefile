@@ -5,20 +5,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SERVICES := common edge optimizer dispatch accounting billing
+# Developer tools beside the services: the local stack (`orqen`) and the test support.
+TOOLS := stack testing
 PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
-$(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) requirements-dev.txt constraints.txt
+$(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
+		requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		-e 'services/common[db,local]' $(foreach s,$(filter-out common,$(SERVICES)),-e services/$(s))
+		-e 'services/common[db]' $(foreach s,$(filter-out common,$(SERVICES)),-e services/$(s)) \
+		$(foreach t,$(TOOLS),-e tools/$(t))
 	# The BFCL data (Apache-2.0) for the optimizer's tests and benchmark: only its data files
 	# are read, so its own dependencies (pinned numpy, vllm, ...) are not installed.
 	$(BIN)/pip install --quiet --no-deps bfcl-eval==2026.3.23
@@ -35,13 +39,17 @@ down:
 logs:
 	$(BIN)/orqen logs -f
 
-test: install check-proto lint test-unit test-integration test-deploy test-e2e
+test: install check-proto lint test-unit test-integration test-tools test-deploy test-e2e
 
 test-unit: install
 	$(PYTEST) -q services/*/tests/unit
 
 test-integration: install
 	$(PYTEST) -q services/*/tests/integration
+
+# The local stack (`orqen up`/`down`, embedded servers) and the test support themselves.
+test-tools: install
+	$(PYTEST) -q tools/*/tests
 
 test-e2e: install
 	$(PYTEST) -q tests-e2e/tests
@@ -51,10 +59,11 @@ test-deploy: install
 	$(PYTEST) -q deploy/tests
 
 lint: install
-	$(BIN)/ruff check services tests-e2e
-	$(BIN)/ruff format --check services tests-e2e
+	$(BIN)/ruff check services tools tests-e2e
+	$(BIN)/ruff format --check services tools tests-e2e
 	$(BIN)/mypy services/common/orqen_common services/edge/orqen_edge services/optimizer/orqen_optimizer \
-		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing
+		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing \
+		tools/stack/orqen_stack tools/testing/orqen_testing
 
 # Latency Orqen adds per ingress format, against the fake providers (numbers in the README).
 bench: install

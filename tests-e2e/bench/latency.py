@@ -33,8 +33,8 @@ import orjson
 
 from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
-from orqen_common.stack import Stack
-from orqen_common.stack_config import StackConfig
+from orqen_stack.config import StackConfig
+from orqen_stack.supervisor import Stack
 
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"
 

@@ -24,8 +24,8 @@ import httpx
 from bench.latency import fake_servers
 
 from harness import OPENAI_KEY, reset_peak_rss, rss, stack_env
-from orqen_common.stack import Stack
-from orqen_common.stack_config import StackConfig
+from orqen_stack.config import StackConfig
+from orqen_stack.supervisor import Stack
 
 MB = 1024 * 1024
 

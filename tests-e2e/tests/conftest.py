@@ -21,8 +21,8 @@ from harness import (
     STRIPE_WEBHOOK_SECRET,
     stack_env,
 )
-from orqen_common.stack import Stack
-from orqen_common.stack_config import StackConfig, StackInfo
+from orqen_stack.config import StackConfig, StackInfo
+from orqen_stack.supervisor import Stack
 
 
 @dataclass

@@ -20,7 +20,7 @@ from harness import STRIPE_WEBHOOK_SECRET
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.db import plain_postgres_url
 from orqen_common.grpc_client import open_channel
-from orqen_common.home import Home
+from orqen_stack.home import Home
 
 PASSWORD = "an e2e owner's long password"
 
@@ -28,7 +28,7 @@ PASSWORD = "an e2e owner's long password"
 def create_owner_with_the_cli(stack: Any, account: str, email: str) -> None:
     env = {**stack.service_env, "ORQEN_HOME": str(stack.home)}
     done = subprocess.run(
-        [sys.executable, "-m", "orqen_common.cli", "owners", "create", "--account", account, "--email", email,
+        [sys.executable, "-m", "orqen_stack.cli", "owners", "create", "--account", account, "--email", email,
          "--password-stdin"],
         input=f"{PASSWORD}\n", capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip

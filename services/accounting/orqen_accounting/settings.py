@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from orqen_common.settings import DatabaseSettings, NatsSettings, RedisSettings, ServiceSettings
+from orqen_common.settings import AccountingAddress, DatabaseSettings, NatsSettings, RedisSettings, ServiceSettings
 
 
-class AccountingSettings(ServiceSettings, DatabaseSettings, NatsSettings, RedisSettings):
-    """Configuration of the accounting service (ORQEN_* environment variables).
+class AccountingSettings(ServiceSettings, AccountingAddress, DatabaseSettings, NatsSettings, RedisSettings):
+    """Configuration of the accounting service (ORQEN_* environment variables); it calls no other service.
 
     Redis is the shared API-key auth cache: revoking a key drops its entry there.
     """

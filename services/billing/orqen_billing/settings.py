@@ -6,7 +6,14 @@ from typing import Self
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 
-from orqen_common.settings import DatabaseSettings, NatsSettings, RedisSettings, ServiceSettings
+from orqen_common.settings import (
+    AccountingAddress,
+    BillingAddress,
+    DatabaseSettings,
+    NatsSettings,
+    RedisSettings,
+    ServiceSettings,
+)
 
 FREE_TIER = "free"
 # The tier Checkout upgrades to.
@@ -29,8 +36,10 @@ def default_plans() -> dict[str, Plan]:
     }
 
 
-class BillingSettings(ServiceSettings, DatabaseSettings, NatsSettings, RedisSettings):
-    """Configuration of the billing service."""
+class BillingSettings(
+    ServiceSettings, BillingAddress, AccountingAddress, DatabaseSettings, NatsSettings, RedisSettings
+):
+    """Configuration of the billing service; it calls accounting (API keys)."""
 
     metrics_port: int = Field(9154, description="Port of the Prometheus metrics endpoint; 0 disables it.")
     plans: dict[str, Plan] = Field(

@@ -20,7 +20,11 @@ class OrqenSettings(BaseSettings):
 
 
 class ServiceSettings(OrqenSettings):
-    """What every process needs: logging, peers, the internal token, metrics."""
+    """What every process needs: logging, the internal token, metrics, shutdown and cache lifetimes.
+
+    The gRPC addresses are not here: each service composes the address groups below for
+    itself (it listens on the port of its own) and for the peers it calls, and no others.
+    """
 
     internal_token: SecretStr = Field(
         description="Shared secret the services present to each other in gRPC metadata.",
@@ -29,10 +33,6 @@ class ServiceSettings(OrqenSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log renderer; auto means JSON unless stderr is a terminal."
     )
-    optimizer_addr: str = Field("localhost:50051", description="host:port of the optimizer gRPC service.")
-    dispatch_addr: str = Field("localhost:50052", description="host:port of the dispatch gRPC service.")
-    accounting_addr: str = Field("localhost:50053", description="host:port of the accounting gRPC service.")
-    billing_addr: str = Field("localhost:50054", description="host:port of the billing gRPC service.")
     metrics_port: int = Field(0, description="Port of the Prometheus metrics endpoint; 0 disables it.")
     grace_seconds: float = Field(10.0, description="How long shutdown waits for in-flight work.")
     auth_cache_ttl_seconds: int = Field(60, description="How long a verified API key stays cached in Redis.")
@@ -42,6 +42,30 @@ class ServiceSettings(OrqenSettings):
         description="Longest an account's saved settings (credentials, routing preferences, toggles) stay cached "
         "when Redis cannot say whether they changed.",
     )
+
+
+class OptimizerAddress(OrqenSettings):
+    """Where the optimizer answers gRPC; the optimizer listens on its port."""
+
+    optimizer_addr: str = Field("localhost:50051", description="host:port of the optimizer gRPC service.")
+
+
+class DispatchAddress(OrqenSettings):
+    """Where dispatch answers gRPC; dispatch listens on its port."""
+
+    dispatch_addr: str = Field("localhost:50052", description="host:port of the dispatch gRPC service.")
+
+
+class AccountingAddress(OrqenSettings):
+    """Where accounting answers gRPC; accounting listens on its port."""
+
+    accounting_addr: str = Field("localhost:50053", description="host:port of the accounting gRPC service.")
+
+
+class BillingAddress(OrqenSettings):
+    """Where billing answers gRPC; billing listens on its port."""
+
+    billing_addr: str = Field("localhost:50054", description="host:port of the billing gRPC service.")
 
 
 class RedisSettings(OrqenSettings):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
 from orqen_common.proxy_families import BY_NAME
-from orqen_common.settings import RedisSettings, ServiceSettings
+from orqen_common.settings import AccountingAddress, DispatchAddress, RedisSettings, ServiceSettings
 from orqen_dispatch.resilience import ResilienceSettings
 
 
@@ -33,8 +33,8 @@ class CompatibleProvider(BaseModel):
         return value
 
 
-class DispatchSettings(ServiceSettings, RedisSettings, ResilienceSettings):
-    """Configuration of the dispatch service."""
+class DispatchSettings(ServiceSettings, DispatchAddress, AccountingAddress, RedisSettings, ResilienceSettings):
+    """Configuration of the dispatch service; it calls accounting (API keys, credentials, preferences)."""
 
     metrics_port: int = Field(9152, description="Port of the Prometheus metrics endpoint; 0 disables it.")
     openai_base_url: str = Field(

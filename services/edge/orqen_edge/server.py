@@ -12,10 +12,10 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from orqen_common.devcert import ensure_dev_certificate
 from orqen_common.logging import configure_logging
 from orqen_common.tracing import configure_tracing
 from orqen_edge.app import create_app
+from orqen_edge.devcert import ensure_dev_certificate
 from orqen_edge.middleware import RequestContextMiddleware
 from orqen_edge.runtime import Runtime
 from orqen_edge.settings import EdgeSettings

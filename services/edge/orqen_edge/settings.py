@@ -6,11 +6,27 @@ from pathlib import Path
 
 from pydantic import Field
 
-from orqen_common.settings import NatsSettings, RedisSettings, ServiceSettings
+from orqen_common.settings import (
+    AccountingAddress,
+    BillingAddress,
+    DispatchAddress,
+    NatsSettings,
+    OptimizerAddress,
+    RedisSettings,
+    ServiceSettings,
+)
 
 
-class EdgeSettings(ServiceSettings, RedisSettings, NatsSettings):
-    """Configuration of the edge (ORQEN_* environment variables)."""
+class EdgeSettings(
+    ServiceSettings,
+    OptimizerAddress,
+    DispatchAddress,
+    AccountingAddress,
+    BillingAddress,
+    RedisSettings,
+    NatsSettings,
+):
+    """Configuration of the edge (ORQEN_* environment variables); it calls all four gRPC services."""
 
     edge_host: str = Field("0.0.0.0", description="Interface the HTTP and HTTPS listeners bind to.")
     edge_port: int = Field(8080, description="HTTP port (SDK routes, account API, /metrics, probes).")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from orqen_common.settings import RedisSettings, ServiceSettings
+from orqen_common.settings import AccountingAddress, OptimizerAddress, RedisSettings, ServiceSettings
 
 
-class OptimizerSettings(ServiceSettings, RedisSettings):
-    """Configuration of the optimizer service."""
+class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, RedisSettings):
+    """Configuration of the optimizer service; it calls accounting (API keys, routing preferences)."""
 
     metrics_port: int = Field(9151, description="Port of the Prometheus metrics endpoint; 0 disables it.")
     tool_routing: bool = Field(

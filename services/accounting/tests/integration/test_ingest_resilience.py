@@ -29,10 +29,10 @@ from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
 from orqen_common.catalogue import load_catalogue
 from orqen_common.db import create_pool
-from orqen_common.embedded import start_nats, start_postgres
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames, EventPublisher, ensure_stream
 from orqen_common.migrations import upgrade_to_head
-from orqen_common.procs import free_port
+from orqen_stack.embedded import start_nats, start_postgres
+from orqen_stack.procs import free_port
 
 EVENTS = 3000
 ACCOUNTS = [str(uuid.uuid4()) for _ in range(3)]

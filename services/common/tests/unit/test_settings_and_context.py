@@ -4,7 +4,11 @@ import pytest
 from orqen_common.context import SERVICE_PRINCIPAL, Principal, account_scope, principal_var, require_service
 from orqen_common.db import plain_postgres_url, sqlalchemy_url
 from orqen_common.errors import OrqenError
-from orqen_common.settings import NatsSettings, ServiceSettings, grpc_port
+from orqen_common.settings import DispatchAddress, NatsSettings, ServiceSettings, grpc_port
+
+
+class CallsDispatch(ServiceSettings, DispatchAddress):
+    """A service's settings as each service composes them: the common part plus the peers it calls."""
 
 
 def test_settings_come_from_orqen_env_and_never_from_a_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -12,7 +16,7 @@ def test_settings_come_from_orqen_env_and_never_from_a_dotenv_file(monkeypatch: 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", "t")
     monkeypatch.setenv("ORQEN_DISPATCH_ADDR", "dispatch:6000")
-    settings = ServiceSettings()  # type: ignore[call-arg]
+    settings = CallsDispatch()  # type: ignore[call-arg]
     assert settings.log_level == "INFO"
     assert grpc_port(settings.dispatch_addr) == 6000
 

@@ -1,7 +1,7 @@
 """Dispatch's upstream pool speaks HTTP/2 to a TLS provider that offers it, and keeps one warm connection.
 
 The validating fake OpenAI runs under hypercorn (HTTP/2 over TLS with ALPN, like the real
-providers' endpoints) with the development certificate, trusted through SSL_CERT_FILE as an
+providers' endpoints) with a throwaway localhost certificate, trusted through SSL_CERT_FILE as an
 operator would trust a private CA.
 """
 
@@ -18,11 +18,11 @@ from hypercorn.config import Config
 
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import free_port
-from orqen_common.devcert import ensure_dev_certificate
 from orqen_dispatch.__main__ import upstream_client
 from orqen_dispatch.providers.base import StreamState
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.settings import DispatchSettings
+from orqen_testing.tls import localhost_certificate
 
 KEY = "sk-upstream"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
@@ -43,7 +43,7 @@ class Recorded:
 
 @pytest.fixture
 async def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Recorded, str]]:
-    cert, key = ensure_dev_certificate(tmp_path)
+    cert, key = localhost_certificate(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     config = Config()
     port = free_port()

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from orqen_common.cli import build_parser, main
-from orqen_common.embedded import socket_url
-from orqen_common.home import Home
-from orqen_common.procs import free_port, pid_alive, port_in_use
-from orqen_common.readyz import not_ready
-from orqen_common.stack import Stack, StackError
-from orqen_common.stack_config import ServiceSpec, StackConfig, default_services
+from orqen_stack.cli import build_parser, main
+from orqen_stack.config import ServiceSpec, StackConfig, default_services
+from orqen_stack.embedded import socket_url
+from orqen_stack.home import Home
+from orqen_stack.procs import free_port, pid_alive, port_in_use
+from orqen_stack.readyz import not_ready
+from orqen_stack.supervisor import Stack, StackError
 
 # --- secrets ---------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def test_logs_shows_the_end_of_each_log(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "edge.log").write_text("".join(f"line {n}\n" for n in range(100)))
     env = {**os.environ, "ORQEN_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "orqen_common.cli", "logs"], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "orqen_stack.cli", "logs"], env=env, capture_output=True, text=True)
     assert out.returncode == 0
     assert "line 99" in out.stdout and "line 10\n" not in out.stdout
 

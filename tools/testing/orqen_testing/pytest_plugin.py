@@ -1,7 +1,7 @@
-"""Pytest fixtures for real Postgres, Redis and NATS (see orqen_common.testing for the resolution order).
+"""Pytest fixtures for real Postgres, Redis and NATS (see orqen_testing.servers for the resolution order).
 
-Enable in a conftest.py with `pytest_plugins = ["orqen_common.pytest_plugin"]` (top-level conftest)
-or `from orqen_common.pytest_plugin import *` (any conftest).
+Enable in a conftest.py with `pytest_plugins = ["orqen_testing.pytest_plugin"]` (top-level conftest)
+or `from orqen_testing.pytest_plugin import *` (any conftest).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from orqen_common.testing import (
+from orqen_testing.servers import (
     ServerPool,
     claimed_redis_db,
     delete_nats_streams,

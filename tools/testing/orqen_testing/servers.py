@@ -3,7 +3,7 @@
 Each server is resolved once per process, in this order:
 1. `ORQEN_TEST_DATABASE_URL` / `ORQEN_TEST_REDIS_URL` / `ORQEN_TEST_NATS_URL`;
 2. a testcontainers container (postgres:15, redis:7, nats:2.10 -js) when a Docker engine answers;
-3. the embedded servers of `orqen_common.embedded`, in a temporary directory.
+3. the embedded servers of `orqen_stack.embedded`, in a temporary directory.
 No test is skipped for lack of a server: the last option needs nothing but the venv.
 
 Tests on a shared server never see each other's data: each gets its own database
@@ -33,7 +33,7 @@ import asyncpg
 import nats
 import redis
 
-from orqen_common.embedded import EmbeddedServer, start_nats, start_postgres, start_redis
+from orqen_stack.embedded import EmbeddedServer, start_nats, start_postgres, start_redis
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from orqen_common.embedded import EmbeddedServerError, _start_child, start_nats, start_postgres, start_redis
-from orqen_common.procs import STANDARD_PORTS, free_port, port_in_use
+from orqen_stack.embedded import EmbeddedServerError, _start_child, start_nats, start_postgres, start_redis
+from orqen_stack.procs import STANDARD_PORTS, free_port, port_in_use
 
 
 def test_free_port_is_never_a_standard_port() -> None:
@@ -135,7 +135,7 @@ def test_prefixes_are_unique_and_valid(orqen_nats_prefix: str, orqen_redis_prefi
 
 @pytest.mark.asyncio
 async def test_streams_under_a_test_prefix_are_deleted_afterwards(orqen_nats_url: str) -> None:
-    from orqen_common.testing import delete_nats_streams, unique_prefix
+    from orqen_testing.servers import delete_nats_streams, unique_prefix
 
     prefix = unique_prefix()
     client = await nats.connect(orqen_nats_url)

@@ -17,10 +17,10 @@ import httpx
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.grpc_client import open_channel
-from orqen_common.home import Home
-from orqen_common.procs import port_in_use, tail, wait_pid_exit
-from orqen_common.stack import run_foreground
-from orqen_common.stack_config import DEFAULT_ADDRS, StackConfig
+from orqen_stack.config import DEFAULT_ADDRS, StackConfig
+from orqen_stack.home import Home
+from orqen_stack.procs import port_in_use, tail, wait_pid_exit
+from orqen_stack.supervisor import run_foreground
 
 LOG_TAIL_LINES = 50
 
@@ -92,7 +92,7 @@ def up_detached(config: StackConfig) -> int:
     start_offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orqen_common.cli", "up"],
+            [sys.executable, "-m", "orqen_stack.cli", "up"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

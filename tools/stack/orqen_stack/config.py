@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orqen_common.home import Home, Secrets
+from orqen_stack.home import Home, Secrets
 
 SERVICES = ("accounting", "billing", "optimizer", "dispatch", "edge")
 # Edge first so in-flight HTTP requests finish while everything behind it still answers.

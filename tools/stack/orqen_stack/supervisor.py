@@ -23,10 +23,10 @@ from pathlib import Path
 
 import httpx
 
-from orqen_common.embedded import EmbeddedServer, EmbeddedServerError, start_nats, start_postgres, start_redis
-from orqen_common.procs import port_in_use, tail
-from orqen_common.readyz import not_ready
-from orqen_common.stack_config import DEFAULT_ADDRS, STOP_ORDER, ServiceSpec, StackConfig, StackInfo
+from orqen_stack.config import DEFAULT_ADDRS, STOP_ORDER, ServiceSpec, StackConfig, StackInfo
+from orqen_stack.embedded import EmbeddedServer, EmbeddedServerError, start_nats, start_postgres, start_redis
+from orqen_stack.procs import port_in_use, tail
+from orqen_stack.readyz import not_ready
 
 
 def say(message: str) -> None:

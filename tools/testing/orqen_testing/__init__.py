@@ -1,0 +1,1 @@
+"""Test support for Orqen: real servers for every test tier, isolated per test."""
