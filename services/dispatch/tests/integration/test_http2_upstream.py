@@ -18,6 +18,7 @@ from hypercorn.config import Config
 
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import free_port
+from orqen_common.formats.openai import ChatRequest, CompletionUsage, UserMessage
 from orqen_dispatch.__main__ import upstream_client
 from orqen_dispatch.providers.base import StreamState
 from orqen_dispatch.providers.openai import OpenAICompatible
@@ -25,7 +26,7 @@ from orqen_dispatch.settings import DispatchSettings
 from orqen_testing.tls import localhost_certificate
 
 KEY = "sk-upstream"
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+CHAT = ChatRequest(model="gpt-4o-mini", messages=[UserMessage(content="hello")])
 
 
 class Recorded:
@@ -77,8 +78,9 @@ async def test_provider_calls_go_over_one_http2_connection(
         await provider.complete(CHAT, "gpt-4o-mini", {})  # opens the connection
         answers = await asyncio.gather(*(provider.complete(CHAT, "gpt-4o-mini", {}) for _ in range(5)))
         chunks = [c async for c in provider.stream(CHAT, "gpt-4o-mini", {}, StreamState())]
-    assert all(a.body["choices"][0]["message"]["content"] == "echo: hello" for a in answers)
-    assert chunks[-1]["usage"]["completion_tokens"] == 7
+    assert all(a.body.choices[0].message.content == "echo: hello" for a in answers)
+    usage = chunks[-1].usage
+    assert isinstance(usage, CompletionUsage) and usage.completion_tokens == 7
     versions = {version for version, _ in recorded.seen}
     connections = {client for _, client in recorded.seen}
     assert versions == {"2"} and len(recorded.seen) == 7

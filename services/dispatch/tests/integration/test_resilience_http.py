@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from msgspec.structs import replace
 
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import BackgroundServer, free_port
+from orqen_common.formats.openai import ChatCompletionChunk, ChatRequest, CompletionUsage, UserMessage
 from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.base import Provider, StreamState, UpstreamError
 from orqen_dispatch.providers.bedrock import BedrockConverse
@@ -33,7 +35,7 @@ from orqen_dispatch.resilience import (
 OPENAI_KEY = "sk-upstream"
 ANTHROPIC_KEY = "sk-ant-upstream"
 AWS_KEY_ID, AWS_SECRET, BEDROCK_BEARER = "AKIDFAKE", "fake-secret", "bedrock-api-key"
-CHAT = {"model": "ignored", "messages": [{"role": "user", "content": "hello world"}]}
+CHAT = ChatRequest(model="ignored", messages=[UserMessage(content="hello world")])
 
 
 @dataclass
@@ -92,8 +94,8 @@ def _model(request: dict[str, Any]) -> str:
     return str(request.get("model_id") or request["body"]["model"])
 
 
-def text_of(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+def text_of(chunks: list[ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 # --- Completions ---------------------------------------------------------------------------------
@@ -106,7 +108,7 @@ async def test_a_flaky_429_is_retried_until_the_answer(
     completion, answered, attempts = await dispatcher(sleeps).complete(
         [Target(openai, "fake-flaky-429-2", {}, "requested")], CHAT
     )
-    assert completion.body["choices"][0]["message"]["content"] == "echo: hello world"
+    assert completion.body.choices[0].message.content == "echo: hello world"
     assert answered.model == "fake-flaky-429-2"
     assert summary(attempts) == [
         ("fake-flaky-429-2", 429, "requested"),
@@ -124,7 +126,7 @@ async def test_server_errors_exhaust_the_target_then_the_fallback_answers(
     sleeps = Sleeps()
     targets = [Target(openai, "fake-500", {}, "requested"), Target(openai, "gpt-4o-mini", {}, "fallback")]
     completion, answered, attempts = await dispatcher(sleeps).complete(targets, CHAT)
-    assert completion.body["model"] == "gpt-4o-mini" and answered is targets[1]
+    assert completion.body.model == "gpt-4o-mini" and answered is targets[1]
     assert summary(attempts) == [
         ("fake-500", 500, "requested"),
         ("fake-500", 500, "retry"),
@@ -139,7 +141,7 @@ async def test_a_slow_upstream_hits_the_attempt_timeout_and_the_retry_and_fallba
 ) -> None:
     targets = [Target(openai, "fake-slow-30000", {}, "requested"), Target(openai, "gpt-4o-mini", {}, "fallback")]
     completion, _, attempts = await dispatcher(Sleeps(), max_attempts=2, attempt_timeout_s=0.5).complete(targets, CHAT)
-    assert completion.body["choices"][0]["message"]["content"] == "echo: hello world"
+    assert completion.body.choices[0].message.content == "echo: hello world"
     assert summary(attempts) == [
         ("fake-slow-30000", 504, "requested"),
         ("fake-slow-30000", 504, "retry"),
@@ -215,10 +217,11 @@ async def test_a_stream_with_errors_before_its_first_chunk_is_retried(
     stream = dispatcher(Sleeps()).stream([Target(openai, "fake-flaky-503-2", {}, "requested")], CHAT, state, attempts)
     chunks = [chunk async for chunk in stream]
     assert text_of(chunks) == "echo: hello world"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 7
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and isinstance(usage, CompletionUsage) and usage.completion_tokens == 7
     assert [(a.status, a.reason) for a in attempts] == [(503, "requested"), (503, "retry"), (200, "retry")]
     assert stream.target is not None and stream.target.model == "fake-flaky-503-2"
-    assert (state.status, state.usage.output_tokens) == (200, 7)
+    assert (state.status, state.usage.output) == (200, 7)
 
 
 async def test_a_stream_whose_connection_drops_before_any_chunk_falls_back(
@@ -236,9 +239,9 @@ async def test_a_stream_that_breaks_after_its_first_chunk_is_not_retried(
     openai_fake: tuple[FakeOpenAI, str], openai: OpenAICompatible
 ) -> None:
     targets = [Target(openai, "fake-broken-stream", {}, "requested"), Target(openai, "gpt-4o-spare", {}, "fallback")]
-    chat = {**CHAT, "messages": [{"role": "user", "content": "one two three four five six"}]}
+    chat = replace(CHAT, messages=[UserMessage(content="one two three four five six")])
     attempts: list[AttemptRecord] = []
-    received: list[dict[str, Any]] = []
+    received: list[ChatCompletionChunk] = []
     with pytest.raises(UpstreamError) as broken:
         async for chunk in dispatcher(Sleeps()).stream(targets, chat, StreamState(), attempts):
             received.append(chunk)
@@ -275,7 +278,7 @@ async def test_anthropic_and_bedrock_fakes_inject_the_same_failures(
     sleeps = Sleeps()
     wire_model = f"{provider_name}-{model}"
     completion, _, attempts = await dispatcher(sleeps).complete([Target(provider, wire_model, {}, "requested")], CHAT)
-    assert completion.body["choices"][0]["message"]["content"] == "echo: hello world"
+    assert completion.body.choices[0].message.content == "echo: hello world"
     assert [a.status for a in attempts] == statuses
     if statuses[0] == 429:
         assert sleeps.waits == [0]  # both send a retry-after of 0 for a flaky 429
