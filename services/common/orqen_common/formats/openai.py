@@ -161,6 +161,20 @@ class Tool(_Request, tag="function", tag_field="type"):
     cache_control: CacheControl | None = None
 
 
+class CustomTool(_Request, tag="custom", tag_field="type"):
+    """OpenAI's free-form custom tool: OpenAI-compatible providers take it, others refuse it."""
+
+    custom: dict[str, Any]
+
+
+AnyTool = Tool | CustomTool
+
+
+def tool_name(tool: AnyTool) -> str:
+    """The name a tool is called by."""
+    return tool.function.name if isinstance(tool, Tool) else str(tool.custom.get("name", ""))
+
+
 class ToolChoiceFunction(_Request):
     name: str
 
@@ -169,8 +183,18 @@ class NamedToolChoice(_Request, tag="function", tag_field="type"):
     function: ToolChoiceFunction
 
 
-# "auto", "none", "required", or one named function.
-ToolChoice = str | NamedToolChoice
+class NamedCustomToolChoice(_Request, tag="custom", tag_field="type"):
+    custom: ToolChoiceFunction
+
+
+class AllowedToolsChoice(_Request, tag="allowed_tools", tag_field="type"):
+    """OpenAI's choice among a subset of the tools; only OpenAI-compatible providers take it."""
+
+    allowed_tools: dict[str, Any]
+
+
+# "auto", "none", "required", one named tool, or OpenAI's allowed subset.
+ToolChoice = str | NamedToolChoice | NamedCustomToolChoice | AllowedToolsChoice
 
 
 class StreamOptions(_Request):
@@ -182,7 +206,7 @@ class ChatRequest(_Request):
 
     model: str
     messages: list[Message]
-    tools: list[Tool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     stream: bool | None = None

@@ -295,7 +295,9 @@ def _tool_result(message: canonical.ToolMessage, where: str) -> wire.ToolResultB
     )
 
 
-def _tool(tool: canonical.Tool, where: str) -> wire.Tool:
+def _tool(tool: canonical.AnyTool, where: str) -> wire.Tool:
+    if not isinstance(tool, canonical.Tool):
+        raise unsupported("Custom (free-form) tools", WHERE)
     function = tool.function
     if not function.name:
         raise invalid_request(f"{where} needs a function with a name.")
@@ -325,6 +327,8 @@ def _tool_choice(choice: canonical.ToolChoice | None, parallel_tool_calls: bool 
         if not choice.function.name:
             raise invalid_request("tool_choice names no function.")
         wire_choice = wire.ToolChoiceTool(name=choice.function.name)
+    elif isinstance(choice, Struct):  # OpenAI's allowed_tools or a named custom tool
+        raise unsupported(f"tool_choice {choice.__struct_config__.tag!r}", WHERE)
     else:
         raise unsupported(f"tool_choice {choice!r}", WHERE)
     if parallel_tool_calls is False:

@@ -29,13 +29,14 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsKeys
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Struct, UnsetType
 
 from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, stop_sequences, text_of, unsupported
 from orqen_common.errors import invalid_request
 from orqen_common.formats import bedrock
 from orqen_common.formats.openai import (
     AnswerMessage,
+    AnyTool,
     AssistantMessage,
     CacheControl,
     ChatCompletion,
@@ -402,7 +403,9 @@ def _tool_config(chat: ChatRequest, has_tool_blocks: bool) -> bedrock.ToolConfig
     )
 
 
-def _tool_entries(tool: Tool) -> list[bedrock.Tool]:
+def _tool_entries(tool: AnyTool) -> list[bedrock.Tool]:
+    if not isinstance(tool, Tool):
+        raise unsupported("Custom (free-form) tools", WHERE)
     function = tool.function
     if not function.name:
         raise invalid_request("Each tool needs a function with a name.")
@@ -425,6 +428,8 @@ def _tool_choice(choice: ToolChoice) -> bedrock.ToolChoice:
         return bedrock.ToolChoice(any=bedrock.AnyToolChoice())
     if isinstance(choice, NamedToolChoice) and choice.function.name:
         return bedrock.ToolChoice(tool=bedrock.SpecificToolChoice(name=choice.function.name))
+    if isinstance(choice, Struct):  # OpenAI's allowed_tools or a named custom tool
+        raise unsupported(f"tool_choice {choice.__struct_config__.tag!r}", WHERE)
     raise invalid_request(f"tool_choice {encode(choice).decode()} is not valid.")
 
 

@@ -24,6 +24,7 @@ from orqen_common.formats.openai import (
     Message,
     StreamOptions,
     TextPart,
+    Tool,
     ToolMessage,
     chunk_decoder,
     completion_decoder,
@@ -94,7 +95,7 @@ class OpenAICompatible:
             # Always ask for usage when streaming: the request log needs it whatever the caller asked.
             stream_options=StreamOptions(include_usage=True) if stream else None,
             anthropic_beta=None,
-            tools=[replace(t, cache_control=None) for t in chat.tools] if chat.tools else chat.tools,
+            tools=[replace(t, cache_control=None) if isinstance(t, Tool) else t for t in chat.tools or ()] or None,
             messages=[_without_hints(m) for m in chat.messages],
         )
 

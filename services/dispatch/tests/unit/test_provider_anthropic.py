@@ -511,16 +511,23 @@ async def test_features_messages_cannot_express_are_400_naming_them(fields: dict
 
 
 @pytest.mark.parametrize(
-    ("fields", "where"),
+    ("fields", "feature"),
     [
-        ({"tool_choice": {"type": "allowed_tools"}, "tools": [WEATHER_TOOL]}, "`$.tool_choice.type`"),
-        ({"tools": [{"type": "custom", "custom": {"name": "grammar"}}]}, "`$.tools[0].type`"),
+        (
+            {
+                "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+                "tools": [WEATHER_TOOL],
+            },
+            "tool_choice 'allowed_tools'",
+        ),
+        ({"tools": [{"type": "custom", "custom": {"name": "grammar"}}]}, "Custom (free-form) tools"),
     ],
 )
-def test_tool_kinds_without_a_canonical_type_are_400s_before_any_provider(fields: dict[str, Any], where: str) -> None:
+async def test_openais_own_tool_kinds_are_400s_naming_them(fields: dict[str, Any], feature: str) -> None:
+    fake = FakeAnthropic(text_reply())
     with pytest.raises(OrqenError) as err:
-        chat(**fields)
-    assert err.value.http_status == 400 and where in err.value.message
+        await fake.provider().complete(chat(**fields), MODEL, {})
+    assert err.value.http_status == 400 and feature in err.value.message and not fake.requests
 
 
 @pytest.mark.parametrize(

@@ -242,9 +242,9 @@ def _mark_last_block(messages: list[canonical.Message], cache_control: CacheCont
 
 def _tools(
     tools: list[wire.Tool] | None, tool_choice: wire.ToolChoice | None
-) -> tuple[list[canonical.Tool] | None, canonical.ToolChoice | None, bool | None]:
+) -> tuple[list[canonical.AnyTool] | None, canonical.ToolChoice | None, bool | None]:
     """Canonical `tools`, `tool_choice` and `parallel_tool_calls`."""
-    canonical_tools = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools or ())]
+    canonical_tools: list[canonical.AnyTool] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools or ())]
     if tool_choice is None:
         return canonical_tools or None, None, None
     if not canonical_tools:

@@ -27,6 +27,7 @@ from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.formats import bedrock
 from orqen_common.formats.bedrock_eventstream import exception_frame
 from orqen_common.formats.openai import (
+    AnyTool,
     AssistantMessage,
     CacheControl,
     ChatCompletion,
@@ -284,7 +285,7 @@ def _collapse(parts: Sequence[ContentPart]) -> Content:
     return list(parts)
 
 
-def _tool_config(config: bedrock.ToolConfiguration) -> tuple[list[Tool], ToolChoice | None]:
+def _tool_config(config: bedrock.ToolConfiguration) -> tuple[list[AnyTool], ToolChoice | None]:
     tools: list[Tool] = []
     for entry in config.tools:
         if entry.tool_spec is not None:
@@ -295,7 +296,7 @@ def _tool_config(config: bedrock.ToolConfiguration) -> tuple[list[Tool], ToolCho
             raise unsupported(f"The '{entry.kind}' tool", WHERE)
     if not tools:
         raise invalid_request("Expected at least one `toolSpec` - at `$.toolConfig.tools`.")
-    return tools, _tool_choice(config.tool_choice) if config.tool_choice else None
+    return list[AnyTool](tools), _tool_choice(config.tool_choice) if config.tool_choice else None
 
 
 def _tool(spec: bedrock.ToolSpecification) -> Tool:

@@ -26,14 +26,17 @@ from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.events import REQUEST_COMPLETED
 from orqen_common.formats.openai import (
     CREDENTIAL_FIELDS,
+    AnyTool,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
+    Tool,
     chunk_decoder,
     completion_decoder,
     decode_request,
     encode,
     encode_request,
+    tool_name,
 )
 from orqen_edge.request_body import read_body
 from orqen_edge.runtime import Runtime
@@ -226,7 +229,7 @@ async def optimize(call: ChatCall, chat: ChatRequest) -> ChatRequest:
     """The plan's payload, or the original one when the optimizer fails or is too slow."""
     settings = call.runtime.settings
     tools = chat.tools or []
-    call.tools_offered = call.tools_forwarded = [tool.function.name for tool in tools]
+    call.tools_offered = call.tools_forwarded = [tool_name(tool) for tool in tools]
     if not tools and len(encode(chat.messages)) < settings.optimize_context_chars:
         return chat
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
@@ -241,16 +244,23 @@ async def optimize(call: ChatCall, chat: ChatRequest) -> ChatRequest:
         return chat
     call.plan_stats, call.trace = plan.stats, plan.trace
     planned = decode_request(plan.chat_json)
-    call.tools_forwarded = [tool.function.name for tool in planned.tools or ()]
+    call.tools_forwarded = [tool_name(tool) for tool in planned.tools or ()]
     return planned
 
 
 def forwardable(chat: ChatRequest) -> bytes:
     """The canonical request as dispatch receives it: Orqen's tool extensions removed."""
-    if any(tool.function.examples is not None for tool in chat.tools or ()):
-        tools = [replace(t, function=replace(t.function, examples=None)) for t in chat.tools or ()]
-        chat = replace(chat, tools=tools)
+    tools = chat.tools or []
+    if any(isinstance(t, Tool) and t.function.examples is not None for t in tools):
+        stripped = [
+            replace(t, function=replace(t.function, examples=None)) if isinstance(t, Tool) else t for t in tools
+        ]
+        chat = replace(chat, tools=stripped)
     return encode_request(chat)
+
+
+def _without_examples(tool: AnyTool) -> AnyTool:
+    return replace(tool, function=replace(tool.function, examples=None)) if isinstance(tool, Tool) else tool
 
 
 def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.CompleteRequest:

@@ -4,7 +4,7 @@ import pytest
 
 from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import decode_request
+from orqen_common.formats.openai import decode_request, tool_name
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
 
@@ -34,6 +34,23 @@ def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
 def test_unknown_openai_fields_go_on_as_they_came() -> None:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "prediction": {"type": "content"}}
     assert orjson.loads(forwardable(decode_request(orjson.dumps(body)))) == body
+
+
+def test_openais_custom_tools_and_allowed_tools_go_on_as_they_came() -> None:
+    body = {
+        "model": "gpt-5",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {"type": "custom", "custom": {"name": "grammar", "format": {"type": "text"}}},
+            {"type": "function", "function": {"name": "f", "x-orqen-examples": ["call f"]}},
+        ],
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "custom"}]}},
+    }
+    request = decode_request(orjson.dumps(body))
+    assert [tool_name(t) for t in request.tools or ()] == ["grammar", "f"]
+    sent = orjson.loads(forwardable(request))
+    assert sent["tools"] == [body["tools"][0], {"type": "function", "function": {"name": "f"}}]
+    assert sent["tool_choice"] == body["tool_choice"]
 
 
 @pytest.mark.parametrize(
