@@ -8,26 +8,18 @@ for one provider; anywhere else the account's saved credential or the operator's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import orjson
 import pytest
 
-from orqen.v1 import common_pb2, dispatch_pb2
-from orqen_common.catalogue import load_catalogue
-from orqen_common.context import Principal, principal_var
+from orqen.v1 import dispatch_pb2
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.credentials import SavedCredentials
-from orqen_dispatch.latency import ModelStats
-from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.providers.base import Completion, StreamState, UpstreamError, UpstreamUsage
-from orqen_dispatch.proxy import ProxyService
-from orqen_dispatch.resilience import CircuitBreakers, Dispatcher, RetryPolicy
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 
-ACCOUNT = "00000000-0000-0000-0000-00000000c0de"
 CALLERS_KEY = "sk-callers-own-key-for-one-provider"
 SAVED: SavedCredentials = {
     "anthropic": {"api_key": "sk-ant-accounts-saved"},
@@ -36,6 +28,7 @@ SAVED: SavedCredentials = {
 SAVED_ANTHROPIC = {"api_key": "sk-ant-accounts-saved"}
 SAVED_BEDROCK = {"aws_bearer_token_bedrock": "ABSK-accounts-saved", "aws_region_name": "eu-west-1"}
 OPERATORS: dict[str, str] = {}  # nothing saved: the provider's own environment applies
+Request = Callable[..., dispatch_pb2.CompleteRequest]
 
 
 @dataclass
@@ -64,26 +57,6 @@ class RecordingProvider:
         yield {"model": model, "choices": [{"index": 0, "delta": {"content": "ok"}}]}
 
 
-class Configs:
-    """AccountConfigs' interface: one account with saved credentials and a fallback chain."""
-
-    def __init__(self, fallbacks: tuple[str, ...]) -> None:
-        self.config = AccountConfig(SAVED, fallbacks)
-
-    async def get(self, account_id: str) -> AccountConfig:
-        return self.config
-
-
-class NoLatency:
-    """LatencyStats' interface, with nothing measured."""
-
-    async def snapshot(self, models: Iterable[str]) -> dict[str, ModelStats]:
-        return {}
-
-    async def record(self, model: str, duration_ms: float, ok: bool) -> None:
-        return None
-
-
 @dataclass
 class Gateway:
     servicer: DispatchServicer
@@ -93,35 +66,17 @@ class Gateway:
         return self.providers[provider].calls
 
 
-def gateway(fallbacks: tuple[str, ...] = (), failing: Iterable[str] = ()) -> Gateway:
-    principal_var.set(Principal("service"))
-    down = frozenset(failing)
-    providers = {name: RecordingProvider(name, down) for name in ("openai", "anthropic", "bedrock", "groq")}
-    router = ProviderRouter(dict(providers), "openai")
-    catalogue = load_catalogue()
-    dispatcher = Dispatcher(RetryPolicy(max_attempts=1), CircuitBreakers(threshold=100))
-    configs = Configs(fallbacks)
-    servicer = DispatchServicer(
-        router,
-        ModelChooser(catalogue, router),
-        catalogue,
-        dispatcher,
-        configs,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]  # the store only saves; no save here
-        NoLatency(),  # type: ignore[arg-type]
-        (),  # the operator connects nothing: the account's saved providers are the connected ones
-        ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
-    )
-    return Gateway(servicer, providers)
+@pytest.fixture
+def gateway(dispatch_servicer: Callable[..., DispatchServicer]) -> Callable[..., Gateway]:
+    """`gateway(fallbacks, failing)`: an account that saved Anthropic and Bedrock keys; the operator connects none."""
 
+    def build(fallbacks: tuple[str, ...] = (), failing: Iterable[str] = ()) -> Gateway:
+        down = frozenset(failing)
+        providers = {name: RecordingProvider(name, down) for name in ("openai", "anthropic", "bedrock", "groq")}
+        router = ProviderRouter(dict(providers), "openai")
+        return Gateway(dispatch_servicer(router, AccountConfig(SAVED, fallbacks), ()), providers)
 
-def request(model: str, **credentials: str) -> dispatch_pb2.CompleteRequest:
-    chat = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
-    return dispatch_pb2.CompleteRequest(
-        context=common_pb2.RequestContext(request_id="req_keys", account_id=ACCOUNT, ingress="openai"),
-        chat_json=orjson.dumps(chat),
-        credentials=credentials,
-    )
+    return build
 
 
 async def answered_by(g: Gateway, call: dispatch_pb2.CompleteRequest, streamed: bool) -> str:
@@ -133,26 +88,30 @@ async def answered_by(g: Gateway, call: dispatch_pb2.CompleteRequest, streamed: 
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
-async def test_a_fallback_on_another_provider_gets_the_accounts_key_never_the_callers(streamed: bool) -> None:
+async def test_a_fallback_on_another_provider_gets_the_accounts_key_never_the_callers(
+    gateway: Callable[..., Gateway], chat_request: Request, streamed: bool
+) -> None:
     g = gateway(fallbacks=("gpt-4o-mini", "claude-haiku-4-5"), failing={"gpt-4o", "gpt-4o-mini"})
-    assert await answered_by(g, request("gpt-4o", api_key=CALLERS_KEY), streamed) == "anthropic"
+    assert await answered_by(g, chat_request("gpt-4o", api_key=CALLERS_KEY), streamed) == "anthropic"
     # The caller's key is for OpenAI: the requested model and a fallback on OpenAI get it...
     assert g.calls("openai") == [("gpt-4o", {"api_key": CALLERS_KEY}), ("gpt-4o-mini", {"api_key": CALLERS_KEY})]
     # ...and Anthropic, another provider, gets the account's own key.
     assert g.calls("anthropic") == [("claude-haiku-4-5", SAVED_ANTHROPIC)]
 
 
-async def test_a_bedrock_fallback_never_takes_the_callers_key_as_its_api_key() -> None:
+async def test_a_bedrock_fallback_never_takes_the_callers_key_as_its_api_key(
+    gateway: Callable[..., Gateway], chat_request: Request
+) -> None:
     g = gateway(fallbacks=("bedrock/amazon.nova-lite-v1:0",), failing={"claude-haiku-4-5"})
-    assert await answered_by(g, request("claude-haiku-4-5", api_key=CALLERS_KEY), False) == "bedrock"
+    assert await answered_by(g, chat_request("claude-haiku-4-5", api_key=CALLERS_KEY), False) == "bedrock"
     assert g.calls("anthropic") == [("claude-haiku-4-5", {"api_key": CALLERS_KEY})]
     assert g.calls("bedrock") == [("amazon.nova-lite-v1:0", SAVED_BEDROCK)]
 
 
-async def test_the_callers_aws_keys_go_only_to_bedrock() -> None:
+async def test_the_callers_aws_keys_go_only_to_bedrock(gateway: Callable[..., Gateway], chat_request: Request) -> None:
     aws = {"aws_access_key_id": "AKIACALLER", "aws_secret_access_key": "caller-secret"}
     g = gateway(fallbacks=("gpt-4o-mini",), failing={"amazon.nova-lite-v1:0"})
-    assert await answered_by(g, request("bedrock/amazon.nova-lite-v1:0", api_key=CALLERS_KEY, **aws), False) == (
+    assert await answered_by(g, chat_request("bedrock/amazon.nova-lite-v1:0", api_key=CALLERS_KEY, **aws), False) == (
         "openai"
     )
     assert g.calls("bedrock") == [("amazon.nova-lite-v1:0", {**aws, "aws_region_name": "eu-west-1"})]
@@ -160,9 +119,11 @@ async def test_the_callers_aws_keys_go_only_to_bedrock() -> None:
 
 
 @pytest.mark.parametrize("model", ["orqen/cheap", "orqen/fast", "orqen/capable", "orqen/auto"])
-async def test_a_routing_string_names_no_provider_so_no_routed_call_gets_the_callers_key(model: str) -> None:
+async def test_a_routing_string_names_no_provider_so_no_routed_call_gets_the_callers_key(
+    gateway: Callable[..., Gateway], chat_request: Request, model: str
+) -> None:
     g = gateway()
-    answered = await answered_by(g, request(model, api_key=CALLERS_KEY), False)
+    answered = await answered_by(g, chat_request(model, api_key=CALLERS_KEY), False)
     assert answered in SAVED
     [(_, credentials)] = g.calls(answered)
     assert credentials == {"anthropic": SAVED_ANTHROPIC, "bedrock": SAVED_BEDROCK}[answered]
