@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Generic, TypeVar
 
 import grpc
@@ -54,25 +54,18 @@ class _Reading(Generic[T]):
     task: asyncio.Task[tuple[T, bool]]
 
 
+@dataclass(eq=False)  # one cache is one object, not a value
 class AccountCache(Generic[T]):
     """Each account's copy of what `load` reads, checked against the account's change counter."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        load: Loader[T],
-        ttl_seconds: float,
-        *,
-        max_accounts: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._redis = redis
-        self._load = load
-        self._ttl = ttl_seconds
-        self._max_accounts = max_accounts
-        self._clock = clock
-        self._cache: dict[str, _Cached[T]] = {}
-        self._reading: dict[str, _Reading[T]] = {}
+    redis: Redis
+    load: Loader[T]
+    ttl_seconds: float  # how long a copy is trusted (the limit when Redis cannot say whether it changed)
+    _: KW_ONLY
+    max_accounts: int = 10_000  # copies kept; beyond, the oldest is dropped
+    clock: Callable[[], float] = time.monotonic
+    _cache: dict[str, _Cached[T]] = field(default_factory=dict, init=False, repr=False)
+    _reading: dict[str, _Reading[T]] = field(default_factory=dict, init=False, repr=False)
 
     async def get(self, account_id: str) -> T:
         """The account's settings: the copy held, unless the counter moved or it expired."""
@@ -80,11 +73,11 @@ class AccountCache(Generic[T]):
         cached = self._cache.get(account_id)
         if cached is not None:
             unchanged = generation is None or generation == cached.generation
-            if unchanged and cached.expires_at > self._clock():
+            if unchanged and cached.expires_at > self.clock():
                 return cached.value
         reading = self._reading.get(account_id)
         if reading is None or reading.generation != generation:
-            task = asyncio.create_task(self._load(account_id, cached.value if cached is not None else None))
+            task = asyncio.create_task(self.load(account_id, cached.value if cached is not None else None))
             reading = self._reading[account_id] = _Reading(generation, task)
             task.add_done_callback(lambda _: self._settle(account_id, reading))
         # Shielded: one caller giving up must not cancel the read the others wait for.
@@ -94,7 +87,7 @@ class AccountCache(Generic[T]):
     async def _generation(self, account_id: str) -> bytes | None:
         """The account's change counter; None when Redis cannot say."""
         try:
-            value = await self._redis.get(account_config_key(account_id))
+            value = await self.redis.get(account_config_key(account_id))
         except RedisError as err:
             log.warning("redis unavailable; account settings may be stale until their TTL", error=str(err))
             return None
@@ -112,10 +105,10 @@ class AccountCache(Generic[T]):
             self._remember(account_id, reading.generation, value)
 
     def _remember(self, account_id: str, generation: bytes | None, value: T) -> None:
-        if account_id not in self._cache and len(self._cache) >= self._max_accounts:
+        if account_id not in self._cache and len(self._cache) >= self.max_accounts:
             del self._cache[next(iter(self._cache))]  # the oldest entry
         self._cache.pop(account_id, None)
-        self._cache[account_id] = _Cached(generation, self._clock() + self._ttl, value)
+        self._cache[account_id] = _Cached(generation, self.clock() + self.ttl_seconds, value)
 
 
 async def answer_or_none(call: Awaitable[T], account_id: str, what: str) -> T | None:

@@ -8,6 +8,7 @@ read an account's credentials through `AccountConfigs`, which keeps them per acc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 
 import grpc
 import structlog
@@ -23,21 +24,16 @@ SavedCredentials = dict[str, dict[str, str]]
 """An account's opened credentials by provider: the sealed fields (secret, base_url, region)."""
 
 
+@dataclass(eq=False)
 class CredentialStore:
     """Saves an account's credentials through accounting, and reads them back opened."""
 
-    def __init__(
-        self,
-        accounting: accounting_pb2_grpc.AccountingAsyncStub,
-        keyring: KeyRing,
-        *,
-        rpc_timeout_seconds: float = 5.0,
-        allow_private_base_urls: bool = False,
-    ) -> None:
-        self._accounting = accounting
-        self._keyring = keyring
-        self._timeout = rpc_timeout_seconds
-        self._allow_private_base_urls = allow_private_base_urls
+    accounting: accounting_pb2_grpc.AccountingAsyncStub
+    keyring: KeyRing
+    _: KW_ONLY
+    rpc_timeout_seconds: float = 5.0
+    # ORQEN_ALLOW_PRIVATE_BASE_URLS: an account's base URL may then be on the operator's own network.
+    allow_private_base_urls: bool = False
 
     async def save(
         self,
@@ -53,16 +49,16 @@ class CredentialStore:
         Accounting bumps the account's change counter, so every dispatch replica reads the
         account's credentials again for its next request.
         """
-        if not self._keyring.can_seal:
+        if not self.keyring.can_seal:
             raise credentials_not_configured()
         fields, info = validate_secret(provider, auth, secret, base_url, region)
-        if info.base_url and not self._allow_private_base_urls:
+        if info.base_url and not self.allow_private_base_urls:
             await refuse_private_address(info.base_url)
         info.account_id = account_id
-        sealed = self._keyring.seal(fields, account_id, info.provider)
+        sealed = self.keyring.seal(fields, account_id, info.provider)
         try:
-            stored: accounting_pb2.CredentialInfo = await self._accounting.PutCredential(
-                accounting_pb2.SealedCredential(info=info, sealed=sealed), timeout=self._timeout
+            stored: accounting_pb2.CredentialInfo = await self.accounting.PutCredential(
+                accounting_pb2.SealedCredential(info=info, sealed=sealed), timeout=self.rpc_timeout_seconds
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "accounting") from None
@@ -73,11 +69,11 @@ class CredentialStore:
 
         A row that does not open is left out (and logged), so the rest of the account works.
         """
-        if not self._keyring.can_seal:
+        if not self.keyring.can_seal:
             return {}  # without operator keys nothing saved could be opened
         try:
-            found: accounting_pb2.SealedCredentials = await self._accounting.GetSealedCredentials(
-                accounting_pb2.AccountRef(account_id=account_id), timeout=self._timeout
+            found: accounting_pb2.SealedCredentials = await self.accounting.GetSealedCredentials(
+                accounting_pb2.AccountRef(account_id=account_id), timeout=self.rpc_timeout_seconds
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, "accounting") from None
@@ -86,7 +82,7 @@ class CredentialStore:
             provider = credential.info.provider
             try:
                 # Opened as the account asked for: a row of another account never opens here.
-                opened[provider] = self._keyring.open(credential.sealed, account_id, provider)
+                opened[provider] = self.keyring.open(credential.sealed, account_id, provider)
                 await self._reseal_if_old(credential, account_id)
             except UnusableCredentialError as err:
                 log.warning(
@@ -106,12 +102,12 @@ class CredentialStore:
         old key can be retired once no row names it (see the README). A failed write is
         only logged: the row still opens with the old key, and the next read tries again.
         """
-        resealed = self._keyring.rotate(credential.sealed, account_id, credential.info.provider)
+        resealed = self.keyring.rotate(credential.sealed, account_id, credential.info.provider)
         if resealed is None:
             return
         try:
-            await self._accounting.PutCredential(
-                accounting_pb2.SealedCredential(info=credential.info, sealed=resealed), timeout=self._timeout
+            await self.accounting.PutCredential(
+                accounting_pb2.SealedCredential(info=credential.info, sealed=resealed), timeout=self.rpc_timeout_seconds
             )
         except grpc.aio.AioRpcError as err:
             log.warning("re-sealing a credential under the new key failed", credential_id=credential.info.id,

@@ -133,7 +133,7 @@ class Accounting:
     def configs(self, redis: Redis, clock: FakeClock, keys: str | None = OLD_KEY) -> AccountConfigs:
         """One dispatch replica's view of the accounts."""
         store = self.store(keys)
-        return AccountConfigs(store, store._accounting, redis, TTL, clock=clock)
+        return AccountConfigs(store, store.accounting, redis, TTL, clock=clock)
 
     def store(self, keys: str | None = OLD_KEY, *, allow_private: bool = True) -> CredentialStore:
         channel = open_channel(self.addr, TOKEN)
