@@ -60,7 +60,7 @@ class AccountCache(Generic[T]):
 
     redis: Redis
     load: Loader[T]
-    ttl_seconds: float  # how long a copy is trusted (the limit when Redis cannot say whether it changed)
+    ttl_seconds: float  # the longest a copy is kept (the only limit while Redis cannot say it changed)
     _: KW_ONLY
     max_accounts: int = 10_000  # copies kept; beyond, the oldest is dropped
     clock: Callable[[], float] = time.monotonic
