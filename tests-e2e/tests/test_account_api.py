@@ -166,6 +166,24 @@ async def test_the_fallback_chain_answers_when_the_requested_model_fails(stack: 
     ]
 
 
+async def test_a_fallback_on_another_provider_never_gets_the_callers_provider_key(
+    stack: Any, alice: httpx.AsyncClient
+) -> None:
+    await alice.put("/v1/account/routing/preferences", json={"fallback_models": ["claude-sonnet-4-6"]})
+    callers_key = "sk-callers-own-openai-key-5678"  # the fake OpenAI refuses it: 401 moves on to the fallback
+    answered = await chat(alice, "gpt-4o-mini", headers={"x-orqen-provider-key": callers_key})
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-orqen-model"] == "claude-sonnet-4-6"
+    # Anthropic, another provider, got the operator's key: with the caller's it would have answered 401.
+    assert stack.upstreams.anthropic.requests[-1]["headers"]["x-api-key"] == ANTHROPIC_KEY
+    assert callers_key not in repr(stack.upstreams.anthropic.requests)
+    entry = await logged(alice, answered.headers["x-request-id"])
+    assert [(a["model"], a["status"], a["reason"]) for a in entry["attempts"]] == [
+        ("gpt-4o-mini", 401, "requested"),
+        ("claude-sonnet-4-6", 200, "fallback"),
+    ]
+
+
 async def test_the_request_log_names_the_tools_the_model_called_streaming_too(alice: httpx.AsyncClient) -> None:
     tools = [
         {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}

@@ -6,13 +6,17 @@ service keeps each account's copy and checks it against one Redis counter per us
 (`orqen_common.cache.account_config_key`): accounting increments that counter on every
 change, so a change takes effect at once on every replica of every service. When Redis
 cannot be read, a copy is trusted until `ttl_seconds` after it was read.
+
+Requests that miss the same account's copy together share one read (per counter value:
+a request that saw the counter move never waits for a read that started before).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Generic, TypeVar
 
 import grpc
@@ -32,7 +36,7 @@ _UNCHANGED = b"0"
 # Reads an account's settings, given the copy held so far (None at first): returns the
 # settings and whether they are complete (a partial read, when accounting failed, is used
 # for this request but not kept).
-Loader = Callable[[str, T | None], Awaitable[tuple[T, bool]]]
+Loader = Callable[[str, T | None], Coroutine[object, None, tuple[T, bool]]]
 
 
 @dataclass(slots=True)
@@ -42,54 +46,69 @@ class _Cached(Generic[T]):
     value: T
 
 
+@dataclass(slots=True)
+class _Reading(Generic[T]):
+    """A read under way, and the counter value it was started for."""
+
+    generation: bytes | None
+    task: asyncio.Task[tuple[T, bool]]
+
+
+@dataclass(eq=False)  # one cache is one object, not a value
 class AccountCache(Generic[T]):
-    def __init__(
-        self,
-        redis: Redis,
-        load: Loader[T],
-        ttl_seconds: float,
-        *,
-        on_change: Callable[[str], None] | None = None,
-        max_accounts: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """`on_change(account_id)` runs when the account's counter moved, before it is read again."""
-        self._redis = redis
-        self._load = load
-        self._ttl = ttl_seconds
-        self._on_change = on_change
-        self._max_accounts = max_accounts
-        self._clock = clock
-        self._cache: dict[str, _Cached[T]] = {}
+    """Each account's copy of what `load` reads, checked against the account's change counter."""
+
+    redis: Redis
+    load: Loader[T]
+    ttl_seconds: float  # the longest a copy is kept (the only limit while Redis cannot say it changed)
+    _: KW_ONLY
+    max_accounts: int = 10_000  # copies kept; beyond, the oldest is dropped
+    clock: Callable[[], float] = time.monotonic
+    _cache: dict[str, _Cached[T]] = field(default_factory=dict, init=False, repr=False)
+    _reading: dict[str, _Reading[T]] = field(default_factory=dict, init=False, repr=False)
 
     async def get(self, account_id: str) -> T:
+        """The account's settings: the copy held, unless the counter moved or it expired."""
         generation = await self._generation(account_id)
         cached = self._cache.get(account_id)
         if cached is not None:
             unchanged = generation is None or generation == cached.generation
-            if unchanged and cached.expires_at > self._clock():
+            if unchanged and cached.expires_at > self.clock():
                 return cached.value
-            if not unchanged and self._on_change is not None:
-                self._on_change(account_id)
-        value, complete = await self._load(account_id, cached.value if cached is not None else None)
-        if complete:
-            self._remember(account_id, generation, value)
+        reading = self._reading.get(account_id)
+        if reading is None or reading.generation != generation:
+            task = asyncio.create_task(self.load(account_id, cached.value if cached is not None else None))
+            reading = self._reading[account_id] = _Reading(generation, task)
+            task.add_done_callback(lambda _: self._settle(account_id, reading))
+        # Shielded: one caller giving up must not cancel the read the others wait for.
+        value, _ = await asyncio.shield(reading.task)
         return value
 
     async def _generation(self, account_id: str) -> bytes | None:
         """The account's change counter; None when Redis cannot say."""
         try:
-            value = await self._redis.get(account_config_key(account_id))
+            value = await self.redis.get(account_config_key(account_id))
         except RedisError as err:
             log.warning("redis unavailable; account settings may be stale until their TTL", error=str(err))
             return None
         return value if isinstance(value, bytes) else _UNCHANGED
 
+    def _settle(self, account_id: str, reading: _Reading[T]) -> None:
+        """Keep a finished read's complete answer, unless a read for a newer counter replaced it."""
+        if self._reading.get(account_id) is not reading:
+            return
+        del self._reading[account_id]
+        if reading.task.cancelled() or reading.task.exception() is not None:
+            return
+        value, complete = reading.task.result()
+        if complete:
+            self._remember(account_id, reading.generation, value)
+
     def _remember(self, account_id: str, generation: bytes | None, value: T) -> None:
-        if account_id not in self._cache and len(self._cache) >= self._max_accounts:
+        if account_id not in self._cache and len(self._cache) >= self.max_accounts:
             del self._cache[next(iter(self._cache))]  # the oldest entry
         self._cache.pop(account_id, None)
-        self._cache[account_id] = _Cached(generation, self._clock() + self._ttl, value)
+        self._cache[account_id] = _Cached(generation, self.clock() + self.ttl_seconds, value)
 
 
 async def answer_or_none(call: Awaitable[T], account_id: str, what: str) -> T | None:

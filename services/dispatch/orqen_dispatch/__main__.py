@@ -111,10 +111,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     stack.push_async_callback(accounting_channel.close)
     accounting = accounting_pb2_grpc.AccountingStub(accounting_channel)
     store = CredentialStore(
-        accounting,
-        KeyRing.from_setting(keys),
-        settings.account_config_ttl_seconds,
-        allow_private_base_urls=settings.allow_private_base_urls,
+        accounting, KeyRing.from_setting(keys), allow_private_base_urls=settings.allow_private_base_urls
     )
     dispatcher = Dispatcher(settings.retry_policy(), settings.circuit_breakers())
     configs = AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds)

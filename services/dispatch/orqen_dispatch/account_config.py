@@ -2,7 +2,8 @@
 
 An account's saved provider credentials (opened), its fallback chain and the models it
 switched off live in accounting; each account's copy is kept here and checked against
-its change counter per request (orqen_common.account_cache).
+its change counter per request (orqen_common.account_cache), which accounting bumps on
+every change: a credential saved through any replica is used by the next request on all.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import structlog
 from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
+from orqen_common.errors import OrqenError
 from orqen_dispatch.credentials import CredentialStore, SavedCredentials
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,8 @@ class AccountConfig:
 
 
 class AccountConfigs:
+    """Each account's `AccountConfig`, read from accounting when it changed or its copy expired."""
+
     def __init__(
         self,
         store: CredentialStore,
@@ -40,23 +47,24 @@ class AccountConfigs:
         self._store = store
         self._accounting = accounting
         self._timeout = rpc_timeout_seconds
-        self._cache = AccountCache(redis, self._load, ttl_seconds, on_change=store.invalidate, clock=clock)
+        self._cache = AccountCache(redis, self._load, ttl_seconds, clock=clock)
 
     async def get(self, account_id: str) -> AccountConfig:
+        """The account's configuration (do not mutate it); OrqenError only when none was ever read."""
         return await self._cache.get(account_id)
 
     async def _load(self, account_id: str, previous: AccountConfig | None) -> tuple[AccountConfig, bool]:
         ref = accounting_pb2.AccountRef(account_id=account_id)
         what = "account routing settings"
         credentials, preferences, toggles = await asyncio.gather(
-            self._store.for_account(account_id),
+            self._credentials(account_id, previous),
             answer_or_none(self._accounting.GetRoutingPreferences(ref, timeout=self._timeout), account_id, what),
             answer_or_none(self._accounting.ListModelToggles(ref, timeout=self._timeout), account_id, what),
         )
         # Whatever accounting could not say now stays as it was.
         previous = previous or AccountConfig({})
         config = AccountConfig(
-            credentials=credentials,
+            credentials=credentials if credentials is not None else previous.credentials,
             fallback_models=(
                 tuple(preferences.fallback_models) if preferences is not None else previous.fallback_models
             ),
@@ -66,4 +74,18 @@ class AccountConfigs:
                 else previous.disabled_models
             ),
         )
-        return config, preferences is not None and toggles is not None
+        return config, credentials is not None and preferences is not None and toggles is not None
+
+    async def _credentials(self, account_id: str, previous: AccountConfig | None) -> SavedCredentials | None:
+        """The account's saved credentials; None when accounting fails and a copy was read before.
+
+        Without any copy the failure is raised: a request must not go out with the operator's
+        keys in place of credentials the account may have saved.
+        """
+        try:
+            return await self._store.read(account_id)
+        except OrqenError as err:
+            if previous is None:
+                raise
+            log.warning("accounting unreachable; using expired credentials", account_id=account_id, error=str(err))
+            return None

@@ -135,7 +135,7 @@ class ProxyService:
                 f"The {provider.name} provider does not offer /v1/{entry.name}. Orqen forwards it to providers "
                 "that do: OpenAI, or an OpenAI-compatible provider named in the model as <provider>/<model>."
             )
-        credentials = merge(head.credentials, config.credentials.get(provider.name), provider.name)
+        credentials = merge(head.credentials, config.credentials.get(provider.name), provider.name, provider.name)
         return Target(provider, model, credentials, "requested", head.model)
 
 

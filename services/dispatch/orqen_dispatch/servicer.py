@@ -30,10 +30,6 @@ from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatche
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.summary import as_orqen_error, ms_since, summary
 
-# Only the provider a request names gets the caller's X-Orqen-Provider-Key: sending it to a
-# fallback on another provider would hand one provider's key to another.
-_PROVIDER_KEY = "api_key"
-
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     def __init__(
@@ -137,7 +133,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
 
     async def _targets(self, account_id: str, chat: ChatRequest, request: dispatch_pb2.CompleteRequest) -> list[Target]:
         """The models to try in order, each with its provider and credentials."""
-        per_request = request.credentials
         config = await self._configs.get(account_id)
         model = chat.model
         # Only a routing string reads the figures: a named model costs no Redis read for them.
@@ -147,14 +142,13 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         )
         chosen = {choice.model for choice in choices}
         choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
-        without_key = {k: v for k, v in per_request.items() if k != _PROVIDER_KEY}
+        saved = config.credentials
+        # The provider the caller's model names, the only one its own key is for (a routing string names none).
+        requested = None if model.startswith(ROUTING_PREFIX) else self._router.resolve(model, saved.keys())[0].name
         targets: list[Target] = []
         for choice in choices:
-            provider, provider_model = self._router.resolve(choice.model, config.credentials.keys())
-            named = not targets or provider.name == targets[0].provider.name
-            credentials = merge(
-                per_request if named else without_key, config.credentials.get(provider.name), provider.name
-            )
+            provider, provider_model = self._router.resolve(choice.model, saved.keys())
+            credentials = merge(request.credentials, saved.get(provider.name), provider.name, requested)
             targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
         return targets
 

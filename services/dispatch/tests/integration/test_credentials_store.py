@@ -2,7 +2,8 @@
 
 The stand-in speaks the real contract (orqen.v1.Accounting, behind the shared server
 interceptor): GetSealedCredentials is for services only and PutCredential is scoped to the
-account, as accounting's own servicer does. It stores exactly what it is sent.
+account, as accounting's own servicer does. It stores exactly what it is sent and, given a
+Redis, bumps the account's change counter on every put, as accounting does.
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], accounting_pb2.SealedCredential] = {}
         self.reads = 0
+        self.credential_reads = 0
         self.read_gate: asyncio.Event | None = None  # when set, reads wait for it
         self.read_started = asyncio.Event()
         self.put_error: OrqenError | None = None
         self.fallbacks: list[str] = []
         self.disabled: list[str] = []
         self.preferences_error: OrqenError | None = None
+        self.redis: Redis | None = None  # when set, every put bumps the account's change counter
 
     async def PutCredential(
         self, request: accounting_pb2.SealedCredential, context: ServicerContext
@@ -66,6 +69,8 @@ class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
         row.info.created_at.CopyFrom(previous.info.created_at if previous else now)
         row.info.updated_at.CopyFrom(now)
         self.rows[(account_id, request.info.provider)] = row
+        if self.redis is not None:
+            await self.redis.incr(account_config_key(account_id))
         return row.info
 
     async def GetSealedCredentials(
@@ -73,13 +78,16 @@ class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
     ) -> accounting_pb2.SealedCredentials:
         require_service()
         self.reads += 1
+        self.credential_reads += 1
         self.read_started.set()
-        if self.read_gate is not None:
-            await self.read_gate.wait()
         account_id = account_scope(request.account_id)
-        return accounting_pb2.SealedCredentials(
+        # Read before the gate: a gated read answers what was stored when it started.
+        found = accounting_pb2.SealedCredentials(
             credentials=[row for (owner, _), row in self.rows.items() if owner == account_id]
         )
+        if self.read_gate is not None:
+            await self.read_gate.wait()
+        return found
 
     async def GetRoutingPreferences(
         self, request: accounting_pb2.AccountRef, context: ServicerContext
@@ -122,21 +130,18 @@ class Accounting:
     server: grpc.aio.Server
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
-    def configs(self, redis: Redis, clock: FakeClock) -> AccountConfigs:
-        store = self.store(clock=clock)
-        return AccountConfigs(store, store._accounting, redis, TTL, clock=clock)
+    def configs(self, redis: Redis, clock: FakeClock, keys: str | None = OLD_KEY) -> AccountConfigs:
+        """One dispatch replica's view of the accounts."""
+        store = self.store(keys)
+        return AccountConfigs(store, store.accounting, redis, TTL, clock=clock)
 
-    def store(
-        self, keys: str | None = OLD_KEY, clock: FakeClock | None = None, *, allow_private: bool = True
-    ) -> CredentialStore:
+    def store(self, keys: str | None = OLD_KEY, *, allow_private: bool = True) -> CredentialStore:
         channel = open_channel(self.addr, TOKEN)
         self.channels.append(channel)
         return CredentialStore(
             accounting_pb2_grpc.AccountingStub(channel),
             KeyRing.from_setting(keys),
-            TTL,
             rpc_timeout_seconds=5,
-            clock=clock or FakeClock(),
             # The base URLs of most tests are made up; the guard is tested on its own below.
             allow_private_base_urls=allow_private,
         )
@@ -167,8 +172,8 @@ async def test_a_saved_secret_reaches_accounting_only_sealed_and_opens_in_dispat
     stored = accounting.servicer.rows[(ALICE, "openai")]
     assert stored.sealed.key_id == "k1" and len(stored.sealed.nonce) == 12
     assert OPENAI_KEY.encode() not in stored.SerializeToString()
-    assert await store.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
-    assert await store.for_account(BOB) == {}
+    assert await store.read(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+    assert await store.read(BOB) == {}
 
 
 async def test_every_kind_of_credential_round_trips(accounting: Accounting) -> None:
@@ -178,7 +183,7 @@ async def test_every_kind_of_credential_round_trips(accounting: Accounting) -> N
     compatible = await store.save(ALICE, "together", "", {"api_key": "tgp-alice-1234"}, "https://llm.example/v1/")
     assert (bedrock.auth, bedrock.region, bedrock.last4) == ("iam", "eu-west-1", "-xyz")
     assert compatible.base_url == "https://llm.example/v1"
-    assert await store.for_account(ALICE) == {
+    assert await store.read(ALICE) == {
         "bedrock": {**iam, "region": "eu-west-1"},
         "together": {"api_key": "tgp-alice-1234", "base_url": "https://llm.example/v1"},
     }
@@ -195,55 +200,7 @@ async def test_without_operator_keys_saving_is_refused_naming_the_setting(accoun
     with pytest.raises(OrqenError, match="ORQEN_CREDENTIALS_KEYS") as refused:
         await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
     assert refused.value.kind.grpc_code == grpc.StatusCode.FAILED_PRECONDITION
-    assert await store.for_account(ALICE) == {} and accounting.servicer.reads == 0
-
-
-async def test_credentials_are_read_once_per_ttl_and_a_save_here_is_seen_at_once(accounting: Accounting) -> None:
-    clock = FakeClock()
-    store, elsewhere = accounting.store(clock=clock), accounting.store()
-    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
-    assert (await store.for_account(ALICE))["openai"]["api_key"] == OPENAI_KEY
-    clock.now += TTL - 1
-    await store.for_account(ALICE)
-    assert accounting.servicer.reads == 1
-
-    # Saved through another dispatch replica: seen once the TTL has passed.
-    await elsewhere.save(ALICE, "openai", "api_key", {"api_key": "sk-proj-alice-rotated"})
-    assert (await store.for_account(ALICE))["openai"]["api_key"] == OPENAI_KEY
-    clock.now += 2
-    assert (await store.for_account(ALICE))["openai"]["api_key"] == "sk-proj-alice-rotated"
-    assert accounting.servicer.reads == 2
-
-    # Saved through this store: seen at once.
-    await store.save(ALICE, "openai", "api_key", {"api_key": "sk-proj-alice-third"})
-    assert (await store.for_account(ALICE))["openai"]["api_key"] == "sk-proj-alice-third"
-    assert accounting.servicer.reads == 3
-
-
-async def test_concurrent_misses_make_one_read(accounting: Accounting) -> None:
-    store = accounting.store()
-    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
-    accounting.servicer.read_gate = gate = asyncio.Event()
-    readers = [asyncio.create_task(store.for_account(ALICE)) for _ in range(20)]
-    await accounting.servicer.read_started.wait()
-    gate.set()
-    results = await asyncio.gather(*readers)
-    assert accounting.servicer.reads == 1
-    assert all(r == {"openai": {"api_key": OPENAI_KEY}} for r in results)
-
-
-async def test_a_read_that_predates_a_save_is_not_cached(accounting: Accounting) -> None:
-    store = accounting.store()
-    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
-    accounting.servicer.read_gate = gate = asyncio.Event()
-    stale_read = asyncio.create_task(store.for_account(ALICE))
-    await accounting.servicer.read_started.wait()
-    store.invalidate(ALICE)  # what save() does after writing
-    gate.set()
-    await stale_read
-    accounting.servicer.read_gate = None
-    await store.for_account(ALICE)
-    assert accounting.servicer.reads == 2
+    assert await store.read(ALICE) == {} and accounting.servicer.reads == 0
 
 
 async def test_a_row_moved_to_another_account_does_not_open_and_is_logged_without_the_secret(
@@ -253,9 +210,8 @@ async def test_a_row_moved_to_another_account_does_not_open_and_is_logged_withou
     await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
     await store.save(BOB, "anthropic", "api_key", {"api_key": "sk-ant-bob-0123456789"})
     accounting.servicer.move("openai", ALICE, BOB)
-    store.invalidate(BOB)
     with capture_logs() as logs:
-        opened = await store.for_account(BOB)
+        opened = await store.read(BOB)
     assert opened == {"anthropic": {"api_key": "sk-ant-bob-0123456789"}}  # the rest of the account still works
     [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
     assert (warning["account_id"], warning["provider"], warning["key_id"]) == (BOB, "openai", "k1")
@@ -270,33 +226,20 @@ async def test_a_rotation_reseals_rows_as_they_are_read_so_the_old_key_can_be_re
     await accounting.store(keys=OLD_KEY).save(BOB, "openai", "api_key", {"api_key": OPENAI_KEY})
     rotated = accounting.store(keys=f"{NEW_KEY},{OLD_KEY}")
     with capture_logs() as logs:
-        assert await rotated.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
+        assert await rotated.read(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
     assert accounting.servicer.rows[(ALICE, "openai")].sealed.key_id == "k2"
     assert any(entry["event"] == "credential re-sealed under the active key" for entry in logs)
     await rotated.save(ALICE, "groq", "api_key", {"api_key": "gsk-alice-0123456789"})
     assert accounting.servicer.rows[(ALICE, "groq")].sealed.key_id == "k2"
     # With the old key retired, Alice's rows (re-sealed) still open; Bob's, never read since, do not.
     retired = accounting.store(keys=NEW_KEY)
-    assert await retired.for_account(ALICE) == {
+    assert await retired.read(ALICE) == {
         "openai": {"api_key": OPENAI_KEY},
         "groq": {"api_key": "gsk-alice-0123456789"},
     }
     with capture_logs() as logs:
-        assert await retired.for_account(BOB) == {}
+        assert await retired.read(BOB) == {}
     assert any("not in ORQEN_CREDENTIALS_KEYS" in entry.get("reason", "") for entry in logs)
-
-
-async def test_when_accounting_is_down_the_last_credentials_read_are_used(accounting: Accounting) -> None:
-    clock = FakeClock()
-    store = accounting.store(clock=clock)
-    await store.save(ALICE, "openai", "api_key", {"api_key": OPENAI_KEY})
-    assert await store.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
-    await accounting.server.stop(None)
-    clock.now += TTL + 1
-    assert await store.for_account(ALICE) == {"openai": {"api_key": OPENAI_KEY}}
-    with pytest.raises(OrqenError) as unavailable:
-        await store.for_account(BOB)  # nothing read before: nothing to fall back on
-    assert unavailable.value.http_status == 503
 
 
 async def test_accountings_refusal_of_a_put_reaches_the_caller(accounting: Accounting) -> None:
@@ -357,6 +300,77 @@ async def test_without_redis_a_copy_is_trusted_for_its_ttl_then_read_again(accou
     clock.now += 2
     assert (await configs.get(account)).credentials == {"openai": {"api_key": "sk-proj-second-002"}}
     await dead.aclose()
+
+
+async def test_a_credential_saved_through_one_replica_is_used_by_the_next_request_on_every_replica(
+    accounting: Accounting, redis: Redis
+) -> None:
+    accounting.servicer.redis = redis
+    account = f"acct-{uuid.uuid4()}"
+    clock = FakeClock()
+    here, there = accounting.configs(redis, clock), accounting.configs(redis, clock)
+    await accounting.store().save(account, "openai", "api_key", {"api_key": "sk-proj-first-0001"})
+    assert (await here.get(account)).credentials == (await there.get(account)).credentials
+    reads = accounting.servicer.credential_reads
+    assert (await here.get(account)).credentials == {"openai": {"api_key": "sk-proj-first-0001"}}
+    assert accounting.servicer.credential_reads == reads, "unchanged: served from memory"
+
+    await here._store.save(account, "openai", "api_key", {"api_key": "sk-proj-second-002"})
+    for replica in (here, there):
+        assert (await replica.get(account)).credentials == {"openai": {"api_key": "sk-proj-second-002"}}
+
+
+async def test_requests_that_miss_together_make_one_read(accounting: Accounting, redis: Redis) -> None:
+    account = f"acct-{uuid.uuid4()}"
+    configs = accounting.configs(redis, FakeClock())
+    await accounting.store().save(account, "openai", "api_key", {"api_key": OPENAI_KEY})
+    accounting.servicer.read_gate = gate = asyncio.Event()
+    readers = [asyncio.create_task(configs.get(account)) for _ in range(20)]
+    await accounting.servicer.read_started.wait()
+    readers[0].cancel()  # one caller giving up does not cancel the read the others wait for
+    gate.set()
+    results = await asyncio.gather(*readers[1:])
+    assert accounting.servicer.credential_reads == 1
+    assert all(r.credentials == {"openai": {"api_key": OPENAI_KEY}} for r in results)
+    assert (await configs.get(account)).credentials == {"openai": {"api_key": OPENAI_KEY}}
+    assert accounting.servicer.credential_reads == 1, "the read was kept although its first caller left"
+
+
+async def test_a_request_after_a_change_never_waits_for_a_read_that_started_before_it(
+    accounting: Accounting, redis: Redis
+) -> None:
+    accounting.servicer.redis = redis
+    account = f"acct-{uuid.uuid4()}"
+    configs = accounting.configs(redis, FakeClock())
+    await accounting.store().save(account, "openai", "api_key", {"api_key": "sk-proj-first-0001"})
+    accounting.servicer.read_gate = gate = asyncio.Event()
+    before = asyncio.create_task(configs.get(account))
+    await accounting.servicer.read_started.wait()
+    await accounting.store().save(account, "openai", "api_key", {"api_key": "sk-proj-second-002"})
+    accounting.servicer.read_gate = None  # reads from now on answer at once
+    async with asyncio.timeout(10):  # joined to the read under way, it would wait for ever
+        after = await configs.get(account)
+    assert after.credentials == {"openai": {"api_key": "sk-proj-second-002"}} and not before.done()
+    gate.set()
+    assert (await before).credentials == {"openai": {"api_key": "sk-proj-first-0001"}}
+    assert (await configs.get(account)).credentials == {"openai": {"api_key": "sk-proj-second-002"}}
+    assert accounting.servicer.credential_reads == 2
+
+
+async def test_when_accounting_is_down_the_last_credentials_read_are_used(accounting: Accounting, redis: Redis) -> None:
+    account, never_read = f"acct-{uuid.uuid4()}", f"acct-{uuid.uuid4()}"
+    clock = FakeClock()
+    configs = accounting.configs(redis, clock)
+    await accounting.store().save(account, "openai", "api_key", {"api_key": OPENAI_KEY})
+    assert (await configs.get(account)).credentials == {"openai": {"api_key": OPENAI_KEY}}
+    await accounting.server.stop(None)
+    clock.now += TTL + 1
+    with capture_logs() as logs:
+        assert (await configs.get(account)).credentials == {"openai": {"api_key": OPENAI_KEY}}
+    assert any(entry["event"] == "accounting unreachable; using expired credentials" for entry in logs)
+    with pytest.raises(OrqenError) as unavailable:
+        await configs.get(never_read)  # nothing read before: nothing to fall back on
+    assert unavailable.value.http_status == 503
 
 
 async def test_when_accounting_cannot_give_the_preferences_routing_goes_on_without_them(
