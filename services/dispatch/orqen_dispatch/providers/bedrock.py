@@ -65,6 +65,7 @@ from orqen_common.formats.openai import (
     UserMessage,
     encode,
 )
+from orqen_dispatch.credentials.validation import fits_a_header
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
@@ -200,7 +201,7 @@ def _caller_auth(credentials: Credentials) -> str | AwsKeys | None:
 
     def given(key: str) -> str | None:
         value = credentials.get(key) or None
-        if value is not None and not _fits_a_header(value):
+        if value is not None and not fits_a_header(value):
             raise invalid_request(f"{key} holds characters that cannot be sent to Bedrock.")
         return value
 
@@ -216,10 +217,6 @@ def _caller_auth(credentials: Credentials) -> str | AwsKeys | None:
             "aws_access_key_id and aws_secret_access_key must be sent together (aws_session_token only with them)."
         )
     return None
-
-
-def _fits_a_header(value: str) -> bool:
-    return all(" " <= char <= "~" for char in value)
 
 
 def _regional_endpoint(region: str) -> str:
