@@ -65,19 +65,19 @@ lint: install
 		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing \
 		tools/stack/orqen_stack tools/testing/orqen_testing
 
-# Latency Orqen adds per ingress format, against the fake providers (numbers in the README).
+# Latency Orqen adds per ingress format, against the fake providers (numbers in docs/performance.md).
 bench: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py
 
-# Sustained ingest into Postgres and account API latency over 1,000,000 rows (numbers in the README).
+# Sustained ingest into Postgres and account API latency over 1,000,000 rows (numbers in docs/performance.md).
 bench-accounting: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/accounting.py
 
-# Proxied uploads and binary answers: time and the edge's and dispatch's peak memory (numbers in the README).
+# Proxied uploads and binary answers: time and the edge's and dispatch's peak memory (numbers in docs/performance.md).
 bench-proxy: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/proxy_upload.py
 
-# Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in the README).
+# Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in docs/performance.md).
 bench-optimizer: install
 	$(BIN)/python services/optimizer/bench/routing.py $(ARGS)
 

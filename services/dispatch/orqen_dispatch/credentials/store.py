@@ -99,7 +99,7 @@ class CredentialStore:
         """Key rotation: a secret sealed under an older key is sealed again under the active one.
 
         Each account's rows move to the new key the first time dispatch reads them, so an
-        old key can be retired once no row names it (see the README). A failed write is
+        old key can be retired once no row names it (see docs/operations.md, key rotation). A failed write is
         only logged: the row still opens with the old key, and the next read tries again.
         """
         resealed = self.keyring.rotate(credential.sealed, account_id, credential.info.provider)
