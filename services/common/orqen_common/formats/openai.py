@@ -320,6 +320,9 @@ class AnswerMessage(_Answer):
     annotations: list[Any] | UnsetType = UNSET
     audio: dict[str, Any] | UnsetType | None = UNSET
     function_call: FunctionCall | UnsetType | None = UNSET
+    # The reasoning text OpenAI-compatible servers add (DeepSeek, vLLM: `reasoning_content`; Groq: `reasoning`).
+    reasoning_content: str | UnsetType | None = UNSET
+    reasoning: str | UnsetType | None = UNSET
 
 
 class Choice(_Answer, kw_only=True):
@@ -359,6 +362,8 @@ class Delta(_Answer):
     content: str | UnsetType | None = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
     refusal: str | UnsetType | None = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
+    reasoning: str | UnsetType | None = UNSET
 
 
 class ChunkChoice(_Answer, kw_only=True):

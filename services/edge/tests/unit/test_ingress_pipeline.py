@@ -4,7 +4,7 @@ import pytest
 
 from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import decode_request, tool_name
+from orqen_common.formats.openai import completion_decoder, decode_request, encode, tool_name
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
 
@@ -113,3 +113,22 @@ def test_error_bodies_follow_each_sdk() -> None:
     assert ingress_of("/v1/messages") == "anthropic"
     assert ingress_of("/model/anthropic.claude/converse") == "bedrock"
     assert ingress_of("/v1/chat/completions") == "openai"
+
+
+def test_an_openai_compatible_answer_keeps_its_reasoning_and_logprobs() -> None:
+    answer = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "deepseek-reasoner",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "4", "reasoning_content": "2 + 2"},
+                "finish_reason": "stop",
+                "logprobs": {"content": []},
+            }
+        ],
+    }
+    completion = completion_decoder.decode(orjson.dumps(answer))
+    assert orjson.loads(encode(completion)) == answer
