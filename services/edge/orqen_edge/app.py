@@ -9,13 +9,20 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
-from orqen_edge import account, account_keys, billing_api, dashboard_api, health, proxy_api, routing_api, usage_api
+from orqen_edge import health
+from orqen_edge.account import billing as billing_api
+from orqen_edge.account import keys as account_keys
+from orqen_edge.account import request_log as account
+from orqen_edge.account import routing as routing_api
+from orqen_edge.account import usage as usage_api
 from orqen_edge.anthropic_messages import create_message
 from orqen_edge.auth import api_key_principal
 from orqen_edge.bedrock_converse import converse
-from orqen_edge.dashboard_auth import dashboard_session
+from orqen_edge.dashboard import login as dashboard_api
+from orqen_edge.dashboard.auth import dashboard_session
 from orqen_edge.errors import handle_http_exception, handle_orqen_error, handle_unexpected
 from orqen_edge.openai_chat import chat_completions
+from orqen_edge.proxy import routes as proxy_api
 from orqen_edge.runtime import Runtime
 
 

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import open_redis
 from orqen_common.events import EventNames, EventPublisher
+from orqen_edge.dashboard.session_store import SessionStore
 from orqen_edge.rate_limit import RateLimiter, RateLimits
 from orqen_edge.rpc import Downstream
-from orqen_edge.session_store import SessionStore
 from orqen_edge.settings import EdgeSettings
 
 

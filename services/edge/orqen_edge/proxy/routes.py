@@ -1,7 +1,7 @@
 """The stateless proxy families over HTTP, under /v1 and the Orq.ai-compatible /v2/proxy and /v3/router.
 
 Each request is authenticated and rate limited like chat, then handed to dispatch's Proxy
-call as it is read (orqen_edge.proxy_upload); the answer streams back with the upstream's
+call as it is read (orqen_edge.proxy.upload); the answer streams back with the upstream's
 status and content type, byte for byte. No chat optimization runs. The request event is
 published once, after the last byte, with ingress "proxy/<family>" and the usage the
 upstream reported.
@@ -26,7 +26,7 @@ from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, ingress, paths
 from orqen_edge.errors import error_body
 from orqen_edge.pipeline import PROVIDER_KEY_HEADER, SESSION_HEADER, ChatCall, new_call, pop_credentials
-from orqen_edge.proxy_upload import Opening, open_json, open_multipart
+from orqen_edge.proxy.upload import Opening, open_json, open_multipart
 from orqen_edge.runtime import Runtime
 
 

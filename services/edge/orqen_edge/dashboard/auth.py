@@ -18,8 +18,8 @@ from litestar.di import NamedDependency
 from orqen_common.context import Principal, principal_var
 from orqen_common.errors import OrqenError, unauthenticated
 from orqen_edge.auth import api_key_principal
+from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.runtime import Runtime
-from orqen_edge.session_store import DashboardSession
 
 COOKIE_NAME = "orqen_session"
 CSRF_HEADER = "x-csrf-token"

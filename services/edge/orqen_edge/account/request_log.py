@@ -12,8 +12,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
-from orqen_edge.dashboard_auth import key_or_session_principal
-from orqen_edge.proto_json import plain
+from orqen_edge.account.responses import plain
+from orqen_edge.dashboard.auth import key_or_session_principal
 from orqen_edge.runtime import Runtime
 
 # Read-only account routes the dashboard shows: an API key when one is sent, else the dashboard session.

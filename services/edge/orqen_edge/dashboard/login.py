@@ -18,11 +18,11 @@ from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2
 from orqen_common.errors import OrqenError, invalid_request
-from orqen_edge.dashboard_auth import COOKIE_NAME, carries_api_key
+from orqen_edge.dashboard.auth import COOKIE_NAME, carries_api_key
+from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.request_body import read_json
 from orqen_edge.rpc import translated
 from orqen_edge.runtime import Runtime
-from orqen_edge.session_store import DashboardSession
 
 _FAILURE_WINDOW_SECONDS = 15 * 60
 _MAX_FIELD = 1024

@@ -9,10 +9,10 @@ from litestar import Request, post
 from litestar.di import NamedDependency
 
 from orqen_common.errors import invalid_request
-from orqen_edge.proto_json import plain
+from orqen_edge.account.responses import plain
+from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.request_body import read_json
 from orqen_edge.runtime import Runtime
-from orqen_edge.session_store import DashboardSession
 
 _SESSION_ID_LIMIT = 256
 

@@ -16,7 +16,7 @@ from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request, not_found
 from orqen_common.proxy_families import ORQ_BASES
-from orqen_edge.proto_json import plain
+from orqen_edge.account.responses import plain
 from orqen_edge.request_body import read_json
 from orqen_edge.rpc import translated
 from orqen_edge.runtime import Runtime

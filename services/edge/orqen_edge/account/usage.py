@@ -17,8 +17,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2, usage_pb2
 from orqen_common.context import Principal
-from orqen_edge.account import KEY_OR_SESSION, page_of_requests
-from orqen_edge.proto_json import plain
+from orqen_edge.account.request_log import KEY_OR_SESSION, page_of_requests
+from orqen_edge.account.responses import plain
 from orqen_edge.rpc import translated
 from orqen_edge.runtime import Runtime
 
