@@ -37,7 +37,7 @@ class Runtime:
         publisher.start()
         # Closed after the listeners stop, so events of in-flight requests still go out.
         stack.push_async_callback(publisher.close, settings.grace_seconds)
-        authenticate = ApiKeyAuthenticator(redis, downstream.accounting, settings.auth_cache_ttl_seconds)
+        authenticate = downstream.api_key_authenticator(redis, settings.auth_cache_ttl_seconds)
         rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
         sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)
         return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions)

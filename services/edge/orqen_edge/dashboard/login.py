@@ -16,12 +16,10 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from redis.exceptions import RedisError
 
-from orqen.v1 import accounting_pb2
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_edge.dashboard.auth import COOKIE_NAME, carries_api_key
 from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.request_body import read_json
-from orqen_edge.rpc import translated
 from orqen_edge.runtime import Runtime
 
 _FAILURE_WINDOW_SECONDS = 15 * 60
@@ -70,10 +68,7 @@ async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtim
     failures = _FailedLogins(runtime, email)
     await failures.check()
     try:
-        with translated("accounting"):
-            owner = await runtime.downstream.accounting.VerifyOwner(
-                accounting_pb2.VerifyOwnerRequest(email=email, password=password), timeout=10
-            )
+        owner = await runtime.downstream.verify_owner(email, password)
     except OrqenError as err:
         if err.kind.grpc_code == grpc.StatusCode.UNAUTHENTICATED:
             await failures.record()
@@ -131,3 +126,6 @@ class _FailedLogins:
     async def clear(self) -> None:
         with contextlib.suppress(RedisError):
             await self._redis.delete(self._key)
+
+
+ROUTES = (login, logout, current_session)
