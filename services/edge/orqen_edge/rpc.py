@@ -157,6 +157,19 @@ class Downstream:
         request = dispatch_pb2.ListModelsRequest(account_id=account_id)
         return await _unary(_DISPATCH, self._dispatch.ListModels, request)
 
+    # Accounting: the shapes of request most of its RPCs take
+
+    async def _of_account(
+        self, rpc: grpc.aio.UnaryUnaryMultiCallable[accounting_pb2.AccountRef, _Response], account_id: str
+    ) -> _Response:
+        return await _unary(_ACCOUNTING, rpc, accounting_pb2.AccountRef(account_id=account_id))
+
+    async def _over_days(
+        self, rpc: grpc.aio.UnaryUnaryMultiCallable[usage_pb2.UsagePeriod, _Response], account_id: str, days: int
+    ) -> _Response:
+        """A usage report over the last `days` UTC days (0: accounting's default period)."""
+        return await _unary(_ACCOUNTING, rpc, usage_pb2.UsagePeriod(account_id=account_id, days=days))
+
     # Accounting: keys, owners and credentials
 
     def api_key_authenticator(self, redis: Redis, cache_ttl_seconds: int) -> ApiKeyAuthenticator:
@@ -168,7 +181,7 @@ class Downstream:
         return await _unary(_ACCOUNTING, self._accounting.VerifyOwner, request)
 
     async def list_api_keys(self, account_id: str) -> accounting_pb2.ListApiKeysResponse:
-        return await _unary(_ACCOUNTING, self._accounting.ListApiKeys, accounting_pb2.AccountRef(account_id=account_id))
+        return await self._of_account(self._accounting.ListApiKeys, account_id)
 
     async def create_api_key(self, account_id: str, name: str) -> accounting_pb2.CreateApiKeyResponse:
         request = accounting_pb2.CreateApiKeyRequest(account_id=account_id, name=name)
@@ -179,8 +192,7 @@ class Downstream:
         return await _unary(_ACCOUNTING, self._accounting.RevokeApiKey, request)
 
     async def list_credentials(self, account_id: str) -> accounting_pb2.ListCredentialsResponse:
-        request = accounting_pb2.AccountRef(account_id=account_id)
-        return await _unary(_ACCOUNTING, self._accounting.ListCredentials, request)
+        return await self._of_account(self._accounting.ListCredentials, account_id)
 
     async def delete_credential(self, account_id: str, credential_id: str) -> accounting_pb2.DeleteCredentialResponse:
         request = accounting_pb2.CredentialRef(account_id=account_id, credential_id=credential_id)
@@ -189,8 +201,7 @@ class Downstream:
     # Accounting: routing preferences, model toggles and what routing did
 
     async def get_routing_preferences(self, account_id: str) -> accounting_pb2.RoutingPreferences:
-        request = accounting_pb2.AccountRef(account_id=account_id)
-        return await _unary(_ACCOUNTING, self._accounting.GetRoutingPreferences, request)
+        return await self._of_account(self._accounting.GetRoutingPreferences, account_id)
 
     async def put_routing_preferences(
         self, preferences: accounting_pb2.RoutingPreferences
@@ -217,27 +228,22 @@ class Downstream:
 
     async def get_usage_summary(self, account_id: str) -> usage_pb2.UsageSummary:
         """The current month."""
-        return await _unary(_ACCOUNTING, self._accounting.GetUsageSummary, usage_pb2.UsagePeriod(account_id=account_id))
+        return await self._over_days(self._accounting.GetUsageSummary, account_id, 0)
 
     async def get_usage_daily(self, account_id: str, days: int) -> usage_pb2.UsageDaily:
-        request = usage_pb2.UsagePeriod(account_id=account_id, days=days)
-        return await _unary(_ACCOUNTING, self._accounting.GetUsageDaily, request)
+        return await self._over_days(self._accounting.GetUsageDaily, account_id, days)
 
     async def get_analytics_daily(self, account_id: str, days: int) -> usage_pb2.AnalyticsDaily:
-        request = usage_pb2.UsagePeriod(account_id=account_id, days=days)
-        return await _unary(_ACCOUNTING, self._accounting.GetAnalyticsDaily, request)
+        return await self._over_days(self._accounting.GetAnalyticsDaily, account_id, days)
 
     async def get_savings(self, account_id: str, days: int) -> usage_pb2.SavingsBreakdown:
-        request = usage_pb2.UsagePeriod(account_id=account_id, days=days)
-        return await _unary(_ACCOUNTING, self._accounting.GetSavings, request)
+        return await self._over_days(self._accounting.GetSavings, account_id, days)
 
     async def get_latency(self, account_id: str, days: int) -> usage_pb2.LatencySummary:
-        request = usage_pb2.UsagePeriod(account_id=account_id, days=days)
-        return await _unary(_ACCOUNTING, self._accounting.GetLatency, request)
+        return await self._over_days(self._accounting.GetLatency, account_id, days)
 
     async def get_optimization_stats(self, account_id: str, days: int) -> usage_pb2.OptimizationStats:
-        request = usage_pb2.UsagePeriod(account_id=account_id, days=days)
-        return await _unary(_ACCOUNTING, self._accounting.GetOptimizationStats, request)
+        return await self._over_days(self._accounting.GetOptimizationStats, account_id, days)
 
     async def get_tool_health(self, account_id: str, days: int, limit: int) -> usage_pb2.ToolHealth:
         request = usage_pb2.ToolHealthRequest(account_id=account_id, days=days, limit=limit)

@@ -16,16 +16,10 @@ from orqen.v1 import dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request
 from orqen_edge.account.responses import listing, plain
-from orqen_edge.request_body import read_json
+from orqen_edge.request_body import read_json_object
 from orqen_edge.runtime import Runtime
 
 _NAME_LIMIT = 100
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    return body
 
 
 def _optional_str(body: dict[str, Any], field: str, limit: int = 2048) -> str:
@@ -46,7 +40,7 @@ async def list_keys(runtime: NamedDependency[Runtime], principal: NamedDependenc
 async def create_key(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    body = _object(await read_json(request))
+    body = await read_json_object(request)
     name = _optional_str(body, "name", _NAME_LIMIT) or "unnamed"
     created = await runtime.downstream.create_api_key(principal.account_id, name)
     return {"id": created.api_key_id, "name": name, "prefix": created.prefix, "key": created.plaintext}
@@ -70,7 +64,7 @@ async def save_provider(
 ) -> dict[str, Any]:
     """Body: {"provider", "auth"?, "api_key" | "access_key_id"+"secret_access_key"(+"session_token") |
     "bearer_token", "region"?, "base_url"?}. The secret goes to dispatch, which seals it."""
-    body = _object(await read_json(request))
+    body = await read_json_object(request)
     provider = _optional_str(body, "provider", 64)
     if not provider:
         raise invalid_request("'provider' is required (openai, anthropic, bedrock, groq, or a compatible provider).")

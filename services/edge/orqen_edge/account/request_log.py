@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
-from orqen_edge.account.responses import page, plain
+from orqen_edge.account.responses import PageLimit, page, plain
 from orqen_edge.dashboard.auth import KEY_OR_SESSION
 from orqen_edge.runtime import Runtime
 
@@ -40,7 +40,7 @@ def _timestamp(value: dt.datetime | None) -> Timestamp | None:
 async def list_requests(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
     model: Annotated[str, QueryParameter(description="The model requested or used.")] = "",
     status: Annotated[

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from litestar.params import QueryParameter
+
+# How many items one page of a list route holds (`?limit=`).
+PageLimit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
 def plain(message: Message) -> dict[str, Any]:

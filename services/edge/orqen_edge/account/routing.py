@@ -16,8 +16,8 @@ from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request, not_found
 from orqen_common.proxy_families import ORQ_BASES
-from orqen_edge.account.responses import listing, plain
-from orqen_edge.request_body import read_json
+from orqen_edge.account.responses import PageLimit, listing, plain
+from orqen_edge.request_body import read_json, read_json_object
 from orqen_edge.runtime import Runtime
 
 
@@ -103,9 +103,7 @@ async def get_preferences(runtime: NamedDependency[Runtime], principal: NamedDep
 async def put_preferences(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    body = await read_json_object(request)
     unknown = sorted(set(body) - set(_PREFERENCE_FIELDS))
     if unknown:
         raise invalid_request(f"Unknown fields: {', '.join(unknown)}; expected {', '.join(_PREFERENCE_FIELDS)}.")
@@ -131,7 +129,7 @@ _Days = Annotated[int, QueryParameter(ge=1, le=90, description="The last N days.
 async def routing_traces(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
 ) -> dict[str, Any]:
     return listing((await runtime.downstream.list_routing_traces(principal.account_id, limit)).traces)
 

@@ -16,16 +16,20 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from orqen.v1 import accounting_pb2, usage_pb2
 from orqen_common.context import Principal
 from orqen_edge.account.request_log import page_of_requests
-from orqen_edge.account.responses import page, plain
+from orqen_edge.account.responses import PageLimit, page, plain
 from orqen_edge.dashboard.auth import KEY_OR_SESSION
 from orqen_edge.runtime import Runtime
 
 _Days = Annotated[int, QueryParameter(ge=1, le=366, description="The last N UTC days, today included.")]
-_Limit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
 def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     return {**head, **plain(totals)}
+
+
+def _rows(days: int, data: list[dict[str, Any]]) -> dict[str, Any]:
+    """A list of rows over the period, with the number of days it covers."""
+    return {"object": "list", "days": days, "data": data}
 
 
 @get(
@@ -52,7 +56,7 @@ async def usage_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
     found = await runtime.downstream.get_usage_daily(principal.account_id, days)
-    return {"object": "list", "days": found.days, "data": [_flat(d.totals, date=d.date) for d in found.data]}
+    return _rows(found.days, [_flat(d.totals, date=d.date) for d in found.data])
 
 
 @get(
@@ -64,7 +68,7 @@ async def analytics_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
     found = await runtime.downstream.get_analytics_daily(principal.account_id, days)
-    return {"object": "list", "days": found.days, "data": [plain(d) for d in found.data]}
+    return _rows(found.days, [plain(d) for d in found.data])
 
 
 @get(
@@ -118,7 +122,7 @@ async def tool_health(
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     found = await runtime.downstream.get_tool_health(principal.account_id, days, limit)
-    return {"object": "list", "days": found.days, "data": [plain(t) for t in found.tools]}
+    return _rows(found.days, [plain(t) for t in found.tools])
 
 
 @get(
@@ -129,7 +133,7 @@ async def tool_health(
 async def list_sessions(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
-    limit: _Limit = 50,
+    limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
     found = await runtime.downstream.list_sessions(principal.account_id, limit, cursor)
@@ -145,7 +149,7 @@ async def session_requests(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
     session_id: FromPath[str],
-    limit: _Limit = 50,
+    limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
     # An unknown session (or another account's) is a 404, not an empty page.

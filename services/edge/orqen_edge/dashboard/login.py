@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_edge.dashboard.auth import COOKIE_NAME, carries_api_key
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.request_body import read_json
+from orqen_edge.request_body import read_json_object
 from orqen_edge.runtime import Runtime
 
 _FAILURE_WINDOW_SECONDS = 15 * 60
@@ -48,9 +48,7 @@ def _cookie(runtime: Runtime, value: str, max_age: int) -> Cookie:
     )
 
 
-def _credentials(body: Any) -> tuple[str, str]:
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
+def _credentials(body: dict[str, Any]) -> tuple[str, str]:
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not email.strip() or len(email) > _MAX_FIELD:
         raise invalid_request("'email' is required.")
@@ -64,7 +62,7 @@ async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtim
     """Body: {"email", "password"}. Answers the session (with its CSRF token) and sets an HttpOnly cookie."""
     if carries_api_key(request):
         raise OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "Log in with an email and a password, not an API key.")
-    email, password = _credentials(await read_json(request))
+    email, password = _credentials(await read_json_object(request))
     failures = _FailedLogins(runtime, email)
     await failures.check()
     try:
