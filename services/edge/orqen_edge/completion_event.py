@@ -1,7 +1,7 @@
 """A streamed answer whose request event goes out after its last byte.
 
-Chat streams (orqen_edge.pipeline) and the proxy families (orqen_edge.proxy.routes) end
-the same way: the event records how the stream ended (200, the error that cut it after
+Chat streams (the SDK ingress pipeline) and the proxy families (orqen_edge.proxy.routes)
+end the same way: the event records how the stream ended (200, the error that cut it after
 the first byte, or 499 when the client left), then the tokens the call used are charged.
 """
 

@@ -1,11 +1,13 @@
 """Every call the edge makes to the gRPC services, in one place.
 
 `Downstream` keeps the channels and the stubs to itself and has one method per RPC the
-edge uses. Three things are applied here and nowhere else: each call's deadline, the
-metadata every call carries (the internal token, the request id and the trace context, added
-by the channel: orqen_common.grpc_client), and the translation of a gRPC failure into an
-OrqenError, ready to be rendered in the caller's SDK shape (the table: orqen_common.errors).
-The one exception is `plan`: its caller forwards the request unoptimized on any failure.
+edge uses. It applies what every call needs: its deadline, the metadata it carries (the
+internal token, the request id and the trace context, added by the channels it opens:
+orqen_common.grpc_client), and the translation of a gRPC failure into an OrqenError, ready
+to be rendered in the caller's SDK shape (the table: orqen_common.errors). Two calls differ:
+`plan` raises the gRPC error itself, since its caller forwards the request unoptimized on any
+failure, and API keys are resolved by the authenticator shared with the other services
+(orqen_common.auth), which this client builds on its accounting stub.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
 
 _OPTIMIZER, _DISPATCH, _ACCOUNTING, _BILLING = "optimizer", "dispatch", "accounting", "billing"
-# Account API reads and writes: accounting answers them from indexed rows and daily rollups.
-_ACCOUNT_DEADLINE_S = 10.0
+# What the account API and the dashboard ask: small records, indexed rows and daily rollups.
+_ACCOUNT_API_DEADLINE_S = 10.0
 # Billing calls that wait on Stripe's API.
 _STRIPE_DEADLINE_S = 30.0
 
@@ -60,7 +62,7 @@ async def _unary(
     service: str,
     rpc: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
     request: _Request,
-    deadline_s: float | None = _ACCOUNT_DEADLINE_S,
+    deadline_s: float | None = _ACCOUNT_API_DEADLINE_S,
 ) -> _Response:
     """One request-response call with its deadline; a failure leaves as OrqenError."""
     with _translated(service):
