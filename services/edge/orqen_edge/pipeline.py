@@ -214,9 +214,7 @@ async def optimize(call: ChatCall, chat: dict[str, Any]) -> dict[str, Any]:
         return chat
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
     try:
-        plan = await call.runtime.downstream.plan(
-            call.context, orjson.dumps(chat), settings.optimizer_deadline_ms / 1000
-        )
+        plan = await call.runtime.downstream.plan(call.context, orjson.dumps(chat))
     except (TimeoutError, grpc.aio.AioRpcError) as err:
         reason = err.code().name.lower() if isinstance(err, grpc.aio.AioRpcError) else "timeout"
         OPTIMIZER_FAIL_OPEN.labels(reason).inc()

@@ -74,6 +74,8 @@ class Downstream:
 
     def __init__(self, settings: EdgeSettings) -> None:
         token = settings.internal_token.get_secret_value()
+        # A plan that misses this deadline is not waited for: the request goes on unoptimized.
+        self._plan_deadline_s = settings.optimizer_deadline_ms / 1000
         self._channels = {
             _OPTIMIZER: open_channel(settings.optimizer_addr, token),
             _DISPATCH: open_channel(settings.dispatch_addr, token),
@@ -96,13 +98,10 @@ class Downstream:
 
     # Optimizer
 
-    async def plan(
-        self, ctx: common_pb2.RequestContext, chat_json: bytes, deadline_s: float
-    ) -> optimizer_pb2.PlanResponse:
+    async def plan(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> optimizer_pb2.PlanResponse:
         """The optimization plan; raises the gRPC error itself so the caller can fail open."""
-        return await self._optimizer.Plan(
-            optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json), timeout=deadline_s
-        )
+        request = optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json)
+        return await self._optimizer.Plan(request, timeout=self._plan_deadline_s)
 
     # Dispatch: chat and proxied calls last as long as the provider takes, so they have no deadline here.
 
