@@ -9,13 +9,16 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
-from orqen_edge import account, account_keys, billing_api, dashboard_api, health, proxy_api, routing_api, usage_api
+from orqen_edge import health
+from orqen_edge.account import billing, keys, request_log, routing, usage
 from orqen_edge.auth import api_key_principal
-from orqen_edge.dashboard_auth import dashboard_session
+from orqen_edge.dashboard import login
+from orqen_edge.dashboard.auth import dashboard_session
 from orqen_edge.errors import handle_http_exception, handle_orqen_error, handle_unexpected
 from orqen_edge.ingress.anthropic import create_message
 from orqen_edge.ingress.bedrock import converse
 from orqen_edge.ingress.openai import chat_completions
+from orqen_edge.proxy import routes as proxy_routes
 from orqen_edge.runtime import Runtime
 
 
@@ -26,41 +29,24 @@ def _runtime(state: State) -> Runtime:
 def create_app(runtime: Runtime) -> Litestar:
     return Litestar(
         route_handlers=[
+            # SDK ingress
             chat_completions,
             create_message,
             converse,
-            account.list_requests,
-            account.get_request,
-            account.billing,
-            account_keys.list_keys,
-            account_keys.create_key,
-            account_keys.revoke_key,
-            account_keys.list_providers,
-            account_keys.save_provider,
-            account_keys.delete_provider,
-            routing_api.list_models,
-            routing_api.get_model,
-            routing_api.routing_models,
-            routing_api.routing_models_status,
-            routing_api.toggle_model,
-            routing_api.get_preferences,
-            routing_api.put_preferences,
-            routing_api.routing_traces,
-            routing_api.routing_calibration,
-            routing_api.routing_insights,
-            dashboard_api.login,
-            dashboard_api.logout,
-            dashboard_api.current_session,
-            billing_api.create_checkout,
-            billing_api.customer_portal,
-            billing_api.sync_checkout,
-            billing_api.sync_subscription,
-            billing_api.stripe_webhook,
-            *usage_api.ROUTES,
+            # The account API
+            *request_log.ROUTES,
+            *billing.ROUTES,
+            *keys.ROUTES,
+            *routing.ROUTES,
+            *usage.ROUTES,
+            # The dashboard's sign-in
+            *login.ROUTES,
+            # Probes and metrics
             health.healthz,
             health.readyz,
             health.metrics,
-            *proxy_api.route_handlers(),
+            # The proxy families
+            *proxy_routes.route_handlers(),
         ],
         state=State({"runtime": runtime}),
         dependencies={

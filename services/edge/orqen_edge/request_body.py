@@ -30,3 +30,11 @@ async def read_json(request: Request[Any, Any, Any]) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         raise invalid_request(f"Malformed JSON body: {err.msg} at position {err.pos}.") from None
+
+
+async def read_json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The parsed JSON body, which must be an object; 400 otherwise (and as `read_json`)."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return body

@@ -57,7 +57,7 @@ class EdgeSettings(
     rate_limit_account_tpm: int = Field(
         0, ge=0, description="Tokens per minute allowed to one account, all its keys together; 0: unlimited."
     )
-    # Dashboard sessions (orqen_edge.session_store): account owners' browser logins.
+    # Dashboard sessions (orqen_edge.dashboard.session_store): account owners' browser logins.
     session_idle_seconds: int = Field(
         2 * 3600, ge=60, description="A dashboard session ends after this long without a request."
     )

@@ -38,6 +38,7 @@ from orqen_common.formats.openai import (
     encode_request,
     tool_name,
 )
+from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.request_body import read_body
 from orqen_edge.runtime import Runtime
 
@@ -158,7 +159,8 @@ async def serve_chat(
         if call.stream:
             chunks = await open_stream(call, chat)
             headers = {**call.headers(), "cache-control": "no-cache", "x-accel-buffering": "no"}
-            return Stream(_encoded(call, reply, chunks), media_type=reply.stream_media_type, headers=headers)
+            body = publish_after_last_byte(call, reply.stream(chunks), reply.stream_error)
+            return Stream(body, media_type=reply.stream_media_type, headers=headers)
         completion = await complete(call, chat)
     except OrqenError as err:
         call.record(err.http_status, err.message)
@@ -166,22 +168,6 @@ async def serve_chat(
     call.record(200)
     await call.charge_tokens()
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
-
-
-async def _encoded(call: ChatCall, reply: Reply, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
-    """The reply's stream; an error after the first byte becomes the format's error event."""
-    status, error = 499, "client disconnected"
-    try:
-        async for data in reply.stream(chunks):
-            yield data
-        status, error = 200, ""
-    except OrqenError as err:
-        status, error = err.http_status, err.message
-        yield reply.stream_error(err)
-    finally:
-        call.record(status, error)
-    # Not reached when the client left: then dispatch never reported the usage.
-    await call.charge_tokens()
 
 
 def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str) -> ChatCall:
@@ -234,9 +220,7 @@ async def optimize(call: ChatCall, chat: ChatRequest) -> ChatRequest:
         return chat
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
     try:
-        plan = await call.runtime.downstream.plan(
-            call.context, encode_request(chat), settings.optimizer_deadline_ms / 1000
-        )
+        plan = await call.runtime.downstream.plan(call.context, encode_request(chat))
     except (TimeoutError, grpc.aio.AioRpcError) as err:
         reason = err.code().name.lower() if isinstance(err, grpc.aio.AioRpcError) else "timeout"
         OPTIMIZER_FAIL_OPEN.labels(reason).inc()

@@ -4,23 +4,16 @@ Shows bad input answered in OpenAI's shape and a missing downstream reported as 
 by /readyz too, with no stack trace ever reaching the client.
 """
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import httpx
 import orjson
 import pytest
-from redis.asyncio import Redis
 
-from fakes.serve import free_port
-from orqen_common.auth import hash_api_key
-from orqen_common.cache import auth_cache_key
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
-from orqen_edge.runtime import Runtime
-from orqen_edge.settings import EdgeSettings
+
+from .conftest import OpenRuntime
 
 KEY = "sk-orq-edge-test-key"
 HEADERS = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
@@ -28,36 +21,12 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-async def client(
-    orqen_redis_db_url: str, orqen_nats_url: str, orqen_nats_prefix: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    dead = {f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("optimizer", "dispatch", "accounting", "billing")}
-    settings = EdgeSettings(  # type: ignore[call-arg]
-        internal_token="t",
-        redis_url=orqen_redis_db_url,
-        nats_url=orqen_nats_url,
-        nats_prefix=orqen_nats_prefix,
-        max_body_bytes=64 * 1024,
-        grace_seconds=1,
-        **dead,
-    )
-    # The key is already in the auth cache, as after an earlier request, so it resolves
-    # while accounting is down.
-    redis = Redis.from_url(orqen_redis_db_url)
-    await redis.set(auth_cache_key(hash_api_key(KEY)), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
-    await redis.aclose()
-    stack = AsyncExitStack()
-    try:
-        runtime = await Runtime.open(settings, stack)
-        # The ASGI transport runs the app on this test's event loop, where its channels live.
-        transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
-        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as test_client:
-            yield test_client
-    finally:
-        # Closing channels to addresses nothing listens on can stall inside grpc.aio;
-        # bound it so one stall cannot hang the suite (see the closing note of issue 2).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stack.aclose(), 10)
+async def client(open_runtime: OpenRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    runtime = await open_runtime(KEY, max_body_bytes=64 * 1024)
+    # The ASGI transport runs the app on this test's event loop, where its channels live.
+    transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as test_client:
+        yield test_client
 
 
 async def test_a_missing_dispatch_is_a_clear_503(client: httpx.AsyncClient) -> None:

@@ -5,9 +5,7 @@ tests run the real edge app (with dispatch replaced in-process) and the official
 """
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,18 +15,16 @@ import openai
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from fakes.serve import free_port
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2
-from orqen_common.auth import hash_api_key
-from orqen_common.cache import auth_cache_key
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
 from orqen_edge.rate_limit import RateLimiter, RateLimitError, RateLimits
 from orqen_edge.runtime import Runtime
-from orqen_edge.settings import EdgeSettings
+
+from .conftest import OpenRuntime
 
 
 class Clock:
@@ -248,40 +244,16 @@ class Edge:
 
 
 @pytest.fixture
-async def edge(
-    orqen_redis_db_url: str, orqen_nats_url: str, orqen_nats_prefix: str, clock: Clock
-) -> AsyncIterator[Edge]:
-    nowhere = f"127.0.0.1:{free_port()}"  # the gRPC services: dispatch is replaced below
-    settings = EdgeSettings(
-        internal_token=SecretStr("t"),
-        redis_url=orqen_redis_db_url,
-        nats_url=orqen_nats_url,
-        nats_prefix=orqen_nats_prefix,
-        grace_seconds=1,
-        optimizer_addr=nowhere,
-        dispatch_addr=nowhere,
-        accounting_addr=nowhere,
-        billing_addr=nowhere,
-        rate_limit_key_rpm=3,
-        rate_limit_key_tpm=1_000,
-    )
-    redis = Redis.from_url(orqen_redis_db_url)
-    await redis.set(auth_cache_key(hash_api_key(KEY)), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
-    await redis.aclose()
-    stack = AsyncExitStack()
-    try:
-        runtime = await Runtime.open(settings, stack)
-        published = RecordingPublisher()
-        runtime.downstream = FakeDispatch()  # type: ignore[assignment]
-        runtime.publisher = published  # type: ignore[assignment]
-        runtime.rate_limiter = RateLimiter(runtime.redis, RateLimits.from_settings(settings), clock=clock)
-        # The SDKs speak httpx2; its ASGI transport runs the app on this test's event loop.
-        transport = httpx2.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://edge") as http:
-            yield Edge(runtime, http, published)
-    finally:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stack.aclose(), 10)
+async def edge(open_runtime: OpenRuntime, clock: Clock) -> AsyncIterator[Edge]:
+    runtime = await open_runtime(KEY, rate_limit_key_rpm=3, rate_limit_key_tpm=1_000)
+    published = RecordingPublisher()
+    runtime.downstream = FakeDispatch()  # type: ignore[assignment]
+    runtime.publisher = published  # type: ignore[assignment]
+    runtime.rate_limiter = RateLimiter(runtime.redis, RateLimits.from_settings(runtime.settings), clock=clock)
+    # The SDKs speak httpx2; its ASGI transport runs the app on this test's event loop.
+    transport = httpx2.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://edge") as http:
+        yield Edge(runtime, http, published)
 
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]

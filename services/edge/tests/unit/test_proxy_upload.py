@@ -9,9 +9,9 @@ import pytest
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.errors import OrqenError
-from orqen_edge import proxy_upload
 from orqen_edge.errors import not_proxied_message
-from orqen_edge.proxy_upload import open_multipart
+from orqen_edge.proxy import upload as proxy_upload
+from orqen_edge.proxy.upload import open_multipart
 
 BOUNDARY = "b0undary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"

@@ -16,13 +16,11 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from redis.exceptions import RedisError
 
-from orqen.v1 import accounting_pb2
 from orqen_common.errors import OrqenError, invalid_request
-from orqen_edge.dashboard_auth import COOKIE_NAME, carries_api_key
-from orqen_edge.request_body import read_json
-from orqen_edge.rpc import translated
+from orqen_edge.dashboard.auth import COOKIE_NAME, carries_api_key
+from orqen_edge.dashboard.session_store import DashboardSession
+from orqen_edge.request_body import read_json_object
 from orqen_edge.runtime import Runtime
-from orqen_edge.session_store import DashboardSession
 
 _FAILURE_WINDOW_SECONDS = 15 * 60
 _MAX_FIELD = 1024
@@ -50,9 +48,7 @@ def _cookie(runtime: Runtime, value: str, max_age: int) -> Cookie:
     )
 
 
-def _credentials(body: Any) -> tuple[str, str]:
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
+def _credentials(body: dict[str, Any]) -> tuple[str, str]:
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not email.strip() or len(email) > _MAX_FIELD:
         raise invalid_request("'email' is required.")
@@ -66,14 +62,11 @@ async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtim
     """Body: {"email", "password"}. Answers the session (with its CSRF token) and sets an HttpOnly cookie."""
     if carries_api_key(request):
         raise OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "Log in with an email and a password, not an API key.")
-    email, password = _credentials(await read_json(request))
+    email, password = _credentials(await read_json_object(request))
     failures = _FailedLogins(runtime, email)
     await failures.check()
     try:
-        with translated("accounting"):
-            owner = await runtime.downstream.accounting.VerifyOwner(
-                accounting_pb2.VerifyOwnerRequest(email=email, password=password), timeout=10
-            )
+        owner = await runtime.downstream.verify_owner(email, password)
     except OrqenError as err:
         if err.kind.grpc_code == grpc.StatusCode.UNAUTHENTICATED:
             await failures.record()
@@ -131,3 +124,6 @@ class _FailedLogins:
     async def clear(self) -> None:
         with contextlib.suppress(RedisError):
             await self._redis.delete(self._key)
+
+
+ROUTES = (login, logout, current_session)

@@ -12,21 +12,14 @@ from litestar import Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from orqen.v1 import accounting_pb2, dispatch_pb2
+from orqen.v1 import dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request
-from orqen_edge.proto_json import plain
-from orqen_edge.request_body import read_json
-from orqen_edge.rpc import translated
+from orqen_edge.account.responses import listing, plain
+from orqen_edge.request_body import read_json_object
 from orqen_edge.runtime import Runtime
 
 _NAME_LIMIT = 100
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    return body
 
 
 def _optional_str(body: dict[str, Any], field: str, limit: int = 2048) -> str:
@@ -40,23 +33,16 @@ def _optional_str(body: dict[str, Any], field: str, limit: int = 2048) -> str:
 
 @get("/v1/account/keys", summary="The account's API keys (never their secret)")
 async def list_keys(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    with translated("accounting"):
-        keys = await runtime.downstream.accounting.ListApiKeys(
-            accounting_pb2.AccountRef(account_id=principal.account_id), timeout=10
-        )
-    return {"object": "list", "data": [plain(k) for k in keys.keys]}
+    return listing((await runtime.downstream.list_api_keys(principal.account_id)).keys)
 
 
 @post("/v1/account/keys", summary="Create an API key; the plaintext is shown only in this response", status_code=201)
 async def create_key(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    body = _object(await read_json(request))
+    body = await read_json_object(request)
     name = _optional_str(body, "name", _NAME_LIMIT) or "unnamed"
-    with translated("accounting"):
-        created = await runtime.downstream.accounting.CreateApiKey(
-            accounting_pb2.CreateApiKeyRequest(account_id=principal.account_id, name=name), timeout=10
-        )
+    created = await runtime.downstream.create_api_key(principal.account_id, name)
     return {"id": created.api_key_id, "name": name, "prefix": created.prefix, "key": created.plaintext}
 
 
@@ -64,20 +50,12 @@ async def create_key(
 async def revoke_key(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], key_id: FromPath[str]
 ) -> dict[str, Any]:
-    with translated("accounting"):
-        revoked = await runtime.downstream.accounting.RevokeApiKey(
-            accounting_pb2.ApiKeyRef(account_id=principal.account_id, api_key_id=key_id), timeout=10
-        )
-    return plain(revoked)
+    return plain(await runtime.downstream.revoke_api_key(principal.account_id, key_id))
 
 
 @get("/v1/account/providers", summary="Saved provider credentials (last 4 characters only)")
 async def list_providers(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    with translated("accounting"):
-        saved = await runtime.downstream.accounting.ListCredentials(
-            accounting_pb2.AccountRef(account_id=principal.account_id), timeout=10
-        )
-    return {"object": "list", "data": [plain(c) for c in saved.credentials]}
+    return listing((await runtime.downstream.list_credentials(principal.account_id)).credentials)
 
 
 @post("/v1/account/providers", summary="Save (or replace) a provider credential", status_code=200)
@@ -86,7 +64,7 @@ async def save_provider(
 ) -> dict[str, Any]:
     """Body: {"provider", "auth"?, "api_key" | "access_key_id"+"secret_access_key"(+"session_token") |
     "bearer_token", "region"?, "base_url"?}. The secret goes to dispatch, which seals it."""
-    body = _object(await read_json(request))
+    body = await read_json_object(request)
     provider = _optional_str(body, "provider", 64)
     if not provider:
         raise invalid_request("'provider' is required (openai, anthropic, bedrock, groq, or a compatible provider).")
@@ -96,19 +74,15 @@ async def save_provider(
     if unknown:
         raise invalid_request(f"Unknown fields: {', '.join(unknown)}.")
     auth = _optional_str(body, "auth", 16) or _auth_of(secret)
-    with translated("dispatch"):
-        info = await runtime.downstream.dispatch.SaveCredential(
-            dispatch_pb2.SaveCredentialRequest(
-                account_id=principal.account_id,
-                provider=provider,
-                auth=auth,
-                secret=secret,
-                base_url=_optional_str(body, "base_url"),
-                region=_optional_str(body, "region", 32),
-            ),
-            timeout=10,
-        )
-    return plain(info)
+    saving = dispatch_pb2.SaveCredentialRequest(
+        account_id=principal.account_id,
+        provider=provider,
+        auth=auth,
+        secret=secret,
+        base_url=_optional_str(body, "base_url"),
+        region=_optional_str(body, "region", 32),
+    )
+    return plain(await runtime.downstream.save_credential(saving))
 
 
 def _auth_of(secret: dict[str, str]) -> str:
@@ -124,8 +98,8 @@ def _auth_of(secret: dict[str, str]) -> str:
 async def delete_provider(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], credential_id: FromPath[str]
 ) -> dict[str, Any]:
-    with translated("accounting"):
-        deleted = await runtime.downstream.accounting.DeleteCredential(
-            accounting_pb2.CredentialRef(account_id=principal.account_id, credential_id=credential_id), timeout=10
-        )
+    deleted = await runtime.downstream.delete_credential(principal.account_id, credential_id)
     return {"id": credential_id, "deleted": deleted.deleted}
+
+
+ROUTES = (list_keys, create_key, revoke_key, list_providers, save_provider, delete_provider)

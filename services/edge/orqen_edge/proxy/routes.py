@@ -1,7 +1,7 @@
 """The stateless proxy families over HTTP, under /v1 and the Orq.ai-compatible /v2/proxy and /v3/router.
 
 Each request is authenticated and rate limited like chat, then handed to dispatch's Proxy
-call as it is read (orqen_edge.proxy_upload); the answer streams back with the upstream's
+call as it is read (orqen_edge.proxy.upload); the answer streams back with the upstream's
 status and content type, byte for byte. No chat optimization runs. The request event is
 published once, after the last byte, with ingress "proxy/<family>" and the usage the
 upstream reported.
@@ -24,9 +24,10 @@ from orqen.v1 import dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, ingress, paths
+from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.pipeline import PROVIDER_KEY_HEADER, SESSION_HEADER, ChatCall, new_call, pop_credentials
-from orqen_edge.proxy_upload import Opening, open_json, open_multipart
+from orqen_edge.proxy.upload import Opening, open_json, open_multipart
 from orqen_edge.runtime import Runtime
 
 
@@ -82,9 +83,8 @@ async def serve_proxy(
     headers = call.headers()
     if event_stream:
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-    return Stream(
-        _body(call, replies, event_stream), status_code=head.status, media_type=head.content_type, headers=headers
-    )
+    body = publish_after_last_byte(call, _body(call, replies), _event_stream_error if event_stream else None)
+    return Stream(body, status_code=head.status, media_type=head.content_type, headers=headers)
 
 
 async def _frames(
@@ -113,22 +113,15 @@ async def _answer_head(replies: AsyncIterator[dispatch_pb2.ProxyResponseFrame]) 
     return first.head
 
 
-async def _body(
-    call: ChatCall, replies: AsyncIterator[dispatch_pb2.ProxyResponseFrame], event_stream: bool
-) -> AsyncIterator[bytes]:
-    """The answer's bytes as they come; an error after the first byte ends it (an error event on a stream)."""
-    status, error = 499, "client disconnected"
-    try:
-        async for frame in replies:
-            if frame.WhichOneof("frame") == "body_chunk":
-                yield frame.body_chunk
-            elif frame.WhichOneof("frame") == "summary":
-                call.summary = frame.summary
-        status, error = 200, ""
-    except OrqenError as err:
-        status, error = err.http_status, err.message
-        if event_stream:
-            yield b"event: error\ndata: " + orjson.dumps(error_body(err, "openai")) + b"\n\n"
-    finally:
-        call.record(status, error)
-    await call.charge_tokens()
+async def _body(call: ChatCall, replies: AsyncIterator[dispatch_pb2.ProxyResponseFrame]) -> AsyncIterator[bytes]:
+    """The answer's bytes as they come; the summary that follows them is kept on the call."""
+    async for frame in replies:
+        if frame.WhichOneof("frame") == "body_chunk":
+            yield frame.body_chunk
+        elif frame.WhichOneof("frame") == "summary":
+            call.summary = frame.summary
+
+
+def _event_stream_error(err: OrqenError) -> bytes:
+    """The error event that ends an event stream cut after its first byte (OpenAI's shape)."""
+    return b"event: error\ndata: " + orjson.dumps(error_body(err, "openai")) + b"\n\n"

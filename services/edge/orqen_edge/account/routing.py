@@ -16,17 +16,9 @@ from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request, not_found
 from orqen_common.proxy_families import ORQ_BASES
-from orqen_edge.proto_json import plain
-from orqen_edge.request_body import read_json
-from orqen_edge.rpc import translated
+from orqen_edge.account.responses import PageLimit, listing, plain
+from orqen_edge.request_body import read_json, read_json_object
 from orqen_edge.runtime import Runtime
-
-
-async def _models(runtime: Runtime, principal: Principal) -> dispatch_pb2.ListModelsResponse:
-    with translated("dispatch"):
-        return await runtime.downstream.dispatch.ListModels(
-            dispatch_pb2.ListModelsRequest(account_id=principal.account_id), timeout=10
-        )
 
 
 def _openai_model(model: dispatch_pb2.ModelInfo) -> dict[str, Any]:
@@ -38,7 +30,7 @@ def _openai_model(model: dispatch_pb2.ModelInfo) -> dict[str, Any]:
     summary="Models the account can use (OpenAI list format), orqen/* included",
 )
 async def list_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    models = await _models(runtime, principal)
+    models = await runtime.downstream.list_models(principal.account_id)
     return {"object": "list", "data": [_openai_model(m) for m in models.models if m.enabled]}
 
 
@@ -50,7 +42,7 @@ async def get_model(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], model: FromPath[str]
 ) -> dict[str, Any]:
     wanted = model.lstrip("/")
-    for entry in (await _models(runtime, principal)).models:
+    for entry in (await runtime.downstream.list_models(principal.account_id)).models:
         if entry.id == wanted and entry.enabled:
             return _openai_model(entry)
     raise not_found(f"The model '{wanted}' does not exist or is not available to this account.")
@@ -58,7 +50,7 @@ async def get_model(
 
 @get("/v1/account/routing/models", summary="Models available from connected providers")
 async def routing_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    models = await _models(runtime, principal)
+    models = await runtime.downstream.list_models(principal.account_id)
     data = [
         {"id": m.id, "provider": m.provider, "tier": m.tier, "enabled": m.enabled}
         for m in models.models
@@ -71,7 +63,7 @@ async def routing_models(runtime: NamedDependency[Runtime], principal: NamedDepe
 async def routing_models_status(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    models = await _models(runtime, principal)
+    models = await runtime.downstream.list_models(principal.account_id)
     data = [plain(m) for m in models.models if not m.id.startswith("orqen/")]
     return {"object": "list", "data": data, "prices_as_of": models.prices_as_of}
 
@@ -85,14 +77,8 @@ async def toggle_model(
         raise invalid_request("Send {'model': '<model id>', 'enabled': true|false}.")
     if not isinstance(body.get("enabled"), bool):
         raise invalid_request("'enabled' must be true or false.")
-    with translated("accounting"):
-        toggles = await runtime.downstream.accounting.SetModelToggle(
-            accounting_pb2.SetModelToggleRequest(
-                account_id=principal.account_id, model=body["model"], enabled=body["enabled"]
-            ),
-            timeout=10,
-        )
-    return {"object": "list", "data": [plain(t) for t in toggles.toggles]}
+    toggles = await runtime.downstream.set_model_toggle(principal.account_id, body["model"], body["enabled"])
+    return listing(toggles.toggles)
 
 
 _PREFERENCE_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -104,36 +90,27 @@ _PREFERENCE_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-async def _preferences(runtime: Runtime, principal: Principal) -> accounting_pb2.RoutingPreferences:
-    with translated("accounting"):
-        return await runtime.downstream.accounting.GetRoutingPreferences(
-            accounting_pb2.AccountRef(account_id=principal.account_id), timeout=10
-        )
-
-
 def _preferences_json(prefs: accounting_pb2.RoutingPreferences) -> dict[str, Any]:
     return {k: v for k, v in plain(prefs).items() if k != "account_id"}
 
 
 @get("/v1/account/routing/preferences", summary="Routing mode, K bounds, A/B control share, fallback chain")
 async def get_preferences(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    return _preferences_json(await _preferences(runtime, principal))
+    return _preferences_json(await runtime.downstream.get_routing_preferences(principal.account_id))
 
 
 @put("/v1/account/routing/preferences", summary="Update routing preferences (fields not sent are kept)")
 async def put_preferences(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    body = await read_json_object(request)
     unknown = sorted(set(body) - set(_PREFERENCE_FIELDS))
     if unknown:
         raise invalid_request(f"Unknown fields: {', '.join(unknown)}; expected {', '.join(_PREFERENCE_FIELDS)}.")
     for field, kind in _PREFERENCE_FIELDS.items():
         if field in body and (not isinstance(body[field], kind) or isinstance(body[field], bool)):
             raise invalid_request(f"'{field}' has the wrong type.")
-    current = await _preferences(runtime, principal)
+    current = await runtime.downstream.get_routing_preferences(principal.account_id)
     updated = accounting_pb2.RoutingPreferences(
         account_id=principal.account_id,
         mode=body.get("mode", current.mode),
@@ -142,9 +119,7 @@ async def put_preferences(
         ab_control_share=float(body.get("ab_control_share", current.ab_control_share)),
         fallback_models=[str(m) for m in body.get("fallback_models", list(current.fallback_models))],
     )
-    with translated("accounting"):
-        saved = await runtime.downstream.accounting.PutRoutingPreferences(updated, timeout=10)
-    return _preferences_json(saved)
+    return _preferences_json(await runtime.downstream.put_routing_preferences(updated))
 
 
 _Days = Annotated[int, QueryParameter(ge=1, le=90, description="The last N days.")]
@@ -154,23 +129,16 @@ _Days = Annotated[int, QueryParameter(ge=1, le=90, description="The last N days.
 async def routing_traces(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
 ) -> dict[str, Any]:
-    with translated("accounting"):
-        found = await runtime.downstream.accounting.ListRoutingTraces(
-            accounting_pb2.ListRoutingTracesRequest(account_id=principal.account_id, limit=limit), timeout=10
-        )
-    return {"object": "list", "data": [plain(t) for t in found.traces]}
+    return listing((await runtime.downstream.list_routing_traces(principal.account_id, limit)).traces)
 
 
 @get("/v1/account/routing/calibration", summary="K policy and recall calibration buckets from A/B control traffic")
 async def routing_calibration(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 7
 ) -> dict[str, Any]:
-    with translated("accounting"):
-        calibration = await runtime.downstream.accounting.GetRoutingCalibration(
-            accounting_pb2.RoutingPeriod(account_id=principal.account_id, days=days), timeout=10
-        )
+    calibration = await runtime.downstream.get_routing_calibration(principal.account_id, days)
     out = plain(calibration)
     out["policy"] = _preferences_json(calibration.policy)
     return out
@@ -180,8 +148,18 @@ async def routing_calibration(
 async def routing_insights(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 7
 ) -> dict[str, Any]:
-    with translated("accounting"):
-        insights = await runtime.downstream.accounting.GetRoutingInsights(
-            accounting_pb2.RoutingPeriod(account_id=principal.account_id, days=days), timeout=10
-        )
-    return plain(insights)
+    return plain(await runtime.downstream.get_routing_insights(principal.account_id, days))
+
+
+ROUTES = (
+    list_models,
+    get_model,
+    routing_models,
+    routing_models_status,
+    toggle_model,
+    get_preferences,
+    put_preferences,
+    routing_traces,
+    routing_calibration,
+    routing_insights,
+)

@@ -1,12 +1,16 @@
-"""Proto messages as the JSON the account API returns."""
+"""The JSON the account API answers with: proto messages as plain JSON, lists and pages of them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from litestar.params import QueryParameter
+
+# How many items one page of a list route holds (`?limit=`).
+PageLimit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
 def plain(message: Message) -> dict[str, Any]:
@@ -22,3 +26,13 @@ def plain(message: Message) -> dict[str, Any]:
             value = [plain(v) if isinstance(v, Message) else v for v in value]
         out[field.name] = value
     return out
+
+
+def listing(messages: Iterable[Message]) -> dict[str, Any]:
+    """A whole list, in the shape of OpenAI's list objects."""
+    return {"object": "list", "data": [plain(m) for m in messages]}
+
+
+def page(messages: Iterable[Message], next_cursor: str) -> dict[str, Any]:
+    """One page of a cursor-paginated list; `next_cursor` is empty on the last page."""
+    return {**listing(messages), "has_more": bool(next_cursor), "next_cursor": next_cursor or None}

@@ -21,7 +21,7 @@ from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.errors import invalid_request
-from orqen_edge.request_body import read_json
+from orqen_edge.request_body import read_json_object
 
 Frame = dispatch_pb2.ProxyRequestFrame
 # Bytes per frame to dispatch: well under gRPC's message limit, few enough frames for a large file.
@@ -43,9 +43,7 @@ class Opening:
 
 async def open_json(request: Request[Any, Any, Any]) -> Opening:
     """A JSON body: its model and stream flag, and its bytes as they came, in chunks."""
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    body = await read_json_object(request)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise invalid_request("'model' must be a string.")

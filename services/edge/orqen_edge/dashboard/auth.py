@@ -13,13 +13,13 @@ from typing import Any
 
 import grpc
 from litestar import Request
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 
 from orqen_common.context import Principal, principal_var
 from orqen_common.errors import OrqenError, unauthenticated
 from orqen_edge.auth import api_key_principal
+from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.runtime import Runtime
-from orqen_edge.session_store import DashboardSession
 
 COOKIE_NAME = "orqen_session"
 CSRF_HEADER = "x-csrf-token"
@@ -58,3 +58,7 @@ async def key_or_session_principal(request: Request[Any, Any, Any], runtime: Nam
     if carries_api_key(request) or COOKIE_NAME not in request.cookies:
         return await api_key_principal(request, runtime)
     return (await dashboard_session(request, runtime)).principal()
+
+
+# Read-only account routes the dashboard shows: an API key when one is sent, else the dashboard session.
+KEY_OR_SESSION = {"principal": Provide(key_or_session_principal)}

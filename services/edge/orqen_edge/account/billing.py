@@ -1,20 +1,32 @@
-"""Billing's Stripe endpoints, for dashboard sessions only (never API keys), and Stripe's webhook,
-authenticated by its signature (checked in billing). The status itself is GET /v1/account/billing."""
+"""Billing: the account's status (an API key or the dashboard session), billing's Stripe endpoints
+(dashboard sessions only, never API keys), and Stripe's webhook, authenticated by its signature
+(checked in billing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
 
+from orqen_common.context import Principal
 from orqen_common.errors import invalid_request
-from orqen_edge.proto_json import plain
+from orqen_edge.account.responses import plain
+from orqen_edge.dashboard.auth import KEY_OR_SESSION
+from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.request_body import read_json
 from orqen_edge.runtime import Runtime
-from orqen_edge.session_store import DashboardSession
 
 _SESSION_ID_LIMIT = 256
+
+
+@get(
+    "/v1/account/billing",
+    summary="Subscription tier, usage so far and projected charge (API key or dashboard session)",
+    dependencies=KEY_OR_SESSION,
+)
+async def billing(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
+    return plain(await runtime.downstream.get_billing(principal.account_id))
 
 
 @post(
@@ -59,5 +71,8 @@ async def sync_subscription(
 @post("/v1/billing/webhook", summary="Stripe webhook endpoint (Stripe-Signature checked)", status_code=200)
 async def stripe_webhook(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     """The raw body goes to billing untouched: the signature covers its exact bytes."""
-    outcome = await runtime.downstream.stripe_webhook(await request.body(), request.headers.get("stripe-signature", ""))
+    outcome = await runtime.downstream.handle_webhook(await request.body(), request.headers.get("stripe-signature", ""))
     return {"received": True, "id": outcome.event_id, "type": outcome.type, "duplicate": outcome.duplicate}
+
+
+ROUTES = (billing, create_checkout, customer_portal, sync_checkout, sync_subscription, stripe_webhook)

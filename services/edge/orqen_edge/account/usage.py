@@ -7,38 +7,29 @@ They are read-only routes the dashboard shows: an API key or a dashboard session
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from google.protobuf.message import Message
 from litestar import get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2, usage_pb2
 from orqen_common.context import Principal
-from orqen_edge.account import KEY_OR_SESSION, page_of_requests
-from orqen_edge.proto_json import plain
-from orqen_edge.rpc import translated
+from orqen_edge.account.request_log import page_of_requests
+from orqen_edge.account.responses import PageLimit, page, plain
+from orqen_edge.dashboard.auth import KEY_OR_SESSION
 from orqen_edge.runtime import Runtime
 
 _Days = Annotated[int, QueryParameter(ge=1, le=366, description="The last N UTC days, today included.")]
-_Limit = Annotated[int, QueryParameter(ge=1, le=200)]
-M = TypeVar("M", bound=Message)
-
-
-async def _ask(call: Callable[..., Awaitable[M]], request: Message) -> M:
-    with translated("accounting"):
-        return await call(request, timeout=10)
-
-
-async def _over_days(call: Callable[..., Awaitable[M]], principal: Principal, days: int) -> M:
-    """Ask accounting about the caller's account over the last `days` days."""
-    return await _ask(call, usage_pb2.UsagePeriod(account_id=principal.account_id, days=days))
 
 
 def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     return {**head, **plain(totals)}
+
+
+def _rows(days: int, data: list[dict[str, Any]]) -> dict[str, Any]:
+    """A list of rows over the period, with the number of days it covers."""
+    return {"object": "list", "days": days, "data": data}
 
 
 @get(
@@ -47,8 +38,7 @@ def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     dependencies=KEY_OR_SESSION,
 )
 async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    accounting = runtime.downstream.accounting
-    found = await _ask(accounting.GetUsageSummary, usage_pb2.UsagePeriod(account_id=principal.account_id))
+    found = await runtime.downstream.get_usage_summary(principal.account_id)
     return _flat(
         found.totals,
         period_start=found.period_start,
@@ -65,8 +55,8 @@ async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDepen
 async def usage_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    found = await _over_days(runtime.downstream.accounting.GetUsageDaily, principal, days)
-    return {"object": "list", "days": found.days, "data": [_flat(d.totals, date=d.date) for d in found.data]}
+    found = await runtime.downstream.get_usage_daily(principal.account_id, days)
+    return _rows(found.days, [_flat(d.totals, date=d.date) for d in found.data])
 
 
 @get(
@@ -77,8 +67,8 @@ async def usage_daily(
 async def analytics_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    found = await _over_days(runtime.downstream.accounting.GetAnalyticsDaily, principal, days)
-    return {"object": "list", "days": found.days, "data": [plain(d) for d in found.data]}
+    found = await runtime.downstream.get_analytics_daily(principal.account_id, days)
+    return _rows(found.days, [plain(d) for d in found.data])
 
 
 @get(
@@ -89,7 +79,7 @@ async def analytics_daily(
 async def analytics_savings(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    found = await _over_days(runtime.downstream.accounting.GetSavings, principal, days)
+    found = await runtime.downstream.get_savings(principal.account_id, days)
     return _flat(
         found.totals,
         days=found.days,
@@ -106,7 +96,7 @@ async def analytics_savings(
 async def analytics_latency(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    return plain(await _over_days(runtime.downstream.accounting.GetLatency, principal, days))
+    return plain(await runtime.downstream.get_latency(principal.account_id, days))
 
 
 @get(
@@ -117,7 +107,7 @@ async def analytics_latency(
 async def optimization_stats(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
 ) -> dict[str, Any]:
-    return plain(await _over_days(runtime.downstream.accounting.GetOptimizationStats, principal, days))
+    return plain(await runtime.downstream.get_optimization_stats(principal.account_id, days))
 
 
 @get(
@@ -131,9 +121,8 @@ async def tool_health(
     days: _Days = 30,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    request = usage_pb2.ToolHealthRequest(account_id=principal.account_id, days=days, limit=limit)
-    found = await _ask(runtime.downstream.accounting.GetToolHealth, request)
-    return {"object": "list", "days": found.days, "data": [plain(t) for t in found.tools]}
+    found = await runtime.downstream.get_tool_health(principal.account_id, days, limit)
+    return _rows(found.days, [plain(t) for t in found.tools])
 
 
 @get(
@@ -144,17 +133,11 @@ async def tool_health(
 async def list_sessions(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
-    limit: _Limit = 50,
+    limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
-    request = usage_pb2.ListSessionsRequest(account_id=principal.account_id, limit=limit, cursor=cursor)
-    page = await _ask(runtime.downstream.accounting.ListSessions, request)
-    return {
-        "object": "list",
-        "data": [plain(s) for s in page.sessions],
-        "has_more": bool(page.next_cursor),
-        "next_cursor": page.next_cursor or None,
-    }
+    found = await runtime.downstream.list_sessions(principal.account_id, limit, cursor)
+    return page(found.sessions, found.next_cursor)
 
 
 @get(
@@ -166,14 +149,11 @@ async def session_requests(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
     session_id: FromPath[str],
-    limit: _Limit = 50,
+    limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
     # An unknown session (or another account's) is a 404, not an empty page.
-    await _ask(
-        runtime.downstream.accounting.GetSession,
-        accounting_pb2.GetSessionRequest(account_id=principal.account_id, session_id=session_id),
-    )
+    await runtime.downstream.get_session(principal.account_id, session_id)
     listing = accounting_pb2.ListRequestsRequest(
         account_id=principal.account_id, limit=limit, cursor=cursor, session_id=session_id
     )

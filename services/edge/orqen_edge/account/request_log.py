@@ -1,4 +1,4 @@
-"""Account API: the request log and billing status, scoped to the caller's account."""
+"""Account API: the request log, scoped to the caller's account (an API key or the dashboard session)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,20 @@ from typing import Annotated, Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from litestar import get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
-from orqen_edge.dashboard_auth import key_or_session_principal
-from orqen_edge.proto_json import plain
+from orqen_edge.account.responses import PageLimit, page, plain
+from orqen_edge.dashboard.auth import KEY_OR_SESSION
 from orqen_edge.runtime import Runtime
-
-# Read-only account routes the dashboard shows: an API key when one is sent, else the dashboard session.
-KEY_OR_SESSION = {"principal": Provide(key_or_session_principal)}
 
 
 async def page_of_requests(runtime: Runtime, listing: accounting_pb2.ListRequestsRequest) -> dict[str, Any]:
     """One page of the request log in the list shape every paginated route answers with."""
-    page = await runtime.downstream.list_requests(listing)
-    return {
-        "object": "list",
-        "data": [plain(r) for r in page.requests],
-        "has_more": bool(page.next_cursor),
-        "next_cursor": page.next_cursor or None,
-    }
+    found = await runtime.downstream.list_requests(listing)
+    return page(found.requests, found.next_cursor)
 
 
 def _timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -48,7 +40,7 @@ def _timestamp(value: dt.datetime | None) -> Timestamp | None:
 async def list_requests(
     runtime: NamedDependency[Runtime],
     principal: NamedDependency[Principal],
-    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
     model: Annotated[str, QueryParameter(description="The model requested or used.")] = "",
     status: Annotated[
@@ -81,10 +73,4 @@ async def get_request(
     return plain(await runtime.downstream.get_request(principal.account_id, request_id))
 
 
-@get(
-    "/v1/account/billing",
-    summary="Subscription tier, usage so far and projected charge (API key or dashboard session)",
-    dependencies=KEY_OR_SESSION,
-)
-async def billing(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    return plain(await runtime.downstream.billing(principal.account_id))
+ROUTES = (list_requests, get_request)

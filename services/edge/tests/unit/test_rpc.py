@@ -1,0 +1,98 @@
+"""Downstream, the edge's one gRPC client, against an in-process accounting service."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from pydantic import SecretStr
+
+from fakes.serve import free_port
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, usage_pb2
+from orqen_common.context import bind_request_id
+from orqen_common.errors import OrqenError
+from orqen_edge.rpc import Downstream
+from orqen_edge.settings import EdgeSettings
+
+TOKEN = "internal-token"
+
+
+@dataclass
+class FakeAccounting(accounting_pb2_grpc.AccountingServicer):
+    """Answers ListApiKeys and notes what each call carried; GetSession knows no session."""
+
+    metadata: list[dict[str, str]] = field(default_factory=list)
+    deadlines: list[float | None] = field(default_factory=list)
+
+    async def ListApiKeys(  # the RPC's name
+        self,
+        request: accounting_pb2.AccountRef,
+        context: grpc.aio.ServicerContext[accounting_pb2.AccountRef, accounting_pb2.ListApiKeysResponse],
+    ) -> accounting_pb2.ListApiKeysResponse:
+        self.metadata.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+        self.deadlines.append(context.time_remaining())
+        return accounting_pb2.ListApiKeysResponse(keys=[accounting_pb2.ApiKeyInfo(id="k1", name=request.account_id)])
+
+    async def GetSession(  # the RPC's name
+        self,
+        request: accounting_pb2.GetSessionRequest,
+        context: grpc.aio.ServicerContext[accounting_pb2.GetSessionRequest, usage_pb2.Session],
+    ) -> usage_pb2.Session:
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"No session {request.session_id}.")
+        raise AssertionError("abort raises")
+
+
+@dataclass
+class Served:
+    downstream: Downstream
+    accounting: FakeAccounting
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    accounting = FakeAccounting()
+    server = grpc.aio.server()
+    accounting_pb2_grpc.add_AccountingServicer_to_server(accounting, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    nowhere = f"127.0.0.1:{free_port()}"  # the other services: never called here
+    downstream = Downstream(
+        EdgeSettings(
+            internal_token=SecretStr(TOKEN),
+            accounting_addr=f"127.0.0.1:{port}",
+            optimizer_addr=nowhere,
+            dispatch_addr=nowhere,
+            billing_addr=nowhere,
+        )
+    )
+    try:
+        yield Served(downstream, accounting)
+    finally:
+        await downstream.close()
+        await server.stop(None)
+
+
+async def test_each_call_carries_the_internal_token_the_request_id_and_a_deadline(served: Served) -> None:
+    bind_request_id("req-123")
+    keys = await served.downstream.list_api_keys("acct-1")
+    assert [(k.id, k.name) for k in keys.keys] == [("k1", "acct-1")]
+    (metadata,) = served.accounting.metadata
+    assert metadata["authorization"] == f"Bearer {TOKEN}"
+    assert metadata["x-request-id"] == "req-123"
+    # Only that there is one: the time left when the call arrives depends on the machine's load.
+    assert served.accounting.deadlines != [None]
+
+
+async def test_a_refusal_leaves_as_the_error_tables_orqen_error(served: Served) -> None:
+    with pytest.raises(OrqenError) as raised:
+        await served.downstream.get_session("acct-1", "s-1")
+    assert raised.value.http_status == 404
+    assert raised.value.kind.openai_type == "not_found_error"
+    assert raised.value.message == "No session s-1."
+
+
+async def test_a_service_that_is_down_is_a_503_that_names_it(served: Served) -> None:
+    with pytest.raises(OrqenError) as raised:
+        await served.downstream.get_billing("acct-1")
+    assert raised.value.http_status == 503
+    assert raised.value.message == "The billing service is unavailable; try again shortly."
