@@ -23,7 +23,7 @@ from orqen_dispatch.__main__ import upstream_client
 from orqen_dispatch.providers.base import StreamState
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.settings import DispatchSettings
-from orqen_testing.tls import localhost_certificate
+from orqen_edge.devcert import ensure_dev_certificate
 
 KEY = "sk-upstream"
 CHAT = ChatRequest(model="gpt-4o-mini", messages=[UserMessage(content="hello")])
@@ -44,7 +44,7 @@ class Recorded:
 
 @pytest.fixture
 async def upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Recorded, str]]:
-    cert, key = localhost_certificate(tmp_path)
+    cert, key = ensure_dev_certificate(tmp_path)  # the edge's development certificate serves any localhost test
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     config = Config()
     port = free_port()
