@@ -23,7 +23,7 @@ from orqen_accounting.usage import UsageStats
 from orqen_common.cache import open_redis
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
-from orqen_common.db import create_pool
+from orqen_common.db import create_pool, unavailable
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
@@ -56,6 +56,8 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         RequestIngest(Ledger(pool), load_catalogue()),
         batch=settings.ingest_batch,
         ack_wait=settings.ingest_ack_wait_seconds,
+        max_deliveries=settings.event_max_deliveries,
+        unavailable=unavailable,
     )
 
     background: list[Callable[[asyncio.Event], Awaitable[None]]] = [consumer.run]

@@ -10,12 +10,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from orqen.v1 import events_pb2
 from orqen_accounting.ledger import Ledger
-from orqen_accounting.ledger_record import Completed, LedgerRow, ledger_row
+from orqen_accounting.ledger_record import Completed, LedgerRecord, LedgerRow, ledger_row
 from orqen_common.catalogue import Catalogue
 
 log = structlog.get_logger(__name__)
@@ -89,15 +88,16 @@ class RequestIngest:
         self._unpriced: set[str] = set()
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
+        """Store the batch; an event that cannot be decoded or names no valid account fails it.
+
+        The consumer then isolates that event and parks it after its last delivery (see
+        orqen_common.events.DurableConsumer): nothing is dropped here.
+        """
         rows: dict[str, LedgerRow] = {}
         for msg in msgs:
-            try:
-                event = events_pb2.RequestCompleted.FromString(msg.data)
-                rows[event.context.request_id] = request_row(event, self._catalogue)
-            except (DecodeError, ValueError) as err:
-                # A poison message must not block the stream; it is logged and skipped.
-                log.error("undecodable request event skipped", error=repr(err), subject=msg.subject)
-                continue
+            event = events_pb2.RequestCompleted.FromString(msg.data)
+            row = request_row(event, self._catalogue)
+            rows[LedgerRecord(*row).request_id] = row  # as stored: ids that differ only in a NUL are one
             self._note_unpriced(answering_model(event))
         if rows:
             await self._ledger.record(list(rows.values()))

@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_accounting.stored_json import from_json, list_from_json, plain_dict, to_json
+from orqen_common.db import storable_text
 
 T = TypeVar("T")
 
@@ -144,8 +145,17 @@ _TO_MESSAGE = tuple((name, spec.to_message) for name, spec in _SPECS if spec.to_
 
 
 def ledger_row(completed: Completed) -> LedgerRow:
-    """The row of one event, in STAGED_COLUMNS order."""
-    return tuple([from_event(completed) for from_event in _FROM_EVENT])
+    """The row of one event, in STAGED_COLUMNS order, its strings as Postgres can hold them."""
+    return tuple([_storable(from_event(completed)) for from_event in _FROM_EVENT])
+
+
+def _storable(value: Any) -> Any:
+    """Any publisher's strings (a model name, an error, tool names) stored whatever they hold."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, list):
+        return [storable_text(item) if isinstance(item, str) else item for item in value]
+    return value
 
 
 def request_message(stored: Mapping[str, Any]) -> accounting_pb2.RequestRecord:

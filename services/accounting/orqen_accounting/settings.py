@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from orqen_common.settings import AccountingAddress, DatabaseSettings, NatsSettings, RedisSettings, ServiceSettings
+from orqen_common.settings import (
+    AccountingAddress,
+    DatabaseSettings,
+    EventConsumerSettings,
+    NatsSettings,
+    RedisSettings,
+    ServiceSettings,
+)
 
 
-class AccountingSettings(ServiceSettings, AccountingAddress, DatabaseSettings, NatsSettings, RedisSettings):
+class AccountingSettings(
+    ServiceSettings, AccountingAddress, DatabaseSettings, NatsSettings, EventConsumerSettings, RedisSettings
+):
     """Configuration of the accounting service (ORQEN_* environment variables); it calls no other service.
 
     Redis is the shared API-key auth cache: revoking a key drops its entry there.

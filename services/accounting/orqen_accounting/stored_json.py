@@ -13,6 +13,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import ParseDict
 from google.protobuf.message import Message
 
+from orqen_common.db import storable_text
+
 M = TypeVar("M", bound=Message)
 
 
@@ -21,12 +23,15 @@ def plain_dict(message: Message) -> dict[str, Any]:
 
     Written out because MessageToDict costs most of the ingest's CPU. It covers what the ledger
     stores (scalars, strings, nested and repeated messages); 64-bit integers stay numbers,
-    which ParseDict reads back as well as MessageToDict's strings.
+    which ParseDict reads back as well as MessageToDict's strings. Strings are made storable
+    (jsonb refuses U+0000 as text does).
     """
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             out[field.name] = [plain_dict(v) for v in value] if field.is_repeated else plain_dict(value)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            out[field.name] = [storable_text(v) for v in value] if field.is_repeated else storable_text(value)
         else:
             out[field.name] = list(value) if field.is_repeated else value
     return out

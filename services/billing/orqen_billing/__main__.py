@@ -22,7 +22,7 @@ from orqen_billing.subscriptions import SubscriptionStore
 from orqen_billing.webhooks import WebhookHandler
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
-from orqen_common.db import create_pool
+from orqen_common.db import create_pool, unavailable
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
@@ -38,7 +38,13 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
     pool = await create_pool(settings.database_url, settings.database_pool_size, SCHEMA)
     stack.push_async_callback(pool.close)
     consumer = DurableConsumer(
-        settings.nats_url, EventNames(settings.nats_prefix), "billing", REQUEST_COMPLETED, UsageMeter(pool)
+        settings.nats_url,
+        EventNames(settings.nats_prefix),
+        "billing",
+        REQUEST_COMPLETED,
+        UsageMeter(pool),
+        max_deliveries=settings.event_max_deliveries,
+        unavailable=unavailable,
     )
 
     servicer = BillingServicer(pool, settings, *stripe_parts(settings, pool, stack))

@@ -8,14 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from orqen.v1 import events_pb2
 from orqen_billing.settings import Plan
-
-log = structlog.get_logger(__name__)
+from orqen_common.db import storable_text
 
 
 class UsageMeter:
@@ -25,19 +22,24 @@ class UsageMeter:
         self._pool = pool
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
+        """Meter the batch; an undecodable event or one with no valid account fails it.
+
+        The consumer then isolates that event and parks it after its last delivery (see
+        orqen_common.events.DurableConsumer): nothing is dropped here.
+        """
         rows = {}
         for msg in msgs:
-            try:
-                event = events_pb2.RequestCompleted.FromString(msg.data)
-                usage = event.dispatch.usage
-                rows[event.context.request_id] = (
-                    event.context.request_id,
-                    uuid.UUID(event.context.account_id),
-                    usage.input_tokens + usage.output_tokens,
-                    event.created_at.ToDatetime(tzinfo=dt.UTC),
-                )
-            except (DecodeError, ValueError) as err:
-                log.error("undecodable request event skipped", error=repr(err))
+            event = events_pb2.RequestCompleted.FromString(msg.data)
+            if not event.context.request_id:
+                raise ValueError("event without a request id")
+            usage = event.dispatch.usage
+            request_id = storable_text(event.context.request_id)
+            rows[request_id] = (
+                request_id,
+                uuid.UUID(event.context.account_id),
+                usage.input_tokens + usage.output_tokens,
+                event.created_at.ToDatetime(tzinfo=dt.UTC),
+            )
         if rows:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.executemany(

@@ -10,6 +10,7 @@ from orqen_common.settings import (
     AccountingAddress,
     BillingAddress,
     DatabaseSettings,
+    EventConsumerSettings,
     NatsSettings,
     RedisSettings,
     ServiceSettings,
@@ -37,7 +38,13 @@ def default_plans() -> dict[str, Plan]:
 
 
 class BillingSettings(
-    ServiceSettings, BillingAddress, AccountingAddress, DatabaseSettings, NatsSettings, RedisSettings
+    ServiceSettings,
+    BillingAddress,
+    AccountingAddress,
+    DatabaseSettings,
+    NatsSettings,
+    EventConsumerSettings,
+    RedisSettings,
 ):
     """Configuration of the billing service; it calls accounting (API keys)."""
 

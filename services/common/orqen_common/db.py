@@ -6,6 +6,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+# SQLSTATE classes of failures that come from the server's state, not from the data written:
+# 08 connection, 40 transaction rollback (serialization, deadlock), 53 insufficient resources,
+# 57 operator intervention (shutdown, not accepting connections yet), 58 system (I/O) error.
+_UNAVAILABLE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
 
 def plain_postgres_url(url: str) -> str:
     """Normalise `postgres://` and `postgresql+driver://` to `postgresql://`."""
@@ -31,3 +36,15 @@ async def create_pool(url: str, size: int, schema: str) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+def unavailable(err: Exception) -> bool:
+    """Whether a failed write failed because Postgres is unreachable or busy (retry it as it is)."""
+    if isinstance(err, (OSError, TimeoutError)):
+        return True
+    return isinstance(err, asyncpg.PostgresError) and str(err.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
+
+
+def storable_text(value: str) -> str:
+    """`value` as a text or jsonb column can hold it: Postgres refuses U+0000, so it becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd")

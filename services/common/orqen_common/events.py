@@ -4,12 +4,17 @@ Subjects are `<prefix>.<name>` (e.g. `orqen.request.completed`); the stream is
 `<PREFIX>_EVENTS` and durable consumers `<prefix>_<name>`, so several stacks can share
 one NATS server. Every message carries `Nats-Msg-Id` (the request id): JetStream drops
 duplicates inside its window and consumers key on the id, so nothing is counted twice.
+
+An event a consumer cannot store is delivered a bounded number of times, then parked on
+its dead-letter subject `<prefix>.dlq.<consumer>` (in the same stream: JetStream refuses a
+second stream whose subjects overlap `<prefix>.>`), from where `replay` puts it back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +29,14 @@ from nats.js.errors import BadRequestError, NotFoundError
 from orqen_common import metrics
 
 REQUEST_COMPLETED = "request.completed"
+MSG_ID_HEADER = "Nats-Msg-Id"
+# Headers of a dead letter: the request it records, where it came from, how often and why it failed.
+REQUEST_ID_HEADER = "Orqen-Request-Id"
+SUBJECT_HEADER = "Orqen-Subject"
+CONSUMER_HEADER = "Orqen-Consumer"
+DELIVERIES_HEADER = "Orqen-Deliveries"
+ERROR_HEADER = "Orqen-Error"
+_ERROR_HEADER_CHARS = 500
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +56,10 @@ class EventNames:
 
     def durable(self, consumer: str) -> str:
         return f"{self.prefix}_{consumer}"
+
+    def dead_letters(self, consumer: str = "*") -> str:
+        """The subject `consumer` parks the events it cannot store on (`*`: every consumer's)."""
+        return f"{self.prefix}.dlq.{consumer}"
 
 
 async def connect(url: str, name: str) -> NatsClient:
@@ -122,7 +139,7 @@ class EventPublisher:
                 item = await self._queue.get()
                 while True:
                     try:
-                        await js.publish(item.subject, item.payload, timeout=5, headers={"Nats-Msg-Id": item.msg_id})
+                        await js.publish(item.subject, item.payload, timeout=5, headers={MSG_ID_HEADER: item.msg_id})
                         break
                     except (TimeoutError, nats.errors.Error) as err:
                         log.warning("event publish failed, retrying", subject=item.subject, error=repr(err))
@@ -156,12 +173,27 @@ class EventPublisher:
 BatchHandler = Callable[[Sequence[Msg]], Awaitable[None]]
 
 
+def connection_lost(err: Exception) -> bool:
+    """The default test of a handler failure that is the store's, not the events': the network failed."""
+    return isinstance(err, (OSError, TimeoutError))
+
+
 class DurableConsumer:
     """Feeds batches of one subject to `handler`; acks only after the handler returns.
 
-    A crash between the handler's commit and the ack means redelivery, which the
-    handler absorbs by keying on the request id. A failing handler leaves the batch
-    unacked; JetStream redelivers it after `ack_wait`.
+    A crash between the handler's commit and the ack means redelivery, which the handler
+    absorbs by keying on the request id. When the handler fails:
+    - because its store is unavailable (`unavailable(err)`: Postgres down or restarting), the
+      batch is held and retried in place until it is stored, its ack deadline extended
+      meanwhile, so an outage never counts against the events;
+    - otherwise the batch is split in halves and each half retried, down to the events that
+      fail alone: every other event of the batch is stored at once. A failing event is
+      redelivered after `redelivery_delay` seconds, and after `max_deliveries` deliveries
+      parked on the dead-letter subject, counted and logged with its request id.
+    The delivery count is JetStream's own (so it survives restarts), but the limit is applied
+    here rather than with the consumer's `max_deliver`: at that limit the server stops
+    delivering and keeps nothing but an advisory, while here the event is parked before it is
+    let go.
     """
 
     def __init__(
@@ -175,15 +207,22 @@ class DurableConsumer:
         batch: int = 500,
         max_wait: float = 0.5,
         ack_wait: float = 30.0,
+        max_deliveries: int = 5,
+        redelivery_delay: float = 2.0,
+        unavailable: Callable[[Exception], bool] = connection_lost,
     ) -> None:
         self._url = url
         self._names = names
+        self._consumer = consumer
         self._durable = names.durable(consumer)
         self._subject = names.subject(event)
         self._handler = handler
         self._batch = batch
         self._max_wait = max_wait
         self._ack_wait = ack_wait
+        self._max_deliveries = max_deliveries
+        self._redelivery_delay = redelivery_delay
+        self._unavailable = unavailable
         self._nc: NatsClient | None = None
 
     @property
@@ -224,22 +263,136 @@ class DurableConsumer:
             except (TimeoutError, nats.errors.TimeoutError):
                 await self._report_pending(sub)
                 continue
+            await self._store(js, msgs, stop)
+
+    async def _store(self, js: JetStreamContext, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        """Store `msgs` and ack them; failing that, isolate the events that fail and reject only those."""
+        pause = 0.2
+        while True:
             try:
                 await self._handler(msgs)
-            except Exception:
-                log.exception("event handler failed; batch will be redelivered", consumer=self._durable, size=len(msgs))
-                for msg in msgs:
-                    await msg.nak(delay=2)
-                await _sleep_or_stop(stop, 1.0)
-                continue
+                break
+            except Exception as err:
+                if stop.is_set():
+                    return  # the failure may be the shutdown's: unacked, the batch comes back
+                if not self._unavailable(err):
+                    await self._isolate(js, msgs, err, stop)
+                    return
+                log.warning("event store unavailable; holding the batch", consumer=self._durable, error=repr(err))
+            await _sleep_or_stop(stop, pause)
+            # Sleeps stay well inside ack_wait, and each retry restarts it: held events are not redelivered.
+            pause = min(pause * 2, self._ack_wait / 3)
             for msg in msgs:
-                await msg.ack()
-            metrics.EVENTS_CONSUMED.labels(self._durable).inc(len(msgs))
+                await msg.in_progress()
+        for msg in msgs:
+            await msg.ack()
+        metrics.EVENTS_CONSUMED.labels(self._durable).inc(len(msgs))
+
+    async def _isolate(self, js: JetStreamContext, msgs: Sequence[Msg], err: Exception, stop: asyncio.Event) -> None:
+        if len(msgs) > 1:
+            half = len(msgs) // 2
+            await self._store(js, msgs[:half], stop)
+            await self._store(js, msgs[half:], stop)
+            return
+        msg = msgs[0]
+        deliveries = msg.metadata.num_delivered
+        request_id = _request_id(msg)
+        if deliveries < self._max_deliveries:
+            log.warning(
+                "event not stored; it will be redelivered",
+                consumer=self._durable,
+                request_id=request_id,
+                deliveries=deliveries,
+                error=repr(err),
+            )
+            await msg.nak(delay=self._redelivery_delay)
+            return
+        await self._park(js, msg, request_id, deliveries, err)
+        await msg.term()
+        metrics.EVENTS_DEAD_LETTERED.labels(self._durable).inc()
+        log.error(
+            "event not stored; parked on the dead-letter subject",
+            consumer=self._durable,
+            request_id=request_id,
+            deliveries=deliveries,
+            dead_letters=self._names.dead_letters(self._consumer),
+            error=repr(err),
+        )
+
+    async def _park(self, js: JetStreamContext, msg: Msg, request_id: str, deliveries: int, err: Exception) -> None:
+        headers = {
+            # Parking again after a lost term (the event comes back once more) keeps one dead letter.
+            MSG_ID_HEADER: f"{self._durable}.{msg.metadata.sequence.stream}",
+            REQUEST_ID_HEADER: request_id,
+            SUBJECT_HEADER: msg.subject,
+            CONSUMER_HEADER: self._consumer,
+            DELIVERIES_HEADER: str(deliveries),
+            # ascii(): a header is one line of ASCII, whatever the error says.
+            ERROR_HEADER: ascii(err)[:_ERROR_HEADER_CHARS],
+        }
+        await js.publish(self._names.dead_letters(self._consumer), msg.data, timeout=5, headers=headers)
 
     async def _report_pending(self, sub: JetStreamContext.PullSubscription) -> None:
         with contextlib.suppress(Exception):
             info = await sub.consumer_info()
             metrics.CONSUMER_PENDING.labels(self._durable).set(info.num_pending or 0)
+
+
+def _request_id(msg: Msg) -> str:
+    """The request an event records: named by a replay's header, else by the publisher's message id."""
+    headers = msg.headers or {}
+    return headers.get(REQUEST_ID_HEADER) or headers.get(MSG_ID_HEADER, "")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a consumer parked: its stream sequence, what it records and why it was parked."""
+
+    seq: int
+    consumer: str
+    subject: str
+    request_id: str
+    deliveries: int
+    error: str
+    parked_at: dt.datetime | None
+    data: bytes
+
+
+async def dead_letters(js: JetStreamContext, names: EventNames, consumer: str = "*") -> list[DeadLetter]:
+    """The events parked by `consumer` (`*`: by every consumer), oldest first."""
+    letters: list[DeadLetter] = []
+    seq = 1
+    while True:
+        try:
+            raw = await js.get_msg(names.stream, seq=seq, subject=names.dead_letters(consumer), next=True)
+        except NotFoundError:
+            return letters
+        headers = raw.headers or {}
+        letters.append(
+            DeadLetter(
+                seq=raw.seq or 0,
+                consumer=headers.get(CONSUMER_HEADER, ""),
+                subject=headers.get(SUBJECT_HEADER, ""),
+                request_id=headers.get(REQUEST_ID_HEADER, ""),
+                deliveries=int(headers.get(DELIVERIES_HEADER, "0")),
+                error=headers.get(ERROR_HEADER, ""),
+                parked_at=raw.time,
+                data=raw.data or b"",
+            )
+        )
+        seq = (raw.seq or seq) + 1
+
+
+async def replay(js: JetStreamContext, names: EventNames, letter: DeadLetter) -> None:
+    """Publish a dead letter on its subject again, then remove it from the dead letters.
+
+    Every consumer of the subject receives it; those that stored it already change nothing, as
+    for any redelivery. Its message id is new (the request id alone would fall inside the
+    duplicate window of a recent event), and the same on a second replay of the same letter.
+    """
+    headers = {MSG_ID_HEADER: f"{letter.request_id}.replay.{letter.seq}", REQUEST_ID_HEADER: letter.request_id}
+    await js.publish(letter.subject, letter.data, timeout=5, headers=headers)
+    await js.delete_msg(names.stream, letter.seq)
 
 
 async def close_connection(nc: NatsClient | None) -> None:

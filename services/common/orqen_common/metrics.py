@@ -12,6 +12,11 @@ EVENTS_DROPPED = Counter(
 )
 EVENT_BUFFER_DEPTH = Gauge("orqen_event_buffer_depth", "Events waiting to be published.")
 EVENTS_CONSUMED = Counter("orqen_events_consumed_total", "Events processed by a durable consumer.", ["consumer"])
+EVENTS_DEAD_LETTERED = Counter(
+    "orqen_events_dead_lettered_total",
+    "Events a durable consumer could not store and parked on its dead-letter subject.",
+    ["consumer"],
+)
 CONSUMER_PENDING = Gauge(
     "orqen_consumer_pending", "Messages waiting in a durable consumer (queue depth).", ["consumer"]
 )

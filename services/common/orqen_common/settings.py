@@ -85,6 +85,16 @@ class NatsSettings(OrqenSettings):
     )
 
 
+class EventConsumerSettings(OrqenSettings):
+    """What a durable event consumer (accounting, billing) does with an event it cannot store."""
+
+    event_max_deliveries: int = Field(
+        5,
+        ge=1,
+        description="Deliveries of an event that fails to be stored before it is parked on the dead-letter subject.",
+    )
+
+
 class DatabaseSettings(OrqenSettings):
     """PostgreSQL, for durable records."""
 

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import nats
 from nats.aio.msg import Msg
 
 from orqen_common import metrics
-from orqen_common.events import DurableConsumer, EventNames, EventPublisher
+from orqen_common.events import DurableConsumer, EventNames, EventPublisher, dead_letters, replay
 
 
 class Collector:
@@ -27,6 +28,42 @@ class Collector:
         if self.fail_first and self.batches == 1:
             raise RuntimeError("database is down")
         self.seen.extend(m.data for m in msgs)
+
+
+class Store:
+    """A batch handler that refuses every batch holding a refused payload, like a failing INSERT."""
+
+    def __init__(self, refused: set[bytes]) -> None:
+        self.refused = refused
+        self.stored: list[bytes] = []
+
+    async def __call__(self, msgs: Sequence[Msg]) -> None:
+        bad = [m.data for m in msgs if m.data in self.refused]
+        if bad:
+            raise ValueError(f"cannot store {bad[0]!r}")
+        self.stored.extend(m.data for m in msgs)
+
+
+class Outage:
+    """A batch handler whose store is unreachable for its first `calls` calls."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.stored: list[bytes] = []
+
+    async def __call__(self, msgs: Sequence[Msg]) -> None:
+        self.calls -= 1
+        if self.calls >= 0:
+            raise ConnectionRefusedError("the database is restarting")
+        self.stored.extend(m.data for m in msgs)
+
+
+async def _publish(url: str, names: EventNames, payloads: list[bytes]) -> None:
+    publisher = EventPublisher(url, names, "test")
+    publisher.start()
+    for payload in payloads:
+        publisher.publish("thing.happened", payload, f"req-{payload.decode()}")
+    await publisher.close(grace=10)
 
 
 async def _until(predicate, seconds: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -114,3 +151,102 @@ async def test_a_full_buffer_drops_and_counts_instead_of_blocking() -> None:
     for i in range(5):
         publisher.publish("thing.happened", b"x", f"id-{i}")  # no task started: nothing drains
     assert dropped._value.get() - before == 3
+
+
+async def test_an_event_that_cannot_be_stored_is_parked_and_the_rest_of_its_batch_is_stored(
+    orqen_nats_url: str, orqen_nats_prefix: str
+) -> None:
+    names = EventNames(orqen_nats_prefix)
+    payloads = [f"e{i}".encode() for i in range(30)]
+    await _publish(orqen_nats_url, names, payloads)
+    store = Store(refused={b"e7", b"e21"})
+    parked = metrics.EVENTS_DEAD_LETTERED.labels(names.durable("test"))
+    before = parked._value.get()
+    stop = asyncio.Event()
+    consumer = DurableConsumer(
+        orqen_nats_url, names, "test", "thing.happened", store, batch=30, max_wait=0.2, redelivery_delay=0.1
+    )
+    task = asyncio.create_task(consumer.run(stop))
+    nc = await nats.connect(orqen_nats_url)
+    try:
+        js = nc.jetstream()
+        # The healthy events of the failing batch are stored without waiting for the bad ones.
+        await _until(lambda: len(store.stored) == 28)
+        await _until(lambda: parked._value.get() - before == 2)
+        letters = await dead_letters(js, names)
+        await asyncio.sleep(0.5)  # a parked event is never delivered again
+        assert parked._value.get() - before == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+    assert sorted(store.stored) == sorted(set(payloads) - {b"e7", b"e21"})
+    assert sorted((d.data, d.request_id, d.consumer, d.deliveries) for d in letters) == [
+        (b"e21", "req-e21", "test", 5),
+        (b"e7", "req-e7", "test", 5),
+    ]
+    assert {d.subject for d in letters} == {names.subject("thing.happened")}
+    assert {d.error for d in letters} == {"ValueError(\"cannot store b'e7'\")", "ValueError(\"cannot store b'e21'\")"}
+
+
+async def test_replay_puts_dead_letters_back_once(orqen_nats_url: str, orqen_nats_prefix: str) -> None:
+    names = EventNames(orqen_nats_prefix)
+    await _publish(orqen_nats_url, names, [b"ok", b"bad"])
+    store = Store(refused={b"bad"})
+    nc = await nats.connect(orqen_nats_url)
+    js = nc.jetstream()
+    try:
+        stop = asyncio.Event()
+        consumer = DurableConsumer(
+            orqen_nats_url, names, "test", "thing.happened", store, max_wait=0.2, max_deliveries=2, redelivery_delay=0.1
+        )
+        task = asyncio.create_task(consumer.run(stop))
+        try:
+            await _until(lambda: store.stored == [b"ok"])
+            letters: list = []
+
+            async def parked() -> None:
+                letters[:] = await dead_letters(js, names, "test")
+
+            for _ in range(300):
+                await parked()
+                if letters:
+                    break
+                await asyncio.sleep(0.05)
+            assert [letter.data for letter in letters] == [b"bad"]
+            store.refused.clear()  # the fix
+            await replay(js, names, letters[0])
+            await _until(lambda: store.stored == [b"ok", b"bad"])
+            await asyncio.sleep(0.3)  # nothing more should arrive
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert store.stored == [b"ok", b"bad"]
+        assert await dead_letters(js, names) == []
+    finally:
+        await nc.close()
+
+
+async def test_a_batch_is_held_while_its_store_is_unavailable_and_never_parked(
+    orqen_nats_url: str, orqen_nats_prefix: str
+) -> None:
+    names = EventNames(orqen_nats_prefix)
+    payloads = [f"o{i}".encode() for i in range(5)]
+    await _publish(orqen_nats_url, names, payloads)
+    store = Outage(calls=4)
+    stop = asyncio.Event()
+    # One delivery allowed: a batch redelivered because of the outage would be parked at once.
+    consumer = DurableConsumer(
+        orqen_nats_url, names, "test", "thing.happened", store, max_wait=0.2, ack_wait=1.0, max_deliveries=1
+    )
+    task = asyncio.create_task(consumer.run(stop))
+    nc = await nats.connect(orqen_nats_url)
+    try:
+        await _until(lambda: len(store.stored) == 5)
+        await asyncio.sleep(0.3)
+        assert await dead_letters(nc.jetstream(), names) == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+    assert sorted(store.stored) == payloads
