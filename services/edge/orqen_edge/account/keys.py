@@ -16,6 +16,7 @@ from orqen.v1 import dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import invalid_request
 from orqen_edge.account.responses import listing, plain
+from orqen_edge.caller_text import checked_text
 from orqen_edge.request_body import read_json_object
 from orqen_edge.runtime import Runtime
 
@@ -28,7 +29,7 @@ def _optional_str(body: dict[str, Any], field: str, limit: int = 2048) -> str:
         return ""
     if not isinstance(value, str) or len(value) > limit:
         raise invalid_request(f"'{field}' must be a string of at most {limit} characters.")
-    return value
+    return checked_text(value, field)
 
 
 @get("/v1/account/keys", summary="The account's API keys (never their secret)")

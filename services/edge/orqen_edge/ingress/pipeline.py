@@ -38,6 +38,7 @@ from orqen_common.formats.openai import (
     encode_request,
     tool_name,
 )
+from orqen_edge.caller_text import checked_header_text, checked_model, checked_text, header_safe
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.request_body import read_body
 from orqen_edge.runtime import Runtime
@@ -127,7 +128,10 @@ class ChatCall:
         await self.runtime.rate_limiter.charge(self.context.account_id, self.context.api_key_id, tokens)
 
     def headers(self) -> dict[str, str]:
-        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
+        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones.
+
+        Every value is made header-safe here: the model name comes from the provider's answer.
+        """
         stats = self.plan_stats
         out: dict[str, str] = dict(self.rate_limit_headers)
         if self.summary.model:
@@ -142,7 +146,7 @@ class ChatCall:
             out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
             out["x-orqen-ctx-tokens-out"] = str(stats.ctx_tokens_out)
             out["x-orqen-ctx-tokens-saved"] = str(stats.ctx_tokens_in - stats.ctx_tokens_out)
-        return out
+        return {name: header_safe(value) for name, value in out.items()}
 
 
 async def serve_chat(
@@ -171,6 +175,8 @@ async def serve_chat(
 
 
 def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: str, session_id: str) -> ChatCall:
+    """The call of one request; a 400 when its session id (the X-Orqen-Session-Id header) is not printable ASCII."""
+    checked_header_text(session_id, SESSION_HEADER)
     return ChatCall(
         runtime=runtime,
         context=common_pb2.RequestContext(
@@ -189,8 +195,12 @@ def validate_chat(chat: ChatRequest) -> None:
     """What every canonical request needs beyond its types before it leaves the edge."""
     if not chat.model:
         raise invalid_request("'model' is required and must be a non-empty string.")
+    # Every ingress's model name (the Bedrock one from the path) is checked here, before it goes anywhere.
+    checked_model(chat.model)
     if not chat.messages:
         raise invalid_request("'messages' is required and must be a non-empty array.")
+    for tool in chat.tools or ():
+        checked_text(tool_name(tool), "tools[].name")
 
 
 def pop_credentials(chat: ChatRequest | None, provider_key: str | None = None) -> dict[str, str]:
@@ -204,10 +214,10 @@ def pop_credentials(chat: ChatRequest | None, provider_key: str | None = None) -
         for name in CREDENTIAL_FIELDS:
             value = getattr(chat, name)
             if value is not None:
-                credentials[name] = value
+                credentials[name] = checked_text(value, name)
                 setattr(chat, name, None)
     if provider_key and provider_key.strip():
-        credentials["api_key"] = provider_key.strip()
+        credentials["api_key"] = checked_text(provider_key.strip(), PROVIDER_KEY_HEADER)
     return credentials
 
 

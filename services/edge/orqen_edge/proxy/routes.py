@@ -24,6 +24,7 @@ from orqen.v1 import dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, ingress, paths
+from orqen_edge.caller_text import checked_model
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.pipeline import PROVIDER_KEY_HEADER, SESSION_HEADER, ChatCall, new_call, pop_credentials
@@ -68,6 +69,8 @@ async def serve_proxy(
             )
         if entry.model_required and not opening.model:
             raise invalid_request(f"'model' is required for /v1/{entry.name}.")
+        if opening.model:
+            checked_model(opening.model)
         call.model_requested, call.stream = opening.model, opening.stream
         call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
         # Only the X-Orqen-Provider-Key header: the aws_* body extensions are chat's (Bedrock has no family here).

@@ -6,7 +6,10 @@ from orqen.v1 import dispatch_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import completion_decoder, decode_request, encode, tool_name
 from orqen_edge.errors import error_body, ingress_of
-from orqen_edge.ingress.pipeline import ChatCall, forwardable, pop_credentials, validate_chat
+from orqen_edge.ingress.anthropic import translate as anthropic_translate
+from orqen_edge.ingress.bedrock import parse_converse_path
+from orqen_edge.ingress.bedrock import translate as bedrock_translate
+from orqen_edge.ingress.pipeline import ChatCall, forwardable, new_call, pop_credentials, validate_chat
 
 
 def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
@@ -99,6 +102,67 @@ def test_headers_describe_the_plan() -> None:
     }
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=3, tools_output=3, routing="passthrough_small_toolset")
     assert call.headers()["x-orqen-routing"] == "passthrough_small_toolset"
+
+
+HOSTILE_MODELS = [
+    "gpt-4o-mini\u0000x",
+    "gpt\u0001",
+    "gpt-4o\nx-injected: 1",
+    "gpt-4o-mini \U0001f600",
+    "a" * 257,
+    "m m",
+]
+
+
+@pytest.mark.parametrize("model", HOSTILE_MODELS)
+def test_model_names_with_nul_control_or_non_ascii_characters_are_400_on_every_ingress(model: str) -> None:
+    messages = [{"role": "user", "content": "x"}]
+    converse_path = "/model/" + "".join(f"%{b:02X}" for b in model.encode()) + "/converse"
+    model_id, _ = parse_converse_path(converse_path)
+    for chat in (
+        decode_request(orjson.dumps({"model": model, "messages": messages})),
+        anthropic_translate(orjson.dumps({"model": model, "max_tokens": 5, "messages": messages}))[0],
+        bedrock_translate(
+            orjson.dumps({"messages": [{"role": "user", "content": [{"text": "x"}]}]}), model_id=model_id, stream=False
+        )[0],
+    ):
+        with pytest.raises(OrqenError) as err:
+            validate_chat(chat)
+        assert err.value.http_status == 400 and "Invalid model" in err.value.message
+        assert "\x00" not in err.value.message and "\n" not in err.value.message
+
+
+def test_tool_names_and_credentials_with_control_characters_are_400() -> None:
+    tool = {"type": "function", "function": {"name": "get\u0000weather"}}
+    chat = decode_request(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [tool]}))
+    with pytest.raises(OrqenError, match="tools"):
+        validate_chat(chat)
+    with pytest.raises(OrqenError, match="aws_region_name") as err:
+        pop_credentials(decode_request(orjson.dumps({"model": "m", "messages": [], "aws_region_name": "us\r\nx"})))
+    assert "us" not in err.value.message.replace("aws_", "")  # a credential is never echoed
+    with pytest.raises(OrqenError, match="x-orqen-provider-key"):
+        pop_credentials(None, "sk-\u0001")
+
+
+@pytest.mark.parametrize("session", ["s\u0000", "s\u0001", "caf\u00e9"])
+def test_session_ids_outside_printable_ascii_are_400(session: str) -> None:
+    with pytest.raises(OrqenError) as err:
+        new_call(None, None, "req_1", "openai", session)  # type: ignore[arg-type]
+    assert err.value.http_status == 400 and "x-orqen-session-id" in err.value.message
+
+
+def test_header_values_are_made_header_safe() -> None:
+    """The model in x-orqen-model comes from the provider's answer: it must never break the response."""
+    call = ChatCall(runtime=None, context=None, model_requested="m", stream=False)  # type: ignore[arg-type]
+    for answered, header in [
+        ("gpt\u0000x", "gpt%00x"),
+        ("gpt\r\nset-cookie: a", "gpt%0D%0Aset-cookie: a"),
+        ("gpt-\U0001f600", "gpt-%F0%9F%98%80"),
+        ("gpt-4o-2024-11-20", "gpt-4o-2024-11-20"),
+    ]:
+        call.summary = dispatch_pb2.DispatchSummary(model=answered)
+        assert call.headers()["x-orqen-model"] == header
+        header.encode("ascii")
 
 
 def test_error_bodies_follow_each_sdk() -> None:
