@@ -1,4 +1,5 @@
-"""The `orqen` command: run the local stack (up, down, logs), manage API keys and dashboard owners."""
+"""The `orqen` command: run the local stack (up, down, logs), manage API keys and dashboard owners,
+list and replay the events accounting and billing could not store."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from pathlib import Path
 
 import grpc
 import httpx
+import nats
+from nats.aio.client import Client as NatsClient
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.events import EventNames, dead_letters, replay
 from orqen_common.grpc_client import open_channel
 from orqen_stack.config import DEFAULT_ADDRS, StackConfig
+from orqen_stack.embedded import NATS_URL_FILE
 from orqen_stack.home import Home
 from orqen_stack.procs import port_in_use, tail, wait_pid_exit
 from orqen_stack.supervisor import run_foreground
@@ -57,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin instead of prompting for it"
     )
     owner.set_defaults(handler=_cmd_owners_create)
+
+    events = commands.add_parser("events", help="the events accounting or billing could not store (dead letters)")
+    event_commands = events.add_subparsers(dest="events_command", required=True, metavar="EVENTS_COMMAND")
+    dlq = event_commands.add_parser("dlq", help="list the dead letters, oldest first")
+    replayed = event_commands.add_parser(
+        "replay", help="put dead letters back on their subject (after a fix) and remove them from the dead letters"
+    )
+    for command in (dlq, replayed):
+        command.add_argument("--consumer", default="*", help="only this consumer's: accounting or billing")
+    replayed.add_argument("--request-id", help="only the dead letters of this request")
+    dlq.set_defaults(handler=_cmd_events_dlq)
+    replayed.set_defaults(handler=_cmd_events_replay)
     return parser
 
 
@@ -264,6 +281,74 @@ async def create_owner(addr: str, token: str, account: str, email: str, password
         except grpc.aio.AioRpcError as err:
             return _refused(err, addr)
     print(f"{owner.email} can now log in to the dashboard of account {account!r} (owner {owner.id}).")
+    return 0
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def _events_target() -> tuple[str, EventNames]:
+    """NATS (`ORQEN_NATS_URL`, else the local stack's embedded server) and the stack's event names."""
+    url = os.environ.get("ORQEN_NATS_URL")
+    if not url:
+        embedded = Home.from_env().data_dir("nats") / NATS_URL_FILE
+        url = embedded.read_text().strip() if embedded.exists() else "nats://localhost:4222"
+    return url, EventNames(os.environ.get("ORQEN_NATS_PREFIX", "orqen"))
+
+
+def _cmd_events_dlq(args: argparse.Namespace) -> int:
+    return asyncio.run(list_dead_letters(*_events_target(), args.consumer))
+
+
+def _cmd_events_replay(args: argparse.Namespace) -> int:
+    return asyncio.run(replay_dead_letters(*_events_target(), args.consumer, args.request_id))
+
+
+async def _connect_nats(url: str) -> NatsClient | None:
+    """A connection to NATS, or None (and why, on stderr)."""
+    try:
+        return await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+    except (OSError, TimeoutError, nats.errors.Error) as err:
+        print(f"cannot reach NATS at {url} ({err!r}); run `make up` first or set ORQEN_NATS_URL", file=sys.stderr)
+        return None
+
+
+async def list_dead_letters(url: str, names: EventNames, consumer: str = "*") -> int:
+    """Print one line per dead letter: sequence, when it was parked, by whom, its request, why."""
+    nc = await _connect_nats(url)
+    if nc is None:
+        return 1
+    try:
+        letters = await dead_letters(nc.jetstream(), names, consumer)
+    finally:
+        await nc.close()
+    for letter in letters:
+        parked = letter.parked_at.isoformat(timespec="seconds") if letter.parked_at else "-"
+        print(
+            f"{letter.seq}\t{parked}\t{letter.consumer}\t{letter.request_id}\t"
+            f"{letter.deliveries} deliveries\t{letter.error}"
+        )
+    print(f"{len(letters)} dead letter(s) on {names.dead_letters(consumer)}", file=sys.stderr)
+    return 0
+
+
+async def replay_dead_letters(url: str, names: EventNames, consumer: str = "*", request_id: str | None = None) -> int:
+    """Put the dead letters (of `consumer`, of `request_id`) back on their subject, oldest first."""
+    nc = await _connect_nats(url)
+    if nc is None:
+        return 1
+    try:
+        js = nc.jetstream()
+        letters = [
+            letter
+            for letter in await dead_letters(js, names, consumer)
+            if request_id is None or letter.request_id == request_id
+        ]
+        for letter in letters:
+            await replay(js, names, letter)
+    finally:
+        await nc.close()
+    print(f"{len(letters)} dead letter(s) replayed", file=sys.stderr)
     return 0
 
 

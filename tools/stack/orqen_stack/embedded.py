@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
 
 DEFAULT_START_TIMEOUT = 60.0
+# Written in an embedded NATS server's data directory: where it listens, for `orqen events`.
+NATS_URL_FILE = "url"
 DEFAULT_STOP_TIMEOUT = 15.0
 
 
@@ -219,7 +221,11 @@ def start_nats(
         return [executable, "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port), "-n", "orqen-embedded"]
 
     proc, bound = _start_child("nats", argv, data_dir, log_path, _nats_ready, timeout, port)
-    return ChildProcessServer("nats", f"nats://127.0.0.1:{bound}", bound, proc, log_path)
+    url = f"nats://127.0.0.1:{bound}"
+    url_file = os.open(data_dir / NATS_URL_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(url_file, "w") as handle:
+        handle.write(url + "\n")
+    return ChildProcessServer("nats", url, bound, proc, log_path)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------

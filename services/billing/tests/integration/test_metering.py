@@ -58,6 +58,18 @@ async def test_usage_is_metered_once_per_request(orqen_database_url: str, monkey
     assert status.projected_charge_cents == 0 and status.included_tokens == 1_000_000
 
 
+async def test_a_request_id_holding_a_nul_is_metered(orqen_database_url: str) -> None:
+    """Internal publishers' events are stored whatever their strings hold (Postgres text refuses U+0000)."""
+    upgrade_to_head(orqen_database_url, SCHEMA, MIGRATIONS)
+    pool: asyncpg.Pool = await create_pool(orqen_database_url, 2, SCHEMA)
+    try:
+        await UsageMeter(pool)([_event("req\x00nul", 9)])  # type: ignore[list-item]
+        stored = await pool.fetchval("SELECT request_id FROM metered_requests")
+    finally:
+        await pool.close()
+    assert stored == "req\ufffdnul"
+
+
 async def test_the_billing_consumer_meters_each_request_once_from_jetstream(
     orqen_database_url: str, orqen_nats_url: str, orqen_nats_prefix: str
 ) -> None:
