@@ -8,8 +8,6 @@ and `orqen events replay`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import uuid
 
 import asyncpg
 import nats
