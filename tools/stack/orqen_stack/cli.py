@@ -28,6 +28,7 @@ from orqen_stack.procs import port_in_use, tail, wait_pid_exit
 from orqen_stack.supervisor import run_foreground
 
 LOG_TAIL_LINES = 50
+NATS_CONNECT_SECONDS = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,10 +308,17 @@ def _cmd_events_replay(args: argparse.Namespace) -> int:
 async def _connect_nats(url: str) -> NatsClient | None:
     """A connection to NATS, or None (and why, on stderr)."""
     try:
-        return await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+        # nats-py keeps retrying a first connection that fails, whatever allow_reconnect says: bound it.
+        return await asyncio.wait_for(
+            nats.connect(url, allow_reconnect=False, error_cb=_reported_below), NATS_CONNECT_SECONDS
+        )
     except (OSError, TimeoutError, nats.errors.Error) as err:
         print(f"cannot reach NATS at {url} ({err!r}); run `make up` first or set ORQEN_NATS_URL", file=sys.stderr)
         return None
+
+
+async def _reported_below(_err: Exception) -> None:
+    """nats-py's error callback: the failure is reported once, by _connect_nats."""
 
 
 async def list_dead_letters(url: str, names: EventNames, consumer: str = "*") -> int:
