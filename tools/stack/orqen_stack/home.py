@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +67,39 @@ class Home:
         return Path(configured) if configured else self.root / "tls" / "cert.pem"
 
     def ensure(self) -> None:
-        """Create the home and logs directories."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        """Create the home and logs directories, and make everything in the home owner-only."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.logs_dir.mkdir(mode=0o700, exist_ok=True)
+        self.secure()
+
+    def secure(self) -> None:
+        """Files under the home 0600, folders 0700: logs, secrets and data are the owner's alone.
+
+        Run as root, the embedded Postgres runs as a user of its own (pgserver's `pgserver`), which
+        opens the folders above its data for itself; its data stays that user's own (0700, and
+        Postgres refuses looser), so here the home is 0711: that user may pass through, nobody may list.
+        Anything another user owns keeps the mode its owner set; sockets and links are left alone.
+        """
+        me = os.geteuid()
+        for folder, subfolders, files in os.walk(self.root):
+            path = Path(folder)
+            # A running server may remove a file between the listing and the chmod.
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_uid != me:
+                    subfolders.clear()
+                    continue
+                os.chmod(path, 0o711 if path == self.root and me == 0 else 0o700)
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    info = os.lstat(path / name)
+                    if stat.S_ISREG(info.st_mode) and info.st_uid == me:
+                        os.chmod(path / name, 0o600)
 
     # --- secrets -----------------------------------------------------------------------
 
     def secrets(self, env: Mapping[str, str]) -> Secrets:
         """The stack's secrets: the environment wins, else the stored ones, else new ones, stored 0600."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.secrets_file, os.O_RDWR | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             # Two `orqen` commands racing on a fresh home must still agree on one set of secrets.
@@ -127,9 +154,10 @@ class Home:
 
     def write_pid(self, pid: int) -> None:
         """Record the supervisor's pid (written whole, then renamed, so readers never see half of it)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.pid_file.with_suffix(f".{pid}.tmp")
-        tmp.write_text(f"{pid}\n")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(f"{pid}\n")
         tmp.replace(self.pid_file)
 
     def remove_pid(self, pid: int) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from orqen_stack.embedded import socket_url
 from orqen_stack.home import Home
 from orqen_stack.procs import free_port, pid_alive, port_in_use
 from orqen_stack.readyz import not_ready
+from orqen_stack.restarts import RestartBackoff, RestartPolicy
 from orqen_stack.supervisor import Stack, StackError
 
 # --- secrets ---------------------------------------------------------------------------
@@ -199,6 +201,11 @@ FAKE_SERVICE = textwrap.dedent("""
     if os.environ.get("FAKE_CRASH") == name:
         print(f"{name}: cannot start", flush=True)
         sys.exit(3)
+    ran = os.path.join(home, f"ran-{name}")
+    if os.environ.get("FAKE_CRASH_ON_RESTART") == name and os.path.exists(ran):
+        print(f"{name}: cannot start again", flush=True)
+        sys.exit(3)
+    open(ran, "w").close()
     stop = threading.Event()
     def on_term(*_):
         with open(os.path.join(home, "stopped.txt"), "a") as out:
@@ -227,7 +234,9 @@ FAKE_SERVICE = textwrap.dedent("""
 """)
 
 
-def _stack_config(home: Path, tmp_path: Path, infra: dict[str, str], **env: str) -> StackConfig:
+def _stack_config(
+    home: Path, tmp_path: Path, infra: dict[str, str], restart: RestartPolicy | None = None, **env: str
+) -> StackConfig:
     script = tmp_path / "fake_service.py"
     script.write_text(FAKE_SERVICE)
     ports = {
@@ -239,7 +248,7 @@ def _stack_config(home: Path, tmp_path: Path, infra: dict[str, str], **env: str)
     base = {k: v for k, v in os.environ.items() if not k.startswith("ORQEN_")}
     config = StackConfig.from_env({**base, "ORQEN_HOME": str(home), **ports, **infra, **env})
     services = tuple(ServiceSpec(s.name, (sys.executable, str(script), s.name)) for s in default_services())
-    return dataclasses.replace(config, services=services, grace=5.0)
+    return dataclasses.replace(config, services=services, grace=5.0, restart=restart or RestartPolicy())
 
 
 @pytest.fixture
@@ -278,12 +287,42 @@ async def test_stack_starts_services_with_their_environment_and_stops_edge_first
     assert not port_in_use(config.edge_port)
 
 
+def not_owner_only(root: Path) -> list[str]:
+    """Everything under `root` that others may read: files must be 0600 and folders 0700.
+
+    Run as root, the embedded Postgres runs as its own user, so the home may be 0711 (enter, not list);
+    that user's data folder must be owner-only too.
+    """
+    me = os.geteuid()
+    loose = []
+    for folder, subfolders, files in os.walk(root):
+        path = Path(folder)
+        info = path.stat()
+        allowed = 0o711 if path == root and me == 0 else 0o700
+        if stat.S_IMODE(info.st_mode) & ~allowed:
+            loose.append(f"{path} {oct(stat.S_IMODE(info.st_mode))}")
+        if info.st_uid != me:
+            subfolders.clear()
+            continue
+        for name in files:
+            mode = os.lstat(path / name).st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+                loose.append(f"{path / name} {oct(stat.S_IMODE(mode))}")
+    return loose
+
+
 @pytest.mark.asyncio
 async def test_stack_starts_and_stops_the_embedded_servers_it_needs(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    # A home from before logs were private: readable by everyone.
+    (home / "logs").mkdir(parents=True, mode=0o755)
+    (home / "logs" / "edge.log").write_text("old\n")
+    (home / "logs" / "edge.log").chmod(0o644)
+    home.chmod(0o755)
     stack = Stack(_stack_config(home, tmp_path, {}))
     await stack.start()
     try:
+        assert not_owner_only(home) == []
         env = json.loads((home / "env-edge.json").read_text())
         assert f"host={home.resolve() / 'pg'}" in env["ORQEN_DATABASE_URL"]
         redis_port = int(env["ORQEN_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
@@ -335,6 +374,105 @@ async def test_stack_refuses_ports_in_use(tmp_path: Path, infra: dict[str, str])
     finally:
         blocker.terminate()
         await blocker.wait()
+
+
+def test_restart_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_run() -> None:
+    backoff = RestartBackoff(RestartPolicy(first_delay=0.5, max_delay=4.0, stable_after=60.0, max_restarts=6))
+    assert [backoff.next_delay(uptime=1.0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert backoff.next_delay(uptime=1.0) is None  # six quick exits in a row: a crash loop
+    assert backoff.next_delay(uptime=60.0) == 0.5 and backoff.restarts == 1
+
+
+async def _new_pid(stack: Stack, name: str, old: int) -> int:
+    """The pid of `name` once the supervisor has restarted it (bounded by the number of polls, not by time)."""
+    for _ in range(400):
+        pid = stack.pids().get(name)
+        if pid is not None and pid != old:
+            return pid
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} was not restarted")
+
+
+async def _logged(path: Path, line: str, times: int) -> None:
+    """Wait until `line` is in the log `times` times (a restarted service has finished starting)."""
+    for _ in range(400):
+        if path.read_text().count(line) >= times:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{line!r} not {times} times in {path}")
+
+
+@pytest.mark.asyncio
+async def test_a_crashed_service_is_restarted_with_backoff_while_the_others_keep_running(
+    tmp_path: Path, infra: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    config = _stack_config(home, tmp_path, infra, RestartPolicy(first_delay=0.1, max_delay=1.0))
+    stack = Stack(config)
+    await stack.start()
+    try:
+        before = stack.pids()
+        os.kill(before["dispatch"], signal.SIGKILL)
+        log = home / "logs" / "dispatch.log"
+        first = await _new_pid(stack, "dispatch", before["dispatch"])
+        await _logged(log, "dispatch: running", 2)
+        os.kill(first, signal.SIGKILL)
+        second = await _new_pid(stack, "dispatch", first)
+        await _logged(log, "dispatch: running", 3)
+        after = stack.pids()
+        assert after.pop("dispatch") == second
+        before.pop("dispatch")
+        assert after == before  # nothing else was restarted
+        assert port_in_use(config.edge_port)
+        assert stack.exit_code("dispatch") is None
+    finally:
+        await stack.stop()
+    err = capsys.readouterr().err
+    assert "dispatch exited with code -9; restarting in 0.1 s (restart 1)" in err
+    assert "dispatch exited with code -9; restarting in 0.2 s (restart 2)" in err
+    assert f"started dispatch (pid {second})" in err
+
+
+@pytest.mark.asyncio
+async def test_stop_during_a_restart_backoff_restarts_nothing(
+    tmp_path: Path, infra: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    stack = Stack(_stack_config(home, tmp_path, infra, RestartPolicy(first_delay=30.0)))
+    await stack.start()
+    try:
+        os.kill(stack.pids()["dispatch"], signal.SIGKILL)
+        for _ in range(400):
+            if "restarting in 30.0 s" in capsys.readouterr().err:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the supervisor never scheduled the restart")
+    finally:
+        await stack.stop()  # returns without waiting out the 30 s backoff
+    assert stack.pids() == {}
+    assert (home / "logs" / "dispatch.log").read_text().count("dispatch: running") == 1
+    assert "started dispatch" not in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_a_service_that_keeps_crashing_after_restarts_stops_being_restarted(
+    tmp_path: Path, infra: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    policy = RestartPolicy(first_delay=0.01, max_restarts=3)
+    stack = Stack(_stack_config(home, tmp_path, infra, policy, FAKE_CRASH_ON_RESTART="dispatch"))
+    await stack.start()
+    try:
+        os.kill(stack.pids()["dispatch"], signal.SIGKILL)
+        assert await asyncio.wait_for(stack.wait(), timeout=60) == "dispatch"
+        assert stack.exit_code("dispatch") == 3
+        assert "dispatch: cannot start again" in stack.log_tail("dispatch")
+    finally:
+        await stack.stop()
+    err = capsys.readouterr().err
+    assert "(restart 3)" in err and "(restart 4)" not in err
+    assert "dispatch exited with code 3 after 3 restarts in a row" in err
 
 
 def test_socket_urls_name_the_socket_directory_and_port() -> None:
