@@ -6,13 +6,16 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orqen_stack.cli import build_parser, main
@@ -396,7 +399,7 @@ async def _new_pid(stack: Stack, name: str, old: int) -> int:
 async def _logged(path: Path, line: str, times: int) -> None:
     """Wait until `line` is in the log `times` times (a restarted service has finished starting)."""
     for _ in range(400):
-        if path.read_text().count(line) >= times:
+        if (await asyncio.to_thread(path.read_text)).count(line) >= times:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{line!r} not {times} times in {path}")
@@ -477,3 +480,59 @@ async def test_a_service_that_keeps_crashing_after_restarts_stops_being_restarte
 
 def test_socket_urls_name_the_socket_directory_and_port() -> None:
     assert socket_url(Path("/tmp/pg"), 45678, "orqen") == "postgresql://postgres:@/orqen?host=/tmp/pg&port=45678"
+
+
+# --- the real stack, detached, as `make up` runs it -----------------------------------------
+
+
+def _started_pids(log: Path, name: str) -> list[int]:
+    """The pids the supervisor log says `name` was started with, in order."""
+    return [int(pid) for pid in re.findall(rf"started {name} \(pid (\d+)\)", log.read_text())]
+
+
+def test_detached_stack_keeps_its_secrets_private_and_restarts_a_killed_service(
+    tmp_path: Path, orqen_test_env: dict[str, str]
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORQEN_")}
+    env.update(orqen_test_env)
+    env.update({"ORQEN_HOME": str(home), "ORQEN_EDGE_PORT": str(free_port()), "ORQEN_EDGE_TLS_PORT": str(free_port())})
+    for service in ("optimizer", "dispatch", "accounting", "billing"):
+        env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+        env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
+    cli = [sys.executable, "-m", "orqen_stack.cli"]
+    up = subprocess.run([*cli, "up", "--detach"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    supervisor_log = home / "logs" / "orqen.log"
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        key = json.loads((home / "secrets.json").read_text())["bootstrap_api_key"]
+        assert key in up.stdout  # the terminal that ran `make up` gets it; no log file does
+        for _ in range(100):  # the supervisor announces itself just after the parent saw /readyz
+            if "Orqen is up." in supervisor_log.read_text():
+                break
+            time.sleep(0.1)
+        assert "Orqen is up." in supervisor_log.read_text()
+        assert [log.name for log in (home / "logs").iterdir() if key in log.read_text(errors="replace")] == []
+        assert not_owner_only(home) == []
+
+        killed = _started_pids(supervisor_log, "dispatch")[-1]
+        os.kill(killed, signal.SIGKILL)
+        edge = f"http://127.0.0.1:{env['ORQEN_EDGE_PORT']}"
+        with httpx.Client(base_url=edge, headers={"authorization": f"Bearer {key}"}, timeout=10) as http:
+            for _ in range(600):
+                # Everything that does not need dispatch keeps answering while it is away.
+                assert http.get("/healthz").status_code == 200
+                assert http.get("/v1/account/keys").status_code == 200
+                restarted = _started_pids(supervisor_log, "dispatch")[-1] != killed
+                if restarted and http.get("/readyz").status_code == 200:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"dispatch did not come back:\n{supervisor_log.read_text()}")
+            assert http.get("/v1/models").status_code == 200  # served by dispatch again
+        assert pid_alive(_started_pids(supervisor_log, "dispatch")[-1])
+        assert "dispatch exited with code -9; restarting in 0.5 s (restart 1)" in supervisor_log.read_text()
+    finally:
+        down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert down.returncode == 0, down.stdout + down.stderr
+    assert key not in supervisor_log.read_text()
