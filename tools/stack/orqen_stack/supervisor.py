@@ -227,8 +227,7 @@ class Stack:
                         f"{name} exited with code {code} after {backoff.restarts} restarts in a row, each within "
                         f"{self.config.restart.stable_after:.0f}s of starting; not restarting it again"
                     )
-                self._exited[name] = code
-                self._wake.set()
+                self._down_for_good(name, code)
                 return
             say(f"{name} exited with code {code}; restarting in {delay:.1f} s (restart {backoff.restarts})")
             with contextlib.suppress(TimeoutError):
@@ -236,7 +235,17 @@ class Stack:
             async with self._spawning:
                 if self._stopping:
                     return
-                await self._spawn(spec, env)
+                try:
+                    await self._spawn(spec, env)
+                except OSError as err:
+                    say(f"could not restart {name}: {err}")
+                    self._down_for_good(name, code)
+                    return
+
+    def _down_for_good(self, name: str, code: int) -> None:
+        """Record a service that is not restarted again; a start-up in progress and wait() notice at once."""
+        self._exited[name] = code
+        self._wake.set()
 
     def _check(self) -> None:
         """Fail start-up at once if stop was asked for or a service died."""

@@ -278,6 +278,7 @@ async def test_stack_starts_services_with_their_environment_and_stops_edge_first
             env = json.loads((home / f"env-{name}.json").read_text())
             assert env["ORQEN_DATABASE_URL"] == infra["ORQEN_DATABASE_URL"]
             assert env["ORQEN_INTERNAL_TOKEN"] == Home(home).secrets({}).internal_token
+            assert env["ORQEN_ENV"] == "development"
             assert env["ORQEN_HOME"] == str(home.resolve())
             assert env["ORQEN_DISPATCH_ADDR"] == config.addr("dispatch")
             assert env.get("ORQEN_METRICS_PORT") == (None if name == "edge" else str(config.metrics_port(name)))
