@@ -137,11 +137,27 @@ def check_compose(path: Path = COMPOSE) -> list[str]:
             errors.append(f"compose {name}: healthcheck does not probe port {port}: {test!r}")
         if mport and svc["environment"].get("ORQEN_METRICS_PORT") != str(mport):
             errors.append(f"compose {name}: ORQEN_METRICS_PORT is not {mport}")
+    errors += _compose_default_secret_errors(services)
     published = set(services.get("edge", {}).get("ports", []))
     for p in (8080, EDGE_TLS_PORT):
         if f"{p}:{p}" not in published:
             errors.append(f"compose edge: port {p} not published")
     return errors
+
+
+def _compose_default_secret_errors(services: dict) -> list[str]:
+    """A fresh `docker compose up` starts: development mode, and default secrets it accepts."""
+    env = services.get("edge", {}).get("environment", {})
+    defaults = {
+        name: re.fullmatch(r"\$\{\w+:-(.*)\}", str(env.get(name, ""))) for name in ("ORQEN_ENV", *REFUSED_PLACEHOLDERS)
+    }
+    if defaults["ORQEN_ENV"] is None or defaults["ORQEN_ENV"].group(1) != "development":
+        return ["compose: ORQEN_ENV must default to development (its secrets default to placeholders)"]
+    return [
+        f"compose: the default {name} would be refused at start"
+        for name in REFUSED_PLACEHOLDERS
+        if (match := defaults[name]) is None or not secret_is_usable(name, match.group(1), development=True)
+    ]
 
 
 # ------------------------------------------------------ built-in kustomize ---

@@ -228,3 +228,27 @@ def test_policy_rejects_development_mode_in_kubernetes(base_docs):
     docs = copy.deepcopy(base_docs)
     _find(docs, "ConfigMap", "orqen-config")["data"]["ORQEN_ENV"] = "development"
     assert any("ORQEN_ENV must not be set" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "refused"),
+    [
+        (
+            "ORQEN_BOOTSTRAP_API_KEY",
+            "${ORQEN_BOOTSTRAP_API_KEY:-dev-bootstrap-key-change-me}",
+            "default ORQEN_BOOTSTRAP",
+        ),
+        ("ORQEN_ENV", "${ORQEN_ENV:-production}", "ORQEN_ENV must default to development"),
+    ],
+)
+def test_compose_defaults_must_start_a_development_stack(tmp_path, key, value, refused):
+    data = yaml.safe_load(check.COMPOSE.read_text())
+    assert check.check_compose() == []
+    for service in data["services"].values():
+        if key in service.get("environment", {}):
+            service["environment"][key] = value
+    for anchor in [k for k in data if k.startswith("x-")]:
+        del data[anchor]
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert any(refused in e for e in check.check_compose(path))

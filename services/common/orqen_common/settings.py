@@ -185,13 +185,14 @@ def unusable_secrets(settings: BaseSettings, *, development: bool) -> list[str]:
     return problems
 
 
-def secret_is_usable(name: str, value: str) -> bool:
-    """Whether a production service accepts `value` for the secret setting `name` (e.g. ORQEN_INTERNAL_TOKEN).
+def secret_is_usable(name: str, value: str, *, development: bool = False) -> bool:
+    """Whether a service accepts `value` for the secret setting `name` (e.g. ORQEN_INTERNAL_TOKEN).
 
-    deploy/check.py uses it to show that the shipped Kubernetes manifests hold no usable placeholder.
+    deploy/check.py uses it: the Kubernetes manifests ship no value production would accept, and
+    docker compose's development defaults are accepted.
     """
     check = _SECRET_CHECKS[name.removeprefix("ORQEN_").lower()]
-    return check(value, False) is None
+    return check(value, development) is None
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
