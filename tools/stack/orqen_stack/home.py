@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import json
 import os
@@ -73,27 +72,25 @@ class Home:
         self.secure()
 
     def secure(self) -> None:
-        """Files under the home 0600, folders 0700: logs, secrets and data are the owner's alone.
+        """What the stack keeps in the home is the owner's alone: its files 0600, its folders 0700.
 
+        Only the stack's own entries are touched (ORQEN_HOME may be a folder that holds other things).
         Run as root, the embedded Postgres runs as a user of its own (pgserver's `pgserver`), which
         opens the folders above its data for itself; its data stays that user's own (0700, and
         Postgres refuses looser), so here the home is 0711: that user may pass through, nobody may list.
         Anything another user owns keeps the mode its owner set; sockets and links are left alone.
         """
         me = os.geteuid()
-        for folder, subfolders, files in os.walk(self.root):
-            path = Path(folder)
-            # A running server may remove a file between the listing and the chmod.
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_uid != me:
-                    subfolders.clear()
-                    continue
-                os.chmod(path, 0o711 if path == self.root and me == 0 else 0o700)
-            for name in files:
-                with contextlib.suppress(FileNotFoundError):
-                    info = os.lstat(path / name)
-                    if stat.S_ISREG(info.st_mode) and info.st_uid == me:
-                        os.chmod(path / name, 0o600)
+        pg = self.data_dir("pg")
+        postgres_runs_as_another_user = pg.is_dir() and pg.stat().st_uid != me
+        os.chmod(self.root, 0o711 if postgres_runs_as_another_user else 0o700)
+        for entry in self._own_entries():
+            _make_private(entry, me)
+
+    def _own_entries(self) -> list[Path]:
+        """Everything the stack creates directly in the home."""
+        folders = [self.logs_dir, self.tls_cert({}).parent, *(self.data_dir(name) for name in ("pg", "redis", "nats"))]
+        return [*folders, self.secrets_file, self.pid_file]
 
     # --- secrets -----------------------------------------------------------------------
 
@@ -167,6 +164,31 @@ class Home:
                 self.pid_file.unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
+
+
+def _make_private(top: Path, me: int) -> None:
+    """chmod 0700 on the folders and 0600 on the regular files at and under `top` that `me` owns."""
+    if not top.is_dir():
+        _chmod_own(top, me, 0o600)
+        return
+    for folder, subfolders, files in os.walk(top):
+        if not _chmod_own(Path(folder), me, 0o700):
+            subfolders.clear()  # another user's data (the embedded Postgres run as root): theirs to guard
+            continue
+        for name in files:
+            _chmod_own(Path(folder) / name, me, 0o600)
+
+
+def _chmod_own(path: Path, me: int, mode: int) -> bool:
+    """chmod a folder or regular file that `me` owns; False when it is another's, something else, or gone."""
+    try:
+        info = os.lstat(path)
+        if info.st_uid != me or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            return False
+        os.chmod(path, mode)
+    except FileNotFoundError:  # a running server may remove a file between the listing and the chmod
+        return False
+    return True
 
 
 def _looks_like_orqen(pid: int) -> bool:

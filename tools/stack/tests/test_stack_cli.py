@@ -48,6 +48,20 @@ def test_secrets_from_the_environment_win_without_replacing_the_stored_ones(tmp_
     assert home.secrets({}) == stored
 
 
+def test_ensure_makes_the_stacks_own_files_private_and_leaves_the_rest_alone(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    (home.root / "logs").mkdir(parents=True, mode=0o755)
+    (home.root / "logs" / "edge.log").write_text("from an older run\n")
+    (home.root / "logs" / "edge.log").chmod(0o644)
+    (home.root / "tls").mkdir(mode=0o755)
+    (home.root / "notes.txt").write_text("the user's own\n")
+    (home.root / "notes.txt").chmod(0o644)
+    home.ensure()
+    modes = {p.relative_to(home.root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in home.root.rglob("*")}
+    assert modes == {"logs": 0o700, "logs/edge.log": 0o600, "tls": 0o700, "notes.txt": 0o644}
+    assert stat.S_IMODE(home.root.stat().st_mode) == 0o700
+
+
 def test_home_defaults_to_dot_orqen_and_follows_orqen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert Home.from_env({}).root == tmp_path / ".orqen"
