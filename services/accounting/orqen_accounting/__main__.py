@@ -27,6 +27,7 @@ from orqen_common.db import create_pool
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.settings import load_settings
 
 SCHEMA = "accounting"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -79,7 +80,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = AccountingSettings()
+    settings = load_settings(AccountingSettings)
     asyncio.run(run_grpc_service("accounting", settings, settings.accounting_addr, partial(build, settings)))
     return 0
 

@@ -15,6 +15,7 @@ from orqen_common.auth import open_key_verifier
 from orqen_common.cache import TIMEOUT_SECONDS, open_redis
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_common.settings import load_settings
 from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
@@ -61,7 +62,7 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = OptimizerSettings()
+    settings = load_settings(OptimizerSettings)
     asyncio.run(run_grpc_service("optimizer", settings, settings.optimizer_addr, partial(build, settings)))
     return 0
 

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
-from orqen_stack.procs import free_port, tail, terminate
+from orqen_stack.procs import PRIVATE_UMASK, free_port, open_private_log, tail, terminate
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
@@ -93,11 +93,11 @@ def _start_child(
 
     A picked port that got taken meanwhile is retried with another; a given port is not.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     wanted = port
     for _attempt in range(1 if wanted else 3):
         port = wanted or free_port()
-        with log_path.open("ab") as log:
+        with open_private_log(log_path) as log:
             offset = log.tell()
             # Own process group: a Ctrl-C meant for the supervisor must not stop the server under it.
             proc = subprocess.Popen(
@@ -107,6 +107,7 @@ def _start_child(
                 stdin=subprocess.DEVNULL,
                 cwd=data_dir,
                 process_group=0,
+                umask=PRIVATE_UMASK,
             )
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
@@ -154,7 +155,7 @@ def start_redis(
 
     Its output goes to `log_path` (default `data_dir/redis.log`).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = log_path or data_dir / "redis.log"
     executable = _redis_executable()
 
@@ -211,7 +212,7 @@ def start_nats(
     Its output goes to `log_path` (default `data_dir/nats.log`). `port` restarts a server where
     its clients expect it (tests that stop and start NATS under running services).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = log_path or data_dir / "nats.log"
     executable = _nats_executable()
 
