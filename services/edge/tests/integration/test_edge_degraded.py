@@ -91,3 +91,24 @@ async def test_openapi_and_metrics_are_served(client: httpx.AsyncClient) -> None
     await client.get("/healthz")
     metrics = (await client.get("/metrics")).text
     assert 'orqen_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        # Once read by a lenient conversion as a Unix time in 1970: an empty page instead of a 400.
+        ({"until": "0.5"}, "until"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "0001-01-01T00:00:00+10:00"}, "since"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"status": "maybe"}, "status"),
+    ],
+)
+async def test_a_malformed_query_value_is_a_400_that_names_the_parameter(
+    client: httpx.AsyncClient, query: dict[str, str], parameter: str
+) -> None:
+    response = await client.get("/v1/account/requests", params=query, headers=HEADERS)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and f"'{parameter}'" in error["message"], error
