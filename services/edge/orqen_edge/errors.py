@@ -116,10 +116,15 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     return error_response(OrqenError(kind_for_http(status), message, http_status=status), ingress_of(request.url.path))
 
 
+# Where Litestar found a value that did not fit (its ParamType), as the message says it.
+_SOURCES = {"query": "query ", "path": "path ", "header": "header ", "cookie": "cookie "}
+
+
 def _invalid_parameters(exc: ValidationException) -> str:
     """Which parameters did not fit their declared types, by name ("Validation failed for ..." says neither)."""
     problems = [
-        f"{problem.get('source', 'parameter')} parameter '{problem['key']}': {problem.get('message', 'invalid value')}"
+        f"{_SOURCES.get(getattr(problem.get('source'), 'value', ''), '')}parameter '{problem['key']}': "
+        f"{problem.get('message', 'invalid value')}"
         for problem in exc.extra or ()
         if isinstance(problem, dict) and "key" in problem
     ]

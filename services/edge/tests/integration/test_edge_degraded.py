@@ -111,4 +111,4 @@ async def test_a_malformed_query_value_is_a_400_that_names_the_parameter(
     response = await client.get("/v1/account/requests", params=query, headers=HEADERS)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["type"] == "invalid_request_error" and f"'{parameter}'" in error["message"], error
+    assert error["type"] == "invalid_request_error" and f"query parameter '{parameter}'" in error["message"], error
