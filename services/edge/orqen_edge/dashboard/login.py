@@ -26,7 +26,8 @@ from orqen_edge.request_body import read_struct
 from orqen_edge.runtime import Runtime
 
 _FAILURE_WINDOW_SECONDS = 15 * 60
-_Field = Annotated[str, Meta(min_length=1, max_length=1024)]
+_MAX_FIELD = 1024
+_Field = Annotated[str, Meta(min_length=1, max_length=_MAX_FIELD)]
 
 
 class Credentials(msgspec.Struct):
