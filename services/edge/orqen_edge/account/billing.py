@@ -29,6 +29,15 @@ class CheckoutSync(msgspec.Struct):
     session_id: Annotated[str, Meta(min_length=1, max_length=256, description="The `cs_…` id.")]
 
 
+class WebhookReceipt(msgspec.Struct):
+    """What Stripe is told about one delivered event; a `duplicate` was already processed."""
+
+    received: bool
+    id: str
+    type: str
+    duplicate: bool
+
+
 @get(
     "/v1/account/billing",
     summary="Subscription tier, usage so far and projected charge (API key or dashboard session)",
@@ -100,10 +109,10 @@ async def sync_subscription(
     status_code=200,
     responses=errors(400, 413, 500, 501, 503),
 )
-async def stripe_webhook(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> dict[str, Any]:
+async def stripe_webhook(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> WebhookReceipt:
     """The raw body goes to billing untouched: the signature covers its exact bytes."""
     outcome = await runtime.downstream.handle_webhook(await request.body(), request.headers.get("stripe-signature", ""))
-    return {"received": True, "id": outcome.event_id, "type": outcome.type, "duplicate": outcome.duplicate}
+    return WebhookReceipt(received=True, id=outcome.event_id, type=outcome.type, duplicate=outcome.duplicate)
 
 
 ROUTES = (billing, create_checkout, customer_portal, sync_checkout, sync_subscription, stripe_webhook)

@@ -54,6 +54,20 @@ class ProviderCredential(msgspec.Struct, forbid_unknown_fields=True):
     base_url: _Secret = None
 
 
+class CreatedKey(msgspec.Struct):
+    """A new API key; `key` is its secret, shown only here."""
+
+    id: str
+    name: str
+    prefix: str
+    key: str
+
+
+class DeletedCredential(msgspec.Struct):
+    id: str
+    deleted: bool
+
+
 _SECRET_FIELDS = ("api_key", "access_key_id", "secret_access_key", "session_token", "bearer_token")
 
 
@@ -77,10 +91,10 @@ async def list_keys(runtime: NamedDependency[Runtime], principal: NamedDependenc
 )
 async def create_key(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
-) -> dict[str, Any]:
+) -> CreatedKey:
     name = (await read_struct(request, KeyCreation)).name or "unnamed"
     created = await runtime.downstream.create_api_key(principal.account_id, name)
-    return {"id": created.api_key_id, "name": name, "prefix": created.prefix, "key": created.plaintext}
+    return CreatedKey(id=created.api_key_id, name=name, prefix=created.prefix, key=created.plaintext)
 
 
 @delete(
@@ -149,9 +163,9 @@ def _auth_of(secret: dict[str, str]) -> str:
 )
 async def delete_provider(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], credential_id: FromPath[str]
-) -> dict[str, Any]:
+) -> DeletedCredential:
     deleted = await runtime.downstream.delete_credential(principal.account_id, credential_id)
-    return {"id": credential_id, "deleted": deleted.deleted}
+    return DeletedCredential(id=credential_id, deleted=deleted.deleted)
 
 
 ROUTES = (list_keys, create_key, revoke_key, list_providers, save_provider, delete_provider)

@@ -6,7 +6,7 @@ measured latency); what the owner chose is accounting's (preferences, toggles).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, get, post, put
@@ -44,8 +44,24 @@ class PreferencesUpdate(msgspec.Struct, forbid_unknown_fields=True):
     fallback_models: list[str] | UnsetType = UNSET
 
 
-def _openai_model(model: dispatch_pb2.ModelInfo) -> dict[str, Any]:
-    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+class Model(msgspec.Struct):
+    """A model in OpenAI's format."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(msgspec.Struct):
+    """Models in OpenAI's list format."""
+
+    object: Literal["list"]
+    data: list[Model]
+
+
+def _openai_model(model: dispatch_pb2.ModelInfo) -> Model:
+    return Model(id=model.id, object="model", created=0, owned_by=model.provider)
 
 
 @get(
@@ -54,9 +70,9 @@ def _openai_model(model: dispatch_pb2.ModelInfo) -> dict[str, Any]:
     security=API_KEY,
     responses=errors(*AUTHENTICATED),
 )
-async def list_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
+async def list_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> ModelList:
     models = await runtime.downstream.list_models(principal.account_id)
-    return {"object": "list", "data": [_openai_model(m) for m in models.models if m.enabled]}
+    return ModelList(object="list", data=[_openai_model(m) for m in models.models if m.enabled])
 
 
 @get(
@@ -67,7 +83,7 @@ async def list_models(runtime: NamedDependency[Runtime], principal: NamedDepende
 )
 async def get_model(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], model: FromPath[str]
-) -> dict[str, Any]:
+) -> Model:
     wanted = model.lstrip("/")
     for entry in (await runtime.downstream.list_models(principal.account_id)).models:
         if entry.id == wanted and entry.enabled:

@@ -80,3 +80,13 @@ def test_the_bodies_the_edge_renders_fit_the_documented_shapes(document: dict[st
     schema = {**schemas[_SHAPE_OF[ingress]], "components": resolver["components"]}
     for err in (invalid_request("bad"), OrqenError(INTERNAL, "boom")):
         jsonschema.validate(error_body(err, ingress), schema)
+
+
+def test_typed_answers_are_documented_by_their_types(document: dict[str, Any]) -> None:
+    def answer(path: str, method: str, status: str) -> Any:
+        return document["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+    assert answer("/v1/account/keys", "post", "201") == {"$ref": "#/components/schemas/CreatedKey"}
+    assert answer("/v1/models", "get", "200") == {"$ref": "#/components/schemas/ModelList"}
+    assert answer("/v1/models/{model}", "get", "200") == {"$ref": "#/components/schemas/Model"}
+    assert answer("/v1/billing/webhook", "post", "200") == {"$ref": "#/components/schemas/WebhookReceipt"}
