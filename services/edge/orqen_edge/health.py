@@ -6,6 +6,7 @@ import asyncio
 
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
@@ -17,7 +18,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="Readiness: Redis, NATS and the four gRPC services")
+@get(
+    "/readyz",
+    summary="Readiness: Redis, NATS and the four gRPC services",
+    responses={
+        503: ResponseSpec(
+            dict[str, object], description="Not ready: `not_ready` names what is not.", generate_examples=False
+        )
+    },
+)
 async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, object]]:
     async def redis_check() -> str:
         try:

@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
+from msgspec import Meta
 from redis.exceptions import RedisError
 
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_edge.dashboard.auth import COOKIE_NAME, carries_api_key
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.request_body import read_json_object
+from orqen_edge.openapi import DASHBOARD_SESSION, SESSION, errors, json_body
+from orqen_edge.request_body import read_struct
 from orqen_edge.runtime import Runtime
 
 _FAILURE_WINDOW_SECONDS = 15 * 60
 _MAX_FIELD = 1024
+_Field = Annotated[str, Meta(min_length=1, max_length=_MAX_FIELD)]
+
+
+class Credentials(msgspec.Struct):
+    """An account owner's email and password."""
+
+    email: _Field
+    password: _Field
 
 
 def _session_body(runtime: Runtime, session: DashboardSession) -> dict[str, Any]:
@@ -48,21 +59,24 @@ def _cookie(runtime: Runtime, value: str, max_age: int) -> Cookie:
     )
 
 
-def _credentials(body: dict[str, Any]) -> tuple[str, str]:
-    email, password = body.get("email"), body.get("password")
-    if not isinstance(email, str) or not email.strip() or len(email) > _MAX_FIELD:
+def _credentials(body: Credentials) -> tuple[str, str]:
+    if not body.email.strip():
         raise invalid_request("'email' is required.")
-    if not isinstance(password, str) or not password or len(password) > _MAX_FIELD:
-        raise invalid_request("'password' is required.")
-    return email.strip().lower(), password
+    return body.email.strip().lower(), body.password
 
 
-@post("/v1/dashboard/login", summary="Log an account owner in; sets the session cookie", status_code=200)
+@post(
+    "/v1/dashboard/login",
+    summary="Log an account owner in; sets the session cookie",
+    status_code=200,
+    operation_class=json_body(Credentials),
+    responses=errors(400, 401, 403, 413, 415, 429, 500, 503),
+)
 async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
-    """Body: {"email", "password"}. Answers the session (with its CSRF token) and sets an HttpOnly cookie."""
+    """Answers the session (with its CSRF token) and sets an HttpOnly cookie."""
     if carries_api_key(request):
         raise OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "Log in with an email and a password, not an API key.")
-    email, password = _credentials(await read_json_object(request))
+    email, password = _credentials(await read_struct(request, Credentials))
     failures = _FailedLogins(runtime, email)
     await failures.check()
     try:
@@ -78,7 +92,13 @@ async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtim
     )
 
 
-@post("/v1/dashboard/logout", summary="End the dashboard session", status_code=200)
+@post(
+    "/v1/dashboard/logout",
+    summary="End the dashboard session",
+    status_code=200,
+    security=DASHBOARD_SESSION,
+    responses=errors(*SESSION),
+)
 async def logout(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
 ) -> Response[dict[str, Any]]:
@@ -86,7 +106,12 @@ async def logout(
     return Response({"logged_out": True}, cookies=[_cookie(runtime, "", 0)])
 
 
-@get("/v1/dashboard/session", summary="The current dashboard session and its CSRF token")
+@get(
+    "/v1/dashboard/session",
+    summary="The current dashboard session and its CSRF token",
+    security=DASHBOARD_SESSION,
+    responses=errors(*SESSION),
+)
 async def current_session(
     runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
 ) -> dict[str, Any]:

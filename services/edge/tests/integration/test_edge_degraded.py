@@ -91,3 +91,44 @@ async def test_openapi_and_metrics_are_served(client: httpx.AsyncClient) -> None
     await client.get("/healthz")
     metrics = (await client.get("/metrics")).text
     assert 'orqen_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        # Once read by a lenient conversion as a Unix time in 1970: an empty page instead of a 400.
+        ({"until": "0.5"}, "until"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "0001-01-01T00:00:00+10:00"}, "since"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"status": "maybe"}, "status"),
+    ],
+)
+async def test_a_malformed_query_value_is_a_400_that_names_the_parameter(
+    client: httpx.AsyncClient, query: dict[str, str], parameter: str
+) -> None:
+    response = await client.get("/v1/account/requests", params=query, headers=HEADERS)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and f"query parameter '{parameter}'" in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        # Out of int32 range: once a ValueError (500) when the preferences message was built.
+        ("PUT", "/v1/account/routing/preferences", {"k_floor": 2**40}, "$.k_floor"),
+        # Once turned into the model name "1".
+        ("PUT", "/v1/account/routing/preferences", {"fallback_models": [1]}, "$.fallback_models[0]"),
+        ("POST", "/v1/account/routing/models/toggle", {"model": "m", "enabled": "yes"}, "$.enabled"),
+        ("POST", "/v1/account/providers", {"provider": "openai", "api_key": 5}, "$.api_key"),
+        ("POST", "/v1/account/keys", {"name": "n" * 101}, "$.name"),
+    ],
+)
+async def test_an_account_body_that_does_not_fit_its_type_is_a_400_naming_the_field(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, object], field: str
+) -> None:
+    response = await client.request(method, path, content=orjson.dumps(body), headers=HEADERS)
+    assert response.status_code == 400, response.text
+    assert f"at `{field}`" in response.json()["error"]["message"]
