@@ -41,10 +41,9 @@ async def open_runtime(
         edge_settings = EdgeSettings(
             internal_token=SecretStr(TOKEN),
             redis_url=orqen_redis_db_url,
-            nats_url=orqen_nats_url,
             nats_prefix=orqen_nats_prefix,
             grace_seconds=1,
-            **{**nowhere, **settings},
+            **{"nats_url": orqen_nats_url, **nowhere, **settings},
         )
         runtime = await Runtime.open(edge_settings, stack)
         # Connected to NATS, as a runtime that has served before is: /readyz asks NATS itself.
