@@ -137,6 +137,8 @@ def check_compose(path: Path = COMPOSE) -> list[str]:
             errors.append(f"compose {name}: healthcheck does not probe port {port}: {test!r}")
         if mport and svc["environment"].get("ORQEN_METRICS_PORT") != str(mport):
             errors.append(f"compose {name}: ORQEN_METRICS_PORT is not {mport}")
+        if mport and svc["environment"].get("ORQEN_GRPC_HOST") != "0.0.0.0":
+            errors.append(f"compose {name}: ORQEN_GRPC_HOST is not 0.0.0.0 (its address names the container)")
     errors += _compose_default_secret_errors(services)
     published = set(services.get("edge", {}).get("ports", []))
     for p in (8080, EDGE_TLS_PORT):
@@ -391,6 +393,8 @@ def _grpc_errors(name: str, c: dict, ports: dict, config: dict) -> list[str]:
     addr = f"ORQEN_{name.upper()}_ADDR"
     if config.get(addr) != f"{name}:{port}":
         errs.append(f"orqen-config {addr} must be {name}:{port}")
+    if config.get("ORQEN_GRPC_HOST") != "0.0.0.0":
+        errs.append("orqen-config ORQEN_GRPC_HOST must be 0.0.0.0: the service addresses name Services, not pods")
     return errs
 
 

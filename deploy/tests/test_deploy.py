@@ -73,6 +73,16 @@ def test_compose_rejects_wait_on_service_without_healthcheck(tmp_path):
     assert any("redis to be healthy" in e for e in check.check_compose(path))
 
 
+def test_compose_rejects_grpc_services_listening_on_their_service_name(tmp_path):
+    data = yaml.safe_load(check.COMPOSE.read_text())
+    for key in [k for k in data if k.startswith("x-")]:  # anchors already expanded by the load
+        del data[key]
+    del data["services"]["dispatch"]["environment"]["ORQEN_GRPC_HOST"]
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert any("dispatch: ORQEN_GRPC_HOST" in e for e in check.check_compose(path))
+
+
 # --- Kubernetes ---
 
 
@@ -111,6 +121,12 @@ def test_policy_rejects_wrong_grpc_probe_port(base_docs):
     c = _find(docs, "Deployment", "billing")["spec"]["template"]["spec"]["containers"][0]
     c["readinessProbe"]["grpc"]["port"] = 50051
     assert any("billing readinessProbe" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+def test_policy_rejects_grpc_services_listening_on_their_service_name(base_docs):
+    docs = copy.deepcopy(base_docs)
+    del _find(docs, "ConfigMap", "orqen-config")["data"]["ORQEN_GRPC_HOST"]
+    assert any("ORQEN_GRPC_HOST" in e for e in check.check_k8s_policy(docs, "t"))
 
 
 @pytest.mark.parametrize("kdir", check.KUSTOMIZATIONS, ids=lambda p: p.name)

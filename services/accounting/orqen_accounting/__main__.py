@@ -20,7 +20,7 @@ from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
 from orqen_accounting.usage import UsageStats
-from orqen_common.cache import open_redis
+from orqen_common.cache import AuthCacheKeys, open_redis
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
@@ -68,7 +68,14 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
 
     def register(server: grpc.aio.Server) -> None:
         accounting_pb2_grpc.add_AccountingServicer_to_server(
-            AccountingServicer(repo, RoutingStats(pool), UsageStats(pool), redis), server
+            AccountingServicer(
+                repo,
+                RoutingStats(pool),
+                UsageStats(pool),
+                redis,
+                AuthCacheKeys(settings.internal_token.get_secret_value()),
+            ),
+            server,
         )
 
     return ServiceParts(

