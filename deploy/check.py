@@ -36,6 +36,8 @@ from pathlib import Path
 import yaml
 from kubernetes_validate import utils as kv
 
+from orqen_common.settings import secret_is_usable
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -64,6 +66,9 @@ SECRET_KEYS = {
     "ORQEN_BOOTSTRAP_API_KEY",
     "ORQEN_CREDENTIALS_KEYS",
 }
+# The shipped values of these are placeholders the services must refuse at start: an operator
+# who deploys without setting real ones gets pods that say so, never a guessable secret.
+REFUSED_PLACEHOLDERS = ("ORQEN_INTERNAL_TOKEN", "ORQEN_BOOTSTRAP_API_KEY", "ORQEN_CREDENTIALS_KEYS")
 TORCH_CPU = "pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 # The optimizer's torch step in the shared builder stage: only its image installs torch.
 TORCH_STEP = f'if [ "$SERVICE" = optimizer ]; then {TORCH_CPU}; fi'
@@ -132,11 +137,29 @@ def check_compose(path: Path = COMPOSE) -> list[str]:
             errors.append(f"compose {name}: healthcheck does not probe port {port}: {test!r}")
         if mport and svc["environment"].get("ORQEN_METRICS_PORT") != str(mport):
             errors.append(f"compose {name}: ORQEN_METRICS_PORT is not {mport}")
+        if mport and svc["environment"].get("ORQEN_GRPC_HOST") != "0.0.0.0":
+            errors.append(f"compose {name}: ORQEN_GRPC_HOST is not 0.0.0.0 (its address names the container)")
+    errors += _compose_default_secret_errors(services)
     published = set(services.get("edge", {}).get("ports", []))
     for p in (8080, EDGE_TLS_PORT):
         if f"{p}:{p}" not in published:
             errors.append(f"compose edge: port {p} not published")
     return errors
+
+
+def _compose_default_secret_errors(services: dict) -> list[str]:
+    """A fresh `docker compose up` starts: development mode, and default secrets it accepts."""
+    env = services.get("edge", {}).get("environment", {})
+    defaults = {
+        name: re.fullmatch(r"\$\{\w+:-(.*)\}", str(env.get(name, ""))) for name in ("ORQEN_ENV", *REFUSED_PLACEHOLDERS)
+    }
+    if defaults["ORQEN_ENV"] is None or defaults["ORQEN_ENV"].group(1) != "development":
+        return ["compose: ORQEN_ENV must default to development (its secrets default to placeholders)"]
+    return [
+        f"compose: the default {name} would be refused at start"
+        for name in REFUSED_PLACEHOLDERS
+        if (match := defaults[name]) is None or not secret_is_usable(name, match.group(1), development=True)
+    ]
 
 
 # ------------------------------------------------------ built-in kustomize ---
@@ -370,6 +393,8 @@ def _grpc_errors(name: str, c: dict, ports: dict, config: dict) -> list[str]:
     addr = f"ORQEN_{name.upper()}_ADDR"
     if config.get(addr) != f"{name}:{port}":
         errs.append(f"orqen-config {addr} must be {name}:{port}")
+    if config.get("ORQEN_GRPC_HOST") != "0.0.0.0":
+        errs.append("orqen-config ORQEN_GRPC_HOST must be 0.0.0.0: the service addresses name Services, not pods")
     return errs
 
 
@@ -420,6 +445,7 @@ def check_k8s_policy(docs: list[dict], label: str) -> list[str]:
     secret = by_kind.get("Secret", {}).get("orqen-secrets", {}).get("stringData", {})
     if set(secret) != SECRET_KEYS:
         errors.append(f"orqen-secrets keys {sorted(secret)} != {sorted(SECRET_KEYS)}")
+    errors += _placeholder_errors(config, secret)
     for name in SERVICES:
         dep = by_kind.get("Deployment", {}).get(name)
         if dep is None or name not in by_kind.get("Service", {}):
@@ -427,6 +453,18 @@ def check_k8s_policy(docs: list[dict], label: str) -> list[str]:
         else:
             errors += _service_errors(name, dep, by_kind, config)
     return [f"{label}: {e}" for e in errors]
+
+
+def _placeholder_errors(config: dict, secret: dict) -> list[str]:
+    """No usable placeholder: each shipped secret is one a production service refuses, in production mode."""
+    errors = [
+        f"orqen-secrets {name} ships a value the services would accept: leave a refused placeholder"
+        for name in REFUSED_PLACEHOLDERS
+        if name in secret and secret_is_usable(name, str(secret[name]))
+    ]
+    if "ORQEN_ENV" in config or "ORQEN_ENV" in secret:
+        errors.append("ORQEN_ENV must not be set: Kubernetes runs in production mode, which refuses placeholders")
+    return errors
 
 
 def check_kustomizations() -> list[str]:

@@ -73,6 +73,16 @@ def test_compose_rejects_wait_on_service_without_healthcheck(tmp_path):
     assert any("redis to be healthy" in e for e in check.check_compose(path))
 
 
+def test_compose_rejects_grpc_services_listening_on_their_service_name(tmp_path):
+    data = yaml.safe_load(check.COMPOSE.read_text())
+    for key in [k for k in data if k.startswith("x-")]:  # anchors already expanded by the load
+        del data[key]
+    del data["services"]["dispatch"]["environment"]["ORQEN_GRPC_HOST"]
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert any("dispatch: ORQEN_GRPC_HOST" in e for e in check.check_compose(path))
+
+
 # --- Kubernetes ---
 
 
@@ -111,6 +121,12 @@ def test_policy_rejects_wrong_grpc_probe_port(base_docs):
     c = _find(docs, "Deployment", "billing")["spec"]["template"]["spec"]["containers"][0]
     c["readinessProbe"]["grpc"]["port"] = 50051
     assert any("billing readinessProbe" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+def test_policy_rejects_grpc_services_listening_on_their_service_name(base_docs):
+    docs = copy.deepcopy(base_docs)
+    del _find(docs, "ConfigMap", "orqen-config")["data"]["ORQEN_GRPC_HOST"]
+    assert any("ORQEN_GRPC_HOST" in e for e in check.check_k8s_policy(docs, "t"))
 
 
 @pytest.mark.parametrize("kdir", check.KUSTOMIZATIONS, ids=lambda p: p.name)
@@ -204,3 +220,51 @@ def test_policy_rejects_a_deployment_running_another_services_image(base_docs):
     docs = copy.deepcopy(base_docs)
     _find(docs, "Deployment", "billing")["spec"]["template"]["spec"]["containers"][0]["image"] = "orqen/edge:0.1.0"
     assert any("billing must run the image orqen/billing" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+# --- placeholder secrets ---
+
+
+@pytest.mark.parametrize(
+    ("key", "usable"),
+    [
+        ("ORQEN_INTERNAL_TOKEN", "a-real-internal-token-0123456789abcdef"),
+        ("ORQEN_BOOTSTRAP_API_KEY", "sk-orq-Q2hvb3NlIGEgcmVhbCBrZXkgaGVyZQ"),
+        ("ORQEN_CREDENTIALS_KEYS", "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+    ],
+)
+def test_policy_rejects_a_usable_secret_in_the_shipped_manifests(base_docs, key, usable):
+    assert check.check_k8s_policy(base_docs, "t") == []
+    docs = copy.deepcopy(base_docs)
+    _find(docs, "Secret", "orqen-secrets")["stringData"][key] = usable
+    assert any(f"{key} ships a value the services would accept" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+def test_policy_rejects_development_mode_in_kubernetes(base_docs):
+    docs = copy.deepcopy(base_docs)
+    _find(docs, "ConfigMap", "orqen-config")["data"]["ORQEN_ENV"] = "development"
+    assert any("ORQEN_ENV must not be set" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "refused"),
+    [
+        (
+            "ORQEN_BOOTSTRAP_API_KEY",
+            "${ORQEN_BOOTSTRAP_API_KEY:-dev-bootstrap-key-change-me}",
+            "default ORQEN_BOOTSTRAP",
+        ),
+        ("ORQEN_ENV", "${ORQEN_ENV:-production}", "ORQEN_ENV must default to development"),
+    ],
+)
+def test_compose_defaults_must_start_a_development_stack(tmp_path, key, value, refused):
+    data = yaml.safe_load(check.COMPOSE.read_text())
+    assert check.check_compose() == []
+    for service in data["services"].values():
+        if key in service.get("environment", {}):
+            service["environment"][key] = value
+    for anchor in [k for k in data if k.startswith("x-")]:
+        del data[anchor]
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(data))
+    assert any(refused in e for e in check.check_compose(path))

@@ -20,13 +20,14 @@ from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
 from orqen_accounting.usage import UsageStats
-from orqen_common.cache import open_redis
+from orqen_common.cache import AuthCacheKeys, open_redis
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool, unavailable
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.settings import load_settings
 
 SCHEMA = "accounting"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -69,7 +70,14 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
 
     def register(server: grpc.aio.Server) -> None:
         accounting_pb2_grpc.add_AccountingServicer_to_server(
-            AccountingServicer(repo, RoutingStats(pool), UsageStats(pool), redis), server
+            AccountingServicer(
+                repo,
+                RoutingStats(pool),
+                UsageStats(pool),
+                redis,
+                AuthCacheKeys(settings.internal_token.get_secret_value()),
+            ),
+            server,
         )
 
     return ServiceParts(
@@ -81,7 +89,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = AccountingSettings()
+    settings = load_settings(AccountingSettings)
     asyncio.run(run_grpc_service("accounting", settings, settings.accounting_addr, partial(build, settings)))
     return 0
 

@@ -42,7 +42,7 @@ from orqen_accounting.validation import (
     checked_uuid,
 )
 from orqen_common.auth import API_KEY_PREFIX, hash_api_key
-from orqen_common.cache import account_config_key, auth_cache_key
+from orqen_common.cache import AuthCacheKeys, account_config_key
 from orqen_common.context import Principal, account_scope, require_service
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.grpc_server import ServicerContext
@@ -59,13 +59,21 @@ log = structlog.get_logger(__name__)
 
 
 class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
-    """`redis` is where services cache what accounting owns (orqen_common.cache)."""
+    """`redis` is where services cache what accounting owns (orqen_common.cache), API keys under `auth_cache`."""
 
-    def __init__(self, repo: AccountingRepository, routing: RoutingStats, usage: UsageStats, redis: Redis) -> None:
+    def __init__(
+        self,
+        repo: AccountingRepository,
+        routing: RoutingStats,
+        usage: UsageStats,
+        redis: Redis,
+        auth_cache: AuthCacheKeys,
+    ) -> None:
         self._repo = repo
         self._routing = routing
         self._usage = usage
         self._redis = redis
+        self._auth_cache = auth_cache
         self._owners = OwnerRepository(repo.pool)
 
     async def Authenticate(
@@ -149,7 +157,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     async def _forget_cached_key(self, key_hash: str) -> None:
         """Drop the cached verdict on a key, so a revocation holds at once rather than after the cache TTL."""
         try:
-            await self._redis.delete(auth_cache_key(key_hash))
+            await self._redis.delete(self._auth_cache.name(key_hash))
         except RedisError as err:
             # Redis is only a cache: the revocation is recorded, and an entry left behind
             # expires within ORQEN_AUTH_CACHE_TTL_SECONDS.

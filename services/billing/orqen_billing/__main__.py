@@ -26,6 +26,7 @@ from orqen_common.db import create_pool, unavailable
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.settings import load_settings
 
 SCHEMA = "billing"
 log = structlog.get_logger(__name__)
@@ -87,7 +88,7 @@ def stripe_parts(
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = BillingSettings()
+    settings = load_settings(BillingSettings)
     asyncio.run(run_grpc_service("billing", settings, settings.billing_addr, partial(build, settings)))
     return 0
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
-from orqen_common.cache import auth_cache_key
+from orqen_common.cache import AuthCacheKeys
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
@@ -57,29 +57,41 @@ def bearer_token(authorization: str | None) -> str | None:
 class ApiKeyAuthenticator:
     """Resolves API keys to accounts: Redis first, then accounting's Authenticate.
 
-    Redis is only a cache: when it is down, every lookup goes to accounting.
+    Redis is only a cache: when it is down, every lookup goes to accounting. An entry is
+    believed only when its seal (orqen_common.cache.AuthCacheKeys) is this key's; any other
+    entry counts as a miss, so writing to Redis is not a way to mint keys.
     """
 
-    def __init__(self, redis: Redis, accounting: accounting_pb2_grpc.AccountingStub, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        accounting: accounting_pb2_grpc.AccountingStub,
+        ttl_seconds: int,
+        cache_keys: AuthCacheKeys,
+    ) -> None:
         self._redis = redis
         self._accounting = accounting
         self._ttl = ttl_seconds
+        self._keys = cache_keys
 
     async def __call__(self, plaintext: str) -> Principal | None:
         if not plaintext.startswith(API_KEY_PREFIX):
             return None
         key_hash = hash_api_key(plaintext)
-        cache_key = auth_cache_key(key_hash)
+        cache_key = self._keys.name(key_hash)
         cached = await self._cache_get(cache_key)
         if cached is not None:
-            return _principal_from_cache(cached)
+            payload = self._keys.unseal(key_hash, cached)
+            if payload is not None:
+                return _principal_from_cache(payload)
+            log.warning("auth cache entry not sealed for this key; ignored and verified with accounting")
         try:
             found: accounting_pb2.AuthenticateResponse = await self._accounting.Authenticate(  # type: ignore[misc]
                 accounting_pb2.AuthenticateRequest(key_hash=key_hash), timeout=5
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
-                await self._cache_set(cache_key, b"{}", _NEGATIVE_TTL_SECONDS)
+                await self._cache_set(cache_key, self._keys.seal(key_hash, b"{}"), _NEGATIVE_TTL_SECONDS)
                 return None
             raise from_rpc_error(err, "accounting") from None
         principal = Principal(
@@ -89,7 +101,7 @@ class ApiKeyAuthenticator:
             account_name=found.account_name,
         )
         payload = orjson.dumps({"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name})
-        await self._cache_set(cache_key, payload, self._ttl)
+        await self._cache_set(cache_key, self._keys.seal(key_hash, payload), self._ttl)
         return principal
 
     async def _cache_get(self, key: str) -> bytes | None:
@@ -131,4 +143,4 @@ def open_key_verifier(
     """An API-key verifier for a service other than accounting; its channel closes with `stack`."""
     channel = open_channel(accounting_addr, token)
     stack.push_async_callback(channel.close)
-    return ApiKeyAuthenticator(redis, accounting_pb2_grpc.AccountingStub(channel), ttl)
+    return ApiKeyAuthenticator(redis, accounting_pb2_grpc.AccountingStub(channel), ttl, AuthCacheKeys(token))

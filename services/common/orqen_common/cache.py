@@ -4,8 +4,9 @@ Redis only ever holds what can be rebuilt (caches, counters, rate-limit buckets)
 client is opened with short timeouts: a Redis in trouble slows a request by seconds at
 most, and callers fall back to the source of truth.
 
-- `auth_cache_key`: the verdict on an API key that every service caches (orqen_common.auth);
-  accounting deletes it when the key is revoked, so a revocation holds at once.
+- `AuthCacheKeys`: where the verdict on an API key that every service caches is kept, and
+  the seal that proves a service wrote it (orqen_common.auth); accounting deletes it when
+  the key is revoked, so a revocation holds at once.
 - `account_config_key`: a counter accounting increments whenever an account's provider
   credentials, routing preferences or model toggles change. Dispatch keeps each account's
   configuration in memory and reads this one counter per request: a different value means
@@ -14,6 +15,8 @@ most, and callers fall back to the source of truth.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from contextlib import AsyncExitStack
 
 from redis.asyncio import Redis
@@ -24,8 +27,39 @@ _AUTH_PREFIX = "orqen:auth:"
 _ACCOUNT_CONFIG_PREFIX = "orqen:account-config:"
 
 
-def auth_cache_key(key_hash: str) -> str:
-    return _AUTH_PREFIX + key_hash
+class AuthCacheKeys:
+    """Names and seals of auth cache entries, both derived from the internal token.
+
+    Redis is not trusted with who a key belongs to: whoever can write to it but does not hold
+    the internal token can neither find the entry name of a key they invented (an HMAC of the
+    key's hash) nor seal a value a service accepts (an HMAC over the key's hash and the value),
+    and a value copied from another key's entry carries that key's seal, so it fails here.
+    """
+
+    _TAG_BYTES = hashlib.sha256().digest_size
+
+    def __init__(self, internal_token: str) -> None:
+        secret = internal_token.encode()
+        # Separate keys for naming and sealing, so one never doubles as the other.
+        self._name_key = hmac.digest(secret, b"orqen auth cache: entry name", "sha256")
+        self._seal_key = hmac.digest(secret, b"orqen auth cache: entry seal", "sha256")
+
+    def name(self, key_hash: str) -> str:
+        """The Redis key of the entry for the API key whose SHA-256 is `key_hash`."""
+        return _AUTH_PREFIX + hmac.new(self._name_key, key_hash.encode(), "sha256").hexdigest()
+
+    def seal(self, key_hash: str, payload: bytes) -> bytes:
+        """`payload` as stored in the entry of `key_hash`: its seal, then the payload."""
+        return self._tag(key_hash, payload) + payload
+
+    def unseal(self, key_hash: str, stored: bytes) -> bytes | None:
+        """The payload of a stored entry of `key_hash`, or None when no service sealed it for this key."""
+        tag, payload = stored[: self._TAG_BYTES], stored[self._TAG_BYTES :]
+        return payload if hmac.compare_digest(tag, self._tag(key_hash, payload)) else None
+
+    def _tag(self, key_hash: str, payload: bytes) -> bytes:
+        # The key hash has a fixed length (64 hex digits), so hash and payload cannot be re-split.
+        return hmac.digest(self._seal_key, key_hash.encode() + payload, "sha256")
 
 
 def account_config_key(account_id: str) -> str:

@@ -116,6 +116,21 @@ class EventPublisher:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    async def answers(self, within_seconds: float) -> bool:
+        """Whether JetStream answers a request (its account info) within `within_seconds`.
+
+        `connected` alone stays true while the server is frozen (the socket is still open). A
+        request, unlike a flush, forgets its reply slot when it times out, so a late answer
+        after a thaw is simply dropped.
+        """
+        if self._nc is None or not self._nc.is_connected:
+            return False
+        try:
+            await self._nc.jetstream(timeout=within_seconds).account_info()
+        except nats.errors.Error:  # timeouts and JetStream's own errors alike
+            return False
+        return True
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
 

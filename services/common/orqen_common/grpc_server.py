@@ -22,7 +22,7 @@ from orqen_common.context import REQUEST_ID_HEADER, bind_request_id, new_request
 from orqen_common.errors import HTTP_STATUS_METADATA, RETRY_AFTER_METADATA, OrqenError
 from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
 from orqen_common.logging import configure_logging
-from orqen_common.settings import ServiceSettings, grpc_port
+from orqen_common.settings import ServiceSettings, grpc_host, grpc_port
 from orqen_common.tracing import configure_tracing
 
 log = structlog.get_logger(__name__)
@@ -154,6 +154,18 @@ def _is_abort(err: BaseException) -> bool:
     return type(err).__name__ == "AbortError"
 
 
+def bind(server: grpc.aio.Server, host: str, port: int) -> None:
+    """Listen on `host`:`port` only, or say which setting to change."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as err:  # grpc's way of saying the bind failed
+        raise RuntimeError(
+            f"cannot listen on {address} ({err}); set ORQEN_GRPC_HOST to an interface of this machine "
+            "(0.0.0.0 for all of them)"
+        ) from None
+
+
 @dataclass
 class ServiceParts:
     """What a service contributes to the shared bootstrap."""
@@ -179,7 +191,8 @@ async def run_grpc_service(
     """
     configure_logging(name, settings.log_level, settings.log_format)
     configure_tracing(name)
-    metrics.start_metrics_server(settings.metrics_port)
+    host, port = settings.grpc_host or grpc_host(listen_addr), grpc_port(listen_addr)
+    metrics.start_metrics_server(settings.metrics_host or host, settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,10 +210,9 @@ async def run_grpc_service(
         )
         for svc in ("", *parts.service_names):
             await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
-        port = grpc_port(listen_addr)
-        server.add_insecure_port(f"[::]:{port}")
+        bind(server, host, port)
         await server.start()
-        log.info("gRPC service listening", port=port)
+        log.info("gRPC service listening", host=host, port=port)
         tasks = [asyncio.create_task(_run(job, stop)) for job in parts.background]
         try:
             if parts.warm_up is not None:

@@ -22,7 +22,7 @@ CONSUMER_PENDING = Gauge(
 )
 
 
-def start_metrics_server(port: int) -> None:
-    """Serve /metrics on `port` in a background thread; 0 disables it."""
+def start_metrics_server(host: str, port: int) -> None:
+    """Serve /metrics on `host`:`port` in a background thread; port 0 disables it."""
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=host)

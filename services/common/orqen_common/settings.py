@@ -7,10 +7,15 @@ ever overrides the environment.
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orqen_common.auth import API_KEY_PREFIX
 
 
 class OrqenSettings(BaseSettings):
@@ -26,6 +31,11 @@ class ServiceSettings(OrqenSettings):
     itself (it listens on the port of its own) and for the peers it calls, and no others.
     """
 
+    env: Literal["production", "development"] = Field(
+        "production",
+        description="development accepts the well-known placeholder secrets of docker-compose.yml "
+        "(`orqen up` and compose set it); production refuses them at start.",
+    )
     internal_token: SecretStr = Field(
         description="Shared secret the services present to each other in gRPC metadata.",
     )
@@ -34,6 +44,15 @@ class ServiceSettings(OrqenSettings):
         "auto", description="Log renderer; auto means JSON unless stderr is a terminal."
     )
     metrics_port: int = Field(0, description="Port of the Prometheus metrics endpoint; 0 disables it.")
+    grpc_host: str | None = Field(
+        None,
+        description="Interface a gRPC service listens on; unset: the host of its own address "
+        "(ORQEN_<SERVICE>_ADDR), so a 127.0.0.1 address is reachable from this machine only. "
+        "Containers set 0.0.0.0 (their address names the container or Service, not an interface).",
+    )
+    metrics_host: str | None = Field(
+        None, description="Interface of the Prometheus metrics endpoint; unset: the gRPC service's."
+    )
     grace_seconds: float = Field(10.0, description="How long shutdown waits for in-flight work.")
     auth_cache_ttl_seconds: int = Field(60, description="How long a verified API key stays cached in Redis.")
     account_config_ttl_seconds: float = Field(
@@ -42,6 +61,13 @@ class ServiceSettings(OrqenSettings):
         description="Longest an account's saved settings (credentials, routing preferences, toggles) stay cached "
         "when Redis cannot say whether they changed.",
     )
+
+    @model_validator(mode="after")
+    def _refuse_unusable_secrets(self) -> Self:
+        problems = unusable_secrets(self, development=self.env == "development")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OptimizerAddress(OrqenSettings):
@@ -108,3 +134,101 @@ class DatabaseSettings(OrqenSettings):
 def grpc_port(addr: str) -> int:
     """The port of a host:port address; a service listens on the port of its own address."""
     return int(addr.rsplit(":", 1)[1])
+
+
+def grpc_host(addr: str) -> str:
+    """The host of a host:port address (an IPv6 literal without its brackets)."""
+    return addr.rsplit(":", 1)[0].removeprefix("[").removesuffix("]")
+
+
+# --- secrets a service must not start with ------------------------------------------------
+
+# Words that mark the example values shipped in docker-compose.yml and the Kubernetes base.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "placeholder")
+DEVELOPMENT_HINT = "set a real secret (docs/operations.md), or ORQEN_ENV=development on a local stack"
+
+
+def _is_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def _token_problem(value: str, development: bool) -> str | None:
+    if not value.strip():
+        return "is empty"
+    if _is_placeholder(value) and not development:
+        return f"is a placeholder; {DEVELOPMENT_HINT}"
+    return None
+
+
+def _api_key_problem(value: str, development: bool) -> str | None:
+    # A key without the prefix never authenticates: refused in every mode.
+    if not value.startswith(API_KEY_PREFIX):
+        return f"must start with {API_KEY_PREFIX} (no other key authenticates)"
+    return _token_problem(value, development)
+
+
+def _key_ring_problem(value: str, development: bool) -> str | None:
+    if not value.strip():
+        return "is empty (unset it to run without saved provider credentials)"
+    if development:
+        return None
+    if _is_placeholder(value):
+        return f"is a placeholder; {DEVELOPMENT_HINT}"
+    for entry in value.split(","):
+        key_id, _, encoded = entry.strip().partition(":")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            continue  # malformed: dispatch's key ring names the entry at start
+        # The example key is 32 zero bytes; a key of one repeated byte is no secret at all.
+        if len(set(key)) <= 1:
+            return f"key {key_id!r} is one repeated byte (like the all-zero example key); {DEVELOPMENT_HINT}"
+    return None
+
+
+# The secrets a service may read, by settings field; each settings class checks those it has.
+_SECRET_CHECKS: dict[str, Callable[[str, bool], str | None]] = {
+    "internal_token": _token_problem,
+    "bootstrap_api_key": _api_key_problem,
+    "credentials_keys": _key_ring_problem,
+}
+
+
+def unusable_secrets(settings: BaseSettings, *, development: bool) -> list[str]:
+    """Why the secrets in `settings` must not be used, one line each; empty when they may.
+
+    Empty values and a bootstrap key without the sk-orq- prefix are refused in every mode;
+    the well-known placeholders only outside development.
+    """
+    problems = []
+    for name, check in _SECRET_CHECKS.items():
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr) and (problem := check(value.get_secret_value(), development)):
+            problems.append(f"ORQEN_{name.upper()} {problem}")
+    return problems
+
+
+def secret_is_usable(name: str, value: str, *, development: bool = False) -> bool:
+    """Whether a service accepts `value` for the secret setting `name` (e.g. ORQEN_INTERNAL_TOKEN).
+
+    deploy/check.py uses it: the Kubernetes manifests ship no value production would accept, and
+    docker compose's development defaults are accepted.
+    """
+    check = _SECRET_CHECKS[name.removeprefix("ORQEN_").lower()]
+    return check(value, development) is None
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT:
+    """A service's settings, read once at start; invalid ones end the process with one clear line per error."""
+    try:
+        return settings_class()
+    except ValidationError as err:
+        lines = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors()]
+        # `from None`: pydantic's own report would repeat the offending values, secrets among them.
+        raise SystemExit(
+            f"refusing to start: invalid configuration ({settings_class.__name__})\n" + "\n".join(lines)
+        ) from None

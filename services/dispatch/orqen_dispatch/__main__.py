@@ -17,6 +17,7 @@ from orqen_common.cache import open_redis
 from orqen_common.catalogue import load_catalogue
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_common.settings import load_settings
 from orqen_dispatch.account_config import AccountConfigs
 from orqen_dispatch.credentials import CredentialStore, KeyRing
 from orqen_dispatch.latency import LatencyStats
@@ -140,7 +141,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = DispatchSettings()
+    settings = load_settings(DispatchSettings)
     asyncio.run(run_grpc_service("dispatch", settings, settings.dispatch_addr, partial(build, settings)))
     return 0
 

@@ -6,10 +6,9 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 
 from orqen_common.errors import OrqenError
-from orqen_edge import health
+from orqen_edge import health, openapi
 from orqen_edge.account import billing, keys, request_log, routing, usage
 from orqen_edge.auth import api_key_principal
 from orqen_edge.dashboard import login
@@ -27,27 +26,28 @@ def _runtime(state: State) -> Runtime:
 
 
 def create_app(runtime: Runtime) -> Litestar:
-    return Litestar(
-        route_handlers=[
-            # SDK ingress
-            chat_completions,
-            create_message,
-            converse,
-            # The account API
-            *request_log.ROUTES,
-            *billing.ROUTES,
-            *keys.ROUTES,
-            *routing.ROUTES,
-            *usage.ROUTES,
-            # The dashboard's sign-in
-            *login.ROUTES,
-            # Probes and metrics
-            health.healthz,
-            health.readyz,
-            health.metrics,
-            # The proxy families
-            *proxy_routes.route_handlers(),
-        ],
+    handlers = [
+        # SDK ingress
+        chat_completions,
+        create_message,
+        converse,
+        # The account API
+        *request_log.ROUTES,
+        *billing.ROUTES,
+        *keys.ROUTES,
+        *routing.ROUTES,
+        *usage.ROUTES,
+        # The dashboard's sign-in
+        *login.ROUTES,
+        # Probes and metrics
+        health.healthz,
+        health.readyz,
+        health.metrics,
+        # The proxy families
+        *proxy_routes.route_handlers(),
+    ]
+    app = Litestar(
+        route_handlers=handlers,
         state=State({"runtime": runtime}),
         dependencies={
             "runtime": Provide(_runtime, sync_to_thread=False),
@@ -60,7 +60,9 @@ def create_app(runtime: Runtime) -> Litestar:
             Exception: handle_unexpected,
         },
         request_max_body_size=runtime.settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Orqen", version="0.1.0", path="/schema"),
+        openapi_config=openapi.config(),
         logging_config=None,  # orqen_common.logging already owns the log format
         debug=False,
     )
+    openapi.add_body_schemas(app, handlers)
+    return app

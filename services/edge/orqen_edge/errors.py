@@ -5,12 +5,13 @@ The status mapping itself lives in orqen_common.errors; this module only draws b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import orjson
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
 from orqen_common.errors import INTERNAL, OrqenError, kind_for_http
 from orqen_common.proxy_families import NOT_PROXIED, OPENAI_BASE, ORQ_BASES
@@ -28,12 +29,60 @@ def ingress_of(path: str) -> str:
     return "openai"
 
 
-def error_body(err: OrqenError, ingress: str) -> dict[str, Any]:
+# The error bodies, one Struct per SDK shape: the edge renders errors from them and the
+# OpenAPI document describes its error responses with them (orqen_edge.openapi).
+
+
+class OpenAIErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(msgspec.Struct):
+    """OpenAI's error body: every route but /v1/messages and /model/... answers it."""
+
+    error: OpenAIErrorDetail
+
+
+class AnthropicErrorDetail(msgspec.Struct):
+    type: str
+    message: str
+
+
+class AnthropicError(msgspec.Struct):
+    """Anthropic's error body, on /v1/messages."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class BedrockError(msgspec.Struct):
+    """Bedrock's error body, on /model/...; the error code travels in `x-amzn-errortype`."""
+
+    message: str
+
+
+ErrorShape = OpenAIError | AnthropicError | BedrockError
+ERROR_SHAPES: dict[str, type[ErrorShape]] = {
+    "openai": OpenAIError,
+    "anthropic": AnthropicError,
+    "bedrock": BedrockError,
+}
+
+
+def error_shape(err: OrqenError, ingress: str) -> ErrorShape:
     if ingress == "anthropic":
-        return {"type": "error", "error": {"type": err.kind.anthropic_type, "message": err.message}}
+        return AnthropicError("error", AnthropicErrorDetail(err.kind.anthropic_type, err.message))
     if ingress == "bedrock":
-        return {"message": err.message}
-    return {"error": {"message": err.message, "type": err.kind.openai_type, "param": None, "code": err.code}}
+        return BedrockError(err.message)
+    return OpenAIError(OpenAIErrorDetail(err.message, err.kind.openai_type, None, err.code))
+
+
+def error_body(err: OrqenError, ingress: str) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.to_builtins(error_shape(err, ingress))
+    return body
 
 
 def error_response(err: OrqenError, ingress: str) -> Response[bytes]:
@@ -63,8 +112,23 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         404: not_proxied_message(request.url.path) or f"Unknown route {request.method} {request.url.path}.",
         405: f"Method {request.method} is not allowed on {request.url.path}.",
         413: "Request body too large.",
-    }.get(status, str(exc.detail))
+    }.get(status) or (_invalid_parameters(exc) if isinstance(exc, ValidationException) else str(exc.detail))
     return error_response(OrqenError(kind_for_http(status), message, http_status=status), ingress_of(request.url.path))
+
+
+# Where Litestar found a value that did not fit (its ParamType), as the message says it.
+_SOURCES = {"query": "query ", "path": "path ", "header": "header ", "cookie": "cookie "}
+
+
+def _invalid_parameters(exc: ValidationException) -> str:
+    """Which parameters did not fit their declared types, by name ("Validation failed for ..." says neither)."""
+    problems = [
+        f"{_SOURCES.get(getattr(problem.get('source'), 'value', ''), '')}parameter '{problem['key']}': "
+        f"{problem.get('message', 'invalid value')}"
+        for problem in exc.extra or ()
+        if isinstance(problem, dict) and "key" in problem
+    ]
+    return "Invalid " + "; ".join(problems) + "." if problems else str(exc.detail)
 
 
 def not_proxied_message(path: str) -> str | None:

@@ -34,6 +34,7 @@ from orqen.v1 import (
     usage_pb2,
 )
 from orqen_common.auth import ApiKeyAuthenticator
+from orqen_common.cache import AuthCacheKeys
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
 from orqen_common.healthcheck import health_status
@@ -173,9 +174,11 @@ class Downstream:
 
     # Accounting: keys, owners and credentials
 
-    def api_key_authenticator(self, redis: Redis, cache_ttl_seconds: int) -> ApiKeyAuthenticator:
+    def api_key_authenticator(
+        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys
+    ) -> ApiKeyAuthenticator:
         """Resolves callers' API keys through Redis, then accounting's Authenticate."""
-        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds)
+        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys)
 
     async def verify_owner(self, email: str, password: str) -> accounting_pb2.Owner:
         request = accounting_pb2.VerifyOwnerRequest(email=email, password=password)

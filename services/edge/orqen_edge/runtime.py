@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from orqen_common.auth import ApiKeyAuthenticator
-from orqen_common.cache import open_redis
+from orqen_common.cache import AuthCacheKeys, open_redis
 from orqen_common.events import EventNames, EventPublisher
 from orqen_edge.dashboard.session_store import SessionStore
 from orqen_edge.rate_limit import RateLimiter, RateLimits
@@ -37,7 +37,9 @@ class Runtime:
         publisher.start()
         # Closed after the listeners stop, so events of in-flight requests still go out.
         stack.push_async_callback(publisher.close, settings.grace_seconds)
-        authenticate = downstream.api_key_authenticator(redis, settings.auth_cache_ttl_seconds)
+        authenticate = downstream.api_key_authenticator(
+            redis, settings.auth_cache_ttl_seconds, AuthCacheKeys(settings.internal_token.get_secret_value())
+        )
         rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
         sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)
         return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions)

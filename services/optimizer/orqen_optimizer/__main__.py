@@ -15,6 +15,7 @@ from orqen_common.auth import open_key_verifier
 from orqen_common.cache import TIMEOUT_SECONDS, open_redis
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_common.settings import load_settings
 from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
@@ -35,8 +36,12 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
     planner = Planner(
-        ToolIndex(vectors) if settings.tool_routing else None, max_new_tools=settings.routing_max_new_tools
+        ToolIndex(vectors) if settings.tool_routing else None,
+        max_new_tools=settings.routing_max_new_tools,
+        max_indexed_per_request=settings.max_tool_texts_indexed_per_request,
+        max_queued=settings.tool_indexing_queue,
     )
+    stack.callback(planner.close)
     token = settings.internal_token.get_secret_value()
     redis = open_redis(stack, settings.redis_url)
     accounting_channel = open_channel(settings.accounting_addr, token)
@@ -61,7 +66,7 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = OptimizerSettings()
+    settings = load_settings(OptimizerSettings)
     asyncio.run(run_grpc_service("optimizer", settings, settings.optimizer_addr, partial(build, settings)))
     return 0
 

@@ -6,7 +6,11 @@ Tools: a request with more than SMALL_TOOLSET tools forwards only those the rout
 of requests) forwards them all while recording what the router would have kept (mode
 "<mode>_ab_ctrl"), which measures its real recall. Tools never seen before
 are embedded in the background when there are more than `max_new_tools` of them: that
-request goes out whole ("passthrough") and the next ones are routed. Malformed tools make
+request goes out whole ("passthrough") and the next ones are routed. The background work is
+bounded: one request queues at most `max_indexed_per_request` tool texts and the queue holds
+at most `max_queued` in all, so a request with 20,000 new tools costs the other requests' plans
+a few seconds of one core at most; the texts left out are queued by later requests that
+carry them. Malformed tools make
 the request pass through unchanged, with the reason in the trace. Every forwarded tool has
 its schema compressed (orqen_optimizer.schemas); a long conversation has its older tool
 outputs shrunk (orqen_optimizer.context).
@@ -41,11 +45,16 @@ class Planner:
         index: ToolIndex | None,
         max_new_tools: int = 4,
         rng: Callable[[], float] = random.random,
+        *,
+        max_indexed_per_request: int = 256,
+        max_queued: int = 2048,
     ) -> None:
         """`index` None: tool routing is off, every tool is forwarded (compressed)."""
         self._index = index
         self._router = ToolRouter(index) if index is not None else None
         self._max_new_tools = max_new_tools
+        self._max_indexed_per_request = max_indexed_per_request
+        self._max_queued = max_queued
         self._rng = rng
         self._indexing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-indexing")
         self._queued: set[str] = set()
@@ -99,8 +108,8 @@ class Planner:
         # The keyword mode never embeds: it needs no tool vectors.
         unseen = self._index.missing([v for f in facts for v in f.views]) if policy.mode != KEYWORD else []
         if len(unseen) > self._max_new_tools:
-            self._index_later(unseen)
-            trace.k_reason = f"indexing {len(unseen)} new tools; later requests are routed"
+            queued = self._index_later(unseen)
+            trace.k_reason = f"indexing {queued} of {len(unseen)} new tool texts; later requests are routed"
             return everything
         decision = self._router.route(chat, tools, policy, facts)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
@@ -113,12 +122,21 @@ class Planner:
         stats.routing = trace.mode = decision.mode
         return sorted(decision.keep)
 
-    def _index_later(self, texts: list[str]) -> None:
+    def close(self) -> None:
+        """Drop the indexing not yet started and wait for the batch in progress."""
+        self._indexing.shutdown(wait=True, cancel_futures=True)
+
+    def _index_later(self, texts: list[str]) -> int:
+        """Queue what the bounds allow of `texts` for the background; how many were queued."""
         with self._queued_lock:
-            fresh = [t for t in texts if t not in self._queued]
+            room = min(self._max_indexed_per_request, self._max_queued - len(self._queued))
+            fresh = [t for t in texts if t not in self._queued][: max(room, 0)]
             self._queued.update(fresh)
         if fresh:
             self._indexing.submit(self._index_now, fresh)
+        if len(fresh) < len(texts):
+            log.info("new tools left for later requests to queue", new=len(texts), queued=len(fresh))
+        return len(fresh)
 
     def _index_now(self, texts: list[str]) -> None:
         assert self._index is not None

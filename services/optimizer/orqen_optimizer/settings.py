@@ -24,3 +24,12 @@ class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, Re
     routing_max_new_tools: int = Field(
         4, ge=0, description="Unseen tools a request may embed itself; more are indexed in the background."
     )
+    max_tool_texts_indexed_per_request: int = Field(
+        256,
+        ge=0,
+        description="Tool texts (a tool's description, each of its examples) one request may queue for background "
+        "indexing; the rest wait for later requests that carry them.",
+    )
+    tool_indexing_queue: int = Field(
+        2048, ge=0, description="Most tool texts waiting for background indexing, across all requests."
+    )

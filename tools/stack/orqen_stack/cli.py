@@ -24,7 +24,7 @@ from orqen_common.grpc_client import open_channel
 from orqen_stack.config import DEFAULT_ADDRS, StackConfig
 from orqen_stack.embedded import NATS_URL_FILE
 from orqen_stack.home import Home
-from orqen_stack.procs import port_in_use, tail, wait_pid_exit
+from orqen_stack.procs import PRIVATE_UMASK, open_private_log, port_in_use, tail, wait_pid_exit
 from orqen_stack.supervisor import run_foreground
 
 LOG_TAIL_LINES = 50
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the whole stack (foreground unless --detach)")
     up.add_argument("-d", "--detach", action="store_true", help="run in the background and return once ready")
+    # The supervisor half of `up --detach`: its output goes to orqen.log, which must not hold the API key.
+    up.add_argument("--to-log", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(handler=_cmd_up)
 
     down = commands.add_parser("down", help="stop the stack that `orqen up --detach` started")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     config = StackConfig.from_env()
-    return up_detached(config) if args.detach else run_foreground(config)
+    return up_detached(config) if args.detach else run_foreground(config, show_key=not args.to_log)
 
 
 def up_detached(config: StackConfig) -> int:
@@ -108,14 +110,15 @@ def up_detached(config: StackConfig) -> int:
         return 1
     log = home.supervisor_log
     start_offset = log.stat().st_size if log.exists() else 0
-    with log.open("ab") as out:
+    with open_private_log(log) as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orqen_stack.cli", "up"],
+            [sys.executable, "-m", "orqen_stack.cli", "up", "--to-log"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**config.env, "ORQEN_HOME": str(home.root)},
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     home.write_pid(proc.pid)
     print(f"Starting Orqen in the background (pid {proc.pid}, log {log}); waiting until it is ready...")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orqen_stack.home import Home, Secrets
+from orqen_stack.restarts import RestartPolicy
 
 SERVICES = ("accounting", "billing", "optimizer", "dispatch", "edge")
 # Edge first so in-flight HTTP requests finish while everything behind it still answers.
@@ -47,16 +48,18 @@ class StackInfo:
     cert_path: Path
     api_key: str
 
-    def render(self) -> str:
+    def render(self, *, show_key: bool = True) -> str:
+        """What to print once the stack is up; without `show_key` (output bound for a log) the key stays out."""
         cert = self.cert_path
         if cert.is_relative_to(Path.cwd()):
             cert = cert.relative_to(Path.cwd())
+        key = self.api_key if show_key else "(kept out of logs: `make up` printed it; see ORQEN_HOME/secrets.json)"
         return "\n".join(
             [
                 "Orqen is up.",
                 f"  API        {self.edge_url}",
                 f"  API (TLS)  {self.tls_url}   (dev certificate: {cert})",
-                f"  API key    {self.api_key}",
+                f"  API key    {key}",
                 "  Logs: make logs        Stop: make down",
             ]
         )
@@ -71,12 +74,13 @@ class StackConfig:
     services: tuple[ServiceSpec, ...] = field(default_factory=default_services)
     ready_timeout: float = 180.0
     grace: float = 15.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
         """Config from `env`; `ORQEN_STACK_READY_TIMEOUT` and `ORQEN_STACK_GRACE_SECONDS` tune the waits.
 
-        Tests swap the service commands with `dataclasses.replace(config, services=...)`.
+        Tests swap the service commands (or the restart policy) with `dataclasses.replace(config, services=...)`.
         """
         env = dict(os.environ if env is None else env)
         return cls(

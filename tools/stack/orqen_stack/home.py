@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +66,37 @@ class Home:
         return Path(configured) if configured else self.root / "tls" / "cert.pem"
 
     def ensure(self) -> None:
-        """Create the home and logs directories."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        """Create the home and logs directories, and make everything in the home owner-only."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.logs_dir.mkdir(mode=0o700, exist_ok=True)
+        self.secure()
+
+    def secure(self) -> None:
+        """What the stack keeps in the home is the owner's alone: its files 0600, its folders 0700.
+
+        Only the stack's own entries are touched (ORQEN_HOME may be a folder that holds other things).
+        Run as root, the embedded Postgres runs as a user of its own (pgserver's `pgserver`), which
+        opens the folders above its data for itself; its data stays that user's own (0700, and
+        Postgres refuses looser), so here the home is 0711: that user may pass through, nobody may list.
+        Anything another user owns keeps the mode its owner set; sockets and links are left alone.
+        """
+        me = os.geteuid()
+        pg = self.data_dir("pg")
+        postgres_runs_as_another_user = pg.is_dir() and pg.stat().st_uid != me
+        os.chmod(self.root, 0o711 if postgres_runs_as_another_user else 0o700)
+        for entry in self._own_entries():
+            _make_private(entry, me)
+
+    def _own_entries(self) -> list[Path]:
+        """Everything the stack creates directly in the home."""
+        folders = [self.logs_dir, self.tls_cert({}).parent, *(self.data_dir(name) for name in ("pg", "redis", "nats"))]
+        return [*folders, self.secrets_file, self.pid_file]
 
     # --- secrets -----------------------------------------------------------------------
 
     def secrets(self, env: Mapping[str, str]) -> Secrets:
         """The stack's secrets: the environment wins, else the stored ones, else new ones, stored 0600."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.secrets_file, os.O_RDWR | os.O_CREAT, 0o600)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             # Two `orqen` commands racing on a fresh home must still agree on one set of secrets.
@@ -127,9 +151,10 @@ class Home:
 
     def write_pid(self, pid: int) -> None:
         """Record the supervisor's pid (written whole, then renamed, so readers never see half of it)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.pid_file.with_suffix(f".{pid}.tmp")
-        tmp.write_text(f"{pid}\n")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(f"{pid}\n")
         tmp.replace(self.pid_file)
 
     def remove_pid(self, pid: int) -> None:
@@ -139,6 +164,31 @@ class Home:
                 self.pid_file.unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
+
+
+def _make_private(top: Path, me: int) -> None:
+    """chmod 0700 on the folders and 0600 on the regular files at and under `top` that `me` owns."""
+    if not top.is_dir():
+        _chmod_own(top, me, 0o600)
+        return
+    for folder, subfolders, files in os.walk(top):
+        if not _chmod_own(Path(folder), me, 0o700):
+            subfolders.clear()  # another user's data (the embedded Postgres run as root): theirs to guard
+            continue
+        for name in files:
+            _chmod_own(Path(folder) / name, me, 0o600)
+
+
+def _chmod_own(path: Path, me: int, mode: int) -> bool:
+    """chmod a folder or regular file that `me` owns; False when it is another's, something else, or gone."""
+    try:
+        info = os.lstat(path)
+        if info.st_uid != me or not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            return False
+        os.chmod(path, mode)
+    except FileNotFoundError:  # a running server may remove a file between the listing and the chmod
+        return False
+    return True
 
 
 def _looks_like_orqen(pid: int) -> bool:

@@ -9,9 +9,20 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 # The ports the machine's own Postgres, Redis and NATS use: nothing we start may take them.
 STANDARD_PORTS = frozenset({5432, 6379, 4222})
+# The umask of every process the local stack starts: what they create (logs, data, the dev
+# certificate) is readable by the owner only, whatever the user's own umask.
+PRIVATE_UMASK = 0o077
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """Open a log for appending, owner-only (0600) even when an earlier run created it more open."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

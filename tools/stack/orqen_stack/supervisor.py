@@ -1,4 +1,7 @@
-"""The local supervisor behind `orqen up`: infrastructure, the five services, readiness, ordered shutdown.
+"""The local supervisor behind `orqen up`: infrastructure, the five services, readiness, restarts, shutdown.
+
+Once the stack is ready, a service that exits on its own is restarted with backoff while the
+others keep serving; one that keeps exiting right after each restart stops the stack (see restarts.py).
 
 A test can run a whole stack in-process with its own home and ports:
 
@@ -25,8 +28,9 @@ import httpx
 
 from orqen_stack.config import DEFAULT_ADDRS, STOP_ORDER, ServiceSpec, StackConfig, StackInfo
 from orqen_stack.embedded import EmbeddedServer, EmbeddedServerError, start_nats, start_postgres, start_redis
-from orqen_stack.procs import port_in_use, tail
+from orqen_stack.procs import PRIVATE_UMASK, open_private_log, port_in_use, tail
 from orqen_stack.readyz import not_ready
+from orqen_stack.restarts import RestartBackoff
 
 
 def say(message: str) -> None:
@@ -49,10 +53,19 @@ class Stack:
         self.config = config
         self._infra: list[EmbeddedServer] = []
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        # When each service's current process started (event-loop clock), to tell a crash loop apart.
+        self._started_at: dict[str, float] = {}
+        # Services that are down for good: exited during start-up, or gave up restarting.
         self._exited: dict[str, int] = {}
         self._log_offsets: dict[str, int] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Set once the stack is ready: from then on an exit means a restart, not a failed start.
+        self._serving = False
+        # Set when stop is asked; cuts a restart's backoff short.
+        self._stop_requested = asyncio.Event()
+        # Held while a service is spawned, so stop never misses a process that is being restarted.
+        self._spawning = asyncio.Lock()
         # The environment every service got (infrastructure URLs and secrets included), once started.
         self.service_env: dict[str, str] = {}
         # Set whenever something the supervisor waits on happens: a child exits, or stop is asked.
@@ -65,6 +78,7 @@ class Stack:
     def request_stop(self) -> None:
         """Ask the stack to stop (safe from a signal handler); start() and wait() return soon after."""
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
 
     async def start(self) -> StackInfo:
@@ -76,7 +90,7 @@ class Stack:
             raise
 
     async def wait(self) -> str | None:
-        """Block until stop is requested (None) or a service exits (its name)."""
+        """Block until stop is requested (None) or a service is down for good (its name)."""
         while True:
             self._wake.clear()
             if self._exited:
@@ -98,6 +112,10 @@ class Stack:
     async def stop(self) -> None:
         """Stop services in dependency order (SIGTERM, grace, SIGKILL), then the servers we started."""
         self._stopping = True
+        self._stop_requested.set()
+        # A restart already spawning finishes registering its process, and no other begins.
+        async with self._spawning:
+            pass
         known = {name for group in STOP_ORDER for name in group}
         extra = tuple(name for name in self._procs if name not in known)
         for group in ((*extra, *STOP_ORDER[0]), *STOP_ORDER[1:]):
@@ -119,8 +137,13 @@ class Stack:
             raise StackError(f"ports already in use: {', '.join(busy)}; is another stack running?")
         secrets = config.home.secrets(config.env)
         env = await self._infrastructure()
+        # pgserver, run as root, opens the folders above its data (the home among them) to its own user.
+        config.home.secure()
         env.update(
             {
+                # The local stack is a development stack: the services accept the well-known
+                # placeholder secrets here (the ones `orqen up` generates are real anyway).
+                "ORQEN_ENV": config.env.get("ORQEN_ENV") or "development",
                 "ORQEN_INTERNAL_TOKEN": secrets.internal_token,
                 "ORQEN_BOOTSTRAP_API_KEY": secrets.bootstrap_api_key,
                 "ORQEN_CREDENTIALS_KEYS": secrets.credentials_keys,
@@ -135,7 +158,9 @@ class Stack:
         for spec in config.services:
             self._check()
             await self._spawn(spec, env)
+            self._watchers.append(asyncio.create_task(self._supervise(spec, env)))
         await self._wait_ready()
+        self._serving = True
         return config.info(secrets)
 
     async def _infrastructure(self) -> dict[str, str]:
@@ -167,8 +192,7 @@ class Stack:
             child_env.pop("ORQEN_METRICS_PORT", None)
         else:
             child_env["ORQEN_METRICS_PORT"] = str(metrics)
-        say(f"starting {spec.name}")
-        with self.log_path(spec.name).open("ab") as log:
+        with open_private_log(self.log_path(spec.name)) as log:
             self._log_offsets[spec.name] = log.tell()
             log.write(f"--- orqen up: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             log.flush()
@@ -181,12 +205,45 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 env=child_env,
                 process_group=0,
+                umask=PRIVATE_UMASK,
             )
+        say(f"started {spec.name} (pid {proc.pid})")
         self._procs[spec.name] = proc
-        self._watchers.append(asyncio.create_task(self._watch(spec.name, proc)))
+        self._started_at[spec.name] = asyncio.get_running_loop().time()
 
-    async def _watch(self, name: str, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
+    async def _supervise(self, spec: ServiceSpec, env: Mapping[str, str]) -> None:
+        """Restart the service each time it exits on its own, with backoff, until stop or a crash loop."""
+        name = spec.name
+        backoff = RestartBackoff(self.config.restart)
+        loop = asyncio.get_running_loop()
+        while True:
+            code = await self._procs[name].wait()
+            if self._stopping:
+                return
+            delay = backoff.next_delay(loop.time() - self._started_at[name]) if self._serving else None
+            if delay is None:
+                if self._serving:
+                    say(
+                        f"{name} exited with code {code} after {backoff.restarts} restarts in a row, each within "
+                        f"{self.config.restart.stable_after:.0f}s of starting; not restarting it again"
+                    )
+                self._down_for_good(name, code)
+                return
+            say(f"{name} exited with code {code}; restarting in {delay:.1f} s (restart {backoff.restarts})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+            async with self._spawning:
+                if self._stopping:
+                    return
+                try:
+                    await self._spawn(spec, env)
+                except OSError as err:
+                    say(f"could not restart {name}: {err}")
+                    self._down_for_good(name, code)
+                    return
+
+    def _down_for_good(self, name: str, code: int) -> None:
+        """Record a service that is not restarted again; a start-up in progress and wait() notice at once."""
         self._exited[name] = code
         self._wake.set()
 
@@ -249,17 +306,20 @@ class Stack:
         say(f"{name} stopped (exit code {proc.returncode})")
 
 
-def run_foreground(config: StackConfig) -> int:
-    """`orqen up`: start the stack, print how to use it, supervise until SIGTERM/SIGINT or a crash."""
-    return asyncio.run(_foreground(config))
+def run_foreground(config: StackConfig, *, show_key: bool = True) -> int:
+    """`orqen up`: start the stack, print how to use it, supervise until SIGTERM/SIGINT or a crash loop.
+
+    `show_key=False` when the output goes to a log file (`up --detach`): the API key stays out of it.
+    """
+    return asyncio.run(_foreground(config, show_key))
 
 
-async def _foreground(config: StackConfig) -> int:
+async def _foreground(config: StackConfig, show_key: bool) -> int:
     home = config.home
     other = home.running_pid()
     if other is not None:
         say(f"an Orqen stack is already running (pid {other})")
-        print(config.info(home.secrets(config.env)).render(), flush=True)
+        print(config.info(home.secrets(config.env)).render(show_key=show_key), flush=True)
         return 0
     home.write_pid(os.getpid())
     stack = Stack(config)
@@ -272,11 +332,11 @@ async def _foreground(config: StackConfig) -> int:
         except StackError as err:
             say(f"start-up failed: {err}")
             return 1
-        print(info.render(), flush=True)
+        print(info.render(show_key=show_key), flush=True)
         crashed = await stack.wait()
         if crashed is not None:
             say(
-                f"{crashed} exited with code {stack.exit_code(crashed)}; stopping the whole stack. "
+                f"{crashed} keeps exiting (last exit code {stack.exit_code(crashed)}); stopping the whole stack. "
                 f"Last lines of {stack.log_path(crashed)}:\n{stack.log_tail(crashed)}"
             )
         else:

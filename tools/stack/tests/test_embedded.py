@@ -56,7 +56,7 @@ async def test_postgres_accepts_connections_and_keeps_data_across_restarts(tmp_p
 @pytest.mark.asyncio
 async def test_redis_accepts_connections_and_keeps_data_across_restarts(tmp_path: Path) -> None:
     with start_redis(tmp_path / "redis") as server:
-        assert re.fullmatch(r"redis://127\.0\.0\.1:\d+/0", server.url)
+        assert re.fullmatch(r"redis://:[\w-]{40,}@127\.0\.0\.1:\d+/0", server.url)
         assert server.port not in STANDARD_PORTS
         client = aioredis.Redis.from_url(server.url)
         await client.set("greeting", "hello")
@@ -66,9 +66,28 @@ async def test_redis_accepts_connections_and_keeps_data_across_restarts(tmp_path
     assert (tmp_path / "redis" / "appendonly.aof").exists()
 
     with start_redis(tmp_path / "redis") as again:
+        assert urlsplit(again.url).password == urlsplit(server.url).password  # clients keep their URL
         client = aioredis.Redis.from_url(again.url)
         assert await client.get("greeting") == b"hello"
         await client.aclose()
+
+
+def test_redis_refuses_clients_without_its_password(tmp_path: Path) -> None:
+    with start_redis(tmp_path / "redis") as server:
+        password = urlsplit(server.url).password
+        assert password
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port).set("orqen:auth:forged", "{}")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, password="guessed").ping()
+        assert redis.Redis.from_url(server.url).ping()
+        # Kept where only its owner reads it, never on the command line other users can list.
+        assert password.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        stored = [
+            f for f in (tmp_path / "redis").iterdir() if f.is_file() and password in f.read_text(errors="replace")
+        ]
+        assert [f.stat().st_mode & 0o777 for f in stored] == [0o600]
+        assert (tmp_path / "redis").stat().st_mode & 0o777 == 0o700
 
 
 @pytest.mark.asyncio

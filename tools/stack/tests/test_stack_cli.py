@@ -6,12 +6,16 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orqen_stack.cli import build_parser, main
@@ -20,6 +24,7 @@ from orqen_stack.embedded import socket_url
 from orqen_stack.home import Home
 from orqen_stack.procs import free_port, pid_alive, port_in_use
 from orqen_stack.readyz import not_ready
+from orqen_stack.restarts import RestartBackoff, RestartPolicy
 from orqen_stack.supervisor import Stack, StackError
 
 # --- secrets ---------------------------------------------------------------------------
@@ -41,6 +46,20 @@ def test_secrets_from_the_environment_win_without_replacing_the_stored_ones(tmp_
     assert home.secrets(env).internal_token == "from-env"
     assert home.secrets(env).bootstrap_api_key == "sk-orq-from-env"
     assert home.secrets({}) == stored
+
+
+def test_ensure_makes_the_stacks_own_files_private_and_leaves_the_rest_alone(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    (home.root / "logs").mkdir(parents=True, mode=0o755)
+    (home.root / "logs" / "edge.log").write_text("from an older run\n")
+    (home.root / "logs" / "edge.log").chmod(0o644)
+    (home.root / "tls").mkdir(mode=0o755)
+    (home.root / "notes.txt").write_text("the user's own\n")
+    (home.root / "notes.txt").chmod(0o644)
+    home.ensure()
+    modes = {p.relative_to(home.root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in home.root.rglob("*")}
+    assert modes == {"logs": 0o700, "logs/edge.log": 0o600, "tls": 0o700, "notes.txt": 0o644}
+    assert stat.S_IMODE(home.root.stat().st_mode) == 0o700
 
 
 def test_home_defaults_to_dot_orqen_and_follows_orqen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,6 +218,11 @@ FAKE_SERVICE = textwrap.dedent("""
     if os.environ.get("FAKE_CRASH") == name:
         print(f"{name}: cannot start", flush=True)
         sys.exit(3)
+    ran = os.path.join(home, f"ran-{name}")
+    if os.environ.get("FAKE_CRASH_ON_RESTART") == name and os.path.exists(ran):
+        print(f"{name}: cannot start again", flush=True)
+        sys.exit(3)
+    open(ran, "w").close()
     stop = threading.Event()
     def on_term(*_):
         with open(os.path.join(home, "stopped.txt"), "a") as out:
@@ -227,7 +251,9 @@ FAKE_SERVICE = textwrap.dedent("""
 """)
 
 
-def _stack_config(home: Path, tmp_path: Path, infra: dict[str, str], **env: str) -> StackConfig:
+def _stack_config(
+    home: Path, tmp_path: Path, infra: dict[str, str], restart: RestartPolicy | None = None, **env: str
+) -> StackConfig:
     script = tmp_path / "fake_service.py"
     script.write_text(FAKE_SERVICE)
     ports = {
@@ -239,7 +265,7 @@ def _stack_config(home: Path, tmp_path: Path, infra: dict[str, str], **env: str)
     base = {k: v for k, v in os.environ.items() if not k.startswith("ORQEN_")}
     config = StackConfig.from_env({**base, "ORQEN_HOME": str(home), **ports, **infra, **env})
     services = tuple(ServiceSpec(s.name, (sys.executable, str(script), s.name)) for s in default_services())
-    return dataclasses.replace(config, services=services, grace=5.0)
+    return dataclasses.replace(config, services=services, grace=5.0, restart=restart or RestartPolicy())
 
 
 @pytest.fixture
@@ -266,6 +292,7 @@ async def test_stack_starts_services_with_their_environment_and_stops_edge_first
             env = json.loads((home / f"env-{name}.json").read_text())
             assert env["ORQEN_DATABASE_URL"] == infra["ORQEN_DATABASE_URL"]
             assert env["ORQEN_INTERNAL_TOKEN"] == Home(home).secrets({}).internal_token
+            assert env["ORQEN_ENV"] == "development"
             assert env["ORQEN_HOME"] == str(home.resolve())
             assert env["ORQEN_DISPATCH_ADDR"] == config.addr("dispatch")
             assert env.get("ORQEN_METRICS_PORT") == (None if name == "edge" else str(config.metrics_port(name)))
@@ -278,12 +305,42 @@ async def test_stack_starts_services_with_their_environment_and_stops_edge_first
     assert not port_in_use(config.edge_port)
 
 
+def not_owner_only(root: Path) -> list[str]:
+    """Everything under `root` that others may read: files must be 0600 and folders 0700.
+
+    Run as root, the embedded Postgres runs as its own user, so the home may be 0711 (enter, not list);
+    that user's data folder must be owner-only too.
+    """
+    me = os.geteuid()
+    loose = []
+    for folder, subfolders, files in os.walk(root):
+        path = Path(folder)
+        info = path.stat()
+        allowed = 0o711 if path == root and me == 0 else 0o700
+        if stat.S_IMODE(info.st_mode) & ~allowed:
+            loose.append(f"{path} {oct(stat.S_IMODE(info.st_mode))}")
+        if info.st_uid != me:
+            subfolders.clear()
+            continue
+        for name in files:
+            mode = os.lstat(path / name).st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+                loose.append(f"{path / name} {oct(stat.S_IMODE(mode))}")
+    return loose
+
+
 @pytest.mark.asyncio
 async def test_stack_starts_and_stops_the_embedded_servers_it_needs(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    # A home from before logs were private: readable by everyone.
+    (home / "logs").mkdir(parents=True, mode=0o755)
+    (home / "logs" / "edge.log").write_text("old\n")
+    (home / "logs" / "edge.log").chmod(0o644)
+    home.chmod(0o755)
     stack = Stack(_stack_config(home, tmp_path, {}))
     await stack.start()
     try:
+        assert not_owner_only(home) == []
         env = json.loads((home / "env-edge.json").read_text())
         assert f"host={home.resolve() / 'pg'}" in env["ORQEN_DATABASE_URL"]
         redis_port = int(env["ORQEN_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
@@ -337,5 +394,160 @@ async def test_stack_refuses_ports_in_use(tmp_path: Path, infra: dict[str, str])
         await blocker.wait()
 
 
+def test_restart_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_run() -> None:
+    backoff = RestartBackoff(RestartPolicy(first_delay=0.5, max_delay=4.0, stable_after=60.0, max_restarts=6))
+    assert [backoff.next_delay(uptime=1.0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert backoff.next_delay(uptime=1.0) is None  # six quick exits in a row: a crash loop
+    assert backoff.next_delay(uptime=60.0) == 0.5 and backoff.restarts == 1
+
+
+async def _new_pid(stack: Stack, name: str, old: int) -> int:
+    """The pid of `name` once the supervisor has restarted it (bounded by the number of polls, not by time)."""
+    for _ in range(400):
+        pid = stack.pids().get(name)
+        if pid is not None and pid != old:
+            return pid
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} was not restarted")
+
+
+async def _logged(path: Path, line: str, times: int) -> None:
+    """Wait until `line` is in the log `times` times (a restarted service has finished starting)."""
+    for _ in range(400):
+        if (await asyncio.to_thread(path.read_text)).count(line) >= times:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{line!r} not {times} times in {path}")
+
+
+@pytest.mark.asyncio
+async def test_a_crashed_service_is_restarted_with_backoff_while_the_others_keep_running(
+    tmp_path: Path, infra: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    config = _stack_config(home, tmp_path, infra, RestartPolicy(first_delay=0.1, max_delay=1.0))
+    stack = Stack(config)
+    await stack.start()
+    try:
+        before = stack.pids()
+        os.kill(before["dispatch"], signal.SIGKILL)
+        log = home / "logs" / "dispatch.log"
+        first = await _new_pid(stack, "dispatch", before["dispatch"])
+        await _logged(log, "dispatch: running", 2)
+        os.kill(first, signal.SIGKILL)
+        second = await _new_pid(stack, "dispatch", first)
+        await _logged(log, "dispatch: running", 3)
+        after = stack.pids()
+        assert after.pop("dispatch") == second
+        before.pop("dispatch")
+        assert after == before  # nothing else was restarted
+        assert port_in_use(config.edge_port)
+        assert stack.exit_code("dispatch") is None
+    finally:
+        await stack.stop()
+    err = capsys.readouterr().err
+    assert "dispatch exited with code -9; restarting in 0.1 s (restart 1)" in err
+    assert "dispatch exited with code -9; restarting in 0.2 s (restart 2)" in err
+    assert f"started dispatch (pid {second})" in err
+
+
+@pytest.mark.asyncio
+async def test_stop_during_a_restart_backoff_restarts_nothing(
+    tmp_path: Path, infra: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    stack = Stack(_stack_config(home, tmp_path, infra, RestartPolicy(first_delay=30.0)))
+    await stack.start()
+    try:
+        os.kill(stack.pids()["dispatch"], signal.SIGKILL)
+        for _ in range(400):
+            if "restarting in 30.0 s" in capsys.readouterr().err:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the supervisor never scheduled the restart")
+    finally:
+        await stack.stop()  # returns without waiting out the 30 s backoff
+    assert stack.pids() == {}
+    assert (home / "logs" / "dispatch.log").read_text().count("dispatch: running") == 1
+    assert "started dispatch" not in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_a_service_that_keeps_crashing_after_restarts_stops_being_restarted(
+    tmp_path: Path, infra: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    policy = RestartPolicy(first_delay=0.01, max_restarts=3)
+    stack = Stack(_stack_config(home, tmp_path, infra, policy, FAKE_CRASH_ON_RESTART="dispatch"))
+    await stack.start()
+    try:
+        os.kill(stack.pids()["dispatch"], signal.SIGKILL)
+        assert await asyncio.wait_for(stack.wait(), timeout=60) == "dispatch"
+        assert stack.exit_code("dispatch") == 3
+        assert "dispatch: cannot start again" in stack.log_tail("dispatch")
+    finally:
+        await stack.stop()
+    err = capsys.readouterr().err
+    assert "(restart 3)" in err and "(restart 4)" not in err
+    assert "dispatch exited with code 3 after 3 restarts in a row" in err
+
+
 def test_socket_urls_name_the_socket_directory_and_port() -> None:
     assert socket_url(Path("/tmp/pg"), 45678, "orqen") == "postgresql://postgres:@/orqen?host=/tmp/pg&port=45678"
+
+
+# --- the real stack, detached, as `make up` runs it -----------------------------------------
+
+
+def _started_pids(log: Path, name: str) -> list[int]:
+    """The pids the supervisor log says `name` was started with, in order."""
+    return [int(pid) for pid in re.findall(rf"started {name} \(pid (\d+)\)", log.read_text())]
+
+
+def test_detached_stack_keeps_its_secrets_private_and_restarts_a_killed_service(
+    tmp_path: Path, orqen_test_env: dict[str, str]
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORQEN_")}
+    env.update(orqen_test_env)
+    env.update({"ORQEN_HOME": str(home), "ORQEN_EDGE_PORT": str(free_port()), "ORQEN_EDGE_TLS_PORT": str(free_port())})
+    for service in ("optimizer", "dispatch", "accounting", "billing"):
+        env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
+        env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
+    cli = [sys.executable, "-m", "orqen_stack.cli"]
+    up = subprocess.run([*cli, "up", "--detach"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    supervisor_log = home / "logs" / "orqen.log"
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        key = json.loads((home / "secrets.json").read_text())["bootstrap_api_key"]
+        assert key in up.stdout  # the terminal that ran `make up` gets it; no log file does
+        for _ in range(100):  # the supervisor announces itself just after the parent saw /readyz
+            if "Orqen is up." in supervisor_log.read_text():
+                break
+            time.sleep(0.1)
+        assert "Orqen is up." in supervisor_log.read_text()
+        assert [log.name for log in (home / "logs").iterdir() if key in log.read_text(errors="replace")] == []
+        assert not_owner_only(home) == []
+
+        killed = _started_pids(supervisor_log, "dispatch")[-1]
+        os.kill(killed, signal.SIGKILL)
+        edge = f"http://127.0.0.1:{env['ORQEN_EDGE_PORT']}"
+        with httpx.Client(base_url=edge, headers={"authorization": f"Bearer {key}"}, timeout=10) as http:
+            for _ in range(600):
+                # Everything that does not need dispatch keeps answering while it is away.
+                assert http.get("/healthz").status_code == 200
+                assert http.get("/v1/account/keys").status_code == 200
+                restarted = _started_pids(supervisor_log, "dispatch")[-1] != killed
+                if restarted and http.get("/readyz").status_code == 200:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"dispatch did not come back:\n{supervisor_log.read_text()}")
+            assert http.get("/v1/models").status_code == 200  # served by dispatch again
+        assert pid_alive(_started_pids(supervisor_log, "dispatch")[-1])
+        assert "dispatch exited with code -9; restarting in 0.5 s (restart 1)" in supervisor_log.read_text()
+    finally:
+        down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert down.returncode == 0, down.stdout + down.stderr
+    assert key not in supervisor_log.read_text()

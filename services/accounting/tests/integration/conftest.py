@@ -16,6 +16,7 @@ from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.usage import UsageStats
+from orqen_common.cache import AuthCacheKeys
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
@@ -101,7 +102,8 @@ async def serve_accounting(
     async def serve(auth_cache: Redis) -> str:
         server = grpc.aio.server(interceptors=[ServerInterceptor("accounting", internal_token, verify)])
         accounting_pb2_grpc.add_AccountingServicer_to_server(
-            AccountingServicer(repo, RoutingStats(pool), UsageStats(pool), auth_cache), server
+            AccountingServicer(repo, RoutingStats(pool), UsageStats(pool), auth_cache, AuthCacheKeys(internal_token)),
+            server,
         )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()

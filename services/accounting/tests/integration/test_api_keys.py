@@ -1,4 +1,5 @@
-"""Listing and revoking API keys over gRPC: newest first, revocation at once (auth cache too), isolation."""
+"""Listing and revoking API keys over gRPC: newest first, revocation at once (auth cache too), isolation;
+the auth cache believes only entries sealed for the key (a forged or copied one authenticates nothing)."""
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,16 +16,16 @@ from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.servicer import verify_api_key_locally
 from orqen_common.auth import ApiKeyAuthenticator, hash_api_key
-from orqen_common.cache import auth_cache_key
+from orqen_common.cache import AuthCacheKeys
 from orqen_common.grpc_client import open_channel
 
 Connect = Callable[..., AbstractAsyncContextManager[accounting_pb2_grpc.AccountingStub]]
 Refused = Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]
 
 
-def cache_key(plaintext: str) -> str:
+def cache_key(plaintext: str, internal_token: str) -> str:
     """Where orqen_common.auth caches its verdict on a key."""
-    return auth_cache_key(hash_api_key(plaintext))
+    return AuthCacheKeys(internal_token).name(hash_api_key(plaintext))
 
 
 async def test_keys_are_listed_newest_first_without_secrets(repo: AccountingRepository, connect: Connect) -> None:
@@ -46,16 +47,16 @@ async def test_keys_are_listed_newest_first_without_secrets(repo: AccountingRepo
 
 
 async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
-    repo: AccountingRepository, connect: Connect, auth_cache: Redis, orqen_refused: Refused
+    repo: AccountingRepository, connect: Connect, auth_cache: Redis, orqen_refused: Refused, internal_token: str
 ) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "leaked", None)
     async with connect() as service:
         # The verifier every other service uses, caching in the same Redis.
-        verifier = ApiKeyAuthenticator(auth_cache, service, ttl_seconds=3600)
+        verifier = ApiKeyAuthenticator(auth_cache, service, 3600, AuthCacheKeys(internal_token))
         principal = await verifier(key.plaintext)
         assert principal is not None and principal.api_key_id == key.api_key_id
-        assert await auth_cache.exists(cache_key(key.plaintext))
+        assert await auth_cache.exists(cache_key(key.plaintext, internal_token))
 
         revoked = await service.RevokeApiKey(
             accounting_pb2.ApiKeyRef(account_id=account["id"], api_key_id=key.api_key_id)
@@ -63,7 +64,7 @@ async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
 
         assert (revoked.id, revoked.name, revoked.prefix) == (key.api_key_id, "leaked", key.prefix)
         assert revoked.HasField("revoked_at")
-        assert not await auth_cache.exists(cache_key(key.plaintext))
+        assert not await auth_cache.exists(cache_key(key.plaintext, internal_token))
         assert await verifier(key.plaintext) is None
         await orqen_refused(
             service.Authenticate(accounting_pb2.AuthenticateRequest(key_hash=hash_api_key(key.plaintext))),
@@ -77,6 +78,36 @@ async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
         assert [k.revoked_at for k in listed.keys] == [revoked.revoked_at]
     async with connect(key.plaintext) as stub:
         await orqen_refused(stub.ListApiKeys(accounting_pb2.AccountRef()), grpc.StatusCode.UNAUTHENTICATED)
+
+
+async def test_a_copied_or_forged_auth_cache_entry_authenticates_nothing(
+    repo: AccountingRepository, connect: Connect, auth_cache: Redis, internal_token: str
+) -> None:
+    account = await repo.ensure_account("acme")
+    real = await repo.create_key(account["id"], "real", None)
+    invented = "sk-orq-invented-by-someone-who-can-write-to-redis"
+    keys = AuthCacheKeys(internal_token)
+    async with connect() as service:
+        verifier = ApiKeyAuthenticator(auth_cache, service, 3600, keys)
+        assert await verifier(real.plaintext) is not None  # its verdict is now cached
+        [name] = await auth_cache.keys("orqen:auth:*")
+        entry = await auth_cache.get(name)
+        assert entry is not None and hash_api_key(real.plaintext).encode() not in name
+        # The entry copied where a plain SHA-256 of the invented key would name it...
+        await auth_cache.set("orqen:auth:" + hash_api_key(invented), entry)
+        assert await verifier(invented) is None
+        # ...or even under the invented key's true entry name: sealed for another key.
+        await auth_cache.set(keys.name(hash_api_key(invented)), entry)
+        assert await verifier(invented) is None
+        # A value written from scratch carries no valid seal either.
+        forged = b"\0" * 32 + entry[32:]
+        await auth_cache.set(keys.name(hash_api_key(invented)), forged)
+        assert await verifier(invented) is None
+        # The real key's own entry, tampered with, is a miss: accounting answers, and the seal is rewritten.
+        await auth_cache.set(name, forged)
+        principal = await verifier(real.plaintext)
+        assert principal is not None and principal.api_key_id == real.api_key_id
+        assert await auth_cache.get(name) == entry
 
 
 async def test_a_key_can_revoke_another_key_of_its_account(repo: AccountingRepository, connect: Connect) -> None:

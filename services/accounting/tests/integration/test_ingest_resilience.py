@@ -15,12 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import nats
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2
@@ -206,10 +208,18 @@ async def test_a_nats_restart_mid_stream_loses_and_doubles_nothing(orqen_databas
         server.stop()
 
 
+@pytest.fixture
+def pg_dir() -> Iterator[Path]:
+    """A data folder outside pytest's temp root: postgres runs as another user, and any pytest
+    session starting on the machine resets that root to 0700, which would lock a restart out."""
+    with tempfile.TemporaryDirectory(prefix="orqen-pg-") as folder:
+        yield Path(folder) / "pg"
+
+
 async def test_a_postgres_restart_mid_stream_loses_and_doubles_nothing(
-    orqen_nats_url: str, orqen_nats_prefix: str, tmp_path: Path
+    orqen_nats_url: str, orqen_nats_prefix: str, pg_dir: Path
 ) -> None:
-    pg = start_postgres(tmp_path / "pg")
+    pg = start_postgres(pg_dir)
     try:
         upgrade_to_head(pg.url, SCHEMA, MIGRATIONS)
         names = EventNames(orqen_nats_prefix)
@@ -219,7 +229,7 @@ async def test_a_postgres_restart_mid_stream_loses_and_doubles_nothing(
             await wait_for(lambda: _reached(pg.url, rows, EVENTS // 4))
             pg.stop()  # the batch being written fails or its commit is lost: it is redelivered
             await asyncio.sleep(1.0)
-            pg = start_postgres(tmp_path / "pg", port=pg.port)
+            pg = start_postgres(pg_dir, port=pg.port)
             await assert_counted_exactly_once(pg.url)
     finally:
         pg.stop()

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, get_args
 
 import msgspec
-from msgspec import Meta, Raw, Struct, field
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType, field
 
 from orqen_common.canonical import TokenUsage
 from orqen_common.formats.openai import CacheControl
@@ -274,14 +274,14 @@ class MessagesRequest(_Request, forbid_unknown_fields=True):
     # Accepted and not read: they steer Anthropic's own infrastructure (capacity, region,
     # speed, workspace, diagnostics, server-side containers and context editing) or, for
     # `container`, only matter to server tools, which are refused anyway.
-    service_tier: Raw = Raw()
-    container: Raw = Raw()
-    context_management: Raw = Raw()
-    diagnostics: Raw = Raw()
-    inference_geo: Raw = Raw()
-    speed: Raw = Raw()
-    user_profile_id: Raw = Raw()
-    workspace_id: Raw = Raw()
+    service_tier: Raw | UnsetType = UNSET
+    container: Raw | UnsetType = UNSET
+    context_management: Raw | UnsetType = UNSET
+    diagnostics: Raw | UnsetType = UNSET
+    inference_geo: Raw | UnsetType = UNSET
+    speed: Raw | UnsetType = UNSET
+    user_profile_id: Raw | UnsetType = UNSET
+    workspace_id: Raw | UnsetType = UNSET
     # Orqen's extension: per-request Bedrock credentials.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None

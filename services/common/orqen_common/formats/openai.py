@@ -288,6 +288,9 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, what: str) -> T:
         raise invalid_request(f"{what} is not valid: {err}.") from None
     except msgspec.DecodeError as err:
         raise invalid_request(f"Malformed JSON body: {err}.") from None
+    except UnicodeDecodeError as err:
+        # msgspec checks UTF-8 only when it builds a string, and reports it as this ValueError.
+        raise invalid_request(f"Malformed JSON body: invalid UTF-8 at byte {err.start} of a string.") from None
 
 
 # --- the answer ------------------------------------------------------------------------

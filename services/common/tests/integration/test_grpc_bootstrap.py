@@ -1,8 +1,17 @@
-"""The shared interceptors on a real gRPC server: auth, request id, errors, streams, health."""
+"""The shared interceptors on a real gRPC server: auth, request id, errors, streams, health; where a
+real service process listens."""
 
+import asyncio
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -11,6 +20,8 @@ from orqen_common.context import Principal, account_scope, bind_request_id, prin
 from orqen_common.errors import HTTP_STATUS_METADATA, OrqenError, from_rpc_error
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServerInterceptor, ServicerContext
+from orqen_common.healthcheck import health_status
+from orqen_stack.procs import free_port
 
 TOKEN = "internal-test-token"
 
@@ -106,3 +117,61 @@ async def test_health_needs_no_credentials(server_addr: str) -> None:
     async with grpc.aio.insecure_channel(server_addr) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())  # type: ignore[attr-defined]
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def other_local_addresses() -> list[str]:
+    """This machine's IPv4 addresses that are not loopback (none on an isolated machine)."""
+    return [
+        address.address
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family == socket.AF_INET and not ipaddress.ip_address(address.address).is_loopback
+    ]
+
+
+def ipv4(ip: str) -> str:
+    """An IPv4 address as itself, also when a dual-stack socket shows it IPv4-mapped (::ffff:127.0.0.1)."""
+    address = ipaddress.ip_address(ip)
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return str(mapped or address)
+
+
+def start_dispatch(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "orqen_dispatch"], env=env, stdout=out, stderr=out)
+
+
+async def test_a_service_with_loopback_addresses_listens_on_loopback_only(
+    orqen_redis_db_url: str, tmp_path: Path
+) -> None:
+    grpc_port, metrics_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("ORQEN_GRPC_HOST", "ORQEN_METRICS_HOST")},
+        "ORQEN_DISPATCH_ADDR": f"127.0.0.1:{grpc_port}",
+        "ORQEN_ACCOUNTING_ADDR": f"127.0.0.1:{free_port()}",
+        "ORQEN_METRICS_PORT": str(metrics_port),
+        "ORQEN_REDIS_URL": orqen_redis_db_url,
+        "ORQEN_INTERNAL_TOKEN": TOKEN,
+        "ORQEN_LOG_LEVEL": "WARNING",
+    }
+    process = start_dispatch(env, tmp_path / "dispatch.log")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            for _ in range(300):
+                if await health_status(channel) == "ok" or process.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert await health_status(channel) == "ok", (tmp_path / "dispatch.log").read_text()
+        listening = {
+            (ipv4(c.laddr.ip), c.laddr.port)
+            for c in psutil.Process(process.pid).net_connections("inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {("127.0.0.1", grpc_port), ("127.0.0.1", metrics_port)}
+        for address in other_local_addresses():
+            for port in (grpc_port, metrics_port):
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection((address, port), timeout=5).close()
+    finally:
+        process.terminate()
+        process.wait(30)

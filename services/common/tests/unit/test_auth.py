@@ -8,6 +8,7 @@ from orqen_common.auth import (
     generate_api_key,
     hash_api_key,
 )
+from orqen_common.cache import AuthCacheKeys
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
 
 
@@ -46,3 +47,20 @@ async def test_internal_token_is_a_service_and_keys_go_to_the_verifier() -> None
     assert await authenticate_bearer("sk-orq-bad", "internal-secret", verify) is None
     assert await authenticate_bearer(None, "internal-secret", verify) is None
     assert seen == ["sk-orq-good", "sk-orq-bad"]
+
+
+def test_auth_cache_entries_are_named_and_sealed_with_the_internal_token() -> None:
+    keys, other_deployment = AuthCacheKeys("internal-secret"), AuthCacheKeys("another-secret")
+    alice, mallory = hash_api_key("sk-orq-alice"), hash_api_key("sk-orq-mallory")
+    # Names reveal neither the key's hash nor, without the token, where a given key's entry is.
+    assert keys.name(alice).startswith("orqen:auth:") and alice not in keys.name(alice)
+    assert keys.name(alice) != other_deployment.name(alice) and keys.name(alice) != keys.name(mallory)
+    payload = b'{"a":"acct","k":"key","n":"acme"}'
+    sealed = keys.seal(alice, payload)
+    assert keys.unseal(alice, sealed) == payload
+    # Replayed under another key, sealed by someone without the token, or altered: refused.
+    assert keys.unseal(mallory, sealed) is None
+    assert keys.unseal(alice, other_deployment.seal(alice, payload)) is None
+    assert keys.unseal(alice, sealed[:-2] + b"}}") is None
+    assert keys.unseal(alice, payload) is None  # an entry in the old, unsealed format
+    assert keys.unseal(alice, b"") is None

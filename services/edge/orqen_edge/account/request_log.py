@@ -12,8 +12,10 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
+from orqen_common.errors import invalid_request
 from orqen_edge.account.responses import PageLimit, page, plain
 from orqen_edge.dashboard.auth import KEY_OR_SESSION
+from orqen_edge.openapi import API_KEY_OR_SESSION, AUTHENTICATED, errors
 from orqen_edge.runtime import Runtime
 
 
@@ -23,12 +25,20 @@ async def page_of_requests(runtime: Runtime, listing: accounting_pb2.ListRequest
     return page(found.requests, found.next_cursor)
 
 
-def _timestamp(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
+def _timestamp(parameter: str, value: str) -> Timestamp | None:
+    """The ISO 8601 time of query parameter `parameter`, None when it is not sent; 400 naming it otherwise."""
+    if not value:
         return None
     stamp = Timestamp()
-    # A time without an offset is UTC, as every time the API returns is.
-    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+        # A time without an offset is UTC, as every time the API returns is.
+        stamp.FromDatetime(parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC))
+    except (ValueError, OverflowError):
+        raise invalid_request(
+            f"Invalid query parameter '{parameter}': expected an ISO 8601 time such as 2026-11-01T00:00:00Z, "
+            f"got {value[:64]!r}."
+        ) from None
     return stamp
 
 
@@ -36,6 +46,8 @@ def _timestamp(value: dt.datetime | None) -> Timestamp | None:
     ["/v1/account/requests", "/v1/requests"],
     summary="Request log (newest first, cursor pagination, filters)",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def list_requests(
     runtime: NamedDependency[Runtime],
@@ -50,8 +62,10 @@ async def list_requests(
         ),
     ] = "",
     session_id: FromQuery[str] = "",
-    since: Annotated[dt.datetime | None, QueryParameter(description="ISO 8601; requests at or after.")] = None,
-    until: Annotated[dt.datetime | None, QueryParameter(description="ISO 8601; requests before.")] = None,
+    # Times are read as text and parsed by _timestamp: Litestar's lenient conversion to a datetime
+    # would take `0.5` for a Unix time in 1970.
+    since: Annotated[str, QueryParameter(format="date-time", description="ISO 8601; requests at or after.")] = "",
+    until: Annotated[str, QueryParameter(format="date-time", description="ISO 8601; requests before.")] = "",
 ) -> dict[str, Any]:
     listing = accounting_pb2.ListRequestsRequest(
         account_id=principal.account_id,
@@ -60,13 +74,19 @@ async def list_requests(
         model=model,
         status=status,
         session_id=session_id,
-        since=_timestamp(since),
-        until=_timestamp(until),
+        since=_timestamp("since", since),
+        until=_timestamp("until", until),
     )
     return await page_of_requests(runtime, listing)
 
 
-@get("/v1/account/requests/{request_id:str}", summary="One request log entry", dependencies=KEY_OR_SESSION)
+@get(
+    "/v1/account/requests/{request_id:str}",
+    summary="One request log entry",
+    dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED, 404),
+)
 async def get_request(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], request_id: FromPath[str]
 ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from orqen_common.context import Principal
 from orqen_edge.account.request_log import page_of_requests
 from orqen_edge.account.responses import PageLimit, page, plain
 from orqen_edge.dashboard.auth import KEY_OR_SESSION
+from orqen_edge.openapi import API_KEY_OR_SESSION, AUTHENTICATED, errors
 from orqen_edge.runtime import Runtime
 
 _Days = Annotated[int, QueryParameter(ge=1, le=366, description="The last N UTC days, today included.")]
@@ -36,6 +37,8 @@ def _rows(days: int, data: list[dict[str, Any]]) -> dict[str, Any]:
     ["/v1/account/usage/summary", "/v1/usage/summary"],
     summary="Current month: tokens, savings and cost by provider",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     found = await runtime.downstream.get_usage_summary(principal.account_id)
@@ -51,6 +54,8 @@ async def usage_summary(runtime: NamedDependency[Runtime], principal: NamedDepen
     ["/v1/account/usage/daily", "/v1/usage/daily"],
     summary="Tokens, savings and cost per day (last 30 days)",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def usage_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -63,6 +68,8 @@ async def usage_daily(
     ["/v1/account/usage/analytics/daily", "/v1/usage/analytics/daily"],
     summary="Daily success rate and latency percentiles",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def analytics_daily(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -75,6 +82,8 @@ async def analytics_daily(
     ["/v1/account/usage/analytics/savings", "/v1/usage/analytics/savings"],
     summary="Tokens and money saved by model and provider",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def analytics_savings(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -92,6 +101,8 @@ async def analytics_savings(
     ["/v1/account/usage/analytics/latency", "/v1/usage/analytics/latency"],
     summary="Overall p50/p95 latency for the period",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def analytics_latency(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -103,6 +114,8 @@ async def analytics_latency(
     ["/v1/account/optimization/stats", "/v1/optimization/stats"],
     summary="Tools pruned, context compressed, tokens and money saved",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def optimization_stats(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], days: _Days = 30
@@ -114,6 +127,8 @@ async def optimization_stats(
     ["/v1/account/tools/health", "/v1/tools/health"],
     summary="Per tool: offered, forwarded, called, errors",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def tool_health(
     runtime: NamedDependency[Runtime],
@@ -129,6 +144,8 @@ async def tool_health(
     "/v1/account/sessions",
     summary="Conversation sessions (grouped by X-Orqen-Session-Id), most recent first",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED),
 )
 async def list_sessions(
     runtime: NamedDependency[Runtime],
@@ -144,6 +161,8 @@ async def list_sessions(
     "/v1/account/sessions/{session_id:str}/requests",
     summary="Requests within a session, newest first",
     dependencies=KEY_OR_SESSION,
+    security=API_KEY_OR_SESSION,
+    responses=errors(*AUTHENTICATED, 404),
 )
 async def session_requests(
     runtime: NamedDependency[Runtime],

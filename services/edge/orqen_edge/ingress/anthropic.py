@@ -29,6 +29,7 @@ from orqen_common.formats.openai import CacheControl, ChatCompletion, ChatComple
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
 from orqen_edge.ingress.pipeline import serve_chat
+from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
 from orqen_edge.runtime import Runtime
 
 BETA_HEADER = "anthropic-beta"
@@ -38,7 +39,14 @@ _BODY = "The request body"
 _request_decoder = msgspec.json.Decoder(wire.MessagesRequest)
 
 
-@post("/v1/messages", summary="Messages (Anthropic SDK)", status_code=200)
+@post(
+    "/v1/messages",
+    summary="Messages (Anthropic SDK)",
+    status_code=200,
+    security=API_KEY,
+    operation_class=json_body(wire.MessagesRequest),
+    responses=errors(*PROVIDER, ingress="anthropic"),
+)
 async def create_message(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> Response[Any]:

@@ -56,6 +56,7 @@ from orqen_common.formats.openai import (
 )
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, BlockStop, tool_input
 from orqen_edge.ingress.pipeline import Reply, serve_chat
+from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
 from orqen_edge.runtime import Runtime
 
 INGRESS = "bedrock"
@@ -77,7 +78,15 @@ _Cacheable = TextPart | ImagePart | Tool
 # ---- route -----------------------------------------------------------------------------------
 
 
-@post("/model/{model_path:path}", summary="Converse and ConverseStream (boto3 bedrock-runtime)", status_code=200)
+@post(
+    "/model/{model_path:path}",
+    summary="Converse and ConverseStream (boto3 bedrock-runtime)",
+    description="The path is /model/{modelId}/converse or /model/{modelId}/converse-stream.",
+    status_code=200,
+    security=API_KEY,
+    operation_class=json_body(bedrock.ConverseRequest),
+    responses=errors(*PROVIDER, ingress="bedrock"),
+)
 async def converse(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> Response[Any]:

@@ -16,6 +16,7 @@ from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, Cha
 from orqen_common.proxy_families import ORQ_BASES
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.pipeline import Reply, serve_chat
+from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
 from orqen_edge.runtime import Runtime
 
 
@@ -23,6 +24,9 @@ from orqen_edge.runtime import Runtime
     ["/v1/chat/completions", *(f"{base}/chat/completions" for base in ORQ_BASES)],
     summary="Chat completions (OpenAI SDK; also under the Orq.ai-compatible bases)",
     status_code=200,
+    security=API_KEY,
+    operation_class=json_body(ChatRequest),
+    responses=errors(*PROVIDER),
 )
 async def chat_completions(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]

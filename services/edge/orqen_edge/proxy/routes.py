@@ -28,6 +28,7 @@ from orqen_edge.caller_text import checked_model
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.pipeline import PROVIDER_KEY_HEADER, SESSION_HEADER, ChatCall, new_call, pop_credentials
+from orqen_edge.openapi import API_KEY, PROVIDER, errors
 from orqen_edge.proxy.upload import Opening, open_json, open_multipart
 from orqen_edge.runtime import Runtime
 
@@ -48,6 +49,8 @@ def _handler(entry: ProxyFamily) -> HTTPRouteHandler:
         name=f"proxy:{entry.name}",
         summary=f"/{entry.name} via upstream proxy ({entry.body} body)",
         status_code=200,
+        security=API_KEY,
+        responses=errors(*PROVIDER),
         # Uploads are bounded by ORQEN_MAX_UPLOAD_BYTES while they stream, not read whole first.
         request_max_body_size=None if entry.body == "multipart" else Empty,
     )(proxied)

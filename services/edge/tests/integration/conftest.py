@@ -13,11 +13,12 @@ from redis.asyncio import Redis
 
 from fakes.serve import free_port
 from orqen_common.auth import hash_api_key
-from orqen_common.cache import auth_cache_key
+from orqen_common.cache import AuthCacheKeys
 from orqen_edge.runtime import Runtime
 from orqen_edge.settings import EdgeSettings
 
 OpenRuntime = Callable[..., Awaitable[Runtime]]
+TOKEN = "t"
 
 
 @pytest.fixture
@@ -30,20 +31,27 @@ async def open_runtime(
 
     async def open_with(api_key: str, **settings: Any) -> Runtime:
         redis = Redis.from_url(orqen_redis_db_url)
-        await redis.set(auth_cache_key(hash_api_key(api_key)), orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
+        key_hash, keys = hash_api_key(api_key), AuthCacheKeys(TOKEN)
+        entry = keys.seal(key_hash, orjson.dumps({"a": "acct", "k": "key", "n": "test"}))
+        await redis.set(keys.name(key_hash), entry)
         await redis.aclose()
         nowhere = {
             f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("optimizer", "dispatch", "accounting", "billing")
         }
         edge_settings = EdgeSettings(
-            internal_token=SecretStr("t"),
+            internal_token=SecretStr(TOKEN),
             redis_url=orqen_redis_db_url,
-            nats_url=orqen_nats_url,
             nats_prefix=orqen_nats_prefix,
             grace_seconds=1,
-            **{**nowhere, **settings},
+            **{"nats_url": orqen_nats_url, **nowhere, **settings},
         )
-        return await Runtime.open(edge_settings, stack)
+        runtime = await Runtime.open(edge_settings, stack)
+        # Connected to NATS, as a runtime that has served before is: /readyz asks NATS itself.
+        for _ in range(100):
+            if runtime.publisher.connected:
+                break
+            await asyncio.sleep(0.05)
+        return runtime
 
     try:
         yield open_with

@@ -4,6 +4,7 @@ gRPC servers (real Postgres, Redis), billing either in local mode or on the Stri
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ from orqen_billing.__main__ import MIGRATIONS as BILLING_MIGRATIONS
 from orqen_billing.__main__ import stripe_parts
 from orqen_billing.servicer import BillingServicer
 from orqen_billing.settings import BillingSettings
+from orqen_common.cache import AuthCacheKeys
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
 from orqen_common.grpc_server import ServerInterceptor
@@ -36,6 +38,7 @@ from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
 from orqen_edge.runtime import Runtime
 from orqen_edge.settings import EdgeSettings
+from orqen_stack.embedded import start_redis
 
 TOKEN = "internal"
 EMAIL, PASSWORD = "owner@acme.test", "correct horse battery staple"
@@ -98,7 +101,9 @@ async def start_edge(
             if stripe_url or name == "ORQEN_PLANS":  # local mode: the plans, no Stripe
                 monkeypatch.setenv(name, value)
         billing_settings = BillingSettings()  # type: ignore[call-arg]
-        accounting = AccountingServicer(repo, RoutingStats(accounting_pool), UsageStats(accounting_pool), redis)
+        accounting = AccountingServicer(
+            repo, RoutingStats(accounting_pool), UsageStats(accounting_pool), redis, AuthCacheKeys(TOKEN)
+        )
         billing = BillingServicer(billing_pool, billing_settings, *stripe_parts(billing_settings, billing_pool, stack))
         addrs = {}
         for name, register in (
@@ -113,12 +118,11 @@ async def start_edge(
             addrs[f"{name}_addr"] = f"127.0.0.1:{port}"
         settings = EdgeSettings(  # type: ignore[call-arg]
             internal_token=TOKEN,
-            redis_url=orqen_redis_db_url,
             nats_url=orqen_nats_url,
             nats_prefix=orqen_nats_prefix,
             grace_seconds=1,
             **addrs,
-            **edge_settings,
+            **{"redis_url": orqen_redis_db_url, **edge_settings},
         )
         runtime = await Runtime.open(settings, stack)
         transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
@@ -217,6 +221,28 @@ async def test_sessions_expire_and_failed_logins_are_throttled(
         assert (await edge.login("wrong password!")).status_code == 401
     throttled = await edge.login()  # even the right password, until the window passes
     assert throttled.status_code == 429 and "retry-after" in throttled.headers
+
+
+async def test_logins_fail_closed_when_redis_cannot_count_failures(
+    start_edge: Callable[..., Awaitable[Edge]], tmp_path: Path
+) -> None:
+    with start_redis(tmp_path / "redis") as private:
+        edge = await start_edge(redis_url=private.url, login_max_failures=3)
+        assert (await edge.login("wrong password!")).status_code == 401
+        redis = Redis.from_url(private.url)
+        # Reads still work, writes are refused (out of memory): no failure could be counted.
+        await redis.config_set("maxmemory", 1)
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.aclose()
+        for password in ["wrong password!"] * 5 + [PASSWORD]:
+            refused = await edge.login(password)
+            assert refused.status_code == 503, refused.text
+            assert "logins are unavailable" in refused.json()["error"]["message"].lower()
+            assert "retry-after" in refused.headers
+    # Redis gone altogether: the same, right password or wrong.
+    for password in ("wrong password!", PASSWORD):
+        refused = await edge.login(password)
+        assert refused.status_code == 503 and "retry-after" in refused.headers, refused.text
 
 
 async def test_upgrade_through_checkout_and_webhooks_via_the_edge(

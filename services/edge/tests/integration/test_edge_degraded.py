@@ -4,7 +4,11 @@ Shows bad input answered in OpenAI's shape and a missing downstream reported as 
 by /readyz too, with no stack trace ever reaching the client.
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -12,6 +16,7 @@ import pytest
 
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
+from orqen_stack.embedded import ChildProcessServer, start_nats
 
 from .conftest import OpenRuntime
 
@@ -42,6 +47,40 @@ async def test_readyz_names_what_is_not_ready(client: httpx.AsyncClient) -> None
     body = response.json()
     assert body["not_ready"] == ["accounting", "billing", "dispatch", "optimizer"]
     assert body["checks"]["redis"] == "ok"
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[ChildProcessServer]:
+    """A NATS server of this test's own, to freeze."""
+    with start_nats(tmp_path / "nats") as server:
+        yield server
+
+
+async def test_readyz_asks_nats_rather_than_trusting_an_open_connection(
+    private_nats: ChildProcessServer, open_runtime: OpenRuntime
+) -> None:
+    runtime = await open_runtime(KEY, nats_url=private_nats.url)
+    transport = httpx.ASGITransport(app=RequestContextMiddleware(create_app(runtime)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+
+        async def nats_check() -> str:
+            response = await client.get("/readyz")
+            return str(response.json()["checks"]["nats"])
+
+        assert await nats_check() == "ok"
+        os.kill(private_nats.pid, signal.SIGSTOP)  # frozen: its connections stay open, nothing answers
+        try:
+            assert runtime.publisher.connected
+            assert await nats_check() == "unavailable"
+            response = await client.get("/readyz")
+            assert response.status_code == 503 and "nats" in response.json()["not_ready"]
+        finally:
+            os.kill(private_nats.pid, signal.SIGCONT)
+        for _ in range(100):  # thawed: ready again, without a reconnect
+            if await nats_check() == "ok":
+                break
+            await asyncio.sleep(0.1)
+        assert await nats_check() == "ok"
 
 
 async def test_an_unverifiable_key_is_503_not_401(client: httpx.AsyncClient) -> None:
@@ -91,3 +130,44 @@ async def test_openapi_and_metrics_are_served(client: httpx.AsyncClient) -> None
     await client.get("/healthz")
     metrics = (await client.get("/metrics")).text
     assert 'orqen_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        # Once read by a lenient conversion as a Unix time in 1970: an empty page instead of a 400.
+        ({"until": "0.5"}, "until"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "0001-01-01T00:00:00+10:00"}, "since"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"status": "maybe"}, "status"),
+    ],
+)
+async def test_a_malformed_query_value_is_a_400_that_names_the_parameter(
+    client: httpx.AsyncClient, query: dict[str, str], parameter: str
+) -> None:
+    response = await client.get("/v1/account/requests", params=query, headers=HEADERS)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and f"query parameter '{parameter}'" in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        # Out of int32 range: once a ValueError (500) when the preferences message was built.
+        ("PUT", "/v1/account/routing/preferences", {"k_floor": 2**40}, "$.k_floor"),
+        # Once turned into the model name "1".
+        ("PUT", "/v1/account/routing/preferences", {"fallback_models": [1]}, "$.fallback_models[0]"),
+        ("POST", "/v1/account/routing/models/toggle", {"model": "m", "enabled": "yes"}, "$.enabled"),
+        ("POST", "/v1/account/providers", {"provider": "openai", "api_key": 5}, "$.api_key"),
+        ("POST", "/v1/account/keys", {"name": "n" * 101}, "$.name"),
+    ],
+)
+async def test_an_account_body_that_does_not_fit_its_type_is_a_400_naming_the_field(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, object], field: str
+) -> None:
+    response = await client.request(method, path, content=orjson.dumps(body), headers=HEADERS)
+    assert response.status_code == 400, response.text
+    assert f"at `{field}`" in response.json()["error"]["message"]

@@ -1,3 +1,6 @@
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -6,6 +9,8 @@ from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
+
+from .conftest import tool
 
 plan = Planner(None).plan
 
@@ -88,10 +93,56 @@ def test_many_unseen_tools_pass_through_once_while_they_are_indexed(tools: list[
     planner = Planner(ToolIndex(), max_new_tools=2)
     forwarded, stats, trace = planner.plan({**STOCK, "tools": tools}, SEMANTIC_ONLY)
     assert len(forwarded["tools"]) == len(tools) and stats.routing == PASSTHROUGH
-    assert trace.k_reason.startswith("indexing 10 new tools")
-    planner._indexing.shutdown(wait=True)  # the background indexing finishes
+    assert trace.k_reason.startswith("indexing 10 of 10 new tool texts")
+    planner.close()  # the background indexing finishes
     _, stats, _ = Planner.plan(planner, {**STOCK, "tools": tools}, SEMANTIC_ONLY)
     assert stats.routing == "semantic"
+
+
+class HeldIndex(ToolIndex):
+    """A tool index that records each batch the background hands it, and holds it until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.background_batches: list[int] = []
+        self.release = threading.Event()
+
+    def add(self, texts: Sequence[str]) -> list[int]:
+        if threading.current_thread().name.startswith("tool-indexing"):
+            self.background_batches.append(len(texts))
+            self.release.wait()
+        return super().add(texts)
+
+
+def many_new_tools(count: int, kind: str) -> list[dict[str, Any]]:
+    return [tool(f"{kind}_{i}", f"Looks up {kind} record number {i}.", record_id="Which record") for i in range(count)]
+
+
+def test_one_request_with_20000_new_tools_queues_a_bounded_share_and_others_are_still_planned(
+    tools: list[dict[str, Any]],
+) -> None:
+    index = HeldIndex()
+    planner = Planner(index, max_new_tools=100, max_indexed_per_request=256, max_queued=300)
+    try:
+        forwarded, stats, trace = planner.plan({**STOCK, "tools": many_new_tools(20_000, "ledger")}, SEMANTIC_ONLY)
+        assert len(forwarded["tools"]) == 20_000 and stats.routing == PASSTHROUGH  # it still goes through
+        assert trace.k_reason.startswith("indexing 256 of 20000 new tool texts")
+        # Another such request, while the first batch is still being indexed: only the queue's room.
+        _, _, trace = planner.plan({**STOCK, "tools": many_new_tools(1_000, "invoice")}, SEMANTIC_ONLY)
+        assert trace.k_reason.startswith("indexing 44 of 1000 new tool texts")
+        # Meanwhile an ordinary request is planned and routed.
+        forwarded, stats, _ = planner.plan({**STOCK, "tools": tools}, SEMANTIC_ONLY)
+        assert stats.routing == "semantic" and "get_stock_price" in [t["function"]["name"] for t in forwarded["tools"]]
+        index.release.set()
+        for _ in range(600):  # both queued batches get indexed
+            if len(index) == 256 + 44 + len(tools):
+                break
+            time.sleep(0.1)
+    finally:
+        index.release.set()
+        planner.close()
+    assert index.background_batches == [256, 44]
+    assert len(index) == 256 + 44 + len(tools)
 
 
 def test_a_malformed_tool_passes_everything_through_with_the_reason(tools: list[dict[str, Any]]) -> None:
