@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import asyncpg
+import httpx
 import openai
 import pytest
 from botocore.exceptions import ClientError
@@ -98,3 +99,13 @@ async def test_hostile_model_names_are_400_in_each_sdk_and_counted_once_by_the_l
         account_id,
     )
     assert [(r["status"], r["n"]) for r in statuses] == [(200, 1), (400, len(HOSTILE_MODELS))]
+
+
+async def test_key_names_and_provider_fields_with_control_characters_are_400(stack: Any) -> None:
+    headers = {"Authorization": f"Bearer {stack.info.api_key}"}
+    async with httpx.AsyncClient(base_url=stack.info.edge_url, headers=headers, timeout=30) as client:
+        key = await client.post("/v1/account/keys", json={"name": "ci\x00key"})
+        provider = await client.post("/v1/account/providers", json={"provider": "openai", "api_key": "sk-\nx"})
+    assert key.status_code == 400 and "control characters" in key.json()["error"]["message"]
+    assert provider.status_code == 400 and "'api_key'" in provider.json()["error"]["message"]
+    assert "sk-" not in provider.text  # a credential is never echoed
