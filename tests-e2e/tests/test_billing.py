@@ -122,9 +122,12 @@ async def test_an_owner_upgrades_to_pro_and_stripe_moves_the_subscription(stack:
             "SELECT type FROM billing.stripe_events WHERE account_id = $1::uuid ORDER BY received_at", account_id
         )
         assert "customer.subscription.created" in [e["type"] for e in events]
-        assert await db.fetchval(
-            "SELECT status FROM billing.invoices WHERE account_id = $1::uuid", account_id
-        ) == "paid"  # fmt: skip
+
+        async def invoice_paid() -> bool:  # its own webhook, which may come after the subscription's
+            status = await db.fetchval("SELECT status FROM billing.invoices WHERE account_id = $1::uuid", account_id)
+            return bool(status == "paid")
+
+        await eventually(invoice_paid, "the invoice webhook")
 
         synced = await browser.post("/v1/billing/sync-checkout", json={"session_id": session_id}, headers=csrf)
         assert synced.status_code == 200 and synced.json()["tier"] == "pro"
