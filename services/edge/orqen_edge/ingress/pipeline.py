@@ -246,10 +246,7 @@ def forwardable(chat: ChatRequest) -> bytes:
     """The canonical request as dispatch receives it: Orqen's tool extensions removed."""
     tools = chat.tools or []
     if any(isinstance(t, Tool) and t.function.examples is not None for t in tools):
-        stripped = [
-            replace(t, function=replace(t.function, examples=None)) if isinstance(t, Tool) else t for t in tools
-        ]
-        chat = replace(chat, tools=stripped)
+        chat = replace(chat, tools=[_without_examples(t) for t in tools])
     return encode_request(chat)
 
 
