@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 import msgspec
@@ -111,18 +111,6 @@ def decode_answer(decoder: AnswerDecoder[T], raw: bytes | str, provider: str, wh
         raise UpstreamError(502, f"{provider} returned an {what} that does not fit its API: {err}") from None
     except msgspec.DecodeError:
         raise UpstreamError(502, f"{provider} returned an {what} that is not JSON") from None
-
-
-async def read_json(response: httpx.Response, provider: str) -> dict[str, Any]:
-    """The whole JSON body of a response opened by `send`, then closed."""
-    raw = await read_body(response, provider)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise UpstreamError(502, f"{provider} returned a body that is not JSON") from err
-    if not isinstance(body, dict):
-        raise UpstreamError(502, f"{provider} returned JSON that is not an object")
-    return body
 
 
 @dataclass(slots=True)
