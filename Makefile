@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -67,7 +67,19 @@ lint: install
 
 # Latency Orqen adds per ingress format, against the fake providers (numbers in docs/performance.md).
 bench: install
-	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py $(ARGS)
+
+# The same workload through LiteLLM's proxy too, side by side. LiteLLM lives in its own virtual
+# environment, pinned, so its dependencies never meet Orqen's (numbers in docs/performance.md).
+PEER_VENV := .venv-peer
+LITELLM_VERSION := 1.106.12
+$(PEER_VENV)/.installed-$(LITELLM_VERSION):
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench-peer: install $(PEER_VENV)/.installed-$(LITELLM_VERSION)
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py --peer $(ARGS)
 
 # Sustained ingest into Postgres and account API latency over 1,000,000 rows (numbers in docs/performance.md).
 bench-accounting: install
