@@ -33,8 +33,8 @@ from pathlib import Path
 
 import httpx
 import orjson
-from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 
+from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
 from orqen_stack.config import StackConfig
