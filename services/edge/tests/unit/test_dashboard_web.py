@@ -1,5 +1,6 @@
 """The dashboard's pure rules: where `next=` may lead, when the session cookie is Secure, which sign-in
-forms come from this site, and that every dashboard answer carries the security headers."""
+forms come from this site, that every dashboard answer carries the security headers, and that each
+vendored front-end library says where it came from and under which licence."""
 
 from types import SimpleNamespace
 from typing import Any, cast
@@ -11,7 +12,7 @@ from litestar.testing import TestClient
 from orqen_edge.app import create_app
 from orqen_edge.dashboard.login import cookie_is_secure
 from orqen_edge.dashboard.pages.login import from_this_site
-from orqen_edge.dashboard.web import SECURITY_HEADERS, login_url, safe_next
+from orqen_edge.dashboard.web import SECURITY_HEADERS, STATIC_DIR, login_url, safe_next
 from orqen_edge.runtime import Runtime
 
 
@@ -128,3 +129,15 @@ def test_every_dashboard_answer_carries_the_security_headers_and_api_answers_do_
         swagger = client.get("/schema")
         assert "/dashboard/static/vendor/swagger-ui/swagger-ui-bundle.js" in swagger.text
         assert "cdn." not in swagger.text and "https://" not in swagger.text.split("<body")[0]
+
+
+def test_each_vendored_library_names_its_version_and_licence_and_ships_its_files() -> None:
+    vendored = sorted(p for p in (STATIC_DIR / "vendor").iterdir() if p.is_dir())
+    assert [p.name for p in vendored] == ["chartjs", "htmx", "swagger-ui"]
+    for library in vendored:
+        version = (library / "VERSION").read_text()
+        assert "https://registry.npmjs.org/" in version, library  # where the published build came from
+        assert (library / "LICENSE").stat().st_size > 0, library
+        shipped = version.split("(", 1)[1].rstrip(")\n")
+        for name in shipped.split(", "):
+            assert (library / name.removeprefix("dist/")).is_file(), (library, name)
