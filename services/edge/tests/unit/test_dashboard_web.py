@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from orqen_edge.app import create_app
 from orqen_edge.dashboard.login import cookie_is_secure
 from orqen_edge.dashboard.pages.login import from_this_site
-from orqen_edge.dashboard.web import SECURITY_HEADERS, STATIC_DIR, login_url, safe_next
+from orqen_edge.dashboard.web import SECURITY_HEADERS, STATIC_DIR, _asked_for, login_url, safe_next
 from orqen_edge.runtime import Runtime
 
 
@@ -58,19 +58,32 @@ def test_the_sign_in_url_carries_next_only_when_it_says_something() -> None:
     assert login_url("/dashboard/keys?x=1") == "/dashboard/login?next=/dashboard/keys%3Fx%3D1"
 
 
-def _request(url: str, **headers: str) -> Request[Any, Any, Any]:
+def _request(url: str, method: str = "POST", **headers: str) -> Request[Any, Any, Any]:
     scheme, rest = url.split("://", 1)
-    host, _, path = rest.partition("/")
+    host, _, path_query = rest.partition("/")
+    path, _, query = path_query.partition("?")
     scope = {
         "type": "http",
-        "method": "POST",
+        "method": method,
         "scheme": scheme,
         "server": (host.rsplit(":", 1)[0], 80),
         "path": "/" + path,
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": [(b"host", host.encode())] + [(k.encode(), v.encode()) for k, v in headers.items()],
     }
     return Request(cast(Any, scope))
+
+
+def test_sign_in_comes_back_to_the_page_not_to_a_partial_or_a_form_target() -> None:
+    here = "http://localhost:8080"
+    assert _asked_for(_request(f"{here}/dashboard/requests?model=x", "GET")) == "/dashboard/requests?model=x"
+    htmx = {"hx-request": "true", "hx-current-url": f"{here}/dashboard/requests?status=500"}
+    assert _asked_for(_request(f"{here}/dashboard/requests/rows?cursor=c", "GET", **htmx)) == (
+        "/dashboard/requests?status=500"
+    )
+    posted = _request(f"{here}/dashboard/keys/k1/revoke", referer=f"{here}/dashboard/keys")
+    assert _asked_for(posted) == "/dashboard/keys"
+    assert safe_next(_asked_for(_request(f"{here}/dashboard/logout"))) == "/dashboard"
 
 
 def _runtime(secure: bool) -> Runtime:
