@@ -1,0 +1,50 @@
+"""What the Requests and Sessions pages share: their URLs and how a recorded value is printed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from orqen_edge.dashboard.web import PREFIX
+
+REQUESTS_PATH = PREFIX + "/requests"
+SESSIONS_PATH = PREFIX + "/sessions"
+
+
+def log_url(filters: Mapping[str, str], cursor: str = "") -> str:
+    """The request log's URL with these filters (empty ones left out) and, past the first page, a cursor."""
+    query = {k: v for k, v in filters.items() if v}
+    if cursor:
+        query["cursor"] = cursor
+    return REQUESTS_PATH + (f"?{urlencode(query)}" if query else "")
+
+
+def session_url(session_id: str, cursor: str = "") -> str:
+    """The page of one session. A session id is any printable ASCII the caller sent (`/`, `?`, `#`
+    included), so every character that is not plainly safe is percent-encoded."""
+    return f"{SESSIONS_PATH}/{quote(session_id, safe='')}" + (f"?{urlencode({'cursor': cursor})}" if cursor else "")
+
+
+def shown(name: str, value: Any) -> str:
+    """A recorded value as a page prints it: units from the field's name, '—' for nothing recorded."""
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if name.endswith("_usd"):
+        # One request costs fractions of a cent: cents alone would show most of them as $0.00.
+        return "$0" if value == 0 else f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
+    if name.endswith("_ms"):
+        return f"{value:,.1f} ms"
+    if name.endswith("_at") and isinstance(value, str):
+        return value.replace("T", " ").removesuffix("Z")[:19] + " UTC"
+    if isinstance(value, int) and name != "status":
+        return f"{value:,}"
+    return str(value)
+
+
+# The helpers templates of both pages call.
+TEMPLATE_HELPERS: dict[str, Any] = {"shown": shown, "session_url": session_url, "log_url": log_url}
