@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
-from orqen_edge.dashboard.web import PREFIX
+from orqen_edge.dashboard.web import FILTERS, PREFIX
 
 REQUESTS_PATH = PREFIX + "/requests"
+# Times print as every dashboard page prints them (the templates' `|when`).
+_when = cast("Callable[[str], str]", FILTERS["when"])
 SESSIONS_PATH = PREFIX + "/sessions"
 
 
@@ -40,7 +42,7 @@ def shown(name: str, value: Any) -> str:
     if name.endswith("_ms"):
         return f"{value:,.1f} ms"
     if name.endswith("_at") and isinstance(value, str):
-        return value.replace("T", " ").removesuffix("Z")[:19] + " UTC"
+        return _when(value)
     if isinstance(value, int) and name != "status":
         return f"{value:,}"
     return str(value)
