@@ -13,8 +13,9 @@ import anthropic
 import httpx
 import openai
 import pytest
-from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 from playwright.async_api import Dialog, Page, expect
+
+from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 
 HOSTILE = "<script>alert(1)</script>"
 TRIP = "trip-planning"
@@ -231,6 +232,22 @@ async def test_sessions_list_and_a_sessions_timeline(page: Page, owner: Owner, s
     async with page.expect_navigation():
         await steps.nth(2).click()
     assert urlsplit(page.url).path == f"/dashboard/requests/{sent['fallback']}"
+
+    # Keyset paging: one session a page, most recently active first; a timeline two requests at a time.
+    await visit(page, "/dashboard/sessions?limit=1")
+    assert await page.locator("table.sessions tbody td:first-child").all_inner_texts() == [HOSTILE]
+    async with page.expect_navigation():
+        await page.click("a[rel=next]")
+    assert await page.locator("table.sessions tbody td:first-child").all_inner_texts() == [TRIP]
+    assert await page.locator("a[rel=next]").count() == 0
+    await visit(page, f"/dashboard/sessions/{TRIP}?limit=2")
+    latest = await steps.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert latest == [f"/dashboard/requests/{sent[k]}" for k in ("anthropic", "fallback")]
+    async with page.expect_navigation():
+        await page.click("a[rel=next]")
+    earlier = await steps.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert earlier == [f"/dashboard/requests/{sent['routed']}"]
+    assert _query(page)["limit"] == ["2"] and await page.locator("a[rel=next]").count() == 0
 
 
 async def test_a_session_named_like_a_script_is_shown_as_text(page: Page, owner: Owner, stack: Any) -> None:

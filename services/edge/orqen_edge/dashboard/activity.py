@@ -14,18 +14,26 @@ _when = cast("Callable[[str], str]", FILTERS["when"])
 SESSIONS_PATH = PREFIX + "/sessions"
 
 
+def _with_query(path: str, query: Mapping[str, str]) -> str:
+    kept = {k: v for k, v in query.items() if v}
+    return path + (f"?{urlencode(kept)}" if kept else "")
+
+
 def log_url(filters: Mapping[str, str], cursor: str = "") -> str:
     """The request log's URL with these filters (empty ones left out) and, past the first page, a cursor."""
-    query = {k: v for k, v in filters.items() if v}
-    if cursor:
-        query["cursor"] = cursor
-    return REQUESTS_PATH + (f"?{urlencode(query)}" if query else "")
+    return _with_query(REQUESTS_PATH, {**filters, "cursor": cursor})
 
 
-def session_url(session_id: str, cursor: str = "") -> str:
-    """The page of one session. A session id is any printable ASCII the caller sent (`/`, `?`, `#`
-    included), so every character that is not plainly safe is percent-encoded."""
-    return f"{SESSIONS_PATH}/{quote(session_id, safe='')}" + (f"?{urlencode({'cursor': cursor})}" if cursor else "")
+def sessions_url(**query: str) -> str:
+    """The sessions list's URL with `limit` and `cursor` (empty ones left out)."""
+    return _with_query(SESSIONS_PATH, query)
+
+
+def session_url(session_id: str, **query: str) -> str:
+    """The page of one session, with `limit` and `cursor` (empty ones left out). A session id is any
+    printable ASCII the caller sent (`/`, `?`, `#` included): every character not plainly safe is
+    percent-encoded."""
+    return _with_query(f"{SESSIONS_PATH}/{quote(session_id, safe='')}", query)
 
 
 def shown(name: str, value: Any) -> str:

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 from orqen.v1 import accounting_pb2, optimizer_pb2
 from orqen_edge.account.responses import plain
-from orqen_edge.dashboard.activity import log_url, session_url, shown
+from orqen_edge.dashboard.activity import log_url, session_url, sessions_url, shown
 from orqen_edge.dashboard.pages.requests import FIELD_GROUPS, SECTIONS, logged_headers, record_fields, trace_view
 from orqen_edge.dashboard.pages.sessions import timeline
 from orqen_edge.ingress.pipeline import orqen_headers
@@ -93,6 +93,8 @@ def test_urls_keep_filters_and_any_session_id_intact() -> None:
     url = session_url(hostile)
     assert url.startswith("/dashboard/sessions/") and "/" not in url.removeprefix("/dashboard/sessions/")
     assert unquote(url.removeprefix("/dashboard/sessions/")) == hostile
+    assert session_url("s1", limit="2", cursor="") == "/dashboard/sessions/s1?limit=2"
+    assert sessions_url(limit="", cursor="c 1") == "/dashboard/sessions?cursor=c+1"
 
 
 def test_a_timeline_runs_oldest_first_with_the_time_since_the_first_request() -> None:

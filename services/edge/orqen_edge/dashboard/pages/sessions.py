@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote
 
 from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.response import Template
 
+from orqen_edge.account.responses import PageLimit
 from orqen_edge.account.usage import page_of_sessions, session_with_requests
-from orqen_edge.dashboard.activity import SESSIONS_PATH, TEMPLATE_HELPERS, log_url, session_url
+from orqen_edge.dashboard.activity import SESSIONS_PATH, TEMPLATE_HELPERS, log_url, session_url, sessions_url
 from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.dashboard.web import chart, lookup, page
 from orqen_edge.runtime import Runtime
@@ -75,16 +76,21 @@ def _tokens_chart(steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 @get(SESSIONS_PATH, include_in_schema=False)
 async def sessions_page(
-    runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession], cursor: str = ""
+    runtime: NamedDependency[Runtime],
+    session: NamedDependency[DashboardSession],
+    cursor: str = "",
+    limit: PageLimit = PAGE_SIZE,
 ) -> Template:
-    found = await page_of_sessions(runtime, session.account_id, PAGE_SIZE, cursor)
+    found = await page_of_sessions(runtime, session.account_id, limit, cursor)
+    size = "" if limit == PAGE_SIZE else str(limit)
     return page(
         "sessions.html",
         session,
         active="sessions",
         sessions=found,
         first_page=not cursor,
-        next_url=f"{SESSIONS_PATH}?{urlencode({'cursor': found['next_cursor']})}" if found["has_more"] else "",
+        first_url=sessions_url(limit=size),
+        next_url=sessions_url(limit=size, cursor=found["next_cursor"]) if found["has_more"] else "",
         **TEMPLATE_HELPERS,
     )
 
@@ -96,11 +102,11 @@ async def session_page(
     session: NamedDependency[DashboardSession],
     session_id: str,
     cursor: str = "",
+    limit: PageLimit = TIMELINE_SIZE,
 ) -> Template:
     sid = _session_id(request, str(session_id))
-    conversation, requests = await lookup(
-        session_with_requests(runtime, session.account_id, sid, TIMELINE_SIZE, cursor)
-    )
+    conversation, requests = await lookup(session_with_requests(runtime, session.account_id, sid, limit, cursor))
+    size = "" if limit == TIMELINE_SIZE else str(limit)
     steps = timeline(requests["data"])
     return page(
         "session.html",
@@ -110,8 +116,8 @@ async def session_page(
         steps=steps,
         chart=_tokens_chart(steps) if steps else None,
         first_page=not cursor,
-        earlier_url=session_url(sid, requests["next_cursor"]) if requests["has_more"] else "",
-        latest_url=session_url(sid),
+        earlier_url=session_url(sid, limit=size, cursor=requests["next_cursor"]) if requests["has_more"] else "",
+        latest_url=session_url(sid, limit=size),
         session_log_url=log_url({"session_id": sid}),
         **TEMPLATE_HELPERS,
     )
