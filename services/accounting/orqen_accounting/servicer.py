@@ -429,6 +429,7 @@ def _filter(request: accounting_pb2.ListRequestsRequest) -> RequestFilter:
         model=request.model,
         status=request.status,
         session_id=request.session_id,
+        ingress=request.ingress,
         since=request.since.ToDatetime(tzinfo=dt.UTC) if request.HasField("since") else None,
         until=request.until.ToDatetime(tzinfo=dt.UTC) if request.HasField("until") else None,
     )

@@ -645,6 +645,7 @@ class ListRequestsRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     limit: _builtins.int
     cursor: _builtins.str
@@ -654,6 +655,8 @@ class ListRequestsRequest(_message.Message):
     status: _builtins.str
     """"success" (below 400), "error" (400 or more) or one HTTP status code ("429")."""
     session_id: _builtins.str
+    ingress: _builtins.str
+    """The SDK shape the caller used (RequestContext.ingress): "openai", "anthropic", "bedrock", ..."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """created_at in [since, until)."""
@@ -671,10 +674,11 @@ class ListRequestsRequest(_message.Message):
         session_id: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         until: _timestamp_pb2.Timestamp | None = ...,
+        ingress: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "limit", b"limit", "model", b"model", "session_id", b"session_id", "since", b"since", "status", b"status", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "cursor", b"cursor", "ingress", b"ingress", "limit", b"limit", "model", b"model", "session_id", b"session_id", "since", b"since", "status", b"status", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -128,25 +128,30 @@ class ChatCall:
         await self.runtime.rate_limiter.charge(self.context.account_id, self.context.api_key_id, tokens)
 
     def headers(self) -> dict[str, str]:
-        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones.
+        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
+        return {**self.rate_limit_headers, **orqen_headers(self.summary.model, self.plan_stats)}
 
-        Every value is made header-safe here: the model name comes from the provider's answer.
-        """
-        stats = self.plan_stats
-        out: dict[str, str] = dict(self.rate_limit_headers)
-        if self.summary.model:
-            out["x-orqen-model"] = self.summary.model
-        if stats.tools_input:
-            out["x-orqen-tools-input"] = str(stats.tools_input)
-            out["x-orqen-tools-output"] = str(stats.tools_output)
-            out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
-            if stats.routing:  # "passthrough" too: whoever reads the header learns nothing was pruned, and why not
-                out["x-orqen-routing"] = stats.routing
-        if stats.context_compressed:
-            out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
-            out["x-orqen-ctx-tokens-out"] = str(stats.ctx_tokens_out)
-            out["x-orqen-ctx-tokens-saved"] = str(stats.ctx_tokens_in - stats.ctx_tokens_out)
-        return {name: header_safe(value) for name, value in out.items()}
+
+def orqen_headers(model: str, stats: optimizer_pb2.PlanStats) -> dict[str, str]:
+    """The x-orqen-* headers of a request answered by `model` after a plan with `stats`.
+
+    Every value is made header-safe here: the model name comes from the provider's answer.
+    The dashboard shows a logged request's headers with this function too.
+    """
+    out: dict[str, str] = {}
+    if model:
+        out["x-orqen-model"] = model
+    if stats.tools_input:
+        out["x-orqen-tools-input"] = str(stats.tools_input)
+        out["x-orqen-tools-output"] = str(stats.tools_output)
+        out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
+        if stats.routing:  # "passthrough" too: whoever reads the header learns nothing was pruned, and why not
+            out["x-orqen-routing"] = stats.routing
+    if stats.context_compressed:
+        out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
+        out["x-orqen-ctx-tokens-out"] = str(stats.ctx_tokens_out)
+        out["x-orqen-ctx-tokens-saved"] = str(stats.ctx_tokens_in - stats.ctx_tokens_out)
+    return {name: header_safe(value) for name, value in out.items()}
 
 
 async def serve_chat(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from orqen_edge.dashboard.pages import login, overview
+from orqen_edge.dashboard.pages import login, overview, requests, sessions
 
 ROUTES = [
     *login.ROUTES,
     *overview.ROUTES,
+    *requests.ROUTES,
+    *sessions.ROUTES,
 ]
