@@ -7,6 +7,7 @@ through the gateway does.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -14,12 +15,23 @@ import httpx
 import openai
 import pytest
 from accounts import logged
+from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 from playwright.async_api import Page, expect
 
-from .conftest import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
-
 SCRIPT_TOOL = "<script>alert('tool')</script>"
-TOOLS = ("get_weather", "get_time", "send_email", "create_invoice", "search_flights", SCRIPT_TOOL)
+# More tools than the optimizer forwards as they are, so requests are routed; one named like a script.
+TOOLS = {
+    "get_weather": "Current weather and forecast for a city.",
+    "get_stock_price": "Latest trading price of a stock ticker symbol.",
+    "convert_currency": "Convert an amount of money between two currencies.",
+    "book_flight": "Book a flight between two airports.",
+    "search_hotels": "Find hotel rooms in a city for given dates.",
+    "send_email": "Send an email message to a recipient.",
+    "translate_text": "Translate text into another language.",
+    "create_calendar_event": "Create an event in the user's calendar.",
+    "set_reminder": "Remind the user of something at a given time.",
+    SCRIPT_TOOL: "A tool whose name is markup.",
+}
 
 
 def api(stack: Any, key: str) -> httpx.AsyncClient:
@@ -37,21 +49,39 @@ async def chat(stack: Any, key: str, model: str = "gpt-4o-mini", **body: Any) ->
     return await sdk(stack, key).chat.completions.with_raw_response.create(model=model, messages=messages, **body)
 
 
-async def tool_traffic(stack: Any, owner: Owner) -> list[str]:
-    """Requests offering six tools (one named like a script) whose answers call one: every one an
-    A/B control, so the calibration has data. Returns their request ids, once all are logged."""
-    tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in TOOLS]
+async def tool_traffic(stack: Any, owner: Owner, routed: int = 3) -> list[str]:
+    """Requests offering ten tools whose answers call one, until `routed` of them were routed (a new
+    toolset is indexed first), each an A/B control so the calibration has data. Returns the routed
+    requests' ids once accounting logged them."""
+    tools = [
+        {"type": "function", "function": {"name": name, "description": text, "parameters": {"type": "object"}}}
+        for name, text in TOOLS.items()
+    ]
+    ask = 'What is the weather in Paris? call get_weather {"city": "Paris"}'
     async with api(stack, owner.api_key) as account:
         await account.put("/v1/account/routing/preferences", json={"ab_control_share": 1.0})
-        ids = []
-        for city in ("Paris", "Oslo", "Lima"):
-            ask = f'what is the weather in {city}? call get_weather {{"city": "{city}"}}'
+        ids: list[str] = []
+        for _ in range(60):
             answered = await chat(stack, owner.api_key, messages=[{"role": "user", "content": ask}], tools=tools)
-            ids.append(answered.headers["x-request-id"])
+            if answered.headers.get("x-orqen-routing", "passthrough") != "passthrough":
+                ids.append(answered.headers["x-request-id"])
+                if len(ids) == routed:
+                    break
+            else:
+                await asyncio.sleep(0.5)
+        assert len(ids) == routed, "the toolset was never routed"
         await account.put("/v1/account/routing/preferences", json={"ab_control_share": 0.05})
         for request_id in ids:
             await logged(account, request_id)
     return ids
+
+
+async def offered(stack: Any, owner: Owner, tool: str) -> int:
+    """How many requests offered `tool`, as the account API reports it."""
+    async with api(stack, owner.api_key) as account:
+        tools = (await account.get("/v1/account/tools/health")).json()["data"]
+    count: int = next(t["offered"] for t in tools if t["name"] == tool)
+    return count
 
 
 async def csrf_token(page: Page) -> str:
@@ -79,7 +109,7 @@ async def test_routing_and_tools_pages_show_the_accounts_routing(page: Page, own
     await visit(page, "/dashboard/tools")
     await assert_charts_drawn(page, at_least=1)
     row = page.locator("table.tools tr", has=page.locator("td.name", has_text="get_weather"))
-    await expect(row.locator("td.num").first).to_have_text("3")  # offered by all three
+    await expect(row.locator("td.num").first).to_have_text(str(await offered(stack, owner, "get_weather")))
     # A tool named like a script is shown as text, never run.
     await expect(page.locator("td.name", has_text=SCRIPT_TOOL)).to_have_count(1)
     assert await page.evaluate("document.querySelectorAll('main script').length") == 0
@@ -121,9 +151,7 @@ async def test_a_key_created_in_the_dashboard_works_until_it_is_revoked(page: Pa
         await chat(stack, plaintext)
 
 
-async def test_a_provider_saved_in_the_dashboard_is_used_then_deleted(
-    page: Page, owner: Owner, stack: Any
-) -> None:
+async def test_a_provider_saved_in_the_dashboard_is_used_then_deleted(page: Page, owner: Owner, stack: Any) -> None:
     saved_key = "sk-ant-dashboard-saved-4321"
     await visit(page, "/dashboard/providers")
     # Refused by dispatch's own rules, the message shows in the form it came from.
@@ -222,7 +250,7 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
 
     confirm = await page.goto(f"/dashboard/keys/{bob_key}/revoke")
     assert confirm is not None and confirm.status == 404
-    await expect(page.locator("main")).to_contain_text("another account")
+    await expect(page.locator("main h1")).to_have_text("Not found")
     for path in (
         f"/dashboard/keys/{bob_key}/revoke",
         f"/dashboard/providers/{bob_provider}/delete",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from orqen_edge.dashboard.pages import login, overview
+from orqen_edge.dashboard.pages import keys, login, overview, providers, routing, tools
 
 ROUTES = [
     *login.ROUTES,
     *overview.ROUTES,
+    *routing.ROUTES,
+    *tools.ROUTES,
+    *keys.ROUTES,
+    *providers.ROUTES,
 ]

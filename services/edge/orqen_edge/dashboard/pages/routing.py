@@ -8,7 +8,6 @@ Reads and writes go through the account API's gRPC calls and its own functions
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -77,15 +76,15 @@ async def save_preferences(
         message = refusal(err)
         if message is None:
             raise
-        form = {**submitted, "error": message, "error_field": _field_named(message)}
+        form: dict[str, Any] = {**submitted, "error": message, "error_field": _field_named(message)}
         if is_htmx(request):
             # 200: htmx swaps in only successful answers, and the form with its message is one.
             return page("_routing_preferences.html", session, active="routing", form=form, modes=ROUTING_MODES)
         context = await _page_context(runtime, session, form)
         return page("routing.html", session, active="routing", status_code=422, **context)
     if is_htmx(request):
-        form = {**_form(saved), "saved": True}
-        return page("_routing_preferences.html", session, active="routing", form=form, modes=ROUTING_MODES)
+        shown = {**_form(saved), "saved": True}
+        return page("_routing_preferences.html", session, active="routing", form=shown, modes=ROUTING_MODES)
     return Redirect("/dashboard/routing", status_code=303)
 
 
