@@ -49,28 +49,31 @@ async def chat(stack: Any, key: str, model: str = "gpt-4o-mini", **body: Any) ->
     return await sdk(stack, key).chat.completions.with_raw_response.create(model=model, messages=messages, **body)
 
 
-async def tool_traffic(stack: Any, owner: Owner, routed: int = 3) -> list[str]:
-    """Requests offering ten tools whose answers call one, until `routed` of them were routed (a new
-    toolset is indexed first), each an A/B control so the calibration has data. Returns the routed
-    requests' ids once accounting logged them."""
+async def tool_traffic(stack: Any, owner: Owner) -> list[str]:
+    """Requests offering ten tools whose answers call one: two A/B controls (every tool forwarded, so
+    the calibration has data) and two routed as usual. Returns their ids once accounting logged them."""
     tools = [
         {"type": "function", "function": {"name": name, "description": text, "parameters": {"type": "object"}}}
         for name, text in TOOLS.items()
     ]
-    ask = 'What is the weather in Paris? call get_weather {"city": "Paris"}'
-    async with api(stack, owner.api_key) as account:
-        await account.put("/v1/account/routing/preferences", json={"ab_control_share": 1.0})
-        ids: list[str] = []
+    messages = [{"role": "user", "content": 'What is the weather in Paris? call get_weather {"city": "Paris"}'}]
+
+    async def routed() -> str:
+        """The id of the next request the optimizer routed (a toolset it never saw is indexed first)."""
         for _ in range(60):
-            answered = await chat(stack, owner.api_key, messages=[{"role": "user", "content": ask}], tools=tools)
+            answered = await chat(stack, owner.api_key, messages=messages, tools=tools)
             if answered.headers.get("x-orqen-routing", "passthrough") != "passthrough":
-                ids.append(answered.headers["x-request-id"])
-                if len(ids) == routed:
-                    break
-            else:
-                await asyncio.sleep(0.5)
-        assert len(ids) == routed, "the toolset was never routed"
-        await account.put("/v1/account/routing/preferences", json={"ab_control_share": 0.05})
+                return str(answered.headers["x-request-id"])
+            await asyncio.sleep(0.5)
+        raise AssertionError("the toolset was never routed")
+
+    preferences = "/v1/account/routing/preferences"
+    async with api(stack, owner.api_key) as account:
+        await account.put(preferences, json={"ab_control_share": 1.0})
+        ids = [await routed(), await routed()]
+        await account.put(preferences, json={"ab_control_share": 0.0})
+        ids += [await routed(), await routed()]
+        await account.put(preferences, json={"ab_control_share": 0.05})
         for request_id in ids:
             await logged(account, request_id)
     return ids
@@ -173,6 +176,7 @@ async def test_a_provider_saved_in_the_dashboard_is_used_then_deleted(page: Page
     await expect(row).to_have_count(1)
     assert saved_key not in await page.content()
     await assert_fits_375(page)
+    await page.click("#add-bedrock summary")
     await screenshot(page, "providers")
 
     # The account's own key now wins over the operator's: the fake Anthropic knows only the operator's.

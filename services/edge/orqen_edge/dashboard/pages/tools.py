@@ -43,7 +43,8 @@ def _chart(tools: list[dict[str, Any]]) -> dict[str, Any]:
     """The most offered tools: offered, forwarded, called, and requests that failed."""
     series = (("offered", "offered"), ("forwarded", "forwarded"), ("called", "called"), ("errors", "failed requests"))
     datasets = [{"label": label, "data": [t[field] for t in tools]} for field, label in series]
-    return chart("bar", [t["name"] for t in tools], datasets, indexAxis="y")
+    # Counts of requests: whole numbers on the axis.
+    return chart("bar", [t["name"] for t in tools], datasets, indexAxis="y", scales={"x": {"ticks": {"precision": 0}}})
 
 
 ROUTES = (tools_page,)
