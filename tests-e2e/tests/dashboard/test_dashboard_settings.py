@@ -296,3 +296,30 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         assert (await account.get("/v1/account/providers")).json()["data"] == []
         models = (await account.get("/v1/account/routing/models")).json()["data"]
         assert next(m for m in models if m["id"] == "gpt-4o-mini")["enabled"]
+
+
+async def test_the_settings_forms_work_as_plain_posts_without_htmx(page: Page, owner: Owner, stack: Any) -> None:
+    await visit(page, "/dashboard/routing")
+    token = await csrf_token(page)
+    refused = await page.request.post(
+        "/dashboard/routing/preferences", form={"csrf_token": token, "k_floor": "4", "k_cap": "2"}, max_redirects=0
+    )
+    assert refused.status == 422 and "Invalid k_cap 2" in await refused.text()
+    saved = await page.request.post(
+        "/dashboard/routing/preferences", form={"csrf_token": token, "k_cap": "9"}, max_redirects=0
+    )
+    assert saved.status == 303 and saved.headers["location"] == "/dashboard/routing"
+    created = await page.request.post("/dashboard/keys", form={"csrf_token": token, "name": "<b>plain</b>"})
+    body = await created.text()
+    assert created.status == 200 and 'id="new-key"' in body
+    assert "&lt;b&gt;plain&lt;/b&gt;" in body and "<b>plain</b>" not in body
+    async with api(stack, owner.api_key) as account:
+        assert (await account.get("/v1/account/routing/preferences")).json()["k_cap"] == 9
+        keys = (await account.get("/v1/account/keys")).json()["data"]
+    new_id = next(k["id"] for k in keys if k["name"] == "<b>plain</b>")
+    confirm = await page.request.get(f"/dashboard/keys/{new_id}/revoke")
+    assert confirm.status == 200 and "Revoke key" in await confirm.text()
+    revoked = await page.request.post(f"/dashboard/keys/{new_id}/revoke", form={"csrf_token": token}, max_redirects=0)
+    assert revoked.status == 303
+    gone = await page.request.get(f"/dashboard/keys/{new_id}/revoke")
+    assert gone.status == 404  # a revoked key cannot be revoked again
