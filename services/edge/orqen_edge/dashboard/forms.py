@@ -40,8 +40,3 @@ def form_struct(fields: Mapping[str, Any], shape: type[T]) -> T:
 def refusal(err: OrqenError) -> str | None:
     """The message to show in a form when the services refused what it asked for; None for other failures."""
     return err.message if err.kind.grpc_code == grpc.StatusCode.INVALID_ARGUMENT else None
-
-
-def is_htmx(request: Request[Any, Any, Any]) -> bool:
-    """Whether htmx sent the request (it swaps a fragment in) rather than the browser (a whole page)."""
-    return request.headers.get("hx-request") == "true"

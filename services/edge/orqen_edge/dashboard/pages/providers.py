@@ -14,9 +14,9 @@ from litestar.response import Redirect, Template
 from orqen_common.errors import OrqenError
 from orqen_edge.account.keys import ProviderCredential, save_credential
 from orqen_edge.account.responses import listing
-from orqen_edge.dashboard.forms import form_fields, form_struct, is_htmx, refusal
+from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import lookup, page
+from orqen_edge.dashboard.web import is_htmx, lookup, page
 from orqen_edge.runtime import Runtime
 
 # The add forms, one per kind of provider: (form id, title). The "compatible" form names its provider.

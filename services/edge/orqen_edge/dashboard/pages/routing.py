@@ -24,9 +24,9 @@ from orqen_edge.account.routing import (
     routable,
     update_preferences,
 )
-from orqen_edge.dashboard.forms import form_fields, form_struct, is_htmx, refusal
+from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import chart, page
+from orqen_edge.dashboard.web import chart, is_htmx, page
 from orqen_edge.runtime import Runtime
 
 _DAYS = 7
