@@ -15,8 +15,9 @@ import httpx
 import openai
 import pytest
 from accounts import logged
-from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 from playwright.async_api import Page, expect
+
+from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 
 SCRIPT_TOOL = "<script>alert('tool')</script>"
 # More tools than the optimizer forwards as they are, so requests are routed; one named like a script.
