@@ -111,7 +111,8 @@ def _form(preferences: dict[str, Any]) -> dict[str, Any]:
 
 
 def _preferences_update(fields: dict[str, str]) -> dict[str, Any]:
-    """The form's fields as the account API's update: the fallback chain is a comma- or line-separated list."""
+    """The form's fields as the account API's update: the fallback chain is a comma- or line-separated
+    list (blank: no chain, since the field shows the current one); other blank fields are kept."""
     update: dict[str, Any] = {k: v for k, v in fields.items() if k in _PREFERENCE_FIELDS}
     chain = fields.get("fallback_models", "").replace("\n", ",")
     update["fallback_models"] = [m.strip() for m in chain.split(",") if m.strip()]
