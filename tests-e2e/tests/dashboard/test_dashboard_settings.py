@@ -310,6 +310,8 @@ async def test_the_settings_forms_work_as_plain_posts_without_htmx(page: Page, o
         "/dashboard/routing/preferences", form={"csrf_token": token, "k_cap": "9"}, max_redirects=0
     )
     assert saved.status == 303 and saved.headers["location"] == "/dashboard/routing"
+    bad_name = await page.request.post("/dashboard/keys", form={"csrf_token": token, "name": "bad\x01name"})
+    assert bad_name.status == 422 and "control characters are not allowed" in await bad_name.text()
     created = await page.request.post("/dashboard/keys", form={"csrf_token": token, "name": "<b>plain</b>"})
     body = await created.text()
     assert created.status == 200 and 'id="new-key"' in body

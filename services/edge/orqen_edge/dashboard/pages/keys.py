@@ -12,7 +12,7 @@ from litestar.response import Redirect, Template
 
 from orqen_common.errors import OrqenError, not_found
 from orqen_edge.account.keys import CreatedKey, KeyCreation, new_key
-from orqen_edge.account.responses import listing, plain
+from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.dashboard.web import is_htmx, lookup, page
@@ -20,8 +20,7 @@ from orqen_edge.runtime import Runtime
 
 
 async def _keys(runtime: Runtime, session: DashboardSession) -> list[dict[str, Any]]:
-    keys: list[dict[str, Any]] = listing((await runtime.downstream.list_api_keys(session.account_id)).keys)["data"]
-    return keys
+    return [plain(k) for k in (await runtime.downstream.list_api_keys(session.account_id)).keys]
 
 
 @get("/dashboard/keys")
@@ -44,7 +43,9 @@ async def create_key(
     keys = await _keys(runtime, session)
     template = "_keys_panel.html" if is_htmx(request) else "keys.html"
     # The plaintext is in this answer only; dashboard pages are never cached (web.add_security_headers).
-    return page(template, session, active="keys", keys=keys, created=created, error=error)
+    # htmx swaps in only 2xx answers, so a refused form goes back to it with 200.
+    status = 422 if error and template == "keys.html" else 200
+    return page(template, session, active="keys", status_code=status, keys=keys, created=created, error=error)
 
 
 @get("/dashboard/keys/{key_id:str}/revoke")

@@ -13,7 +13,7 @@ from litestar.response import Redirect, Template
 
 from orqen_common.errors import OrqenError
 from orqen_edge.account.keys import ProviderCredential, save_credential
-from orqen_edge.account.responses import listing
+from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.dashboard.web import is_htmx, lookup, page
@@ -32,10 +32,7 @@ _SHOWN_AGAIN = ("provider", "auth", "region", "base_url")
 
 
 async def _providers(runtime: Runtime, session: DashboardSession) -> list[dict[str, Any]]:
-    saved: list[dict[str, Any]] = listing((await runtime.downstream.list_credentials(session.account_id)).credentials)[
-        "data"
-    ]
-    return saved
+    return [plain(c) for c in (await runtime.downstream.list_credentials(session.account_id)).credentials]
 
 
 def _context(providers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -62,7 +59,7 @@ async def save_provider(
             raise
         typed = {k: v for k, v in fields.items() if k in _SHOWN_AGAIN}
         context = _context(await _providers(runtime, session), failed=failed, typed=typed, error=error)
-        if is_htmx(request):
+        if is_htmx(request):  # htmx swaps in only 2xx answers
             return page("_providers_panel.html", session, active="providers", **context)
         return page("providers.html", session, active="providers", status_code=422, **context)
     if not is_htmx(request):
