@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from orqen_edge.dashboard.pages import login, overview, requests, sessions
+from orqen_edge.dashboard.pages import keys, login, overview, providers, requests, routing, sessions, tools
 
 ROUTES = [
     *login.ROUTES,
     *overview.ROUTES,
     *requests.ROUTES,
     *sessions.ROUTES,
+    *routing.ROUTES,
+    *tools.ROUTES,
+    *keys.ROUTES,
+    *providers.ROUTES,
 ]
