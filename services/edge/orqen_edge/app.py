@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException
 
 from orqen_common.errors import OrqenError
 from orqen_edge import health, openapi
-from orqen_edge.account import billing, keys, request_log, routing, usage
+from orqen_edge.account import billing, keys, owners, request_log, routing, usage
 from orqen_edge.auth import api_key_principal
 from orqen_edge.dashboard import login
 from orqen_edge.dashboard.auth import dashboard_session
@@ -35,6 +35,7 @@ def create_app(runtime: Runtime) -> Litestar:
         *request_log.ROUTES,
         *billing.ROUTES,
         *keys.ROUTES,
+        *owners.ROUTES,
         *routing.ROUTES,
         *usage.ROUTES,
         # The dashboard's sign-in
