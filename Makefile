@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e chromium test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -51,8 +51,19 @@ test-integration: install
 test-tools: install
 	$(PYTEST) -q tools/*/tests
 
-test-e2e: install
+test-e2e: install chromium
 	$(PYTEST) -q tests-e2e/tests
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one): install
+# the package when it is missing and this machine allows it (root or passwordless sudo).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+		else echo "$(CHROMIUM) is missing and apt-get needs root: run 'sudo apt-get install -y chromium'" \
+			"(the dashboard's browser tests fail without it)"; fi; \
+	fi
 
 test-deploy: install
 	$(BIN)/python deploy/check.py

@@ -16,6 +16,7 @@ import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -101,13 +102,27 @@ def json_body(body: type[msgspec.Struct]) -> type[Operation]:
     return type(f"{body.__name__}BodyOperation", (JsonBodyOperation,), {"body": body})
 
 
+# Swagger UI from the dashboard's vendored copy (swagger-ui-dist), never a CDN: /schema works air-gapped.
+_SWAGGER = "/dashboard/static/vendor/swagger-ui/"
+
+
 def config() -> OpenAPIConfig:
-    """The document's config; `add_body_schemas` completes it once the app exists."""
+    """The document's config; `add_body_schemas` completes it once the app exists.
+    /schema and /schema/swagger show Swagger UI; /schema/openapi.json is the document."""
     return OpenAPIConfig(
         title="Orqen",
         version="0.1.0",
         path="/schema",
         components=Components(security_schemes=_SECURITY_SCHEMES),
+        render_plugins=[
+            SwaggerRenderPlugin(
+                js_url=_SWAGGER + "swagger-ui-bundle.js",
+                css_url=_SWAGGER + "swagger-ui.css",
+                standalone_preset_js_url=_SWAGGER + "swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' type='image/png' href='{_SWAGGER}favicon-32x32.png'>",
+                path=["/", "/swagger"],
+            )
+        ],
     )
 
 

@@ -28,6 +28,18 @@ def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     return {**head, **plain(totals)}
 
 
+def savings_by_kind(breakdown: usage_pb2.SavingsBreakdown) -> dict[str, dict[str, float]]:
+    """Tokens and dollars saved by tool routing and by context compression, apart. A model's dollars
+    saved are its tokens saved at its input price, so they split between the two as its tokens do."""
+    out = {kind: {"tokens": 0.0, "usd": 0.0} for kind in ("tools", "context")}
+    for model in breakdown.models:
+        for kind, tokens in (("tools", model.tool_tokens_saved), ("context", model.ctx_tokens_saved)):
+            out[kind]["tokens"] += tokens
+            if model.tokens_saved:
+                out[kind]["usd"] += model.savings_usd * tokens / model.tokens_saved
+    return out
+
+
 def _rows(days: int, data: list[dict[str, Any]]) -> dict[str, Any]:
     """A list of rows over the period, with the number of days it covers."""
     return {"object": "list", "days": days, "data": data}

@@ -1,0 +1,10 @@
+"""The dashboard's pages, one module each; app.py mounts ROUTES behind the page session guard."""
+
+from __future__ import annotations
+
+from orqen_edge.dashboard.pages import login, overview
+
+ROUTES = [
+    *login.ROUTES,
+    *overview.ROUTES,
+]
