@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from orqen_edge.dashboard.pages import login, overview
+from orqen_edge.dashboard.pages import billing, login, overview, team
 
 ROUTES = [
     *login.ROUTES,
     *overview.ROUTES,
+    *team.ROUTES,
+    *billing.ROUTES,
 ]
