@@ -147,6 +147,8 @@ class Stack:
                 "ORQEN_INTERNAL_TOKEN": secrets.internal_token,
                 "ORQEN_BOOTSTRAP_API_KEY": secrets.bootstrap_api_key,
                 "ORQEN_CREDENTIALS_KEYS": secrets.credentials_keys,
+                "ORQEN_BOOTSTRAP_OWNER_EMAIL": config.owner_email,
+                "ORQEN_BOOTSTRAP_OWNER_PASSWORD": secrets.bootstrap_owner_password,
                 "ORQEN_HOME": str(config.home.root),
                 "ORQEN_EDGE_PORT": str(config.edge_port),
                 "ORQEN_EDGE_TLS_PORT": str(config.edge_tls_port),

@@ -244,7 +244,10 @@ def _num(value: float | int) -> str:
 
 
 def _usd(value: float) -> str:
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:,.4f}"
+    if value == 0 or abs(value) >= 0.01:
+        return f"${value:,.2f}"
+    # Fractions of a cent (one small request): enough digits to not read as nothing.
+    return f"${value:.6f}".rstrip("0") if abs(value) >= 0.000001 else "<$0.000001"
 
 
 def _cents(value: int, currency: str = "usd") -> str:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import grpc
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
 from orqen_common.errors import OrqenError
@@ -36,7 +37,7 @@ def from_this_site(request: Request[Any, Any, Any]) -> bool:
 
 @get(LOGIN_PATH, include_in_schema=False)
 async def login_form(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], next: str = ""
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], next: FromQuery[str] = ""
 ) -> Template | Redirect:
     """The sign-in form; an owner already signed in goes straight on."""
     token = request.cookies.get(COOKIE_NAME)

@@ -18,7 +18,7 @@
           borderColor: color,
           backgroundColor: line ? color : color + "cc",
           borderWidth: line ? 2 : 0,
-          pointRadius: line ? 2 : 0,
+          pointRadius: line ? 3 : 0,
           spanGaps: false,
         },
         dataset
