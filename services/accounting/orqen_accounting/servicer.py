@@ -460,7 +460,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         account_id = checked_uuid(request.account_id, "account_id")
         owner_id = checked_uuid(request.owner_id, "owner_id")
         new_password = checked_password(request.new_password)
-        wrong = invalid_request("The current password is wrong.")
+        wrong = OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "The current password is wrong.")
         if not 0 < len(request.old_password) <= MAX_PASSWORD:
             raise wrong
         try:

@@ -217,7 +217,7 @@ async def test_an_owner_changes_its_password_only_with_the_current_one(
                     account_id=acme["id"], owner_id=ada.id, old_password="wrong password!", new_password=new_password
                 )
             ),
-            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.PERMISSION_DENIED,
         )
         await orqen_refused(
             stub.ChangeOwnerPassword(

@@ -438,7 +438,7 @@ class AccountingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ChangeOwnerPassword(self, request, context):
-        """Sets an owner's password when its current one is given; INVALID_ARGUMENT when it is wrong.
+        """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

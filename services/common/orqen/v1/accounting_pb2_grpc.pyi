@@ -101,7 +101,7 @@ class AccountingStub:
     RemoveOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.OwnerRef, _accounting_pb2.Owner]
     """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
     ChangeOwnerPassword: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ChangeOwnerPasswordRequest, _accounting_pb2.Owner]
-    """Sets an owner's password when its current one is given; INVALID_ARGUMENT when it is wrong."""
+    """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -175,7 +175,7 @@ class AccountingAsyncStub(AccountingStub):
     RemoveOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.OwnerRef, _accounting_pb2.Owner]  # type: ignore[assignment]
     """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
     ChangeOwnerPassword: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ChangeOwnerPasswordRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
-    """Sets an owner's password when its current one is given; INVALID_ARGUMENT when it is wrong."""
+    """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -450,6 +450,6 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.ChangeOwnerPasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
-        """Sets an owner's password when its current one is given; INVALID_ARGUMENT when it is wrong."""
+        """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

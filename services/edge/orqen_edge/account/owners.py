@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import grpc
 import msgspec
 from litestar import Request, delete, get, post
 from litestar.di import NamedDependency
@@ -18,8 +19,10 @@ from msgspec import Meta
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
+from orqen_common.errors import OrqenError
 from orqen_edge.account.responses import listing, plain
 from orqen_edge.dashboard.auth import COOKIE_NAME, KEY_OR_SESSION
+from orqen_edge.dashboard.login import FailedLogins
 from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.openapi import API_KEY_OR_SESSION, AUTHENTICATED, BODY, DASHBOARD_SESSION, SESSION, errors, json_body
 from orqen_edge.request_body import read_struct
@@ -80,8 +83,19 @@ async def remove_owner(runtime: Runtime, session: DashboardSession, owner_id: st
 async def change_password(
     runtime: Runtime, session: DashboardSession, session_token: str, current: str, new: str
 ) -> accounting_pb2.Owner:
-    """Change the signed-in owner's password; its other sessions end, the one making the change stays."""
-    owner = await runtime.downstream.change_owner_password(session.account_id, session.owner_id, current, new)
+    """Change the signed-in owner's password; its other sessions end, the one making the change stays.
+
+    A wrong current password counts as a failed login of the owner's email: a session left open on
+    someone else's screen cannot be used to guess the password faster than the sign-in form can."""
+    failures = FailedLogins(runtime, session.email)
+    await failures.admit()
+    try:
+        owner = await runtime.downstream.change_owner_password(session.account_id, session.owner_id, current, new)
+    except OrqenError as err:
+        if err.kind.grpc_code != grpc.StatusCode.PERMISSION_DENIED:
+            await failures.forget_attempt()
+        raise
+    await failures.clear()
     await runtime.sessions.end_owner_sessions(owner.id, keep_token=session_token)
     return owner
 
@@ -132,7 +146,7 @@ async def delete_owner(
     status_code=200,
     security=DASHBOARD_SESSION,
     operation_class=json_body(PasswordChange),
-    responses=errors(*SESSION, *BODY),
+    responses=errors(*SESSION, *BODY, 429),
 )
 async def change_own_password(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]

@@ -114,7 +114,7 @@ async def test_changing_the_password_needs_the_current_one_and_ends_the_other_se
             {"current_password": "not the password", "new_password": NEW_PASSWORD},
             csrf=csrf,
         )
-        assert wrong.status_code == 400 and "current password is wrong" in wrong.json()["error"]["message"]
+        assert wrong.status_code == 403 and "current password is wrong" in wrong.json()["error"]["message"]
         assert (await laptop.get("/v1/dashboard/session")).status_code == 200
 
         changed = await edge.post(
@@ -128,3 +128,16 @@ async def test_changing_the_password_needs_the_current_one_and_ends_the_other_se
         assert (await laptop.get("/v1/dashboard/session")).status_code == 401
     assert (await edge.login()).status_code == 401
     assert (await edge.login(NEW_PASSWORD)).status_code == 200
+
+
+async def test_wrong_current_passwords_count_as_failed_logins(start_edge: Callable[..., Awaitable[Edge]]) -> None:
+    edge = await start_edge(login_max_failures=2)
+    csrf = await _login(edge.client)
+    wrong = {"current_password": "not the password", "new_password": NEW_PASSWORD}
+    for _ in range(2):
+        assert (await edge.post("/v1/account/owners/me/password", wrong, csrf=csrf)).status_code == 403
+    # The email's failures are used up: even the right password waits, here and at the sign-in.
+    right = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    throttled = await edge.post("/v1/account/owners/me/password", right, csrf=csrf)
+    assert throttled.status_code == 429 and "retry-after" in throttled.headers
+    assert (await edge.login()).status_code == 429
