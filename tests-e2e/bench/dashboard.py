@@ -132,6 +132,8 @@ async def run(rows: int, samples: int) -> None:
     with tempfile.TemporaryDirectory(prefix="orqen-bench-") as home:
         nowhere = "http://127.0.0.1:9"  # no provider is called
         env = stack_env({"openai": nowhere, "anthropic": nowhere, "bedrock": nowhere}, Path(home), f"dash{os.getpid()}")
+        # The optimizer loads its model for minutes on a busy machine; nothing here waits on it anyway.
+        env["ORQEN_STACK_READY_TIMEOUT"] = "600"
         stack = Stack(StackConfig.from_env(env))
         info = await stack.start()
         pool = await create_pool(plain_postgres_url(stack.service_env["ORQEN_DATABASE_URL"]), 4, "accounting")
