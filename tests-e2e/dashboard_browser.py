@@ -129,12 +129,17 @@ async def assert_fits_375(page: Page) -> None:
         await page.set_viewport_size(WIDE)
 
 
-async def screenshot(page: Page, name: str) -> Path:
-    """A 1280x800 PNG of the page for the README and reviewers: tests-e2e/artifacts/dashboard/<name>.png."""
+async def screenshot(page: Page, name: str, *, narrow: bool = False) -> Path:
+    """A 1280x800 PNG of the page for the README and reviewers: tests-e2e/artifacts/dashboard/<name>.png;
+    `narrow`: the whole page at 375 px wide (<name>-375.png), to look at the phone layout."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.set_viewport_size(WIDE)
-    path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path))
+    path = ARTIFACTS / (f"{name}-375.png" if narrow else f"{name}.png")
+    await page.set_viewport_size(NARROW if narrow else WIDE)
+    try:
+        await page.wait_for_timeout(100)  # charts follow the resize
+        await page.screenshot(path=str(path), full_page=narrow)
+    finally:
+        await page.set_viewport_size(WIDE)
     return path
 
 

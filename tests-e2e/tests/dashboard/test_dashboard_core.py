@@ -3,6 +3,7 @@ in Chromium against the whole stack."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,8 +47,9 @@ async def test_sign_in_lands_on_the_overview_and_sign_out_ends_the_session(anon_
     assert _path(anon_page) == "/dashboard/login"
 
 
-async def test_the_overview_loads_clean_with_its_charts_drawn(page: Page, owner: Owner, stack: Any) -> None:
-    # Some traffic first, so the month's figures and the charts have something to show.
+async def test_the_overview_shows_the_account_apis_figures_with_its_charts_drawn(
+    page: Page, owner: Owner, stack: Any
+) -> None:
     async with httpx.AsyncClient(
         base_url=stack.info.edge_url, headers={"authorization": f"Bearer {owner.api_key}"}, timeout=30
     ) as http:
@@ -57,10 +59,23 @@ async def test_the_overview_loads_clean_with_its_charts_drawn(page: Page, owner:
                 json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},
             )
             assert answer.status_code == 200, answer.text
+        for _ in range(100):  # until accounting has the three requests
+            summary = (await http.get("/v1/usage/summary")).json()
+            if summary["requests"] == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert summary["requests"] == 3, summary
     await visit(page, "/dashboard")
+    tiles = {
+        await tile.locator(".label").inner_text(): await tile.locator(".value").inner_text()
+        for tile in await page.locator(".stat").all()
+    }
+    assert tiles["Requests"] == "3"
+    assert tiles["Tokens in / out"] == f"{summary['input_tokens']:,} / {summary['output_tokens']:,}"
     await assert_charts_drawn(page, at_least=4)
     await assert_fits_375(page)
     await screenshot(page, "overview")
+    await screenshot(page, "overview", narrow=True)
 
 
 async def test_root_opens_the_dashboard(anon_page: Page) -> None:

@@ -115,7 +115,7 @@ def login_url(next_path: str) -> str:
 def _asked_for(request: Request[Any, Any, Any]) -> str:
     """The page the caller wanted; for an htmx request, the page it was made from (not the partial)."""
     current = request.headers.get("hx-current-url")
-    if request.headers.get("hx-request") and current:
+    if is_htmx(request) and current:
         parts = urlsplit(current)
         return parts.path + (f"?{parts.query}" if parts.query else "")
     query = request.url.query
@@ -130,9 +130,14 @@ class SignInRequiredError(Exception):
         self.next_path = next_path
 
 
+def is_htmx(request: Request[Any, Any, Any]) -> bool:
+    """Whether htmx sent the request (answer a partial, not the whole page)."""
+    return request.headers.get("hx-request") == "true"
+
+
 def sign_in_redirect(request: Request[Any, Any, Any], exc: SignInRequiredError) -> Response[Any]:
     target = login_url(exc.next_path)
-    if request.headers.get("hx-request"):
+    if is_htmx(request):
         # A redirect would be followed by the XHR and swap the sign-in page into a fragment.
         return Response(b"", status_code=200, headers={"HX-Redirect": target})
     return Redirect(target, status_code=303)
@@ -255,8 +260,20 @@ def _cents(value: int, currency: str = "usd") -> str:
     return f"{symbol}{value / 100:,.2f}"
 
 
-# Number formats every template uses: `{{ n|num }}`, `{{ dollars|usd }}`, `{{ cents|cents(currency) }}`.
-FILTERS = {"num": _num, "usd": _usd, "cents": _cents}
+def _when(iso: str | None) -> str:
+    """An ISO 8601 time as the account API answers it ("2026-12-02T14:03:05.123Z") -> "2026-12-02 14:03:05 UTC"."""
+    if not iso:
+        return "—"
+    return iso.replace("T", " ")[:19] + " UTC"
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+# Formats every template uses: `{{ n|num }}`, `{{ dollars|usd }}`, `{{ cents|cents(currency) }}`,
+# `{{ iso_time|when }}`, `{{ share|pct }}` (0.953 -> 95.3%).
+FILTERS = {"num": _num, "usd": _usd, "cents": _cents, "when": _when, "pct": _pct}
 
 
 def configure_templates(engine: JinjaTemplateEngine) -> None:

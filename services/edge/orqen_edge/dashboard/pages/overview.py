@@ -63,7 +63,7 @@ def _charts(
         "models": chart(
             "bar",
             [m.model or "(unknown)" for m in top],
-            [{"label": "Cost (USD)", "data": [round(m.cost_usd, 4) for m in top]}],
+            [{"label": "Cost (USD)", "data": [round(m.cost_usd, 6) for m in top]}],
             indexAxis="y",
         ),
     }
