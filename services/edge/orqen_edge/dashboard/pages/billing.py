@@ -19,7 +19,7 @@ from litestar.response import Redirect, Template
 from orqen_common.errors import OrqenError
 from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import PREFIX, chart, page
+from orqen_edge.dashboard.web import PREFIX, chart, is_htmx, page
 from orqen_edge.runtime import Runtime
 
 BILLING_PATH = PREFIX + "/billing"
@@ -70,7 +70,7 @@ async def billing(
 def _to_stripe(request: Request[Any, Any, Any], url: str) -> Response[Any]:
     """Off to a Stripe page. htmx gets HX-Redirect (a navigation, which the CSP's form-action does not
     cover); a plain form post a 303."""
-    if request.headers.get("hx-request"):
+    if is_htmx(request):
         return Response(b"", status_code=200, headers={"HX-Redirect": url})
     return Redirect(url, status_code=303)
 

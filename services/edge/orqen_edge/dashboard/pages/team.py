@@ -21,7 +21,7 @@ from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.auth import COOKIE_NAME
 from orqen_edge.dashboard.pages.login import from_this_site
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import LOGIN_PATH, PREFIX, lookup, page
+from orqen_edge.dashboard.web import LOGIN_PATH, PREFIX, is_htmx, lookup, page
 from orqen_edge.runtime import Runtime
 
 TEAM_PATH = PREFIX + "/team"
@@ -60,7 +60,7 @@ async def invite(
 ) -> Template:
     """A new sign-up link, shown in this answer only (htmx swaps it in; without htmx, the whole page)."""
     created = await owners.create_invite(runtime, session, str(request.base_url))
-    if request.headers.get("hx-request"):
+    if is_htmx(request):
         return page("_team_invite.html", session, invite=created)
     return await _team_page(runtime, session, invite=created)
 
