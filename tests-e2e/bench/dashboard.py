@@ -114,14 +114,14 @@ async def bench(edge_url: str, api_key: str, email: str, password: str, samples:
             times[path] = await server_times(browser_like, path, samples)
     built = [p for p in paths if times[p] is not None]
     loads = await first_loads(edge_url, cookie, built) if os.access(CHROMIUM, os.X_OK) else {}
-    print(f"{'page':<52}{'p50 ms':>8}{'p95 ms':>8}{'first load KB':>15}")
+    print(f"{'page':<60}{'p50 ms':>8}{'p95 ms':>8}{'first load KB':>15}")
     for path in paths:
         timing = times[path]
         if timing is None:
-            print(f"{path:<52}{'not on this branch yet (404)':>31}")
+            print(f"{path:<60}{'not on this branch yet (404)':>31}")
             continue
         load = f"{loads[path] / 1024:.0f}" if path in loads else "-"
-        print(f"{path:<52}{timing[0]:>8.1f}{timing[1]:>8.1f}{load:>15}")
+        print(f"{path:<60}{timing[0]:>8.1f}{timing[1]:>8.1f}{load:>15}")
     worst = max((t[1] for t in times.values() if t), default=0.0)
     heaviest = max(loads.values(), default=0) / 1024
     print(

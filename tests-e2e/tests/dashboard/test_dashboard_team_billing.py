@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, Page
 
-from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, sign_in, visit
+from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, sign_in, visit, watch
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.grpc_client import open_channel
 
@@ -29,7 +29,7 @@ def _path(page: Page) -> str:
 async def _second_browser(browser: Browser, stack: Any) -> Page:
     """Another person's browser (own cookies)."""
     context = await browser.new_context(base_url=stack.info.edge_url, viewport={"width": 1280, "height": 800})
-    return await context.new_page()
+    return watch(await context.new_page(), stack.info.edge_url)
 
 
 async def _owner_ids(stack: Any, account_id: str) -> dict[str, str]:
@@ -56,7 +56,8 @@ async def test_an_owner_invites_another_who_signs_up_and_signs_in(
 
     newcomer = await _second_browser(browser, stack)
     try:
-        await newcomer.goto(urlsplit(url).path)
+        await visit(newcomer, urlsplit(url).path)
+        await assert_fits_375(newcomer)
         await screenshot(newcomer, "signup")
         await newcomer.fill("input[name=email]", f"second-{owner.email}")
         await newcomer.fill("input[name=password]", NEW_PASSWORD)
