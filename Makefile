@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -35,6 +35,12 @@ up: install
 
 down:
 	@if [ -x $(BIN)/orqen ]; then $(BIN)/orqen down; else echo "nothing to stop"; fi
+	@# The fake providers `make demo` started, if it did.
+	@if [ -x $(BIN)/python ]; then PYTHONPATH=tests-e2e $(BIN)/python -m demo.upstreams --stop; fi
+
+# The stack on fake providers, filled with a replayed agent workload: every dashboard page has data.
+demo: install
+	PYTHONPATH=tests-e2e $(BIN)/python -m demo $(ARGS)
 
 logs:
 	$(BIN)/orqen logs -f
@@ -99,6 +105,10 @@ bench-accounting: install
 # Proxied uploads and binary answers: time and the edge's and dispatch's peak memory (numbers in docs/performance.md).
 bench-proxy: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/proxy_upload.py
+
+# Each dashboard page's server time and first-load bytes over the 1,000,000-row ledger (numbers in docs/performance.md).
+bench-dashboard: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/dashboard.py $(ARGS)
 
 # Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in docs/performance.md).
 bench-optimizer: install

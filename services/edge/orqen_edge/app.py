@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from litestar import Litestar, Router
+from litestar.config.compression import CompressionConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.middleware.base import DefineMiddleware
+from litestar.middleware.compression import CompressionMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from orqen_common.errors import OrqenError
 from orqen_edge import health, openapi
-from orqen_edge.account import billing, keys, request_log, routing, usage
+from orqen_edge.account import billing, keys, owners, request_log, routing, usage
 from orqen_edge.auth import api_key_principal
 from orqen_edge.dashboard import login, pages, web
 from orqen_edge.dashboard.auth import dashboard_session
@@ -22,6 +25,10 @@ from orqen_edge.ingress.bedrock import converse
 from orqen_edge.ingress.openai import chat_completions
 from orqen_edge.proxy import routes as proxy_routes
 from orqen_edge.runtime import Runtime
+
+# Scripts and styles go gzipped (Chart.js: 210 KB as built, about 70 KB sent). Only those: a
+# compressor in front of the SDK routes would hold back their streamed answers.
+_STATIC_GZIP = DefineMiddleware(CompressionMiddleware, config=CompressionConfig(backend="gzip", gzip_compress_level=6))
 
 
 def _runtime(state: State) -> Runtime:
@@ -38,6 +45,7 @@ def create_app(runtime: Runtime) -> Litestar:
         *request_log.ROUTES,
         *billing.ROUTES,
         *keys.ROUTES,
+        *owners.ROUTES,
         *routing.ROUTES,
         *usage.ROUTES,
         # The dashboard's JSON sign-in
@@ -53,7 +61,11 @@ def create_app(runtime: Runtime) -> Litestar:
     dashboard = [
         Router("/", route_handlers=pages.ROUTES, dependencies=web.PAGE_DEPENDENCIES, include_in_schema=False),
         create_static_files_router(
-            web.STATIC_PATH, directories=[web.STATIC_DIR], cache_control=web.STATIC_CACHE, include_in_schema=False
+            web.STATIC_PATH,
+            directories=[web.STATIC_DIR],
+            cache_control=web.STATIC_CACHE,
+            include_in_schema=False,
+            middleware=[_STATIC_GZIP],
         ),
     ]
     app = Litestar(

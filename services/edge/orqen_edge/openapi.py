@@ -57,6 +57,7 @@ _WHEN = {
     401: "Missing or invalid credentials.",
     403: "An API key on a dashboard-session route, or a missing or wrong CSRF token.",
     404: "Unknown id (or another account's), model or route.",
+    409: "It exists already (an owner's email).",
     413: "Request body too large.",
     415: "Content-Type is not application/json.",
     429: "A rate limit, too many failed logins, or an upstream's 429.",

@@ -112,6 +112,11 @@ class StackConfig:
     def edge_tls_port(self) -> int:
         return int(self.env.get("ORQEN_EDGE_TLS_PORT", "8443"))
 
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard on the edge's HTTP port (the default of ORQEN_DASHBOARD_URL in the local stack)."""
+        return f"http://localhost:{self.edge_port}/dashboard"
+
     def addr(self, service: str) -> str:
         """The gRPC host:port of a service: `ORQEN_<SERVICE>_ADDR` or the default."""
         return self.env.get(f"ORQEN_{service.upper()}_ADDR", DEFAULT_ADDRS[service])

@@ -152,6 +152,8 @@ class Stack:
                 "ORQEN_HOME": str(config.home.root),
                 "ORQEN_EDGE_PORT": str(config.edge_port),
                 "ORQEN_EDGE_TLS_PORT": str(config.edge_tls_port),
+                # Stripe sends the browser back to the dashboard's billing page of this very edge.
+                "ORQEN_DASHBOARD_URL": config.env.get("ORQEN_DASHBOARD_URL") or config.dashboard_url,
                 "PYTHONUNBUFFERED": "1",
                 **{f"ORQEN_{service.upper()}_ADDR": config.addr(service) for service in DEFAULT_ADDRS},
             }

@@ -81,7 +81,7 @@ def session_cookie(request: Request[Any, Any, Any], runtime: Runtime, value: str
 async def sign_in(runtime: Runtime, email: str, password: str) -> tuple[str, DashboardSession]:
     """Check an owner's email and password under the failed-login limit; a new session and its cookie
     token. The JSON login and the dashboard's sign-in form both come here."""
-    failures = _FailedLogins(runtime, email)
+    failures = FailedLogins(runtime, email)
     await failures.admit()
     try:
         owner = await runtime.downstream.verify_owner(email, password)
@@ -151,7 +151,7 @@ async def current_session(
     return _session_body(runtime, session)
 
 
-class _FailedLogins:
+class FailedLogins:
     """Failed logins per email in a window, so passwords cannot be guessed at network speed.
 
     Each attempt is counted before its password is checked and the count taken back when the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orqen_edge.dashboard.pages import keys, login, overview, providers, requests, routing, sessions, tools
+from orqen_edge.dashboard.pages import billing, keys, login, overview, providers, requests, routing, sessions, team, tools
 
 ROUTES = [
     *login.ROUTES,
@@ -13,4 +13,6 @@ ROUTES = [
     *tools.ROUTES,
     *keys.ROUTES,
     *providers.ROUTES,
+    *team.ROUTES,
+    *billing.ROUTES,
 ]
