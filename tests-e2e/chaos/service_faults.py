@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 import httpx
 from accounts import new_account_key
 
-from chaos.faults import SERVICES, Fault, SupervisorLog, run_faults, schedule
+from chaos.faults import Fault, SupervisorLog, run_faults, schedule
 from chaos.load import HANG_SECONDS, Answer, Load
 from chaos.reconcile import Reconciliation, reconcile
 from chaos.table import Row
@@ -152,7 +153,5 @@ async def run_service_faults(
                 reconciliation = await reconcile(http, ok_ids)
         finally:
             await stack.stop()
+    shutil.rmtree(config.home.root, ignore_errors=True)  # kept when the run failed, for its logs
     return ChaosRun(answers, faults, reconciliation), log
-
-
-__all__ = ["SERVICES", "ChaosRun", "run_service_faults"]
