@@ -102,6 +102,10 @@ def describe(answers: list[Answer]) -> str:
     return "; ".join(parts)
 
 
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.cancelled() or task.exception() is not None
+
+
 @contextmanager
 def fake_providers() -> Iterator[dict[str, str]]:
     """The three fake providers, served in threads; yields their base URLs."""
@@ -144,7 +148,8 @@ async def run_service_faults(
             faulting = run_faults(stack, info.edge_url, faults, pause_seconds, settle_seconds, log)
             injecting = asyncio.create_task(faulting)
             load = Load(info.edge_url, key, workers)
-            answers = await load.run(lambda sent: injecting.done() and sent >= requests)
+            # The load goes on until every fault is done and enough requests were sent, or a fault never healed.
+            answers = await load.run(lambda sent: injecting.done() and (sent >= requests or _failed(injecting)))
             await injecting  # a fault that never healed fails the run here
             ok_ids = [a.request_id for a in answers if a.ok]
             async with httpx.AsyncClient(
