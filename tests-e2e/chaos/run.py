@@ -39,7 +39,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=20.0, help="seconds Redis and NATS stay frozen")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds of load between faults")
     parser.add_argument("--workers", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--provider-requests", type=int, default=2_000, help="requests per provider fault")
+    parser.add_argument("--provider-requests", type=int, default=10_000, help="requests of the provider-fault run")
     args = parser.parse_args(argv)
     started = time.monotonic()
     run, _ = await run_service_faults(args.requests, args.pause, args.settle, args.workers)
