@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -109,6 +109,10 @@ bench-proxy: install
 # Each dashboard page's server time and first-load bytes over the 1,000,000-row ledger (numbers in docs/performance.md).
 bench-dashboard: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/dashboard.py $(ARGS)
+
+# Service and provider faults under load at full size: the fault table of the README (docs/operations.md).
+chaos: install
+	PYTHONPATH=tests-e2e $(BIN)/python -m chaos.run $(ARGS)
 
 # Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in docs/performance.md).
 bench-optimizer: install

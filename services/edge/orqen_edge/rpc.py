@@ -175,10 +175,10 @@ class Downstream:
     # Accounting: keys, owners and credentials
 
     def api_key_authenticator(
-        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys
+        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys, stale_seconds: int
     ) -> ApiKeyAuthenticator:
         """Resolves callers' API keys through Redis, then accounting's Authenticate."""
-        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys)
+        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys, stale_seconds)
 
     async def verify_owner(self, email: str, password: str) -> accounting_pb2.Owner:
         request = accounting_pb2.VerifyOwnerRequest(email=email, password=password)

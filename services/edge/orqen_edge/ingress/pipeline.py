@@ -7,6 +7,7 @@ dispatch -> the ingress translator again (canonical -> SDK shape) -> the request
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ OPTIMIZER_FAIL_OPEN = Counter(
 )
 
 SESSION_HEADER = "x-orqen-session-id"
+# How long the last byte of an answer may wait for JetStream to store its request event (about a
+# millisecond when NATS is healthy; the bound is for a NATS that just froze).
+STORE_WAIT_SECONDS = 2.0
 PROVIDER_KEY_HEADER = "x-orqen-provider-key"
 
 
@@ -97,10 +101,13 @@ class ChatCall:
     tools_forwarded: list[str] = field(default_factory=list)
     recorded: bool = False
 
-    def record(self, status: int, error: str = "") -> None:
-        """Publish the request event once (after the last byte, or on failure)."""
+    def record(self, status: int, error: str = "") -> asyncio.Future[None] | None:
+        """Publish the request event once (after the last byte, or on failure); None when already published.
+
+        The future is done once JetStream has stored the event (orqen_common.events.EventPublisher).
+        """
         if self.recorded:
-            return
+            return None
         self.recorded = True
         created = Timestamp()
         created.GetCurrentTime()
@@ -119,7 +126,17 @@ class ChatCall:
             tools_offered=self.tools_offered,
             tools_forwarded=self.tools_forwarded,
         )
-        self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
+        return self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
+
+    async def record_stored(self, status: int) -> None:
+        """Publish the request event and wait (bounded) until JetStream has it, before the answer ends.
+
+        A client that got a whole answer then finds it in the request log even if the edge is
+        killed the moment after; while NATS is failing the event is only buffered (no wait).
+        """
+        event = self.record(status)
+        if event is not None:
+            await self.runtime.publisher.stored(event, within=STORE_WAIT_SECONDS)
 
     async def charge_tokens(self) -> None:
         """Spend the tokens the call used from its rate limits; never fails the finished request."""
@@ -174,7 +191,7 @@ async def serve_chat(
     except OrqenError as err:
         call.record(err.http_status, err.message)
         raise
-    call.record(200)
+    await call.record_stored(200)
     await call.charge_tokens()
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
 
@@ -300,12 +317,18 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
 async def _chunks(
     call: ChatCall, first: ChatCompletionChunk | None, events: AsyncIterator[dispatch_pb2.StreamEvent]
 ) -> AsyncIterator[ChatCompletionChunk]:
+    """The canonical chunks; once the last is in, the request event is stored before the format ends its stream.
+
+    Each format writes where its stream ends ([DONE], message_stop, metadata) after the last
+    chunk, so a client that saw a stream end finds it in the request log.
+    """
     if first is not None:
         yield first
     async for event in events:
         chunk = _take(call, event)
         if chunk is not None:
             yield chunk
+    await call.record_stored(200)
 
 
 def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> ChatCompletionChunk | None:
