@@ -12,7 +12,10 @@ from orqen_dispatch.providers.base import UpstreamError
 from orqen_dispatch.resilience import AttemptRecord, DispatchFailedError, Target
 
 
-def as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenError:
+def as_orqen_error(
+    err: UpstreamError, target: Target | None = None, *, summary: dispatch_pb2.DispatchSummary | None = None
+) -> OrqenError:
+    """The error the edge renders for a provider's failure; `summary` (every attempt made) goes with it."""
     if isinstance(err, DispatchFailedError):
         target = err.target
     status = caller_status(err.status)
@@ -22,6 +25,7 @@ def as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenErr
         f"{where} returned {err.status}: {err.message}",
         http_status=status,
         retry_after=err.retry_after,
+        detail=summary.SerializeToString() if summary is not None else None,
     )
 
 

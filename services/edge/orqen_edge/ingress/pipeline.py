@@ -121,6 +121,11 @@ class ChatCall:
         )
         self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 
+    def dispatch_failed(self, err: OrqenError) -> None:
+        """Keep the summary dispatch sent with its error (every attempt made) for the request event."""
+        if err.detail is not None:
+            self.summary = dispatch_pb2.DispatchSummary.FromString(err.detail)
+
     async def charge_tokens(self) -> None:
         """Spend the tokens the call used from its rate limits; never fails the finished request."""
         usage = self.summary.usage
@@ -263,7 +268,11 @@ def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.Complet
 async def complete(call: ChatCall, chat: ChatRequest) -> ChatCompletion:
     """Run a non-streaming request; the canonical completion comes back."""
     forwarded = await optimize(call, chat)
-    response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
+    try:
+        response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
+    except OrqenError as err:
+        call.dispatch_failed(err)
+        raise
     call.summary = response.summary
     completion = completion_decoder.decode(response.response_json)
     for choice in completion.choices:
@@ -285,6 +294,9 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
         ) from None
+    except OrqenError as err:
+        call.dispatch_failed(err)
+        raise
     chunk = _take(call, first)
     if chunk is not None:
         # The headers go out before the summary arrives: the first chunk names the model that answers.
@@ -297,10 +309,14 @@ async def _chunks(
 ) -> AsyncIterator[ChatCompletionChunk]:
     if first is not None:
         yield first
-    async for event in events:
-        chunk = _take(call, event)
-        if chunk is not None:
-            yield chunk
+    try:
+        async for event in events:
+            chunk = _take(call, event)
+            if chunk is not None:
+                yield chunk
+    except OrqenError as err:  # after the first byte: the request event still gets every attempt
+        call.dispatch_failed(err)
+        raise
 
 
 def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> ChatCompletionChunk | None:
