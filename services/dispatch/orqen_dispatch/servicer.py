@@ -132,6 +132,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         config = await self._configs.get(account_scope(request.account_id))
         stats = await self._measured()
         models = self._chooser.list_models(self._connected(config), config.disabled_models, stats)
+        for model in models:
+            if not model.id.startswith(ROUTING_PREFIX):
+                model.circuit = self._dispatcher.breakers.state(model.provider)
         return dispatch_pb2.ListModelsResponse(models=models, prices_as_of=self._catalogue.prices_as_of)
 
     def _connected(self, config: AccountConfig) -> frozenset[str]:
