@@ -137,6 +137,13 @@ class Phase:
     recovery_s: float | None  # from the storm's end until the provider answered again; None: it never did
     probes: list[Outcome]  # the requests that waited for it
 
+    def __str__(self) -> str:
+        recovered = "never" if self.recovery_s is None else f"{self.recovery_s:.1f} s"
+        return (
+            f"{self.kind.name} on {self.provider}: {_share(self.outcomes)} answered, "
+            f"circuit {self.circuit_during} during, {self.circuit_after} after; answered again in {recovered}"
+        )
+
 
 @dataclass
 class ProviderFaultReport:
@@ -232,7 +239,9 @@ async def run_provider_faults(stack: FaultStack, requests: int, concurrency: int
             phases = []
             for kind in KINDS:
                 for provider in PRIMARY:
-                    phases.append(await _phase(stack, http, sender, kind, provider, per_phase))
+                    phase = await _phase(stack, http, sender, kind, provider, per_phase)
+                    phases.append(phase)
+                    print(f"provider faults: {phase}", flush=True)  # a long run shows it is moving
         report = ProviderFaultReport(phases)
         report.log = await _request_log(http, {o.request_id for o in report.all_requests()})
     return report
