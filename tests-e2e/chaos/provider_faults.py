@@ -311,8 +311,12 @@ async def _circuit(http: httpx.AsyncClient, model: str) -> str:
 
 
 async def _request_log(http: httpx.AsyncClient, request_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """The account's request log entries of `request_ids`, once accounting has them all (or a minute passed)."""
-    deadline = time.monotonic() + 60
+    """The account's request log entries of `request_ids`, once accounting has them all.
+
+    Accounting may be behind after a long run: it is waited for as long as it catches up,
+    until 30 s pass without a new entry.
+    """
+    found, progress = 0, time.monotonic()
     while True:
         entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
         cursor: str | None = ""
@@ -323,7 +327,9 @@ async def _request_log(http: httpx.AsyncClient, request_ids: set[str]) -> dict[s
             for entry in page["data"]:
                 entries[entry["request_id"]].append(entry)
             cursor = page["next_cursor"]
-        if request_ids <= entries.keys() or time.monotonic() > deadline:
+        if len(entries) > found:
+            found, progress = len(entries), time.monotonic()
+        if request_ids <= entries.keys() or time.monotonic() - progress > 30:
             return {request_id: entries.get(request_id, []) for request_id in request_ids}
         await asyncio.sleep(1)
 
