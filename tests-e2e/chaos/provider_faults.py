@@ -269,7 +269,7 @@ class _Sender:
         for sdk, model, stream in asks:
             self._sent += 1
             request_id = f"pf-{self._run_id}-{self._sent}"
-            # Eight words, so a stream broken halfway has sent some text first.
+            # An answer of eight words, so a stream broken halfway has sent some text first.
             question = f"request {self._sent} through {sdk} alpha beta gamma"
             calls.append(loop.run_in_executor(self._pool, self._clients.ask, sdk, model, question, stream, request_id))
         return list(await asyncio.gather(*calls))
