@@ -138,6 +138,11 @@ class ChatCall:
         if event is not None:
             await self.runtime.publisher.stored(event, within=STORE_WAIT_SECONDS)
 
+    def dispatch_failed(self, err: OrqenError) -> None:
+        """Keep the summary dispatch sent with its error (every attempt made) for the request event."""
+        if err.detail is not None:
+            self.summary = dispatch_pb2.DispatchSummary.FromString(err.detail)
+
     async def charge_tokens(self) -> None:
         """Spend the tokens the call used from its rate limits; never fails the finished request."""
         usage = self.summary.usage
@@ -285,7 +290,11 @@ def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.Complet
 async def complete(call: ChatCall, chat: ChatRequest) -> ChatCompletion:
     """Run a non-streaming request; the canonical completion comes back."""
     forwarded = await optimize(call, chat)
-    response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
+    try:
+        response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
+    except OrqenError as err:
+        call.dispatch_failed(err)
+        raise
     call.summary = response.summary
     completion = completion_decoder.decode(response.response_json)
     for choice in completion.choices:
@@ -307,6 +316,9 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
         ) from None
+    except OrqenError as err:
+        call.dispatch_failed(err)
+        raise
     chunk = _take(call, first)
     if chunk is not None:
         # The headers go out before the summary arrives: the first chunk names the model that answers.
@@ -324,10 +336,14 @@ async def _chunks(
     """
     if first is not None:
         yield first
-    async for event in events:
-        chunk = _take(call, event)
-        if chunk is not None:
-            yield chunk
+    try:
+        async for event in events:
+            chunk = _take(call, event)
+            if chunk is not None:
+                yield chunk
+    except OrqenError as err:  # after the first byte: the request event still gets every attempt
+        call.dispatch_failed(err)
+        raise
     await call.record_stored(200)
 
 
