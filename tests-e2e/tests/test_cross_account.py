@@ -287,8 +287,8 @@ _SERVICES = (
 _CHAT_JSON = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}'
 
 
-def _with_a_ids(message: Message, a: AccountA) -> Message:
-    """`message` with every string field that names an id set to A's, one level of nested messages deep."""
+def _with_a_ids(message: Message, a: AccountA, depth: int = 3) -> Message:
+    """`message` with every string field that names an id set to A's, `depth` levels of nested messages deep."""
     for field in message.DESCRIPTOR.fields:
         if field.is_repeated:
             continue
@@ -296,11 +296,8 @@ def _with_a_ids(message: Message, a: AccountA) -> Message:
             setattr(message, field.name, a.ids()[kind])
         elif field.type == descriptor.FieldDescriptor.TYPE_BYTES and field.name.endswith("_json"):
             setattr(message, field.name, _CHAT_JSON)
-        elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
-            nested = getattr(message, field.name)
-            for inner in nested.DESCRIPTOR.fields:
-                if not inner.is_repeated and inner.type == descriptor.FieldDescriptor.TYPE_STRING and (kind := id_kind(inner.name)):
-                    setattr(nested, inner.name, a.ids()[kind])
+        elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE and depth > 1:
+            _with_a_ids(getattr(message, field.name), a, depth - 1)
     return message
 
 

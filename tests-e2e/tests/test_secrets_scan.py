@@ -9,9 +9,9 @@ import base64
 import json
 
 import pytest
+from secrets_scan import SecretScanner
 
 from orqen_common.auth import generate_api_key, hash_api_key
-from secrets_scan import SecretScanner
 
 TOKEN = "an-internal-token-0123456789abcdef"
 
