@@ -69,10 +69,13 @@ class SecretScanner:
     def __init__(self, secrets: Mapping[str, str | bytes], key_hashes: set[str]) -> None:
         self._patterns = {text: name for name, secret in secrets.items() if secret for text in encodings(secret)}
         self._key_hashes = key_hashes
+        # Lines (log lines and database rows) looked at so far: a scan that saw nothing proves nothing.
+        self.lines_scanned = 0
 
     def scan(self, where: str, lines: Iterable[bytes]) -> list[Leak]:
         leaks = []
         for number, line in enumerate(lines, 1):
+            self.lines_scanned += 1
             # One leak per secret and line, however many of its encodings the line holds.
             found = {name for text, name in self._patterns.items() if text in line}
             for blob in (line, *_decoded_runs(line)):

@@ -97,6 +97,7 @@ async def stack(
             secrets_of_the_run(running.service_env), await stored_key_hashes(running.service_env["ORQEN_DATABASE_URL"])
         )
         leaks = await scan_database(scanner, running.service_env["ORQEN_DATABASE_URL"])
+        rows = scanner.lines_scanned
     finally:
         if previous is None:
             os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
@@ -104,6 +105,7 @@ async def stack(
             os.environ["AWS_BEARER_TOKEN_BEDROCK"] = previous
         await running.stop()
     leaks += scan_logs(scanner, StackConfig.from_env(env).home.logs_dir)
+    assert rows > 0 and scanner.lines_scanned > rows, "the secrets scan found no database rows or no log lines"
     assert not leaks, "secrets found after the run:\n" + "\n".join(f"{leak.what} in {leak.where}" for leak in leaks)
 
 
