@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos soak
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -113,6 +113,11 @@ bench-dashboard: install
 # Service and provider faults under load at full size: the fault table of the README (docs/operations.md).
 chaos: install
 	PYTHONPATH=tests-e2e $(BIN)/python -m chaos.run $(ARGS)
+
+# 30 minutes of steady load through the three ingresses on a stack of its own: memory, descriptors,
+# latency per slice, errors and records (numbers in the README; make test runs it for a minute).
+soak: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/chaos/soak.py $(SOAK_ARGS)
 
 # Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in docs/performance.md).
 bench-optimizer: install

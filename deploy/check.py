@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from kubernetes_validate import utils as kv
@@ -69,6 +70,8 @@ SECRET_KEYS = {
 # The shipped values of these are placeholders the services must refuse at start: an operator
 # who deploys without setting real ones gets pods that say so, never a guessable secret.
 REFUSED_PLACEHOLDERS = ("ORQEN_INTERNAL_TOKEN", "ORQEN_BOOTSTRAP_API_KEY", "ORQEN_CREDENTIALS_KEYS")
+# Kubernetes also ships a database password and an OpenAI key; compose takes both from the shell.
+K8S_REFUSED_PLACEHOLDERS = (*REFUSED_PLACEHOLDERS, "ORQEN_DATABASE_URL", "OPENAI_API_KEY")
 TORCH_CPU = "pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 # The optimizer's torch step in the shared builder stage: only its image installs torch.
 TORCH_STEP = f'if [ "$SERVICE" = optimizer ]; then {TORCH_CPU}; fi'
@@ -459,12 +462,17 @@ def _placeholder_errors(config: dict, secret: dict) -> list[str]:
     """No usable placeholder: each shipped secret is one a production service refuses, in production mode."""
     errors = [
         f"orqen-secrets {name} ships a value the services would accept: leave a refused placeholder"
-        for name in REFUSED_PLACEHOLDERS
-        if name in secret and secret_is_usable(name, str(secret[name]))
+        for name in K8S_REFUSED_PLACEHOLDERS
+        if name in secret and _ships_a_secret(name, str(secret[name])) and secret_is_usable(name, str(secret[name]))
     ]
     if "ORQEN_ENV" in config or "ORQEN_ENV" in secret:
         errors.append("ORQEN_ENV must not be set: Kubernetes runs in production mode, which refuses placeholders")
     return errors
+
+
+def _ships_a_secret(name: str, value: str) -> bool:
+    # A database URL without a password (the external overlay's) ships no secret to refuse.
+    return name != "ORQEN_DATABASE_URL" or bool(urlsplit(value).password)
 
 
 def check_kustomizations() -> list[str]:

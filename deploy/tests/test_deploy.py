@@ -231,6 +231,8 @@ def test_policy_rejects_a_deployment_running_another_services_image(base_docs):
         ("ORQEN_INTERNAL_TOKEN", "a-real-internal-token-0123456789abcdef"),
         ("ORQEN_BOOTSTRAP_API_KEY", "sk-orq-Q2hvb3NlIGEgcmVhbCBrZXkgaGVyZQ"),
         ("ORQEN_CREDENTIALS_KEYS", "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+        ("ORQEN_DATABASE_URL", "postgresql://orqen:a-real-password-0123456789@postgres:5432/orqen"),
+        ("OPENAI_API_KEY", "sk-proj-a-real-looking-openai-key-0123456789"),
     ],
 )
 def test_policy_rejects_a_usable_secret_in_the_shipped_manifests(base_docs, key, usable):
@@ -238,6 +240,12 @@ def test_policy_rejects_a_usable_secret_in_the_shipped_manifests(base_docs, key,
     docs = copy.deepcopy(base_docs)
     _find(docs, "Secret", "orqen-secrets")["stringData"][key] = usable
     assert any(f"{key} ships a value the services would accept" in e for e in check.check_k8s_policy(docs, "t"))
+
+
+def test_a_database_url_without_a_password_ships_no_secret(base_docs):
+    docs = copy.deepcopy(base_docs)
+    _find(docs, "Secret", "orqen-secrets")["stringData"]["ORQEN_DATABASE_URL"] = "postgresql://orqen@db:5432/orqen"
+    assert check.check_k8s_policy(docs, "t") == []
 
 
 def test_policy_rejects_development_mode_in_kubernetes(base_docs):

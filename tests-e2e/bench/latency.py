@@ -155,7 +155,8 @@ def fake_servers() -> Iterator[dict[str, str]]:
 
 
 def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 30
+    # Generous: on a busy shared machine importing a fake alone can take half a minute.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:

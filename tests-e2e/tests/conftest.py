@@ -1,11 +1,15 @@
 """The whole stack, started the way `make up` starts it, against fake OpenAI, Anthropic and Bedrock upstreams."""
 
+import base64
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from accounts import SECRETS_MADE
+from secrets_scan import SecretScanner, scan_database, scan_logs, stored_key_hashes
 
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
@@ -87,9 +91,42 @@ async def stack(
         yield RunningStack(
             info, upstreams.openai, upstreams, env, home, running.service_env, stripe_api, running.pids()
         )
+        # After every test: no secret the run used is in a database row, or (once the services
+        # have stopped and flushed) in a log line.
+        scanner = SecretScanner(
+            secrets_of_the_run(running.service_env), await stored_key_hashes(running.service_env["ORQEN_DATABASE_URL"])
+        )
+        leaks = await scan_database(scanner, running.service_env["ORQEN_DATABASE_URL"])
+        rows = scanner.lines_scanned
     finally:
         if previous is None:
             os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
         else:
             os.environ["AWS_BEARER_TOKEN_BEDROCK"] = previous
         await running.stop()
+    leaks += scan_logs(scanner, StackConfig.from_env(env).home.logs_dir)
+    assert rows > 0 and scanner.lines_scanned > rows, "the secrets scan found no database rows or no log lines"
+    assert not leaks, "secrets found after the run:\n" + "\n".join(f"{leak.what} in {leak.where}" for leak in leaks)
+
+
+def secrets_of_the_run(service_env: dict[str, str]) -> dict[str, str | bytes]:
+    """Every secret the stack and the tests used, by what it is."""
+    names = (
+        "ORQEN_INTERNAL_TOKEN",
+        "ORQEN_BOOTSTRAP_API_KEY",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+    )
+    secrets: dict[str, str | bytes] = {name: service_env[name] for name in names if service_env.get(name)}
+    secrets["Bedrock API key"] = BEDROCK_BEARER
+    # Each key of the credentials key ring, as written (base64) and as its raw bytes would be encoded.
+    for entry in service_env.get("ORQEN_CREDENTIALS_KEYS", "").split(","):
+        key_id, _, encoded = entry.partition(":")
+        secrets[f"credentials key {key_id}"] = encoded
+        secrets[f"credentials key {key_id} (raw)"] = base64.b64decode(encoded)
+    if redis_password := urlsplit(service_env["ORQEN_REDIS_URL"]).password:
+        secrets["Redis password"] = redis_password
+    return secrets | SECRETS_MADE

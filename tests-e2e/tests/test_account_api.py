@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import openai
 import pytest
-from accounts import http, logged, new_account_key
+from accounts import http, logged, new_account_key, remember_secret
 
 from harness import ANTHROPIC_KEY, OPENAI_KEY
 from orqen_common.db import plain_postgres_url
@@ -42,6 +42,7 @@ async def test_keys_are_created_listed_used_and_revoked_at_once(stack: Any, alic
     created = await alice.post("/v1/account/keys", json={"name": "ci"})
     assert created.status_code == 201
     key = created.json()
+    remember_secret("API key", key["key"])
     assert key["key"].startswith("sk-orq-") and key["name"] == "ci" and key["key"].startswith(key["prefix"])
     async with http(stack, key["key"]) as ci:
         assert (await chat(ci)).status_code == 200
@@ -58,7 +59,7 @@ async def test_keys_are_created_listed_used_and_revoked_at_once(stack: Any, alic
 async def test_a_saved_provider_key_is_used_never_shown_and_stored_only_encrypted(
     stack: Any, alice: httpx.AsyncClient
 ) -> None:
-    saved_key = "sk-ant-alice-saved-key-9876"
+    saved_key = remember_secret("saved provider key", "sk-ant-alice-saved-key-9876")
     saved = await alice.post("/v1/account/providers", json={"provider": "anthropic", "api_key": saved_key})
     assert saved.status_code == 200, saved.text
     info = saved.json()
@@ -170,7 +171,9 @@ async def test_a_fallback_on_another_provider_never_gets_the_callers_provider_ke
     stack: Any, alice: httpx.AsyncClient
 ) -> None:
     await alice.put("/v1/account/routing/preferences", json={"fallback_models": ["claude-sonnet-4-6"]})
-    callers_key = "sk-callers-own-openai-key-5678"  # the fake OpenAI refuses it: 401 moves on to the fallback
+    callers_key = remember_secret(
+        "caller's provider key", "sk-callers-own-openai-key-5678"
+    )  # the fake OpenAI refuses it: 401 moves on to the fallback
     answered = await chat(alice, "gpt-4o-mini", headers={"x-orqen-provider-key": callers_key})
     assert answered.status_code == 200, answered.text
     assert answered.headers["x-orqen-model"] == "claude-sonnet-4-6"
@@ -225,7 +228,12 @@ async def test_no_account_reaches_another_accounts_keys_credentials_or_requests(
     stack: Any, alice: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
     alice_keys = (await alice.get("/v1/account/keys")).json()["data"]
-    saved = (await alice.post("/v1/account/providers", json={"provider": "groq", "api_key": "gsk-alice-1234"})).json()
+    saved = (
+        await alice.post(
+            "/v1/account/providers",
+            json={"provider": "groq", "api_key": remember_secret("saved provider key", "gsk-alice-1234")},
+        )
+    ).json()
     answered = await chat(alice)
     request_id = answered.headers["x-request-id"]
     # Bob sees none of it, and cannot act on any of it.

@@ -14,15 +14,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from accounts import new_account_key, remember_secret
 
 from fakes.stripe_api import SECRET_KEY
 from harness import STRIPE_WEBHOOK_SECRET
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.db import plain_postgres_url
-from orqen_common.grpc_client import open_channel
 from orqen_stack.home import Home
 
-PASSWORD = "an e2e owner's long password"
+PASSWORD = remember_secret("owner password", "an e2e owner's long password")
 
 
 def create_owner_with_the_cli(stack: Any, account: str, email: str) -> None:
@@ -37,12 +36,7 @@ def create_owner_with_the_cli(stack: Any, account: str, email: str) -> None:
 
 
 async def api_key_of(stack: Any, account: str) -> str:
-    env = stack.service_env
-    async with open_channel(env["ORQEN_ACCOUNTING_ADDR"], env["ORQEN_INTERNAL_TOKEN"]) as channel:
-        stub = accounting_pb2_grpc.AccountingStub(channel)
-        found = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=account), timeout=10)
-        created = await stub.CreateApiKey(accounting_pb2.CreateApiKeyRequest(account_id=found.id, name="e2e"))
-    return created.plaintext
+    return await new_account_key(stack, account)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 30) -> None:

@@ -47,6 +47,7 @@ from orqen_accounting.validation import (
 )
 from orqen_common.auth import API_KEY_PREFIX, hash_api_key
 from orqen_common.cache import AuthCacheKeys, account_config_key
+from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal, account_scope, require_service
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.grpc_server import ServicerContext
@@ -95,7 +96,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.EnsureAccountRequest, context: ServicerContext
     ) -> accounting_pb2.Account:
         require_service()
-        name = request.name.strip()
+        name = checked_text(request.name, "name").strip()
         if not name:
             raise invalid_request("Account name is required.")
         row = await self._repo.ensure_account(name)
@@ -110,7 +111,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         if not await self._repo.account_exists(account_id):
             raise _no_such_account()
         try:
-            key = await self._repo.create_key(account_id, request.name, request.plaintext or None)
+            key = await self._repo.create_key(account_id, checked_text(request.name, "name"), request.plaintext or None)
         except KeyConflictError:
             raise OrqenError.of(grpc.StatusCode.ALREADY_EXISTS, "That key belongs to another account.") from None
         return accounting_pb2.CreateApiKeyResponse(

@@ -11,6 +11,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from typing import Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,25 +194,52 @@ def _key_ring_problem(value: str, development: bool) -> str | None:
     return None
 
 
+def _provider_key_problem(value: str, development: bool) -> str | None:
+    # An empty provider key is a provider left unconfigured (compose passes them through unset).
+    if _is_placeholder(value) and not development:
+        return f"is a placeholder; {DEVELOPMENT_HINT}"
+    return None
+
+
+def _database_url_problem(value: str, development: bool) -> str | None:
+    # Only the password is a secret: a URL without one (peer or certificate auth) is fine.
+    password = urlsplit(value).password
+    if password and _is_placeholder(password) and not development:
+        return f"holds a placeholder password; {DEVELOPMENT_HINT}"
+    return None
+
+
 # The secrets a service may read, by settings field; each settings class checks those it has.
 _SECRET_CHECKS: dict[str, Callable[[str, bool], str | None]] = {
     "internal_token": _token_problem,
     "bootstrap_api_key": _api_key_problem,
     "credentials_keys": _key_ring_problem,
+    "database_url": _database_url_problem,
+    "openai_api_key": _provider_key_problem,
+    "anthropic_api_key": _provider_key_problem,
+    "groq_api_key": _provider_key_problem,
 }
+# Secrets read from the variable their provider's own SDK reads, not from an ORQEN_ one.
+_SDK_VARIABLES = {"openai_api_key", "anthropic_api_key", "groq_api_key"}
+
+
+def _variable(field: str) -> str:
+    return field.upper() if field in _SDK_VARIABLES else f"ORQEN_{field.upper()}"
 
 
 def unusable_secrets(settings: BaseSettings, *, development: bool) -> list[str]:
     """Why the secrets in `settings` must not be used, one line each; empty when they may.
 
-    Empty values and a bootstrap key without the sk-orq- prefix are refused in every mode;
-    the well-known placeholders only outside development.
+    Empty values (provider keys aside) and a bootstrap key without the sk-orq- prefix are refused
+    in every mode; the well-known placeholders (in a database URL, its password) only outside development.
     """
     problems = []
     for name, check in _SECRET_CHECKS.items():
         value = getattr(settings, name, None)
-        if isinstance(value, SecretStr) and (problem := check(value.get_secret_value(), development)):
-            problems.append(f"ORQEN_{name.upper()} {problem}")
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and (problem := check(value, development)):
+            problems.append(f"{_variable(name)} {problem}")
     return problems
 
 
@@ -221,7 +249,7 @@ def secret_is_usable(name: str, value: str, *, development: bool = False) -> boo
     deploy/check.py uses it: the Kubernetes manifests ship no value production would accept, and
     docker compose's development defaults are accepted.
     """
-    check = _SECRET_CHECKS[name.removeprefix("ORQEN_").lower()]
+    check = _SECRET_CHECKS[name.removeprefix("ORQEN_").lower()]  # OPENAI_API_KEY: openai_api_key
     return check(value, development) is None
 
 

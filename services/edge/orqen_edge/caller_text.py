@@ -3,7 +3,8 @@
 A model name or a session id travels into response headers (`x-orqen-model`), log lines,
 request events and Postgres rows. A NUL or control character there breaks the response, the
 log or the row, so such strings are refused with a 400 in the caller's SDK shape before
-anything is sent upstream.
+anything is sent upstream. Free text (key names, tool names) is checked by
+orqen_common.caller_text.checked_text.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ MAX_MODEL_NAME = 256
 _MODEL_NAME = re.compile(rf"[\x21-\x7e]{{1,{MAX_MODEL_NAME}}}")
 # What a header value can carry as it is: printable ASCII and the space.
 _HEADER_TEXT = re.compile(r"[\x20-\x7e]*")
-# C0 and C1 control characters and DEL: never part of a name.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def checked_model(model: str, field: str = "model") -> str:
@@ -36,16 +35,6 @@ def checked_header_text(value: str, header: str) -> str:
     """A header's value that Orqen stores (the session id): printable ASCII only."""
     if not _HEADER_TEXT.fullmatch(value):
         raise invalid_request(f"Invalid {header} header {_shown(value)}: only printable ASCII characters are allowed.")
-    return value
-
-
-def checked_text(value: str, field: str) -> str:
-    """A free-text value (a key's name, a tool's name, a credential): anything but control characters.
-
-    The value is not quoted in the error: it may be a secret.
-    """
-    if _CONTROL.search(value):
-        raise invalid_request(f"Invalid '{field}': control characters are not allowed.")
     return value
 
 

@@ -154,13 +154,22 @@ class RateLimiter:
     """Admits requests and charges tokens against the configured budgets, atomically in Redis.
 
     `clock` is wall-clock time in seconds; every replica must agree on it, so it is
-    `time.time` outside tests.
+    `time.time` outside tests. `redis_deadline` is how long a check may wait on Redis before
+    the request goes on unlimited.
     """
 
-    def __init__(self, redis: Redis, limits: RateLimits, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        limits: RateLimits,
+        *,
+        clock: Callable[[], float] = time.time,
+        redis_deadline: float = _REDIS_DEADLINE_SECONDS,
+    ) -> None:
         self._redis = redis
         self._limits = limits
         self._clock = clock
+        self._redis_deadline = redis_deadline
         self._script = redis.register_script(_LUA)
 
     async def admit(self, account_id: str, api_key_id: str) -> dict[str, str]:
@@ -215,7 +224,7 @@ class RateLimiter:
         for budget, need, cost in plan:
             args += [budget.limit, need, cost]
         try:
-            async with asyncio.timeout(_REDIS_DEADLINE_SECONDS):
+            async with asyncio.timeout(self._redis_deadline):
                 reply = await self._script(keys=[b.redis_key for b, _, _ in plan], args=args)
         except (RedisError, OSError, TimeoutError) as err:
             RATE_LIMIT_FAIL_OPEN.labels(operation).inc()

@@ -171,6 +171,26 @@ async def test_bad_ids_and_unknown_accounts_are_refused(connect: Connect, orqen_
         )
 
 
+@pytest.mark.parametrize("name", ["e2e\x00key", "line\nbreak", "bell\x07", "c1\x85"])
+async def test_key_and_account_names_with_control_characters_are_invalid_arguments(
+    connect: Connect, orqen_refused: Refused, name: str
+) -> None:
+    # A NUL used to reach Postgres, which refuses it in text: the caller got INTERNAL.
+    async with connect() as service:
+        account = await service.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=f"acct-{uuid.uuid4()}"))
+        details = await orqen_refused(
+            service.CreateApiKey(accounting_pb2.CreateApiKeyRequest(account_id=account.id, name=name)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert "name" in details and "control characters" in details
+        await orqen_refused(
+            service.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=f"acct{name}")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        listed = await service.ListApiKeys(accounting_pb2.AccountRef(account_id=account.id))
+        assert list(listed.keys) == []
+
+
 @pytest.fixture
 async def unreachable_redis() -> AsyncIterator[Redis]:
     """A Redis client whose server is not there (nothing listens on the port)."""

@@ -9,36 +9,49 @@ import subprocess
 import sys
 
 import pytest
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 
 from orqen_common.auth import generate_api_key
-from orqen_common.settings import ServiceSettings, load_settings, secret_is_usable
+from orqen_common.settings import DatabaseSettings, ServiceSettings, load_settings, secret_is_usable
 
 ZERO_KEY = "k1:" + base64.b64encode(bytes(32)).decode()
 REAL_KEY = "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()
 REAL_TOKEN = secrets.token_urlsafe(32)
 
 
-class WithEverySecret(ServiceSettings):
-    """Like accounting (bootstrap key) and dispatch (credentials keys) together."""
+class WithEverySecret(ServiceSettings, DatabaseSettings):
+    """Like accounting (bootstrap key, database) and dispatch (credentials keys, provider keys) together."""
 
     bootstrap_api_key: SecretStr | None = Field(None, description="bootstrap key")
     credentials_keys: SecretStr | None = Field(None, description="credentials key ring")
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"), description="key")
+
+
+_VARIABLES = ("ORQEN_ENV", "ORQEN_INTERNAL_TOKEN", "ORQEN_BOOTSTRAP_API_KEY", "ORQEN_CREDENTIALS_KEYS")
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> WithEverySecret:
-    for name in ("ORQEN_ENV", "ORQEN_INTERNAL_TOKEN", "ORQEN_BOOTSTRAP_API_KEY", "ORQEN_CREDENTIALS_KEYS"):
+    for name in (*_VARIABLES, "ORQEN_DATABASE_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
-        monkeypatch.setenv(f"ORQEN_{name.upper()}", value)
+        monkeypatch.setenv(name.upper() if name == "openai_api_key" else f"ORQEN_{name.upper()}", value)
     return WithEverySecret()  # type: ignore[call-arg]
 
 
 def test_real_secrets_are_accepted_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _settings(
-        monkeypatch, internal_token=REAL_TOKEN, bootstrap_api_key=generate_api_key(), credentials_keys=REAL_KEY
+        monkeypatch,
+        internal_token=REAL_TOKEN,
+        bootstrap_api_key=generate_api_key(),
+        credentials_keys=REAL_KEY,
+        database_url=f"postgresql://orqen:{REAL_TOKEN}@postgres:5432/orqen",
+        openai_api_key="sk-proj-" + REAL_TOKEN,
     )
     assert settings.env == "production"
+    # A database URL without a password (peer or certificate auth) and no provider key at all are fine too.
+    assert _settings(
+        monkeypatch, internal_token=REAL_TOKEN, database_url="postgresql://orqen@db/orqen", openai_api_key=""
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,6 +67,12 @@ def test_real_secrets_are_accepted_in_production(monkeypatch: pytest.MonkeyPatch
         ({"internal_token": " "}, "ORQEN_INTERNAL_TOKEN is empty"),
         ({"credentials_keys": ""}, "ORQEN_CREDENTIALS_KEYS is empty"),
         ({"bootstrap_api_key": ""}, "ORQEN_BOOTSTRAP_API_KEY must start with sk-orq-"),
+        # The Kubernetes base's database URL and OpenAI key.
+        (
+            {"database_url": "postgresql://orqen:change-me@postgres:5432/orqen"},
+            "ORQEN_DATABASE_URL holds a placeholder password",
+        ),
+        ({"openai_api_key": "sk-change-me"}, "OPENAI_API_KEY is a placeholder"),
     ],
 )
 def test_empty_and_placeholder_secrets_are_refused_in_production(
@@ -68,6 +87,8 @@ def test_development_mode_accepts_placeholders_but_not_unusable_values(monkeypat
         "internal_token": "dev-internal-token-change-me",
         "bootstrap_api_key": "sk-orq-dev-bootstrap-key-change-me",
         "credentials_keys": ZERO_KEY,
+        "database_url": "postgresql://orqen:change-me@postgres:5432/orqen",
+        "openai_api_key": "sk-change-me",
     }
     assert _settings(monkeypatch, env="development", **placeholders).env == "development"
     with pytest.raises(ValueError, match="ORQEN_INTERNAL_TOKEN is empty"):
@@ -89,6 +110,15 @@ def test_secret_is_usable_answers_as_production_services_do() -> None:
     assert not secret_is_usable("ORQEN_INTERNAL_TOKEN", "change-me-internal-token")
     assert not secret_is_usable("ORQEN_CREDENTIALS_KEYS", ZERO_KEY)
     assert not secret_is_usable("ORQEN_BOOTSTRAP_API_KEY", "")
+    assert not secret_is_usable("OPENAI_API_KEY", "sk-change-me")
+    assert not secret_is_usable("ORQEN_DATABASE_URL", "postgresql://orqen:change-me@postgres/orqen")
+    assert secret_is_usable("ORQEN_DATABASE_URL", "postgresql://orqen@postgres/orqen")
+
+
+def test_a_placeholder_database_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError) as refused:
+        _settings(monkeypatch, internal_token=REAL_TOKEN, database_url="postgresql://u:pw-change-me-42@db/orqen")
+    assert "pw-change-me-42" not in str(refused.value).split("[type=")[0]
 
 
 def test_load_settings_ends_the_process_with_one_clear_line_and_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,9 +15,9 @@ from litestar.params import FromPath
 from msgspec import Meta
 
 from orqen.v1 import accounting_pb2, dispatch_pb2
+from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal
 from orqen_edge.account.responses import listing, plain
-from orqen_edge.caller_text import checked_text
 from orqen_edge.openapi import API_KEY, AUTHENTICATED, BODY, errors, json_body
 from orqen_edge.request_body import read_struct
 from orqen_edge.runtime import Runtime

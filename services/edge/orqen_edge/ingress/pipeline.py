@@ -22,6 +22,7 @@ from msgspec.structs import replace
 from prometheus_client import Counter
 
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
+from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.events import REQUEST_COMPLETED
@@ -39,7 +40,7 @@ from orqen_common.formats.openai import (
     encode_request,
     tool_name,
 )
-from orqen_edge.caller_text import checked_header_text, checked_model, checked_text, header_safe
+from orqen_edge.caller_text import checked_header_text, checked_model, header_safe
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.request_body import read_body
 from orqen_edge.runtime import Runtime
