@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import httpx
-from bench.accounting import seed
-from bench.latency import percentile
 from playwright.async_api import Browser, async_playwright
 
+from bench.accounting import seed
+from bench.latency import percentile
 from dashboard_browser import CHROMIUM
 from harness import stack_env
 from orqen_accounting.owners import OwnerRepository

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from orqen_edge.dashboard.pages import billing, keys, login, overview, providers, requests, routing, sessions, team, tools
+from orqen_edge.dashboard.pages import (
+    billing,
+    keys,
+    login,
+    overview,
+    providers,
+    requests,
+    routing,
+    sessions,
+    team,
+    tools,
+)
 
 ROUTES = [
     *login.ROUTES,
