@@ -167,3 +167,15 @@ async def test_an_unknown_dashboard_page_is_an_html_404_with_the_nav(page: Page)
     assert answer is not None and answer.status == 404
     assert "Not found" in await page.inner_text("main")
     problems(page)
+
+
+async def test_htmx_requests_carry_the_csrf_token_and_htmx_adds_no_style(page: Page, stack: Any) -> None:
+    # No <style> element (htmx's indicator styles are off: the CSP allows no inline style).
+    assert await page.evaluate("document.querySelectorAll('style').length") == 0
+    csrf = await page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token']")
+    async with page.expect_request("**/dashboard/logout") as sent:
+        await page.evaluate("htmx.ajax('POST', '/dashboard/logout', {source: document.body, swap: 'none'})")
+    assert (await sent.value).headers["x-csrf-token"] == csrf
+    await page.wait_for_load_state("networkidle")
+    await page.goto("/dashboard")  # that htmx sign-out was accepted: the session is gone
+    assert _path(page) == "/dashboard/login"

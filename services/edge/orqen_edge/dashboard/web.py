@@ -113,13 +113,15 @@ def login_url(next_path: str) -> str:
 
 
 def _asked_for(request: Request[Any, Any, Any]) -> str:
-    """The page the caller wanted; for an htmx request, the page it was made from (not the partial)."""
-    current = request.headers.get("hx-current-url")
-    if is_htmx(request) and current:
+    """The page to come back to after sign-in: the one asked for; for an htmx request the page it was
+    made from (not the partial), for a form sent the page holding the form (a POST URL is no page)."""
+    if is_htmx(request) and (current := request.headers.get("hx-current-url")):
         parts = urlsplit(current)
-        return parts.path + (f"?{parts.query}" if parts.query else "")
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    elif request.method not in _SAFE_METHODS:
+        parts = urlsplit(request.headers.get("referer", ""))
+    else:
+        parts = urlsplit(str(request.url))
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 class SignInRequiredError(Exception):

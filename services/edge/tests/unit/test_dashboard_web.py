@@ -1,5 +1,6 @@
 """The dashboard's pure rules: where `next=` may lead, when the session cookie is Secure, which sign-in
-forms come from this site, and that every dashboard answer carries the security headers."""
+forms come from this site, that every dashboard answer carries the security headers, and that each
+vendored front-end library says where it came from and under which licence."""
 
 from types import SimpleNamespace
 from typing import Any, cast
@@ -11,7 +12,7 @@ from litestar.testing import TestClient
 from orqen_edge.app import create_app
 from orqen_edge.dashboard.login import cookie_is_secure
 from orqen_edge.dashboard.pages.login import from_this_site
-from orqen_edge.dashboard.web import SECURITY_HEADERS, login_url, safe_next
+from orqen_edge.dashboard.web import SECURITY_HEADERS, STATIC_DIR, _asked_for, login_url, safe_next
 from orqen_edge.runtime import Runtime
 
 
@@ -57,19 +58,32 @@ def test_the_sign_in_url_carries_next_only_when_it_says_something() -> None:
     assert login_url("/dashboard/keys?x=1") == "/dashboard/login?next=/dashboard/keys%3Fx%3D1"
 
 
-def _request(url: str, **headers: str) -> Request[Any, Any, Any]:
+def _request(url: str, method: str = "POST", **headers: str) -> Request[Any, Any, Any]:
     scheme, rest = url.split("://", 1)
-    host, _, path = rest.partition("/")
+    host, _, path_query = rest.partition("/")
+    path, _, query = path_query.partition("?")
     scope = {
         "type": "http",
-        "method": "POST",
+        "method": method,
         "scheme": scheme,
         "server": (host.rsplit(":", 1)[0], 80),
         "path": "/" + path,
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": [(b"host", host.encode())] + [(k.encode(), v.encode()) for k, v in headers.items()],
     }
     return Request(cast(Any, scope))
+
+
+def test_sign_in_comes_back_to_the_page_not_to_a_partial_or_a_form_target() -> None:
+    here = "http://localhost:8080"
+    assert _asked_for(_request(f"{here}/dashboard/requests?model=x", "GET")) == "/dashboard/requests?model=x"
+    htmx = {"hx-request": "true", "hx-current-url": f"{here}/dashboard/requests?status=500"}
+    assert _asked_for(_request(f"{here}/dashboard/requests/rows?cursor=c", "GET", **htmx)) == (
+        "/dashboard/requests?status=500"
+    )
+    posted = _request(f"{here}/dashboard/keys/k1/revoke", referer=f"{here}/dashboard/keys")
+    assert _asked_for(posted) == "/dashboard/keys"
+    assert safe_next(_asked_for(_request(f"{here}/dashboard/logout"))) == "/dashboard"
 
 
 def _runtime(secure: bool) -> Runtime:
@@ -128,3 +142,15 @@ def test_every_dashboard_answer_carries_the_security_headers_and_api_answers_do_
         swagger = client.get("/schema")
         assert "/dashboard/static/vendor/swagger-ui/swagger-ui-bundle.js" in swagger.text
         assert "cdn." not in swagger.text and "https://" not in swagger.text.split("<body")[0]
+
+
+def test_each_vendored_library_names_its_version_and_licence_and_ships_its_files() -> None:
+    vendored = sorted(p for p in (STATIC_DIR / "vendor").iterdir() if p.is_dir())
+    assert [p.name for p in vendored] == ["chartjs", "htmx", "swagger-ui"]
+    for library in vendored:
+        version = (library / "VERSION").read_text()
+        assert "https://registry.npmjs.org/" in version, library  # where the published build came from
+        assert (library / "LICENSE").stat().st_size > 0, library
+        shipped = version.split("(", 1)[1].rstrip(")\n")
+        for name in shipped.split(", "):
+            assert (library / name.removeprefix("dist/")).is_file(), (library, name)
