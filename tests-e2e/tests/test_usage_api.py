@@ -170,6 +170,8 @@ async def test_sessions_and_the_request_log_with_filters(stack: Any, traffic: di
         for bad in (
             "/v1/account/requests?status=oops",
             "/v1/account/requests?since=yesterday",
+            "/v1/account/requests?ingress=open%00ai",
+            "/v1/account/requests?model=gpt%00",
             "/v1/usage/daily?days=0",
         ):
             refused = await api.get(bad)

@@ -19,8 +19,8 @@ import orjson
 
 from orqen.v1 import accounting_pb2, optimizer_pb2
 from orqen_accounting.stored_json import from_json
+from orqen_common.routing_modes import AB_CONTROL_SUFFIX
 
-AB_CONTROL_SUFFIX = "_ab_ctrl"
 BUCKETS = 10  # equal score buckets over [0, 1]: the optimizer's fused scores lie there
 # Most recent control requests read for one calibration: plenty for stable shares, bounded work.
 MAX_CONTROL_SAMPLES = 10_000

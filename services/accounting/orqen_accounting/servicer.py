@@ -43,6 +43,7 @@ from orqen_accounting.validation import (
     checked_credential,
     checked_model,
     checked_preferences,
+    checked_searchable,
     checked_uuid,
 )
 from orqen_common.auth import API_KEY_PREFIX, hash_api_key
@@ -133,7 +134,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.GetRequestRequest, context: ServicerContext
     ) -> accounting_pb2.RequestRecord:
         account_id = _account(request.account_id)
-        row = await self._repo.get_request(account_id, request.request_id)
+        row = await self._repo.get_request(account_id, checked_searchable(request.request_id, "request_id"))
         if row is None:
             raise not_found(f"No request {request.request_id!r} in this account.")
         return request_message(row)
@@ -355,7 +356,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.GetSessionRequest, context: ServicerContext
     ) -> usage_pb2.Session:
         account_id = _account(request.account_id)
-        session = await self._usage.session(account_id, request.session_id)
+        session = await self._usage.session(account_id, checked_searchable(request.session_id, "session_id"))
         if session is None:
             raise not_found(f"No session {request.session_id!r} in this account.")
         return session
@@ -510,10 +511,10 @@ def _filter(request: accounting_pb2.ListRequestsRequest) -> RequestFilter:
     if request.status and not _STATUS_FILTER.fullmatch(request.status):
         raise invalid_request("status must be 'success', 'error' or an HTTP status code such as 429.")
     return RequestFilter(
-        model=request.model,
+        model=checked_searchable(request.model, "model"),
         status=request.status,
-        session_id=request.session_id,
-        ingress=request.ingress,
+        session_id=checked_searchable(request.session_id, "session_id"),
+        ingress=checked_searchable(request.ingress, "ingress"),
         since=request.since.ToDatetime(tzinfo=dt.UTC) if request.HasField("since") else None,
         until=request.until.ToDatetime(tzinfo=dt.UTC) if request.HasField("until") else None,
     )

@@ -106,6 +106,14 @@ def _check_length(value: str, field: str, limit: int) -> None:
         raise invalid_request(f"{field} is longer than {limit} characters.")
 
 
+def checked_searchable(value: str, field: str) -> str:
+    """A text to search a column for. Postgres text holds no NUL, so a NUL could match nothing; it
+    is refused with a 400 rather than left to fail the query."""
+    if "\x00" in value:
+        raise invalid_request(f"Invalid {field}: it contains a NUL character, which no stored value has.")
+    return value
+
+
 def checked_count(value: int, field: str, default: int, limit: int) -> int:
     """A page size or period length: 0 means `default`; negative or above `limit` is a 400."""
     if value == 0:

@@ -27,13 +27,12 @@ from typing import Any
 import structlog
 
 from orqen.v1 import optimizer_pb2
+from orqen_common.routing_modes import AB_CONTROL_SUFFIX
 from orqen_optimizer.context import compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter
 from orqen_optimizer.tools import ToolFacts, tool_facts
-
-AB_CONTROL = "_ab_ctrl"
 
 log = structlog.get_logger(__name__)
 Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
@@ -117,7 +116,7 @@ class Planner:
             optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in decision.ranked
         )
         if self._rng() < policy.ab_control_share:
-            stats.routing = trace.mode = decision.mode + AB_CONTROL
+            stats.routing = trace.mode = decision.mode + AB_CONTROL_SUFFIX
             return everything
         stats.routing = trace.mode = decision.mode
         return sorted(decision.keep)

@@ -284,6 +284,20 @@ async def test_the_request_log_filters_by_model_status_session_and_time_and_page
             accounting.ListRequests(accounting_pb2.ListRequestsRequest(account_id=account_id, status="oops")),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
+        # Postgres text holds no NUL: a text with one is refused, not left to fail the query.
+        for field in ("model", "session_id", "ingress"):
+            await orqen_refused(
+                accounting.ListRequests(accounting_pb2.ListRequestsRequest(account_id=account_id, **{field: "a\x00"})),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            )
+        await orqen_refused(
+            accounting.GetRequest(accounting_pb2.GetRequestRequest(account_id=account_id, request_id="r\x00")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        await orqen_refused(
+            accounting.GetSession(accounting_pb2.GetSessionRequest(account_id=account_id, session_id="s\x00")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
         await orqen_refused(
             accounting.GetUsageDaily(usage_pb2.UsagePeriod(account_id=account_id, days=400)),
             grpc.StatusCode.INVALID_ARGUMENT,

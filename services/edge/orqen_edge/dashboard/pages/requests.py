@@ -18,6 +18,7 @@ from litestar.response import Template
 from orqen.v1 import optimizer_pb2
 from orqen_common.errors import OrqenError
 from orqen_common.proxy_families import FAMILIES, ingress
+from orqen_common.routing_modes import AB_CONTROL_SUFFIX
 from orqen_edge.account.request_log import page_of_requests, request_listing
 from orqen_edge.account.responses import PageLimit, plain
 from orqen_edge.dashboard.activity import REQUESTS_PATH, TEMPLATE_HELPERS, log_url, shown
@@ -29,20 +30,16 @@ from orqen_edge.runtime import Runtime
 PAGE_SIZE = 50
 # The element htmx polls on the first page: a request targeting it gets the table alone.
 LOG_TARGET = "request-log"
-# The filters of the request log, as the form's fields and the URL's query parameters.
-FILTERS = ("model", "status", "session_id", "ingress", "since", "until")
 STATUSES = (("", "any status"), ("success", "success"), ("error", "error"))
 # Where requests come in: the three SDK shapes, then the stateless proxy families.
 INGRESSES = ("openai", "anthropic", "bedrock", *(ingress(f) for f in FAMILIES))
-# Routing modes of A/B control traffic end so: everything was forwarded, the decision only recorded.
-AB_CONTROL_SUFFIX = "_ab_ctrl"
 
 # Every field of a request record, grouped as its page shows them (a unit test checks none is left out).
 # The attempts and the routing trace have sections of their own.
 FIELD_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Request", ("request_id", "created_at", "session_id", "ingress", "stream", "api_key_id", "account_id")),
     ("Outcome", ("status", "error", "model_requested", "model_used", "provider", "route_reason")),
-    ("Tokens and cost", ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_input_tokens")),
+    ("Tokens", ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_input_tokens")),
     ("Money", ("cost_usd", "savings_usd")),
     ("Time", ("latency_ms", "upstream_ms", "gateway_ms", "ttft_ms")),
     (
