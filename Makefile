@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-optimizer bench-accounting bench-proxy soak
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos soak
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -35,6 +35,12 @@ up: install
 
 down:
 	@if [ -x $(BIN)/orqen ]; then $(BIN)/orqen down; else echo "nothing to stop"; fi
+	@# The fake providers `make demo` started, if it did.
+	@if [ -x $(BIN)/python ]; then PYTHONPATH=tests-e2e $(BIN)/python -m demo.upstreams --stop; fi
+
+# The stack on fake providers, filled with a replayed agent workload: every dashboard page has data.
+demo: install
+	PYTHONPATH=tests-e2e $(BIN)/python -m demo $(ARGS)
 
 logs:
 	$(BIN)/orqen logs -f
@@ -51,8 +57,19 @@ test-integration: install
 test-tools: install
 	$(PYTEST) -q tools/*/tests
 
-test-e2e: install
+test-e2e: install chromium
 	$(PYTEST) -q tests-e2e/tests
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one): install
+# the package when it is missing and this machine allows it (root or passwordless sudo).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+		else echo "$(CHROMIUM) is missing and apt-get needs root: run 'sudo apt-get install -y chromium'" \
+			"(the dashboard's browser tests fail without it)"; fi; \
+	fi
 
 test-deploy: install
 	$(BIN)/python deploy/check.py
@@ -67,7 +84,19 @@ lint: install
 
 # Latency Orqen adds per ingress format, against the fake providers (numbers in docs/performance.md).
 bench: install
-	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py $(ARGS)
+
+# The same workload through LiteLLM's proxy too, side by side. LiteLLM lives in its own virtual
+# environment, pinned, so its dependencies never meet Orqen's (numbers in docs/performance.md).
+PEER_VENV := .venv-peer
+LITELLM_VERSION := 1.106.12
+$(PEER_VENV)/.installed-$(LITELLM_VERSION):
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench-peer: install $(PEER_VENV)/.installed-$(LITELLM_VERSION)
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py --peer $(ARGS)
 
 # Sustained ingest into Postgres and account API latency over 1,000,000 rows (numbers in docs/performance.md).
 bench-accounting: install
@@ -76,6 +105,14 @@ bench-accounting: install
 # Proxied uploads and binary answers: time and the edge's and dispatch's peak memory (numbers in docs/performance.md).
 bench-proxy: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/proxy_upload.py
+
+# Each dashboard page's server time and first-load bytes over the 1,000,000-row ledger (numbers in docs/performance.md).
+bench-dashboard: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/dashboard.py $(ARGS)
+
+# Service and provider faults under load at full size: the fault table of the README (docs/operations.md).
+chaos: install
+	PYTHONPATH=tests-e2e $(BIN)/python -m chaos.run $(ARGS)
 
 # 30 minutes of steady load through the three ingresses on a stack of its own: memory, descriptors,
 # latency per slice, errors and records (numbers in the README; make test runs it for a minute).

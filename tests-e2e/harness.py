@@ -43,28 +43,12 @@ def stack_env(
             "ORQEN_NATS_PREFIX": nats_prefix,
             "ORQEN_EDGE_PORT": str(free_port()),
             "ORQEN_EDGE_TLS_PORT": str(free_port()),
-            "ORQEN_OPENAI_BASE_URL": upstream_urls["openai"] + "/v1",
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "ORQEN_ANTHROPIC_BASE_URL": upstream_urls["anthropic"],
-            "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-            "ORQEN_BEDROCK_ENDPOINT_URL": upstream_urls["bedrock"],
-            # Groq and an operator-defined provider speak OpenAI's format: the fake OpenAI stands in.
-            "ORQEN_GROQ_BASE_URL": upstream_urls["openai"] + "/v1",
-            "GROQ_API_KEY": OPENAI_KEY,
-            "ORQEN_COMPATIBLE_PROVIDERS": json.dumps(
-                {"local": {"base_url": upstream_urls["openai"] + "/v1", "api_key_env": "LOCAL_LLM_KEY"}}
-            ),
-            "LOCAL_LLM_KEY": OPENAI_KEY,
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+            **upstream_env(upstream_urls),
             "ORQEN_MAX_BODY_BYTES": str(256 * 1024),
             # Tests make the fake providers fail on purpose, hundreds of times over one shared
             # stack: an open circuit would fail unrelated tests. Breakers are shown against the
             # same fakes in services/dispatch/tests/integration/test_resilience_http.py.
             "ORQEN_BREAKER_THRESHOLD": "1000000",
-            # Accounts' own OpenAI-compatible endpoints here are the fakes, on 127.0.0.1.
-            "ORQEN_ALLOW_PRIVATE_BASE_URLS": "true",
             "ORQEN_LOG_FORMAT": "json",
         }
     )
@@ -74,6 +58,29 @@ def stack_env(
         env[f"ORQEN_{service.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
         env[f"ORQEN_{service.upper()}_METRICS_PORT"] = str(free_port())
     return env
+
+
+def upstream_env(upstream_urls: dict[str, str]) -> dict[str, str]:
+    """Every provider (OpenAI, Anthropic, Bedrock, Groq, an operator-defined one) on the fakes at `upstream_urls`."""
+    return {
+        "ORQEN_OPENAI_BASE_URL": upstream_urls["openai"] + "/v1",
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "ORQEN_ANTHROPIC_BASE_URL": upstream_urls["anthropic"],
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "ORQEN_BEDROCK_ENDPOINT_URL": upstream_urls["bedrock"],
+        # Groq and an operator-defined provider speak OpenAI's format: the fake OpenAI stands in.
+        "ORQEN_GROQ_BASE_URL": upstream_urls["openai"] + "/v1",
+        "GROQ_API_KEY": OPENAI_KEY,
+        "ORQEN_COMPATIBLE_PROVIDERS": json.dumps(
+            {"local": {"base_url": upstream_urls["openai"] + "/v1", "api_key_env": "LOCAL_LLM_KEY"}}
+        ),
+        "LOCAL_LLM_KEY": OPENAI_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+        # Accounts' own OpenAI-compatible endpoints here are the fakes, on 127.0.0.1.
+        "ORQEN_ALLOW_PRIVATE_BASE_URLS": "true",
+    }
 
 
 def billing_env(stripe_url: str) -> dict[str, str]:

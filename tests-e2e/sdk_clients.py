@@ -50,6 +50,7 @@ class Ask:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     stream: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # extra HTTP headers, e.g. X-Orqen-Session-Id
 
 
 @dataclass
@@ -97,6 +98,8 @@ class OpenAISDK:
                 kwargs[name] = getattr(ask, name)
         if ask.stop:
             kwargs["stop"] = ask.stop
+        if ask.headers:
+            kwargs["extra_headers"] = ask.headers
         if not ask.stream:
             completion = self.client.chat.completions.create(**kwargs)
             choice = completion.choices[0]
@@ -191,6 +194,8 @@ class AnthropicSDK:
             kwargs["extra_body"] = sampling
         if ask.stop:
             kwargs["stop_sequences"] = ask.stop
+        if ask.headers:
+            kwargs["extra_headers"] = ask.headers
         if ask.stream:
             with self.client.messages.stream(**kwargs) as stream:
                 message = stream.get_final_message()
@@ -253,6 +258,13 @@ class BedrockSDK:
             verify=cert_path,
             config=Config(retries={"max_attempts": 1}),
         )
+        # boto3 has no per-call headers: the call's own are added to its request just before signing.
+        self._headers: dict[str, str] = {}
+        self.client.meta.events.register("before-sign.bedrock-runtime.*", self._add_headers)
+
+    def _add_headers(self, request: Any, **_: Any) -> None:
+        for name, value in self._headers.items():
+            request.headers[name] = value
 
     @staticmethod
     def model_id(model: str) -> str:
@@ -260,6 +272,7 @@ class BedrockSDK:
         return model.removeprefix("bedrock/")
 
     def ask(self, ask: Ask) -> Result:
+        self._headers = ask.headers
         kwargs: dict[str, Any] = {"modelId": self.model_id(ask.model), "messages": self._messages(ask)}
         if ask.system:
             kwargs["system"] = [{"text": ask.system}]

@@ -30,9 +30,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import nats
-from bench.latency import percentile
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bench.latency import percentile
 from fakes.serve import free_port
 from harness import stack_env
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2

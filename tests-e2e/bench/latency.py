@@ -1,15 +1,18 @@
-"""`make bench`: the latency Orqen adds to a call, per ingress format.
+"""`make bench`: the latency Orqen adds to a call, per ingress format (`make bench-peer`: and LiteLLM's).
 
 For each SDK format the same small request goes (a) straight to the fake provider that
-speaks that format and (b) through the whole running stack to that same fake, at
-concurrency 1 and 32, non-streaming (time to the whole response) and streaming (time to
-the first body byte). The gateway's added latency is (b) minus (a) at each percentile.
+speaks that format, (b) through the whole running stack to that same fake and, with
+`--peer`, (c) through LiteLLM's proxy to that same fake (OpenAI and Anthropic formats; it
+has no Bedrock Converse ingress). Each runs at every concurrency level (1, 16 and 64 by
+default), non-streaming (time to the whole response) and streaming (time to the first body
+byte). A gateway's added latency is its time minus the direct one at each percentile, and
+"x direct" is its throughput as a fraction of the direct throughput.
 
-The fakes answer at once and run in their own processes, so the difference is Orqen's own
-work: HTTP parsing and auth at the edge, translation to the canonical shape and back, the
+The fakes answer at once and run in their own processes, so the difference is the gateway's
+own work: HTTP parsing and auth at the edge, translation to the canonical shape and back, the
 gRPC hop to dispatch, translation to the provider and back, and the request event.
-"broken" counts requests whose connection broke (direct/orqen): they are left out of the
-percentiles and the throughput, and reported rather than hidden.
+"broken" counts requests whose connection broke: they are left out of the percentiles and
+the throughput, and reported rather than hidden.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 
+from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
 from orqen_stack.config import StackConfig
@@ -161,39 +165,61 @@ def _wait_for_port(port: int) -> None:
     raise RuntimeError(f"a fake upstream did not start on port {port}")
 
 
-async def run(requests: int) -> None:
-    with fake_servers() as urls, tempfile.TemporaryDirectory(prefix="orqen-bench-") as home:
+def peer_target(ingress: str, stream: bool, peer: str, orqen: Target) -> Target | None:
+    """The same request through LiteLLM's proxy, for the formats it takes (not Bedrock's)."""
+    if ingress == "bedrock":
+        return None
+    path = "/v1/chat/completions" if ingress == "openai" else "/v1/messages"
+    headers = {k: v for k, v in orqen.headers.items() if k != "authorization"}
+    return Target(peer + path, headers | {"authorization": f"Bearer {PEER_KEY}"}, orqen.body)
+
+
+async def run(requests: int, levels: list[int], with_peer: bool) -> None:
+    with (
+        fake_servers() as urls,
+        tempfile.TemporaryDirectory(prefix="orqen-bench-") as home,
+        litellm_proxy(urls) if with_peer else nullcontext("") as peer,
+    ):
         stack = Stack(StackConfig.from_env(stack_env(urls, Path(home), f"bench{os.getpid()}")))
         info = await stack.start()
         try:
-            columns = ("direct p50/p99 ms", "orqen p50/p99 ms", "added p50/p99 ms")
-            header = f"{'ingress':<10}{'mode':<8}{'conc':>5}" + "".join(f"  {c:>18}" for c in columns)
-            header += f"  {'direct req/s':>12}  {'orqen req/s':>11}  {'broken':>6}"
+            if peer:
+                print(f"peer: {PEER_NAME} {peer_version()} proxy, same fakes, same requests")
+            header = f"{'ingress':<10}{'mode':<6}{'conc':>5}  {'via':<8}{'p50 ms':>9}{'p99 ms':>9}"
+            header += f"{'added p50':>11}{'added p99':>11}{'req/s':>8}{'x direct':>9}{'broken':>8}"
             print(header)
             print("-" * len(header))
             for ingress in ("openai", "anthropic", "bedrock"):
                 for stream in (False, True):
                     direct, gateway = targets(ingress, stream, info.edge_url, urls[ingress], info.api_key)
-                    for concurrency in (1, 32):
+                    routes = {"direct": direct, "orqen": gateway}
+                    if peer and (through_peer := peer_target(ingress, stream, peer, gateway)):
+                        routes[PEER_NAME.lower()] = through_peer
+                    for concurrency in levels:
                         count = requests if concurrency == 1 else requests * 4
-                        base, base_rate, base_broken = await measure(direct, concurrency, count)
-                        through, rate, broken = await measure(gateway, concurrency, count)
-                        b50, b99 = percentile(base, 50), percentile(base, 99)
-                        g50, g99 = percentile(through, 50), percentile(through, 99)
-                        mode = "ttfb" if stream else "json"
-                        pairs = ((b50, b99), (g50, g99), (g50 - b50, g99 - b99))
-                        cells = "".join(f"  {p50:>8.2f} /{p99:>8.2f}" for p50, p99 in pairs)
-                        rates = f"  {base_rate:>12.0f}  {rate:>11.0f}  {f'{base_broken}/{broken}':>6}"
-                        print(f"{ingress:<10}{mode:<8}{concurrency:>5}{cells}{rates}", flush=True)
+                        base50 = base99 = base_rate = 0.0
+                        for via, target in routes.items():
+                            samples, rate, broken = await measure(target, concurrency, count)
+                            p50, p99 = percentile(samples, 50), percentile(samples, 99)
+                            if via == "direct":
+                                base50, base99, base_rate = p50, p99, rate
+                            mode = "ttfb" if stream else "json"
+                            added = "" if via == "direct" else f"{p50 - base50:>11.2f}{p99 - base99:>11.2f}"
+                            line = f"{ingress:<10}{mode:<6}{concurrency:>5}  {via:<8}{p50:>9.2f}{p99:>9.2f}"
+                            line += f"{added:>22}{rate:>8.0f}{rate / base_rate:>9.2f}{broken:>8}"
+                            print(line, flush=True)
         finally:
             await stack.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="requests per run at concurrency 1 (x4 at 32)")
+    parser.add_argument("--requests", type=int, default=300, help="requests per run at concurrency 1 (x4 above)")
+    parser.add_argument("--concurrency", default="1,16,64", help="the concurrency levels, comma-separated")
+    parser.add_argument("--peer", action="store_true", help="also measure LiteLLM's proxy (make bench-peer)")
     args = parser.parse_args()
-    asyncio.run(run(args.requests))
+    levels = [int(level) for level in args.concurrency.split(",")]
+    asyncio.run(run(args.requests, levels, args.peer))
 
 
 if __name__ == "__main__":

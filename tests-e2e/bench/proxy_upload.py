@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
-from bench.latency import fake_servers
 
+from bench.latency import fake_servers
 from harness import OPENAI_KEY, reset_peak_rss, rss, stack_env
 from orqen_stack.config import StackConfig
 from orqen_stack.supervisor import Stack

@@ -107,12 +107,12 @@ class FakeAnthropic:
         if fault.delay_seconds:
             await sleep_unless_hung_up(fault.delay_seconds, request.receive)
         if fault.error_status is not None:
-            return _status_error(fault.error_status, retry_after=0)
+            return _status_error(fault.error_status, fault.retry_after)
         headers = {"request-id": _REQUEST_ID}
         if fault.drop:
             media_type = "text/event-stream" if conversation.stream else "application/json"
             return Stream(dropped_connection(), media_type=media_type, headers=headers)
-        answer = decide(conversation)
+        answer = fault.on(decide(conversation))
         if answer.error_status is not None:
             return _status_error(answer.error_status, RETRY_AFTER_SECONDS)
         if conversation.stream:
@@ -139,11 +139,12 @@ _ERROR_TYPES = {
 }
 
 
-def _status_error(status: int, retry_after: int) -> Response[Any]:
-    """An HTTP error as Anthropic sends it; a 429 says when to retry."""
+def _status_error(status: int, retry_after: int | None) -> Response[Any]:
+    """An HTTP error as Anthropic sends it; a 429 says when to retry unless `retry_after` is None."""
     if status == 429:
         message = "Number of request tokens has exceeded your per-minute rate limit."
-        return _error(429, "rate_limit_error", message, {"retry-after": str(retry_after)})
+        headers = {} if retry_after is None else {"retry-after": str(retry_after)}
+        return _error(429, "rate_limit_error", message, headers)
     if status == 529:
         return _error(529, "overloaded_error", "Overloaded")
     if status >= 500:

@@ -97,12 +97,12 @@ class FakeBedrock:
         if fault.delay_seconds:
             await sleep_unless_hung_up(fault.delay_seconds, request.receive)
         if fault.error_status is not None:
-            return _status_error(fault.error_status, retry_after=0)
+            return _status_error(fault.error_status, fault.retry_after)
         headers_out = {"x-amzn-requestid": _REQUEST_ID}
         if fault.drop:
             media_type = "application/vnd.amazon.eventstream" if conversation.stream else "application/json"
             return Stream(dropped_connection(), media_type=media_type, headers=headers_out)
-        answer = decide(conversation)
+        answer = fault.on(decide(conversation))
         if answer.error_status is not None:
             return _status_error(answer.error_status, RETRY_AFTER_SECONDS)
         if conversation.stream:
@@ -146,11 +146,11 @@ _EXCEPTIONS = {
 }
 
 
-def _status_error(status: int, retry_after: int) -> Response[Any]:
-    """An HTTP error as Bedrock sends it; a 429 says when to retry."""
+def _status_error(status: int, retry_after: int | None) -> Response[Any]:
+    """An HTTP error as Bedrock sends it; a 429 says when to retry unless `retry_after` is None."""
     code, message = _EXCEPTIONS.get(status) or _EXCEPTIONS[500 if status >= 500 else 400]
     headers = {}
-    if status == 429:
+    if status == 429 and retry_after is not None:
         # boto3's retry reads `x-amz-retry-after` (milliseconds); other clients read `retry-after`.
         headers = {"retry-after": str(retry_after), "x-amz-retry-after": str(retry_after * 1000)}
     return _error(AwsError(code, status, message), headers)

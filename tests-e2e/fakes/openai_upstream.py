@@ -78,11 +78,11 @@ class FakeOpenAI:
         if fault.delay_seconds:
             await sleep_unless_hung_up(fault.delay_seconds, request.receive)
         if fault.error_status is not None:
-            return _status_error(fault.error_status, retry_after=0)
+            return _status_error(fault.error_status, fault.retry_after)
         if fault.drop:
             media_type = "text/event-stream" if conversation.stream else "application/json"
             return Stream(dropped_connection(), media_type=media_type)
-        answer = decide(conversation)
+        answer = fault.on(decide(conversation))
         if answer.error_status is not None:
             return _status_error(answer.error_status, RETRY_AFTER_SECONDS)
         if conversation.stream:
@@ -97,10 +97,10 @@ class _InvalidRequestError(Exception):
         self.message, self.param = message, param
 
 
-def _status_error(status: int, retry_after: int) -> Response[Any]:
-    """An HTTP error as OpenAI sends it; a 429 says when to retry."""
+def _status_error(status: int, retry_after: int | None) -> Response[Any]:
+    """An HTTP error as OpenAI sends it; a 429 says when to retry unless `retry_after` is None."""
     if status == 429:
-        headers = {"retry-after": str(retry_after)}
+        headers = {} if retry_after is None else {"retry-after": str(retry_after)}
         return _error(429, "Rate limit reached for requests", "requests", "rate_limit_exceeded", headers=headers)
     if status >= 500:
         return _error(status, "The server had an error while processing your request.", "server_error")

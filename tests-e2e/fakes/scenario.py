@@ -28,6 +28,11 @@ Failure injection, for testing retries, timeouts and fallbacks, comes before tho
   later ones are answered normally. Each fake counts its own (its `FaultInjector`).
 - `fake-drop`: the connection closes before any byte of the body (after the status line:
   an ASGI server answers 500 itself to an app that fails before starting its response).
+
+A test can also put a fake, or one of its models, under a storm (`FaultInjector.storm`):
+every request it gets takes the next of a list of `Fault`s in turn (429s with or without a
+Retry-After, 5xx, slow answers, a connection reset before the answer or in the middle of a
+stream) until `FaultInjector.calm`. A storm wins over the rules above.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import asyncio
 import contextlib
 import itertools
 import re
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
@@ -280,29 +286,63 @@ _DROP = "fake-drop"
 
 @dataclass(frozen=True)
 class Fault:
-    """How a fake misbehaves on one request: first the delay, then the error or the drop."""
+    """How a fake misbehaves on one request: first the delay, then the error, the drop or the broken stream."""
 
     delay_seconds: float = 0.0
-    error_status: int | None = None  # answer with this HTTP error (a 429 says `retry-after: 0`)
+    error_status: int | None = None  # answer with this HTTP error
+    # A 429's Retry-After in seconds; None sends no Retry-After at all.
+    retry_after: int | None = 0
     drop: bool = False  # close the connection before any byte of the body
+    # A stream's own failure (a non-streaming answer ignores it): "broken" resets the
+    # connection halfway through the text, "error" sends the provider's in-stream error.
+    stream_fault: StreamFault | None = None
+
+    def on(self, answer: Answer) -> Answer:
+        """The scenario's answer, its stream failing as this fault says when it says so."""
+        return replace(answer, stream_fault=self.stream_fault) if self.stream_fault else answer
 
 
 class FaultInjector:
-    """The failure-injection rules of the module docstring; `fake-flaky` counts per instance."""
+    """The failure-injection rules of the module docstring; `fake-flaky` counts per instance.
+
+    Storms are set from the test's thread while the fake serves in its own: a lock keeps
+    each request's turn in a storm its own.
+    """
 
     def __init__(self) -> None:
         self._flaky_requests: Counter[str] = Counter()
+        self._storms: dict[str | None, Iterator[Fault]] = {}  # by model; None: every model
+        self._lock = threading.Lock()
+
+    def storm(self, faults: Sequence[Fault], model: str | None = None) -> None:
+        """From now on each request (for exactly `model`, or for any model) gets the next of `faults`, round and round.
+
+        A storm on every model is a provider's outage; one on a model is that model's.
+        """
+        if not faults:
+            raise ValueError("a storm needs at least one fault")
+        with self._lock:
+            self._storms[model] = itertools.cycle(faults)
+
+    def calm(self) -> None:
+        """End every storm."""
+        with self._lock:
+            self._storms.clear()
 
     def fault_for(self, model: str) -> Fault:
-        """The fault of one request; call it once per request, since flaky models count them."""
-        slow = _SLOW.search(model)
-        flaky = _FLAKY.search(model)
-        error_status = None
-        if flaky:
-            self._flaky_requests[model] += 1
-            if self._flaky_requests[model] <= int(flaky[2]):
-                error_status = int(flaky[1])
-        return Fault(int(slow[1]) / 1000 if slow else 0.0, error_status, _DROP in model)
+        """The fault of one request; call it once per request, since storms and flaky models count them."""
+        with self._lock:
+            storm = self._storms.get(model) or self._storms.get(None)
+            if storm is not None:
+                return next(storm)
+            slow = _SLOW.search(model)
+            flaky = _FLAKY.search(model)
+            error_status = None
+            if flaky:
+                self._flaky_requests[model] += 1
+                if self._flaky_requests[model] <= int(flaky[2]):
+                    error_status = int(flaky[1])
+        return Fault(int(slow[1]) / 1000 if slow else 0.0, error_status, drop=_DROP in model)
 
 
 async def sleep_unless_hung_up(seconds: float, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:

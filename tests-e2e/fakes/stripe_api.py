@@ -8,6 +8,9 @@ one test-only route standing in for the customer paying on Stripe's hosted page:
 `POST /_fake/checkout/sessions/{id}/complete` attaches a test card, subscribes the
 customer to the session's price (through localstripe, which then fires
 `customer.subscription.created` and `invoice.paid` webhooks) and completes the session.
+The hosted pages a browser is sent to are there too, as plain HTML: the Checkout page
+(`url` of a session; its Pay button does what the route above does, then redirects to the
+session's success_url as Stripe does) and the customer portal (a link back to return_url).
 
 Run it with `python -m fakes.stripe_api --port N` (it binds 127.0.0.1); tests use `StripeFake`.
 """
@@ -15,6 +18,7 @@ Run it with `python -m fakes.stripe_api --port N` (it binds 127.0.0.1); tests us
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import subprocess
 import sys
@@ -193,12 +197,49 @@ def serve(port: int) -> None:  # pragma: no cover - runs in the subprocess
             self.return_url = return_url
             self.url = f"{base_url}/p/session/{self.id}"
 
+    def hosted_page(title: str, body: str) -> web.Response:
+        return web.Response(
+            text=f"<!doctype html><html><head><title>{html.escape(title)}</title>"
+            # No favicon request: it would be one more call without a key.
+            f'<link rel="icon" href="data:,"></head><body>{body}</body></html>',
+            content_type="text/html",
+        )
+
+    async def checkout_page(request: web.Request) -> web.Response:
+        session = CheckoutSession._api_retrieve(request.match_info["id"])
+        return hosted_page(
+            "Stripe Checkout (fake)",
+            f"<h1>Subscribe to {html.escape(session._price)}</h1>"
+            f'<form method="post"><button type="submit" id="pay">Pay</button></form>'
+            f'<a href="{html.escape(session.cancel_url or "")}" id="cancel">Cancel</a>',
+        )
+
+    async def checkout_pay(request: web.Request) -> web.Response:
+        session = CheckoutSession._api_complete(request.match_info["id"])
+        raise web.HTTPSeeOther(session.success_url.replace("{CHECKOUT_SESSION_ID}", session.id))
+
+    async def portal_page(request: web.Request) -> web.Response:
+        session = PortalSession._api_retrieve(request.match_info["id"])
+        back = html.escape(session.return_url or "")
+        return hosted_page("Customer portal (fake)", f'<h1>Your subscription</h1><a href="{back}" id="back">Return</a>')
+
+    @web.middleware
+    async def hosted_pages_need_no_key(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Stripe serves its hosted pages to the customer's browser, which holds no API key."""
+        if request.path.startswith(("/c/pay/", "/p/session/")):
+            request = request.clone(headers={**request.headers, "Authorization": f"Bearer {SECRET_KEY}"})
+        return await handler(request)
+
     base_url = f"http://127.0.0.1:{port}"
     app = server.app
+    app.middlewares.insert(0, hosted_pages_need_no_key)
     app.router.add_post("/v1/checkout/sessions", server.api_create(CheckoutSession, ""))
     app.router.add_get("/v1/checkout/sessions/{id}", server.api_retrieve(CheckoutSession, ""))
     app.router.add_post("/v1/billing_portal/sessions", server.api_create(PortalSession, ""))
     app.router.add_post("/_fake/checkout/sessions/{id}/complete", server.api_extra(CheckoutSession._api_complete, ""))
+    app.router.add_get("/c/pay/{id}", checkout_page)
+    app.router.add_post("/c/pay/{id}", checkout_pay)
+    app.router.add_get("/p/session/{id}", portal_page)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI
-from fakes.scenario import Conversation, Turn, decide, json_fragments, text_fragments
+from fakes.scenario import Conversation, Fault, Turn, decide, json_fragments, text_fragments
 from fakes.serve import BackgroundServer
 
 OPENAI_KEY = "sk-fake-openai"
@@ -867,3 +867,58 @@ def test_a_broken_stream_drops_the_connection_after_some_text(
         for piece in r.iter_bytes():
             received += piece
     assert b"echo:" in received and b"three" not in received
+
+
+# --- Storms ------------------------------------------------------------------------------------
+
+
+def _post_any(provider: str, url: str, model: str, stream: bool = False) -> httpx.Response:
+    """One request in the provider's wire format, with the model in the body or (Bedrock) the path."""
+    if provider == "openai":
+        return _post_openai(url, {"model": model, "messages": [_user("a b c d e f")], "stream": stream})
+    if provider == "anthropic":
+        body = {"model": model, "max_tokens": 50, "messages": [_user("a b c d e f")], "stream": stream}
+        return _post_anthropic(url, body)
+    operation = "converse-stream" if stream else "converse"
+    body = {"messages": [{"role": "user", "content": [{"text": "a b c d e f"}]}]}
+    return httpx.post(
+        f"{url}/model/{model}/{operation}", json=body, headers={"authorization": f"Bearer {BEDROCK_BEARER}"}
+    )
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "bedrock"])
+def test_a_storm_answers_its_faults_in_turn_in_the_providers_shape_until_calmed(
+    provider: str, request: pytest.FixtureRequest
+) -> None:
+    fake, url = request.getfixturevalue(f"fake_{provider}")
+    fake.faults.storm([Fault(error_status=429, retry_after=None), Fault(error_status=429, retry_after=3)])
+    try:
+        without, with_retry_after = _post_any(provider, url, "m"), _post_any(provider, url, "other")
+        fake.faults.storm([Fault(error_status=529), Fault(error_status=502)])
+        overloaded, bad_gateway = _post_any(provider, url, "m"), _post_any(provider, url, "m")
+        fake.faults.storm([Fault(stream_fault="error")], "only-this-one")
+        again = _post_any(provider, url, "m")  # round and round; a storm on one model spares the others
+    finally:
+        fake.faults.calm()
+    assert (without.status_code, with_retry_after.status_code) == (429, 429)
+    assert "retry-after" not in without.headers and with_retry_after.headers["retry-after"] == "3"
+    assert (overloaded.status_code, bad_gateway.status_code, again.status_code) == (529, 502, 529)
+    # Each in its provider's error shape.
+    error_key = {"openai": "error", "anthropic": "error", "bedrock": "message"}[provider]
+    assert all(error_key in r.json() for r in (without, overloaded, bad_gateway))
+    assert _post_any(provider, url, "m").status_code == 200
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "bedrock"])
+def test_a_storm_of_resets_mid_stream_cuts_the_stream_after_its_first_bytes(
+    provider: str, request: pytest.FixtureRequest
+) -> None:
+    fake, url = request.getfixturevalue(f"fake_{provider}")
+    fake.faults.storm([Fault(stream_fault="broken")], "m")
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            _post_any(provider, url, "m", stream=True)
+        whole = _post_any(provider, url, "m")  # an answer that is not a stream has nothing to break
+    finally:
+        fake.faults.calm()
+    assert whole.status_code == 200

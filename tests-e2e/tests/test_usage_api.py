@@ -162,6 +162,8 @@ async def test_sessions_and_the_request_log_with_filters(stack: Any, traffic: di
         assert len((await api.get("/v1/account/requests?model=gpt-4o-mini")).json()["data"]) == 4
         assert len((await api.get(f"/v1/account/requests?session_id={SESSION}")).json()["data"]) == 3
         assert (await api.get("/v1/account/requests?since=2999-01-01T00:00:00Z")).json()["data"] == []
+        assert len((await api.get("/v1/account/requests?ingress=openai")).json()["data"]) == 5
+        assert (await api.get("/v1/account/requests?ingress=anthropic")).json()["data"] == []
         one = (await api.get(f"/v1/account/requests/{failed[0]['request_id']}")).json()
         assert one["error"] and one["cost_usd"] == 0
 

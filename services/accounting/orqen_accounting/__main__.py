@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -14,6 +15,7 @@ import grpc
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
+from orqen_accounting.owners import EmailTakenError, OwnerRepository
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.retention import Retention
 from orqen_accounting.routing_stats import RoutingStats
@@ -33,12 +35,18 @@ SCHEMA = "accounting"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-async def bootstrap_key(repo: AccountingRepository, settings: AccountingSettings) -> None:
-    """Create the configured bootstrap account and key; safe to repeat on every start."""
-    if settings.bootstrap_api_key is None:
+async def bootstrap_key(repo: AccountingRepository, owners: OwnerRepository, settings: AccountingSettings) -> None:
+    """Create the configured bootstrap account, its key and its first dashboard owner; safe to repeat
+    on every start (an owner who exists already keeps the password it has now)."""
+    email, password = settings.bootstrap_owner_email, settings.bootstrap_owner_password
+    if settings.bootstrap_api_key is None and (email is None or password is None):
         return
     account = await repo.ensure_account(settings.bootstrap_account)
-    await repo.create_key(account["id"], "bootstrap", settings.bootstrap_api_key.get_secret_value())
+    if settings.bootstrap_api_key is not None:
+        await repo.create_key(account["id"], "bootstrap", settings.bootstrap_api_key.get_secret_value())
+    if email is not None and password is not None:
+        with contextlib.suppress(EmailTakenError):
+            await owners.create(account["id"], email, password.get_secret_value())
 
 
 async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceParts:
@@ -48,7 +56,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
     stack.push_async_callback(pool.close)
     repo = AccountingRepository(pool)
     redis = open_redis(stack, settings.redis_url)
-    await bootstrap_key(repo, settings)
+    await bootstrap_key(repo, OwnerRepository(pool), settings)
     consumer = DurableConsumer(
         settings.nats_url,
         EventNames(settings.nats_prefix),

@@ -71,6 +71,7 @@ class RequestFilter:
     model: str = ""  # the model requested or the one that answered
     status: str = ""  # "success" (< 400), "error" (>= 400) or one HTTP status code
     session_id: str = ""
+    ingress: str = ""  # the SDK shape the caller used: "openai", "anthropic", "bedrock", "proxy/..."
     since: dt.datetime | None = None  # created_at >= since
     until: dt.datetime | None = None  # created_at < until
 
@@ -304,6 +305,8 @@ class AccountingRepository:
             conditions.append(f"status = {arg(int(where.status))}")
         if where.session_id:
             conditions.append(f"session_id = {arg(where.session_id)}")
+        if where.ingress:
+            conditions.append(f"ingress = {arg(where.ingress)}")
         if where.since is not None:
             conditions.append(f"created_at >= {arg(where.since)}")
         if where.until is not None:

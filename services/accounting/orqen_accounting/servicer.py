@@ -16,10 +16,14 @@ from redis.exceptions import RedisError
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, usage_pb2
 from orqen_accounting.ledger_record import request_message
 from orqen_accounting.owners import (
+    MAX_INVITE_TOKEN,
     MAX_PASSWORD,
     EmailTakenError,
+    LastOwnerError,
     Owner,
     OwnerRepository,
+    UnknownInviterError,
+    WrongPasswordError,
     checked_email,
     checked_password,
 )
@@ -389,6 +393,85 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             raise OrqenError.of(grpc.StatusCode.UNAUTHENTICATED, "Wrong email or password.")
         return _owner_message(owner)
 
+    async def ListOwners(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ListOwnersResponse:
+        require_service()
+        account_id = checked_uuid(request.account_id, "account_id")
+        owners = await self._owners.of_account(account_id)
+        if not owners:
+            await self._require_account(account_id)
+        return accounting_pb2.ListOwnersResponse(owners=[_owner_message(o) for o in owners])
+
+    async def CreateOwnerInvite(
+        self, request: accounting_pb2.CreateOwnerInviteRequest, context: ServicerContext
+    ) -> accounting_pb2.OwnerInvite:
+        require_service()
+        account_id = checked_uuid(request.account_id, "account_id")
+        inviter = (
+            checked_uuid(request.invited_by_owner_id, "invited_by_owner_id") if request.invited_by_owner_id else None
+        )
+        await self._require_account(account_id)
+        try:
+            invite = await self._owners.create_invite(account_id, inviter)
+        except UnknownInviterError:
+            raise not_found(f"No owner {inviter} in this account.") from None
+        return accounting_pb2.OwnerInvite(
+            id=invite.id, account_id=invite.account_id, token=invite.token, expires_at=_timestamp(invite.expires_at)
+        )
+
+    async def AcceptOwnerInvite(
+        self, request: accounting_pb2.AcceptOwnerInviteRequest, context: ServicerContext
+    ) -> accounting_pb2.Owner:
+        require_service()
+        email, password = checked_email(request.email), checked_password(request.password)
+        owner = None
+        if 0 < len(request.token) <= MAX_INVITE_TOKEN:
+            try:
+                owner = await self._owners.accept_invite(request.token, email, password)
+            except EmailTakenError:
+                raise OrqenError.of(
+                    grpc.StatusCode.ALREADY_EXISTS, "An owner with this email already exists."
+                ) from None
+        if owner is None:
+            # One answer for every unusable link: it tells nothing about which tokens ever existed.
+            raise not_found("This sign-up link is unknown, already used or expired; ask an owner for a new one.")
+        return _owner_message(owner)
+
+    async def RemoveOwner(self, request: accounting_pb2.OwnerRef, context: ServicerContext) -> accounting_pb2.Owner:
+        require_service()
+        account_id = checked_uuid(request.account_id, "account_id")
+        owner_id = checked_uuid(request.owner_id, "owner_id")
+        try:
+            owner = await self._owners.remove(account_id, owner_id)
+        except LastOwnerError:
+            raise OrqenError.of(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "This is the account's last owner: add another owner before removing this one.",
+            ) from None
+        if owner is None:
+            # The same answer for another account's owner as for none: ids reveal nothing.
+            raise not_found(f"No owner {owner_id} in this account.")
+        return _owner_message(owner)
+
+    async def ChangeOwnerPassword(
+        self, request: accounting_pb2.ChangeOwnerPasswordRequest, context: ServicerContext
+    ) -> accounting_pb2.Owner:
+        require_service()
+        account_id = checked_uuid(request.account_id, "account_id")
+        owner_id = checked_uuid(request.owner_id, "owner_id")
+        new_password = checked_password(request.new_password)
+        wrong = OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "The current password is wrong.")
+        if not 0 < len(request.old_password) <= MAX_PASSWORD:
+            raise wrong
+        try:
+            owner = await self._owners.change_password(account_id, owner_id, request.old_password, new_password)
+        except WrongPasswordError:
+            raise wrong from None
+        if owner is None:
+            raise not_found(f"No owner {owner_id} in this account.")
+        return _owner_message(owner)
+
     async def _of_account(self, account_id: str, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         """The account's rows; none is only an answer for an account that exists."""
         if not rows:
@@ -430,6 +513,7 @@ def _filter(request: accounting_pb2.ListRequestsRequest) -> RequestFilter:
         model=request.model,
         status=request.status,
         session_id=request.session_id,
+        ingress=request.ingress,
         since=request.since.ToDatetime(tzinfo=dt.UTC) if request.HasField("since") else None,
         until=request.until.ToDatetime(tzinfo=dt.UTC) if request.HasField("until") else None,
     )

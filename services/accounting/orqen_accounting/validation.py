@@ -12,10 +12,10 @@ import uuid
 from orqen.v1 import accounting_pb2
 from orqen_accounting.repository import Preferences, SealedCredentialFields
 from orqen_common.errors import invalid_request
+from orqen_common.routing_modes import ROUTING_MODES
 
 PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 AUTH_KINDS = ("api_key", "iam", "bearer")
-ROUTING_MODES = ("auto", "semantic", "keyword", "passthrough")
 MAX_FALLBACK_MODELS = 10
 MAX_MODEL_NAME = 200
 MAX_LAST4 = 4

@@ -62,6 +62,7 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
             settings.accounting_addr,
             settings.internal_token.get_secret_value(),
             settings.auth_cache_ttl_seconds,
+            settings.auth_cache_stale_seconds,
         ),
         background=[consumer.run],
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 import grpc
 import orjson
@@ -23,6 +25,8 @@ from orqen_common.grpc_client import open_channel
 API_KEY_PREFIX = "sk-orq-"
 # Unknown keys are remembered briefly so a flood of bad keys does not reach Postgres.
 _NEGATIVE_TTL_SECONDS = 5
+# Accounting cannot answer (down, restarting, overloaded): a cached verdict may stand in.
+_ACCOUNTING_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +64,11 @@ class ApiKeyAuthenticator:
     Redis is only a cache: when it is down, every lookup goes to accounting. An entry is
     believed only when its seal (orqen_common.cache.AuthCacheKeys) is this key's; any other
     entry counts as a miss, so writing to Redis is not a way to mint keys.
+
+    A verdict is fresh for `ttl_seconds`; after that accounting is asked again, but while
+    accounting is unavailable (restarting) a verdict up to `stale_seconds` older still holds,
+    so chat with a known key keeps working through an accounting restart. A revoked key's entry
+    is deleted at once by accounting, so no stale verdict outlives a revocation.
     """
 
     def __init__(
@@ -68,10 +77,12 @@ class ApiKeyAuthenticator:
         accounting: accounting_pb2_grpc.AccountingStub,
         ttl_seconds: int,
         cache_keys: AuthCacheKeys,
+        stale_seconds: int = 0,
     ) -> None:
         self._redis = redis
         self._accounting = accounting
         self._ttl = ttl_seconds
+        self._stale = stale_seconds
         self._keys = cache_keys
 
     async def __call__(self, plaintext: str) -> Principal | None:
@@ -79,12 +90,10 @@ class ApiKeyAuthenticator:
             return None
         key_hash = hash_api_key(plaintext)
         cache_key = self._keys.name(key_hash)
-        cached = await self._cache_get(cache_key)
-        if cached is not None:
-            payload = self._keys.unseal(key_hash, cached)
-            if payload is not None:
-                return _principal_from_cache(payload)
-            log.warning("auth cache entry not sealed for this key; ignored and verified with accounting")
+        cached = await self._cached(key_hash, cache_key)
+        age = time.time() - cached.verified_at if cached is not None else float("inf")
+        if cached is not None and age < self._ttl:
+            return cached.principal
         try:
             found: accounting_pb2.AuthenticateResponse = await self._accounting.Authenticate(  # type: ignore[misc]
                 accounting_pb2.AuthenticateRequest(key_hash=key_hash), timeout=5
@@ -93,6 +102,9 @@ class ApiKeyAuthenticator:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 await self._cache_set(cache_key, self._keys.seal(key_hash, b"{}"), _NEGATIVE_TTL_SECONDS)
                 return None
+            if cached is not None and age < self._ttl + self._stale and err.code() in _ACCOUNTING_AWAY:
+                log.warning("accounting unavailable; using the key's last verdict", verified_at=cached.verified_at)
+                return cached.principal
             raise from_rpc_error(err, "accounting") from None
         principal = Principal(
             kind="api_key",
@@ -100,9 +112,27 @@ class ApiKeyAuthenticator:
             api_key_id=found.api_key_id,
             account_name=found.account_name,
         )
-        payload = orjson.dumps({"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name})
-        await self._cache_set(cache_key, self._keys.seal(key_hash, payload), self._ttl)
+        payload = orjson.dumps(
+            {"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name, "t": time.time()}
+        )
+        await self._cache_set(cache_key, self._keys.seal(key_hash, payload), self._ttl + self._stale)
         return principal
+
+    async def _cached(self, key_hash: str, cache_key: str) -> _Verdict | None:
+        """The cached verdict on a key, fresh or not; None when there is none this service sealed."""
+        stored = await self._cache_get(cache_key)
+        if stored is None:
+            return None
+        payload = self._keys.unseal(key_hash, stored)
+        if payload is None:
+            log.warning("auth cache entry not sealed for this key; ignored and verified with accounting")
+            return None
+        data = orjson.loads(payload)
+        if not data:  # a key accounting does not know, remembered briefly
+            return _Verdict(None, time.time())
+        principal = Principal(kind="api_key", account_id=data["a"], api_key_id=data["k"], account_name=data["n"])
+        # Entries written before verdicts carried their time expire within the TTL anyway: fresh.
+        return _Verdict(principal, data.get("t", time.time()))
 
     async def _cache_get(self, key: str) -> bytes | None:
         try:
@@ -119,11 +149,12 @@ class ApiKeyAuthenticator:
             log.warning("auth cache unavailable", error=str(err))
 
 
-def _principal_from_cache(raw: bytes) -> Principal | None:
-    data = orjson.loads(raw)
-    if not data:
-        return None
-    return Principal(kind="api_key", account_id=data["a"], api_key_id=data["k"], account_name=data["n"])
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What the auth cache says about a key (None: unknown to accounting), and when accounting said it."""
+
+    principal: Principal | None
+    verified_at: float
 
 
 async def authenticate_bearer(
@@ -138,9 +169,9 @@ async def authenticate_bearer(
 
 
 def open_key_verifier(
-    stack: AsyncExitStack, redis: Redis, accounting_addr: str, token: str, ttl: int
+    stack: AsyncExitStack, redis: Redis, accounting_addr: str, token: str, ttl: int, stale: int
 ) -> ApiKeyAuthenticator:
     """An API-key verifier for a service other than accounting; its channel closes with `stack`."""
     channel = open_channel(accounting_addr, token)
     stack.push_async_callback(channel.close)
-    return ApiKeyAuthenticator(redis, accounting_pb2_grpc.AccountingStub(channel), ttl, AuthCacheKeys(token))
+    return ApiKeyAuthenticator(redis, accounting_pb2_grpc.AccountingStub(channel), ttl, AuthCacheKeys(token), stale)

@@ -85,6 +85,8 @@ class OrqenError(Exception):
 
     `http_status` overrides the kind's status when it is more precise (413, 415).
     `retry_after` is carried to the caller's Retry-After header.
+    `detail` is a serialized message for the calling service, never for the caller: what the
+    failed call still has to report (dispatch: the DispatchSummary with every attempt made).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class OrqenError(Exception):
         http_status: int | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        detail: bytes | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -102,6 +105,7 @@ class OrqenError(Exception):
         self.http_status = http_status or kind.http_status
         self.retry_after = retry_after
         self.code = code
+        self.detail = detail
 
     @classmethod
     def of(cls, code: grpc.StatusCode, message: str, **kw: object) -> OrqenError:
@@ -127,12 +131,15 @@ def unavailable(message: str) -> OrqenError:
 # gRPC trailing metadata that carries what the status code alone loses.
 HTTP_STATUS_METADATA = "x-orqen-http-status"
 RETRY_AFTER_METADATA = "retry-after"
+DETAIL_METADATA = "x-orqen-detail-bin"  # binary: gRPC metadata keys ending in -bin carry bytes
 
 
 def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> OrqenError:
     """Turn a failed call to `service` back into an OrqenError for the edge to render."""
     code = err.code()
-    trailers = {k: v for k, v in (err.trailing_metadata() or ()) if isinstance(v, str)}
+    metadata = list(err.trailing_metadata() or ())
+    trailers = {k: v for k, v in metadata if isinstance(v, str)}
+    detail = next((v for k, v in metadata if k == DETAIL_METADATA and isinstance(v, bytes)), None)
     http_status = int(trailers[HTTP_STATUS_METADATA]) if HTTP_STATUS_METADATA in trailers else None
     retry_after = float(trailers[RETRY_AFTER_METADATA]) if RETRY_AFTER_METADATA in trailers else None
     if http_status is None:
@@ -144,4 +151,4 @@ def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> OrqenError:
                 INTERNAL, f"The {service} service refused Orqen's internal credentials; check ORQEN_INTERNAL_TOKEN."
             )
     message = err.details() or code.name.lower()
-    return OrqenError(kind_for_grpc(code), message, http_status=http_status, retry_after=retry_after)
+    return OrqenError(kind_for_grpc(code), message, http_status=http_status, retry_after=retry_after, detail=detail)

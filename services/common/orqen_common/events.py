@@ -94,6 +94,8 @@ class _Pending:
     subject: str
     payload: bytes
     msg_id: str
+    # Done once JetStream has stored the event; cancelled when the event was dropped.
+    stored: asyncio.Future[None]
 
 
 class EventPublisher:
@@ -102,6 +104,11 @@ class EventPublisher:
     Events go into a bounded buffer; one task publishes them in order and retries
     while NATS is unreachable. When the buffer is full the event is dropped, counted
     in `orqen_events_dropped_total` and logged, never silently.
+
+    A caller that must not answer before its event is safe (the edge, before the last byte
+    of an answer) waits with `stored`: while NATS is healthy that is one JetStream ack, so a
+    process killed right after answering loses no record; while it is not, nobody waits and
+    the buffer carries the events until NATS is back.
     """
 
     def __init__(self, url: str, names: EventNames, client_name: str, max_buffer: int = 10_000) -> None:
@@ -111,6 +118,8 @@ class EventPublisher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_buffer)
         self._nc: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None
+        # Whether the last publish (or connect) succeeded: only then is waiting for a store worth it.
+        self._healthy = False
 
     @property
     def connected(self) -> bool:
@@ -134,14 +143,28 @@ class EventPublisher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-publisher")
 
-    def publish(self, name: str, payload: bytes, msg_id: str) -> None:
+    def publish(self, name: str, payload: bytes, msg_id: str) -> asyncio.Future[None]:
+        """Buffer an event; the future is done once JetStream has stored it (see `stored`)."""
         subject = self._names.subject(name)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Pending(subject, payload, msg_id))
+            self._queue.put_nowait(_Pending(subject, payload, msg_id, stored))
         except asyncio.QueueFull:
+            stored.cancel()
             metrics.EVENTS_DROPPED.labels(subject).inc()
             log.error("event buffer full, event dropped", subject=subject, msg_id=msg_id)
         metrics.EVENT_BUFFER_DEPTH.set(self._queue.qsize())
+        return stored
+
+    async def stored(self, event: asyncio.Future[None], within: float) -> bool:
+        """Wait up to `within` seconds until JetStream has stored `event` (what `publish` returned).
+
+        Returns at once while NATS is failing: the event stays buffered and is published once
+        NATS is back, and waiting would only slow every answer by `within`. True when stored.
+        """
+        if self._healthy and not event.done():
+            await asyncio.wait({event}, timeout=within)
+        return event.done() and not event.cancelled()
 
     async def _run(self) -> None:
         backoff = 0.2
@@ -150,6 +173,7 @@ class EventPublisher:
                 if self._nc is None:
                     self._nc = await connect(self._url, self._client_name)
                     await ensure_stream(self._nc.jetstream(), self._names)
+                    self._healthy = True
                 js = self._nc.jetstream()
                 item = await self._queue.get()
                 while True:
@@ -157,16 +181,21 @@ class EventPublisher:
                         await js.publish(item.subject, item.payload, timeout=5, headers={MSG_ID_HEADER: item.msg_id})
                         break
                     except (TimeoutError, nats.errors.Error) as err:
+                        self._healthy = False
                         log.warning("event publish failed, retrying", subject=item.subject, error=repr(err))
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
                 backoff = 0.2
+                self._healthy = True
+                if not item.stored.done():
+                    item.stored.set_result(None)
                 metrics.EVENTS_PUBLISHED.labels(item.subject).inc()
                 metrics.EVENT_BUFFER_DEPTH.set(self._queue.qsize())
                 self._queue.task_done()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # connection failures before the first success
+                self._healthy = False
                 log.warning("NATS unavailable, events are buffered", error=repr(err), buffered=self._queue.qsize())
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -19,7 +19,7 @@ from opentelemetry import propagate, trace
 from orqen_common import metrics
 from orqen_common.auth import ApiKeyVerifier, authenticate_bearer, bearer_token
 from orqen_common.context import REQUEST_ID_HEADER, bind_request_id, new_request_id, principal_var
-from orqen_common.errors import HTTP_STATUS_METADATA, RETRY_AFTER_METADATA, OrqenError
+from orqen_common.errors import DETAIL_METADATA, HTTP_STATUS_METADATA, RETRY_AFTER_METADATA, OrqenError
 from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
 from orqen_common.logging import configure_logging
 from orqen_common.settings import ServiceSettings, grpc_host, grpc_port
@@ -95,9 +95,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def _fail(self, context: ServicerContext, method: str, err: BaseException) -> None:
         if isinstance(err, OrqenError):
-            trailers: list[tuple[str, str]] = [(HTTP_STATUS_METADATA, str(err.http_status))]
+            trailers: list[tuple[str, str | bytes]] = [(HTTP_STATUS_METADATA, str(err.http_status))]
             if err.retry_after is not None:
                 trailers.append((RETRY_AFTER_METADATA, str(err.retry_after)))
+            if err.detail is not None:
+                trailers.append((DETAIL_METADATA, err.detail))
             context.set_trailing_metadata(tuple(trailers))
             await context.abort(err.kind.grpc_code, err.message)
         log.exception("unhandled error in gRPC handler", method=method)

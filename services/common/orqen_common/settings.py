@@ -56,6 +56,12 @@ class ServiceSettings(OrqenSettings):
     )
     grace_seconds: float = Field(10.0, description="How long shutdown waits for in-flight work.")
     auth_cache_ttl_seconds: int = Field(60, description="How long a verified API key stays cached in Redis.")
+    auth_cache_stale_seconds: int = Field(
+        3600,
+        ge=0,
+        description="How long past its TTL a cached key verdict still holds while accounting is unavailable "
+        "(restarting); 0: never. A revoked key's entry is deleted at once, so this never revives one.",
+    )
     account_config_ttl_seconds: float = Field(
         300.0,
         gt=0,

@@ -277,6 +277,11 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng
 
+    @property
+    def breakers(self) -> CircuitBreakers:
+        """The circuits this dispatcher keeps, one per upstream."""
+        return self._breakers
+
     async def complete(
         self, targets: Sequence[Target], chat: ChatRequest
     ) -> tuple[Completion, Target, list[AttemptRecord]]:

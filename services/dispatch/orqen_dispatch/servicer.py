@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import aclosing
 
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common.canonical import TokenUsage
 from orqen_common.catalogue import Catalogue
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
@@ -66,7 +67,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             completion, target, attempts = await self._dispatcher.complete(targets, chat)
         except DispatchFailedError as err:
             self._measure(targets, err.attempts)
-            raise as_orqen_error(err) from None
+            target, elapsed = err.target, ms_since(started)
+            failed = summary(target, target.model, TokenUsage(), err.status, elapsed, 0.0, err.attempts)
+            raise as_orqen_error(err, summary=failed) from None
         self._measure(targets, attempts)
         elapsed = ms_since(started)
         model = completion.body.model or target.model
@@ -93,10 +96,13 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                         ttft = ms_since(started)
                     model_used = chunk.model or model_used
                     yield dispatch_pb2.StreamEvent(chunk_json=encode(chunk))
-        except DispatchFailedError as err:
-            raise as_orqen_error(err) from None
-        except UpstreamError as err:  # after the first chunk: no retry, the caller has part of an answer
-            raise as_orqen_error(err, stream.target) from None
+        except UpstreamError as err:
+            # After the first chunk (not a DispatchFailedError) there is no retry: the caller has part of an answer.
+            target = err.target if isinstance(err, DispatchFailedError) else stream.target or targets[0]
+            failed = summary(
+                target, model_used or target.model, state.usage, err.status, ms_since(started), ttft, attempts
+            )
+            raise as_orqen_error(err, target, summary=failed) from None
         finally:
             self._measure(targets, attempts)
         target = stream.target or targets[0]
@@ -126,6 +132,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         config = await self._configs.get(account_scope(request.account_id))
         stats = await self._measured()
         models = self._chooser.list_models(self._connected(config), config.disabled_models, stats)
+        for model in models:
+            if not model.id.startswith(ROUTING_PREFIX):
+                model.circuit = self._dispatcher.breakers.state(model.provider)
         return dispatch_pb2.ListModelsResponse(models=models, prices_as_of=self._catalogue.prices_as_of)
 
     def _connected(self, config: AccountConfig) -> frozenset[str]:

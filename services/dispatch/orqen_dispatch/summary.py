@@ -12,7 +12,10 @@ from orqen_dispatch.providers.base import UpstreamError
 from orqen_dispatch.resilience import AttemptRecord, DispatchFailedError, Target
 
 
-def as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenError:
+def as_orqen_error(
+    err: UpstreamError, target: Target | None = None, *, summary: dispatch_pb2.DispatchSummary | None = None
+) -> OrqenError:
+    """The error the edge renders for a provider's failure; `summary` (every attempt made) goes with it."""
     if isinstance(err, DispatchFailedError):
         target = err.target
     status = caller_status(err.status)
@@ -22,7 +25,26 @@ def as_orqen_error(err: UpstreamError, target: Target | None = None) -> OrqenErr
         f"{where} returned {err.status}: {err.message}",
         http_status=status,
         retry_after=err.retry_after,
+        detail=bounded_detail(summary) if summary is not None else None,
     )
+
+
+# gRPC fails a call whose metadata passes 8 KB, and the status message shares it: the summary
+# that goes with an error (a trailer) keeps to half of that, cutting its attempts' messages first.
+DETAIL_BYTES = 4096
+_ATTEMPT_ERROR_CHARS = 120
+
+
+def bounded_detail(summary: dispatch_pb2.DispatchSummary) -> bytes:
+    """The summary as the error's detail, at most DETAIL_BYTES: long messages cut, then middle attempts left out."""
+    detail = summary.SerializeToString()
+    if len(detail) <= DETAIL_BYTES:
+        return detail
+    for attempt in summary.attempts:
+        attempt.error = attempt.error[:_ATTEMPT_ERROR_CHARS]
+    while len(detail := summary.SerializeToString()) > DETAIL_BYTES and len(summary.attempts) > 2:
+        del summary.attempts[len(summary.attempts) // 2]  # the first and the last calls say the most
+    return detail
 
 
 def caller_status(upstream: int) -> int:

@@ -16,8 +16,8 @@ from orqen_common.errors import OrqenError
 class StreamedCall(Protocol):
     """The call a stream answers: it publishes its request event and spends its tokens."""
 
-    def record(self, status: int, error: str = "") -> None:
-        """Publish the request event (only the first time it is called)."""
+    def record(self, status: int, error: str = "") -> object:
+        """Publish the request event (only the first time it is called); what it returns is not used here."""
         ...
 
     async def charge_tokens(self) -> None:

@@ -16,6 +16,7 @@ import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -56,6 +57,7 @@ _WHEN = {
     401: "Missing or invalid credentials.",
     403: "An API key on a dashboard-session route, or a missing or wrong CSRF token.",
     404: "Unknown id (or another account's), model or route.",
+    409: "It exists already (an owner's email).",
     413: "Request body too large.",
     415: "Content-Type is not application/json.",
     429: "A rate limit, too many failed logins, or an upstream's 429.",
@@ -100,13 +102,27 @@ def json_body(body: type[msgspec.Struct]) -> type[Operation]:
     return type(f"{body.__name__}BodyOperation", (JsonBodyOperation,), {"body": body})
 
 
+# Swagger UI from the dashboard's vendored copy (swagger-ui-dist), never a CDN: /schema works air-gapped.
+_SWAGGER = "/dashboard/static/vendor/swagger-ui/"
+
+
 def config() -> OpenAPIConfig:
-    """The document's config; `add_body_schemas` completes it once the app exists."""
+    """The document's config; `add_body_schemas` completes it once the app exists.
+    /schema and /schema/swagger show Swagger UI; /schema/openapi.json is the document."""
     return OpenAPIConfig(
         title="Orqen",
         version="0.1.0",
         path="/schema",
         components=Components(security_schemes=_SECURITY_SCHEMES),
+        render_plugins=[
+            SwaggerRenderPlugin(
+                js_url=_SWAGGER + "swagger-ui-bundle.js",
+                css_url=_SWAGGER + "swagger-ui.css",
+                standalone_preset_js_url=_SWAGGER + "swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' type='image/png' href='{_SWAGGER}favicon-32x32.png'>",
+                path=["/", "/swagger"],
+            )
+        ],
     )
 
 

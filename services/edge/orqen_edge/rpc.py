@@ -175,14 +175,39 @@ class Downstream:
     # Accounting: keys, owners and credentials
 
     def api_key_authenticator(
-        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys
+        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys, stale_seconds: int
     ) -> ApiKeyAuthenticator:
         """Resolves callers' API keys through Redis, then accounting's Authenticate."""
-        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys)
+        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys, stale_seconds)
 
     async def verify_owner(self, email: str, password: str) -> accounting_pb2.Owner:
         request = accounting_pb2.VerifyOwnerRequest(email=email, password=password)
         return await _unary(_ACCOUNTING, self._accounting.VerifyOwner, request)
+
+    async def list_owners(self, account_id: str) -> accounting_pb2.ListOwnersResponse:
+        return await self._of_account(self._accounting.ListOwners, account_id)
+
+    async def create_owner_invite(self, account_id: str, invited_by_owner_id: str) -> accounting_pb2.OwnerInvite:
+        request = accounting_pb2.CreateOwnerInviteRequest(
+            account_id=account_id, invited_by_owner_id=invited_by_owner_id
+        )
+        return await _unary(_ACCOUNTING, self._accounting.CreateOwnerInvite, request)
+
+    async def accept_owner_invite(self, token: str, email: str, password: str) -> accounting_pb2.Owner:
+        request = accounting_pb2.AcceptOwnerInviteRequest(token=token, email=email, password=password)
+        return await _unary(_ACCOUNTING, self._accounting.AcceptOwnerInvite, request)
+
+    async def remove_owner(self, account_id: str, owner_id: str) -> accounting_pb2.Owner:
+        request = accounting_pb2.OwnerRef(account_id=account_id, owner_id=owner_id)
+        return await _unary(_ACCOUNTING, self._accounting.RemoveOwner, request)
+
+    async def change_owner_password(
+        self, account_id: str, owner_id: str, old_password: str, new_password: str
+    ) -> accounting_pb2.Owner:
+        request = accounting_pb2.ChangeOwnerPasswordRequest(
+            account_id=account_id, owner_id=owner_id, old_password=old_password, new_password=new_password
+        )
+        return await _unary(_ACCOUNTING, self._accounting.ChangeOwnerPassword, request)
 
     async def list_api_keys(self, account_id: str) -> accounting_pb2.ListApiKeysResponse:
         return await self._of_account(self._accounting.ListApiKeys, account_id)

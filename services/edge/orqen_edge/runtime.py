@@ -38,7 +38,10 @@ class Runtime:
         # Closed after the listeners stop, so events of in-flight requests still go out.
         stack.push_async_callback(publisher.close, settings.grace_seconds)
         authenticate = downstream.api_key_authenticator(
-            redis, settings.auth_cache_ttl_seconds, AuthCacheKeys(settings.internal_token.get_secret_value())
+            redis,
+            settings.auth_cache_ttl_seconds,
+            AuthCacheKeys(settings.internal_token.get_secret_value()),
+            settings.auth_cache_stale_seconds,
         )
         rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
         sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)

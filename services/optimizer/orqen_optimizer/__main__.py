@@ -60,7 +60,12 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
         register=register,
         service_names=[optimizer_pb2.DESCRIPTOR.services_by_name["Optimizer"].full_name],
         verify_api_key=open_key_verifier(
-            stack, redis, settings.accounting_addr, token, settings.auth_cache_ttl_seconds
+            stack,
+            redis,
+            settings.accounting_addr,
+            token,
+            settings.auth_cache_ttl_seconds,
+            settings.auth_cache_stale_seconds,
         ),
     )
 

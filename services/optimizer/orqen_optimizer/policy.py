@@ -14,9 +14,10 @@ from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
+from orqen_common.routing_modes import ROUTING_MODES
 
 AUTO, SEMANTIC, KEYWORD, PASSTHROUGH = "auto", "semantic", "keyword", "passthrough"
-MODES = (AUTO, SEMANTIC, KEYWORD, PASSTHROUGH)
+MODES = ROUTING_MODES
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ DEFAULT_ADDRS = {
     "accounting": "localhost:50053",
     "billing": "localhost:50054",
 }
+# The bootstrap account's first dashboard owner, unless ORQEN_BOOTSTRAP_OWNER_EMAIL names another.
+DEFAULT_OWNER_EMAIL = "owner@orqen.local"
 DEFAULT_METRICS_PORTS = {"optimizer": 9151, "dispatch": 9152, "accounting": 9153, "billing": 9154}
 
 
@@ -47,16 +49,28 @@ class StackInfo:
     tls_url: str
     cert_path: Path
     api_key: str
+    # The bootstrap account's first dashboard owner.
+    owner_email: str
+    owner_password: str
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.edge_url}/dashboard"
 
     def render(self, *, show_key: bool = True) -> str:
-        """What to print once the stack is up; without `show_key` (output bound for a log) the key stays out."""
+        """What to print once the stack is up; without `show_key` (output bound for a log) the key and
+        the owner's password stay out."""
         cert = self.cert_path
         if cert.is_relative_to(Path.cwd()):
             cert = cert.relative_to(Path.cwd())
-        key = self.api_key if show_key else "(kept out of logs: `make up` printed it; see ORQEN_HOME/secrets.json)"
+        kept = "(kept out of logs: `make up` printed it; see ORQEN_HOME/secrets.json)"
+        key, password = (self.api_key, self.owner_password) if show_key else (kept, kept)
         return "\n".join(
             [
                 "Orqen is up.",
+                f"  Dashboard  {self.dashboard_url}",
+                f"  Sign in    {self.owner_email}",
+                f"  Password   {password}   (generated at the first start; changed since? use yours)",
                 f"  API        {self.edge_url}",
                 f"  API (TLS)  {self.tls_url}   (dev certificate: {cert})",
                 f"  API key    {key}",
@@ -98,6 +112,11 @@ class StackConfig:
     def edge_tls_port(self) -> int:
         return int(self.env.get("ORQEN_EDGE_TLS_PORT", "8443"))
 
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard on the edge's HTTP port (the default of ORQEN_DASHBOARD_URL in the local stack)."""
+        return f"http://localhost:{self.edge_port}/dashboard"
+
     def addr(self, service: str) -> str:
         """The gRPC host:port of a service: `ORQEN_<SERVICE>_ADDR` or the default."""
         return self.env.get(f"ORQEN_{service.upper()}_ADDR", DEFAULT_ADDRS[service])
@@ -117,10 +136,16 @@ class StackConfig:
                 ports[f"{service} metrics"] = port
         return ports
 
+    @property
+    def owner_email(self) -> str:
+        return self.env.get("ORQEN_BOOTSTRAP_OWNER_EMAIL") or DEFAULT_OWNER_EMAIL
+
     def info(self, secrets: Secrets) -> StackInfo:
         return StackInfo(
             edge_url=f"http://localhost:{self.edge_port}",
             tls_url=f"https://localhost:{self.edge_tls_port}",
             cert_path=self.home.tls_cert(self.env),
             api_key=secrets.bootstrap_api_key,
+            owner_email=self.owner_email,
+            owner_password=secrets.bootstrap_owner_password,
         )

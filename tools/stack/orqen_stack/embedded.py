@@ -288,6 +288,7 @@ class EmbeddedPostgres(EmbeddedServer):
         self.pgdata = pgdata
         self.socket_dir = socket_dir
         self.port = port
+        self.database = database
         self.log_path = pgdata / "log"
         self.admin_url = socket_url(socket_dir, port, "postgres")
         self.url = socket_url(socket_dir, port, database)

@@ -26,6 +26,8 @@ class Secrets:
     bootstrap_api_key: str
     # The key ring that seals saved provider credentials ("key_id:base64 of 32 bytes").
     credentials_keys: str
+    # The password of the bootstrap account's first dashboard owner (accounting creates it once).
+    bootstrap_owner_password: str
 
 
 class Home:
@@ -107,6 +109,7 @@ class Home:
                 "internal_token": lambda: secrets.token_urlsafe(32),
                 "bootstrap_api_key": generate_api_key,
                 "credentials_keys": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+                "bootstrap_owner_password": lambda: secrets.token_urlsafe(18),
             }
             changed = False
             for name, make in missing.items():
@@ -125,6 +128,7 @@ class Home:
             internal_token=env.get("ORQEN_INTERNAL_TOKEN") or stored["internal_token"],
             bootstrap_api_key=env.get("ORQEN_BOOTSTRAP_API_KEY") or stored["bootstrap_api_key"],
             credentials_keys=env.get("ORQEN_CREDENTIALS_KEYS") or stored["credentials_keys"],
+            bootstrap_owner_password=env.get("ORQEN_BOOTSTRAP_OWNER_PASSWORD") or stored["bootstrap_owner_password"],
         )
 
     def stored_secret(self, name: str) -> str | None:

@@ -27,7 +27,14 @@ from pathlib import Path
 import httpx
 
 from orqen_stack.config import DEFAULT_ADDRS, STOP_ORDER, ServiceSpec, StackConfig, StackInfo
-from orqen_stack.embedded import EmbeddedServer, EmbeddedServerError, start_nats, start_postgres, start_redis
+from orqen_stack.embedded import (
+    EmbeddedPostgres,
+    EmbeddedServer,
+    EmbeddedServerError,
+    start_nats,
+    start_postgres,
+    start_redis,
+)
 from orqen_stack.procs import PRIVATE_UMASK, open_private_log, port_in_use, tail
 from orqen_stack.readyz import not_ready
 from orqen_stack.restarts import RestartBackoff
@@ -74,6 +81,28 @@ class Stack:
     def pids(self) -> dict[str, int]:
         """The process id of each running service (tests measure their memory)."""
         return {name: proc.pid for name, proc in self._procs.items() if proc.returncode is None}
+
+    def embedded(self, name: str) -> EmbeddedServer | None:
+        """The embedded server `name` ("postgres", "redis" or "nats") this stack started, if it did.
+
+        Fault runs pause it (its pid) or restart it under the running services.
+        """
+        return next((server for server in self._infra if server.name == name), None)
+
+    async def restart_embedded_postgres(self, down_for: float = 0.0) -> None:
+        """Stop the embedded Postgres, wait `down_for` seconds, start it again on the same data and socket.
+
+        The services keep their URL: the new server listens where the old one did.
+        """
+        old = self.embedded("postgres")
+        if not isinstance(old, EmbeddedPostgres):
+            raise StackError("this stack did not start an embedded Postgres")
+        say("restarting embedded postgres")
+        await asyncio.to_thread(old.stop)
+        await asyncio.sleep(down_for)
+        new = await asyncio.to_thread(start_postgres, old.pgdata, database=old.database, port=old.port)
+        self._infra[self._infra.index(old)] = new
+        say("embedded postgres is back")
 
     def request_stop(self) -> None:
         """Ask the stack to stop (safe from a signal handler); start() and wait() return soon after."""
@@ -147,9 +176,13 @@ class Stack:
                 "ORQEN_INTERNAL_TOKEN": secrets.internal_token,
                 "ORQEN_BOOTSTRAP_API_KEY": secrets.bootstrap_api_key,
                 "ORQEN_CREDENTIALS_KEYS": secrets.credentials_keys,
+                "ORQEN_BOOTSTRAP_OWNER_EMAIL": config.owner_email,
+                "ORQEN_BOOTSTRAP_OWNER_PASSWORD": secrets.bootstrap_owner_password,
                 "ORQEN_HOME": str(config.home.root),
                 "ORQEN_EDGE_PORT": str(config.edge_port),
                 "ORQEN_EDGE_TLS_PORT": str(config.edge_tls_port),
+                # Stripe sends the browser back to the dashboard's billing page of this very edge.
+                "ORQEN_DASHBOARD_URL": config.env.get("ORQEN_DASHBOARD_URL") or config.dashboard_url,
                 "PYTHONUNBUFFERED": "1",
                 **{f"ORQEN_{service.upper()}_ADDR": config.addr(service) for service in DEFAULT_ADDRS},
             }

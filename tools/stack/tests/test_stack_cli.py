@@ -520,15 +520,24 @@ def test_detached_stack_keeps_its_secrets_private_and_restarts_a_killed_service(
     supervisor_log = home / "logs" / "orqen.log"
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        key = json.loads((home / "secrets.json").read_text())["bootstrap_api_key"]
-        assert key in up.stdout  # the terminal that ran `make up` gets it; no log file does
+        stored = json.loads((home / "secrets.json").read_text())
+        key, password = stored["bootstrap_api_key"], stored["bootstrap_owner_password"]
+        # The terminal that ran `make up` gets them; no log file does.
+        assert key in up.stdout and password in up.stdout
+        assert f"Dashboard  http://localhost:{env['ORQEN_EDGE_PORT']}/dashboard" in up.stdout
         for _ in range(100):  # the supervisor announces itself just after the parent saw /readyz
             if "Orqen is up." in supervisor_log.read_text():
                 break
             time.sleep(0.1)
         assert "Orqen is up." in supervisor_log.read_text()
-        assert [log.name for log in (home / "logs").iterdir() if key in log.read_text(errors="replace")] == []
+        for secret in (key, password):
+            assert [log.name for log in (home / "logs").iterdir() if secret in log.read_text(errors="replace")] == []
         assert not_owner_only(home) == []
+        # A second `make up` finds the stack running and prints the same owner's password again.
+        again = subprocess.run(
+            [*cli, "up", "--detach"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert again.returncode == 0 and password in again.stdout
 
         killed = _started_pids(supervisor_log, "dispatch")[-1]
         os.kill(killed, signal.SIGKILL)
@@ -545,9 +554,15 @@ def test_detached_stack_keeps_its_secrets_private_and_restarts_a_killed_service(
             else:
                 raise AssertionError(f"dispatch did not come back:\n{supervisor_log.read_text()}")
             assert http.get("/v1/models").status_code == 200  # served by dispatch again
+            # The printed owner signs in to the dashboard of the bootstrap account.
+            login = httpx.post(
+                f"{edge}/v1/dashboard/login", json={"email": "owner@orqen.local", "password": password}, timeout=10
+            )
+            assert login.status_code == 200, login.text
         assert pid_alive(_started_pids(supervisor_log, "dispatch")[-1])
         assert "dispatch exited with code -9; restarting in 0.5 s (restart 1)" in supervisor_log.read_text()
     finally:
         down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=300, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
     assert key not in supervisor_log.read_text()
+    assert password not in supervisor_log.read_text()

@@ -8,9 +8,11 @@ import grpc
 import pytest
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, events_pb2
-from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
+from orqen_accounting.__main__ import MIGRATIONS, SCHEMA, bootstrap_key
+from orqen_accounting.owners import OwnerRepository
 from orqen_accounting.repository import AccountingRepository, KeyConflictError
 from orqen_accounting.servicer import verify_api_key_locally
+from orqen_accounting.settings import AccountingSettings
 from orqen_common.auth import hash_api_key
 from orqen_common.grpc_client import open_channel
 from orqen_common.migrations import upgrade_to_head
@@ -42,6 +44,24 @@ async def test_keys_are_stored_as_hashes_and_bootstrap_keys_are_idempotent(
     owner = await verify_api_key_locally(repo, "sk-orq-bootstrap-secret")
     assert owner is not None and owner.account_id == account["id"]
     assert await verify_api_key_locally(repo, "sk-orq-nope") is None
+
+
+async def test_the_bootstrap_owner_is_created_once_and_keeps_the_password_it_has(
+    repo: AccountingRepository, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owners = OwnerRepository(pool)
+    monkeypatch.setenv("ORQEN_INTERNAL_TOKEN", "t")
+    monkeypatch.setenv("ORQEN_BOOTSTRAP_OWNER_EMAIL", "Owner@Orqen.Local")
+    monkeypatch.setenv("ORQEN_BOOTSTRAP_OWNER_PASSWORD", "first generated password")
+    await bootstrap_key(repo, owners, AccountingSettings())
+    owner = await owners.verify("owner@orqen.local", "first generated password")
+    assert owner is not None and owner.account_id == (await repo.ensure_account("default"))["id"]
+    # A later start (another password configured, or the owner changed theirs) creates nothing new.
+    monkeypatch.setenv("ORQEN_BOOTSTRAP_OWNER_PASSWORD", "another password entirely")
+    await bootstrap_key(repo, owners, AccountingSettings())
+    assert await owners.verify("owner@orqen.local", "first generated password") is not None
+    assert await owners.verify("owner@orqen.local", "another password entirely") is None
+    assert await pool.fetchval("SELECT count(*) FROM owners") == 1
 
 
 async def test_a_redelivered_event_is_stored_once(

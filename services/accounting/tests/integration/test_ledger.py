@@ -49,11 +49,12 @@ def completed(
     forwarded: tuple[str, ...] = (),
     called: tuple[str, ...] = (),
     stream: bool = False,
+    ingress: str = "openai",
 ) -> events_pb2.RequestCompleted:
     at = MIDNIGHT - dt.timedelta(days=day_offset) + dt.timedelta(minutes=minute)
     return events_pb2.RequestCompleted(
         context=common_pb2.RequestContext(
-            request_id=f"req_{uuid.uuid4().hex}", account_id=account_id, session_id=session, ingress="openai"
+            request_id=f"req_{uuid.uuid4().hex}", account_id=account_id, session_id=session, ingress=ingress
         ),
         created_at=stamp(at),
         model_requested=model,
@@ -254,17 +255,20 @@ async def test_the_request_log_filters_by_model_status_session_and_time_and_page
     account_id = await new_account(repo)
     await seed_month(account_id, record)
     await record([completed(account_id, minute=10 + i, session="pages") for i in range(5)])
+    await record([completed(account_id, minute=20, model="claude-haiku-4-5", ingress="anthropic")])
 
     async def ids(**where: Any) -> list[tuple[str, int]]:
         async with connect() as accounting:
             found = await accounting.ListRequests(accounting_pb2.ListRequestsRequest(account_id=account_id, **where))
         return [(r.model_requested, r.status) for r in found.requests]
 
-    assert await ids(model="claude-haiku-4-5") == [("claude-haiku-4-5", 200)]
+    assert await ids(model="claude-haiku-4-5") == [("claude-haiku-4-5", 200)] * 2
+    assert await ids(ingress="anthropic") == [("claude-haiku-4-5", 200)]
+    assert await ids(ingress="anthropic", model="gpt-4o-mini") == []
     assert await ids(status="error") == [("gpt-4o-mini", 502)]
     assert await ids(status="502") == await ids(status="error")
-    assert len(await ids(status="success")) == 9
-    assert len(await ids(since=stamp(MIDNIGHT - dt.timedelta(days=1)))) == 9
+    assert len(await ids(status="success")) == 10
+    assert len(await ids(since=stamp(MIDNIGHT - dt.timedelta(days=1)))) == 10
     assert len(await ids(until=stamp(MIDNIGHT))) == 1
     seen, cursor = [], ""
     async with connect() as accounting:

@@ -181,6 +181,31 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.VerifyOwnerRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
                 _registered_method=True)
+        self.ListOwners = channel.unary_unary(
+                '/orqen.v1.Accounting/ListOwners',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ListOwnersResponse.FromString,
+                _registered_method=True)
+        self.CreateOwnerInvite = channel.unary_unary(
+                '/orqen.v1.Accounting/CreateOwnerInvite',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.CreateOwnerInviteRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.OwnerInvite.FromString,
+                _registered_method=True)
+        self.AcceptOwnerInvite = channel.unary_unary(
+                '/orqen.v1.Accounting/AcceptOwnerInvite',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AcceptOwnerInviteRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+                _registered_method=True)
+        self.RemoveOwner = channel.unary_unary(
+                '/orqen.v1.Accounting/RemoveOwner',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.OwnerRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+                _registered_method=True)
+        self.ChangeOwnerPassword = channel.unary_unary(
+                '/orqen.v1.Accounting/ChangeOwnerPassword',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.ChangeOwnerPasswordRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+                _registered_method=True)
 
 
 class AccountingServicer:
@@ -366,7 +391,8 @@ class AccountingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateOwner(self, request, context):
-        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only
+        (the edge acts for the signed-in owner's account).
         ALREADY_EXISTS when the email is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -376,6 +402,43 @@ class AccountingServicer:
     def VerifyOwner(self, request, context):
         """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
         password alike, so the answer does not tell which emails exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOwners(self, request, context):
+        """The account's owners, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateOwnerInvite(self, request, context):
+        """A one-time sign-up link's token for a new owner of the account; only its SHA-256 is stored,
+        so the token is in this answer only. It expires at `expires_at` or at its first use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptOwnerInvite(self, request, context):
+        """A new owner through an invitation's token; NOT_FOUND for an unknown, used or expired token
+        alike, ALREADY_EXISTS when the email is taken (the invitation stays usable then).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveOwner(self, request, context):
+        """Removes an owner of the account; FAILED_PRECONDITION when it is the last one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeOwnerPassword(self, request, context):
+        """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -527,6 +590,31 @@ def add_AccountingServicer_to_server(servicer, server):
             'VerifyOwner': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyOwner,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.VerifyOwnerRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
+            ),
+            'ListOwners': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOwners,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ListOwnersResponse.SerializeToString,
+            ),
+            'CreateOwnerInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOwnerInvite,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.CreateOwnerInviteRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.OwnerInvite.SerializeToString,
+            ),
+            'AcceptOwnerInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptOwnerInvite,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AcceptOwnerInviteRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
+            ),
+            'RemoveOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveOwner,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.OwnerRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
+            ),
+            'ChangeOwnerPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeOwnerPassword,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.ChangeOwnerPasswordRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
             ),
     }
@@ -1313,6 +1401,141 @@ class Accounting:
             target,
             '/orqen.v1.Accounting/VerifyOwner',
             orqen_dot_v1_dot_accounting__pb2.VerifyOwnerRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOwners(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListOwners',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ListOwnersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOwnerInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/CreateOwnerInvite',
+            orqen_dot_v1_dot_accounting__pb2.CreateOwnerInviteRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.OwnerInvite.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptOwnerInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/AcceptOwnerInvite',
+            orqen_dot_v1_dot_accounting__pb2.AcceptOwnerInviteRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/RemoveOwner',
+            orqen_dot_v1_dot_accounting__pb2.OwnerRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeOwnerPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ChangeOwnerPassword',
+            orqen_dot_v1_dot_accounting__pb2.ChangeOwnerPasswordRequest.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
             options,
             channel_credentials,

@@ -80,13 +80,28 @@ class AccountingStub:
     """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
     GetSession: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.GetSessionRequest, _usage_pb2.Session]
     CreateOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]
-    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only
+    (the edge acts for the signed-in owner's account).
     ALREADY_EXISTS when the email is taken.
     """
     VerifyOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.VerifyOwnerRequest, _accounting_pb2.Owner]
     """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
     password alike, so the answer does not tell which emails exist.
     """
+    ListOwners: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListOwnersResponse]
+    """The account's owners, oldest first."""
+    CreateOwnerInvite: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerInviteRequest, _accounting_pb2.OwnerInvite]
+    """A one-time sign-up link's token for a new owner of the account; only its SHA-256 is stored,
+    so the token is in this answer only. It expires at `expires_at` or at its first use.
+    """
+    AcceptOwnerInvite: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AcceptOwnerInviteRequest, _accounting_pb2.Owner]
+    """A new owner through an invitation's token; NOT_FOUND for an unknown, used or expired token
+    alike, ALREADY_EXISTS when the email is taken (the invitation stays usable then).
+    """
+    RemoveOwner: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.OwnerRef, _accounting_pb2.Owner]
+    """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
+    ChangeOwnerPassword: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ChangeOwnerPasswordRequest, _accounting_pb2.Owner]
+    """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -139,13 +154,28 @@ class AccountingAsyncStub(AccountingStub):
     """Conversations grouped by X-Orqen-Session-Id; their requests via ListRequests(session_id)."""
     GetSession: _aio.UnaryUnaryMultiCallable[_accounting_pb2.GetSessionRequest, _usage_pb2.Session]  # type: ignore[assignment]
     CreateOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
-    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+    """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only
+    (the edge acts for the signed-in owner's account).
     ALREADY_EXISTS when the email is taken.
     """
     VerifyOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.VerifyOwnerRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
     """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
     password alike, so the answer does not tell which emails exist.
     """
+    ListOwners: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListOwnersResponse]  # type: ignore[assignment]
+    """The account's owners, oldest first."""
+    CreateOwnerInvite: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CreateOwnerInviteRequest, _accounting_pb2.OwnerInvite]  # type: ignore[assignment]
+    """A one-time sign-up link's token for a new owner of the account; only its SHA-256 is stored,
+    so the token is in this answer only. It expires at `expires_at` or at its first use.
+    """
+    AcceptOwnerInvite: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AcceptOwnerInviteRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """A new owner through an invitation's token; NOT_FOUND for an unknown, used or expired token
+    alike, ALREADY_EXISTS when the email is taken (the invitation stays usable then).
+    """
+    RemoveOwner: _aio.UnaryUnaryMultiCallable[_accounting_pb2.OwnerRef, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
+    ChangeOwnerPassword: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ChangeOwnerPasswordRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
+    """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -363,7 +393,8 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.CreateOwnerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
-        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only.
+        """Dashboard owners (email + password, stored as an argon2id hash). Internal callers only
+        (the edge acts for the signed-in owner's account).
         ALREADY_EXISTS when the email is taken.
         """
 
@@ -376,5 +407,49 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         """The owner with this email and password; UNAUTHENTICATED for an unknown email or a wrong
         password alike, so the answer does not tell which emails exist.
         """
+
+    @_abc_1.abstractmethod
+    def ListOwners(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ListOwnersResponse, _abc.Awaitable[_accounting_pb2.ListOwnersResponse]]:
+        """The account's owners, oldest first."""
+
+    @_abc_1.abstractmethod
+    def CreateOwnerInvite(
+        self,
+        request: _accounting_pb2.CreateOwnerInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.OwnerInvite, _abc.Awaitable[_accounting_pb2.OwnerInvite]]:
+        """A one-time sign-up link's token for a new owner of the account; only its SHA-256 is stored,
+        so the token is in this answer only. It expires at `expires_at` or at its first use.
+        """
+
+    @_abc_1.abstractmethod
+    def AcceptOwnerInvite(
+        self,
+        request: _accounting_pb2.AcceptOwnerInviteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """A new owner through an invitation's token; NOT_FOUND for an unknown, used or expired token
+        alike, ALREADY_EXISTS when the email is taken (the invitation stays usable then).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveOwner(
+        self,
+        request: _accounting_pb2.OwnerRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
+
+    @_abc_1.abstractmethod
+    def ChangeOwnerPassword(
+        self,
+        request: _accounting_pb2.ChangeOwnerPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
+        """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -321,6 +321,7 @@ class ModelInfo(_message.Message):
     LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
+    CIRCUIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model string a caller sends ("gpt-4o-mini", "bedrock/…", "orqen/auto")."""
     provider: _builtins.str
@@ -335,6 +336,11 @@ class ModelInfo(_message.Message):
     """Dispatch's own measurements (EWMA); 0 when never called."""
     success_rate: _builtins.float
     calls: _builtins.int
+    circuit: _builtins.str
+    """The circuit breaker of the model's provider in the dispatch process that answered:
+    "closed" (calls go through), "open" (calls are skipped for a cooldown) or "half-open"
+    (one trial call decides); empty for routing strings.
+    """
     def __init__(
         self,
         *,
@@ -348,10 +354,11 @@ class ModelInfo(_message.Message):
         latency_p50_ms: _builtins.float = ...,
         success_rate: _builtins.float = ...,
         calls: _builtins.int = ...,
+        circuit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "latency_p50_ms", b"latency_p50_ms", "output_price", b"output_price", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "circuit", b"circuit", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "latency_p50_ms", b"latency_p50_ms", "output_price", b"output_price", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

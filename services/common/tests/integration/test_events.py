@@ -250,3 +250,35 @@ async def test_a_batch_is_held_while_its_store_is_unavailable_and_never_parked(
         await asyncio.wait_for(task, 10)
         await nc.close()
     assert sorted(store.stored) == payloads
+
+
+async def test_a_caller_can_wait_until_jetstream_has_stored_its_event(
+    orqen_nats_url: str, orqen_nats_prefix: str
+) -> None:
+    """What the edge does before an answer's last byte: once `stored` is true the event survives the edge."""
+    names = EventNames(orqen_nats_prefix)
+    publisher = EventPublisher(orqen_nats_url, names, "test")
+    publisher.start()
+    nc = await nats.connect(orqen_nats_url)
+    try:
+        first = publisher.publish("thing.happened", b"first", "req-first")
+        await _until(first.done)
+        event = publisher.publish("thing.happened", b"kept", "req-kept")
+        assert await publisher.stored(event, within=30)
+        info = await nc.jetstream().stream_info(names.stream)
+        assert info.state.messages == 2  # in JetStream, not only in the publisher's buffer
+    finally:
+        await nc.close()
+        await publisher.close(grace=5)
+
+
+async def test_nobody_waits_for_a_store_while_nats_is_away() -> None:
+    """With NATS unreachable the event stays buffered and the caller goes on (answers are not held up)."""
+    publisher = EventPublisher(f"nats://127.0.0.1:{_free_port()}", EventNames("away"), "test")
+    publisher.start()
+    try:
+        event = publisher.publish("thing.happened", b"later", "req-later")
+        # A publisher that waited here would wait for the whole hour.
+        assert not await asyncio.wait_for(publisher.stored(event, within=3600), timeout=60)
+    finally:
+        await publisher.close(grace=0.1)

@@ -24,6 +24,8 @@ from orqen_common.healthcheck import health_status
 from orqen_stack.procs import free_port
 
 TOKEN = "internal-test-token"
+# What dispatch sends with a failure: the summary of every attempt, as bytes that are not text.
+DETAIL = dispatch_pb2.DispatchSummary(provider="openai", upstream_status=500).SerializeToString() + b"\x00\xff"
 
 
 class EchoDispatch(dispatch_pb2_grpc.DispatchServicer):
@@ -34,6 +36,8 @@ class EchoDispatch(dispatch_pb2_grpc.DispatchServicer):
     ) -> dispatch_pb2.CompleteResponse:
         if request.chat_json == b"fail":
             raise OrqenError.of(grpc.StatusCode.RESOURCE_EXHAUSTED, "upstream says slow down", http_status=429)
+        if request.chat_json == b"fail with detail":
+            raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "no model answered", http_status=502, detail=DETAIL)
         if request.chat_json == b"crash":
             raise RuntimeError("a bug")
         principal = principal_var.get()
@@ -46,6 +50,8 @@ class EchoDispatch(dispatch_pb2_grpc.DispatchServicer):
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         for i in range(3):
             yield dispatch_pb2.StreamEvent(chunk_json=f"{request_id_var.get()}:{i}".encode())
+        if request.chat_json == b"fail with detail":
+            raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "the stream broke", http_status=502, detail=DETAIL)
 
 
 async def verify(key: str) -> Principal | None:
@@ -175,3 +181,19 @@ async def test_a_service_with_loopback_addresses_listens_on_loopback_only(
     finally:
         process.terminate()
         process.wait(30)
+
+
+async def test_an_errors_detail_reaches_the_caller_from_a_call_and_from_a_stream_cut_short(server_addr: str) -> None:
+    async with open_channel(server_addr, TOKEN) as channel:
+        stub = dispatch_pb2_grpc.DispatchStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Complete(_request("a", b"fail with detail"))
+        chunks = []
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            async for event in stub.Stream(_request("a", b"fail with detail")):
+                chunks.append(event.chunk_json)
+    for err in (failed.value, cut.value):
+        translated = from_rpc_error(err, "dispatch")
+        assert (translated.http_status, translated.detail) == (502, DETAIL)
+    assert len(chunks) == 3
+    assert from_rpc_error(failed.value, "dispatch").message == "no model answered"

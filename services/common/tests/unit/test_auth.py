@@ -1,7 +1,12 @@
+import time
+
+import grpc
 import pytest
 
+from orqen.v1 import accounting_pb2
 from orqen_common.auth import (
     API_KEY_PREFIX,
+    ApiKeyAuthenticator,
     authenticate_bearer,
     bearer_token,
     display_prefix,
@@ -10,6 +15,7 @@ from orqen_common.auth import (
 )
 from orqen_common.cache import AuthCacheKeys
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
+from orqen_common.errors import OrqenError
 
 
 def test_generated_keys_are_unique_prefixed_and_stored_only_as_hashes() -> None:
@@ -64,3 +70,69 @@ def test_auth_cache_entries_are_named_and_sealed_with_the_internal_token() -> No
     assert keys.unseal(alice, sealed[:-2] + b"}}") is None
     assert keys.unseal(alice, payload) is None  # an entry in the old, unsealed format
     assert keys.unseal(alice, b"") is None
+
+
+class MemoryRedis:
+    """The two Redis calls the authenticator makes, over a dict (TTLs are not what is tested here)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        return self.values.get(key)
+
+    async def set(self, key: str, value: bytes, ex: int) -> None:
+        self.values[key] = value
+
+
+class Accounting:
+    """Accounting's Authenticate: knows one key, or is away (restarting) and answers UNAVAILABLE."""
+
+    def __init__(self, key: str) -> None:
+        self.key_hash = hash_api_key(key)
+        self.away = False
+        self.calls = 0
+
+    async def Authenticate(
+        self,
+        request: accounting_pb2.AuthenticateRequest,
+        timeout: float,  # noqa: ASYNC109 (gRPC stub signature)
+    ) -> accounting_pb2.AuthenticateResponse:
+        self.calls += 1
+        if self.away:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "connection refused"
+            )
+        if request.key_hash != self.key_hash:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), "no")
+        return accounting_pb2.AuthenticateResponse(account_id="acct", api_key_id="key", account_name="acme")
+
+
+async def test_a_known_keys_last_verdict_holds_while_accounting_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    accounting = Accounting("sk-orq-alice")
+    verify = ApiKeyAuthenticator(MemoryRedis(), accounting, 60, AuthCacheKeys("internal"), stale_seconds=3600)  # type: ignore[arg-type]
+    now = 1_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    assert (await verify("sk-orq-alice")).account_id == "acct"  # type: ignore[union-attr]
+    now += 61  # the verdict is past its TTL: accounting is asked again
+    accounting.away = True
+    assert (await verify("sk-orq-alice")).account_id == "acct"  # type: ignore[union-attr]
+    assert accounting.calls == 2
+    # A key accounting never vouched for gets no verdict to fall back on: the caller sees a 503.
+    with pytest.raises(OrqenError) as refused:
+        await verify("sk-orq-mallory")
+    assert refused.value.http_status == 503
+    now += 3600  # past TTL and grace: no verdict stands in any more
+    with pytest.raises(OrqenError):
+        await verify("sk-orq-alice")
+
+
+async def test_a_stale_verdict_is_not_used_when_accounting_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    accounting = Accounting("sk-orq-alice")
+    verify = ApiKeyAuthenticator(MemoryRedis(), accounting, 60, AuthCacheKeys("internal"), stale_seconds=3600)  # type: ignore[arg-type]
+    now = 1_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    assert await verify("sk-orq-alice") is not None
+    accounting.key_hash = "revoked"  # accounting no longer knows the key
+    now += 61
+    assert await verify("sk-orq-alice") is None

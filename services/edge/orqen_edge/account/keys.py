@@ -14,7 +14,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from msgspec import Meta
 
-from orqen.v1 import dispatch_pb2
+from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal
 from orqen_edge.account.responses import listing, plain
@@ -93,8 +93,13 @@ async def list_keys(runtime: NamedDependency[Runtime], principal: NamedDependenc
 async def create_key(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> CreatedKey:
-    name = checked_text((await read_struct(request, KeyCreation)).name or "unnamed", "name")
-    created = await runtime.downstream.create_api_key(principal.account_id, name)
+    return await new_key(runtime, principal.account_id, await read_struct(request, KeyCreation))
+
+
+async def new_key(runtime: Runtime, account_id: str, creation: KeyCreation) -> CreatedKey:
+    """Create an API key for the account (the account API and the dashboard both call this)."""
+    name = checked_text(creation.name or "unnamed", "name")
+    created = await runtime.downstream.create_api_key(account_id, name)
     return CreatedKey(id=created.api_key_id, name=name, prefix=created.prefix, key=created.plaintext)
 
 
@@ -132,21 +137,24 @@ async def list_providers(runtime: NamedDependency[Runtime], principal: NamedDepe
 async def save_provider(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    """The secret goes to dispatch, which seals it."""
-    body = await read_struct(request, ProviderCredential)
+    return plain(await save_credential(runtime, principal.account_id, await read_struct(request, ProviderCredential)))
+
+
+async def save_credential(runtime: Runtime, account_id: str, body: ProviderCredential) -> accounting_pb2.CredentialInfo:
+    """Save (or replace) a provider credential; the secret goes to dispatch, which validates and seals it."""
     for field, value in msgspec.structs.asdict(body).items():
         if value is not None:
             checked_text(value, field)
     secret = {f: value for f in _SECRET_FIELDS if (value := getattr(body, f))}
     saving = dispatch_pb2.SaveCredentialRequest(
-        account_id=principal.account_id,
+        account_id=account_id,
         provider=body.provider,
         auth=body.auth or _auth_of(secret),
         secret=secret,
         base_url=body.base_url or "",
         region=body.region or "",
     )
-    return plain(await runtime.downstream.save_credential(saving))
+    return await runtime.downstream.save_credential(saving)
 
 
 def _auth_of(secret: dict[str, str]) -> str:

@@ -25,6 +25,32 @@ async def page_of_requests(runtime: Runtime, listing: accounting_pb2.ListRequest
     return page(found.requests, found.next_cursor)
 
 
+def request_listing(
+    account_id: str,
+    limit: int,
+    cursor: str = "",
+    *,
+    model: str = "",
+    status: str = "",
+    session_id: str = "",
+    ingress: str = "",
+    since: str = "",
+    until: str = "",
+) -> accounting_pb2.ListRequestsRequest:
+    """The request-log query for filters as a caller writes them (times as ISO 8601 text); 400 naming a bad time."""
+    return accounting_pb2.ListRequestsRequest(
+        account_id=account_id,
+        limit=limit,
+        cursor=cursor,
+        model=model,
+        status=status,
+        session_id=session_id,
+        ingress=ingress,
+        since=_timestamp("since", since),
+        until=_timestamp("until", until),
+    )
+
+
 def _timestamp(parameter: str, value: str) -> Timestamp | None:
     """The ISO 8601 time of query parameter `parameter`, None when it is not sent; 400 naming it otherwise."""
     if not value:
@@ -62,20 +88,24 @@ async def list_requests(
         ),
     ] = "",
     session_id: FromQuery[str] = "",
+    ingress: Annotated[
+        str, QueryParameter(description="The SDK shape the caller used: 'openai', 'anthropic', 'bedrock', ...")
+    ] = "",
     # Times are read as text and parsed by _timestamp: Litestar's lenient conversion to a datetime
     # would take `0.5` for a Unix time in 1970.
     since: Annotated[str, QueryParameter(format="date-time", description="ISO 8601; requests at or after.")] = "",
     until: Annotated[str, QueryParameter(format="date-time", description="ISO 8601; requests before.")] = "",
 ) -> dict[str, Any]:
-    listing = accounting_pb2.ListRequestsRequest(
-        account_id=principal.account_id,
-        limit=limit,
-        cursor=cursor,
+    listing = request_listing(
+        principal.account_id,
+        limit,
+        cursor,
         model=model,
         status=status,
         session_id=session_id,
-        since=_timestamp("since", since),
-        until=_timestamp("until", until),
+        ingress=ingress,
+        since=since,
+        until=until,
     )
     return await page_of_requests(runtime, listing)
 

@@ -60,6 +60,11 @@ class ModelList(msgspec.Struct):
     data: list[Model]
 
 
+def routable(models: dispatch_pb2.ListModelsResponse) -> list[dispatch_pb2.ModelInfo]:
+    """The account's models that routing can choose and an owner can switch: not the orqen/* strings."""
+    return [m for m in models.models if not m.id.startswith("orqen/")]
+
+
 def _openai_model(model: dispatch_pb2.ModelInfo) -> Model:
     return Model(id=model.id, object="model", created=0, owned_by=model.provider)
 
@@ -99,11 +104,7 @@ async def get_model(
 )
 async def routing_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     models = await runtime.downstream.list_models(principal.account_id)
-    data = [
-        {"id": m.id, "provider": m.provider, "tier": m.tier, "enabled": m.enabled}
-        for m in models.models
-        if not m.id.startswith("orqen/")
-    ]
+    data = [{"id": m.id, "provider": m.provider, "tier": m.tier, "enabled": m.enabled} for m in routable(models)]
     return {"object": "list", "data": data}
 
 
@@ -117,7 +118,7 @@ async def routing_models_status(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
     models = await runtime.downstream.list_models(principal.account_id)
-    data = [plain(m) for m in models.models if not m.id.startswith("orqen/")]
+    data = [plain(m) for m in routable(models)]
     return {"object": "list", "data": data, "prices_as_of": models.prices_as_of}
 
 
@@ -137,7 +138,8 @@ async def toggle_model(
     return listing(toggles.toggles)
 
 
-def _preferences_json(prefs: accounting_pb2.RoutingPreferences) -> dict[str, Any]:
+def preferences_json(prefs: accounting_pb2.RoutingPreferences) -> dict[str, Any]:
+    """Preferences as the account API answers them (without the account id)."""
     return {k: v for k, v in plain(prefs).items() if k != "account_id"}
 
 
@@ -148,7 +150,7 @@ def _preferences_json(prefs: accounting_pb2.RoutingPreferences) -> dict[str, Any
     responses=errors(*AUTHENTICATED),
 )
 async def get_preferences(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
-    return _preferences_json(await runtime.downstream.get_routing_preferences(principal.account_id))
+    return preferences_json(await runtime.downstream.get_routing_preferences(principal.account_id))
 
 
 @put(
@@ -162,16 +164,23 @@ async def put_preferences(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
     body = await read_struct(request, PreferencesUpdate)
-    current = await runtime.downstream.get_routing_preferences(principal.account_id)
+    return preferences_json(await update_preferences(runtime, principal.account_id, body))
+
+
+async def update_preferences(
+    runtime: Runtime, account_id: str, body: PreferencesUpdate
+) -> accounting_pb2.RoutingPreferences:
+    """Change the fields `body` sets; accounting checks that the result makes sense (400 otherwise)."""
+    current = await runtime.downstream.get_routing_preferences(account_id)
     updated = accounting_pb2.RoutingPreferences(
-        account_id=principal.account_id,
+        account_id=account_id,
         mode=current.mode if body.mode is UNSET else body.mode,
         k_floor=current.k_floor if body.k_floor is UNSET else body.k_floor,
         k_cap=current.k_cap if body.k_cap is UNSET else body.k_cap,
         ab_control_share=current.ab_control_share if body.ab_control_share is UNSET else body.ab_control_share,
         fallback_models=current.fallback_models if body.fallback_models is UNSET else body.fallback_models,
     )
-    return _preferences_json(await runtime.downstream.put_routing_preferences(updated))
+    return await runtime.downstream.put_routing_preferences(updated)
 
 
 _Days = Annotated[int, QueryParameter(ge=1, le=90, description="The last N days.")]
@@ -202,7 +211,7 @@ async def routing_calibration(
 ) -> dict[str, Any]:
     calibration = await runtime.downstream.get_routing_calibration(principal.account_id, days)
     out = plain(calibration)
-    out["policy"] = _preferences_json(calibration.policy)
+    out["policy"] = preferences_json(calibration.policy)
     return out
 
 

@@ -13,9 +13,9 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from orqen.v1 import accounting_pb2, usage_pb2
+from orqen.v1 import usage_pb2
 from orqen_common.context import Principal
-from orqen_edge.account.request_log import page_of_requests
+from orqen_edge.account.request_log import page_of_requests, request_listing
 from orqen_edge.account.responses import PageLimit, page, plain
 from orqen_edge.dashboard.auth import KEY_OR_SESSION
 from orqen_edge.openapi import API_KEY_OR_SESSION, AUTHENTICATED, errors
@@ -26,6 +26,36 @@ _Days = Annotated[int, QueryParameter(ge=1, le=366, description="The last N UTC 
 
 def _flat(totals: usage_pb2.UsageTotals, **head: Any) -> dict[str, Any]:
     return {**head, **plain(totals)}
+
+
+async def page_of_sessions(runtime: Runtime, account_id: str, limit: int, cursor: str) -> dict[str, Any]:
+    """One page of the account's sessions, most recently active first."""
+    found = await runtime.downstream.list_sessions(account_id, limit, cursor)
+    return page(found.sessions, found.next_cursor)
+
+
+async def session_with_requests(
+    runtime: Runtime, account_id: str, session_id: str, limit: int, cursor: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A session and one page of its requests, newest first.
+
+    An unknown session (or another account's) is NOT_FOUND, not an empty page.
+    """
+    session = await runtime.downstream.get_session(account_id, session_id)
+    listing = request_listing(account_id, limit, cursor, session_id=session_id)
+    return plain(session), await page_of_requests(runtime, listing)
+
+
+def savings_by_kind(breakdown: usage_pb2.SavingsBreakdown) -> dict[str, dict[str, float]]:
+    """Tokens and dollars saved by tool routing and by context compression, apart. A model's dollars
+    saved are its tokens saved at its input price, so they split between the two as its tokens do."""
+    out = {kind: {"tokens": 0.0, "usd": 0.0} for kind in ("tools", "context")}
+    for model in breakdown.models:
+        for kind, tokens in (("tools", model.tool_tokens_saved), ("context", model.ctx_tokens_saved)):
+            out[kind]["tokens"] += tokens
+            if model.tokens_saved:
+                out[kind]["usd"] += model.savings_usd * tokens / model.tokens_saved
+    return out
 
 
 def _rows(days: int, data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,8 +183,7 @@ async def list_sessions(
     limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
-    found = await runtime.downstream.list_sessions(principal.account_id, limit, cursor)
-    return page(found.sessions, found.next_cursor)
+    return await page_of_sessions(runtime, principal.account_id, limit, cursor)
 
 
 @get(
@@ -171,12 +200,8 @@ async def session_requests(
     limit: PageLimit = 50,
     cursor: FromQuery[str] = "",
 ) -> dict[str, Any]:
-    # An unknown session (or another account's) is a 404, not an empty page.
-    await runtime.downstream.get_session(principal.account_id, session_id)
-    listing = accounting_pb2.ListRequestsRequest(
-        account_id=principal.account_id, limit=limit, cursor=cursor, session_id=session_id
-    )
-    return await page_of_requests(runtime, listing)
+    _, requests = await session_with_requests(runtime, principal.account_id, session_id, limit, cursor)
+    return requests
 
 
 ROUTES = (

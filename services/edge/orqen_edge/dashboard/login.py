@@ -52,16 +52,53 @@ def _session_body(runtime: Runtime, session: DashboardSession) -> dict[str, Any]
     }
 
 
-def _cookie(runtime: Runtime, value: str, max_age: int) -> Cookie:
+# Hosts a browser reaches only from the machine itself: there, plain HTTP carries the cookie.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def cookie_is_secure(request: Request[Any, Any, Any], runtime: Runtime) -> bool:
+    """`Secure` always over HTTPS; over plain HTTP too (the cookie then never comes back over plain
+    HTTP) unless the browser talks to a loopback host (development: `make up` on http://localhost)
+    or ORQEN_SESSION_COOKIE_SECURE=false says this deployment is plain HTTP on purpose."""
+    if request.url.scheme == "https":
+        return True
+    loopback = (request.url.hostname or "").lower() in _LOOPBACK_HOSTS
+    return runtime.settings.session_cookie_secure and not loopback
+
+
+def session_cookie(request: Request[Any, Any, Any], runtime: Runtime, value: str, max_age: int) -> Cookie:
     return Cookie(
         key=COOKIE_NAME,
         value=value,
         max_age=max_age,
         path="/",
-        secure=runtime.settings.session_cookie_secure,
+        secure=cookie_is_secure(request, runtime),
         httponly=True,
         samesite="lax",  # Lax, not Strict: the browser must still send it when Stripe redirects back
     )
+
+
+async def sign_in(runtime: Runtime, email: str, password: str) -> tuple[str, DashboardSession]:
+    """Check an owner's email and password under the failed-login limit; a new session and its cookie
+    token. The JSON login and the dashboard's sign-in form both come here."""
+    failures = FailedLogins(runtime, email)
+    await failures.admit()
+    try:
+        owner = await runtime.downstream.verify_owner(email, password)
+    except OrqenError as err:
+        if err.kind.grpc_code != grpc.StatusCode.UNAUTHENTICATED:
+            await failures.forget_attempt()
+        raise
+    await failures.clear()
+    return await runtime.sessions.create(owner.id, owner.email, owner.account_id, owner.account_name)
+
+
+async def sign_out(request: Request[Any, Any, Any], runtime: Runtime) -> Cookie:
+    """End the caller's session; the cookie that clears it in the browser."""
+    token = request.cookies.get(COOKIE_NAME)
+    if token:
+        await runtime.sessions.delete(token)
+    return session_cookie(request, runtime, "", 0)
 
 
 def _credentials(body: Credentials) -> tuple[str, str]:
@@ -82,18 +119,10 @@ async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtim
     if carries_api_key(request):
         raise OrqenError.of(grpc.StatusCode.PERMISSION_DENIED, "Log in with an email and a password, not an API key.")
     email, password = _credentials(await read_struct(request, Credentials))
-    failures = _FailedLogins(runtime, email)
-    await failures.admit()
-    try:
-        owner = await runtime.downstream.verify_owner(email, password)
-    except OrqenError as err:
-        if err.kind.grpc_code != grpc.StatusCode.UNAUTHENTICATED:
-            await failures.forget_attempt()
-        raise
-    await failures.clear()
-    token, session = await runtime.sessions.create(owner.id, owner.email, owner.account_id, owner.account_name)
+    token, session = await sign_in(runtime, email, password)
     return Response(
-        _session_body(runtime, session), cookies=[_cookie(runtime, token, runtime.settings.session_max_seconds)]
+        _session_body(runtime, session),
+        cookies=[session_cookie(request, runtime, token, runtime.settings.session_max_seconds)],
     )
 
 
@@ -107,8 +136,7 @@ async def login(request: Request[Any, Any, Any], runtime: NamedDependency[Runtim
 async def logout(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
 ) -> Response[dict[str, Any]]:
-    await runtime.sessions.delete(request.cookies[COOKIE_NAME])
-    return Response({"logged_out": True}, cookies=[_cookie(runtime, "", 0)])
+    return Response({"logged_out": True}, cookies=[await sign_out(request, runtime)])
 
 
 @get(
@@ -123,7 +151,7 @@ async def current_session(
     return _session_body(runtime, session)
 
 
-class _FailedLogins:
+class FailedLogins:
     """Failed logins per email in a window, so passwords cannot be guessed at network speed.
 
     Each attempt is counted before its password is checked and the count taken back when the

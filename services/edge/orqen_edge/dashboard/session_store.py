@@ -3,8 +3,9 @@
 The browser holds only a random token in an HttpOnly cookie; Redis holds the session
 under the token's SHA-256, so a Redis dump reveals no usable cookie. Each session carries
 its own CSRF token. Sessions end after `session_idle_seconds` without use,
-`session_max_seconds` after login, or at logout. Losing Redis logs owners out; no record
-is lost.
+`session_max_seconds` after login, or at logout. Each owner's sessions are also indexed
+under the owner, so a password change or the owner's removal can end all of them at once.
+Losing Redis logs owners out; no record is lost.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
 
 _KEY_PREFIX = "orqen:dashboard-session:"
+_OWNER_PREFIX = "orqen:dashboard-owner-sessions:"
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +49,11 @@ def _key(token: str) -> str:
     return _KEY_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
+def _owner_key(owner_id: str) -> str:
+    """The set of the owner's session keys (some may have expired already: deleting those is a no-op)."""
+    return _OWNER_PREFIX + owner_id
+
+
 def _unavailable() -> OrqenError:
     return OrqenError.of(grpc.StatusCode.UNAVAILABLE, "Dashboard sessions are unavailable right now; try again.")
 
@@ -64,7 +71,12 @@ class SessionStore:
         token = secrets.token_urlsafe(32)
         session = DashboardSession(owner_id, email, account_id, account_name, secrets.token_urlsafe(32), time.time())
         try:
-            await self._redis.set(_key(token), orjson.dumps(asdict(session)), ex=min(self._idle, self._max))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(_key(token), orjson.dumps(asdict(session)), ex=min(self._idle, self._max))
+                pipe.sadd(_owner_key(owner_id), _key(token))
+                # No session outlives session_max_seconds, so neither need the index.
+                pipe.expire(_owner_key(owner_id), self._max)
+                await pipe.execute()
         except RedisError as err:
             log.warning("session store unavailable", error=str(err))
             raise _unavailable() from None
@@ -95,6 +107,25 @@ class SessionStore:
             log.warning("session store unavailable", error=str(err))
             raise _unavailable() from None
 
+    async def end_owner_sessions(self, owner_id: str, keep_token: str | None = None) -> None:
+        """End every session of the owner, except the one behind `keep_token` (the caller's own)."""
+        index = _owner_key(owner_id)
+        kept = _key(keep_token) if keep_token else None
+        try:
+            ended = [key for key in await self._redis.smembers(index) if _text(key) != kept]
+            if ended:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(*ended)
+                    pipe.srem(index, *ended)
+                    await pipe.execute()
+        except RedisError as err:
+            log.warning("session store unavailable", error=str(err))
+            raise _unavailable() from None
+
     def expires_at(self, session: DashboardSession) -> float:
         """When the session ends at the latest (the idle timeout can end it sooner)."""
         return session.created_at + self._max
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

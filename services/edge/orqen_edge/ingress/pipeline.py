@@ -7,6 +7,7 @@ dispatch -> the ingress translator again (canonical -> SDK shape) -> the request
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ OPTIMIZER_FAIL_OPEN = Counter(
 )
 
 SESSION_HEADER = "x-orqen-session-id"
+# How long the last byte of an answer may wait for JetStream to store its request event (about a
+# millisecond when NATS is healthy; the bound is for a NATS that just froze).
+STORE_WAIT_SECONDS = 2.0
 PROVIDER_KEY_HEADER = "x-orqen-provider-key"
 
 
@@ -98,10 +102,13 @@ class ChatCall:
     tools_forwarded: list[str] = field(default_factory=list)
     recorded: bool = False
 
-    def record(self, status: int, error: str = "") -> None:
-        """Publish the request event once (after the last byte, or on failure)."""
+    def record(self, status: int, error: str = "") -> asyncio.Future[None] | None:
+        """Publish the request event once (after the last byte, or on failure); None when already published.
+
+        The future is done once JetStream has stored the event (orqen_common.events.EventPublisher).
+        """
         if self.recorded:
-            return
+            return None
         self.recorded = True
         created = Timestamp()
         created.GetCurrentTime()
@@ -120,7 +127,22 @@ class ChatCall:
             tools_offered=self.tools_offered,
             tools_forwarded=self.tools_forwarded,
         )
-        self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
+        return self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
+
+    async def record_stored(self, status: int) -> None:
+        """Publish the request event and wait (bounded) until JetStream has it, before the answer ends.
+
+        A client that got a whole answer then finds it in the request log even if the edge is
+        killed the moment after; while NATS is failing the event is only buffered (no wait).
+        """
+        event = self.record(status)
+        if event is not None:
+            await self.runtime.publisher.stored(event, within=STORE_WAIT_SECONDS)
+
+    def dispatch_failed(self, err: OrqenError) -> None:
+        """Keep the summary dispatch sent with its error (every attempt made) for the request event."""
+        if err.detail is not None:
+            self.summary = dispatch_pb2.DispatchSummary.FromString(err.detail)
 
     async def charge_tokens(self) -> None:
         """Spend the tokens the call used from its rate limits; never fails the finished request."""
@@ -129,25 +151,30 @@ class ChatCall:
         await self.runtime.rate_limiter.charge(self.context.account_id, self.context.api_key_id, tokens)
 
     def headers(self) -> dict[str, str]:
-        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones.
+        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
+        return {**self.rate_limit_headers, **orqen_headers(self.summary.model, self.plan_stats)}
 
-        Every value is made header-safe here: the model name comes from the provider's answer.
-        """
-        stats = self.plan_stats
-        out: dict[str, str] = dict(self.rate_limit_headers)
-        if self.summary.model:
-            out["x-orqen-model"] = self.summary.model
-        if stats.tools_input:
-            out["x-orqen-tools-input"] = str(stats.tools_input)
-            out["x-orqen-tools-output"] = str(stats.tools_output)
-            out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
-            if stats.routing:  # "passthrough" too: whoever reads the header learns nothing was pruned, and why not
-                out["x-orqen-routing"] = stats.routing
-        if stats.context_compressed:
-            out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
-            out["x-orqen-ctx-tokens-out"] = str(stats.ctx_tokens_out)
-            out["x-orqen-ctx-tokens-saved"] = str(stats.ctx_tokens_in - stats.ctx_tokens_out)
-        return {name: header_safe(value) for name, value in out.items()}
+
+def orqen_headers(model: str, stats: optimizer_pb2.PlanStats) -> dict[str, str]:
+    """The x-orqen-* headers of a request answered by `model` after a plan with `stats`.
+
+    Every value is made header-safe here: the model name comes from the provider's answer.
+    The dashboard shows a logged request's headers with this function too.
+    """
+    out: dict[str, str] = {}
+    if model:
+        out["x-orqen-model"] = model
+    if stats.tools_input:
+        out["x-orqen-tools-input"] = str(stats.tools_input)
+        out["x-orqen-tools-output"] = str(stats.tools_output)
+        out["x-orqen-prune-ratio"] = f"{stats.tools_output}/{stats.tools_input}"
+        if stats.routing:  # "passthrough" too: whoever reads the header learns nothing was pruned, and why not
+            out["x-orqen-routing"] = stats.routing
+    if stats.context_compressed:
+        out["x-orqen-ctx-tokens-in"] = str(stats.ctx_tokens_in)
+        out["x-orqen-ctx-tokens-out"] = str(stats.ctx_tokens_out)
+        out["x-orqen-ctx-tokens-saved"] = str(stats.ctx_tokens_in - stats.ctx_tokens_out)
+    return {name: header_safe(value) for name, value in out.items()}
 
 
 async def serve_chat(
@@ -170,7 +197,7 @@ async def serve_chat(
     except OrqenError as err:
         call.record(err.http_status, err.message)
         raise
-    call.record(200)
+    await call.record_stored(200)
     await call.charge_tokens()
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
 
@@ -264,7 +291,11 @@ def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.Complet
 async def complete(call: ChatCall, chat: ChatRequest) -> ChatCompletion:
     """Run a non-streaming request; the canonical completion comes back."""
     forwarded = await optimize(call, chat)
-    response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
+    try:
+        response = await call.runtime.downstream.complete(_dispatch_request(call, forwarded))
+    except OrqenError as err:
+        call.dispatch_failed(err)
+        raise
     call.summary = response.summary
     completion = completion_decoder.decode(response.response_json)
     for choice in completion.choices:
@@ -286,6 +317,9 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
         ) from None
+    except OrqenError as err:
+        call.dispatch_failed(err)
+        raise
     chunk = _take(call, first)
     if chunk is not None:
         # The headers go out before the summary arrives: the first chunk names the model that answers.
@@ -296,12 +330,22 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
 async def _chunks(
     call: ChatCall, first: ChatCompletionChunk | None, events: AsyncIterator[dispatch_pb2.StreamEvent]
 ) -> AsyncIterator[ChatCompletionChunk]:
+    """The canonical chunks; once the last is in, the request event is stored before the format ends its stream.
+
+    Each format writes where its stream ends ([DONE], message_stop, metadata) after the last
+    chunk, so a client that saw a stream end finds it in the request log.
+    """
     if first is not None:
         yield first
-    async for event in events:
-        chunk = _take(call, event)
-        if chunk is not None:
-            yield chunk
+    try:
+        async for event in events:
+            chunk = _take(call, event)
+            if chunk is not None:
+                yield chunk
+    except OrqenError as err:  # after the first byte: the request event still gets every attempt
+        call.dispatch_failed(err)
+        raise
+    await call.record_stored(200)
 
 
 def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> ChatCompletionChunk | None:

@@ -17,6 +17,8 @@ from orqen_common.cache import AuthCacheKeys
 from orqen_edge.runtime import Runtime
 from orqen_edge.settings import EdgeSettings
 
+from .edge_app import start_edge, stripe_fake  # noqa: F401  (fixtures shared by the dashboard-session tests)
+
 OpenRuntime = Callable[..., Awaitable[Runtime]]
 TOKEN = "t"
 

@@ -1,15 +1,20 @@
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
 import grpc
 import orjson
 import pytest
 
-from orqen.v1 import dispatch_pb2, optimizer_pb2
+from orqen.v1 import common_pb2, dispatch_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import completion_decoder, decode_request, encode, tool_name
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.anthropic import translate as anthropic_translate
 from orqen_edge.ingress.bedrock import parse_converse_path
 from orqen_edge.ingress.bedrock import translate as bedrock_translate
-from orqen_edge.ingress.pipeline import ChatCall, forwardable, new_call, pop_credentials, validate_chat
+from orqen_edge.ingress.openai import translate as openai_translate
+from orqen_edge.ingress.pipeline import ChatCall, _chunks, forwardable, new_call, pop_credentials, validate_chat
 
 
 def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
@@ -196,3 +201,46 @@ def test_an_openai_compatible_answer_keeps_its_reasoning_and_logprobs() -> None:
     }
     completion = completion_decoder.decode(orjson.dumps(answer))
     assert orjson.loads(encode(completion)) == answer
+
+
+class OrderedPublisher:
+    """Notes, in order, each event published and each wait for its store."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def publish(self, name: str, payload: bytes, msg_id: str) -> asyncio.Future[None]:
+        self.log.append(f"published {msg_id}")
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stored.set_result(None)
+        return stored
+
+    async def stored(self, event: asyncio.Future[None], within: float) -> bool:
+        self.log.append("stored")
+        return True
+
+
+async def test_a_stream_ends_only_once_its_request_event_is_stored() -> None:
+    """The format writes where its stream ends ([DONE] here) after the last chunk: by then the event is stored."""
+    publisher = OrderedPublisher()
+    runtime = SimpleNamespace(publisher=publisher)
+    context = common_pb2.RequestContext(request_id="req_1")
+    call = ChatCall(runtime=runtime, context=context, model_requested="gpt-4o", stream=True)  # type: ignore[arg-type]
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": []}
+    events = [
+        dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk)),
+        dispatch_pb2.StreamEvent(summary=dispatch_pb2.DispatchSummary()),
+    ]
+
+    async def upstream() -> AsyncIterator[dispatch_pb2.StreamEvent]:
+        for event in events:
+            yield event
+
+    _, reply = openai_translate(
+        orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    )
+    parts = []
+    async for part in reply.stream(_chunks(call, None, upstream())):
+        parts.append((part, list(publisher.log)))
+    assert parts[-1] == (b"data: [DONE]\n\n", ["published req_1", "stored"])
+    assert all(log == [] for _, log in parts[:-1])
