@@ -117,6 +117,7 @@ def secrets_of_the_run(service_env: dict[str, str]) -> dict[str, str | bytes]:
     names = (
         "ORQEN_INTERNAL_TOKEN",
         "ORQEN_BOOTSTRAP_API_KEY",
+        "ORQEN_BOOTSTRAP_OWNER_PASSWORD",
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
         "OPENAI_API_KEY",
