@@ -7,8 +7,9 @@ service's resident memory and open file descriptors (its process and any childre
 
 Limits (a broken one makes `make soak` exit non-zero):
 - resident memory of each service grows at most 10% from the end of the warm-up to the end;
-- open file descriptors do not grow: the last slice's lowest count is at most the first slice's
-  highest (the count moves with the connections in flight; a leak lifts the whole slice);
+- open file descriptors do not grow: the last slice's lowest count is at most FD_SLACK above the
+  first slice's highest (the count moves with the connections in flight, and a pool may keep one
+  more connection after a burst; a leak lifts the whole slice by about one per leaking request);
 - no error: every request answered 200 and read to its end;
 - p99 stays stable: the last slice's p99 is at most twice the first measured slice's;
 - nothing lost: accounting and billing each count exactly the requests of the run.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -39,6 +41,7 @@ import orjson
 from chaos.table import Row, format_table
 
 MEMORY_GROWTH_LIMIT = 0.10
+FD_SLACK = 4
 P99_STABILITY_FACTOR = 2.0
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"
 # A dozen tools: enough that the optimizer plans each request and forwards a subset.
@@ -113,11 +116,18 @@ def request_for(n: int, edge: str, api_key: str) -> tuple[str, dict[str, str], b
 
 @dataclass(frozen=True)
 class Outcome:
-    """One request: when it was sent (seconds into the run), how long until its last byte, and whether it was 200."""
+    """One request: when it was sent (seconds into the run), how long until its last byte, and what failed.
+
+    `error` is empty for a 200 read to its end, else the status code or the transport error's name.
+    """
 
     sent_at: float
     seconds: float
-    ok: bool
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
 
 
 async def send(client: httpx.AsyncClient, n: int, edge: str, api_key: str, sent_at: float) -> Outcome:
@@ -127,10 +137,10 @@ async def send(client: httpx.AsyncClient, n: int, edge: str, api_key: str, sent_
         async with client.stream("POST", url, headers=headers, content=body) as response:
             async for _ in response.aiter_raw():
                 pass
-            ok = response.status_code == 200
-    except httpx.HTTPError:
-        ok = False
-    return Outcome(sent_at, time.perf_counter() - started, ok)
+            error = "" if response.status_code == 200 else str(response.status_code)
+    except httpx.HTTPError as err:
+        error = type(err).__name__
+    return Outcome(sent_at, time.perf_counter() - started, error)
 
 
 # --- the processes --------------------------------------------------------------------------------------------------
@@ -207,7 +217,7 @@ class ServiceReport:
 
     @property
     def fds_grew(self) -> bool:
-        return self.fds_last_slice_min > self.fds_first_slice_max
+        return self.fds_last_slice_min > self.fds_first_slice_max + FD_SLACK
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,8 @@ class SoakReport:
     warmup: float
     requests: int
     errors: int
+    # How many failed each way: status code or transport error.
+    error_kinds: dict[str, int]
     services: list[ServiceReport]
     slices: list[SliceReport]
     # Requests answered 200 and how many of them accounting and billing recorded.
@@ -277,7 +289,8 @@ class SoakReport:
         mib = 1024 * 1024
         lines = [
             f"soak: {self.seconds:.0f} s at {self.rate:g} req/s ({self.warmup:.0f} s warm-up), "
-            f"{self.requests} requests, {self.errors} errors, {self.answered} answered 200, recorded {self.recorded}",
+            f"{self.requests} requests, {self.errors} errors {self.error_kinds or ''}, {self.answered} answered 200, "
+            f"recorded {self.recorded}",
             "",
             "| service | RSS after warm-up | RSS at end | growth | fds first slice (max) | fds last slice (min) |",
             "|---|---|---|---|---|---|",
@@ -363,6 +376,7 @@ async def soak(
         warmup=warmup,
         requests=len(outcomes),
         errors=sum(not o.ok for o in outcomes),
+        error_kinds=dict(collections.Counter(o.error for o in outcomes if o.error)),
         services=services,
         slices=slice_reports,
         answered=sum(o.ok for o in outcomes),

@@ -2,6 +2,8 @@
 
 import base64
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +77,10 @@ def stripe_api() -> Iterator[StripeFake]:
 
 
 @pytest.fixture(scope="session")
-async def stack(
-    upstreams: Upstreams, stripe_api: StripeFake, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[RunningStack]:
-    home = tmp_path_factory.mktemp("orqen-home")
+async def stack(upstreams: Upstreams, stripe_api: StripeFake) -> AsyncIterator[RunningStack]:
+    # Outside pytest's temporary folders: a concurrent pytest session prunes old ones, and with them
+    # a running stack's embedded Postgres data, logs and secrets.
+    home = Path(tempfile.mkdtemp(prefix="orqen-e2e-"))
     env = stack_env(upstreams.urls, home, f"e2e{os.getpid()}", stripe_api.url)
     running = Stack(StackConfig.from_env(env))
     info = await running.start()
@@ -105,6 +107,7 @@ async def stack(
             os.environ["AWS_BEARER_TOKEN_BEDROCK"] = previous
         await running.stop()
     leaks += scan_logs(scanner, StackConfig.from_env(env).home.logs_dir)
+    shutil.rmtree(home, ignore_errors=True)
     assert rows > 0 and scanner.lines_scanned > rows, "the secrets scan found no database rows or no log lines"
     assert not leaks, "secrets found after the run:\n" + "\n".join(f"{leak.what} in {leak.where}" for leak in leaks)
 
@@ -114,6 +117,7 @@ def secrets_of_the_run(service_env: dict[str, str]) -> dict[str, str | bytes]:
     names = (
         "ORQEN_INTERNAL_TOKEN",
         "ORQEN_BOOTSTRAP_API_KEY",
+        "ORQEN_BOOTSTRAP_OWNER_PASSWORD",
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
         "OPENAI_API_KEY",

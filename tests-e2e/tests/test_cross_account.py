@@ -186,6 +186,11 @@ def _fillings(path: str, a: AccountA) -> Iterator[str]:
     yield from filled
 
 
+def _names_an_id(template: str) -> bool:
+    """Whether a path parameter names an id (a sign-up link's token, say, is no id of A's: it may answer 200)."""
+    return any(id_kind(name) or name.endswith("id") for name in _PATH_PARAM.findall(template))
+
+
 def _id_query(parameters: list[dict[str, Any]], a: AccountA) -> dict[str, str]:
     return {p["name"]: a.ids()[kind] for p in parameters if p.get("in") == "query" and (kind := id_kind(p["name"]))}
 
@@ -206,7 +211,7 @@ async def _problems(
     problems = []
     if answer.status_code >= 500:
         problems.append(f"{call}: {answer.status_code}")
-    if path != template and answer.status_code not in (403, 404):
+    if _names_an_id(template) and answer.status_code not in (403, 404):
         problems.append(f"{call}: {answer.status_code} for another account's id")
     if leaked := a.leaked(answer.text, path + repr(query)):
         problems.append(f"{call}: {answer.status_code} with A's {', '.join(leaked)}")
@@ -239,7 +244,8 @@ async def test_every_account_route_refuses_another_accounts_ids(
 
 
 async def _dashboard_routes(stack: Any) -> list[tuple[str, str]]:
-    """(method, path) of every route the edge app serves under /dashboard."""
+    """(method, path) of every route the edge app serves under /dashboard, but logging out (it would end
+    B's session halfway through the sweep)."""
     from orqen_common.settings import load_settings
     from orqen_edge.app import create_app
     from orqen_edge.runtime import Runtime
@@ -254,7 +260,7 @@ async def _dashboard_routes(stack: Any) -> list[tuple[str, str]]:
         return sorted(
             (method, route.path)
             for route in app.routes
-            if route.path.startswith("/dashboard")
+            if route.path.startswith("/dashboard") and not route.path.endswith("/logout")
             for method in getattr(route, "methods", {"GET"})
             if method in {"GET", "POST", "PUT", "PATCH", "DELETE"}
         )
@@ -268,8 +274,10 @@ async def test_every_dashboard_page_refuses_another_accounts_ids(
         pytest.skip("the edge serves no dashboard pages yet")
     problems: list[str] = []
     for method, template in routes:
+        # Pages filter by query parameters the app's routes do not list: offer A's ids under every id name.
+        query = {kind: value for kind, value in account_a.ids().items() if kind != "account_id"}
         for path in _fillings(template, account_a):
-            problems += await _problems(account_b.session, method, template, path, {}, account_b.csrf, account_a)
+            problems += await _problems(account_b.session, method, template, path, query, account_b.csrf, account_a)
     assert not problems, "\n".join(problems)
     await _a_is_untouched(stack, account_a)
 

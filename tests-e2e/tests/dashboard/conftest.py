@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from accounts import remember_secret
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from dashboard_browser import CHROMIUM, WIDE, Owner, problems, sign_in, watch
@@ -69,7 +70,8 @@ async def new_owner(stack: Any) -> Callable[[], Awaitable[Owner]]:
             key = await stub.CreateApiKey(
                 accounting_pb2.CreateApiKeyRequest(account_id=account.id, name="e2e"), timeout=10
             )
-        return Owner(account.id, name, email, password, key.plaintext)
+        remember_secret("owner password", password)
+        return Owner(account.id, name, email, password, remember_secret("API key", key.plaintext))
 
     return make
 
