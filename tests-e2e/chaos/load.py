@@ -37,7 +37,10 @@ _TOOL = {
 # A client that got no answer (the edge down) waits this long before its next request, as SDKs back off.
 _RETRY_PAUSE = 0.1
 # How each format's stream says it ended well: a stream cut short (the edge killed under it) lacks it.
-_STREAM_END = {"openai": b"data: [DONE]", "anthropic": b"message_stop", "bedrock": b"messageStop"}
+# Bedrock's messageStop comes with the last content, before the usage: its stream ends with metadata.
+_STREAM_END = {"openai": b"data: [DONE]", "anthropic": b"message_stop", "bedrock": b"metadata"}
+# An error after the first byte, in the stream (an SSE error event, a Bedrock exception frame).
+_STREAM_ERROR = {"openai": b'data: {"error"', "anthropic": b"event: error", "bedrock": b"exception"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +159,7 @@ class Load:
                 status, request_id = response.status_code, response.headers.get("x-request-id", "")
                 content = await response.aread()
             if status == 200:
-                complete = not stream or _STREAM_END[ingress] in content
+                complete = not stream or (_STREAM_END[ingress] in content and _STREAM_ERROR[ingress] not in content)
             else:
                 sdk_shape = in_sdk_shape(ingress, response)
                 error = content[:200].decode(errors="replace")
