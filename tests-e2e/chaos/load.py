@@ -37,7 +37,10 @@ _TOOL = {
 # A client that got no answer (the edge down) waits this long before its next request, as SDKs back off.
 _RETRY_PAUSE = 0.1
 # How each format's stream says it ended well: a stream cut short (the edge killed under it) lacks it.
-_STREAM_END = {"openai": b"data: [DONE]", "anthropic": b"message_stop", "bedrock": b"messageStop"}
+# Bedrock's messageStop comes with the last content, before the usage: its stream ends with metadata.
+_STREAM_END = {"openai": b"data: [DONE]", "anthropic": b"message_stop", "bedrock": b"metadata"}
+# An error after the first byte, in the stream (an SSE error event, a Bedrock exception frame).
+_STREAM_ERROR = {"openai": b'data: {"error"', "anthropic": b"event: error", "bedrock": b"exception"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class Answer:
     # An error answer whose body is the caller's SDK error shape (False for 200s and no answers).
     sdk_shape: bool
     error: str = ""
+    # A 200 stream that ended with its format's error event (a failure after the first byte, said in-band).
+    stream_error: bool = False
 
     @property
     def answered_at(self) -> float:
@@ -150,13 +155,14 @@ class Load:
             "anthropic-version": "2023-06-01",
         }
         sent_at = time.monotonic()
-        status, request_id, complete, sdk_shape, error = 0, "", False, False, ""
+        status, request_id, complete, sdk_shape, error, stream_error = 0, "", False, False, "", False
         try:
             async with http.stream("POST", path, json=body, headers=headers) as response:
                 status, request_id = response.status_code, response.headers.get("x-request-id", "")
                 content = await response.aread()
             if status == 200:
-                complete = not stream or _STREAM_END[ingress] in content
+                stream_error = stream and _STREAM_ERROR[ingress] in content
+                complete = not stream or (_STREAM_END[ingress] in content and not stream_error)
             else:
                 sdk_shape = in_sdk_shape(ingress, response)
                 error = content[:200].decode(errors="replace")
@@ -164,5 +170,5 @@ class Load:
             error = f"{type(err).__name__}: {err}"
         return Answer(
             ingress, stream, tools, session_id, status, request_id, sent_at, time.monotonic() - sent_at, complete,
-            sdk_shape, error,
+            sdk_shape, error, stream_error,
         )  # fmt: skip

@@ -93,7 +93,9 @@ def describe(answers: list[Answer]) -> str:
     if none := [a for a in answers if a.status == 0]:
         slowest = max(a.seconds for a in none)
         parts.append(f"no answer x{len(none)} (connection refused or reset, slowest {slowest:.2f} s)")
-    if cut := [a for a in answers if a.status == 200 and not a.complete]:
+    if ended := [a for a in answers if a.status == 200 and a.stream_error]:
+        parts.append(f"streams ended by the format's error event x{len(ended)}")
+    if cut := [a for a in answers if a.status == 200 and not a.complete and not a.stream_error]:
         parts.append(f"streams cut x{len(cut)}")
     if ok:
         parts.append(f"slowest 200 {max(a.seconds for a in ok):.1f} s")

@@ -93,6 +93,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         service_names=[accounting_pb2.DESCRIPTOR.services_by_name["Accounting"].full_name],
         verify_api_key=verify,
         background=background,
+        unavailable=unavailable,
     )
 
 

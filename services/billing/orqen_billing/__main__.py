@@ -65,6 +65,7 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
             settings.auth_cache_stale_seconds,
         ),
         background=[consumer.run],
+        unavailable=unavailable,
     )
 
 

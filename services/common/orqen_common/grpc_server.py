@@ -37,10 +37,17 @@ _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Request id, authentication, tracing, metrics and error mapping for every call."""
 
-    def __init__(self, service: str, internal_token: str, verify_api_key: ApiKeyVerifier) -> None:
+    def __init__(
+        self,
+        service: str,
+        internal_token: str,
+        verify_api_key: ApiKeyVerifier,
+        unavailable: Callable[[Exception], bool] = lambda err: False,
+    ) -> None:
         self._service = service
         self._internal_token = internal_token
         self._verify_api_key = verify_api_key
+        self._unavailable = unavailable
         self._tracer = trace.get_tracer(__name__)
 
     async def intercept_service(
@@ -102,6 +109,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 trailers.append((DETAIL_METADATA, err.detail))
             context.set_trailing_metadata(tuple(trailers))
             await context.abort(err.kind.grpc_code, err.message)
+        if isinstance(err, Exception) and self._unavailable(err):
+            # A store that is down or restarting: the caller may retry, and the edge answers 503, not 500.
+            log.warning("a dependency is unavailable", method=method, error=repr(err))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"The {self._service} service's store is unavailable.")
         log.exception("unhandled error in gRPC handler", method=method)
         await context.abort(grpc.StatusCode.INTERNAL, "Internal error; the request id is in the logs.")
 
@@ -178,6 +189,9 @@ class ServiceParts:
     # Work that must finish before the service reports SERVING (model load, cache warm-up).
     warm_up: Callable[[], Awaitable[None]] | None = None
     background: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
+    # Failures that mean a store is down or restarting (orqen_common.db.unavailable): answered
+    # UNAVAILABLE, which the edge turns into a 503 and callers may retry, instead of INTERNAL.
+    unavailable: Callable[[Exception], bool] = lambda err: False
 
 
 async def run_grpc_service(
@@ -202,7 +216,9 @@ async def run_grpc_service(
 
     async with AsyncExitStack() as stack:
         parts = await build(stack)
-        interceptor = ServerInterceptor(name, settings.internal_token.get_secret_value(), parts.verify_api_key)
+        interceptor = ServerInterceptor(
+            name, settings.internal_token.get_secret_value(), parts.verify_api_key, parts.unavailable
+        )
         server = grpc.aio.server(interceptors=[interceptor], options=MESSAGE_SIZE_OPTIONS)
         parts.register(server)
         health_servicer = health.aio.HealthServicer()

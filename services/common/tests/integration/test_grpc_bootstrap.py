@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import psutil
 import pytest
@@ -17,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from orqen.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.context import Principal, account_scope, bind_request_id, principal_var, request_id_var
+from orqen_common.db import unavailable
 from orqen_common.errors import HTTP_STATUS_METADATA, OrqenError, from_rpc_error
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServerInterceptor, ServicerContext
@@ -40,6 +42,8 @@ class EchoDispatch(dispatch_pb2_grpc.DispatchServicer):
             raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "no model answered", http_status=502, detail=DETAIL)
         if request.chat_json == b"crash":
             raise RuntimeError("a bug")
+        if request.chat_json == b"store restarting":
+            raise asyncpg.CannotConnectNowError("the database system is shutting down")
         principal = principal_var.get()
         assert principal is not None
         scoped = account_scope(request.context.account_id)
@@ -60,7 +64,7 @@ async def verify(key: str) -> Principal | None:
 
 @pytest.fixture
 async def server_addr() -> AsyncIterator[str]:
-    server = grpc.aio.server(interceptors=[ServerInterceptor("test", TOKEN, verify)])
+    server = grpc.aio.server(interceptors=[ServerInterceptor("test", TOKEN, verify, unavailable)])
     dispatch_pb2_grpc.add_DispatchServicer_to_server(EchoDispatch(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -117,6 +121,15 @@ async def test_orqen_errors_keep_their_http_status_and_bugs_stay_internal(server
     assert from_rpc_error(limited.value, "dispatch").http_status == 429
     assert crashed.value.code() == grpc.StatusCode.INTERNAL
     assert "a bug" not in (crashed.value.details() or "")
+
+
+async def test_a_store_that_is_down_is_unavailable_not_an_internal_error(server_addr: str) -> None:
+    """Accounting with Postgres restarting: the edge answers 503 (and may use a cached verdict), never 500."""
+    async with open_channel(server_addr, TOKEN) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await dispatch_pb2_grpc.DispatchStub(channel).Complete(_request("a", b"store restarting"))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert from_rpc_error(refused.value, "accounting").http_status == 503
 
 
 async def test_health_needs_no_credentials(server_addr: str) -> None:
