@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from accounts import new_account_key
 
+from accounts import new_account_key
 from chaos.sdk_calls import SDKS, Outcome, SdkClients
 from chaos.table import Row, format_table
 from fakes.anthropic_upstream import FakeAnthropic

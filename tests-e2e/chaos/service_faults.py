@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from accounts import new_account_key
 
+from accounts import new_account_key
 from chaos.faults import Fault, SupervisorLog, run_faults, schedule
 from chaos.load import HANG_SECONDS, Answer, Load
 from chaos.reconcile import Reconciliation, reconcile

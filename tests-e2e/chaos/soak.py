@@ -413,7 +413,6 @@ async def soak_and_count(
 async def _full_run(minutes: float, rate: float, warmup: float, slices: int) -> int:
     # Imported here: the test imports this module inside a running stack of its own.
     from accounts import new_account_key
-
     from bench.latency import fake_servers
     from harness import stack_env
     from orqen_stack.config import StackConfig

@@ -10,9 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from accounts import SECRETS_MADE
 from secrets_scan import SecretScanner, scan_database, scan_logs, stored_key_hashes
 
+from accounts import SECRETS_MADE
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI

@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import openai
 import pytest
-from accounts import http, logged, new_account_key, remember_secret
 
+from accounts import http, logged, new_account_key, remember_secret
 from harness import ANTHROPIC_KEY, OPENAI_KEY
 from orqen_common.db import plain_postgres_url
 

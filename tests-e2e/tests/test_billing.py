@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from accounts import new_account_key, remember_secret
 
+from accounts import new_account_key, remember_secret
 from fakes.stripe_api import SECRET_KEY
 from harness import STRIPE_WEBHOOK_SECRET
 from orqen_common.db import plain_postgres_url

@@ -20,10 +20,10 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from accounts import logged, remember_secret
 from google.protobuf import descriptor, message_factory
 from google.protobuf.message import Message
 
+from accounts import logged, remember_secret
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, billing_pb2, dispatch_pb2
 from orqen_common.grpc_client import open_channel
 

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from accounts import new_account_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from accounts import new_account_key
 
 ROUTES = {
     "openai": "/v1/chat/completions",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from accounts import new_account_key
 
 # The checks the document must pass; the others (e.g. that every valid body is accepted) are not

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import openai
+
 from accounts import http, logged, new_account_key
+from toolbox import TOOLBOX
 
 
 def _client(stack: Any) -> openai.OpenAI:
@@ -83,33 +85,6 @@ async def test_a_long_agent_conversation_is_shrunk_and_the_savings_reported(stac
     assert sent[0] == messages[0] and sent[-1] == messages[-1]
     assert "ERROR shard_512 checksum mismatch at /data/archive/shard_512.bin" in sent[3]["content"]
     assert len(sent[3]["content"]) < len(log) / 4
-
-
-def _tool(name: str, description: str) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-        },
-    }
-
-
-TOOLBOX = [
-    _tool("get_weather", "Current weather and forecast for a city."),
-    _tool("get_stock_price", "Latest trading price of a stock ticker symbol."),
-    _tool("convert_currency", "Convert an amount of money between two currencies."),
-    _tool("book_flight", "Book a flight between two airports."),
-    _tool("search_hotels", "Find hotel rooms in a city for given dates."),
-    _tool("send_email", "Send an email message to a recipient."),
-    _tool("translate_text", "Translate text into another language."),
-    _tool("create_calendar_event", "Create an event in the user's calendar."),
-    _tool("calculate_route", "Driving directions between two addresses."),
-    _tool("set_reminder", "Remind the user of something at a given time."),
-    _tool("play_music", "Play a song, album or playlist."),
-    _tool("order_food", "Order a meal from a restaurant for delivery."),
-]
 
 
 async def test_a_large_toolset_is_routed_and_the_decision_is_traced(stack: Any) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from accounts import new_account_key
 from chaos.provider_faults import KINDS, PRIMARY, FaultStack, ProviderFaultReport, fault_stack, run_provider_faults
 from chaos.sdk_calls import SDKS
 
+from accounts import new_account_key
 from fakes.scenario import Fault
 from harness import request_log_entry
 

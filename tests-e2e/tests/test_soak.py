@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from accounts import new_account_key
 from chaos.soak import soak_and_count
+
+from accounts import new_account_key
 
 
 async def test_a_minute_of_steady_load_through_every_ingress_leaks_nothing(stack: Any) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from accounts import http, logged, new_account_key
 
+from accounts import http, logged, new_account_key
 from orqen_common.catalogue import load_catalogue
 
 SESSION = "trip-planning"

@@ -85,6 +85,11 @@ def checked_password(password: str) -> str:
 
 
 _OWNER_COLUMNS = "o.id::text, o.account_id::text, o.email, a.name AS account_name, o.created_at"
+# A new owner ($1 account, $2 email, $3 password hash), answered with its account's name.
+_INSERT_OWNER = f"""
+    WITH o AS (INSERT INTO owners (account_id, email, password_hash) VALUES ($1::uuid, $2, $3) RETURNING *)
+    SELECT {_OWNER_COLUMNS} FROM o JOIN accounts a ON a.id = o.account_id
+"""
 
 
 class OwnerRepository:
@@ -96,13 +101,7 @@ class OwnerRepository:
         password_hash = await asyncio.to_thread(_hasher.hash, password)
         try:
             row = await self._pool.fetchrow(
-                f"""
-                WITH o AS (
-                    INSERT INTO owners (account_id, email, password_hash) VALUES ($1::uuid, $2, $3)
-                    RETURNING *
-                )
-                SELECT {_OWNER_COLUMNS} FROM o JOIN accounts a ON a.id = o.account_id
-                """,
+                _INSERT_OWNER,
                 account_id,
                 email,
                 password_hash,
@@ -153,13 +152,7 @@ class OwnerRepository:
                 return None
             try:
                 row = await conn.fetchrow(
-                    f"""
-                    WITH o AS (
-                        INSERT INTO owners (account_id, email, password_hash) VALUES ($1::uuid, $2, $3)
-                        RETURNING *
-                    )
-                    SELECT {_OWNER_COLUMNS} FROM o JOIN accounts a ON a.id = o.account_id
-                    """,
+                    _INSERT_OWNER,
                     account_id,
                     email,
                     password_hash,

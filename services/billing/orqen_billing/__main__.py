@@ -56,14 +56,7 @@ async def build(settings: BillingSettings, stack: AsyncExitStack) -> ServicePart
     return ServiceParts(
         register=register,
         service_names=[billing_pb2.DESCRIPTOR.services_by_name["Billing"].full_name],
-        verify_api_key=open_key_verifier(
-            stack,
-            open_redis(stack, settings.redis_url),
-            settings.accounting_addr,
-            settings.internal_token.get_secret_value(),
-            settings.auth_cache_ttl_seconds,
-            settings.auth_cache_stale_seconds,
-        ),
+        verify_api_key=open_key_verifier(stack, open_redis(stack, settings.redis_url), settings),
         background=[consumer.run],
         unavailable=unavailable,
     )

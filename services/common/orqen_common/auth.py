@@ -9,10 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 import orjson
 import structlog
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -168,10 +170,28 @@ async def authenticate_bearer(
     return await verify_api_key(token)
 
 
-def open_key_verifier(
-    stack: AsyncExitStack, redis: Redis, accounting_addr: str, token: str, ttl: int, stale: int
-) -> ApiKeyAuthenticator:
+class KeyVerifierSettings(Protocol):
+    """What a service's settings give its API-key verifier (ServiceSettings with AccountingAddress)."""
+
+    @property
+    def accounting_addr(self) -> str: ...
+    @property
+    def internal_token(self) -> SecretStr: ...
+    @property
+    def auth_cache_ttl_seconds(self) -> int: ...
+    @property
+    def auth_cache_stale_seconds(self) -> int: ...
+
+
+def open_key_verifier(stack: AsyncExitStack, redis: Redis, settings: KeyVerifierSettings) -> ApiKeyAuthenticator:
     """An API-key verifier for a service other than accounting; its channel closes with `stack`."""
-    channel = open_channel(accounting_addr, token)
+    token = settings.internal_token.get_secret_value()
+    channel = open_channel(settings.accounting_addr, token)
     stack.push_async_callback(channel.close)
-    return ApiKeyAuthenticator(redis, accounting_pb2_grpc.AccountingStub(channel), ttl, AuthCacheKeys(token), stale)
+    return ApiKeyAuthenticator(
+        redis,
+        accounting_pb2_grpc.AccountingStub(channel),
+        settings.auth_cache_ttl_seconds,
+        AuthCacheKeys(token),
+        settings.auth_cache_stale_seconds,
+    )

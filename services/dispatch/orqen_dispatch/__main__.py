@@ -134,14 +134,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     return ServiceParts(
         register=register,
         service_names=[dispatch_pb2.DESCRIPTOR.services_by_name["Dispatch"].full_name],
-        verify_api_key=open_key_verifier(
-            stack,
-            redis,
-            settings.accounting_addr,
-            token,
-            settings.auth_cache_ttl_seconds,
-            settings.auth_cache_stale_seconds,
-        ),
+        verify_api_key=open_key_verifier(stack, redis, settings),
     )
 
 

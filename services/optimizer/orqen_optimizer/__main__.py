@@ -59,14 +59,7 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
     return ServiceParts(
         register=register,
         service_names=[optimizer_pb2.DESCRIPTOR.services_by_name["Optimizer"].full_name],
-        verify_api_key=open_key_verifier(
-            stack,
-            redis,
-            settings.accounting_addr,
-            token,
-            settings.auth_cache_ttl_seconds,
-            settings.auth_cache_stale_seconds,
-        ),
+        verify_api_key=open_key_verifier(stack, redis, settings),
     )
 
 

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from accounts import remember_secret
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from accounts import remember_secret
 from dashboard_browser import CHROMIUM, WIDE, Owner, problems, sign_in, watch
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.grpc_client import open_channel

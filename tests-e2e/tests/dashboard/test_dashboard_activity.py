@@ -16,37 +16,10 @@ import pytest
 from playwright.async_api import Dialog, Page, expect
 
 from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
+from toolbox import TOOLBOX
 
 HOSTILE = "<script>alert(1)</script>"
 TRIP = "trip-planning"
-
-
-def _tool(name: str, description: str) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
-        },
-    }
-
-
-# More tools than the optimizer forwards unrouted, so the request gets a routing trace.
-TOOLBOX = [
-    _tool("get_weather", "Current weather and forecast for a city."),
-    _tool("get_stock_price", "Latest trading price of a stock ticker symbol."),
-    _tool("convert_currency", "Convert an amount of money between two currencies."),
-    _tool("book_flight", "Book a flight between two airports."),
-    _tool("search_hotels", "Find hotel rooms in a city for given dates."),
-    _tool("send_email", "Send an email message to a recipient."),
-    _tool("translate_text", "Translate text into another language."),
-    _tool("create_calendar_event", "Create an event in the user's calendar."),
-    _tool("calculate_route", "Driving directions between two addresses."),
-    _tool("set_reminder", "Remind the user of something at a given time."),
-    _tool("play_music", "Play a song, album or playlist."),
-    _tool("order_food", "Order a meal from a restaurant for delivery."),
-]
 
 
 def send_traffic(edge_url: str, key: str) -> dict[str, str]:

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from accounts import logged
 from playwright.async_api import Page, expect
 
+from accounts import logged
 from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 
 SCRIPT_TOOL = "<script>alert('tool')</script>"

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from accounts import remember_secret
 from playwright.async_api import Browser, Page
 
+from accounts import remember_secret
 from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, sign_in, visit, watch
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.grpc_client import open_channel
