@@ -11,26 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import sys
 import time
 
+from chaos.provider_faults import provider_fault_rows
 from chaos.service_faults import run_service_faults
-from chaos.table import Row, format_table
-
-
-async def provider_fault_rows(requests: int) -> list[Row]:
-    """The provider-fault rows, when that suite is there (it is built beside this one)."""
-    try:
-        module = importlib.import_module("chaos.provider_faults")
-    except ModuleNotFoundError as err:
-        if err.name != "chaos.provider_faults":
-            raise
-        print("provider faults: tests-e2e/chaos/provider_faults.py is not there yet; skipped", flush=True)
-        return []
-    rows = module.provider_fault_rows(requests)
-    return list(await rows) if inspect.isawaitable(rows) else list(rows)
+from chaos.table import format_table
 
 
 async def main(argv: list[str] | None = None) -> int:
