@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from litestar import Request, get
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Template
 
 from orqen.v1 import optimizer_pb2
@@ -137,13 +138,13 @@ async def requests_page(
     request: Request[Any, Any, Any],
     runtime: NamedDependency[Runtime],
     session: NamedDependency[DashboardSession],
-    model: str = "",
-    status: str = "",
-    session_id: str = "",
-    ingress: str = "",
-    since: str = "",
-    until: str = "",
-    cursor: str = "",
+    model: FromQuery[str] = "",
+    status: FromQuery[str] = "",
+    session_id: FromQuery[str] = "",
+    ingress: FromQuery[str] = "",
+    since: FromQuery[str] = "",
+    until: FromQuery[str] = "",
+    cursor: FromQuery[str] = "",
     limit: PageLimit = PAGE_SIZE,
 ) -> Template:
     filters = {

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from litestar import Request, get
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import Template
 
 from orqen_edge.account.responses import PageLimit
@@ -78,7 +79,7 @@ def _tokens_chart(steps: list[dict[str, Any]]) -> dict[str, Any]:
 async def sessions_page(
     runtime: NamedDependency[Runtime],
     session: NamedDependency[DashboardSession],
-    cursor: str = "",
+    cursor: FromQuery[str] = "",
     limit: PageLimit = PAGE_SIZE,
 ) -> Template:
     found = await page_of_sessions(runtime, session.account_id, limit, cursor)
@@ -101,7 +102,7 @@ async def session_page(
     runtime: NamedDependency[Runtime],
     session: NamedDependency[DashboardSession],
     session_id: str,
-    cursor: str = "",
+    cursor: FromQuery[str] = "",
     limit: PageLimit = TIMELINE_SIZE,
 ) -> Template:
     sid = _session_id(request, str(session_id))
