@@ -53,6 +53,10 @@ class _Watch:
             self.problems.append(f"request to another origin: {request.url}")
 
     def failed(self, request: Request) -> None:
+        # Chromium fetches the favicon on its own, after the page, and cancels that fetch whenever
+        # the tab moves on: an aborted favicon says nothing about the page.
+        if request.failure == "net::ERR_ABORTED" and urlsplit(request.url).path.endswith("/favicon.svg"):
+            return
         self.problems.append(f"failed request: {request.method} {request.url} ({request.failure})")
 
     def response(self, response: Any) -> None:

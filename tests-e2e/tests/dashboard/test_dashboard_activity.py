@@ -5,6 +5,7 @@ a script), and another account whose ids must answer 404."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -15,6 +16,7 @@ import openai
 import pytest
 from playwright.async_api import Dialog, Page, expect
 
+from accounts import new_account_key
 from dashboard_browser import Owner, assert_charts_drawn, assert_fits_375, problems, screenshot, visit
 from toolbox import TOOLBOX
 
@@ -22,19 +24,30 @@ HOSTILE = "<script>alert(1)</script>"
 TRIP = "trip-planning"
 
 
+def index_toolbox(edge_url: str, key: str) -> None:
+    """Send the toolbox until the optimizer routes it: the first sight of tools has them indexed in the
+    background. Done with another account's key so the account under test logs only `send_traffic`'s
+    requests (tool vectors are cached by content, so every account's requests are routed after)."""
+    oa = openai.OpenAI(base_url=edge_url + "/v1", api_key=key, max_retries=0)
+    ask = [{"role": "user", "content": "What does AAPL trade at?"}]
+    for _ in range(120):
+        raw = oa.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ask, tools=TOOLBOX)
+        if raw.headers.get("x-orqen-routing", "passthrough") != "passthrough":
+            return
+        time.sleep(0.5)
+    raise AssertionError("the toolbox was never routed")
+
+
 def send_traffic(edge_url: str, key: str) -> dict[str, str]:
     """The account's traffic, through the SDKs as an application sends it; the request ids by role."""
     oa = openai.OpenAI(base_url=edge_url + "/v1", api_key=key, max_retries=0)
     trip = {"X-Orqen-Session-Id": TRIP}
     ask = [{"role": "user", "content": 'What does AAPL trade at? call get_stock_price {"query": "AAPL"}'}]
-    # The first sight of these tools has them indexed in the background; routing follows.
-    for _ in range(60):
-        raw = oa.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=ask, tools=TOOLBOX, extra_headers=trip
-        )
-        if raw.headers.get("x-orqen-routing", "passthrough") != "passthrough":
-            break
-        time.sleep(0.5)
+    # `index_toolbox` had the tools indexed, so this first request is routed.
+    raw = oa.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=ask, tools=TOOLBOX, extra_headers=trip
+    )
+    assert raw.headers.get("x-orqen-routing", "passthrough") != "passthrough"
     routed = raw.headers["x-request-id"]
     claude = anthropic.Anthropic(base_url=edge_url, api_key=key, max_retries=0)
     answered = claude.messages.with_raw_response.create(
@@ -72,6 +85,8 @@ def send_traffic(edge_url: str, key: str) -> dict[str, str]:
 
 async def traffic(stack: Any, owner: Owner) -> dict[str, str]:
     """`send_traffic` for `owner`'s account, once the request log holds all of it."""
+    warm_key = await new_account_key(stack, f"toolbox-{secrets.token_hex(4)}")
+    await asyncio.to_thread(index_toolbox, stack.info.edge_url, warm_key)
     sent = await asyncio.to_thread(send_traffic, stack.info.edge_url, owner.api_key)
     async with httpx.AsyncClient(
         base_url=stack.info.edge_url, headers={"authorization": f"Bearer {owner.api_key}"}, timeout=30
