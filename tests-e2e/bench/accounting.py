@@ -55,6 +55,9 @@ def event(account_id: str, at: dt.datetime, rng: random.Random) -> events_pb2.Re
     created.FromDatetime(at)
     model, provider = rng.choice(MODELS)
     routed = rng.random() < 0.5
+    # A/B control traffic (the default share, 5% of routed requests): every tool forwarded, the
+    # trace is the decision the router would have made; routing calibration reads these rows.
+    control = routed and rng.random() < 0.05
     kept = rng.sample(TOOLS, 3) if routed else []
     latency = rng.lognormvariate(6, 0.6)
     return events_pb2.RequestCompleted(
@@ -83,10 +86,10 @@ def event(account_id: str, at: dt.datetime, rng: random.Random) -> events_pb2.Re
         ),
         plan=optimizer_pb2.PlanStats(
             tools_input=20 if routed else 0,
-            tools_output=3 if routed else 0,
-            routing="semantic" if routed else "",
+            tools_output=(20 if control else 3) if routed else 0,
+            routing=("semantic_ab_ctrl" if control else "semantic") if routed else "",
             tool_tokens_in=3000 if routed else 0,
-            tool_tokens_out=450 if routed else 0,
+            tool_tokens_out=(3000 if control else 450) if routed else 0,
         ),
         trace=optimizer_pb2.RoutingTrace(
             intent="book a flight to lisbon",
@@ -98,7 +101,7 @@ def event(account_id: str, at: dt.datetime, rng: random.Random) -> events_pb2.Re
         if routed
         else None,
         tools_offered=TOOLS if routed else [],
-        tools_forwarded=kept,
+        tools_forwarded=TOOLS if control else kept,
         tools_called=kept[:1],
     )
 

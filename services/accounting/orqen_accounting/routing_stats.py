@@ -9,6 +9,7 @@ to be calibrated, the share of candidates called should rise with their score.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -18,12 +19,14 @@ import asyncpg
 import orjson
 
 from orqen.v1 import accounting_pb2, optimizer_pb2
+from orqen_accounting import histogram
 from orqen_accounting.stored_json import from_json
 from orqen_common.routing_modes import AB_CONTROL_SUFFIX
 
 BUCKETS = 10  # equal score buckets over [0, 1]: the optimizer's fused scores lie there
-# Most recent control requests read for one calibration: plenty for stable shares, bounded work.
-MAX_CONTROL_SAMPLES = 10_000
+# Most recent control requests read for one calibration: enough for shares to within about a
+# percentage point, and a bounded cost (~10 ms a thousand samples) however busy the account is.
+MAX_CONTROL_SAMPLES = 2_000
 # A model is "fastest" only on enough successful requests to make its median mean something.
 FASTEST_MIN_SUCCESSES = 3
 
@@ -69,6 +72,7 @@ class Calibration:
     @classmethod
     def of(cls, samples: Iterable[ControlSample]) -> Calibration:
         calibration = cls()
+        candidates, called_counts, top = calibration.candidates, calibration.called, BUCKETS - 1
         for sample in samples:
             calibration.overall.add(sample)
             calibration.by_mode[sample.mode].add(sample)
@@ -76,10 +80,13 @@ class Calibration:
             called = set(sample.called)
             ranked_names = {name for name, _ in sample.ranked}
             calibration.unranked_calls += len(called - ranked_names)
+            # The innermost loop of a page view (a few hundred thousand candidates at most): inlined.
             for name, score in sample.ranked:
-                bucket = _bucket(score)
-                calibration.candidates[bucket] += 1
-                calibration.called[bucket] += name in called
+                bucket = int(score * BUCKETS)
+                bucket = top if bucket > top else 0 if bucket < 0 else bucket
+                candidates[bucket] += 1
+                if name in called:
+                    called_counts[bucket] += 1
         return calibration
 
     def buckets(self) -> list[accounting_pb2.CalibrationBucket]:
@@ -105,13 +112,12 @@ class Calibration:
         return self.k_total / self.overall.requests if self.overall.requests else 0.0
 
 
-def _bucket(score: float) -> int:
-    return min(BUCKETS - 1, max(0, int(score * BUCKETS)))
-
-
 class RoutingStats:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # Calibrations under way, by (account, days): the dashboard's routing page asks for the
+        # calibration and for the insights (which need it too) at once; they share one reading.
+        self._calibrating: dict[tuple[str, int], asyncio.Future[Calibration]] = {}
 
     async def traces(self, account_id: str, limit: int) -> list[accounting_pb2.RoutingTraceRecord]:
         rows = await self._pool.fetch(
@@ -137,6 +143,15 @@ class RoutingStats:
         return records
 
     async def calibration(self, account_id: str, days: int) -> Calibration:
+        key = (account_id, days)
+        running = self._calibrating.get(key)
+        if running is None:
+            running = self._calibrating[key] = asyncio.ensure_future(self._calibrate(account_id, days))
+            running.add_done_callback(lambda _: self._calibrating.pop(key, None))
+        # Shielded: one caller giving up does not cancel the reading another caller waits for.
+        return await asyncio.shield(running)
+
+    async def _calibrate(self, account_id: str, days: int) -> Calibration:
         rows = await self._pool.fetch(
             r"""
             SELECT routing, trace, tools_called FROM requests
@@ -151,28 +166,40 @@ class RoutingStats:
         return Calibration.of(_sample(row) for row in rows)
 
     async def models(self, account_id: str, days: int) -> list[accounting_pb2.ModelUsage]:
-        """Per model used in the period: requests, success rate, median latency of its successes."""
+        """Per model used in the period: requests, success rate and median latency, from the daily
+        rollups (the raw log of a busy account holds far too many rows to read for a page view)."""
+        first_day = _since(days).date()
         rows = await self._pool.fetch(
             """
-            SELECT model_used, provider, count(*) AS requests,
-                avg((status < 400)::int) AS success_rate,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY upstream_ms) FILTER (WHERE status < 400) AS p50_ms
-            FROM requests
-            WHERE account_id = $1::uuid AND created_at >= $2 AND model_used <> ''
-            GROUP BY model_used, provider
-            ORDER BY requests DESC, model_used
+            SELECT model, provider, sum(requests)::bigint AS requests, sum(errors)::bigint AS errors
+            FROM usage_daily
+            WHERE account_id = $1::uuid AND day >= $2 AND provider <> ''
+            GROUP BY model, provider
+            ORDER BY requests DESC, model
             LIMIT 100
             """,
             account_id,
-            _since(days),
+            first_day,
         )
+        buckets = await self._pool.fetch(
+            """
+            SELECT model, provider, bucket, sum(requests)::bigint AS n FROM latency_daily
+            WHERE account_id = $1::uuid AND day >= $2 AND provider <> ''
+            GROUP BY model, provider, bucket
+            """,
+            account_id,
+            first_day,
+        )
+        latencies: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+        for b in buckets:
+            latencies[b["model"], b["provider"]].append((b["bucket"], b["n"]))
         return [
             accounting_pb2.ModelUsage(
-                model=r["model_used"],
+                model=r["model"],
                 provider=r["provider"],
                 requests=r["requests"],
-                success_rate=float(r["success_rate"]),
-                p50_ms=r["p50_ms"] or 0.0,
+                success_rate=1.0 - r["errors"] / r["requests"] if r["requests"] else 0.0,
+                p50_ms=histogram.percentile(histogram.counts(latencies[r["model"], r["provider"]]), 0.5),
             )
             for r in rows
         ]

@@ -1271,7 +1271,7 @@ class ModelUsage(_message.Message):
     requests: _builtins.int
     success_rate: _builtins.float
     p50_ms: _builtins.float
-    """Median upstream latency of its successful requests."""
+    """Median latency of its requests, from the daily latency histograms (exact to a bucket, 9%)."""
     def __init__(
         self,
         *,
