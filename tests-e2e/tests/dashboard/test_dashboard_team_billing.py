@@ -2,8 +2,8 @@
 remove an owner (never the last); a password change ends the other sessions; upgrade through the
 Stripe fake's Checkout page and come back synced; another account's owner ids answer 404.
 
-(Billing's local-mode message is checked against the edge app in local mode:
-services/edge/tests/integration/test_dashboard_pages.py; this stack runs billing on the Stripe fake.)
+(This stack runs billing on the Stripe fake; Billing in local mode is shown in Chromium by
+test_dashboard_local_mode.py, on a stack of its own.)
 """
 
 from __future__ import annotations
