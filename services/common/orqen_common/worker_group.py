@@ -46,6 +46,9 @@ MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _READY, _GO = b"r", b"g"
 # Beyond the workers' own grace period: time to exit once their calls are done.
 _EXIT_SECONDS = 3.0
+# A worker is one CPU's worth of work: the thread pools of native libraries (OpenBLAS under numpy,
+# OpenMP) would only have the workers contend for the same cores. An operator's value is kept.
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -156,7 +159,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    env = dict(os.environ)
+    env = {**SINGLE_THREADED, **os.environ}
     metrics_dir = None
     if settings.metrics_port:
         metrics_dir = Path(tempfile.gettempdir()) / f"orqen-{name}-metrics-{grpc_port(listen_addr)}"

@@ -102,6 +102,8 @@ async def test_the_port_opens_once_every_worker_is_ready_and_every_worker_listen
     (group.directory / "release").touch()
     await until(lambda: serving(group), group)
     assert group.listening_pids() == {w.pid for w in group.workers()} and len(group.listening_pids()) == 2
+    # One CPU's worth each: no native thread pools of their own to contend with the other workers.
+    assert all(w.environ()["OPENBLAS_NUM_THREADS"] == "1" for w in group.workers())
 
 
 async def test_a_worker_that_dies_takes_the_group_down_for_its_supervisor_to_restart(group: Group) -> None:
