@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 import orjson
+import psutil
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.grpc_client import RoundRobin, open_channels
@@ -50,9 +51,15 @@ def start_optimizer(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "orqen_optimizer"], env=env)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children so far."""
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
 @asynccontextmanager
-async def optimizer_group(workers: int, redis_url: str, accounting_addr: str) -> AsyncIterator[str]:
-    """`python -m orqen_optimizer` with `workers` worker processes, once it is SERVING; its address."""
+async def optimizer_group(workers: int, redis_url: str, accounting_addr: str) -> AsyncIterator[tuple[str, int]]:
+    """`python -m orqen_optimizer` with `workers` worker processes, once it is SERVING; its address and pid."""
     addr = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("ORQEN_GRPC_HOST", "ORQEN_METRICS_HOST")}
     env.update(
@@ -71,7 +78,7 @@ async def optimizer_group(workers: int, redis_url: str, accounting_addr: str) ->
                 if process.poll() is not None:
                     raise RuntimeError(f"the optimizer exited with code {process.returncode}")
                 await asyncio.sleep(0.2)
-        yield addr
+        yield addr, process.pid
     finally:
         process.terminate()
         process.wait(60)
@@ -131,7 +138,7 @@ async def _measure(
     )
     try:
         for workers in worker_counts:
-            async with optimizer_group(workers, redis_url, f"127.0.0.1:{accounting_port}") as addr:
+            async with optimizer_group(workers, redis_url, f"127.0.0.1:{accounting_port}") as (addr, pid):
                 channels = open_channels(addr, TOKEN, CHANNELS)
                 stubs = RoundRobin([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
                 # Each connection's worker indexes the whole catalogue (vectors from Redis), then a warm-up round.
@@ -139,13 +146,18 @@ async def _measure(
                 await timed_plans(stubs, timed[: len(requests)], 4)
                 for concurrency in (1, 4, 16):
                     load = os.getloadavg()[0]
+                    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
                     timings = await timed_plans(stubs, timed, concurrency)
+                    # CPU per plan does not depend on what else runs on the machine, latency does.
+                    server_ms = (cpu_seconds(pid) - server_cpu) * 1000 / len(timings)
+                    client_ms = (time.process_time() - client_cpu) * 1000 / len(timings)
                     q = np.percentile(timings, [50, 95, 99])
                     late = sum(t > deadline_ms for t in timings) / len(timings)
                     label = f"{workers} worker{'s' if workers > 1 else ' '}, {concurrency:>2} at once"
                     print(
                         f"  {label}: p50 {q[0]:6.1f} ms  "
                         f"p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  past the deadline {late:5.1%}  "
+                        f"CPU per plan: optimizer {server_ms:4.1f} ms, client {client_ms:4.1f} ms  "
                         f"({len(timings)} plans, load average {load:.2f} before)"
                     )
                 await asyncio.gather(*(c.close() for c in channels))
