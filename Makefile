@@ -120,8 +120,9 @@ soak: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/chaos/soak.py $(SOAK_ARGS)
 
 # Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in docs/performance.md).
+# Single-threaded BLAS and OpenMP, as each optimizer worker runs (orqen_common.worker_group).
 bench-optimizer: install
-	$(BIN)/python services/optimizer/bench/routing.py $(ARGS)
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python services/optimizer/bench/routing.py $(ARGS)
 
 # Stubs go into the one shared package every service imports (services/common/orqen/v1).
 proto: install

@@ -24,6 +24,7 @@ from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
 from orqen_common.logging import configure_logging
 from orqen_common.settings import ServiceSettings, grpc_host, grpc_port
 from orqen_common.tracing import configure_tracing
+from orqen_common.worker_group import WorkerLink
 
 log = structlog.get_logger(__name__)
 
@@ -199,16 +200,20 @@ async def run_grpc_service(
     settings: ServiceSettings,
     listen_addr: str,
     build: Callable[[AsyncExitStack], Awaitable[ServiceParts]],
+    worker: WorkerLink | None = None,
 ) -> None:
     """Run one gRPC service until SIGTERM/SIGINT, then stop gracefully.
 
     `build` opens the service's resources on the exit stack (closed after the server
-    stops, so in-flight calls still have them) and returns its parts.
+    stops, so in-flight calls still have them) and returns its parts. `worker`: this process
+    is one worker of a group sharing the port (orqen_common.worker_group): it binds once the
+    whole group is ready, stops with the group, and its metrics are served by the group's parent.
     """
     configure_logging(name, settings.log_level, settings.log_format)
     configure_tracing(name)
     host, port = settings.grpc_host or grpc_host(listen_addr), grpc_port(listen_addr)
-    metrics.start_metrics_server(settings.metrics_host or host, settings.metrics_port)
+    if worker is None:
+        metrics.start_metrics_server(settings.metrics_host or host, settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -219,7 +224,9 @@ async def run_grpc_service(
         interceptor = ServerInterceptor(
             name, settings.internal_token.get_secret_value(), parts.verify_api_key, parts.unavailable
         )
-        server = grpc.aio.server(interceptors=[interceptor], options=MESSAGE_SIZE_OPTIONS)
+        # Workers of a group listen on one port; the kernel spreads connections over them.
+        options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 1)] if worker else MESSAGE_SIZE_OPTIONS
+        server = grpc.aio.server(interceptors=[interceptor], options=options)
         parts.register(server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -228,6 +235,9 @@ async def run_grpc_service(
         )
         for svc in ("", *parts.service_names):
             await health_servicer.set(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if worker is not None and not await worker.join(stop):
+            log.info("stopped before the worker group was ready")
+            return
         bind(server, host, port)
         await server.start()
         log.info("gRPC service listening", host=host, port=port)

@@ -36,7 +36,7 @@ from orqen.v1 import (
 from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import AuthCacheKeys
 from orqen_common.errors import from_rpc_error
-from orqen_common.grpc_client import open_channel
+from orqen_common.grpc_client import RoundRobin, open_channel, open_channels
 from orqen_common.healthcheck import health_status
 from orqen_edge.settings import EdgeSettings
 
@@ -77,32 +77,38 @@ class Downstream:
         token = settings.internal_token.get_secret_value()
         # A plan that misses this deadline is not waited for: the request goes on unoptimized.
         self._plan_deadline_s = settings.optimizer_deadline_ms / 1000
+        # The optimizer is a group of worker processes on one port: its plans spread over them
+        # only through several connections (orqen_common.grpc_client.open_channels).
+        self._optimizer_channels = open_channels(settings.optimizer_addr, token, settings.optimizer_channels)
         self._channels = {
-            _OPTIMIZER: open_channel(settings.optimizer_addr, token),
             _DISPATCH: open_channel(settings.dispatch_addr, token),
             _ACCOUNTING: open_channel(settings.accounting_addr, token),
             _BILLING: open_channel(settings.billing_addr, token),
         }
-        self._optimizer = optimizer_pb2_grpc.OptimizerStub(self._channels[_OPTIMIZER])
+        self._optimizer = RoundRobin([optimizer_pb2_grpc.OptimizerStub(c) for c in self._optimizer_channels])
         self._dispatch = dispatch_pb2_grpc.DispatchStub(self._channels[_DISPATCH])
         self._accounting = accounting_pb2_grpc.AccountingStub(self._channels[_ACCOUNTING])
         self._billing = billing_pb2_grpc.BillingStub(self._channels[_BILLING])
 
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+        await asyncio.gather(*(channel.close() for channel in [*self._optimizer_channels, *self._channels.values()]))
 
     async def health(self) -> dict[str, str]:
-        """Each service's grpc.health.v1 status: "ok", or why not."""
-        names = list(self._channels)
-        statuses = await asyncio.gather(*(health_status(self._channels[n]) for n in names))
-        return dict(zip(names, statuses, strict=True))
+        """Each service's grpc.health.v1 status: "ok", or why not.
+
+        One of the optimizer's connections answers for all: each of its workers says SERVING only
+        once every one of them can plan (orqen_common.worker_group).
+        """
+        channels = {_OPTIMIZER: self._optimizer_channels[0], **self._channels}
+        statuses = await asyncio.gather(*(health_status(channel) for channel in channels.values()))
+        return dict(zip(channels, statuses, strict=True))
 
     # Optimizer
 
     async def plan(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> optimizer_pb2.PlanResponse:
         """The optimization plan; raises the gRPC error itself so the caller can fail open."""
         request = optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json)
-        return await self._optimizer.Plan(request, timeout=self._plan_deadline_s)
+        return await self._optimizer().Plan(request, timeout=self._plan_deadline_s)
 
     # Dispatch: chat and proxied calls last as long as the provider takes, so they have no deadline here.
 

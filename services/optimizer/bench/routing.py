@@ -20,23 +20,28 @@ plain BM25 top-K and plain embedding top-K with K = the router's mean K. The dec
 the router's own (policy "auto"); the questions' vectors are computed in one batch first.
 Plan latency (p50/p95 of the whole plan: routing with the query embedded, schema
 compression of the forwarded tools; tool vectors already indexed) is timed on a sample of
-questions.
+questions, in this process, then through real gRPC against the optimizer's worker processes
+(bench/through_grpc.py), with 1 and with one per available CPU (`--grpc-workers`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import through_grpc
+from redis import Redis
 
+from orqen_common.worker_group import available_cpus
 from orqen_optimizer import bfcl, rerank, tool_router
 from orqen_optimizer.embeddings import ToolIndex, embed, text_id
 from orqen_optimizer.plan import Planner
@@ -44,6 +49,7 @@ from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
 from orqen_optimizer.tool_router import ToolRouter, adaptive_k, keyword_leads
 from orqen_optimizer.tools import tool_facts, tool_name, tool_views
+from orqen_testing.servers import claimed_redis_db, shared_servers
 
 POOLS = (50, 200, 500, 0)  # 0: the whole catalogue
 TEST_BUCKET = 0
@@ -266,7 +272,30 @@ def main() -> None:
     parser.add_argument(
         "--fit-reranker", action="store_true", help="also fit the stage-2 reranker on the training split"
     )
+    parser.add_argument(
+        "--grpc-workers",
+        default=f"1,{available_cpus()}",
+        help="worker counts of the optimizer measured through gRPC, comma-separated; empty: none",
+    )
     args = parser.parse_args()
+    worker_counts = sorted({int(n) for n in args.grpc_workers.split(",") if n.strip()})
+    # The gRPC measurement's workers fetch the tool vectors this process embeds from a real Redis.
+    with _redis() if worker_counts else contextlib.nullcontext() as redis_url:
+        run(args, worker_counts, redis_url)
+
+
+@contextlib.contextmanager
+def _redis() -> Iterator[str]:
+    """An empty Redis database: ORQEN_TEST_REDIS_URL's server, else a container or an embedded server."""
+    servers = shared_servers()
+    try:
+        with claimed_redis_db(servers.redis_url()) as url:
+            yield url
+    finally:
+        servers.close()
+
+
+def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | None) -> None:
     rng = random.Random(args.seed)
     policy = RoutingPolicy(ab_control_share=0.0)  # "auto", as an account that changed nothing
 
@@ -283,7 +312,7 @@ def main() -> None:
     views = {name: tool_views(catalogue[name]) for name in names}
     print(f"{len(cases)} questions, {len(names)} distinct tool definitions in the catalogue")
 
-    index = ToolIndex()
+    index = ToolIndex(Redis.from_url(redis_url) if redis_url else None)
     started = time.perf_counter()
     index.add([v for name in names for v in views[name]])
     print(f"indexed the catalogue in {time.perf_counter() - started:.1f} s (embedded once, cached by text)")
@@ -318,6 +347,8 @@ def main() -> None:
             f"  {concurrency:>2} concurrent: p50 {q[0]:6.1f} ms  p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  "
             f"past the deadline {late:.1%}"
         )
+    if redis_url is not None:
+        through_grpc.measure(requests_500, list(catalogue.values()), worker_counts, args.deadline_ms, redis_url)
 
 
 def timed(planner: Planner, request: dict[str, Any], policy: RoutingPolicy) -> float:

@@ -1,7 +1,8 @@
-"""`python -m orqen_optimizer`: run the optimizer service."""
+"""`python -m orqen_optimizer`: run the optimizer service, as a group of worker processes on its port."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from contextlib import AsyncExitStack
@@ -16,6 +17,7 @@ from orqen_common.cache import TIMEOUT_SECONDS, open_redis
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.settings import load_settings
+from orqen_common.worker_group import WorkerLink, available_cpus, run_worker_group
 from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
@@ -31,7 +33,7 @@ def warm_up(routing: bool) -> None:
         embed(["warm up"])
 
 
-async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServiceParts:
+async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack) -> ServiceParts:
     await asyncio.to_thread(warm_up, settings.tool_routing)
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
@@ -54,7 +56,7 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
     )
 
     def register(server: grpc.aio.Server) -> None:
-        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(planner, policies), server)
+        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(planner, policies, worker), server)
 
     return ServiceParts(
         register=register,
@@ -64,8 +66,22 @@ async def build(settings: OptimizerSettings, stack: AsyncExitStack) -> ServicePa
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orqen_optimizer", description=__doc__)
+    # Set by the group's parent for each worker it starts (orqen_common.worker_group).
+    parser.add_argument("--worker", type=WorkerLink.parse, help=argparse.SUPPRESS)
+    worker: WorkerLink | None = parser.parse_args(argv).worker
     settings = load_settings(OptimizerSettings)
-    asyncio.run(run_grpc_service("optimizer", settings, settings.optimizer_addr, partial(build, settings)))
+    if worker is None:
+        count = settings.optimizer_workers or available_cpus()
+        return run_worker_group(
+            "optimizer",
+            settings,
+            settings.optimizer_addr,
+            count,
+            lambda link: [sys.executable, "-m", "orqen_optimizer", "--worker", str(link)],
+        )
+    listen = settings.optimizer_addr
+    asyncio.run(run_grpc_service("optimizer", settings, listen, partial(build, settings, worker.index), worker))
     return 0
 
 

@@ -11,6 +11,12 @@ class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, Re
     """Configuration of the optimizer service; it calls accounting (API keys, routing preferences)."""
 
     metrics_port: int = Field(9151, description="Port of the Prometheus metrics endpoint; 0 disables it.")
+    optimizer_workers: int = Field(
+        0,
+        ge=0,
+        description="Worker processes planning on the optimizer's port, each with its own model; 0: one per CPU "
+        "available to the process (its affinity mask, capped by a container's CPU limit).",
+    )
     tool_routing: bool = Field(
         True, description="Forward only the tools a request needs; off: every tool is forwarded."
     )

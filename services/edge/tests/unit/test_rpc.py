@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from fakes.serve import free_port
-from orqen.v1 import accounting_pb2, accounting_pb2_grpc, usage_pb2
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, optimizer_pb2_grpc, usage_pb2
 from orqen_common.context import bind_request_id
 from orqen_common.errors import OrqenError
 from orqen_edge.rpc import Downstream
@@ -96,3 +96,47 @@ async def test_a_service_that_is_down_is_a_503_that_names_it(served: Served) -> 
         await served.downstream.get_billing("acct-1")
     assert raised.value.http_status == 503
     assert raised.value.message == "The billing service is unavailable; try again shortly."
+
+
+@dataclass
+class PeerRecordingOptimizer(optimizer_pb2_grpc.OptimizerServicer):
+    """Notes the connection (the caller's address and port) each plan came over."""
+
+    peers: list[str] = field(default_factory=list)
+
+    async def Plan(  # the RPC's name
+        self,
+        request: optimizer_pb2.PlanRequest,
+        context: grpc.aio.ServicerContext[optimizer_pb2.PlanRequest, optimizer_pb2.PlanResponse],
+    ) -> optimizer_pb2.PlanResponse:
+        self.peers.append(context.peer())
+        return optimizer_pb2.PlanResponse(chat_json=request.chat_json)
+
+
+async def test_plans_take_each_of_several_connections_in_turn() -> None:
+    """The optimizer's worker processes share one port and each connection reaches one of them: plans
+    spread over them only when they go out over several connections."""
+    optimizer = PeerRecordingOptimizer()
+    server = grpc.aio.server()
+    optimizer_pb2_grpc.add_OptimizerServicer_to_server(optimizer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    nowhere = f"127.0.0.1:{free_port()}"
+    downstream = Downstream(
+        EdgeSettings(
+            internal_token=SecretStr(TOKEN),
+            optimizer_addr=f"127.0.0.1:{port}",
+            optimizer_channels=4,
+            accounting_addr=nowhere,
+            dispatch_addr=nowhere,
+            billing_addr=nowhere,
+        )
+    )
+    try:
+        for _ in range(8):
+            await downstream.plan(common_pb2.RequestContext(account_id="acct-1"), b"{}")
+    finally:
+        await downstream.close()
+        await server.stop(None)
+    assert len(set(optimizer.peers)) == 4
+    assert optimizer.peers[:4] == optimizer.peers[4:]  # in turn

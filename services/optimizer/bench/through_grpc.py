@@ -1,0 +1,165 @@
+"""Plan latency through real gRPC against a group of optimizer worker processes (part of `make bench-optimizer`).
+
+The optimizer runs as `make up` runs it (`python -m orqen_optimizer`, ORQEN_OPTIMIZER_WORKERS
+worker processes on one port), its tool vectors in a real Redis, filled by the benchmark's own
+indexing, so every worker fetches them instead of embedding; accounting is a stand-in that
+answers every account's preferences with the defaults and no A/B control share, as the
+in-process measurement plans. The client calls over as many connections as the edge opens
+(ORQEN_OPTIMIZER_CHANNELS' default), in turn, each call timed from the client: what the edge
+waits for, serialisation and the network included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import numpy as np
+import orjson
+import psutil
+
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, optimizer_pb2_grpc
+from orqen_common.grpc_client import RoundRobin, open_channels
+from orqen_common.healthcheck import health_status
+from orqen_edge.settings import EdgeSettings
+from orqen_stack.procs import free_port
+
+TOKEN = "bench-internal-token"
+CHANNELS = EdgeSettings.model_fields["optimizer_channels"].default
+
+
+class DefaultPreferences(accounting_pb2_grpc.AccountingServicer):
+    """Accounting, for the optimizer: every account has the default preferences, without A/B control traffic."""
+
+    async def GetRoutingPreferences(
+        self, request: accounting_pb2.AccountRef, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> accounting_pb2.RoutingPreferences:
+        return accounting_pb2.RoutingPreferences(
+            account_id=request.account_id, mode="auto", k_floor=3, ab_control_share=0.0
+        )
+
+
+def start_optimizer(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "orqen_optimizer"], env=env)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children so far."""
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
+@asynccontextmanager
+async def optimizer_group(workers: int, redis_url: str, accounting_addr: str) -> AsyncIterator[tuple[str, int]]:
+    """`python -m orqen_optimizer` with `workers` worker processes, once it is SERVING; its address and pid."""
+    addr = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("ORQEN_GRPC_HOST", "ORQEN_METRICS_HOST")}
+    env.update(
+        ORQEN_OPTIMIZER_ADDR=addr,
+        ORQEN_ACCOUNTING_ADDR=accounting_addr,
+        ORQEN_REDIS_URL=redis_url,
+        ORQEN_INTERNAL_TOKEN=TOKEN,
+        ORQEN_METRICS_PORT="0",
+        ORQEN_OPTIMIZER_WORKERS=str(workers),
+        ORQEN_LOG_LEVEL="WARNING",
+    )
+    process = start_optimizer(env)
+    try:
+        async with grpc.aio.insecure_channel(addr) as channel:
+            while await health_status(channel) != "ok":
+                if process.poll() is not None:
+                    raise RuntimeError(f"the optimizer exited with code {process.returncode}")
+                await asyncio.sleep(0.2)
+        yield addr, process.pid
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+async def timed_plans(
+    plan: Callable[[], optimizer_pb2_grpc.OptimizerAsyncStub],
+    requests: list[optimizer_pb2.PlanRequest],
+    concurrency: int,
+) -> list[float]:
+    """Milliseconds of each call, `concurrency` of them in flight at any time."""
+    pending = iter(requests)
+    timings: list[float] = []
+
+    async def caller() -> None:
+        for request in pending:  # shared by every caller: each request is sent once
+            started = time.perf_counter()
+            await plan().Plan(request)
+            timings.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return timings
+
+
+def measure(
+    requests: list[dict[str, Any]],
+    catalogue: list[dict[str, Any]],
+    worker_counts: list[int],
+    deadline_ms: float,
+    redis_url: str,
+) -> None:
+    """Print p50/p95/p99 and the share past the deadline at 1, 4 and 16 plans at once, per worker count."""
+    asyncio.run(_measure(requests, catalogue, worker_counts, deadline_ms, redis_url))
+
+
+async def _measure(
+    requests: list[dict[str, Any]],
+    catalogue: list[dict[str, Any]],
+    worker_counts: list[int],
+    deadline_ms: float,
+    redis_url: str,
+) -> None:
+    context = common_pb2.RequestContext(account_id=str(uuid.uuid4()))
+
+    def plan_request(chat: dict[str, Any]) -> optimizer_pb2.PlanRequest:
+        return optimizer_pb2.PlanRequest(context=context, chat_json=orjson.dumps(chat))
+
+    timed = [plan_request(r) for r in requests] * 2
+    everything = plan_request({"messages": [{"role": "user", "content": "warm up"}], "tools": catalogue})
+    accounting = grpc.aio.server()
+    accounting_pb2_grpc.add_AccountingServicer_to_server(DefaultPreferences(), accounting)
+    accounting_port = accounting.add_insecure_port("127.0.0.1:0")
+    await accounting.start()
+    print(
+        f"\nthrough gRPC: `python -m orqen_optimizer` with N worker processes, 500 cached tools, {CHANNELS} "
+        f"connections used in turn, deadline {deadline_ms} ms:"
+    )
+    try:
+        for workers in worker_counts:
+            async with optimizer_group(workers, redis_url, f"127.0.0.1:{accounting_port}") as (addr, pid):
+                channels = open_channels(addr, TOKEN, CHANNELS)
+                stubs = RoundRobin([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
+                # Each connection's worker indexes the whole catalogue (vectors from Redis), then a warm-up round.
+                await asyncio.gather(*(stub.Plan(everything) for stub in stubs.items))
+                await timed_plans(stubs, timed[: len(requests)], 4)
+                for concurrency in (1, 4, 16):
+                    load = os.getloadavg()[0]
+                    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+                    timings = await timed_plans(stubs, timed, concurrency)
+                    # CPU per plan does not depend on what else runs on the machine, latency does.
+                    server_ms = (cpu_seconds(pid) - server_cpu) * 1000 / len(timings)
+                    client_ms = (time.process_time() - client_cpu) * 1000 / len(timings)
+                    q = np.percentile(timings, [50, 95, 99])
+                    late = sum(t > deadline_ms for t in timings) / len(timings)
+                    label = f"{workers} worker{'s' if workers > 1 else ' '}, {concurrency:>2} at once"
+                    print(
+                        f"  {label}: p50 {q[0]:6.1f} ms  "
+                        f"p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  past the deadline {late:5.1%}  "
+                        f"CPU per plan: optimizer {server_ms:4.1f} ms, client {client_ms:4.1f} ms  "
+                        f"({len(timings)} plans, load average {load:.2f} before)"
+                    )
+                await asyncio.gather(*(c.close() for c in channels))
+    finally:
+        await accounting.stop(None)
