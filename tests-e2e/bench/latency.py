@@ -131,6 +131,12 @@ async def measure(target: Target, concurrency: int, requests: int) -> tuple[list
     return samples, len(samples) / elapsed, broken
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1] * 1000
 
@@ -174,7 +180,7 @@ def peer_target(ingress: str, stream: bool, peer: str, orqen: Target) -> Target 
     return Target(peer + path, headers | {"authorization": f"Bearer {PEER_KEY}"}, orqen.body)
 
 
-async def run(requests: int, levels: list[int], with_peer: bool) -> None:
+async def run(requests: int, levels: list[int], with_peer: bool, cpu: bool = False) -> None:
     with (
         fake_servers() as urls,
         tempfile.TemporaryDirectory(prefix="orqen-bench-") as home,
@@ -199,7 +205,12 @@ async def run(requests: int, levels: list[int], with_peer: bool) -> None:
                         count = requests if concurrency == 1 else requests * 4
                         base50 = base99 = base_rate = 0.0
                         for via, target in routes.items():
+                            pids = stack.pids() if cpu and via == "orqen" else {}
+                            used = {name: cpu_seconds(pid) for name, pid in pids.items()}
                             samples, rate, broken = await measure(target, concurrency, count)
+                            if pids:
+                                await asyncio.sleep(1)  # accounting and billing consume the run's last events
+                                used = {n: (cpu_seconds(p) - used[n]) * 1e6 / count for n, p in pids.items()}
                             p50, p99 = percentile(samples, 50), percentile(samples, 99)
                             if via == "direct":
                                 base50, base99, base_rate = p50, p99, rate
@@ -207,6 +218,8 @@ async def run(requests: int, levels: list[int], with_peer: bool) -> None:
                             added = "" if via == "direct" else f"{p50 - base50:>11.2f}{p99 - base99:>11.2f}"
                             line = f"{ingress:<10}{mode:<6}{concurrency:>5}  {via:<8}{p50:>9.2f}{p99:>9.2f}"
                             line += f"{added:>22}{rate:>8.0f}{rate / base_rate:>9.2f}{broken:>8}"
+                            if pids:
+                                line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
                             print(line, flush=True)
         finally:
             await stack.stop()
@@ -217,9 +230,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per run at concurrency 1 (x4 above)")
     parser.add_argument("--concurrency", default="1,16,64", help="the concurrency levels, comma-separated")
     parser.add_argument("--peer", action="store_true", help="also measure LiteLLM's proxy (make bench-peer)")
+    parser.add_argument(
+        "--cpu", action="store_true", help="also print each service's CPU time per request on Orqen's rows"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
-    asyncio.run(run(args.requests, levels, args.peer))
+    asyncio.run(run(args.requests, levels, args.peer, args.cpu))
 
 
 if __name__ == "__main__":

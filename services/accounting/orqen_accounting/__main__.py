@@ -22,6 +22,7 @@ from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
 from orqen_accounting.usage import UsageStats
+from orqen_common import aio
 from orqen_common.cache import AuthCacheKeys, open_redis
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
@@ -99,7 +100,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(AccountingSettings)
-    asyncio.run(run_grpc_service("accounting", settings, settings.accounting_addr, partial(build, settings)))
+    aio.run(run_grpc_service("accounting", settings, settings.accounting_addr, partial(build, settings)))
     return 0
 
 

@@ -20,6 +20,7 @@ from orqen_billing.stripe_billing import StripeBilling
 from orqen_billing.stripe_gateway import StripeGateway
 from orqen_billing.subscriptions import SubscriptionStore
 from orqen_billing.webhooks import WebhookHandler
+from orqen_common import aio
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
 from orqen_common.db import create_pool, unavailable
@@ -84,7 +85,7 @@ def stripe_parts(
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(BillingSettings)
-    asyncio.run(run_grpc_service("billing", settings, settings.billing_addr, partial(build, settings)))
+    aio.run(run_grpc_service("billing", settings, settings.billing_addr, partial(build, settings)))
     return 0
 
 

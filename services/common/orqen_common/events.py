@@ -101,9 +101,12 @@ class _Pending:
 class EventPublisher:
     """Publishes events without ever blocking the request path.
 
-    Events go into a bounded buffer; one task publishes them in order and retries
-    while NATS is unreachable. When the buffer is full the event is dropped, counted
-    in `orqen_events_dropped_total` and logged, never silently.
+    Events go into a bounded buffer. While NATS is reachable each one leaves it at once and
+    its publish is in flight beside the others' (up to `max_in_flight`), so concurrent
+    answers wait for their own JetStream ack only, never for the acks of the events queued
+    before theirs; an event whose publish fails is retried on its own while the others go
+    on. When the buffer is full the event is dropped, counted in `orqen_events_dropped_total`
+    and logged, never silently.
 
     A caller that must not answer before its event is safe (the edge, before the last byte
     of an answer) waits with `stored`: while NATS is healthy that is one JetStream ack, so a
@@ -111,11 +114,15 @@ class EventPublisher:
     the buffer carries the events until NATS is back.
     """
 
-    def __init__(self, url: str, names: EventNames, client_name: str, max_buffer: int = 10_000) -> None:
+    def __init__(
+        self, url: str, names: EventNames, client_name: str, max_buffer: int = 10_000, max_in_flight: int = 256
+    ) -> None:
         self._url = url
         self._names = names
         self._client_name = client_name
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_buffer)
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._nc: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None
         # Whether the last publish (or connect) succeeded: only then is waiting for a store worth it.
@@ -167,6 +174,7 @@ class EventPublisher:
         return event.done() and not event.cancelled()
 
     async def _run(self) -> None:
+        """Connect (retrying until NATS answers), then start a delivery for each buffered event."""
         backoff = 0.2
         while True:
             try:
@@ -175,23 +183,12 @@ class EventPublisher:
                     await ensure_stream(self._nc.jetstream(), self._names)
                     self._healthy = True
                 js = self._nc.jetstream()
+                await self._in_flight.acquire()  # taken before the event, so a full pipeline leaves it buffered
                 item = await self._queue.get()
-                while True:
-                    try:
-                        await js.publish(item.subject, item.payload, timeout=5, headers={MSG_ID_HEADER: item.msg_id})
-                        break
-                    except (TimeoutError, nats.errors.Error) as err:
-                        self._healthy = False
-                        log.warning("event publish failed, retrying", subject=item.subject, error=repr(err))
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 5.0)
-                backoff = 0.2
-                self._healthy = True
-                if not item.stored.done():
-                    item.stored.set_result(None)
-                metrics.EVENTS_PUBLISHED.labels(item.subject).inc()
+                delivery = asyncio.create_task(self._deliver(js, item))
+                self._deliveries.add(delivery)  # a reference, so the task is not collected before it ends
+                delivery.add_done_callback(self._deliveries.discard)
                 metrics.EVENT_BUFFER_DEPTH.set(self._queue.qsize())
-                self._queue.task_done()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # connection failures before the first success
@@ -200,17 +197,38 @@ class EventPublisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    async def _deliver(self, js: JetStreamContext, item: _Pending) -> None:
+        """Publish one event until JetStream has stored it, retrying it alone while the others go on."""
+        backoff = 0.2
+        try:
+            while True:
+                try:
+                    await js.publish(item.subject, item.payload, timeout=5, headers={MSG_ID_HEADER: item.msg_id})
+                    break
+                except (TimeoutError, nats.errors.Error) as err:
+                    self._healthy = False
+                    log.warning("event publish failed, retrying", subject=item.subject, error=repr(err))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            self._healthy = True
+            if not item.stored.done():
+                item.stored.set_result(None)
+            metrics.EVENTS_PUBLISHED.labels(item.subject).inc()
+            self._queue.task_done()
+        finally:
+            self._in_flight.release()
+
     async def close(self, grace: float) -> None:
-        """Publish what is buffered (for up to `grace` seconds), then drain the connection."""
-        if self._queue.qsize():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._queue.join(), grace)
-        if self._queue.qsize():
-            log.error("events still buffered at shutdown were dropped", count=self._queue.qsize())
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Publish what is buffered or in flight (for up to `grace` seconds), then drain the connection."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._queue.join(), grace)
+        unsent = self._queue.qsize() + len(self._deliveries)
+        if unsent:
+            log.error("events still buffered at shutdown were dropped", count=unsent)
+        tasks = [task for task in (self._task, *self._deliveries) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await close_connection(self._nc)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from contextlib import AsyncExitStack
@@ -12,6 +11,7 @@ import grpc
 import httpx
 
 from orqen.v1 import accounting_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common import aio
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
 from orqen_common.catalogue import load_catalogue
@@ -140,7 +140,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(DispatchSettings)
-    asyncio.run(run_grpc_service("dispatch", settings, settings.dispatch_addr, partial(build, settings)))
+    aio.run(run_grpc_service("dispatch", settings, settings.dispatch_addr, partial(build, settings)))
     return 0
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
+from orqen_common import aio
 from orqen_common.settings import load_settings
 from orqen_edge.server import serve
 from orqen_edge.settings import EdgeSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    asyncio.run(serve(load_settings(EdgeSettings)))
+    aio.run(serve(load_settings(EdgeSettings)))
     return 0
 
 

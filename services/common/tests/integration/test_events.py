@@ -282,3 +282,24 @@ async def test_nobody_waits_for_a_store_while_nats_is_away() -> None:
         assert not await asyncio.wait_for(publisher.stored(event, within=3600), timeout=60)
     finally:
         await publisher.close(grace=0.1)
+
+
+async def test_an_event_whose_publish_keeps_failing_does_not_hold_up_the_events_behind_it(
+    orqen_nats_url: str, orqen_nats_prefix: str
+) -> None:
+    """Publishes are in flight side by side: each answer waits for its own ack, not for those queued before it."""
+    names = EventNames(orqen_nats_prefix)
+    publisher = EventPublisher(orqen_nats_url, names, "test")
+    publisher.start()
+    nc = await nats.connect(orqen_nats_url)
+    try:
+        # Larger than the server's max_payload: refused before it leaves, so retried for as long as it runs.
+        stuck = publisher.publish("thing.happened", b"x" * (nc.max_payload + 1), "req-stuck")
+        behind = publisher.publish("thing.happened", b"behind", "req-behind")
+        await _until(behind.done)
+        assert not stuck.done()
+        info = await nc.jetstream().stream_info(names.stream)
+        assert info.state.messages == 1
+    finally:
+        await nc.close()
+        await publisher.close(grace=0.1)
