@@ -12,6 +12,7 @@ import grpc
 from redis import Redis
 
 from orqen.v1 import accounting_pb2_grpc, optimizer_pb2, optimizer_pb2_grpc
+from orqen_common import aio
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import TIMEOUT_SECONDS, open_redis
 from orqen_common.grpc_client import open_channel
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda link: [sys.executable, "-m", "orqen_optimizer", "--worker", str(link)],
         )
     listen = settings.optimizer_addr
-    asyncio.run(run_grpc_service("optimizer", settings, listen, partial(build, settings, worker.index), worker))
+    aio.run(run_grpc_service("optimizer", settings, listen, partial(build, settings, worker.index), worker))
     return 0
 
 
