@@ -262,7 +262,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int) -> 
                 groups = format_routes(info.edge_url, urls, info.api_key, peer)
             header = f"{'ingress':<10}{'mode':<6}{'conc':>5}  {'via':<8}{'p50 ms':>9}{'p99 ms':>9}"
             header += f"{'added p50':>11}{'added p99':>11}{'req/s':>8}{'x direct':>9}{'broken':>8}"
-            header += f"{'tools fwd':>11}" if tools else ""
+            header += f"{'tools fwd':>16}" if tools else ""
             print(header)
             print("-" * len(header))
             for ingress, mode, routes in groups:
@@ -279,7 +279,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int) -> 
                         line = f"{ingress:<10}{mode:<6}{concurrency:>5}  {via:<8}{p50:>9.2f}{p99:>9.2f}"
                         line += f"{added:>22}{rate:>8.0f}{rate / base_rate:>9.2f}{broken:>8}"
                         if tools and via == "orqen":
-                            line += f"{_forwarded(forwarded, len(samples), tools):>11}"
+                            line += f"{_forwarded(forwarded, len(samples), tools):>16}"
                         print(line, flush=True)
         finally:
             await stack.stop()
