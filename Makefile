@@ -82,7 +82,8 @@ lint: install
 		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing \
 		tools/stack/orqen_stack tools/testing/orqen_testing
 
-# Latency Orqen adds per ingress format, against the fake providers (numbers in docs/performance.md).
+# Latency Orqen adds per ingress format, against the fake providers; ARGS="--tools 500": a request
+# carrying 500 real tool definitions instead (numbers in docs/performance.md).
 bench: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py $(ARGS)
 
