@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos soak
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-memory bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos soak
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -82,9 +82,15 @@ lint: install
 		services/dispatch/orqen_dispatch services/accounting/orqen_accounting services/billing/orqen_billing \
 		tools/stack/orqen_stack tools/testing/orqen_testing
 
-# Latency Orqen adds per ingress format, against the fake providers (numbers in docs/performance.md).
+# Latency Orqen adds per ingress format, against the fake providers; ARGS="--tools 500": a request
+# carrying 500 real tool definitions instead (numbers in docs/performance.md).
 bench: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/latency.py $(ARGS)
+
+# Each service's resident memory after a warm-up and after 100,000 requests, and the growth
+# (ARGS: --requests, --warmup, --concurrency; numbers in docs/performance.md).
+bench-memory: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/memory.py $(ARGS)
 
 # The same workload through LiteLLM's proxy too, side by side. LiteLLM lives in its own virtual
 # environment, pinned, so its dependencies never meet Orqen's (numbers in docs/performance.md).

@@ -13,6 +13,10 @@ own work: HTTP parsing and auth at the edge, translation to the canonical shape 
 gRPC hop to dispatch, translation to the provider and back, and the request event.
 "broken" counts requests whose connection broke: they are left out of the percentiles and
 the throughput, and reported rather than hidden.
+
+`--tools N` measures a large tool list instead: an OpenAI-format request carrying N real tool
+definitions (bench/large_toolset.py; 500 are about 390 KB of JSON), straight to the fake and
+through Orqen once the optimizer has indexed them, with the number of tools Orqen forwarded.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from pathlib import Path
 
 import httpx
 import orjson
+from process_usage import cpu_seconds
 
+from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
@@ -41,6 +47,10 @@ from orqen_stack.config import StackConfig
 from orqen_stack.supervisor import Stack
 
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"
+# A large tool list is well over the e2e harness's 256 KB body limit; Orqen's default is 10 MB.
+TOOLS_BODY_LIMIT = 16 * 1024 * 1024
+# How long the optimizer may take to index a large tool list before its requests are routed.
+INDEXING_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -85,13 +95,27 @@ def targets(ingress: str, stream: bool, edge: str, fake: str, orqen_key: str) ->
     )
 
 
+def tool_list_targets(edge: str, fake: str, orqen_key: str, count: int) -> tuple[Target, Target]:
+    """(direct to the fake, through Orqen) for an OpenAI-format request carrying `count` real tools."""
+    tools, question = large_toolset(count)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}], "tools": tools}
+    raw = orjson.dumps(body | {"max_tokens": 64})
+    json_headers = {"content-type": "application/json"}
+    return (
+        Target(fake + "/v1/chat/completions", json_headers | {"authorization": f"Bearer {OPENAI_KEY}"}, raw),
+        Target(edge + "/v1/chat/completions", json_headers | {"authorization": f"Bearer {orqen_key}"}, raw),
+    )
+
+
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+FORWARDED_HEADER = "x-orqen-tools-output"
 
 
-async def timed_call(client: httpx.AsyncClient, target: Target) -> float:
+async def timed_call(client: httpx.AsyncClient, target: Target, forwarded: list[int] | None = None) -> float:
     """Seconds to the first body byte of a stream, or to the whole body; raises on a non-200.
 
     Streams are read to the end either way, so every request completes as a client's would.
+    `forwarded` collects how many tools Orqen forwarded (its x-orqen-tools-output header).
     """
     started = time.perf_counter()
     first_byte = 0.0
@@ -101,10 +125,33 @@ async def timed_call(client: httpx.AsyncClient, target: Target) -> float:
         if response.status_code != 200:
             raise RuntimeError(f"{target.url} answered {response.status_code}")
         streaming = response.headers.get("content-type", "").startswith(STREAM_TYPES)
+        if forwarded is not None and FORWARDED_HEADER in response.headers:
+            forwarded.append(int(response.headers[FORWARDED_HEADER]))
     return (first_byte if streaming else time.perf_counter()) - started
 
 
-async def measure(target: Target, concurrency: int, requests: int) -> tuple[list[float], float, int]:
+async def wait_until_routed(target: Target) -> int:
+    """Send the request until Orqen routes it (its tools indexed); how many requests that took.
+
+    Until the optimizer has embedded a large tool list, requests carrying it go out whole.
+    """
+    async with httpx.AsyncClient(timeout=60) as client:
+        deadline = time.monotonic() + INDEXING_SECONDS
+        sent = 0
+        while time.monotonic() < deadline:
+            response = await client.post(target.url, headers=target.headers, content=target.body)
+            sent += 1
+            if response.status_code != 200:
+                raise RuntimeError(f"{target.url} answered {response.status_code}: {response.text[:300]}")
+            if not response.headers.get("x-orqen-routing", "passthrough").startswith("passthrough"):
+                return sent
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"the tools were still not routed after {INDEXING_SECONDS} s")
+
+
+async def measure(
+    target: Target, concurrency: int, requests: int, forwarded: list[int] | None = None
+) -> tuple[list[float], float, int]:
     """Each answered request's latency, the throughput (answers/s) of the run, and how many broke.
 
     A connection that breaks (a transport error) is counted, not fatal: the table reports it.
@@ -121,7 +168,7 @@ async def measure(target: Target, concurrency: int, requests: int) -> tuple[list
             nonlocal broken
             for _ in remaining:
                 try:
-                    samples.append(await timed_call(client, target))
+                    samples.append(await timed_call(client, target, forwarded))
                 except httpx.TransportError:
                     broken += 1
 
@@ -129,12 +176,6 @@ async def measure(target: Target, concurrency: int, requests: int) -> tuple[list
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return samples, len(samples) / elapsed, broken
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -180,49 +221,87 @@ def peer_target(ingress: str, stream: bool, peer: str, orqen: Target) -> Target 
     return Target(peer + path, headers | {"authorization": f"Bearer {PEER_KEY}"}, orqen.body)
 
 
-async def run(requests: int, levels: list[int], with_peer: bool, cpu: bool = False) -> None:
+Routes = dict[str, Target]
+
+
+def format_routes(edge: str, fakes: dict[str, str], orqen_key: str, peer: str) -> list[tuple[str, str, Routes]]:
+    """(ingress, mode, the routes to measure) of each row group of the per-format table."""
+    groups = []
+    for ingress in ("openai", "anthropic", "bedrock"):
+        for stream in (False, True):
+            direct, gateway = targets(ingress, stream, edge, fakes[ingress], orqen_key)
+            routes = {"direct": direct, "orqen": gateway}
+            if peer and (through_peer := peer_target(ingress, stream, peer, gateway)):
+                routes[PEER_NAME.lower()] = through_peer
+            groups.append((ingress, "ttfb" if stream else "json", routes))
+    return groups
+
+
+async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu: bool = False) -> None:
     with (
         fake_servers() as urls,
         tempfile.TemporaryDirectory(prefix="orqen-bench-") as home,
         litellm_proxy(urls) if with_peer else nullcontext("") as peer,
     ):
-        stack = Stack(StackConfig.from_env(stack_env(urls, Path(home), f"bench{os.getpid()}")))
+        env = stack_env(urls, Path(home), f"bench{os.getpid()}")
+        if tools:
+            env["ORQEN_MAX_BODY_BYTES"] = str(TOOLS_BODY_LIMIT)
+        stack = Stack(StackConfig.from_env(env))
         info = await stack.start()
         try:
             if peer:
                 print(f"peer: {PEER_NAME} {peer_version()} proxy, same fakes, same requests")
+            if tools:
+                direct, gateway = tool_list_targets(info.edge_url, urls["openai"], info.api_key, tools)
+                routes = {"direct": direct, "orqen": gateway}
+                if peer and (through_peer := peer_target("openai", False, peer, gateway)):
+                    routes[PEER_NAME.lower()] = through_peer
+                warmup = await wait_until_routed(gateway)
+                print(f"{tools} tools, {len(direct.body) / 1024:.0f} KB of JSON; routed after {warmup} requests")
+                groups = [(f"{tools} tools", "json", routes)]
+            else:
+                groups = format_routes(info.edge_url, urls, info.api_key, peer)
             header = f"{'ingress':<10}{'mode':<6}{'conc':>5}  {'via':<8}{'p50 ms':>9}{'p99 ms':>9}"
             header += f"{'added p50':>11}{'added p99':>11}{'req/s':>8}{'x direct':>9}{'broken':>8}"
+            header += f"{'tools fwd':>16}" if tools else ""
             print(header)
             print("-" * len(header))
-            for ingress in ("openai", "anthropic", "bedrock"):
-                for stream in (False, True):
-                    direct, gateway = targets(ingress, stream, info.edge_url, urls[ingress], info.api_key)
-                    routes = {"direct": direct, "orqen": gateway}
-                    if peer and (through_peer := peer_target(ingress, stream, peer, gateway)):
-                        routes[PEER_NAME.lower()] = through_peer
-                    for concurrency in levels:
-                        count = requests if concurrency == 1 else requests * 4
-                        base50 = base99 = base_rate = 0.0
-                        for via, target in routes.items():
-                            pids = stack.pids() if cpu and via == "orqen" else {}
-                            used = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                            samples, rate, broken = await measure(target, concurrency, count)
-                            if pids:
-                                await asyncio.sleep(1)  # accounting and billing consume the run's last events
-                                used = {n: (cpu_seconds(p) - used[n]) * 1e6 / count for n, p in pids.items()}
-                            p50, p99 = percentile(samples, 50), percentile(samples, 99)
-                            if via == "direct":
-                                base50, base99, base_rate = p50, p99, rate
-                            mode = "ttfb" if stream else "json"
-                            added = "" if via == "direct" else f"{p50 - base50:>11.2f}{p99 - base99:>11.2f}"
-                            line = f"{ingress:<10}{mode:<6}{concurrency:>5}  {via:<8}{p50:>9.2f}{p99:>9.2f}"
-                            line += f"{added:>22}{rate:>8.0f}{rate / base_rate:>9.2f}{broken:>8}"
-                            if pids:
-                                line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
-                            print(line, flush=True)
+            for ingress, mode, routes in groups:
+                for concurrency in levels:
+                    count = requests if concurrency == 1 else requests * 4
+                    base50 = base99 = base_rate = 0.0
+                    for via, target in routes.items():
+                        pids = stack.pids() if cpu and via == "orqen" else {}
+                        used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                        forwarded: list[int] = []
+                        samples, rate, broken = await measure(target, concurrency, count, forwarded)
+                        if pids:
+                            await asyncio.sleep(1)  # accounting and billing consume the run's last events
+                            used = {n: (cpu_seconds(p) - used[n]) * 1e6 / count for n, p in pids.items()}
+                        p50, p99 = percentile(samples, 50), percentile(samples, 99)
+                        if via == "direct":
+                            base50, base99, base_rate = p50, p99, rate
+                        added = "" if via == "direct" else f"{p50 - base50:>11.2f}{p99 - base99:>11.2f}"
+                        line = f"{ingress:<10}{mode:<6}{concurrency:>5}  {via:<8}{p50:>9.2f}{p99:>9.2f}"
+                        line += f"{added:>22}{rate:>8.0f}{rate / base_rate:>9.2f}{broken:>8}"
+                        if tools and via == "orqen":
+                            line += f"{_forwarded(forwarded, len(samples), tools):>16}"
+                        if pids:
+                            line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
+                        print(line, flush=True)
         finally:
             await stack.stop()
+
+
+def _forwarded(counts: list[int], answered: int, offered: int) -> str:
+    """Tools forwarded per request (median), and how many requests went out with every tool.
+
+    A request that carries every tool was failed open (its plan missed the deadline) or is A/B
+    control traffic; one without the x-orqen-tools-output header got no plan at all.
+    """
+    whole = answered - len(counts) + sum(c == offered for c in counts)
+    median = f"{statistics.median(counts):.0f}" if counts else "-"
+    return median + (f" ({whole} all)" if whole else "")
 
 
 def main() -> None:
@@ -230,12 +309,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per run at concurrency 1 (x4 above)")
     parser.add_argument("--concurrency", default="1,16,64", help="the concurrency levels, comma-separated")
     parser.add_argument("--peer", action="store_true", help="also measure LiteLLM's proxy (make bench-peer)")
+    parser.add_argument("--tools", type=int, default=0, help="measure a request carrying this many real tools instead")
     parser.add_argument(
         "--cpu", action="store_true", help="also print each service's CPU time per request on Orqen's rows"
     )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
-    asyncio.run(run(args.requests, levels, args.peer, args.cpu))
+    asyncio.run(run(args.requests, levels, args.peer, args.tools, args.cpu))
 
 
 if __name__ == "__main__":

@@ -28,14 +28,16 @@ import structlog
 
 from orqen.v1 import optimizer_pb2
 from orqen_common.routing_modes import AB_CONTROL_SUFFIX
-from orqen_optimizer.context import compress_context
+from orqen_optimizer.chat_json import ChatJson
+from orqen_optimizer.context import ContextResult, compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter
-from orqen_optimizer.tools import ToolFacts, tool_facts
+from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
 
 log = structlog.get_logger(__name__)
 Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
+JsonPlan = tuple[bytes | None, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
 
 
 class Planner:
@@ -60,36 +62,58 @@ class Planner:
         self._queued_lock = threading.Lock()
 
     def plan(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY) -> Plan:
+        tools = chat.get("tools")
+        facts = [tool_facts(t) for t in tools] if isinstance(tools, list) and tools else None
+        kept, context, stats, trace = self._decide(chat, facts, policy)
+        forwarded = chat
+        if facts is not None:
+            forwarded = {**forwarded, "tools": [facts[i].compressed for i in kept]}
+        if context.changed:
+            forwarded = {**forwarded, "messages": context.messages}
+        return forwarded, stats, trace
+
+    def plan_json(self, chat: ChatJson, policy: RoutingPolicy = DEFAULT_POLICY) -> JsonPlan:
+        """`plan` of a request given as JSON: the forwarded request as JSON, None when it is unchanged.
+
+        The tools are neither parsed nor serialised again when their facts are known (chat_json).
+        Raises orjson.JSONDecodeError for a tool that is not JSON after all.
+        """
+        facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
+        kept, context, stats, trace = self._decide(chat.read(), facts, policy)
+        if facts is None and not context.changed:
+            return None, stats, trace
+        tools = None if facts is None else [facts[i].compressed_json for i in kept]
+        return chat.spliced(tools, context.messages if context.changed else None), stats, trace
+
+    def _decide(
+        self, chat: dict[str, Any], facts: list[ToolFacts] | None, policy: RoutingPolicy
+    ) -> tuple[list[int], ContextResult, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]:
+        """The tools to forward (indexes), the compressed conversation, and the plan's stats and trace."""
         stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
         trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
-        forwarded = chat
-        tools = chat.get("tools")
-        if isinstance(tools, list) and tools:
-            facts = [tool_facts(t) for t in tools]
-            kept = self._route(chat, tools, facts, policy, stats, trace)
-            forwarded = {**forwarded, "tools": [facts[i].compressed for i in kept]}
-            stats.tools_input, stats.tools_output = len(tools), len(kept)
+        kept: list[int] = []
+        if facts is not None:
+            kept = self._route(chat, facts, policy, stats, trace)
+            stats.tools_input, stats.tools_output = len(facts), len(kept)
             stats.tool_tokens_in = sum(f.tokens for f in facts)
             stats.tool_tokens_out = sum(facts[i].compressed_tokens for i in kept)
         context = compress_context(chat.get("messages"))
         if context.changed:
-            forwarded = {**forwarded, "messages": context.messages}
             stats.context_compressed = True
             stats.ctx_tokens_in, stats.ctx_tokens_out = context.tokens_in, context.tokens_out
-        return forwarded, stats, trace
+        return kept, context, stats, trace
 
     def _route(
         self,
         chat: dict[str, Any],
-        tools: list[Any],
         facts: list[ToolFacts],
         policy: RoutingPolicy,
         stats: optimizer_pb2.PlanStats,
         trace: optimizer_pb2.RoutingTrace,
     ) -> list[int]:
         """Indexes of the tools to forward; fills the routing mode and trace."""
-        everything = list(range(len(tools)))
-        trace.k = len(tools)
+        everything = list(range(len(facts)))
+        trace.k = len(facts)
         malformed = next((i for i, f in enumerate(facts) if not f.well_formed), None)
         if malformed is not None:
             trace.k_reason = f"tool {malformed} is malformed: forwarded unchanged"
@@ -97,9 +121,9 @@ class Planner:
         if self._router is None or self._index is None:
             trace.k_reason = "tool routing is off"
             return everything
-        if len(tools) <= SMALL_TOOLSET:
+        if len(facts) <= SMALL_TOOLSET:
             stats.routing = trace.mode = "passthrough_small_toolset"
-            trace.k_reason = f"{len(tools)} tools or fewer than {SMALL_TOOLSET + 1}"
+            trace.k_reason = f"{len(facts)} tools or fewer than {SMALL_TOOLSET + 1}"
             return everything
         if policy.mode == PASSTHROUGH:
             trace.k_reason = "the account's routing mode is passthrough"
@@ -110,7 +134,7 @@ class Planner:
             queued = self._index_later(unseen)
             trace.k_reason = f"indexing {queued} of {len(unseen)} new tool texts; later requests are routed"
             return everything
-        decision = self._router.route(chat, tools, policy, facts)
+        decision = self._router.route(chat, facts, policy, facts)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
         trace.candidates.extend(
             optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in decision.ranked

@@ -11,6 +11,7 @@ from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
+from orqen_optimizer.chat_json import ChatJson, MalformedChatError
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import DEFAULT_POLICY, RoutingPolicies
 from orqen_optimizer.tool_router import SMALL_TOOLSET
@@ -28,17 +29,19 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_id = account_scope(request.context.account_id)
         try:
-            chat = orjson.loads(request.chat_json)
-        except orjson.JSONDecodeError:
-            raise invalid_request("chat_json is not valid JSON.") from None
-        if not isinstance(chat, dict):
-            raise invalid_request("chat_json must be a chat request object.")
+            # Skimmed, not parsed: the tools stay JSON texts, the keys of their cached facts.
+            chat = ChatJson.parse(request.chat_json)
+        except MalformedChatError as err:
+            raise invalid_request(str(err)) from None
         # Only a toolset the router may prune needs the account's policy: other plans read no Redis for it.
-        tools = chat.get("tools")
-        routable = isinstance(tools, list) and len(tools) > SMALL_TOOLSET
+        routable = chat.tools is not None and len(chat.tools) > SMALL_TOOLSET
         policy = await self._policies.get(account_id) if routable else DEFAULT_POLICY
-        # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-        forwarded, stats, trace = await asyncio.to_thread(self._planner.plan, chat, policy)
-        body = request.chat_json if forwarded is chat else orjson.dumps(forwarded)
+        try:
+            # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
+            body, stats, trace = await asyncio.to_thread(self._planner.plan_json, chat, policy)
+        except orjson.JSONDecodeError:  # a tool that orjson refuses (a lone surrogate, a 65-bit integer)
+            raise invalid_request("chat_json is not valid JSON.") from None
         self._plans.inc()
-        return optimizer_pb2.PlanResponse(chat_json=body, stats=stats, trace=trace)
+        return optimizer_pb2.PlanResponse(
+            chat_json=request.chat_json if body is None else body, stats=stats, trace=trace
+        )

@@ -2,7 +2,8 @@
 
 Agents send the same tools with every request, so each definition's views, words, BM25
 document, compressed form and token counts are kept by its JSON: a request pays one
-serialisation per tool.
+serialisation per tool, or nothing but a hash when the tool comes as its JSON text
+(`raw_tool_facts`, the optimizer's own path: orqen_optimizer.chat_json).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ToolFacts:
     views: tuple[str, ...]  # the texts it is matched through: its description view, then its example queries
     tokens: int  # BPE tokens of its JSON, as sent upstream
     compressed: Any  # what is forwarded (orqen_optimizer.schemas); shared between requests, never mutated
+    compressed_json: bytes  # the same, as JSON
     compressed_tokens: int
     name_words: frozenset[str]
     words: frozenset[str]  # every word of its views
@@ -39,6 +41,15 @@ def tool_facts(tool: Any) -> ToolFacts:
 
 
 @functools.lru_cache(maxsize=50_000)
+def raw_tool_facts(text: bytes) -> ToolFacts:
+    """The facts of the tool whose JSON text is `text`, as `tool_facts` finds them; kept by that text.
+
+    Raises orjson.JSONDecodeError when `text` is not JSON.
+    """
+    return tool_facts(orjson.loads(text))
+
+
+@functools.lru_cache(maxsize=50_000)
 def _facts(serialised: bytes) -> ToolFacts:
     return _facts_of(orjson.loads(serialised), count_tokens(serialised.decode()))
 
@@ -46,13 +57,15 @@ def _facts(serialised: bytes) -> ToolFacts:
 def _facts_of(tool: Any, tokens: int) -> ToolFacts:
     name, views, compressed = tool_name(tool), tuple(_compute_views(tool)), compress_tool(tool)
     text = " ".join(views)
+    compressed_json = orjson.dumps(compressed)
     return ToolFacts(
         name=name,
         well_formed=_well_formed(tool),
         views=views,
         tokens=tokens,
         compressed=compressed,
-        compressed_tokens=count_tokens(orjson.dumps(compressed).decode()),
+        compressed_json=compressed_json,
+        compressed_tokens=count_tokens(compressed_json.decode()),
         name_words=frozenset(words(name)),
         words=frozenset(words(text)),
         document=document(text),

@@ -56,6 +56,8 @@ SESSION_HEADER = "x-orqen-session-id"
 # millisecond when NATS is healthy; the bound is for a NATS that just froze).
 STORE_WAIT_SECONDS = 2.0
 PROVIDER_KEY_HEADER = "x-orqen-provider-key"
+# The ingress whose request body is already the canonical request (OpenAI's shape is Orqen's).
+CANONICAL_INGRESS = "openai"
 
 
 class Reply(Protocol):
@@ -100,6 +102,7 @@ class ChatCall:
     # Names of the tools the caller offered and of those that went upstream (tool health).
     tools_offered: list[str] = field(default_factory=list)
     tools_forwarded: list[str] = field(default_factory=list)
+    canonical_body: bytes | None = None  # see `canonical_body`
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> asyncio.Future[None] | None:
@@ -183,10 +186,12 @@ async def serve_chat(
     """Answer one chat request from any SDK; the request event is published exactly once."""
     call = new_call(runtime, principal, request.state.request_id, ingress, request.headers.get(SESSION_HEADER, ""))
     try:
-        chat, reply = translate(await read_body(request))
+        raw = await read_body(request)
+        chat, reply = translate(raw)
         validate_chat(chat)
         call.model_requested, call.stream = chat.model, bool(chat.stream)
         call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
+        call.canonical_body = canonical_body(ingress, raw, chat)
         call.credentials = pop_credentials(chat, request.headers.get(PROVIDER_KEY_HEADER))
         if call.stream:
             chunks = await open_stream(call, chat)
@@ -231,6 +236,18 @@ def validate_chat(chat: ChatRequest) -> None:
         checked_text(tool_name(tool), "tools[].name")
 
 
+def canonical_body(ingress: str, raw: bytes, chat: ChatRequest) -> bytes | None:
+    """The caller's body `raw` when it is the canonical request `chat` as it stands, else None.
+
+    The optimizer then gets these bytes instead of a re-encoding: hundreds of tools are hundreds
+    of KB of JSON. Only OpenAI's shape is the canonical one, and a body with credentials in it is
+    not passed on (they never leave the edge): call this before `pop_credentials`.
+    """
+    if ingress != CANONICAL_INGRESS or any(getattr(chat, name) is not None for name in CREDENTIAL_FIELDS):
+        return None
+    return raw
+
+
 def pop_credentials(chat: ChatRequest | None, provider_key: str | None = None) -> dict[str, str]:
     """Remove the per-request credential extensions from the request and return them.
 
@@ -258,7 +275,7 @@ async def optimize(call: ChatCall, chat: ChatRequest) -> ChatRequest:
         return chat
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=len(tools), tools_output=len(tools), routing="passthrough")
     try:
-        plan = await call.runtime.downstream.plan(call.context, encode_request(chat))
+        plan = await call.runtime.downstream.plan(call.context, call.canonical_body or encode_request(chat))
     except (TimeoutError, grpc.aio.AioRpcError) as err:
         reason = err.code().name.lower() if isinstance(err, grpc.aio.AioRpcError) else "timeout"
         OPTIMIZER_FAIL_OPEN.labels(reason).inc()

@@ -14,7 +14,15 @@ from orqen_edge.ingress.anthropic import translate as anthropic_translate
 from orqen_edge.ingress.bedrock import parse_converse_path
 from orqen_edge.ingress.bedrock import translate as bedrock_translate
 from orqen_edge.ingress.openai import translate as openai_translate
-from orqen_edge.ingress.pipeline import ChatCall, _chunks, forwardable, new_call, pop_credentials, validate_chat
+from orqen_edge.ingress.pipeline import (
+    ChatCall,
+    _chunks,
+    canonical_body,
+    forwardable,
+    new_call,
+    pop_credentials,
+    validate_chat,
+)
 
 
 def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
@@ -37,6 +45,17 @@ def test_credentials_and_tool_examples_never_leave_the_edge() -> None:
     assert "aws_access_key_id" not in sent
     assert sent["tools"][0]["function"] == {"name": "f", "parameters": {"type": "object"}}
     assert request.tools and request.tools[0].function.examples == ["call f"]  # the request is not mutated
+
+
+def test_the_optimizer_gets_the_callers_openai_body_unless_it_holds_credentials() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",
+            "function": {"name": "f", "parameters": {"type": "object"}}}]}  # fmt: skip
+    raw = orjson.dumps(body)
+    assert canonical_body("openai", raw, decode_request(raw)) is raw
+    with_key = orjson.dumps(body | {"aws_secret_access_key": "secret"})
+    assert canonical_body("openai", with_key, decode_request(with_key)) is None
+    chat, _ = anthropic_translate(orjson.dumps({"model": "claude", "max_tokens": 8, "messages": body["messages"]}))
+    assert canonical_body("anthropic", raw, chat) is None
 
 
 def test_unknown_openai_fields_go_on_as_they_came() -> None:
