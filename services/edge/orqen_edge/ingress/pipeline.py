@@ -58,6 +58,12 @@ STORE_WAIT_SECONDS = 2.0
 PROVIDER_KEY_HEADER = "x-orqen-provider-key"
 # The ingress whose request body is already the canonical request (OpenAI's shape is Orqen's).
 CANONICAL_INGRESS = "openai"
+# Every provider refuses longer tool names (OpenAI, Anthropic and Bedrock allow 64 characters);
+# the bound keeps a caller's names from swelling what the edge records and forwards.
+MAX_TOOL_NAME_CHARS = 256
+# Bytes of tool names one list of the request event may hold (offered, forwarded, called): the
+# three lists and the rest of the event stay well inside one NATS message.
+RECORDED_NAMES_BYTES = 128 * 1024
 
 
 class Reply(Protocol):
@@ -126,9 +132,9 @@ class ChatCall:
             dispatch=self.summary,
             plan=self.plan_stats,
             trace=self.trace,
-            tools_called=self.tools_called,
-            tools_offered=self.tools_offered,
-            tools_forwarded=self.tools_forwarded,
+            tools_called=recorded_names(self.tools_called),
+            tools_offered=recorded_names(self.tools_offered),
+            tools_forwarded=recorded_names(self.tools_forwarded),
         )
         return self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 
@@ -224,6 +230,21 @@ def new_call(runtime: Runtime, principal: Principal, request_id: str, ingress: s
     )
 
 
+def recorded_names(names: list[str]) -> list[str]:
+    """The tool names the request event records: the first ones, up to RECORDED_NAMES_BYTES.
+
+    The event must fit in one NATS message (1 MB by default): an event that does not can never be
+    published, and would be retried for as long as the edge runs. A request with tens of
+    thousands of tools is still counted whole in the plan's figures (tools_input, tokens).
+    """
+    budget = RECORDED_NAMES_BYTES
+    for count, name in enumerate(names):
+        budget -= len(name.encode()) + 2  # the name and its protobuf tag and length
+        if budget < 0:
+            return names[:count]
+    return names
+
+
 def validate_chat(chat: ChatRequest) -> None:
     """What every canonical request needs beyond its types before it leaves the edge."""
     if not chat.model:
@@ -233,7 +254,11 @@ def validate_chat(chat: ChatRequest) -> None:
     if not chat.messages:
         raise invalid_request("'messages' is required and must be a non-empty array.")
     for tool in chat.tools or ():
-        checked_text(tool_name(tool), "tools[].name")
+        name = checked_text(tool_name(tool), "tools[].name")
+        if len(name) > MAX_TOOL_NAME_CHARS:
+            raise invalid_request(
+                f"Invalid 'tools[].name': {len(name):,} characters long; at most {MAX_TOOL_NAME_CHARS} are accepted."
+            )
 
 
 def canonical_body(ingress: str, raw: bytes, chat: ChatRequest) -> bytes | None:

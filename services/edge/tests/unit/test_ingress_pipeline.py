@@ -6,9 +6,9 @@ import grpc
 import orjson
 import pytest
 
-from orqen.v1 import common_pb2, dispatch_pb2, optimizer_pb2
+from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import completion_decoder, decode_request, encode, tool_name
+from orqen_common.formats.openai import ChatRequest, completion_decoder, decode_request, encode, tool_name
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.anthropic import translate as anthropic_translate
 from orqen_edge.ingress.bedrock import parse_converse_path
@@ -21,6 +21,7 @@ from orqen_edge.ingress.pipeline import (
     forwardable,
     new_call,
     pop_credentials,
+    recorded_names,
     validate_chat,
 )
 
@@ -263,3 +264,37 @@ async def test_a_stream_ends_only_once_its_request_event_is_stored() -> None:
         parts.append((part, list(publisher.log)))
     assert parts[-1] == (b"data: [DONE]\n\n", ["published req_1", "stored"])
     assert all(log == [] for _, log in parts[:-1])
+
+
+def test_tool_names_longer_than_any_provider_takes_are_400() -> None:
+    def chat(name: str) -> ChatRequest:
+        tools = [{"type": "function", "function": {"name": name}}]
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools}
+        return decode_request(orjson.dumps(body))
+
+    validate_chat(chat("a" * 256))
+    with pytest.raises(OrqenError, match="257 characters long; at most 256") as err:
+        validate_chat(chat("a" * 257))
+    assert err.value.http_status == 400
+
+
+def test_the_request_event_of_a_request_with_tens_of_thousands_of_tools_fits_one_nats_message() -> None:
+    """An event over NATS's 1 MB could never be published: the tool name lists are bounded."""
+    published: list[bytes] = []
+
+    class Publisher:
+        def publish(self, name: str, payload: bytes, msg_id: str) -> None:
+            published.append(payload)
+
+    runtime = SimpleNamespace(publisher=Publisher())
+    context = common_pb2.RequestContext(request_id="r")
+    call = ChatCall(runtime=runtime, context=context, model_requested="m", stream=False)  # type: ignore[arg-type]
+    names = [f"{i:05d}_" + "n" * 250 for i in range(50_000)]  # 12.8 MB of names
+    call.tools_offered = call.tools_forwarded = call.tools_called = names
+    call.record(200)
+    event = events_pb2.RequestCompleted.FromString(published[0])
+    assert len(published[0]) < 512 * 1024
+    assert 400 < len(event.tools_offered) < 600 and list(event.tools_offered) == names[: len(event.tools_offered)]
+    assert list(event.tools_forwarded) == list(event.tools_offered) == list(event.tools_called)
+    few = ["get_weather", "get_time"]
+    assert recorded_names(few) is few  # an ordinary request's names are recorded whole
