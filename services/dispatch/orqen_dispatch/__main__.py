@@ -19,8 +19,10 @@ from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.settings import load_settings
 from orqen_dispatch.account_config import AccountConfigs
+from orqen_dispatch.available_models import AvailableModels
 from orqen_dispatch.credentials import CredentialStore, KeyRing
 from orqen_dispatch.latency import LatencyStats
+from orqen_dispatch.model_list_cache import ModelListCache
 from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.base import Provider
@@ -56,6 +58,7 @@ def providers(settings: DispatchSettings, http: httpx.AsyncClient) -> dict[str, 
             secret(settings.aws_secret_access_key),
             secret(settings.aws_session_token),
             secret(settings.aws_bearer_token_bedrock),
+            control_endpoint_url=settings.bedrock_control_endpoint_url,
         ),
     }
     for name, entry in settings.compatible_providers.items():
@@ -116,15 +119,22 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     )
     dispatcher = Dispatcher(settings.retry_policy(), settings.circuit_breakers())
     configs = AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds)
+    lists = ModelListCache(
+        redis,
+        ttl_seconds=settings.model_list_ttl_seconds,
+        retry_seconds=settings.model_list_retry_seconds,
+        keep_seconds=settings.model_list_keep_seconds,
+        fetch_timeout_seconds=settings.model_list_timeout_seconds,
+    )
     servicer = DispatchServicer(
         router,
-        ModelChooser(catalogue, router),
+        ModelChooser(),
         catalogue,
         dispatcher,
         configs,
         store,
         LatencyStats(redis),
-        operator_providers(settings),
+        AvailableModels(router, lists, operator_providers(settings), settings.model_overrides),
         ProxyService(router, dispatcher, configs),
     )
 

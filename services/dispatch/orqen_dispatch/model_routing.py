@@ -1,10 +1,10 @@
-"""The orqen/* routing strings: which catalogue model answers a request, and why.
+"""The orqen/* routing strings: which listed model answers a request, and why.
 
 A caller may send a rule instead of a model: `orqen/cheap`, `orqen/fast`, `orqen/capable` or
-`orqen/auto`. The rule picks among the catalogue models of the account's connected providers
-that it has not switched off and that can take the request (tools, images, parameters,
-length). The pick comes first, followed by up to two alternates of the same rule so dispatch
-can fall back without leaving it. Any other model string is used as requested.
+`orqen/auto`. The rule picks among the chat models its connected providers list for the
+account (orqen_dispatch.available_models) that it has not switched off and that can take the
+request (tools, images, parameters, length, output limit). The pick comes first, followed by
+up to two alternates of the same rule so dispatch can fall back without leaving it. Any other model string is used as requested.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from typing import Literal, NamedTuple
 
 import structlog
 
-from orqen.v1 import dispatch_pb2, optimizer_pb2
+from orqen.v1 import optimizer_pb2
 from orqen_common.canonical import text_of
-from orqen_common.catalogue import Catalogue, CatalogueEntry, Tier
-from orqen_common.errors import OrqenError, invalid_request
+from orqen_common.errors import invalid_request
 from orqen_common.formats.openai import AssistantMessage, ChatRequest, ImagePart, UserMessage
 from orqen_dispatch.latency import ModelStats
-from orqen_dispatch.router import ProviderRouter
+from orqen_dispatch.model_profiles import ModelProfile, Tier
 
 ROUTING_PREFIX = "orqen/"
 ROUTING_STRINGS = ("orqen/auto", "orqen/cheap", "orqen/fast", "orqen/capable")
@@ -93,8 +92,8 @@ class RequestProfile:
             clear_tool=_clear_tool(tool_routing),
         )
 
-    def misfit(self, entry: CatalogueEntry) -> str | None:
-        """Why `entry` cannot take this request, or None when it can."""
+    def misfit(self, entry: ModelProfile) -> str | None:
+        """Why `entry` cannot take this request, or None when it can (an unknown limit is no bar)."""
         if self.tools and not entry.tools:
             return "tools need a model with tool use"
         if self.images and not entry.vision:
@@ -102,8 +101,13 @@ class RequestProfile:
         refused = sorted(self.fields & entry.refuses)
         if refused:
             return f"the request sets {', '.join(refused)}, which some models refuse"
-        if self.total_chars // _CHARS_PER_TOKEN + self.max_output_tokens > entry.context_window:
+        if (
+            entry.context_window
+            and self.total_chars // _CHARS_PER_TOKEN + self.max_output_tokens > entry.context_window
+        ):
             return "the conversation is longer than the models' context windows"
+        if entry.max_output_tokens and self.max_output_tokens > entry.max_output_tokens:
+            return "the request asks for more output tokens than the models write"
         return None
 
 
@@ -145,17 +149,13 @@ def classify(request: RequestProfile) -> Classification:
     return Classification("standard")
 
 
-_Rule = Callable[[Sequence[CatalogueEntry], RequestProfile, Mapping[str, ModelStats]], list[Choice]]
+_Rule = Callable[[Sequence[ModelProfile], RequestProfile, Mapping[str, ModelStats]], list[Choice]]
 
 
 class ModelChooser:
-    """Turns a model string into the models to try, in order, for one account."""
+    """Turns a model string into the models to try, in order, among an account's listed models."""
 
-    def __init__(self, catalogue: Catalogue, providers: ProviderRouter) -> None:
-        self._catalogue = catalogue
-        # Legacy models stay priced for callers that name them; a rule never picks them. An entry
-        # the router would send to another provider is a catalogue mistake: leave it out.
-        self._routable = tuple(e for e in catalogue.entries if not e.legacy and _served_as_listed(e, providers))
+    def __init__(self) -> None:
         self._rules: dict[str, _Rule] = {
             "orqen/auto": _auto,
             "orqen/cheap": _cheap,
@@ -167,21 +167,22 @@ class ModelChooser:
         self,
         model: str,
         chat: ChatRequest,
-        connected: Collection[str],
+        models: Sequence[ModelProfile],
         disabled: Collection[str],
         stats: Mapping[str, ModelStats],
         tool_routing: optimizer_pb2.RoutingTrace | None = None,
     ) -> list[Choice]:
         """The model to try first, then up to MAX_ALTERNATES of the same rule; OrqenError 400 if none.
 
-        `tool_routing`: the optimizer's ranking of the request's tools, when it made one.
+        `models`: the account's listed models (every kind). `tool_routing`: the optimizer's
+        ranking of the request's tools, when it made one.
         """
         if not model.startswith(ROUTING_PREFIX):
             return [Choice(model, "requested")]
         rule = self._rules.get(model)
         if rule is None:
             raise invalid_request(f"Unknown routing string {model!r}; use one of {', '.join(ROUTING_STRINGS)}.")
-        available = self._available(connected, disabled)
+        available = routable(models, disabled)
         if not available:
             raise invalid_request(
                 f"No connected provider offers a model for {model}: connect a provider "
@@ -197,67 +198,32 @@ class ModelChooser:
             Choice(c.model, f"{c.reason} (alternate {i})") for i, c in enumerate(ranked[1 : 1 + MAX_ALTERNATES], 1)
         ]
 
-    def list_models(
-        self, connected: Collection[str], disabled: Collection[str], stats: Mapping[str, ModelStats]
-    ) -> list[dispatch_pb2.ModelInfo]:
-        """GET /v1/models: every catalogue model of a connected provider, then the routing strings."""
-        models = []
-        for entry in self._catalogue.entries:
-            if entry.provider not in connected:
-                continue
-            measured = stats.get(entry.model) or ModelStats()
-            models.append(
-                dispatch_pb2.ModelInfo(
-                    id=entry.model,
-                    provider=entry.provider,
-                    enabled=entry.model not in disabled,
-                    tier=entry.tier,
-                    input_price=entry.input,
-                    output_price=entry.output,
-                    cached_input_price=entry.cached_input_price,
-                    latency_p50_ms=measured.latency_ms,
-                    success_rate=measured.success_rate,
-                    calls=measured.calls,
-                )
-            )
-        routable = bool(self._available(connected, disabled))
-        models.extend(dispatch_pb2.ModelInfo(id=s, provider="orqen", enabled=routable) for s in ROUTING_STRINGS)
-        return models
 
-    def _available(self, connected: Collection[str], disabled: Collection[str]) -> list[CatalogueEntry]:
-        return [e for e in self._routable if e.provider in connected and e.model not in disabled]
+def routable(models: Sequence[ModelProfile], disabled: Collection[str]) -> list[ModelProfile]:
+    """The models a rule may pick: chat models, not retired, not switched off.
 
-
-def _served_as_listed(entry: CatalogueEntry, providers: ProviderRouter) -> bool:
-    try:
-        provider, _ = providers.resolve(entry.model)
-    except OrqenError:
-        provider = None
-    if provider is None or provider.name != entry.provider:
-        log.warning("catalogue model not routed to its provider", model=entry.model, provider=entry.provider)
-        return False
-    return True
+    Retired (legacy) models are still served to callers that name them; a rule never picks them.
+    """
+    return [m for m in models if m.kind == "chat" and not m.legacy and m.model not in disabled]
 
 
 # Rules: each ranks the fitting candidates, best first, with a reason for every one.
 
 
 def _cheap(
-    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
+    candidates: Sequence[ModelProfile], request: RequestProfile, stats: Mapping[str, ModelStats]
 ) -> list[Choice]:
     pool, narrowed = _preferring(candidates, lambda e: e.capability >= CHEAP_MIN_CAPABILITY)
     caveat = "" if narrowed else f" (no connected model of capability >= {CHEAP_MIN_CAPABILITY})"
     return [Choice(e.model, f"cheap: {e.model} at {_prices(e)}{caveat}") for e in _cheapest_first(pool)]
 
 
-def _fast(
-    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
-) -> list[Choice]:
+def _fast(candidates: Sequence[ModelProfile], request: RequestProfile, stats: Mapping[str, ModelStats]) -> list[Choice]:
     return [Choice(e.model, "fast: " + why) for e, why in _fastest_first(candidates, stats)]
 
 
 def _capable(
-    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
+    candidates: Sequence[ModelProfile], request: RequestProfile, stats: Mapping[str, ModelStats]
 ) -> list[Choice]:
     return [
         Choice(e.model, f"capable: {e.model}, capability {e.capability}/10 at {_prices(e)}")
@@ -265,12 +231,10 @@ def _capable(
     ]
 
 
-def _auto(
-    candidates: Sequence[CatalogueEntry], request: RequestProfile, stats: Mapping[str, ModelStats]
-) -> list[Choice]:
+def _auto(candidates: Sequence[ModelProfile], request: RequestProfile, stats: Mapping[str, ModelStats]) -> list[Choice]:
     ask = classify(request)
     label = f"{ask.kind} ask ({ask.cue})" if ask.cue else f"{ask.kind} ask"
-    ranked: list[CatalogueEntry]
+    ranked: list[ModelProfile]
     if ask.kind == "simple":
         ranked = [e for e, _ in _fastest_first(candidates, stats)]
         tier = "fast tier" if any(e.tier == "fast" for e in candidates) else "any tier (no fast-tier model connected)"
@@ -284,17 +248,15 @@ def _auto(
 # Orderings.
 
 
-def _cheapest_first(entries: Sequence[CatalogueEntry]) -> list[CatalogueEntry]:
+def _cheapest_first(entries: Sequence[ModelProfile]) -> list[ModelProfile]:
     return sorted(entries, key=lambda e: (e.blended_price, -e.capability, e.model))
 
 
-def _most_capable_first(entries: Sequence[CatalogueEntry]) -> list[CatalogueEntry]:
+def _most_capable_first(entries: Sequence[ModelProfile]) -> list[ModelProfile]:
     return sorted(entries, key=lambda e: (-e.capability, e.blended_price, e.model))
 
 
-def _fastest_first(
-    entries: Sequence[CatalogueEntry], stats: Mapping[str, ModelStats]
-) -> list[tuple[CatalogueEntry, str]]:
+def _fastest_first(entries: Sequence[ModelProfile], stats: Mapping[str, ModelStats]) -> list[tuple[ModelProfile, str]]:
     """Measured models by observed latency, then the cheapest unmeasured fast-tier models."""
     measured = sorted(
         (e for e in entries if _unmeasured_because(stats.get(e.model)) is None),
@@ -325,24 +287,24 @@ def _unmeasured_because(measured: ModelStats | None) -> str | None:
 
 
 def _in_tier(
-    entries: Sequence[CatalogueEntry],
+    entries: Sequence[ModelProfile],
     tier: Tier,
-    order: Callable[[Sequence[CatalogueEntry]], list[CatalogueEntry]],
-) -> tuple[list[CatalogueEntry], str]:
+    order: Callable[[Sequence[ModelProfile]], list[ModelProfile]],
+) -> tuple[list[ModelProfile], str]:
     pool, narrowed = _preferring(entries, lambda e: e.tier == tier)
     return order(pool), f"{tier} tier" if narrowed else f"any tier (no {tier}-tier model connected)"
 
 
 def _preferring(
-    entries: Sequence[CatalogueEntry], wanted: Callable[[CatalogueEntry], bool]
-) -> tuple[list[CatalogueEntry], bool]:
+    entries: Sequence[ModelProfile], wanted: Callable[[ModelProfile], bool]
+) -> tuple[list[ModelProfile], bool]:
     """The wanted entries, or all of them when none is wanted (a rule degrades, never fails)."""
     preferred = [e for e in entries if wanted(e)]
     return (preferred, True) if preferred else (list(entries), False)
 
 
-def _prices(entry: CatalogueEntry) -> str:
-    return f"${entry.input:g}/${entry.output:g} per 1M tokens"
+def _prices(entry: ModelProfile) -> str:
+    return f"${entry.input:g}/${entry.output:g} per 1M tokens" if entry.priced else "an unknown price"
 
 
 def _fields_set(chat: ChatRequest) -> frozenset[str]:

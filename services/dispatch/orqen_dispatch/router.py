@@ -56,6 +56,12 @@ class ProviderRouter:
                 return self._providers[name], model
         return self._providers[self._default], model
 
+    def named(self, name: str, account_providers: Collection[str] = ()) -> Provider | None:
+        """The translator called `name` (configured, or an OpenAI-compatible one the account saved), or None."""
+        if name in self._providers or (name in account_providers and self._compatible):
+            return self._provider(name)
+        return None
+
     def _provider(self, name: str) -> Provider:
         if name in self._providers:
             return self._providers[name]

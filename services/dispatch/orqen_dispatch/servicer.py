@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
@@ -21,10 +21,12 @@ from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
-from orqen_dispatch.account_config import AccountConfig, AccountConfigs
+from orqen_dispatch.account_config import AccountConfigs
+from orqen_dispatch.available_models import AvailableModels, list_statuses, model_infos
 from orqen_dispatch.credentials import CredentialStore, merge
 from orqen_dispatch.latency import LatencyStats, ModelStats
-from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser
+from orqen_dispatch.model_profiles import ModelProfile
+from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser, routable
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
@@ -42,10 +44,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         configs: AccountConfigs,
         store: CredentialStore,
         latency: LatencyStats,
-        operator_providers: Collection[str],
+        available: AvailableModels,
         proxy: ProxyService,
     ) -> None:
-        """`operator_providers`: those the operator's environment connects for every account."""
         self._router = router
         self._chooser = chooser
         self._catalogue = catalogue
@@ -53,7 +54,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._configs = configs
         self._store = store
         self._latency = latency
-        self._operator_providers = frozenset(operator_providers)
+        self._available = available
         self._proxy = proxy
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -130,25 +131,27 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.ListModelsRequest, context: ServicerContext
     ) -> dispatch_pb2.ListModelsResponse:
         config = await self._configs.get(account_scope(request.account_id))
-        stats = await self._measured()
-        models = self._chooser.list_models(self._connected(config), config.disabled_models, stats)
+        available = await self._available.of(config)
+        stats = await self._latency.snapshot(m.model for m in available.models)
+        models = model_infos(available, config.disabled_models, stats)
         for model in models:
             if not model.id.startswith(ROUTING_PREFIX):
                 model.circuit = self._dispatcher.breakers.state(model.provider)
-        return dispatch_pb2.ListModelsResponse(models=models, prices_as_of=self._catalogue.prices_as_of)
-
-    def _connected(self, config: AccountConfig) -> frozenset[str]:
-        return self._operator_providers | config.credentials.keys()
+        return dispatch_pb2.ListModelsResponse(
+            models=models, prices_as_of=self._catalogue.prices_as_of, provider_lists=list_statuses(available)
+        )
 
     async def _targets(self, account_id: str, chat: ChatRequest, request: dispatch_pb2.CompleteRequest) -> list[Target]:
         """The models to try in order, each with its provider and credentials."""
         config = await self._configs.get(account_id)
         model = chat.model
-        # Only a routing string reads the figures: a named model costs no Redis read for them.
-        stats = await self._measured() if model.startswith(ROUTING_PREFIX) else {}
-        choices = self._chooser.choose(
-            model, chat, self._connected(config), config.disabled_models, stats, request.tool_routing
-        )
+        # Only a routing string reads the lists and figures: a named model costs no Redis read for them.
+        listed: Sequence[ModelProfile] = ()
+        stats: Mapping[str, ModelStats] = {}
+        if model.startswith(ROUTING_PREFIX):
+            listed = (await self._available.of(config)).models
+            stats = await self._latency.snapshot(m.model for m in routable(listed, config.disabled_models))
+        choices = self._chooser.choose(model, chat, listed, config.disabled_models, stats, request.tool_routing)
         chosen = {choice.model for choice in choices}
         choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
         saved = config.credentials
@@ -160,10 +163,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             credentials = merge(request.credentials, saved.get(provider.name), provider.name, requested)
             targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
         return targets
-
-    async def _measured(self) -> Mapping[str, ModelStats]:
-        """Dispatch's latency and success figures of every catalogue model."""
-        return await self._latency.snapshot(entry.model for entry in self._catalogue.entries)
 
     def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:
         """Fold every call made into its model's latency and success figures (orqen/fast reads them).

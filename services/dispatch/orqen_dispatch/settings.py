@@ -12,6 +12,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
 from orqen_common.proxy_families import BY_NAME
 from orqen_common.settings import AccountingAddress, DispatchAddress, RedisSettings, ServiceSettings
+from orqen_dispatch.model_profiles import ModelOverride
 from orqen_dispatch.resilience import ResilienceSettings
 
 
@@ -96,6 +97,29 @@ class DispatchSettings(ServiceSettings, DispatchAddress, AccountingAddress, Redi
         description="Let accounts save OpenAI-compatible base URLs on private, loopback or link-local addresses.",
     )
     default_provider: str = Field("openai", description="Provider of model names no rule recognises.")
+    bedrock_control_endpoint_url: str | None = Field(
+        None, description="Bedrock control-plane endpoint (model lists); default is the region's bedrock endpoint."
+    )
+    model_list_ttl_seconds: float = Field(
+        600.0, gt=0, description="How long a provider's model list is served before it is refreshed in the background."
+    )
+    model_list_retry_seconds: float = Field(
+        30.0, gt=0, description="After a provider's model list failed, how long until it is asked again."
+    )
+    model_list_keep_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long the last good copy of a model list is kept to serve when a provider fails.",
+    )
+    model_list_timeout_seconds: float = Field(10.0, gt=0, description="How long one provider's model list may take.")
+    model_overrides: dict[str, ModelOverride] = Field(
+        default_factory=dict,
+        description=(
+            'Per-model settings as JSON, by model string or provider model id: {"my/llama": {"tier": "fast", '
+            '"capability": 4, "tools": true, "vision": false, "context_window": 32768, "max_output_tokens": 4096, '
+            '"input_price": 0.1, "output_price": 0.2}}; every field optional.'
+        ),
+    )
     upstream_connect_timeout_seconds: float = Field(10.0, description="Connect timeout to a provider.")
     upstream_timeout_seconds: float = Field(600.0, description="Read timeout of one provider response.")
 

@@ -322,6 +322,16 @@ class ModelInfo(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
     CIRCUIT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    VISION_FIELD_NUMBER: _builtins.int
+    CAPABILITY_FIELD_NUMBER: _builtins.int
+    LISTED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_SOURCE_FIELD_NUMBER: _builtins.int
+    PRICED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model string a caller sends ("gpt-4o-mini", "bedrock/…", "orqen/auto")."""
     provider: _builtins.str
@@ -341,6 +351,26 @@ class ModelInfo(_message.Message):
     "closed" (calls go through), "open" (calls are skipped for a cooldown) or "half-open"
     (one trial call decides); empty for routing strings.
     """
+    kind: _builtins.str
+    """What the model does: "chat" | "embedding" | "image" | "audio" | "moderation" |
+    "rerank"; "router" for the orqen/* strings.
+    """
+    context_window: _builtins.int
+    """Tokens of input and output it accepts, and the most it writes; 0: unknown."""
+    max_output_tokens: _builtins.int
+    tools: _builtins.bool
+    vision: _builtins.bool
+    capability: _builtins.int
+    """1-10, Orqen's routing rank (model_profiles.py); 0 for routing strings."""
+    listed_at: _builtins.int
+    """When the provider's list naming it was fetched (unix seconds), and its creation
+    time as that list gives it (0: not given).
+    """
+    created: _builtins.int
+    capabilities_source: _builtins.str
+    """Where each capability came from: "provider", "prices", "config" or "default"."""
+    priced: _builtins.bool
+    """False when no price is known for the model (its prices are then 0)."""
     def __init__(
         self,
         *,
@@ -355,14 +385,65 @@ class ModelInfo(_message.Message):
         success_rate: _builtins.float = ...,
         calls: _builtins.int = ...,
         circuit: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        context_window: _builtins.int = ...,
+        max_output_tokens: _builtins.int = ...,
+        tools: _builtins.bool = ...,
+        vision: _builtins.bool = ...,
+        capability: _builtins.int = ...,
+        listed_at: _builtins.int = ...,
+        created: _builtins.int = ...,
+        capabilities_source: _builtins.str = ...,
+        priced: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "circuit", b"circuit", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "latency_p50_ms", b"latency_p50_ms", "output_price", b"output_price", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "capabilities_source", b"capabilities_source", "capability", b"capability", "circuit", b"circuit", "context_window", b"context_window", "created", b"created", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "kind", b"kind", "latency_p50_ms", b"latency_p50_ms", "listed_at", b"listed_at", "max_output_tokens", b"max_output_tokens", "output_price", b"output_price", "priced", b"priced", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ProviderModelList(_message.Message):
+    """How fresh one connected provider's model list is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    FETCHED_AT_FIELD_NUMBER: _builtins.int
+    AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    fetched_at: _builtins.int
+    """When the list served was fetched (unix seconds; 0: never) and its age then."""
+    age_seconds: _builtins.float
+    status: _builtins.str
+    """"fresh" | "stale" (older than the TTL, or its last refresh failed: a refresh is
+    under way or retried) | "unavailable" (no list fetched yet and the provider failed).
+    """
+    error: _builtins.str
+    """The last refresh's failure, if it failed; empty otherwise."""
+    models: _builtins.int
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        fetched_at: _builtins.int = ...,
+        age_seconds: _builtins.float = ...,
+        status: _builtins.str = ...,
+        error: _builtins.str = ...,
+        models: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_seconds", b"age_seconds", "error", b"error", "fetched_at", b"fetched_at", "models", b"models", "provider", b"provider", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderModelList: _TypeAlias = ProviderModelList  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):
@@ -370,19 +451,23 @@ class ListModelsResponse(_message.Message):
 
     MODELS_FIELD_NUMBER: _builtins.int
     PRICES_AS_OF_FIELD_NUMBER: _builtins.int
+    PROVIDER_LISTS_FIELD_NUMBER: _builtins.int
     prices_as_of: _builtins.str
     """When the catalogue's prices were taken (ISO date)."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
+    @_builtins.property
+    def provider_lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderModelList]: ...
     def __init__(
         self,
         *,
         models: _abc.Iterable[Global___ModelInfo] | None = ...,
         prices_as_of: _builtins.str = ...,
+        provider_lists: _abc.Iterable[Global___ProviderModelList] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "prices_as_of", b"prices_as_of"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "prices_as_of", b"prices_as_of", "provider_lists", b"provider_lists"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

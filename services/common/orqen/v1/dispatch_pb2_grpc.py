@@ -92,9 +92,10 @@ class DispatchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """The models an account can use: the catalogue entries of its connected providers
-        (saved credentials or the operator's), its toggles, observed latency and success,
-        and the orqen/* routing strings.
+        """The models an account can use: each connected provider's own model list (saved
+        credentials or the operator's; cached, served from the last good copy when a list
+        fails), their capabilities, prices, toggles, observed latency and success, and the
+        orqen/* routing strings.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,9 +45,10 @@ class DispatchStub:
     SaveCredential: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.SaveCredentialRequest, _accounting_pb2.CredentialInfo]
     """Seals an account's provider secret with the operator key and stores it in accounting."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ListModelsRequest, _dispatch_pb2.ListModelsResponse]
-    """The models an account can use: the catalogue entries of its connected providers
-    (saved credentials or the operator's), its toggles, observed latency and success,
-    and the orqen/* routing strings.
+    """The models an account can use: each connected provider's own model list (saved
+    credentials or the operator's; cached, served from the last good copy when a list
+    fails), their capabilities, prices, toggles, observed latency and success, and the
+    orqen/* routing strings.
     """
     Proxy: _grpc.StreamStreamMultiCallable[_dispatch_pb2.ProxyRequestFrame, _dispatch_pb2.ProxyResponseFrame]
     """A stateless proxy family (embeddings, images, audio, responses, rerank, ...): the
@@ -74,9 +75,10 @@ class DispatchAsyncStub(DispatchStub):
     SaveCredential: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.SaveCredentialRequest, _accounting_pb2.CredentialInfo]  # type: ignore[assignment]
     """Seals an account's provider secret with the operator key and stores it in accounting."""
     ListModels: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ListModelsRequest, _dispatch_pb2.ListModelsResponse]  # type: ignore[assignment]
-    """The models an account can use: the catalogue entries of its connected providers
-    (saved credentials or the operator's), its toggles, observed latency and success,
-    and the orqen/* routing strings.
+    """The models an account can use: each connected provider's own model list (saved
+    credentials or the operator's; cached, served from the last good copy when a list
+    fails), their capabilities, prices, toggles, observed latency and success, and the
+    orqen/* routing strings.
     """
     Proxy: _aio.StreamStreamMultiCallable[_dispatch_pb2.ProxyRequestFrame, _dispatch_pb2.ProxyResponseFrame]  # type: ignore[assignment]
     """A stateless proxy family (embeddings, images, audio, responses, rerank, ...): the
@@ -124,9 +126,10 @@ class DispatchServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatch_pb2.ListModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatch_pb2.ListModelsResponse, _abc.Awaitable[_dispatch_pb2.ListModelsResponse]]:
-        """The models an account can use: the catalogue entries of its connected providers
-        (saved credentials or the operator's), its toggles, observed latency and success,
-        and the orqen/* routing strings.
+        """The models an account can use: each connected provider's own model list (saved
+        credentials or the operator's; cached, served from the last good copy when a list
+        fails), their capabilities, prices, toggles, observed latency and success, and the
+        orqen/* routing strings.
         """
 
     @_abc_1.abstractmethod

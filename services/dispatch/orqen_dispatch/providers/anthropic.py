@@ -29,6 +29,7 @@ from orqen_common.formats import anthropic as wire
 from orqen_common.formats import openai as canonical
 from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest, encode
 from orqen_dispatch.credentials import header_value
+from orqen_dispatch.providers import model_lists
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
@@ -42,6 +43,9 @@ from orqen_dispatch.providers.base import (
 )
 
 API_VERSION = "2023-06-01"
+# Models per page of GET /v1/models (the API's maximum), and a bound on pages followed.
+_MODELS_PAGE = 1000
+_MAX_MODEL_PAGES = 20
 WHERE = "the Anthropic Messages API"
 
 # Media types the API accepts in a base64 image source.
@@ -73,9 +77,25 @@ class AnthropicMessages:
     ) -> None:
         self.name = name
         self._client = client
-        self._url = base_url.rstrip("/") + "/v1/messages"
+        self._base_url = base_url.rstrip("/")
+        self._url = self._base_url + "/v1/messages"
         self._api_key = api_key
         self._default_max_tokens = default_max_tokens
+
+    async def list_models(self, credentials: Credentials) -> list[model_lists.ListedModel]:
+        """GET /v1/models, page after page (`after_id`) while the API says it has more."""
+        headers = {"anthropic-version": API_VERSION, **self._key_header(credentials)}
+        listed: list[model_lists.ListedModel] = []
+        params: dict[str, str | int] = {"limit": _MODELS_PAGE}
+        for _ in range(_MAX_MODEL_PAGES):
+            request = self._client.build_request("GET", self._base_url + "/v1/models", params=params, headers=headers)
+            body = await read_body(await send(self._client, request, self.name), self.name)
+            page = decode_answer(model_lists.anthropic_page_decoder, body, self.name, "model list")
+            listed += model_lists.anthropic_models(page)
+            if not page.has_more or not page.last_id:
+                break
+            params["after_id"] = page.last_id
+        return listed
 
     def wire_request(self, chat: ChatRequest, model: str, stream: bool) -> wire.MessagesRequest:
         """The Messages request for a canonical chat; a 400 for what Messages cannot express."""
@@ -109,12 +129,15 @@ class AnthropicMessages:
 
     def _request(self, body: wire.MessagesRequest, chat: ChatRequest, credentials: Credentials) -> httpx.Request:
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
-        api_key = credentials.get("api_key") or self._api_key
-        if api_key:
-            headers["x-api-key"] = header_value(api_key, self.name)
+        headers.update(self._key_header(credentials))
         if chat.anthropic_beta:
             headers["anthropic-beta"] = ",".join(chat.anthropic_beta)
         return self._client.build_request("POST", self._url, content=encode(body), headers=headers)
+
+    def _key_header(self, credentials: Credentials) -> dict[str, str]:
+        """x-api-key: the call's key, else the operator's; none when neither is set."""
+        api_key = credentials.get("api_key") or self._api_key
+        return {"x-api-key": header_value(api_key, self.name)} if api_key else {}
 
 
 # --- canonical request -> Messages request ---------------------------------------------

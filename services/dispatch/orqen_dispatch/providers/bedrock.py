@@ -66,6 +66,7 @@ from orqen_common.formats.openai import (
     encode,
 )
 from orqen_dispatch.credentials.validation import fits_a_header
+from orqen_dispatch.providers import model_lists
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
@@ -104,6 +105,9 @@ _STATUS_BY_EXCEPTION = {
     "modelstreamerrorexception": 502,
 }
 
+# A bound on the pages of ListInferenceProfiles followed.
+_MAX_PROFILE_PAGES = 20
+
 _NO_CREDENTIALS = (
     "No AWS credentials for Bedrock: configure AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
     "AWS_BEARER_TOKEN_BEDROCK) for Orqen dispatch, or send aws_access_key_id and aws_secret_access_key "
@@ -128,12 +132,16 @@ class BedrockConverse:
         secret_access_key: str | None,
         session_token: str | None,
         bearer_token: str | None,
+        *,
+        control_endpoint_url: str | None = None,
     ) -> None:
+        """`control_endpoint_url`: the control plane (`bedrock`, model lists); default is the region's."""
         if not _REGION.fullmatch(region):
             raise ValueError(f"{region!r} is not an AWS region name")
         self.name = name
         self._client = client
         self._endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self._control_endpoint_url = control_endpoint_url.rstrip("/") if control_endpoint_url else None
         self._region = region
         self._operator_auth: str | AwsKeys | None = None
         if bearer_token:
@@ -169,28 +177,62 @@ class BedrockConverse:
             await response.aclose()
         raise UpstreamError(502, f"{self.name} ended the stream before reporting usage")
 
-    def _request(
-        self, body: bedrock.ConverseRequest, model: str, credentials: Credentials, stream: bool
-    ) -> httpx.Request:
+    async def list_models(self, credentials: Credentials) -> list[model_lists.ListedModel]:
+        """ListFoundationModels and ListInferenceProfiles on the control plane, signed as the runtime calls."""
+        region, auth = self._region_and_auth(credentials)
+        base = self._control_endpoint_url or _regional_endpoint(region, "bedrock")
+        foundation = decode_answer(
+            model_lists.foundation_models_decoder,
+            await self._get(f"{base}/foundation-models", auth, region),
+            self.name,
+            "model list",
+        )
+        profiles = []
+        next_token: str | None = None
+        for _ in range(_MAX_PROFILE_PAGES):
+            query = "?maxResults=1000" + (f"&nextToken={quote(next_token, safe='')}" if next_token else "")
+            page = decode_answer(
+                model_lists.inference_profiles_decoder,
+                await self._get(f"{base}/inference-profiles{query}", auth, region),
+                self.name,
+                "inference profile list",
+            )
+            profiles += page.inference_profile_summaries
+            next_token = page.next_token
+            if not next_token:
+                break
+        return model_lists.bedrock_models(foundation, profiles)
+
+    async def _get(self, url: str, auth: str | AwsKeys, region: str) -> bytes:
+        headers = _auth_headers("GET", url, b"", auth, region)
+        request = self._client.build_request("GET", url, headers=headers)
+        return await read_body(await send(self._client, request, self.name), self.name)
+
+    def _region_and_auth(self, credentials: Credentials) -> tuple[str, str | AwsKeys]:
+        """The call's region and its Bedrock API key or IAM keys: the call's own first, then the operator's."""
         region = credentials.get("aws_region_name") or self._region
         if not _REGION.fullmatch(region):
             raise invalid_request(f"aws_region_name {region!r} is not an AWS region name.")
         auth = _caller_auth(credentials) or self._operator_auth
         if auth is None:
             raise UpstreamError(401, _NO_CREDENTIALS)
+        return region, auth
+
+    def _request(
+        self, body: bedrock.ConverseRequest, model: str, credentials: Credentials, stream: bool
+    ) -> httpx.Request:
+        region, auth = self._region_and_auth(credentials)
         # botocore encodes the modelId label with nothing safe: an ARN's ':' and '/' become %3A and %2F.
         url = (
-            (self._endpoint_url or _regional_endpoint(region))
+            (self._endpoint_url or _regional_endpoint(region, "bedrock-runtime"))
             + "/model/"
             + quote(model, safe="")
             + ("/converse-stream" if stream else "/converse")
         )
         content = encode(body)
-        if isinstance(auth, str):
-            headers = {"content-type": "application/json", "authorization": f"Bearer {auth}"}
-        else:
-            headers = _sigv4_headers(url, content, auth, region)
-        return self._client.build_request("POST", url, content=content, headers=headers)
+        return self._client.build_request(
+            "POST", url, content=content, headers=_auth_headers("POST", url, content, auth, region)
+        )
 
 
 # --- Credentials and signing ------------------------------------------------------------
@@ -219,15 +261,20 @@ def _caller_auth(credentials: Credentials) -> str | AwsKeys | None:
     return None
 
 
-def _regional_endpoint(region: str) -> str:
+def _regional_endpoint(region: str, service: str) -> str:
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://bedrock-runtime.{region}.{domain}"
+    return f"https://{service}.{region}.{domain}"
 
 
-def _sigv4_headers(url: str, content: bytes, keys: AwsKeys, region: str) -> dict[str, str]:
-    """Headers of the request signed as boto3 signs it: SigV4 for service `bedrock`, body hashed."""
-    request = AWSRequest(method="POST", url=url, data=content, headers={"Content-Type": "application/json"})
-    SigV4Auth(keys, "bedrock", region).add_auth(request)
+def _auth_headers(method: str, url: str, content: bytes, auth: str | AwsKeys, region: str) -> dict[str, str]:
+    """A Bedrock API key as a bearer token, or the request signed as boto3 signs it (SigV4, service `bedrock`)."""
+    if isinstance(auth, str):
+        headers = {"authorization": f"Bearer {auth}"}
+        return {"content-type": "application/json", **headers} if content else headers
+    request = AWSRequest(
+        method=method, url=url, data=content, headers={"Content-Type": "application/json"} if content else {}
+    )
+    SigV4Auth(auth, "bedrock", region).add_auth(request)
     return dict(request.headers.items())
 
 

@@ -31,6 +31,7 @@ from orqen_common.formats.openai import (
     encode_request,
 )
 from orqen_dispatch.credentials import header_value
+from orqen_dispatch.providers import model_lists
 from orqen_dispatch.providers.base import (
     Completion,
     Credentials,
@@ -82,6 +83,13 @@ class OpenAICompatible:
         headers["content-type"] = content_type
         request = self._client.build_request("POST", f"{base_url}/{family}", content=content, headers=headers)
         return await send(self._client, request, self.name)
+
+    async def list_models(self, credentials: Credentials) -> list[model_lists.ListedModel]:
+        """GET {base_url}/models with the call's key: the models this endpoint serves."""
+        base_url, headers = self._endpoint(credentials)
+        request = self._client.build_request("GET", f"{base_url}/models", headers=headers)
+        body = await read_body(await send(self._client, request, self.name), self.name)
+        return model_lists.openai_models(decode_answer(model_lists.openai_list_decoder, body, self.name, "model list"))
 
     def wire_request(self, chat: ChatRequest, model: str, stream: bool) -> ChatRequest:
         """The body this provider accepts: extensions refused or dropped, the model resolved."""
