@@ -22,11 +22,12 @@ from typing import Annotated, Any
 import orjson
 from anthropic.types import Message, TextBlock, ToolUseBlock, Usage
 from anthropic.types import message_create_params as params
-from litestar import Litestar, Request, Response, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.response import Stream
 from pydantic import Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from fakes.model_lists import anthropic_page
 from fakes.scenario import (
     RETRY_AFTER_SECONDS,
     Answer,
@@ -68,13 +69,33 @@ class FakeAnthropic:
     api_key: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
+    # The status GET /v1/models fails with, when set.
+    list_error_status: int | None = None
 
     def app(self) -> Litestar:
         @post("/v1/messages", status_code=200)
         async def messages(request: Request[Any, Any, Any]) -> Response[Any]:
             return await self._messages(request)
 
-        return Litestar([messages], logging_config=None)
+        @get("/v1/models")
+        async def models(request: Request[Any, Any, Any]) -> Response[Any]:
+            return self._models(request)
+
+        return Litestar([messages, models], logging_config=None)
+
+    def _models(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        if not self._authenticated(request):
+            return _error(401, "authentication_error", "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version: header is required")
+        query = dict(request.query_params)
+        self.requests.append({"path": request.url.path, "headers": dict(request.headers), "query": query})
+        if self.list_error_status is not None:
+            return _status_error(self.list_error_status, None)
+        page = anthropic_page(query)
+        if isinstance(page, str):
+            return _error(400, "invalid_request_error", page)
+        return Response(page, media_type="application/json", headers={"request-id": _REQUEST_ID})
 
     def _authenticated(self, request: Request[Any, Any, Any]) -> bool:
         """The key as `x-api-key`, or as `Authorization: Bearer`, which is how the current SDK sends it."""

@@ -23,9 +23,10 @@ from urllib.parse import unquote
 
 import botocore.session
 import orjson
-from litestar import Litestar, Request, Response, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.response import Stream
 
+from fakes.model_lists import foundation_models, inference_profiles
 from fakes.scenario import (
     RETRY_AFTER_SECONDS,
     Answer,
@@ -62,13 +63,37 @@ class FakeBedrock:
     bearer_token: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
+    # The status the control plane's model lists fail with, when set.
+    list_error_status: int | None = None
 
     def app(self) -> Litestar:
+        """The runtime (Converse) and the control plane's model lists on one server, as tests point both at it."""
+
         @post("/model/{model_path:path}", status_code=200)
         async def invoke(request: Request[Any, Any, Any]) -> Response[Any]:
             return await self._invoke(request)
 
-        return Litestar([invoke], logging_config=None)
+        @get(["/foundation-models", "/inference-profiles"])
+        async def lists(request: Request[Any, Any, Any]) -> Response[Any]:
+            return await self._list(request)
+
+        return Litestar([invoke, lists], logging_config=None)
+
+    async def _list(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        raw_path = request.scope["path"]
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            self._authenticate(request, raw_path, headers, await request.body())
+        except AwsError as err:
+            return _error(err)
+        query = dict(request.query_params)
+        self.requests.append({"path": raw_path, "headers": headers, "query": query})
+        if self.list_error_status is not None:
+            return _status_error(self.list_error_status, None)
+        answer = foundation_models(query) if raw_path == "/foundation-models" else inference_profiles(query)
+        if isinstance(answer, str):
+            return _error(AwsError("ValidationException", 400, answer))
+        return Response(answer, media_type="application/json", headers={"x-amzn-requestid": _REQUEST_ID})
 
     async def _invoke(self, request: Request[Any, Any, Any]) -> Response[Any]:
         raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from litestar import Litestar, Request, Response, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.response import Stream
 from openai.types.chat import completion_create_params as params
 
+from fakes.model_lists import OPENAI_MODELS, openai_list
 from fakes.openai_families import FamilyRoutes
 from fakes.scenario import (
     RETRY_AFTER_SECONDS,
@@ -49,14 +50,29 @@ class FakeOpenAI:
     api_key: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
+    # What GET /v1/models lists, and the status it fails with instead when set.
+    models: tuple[str, ...] = OPENAI_MODELS
+    list_error_status: int | None = None
 
     def app(self) -> Litestar:
         @post("/v1/chat/completions", status_code=200)
         async def chat(request: Request[Any, Any, Any]) -> Response[Any]:
             return await self._chat(request)
 
+        @get("/v1/models")
+        async def models(request: Request[Any, Any, Any]) -> Response[Any]:
+            return self._models(request)
+
         families = FamilyRoutes(self.api_key, self.requests, self.faults).handlers()
-        return Litestar([chat, *families], logging_config=None)
+        return Litestar([chat, models, *families], logging_config=None)
+
+    def _models(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        self.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": None})
+        if self.list_error_status is not None:
+            return _status_error(self.list_error_status, None)
+        return Response(openai_list(self.models), media_type="application/json")
 
     async def _chat(self, request: Request[Any, Any, Any]) -> Response[Any]:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError, EventStreamError
 
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
+from fakes.model_lists import ANTHROPIC_MODELS, BEDROCK_MODELS, BEDROCK_PROFILES, OPENAI_MODELS
 from fakes.openai_upstream import FakeOpenAI
 from fakes.scenario import Conversation, Fault, Turn, decide, json_fragments, text_fragments
 from fakes.serve import BackgroundServer
@@ -922,3 +923,56 @@ def test_a_storm_of_resets_mid_stream_cuts_the_stream_after_its_first_bytes(
     finally:
         fake.faults.calm()
     assert whole.status_code == 200
+
+
+# --- Model lists -------------------------------------------------------------------------------
+
+
+def test_openai_lists_its_models_as_the_sdk_reads_them(fake_openai: tuple[FakeOpenAI, str]) -> None:
+    _, url = fake_openai
+    models = _openai(url).models.list()
+    assert [m.id for m in models] == list(OPENAI_MODELS)
+    assert all(m.object == "model" and m.created > 0 and m.owned_by for m in models)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_anthropic_lists_its_models_in_pages(fake_anthropic: tuple[FakeAnthropic, str]) -> None:
+    fake, url = fake_anthropic
+    client = _anthropic(url)
+    first = client.models.list(limit=2)
+    assert [m.id for m in first.data] == ["claude-opus-4-5", "claude-sonnet-4-6"]
+    assert first.has_more and first.first_id == "claude-opus-4-5" and first.last_id == "claude-sonnet-4-6"
+    assert [m.id for m in client.models.list(limit=2)] == [m[0] for m in ANTHROPIC_MODELS]  # the SDK pages on
+    assert fake.requests[-1]["query"] == {"limit": "2", "after_id": "claude-sonnet-4-5"}
+    before = client.models.list(limit=1, before_id="claude-haiku-4-5")
+    assert [m.id for m in before.data] == ["claude-sonnet-4-6"] and before.has_more
+    assert all(m.type == "model" and m.display_name and m.created_at for m in first.data)
+    with pytest.raises(anthropic.BadRequestError):
+        client.models.list(limit=1001)
+
+
+def test_bedrock_lists_foundation_models_and_inference_profiles_signed_or_with_a_key(
+    fake_bedrock: tuple[FakeBedrock, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url = fake_bedrock
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    control = boto3.client(
+        "bedrock",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=AWS_KEY_ID,
+        aws_secret_access_key=AWS_SECRET,
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    listed = control.list_foundation_models()["modelSummaries"]
+    assert [m["modelId"] for m in listed] == [m[0] for m in BEDROCK_MODELS]
+    embedding = control.list_foundation_models(byOutputModality="EMBEDDING")["modelSummaries"]
+    assert [m["modelId"] for m in embedding] == ["amazon.titan-embed-text-v2:0"]
+    pages = control.get_paginator("list_inference_profiles").paginate(PaginationConfig={"PageSize": 1})
+    profiles = [p for page in pages for p in page["inferenceProfileSummaries"]]
+    assert [p["inferenceProfileId"] for p in profiles] == [p[0] for p in BEDROCK_PROFILES]
+    keyed = httpx.get(url + "/foundation-models", headers={"authorization": f"Bearer {BEDROCK_BEARER}"})
+    assert keyed.status_code == 200 and keyed.json()["modelSummaries"] == listed
+    refused = httpx.get(url + "/foundation-models", headers={"authorization": "Bearer wrong"})
+    assert refused.status_code == 403 and refused.headers["x-amzn-errortype"] == "AccessDeniedException"

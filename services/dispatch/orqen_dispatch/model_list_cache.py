@@ -141,8 +141,9 @@ class ModelListCache:
 
         `locked`: a background refresh of a copy still served, which one replica at a time makes.
         """
-        if locked and not await self._redis.set(key + ":lock", b"1", nx=True, ex=max(1, int(self._timeout) + 1)):
-            return _Stored()
+        lock = key + ":lock"
+        if locked and not await self._redis.set(lock, b"1", nx=True, ex=max(1, int(self._timeout) + 1)):
+            return _Stored()  # another replica is refreshing this copy
         name = source.provider.name
         try:
             models = await asyncio.wait_for(source.provider.list_models(source.credentials), self._timeout)
@@ -155,6 +156,8 @@ class ModelListCache:
         else:
             stored = _Stored(fetched_at=self._clock(), models=models)
         await self._redis.set(key, msgspec.json.encode(stored), ex=self._keep)
+        if locked:
+            await self._redis.delete(lock)
         return stored
 
 

@@ -4,7 +4,8 @@ A caller may send a rule instead of a model: `orqen/cheap`, `orqen/fast`, `orqen
 `orqen/auto`. The rule picks among the chat models its connected providers list for the
 account (orqen_dispatch.available_models) that it has not switched off and that can take the
 request (tools, images, parameters, length, output limit). The pick comes first, followed by
-up to two alternates of the same rule so dispatch can fall back without leaving it. Any other model string is used as requested.
+up to two alternates of the same rule so dispatch can fall back without leaving it. Any other
+model string is used as requested.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import orjson
 import pytest
@@ -11,7 +11,9 @@ from orqen.v1 import common_pb2, dispatch_pb2
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal, principal_var
 from orqen_dispatch.account_config import AccountConfig
+from orqen_dispatch.available_models import AvailableModels
 from orqen_dispatch.latency import ModelStats
+from orqen_dispatch.model_list_cache import ListSource, ProviderList
 from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import CircuitBreakers, Dispatcher, RetryPolicy
@@ -42,6 +44,17 @@ class NoLatency:
         return None
 
 
+class UncachedLists:
+    """ModelListCache's interface without Redis: every list read from its provider each time."""
+
+    async def lists(self, sources: Sequence[ListSource]) -> list[ProviderList]:
+        lists = []
+        for source in sources:
+            models = await source.provider.list_models(source.credentials)
+            lists.append(ProviderList(source.provider.name, tuple(models), 1.0, 0.0, "fresh"))
+        return lists
+
+
 @pytest.fixture
 def dispatch_servicer() -> ServicerFactory:
     """Builds a servicer that calls each model once (no retries), then the account's fallbacks."""
@@ -53,13 +66,13 @@ def dispatch_servicer() -> ServicerFactory:
         configs = StaticConfigs(config)
         return DispatchServicer(
             router,
-            ModelChooser(catalogue, router),
+            ModelChooser(),
             catalogue,
             dispatcher,
             configs,  # type: ignore[arg-type]
             None,  # type: ignore[arg-type]  # the credential store only saves; no test here saves
             NoLatency(),  # type: ignore[arg-type]
-            operator_providers,
+            AvailableModels(router, UncachedLists(), operator_providers, {}),  # type: ignore[arg-type]
             ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
         )
 

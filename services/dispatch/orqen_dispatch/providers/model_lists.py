@@ -97,13 +97,23 @@ def openai_models(answer: _OpenAIList) -> list[ListedModel]:
 # --- Anthropic -----------------------------------------------------------------------------
 
 
+class _Supported(Struct):
+    supported: bool
+
+
+class _AnthropicCapabilities(Struct):
+    image_input: _Supported | None = None
+
+
 class _AnthropicModel(Struct):
     id: str
     created_at: str | None = None
     type: str = "model"
-    # Newer API versions give the limits; older ones do not.
+    # The current API gives capabilities, limits and the lifecycle; older answers do not.
+    capabilities: _AnthropicCapabilities | None = None
     max_input_tokens: int | None = None
     max_tokens: int | None = None
+    lifecycle: str = "active"  # "active" | "deprecated" | "retired"
 
 
 class AnthropicPage(Struct):
@@ -117,16 +127,18 @@ anthropic_page_decoder = msgspec.json.Decoder(AnthropicPage)
 
 
 def anthropic_models(page: AnthropicPage) -> list[ListedModel]:
-    """The models of one page of Anthropic's list (all chat models)."""
+    """The models of one page of Anthropic's list (all chat models); retired ones, which fail, are left out."""
     return [
         ListedModel(
             id=m.id,
             created=_unix(m.created_at),
             context_window=m.max_input_tokens,
             max_output_tokens=m.max_tokens,
+            vision=m.capabilities.image_input.supported if m.capabilities and m.capabilities.image_input else None,
+            legacy=m.lifecycle != "active",
         )
         for m in page.data
-        if m.id
+        if m.id and m.lifecycle != "retired"
     ]
 
 

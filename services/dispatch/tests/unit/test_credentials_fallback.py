@@ -26,9 +26,12 @@ from orqen_common.formats.openai import (
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.credentials import SavedCredentials
 from orqen_dispatch.providers.base import Completion, StreamState, UpstreamError
+from orqen_dispatch.providers.model_lists import ListedModel
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 
+# One chat model each provider lists.
+_LISTED = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "bedrock": "amazon.nova-lite-v1:0", "groq": "x"}
 CALLERS_KEY = "sk-callers-own-key-for-one-provider"
 SAVED: SavedCredentials = {
     "anthropic": {"api_key": "sk-ant-accounts-saved"},
@@ -47,6 +50,11 @@ class RecordingProvider:
     name: str
     failing: frozenset[str] = frozenset()
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    listed_with: list[dict[str, str]] = field(default_factory=list)
+
+    async def list_models(self, credentials: Mapping[str, str]) -> list[ListedModel]:
+        self.listed_with.append(dict(credentials))
+        return [ListedModel(id=_LISTED[self.name])]
 
     def _call(self, model: str, credentials: Mapping[str, str]) -> None:
         self.calls.append((model, dict(credentials)))
@@ -136,3 +144,6 @@ async def test_a_routing_string_names_no_provider_so_no_routed_call_gets_the_cal
     assert answered in SAVED
     [(_, credentials)] = g.calls(answered)
     assert credentials == {"anthropic": SAVED_ANTHROPIC, "bedrock": SAVED_BEDROCK}[answered]
+    # The lists it chose from were read with the account's saved keys, never the caller's.
+    assert g.providers["anthropic"].listed_with == [SAVED_ANTHROPIC]
+    assert g.providers["bedrock"].listed_with == [SAVED_BEDROCK]

@@ -1,16 +1,16 @@
 """orqen/* routing strings pick what their rule says, among connected, enabled, fitting models."""
 
-from datetime import date
 from typing import Any
 
 import msgspec
 import pytest
 
 from orqen.v1 import optimizer_pb2
-from orqen_common.catalogue import Catalogue, CatalogueEntry, load_catalogue
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ChatRequest
+from orqen_dispatch.available_models import Availability, model_infos
 from orqen_dispatch.latency import ModelStats
+from orqen_dispatch.model_profiles import ModelProfile, profile
 from orqen_dispatch.model_routing import (
     ROUTING_STRINGS,
     Choice,
@@ -18,17 +18,10 @@ from orqen_dispatch.model_routing import (
     RequestProfile,
     classify,
 )
-from orqen_dispatch.router import ProviderRouter
+from orqen_dispatch.price_facts import price_facts
+from orqen_dispatch.providers.model_lists import ListedModel, kind_by_name
 
 PROVIDERS = {"openai", "anthropic", "bedrock", "groq"}
-
-
-class Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-ROUTER = ProviderRouter({name: Named(name) for name in PROVIDERS}, "openai")  # type: ignore[misc]
 
 
 def model(name: str, provider: str, tier: str, capability: int, price_in: float, price_out: float, **more: Any) -> Any:
@@ -40,6 +33,7 @@ def model(name: str, provider: str, tier: str, capability: int, price_in: float,
         "context_window": 200_000,
         "input": price_in,
         "output": price_out,
+        "cached_input_price": price_in,
         "vision": True,
         "tools": True,
     } | more
@@ -57,10 +51,34 @@ SMALL_MODELS = [
     model("claude-old", "anthropic", "capable", 10, 0.1, 0.1, legacy=True),
     model("groq/tiny", "groq", "fast", 3, 0.05, 0.08, tools=False, vision=False, context_window=8000),
 ]
-SMALL = Catalogue([CatalogueEntry.model_validate(m) for m in SMALL_MODELS], date(2025, 12, 1))
-CHOOSER = ModelChooser(SMALL, ROUTER)
-REAL = load_catalogue()
-REAL_CHOOSER = ModelChooser(REAL, ROUTER)
+SMALL = [ModelProfile(**{**m, "refuses": frozenset(m.get("refuses", ()))}) for m in SMALL_MODELS]
+CHOOSER = ModelChooser()
+
+# What the providers list (ids as listed, a few of each kind), profiled as dispatch profiles them:
+# the family table and the price library.
+LISTED = {
+    "openai": ["gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini",
+               "o3-mini", "o4-mini", "text-embedding-3-small", "dall-e-3", "whisper-1", "omni-moderation-latest"],
+    "anthropic": ["claude-opus-4-5", "claude-sonnet-4-6", "claude-sonnet-4-5", "claude-haiku-4-5",
+                  "claude-3-5-haiku-20241022"],
+    "bedrock": ["anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0",
+                "amazon.nova-pro-v1:0", "meta.llama3-1-70b-instruct-v1:0", "meta.llama3-1-8b-instruct-v1:0"],
+    "groq": ["llama-3.3-70b-versatile", "llama-3.1-8b-instant"],
+}  # fmt: skip
+_BARE = {"openai", "anthropic"}  # the router sends these bare names to their own provider
+REAL = [
+    profile(
+        i if p in _BARE else f"{p}/{i}",
+        p,
+        ListedModel(id=i, kind=kind_by_name(i), vision=False if p == "bedrock" and "llama" in i else None),
+        0,
+        price_facts(p, i),
+        None,
+    )
+    for p, ids in LISTED.items()
+    for i in ids
+]
+BY_MODEL = {m.model: m for m in REAL}
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -80,10 +98,11 @@ def choose(
     connected: set[str] = PROVIDERS,
     disabled: frozenset[str] = frozenset(),
     stats: dict[str, ModelStats] | None = None,
-    chooser: ModelChooser = CHOOSER,
+    pool: list[ModelProfile] = SMALL,
     tool_routing: optimizer_pb2.RoutingTrace | None = None,
 ) -> list[Choice]:
-    return chooser.choose(rule, request(body or HI), connected, disabled, stats or {}, tool_routing)
+    models = [m for m in pool if m.provider in connected]
+    return CHOOSER.choose(rule, request(body or HI), models, disabled, stats or {}, tool_routing)
 
 
 def request(body: dict[str, Any]) -> ChatRequest:
@@ -241,10 +260,24 @@ def test_a_conversation_longer_than_a_context_window_skips_that_model() -> None:
     assert "groq/tiny" not in picks("orqen/fast", long)
 
 
-def test_a_catalogue_entry_the_router_sends_elsewhere_is_never_picked() -> None:
-    misrouted = CatalogueEntry.model_validate(model("claude-in-groq", "groq", "capable", 10, 0.01, 0.01))
-    chooser = ModelChooser(Catalogue([*SMALL.entries, misrouted], date(2025, 12, 1)), ROUTER)
-    assert picks("orqen/capable", connected={"groq"}, chooser=chooser) == ["groq/tiny"]
+def test_rules_pick_only_chat_models() -> None:
+    embedder = ModelProfile(**{**SMALL_MODELS[0], "model": "embed-1", "kind": "embedding", "capability": 10})
+    assert "embed-1" not in picks("orqen/capable", pool=[*SMALL, embedder])
+
+
+def test_an_unpriced_model_comes_after_every_priced_one_for_cheap() -> None:
+    free_looking = ModelProfile(**{**SMALL_MODELS[1], "model": "mystery", "input": 0, "output": 0, "priced": False})
+    assert picks("orqen/cheap", pool=[*SMALL, free_looking])[:1] == ["gpt-mini"]
+    [only] = choose("orqen/cheap", pool=[free_looking])
+    assert only.reason == "cheap: mystery at an unknown price"
+
+
+def test_an_unknown_context_window_is_no_bar_and_an_output_limit_is_one() -> None:
+    unknown = ModelProfile(**{**SMALL_MODELS[1], "model": "unknown-window", "context_window": 0})
+    assert picks("orqen/cheap", chat("x" * 1_000_000), pool=[unknown]) == ["unknown-window"]
+    short = ModelProfile(**{**SMALL_MODELS[1], "model": "short-writer", "max_output_tokens": 1000})
+    with pytest.raises(OrqenError, match="more output tokens"):
+        choose("orqen/cheap", chat("hi", max_completion_tokens=4000), pool=[short])
 
 
 # The classifier.
@@ -296,9 +329,13 @@ def test_the_profile_counts_tool_call_arguments_and_text_parts() -> None:
 # GET /v1/models
 
 
+def infos(pool: list[ModelProfile], connected: set[str], disabled: frozenset[str], stats: Any) -> list[Any]:
+    return model_infos(Availability(tuple(m for m in pool if m.provider in connected), ()), disabled, stats)
+
+
 def test_list_models_shows_connected_providers_models_with_toggles_prices_and_stats() -> None:
     stats = {"gpt-mini": ModelStats(latency_ms=120.5, success_rate=0.95, calls=40)}
-    listed = CHOOSER.list_models({"openai", "groq"}, frozenset({"gpt-mid"}), stats)
+    listed = infos(SMALL, {"openai", "groq"}, frozenset({"gpt-mid"}), stats)
     by_id = {m.id: m for m in listed}
     openai_and_groq = [m["model"] for m in SMALL_MODELS if m["provider"] in {"openai", "groq"}]
     assert [m.id for m in listed] == [*openai_and_groq, *ROUTING_STRINGS]
@@ -312,37 +349,71 @@ def test_list_models_shows_connected_providers_models_with_toggles_prices_and_st
         0.4,
     )
     assert (mini.latency_p50_ms, mini.success_rate, mini.calls) == (120.5, 0.95, 40)
+    assert (mini.kind, mini.context_window, mini.tools, mini.vision, mini.capability) == (
+        "chat",
+        200_000,
+        True,
+        True,
+        6,
+    )
     assert by_id["gpt-big"].calls == 0
     auto = by_id["orqen/auto"]
     assert auto.enabled and auto.provider == "orqen" and auto.tier == "" and auto.input_price == 0
+    assert auto.kind == "router"
 
 
 def test_list_models_without_connected_providers_lists_disabled_routing_strings_only() -> None:
-    listed = CHOOSER.list_models(set(), frozenset(), {})
+    listed = infos(SMALL, set(), frozenset(), {})
     assert [(m.id, m.enabled) for m in listed] == [(s, False) for s in ROUTING_STRINGS]
 
 
-# The real catalogue: each rule keeps its promise whatever is connected.
+# Realistic lists: each rule keeps its promise whatever is connected.
 
 ANTHROPIC_SDK_CHAT = chat("hello", max_tokens=1024, temperature=0.5)
 SUBSETS = [PROVIDERS, {"openai"}, {"anthropic"}, {"bedrock"}, {"groq"}, {"anthropic", "bedrock"}]
 
 
-def eligible(connected: set[str], body: dict[str, Any], disabled: frozenset[str] = frozenset()) -> list[CatalogueEntry]:
+def eligible(connected: set[str], body: dict[str, Any], disabled: frozenset[str] = frozenset()) -> list[ModelProfile]:
     profile = RequestProfile.of(request(body))
     return [
         e
-        for e in REAL.entries
-        if e.provider in connected and e.model not in disabled and not e.legacy and profile.misfit(e) is None
+        for e in REAL
+        if e.provider in connected
+        and e.kind == "chat"
+        and e.model not in disabled
+        and not e.legacy
+        and profile.misfit(e) is None
     ]
 
 
-def real(rule: str, body: dict[str, Any], connected: set[str], **kw: Any) -> list[CatalogueEntry]:
-    choices = choose(rule, body, connected=connected, chooser=REAL_CHOOSER, **kw)
+def real(rule: str, body: dict[str, Any], connected: set[str], **kw: Any) -> list[ModelProfile]:
+    choices = choose(rule, body, connected=connected, pool=REAL, **kw)
     assert 1 <= len(choices) <= 3 and len({c.model for c in choices}) == len(choices)
-    entries = [REAL.get(c.model) for c in choices]
-    assert all(e is not None and e.provider in connected and not e.legacy for e in entries)
-    return [e for e in entries if e is not None]
+    entries = [BY_MODEL[c.model] for c in choices]
+    assert all(e.provider in connected and e.kind == "chat" and not e.legacy for e in entries)
+    return entries
+
+
+def test_the_realistic_lists_are_priced_and_ranked_by_the_price_library_and_the_family_table() -> None:
+    chat_models = [m for m in REAL if m.kind == "chat"]
+    assert all(m.priced and m.input > 0 for m in chat_models)
+    sonnet = BY_MODEL["claude-sonnet-4-6"]
+    assert (sonnet.tier, sonnet.capability, sonnet.context_window, sonnet.input, sonnet.output) == (
+        "capable",
+        9,
+        1_000_000,
+        3.0,
+        15.0,
+    )
+    assert "context_window=prices" in sonnet.sources and "tools=default" in sonnet.sources
+    assert {
+        BY_MODEL[m].kind for m in ("text-embedding-3-small", "dall-e-3", "whisper-1", "omni-moderation-latest")
+    } == {
+        "embedding",
+        "image",
+        "audio",
+        "moderation",
+    }
 
 
 @pytest.mark.parametrize("connected", SUBSETS)
@@ -407,10 +478,3 @@ def test_real_rules_never_pick_a_disabled_model_or_one_that_refuses_the_request(
     assert not first.refuses & {"max_tokens", "temperature"}
     again = real(rule, ANTHROPIC_SDK_CHAT, PROVIDERS, disabled=frozenset({first.model}))
     assert first.model not in {e.model for e in again}
-
-
-def test_real_list_models_lists_every_model_of_the_connected_providers() -> None:
-    listed = REAL_CHOOSER.list_models({"bedrock"}, frozenset(), {})
-    bedrock = [e.model for e in REAL.entries if e.provider == "bedrock"]
-    assert [m.id for m in listed] == [*bedrock, *ROUTING_STRINGS]
-    assert all(m.input_price > 0 and m.tier for m in listed if m.provider == "bedrock")
