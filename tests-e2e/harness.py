@@ -68,6 +68,8 @@ def upstream_env(upstream_urls: dict[str, str]) -> dict[str, str]:
         "ORQEN_ANTHROPIC_BASE_URL": upstream_urls["anthropic"],
         "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
         "ORQEN_BEDROCK_ENDPOINT_URL": upstream_urls["bedrock"],
+        # The fake serves Bedrock's control plane (the model lists) beside its runtime.
+        "ORQEN_BEDROCK_CONTROL_ENDPOINT_URL": upstream_urls["bedrock"],
         # Groq and an operator-defined provider speak OpenAI's format: the fake OpenAI stands in.
         "ORQEN_GROQ_BASE_URL": upstream_urls["openai"] + "/v1",
         "GROQ_API_KEY": OPENAI_KEY,

@@ -9,6 +9,8 @@ provider, else `<provider>/<id>`) and its profile (orqen_dispatch.model_profiles
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -21,7 +23,11 @@ from orqen_dispatch.model_list_cache import ListsModels, ListSource, ModelListCa
 from orqen_dispatch.model_profiles import ModelOverride, ModelProfile, profile
 from orqen_dispatch.model_routing import ROUTING_STRINGS, routable
 from orqen_dispatch.price_facts import price_facts
+from orqen_dispatch.providers.model_lists import ListedModel
 from orqen_dispatch.router import ProviderRouter
+
+# Profiled lists kept in memory: a list is profiled once per copy, not per request.
+_PROFILED_LISTS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,10 @@ class AvailableModels:
         self._lists = lists
         self._operator_providers = frozenset(operator_providers)
         self._overrides = overrides
+        # (provider, fetched_at, its models, the account's saved providers) -> the profiles.
+        self._profiled: OrderedDict[
+            tuple[str, float, tuple[ListedModel, ...], frozenset[str]], tuple[ModelProfile, ...]
+        ] = OrderedDict()
 
     def connected(self, config: AccountConfig) -> frozenset[str]:
         """The providers the account can call: the operator's and those it saved credentials for."""
@@ -61,16 +71,26 @@ class AvailableModels:
             if isinstance(provider, ListsModels):
                 sources.append(ListSource(provider, merge({}, saved.get(name), name, None)))
         lists = await self._lists.lists(sources)
-        return Availability(self._profiles(lists, saved.keys()), tuple(lists))
-
-    def _profiles(self, lists: list[ProviderList], saved: Collection[str]) -> tuple[ModelProfile, ...]:
-        profiles = []
+        profiles: list[ModelProfile] = []
         for listed in lists:
-            for model in listed.models:
-                name = self._model_string(listed.provider, model.id, saved)
-                override = self._overrides.get(name) or self._overrides.get(model.id)
-                facts = price_facts(listed.provider, model.id)
-                profiles.append(profile(name, listed.provider, model, int(listed.fetched_at), facts, override))
+            key = (listed.provider, listed.fetched_at, listed.models, frozenset(saved))
+            profiled = self._profiled.get(key)
+            if profiled is None:
+                # Off the event loop: a model the price library has not seen costs it a scan.
+                profiled = await asyncio.to_thread(self._profile, listed, key[3])
+                self._profiled[key] = profiled
+                if len(self._profiled) > _PROFILED_LISTS:
+                    self._profiled.popitem(last=False)
+            profiles += profiled
+        return Availability(tuple(profiles), tuple(lists))
+
+    def _profile(self, listed: ProviderList, saved: Collection[str]) -> tuple[ModelProfile, ...]:
+        profiles = []
+        for model in listed.models:
+            name = self._model_string(listed.provider, model.id, saved)
+            override = self._overrides.get(name) or self._overrides.get(model.id)
+            facts = price_facts(listed.provider, model.id)
+            profiles.append(profile(name, listed.provider, model, int(listed.fetched_at), facts, override))
         return tuple(profiles)
 
     def _model_string(self, provider: str, model_id: str, saved: Collection[str]) -> str:

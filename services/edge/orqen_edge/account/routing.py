@@ -1,7 +1,8 @@
 """Models and routing preferences: GET /v1/models and /v1/account/routing/*.
 
-Which models an account can use is dispatch's knowledge (catalogue, connected providers,
-measured latency); what the owner chose is accounting's (preferences, toggles).
+Which models an account can use is dispatch's knowledge (its connected providers' own model
+lists, capabilities, prices, measured latency); what the owner chose is accounting's
+(preferences, toggles).
 """
 
 from __future__ import annotations
@@ -44,20 +45,60 @@ class PreferencesUpdate(msgspec.Struct, forbid_unknown_fields=True):
     fallback_models: list[str] | UnsetType = UNSET
 
 
+class Capabilities(msgspec.Struct):
+    """What a model takes: tool calls and image input (from its provider's list, the price library or configuration)."""
+
+    tools: bool
+    vision: bool
+
+
+class Pricing(msgspec.Struct):
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+    cached_input: float
+
+
 class Model(msgspec.Struct):
-    """A model in OpenAI's format."""
+    """A model in OpenAI's format, with Orqen's fields after OpenAI's four."""
 
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    kind: Annotated[
+        str,
+        Meta(description='"chat", "embedding", "image", "audio", "moderation", "rerank", ... ; "router" for orqen/*.'),
+    ]
+    provider: str
+    capabilities: Capabilities | None = None
+    context_window: Annotated[int | None, Meta(description="Tokens in and out it accepts; null: unknown.")] = None
+    max_output_tokens: Annotated[int | None, Meta(description="The most tokens it writes; null: unknown.")] = None
+    pricing: Annotated[Pricing | None, Meta(description="Null when no price is known.")] = None
+    listed_at: Annotated[int | None, Meta(description="When its provider's list was fetched (unix seconds).")] = None
+
+
+class ProviderList(msgspec.Struct):
+    """How fresh one connected provider's model list is."""
+
+    provider: str
+    status: Annotated[
+        Literal["fresh", "stale", "unavailable"],
+        Meta(description="stale: older than the TTL or its refresh failed (the last good copy is served)."),
+    ]
+    fetched_at: Annotated[int | None, Meta(description="Unix seconds; null when no list was ever fetched.")]
+    age_seconds: float
+    models: int
+    error: Annotated[str | None, Meta(description="The last refresh's failure.")] = None
 
 
 class ModelList(msgspec.Struct):
-    """Models in OpenAI's list format."""
+    """Models in OpenAI's list format, and the state of each provider's list."""
 
     object: Literal["list"]
     data: list[Model]
+    providers: list[ProviderList]
 
 
 def routable(models: dispatch_pb2.ListModelsResponse) -> list[dispatch_pb2.ModelInfo]:
@@ -66,7 +107,36 @@ def routable(models: dispatch_pb2.ListModelsResponse) -> list[dispatch_pb2.Model
 
 
 def _openai_model(model: dispatch_pb2.ModelInfo) -> Model:
-    return Model(id=model.id, object="model", created=0, owned_by=model.provider)
+    if model.kind == "router":
+        return Model(id=model.id, object="model", created=0, owned_by="orqen", kind="router", provider="orqen")
+    return Model(
+        id=model.id,
+        object="model",
+        created=model.created or model.listed_at,
+        owned_by=model.provider,
+        kind=model.kind,
+        provider=model.provider,
+        capabilities=Capabilities(tools=model.tools, vision=model.vision),
+        context_window=model.context_window or None,
+        max_output_tokens=model.max_output_tokens or None,
+        pricing=Pricing(model.input_price, model.output_price, model.cached_input_price) if model.priced else None,
+        listed_at=model.listed_at or None,
+    )
+
+
+def provider_lists(models: dispatch_pb2.ListModelsResponse) -> list[ProviderList]:
+    """Each connected provider's list: its status, age and last failure."""
+    return [
+        ProviderList(
+            provider=p.provider,
+            status=p.status,  # type: ignore[arg-type]  # dispatch sends one of the three
+            fetched_at=p.fetched_at or None,
+            age_seconds=p.age_seconds,
+            models=p.models,
+            error=p.error or None,
+        )
+        for p in models.provider_lists
+    ]
 
 
 @get(
@@ -77,7 +147,8 @@ def _openai_model(model: dispatch_pb2.ModelInfo) -> Model:
 )
 async def list_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> ModelList:
     models = await runtime.downstream.list_models(principal.account_id)
-    return ModelList(object="list", data=[_openai_model(m) for m in models.models if m.enabled])
+    data = [_openai_model(m) for m in models.models if m.enabled]
+    return ModelList(object="list", data=data, providers=provider_lists(models))
 
 
 @get(
@@ -104,8 +175,21 @@ async def get_model(
 )
 async def routing_models(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
     models = await runtime.downstream.list_models(principal.account_id)
-    data = [{"id": m.id, "provider": m.provider, "tier": m.tier, "enabled": m.enabled} for m in routable(models)]
-    return {"object": "list", "data": data}
+    data = [
+        {
+            "id": m.id,
+            "provider": m.provider,
+            "kind": m.kind,
+            "tier": m.tier,
+            "capability": m.capability,
+            "tools": m.tools,
+            "vision": m.vision,
+            "context_window": m.context_window or None,
+            "enabled": m.enabled,
+        }
+        for m in routable(models)
+    ]
+    return {"object": "list", "data": data, "providers": [msgspec.to_builtins(p) for p in provider_lists(models)]}
 
 
 @get(
@@ -119,7 +203,8 @@ async def routing_models_status(
 ) -> dict[str, Any]:
     models = await runtime.downstream.list_models(principal.account_id)
     data = [plain(m) for m in routable(models)]
-    return {"object": "list", "data": data, "prices_as_of": models.prices_as_of}
+    providers = [msgspec.to_builtins(p) for p in provider_lists(models)]
+    return {"object": "list", "data": data, "prices_as_of": models.prices_as_of, "providers": providers}
 
 
 @post(
