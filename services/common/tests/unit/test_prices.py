@@ -173,3 +173,11 @@ def test_the_price_source_names_the_pinned_library_version() -> None:
     )
     assert library_version() == pinned
     assert price_source() == f"genai-prices {pinned}"
+
+
+def test_the_example_file_of_the_configuration_reference_is_valid() -> None:
+    reference = (Path(__file__).resolve().parents[4] / "docs" / "configuration.md").read_text()
+    example = reference.split("## Prices", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    prices = Prices(PriceOverrides.model_validate_json(example))
+    cost = prices.price("my-vllm", "llama-3.1-70b", usage(MTOK, MTOK), NOW)
+    assert cost is not None and cost.total == Decimal("0.4")

@@ -37,6 +37,20 @@ def test_values_are_printed_with_their_units_and_nothing_recorded_is_a_dash() ->
     assert shown("error", "") == shown("trace", None) == shown("tools_called", []) == "—"
 
 
+def test_a_request_whose_price_is_unknown_shows_so_in_json_and_on_its_page_never_zero() -> None:
+    unknown = _record(request_id="req_1", input_tokens=1000, price_unknown=True)
+    assert (unknown["cost_usd"], unknown["savings_usd"], unknown["price_unknown"]) == (None, None, True)
+    money = dict(record_fields(unknown))["Money"]
+    assert [(name, value) for name, _, value in money] == [
+        ("cost_usd", "price unknown"),
+        ("savings_usd", "price unknown"),
+        ("price_unknown", "yes"),
+    ]
+    priced = _record(request_id="req_2", cost_usd=0.0, savings_usd=0.5)
+    assert (priced["cost_usd"], priced["savings_usd"], priced["price_unknown"]) == (0.0, 0.5, False)
+    assert shown("cost_usd", priced["cost_usd"]) == "$0"
+
+
 def test_the_trace_ranks_candidates_marks_the_first_k_forwarded_and_the_called_ones() -> None:
     trace = optimizer_pb2.RoutingTrace(
         intent="weather in Lisbon",
