@@ -1,9 +1,9 @@
 """The price and capability catalogue (catalogue.json): what each model costs and what it can do.
 
-Prices are public list prices in USD per 1M tokens, taken on `prices_as_of`. One copy, shared:
-dispatch routes by it (orqen/* strings, GET /v1/models) and accounting prices the request log
-with it (cost, savings). It is validated once when first loaded, so a bad edit fails at
-start-up rather than on a request.
+Prices are public list prices in USD per 1M tokens, taken on `prices_as_of`. Dispatch routes by
+them (orqen/* strings, GET /v1/models); the request log is priced by orqen_common.prices instead
+(genai-prices and the operator's overrides), never from here. It is validated once when first
+loaded, so a bad edit fails at start-up rather than on a request.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Tier = Literal["fast", "balanced", "capable"]
 TIERS: tuple[Tier, ...] = ("fast", "balanced", "capable")
-
-_PER_TOKEN = 1e-6  # prices are per 1M tokens
 
 
 class CatalogueEntry(BaseModel):
@@ -106,22 +104,6 @@ class Catalogue:
     def get(self, model: str) -> CatalogueEntry | None:
         """The entry `model` names ("gpt-4o", "openai/gpt-4o", "gpt-4o-2024-08-06"), or None."""
         return self._by_name.get(model)
-
-    def cost_usd(self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float | None:
-        """List-price cost of one call; None for a model the catalogue does not price.
-
-        `input_tokens` includes the cached ones (as canonical prompt_tokens does): those are
-        billed at the cache-read price, the rest at the input price.
-        """
-        if min(input_tokens, output_tokens, cached_tokens) < 0:
-            raise ValueError("token counts cannot be negative")
-        entry = self.get(model)
-        if entry is None:
-            return None
-        cached = min(cached_tokens, input_tokens)
-        return (
-            (input_tokens - cached) * entry.input + cached * entry.cached_input_price + output_tokens * entry.output
-        ) * _PER_TOKEN
 
 
 @functools.cache

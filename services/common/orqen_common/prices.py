@@ -66,6 +66,20 @@ class Cost:
     source: str  # "override" or "genai-prices <version>"
 
 
+@dataclass(frozen=True)
+class ListPrice:
+    """A model's prices in USD per 1M tokens, below any long-context tier (for listings and routing).
+
+    A part without a price of its own costs `input`, as `Prices.price` charges it.
+    """
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal
+    cache_write: Decimal
+    source: str
+
+
 class TierPrice(BaseModel):
     """From `start` input tokens on, the whole request pays `price` (the providers' cliff model)."""
 
@@ -146,6 +160,13 @@ def _library_value(value: PriceValue | None) -> Decimal | TieredPrices | None:
     return value
 
 
+def _base(value: Decimal | TieredPrices | None, missing: Decimal) -> Decimal:
+    """A price's first tier; `missing` when the model has no such price."""
+    if value is None:
+        return missing
+    return value.base if isinstance(value, TieredPrices) else value
+
+
 def library_version() -> str:
     """The installed genai-prices version: it names the bundled price data (for docs and /v1/models)."""
     return version(LIBRARY)
@@ -209,6 +230,22 @@ class Prices:
             cache_write=written,
             output=calc["output_price"],
             total=calc["total_price"],
+            source=source,
+        )
+
+    def list_price(self, provider: str, model: str, at: datetime) -> ListPrice | None:
+        """`model`'s prices per 1M tokens at time `at` (the first tier of a tiered price); None when unknown."""
+        provider = provider.lower()
+        found = self._model_price(provider, model.lower().removeprefix(provider + "/"), at)
+        if found is None:
+            return None
+        model_price, source = found
+        input_price = _base(model_price.input_mtok, Decimal(0))
+        return ListPrice(
+            input=input_price,
+            output=_base(model_price.output_mtok, Decimal(0)),
+            cached_input=_base(model_price.cache_read_mtok, input_price),
+            cache_write=_base(model_price.cache_write_mtok, input_price),
             source=source,
         )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orqen.v1 import common_pb2
-from orqen_common.prices import Cost, PriceOverrides, Prices, PriceSettings, library_version, price_source
+from orqen_common.prices import Cost, ListPrice, PriceOverrides, Prices, PriceSettings, library_version, price_source
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 MTOK = 1_000_000
@@ -181,3 +181,14 @@ def test_the_example_file_of_the_configuration_reference_is_valid() -> None:
     prices = Prices(PriceOverrides.model_validate_json(example))
     cost = prices.price("my-vllm", "llama-3.1-70b", usage(MTOK, MTOK), NOW)
     assert cost is not None and cost.total == Decimal("0.4")
+
+
+def test_list_prices_are_per_million_tokens_below_any_tier_and_unknown_is_none() -> None:
+    prices = Prices(overrides('{"acme/free-cache": {"input": 1, "output": 2, "cached_input": 0}}'))
+    sonnet = prices.list_price("anthropic", "anthropic/claude-sonnet-4-5", NOW)
+    assert sonnet == ListPrice(Decimal(3), Decimal(15), Decimal("0.3"), Decimal("3.75"), price_source())
+    mini = prices.list_price("openai", "gpt-4o-mini", NOW)
+    assert mini is not None and mini.cache_write == mini.input == Decimal("0.15")  # no write price: input
+    free = prices.list_price("acme", "free-cache", NOW)
+    assert free == ListPrice(Decimal(1), Decimal(2), Decimal(0), Decimal(1), "override")
+    assert prices.list_price("openai", "no-such-model", NOW) is None
