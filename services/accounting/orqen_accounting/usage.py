@@ -42,7 +42,7 @@ _SAVINGS = _sums(
     requests="requests",
     tool_tokens_saved="tool_tokens_in - tool_tokens_out",
     ctx_tokens_saved="ctx_tokens_in - ctx_tokens_out",
-    **_same("tokens_saved", *_MONEY),
+    **_same("tokens_saved", *_MONEY, "unpriced_requests"),
 )
 _OPTIMIZATION = _sums(
     requests="requests",

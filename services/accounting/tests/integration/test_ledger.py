@@ -177,6 +177,7 @@ async def test_a_model_without_a_known_price_is_recorded_with_no_cost_and_counte
         )
         summary = await accounting.GetUsageSummary(usage_pb2.UsagePeriod(account_id=account_id, days=7))
         session = await accounting.GetSession(accounting_pb2.GetSessionRequest(account_id=account_id, session_id="s-u"))
+        savings = await accounting.GetSavings(usage_pb2.UsagePeriod(account_id=account_id, days=7))
     assert logged.price_unknown and not logged.HasField("cost_usd") and not logged.HasField("savings_usd")
     totals = summary.totals
     assert (totals.requests, totals.unpriced_requests, totals.unpriced_tokens) == (3, 2, 1200 + 55)
@@ -185,6 +186,9 @@ async def test_a_model_without_a_known_price_is_recorded_with_no_cost_and_counte
     assert by_provider["my-vllm"].unpriced_requests == 2 and by_provider["my-vllm"].cost_usd == 0
     assert by_provider["openai"].unpriced_requests == 0
     assert session.unpriced_requests == 2 and session.cost_usd == pytest.approx(usd(1000, 200, 0, MINI))
+    by_model = {m.model: m for m in savings.models}
+    assert (by_model["my-local-llama"].unpriced_requests, by_model["gpt-4o-mini"].unpriced_requests) == (2, 0)
+    assert savings.totals.unpriced_requests == 2
 
 
 async def seed_month(account_id: str, record: Any) -> list[events_pb2.RequestCompleted]:

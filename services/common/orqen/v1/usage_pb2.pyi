@@ -302,6 +302,7 @@ class ModelSavings(_message.Message):
     TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     provider: _builtins.str
     requests: _builtins.int
@@ -310,6 +311,8 @@ class ModelSavings(_message.Message):
     tokens_saved: _builtins.int
     savings_usd: _builtins.float
     cost_usd: _builtins.float
+    unpriced_requests: _builtins.int
+    """Requests of this model whose price is unknown: cost_usd and savings_usd leave them out."""
     def __init__(
         self,
         *,
@@ -321,10 +324,11 @@ class ModelSavings(_message.Message):
         tokens_saved: _builtins.int = ...,
         savings_usd: _builtins.float = ...,
         cost_usd: _builtins.float = ...,
+        unpriced_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

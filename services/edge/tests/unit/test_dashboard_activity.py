@@ -1,13 +1,14 @@
-"""The Requests and Sessions pages' value shaping: every recorded field shown, the routing trace
+"""The Requests, Sessions and Overview pages' value shaping: every recorded field shown, the routing trace
 drawn as the router decided, the x-orqen-* headers as the caller got them, session ids in URLs."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
-from orqen.v1 import accounting_pb2, optimizer_pb2
+from orqen.v1 import accounting_pb2, optimizer_pb2, usage_pb2
 from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.activity import log_url, session_url, sessions_url, shown
+from orqen_edge.dashboard.pages.overview import _charts
 from orqen_edge.dashboard.pages.requests import FIELD_GROUPS, SECTIONS, logged_headers, record_fields, trace_view
 from orqen_edge.dashboard.pages.sessions import timeline
 from orqen_edge.ingress.pipeline import orqen_headers
@@ -123,3 +124,16 @@ def test_a_timeline_runs_oldest_first_with_the_time_since_the_first_request() ->
         ("c", "+5m 10s"),
     ]
     assert timeline([]) == []
+
+
+def test_the_overview_draws_no_zero_cost_bar_for_a_model_without_a_known_price() -> None:
+    by_model = usage_pb2.SavingsBreakdown(
+        models=[
+            usage_pb2.ModelSavings(model="gpt-4o-mini", requests=3, cost_usd=0.25),
+            usage_pb2.ModelSavings(model="local/mine", requests=2, unpriced_requests=2),
+            usage_pb2.ModelSavings(model="gpt-4o", requests=4, unpriced_requests=1, cost_usd=0.5),
+        ]
+    )
+    models = _charts(usage_pb2.UsageDaily(), usage_pb2.AnalyticsDaily(), by_model)["models"]
+    assert models["labels"] == ["gpt-4o (1 price unknown)", "gpt-4o-mini", "local/mine (2 price unknown)"]
+    assert models["datasets"][0]["data"] == [0.5, 0.25, None]
