@@ -25,6 +25,8 @@ ANTHROPIC_KEY = "sk-ant-upstream-e2e"
 AWS_ACCESS_KEY_ID = "AKIAORQENE2ETESTKEY1"
 AWS_SECRET_ACCESS_KEY = "orqen/e2e/secret/access/key/0123456789"
 BEDROCK_BEARER = "bedrock-api-key-e2e"
+# The operator's prices of the stack under test: one model of the operator-defined provider.
+OPERATOR_PRICES = Path(__file__).parent / "fakes" / "operator_prices.json"
 
 
 def stack_env(
@@ -50,6 +52,7 @@ def stack_env(
             # same fakes in services/dispatch/tests/integration/test_resilience_http.py.
             "ORQEN_BREAKER_THRESHOLD": "1000000",
             "ORQEN_LOG_FORMAT": "json",
+            "ORQEN_PRICES_FILE": str(OPERATOR_PRICES),
         }
     )
     if stripe_url is not None:

@@ -39,9 +39,9 @@ from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_accounting.ingest import request_row
 from orqen_accounting.ledger import Ledger
 from orqen_common.auth import hash_api_key
-from orqen_common.catalogue import load_catalogue
 from orqen_common.db import create_pool, plain_postgres_url
 from orqen_common.events import REQUEST_COMPLETED, EventNames, ensure_stream
+from orqen_common.prices import Prices
 from orqen_stack.config import StackConfig
 from orqen_stack.supervisor import Stack
 
@@ -180,13 +180,13 @@ async def bench_ingest(pool: asyncpg.Pool, env: dict[str, str], events: int) -> 
 
 async def seed(pool: asyncpg.Pool, account_id: str, rows: int) -> None:
     """`rows` requests over the last 60 days through the ledger's batch write (rollups and sessions included)."""
-    ledger, catalogue, rng = Ledger(pool), load_catalogue(), random.Random(2)
+    ledger, prices, rng = Ledger(pool), Prices(), random.Random(2)
     start, span = dt.datetime.now(dt.UTC) - dt.timedelta(days=60), 60 * 86400
     written, began = 0, time.perf_counter()
     while written < rows:
         size = min(5000, rows - written)
         batch = sorted(start + dt.timedelta(seconds=rng.random() * span) for _ in range(size))
-        await ledger.record([request_row(event(account_id, at, rng), catalogue) for at in batch])
+        await ledger.record([request_row(event(account_id, at, rng), prices) for at in batch])
         written += size
     await pool.execute("VACUUM ANALYZE requests")
     await pool.execute("ANALYZE usage_daily")

@@ -4,6 +4,7 @@ with httpx from the usage, analytics, session and request-log routes (and their 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -12,7 +13,8 @@ import openai
 import pytest
 
 from accounts import http, logged, new_account_key
-from orqen_common.catalogue import load_catalogue
+from orqen.v1 import common_pb2
+from orqen_common.prices import Prices
 
 SESSION = "trip-planning"
 
@@ -45,6 +47,13 @@ TOOLS = [
     tool("get_news", "Latest news headlines on a topic"),
     tool("find_restaurant", "Find restaurants near a location by cuisine"),
 ]
+
+
+def usd(model: str, usage: common_pb2.Usage) -> float:
+    """What orqen_common.prices charges for `usage` of OpenAI's `model` now."""
+    cost = Prices().price("openai", model, usage, dt.datetime.now(dt.UTC))
+    assert cost is not None
+    return float(cost.total)
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +95,12 @@ async def traffic(stack: Any) -> dict[str, Any]:
 
 
 async def test_summary_daily_and_savings_add_up_to_what_the_sdk_was_told(stack: Any, traffic: dict[str, Any]) -> None:
-    price = load_catalogue().get("gpt-4o-mini")
-    assert price is not None
     prompt = sum(u.prompt_tokens for u in traffic["usages"])
     cached = sum(u.prompt_tokens_details.cached_tokens for u in traffic["usages"])
     completion = sum(u.completion_tokens for u in traffic["usages"])
-    cost = ((prompt - cached) * price.input + cached * price.cached_input_price + completion * price.output) / 1e6
+    cost = usd(
+        "gpt-4o-mini", common_pb2.Usage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached)
+    )
     async with http(stack, traffic["key"]) as api:
         summary = (await api.get("/v1/account/usage/summary")).json()
         assert (await api.get("/v1/usage/summary")).json() == summary
@@ -104,8 +113,9 @@ async def test_summary_daily_and_savings_add_up_to_what_the_sdk_was_told(stack: 
         assert summary["cost_usd"] == pytest.approx(cost)
         # The ten tools lost their titles on the way: the schema compression saved tokens, priced.
         assert summary["tokens_saved"] > 0 and summary["savings_usd"] == pytest.approx(
-            summary["tokens_saved"] * price.input / 1e6
+            usd("gpt-4o-mini", common_pb2.Usage(input_tokens=summary["tokens_saved"]))
         )
+        assert (summary["unpriced_requests"], summary["unpriced_tokens"]) == (0, 0)
         # The failed call reached OpenAI, which answered 429: its attempts are recorded, so it counts
         # under that provider, as an error that cost nothing.
         by_provider = {p["provider"]: p for p in summary["providers"]}
@@ -215,3 +225,28 @@ async def test_prompt_cache_writes_reach_the_request_log_as_a_part_of_input_toke
         entry = await logged(api, raw.headers["x-request-id"])
     # The fakes' CACHE_WRITE_USAGE: 42 prompt tokens, 10 read from the prompt cache and 20 written to it.
     assert (entry["input_tokens"], entry["cached_input_tokens"], entry["cache_write_input_tokens"]) == (42, 10, 20)
+
+
+async def test_an_operator_price_is_used_and_a_model_without_price_is_logged_as_unknown_never_zero(
+    stack: Any,
+) -> None:
+    # The stack's ORQEN_PRICES_FILE (tests-e2e/fakes/operator_prices.json) prices local/house-model
+    # at $2 in, $4 out per 1M tokens; local/other-model is in neither it nor genai-prices.
+    key = await new_account_key(stack, f"usage-prices-{uuid.uuid4().hex[:8]}")
+    client = openai.OpenAI(base_url=stack.info.edge_url + "/v1", api_key=key, max_retries=0)
+
+    def ask(model: str) -> str:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "hello"}]
+        )
+        return raw.headers["x-request-id"]
+
+    priced, unknown = [await asyncio.to_thread(ask, m) for m in ("local/house-model", "local/other-model")]
+    async with http(stack, key) as api:
+        house, other = await logged(api, priced), await logged(api, unknown)
+        summary = (await api.get("/v1/account/usage/summary")).json()
+    # The fakes' USAGE: 42 prompt tokens (10 of them cache reads, no cache price: input) and 7 out.
+    assert (house["cost_usd"], house["price_unknown"]) == (pytest.approx((42 * 2 + 7 * 4) / 1e6), False)
+    assert (other["cost_usd"], other["savings_usd"], other["price_unknown"]) == (None, None, True)
+    assert (summary["requests"], summary["unpriced_requests"], summary["unpriced_tokens"]) == (2, 1, 49)
+    assert summary["cost_usd"] == pytest.approx(house["cost_usd"])

@@ -24,12 +24,12 @@ from orqen_accounting.settings import AccountingSettings
 from orqen_accounting.usage import UsageStats
 from orqen_common import aio
 from orqen_common.cache import AuthCacheKeys, open_redis
-from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool, unavailable
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.prices import Prices
 from orqen_common.settings import load_settings
 
 SCHEMA = "accounting"
@@ -52,6 +52,7 @@ async def bootstrap_key(repo: AccountingRepository, owners: OwnerRepository, set
 
 async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceParts:
     """Migrate, open the pool and the auth cache, bootstrap the key, and wire the servicer and the consumer."""
+    prices = Prices.from_settings(settings)  # a bad ORQEN_PRICES_FILE stops the start, before anything opens
     await asyncio.to_thread(upgrade_to_head, settings.database_url, SCHEMA, MIGRATIONS)
     pool = await create_pool(settings.database_url, settings.database_pool_size, SCHEMA)
     stack.push_async_callback(pool.close)
@@ -63,7 +64,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         EventNames(settings.nats_prefix),
         "accounting",
         REQUEST_COMPLETED,
-        RequestIngest(Ledger(pool), load_catalogue()),
+        RequestIngest(Ledger(pool), prices),
         batch=settings.ingest_batch,
         ack_wait=settings.ingest_ack_wait_seconds,
         max_deliveries=settings.event_max_deliveries,

@@ -1,30 +1,28 @@
 """orqen.request.completed events -> ledger rows: every figure of a request, priced.
 
-Costs and savings come from the model price catalogue (orqen_common.catalogue) at the
-list prices of the model that answered; a model it does not price costs 0 and is logged once.
+Cost and savings come from orqen_common.prices (genai-prices' bundled data, or the operator's
+overrides) for the provider and model that answered, at the request's time. A request with
+tokens whose model has no known price is stored with cost and savings NULL and price_unknown
+set, never at $0; the model is logged once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from decimal import Decimal
 
 import structlog
 from nats.aio.msg import Msg
 
-from orqen.v1 import events_pb2
+from orqen.v1 import common_pb2, events_pb2
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.ledger_record import Completed, LedgerRecord, LedgerRow, ledger_row
-from orqen_common.catalogue import Catalogue
+from orqen_common.prices import Prices
 
 log = structlog.get_logger(__name__)
 
-_PER_TOKEN = Decimal("0.000001")  # catalogue prices are per 1M tokens
 _STORED_PRECISION = Decimal("0.0000000001")  # money columns are numeric(20, 10)
-
-
-def _money(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(_STORED_PRECISION)
 
 
 def answering_model(event: events_pb2.RequestCompleted) -> str:
@@ -32,7 +30,36 @@ def answering_model(event: events_pb2.RequestCompleted) -> str:
     return event.dispatch.model or event.model_requested
 
 
-def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Completed:
+def _money(value: Decimal) -> Decimal:
+    return value.quantize(_STORED_PRECISION)
+
+
+def cost_and_savings(
+    event: events_pb2.RequestCompleted, tokens_saved: int, prices: Prices
+) -> tuple[Decimal, Decimal] | None:
+    """The request's cost and what its saved tokens would have cost; None when its price is unknown.
+
+    A request without tokens (refused before any upstream call) cost nothing whatever its model.
+    Savings are the cost of the same call with the saved tokens sent as input, minus its cost:
+    a saving that keeps a request below a long-context tier counts as such.
+    """
+    usage = event.dispatch.usage
+    if not (usage.input_tokens or usage.output_tokens or tokens_saved):
+        return Decimal(0), Decimal(0)
+    at = event.created_at.ToDatetime(tzinfo=dt.UTC) if event.HasField("created_at") else dt.datetime.now(dt.UTC)
+    provider, model = event.dispatch.provider, answering_model(event)
+    cost = prices.price(provider, model, usage, at)
+    if cost is None:
+        return None
+    unoptimized = common_pb2.Usage()
+    unoptimized.CopyFrom(usage)
+    unoptimized.input_tokens += tokens_saved
+    without = prices.price(provider, model, unoptimized, at)
+    assert without is not None  # the same provider and model
+    return _money(cost.total), _money(without.total - cost.total)
+
+
+def completed(event: events_pb2.RequestCompleted, prices: Prices) -> Completed:
     """The event with its figures derived: tokens saved, and cost and savings at the answering model's prices.
 
     ValueError when the event names no request.
@@ -45,15 +72,8 @@ def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Compl
     ctx_saved = max(0, ctx_in - ctx_out)
     tool_saved = max(0, plan.tool_tokens_in - plan.tool_tokens_out)
     tokens_saved = ctx_saved + tool_saved
-    cost, savings = Decimal(0), Decimal(0)
-    model = answering_model(event)
-    price = catalogue.get(model)
-    if price is not None:
-        # Cache writes are a part of input_tokens, priced as input.
-        cost = _money(
-            catalogue.cost_usd(model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) or 0.0
-        )
-        savings = (tokens_saved * Decimal(repr(price.input)) * _PER_TOKEN).quantize(_STORED_PRECISION)
+    priced = cost_and_savings(event, tokens_saved, prices)
+    cost, savings = priced if priced is not None else (None, None)
     return Completed(
         event=event,
         context=ctx,
@@ -68,24 +88,25 @@ def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Compl
         tokens_saved=tokens_saved,
         cost_usd=cost,
         savings_usd=savings,
+        price_unknown=priced is None,
     )
 
 
-def request_row(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> LedgerRow:
+def request_row(event: events_pb2.RequestCompleted, prices: Prices) -> LedgerRow:
     """The ledger row of one event (orqen_accounting.ledger_record.STAGED_COLUMNS order).
 
     ValueError when the event names no request or no valid account.
     """
-    return ledger_row(completed(event, catalogue))
+    return ledger_row(completed(event, prices))
 
 
 class RequestIngest:
     """The batch handler behind the accounting consumer."""
 
-    def __init__(self, ledger: Ledger, catalogue: Catalogue) -> None:
+    def __init__(self, ledger: Ledger, prices: Prices) -> None:
         self._ledger = ledger
-        self._catalogue = catalogue
-        self._unpriced: set[str] = set()
+        self._prices = prices
+        self._unpriced: set[tuple[str, str]] = set()
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
         """Store the batch; an event that cannot be decoded or names no valid account fails it.
@@ -96,14 +117,21 @@ class RequestIngest:
         rows: dict[str, LedgerRow] = {}
         for msg in msgs:
             event = events_pb2.RequestCompleted.FromString(msg.data)
-            row = request_row(event, self._catalogue)
-            rows[LedgerRecord(*row).request_id] = row  # as stored: ids that differ only in a NUL are one
-            self._note_unpriced(answering_model(event))
+            row = request_row(event, self._prices)
+            record = LedgerRecord(*row)
+            rows[record.request_id] = row  # as stored: ids that differ only in a NUL are one
+            if record.price_unknown:
+                self._note_unpriced(record.provider, answering_model(event))
         if rows:
             await self._ledger.record(list(rows.values()))
 
-    def _note_unpriced(self, model: str) -> None:
-        if not model or model in self._unpriced or self._catalogue.get(model) is not None:
+    def _note_unpriced(self, provider: str, model: str) -> None:
+        if (provider, model) in self._unpriced:
             return
-        self._unpriced.add(model)
-        log.warning("model not in the price catalogue; its requests cost 0", model=model)
+        self._unpriced.add((provider, model))
+        log.warning(
+            "model has no known price: its requests are logged with price_unknown and no cost; "
+            "price it in ORQEN_PRICES_FILE",
+            provider=provider,
+            model=model,
+        )

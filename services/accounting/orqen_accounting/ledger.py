@@ -27,13 +27,19 @@ _STAGING = """
 _GROUP = "account_id, day, provider, model, routing"
 _SUMS = (
     "input_tokens", "output_tokens", "cached_input_tokens", "tools_input", "tools_output", "tool_tokens_in",
-    "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out", "tokens_saved", "cost_usd", "savings_usd",
+    "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out", "tokens_saved",
 )  # fmt: skip
+# Requests of unknown price have NULL money: sums leave them out, and count them apart.
+_MONEY = {column: f"coalesce(sum({column}), 0)" for column in ("cost_usd", "savings_usd")}
+_UNPRICED = "count(*) FILTER (WHERE price_unknown)"
 _USAGE_VALUES = {
     "requests": "count(*)",
     "errors": "count(*) FILTER (WHERE failed)",
     "optimized": "count(*) FILTER (WHERE routing <> '' OR ctx_tokens_in > 0)",
     **{column: f"sum({column})" for column in _SUMS},
+    **_MONEY,
+    "unpriced_requests": _UNPRICED,
+    "unpriced_tokens": "coalesce(sum(input_tokens + output_tokens) FILTER (WHERE price_unknown), 0)",
     "latency_ms_sum": "sum(latency_ms)",
     "upstream_ms_sum": "sum(upstream_ms)",
     "gateway_ms_sum": "sum(gateway_ms)",
@@ -45,10 +51,9 @@ _SESSION_VALUES = {
     "last_at": "max(created_at)",
     "requests": "count(*)",
     "errors": "count(*) FILTER (WHERE failed)",
-    **{
-        column: f"sum({column})"
-        for column in ("input_tokens", "output_tokens", "tokens_saved", "cost_usd", "savings_usd")
-    },
+    **{column: f"sum({column})" for column in ("input_tokens", "output_tokens", "tokens_saved")},
+    **_MONEY,
+    "unpriced_requests": _UNPRICED,
     "last_model": "(array_agg(model ORDER BY created_at DESC))[1]",
 }
 _SESSION_MERGE = {

@@ -46,8 +46,9 @@ class Completed:
     ctx_tokens_saved: int
     tool_tokens_saved: int
     tokens_saved: int
-    cost_usd: Decimal
-    savings_usd: Decimal
+    cost_usd: Decimal | None  # None: the model has no known price (price_unknown)
+    savings_usd: Decimal | None
+    price_unknown: bool
 
 
 def _as_stored(value: Any) -> Any:
@@ -68,6 +69,11 @@ def column(from_event: Callable[[Completed], T], *, to_message: Callable[[T], An
 def staged(from_event: Callable[[Completed], T]) -> T:
     """A column only staged with the batch, for the rollups to read (see orqen_accounting.ledger)."""
     return cast(T, field(metadata={_Column: _Column(from_event, None)}))
+
+
+def _money(value: Decimal | None) -> float | None:
+    """A stored amount as the message's optional double: unset (None) when the price is unknown."""
+    return None if value is None else float(value)
 
 
 def _timestamp(value: dt.datetime) -> Timestamp:
@@ -128,8 +134,9 @@ class LedgerRecord:
     tokens_saved: int = column(lambda c: c.tokens_saved)
     k: int = column(lambda c: c.trace.k)
     k_reason: str = column(lambda c: c.trace.k_reason)
-    cost_usd: Decimal = column(lambda c: c.cost_usd, to_message=float)
-    savings_usd: Decimal = column(lambda c: c.savings_usd, to_message=float)
+    cost_usd: Decimal | None = column(lambda c: c.cost_usd, to_message=_money)
+    savings_usd: Decimal | None = column(lambda c: c.savings_usd, to_message=_money)
+    price_unknown: bool = column(lambda c: c.price_unknown)
     # Counted in tool health, not stored per request.
     tools_offered: list[str] = staged(lambda c: list(c.event.tools_offered))
     tools_forwarded: list[str] = staged(lambda c: list(c.event.tools_forwarded))

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from orqen_accounting.owners import checked_email, checked_password
 from orqen_common.errors import OrqenError
+from orqen_common.prices import PriceSettings
 from orqen_common.settings import (
     AccountingAddress,
     DatabaseSettings,
@@ -19,7 +20,13 @@ from orqen_common.settings import (
 
 
 class AccountingSettings(
-    ServiceSettings, AccountingAddress, DatabaseSettings, NatsSettings, EventConsumerSettings, RedisSettings
+    ServiceSettings,
+    AccountingAddress,
+    DatabaseSettings,
+    NatsSettings,
+    EventConsumerSettings,
+    RedisSettings,
+    PriceSettings,
 ):
     """Configuration of the accounting service (ORQEN_* environment variables); it calls no other service.
 

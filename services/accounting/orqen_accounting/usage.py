@@ -33,13 +33,16 @@ def _same(*columns: str) -> dict[str, str]:
 
 
 _TOTALS = _sums(
-    **_same("requests", "errors", "input_tokens", "output_tokens", "cached_input_tokens", "tokens_saved", *_MONEY)
-)
+    **_same(
+        "requests", "errors", "input_tokens", "output_tokens", "cached_input_tokens", "tokens_saved", *_MONEY,
+        "unpriced_requests", "unpriced_tokens",
+    )
+)  # fmt: skip
 _SAVINGS = _sums(
     requests="requests",
     tool_tokens_saved="tool_tokens_in - tool_tokens_out",
     ctx_tokens_saved="ctx_tokens_in - ctx_tokens_out",
-    **_same("tokens_saved", *_MONEY),
+    **_same("tokens_saved", *_MONEY, "unpriced_requests"),
 )
 _OPTIMIZATION = _sums(
     requests="requests",
@@ -278,7 +281,7 @@ class UsageStats:
 
 _SESSION = (
     "session_id, first_at, last_at, requests, errors, input_tokens, output_tokens, tokens_saved, "
-    "cost_usd::float8 AS cost_usd, savings_usd::float8 AS savings_usd, last_model"
+    "cost_usd::float8 AS cost_usd, savings_usd::float8 AS savings_usd, last_model, unpriced_requests"
 )
 
 

@@ -14,9 +14,9 @@ from orqen.v1 import accounting_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common import aio
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
-from orqen_common.catalogue import load_catalogue
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
+from orqen_common.prices import Prices
 from orqen_common.settings import load_settings
 from orqen_dispatch.account_config import AccountConfigs
 from orqen_dispatch.available_models import AvailableModels
@@ -109,7 +109,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     router = ProviderRouter(
         providers(settings, http), settings.default_provider, lambda name: OpenAICompatible(name, http, "", None)
     )
-    catalogue = load_catalogue()
+    prices = Prices.from_settings(settings)  # a bad ORQEN_PRICES_FILE stops the start, before anything opens
     keys = settings.credentials_keys.get_secret_value() if settings.credentials_keys else None
     accounting_channel = open_channel(settings.accounting_addr, token)
     stack.push_async_callback(accounting_channel.close)
@@ -129,12 +129,11 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     servicer = DispatchServicer(
         router,
         ModelChooser(),
-        catalogue,
         dispatcher,
         configs,
         store,
         LatencyStats(redis),
-        AvailableModels(router, lists, operator_providers(settings), settings.model_overrides),
+        AvailableModels(router, lists, operator_providers(settings), prices, settings.model_overrides),
         ProxyService(router, dispatcher, configs),
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.errors import OrqenError
+from orqen_common.prices import Prices
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.credentials import merge
 from orqen_dispatch.latency import ModelStats
@@ -46,12 +47,14 @@ class AvailableModels:
         router: ProviderRouter,
         lists: ModelListCache,
         operator_providers: Collection[str],
+        prices: Prices,
         overrides: Mapping[str, ModelOverride],
     ) -> None:
         """`overrides`: the operator's per-model settings, by model string or provider model id."""
         self._router = router
         self._lists = lists
         self._operator_providers = frozenset(operator_providers)
+        self._prices = prices
         self._overrides = overrides
         # (provider, fetched_at, its models, the account's saved providers) -> the profiles.
         self._profiled: OrderedDict[
@@ -89,7 +92,7 @@ class AvailableModels:
         for model in listed.models:
             name = self._model_string(listed.provider, model.id, saved)
             override = self._overrides.get(name) or self._overrides.get(model.id)
-            facts = price_facts(listed.provider, model.id)
+            facts = price_facts(self._prices, listed.provider, model.id)
             profiles.append(profile(name, listed.provider, model, int(listed.fetched_at), facts, override))
         return tuple(profiles)
 

@@ -2,7 +2,8 @@
 
 Tool calling, vision, context window and output limit come from the provider's list where it
 says so, else from the price library's metadata, else from the operator's configuration
-(`ORQEN_MODEL_OVERRIDES`), else from the family table below. The tier and capability rank
+(`ORQEN_MODEL_OVERRIDES`), else from the family table below. Prices are orqen_common.prices'
+(the price library and ORQEN_PRICES_FILE), the ones the request log is charged at. The tier and capability rank
 that orqen/cheap|fast|capable|auto order by are Orqen's own judgement, which no provider
 list gives: the family table, matched by model-name patterns (first match wins), with a
 middling default for models it does not know; the configuration overrides both per model.
@@ -98,8 +99,6 @@ class ModelOverride(BaseModel):
     vision: bool | None = None
     context_window: int | None = Field(None, gt=0)
     max_output_tokens: int | None = Field(None, gt=0)
-    input_price: float | None = Field(None, ge=0, description="USD per 1M input tokens.")
-    output_price: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +135,7 @@ def profile(
     provider: str,
     listed: ListedModel,
     listed_at: int,
-    prices: PriceFacts | None,
+    prices: PriceFacts,
     override: ModelOverride | None,
 ) -> ModelProfile:
     """What is known of `listed`, each capability from the first source that says."""
@@ -149,14 +148,13 @@ def profile(
         sources.append(f"{name}={source}")
         return value
 
-    price_window = prices.context_window if prices else None
     tools = pick("tools", (("provider", listed.tools), ("config", wish.tools), ("default", family.tools)))
     vision = pick("vision", (("provider", listed.vision), ("config", wish.vision), ("default", family.vision)))
     window = pick(
         "context_window",
         (
             ("provider", listed.context_window),
-            ("prices", price_window),
+            ("prices", prices.context_window),
             ("config", wish.context_window),
             ("default", 0),
         ),
@@ -165,11 +163,7 @@ def profile(
         "max_output_tokens",
         (("provider", listed.max_output_tokens), ("config", wish.max_output_tokens), ("default", 0)),
     )
-    input_price = wish.input_price if wish.input_price is not None else (prices.input if prices else None)
-    output_price = wish.output_price if wish.output_price is not None else (prices.output if prices else None)
-    # A model with an input price and none for output (an embedding model) writes nothing billed.
-    priced = input_price is not None
-    cached = prices.cached_input if prices and prices.cached_input is not None and wish.input_price is None else None
+    priced = prices.input is not None
     return ModelProfile(
         model=model,
         provider=provider,
@@ -182,9 +176,9 @@ def profile(
         vision=bool(vision),
         refuses=family.refuses,
         legacy=listed.legacy,
-        input=input_price or 0.0,
-        output=output_price or 0.0,
-        cached_input_price=cached if cached is not None else (input_price or 0.0),
+        input=prices.input or 0.0,
+        output=prices.output or 0.0,
+        cached_input_price=prices.cached_input or 0.0,
         priced=priced,
         created=listed.created,
         listed_at=listed_at,

@@ -16,11 +16,11 @@ from contextlib import aclosing
 
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.canonical import TokenUsage
-from orqen_common.catalogue import Catalogue
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
+from orqen_common.prices import price_source
 from orqen_dispatch.account_config import AccountConfigs
 from orqen_dispatch.available_models import AvailableModels, list_statuses, model_infos
 from orqen_dispatch.credentials import CredentialStore, merge
@@ -39,7 +39,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self,
         router: ProviderRouter,
         chooser: ModelChooser,
-        catalogue: Catalogue,
         dispatcher: Dispatcher,
         configs: AccountConfigs,
         store: CredentialStore,
@@ -49,7 +48,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     ) -> None:
         self._router = router
         self._chooser = chooser
-        self._catalogue = catalogue
         self._dispatcher = dispatcher
         self._configs = configs
         self._store = store
@@ -138,7 +136,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             if not model.id.startswith(ROUTING_PREFIX):
                 model.circuit = self._dispatcher.breakers.state(model.provider)
         return dispatch_pb2.ListModelsResponse(
-            models=models, prices_as_of=self._catalogue.prices_as_of, provider_lists=list_statuses(available)
+            models=models, prices_as_of=price_source(), provider_lists=list_statuses(available)
         )
 
     async def _targets(self, account_id: str, chat: ChatRequest, request: dispatch_pb2.CompleteRequest) -> list[Target]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
+from orqen_common.prices import PriceSettings
 from orqen_common.proxy_families import BY_NAME
 from orqen_common.settings import AccountingAddress, DispatchAddress, RedisSettings, ServiceSettings
 from orqen_dispatch.model_profiles import ModelOverride
@@ -34,7 +35,9 @@ class CompatibleProvider(BaseModel):
         return value
 
 
-class DispatchSettings(ServiceSettings, DispatchAddress, AccountingAddress, RedisSettings, ResilienceSettings):
+class DispatchSettings(
+    ServiceSettings, DispatchAddress, AccountingAddress, RedisSettings, ResilienceSettings, PriceSettings
+):
     """Configuration of the dispatch service; it calls accounting (API keys, credentials, preferences)."""
 
     metrics_port: int = Field(9152, description="Port of the Prometheus metrics endpoint; 0 disables it.")
@@ -116,8 +119,8 @@ class DispatchSettings(ServiceSettings, DispatchAddress, AccountingAddress, Redi
         default_factory=dict,
         description=(
             'Per-model settings as JSON, by model string or provider model id: {"my/llama": {"tier": "fast", '
-            '"capability": 4, "tools": true, "vision": false, "context_window": 32768, "max_output_tokens": 4096, '
-            '"input_price": 0.1, "output_price": 0.2}}; every field optional.'
+            '"capability": 4, "tools": true, "vision": false, "context_window": 32768, "max_output_tokens": 4096}}; '
+            "every field optional (prices: ORQEN_PRICES_FILE)."
         ),
     )
     upstream_connect_timeout_seconds: float = Field(10.0, description="Connect timeout to a provider.")

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from orqen.v1 import common_pb2, dispatch_pb2
-from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal, principal_var
+from orqen_common.prices import Prices
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.available_models import AvailableModels
 from orqen_dispatch.latency import ModelStats
@@ -61,18 +61,16 @@ def dispatch_servicer() -> ServicerFactory:
     principal_var.set(Principal("service"))
 
     def build(router: ProviderRouter, config: AccountConfig, operator_providers: Collection[str]) -> DispatchServicer:
-        catalogue = load_catalogue()
         dispatcher = Dispatcher(RetryPolicy(max_attempts=1), CircuitBreakers(threshold=100))
         configs = StaticConfigs(config)
         return DispatchServicer(
             router,
             ModelChooser(),
-            catalogue,
             dispatcher,
             configs,  # type: ignore[arg-type]
             None,  # type: ignore[arg-type]  # the credential store only saves; no test here saves
             NoLatency(),  # type: ignore[arg-type]
-            AvailableModels(router, UncachedLists(), operator_providers, {}),  # type: ignore[arg-type]
+            AvailableModels(router, UncachedLists(), operator_providers, Prices(), {}),  # type: ignore[arg-type]
             ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
         )
 

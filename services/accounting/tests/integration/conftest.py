@@ -17,12 +17,12 @@ from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.usage import UsageStats
 from orqen_common.cache import AuthCacheKeys
-from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
 from orqen_common.db import create_pool
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServerInterceptor
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.prices import Prices
 
 Connect = Callable[..., AbstractAsyncContextManager[accounting_pb2_grpc.AccountingStub]]
 
@@ -49,7 +49,7 @@ def record(pool: asyncpg.Pool) -> Record:
     ledger = Ledger(pool)
 
     async def write(events: list[events_pb2.RequestCompleted]) -> int:
-        return await ledger.record([request_row(e, load_catalogue()) for e in events])
+        return await ledger.record([request_row(e, Prices()) for e in events])
 
     return write
 

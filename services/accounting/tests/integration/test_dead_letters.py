@@ -17,10 +17,10 @@ from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
 from orqen_common import metrics
-from orqen_common.catalogue import load_catalogue
 from orqen_common.db import create_pool, unavailable
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames, dead_letters
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.prices import Prices
 from orqen_stack.cli import replay_dead_letters
 
 from .test_ingest_resilience import count, events, publish_directly, wait_for
@@ -69,7 +69,7 @@ async def test_a_poison_event_is_parked_the_others_are_stored_once_and_replay_st
         names,
         "accounting",
         REQUEST_COMPLETED,
-        RequestIngest(Ledger(pool), load_catalogue()),
+        RequestIngest(Ledger(pool), Prices()),
         batch=50,
         max_wait=0.2,
         max_deliveries=3,

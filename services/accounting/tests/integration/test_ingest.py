@@ -10,8 +10,8 @@ from orqen.v1 import events_pb2
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
-from orqen_common.catalogue import load_catalogue
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames, ensure_stream
+from orqen_common.prices import Prices
 
 
 async def test_events_become_rows_once_across_redelivery_and_a_restarted_consumer(
@@ -43,7 +43,7 @@ async def test_events_become_rows_once_across_redelivery_and_a_restarted_consume
             names,
             "accounting",
             REQUEST_COMPLETED,
-            RequestIngest(Ledger(pool), load_catalogue()),
+            RequestIngest(Ledger(pool), Prices()),
             batch=7,
             max_wait=0.2,
         )

@@ -29,10 +29,10 @@ from orqen.v1 import common_pb2, dispatch_pb2, events_pb2
 from orqen_accounting.__main__ import MIGRATIONS, SCHEMA
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
-from orqen_common.catalogue import load_catalogue
 from orqen_common.db import create_pool
 from orqen_common.events import REQUEST_COMPLETED, DurableConsumer, EventNames, EventPublisher, ensure_stream
 from orqen_common.migrations import upgrade_to_head
+from orqen_common.prices import Prices
 from orqen_stack.embedded import start_nats, start_postgres
 from orqen_stack.procs import free_port
 
@@ -127,7 +127,7 @@ async def consuming(database_url: str, nats_url: str, names: EventNames) -> Asyn
         names,
         "accounting",
         REQUEST_COMPLETED,
-        RequestIngest(Ledger(pool), load_catalogue()),
+        RequestIngest(Ledger(pool), Prices()),
         batch=250,
         max_wait=0.2,
         ack_wait=3.0,

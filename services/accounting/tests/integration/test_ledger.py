@@ -17,11 +17,11 @@ from orqen_accounting import histogram
 from orqen_accounting.ledger_record import REQUEST_COLUMNS
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.retention import Retention
-from orqen_common.catalogue import load_catalogue
+from orqen_common.prices import Prices
 
 MIDNIGHT = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
-MINI = load_catalogue().get("gpt-4o-mini")
-HAIKU = load_catalogue().get("claude-haiku-4-5")
+MINI = ("openai", "gpt-4o-mini")
+HAIKU = ("anthropic", "claude-haiku-4-5")
 
 
 def stamp(at: dt.datetime) -> Timestamp:
@@ -100,15 +100,24 @@ ROUTED_TRACE = optimizer_pb2.RoutingTrace(
 )
 
 
-def usd(tokens_in: int, tokens_out: int, cached: int, entry: Any) -> float:
-    return ((tokens_in - cached) * entry.input + cached * entry.cached_input_price + tokens_out * entry.output) / 1e6
+def usd(tokens_in: int, tokens_out: int, cached: int, model: tuple[str, str], cache_write: int = 0) -> float:
+    """What orqen_common.prices charges for these tokens of `model` (provider, model)."""
+    usage = common_pb2.Usage(
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cached_input_tokens=cached,
+        cache_write_input_tokens=cache_write,
+    )
+    cost = Prices().price(*model, usage, MIDNIGHT)
+    assert cost is not None
+    return float(cost.total)
 
 
 async def new_account(repo: AccountingRepository) -> str:
     return str((await repo.ensure_account(f"ledger-{uuid.uuid4().hex[:8]}"))["id"])
 
 
-async def test_a_request_is_stored_with_every_figure_priced_from_the_catalogue(
+async def test_a_request_is_stored_with_every_figure_priced(
     repo: AccountingRepository, record: Any, connect: Any
 ) -> None:
     account_id = await new_account(repo)
@@ -132,9 +141,11 @@ async def test_a_request_is_stored_with_every_figure_priced_from_the_catalogue(
     assert (row.k, row.k_reason, row.routing) == (3, "within 0.25 of the best", "semantic")
     assert (row.input_tokens, row.output_tokens, row.cached_input_tokens) == (1000, 200, 400)
     assert row.cache_write_input_tokens == 300
-    # Cache writes are a part of input_tokens, priced as input.
-    assert row.cost_usd == pytest.approx(usd(1000, 200, 400, MINI), abs=1e-10)
-    assert row.savings_usd == pytest.approx(6500 * MINI.input / 1e6, abs=1e-10)
+    # gpt-4o-mini has no cache-write price: the 300 written tokens are priced as input.
+    assert row.cost_usd == pytest.approx((300 * 0.15 + 400 * 0.075 + 300 * 0.15 + 200 * 0.6) / 1e6, abs=1e-12)
+    assert row.cost_usd == pytest.approx(usd(1000, 200, 400, MINI, cache_write=300), abs=1e-12)
+    assert row.savings_usd == pytest.approx(6500 * 0.15 / 1e6, abs=1e-12)
+    assert not row.price_unknown
 
 
 async def test_the_record_declares_exactly_the_columns_of_the_migrated_table(pool: asyncpg.Pool) -> None:
@@ -145,15 +156,39 @@ async def test_the_record_declares_exactly_the_columns_of_the_migrated_table(poo
     assert {r["column_name"] for r in table} == set(REQUEST_COLUMNS)
 
 
-async def test_a_model_the_catalogue_does_not_price_costs_nothing_but_is_recorded(
-    repo: AccountingRepository, record: Any, pool: asyncpg.Pool
+async def test_a_model_without_a_known_price_is_recorded_with_no_cost_and_counted_apart(
+    repo: AccountingRepository, record: Any, pool: asyncpg.Pool, connect: Any
 ) -> None:
     account_id = await new_account(repo)
-    assert await record([completed(account_id, model="my-local-llama", provider="together")]) == 1
+    events = [
+        completed(account_id, minute=1, model="my-local-llama", provider="my-vllm", session="s-u"),
+        completed(account_id, minute=2, model="my-local-llama", provider="my-vllm", session="s-u", tokens=(50, 5, 0)),
+        completed(account_id, minute=3, session="s-u"),
+    ]
+    assert await record(events) == 3
     row = await pool.fetchrow(
-        "SELECT cost_usd, input_tokens FROM requests WHERE account_id = $1", uuid.UUID(account_id)
+        "SELECT cost_usd, savings_usd, price_unknown, input_tokens FROM requests WHERE request_id = $1",
+        events[0].context.request_id,
     )
-    assert row is not None and (row["cost_usd"], row["input_tokens"]) == (0, 1000)
+    assert row is not None and tuple(row) == (None, None, True, 1000)
+    async with connect() as accounting:
+        logged = await accounting.GetRequest(
+            accounting_pb2.GetRequestRequest(account_id=account_id, request_id=events[0].context.request_id)
+        )
+        summary = await accounting.GetUsageSummary(usage_pb2.UsagePeriod(account_id=account_id, days=7))
+        session = await accounting.GetSession(accounting_pb2.GetSessionRequest(account_id=account_id, session_id="s-u"))
+        savings = await accounting.GetSavings(usage_pb2.UsagePeriod(account_id=account_id, days=7))
+    assert logged.price_unknown and not logged.HasField("cost_usd") and not logged.HasField("savings_usd")
+    totals = summary.totals
+    assert (totals.requests, totals.unpriced_requests, totals.unpriced_tokens) == (3, 2, 1200 + 55)
+    assert totals.cost_usd == pytest.approx(usd(1000, 200, 0, MINI))  # the priced request alone
+    by_provider = {p.provider: p.totals for p in summary.providers}
+    assert by_provider["my-vllm"].unpriced_requests == 2 and by_provider["my-vllm"].cost_usd == 0
+    assert by_provider["openai"].unpriced_requests == 0
+    assert session.unpriced_requests == 2 and session.cost_usd == pytest.approx(usd(1000, 200, 0, MINI))
+    by_model = {m.model: m for m in savings.models}
+    assert (by_model["my-local-llama"].unpriced_requests, by_model["gpt-4o-mini"].unpriced_requests) == (2, 0)
+    assert savings.totals.unpriced_requests == 2
 
 
 async def seed_month(account_id: str, record: Any) -> list[events_pb2.RequestCompleted]:
@@ -193,7 +228,7 @@ async def test_rollups_count_each_request_once_whatever_is_redelivered(
     month_has_older_day = MIDNIGHT.day > 3
     totals = summary.totals
     assert totals.requests == (5 if month_has_older_day else 4) and totals.errors == 1
-    assert totals.tokens_saved == 6500 and totals.savings_usd == pytest.approx(6500 * MINI.input / 1e6)
+    assert totals.tokens_saved == 6500 and totals.savings_usd == pytest.approx(6500 * 0.15 / 1e6)
     by_provider = {p.provider: p.totals for p in summary.providers}
     assert by_provider["anthropic"].cost_usd == pytest.approx(usd(500, 100, 0, HAIKU))
     assert by_provider["anthropic"].input_tokens == 500 and by_provider["openai"].errors == 1

@@ -941,6 +941,7 @@ class RequestRecord(_message.Message):
     K_REASON_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
+    PRICE_UNKNOWN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -983,10 +984,13 @@ class RequestRecord(_message.Message):
     """Tools the router kept, and why (from the routing trace)."""
     k_reason: _builtins.str
     cost_usd: _builtins.float
-    """List-price cost of the call and of the tokens saved, at the answering model's prices;
-    0 for a model the catalogue does not price.
+    """List-price cost of the call and of the tokens saved, at the answering model's prices
+    (orqen_common.prices: genai-prices or the operator's overrides); unset, never 0, when
+    price_unknown.
     """
     savings_usd: _builtins.float
+    price_unknown: _builtins.bool
+    """The request has tokens but its model has no known price: its cost is not in any total."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1038,14 +1042,22 @@ class RequestRecord(_message.Message):
         tokens_saved: _builtins.int = ...,
         k: _builtins.int = ...,
         k_reason: _builtins.str = ...,
-        cost_usd: _builtins.float = ...,
-        savings_usd: _builtins.float = ...,
+        cost_usd: _builtins.float | None = ...,
+        savings_usd: _builtins.float | None = ...,
+        price_unknown: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_savings_usd", b"_savings_usd", "cost_usd", b"cost_usd", "created_at", b"created_at", "savings_usd", b"savings_usd", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_savings_usd", b"_savings_usd", "account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "price_unknown", b"price_unknown", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015
+    _WhichOneofReturnType__savings_usd: _TypeAlias = _typing.Literal["savings_usd"]  # noqa: Y015
+    _WhichOneofArgType__savings_usd: _TypeAlias = _typing.Literal["_savings_usd", b"_savings_usd"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_usd) -> _WhichOneofReturnType__cost_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__savings_usd) -> _WhichOneofReturnType__savings_usd | None: ...
 
 Global___RequestRecord: _TypeAlias = RequestRecord  # noqa: Y015
 

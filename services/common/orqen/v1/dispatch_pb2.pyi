@@ -339,7 +339,7 @@ class ModelInfo(_message.Message):
     tier: _builtins.str
     """"fast" | "balanced" | "capable"; empty for routing strings."""
     input_price: _builtins.float
-    """USD per million tokens, from the catalogue."""
+    """USD per million tokens (orqen_common.prices; 0 when not priced, see `priced`)."""
     output_price: _builtins.float
     cached_input_price: _builtins.float
     latency_p50_ms: _builtins.float
@@ -453,7 +453,9 @@ class ListModelsResponse(_message.Message):
     PRICES_AS_OF_FIELD_NUMBER: _builtins.int
     PROVIDER_LISTS_FIELD_NUMBER: _builtins.int
     prices_as_of: _builtins.str
-    """When the catalogue's prices were taken (ISO date)."""
+    """Where the listed prices come from: "genai-prices <version>" (its bundled data; the
+    operator's ORQEN_PRICES_FILE wins over it).
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]: ...
     @_builtins.property

@@ -59,6 +59,8 @@ class UsageTotals(_message.Message):
     TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    UNPRICED_TOKENS_FIELD_NUMBER: _builtins.int
     requests: _builtins.int
     errors: _builtins.int
     """Requests answered with an HTTP status of 400 or more."""
@@ -70,6 +72,11 @@ class UsageTotals(_message.Message):
     cost_usd: _builtins.float
     savings_usd: _builtins.float
     """tokens_saved at the input price of the model that answered."""
+    unpriced_requests: _builtins.int
+    """Requests (and their input plus output tokens) whose model has no known price: cost_usd
+    and savings_usd leave them out.
+    """
+    unpriced_tokens: _builtins.int
     def __init__(
         self,
         *,
@@ -81,10 +88,12 @@ class UsageTotals(_message.Message):
         tokens_saved: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
         savings_usd: _builtins.float = ...,
+        unpriced_requests: _builtins.int = ...,
+        unpriced_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "unpriced_requests", b"unpriced_requests", "unpriced_tokens", b"unpriced_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -293,6 +302,7 @@ class ModelSavings(_message.Message):
     TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     provider: _builtins.str
     requests: _builtins.int
@@ -301,6 +311,8 @@ class ModelSavings(_message.Message):
     tokens_saved: _builtins.int
     savings_usd: _builtins.float
     cost_usd: _builtins.float
+    unpriced_requests: _builtins.int
+    """Requests of this model whose price is unknown: cost_usd and savings_usd leave them out."""
     def __init__(
         self,
         *,
@@ -312,10 +324,11 @@ class ModelSavings(_message.Message):
         tokens_saved: _builtins.int = ...,
         savings_usd: _builtins.float = ...,
         cost_usd: _builtins.float = ...,
+        unpriced_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -578,6 +591,7 @@ class Session(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     LAST_MODEL_FIELD_NUMBER: _builtins.int
+    UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     requests: _builtins.int
     errors: _builtins.int
@@ -588,6 +602,8 @@ class Session(_message.Message):
     savings_usd: _builtins.float
     last_model: _builtins.str
     """The model that answered the session's latest request."""
+    unpriced_requests: _builtins.int
+    """Requests of the session whose model has no known price: cost_usd leaves them out."""
     @_builtins.property
     def first_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -606,10 +622,11 @@ class Session(_message.Message):
         cost_usd: _builtins.float = ...,
         savings_usd: _builtins.float = ...,
         last_model: _builtins.str = ...,
+        unpriced_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_at", b"first_at", "last_at", b"last_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "errors", b"errors", "first_at", b"first_at", "input_tokens", b"input_tokens", "last_at", b"last_at", "last_model", b"last_model", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "session_id", b"session_id", "tokens_saved", b"tokens_saved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "errors", b"errors", "first_at", b"first_at", "input_tokens", b"input_tokens", "last_at", b"last_at", "last_model", b"last_model", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "session_id", b"session_id", "tokens_saved", b"tokens_saved", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,6 +22,7 @@ from fakes.model_lists import ANTHROPIC_MODELS, OPENAI_MODELS
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import BackgroundServer
 from orqen_common.formats.openai import ChatRequest
+from orqen_common.prices import PriceOverrides, Prices
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.available_models import AvailableModels
 from orqen_dispatch.model_list_cache import ListSource, ModelListCache
@@ -250,8 +251,10 @@ async def test_an_accounts_own_compatible_provider_is_listed_and_routed_to(
         lambda name: OpenAICompatible(name, http, "", None),
     )
     cache = ModelListCache(redis, ttl_seconds=TTL, retry_seconds=RETRY, keep_seconds=3600, fetch_timeout_seconds=5)
-    overrides = {"myllm/llama-3.1-8b-instruct": ModelOverride(capability=6, input_price=0.02, output_price=0.05)}
-    available = AvailableModels(router, cache, {"openai"}, overrides)
+    # The operator prices the account's model (ORQEN_PRICES_FILE) and ranks it (ORQEN_MODEL_OVERRIDES).
+    prices = Prices(PriceOverrides.model_validate({"myllm/llama-3.1-8b-instruct": {"input": 0.02, "output": 0.05}}))
+    overrides = {"myllm/llama-3.1-8b-instruct": ModelOverride(capability=6)}
+    available = AvailableModels(router, cache, {"openai"}, prices, overrides)
     config = AccountConfig({"myllm": {"api_key": CUSTOM_KEY, "base_url": upstreams.urls["custom"]}})
     models = {m.model: m for m in (await available.of(config)).models}
     assert {"myllm/llama-3.1-8b-instruct", "myllm/qwen2.5-coder-32b-instruct", "myllm/nomic-embed-text"} <= set(models)

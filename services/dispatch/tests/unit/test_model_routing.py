@@ -8,6 +8,7 @@ import pytest
 from orqen.v1 import optimizer_pb2
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ChatRequest
+from orqen_common.prices import Prices
 from orqen_dispatch.available_models import Availability, model_infos
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.model_profiles import ModelProfile, profile
@@ -65,6 +66,7 @@ LISTED = {
                 "amazon.nova-pro-v1:0", "meta.llama3-1-70b-instruct-v1:0", "meta.llama3-1-8b-instruct-v1:0"],
     "groq": ["llama-3.3-70b-versatile", "llama-3.1-8b-instant"],
 }  # fmt: skip
+PRICES = Prices()
 _BARE = {"openai", "anthropic"}  # the router sends these bare names to their own provider
 REAL = [
     profile(
@@ -72,7 +74,7 @@ REAL = [
         p,
         ListedModel(id=i, kind=kind_by_name(i), vision=False if p == "bedrock" and "llama" in i else None),
         0,
-        price_facts(p, i),
+        price_facts(PRICES, p, i),
         None,
     )
     for p, ids in LISTED.items()

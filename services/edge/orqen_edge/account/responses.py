@@ -14,11 +14,14 @@ PageLimit = Annotated[int, QueryParameter(ge=1, le=200)]
 
 
 def plain(message: Message) -> dict[str, Any]:
-    """Fields by name, numbers kept as numbers, times as ISO 8601, unset messages and times as null, lists as lists."""
+    """Fields by name, numbers kept as numbers, times as ISO 8601, lists as lists; unset messages, times and
+    `optional` scalars (a cost whose price is unknown) as null."""
     out: dict[str, Any] = {}
     for field in message.DESCRIPTOR.fields:
         value = getattr(message, field.name)
-        if isinstance(value, Timestamp):
+        if field.has_presence and not field.message_type and not message.HasField(field.name):
+            value = None
+        elif isinstance(value, Timestamp):
             value = value.ToDatetime().isoformat() + "Z" if message.HasField(field.name) else None
         elif isinstance(value, Message):
             value = plain(value) if message.HasField(field.name) else None

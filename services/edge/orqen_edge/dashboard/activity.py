@@ -37,7 +37,12 @@ def session_url(session_id: str, **query: str) -> str:
 
 
 def shown(name: str, value: Any) -> str:
-    """A recorded value as a page prints it: units from the field's name, '—' for nothing recorded."""
+    """A recorded value as a page prints it: units from the field's name, '—' for nothing recorded.
+
+    An amount of money recorded as nothing is a price Orqen does not know: never shown as $0.
+    """
+    if value is None and name.endswith("_usd"):
+        return "price unknown"
     if value is None or value == "" or value == []:
         return "—"
     if isinstance(value, bool):

@@ -1,13 +1,14 @@
-"""The Requests and Sessions pages' value shaping: every recorded field shown, the routing trace
+"""The Requests, Sessions and Overview pages' value shaping: every recorded field shown, the routing trace
 drawn as the router decided, the x-orqen-* headers as the caller got them, session ids in URLs."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
-from orqen.v1 import accounting_pb2, optimizer_pb2
+from orqen.v1 import accounting_pb2, optimizer_pb2, usage_pb2
 from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.activity import log_url, session_url, sessions_url, shown
+from orqen_edge.dashboard.pages.overview import _charts
 from orqen_edge.dashboard.pages.requests import FIELD_GROUPS, SECTIONS, logged_headers, record_fields, trace_view
 from orqen_edge.dashboard.pages.sessions import timeline
 from orqen_edge.ingress.pipeline import orqen_headers
@@ -35,6 +36,20 @@ def test_values_are_printed_with_their_units_and_nothing_recorded_is_a_dash() ->
     assert shown("stream", False) == "no"
     assert shown("tools_called", ["a", "b"]) == "a, b"
     assert shown("error", "") == shown("trace", None) == shown("tools_called", []) == "—"
+
+
+def test_a_request_whose_price_is_unknown_shows_so_in_json_and_on_its_page_never_zero() -> None:
+    unknown = _record(request_id="req_1", input_tokens=1000, price_unknown=True)
+    assert (unknown["cost_usd"], unknown["savings_usd"], unknown["price_unknown"]) == (None, None, True)
+    money = dict(record_fields(unknown))["Money"]
+    assert [(name, value) for name, _, value in money] == [
+        ("cost_usd", "price unknown"),
+        ("savings_usd", "price unknown"),
+        ("price_unknown", "yes"),
+    ]
+    priced = _record(request_id="req_2", cost_usd=0.0, savings_usd=0.5)
+    assert (priced["cost_usd"], priced["savings_usd"], priced["price_unknown"]) == (0.0, 0.5, False)
+    assert shown("cost_usd", priced["cost_usd"]) == "$0"
 
 
 def test_the_trace_ranks_candidates_marks_the_first_k_forwarded_and_the_called_ones() -> None:
@@ -109,3 +124,16 @@ def test_a_timeline_runs_oldest_first_with_the_time_since_the_first_request() ->
         ("c", "+5m 10s"),
     ]
     assert timeline([]) == []
+
+
+def test_the_overview_draws_no_zero_cost_bar_for_a_model_without_a_known_price() -> None:
+    by_model = usage_pb2.SavingsBreakdown(
+        models=[
+            usage_pb2.ModelSavings(model="gpt-4o-mini", requests=3, cost_usd=0.25),
+            usage_pb2.ModelSavings(model="local/mine", requests=2, unpriced_requests=2),
+            usage_pb2.ModelSavings(model="gpt-4o", requests=4, unpriced_requests=1, cost_usd=0.5),
+        ]
+    )
+    models = _charts(usage_pb2.UsageDaily(), usage_pb2.AnalyticsDaily(), by_model)["models"]
+    assert models["labels"] == ["gpt-4o (1 price unknown)", "gpt-4o-mini", "local/mine (2 price unknown)"]
+    assert models["datasets"][0]["data"] == [0.5, 0.25, None]

@@ -25,6 +25,11 @@ def _day_label(iso_date: str) -> str:
     return iso_date[5:]  # "2026-12-02" -> "12-02": the year is the same on every bar but one
 
 
+def _model_label(model: usage_pb2.ModelSavings) -> str:
+    name = model.model or "(unknown)"
+    return f"{name} ({model.unpriced_requests:,} price unknown)" if model.unpriced_requests else name
+
+
 def _charts(
     daily: usage_pb2.UsageDaily, analytics: usage_pb2.AnalyticsDaily, by_model: usage_pb2.SavingsBreakdown
 ) -> dict[str, dict[str, Any]]:
@@ -62,8 +67,14 @@ def _charts(
         ),
         "models": chart(
             "bar",
-            [m.model or "(unknown)" for m in top],
-            [{"label": "Cost (USD)", "data": [round(m.cost_usd, 6) for m in top]}],
+            [_model_label(m) for m in top],
+            # A model none of whose requests has a known price has no bar, never a $0 one.
+            [
+                {
+                    "label": "Cost (USD)",
+                    "data": [None if m.unpriced_requests == m.requests else round(m.cost_usd, 6) for m in top],
+                }
+            ],
             indexAxis="y",
         ),
     }

@@ -1,0 +1,194 @@
+"""Prices from genai-prices' bundled data, operator overrides, and the unknown-price path."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from orqen.v1 import common_pb2
+from orqen_common.prices import Cost, ListPrice, PriceOverrides, Prices, PriceSettings, library_version, price_source
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+MTOK = 1_000_000
+
+
+def usage(input_tokens: int = 0, output: int = 0, cached: int = 0, written: int = 0) -> common_pb2.Usage:
+    return common_pb2.Usage(
+        input_tokens=input_tokens, output_tokens=output, cached_input_tokens=cached, cache_write_input_tokens=written
+    )
+
+
+def overrides(raw: str) -> PriceOverrides:
+    return PriceOverrides.model_validate_json(raw)
+
+
+def test_the_library_prices_input_and_output_per_million_tokens() -> None:
+    cost = Prices().price("openai", "gpt-4o-mini", usage(MTOK, MTOK), NOW)
+    assert cost is not None
+    assert (cost.input, cost.output, cost.total) == (Decimal("0.15"), Decimal("0.6"), Decimal("0.75"))
+    assert cost.cached_input == cost.cache_write == 0
+    assert cost.source == f"genai-prices {version('genai-prices')}"
+
+
+def test_cache_reads_and_writes_have_prices_of_their_own() -> None:
+    # Anthropic's claude-haiku-4-5: $1 input, $0.10 cache read, $1.25 cache write (5 min), $5 output.
+    cost = Prices().price("anthropic", "claude-haiku-4-5", usage(3 * MTOK, MTOK, cached=MTOK, written=MTOK), NOW)
+    assert cost == Cost(
+        input=Decimal("1"),
+        cached_input=Decimal("0.1"),
+        cache_write=Decimal("1.25"),
+        output=Decimal("5"),
+        total=Decimal("7.35"),
+        source=price_source(),
+    )
+
+
+def test_a_long_context_request_pays_the_higher_tier_on_all_its_tokens() -> None:
+    # claude-sonnet-4-5 doubles its input price above 200k input tokens (the providers' cliff model).
+    short = Prices().price("anthropic", "claude-sonnet-4-5", usage(200_000), NOW)
+    long = Prices().price("anthropic", "claude-sonnet-4-5", usage(200_001), NOW)
+    assert short is not None and long is not None
+    assert short.input == Decimal("0.6")
+    assert long.input == Decimal("6") * 200_001 / MTOK
+
+
+def test_bedrock_and_provider_prefixed_model_strings_are_priced() -> None:
+    prices = Prices()
+    nova = prices.price("bedrock", "bedrock/amazon.nova-lite-v1:0", usage(MTOK, MTOK), NOW)
+    sonnet = prices.price("bedrock", "anthropic.claude-sonnet-4-6", usage(MTOK), NOW)
+    groq = prices.price("groq", "groq/llama-3.1-8b-instant", usage(MTOK, MTOK), NOW)
+    assert nova is not None and nova.total == Decimal("0.30")
+    assert sonnet is not None and sonnet.input > 0
+    assert groq is not None and groq.total == Decimal("0.13")
+
+
+def test_an_unknown_model_or_provider_has_no_price() -> None:
+    prices = Prices()
+    assert prices.price("openai", "my-finetune-that-does-not-exist", usage(10, 10), NOW) is None
+    assert prices.price("my-vllm", "llama-3.1-8b-instant", usage(10, 10), NOW) is None
+    # The library's loose provider matching would take this for Anthropic; Orqen does not.
+    assert prices.price("my-anthropic-proxy", "claude-haiku-4-5", usage(10, 10), NOW) is None
+
+
+def test_an_override_wins_over_the_library_and_prices_custom_providers() -> None:
+    prices = Prices(
+        overrides(
+            '{"openai/gpt-4o-mini": {"input": 1, "output": 2, "cached_input": "0.5"},'
+            ' "my-vllm/*": {"input": 0, "output": 0},'
+            ' "my-vllm/big": {"input": 3, "output": 4}}'
+        )
+    )
+    mini = prices.price("openai", "GPT-4o-mini", usage(MTOK, MTOK, cached=MTOK // 2), NOW)
+    assert mini == Cost(Decimal("0.5"), Decimal("0.25"), Decimal(0), Decimal("2"), Decimal("2.75"), "override")
+    free = prices.price("my-vllm", "my-vllm/anything", usage(MTOK, MTOK), NOW)
+    assert free is not None and free.total == 0 and free.source == "override"
+    big = prices.price("my-vllm", "big", usage(MTOK, MTOK), NOW)
+    assert big is not None and big.total == Decimal("7")
+    # Models the file does not name keep the library's prices.
+    other = prices.price("openai", "gpt-4o", usage(MTOK), NOW)
+    assert other is not None and other.source == price_source()
+
+
+def test_an_override_without_cache_prices_charges_cache_tokens_as_input() -> None:
+    prices = Prices(overrides('{"acme/m": {"input": 2, "output": 0}}'))
+    cost = prices.price("acme", "m", usage(MTOK, cached=MTOK // 4, written=MTOK // 4), NOW)
+    assert cost is not None
+    assert (cost.input, cost.cached_input, cost.cache_write, cost.total) == (Decimal(2), 0, 0, Decimal(2))
+
+
+def test_an_override_can_be_tiered() -> None:
+    prices = Prices(
+        overrides('{"acme/long": {"input": {"base": 1, "tiers": [{"start": 1000, "price": 2}]}, "output": 1}}')
+    )
+    below, above = (prices.price("acme", "long", usage(n), NOW) for n in (1000, 1001))
+    assert below is not None and below.input == Decimal("0.001")
+    assert above is not None and above.input == Decimal("0.002002")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"gpt-4o": {"input": 1, "output": 1}}',  # no provider
+        '{"openai/": {"input": 1, "output": 1}}',
+        '{"openai/gpt-4o": {"input": -1, "output": 1}}',
+        '{"openai/gpt-4o": {"input": 1}}',  # no output price
+        '{"openai/gpt-4o": {"input": 1, "output": 1, "batch": 0.5}}',
+        '{"openai/gpt-4o": {"input": {"base": 1, "tiers": []}, "output": 1}}',
+        '{"openai/gpt-4o": {"input": "NaN", "output": 1}}',
+    ],
+)
+def test_a_bad_override_file_is_refused_at_start_naming_the_file(tmp_path: Path, raw: str) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(raw)
+    with pytest.raises(ValueError, match=r"ORQEN_PRICES_FILE .*prices\.json"):
+        Prices.from_settings(PriceSettings(prices_file=path))
+
+
+def test_the_override_file_is_read_from_orqen_prices_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text('{"acme/m": {"input": 1, "output": 1}}')
+    monkeypatch.setenv("ORQEN_PRICES_FILE", str(path))
+    cost = Prices.from_settings(PriceSettings()).price("acme", "m", usage(MTOK), NOW)
+    assert cost is not None and cost.total == 1
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ValueError, match=r"missing\.json"):
+        Prices.from_settings(PriceSettings(prices_file=missing))
+
+
+def test_over_reported_cache_counts_are_capped_at_the_input() -> None:
+    cost = Prices().price("anthropic", "claude-haiku-4-5", usage(100, cached=150, written=50), NOW)
+    assert cost is not None and cost.cached_input == Decimal("0.00001") and cost.input == 0
+    with pytest.raises(ValueError):
+        Prices().price("anthropic", "claude-haiku-4-5", usage(-1), NOW)
+
+
+def test_pricing_never_uses_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pricing tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    prices = Prices()
+    for provider, model in [
+        ("openai", "gpt-5"),
+        ("anthropic", "claude-sonnet-4-6"),
+        ("bedrock", "amazon.nova-pro-v1:0"),
+    ]:
+        assert prices.price(provider, model, usage(1000, 100), NOW) is not None
+    assert prices.price("openai", "unknown-model", usage(1000, 100), NOW) is None
+
+
+def test_the_price_source_names_the_pinned_library_version() -> None:
+    pinned = next(
+        line.split("==")[1].strip()
+        for line in (Path(__file__).resolve().parents[4] / "constraints.txt").read_text().splitlines()
+        if line.lower().startswith("genai-prices==")
+    )
+    assert library_version() == pinned
+    assert price_source() == f"genai-prices {pinned}"
+
+
+def test_the_example_file_of_the_configuration_reference_is_valid() -> None:
+    reference = (Path(__file__).resolve().parents[4] / "docs" / "configuration.md").read_text()
+    example = reference.split("## Prices", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    prices = Prices(PriceOverrides.model_validate_json(example))
+    cost = prices.price("my-vllm", "llama-3.1-70b", usage(MTOK, MTOK), NOW)
+    assert cost is not None and cost.total == Decimal("0.4")
+
+
+def test_list_prices_are_per_million_tokens_below_any_tier_and_unknown_is_none() -> None:
+    prices = Prices(overrides('{"acme/free-cache": {"input": 1, "output": 2, "cached_input": 0}}'))
+    sonnet = prices.list_price("anthropic", "anthropic/claude-sonnet-4-5", NOW)
+    assert sonnet == ListPrice(Decimal(3), Decimal(15), Decimal("0.3"), Decimal("3.75"), price_source())
+    mini = prices.list_price("openai", "gpt-4o-mini", NOW)
+    assert mini is not None and mini.cache_write == mini.input == Decimal("0.15")  # no write price: input
+    free = prices.list_price("acme", "free-cache", NOW)
+    assert free == ListPrice(Decimal(1), Decimal(2), Decimal(0), Decimal(1), "override")
+    assert prices.list_price("openai", "no-such-model", NOW) is None
