@@ -132,7 +132,8 @@ def test_anthropic_leaves_retired_models_out_and_marks_deprecated_ones() -> None
     page = model_lists.anthropic_page_decoder.decode(
         b'{"data": [{"id": "a", "type": "model", "lifecycle": "active", "created_at": "2025-01-01T00:00:00Z",'
         b' "capabilities": {"image_input": {"supported": true}}},'
-        b' {"id": "b", "type": "model", "lifecycle": "deprecated"}, {"id": "c", "type": "model", "lifecycle": "retired"},'
+        b' {"id": "b", "type": "model", "lifecycle": "deprecated"},'
+        b' {"id": "c", "type": "model", "lifecycle": "retired"},'
         b' {"id": "d", "type": "model"}], "has_more": false, "first_id": "a", "last_id": "d"}'
     )
     assert model_lists.anthropic_models(page) == [
