@@ -7,7 +7,8 @@ served as it is; an older one is still served while a refresh runs in the backgr
 copy at a time across replicas, by a short Redis lock). A refresh that fails keeps the last
 good copy, which is then served with its age and the failure; a provider that fails before
 any list was fetched has no entries and says why. A failed provider is asked again only after
-`retry_seconds`, so a request never waits on a provider that just failed.
+`retry_seconds`, so a request never waits on a provider that just failed. While Redis cannot
+be reached, each replica serves and refreshes the copies it last saw itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -22,6 +24,7 @@ from typing import Literal, Protocol, runtime_checkable
 import msgspec
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from orqen_common.errors import OrqenError
 from orqen_dispatch.providers.base import Credentials, UpstreamError
@@ -31,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 _KEY = "orqen:model-list:v1:"
 _ERROR_CHARS = 300  # a provider's error message, as much of it as a status line needs
+_LOCAL_COPIES = 1024  # copies each replica keeps in memory for when Redis cannot be read
 
 
 @runtime_checkable
@@ -95,15 +99,24 @@ class ModelListCache:
         self._timeout = fetch_timeout_seconds
         self._clock = clock
         self._refreshing: dict[str, asyncio.Task[_Stored]] = {}
+        self._local: OrderedDict[str, _Stored] = OrderedDict()
 
     async def lists(self, sources: Sequence[ListSource]) -> list[ProviderList]:
         """Every source's list, in order; only a source with no copy at all is fetched on the spot."""
         keys = [_key(s) for s in sources]
-        raw = await self._redis.mget(keys) if keys else []
-        return list(await asyncio.gather(*(self._serve(s, k, r) for s, k, r in zip(sources, keys, raw, strict=True))))
+        found: list[_Stored | None]
+        try:
+            found = [_decoder.decode(r) if r else None for r in await self._redis.mget(keys)] if keys else []
+            for key, copy in zip(keys, found, strict=True):
+                if copy is not None:
+                    self._remember(key, copy)
+        except RedisError as err:
+            log.warning("model lists unreadable in Redis; serving this replica's copies", error=str(err))
+            found = [self._local.get(k) for k in keys]
+        return list(await asyncio.gather(*(self._serve(s, k, f) for s, k, f in zip(sources, keys, found, strict=True))))
 
-    async def _serve(self, source: ListSource, key: str, raw: bytes | str | None) -> ProviderList:
-        stored = _decoder.decode(raw) if raw else _Stored()
+    async def _serve(self, source: ListSource, key: str, found: _Stored | None) -> ProviderList:
+        stored = found or _Stored()
         now = self._clock()
         failed_recently = stored.failed_at > stored.fetched_at and now - stored.failed_at < self._retry
         if not stored.fetched_at:
@@ -136,29 +149,52 @@ class ModelListCache:
             task.add_done_callback(lambda _: self._refreshing.pop(key, None))
         return task
 
+    def _remember(self, key: str, stored: _Stored) -> None:
+        self._local[key] = stored
+        self._local.move_to_end(key)
+        if len(self._local) > _LOCAL_COPIES:
+            self._local.popitem(last=False)
+
     async def _refresh(self, source: ListSource, key: str, locked: bool) -> _Stored:
         """Fetch the list and store it; on failure keep the last good copy and record why.
 
         `locked`: a background refresh of a copy still served, which one replica at a time makes.
         """
         lock = key + ":lock"
-        if locked and not await self._redis.set(lock, b"1", nx=True, ex=max(1, int(self._timeout) + 1)):
-            return _Stored()  # another replica is refreshing this copy
+        try:
+            if locked and not await self._redis.set(lock, b"1", nx=True, ex=max(1, int(self._timeout) + 1)):
+                return _Stored()  # another replica is refreshing this copy
+        except RedisError:
+            pass  # without Redis every replica refreshes its own copy
         name = source.provider.name
         try:
             models = await asyncio.wait_for(source.provider.list_models(source.credentials), self._timeout)
         except (UpstreamError, OrqenError, TimeoutError) as err:
             error = _describe(err, name)
             log.warning("provider model list failed", provider=name, error=error)
-            raw = await self._redis.get(key)
-            stored = _decoder.decode(raw) if raw else _Stored()
+            stored = await self._last_copy(key)
             stored.error, stored.failed_at = error, self._clock()
         else:
             stored = _Stored(fetched_at=self._clock(), models=models)
-        await self._redis.set(key, msgspec.json.encode(stored), ex=self._keep)
-        if locked:
-            await self._redis.delete(lock)
+        self._remember(key, stored)
+        try:
+            await self._redis.set(key, msgspec.json.encode(stored), ex=self._keep)
+            if locked:
+                await self._redis.delete(lock)
+        except RedisError as err:
+            log.warning("model list not saved in Redis", provider=name, error=str(err))
         return stored
+
+    async def _last_copy(self, key: str) -> _Stored:
+        """The copy in Redis (a copy to keep serving), else this replica's own, else none."""
+        try:
+            raw = await self._redis.get(key)
+        except RedisError:
+            raw = None
+        if raw:
+            return _decoder.decode(raw)
+        local = self._local.get(key)
+        return msgspec.structs.replace(local) if local is not None else _Stored()
 
 
 def _key(source: ListSource) -> str:

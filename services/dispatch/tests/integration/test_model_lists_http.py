@@ -20,7 +20,7 @@ from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.model_lists import ANTHROPIC_MODELS, OPENAI_MODELS
 from fakes.openai_upstream import FakeOpenAI
-from fakes.serve import BackgroundServer
+from fakes.serve import BackgroundServer, free_port
 from orqen_common.formats.openai import ChatRequest
 from orqen_common.prices import PriceOverrides, Prices
 from orqen_dispatch.account_config import AccountConfig
@@ -240,6 +240,24 @@ async def test_a_provider_that_fails_before_any_list_has_no_entries_and_says_why
     ]
     assert failed[0].error == "401: Incorrect API key provided."
     assert failed[1].error.startswith("502: down is unreachable")
+
+
+async def test_without_redis_a_replica_serves_the_copies_it_fetched(
+    upstreams: Upstreams, http: httpx.AsyncClient
+) -> None:
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    cache = ModelListCache(
+        unreachable, ttl_seconds=TTL, retry_seconds=RETRY, keep_seconds=3600, fetch_timeout_seconds=5
+    )
+    source = ListSource(OpenAICompatible("openai", http, upstreams.urls["openai"], OPENAI_KEY), {})
+    asked = len(upstreams.openai.requests)
+    try:
+        [first] = await cache.lists([source])
+        [again] = await cache.lists([source])
+    finally:
+        await unreachable.aclose()
+    assert first.status == again.status == "fresh" and len(again.models) == len(OPENAI_MODELS)
+    assert len(upstreams.openai.requests) == asked + 1  # the second came from the replica's own copy
 
 
 async def test_an_accounts_own_compatible_provider_is_listed_and_routed_to(
