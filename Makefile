@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-memory bench-peer bench-optimizer bench-accounting bench-proxy chromium demo bench-dashboard chaos soak
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-memory bench-peer bench-optimizer bench-accounting bench-proxy bench-model-lists chromium demo bench-dashboard chaos soak
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -107,6 +107,10 @@ bench-peer: install $(PEER_VENV)/.installed-$(LITELLM_VERSION)
 # Sustained ingest into Postgres and account API latency over 1,000,000 rows (numbers in docs/performance.md).
 bench-accounting: install
 	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/accounting.py
+
+# What live model lists cost an orqen/* request: cold and warm AvailableModels over the fakes and Redis.
+bench-model-lists: install
+	PYTHONPATH=tests-e2e $(BIN)/python tests-e2e/bench/model_lists.py $(ARGS)
 
 # Proxied uploads and binary answers: time and the edge's and dispatch's peak memory (numbers in docs/performance.md).
 bench-proxy: install
