@@ -54,6 +54,7 @@ async def _page_context(runtime: Runtime, session: DashboardSession, form: dict[
         "modes": ROUTING_MODES,
         "models": [plain(m) for m in routable(models)],
         "prices_as_of": models.prices_as_of,
+        "provider_lists": [plain(p) for p in models.provider_lists],
         "insights": plain(insights),
         "calibration": plain(calibration),
         "calibration_chart": _calibration_chart([plain(b) for b in calibration.buckets]),
