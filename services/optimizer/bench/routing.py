@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import auto
 import numpy as np
 import through_grpc
 from redis import Redis
@@ -278,6 +279,8 @@ def main() -> None:
         help="worker counts of the optimizer measured through gRPC, comma-separated; empty: none",
     )
     args = parser.parse_args()
+    auto.report()
+    print()
     worker_counts = sorted({int(n) for n in args.grpc_workers.split(",") if n.strip()})
     # The gRPC measurement's workers fetch the tool vectors this process embeds from a real Redis.
     with _redis() if worker_counts else contextlib.nullcontext() as redis_url:
