@@ -8,7 +8,7 @@ second. The number of tools is not one: in the labelled asks it tells their sour
 rather than their labels (every BFCL ask has tools, no hand-written one has).
 
 The model is a logistic regression fitted offline on the labelled asks of
-orqen_dispatch.labelled_asks (`services/dispatch/bench/fit_auto.py`): its coefficients, the
+orqen_dispatch.labelled_asks (`services/optimizer/bench/auto.py fit`): its coefficients, the
 date and the training set are in complexity_model.json. At run time it is a dot product.
 """
 

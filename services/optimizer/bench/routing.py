@@ -1,5 +1,7 @@
 """`make bench-optimizer`: tool-routing recall, tools forwarded, tool-token reduction and plan latency.
 
+It first prints orqen/auto's measure on its labelled asks (bench/auto.py).
+
 Data: the single-turn categories of the Berkeley Function Calling Leaderboard, as shipped in
 the `bfcl-eval` package (orqen_optimizer.bfcl). Every distinct tool definition of those
 categories forms one catalogue (2,553 of them, under 1,427 names: categories define some
