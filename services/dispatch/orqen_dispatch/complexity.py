@@ -95,8 +95,14 @@ class AskFeatures:
         )
 
     def describe(self, name: str) -> str | None:
-        """One feature as the route reason names it, e.g. "3 steps"; None for a lead never measured."""
+        """One feature as the route reason names it, e.g. "3 steps"; None for one the ask lacks.
+
+        A reason names what the ask has: "0 earlier turns" or "no code asked" may weigh in the
+        model, but say little to a reader.
+        """
         value = getattr(self, name)
+        if not value:
+            return None
         match name:
             case "ask_words":
                 return f"ask of {_counted(value, 'word')}"
@@ -107,13 +113,13 @@ class AskFeatures:
             case "joined":
                 return f"{value} 'and's or commas"
             case "code" | "reasoning":
-                return f"{name} asked" if value else f"no {name} asked"
+                return f"{name} asked"
             case "context_tokens":
                 return f"{value:,} tokens of context"
             case "turns":
                 return _counted(value, "earlier turn")
-            case _:  # no ranking (no tools, or too few to route) is no evidence either way
-                return f"tool lead {value:.2f}" if value else None
+            case _:
+                return f"tool lead {value:.2f}"
 
 
 def _counted(n: int, thing: str) -> str:

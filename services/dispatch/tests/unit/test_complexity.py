@@ -179,7 +179,9 @@ def test_orqen_auto_on_the_test_asks_picks_the_capable_tier_for_complex_asks_and
     for ask in TEST:
         [first, *_] = CHOOSER.choose("orqen/auto", request(ask), {"openai", "anthropic"}, (), {}, ask.routing())
         tier = TIERS[first.model]
-        assert first.reason.startswith(f"auto: {classify(RequestProfile.of(request(ask), ask.routing())).kind} ask (p ")
+        judged = classify(RequestProfile.of(request(ask), ask.routing()))
+        assert first.reason.startswith(f"auto: {judged.kind} ask (p ")
+        assert not any(d.startswith(("0 ", "no ")) for d in judged.deciding)  # a reason names what the ask has
         right[ask.source == "hand"] += (tier == "capable") == (ask.label == "complex")
         fast_for_complex += tier == "fast" and ask.label == "complex"
     hand = sum(a.source == "hand" for a in TEST)
