@@ -129,10 +129,11 @@ def _counted(n: int, thing: str) -> str:
 FEATURE_NAMES = tuple(f.name for f in fields(AskFeatures))
 
 
-def ask_features(
-    ask: str, context_chars: int, turns: int, tool_routing: optimizer_pb2.RoutingTrace | None = None
-) -> AskFeatures:
-    """The features of an ask (the last user message) after `context_chars` characters of conversation."""
+def ask_features(ask: str, context_chars: int, turns: int, lead: float = 0.0) -> AskFeatures:
+    """The features of an ask (the last user message) after `context_chars` characters of conversation.
+
+    `lead`: the optimizer's tool lead (tool_lead()), 0 when it did not rank the tools.
+    """
     lowered = ask.lower()
     words = _WORD.findall(lowered)
     vocabulary = set(words)
@@ -146,7 +147,7 @@ def ask_features(
         reasoning=bool(vocabulary & _REASONING_WORDS) or any(p in lowered for p in _REASONING_PHRASES),
         context_tokens=context_chars // _CHARS_PER_TOKEN,
         turns=turns,
-        tool_lead=tool_lead(tool_routing),
+        tool_lead=lead,
     )
 
 

@@ -20,7 +20,7 @@ from orqen_common.canonical import text_of
 from orqen_common.catalogue import Catalogue, CatalogueEntry, Tier
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.formats.openai import AssistantMessage, ChatRequest, ImagePart, UserMessage
-from orqen_dispatch.complexity import AskFeatures, Judgement, ask_features, complexity_model
+from orqen_dispatch.complexity import AskFeatures, Judgement, ask_features, complexity_model, tool_lead
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.router import ProviderRouter
 
@@ -54,11 +54,12 @@ class RequestProfile:
 
     last_user_text: str
     total_chars: int
-    ask: AskFeatures  # what orqen/auto's complexity model weighs
     tools: bool
     images: bool
     fields: frozenset[str]  # the top-level request fields that are set
     max_output_tokens: int
+    turns_before_ask: int = 0  # user and assistant messages before the last user message
+    tool_lead: float = 0.0  # the optimizer's first tool score minus its second, when it ranked tools
 
     @classmethod
     def of(cls, chat: ChatRequest, tool_routing: optimizer_pb2.RoutingTrace | None = None) -> RequestProfile:
@@ -81,11 +82,12 @@ class RequestProfile:
         return cls(
             last_user_text=last_user,
             total_chars=total,
-            ask=ask_features(last_user, total - len(last_user), turns_before_ask, tool_routing),
             tools=bool(chat.tools),
             images=images,
             fields=_fields_set(chat),
             max_output_tokens=limit if limit and limit > 0 else 0,
+            turns_before_ask=turns_before_ask,
+            tool_lead=tool_lead(tool_routing),
         )
 
     def misfit(self, entry: CatalogueEntry) -> str | None:
@@ -108,7 +110,13 @@ def classify(request: RequestProfile) -> Judgement:
     The fitted complexity model (orqen_dispatch.complexity) weighs the ask's features; the
     judgement names the features that decided.
     """
-    return complexity_model().judge(request.ask)
+    return complexity_model().judge(ask_of(request))
+
+
+def ask_of(request: RequestProfile) -> AskFeatures:
+    """The features of the request's ask that orqen/auto weighs (computed only for orqen/auto)."""
+    context = request.total_chars - len(request.last_user_text)
+    return ask_features(request.last_user_text, context, request.turns_before_ask, request.tool_lead)
 
 
 _Rule = Callable[[Sequence[CatalogueEntry], RequestProfile, Mapping[str, ModelStats]], list[Choice]]

@@ -33,7 +33,7 @@ from orqen_common.formats.openai import ChatRequest
 from orqen_dispatch import labelled_asks
 from orqen_dispatch.complexity import FEATURE_NAMES, ComplexityModel, tool_lead
 from orqen_dispatch.labelled_asks import LabelledAsk
-from orqen_dispatch.model_routing import ModelChooser, RequestProfile, classify
+from orqen_dispatch.model_routing import ModelChooser, RequestProfile, ask_of, classify
 from orqen_dispatch.router import ProviderRouter
 from orqen_optimizer import bfcl
 from orqen_optimizer.embeddings import ToolIndex
@@ -127,7 +127,7 @@ def request(ask: LabelledAsk) -> ChatRequest:
 def fit(path: Path) -> None:
     """Fit the model on the training split and write its coefficients, dated, with the training set."""
     train = [a for a in labelled_asks.load() if a.split == "train"]
-    x = np.array([profile(a).ask.model_inputs() for a in train])
+    x = np.array([ask_of(profile(a)).model_inputs() for a in train])
     y = np.array([a.label == "complex" for a in train], dtype=float)
     # Each source weighs the same in the fit, so the BFCL asks do not drown the hand-written ones.
     sources = Counter(_source(a) for a in train)

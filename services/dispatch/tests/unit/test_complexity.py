@@ -100,12 +100,10 @@ def test_the_profile_gives_the_ask_its_context_turns_and_tool_lead() -> None:
         ],
     }
     profile = RequestProfile.of(msgspec.convert(body, ChatRequest), ranking(0.9, 0.5))
-    assert (profile.ask.context_tokens, profile.ask.turns, profile.ask.ask_words, profile.ask.tool_lead) == (
-        100,
-        2,
-        2,
-        0.4,
-    )
+    assert (profile.turns_before_ask, profile.tool_lead) == (2, 0.4)
+    judged = classify(profile)
+    expected = complexity_model().judge(ask_features("Translate this.", 400, 2, 0.4))
+    assert judged == expected  # the context is the 400 characters before the ask
 
 
 # The model.
@@ -151,7 +149,7 @@ def test_the_reason_names_the_features_that_decided() -> None:
 
 def test_a_clear_lead_of_the_optimizers_first_tool_makes_an_ask_simpler() -> None:
     ask = "Book a flight to Rome and a hotel there"
-    clear, close = (complexity_model().judge(ask_features(ask, 0, 0, ranking(0.9, s))) for s in (0.2, 0.88))
+    clear, close = (complexity_model().judge(ask_features(ask, 0, 0, tool_lead(ranking(0.9, s)))) for s in (0.2, 0.88))
     assert clear.p_complex < close.p_complex
     assert "tool lead 0.70" in clear.deciding
     # No ranking (no tools, or too few to route) is no evidence and never named.
