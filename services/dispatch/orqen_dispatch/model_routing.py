@@ -10,10 +10,9 @@ model string is used as requested.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import structlog
 
@@ -21,6 +20,7 @@ from orqen.v1 import optimizer_pb2
 from orqen_common.canonical import text_of
 from orqen_common.errors import invalid_request
 from orqen_common.formats.openai import AssistantMessage, ChatRequest, ImagePart, UserMessage
+from orqen_dispatch.complexity import AskFeatures, Judgement, ask_features, complexity_model, tool_lead
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.model_profiles import ModelProfile, Tier
 
@@ -34,13 +34,6 @@ CHEAP_MIN_CAPABILITY = 5
 # answers: latency is averaged over successes, so a failing model would keep its old, good figure.
 FAST_MIN_CALLS = 5
 FAST_MIN_SUCCESS_RATE = 0.5
-
-# orqen/auto's classifier.
-SIMPLE_MAX_LAST_USER_CHARS = 400
-SIMPLE_MAX_TOTAL_CHARS = 4000
-LONG_CONTEXT_CHARS = 32_000  # about 8k tokens
-CLEAR_TOOL_LEAD = 0.25  # the optimizer's fused-score gap between its first and second tool
-_REASONING_CUES = re.compile(r"\b(step[- ]by[- ]step|prove|proof|analy[sz]\w*|debug\w*|plan|planning)\b", re.IGNORECASE)
 
 # A rough, optimistic token estimate: enough to rule out models the request clearly overflows.
 _CHARS_PER_TOKEN = 4
@@ -65,11 +58,12 @@ class RequestProfile:
     images: bool
     fields: frozenset[str]  # the top-level request fields that are set
     max_output_tokens: int
-    clear_tool: str = ""  # the tool the optimizer ranked far ahead of every other, if one was
+    turns_before_ask: int = 0  # user and assistant messages before the last user message
+    tool_lead: float = 0.0  # the optimizer's first tool score minus its second, when it ranked tools
 
     @classmethod
     def of(cls, chat: ChatRequest, tool_routing: optimizer_pb2.RoutingTrace | None = None) -> RequestProfile:
-        total = 0
+        total = turns = turns_before_ask = 0
         images = False
         last_user = ""
         for message in chat.messages:
@@ -80,8 +74,10 @@ class RequestProfile:
                 images = images or any(isinstance(p, ImagePart) for p in content)
             if isinstance(message, AssistantMessage):
                 total += sum(len(call.function.arguments) for call in message.tool_calls or ())
+                turns += 1
             elif isinstance(message, UserMessage):
-                last_user = text
+                last_user, turns_before_ask = text, turns
+                turns += 1
         limit = chat.max_completion_tokens or chat.max_tokens
         return cls(
             last_user_text=last_user,
@@ -90,7 +86,8 @@ class RequestProfile:
             images=images,
             fields=_fields_set(chat),
             max_output_tokens=limit if limit and limit > 0 else 0,
-            clear_tool=_clear_tool(tool_routing),
+            turns_before_ask=turns_before_ask,
+            tool_lead=tool_lead(tool_routing),
         )
 
     def misfit(self, entry: ModelProfile) -> str | None:
@@ -112,42 +109,19 @@ class RequestProfile:
         return None
 
 
-AskKind = Literal["simple", "standard", "complex"]
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    kind: AskKind
-    cue: str = ""  # what made it complex: "tools", "long context", "'debug'"
-
-
-def _clear_tool(tool_routing: optimizer_pb2.RoutingTrace | None) -> str:
-    """The tool the optimizer scored at least CLEAR_TOOL_LEAD above every other, or ""."""
-    candidates = tool_routing.candidates if tool_routing is not None else ()
-    if len(candidates) < 2:
-        return ""
-    best, second = sorted(candidates, key=lambda c: -c.score)[:2]
-    return best.name if best.score - second.score >= CLEAR_TOOL_LEAD else ""
-
-
-def classify(request: RequestProfile) -> Classification:
+def classify(request: RequestProfile) -> Judgement:
     """orqen/auto's view of a request: simple asks go fast, complex ones to the capable tier.
 
-    Tools make an ask complex, unless the optimizer found one tool far ahead of the others
-    (a plain call of that tool is a standard ask).
+    The fitted complexity model (orqen_dispatch.complexity) weighs the ask's features; the
+    judgement names the features that decided.
     """
-    if request.total_chars >= LONG_CONTEXT_CHARS:
-        return Classification("complex", "long context")
-    cue = _REASONING_CUES.search(request.last_user_text)
-    if cue:
-        return Classification("complex", f"'{cue.group(0).lower()}'")
-    if request.tools:
-        if request.clear_tool:
-            return Classification("standard", f"one clear tool: {request.clear_tool}")
-        return Classification("complex", "tools")
-    if len(request.last_user_text) < SIMPLE_MAX_LAST_USER_CHARS and request.total_chars < SIMPLE_MAX_TOTAL_CHARS:
-        return Classification("simple")
-    return Classification("standard")
+    return complexity_model().judge(ask_of(request))
+
+
+def ask_of(request: RequestProfile) -> AskFeatures:
+    """The features of the request's ask that orqen/auto weighs (computed only for orqen/auto)."""
+    context = request.total_chars - len(request.last_user_text)
+    return ask_features(request.last_user_text, context, request.turns_before_ask, request.tool_lead)
 
 
 _Rule = Callable[[Sequence[ModelProfile], RequestProfile, Mapping[str, ModelStats]], list[Choice]]
@@ -234,7 +208,7 @@ def _capable(
 
 def _auto(candidates: Sequence[ModelProfile], request: RequestProfile, stats: Mapping[str, ModelStats]) -> list[Choice]:
     ask = classify(request)
-    label = f"{ask.kind} ask ({ask.cue})" if ask.cue else f"{ask.kind} ask"
+    label = f"{ask.kind} ask ({ask.reason})"
     ranked: list[ModelProfile]
     if ask.kind == "simple":
         ranked = [e for e, _ in _fastest_first(candidates, stats)]

@@ -1,5 +1,7 @@
 """`make bench-optimizer`: tool-routing recall, tools forwarded, tool-token reduction and plan latency.
 
+It first prints orqen/auto's measure on its labelled asks (bench/auto.py).
+
 Data: the single-turn categories of the Berkeley Function Calling Leaderboard, as shipped in
 the `bfcl-eval` package (orqen_optimizer.bfcl). Every distinct tool definition of those
 categories forms one catalogue (2,553 of them, under 1,427 names: categories define some
@@ -37,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import auto
 import numpy as np
 import through_grpc
 from redis import Redis
@@ -278,6 +281,8 @@ def main() -> None:
         help="worker counts of the optimizer measured through gRPC, comma-separated; empty: none",
     )
     args = parser.parse_args()
+    auto.report()
+    print()
     worker_counts = sorted({int(n) for n in args.grpc_workers.split(",") if n.strip()})
     # The gRPC measurement's workers fetch the tool vectors this process embeds from a real Redis.
     with _redis() if worker_counts else contextlib.nullcontext() as redis_url:

@@ -11,7 +11,7 @@ from orqen_common.formats.openai import ChatRequest
 from orqen_common.prices import Prices
 from orqen_dispatch.available_models import Availability, model_infos
 from orqen_dispatch.latency import ModelStats
-from orqen_dispatch.model_profiles import ModelProfile, profile
+from orqen_dispatch.model_profiles import ModelProfile
 from orqen_dispatch.model_routing import (
     ROUTING_STRINGS,
     Choice,
@@ -19,8 +19,7 @@ from orqen_dispatch.model_routing import (
     RequestProfile,
     classify,
 )
-from orqen_dispatch.price_facts import price_facts
-from orqen_dispatch.providers.model_lists import ListedModel, kind_by_name
+from orqen_dispatch.typical_listing import typical_profiles
 
 PROVIDERS = {"openai", "anthropic", "bedrock", "groq"}
 
@@ -55,31 +54,9 @@ SMALL_MODELS = [
 SMALL = [ModelProfile(**{**m, "refuses": frozenset(m.get("refuses", ()))}) for m in SMALL_MODELS]
 CHOOSER = ModelChooser()
 
-# What the providers list (ids as listed, a few of each kind), profiled as dispatch profiles them:
-# the family table and the price library.
-LISTED = {
-    "openai": ["gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini",
-               "o3-mini", "o4-mini", "text-embedding-3-small", "dall-e-3", "whisper-1", "omni-moderation-latest"],
-    "anthropic": ["claude-opus-4-5", "claude-sonnet-4-6", "claude-sonnet-4-5", "claude-haiku-4-5",
-                  "claude-3-5-haiku-20241022"],
-    "bedrock": ["anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0",
-                "amazon.nova-pro-v1:0", "meta.llama3-1-70b-instruct-v1:0", "meta.llama3-1-8b-instruct-v1:0"],
-    "groq": ["llama-3.3-70b-versatile", "llama-3.1-8b-instant"],
-}  # fmt: skip
+# What the providers list, profiled as dispatch profiles them: the family table and the price library.
 PRICES = Prices()
-_BARE = {"openai", "anthropic"}  # the router sends these bare names to their own provider
-REAL = [
-    profile(
-        i if p in _BARE else f"{p}/{i}",
-        p,
-        ListedModel(id=i, kind=kind_by_name(i), vision=False if p == "bedrock" and "llama" in i else None),
-        0,
-        price_facts(PRICES, p, i),
-        None,
-    )
-    for p, ids in LISTED.items()
-    for i in ids
-]
+REAL = typical_profiles(PRICES)
 BY_MODEL = {m.model: m for m in REAL}
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -203,40 +180,46 @@ def test_capable_takes_the_highest_capability_cheaper_first_and_never_a_legacy_m
 
 def test_auto_sends_a_simple_ask_to_the_fast_tier() -> None:
     choices = choose("orqen/auto", chat("What is the capital of France?"))
-    assert choices[0] == Choice("groq/tiny", "auto: simple ask -> fast tier (groq/tiny)")
+    assert choices[0].model == "groq/tiny"
+    assert choices[0].reason.startswith("auto: simple ask (p 0.") and "ask of 6 words" in choices[0].reason
+    assert choices[0].reason.endswith(" -> fast tier (groq/tiny)")
     assert [c.model for c in choices] == picks("orqen/fast")
 
 
+CODING = "Write a Python function that parses a CSV file, then add unit tests and finally benchmark it."
+
+
 def test_auto_sends_a_complex_ask_to_the_best_of_the_capable_tier() -> None:
-    with_tools = chat("weather?", tools=[{"type": "function", "function": {"name": "w", "parameters": {}}}])
-    assert choose("orqen/auto", with_tools)[0] == Choice(
-        "claude-top", "auto: complex ask (tools) -> capable tier (claude-top)"
+    choices = choose("orqen/auto", chat(CODING))
+    assert choices[0].model == "claude-top"
+    assert "complex ask (p 1.00, 3 steps, code asked" in choices[0].reason
+    assert choices[0].reason.endswith("-> capable tier (claude-top)")
+    assert [c.model for c in choices] == ["claude-top", "claude-twin", "gpt-big"]
+
+
+def test_auto_weighs_the_lead_the_optimizer_found_for_its_first_tool() -> None:
+    trip = chat(
+        "Book a flight to Rome and a hotel there",
+        tools=[{"type": "function", "function": {"name": "w", "parameters": {}}}],
     )
-    debugging = choose("orqen/auto", chat("Help me debug this segfault"))
-    assert debugging[0].model == "claude-top" and "'debug'" in debugging[0].reason
-    assert [c.model for c in debugging] == ["claude-top", "claude-twin", "gpt-big"]
+    ranked = [optimizer_pb2.ToolCandidate(name="w", score=0.9), optimizer_pb2.ToolCandidate(name="x", score=0.2)]
+    [clear, *_] = choose("orqen/auto", trip, tool_routing=optimizer_pb2.RoutingTrace(candidates=ranked))
+    assert "simple ask" in clear.reason and "tool lead 0.70" in clear.reason
+    clear_p = classify(RequestProfile.of(request(trip), optimizer_pb2.RoutingTrace(candidates=ranked))).p_complex
+    ranked[1].score = 0.88
+    close = classify(RequestProfile.of(request(trip), optimizer_pb2.RoutingTrace(candidates=ranked)))
+    assert close.p_complex > clear_p and not any("tool lead" in d for d in close.deciding)
 
 
-def test_auto_takes_a_tool_ask_the_optimizer_found_clear_as_a_standard_ask() -> None:
-    with_tools = chat("weather in Oslo?", tools=[{"type": "function", "function": {"name": "w", "parameters": {}}}])
-    clear = optimizer_pb2.RoutingTrace(
-        mode="semantic",
-        candidates=[optimizer_pb2.ToolCandidate(name="w", score=0.9), optimizer_pb2.ToolCandidate(name="x", score=0.5)],
-    )
-    [first, *_] = choose("orqen/auto", with_tools, tool_routing=clear)
-    assert first.model == "o9-think" and "standard ask (one clear tool: w) -> balanced tier" in first.reason
-    close = optimizer_pb2.RoutingTrace(candidates=[*clear.candidates[:1], optimizer_pb2.ToolCandidate(score=0.8)])
-    assert choose("orqen/auto", with_tools, tool_routing=close)[0].model == "claude-top"
-
-
-def test_auto_sends_anything_else_to_the_cheapest_balanced_model() -> None:
-    middling = "Tell me about the history of the printing press. " * 10  # 500 characters
-    assert picks("orqen/auto", chat(middling)) == ["o9-think", "gpt-mid"]
-    assert picks("orqen/auto", chat(middling, temperature=0.3)) == ["gpt-mid"]  # o9-think refuses temperature
+def test_auto_sends_an_ask_it_is_unsure_of_to_the_cheapest_balanced_model() -> None:
+    proof = chat("Prove that there are infinitely many primes.")
+    assert classify(RequestProfile.of(request(proof))).kind == "standard"  # p between 0.3 and 0.5
+    assert picks("orqen/auto", proof) == ["o9-think", "gpt-mid"]
+    assert picks("orqen/auto", {**proof, "temperature": 0.3}) == ["gpt-mid"]  # o9-think refuses temperature
 
 
 def test_auto_degrades_to_any_tier_when_the_wanted_tier_is_not_connected() -> None:
-    [only] = choose("orqen/auto", chat("Prove it"), connected={"groq"})
+    [only] = choose("orqen/auto", chat(CODING), connected={"groq"})
     assert only.model == "groq/tiny" and "no capable-tier model connected" in only.reason
 
 
@@ -282,25 +265,20 @@ def test_an_unknown_context_window_is_no_bar_and_an_output_limit_is_one() -> Non
         choose("orqen/cheap", chat("hi", max_completion_tokens=4000), pool=[short])
 
 
-# The classifier.
+# The classifier (orqen_dispatch.complexity; its own tests in test_complexity.py).
 
 
 @pytest.mark.parametrize(
     ("body", "kind"),
     [
-        (chat("x" * 399), "simple"),
-        (chat("x" * 400), "standard"),
-        ({"messages": [{"role": "system", "content": "y" * 3700}, {"role": "user", "content": "x" * 300}]}, "standard"),
-        (chat("x" * 32_000), "complex"),
-        (chat("hi", tools=[{"type": "function", "function": {"name": "f"}}]), "complex"),
-        (chat("hi", tools=[]), "simple"),
-        (chat("Explain step by step"), "complex"),
-        (chat("Prove that sqrt(2) is irrational"), "complex"),
-        (chat("Please analyse these numbers"), "complex"),
-        (chat("Analyze this"), "complex"),
-        (chat("I am debugging a leak"), "complex"),
-        (chat("Plan my week"), "complex"),
-        (chat("How do I improve my planet drawing?"), "simple"),  # cues are words, not fragments
+        (chat("hi"), "simple"),
+        (chat("Translate 'good night' into Spanish."), "simple"),
+        (chat(CODING), "complex"),
+        (chat("1. Set up a Django project\n2. Add a REST endpoint\n3. Write tests\n4. Add a Dockerfile"), "complex"),
+        (
+            {"messages": [{"role": "user", "content": "x " * 20_000}, {"role": "user", "content": "Summarise it."}]},
+            "complex",
+        ),
         ({"messages": [{"role": "assistant", "content": "let me debug"}, {"role": "user", "content": "ok"}]}, "simple"),
         ({}, "simple"),
     ],
@@ -461,13 +439,13 @@ def test_real_fast_pick_follows_measured_latency() -> None:
 def test_real_auto_follows_the_classification(connected: set[str]) -> None:
     assert real("orqen/auto", HI, connected) == real("orqen/fast", HI, connected)
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    complex_ask = chat("find it", tools=tools)
+    complex_ask = chat(CODING, tools=tools)
     capable = [e for e in eligible(connected, complex_ask) if e.tier == "capable"]
     pick = real("orqen/auto", complex_ask, connected)[0]
     assert pick.tools
     if capable:
         assert pick.tier == "capable" and pick.capability == max(e.capability for e in capable)
-    standard = chat("Summarise the plot of Hamlet in a few paragraphs for a school report, please. " * 6)
+    standard = chat("Prove that there are infinitely many primes.")
     balanced = [e for e in eligible(connected, standard) if e.tier == "balanced"]
     pick = real("orqen/auto", standard, connected)[0]
     if balanced:
