@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import AuthCacheKeys, open_redis
 from orqen_common.events import EventNames, EventPublisher
+from orqen_edge.budgets import AccountingLedger, LimitPolicies
 from orqen_edge.dashboard.session_store import SessionStore
 from orqen_edge.rate_limit import RateLimiter, RateLimits
 from orqen_edge.rpc import Downstream
@@ -25,6 +26,7 @@ class Runtime:
     redis: Redis
     rate_limiter: RateLimiter
     sessions: SessionStore
+    limit_policies: LimitPolicies
 
     @classmethod
     async def open(cls, settings: EdgeSettings, stack: AsyncExitStack) -> Runtime:
@@ -43,6 +45,7 @@ class Runtime:
             AuthCacheKeys(settings.internal_token.get_secret_value()),
             settings.auth_cache_stale_seconds,
         )
-        rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
+        rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings), ledger=AccountingLedger(downstream))
         sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)
-        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions)
+        policies = LimitPolicies(downstream, settings.budget_policy_ttl_seconds)
+        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions, policies)
