@@ -42,7 +42,7 @@ def _policy() -> accounting_pb2.LimitPolicy:
                 id="b2", api_key_id=KEY, period="day", max_spend_usd=1e6, max_tokens=10**12, soft_percent=80
             ),
         ],
-        keys=[accounting_pb2.ApiKeyLimits(api_key_id=KEY, allowed_models=["gpt-4o*"], rpm=10**9, tpm=10**12)],
+        keys=[accounting_pb2.ApiKeyLimits(api_key_id=KEY, allowed_models=["gpt-4o*"], rpm=10**9, tpm=2 * 10**9)],
         key_labels={KEY: "bench (sk-orq-Bnch...)"},
     )
 

@@ -130,6 +130,7 @@ class LedgerRecord:
     k_reason: str = column(lambda c: c.trace.k_reason)
     cost_usd: Decimal = column(lambda c: c.cost_usd, to_message=float)
     savings_usd: Decimal = column(lambda c: c.savings_usd, to_message=float)
+    budget_warning: str = column(lambda c: c.event.budget_warning)
     # Counted in tool health, not stored per request.
     tools_offered: list[str] = staged(lambda c: list(c.event.tools_offered))
     tools_forwarded: list[str] = staged(lambda c: list(c.event.tools_forwarded))

@@ -334,6 +334,8 @@ class Admission:
     limits: CallerLimits
     token: str
     headers: dict[str, str] = field(default_factory=dict)
+    # The budget furthest past its soft threshold when admitted, for the request log; "" when none.
+    warning: str = ""
     settled: bool = False
 
 
@@ -402,6 +404,7 @@ class RateLimiter:
         admission.headers = rate_limit_headers(minute_states)
         if not admitted:
             raise _refusal(states, admission.headers, self._clock())
+        admission.warning = _warning(states)
         for state, claimed in zip(states, claims, strict=True):
             if claimed and isinstance(state, PeriodState):
                 self._correct_later(state.budget)
@@ -555,6 +558,15 @@ def _read(
             states.append(PeriodState(counter, float(used), float(reserved)))
         flags.append(int(flag))
     return bool(answer[0]), states, flags
+
+
+def _warning(states: list[BudgetState | PeriodState]) -> str:
+    """'at 83% of the monthly spend budget of account ($50.00)' for the budget furthest past its soft threshold."""
+    past = [s for s in states if isinstance(s, PeriodState) and s.used >= s.budget.soft_limit]
+    if not past:
+        return ""
+    worst = max(past, key=lambda s: s.used / s.budget.limit)
+    return f"at {100 * worst.used / worst.budget.limit:.0f}% of {worst.budget.describe()}"
 
 
 def _refusal(states: list[BudgetState | PeriodState], headers: Mapping[str, str], now: float) -> RateLimitError:

@@ -146,6 +146,20 @@ async def test_the_limit_policy_holds_budgets_and_key_limits(repo: AccountingRep
     assert policy.key_labels[ci.api_key_id] == f"ci ({ci.prefix}...)"
 
 
+async def test_the_request_log_shows_a_requests_budget_warning(
+    repo: AccountingRepository, connect: Connect, record: Record
+) -> None:
+    account = await repo.ensure_account("acme")
+    key = await repo.create_key(account["id"], "ci", None)
+    warned = _now_event("r1", account["id"], key.api_key_id, 10)
+    warned.budget_warning = "at 83% of the monthly spend budget of account ($50.00)"
+    await record([warned, _now_event("r2", account["id"], key.api_key_id, 10)])
+    async with connect(key.plaintext) as stub:
+        first = await stub.GetRequest(accounting_pb2.GetRequestRequest(request_id="r1"))
+        second = await stub.GetRequest(accounting_pb2.GetRequestRequest(request_id="r2"))
+    assert (first.budget_warning, second.budget_warning) == (warned.budget_warning, "")
+
+
 async def test_a_keys_use_is_summed_from_its_own_rows(
     repo: AccountingRepository, connect: Connect, record: Record
 ) -> None:

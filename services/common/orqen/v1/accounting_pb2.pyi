@@ -1242,6 +1242,7 @@ class RequestRecord(_message.Message):
     K_REASON_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
+    BUDGET_WARNING_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -1288,6 +1289,8 @@ class RequestRecord(_message.Message):
     0 for a model the catalogue does not price.
     """
     savings_usd: _builtins.float
+    budget_warning: _builtins.str
+    """RequestCompleted.budget_warning: a budget past its soft threshold when it was admitted."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1341,10 +1344,11 @@ class RequestRecord(_message.Message):
         k_reason: _builtins.str = ...,
         cost_usd: _builtins.float = ...,
         savings_usd: _builtins.float = ...,
+        budget_warning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "budget_warning", b"budget_warning", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -137,6 +137,7 @@ class ChatCall:
             tools_called=recorded_names(self.tools_called),
             tools_offered=recorded_names(self.tools_offered),
             tools_forwarded=recorded_names(self.tools_forwarded),
+            budget_warning=self.admission.warning if self.admission else "",
         )
         return self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 

@@ -163,6 +163,11 @@ async def test_the_soft_threshold_is_reported_once_per_period(redis: Redis) -> N
     ledger = Ledger()
     limiter = _limiter(redis, ledger)
     limits = CallerLimits(periods=(_budget(TOKENS, 1_000, soft=50),))
+    warnings = []
     for _ in range(4):
-        await limiter.charge(await limiter.admit("acct", "key", limits), tokens=200)
+        admitted = await limiter.admit("acct", "key", limits)
+        warnings.append(admitted.warning)
+        await limiter.charge(admitted, tokens=200)
     assert ledger.crossings == [(TOKENS, "soft", 600.0)]
+    # Each request admitted past the threshold carries it to the request log.
+    assert warnings == ["", "", "", "at 60% of the daily tokens budget of account (1,000 tokens)"]

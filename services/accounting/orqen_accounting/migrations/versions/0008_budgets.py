@@ -42,6 +42,8 @@ def upgrade() -> None:
             tokens bigint NOT NULL,
             PRIMARY KEY (budget_id, period_start, threshold)
         );
+        -- A budget past its soft threshold when the request was admitted (the request log shows it).
+        ALTER TABLE requests ADD COLUMN budget_warning text NOT NULL DEFAULT '';
         -- A key's spend in a period is summed from its raw rows (the daily rollups are per account).
         CREATE INDEX requests_key_time ON requests (api_key_id, created_at) WHERE api_key_id IS NOT NULL;
         """
@@ -52,6 +54,7 @@ def downgrade() -> None:
     op.execute(
         """
         DROP INDEX requests_key_time;
+        ALTER TABLE requests DROP COLUMN budget_warning;
         DROP TABLE budget_alerts;
         DROP TABLE budgets;
         ALTER TABLE api_keys DROP COLUMN allowed_models, DROP COLUMN rpm, DROP COLUMN tpm;
