@@ -1,10 +1,11 @@
 """The cost of the budget check on the request path, printed by `make bench` after its latency table.
 
-What a request with every kind of limit pays: the caller's limits built from its account's policy
-(kept in the edge's memory), admission (one Lua round trip to Redis over the per-minute limits of
-the key and the account and the spend and token counters of a daily key budget and a monthly
-account budget), and the charge after the call (a second round trip, off the answer's path for
-streams, after the body for the rest). Measured against the running stack's own Redis.
+What a request with every kind of limit pays: its limits from its account's policy (kept in the
+edge's memory; accounting is asked once here, as once per ORQEN_BUDGET_POLICY_TTL_SECONDS),
+admission (one Lua round trip to Redis over the per-minute limits of the key and the account and
+the spend and token counters of a daily key budget and a monthly account budget), and the charge
+after the call (a second round trip, after the answer's last byte). Beside them, a bare round trip
+to the same Redis (a one-line script): what any check in Redis costs on this machine.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2
 from orqen_common.context import Principal
-from orqen_edge.budgets import caller_limits
+from orqen_edge.budgets import LimitPolicies, admit_call
 from orqen_edge.rate_limit import RateLimiter, RateLimits
 
 ACCOUNT, KEY = "00000000-0000-0000-0000-00000000be01", "00000000-0000-0000-0000-00000000be02"
+
+
+class _Accounting:
+    """Accounting's answers, in memory: its policy, asked once here (the edge keeps it for seconds)."""
+
+    async def limit_policy(self, account_id: str) -> accounting_pb2.LimitPolicy:
+        return _policy()
 
 
 class _Ledger:
@@ -51,14 +59,14 @@ async def budget_check_cost(redis_url: str, requests: int = 2_000) -> dict[str, 
     """p50 and p95 (ms) of admission and of the charge, each timed on its own, over `requests` requests."""
     redis = Redis.from_url(redis_url)
     limiter = RateLimiter(redis, RateLimits(account_rpm=10**9, account_tpm=10**12), ledger=_Ledger())
-    policy, principal = _policy(), Principal(kind="api_key", account_id=ACCOUNT, api_key_id=KEY)
+    policies = LimitPolicies(_Accounting(), ttl=3600)  # type: ignore[arg-type]
+    principal = Principal(kind="api_key", account_id=ACCOUNT, api_key_id=KEY)
     admit_ms: list[float] = []
     charge_ms: list[float] = []
     try:
         for n in range(requests + 50):  # the first 50 warm up (script load, seeding, connections)
             started = time.perf_counter()
-            limits = caller_limits(policy, principal, dt.datetime.now(dt.UTC))
-            admission = await limiter.admit(ACCOUNT, KEY, limits)
+            admission = await admit_call(policies, limiter, principal, "gpt-4o-mini")
             admitted = time.perf_counter()
             await limiter.charge(admission, tokens=120, spend_usd=0.0001)
             charged = time.perf_counter()
@@ -67,7 +75,23 @@ async def budget_check_cost(redis_url: str, requests: int = 2_000) -> dict[str, 
                 charge_ms.append((charged - admitted) * 1000)
     finally:
         await redis.aclose()
-    return {"admit": _p50_p95(admit_ms), "charge": _p50_p95(charge_ms)}
+    return {"admit": _p50_p95(admit_ms), "charge": _p50_p95(charge_ms), "redis": await _round_trip(redis_url)}
+
+
+async def _round_trip(redis_url: str, requests: int = 2_000) -> tuple[float, float]:
+    """p50 and p95 (ms) of the smallest script call: the floor under any check kept in Redis."""
+    redis = Redis.from_url(redis_url)
+    script = redis.register_script("return 1")
+    samples = []
+    try:
+        for n in range(requests + 50):
+            started = time.perf_counter()
+            await script(keys=["orqen:bench:noop"], args=[])
+            if n >= 50:
+                samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        await redis.aclose()
+    return _p50_p95(samples)
 
 
 def _p50_p95(samples: list[float]) -> tuple[float, float]:

@@ -294,6 +294,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
             print("\nbudget check on the request path (4 per-minute limits, 4 period counters; bench/budget_check.py)")
             for step, (p50, p95) in costs.items():
                 print(f"  {step:<7} p50 {p50:.3f} ms  p95 {p95:.3f} ms", flush=True)
+            print("  (redis: a bare script round trip to the same Redis, the floor under any check kept there)")
         finally:
             await stack.stop()
 

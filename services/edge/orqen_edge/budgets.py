@@ -52,6 +52,8 @@ class LimitPolicies:
         self._clock = clock
         self._known: dict[str, tuple[float, accounting_pb2.LimitPolicy | None]] = {}
         self._fetching: dict[str, asyncio.Future[accounting_pb2.LimitPolicy | None]] = {}
+        # (account, key) -> the policy they were built from, until when they hold, the caller's limits.
+        self._callers: dict[tuple[str, str], tuple[accounting_pb2.LimitPolicy | None, dt.datetime, CallerLimits]] = {}
 
     async def get(self, account_id: str) -> accounting_pb2.LimitPolicy | None:
         """The account's policy; None when it is unknown (accounting away)."""
@@ -70,6 +72,20 @@ class LimitPolicies:
             return policy
         finally:
             del self._fetching[account_id]
+
+    async def caller(
+        self, principal: Principal, now: dt.datetime
+    ) -> tuple[accounting_pb2.LimitPolicy | None, CallerLimits]:
+        """The caller's account policy and its limits now; the limits are built once per policy and period."""
+        policy = await self.get(principal.account_id)
+        scope = (principal.account_id, principal.api_key_id)
+        cached = self._callers.get(scope)
+        if cached is not None and cached[0] is policy and now < cached[1]:
+            return policy, cached[2]
+        limits = caller_limits(policy, principal, now)
+        until = min((p.resets_at for p in limits.periods), default=now + dt.timedelta(days=1))
+        self._callers[scope] = (policy, until, limits)
+        return policy, limits
 
     def forget(self, account_id: str) -> None:
         """Drop the account's policy after a change made through this replica (the others follow within `ttl`)."""
@@ -201,9 +217,10 @@ class AccountingLedger:
 
 async def admit_call(policies: LimitPolicies, limiter: RateLimiter, principal: Principal, model: str) -> Admission:
     """Check the caller's allowed models, then admit the request against every limit of its key and account."""
-    policy = await policies.get(principal.account_id) if principal.account_id else None
+    if not principal.account_id:
+        return await limiter.admit("", principal.api_key_id)
+    policy, limits = await policies.caller(principal, dt.datetime.now(dt.UTC))
     check_model_allowed(policy, principal, model)
-    limits = caller_limits(policy, principal, dt.datetime.now(dt.UTC))
     return await limiter.admit(principal.account_id, principal.api_key_id, limits)
 
 
