@@ -65,12 +65,15 @@ def checked_budget(request: accounting_pb2.BudgetDefinition) -> tuple[str | None
         raise invalid_request(f"max_spend_usd must be between 0 and {_MAX_SPEND_USD:.0f}.")
     if request.max_tokens < 0:
         raise invalid_request("max_tokens cannot be negative.")
-    if spend == 0 and request.max_tokens == 0:
-        raise invalid_request("A budget needs max_spend_usd or max_tokens (or both).")
+    # As stored: an amount below the stored precision (1e-10 USD) is no limit at all.
+    max_spend = Decimal(repr(spend)).quantize(_STORED_PRECISION)
+    if max_spend == 0 and request.max_tokens == 0:
+        raise invalid_request(
+            "A budget needs max_spend_usd or max_tokens (or both); max_spend_usd is at least 0.0000000001."
+        )
     soft = request.soft_percent or DEFAULT_SOFT_PERCENT
     if not 1 <= soft <= 100:
         raise invalid_request("soft_percent must be between 1 and 100.")
-    max_spend = Decimal(repr(spend)).quantize(_STORED_PRECISION)
     return key_id, request.period, max_spend, request.max_tokens, soft
 
 

@@ -1,5 +1,6 @@
 """Accounting against real Postgres: keys, idempotent ingest, pagination, tenant isolation."""
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -23,8 +24,11 @@ Record = Callable[[list[events_pb2.RequestCompleted]], Awaitable[int]]
 
 async def test_migrations_are_repeatable(orqen_database_url: str, pool: asyncpg.Pool) -> None:
     upgrade_to_head(orqen_database_url, SCHEMA, MIGRATIONS)
-    newest = max(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9]*.py"))
-    assert await pool.fetchval("SELECT version_num FROM accounting.alembic_version") == newest
+    newest = max((MIGRATIONS / "versions").glob("[0-9]*.py"))
+    # A revision id is the file's number, or its number and a name ("0008_budgets").
+    declared = re.search(r'^revision = "(.+)"$', newest.read_text(), re.MULTILINE)
+    assert declared is not None
+    assert await pool.fetchval("SELECT version_num FROM accounting.alembic_version") == declared[1]
 
 
 async def test_keys_are_stored_as_hashes_and_bootstrap_keys_are_idempotent(

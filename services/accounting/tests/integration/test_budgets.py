@@ -113,6 +113,8 @@ async def test_bad_budgets_and_limits_are_refused_by_field(
             "soft_percent": accounting_pb2.BudgetDefinition(period="day", max_tokens=1, soft_percent=101),
             "max_tokens cannot": accounting_pb2.BudgetDefinition(period="day", max_tokens=-1),
             "max_spend_usd must": accounting_pb2.BudgetDefinition(period="day", max_spend_usd=float("nan")),
+            # Below the stored precision it would be stored as no limit at all (found by the OpenAPI fuzzer).
+            "at least 0.0000000001": accounting_pb2.BudgetDefinition(period="day", max_spend_usd=5e-324),
         }
         for words, budget in cases.items():
             assert words in await orqen_refused(stub.PutBudget(budget), grpc.StatusCode.INVALID_ARGUMENT)

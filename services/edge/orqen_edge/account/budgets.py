@@ -112,8 +112,8 @@ def _view(budget: accounting_pb2.BudgetDefinition, spend: float, tokens: int) ->
     times = plain(budget)
     spend_share = 100 * spend / budget.max_spend_usd if budget.max_spend_usd else None
     token_share = 100 * tokens / budget.max_tokens if budget.max_tokens else None
-    shares = [s for s in (spend_share, token_share) if s is not None]
-    status = "exceeded" if max(shares) >= 100 else "warning" if max(shares) >= budget.soft_percent else "ok"
+    share = max((s for s in (spend_share, token_share) if s is not None), default=0.0)
+    status = "exceeded" if share >= 100 else "warning" if share >= budget.soft_percent else "ok"
     return BudgetView(
         id=budget.id,
         api_key_id=budget.api_key_id or None,
