@@ -203,3 +203,19 @@ async def test_bad_budgets_are_400s_and_other_accounts_keys_404s(stack: Any, own
     assert foreign.status_code == 404
     unknown = await owner.delete("/v1/account/budgets/00000000-0000-0000-0000-000000000001")
     assert unknown.status_code == 404
+
+
+async def test_a_routing_string_picks_only_among_the_keys_allowed_models(stack: Any, owner: httpx.AsyncClient) -> None:
+    created = await owner.post("/v1/account/keys", json={"name": "narrow", "allowed_models": ["gpt-4o-mini"]})
+    narrow = created.json()
+    created = await owner.post("/v1/account/keys", json={"name": "none", "allowed_models": ["no-such-model"]})
+    nothing = created.json()
+    body = {"model": "orqen/cheap", "messages": MESSAGES}
+    async with http(stack, narrow["key"]) as client:
+        answered = await client.post("/v1/chat/completions", json=body)
+    # The edge lets the routing string through; dispatch keeps its pick to the allowed models.
+    assert answered.status_code == 200 and answered.headers["x-orqen-model"] == "gpt-4o-mini"
+    async with http(stack, nothing["key"]) as client:
+        refused = await client.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "No model 'orqen/cheap' would pick is allowed for this API key."

@@ -14,11 +14,14 @@ import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import aclosing
 
+import grpc
+
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common.allowed_models import model_allowed
 from orqen_common.canonical import TokenUsage
 from orqen_common.catalogue import Catalogue
 from orqen_common.context import account_scope
-from orqen_common.errors import invalid_request
+from orqen_common.errors import OrqenError, invalid_request, kind_for_grpc
 from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
@@ -146,11 +149,20 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         model = chat.model
         # Only a routing string reads the figures: a named model costs no Redis read for them.
         stats = await self._measured() if model.startswith(ROUTING_PREFIX) else {}
-        choices = self._chooser.choose(
-            model, chat, self._connected(config), config.disabled_models, stats, request.tool_routing
-        )
+        disabled = config.disabled_models
+        if request.allowed_models and model.startswith(ROUTING_PREFIX):
+            # A routing string picks among the models the caller's key may use.
+            entries = self._catalogue.entries
+            refused = {e.model for e in entries if not model_allowed(e.model, request.allowed_models)}
+            if len(refused) == len(entries):
+                raise _not_allowed(model)
+            disabled = disabled | refused
+        choices = self._chooser.choose(model, chat, self._connected(config), disabled, stats, request.tool_routing)
         chosen = {choice.model for choice in choices}
         choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
+        choices = [choice for choice in choices if model_allowed(choice.model, request.allowed_models)]
+        if not choices:
+            raise _not_allowed(model)
         saved = config.credentials
         # The provider the caller's model names, the only one its own key is for (a routing string names none).
         requested = None if model.startswith(ROUTING_PREFIX) else self._router.resolve(model, saved.keys())[0].name
@@ -185,3 +197,12 @@ def _parse(chat_json: bytes) -> ChatRequest:
     if not chat.model:
         raise invalid_request("chat_json must be a chat request with a model.")
     return chat
+
+
+def _not_allowed(model: str) -> OrqenError:
+    """No model the request could be answered by is one its API key may use (CompleteRequest.allowed_models)."""
+    return OrqenError(
+        kind_for_grpc(grpc.StatusCode.PERMISSION_DENIED),
+        f"No model {model!r} would pick is allowed for this API key.",
+        code="model_not_allowed",
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fnmatch
 import time
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from orqen.v1 import accounting_pb2, common_pb2
+from orqen_common.allowed_models import ROUTING_PREFIX, model_allowed
 from orqen_common.budget_period import period_end, period_start
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal
@@ -116,7 +116,12 @@ def caller_limits(policy: accounting_pb2.LimitPolicy | None, principal: Principa
     ]
     if key is None and not periods:
         return NO_LIMITS
-    return CallerLimits(key_rpm=key.rpm if key else 0, key_tpm=key.tpm if key else 0, periods=tuple(periods))
+    return CallerLimits(
+        key_rpm=key.rpm if key else 0,
+        key_tpm=key.tpm if key else 0,
+        periods=tuple(periods),
+        allowed_models=tuple(key.allowed_models) if key else (),
+    )
 
 
 def period_budgets(
@@ -155,9 +160,9 @@ def _owner(policy: accounting_pb2.LimitPolicy, budget: accounting_pb2.BudgetDefi
 def check_model_allowed(policy: accounting_pb2.LimitPolicy | None, principal: Principal, model: str) -> None:
     """A 403 in the caller's SDK shape when the caller's key may not use `model` (names or glob patterns)."""
     key = _key_limits(policy, principal.api_key_id) if policy is not None else None
-    if key is None or not key.allowed_models or not model:
+    if key is None or not model or model_allowed(model, key.allowed_models):
         return
-    if any(fnmatch.fnmatchcase(model, pattern) for pattern in key.allowed_models):
+    if model.startswith(ROUTING_PREFIX):  # dispatch keeps what it picks to the allowed models
         return
     assert policy is not None
     label = policy.key_labels.get(principal.api_key_id, principal.api_key_id)

@@ -278,6 +278,7 @@ class CallerLimits:
     key_rpm: int = 0  # 0: the operator's default (RateLimits)
     key_tpm: int = 0
     periods: tuple[PeriodBudget, ...] = ()
+    allowed_models: tuple[str, ...] = ()  # names or glob patterns; empty: any model
 
 
 NO_LIMITS = CallerLimits()

@@ -332,7 +332,11 @@ def _without_examples(tool: AnyTool) -> AnyTool:
 
 def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.CompleteRequest:
     return dispatch_pb2.CompleteRequest(
-        context=call.context, chat_json=forwardable(chat), credentials=call.credentials, tool_routing=call.trace
+        context=call.context,
+        chat_json=forwardable(chat),
+        credentials=call.credentials,
+        tool_routing=call.trace,
+        allowed_models=call.admission.limits.allowed_models if call.admission else (),
     )
 
 
