@@ -65,13 +65,17 @@ class LimitPolicies:
             return await asyncio.shield(pending)
         future: asyncio.Future[accounting_pb2.LimitPolicy | None] = asyncio.get_running_loop().create_future()
         self._fetching[account_id] = future
+        last = known[1] if known else None
         try:
-            policy = await self._fetch(account_id, known[1] if known else None)
-            self._known[account_id] = (self._clock() + self._ttl, policy)
-            future.set_result(policy)
-            return policy
+            policy = await self._fetch(account_id, last)
+        except BaseException:
+            future.set_result(last)  # this request was cancelled: the others waiting on it go on with the last known
+            raise
         finally:
             del self._fetching[account_id]
+        self._known[account_id] = (self._clock() + self._ttl, policy)
+        future.set_result(policy)
+        return policy
 
     async def caller(
         self, principal: Principal, now: dt.datetime

@@ -394,7 +394,8 @@ class RateLimiter:
         plan += [(p, 0, 0) for p in limits.periods]
         answer = await self._run("admit", plan, admission.token)
         if answer is not None and answer[0] == -1:
-            await self._seed([plan[int(i) - 1][0] for i in answer[1:]])  # type: ignore[misc]
+            missing = [plan[int(i) - 1][0] for i in answer[1:]]
+            await self._seed([counter for counter in missing if isinstance(counter, PeriodBudget)])
             answer = await self._run("admit", plan, admission.token)
             if answer is not None and answer[0] == -1:  # flushed again in between: no budget is guessed
                 raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "Budget counters are being rebuilt; retry shortly.")
