@@ -51,8 +51,7 @@ def _budget(unit: str, limit: float, *, key: str = "", soft: float = 80) -> Peri
 
 @pytest.fixture
 async def redis(orqen_redis_db_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(orqen_redis_db_url)
-    await client.flushdb()
+    client = Redis.from_url(orqen_redis_db_url)  # a database of this test's own
     yield client
     await client.aclose()
 
@@ -171,3 +170,21 @@ async def test_the_soft_threshold_is_reported_once_per_period(redis: Redis) -> N
     assert ledger.crossings == [(TOKENS, "soft", 600.0)]
     # Each request admitted past the threshold carries it to the request log.
     assert warnings == ["", "", "", "at 60% of the daily tokens budget of account (1,000 tokens)"]
+
+
+async def test_once_a_minute_one_request_claims_the_counters_correction_from_the_ledger(redis: Redis) -> None:
+    ledger = Ledger()
+    now = [NOW.timestamp()]
+    limiter = RateLimiter(redis, RateLimits(), ledger=ledger, clock=lambda: now[0], redis_deadline=300)
+    limits = CallerLimits(periods=(_budget(SPEND, 10.0),))
+    await limiter.charge(await limiter.admit("acct", "key", limits), tokens=0, spend_usd=1.0)
+    ledger.stored[""] = (4.0, 0)  # charges an edge made while Redis was unreachable
+    await limiter.charge(await limiter.admit("acct", "key", limits), tokens=0, spend_usd=1.0)
+    assert ledger.asked == [""]  # seeded once; within the minute nobody corrects
+    now[0] += 61
+    admissions = [await limiter.admit("acct", "key", limits) for _ in range(3)]
+    await asyncio.sleep(0.05)  # the correction runs off the request path
+    assert ledger.asked == ["", ""]  # one request of the three claimed it
+    assert await limiter.period_use(limits.periods) == {limits.periods[0].redis_key: 4.0}
+    for admission in admissions:
+        await limiter.charge(admission, tokens=0)
