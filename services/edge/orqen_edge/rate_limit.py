@@ -67,7 +67,7 @@ _REDIS_DEADLINE_SECONDS = 0.5
 _PERIOD_GRACE_MS = 3_600_000
 
 # KEYS: one counter each. ARGV: now_ms, window_ms, mode ("admit" or "charge"), the request's
-# reservation token, reservation_ms, reconcile_ms, then five per counter: kind, limit, a, b, c.
+# reservation token, reservation_ms, reconcile_ms, then one per counter: "kind limit a b c".
 #   kind "b", a per-minute bucket {used, at}: a = need (admit), b = cost.
 #   kind "p", a period counter {used, reserved, est, r:<token>, checked, sweep, soft, hard}:
 #     b = cost (charge), c = the soft threshold.
@@ -83,7 +83,11 @@ local admit = ARGV[3] == 'admit'
 local token = 'r:' .. ARGV[4]
 local reservation_ms = tonumber(ARGV[5])
 local reconcile_ms = tonumber(ARGV[6])
-local function arg(i, j) return ARGV[6 + (i - 1) * 5 + j] end
+local spec = {}
+for i = 1, #KEYS do
+  local kind, limit, a, b, c = string.match(ARGV[6 + i], '^(%a) (%S+) (%S+) (%S+) (%S+)$')
+  spec[i] = {kind = kind, limit = tonumber(limit), a = tonumber(a), b = tonumber(b), c = tonumber(c)}
+end
 local function fmt(x) return string.format('%.17g', x) end
 
 -- What the request reservations of a counter hold, with the expired ones dropped.
@@ -107,15 +111,15 @@ end
 local state, missing = {}, {}
 local admitted = 1
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(arg(i, 2))
-  if arg(i, 1) == 'b' then
+  local limit = spec[i].limit
+  if spec[i].kind == 'b' then
     local h = redis.call('HMGET', key, 'used', 'at')
     local last = tonumber(h[2]) or now
     -- A replica whose clock is behind the last writer's drains nothing rather than refilling.
     local drained = math.max(now - last, 0) * limit / window
     local used = math.max((tonumber(h[1]) or 0) - drained, 0)
     state[i] = {used = used, at = math.max(now, last)}
-    if admit and used + tonumber(arg(i, 3)) > limit then admitted = 0 end
+    if admit and used + spec[i].a > limit then admitted = 0 end
   else
     local h = redis.call('HMGET', key, 'used', 'reserved', 'est', 'checked', 'sweep')
     if not h[1] then
@@ -139,11 +143,11 @@ end
 
 local answer = {admitted}
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(arg(i, 2))
+  local limit = spec[i].limit
   local s = state[i]
   local flag = 0
-  if arg(i, 1) == 'b' then
-    local cost = tonumber(arg(i, 4))
+  if spec[i].kind == 'b' then
+    local cost = spec[i].b
     if admitted == 1 and cost > 0 then
       s.used = s.used + cost
       redis.call('HSET', key, 'used', fmt(s.used), 'at', string.format('%d', s.at))
@@ -168,7 +172,7 @@ for i, key in ipairs(KEYS) do
       redis.call('HDEL', key, token)
       s.reserved = math.max(s.reserved - tonumber(string.sub(held, 1, string.find(held, ' ', 1, true) - 1)), 0)
     end
-    local cost = tonumber(arg(i, 4))
+    local cost = spec[i].b
     local before = s.used
     s.used = s.used + cost
     local fields = {'used', fmt(s.used), 'reserved', fmt(s.reserved)}
@@ -176,7 +180,7 @@ for i, key in ipairs(KEYS) do
       fields[5], fields[6] = 'est', fmt(math.max(cost, 0.9 * (s.est or cost) + 0.1 * cost))
     end
     redis.call('HSET', key, unpack(fields))
-    local soft = tonumber(arg(i, 5))
+    local soft = spec[i].c
     if before < soft and s.used >= soft and redis.call('HSETNX', key, 'soft', now) == 1 then flag = flag + 1 end
     if before < limit and s.used >= limit and redis.call('HSETNX', key, 'hard', now) == 1 then flag = flag + 2 end
   end
@@ -533,9 +537,9 @@ class RateLimiter:
         ]
         for counter, need, cost in plan:
             if isinstance(counter, Budget):
-                args += ["b", counter.limit, need, cost, 0]
+                args.append(f"b {counter.limit} {need} {cost} 0")
             else:
-                args += ["p", repr(counter.limit), 0, repr(float(cost)), repr(counter.soft_limit)]
+                args.append(f"p {counter.limit!r} 0 {float(cost)!r} {counter.soft_limit!r}")
         try:
             async with asyncio.timeout(self._redis_deadline):
                 reply: list[bytes | int] = await self._script(keys=[c.redis_key for c, _, _ in plan], args=args)
