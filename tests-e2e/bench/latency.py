@@ -39,6 +39,7 @@ import httpx
 import orjson
 from process_usage import cpu_seconds
 
+from bench.budget_check import budget_check_cost
 from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 from fakes.serve import free_port
@@ -289,6 +290,11 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                         if pids:
                             line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
                         print(line, flush=True)
+            costs = await budget_check_cost(stack.service_env["ORQEN_REDIS_URL"])
+            print("\nbudget check on the request path (4 per-minute limits, 4 period counters; bench/budget_check.py)")
+            for step, (p50, p95) in costs.items():
+                print(f"  {step:<7} p50 {p50:.3f} ms  p95 {p95:.3f} ms", flush=True)
+            print("  (redis: a bare script round trip to the same Redis, the floor under any check kept there)")
         finally:
             await stack.stop()
 

@@ -137,6 +137,7 @@ class LedgerRecord:
     cost_usd: Decimal | None = column(lambda c: c.cost_usd, to_message=_money)
     savings_usd: Decimal | None = column(lambda c: c.savings_usd, to_message=_money)
     price_unknown: bool = column(lambda c: c.price_unknown)
+    budget_warning: str = column(lambda c: c.event.budget_warning)
     # Counted in tool health, not stored per request.
     tools_offered: list[str] = staged(lambda c: list(c.event.tools_offered))
     tools_forwarded: list[str] = staged(lambda c: list(c.event.tools_forwarded))

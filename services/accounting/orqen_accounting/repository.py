@@ -76,7 +76,7 @@ class RequestFilter:
     until: dt.datetime | None = None  # created_at < until
 
 
-_KEY_INFO = "id::text, name, prefix, created_at, last_used_at, revoked_at"
+_KEY_INFO = "id::text, name, prefix, created_at, last_used_at, revoked_at, allowed_models, rpm, tpm"
 _CREDENTIAL_INFO = "id::text, account_id::text, provider, auth, last4, base_url, region, created_at, updated_at"
 _PREFERENCES = "mode, k_floor, k_cap, ab_control_share, fallback_models"
 

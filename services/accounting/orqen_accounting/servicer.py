@@ -14,6 +14,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, usage_pb2
+from orqen_accounting.budgets import (
+    BudgetRepository,
+    budget_message,
+    budgets_with_use,
+    checked_budget,
+    checked_key_limits,
+    timestamp_datetime,
+)
 from orqen_accounting.ledger_record import request_message
 from orqen_accounting.owners import (
     MAX_INVITE_TOKEN,
@@ -81,6 +89,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self._redis = redis
         self._auth_cache = auth_cache
         self._owners = OwnerRepository(repo.pool)
+        self._budgets = BudgetRepository(repo.pool)
 
     async def Authenticate(
         self, request: accounting_pb2.AuthenticateRequest, context: ServicerContext
@@ -473,6 +482,95 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             raise not_found(f"No owner {owner_id} in this account.")
         return _owner_message(owner)
 
+    # --- budgets and per-key limits ----------------------------------------------------------
+
+    async def SetApiKeyLimits(
+        self, request: accounting_pb2.ApiKeyLimits, context: ServicerContext
+    ) -> accounting_pb2.ApiKeyInfo:
+        account_id = _account(request.account_id)
+        api_key_id = checked_uuid(request.api_key_id, "api_key_id")
+        models, rpm, tpm = checked_key_limits(request)
+        row = await self._budgets.set_key_limits(account_id, api_key_id, models, rpm, tpm)
+        if row is None:
+            raise not_found(f"No API key {api_key_id} in this account.")
+        return _key_info(row)
+
+    async def PutBudget(
+        self, request: accounting_pb2.BudgetDefinition, context: ServicerContext
+    ) -> accounting_pb2.BudgetDefinition:
+        account_id = _account(request.account_id)
+        await self._require_account(account_id)
+        api_key_id, period, max_spend, max_tokens, soft = checked_budget(request)
+        row = await self._budgets.put(account_id, api_key_id, period, max_spend, max_tokens, soft)
+        if row is None:
+            raise not_found(f"No API key {api_key_id} in this account.")
+        return budget_message(row)
+
+    async def ListBudgets(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ListBudgetsResponse:
+        account_id = _account(request.account_id)
+        budgets = await budgets_with_use(self._budgets, account_id, dt.datetime.now(dt.UTC))
+        if not budgets:
+            await self._require_account(account_id)
+        return accounting_pb2.ListBudgetsResponse(budgets=budgets)
+
+    async def DeleteBudget(
+        self, request: accounting_pb2.BudgetRef, context: ServicerContext
+    ) -> accounting_pb2.BudgetDefinition:
+        account_id = _account(request.account_id)
+        budget_id = checked_uuid(request.budget_id, "budget_id")
+        row = await self._budgets.delete(account_id, budget_id)
+        if row is None:
+            raise not_found(f"No budget {budget_id} in this account.")
+        return budget_message(row)
+
+    async def GetLimitPolicy(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.LimitPolicy:
+        require_service()
+        account_id = _account(request.account_id)
+        keys = await self._budgets.keys_with_limits(account_id)
+        return accounting_pb2.LimitPolicy(
+            budgets=[budget_message(row) for row in await self._budgets.of_account(account_id)],
+            keys=[
+                accounting_pb2.ApiKeyLimits(
+                    account_id=account_id,
+                    api_key_id=k["id"],
+                    allowed_models=k["allowed_models"],
+                    rpm=k["rpm"],
+                    tpm=k["tpm"],
+                )
+                for k in keys
+                if k["allowed_models"] or k["rpm"] or k["tpm"]
+            ],
+            key_labels={k["id"]: f"{k['name']} ({k['prefix']}...)" for k in keys},
+        )
+
+    async def GetBudgetUse(
+        self, request: accounting_pb2.BudgetUseRequest, context: ServicerContext
+    ) -> accounting_pb2.BudgetUse:
+        require_service()
+        account_id = _account(request.account_id)
+        api_key_id = checked_uuid(request.api_key_id, "api_key_id") if request.api_key_id else None
+        spend, tokens = await self._budgets.use(account_id, api_key_id, timestamp_datetime(request.since))
+        return accounting_pb2.BudgetUse(spend_usd=spend, tokens=tokens)
+
+    async def RecordBudgetAlert(
+        self, request: accounting_pb2.BudgetAlert, context: ServicerContext
+    ) -> accounting_pb2.BudgetAlert:
+        require_service()
+        account_id = _account(request.account_id)
+        if request.threshold not in ("soft", "hard"):
+            raise invalid_request("threshold must be 'soft' or 'hard'.")
+        budget_id = checked_uuid(request.budget_id, "budget_id")
+        start = timestamp_datetime(request.period_start)
+        if not await self._budgets.record_alert(
+            account_id, budget_id, start, request.threshold, request.spend_usd, request.tokens
+        ):
+            raise not_found(f"No budget {budget_id} in this account.")
+        return request
+
     async def _of_account(self, account_id: str, rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
         """The account's rows; none is only an answer for an account that exists."""
         if not rows:
@@ -550,6 +648,9 @@ def _key_info(row: asyncpg.Record) -> accounting_pb2.ApiKeyInfo:
         id=row["id"],
         name=row["name"],
         prefix=row["prefix"],
+        allowed_models=row["allowed_models"],
+        rpm=row["rpm"],
+        tpm=row["tpm"],
         **_timestamps(row, "created_at", "last_used_at", "revoked_at"),
     )
 

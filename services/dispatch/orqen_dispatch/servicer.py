@@ -14,10 +14,13 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 
+import grpc
+
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
+from orqen_common.allowed_models import model_allowed
 from orqen_common.canonical import TokenUsage
 from orqen_common.context import account_scope
-from orqen_common.errors import invalid_request
+from orqen_common.errors import OrqenError, invalid_request, kind_for_grpc
 from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
 from orqen_common.prices import price_source
@@ -148,10 +151,18 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         stats: Mapping[str, ModelStats] = {}
         if model.startswith(ROUTING_PREFIX):
             listed = (await self._available.of(config)).models
+            if listed and request.allowed_models:
+                # A routing string picks among the models the caller's key may use.
+                listed = [m for m in listed if model_allowed(m.model, request.allowed_models)]
+                if not listed:
+                    raise _not_allowed(model)
             stats = await self._latency.snapshot(m.model for m in routable(listed, config.disabled_models))
         choices = self._chooser.choose(model, chat, listed, config.disabled_models, stats, request.tool_routing)
         chosen = {choice.model for choice in choices}
         choices += [Choice(m, "fallback") for m in config.fallback_models if m not in chosen]
+        choices = [choice for choice in choices if model_allowed(choice.model, request.allowed_models)]
+        if not choices:
+            raise _not_allowed(model)
         saved = config.credentials
         # The provider the caller's model names, the only one its own key is for (a routing string names none).
         requested = None if model.startswith(ROUTING_PREFIX) else self._router.resolve(model, saved.keys())[0].name
@@ -182,3 +193,12 @@ def _parse(chat_json: bytes) -> ChatRequest:
     if not chat.model:
         raise invalid_request("chat_json must be a chat request with a model.")
     return chat
+
+
+def _not_allowed(model: str) -> OrqenError:
+    """No model the request could be answered by is one its API key may use (CompleteRequest.allowed_models)."""
+    return OrqenError(
+        kind_for_grpc(grpc.StatusCode.PERMISSION_DENIED),
+        f"No model {model!r} would pick is allowed for this API key.",
+        code="model_not_allowed",
+    )

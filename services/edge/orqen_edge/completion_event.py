@@ -7,10 +7,14 @@ the first byte, or 499 when the client left), then the tokens the call used are 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from orqen_common.errors import OrqenError
+
+# Charges of streams whose client left, running on their own (a closed stream can await nothing).
+_RELEASES: set[asyncio.Task[None]] = set()
 
 
 class StreamedCall(Protocol):
@@ -44,5 +48,10 @@ async def publish_after_last_byte(
             yield error_event(err)
     finally:
         call.record(status, error)
-    # Not reached when the client left: then dispatch never reported the usage.
+        if status == 499:
+            # The client left: dispatch never reported the usage, but what the call held of its
+            # budgets is released now rather than when its reservation expires.
+            task = asyncio.ensure_future(call.charge_tokens())
+            _RELEASES.add(task)
+            task.add_done_callback(_RELEASES.discard)
     await call.charge_tokens()

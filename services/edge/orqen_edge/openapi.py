@@ -55,12 +55,14 @@ _SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
 _WHEN = {
     400: "Invalid request: a body or parameter that does not fit, or a setup precondition.",
     401: "Missing or invalid credentials.",
-    403: "An API key on a dashboard-session route, or a missing or wrong CSRF token.",
+    403: "An API key on a dashboard-session route, a missing or wrong CSRF token, or a model the API key may "
+    "not use (`model_not_allowed`).",
     404: "Unknown id (or another account's), model or route.",
     409: "It exists already (an owner's email).",
     413: "Request body too large.",
     415: "Content-Type is not application/json.",
-    429: "A rate limit, too many failed logins, or an upstream's 429.",
+    429: "A rate limit, a spent budget (`budget_exceeded`, Retry-After until it resets), too many failed logins, "
+    "or an upstream's 429.",
     500: "An unexpected error; the message carries the request id.",
     501: "Stripe endpoints while billing runs in local mode.",
     502: "The provider failed or could not be reached.",

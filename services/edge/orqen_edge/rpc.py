@@ -46,6 +46,8 @@ _Response = TypeVar("_Response", bound=Message)
 _OPTIMIZER, _DISPATCH, _ACCOUNTING, _BILLING = "optimizer", "dispatch", "accounting", "billing"
 # What the account API and the dashboard ask: small records, indexed rows and daily rollups.
 _ACCOUNT_API_DEADLINE_S = 10.0
+# Budget policies and the ledger's sums a request may wait on (rarely: see orqen_edge.budgets).
+_LEDGER_DEADLINE_S = 2.0
 # Billing calls that wait on Stripe's API.
 _STRIPE_DEADLINE_S = 30.0
 
@@ -225,6 +227,30 @@ class Downstream:
     async def revoke_api_key(self, account_id: str, api_key_id: str) -> accounting_pb2.ApiKeyInfo:
         request = accounting_pb2.ApiKeyRef(account_id=account_id, api_key_id=api_key_id)
         return await _unary(_ACCOUNTING, self._accounting.RevokeApiKey, request)
+
+    async def set_api_key_limits(self, limits: accounting_pb2.ApiKeyLimits) -> accounting_pb2.ApiKeyInfo:
+        return await _unary(_ACCOUNTING, self._accounting.SetApiKeyLimits, limits)
+
+    async def put_budget(self, budget: accounting_pb2.BudgetDefinition) -> accounting_pb2.BudgetDefinition:
+        return await _unary(_ACCOUNTING, self._accounting.PutBudget, budget)
+
+    async def list_budgets(self, account_id: str) -> accounting_pb2.ListBudgetsResponse:
+        return await self._of_account(self._accounting.ListBudgets, account_id)
+
+    async def delete_budget(self, account_id: str, budget_id: str) -> accounting_pb2.BudgetDefinition:
+        request = accounting_pb2.BudgetRef(account_id=account_id, budget_id=budget_id)
+        return await _unary(_ACCOUNTING, self._accounting.DeleteBudget, request)
+
+    async def limit_policy(self, account_id: str) -> accounting_pb2.LimitPolicy:
+        """On the request path (once per account per ORQEN_BUDGET_POLICY_TTL_SECONDS): a short deadline."""
+        request = accounting_pb2.AccountRef(account_id=account_id)
+        return await _unary(_ACCOUNTING, self._accounting.GetLimitPolicy, request, deadline_s=_LEDGER_DEADLINE_S)
+
+    async def budget_use(self, request: accounting_pb2.BudgetUseRequest) -> accounting_pb2.BudgetUse:
+        return await _unary(_ACCOUNTING, self._accounting.GetBudgetUse, request, deadline_s=_LEDGER_DEADLINE_S)
+
+    async def record_budget_alert(self, alert: accounting_pb2.BudgetAlert) -> accounting_pb2.BudgetAlert:
+        return await _unary(_ACCOUNTING, self._accounting.RecordBudgetAlert, alert)
 
     async def list_credentials(self, account_id: str) -> accounting_pb2.ListCredentialsResponse:
         return await self._of_account(self._accounting.ListCredentials, account_id)

@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import AuthCacheKeys, open_redis
 from orqen_common.events import EventNames, EventPublisher
+from orqen_common.prices import Prices
+from orqen_edge.budgets import AccountingLedger, LimitPolicies
 from orqen_edge.dashboard.session_store import SessionStore
 from orqen_edge.rate_limit import RateLimiter, RateLimits
 from orqen_edge.rpc import Downstream
@@ -25,9 +27,12 @@ class Runtime:
     redis: Redis
     rate_limiter: RateLimiter
     sessions: SessionStore
+    limit_policies: LimitPolicies
+    prices: Prices  # what a call costs towards spend budgets, as the ledger prices it
 
     @classmethod
     async def open(cls, settings: EdgeSettings, stack: AsyncExitStack) -> Runtime:
+        prices = Prices.from_settings(settings)  # a bad ORQEN_PRICES_FILE stops the start
         redis = open_redis(stack, settings.redis_url)
         downstream = Downstream(settings)
         stack.push_async_callback(downstream.close)
@@ -43,6 +48,7 @@ class Runtime:
             AuthCacheKeys(settings.internal_token.get_secret_value()),
             settings.auth_cache_stale_seconds,
         )
-        rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings))
+        rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings), ledger=AccountingLedger(downstream))
         sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)
-        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions)
+        policies = LimitPolicies(downstream, settings.budget_policy_ttl_seconds)
+        return cls(settings, downstream, authenticate, publisher, redis, rate_limiter, sessions, policies, prices)

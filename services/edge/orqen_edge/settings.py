@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from orqen_common.prices import PriceSettings
 from orqen_common.settings import (
     AccountingAddress,
     BillingAddress,
@@ -25,6 +26,7 @@ class EdgeSettings(
     BillingAddress,
     RedisSettings,
     NatsSettings,
+    PriceSettings,
 ):
     """Configuration of the edge (ORQEN_* environment variables); it calls all four gRPC services."""
 
@@ -62,6 +64,13 @@ class EdgeSettings(
     )
     rate_limit_account_tpm: int = Field(
         0, ge=0, description="Tokens per minute allowed to one account, all its keys together; 0: unlimited."
+    )
+    # Budgets and per-key limits (orqen_edge.budgets): defined in accounting, enforced here.
+    budget_policy_ttl_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long an edge replica uses an account's budgets and key limits before asking accounting "
+        "again: a change made through the account API holds on every replica within this time.",
     )
     # Dashboard sessions (orqen_edge.dashboard.session_store): account owners' browser logins.
     session_idle_seconds: int = Field(

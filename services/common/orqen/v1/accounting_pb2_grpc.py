@@ -206,6 +206,41 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.ChangeOwnerPasswordRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
                 _registered_method=True)
+        self.SetApiKeyLimits = channel.unary_unary(
+                '/orqen.v1.Accounting/SetApiKeyLimits',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyLimits.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyInfo.FromString,
+                _registered_method=True)
+        self.PutBudget = channel.unary_unary(
+                '/orqen.v1.Accounting/PutBudget',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/orqen.v1.Accounting/ListBudgets',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/orqen.v1.Accounting/DeleteBudget',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.FromString,
+                _registered_method=True)
+        self.GetLimitPolicy = channel.unary_unary(
+                '/orqen.v1.Accounting/GetLimitPolicy',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.LimitPolicy.FromString,
+                _registered_method=True)
+        self.GetBudgetUse = channel.unary_unary(
+                '/orqen.v1.Accounting/GetBudgetUse',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetUseRequest.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetUse.FromString,
+                _registered_method=True)
+        self.RecordBudgetAlert = channel.unary_unary(
+                '/orqen.v1.Accounting/RecordBudgetAlert',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetAlert.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetAlert.FromString,
+                _registered_method=True)
 
 
 class AccountingServicer:
@@ -444,6 +479,56 @@ class AccountingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetApiKeyLimits(self, request, context):
+        """Budgets and per-key limits (issue 20). A budget caps spend and/or tokens of an account or
+        of one of its keys per UTC calendar period; the edge enforces them in Redis.
+        Sets a key's allowed models and per-minute limits; NOT_FOUND for another account's key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutBudget(self, request, context):
+        """Creates the budget of a scope (account, or one key) and period, or replaces its limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """The account's budgets (its own and its keys'), each with the ledger's use of the current period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimitPolicy(self, request, context):
+        """Everything the edge enforces for an account: its budgets and its keys' limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBudgetUse(self, request, context):
+        """The ledger's spend and tokens of a scope since a period start (seeds and corrects Redis counters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordBudgetAlert(self, request, context):
+        """Records that a budget crossed its soft threshold (or its limit) in a period; idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -616,6 +701,41 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.ChangeOwnerPassword,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.ChangeOwnerPasswordRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.Owner.SerializeToString,
+            ),
+            'SetApiKeyLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetApiKeyLimits,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyLimits.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ApiKeyInfo.SerializeToString,
+            ),
+            'PutBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutBudget,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ListBudgetsResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.SerializeToString,
+            ),
+            'GetLimitPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimitPolicy,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.LimitPolicy.SerializeToString,
+            ),
+            'GetBudgetUse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudgetUse,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetUseRequest.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetUse.SerializeToString,
+            ),
+            'RecordBudgetAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordBudgetAlert,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.BudgetAlert.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.BudgetAlert.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1537,6 +1657,195 @@ class Accounting:
             '/orqen.v1.Accounting/ChangeOwnerPassword',
             orqen_dot_v1_dot_accounting__pb2.ChangeOwnerPasswordRequest.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.Owner.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetApiKeyLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/SetApiKeyLimits',
+            orqen_dot_v1_dot_accounting__pb2.ApiKeyLimits.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ApiKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/PutBudget',
+            orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListBudgets',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ListBudgetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/DeleteBudget',
+            orqen_dot_v1_dot_accounting__pb2.BudgetRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.BudgetDefinition.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimitPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetLimitPolicy',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.LimitPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudgetUse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetBudgetUse',
+            orqen_dot_v1_dot_accounting__pb2.BudgetUseRequest.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.BudgetUse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordBudgetAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/RecordBudgetAlert',
+            orqen_dot_v1_dot_accounting__pb2.BudgetAlert.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.BudgetAlert.FromString,
             options,
             channel_credentials,
             insecure,

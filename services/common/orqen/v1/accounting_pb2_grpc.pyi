@@ -102,6 +102,22 @@ class AccountingStub:
     """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
     ChangeOwnerPassword: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ChangeOwnerPasswordRequest, _accounting_pb2.Owner]
     """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
+    SetApiKeyLimits: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ApiKeyLimits, _accounting_pb2.ApiKeyInfo]
+    """Budgets and per-key limits (issue 20). A budget caps spend and/or tokens of an account or
+    of one of its keys per UTC calendar period; the edge enforces them in Redis.
+    Sets a key's allowed models and per-minute limits; NOT_FOUND for another account's key.
+    """
+    PutBudget: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.BudgetDefinition, _accounting_pb2.BudgetDefinition]
+    """Creates the budget of a scope (account, or one key) and period, or replaces its limits."""
+    ListBudgets: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListBudgetsResponse]
+    """The account's budgets (its own and its keys'), each with the ledger's use of the current period."""
+    DeleteBudget: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.BudgetRef, _accounting_pb2.BudgetDefinition]
+    GetLimitPolicy: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.LimitPolicy]
+    """Everything the edge enforces for an account: its budgets and its keys' limits."""
+    GetBudgetUse: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.BudgetUseRequest, _accounting_pb2.BudgetUse]
+    """The ledger's spend and tokens of a scope since a period start (seeds and corrects Redis counters)."""
+    RecordBudgetAlert: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.BudgetAlert, _accounting_pb2.BudgetAlert]
+    """Records that a budget crossed its soft threshold (or its limit) in a period; idempotent."""
 
 @_typing.type_check_only
 class AccountingAsyncStub(AccountingStub):
@@ -176,6 +192,22 @@ class AccountingAsyncStub(AccountingStub):
     """Removes an owner of the account; FAILED_PRECONDITION when it is the last one."""
     ChangeOwnerPassword: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ChangeOwnerPasswordRequest, _accounting_pb2.Owner]  # type: ignore[assignment]
     """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
+    SetApiKeyLimits: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ApiKeyLimits, _accounting_pb2.ApiKeyInfo]  # type: ignore[assignment]
+    """Budgets and per-key limits (issue 20). A budget caps spend and/or tokens of an account or
+    of one of its keys per UTC calendar period; the edge enforces them in Redis.
+    Sets a key's allowed models and per-minute limits; NOT_FOUND for another account's key.
+    """
+    PutBudget: _aio.UnaryUnaryMultiCallable[_accounting_pb2.BudgetDefinition, _accounting_pb2.BudgetDefinition]  # type: ignore[assignment]
+    """Creates the budget of a scope (account, or one key) and period, or replaces its limits."""
+    ListBudgets: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ListBudgetsResponse]  # type: ignore[assignment]
+    """The account's budgets (its own and its keys'), each with the ledger's use of the current period."""
+    DeleteBudget: _aio.UnaryUnaryMultiCallable[_accounting_pb2.BudgetRef, _accounting_pb2.BudgetDefinition]  # type: ignore[assignment]
+    GetLimitPolicy: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.LimitPolicy]  # type: ignore[assignment]
+    """Everything the edge enforces for an account: its budgets and its keys' limits."""
+    GetBudgetUse: _aio.UnaryUnaryMultiCallable[_accounting_pb2.BudgetUseRequest, _accounting_pb2.BudgetUse]  # type: ignore[assignment]
+    """The ledger's spend and tokens of a scope since a period start (seeds and corrects Redis counters)."""
+    RecordBudgetAlert: _aio.UnaryUnaryMultiCallable[_accounting_pb2.BudgetAlert, _accounting_pb2.BudgetAlert]  # type: ignore[assignment]
+    """Records that a budget crossed its soft threshold (or its limit) in a period; idempotent."""
 
 class AccountingServicer(metaclass=_abc_1.ABCMeta):
     """Accounts, API keys and the request log."""
@@ -451,5 +483,63 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.Owner, _abc.Awaitable[_accounting_pb2.Owner]]:
         """Sets an owner's password when its current one is given; PERMISSION_DENIED when it is wrong."""
+
+    @_abc_1.abstractmethod
+    def SetApiKeyLimits(
+        self,
+        request: _accounting_pb2.ApiKeyLimits,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ApiKeyInfo, _abc.Awaitable[_accounting_pb2.ApiKeyInfo]]:
+        """Budgets and per-key limits (issue 20). A budget caps spend and/or tokens of an account or
+        of one of its keys per UTC calendar period; the edge enforces them in Redis.
+        Sets a key's allowed models and per-minute limits; NOT_FOUND for another account's key.
+        """
+
+    @_abc_1.abstractmethod
+    def PutBudget(
+        self,
+        request: _accounting_pb2.BudgetDefinition,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.BudgetDefinition, _abc.Awaitable[_accounting_pb2.BudgetDefinition]]:
+        """Creates the budget of a scope (account, or one key) and period, or replaces its limits."""
+
+    @_abc_1.abstractmethod
+    def ListBudgets(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ListBudgetsResponse, _abc.Awaitable[_accounting_pb2.ListBudgetsResponse]]:
+        """The account's budgets (its own and its keys'), each with the ledger's use of the current period."""
+
+    @_abc_1.abstractmethod
+    def DeleteBudget(
+        self,
+        request: _accounting_pb2.BudgetRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.BudgetDefinition, _abc.Awaitable[_accounting_pb2.BudgetDefinition]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLimitPolicy(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.LimitPolicy, _abc.Awaitable[_accounting_pb2.LimitPolicy]]:
+        """Everything the edge enforces for an account: its budgets and its keys' limits."""
+
+    @_abc_1.abstractmethod
+    def GetBudgetUse(
+        self,
+        request: _accounting_pb2.BudgetUseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.BudgetUse, _abc.Awaitable[_accounting_pb2.BudgetUse]]:
+        """The ledger's spend and tokens of a scope since a period start (seeds and corrects Redis counters)."""
+
+    @_abc_1.abstractmethod
+    def RecordBudgetAlert(
+        self,
+        request: _accounting_pb2.BudgetAlert,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.BudgetAlert, _abc.Awaitable[_accounting_pb2.BudgetAlert]]:
+        """Records that a budget crossed its soft threshold (or its limit) in a period; idempotent."""
 
 def add_AccountingServicer_to_server(servicer: AccountingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -503,6 +503,7 @@ class CompleteRequest(_message.Message):
     CHAT_JSON_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     TOOL_ROUTING_FIELD_NUMBER: _builtins.int
+    ALLOWED_MODELS_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The canonical chat request (OpenAI Chat Completions JSON, with the extensions
     listed in orqen_common/canonical.py), UTF-8.
@@ -523,6 +524,12 @@ class CompleteRequest(_message.Message):
         reads how clear the ask is from it (one tool far ahead of the others is a simple ask).
         """
 
+    @_builtins.property
+    def allowed_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The caller's key may be answered only by these models (names or glob patterns): what a
+        routing string picks and the account's fallbacks are kept to them. Empty: any model.
+        """
+
     def __init__(
         self,
         *,
@@ -530,10 +537,11 @@ class CompleteRequest(_message.Message):
         chat_json: _builtins.bytes = ...,
         credentials: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tool_routing: _optimizer_pb2.RoutingTrace | None = ...,
+        allowed_models: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "tool_routing", b"tool_routing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "chat_json", b"chat_json", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from orqen.v1 import optimizer_pb2 as orqen_dot_v1_dot_optimizer__pb2
 from orqen.v1 import dispatch_pb2 as orqen_dot_v1_dot_dispatch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15orqen/v1/events.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orqen/v1/common.proto\x1a\x18orqen/v1/optimizer.proto\x1a\x17orqen/v1/dispatch.proto\"\x86\x03\n\x10RequestCompleted\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fmodel_requested\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06stream\x18\x06 \x01(\x08\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12+\n\x08\x64ispatch\x18\x08 \x01(\x0b\x32\x19.orqen.v1.DispatchSummary\x12!\n\x04plan\x18\t \x01(\x0b\x32\x13.orqen.v1.PlanStats\x12%\n\x05trace\x18\n \x01(\x0b\x32\x16.orqen.v1.RoutingTrace\x12\x14\n\x0ctools_called\x18\x0b \x03(\t\x12\x15\n\rtools_offered\x18\x0c \x03(\t\x12\x17\n\x0ftools_forwarded\x18\r \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15orqen/v1/events.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orqen/v1/common.proto\x1a\x18orqen/v1/optimizer.proto\x1a\x17orqen/v1/dispatch.proto\"\x9e\x03\n\x10RequestCompleted\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fmodel_requested\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06stream\x18\x06 \x01(\x08\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12+\n\x08\x64ispatch\x18\x08 \x01(\x0b\x32\x19.orqen.v1.DispatchSummary\x12!\n\x04plan\x18\t \x01(\x0b\x32\x13.orqen.v1.PlanStats\x12%\n\x05trace\x18\n \x01(\x0b\x32\x16.orqen.v1.RoutingTrace\x12\x14\n\x0ctools_called\x18\x0b \x03(\t\x12\x15\n\rtools_offered\x18\x0c \x03(\t\x12\x17\n\x0ftools_forwarded\x18\r \x03(\t\x12\x16\n\x0e\x62udget_warning\x18\x64 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,5 +36,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orqen.v1.events_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUESTCOMPLETED']._serialized_start=143
-  _globals['_REQUESTCOMPLETED']._serialized_end=533
+  _globals['_REQUESTCOMPLETED']._serialized_end=557
 # @@protoc_insertion_point(module_scope)

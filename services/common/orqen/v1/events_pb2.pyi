@@ -43,12 +43,17 @@ class RequestCompleted(_message.Message):
     TOOLS_CALLED_FIELD_NUMBER: _builtins.int
     TOOLS_OFFERED_FIELD_NUMBER: _builtins.int
     TOOLS_FORWARDED_FIELD_NUMBER: _builtins.int
+    BUDGET_WARNING_FIELD_NUMBER: _builtins.int
     model_requested: _builtins.str
     status: _builtins.int
     """HTTP status returned to the caller."""
     error: _builtins.str
     stream: _builtins.bool
     latency_ms: _builtins.float
+    budget_warning: _builtins.str
+    """A budget of the caller's key or account past its soft threshold when the request was
+    admitted ("at 83% of the monthly spend budget of account ($50.00)"); empty when none was.
+    """
     @_builtins.property
     def context(self) -> _common_pb2.RequestContext: ...
     @_builtins.property
@@ -87,10 +92,11 @@ class RequestCompleted(_message.Message):
         tools_called: _abc.Iterable[_builtins.str] | None = ...,
         tools_offered: _abc.Iterable[_builtins.str] | None = ...,
         tools_forwarded: _abc.Iterable[_builtins.str] | None = ...,
+        budget_warning: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "plan", b"plan", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "error", b"error", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "plan", b"plan", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "tools_forwarded", b"tools_forwarded", "tools_offered", b"tools_offered", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_warning", b"budget_warning", "context", b"context", "created_at", b"created_at", "dispatch", b"dispatch", "error", b"error", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "plan", b"plan", "status", b"status", "stream", b"stream", "tools_called", b"tools_called", "tools_forwarded", b"tools_forwarded", "tools_offered", b"tools_offered", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

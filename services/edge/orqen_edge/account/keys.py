@@ -17,6 +17,7 @@ from msgspec import Meta
 from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal
+from orqen_edge.account.budgets import KeyLimits, ModelPatterns, PerMinute, set_key_limits
 from orqen_edge.account.responses import listing, plain
 from orqen_edge.openapi import API_KEY, AUTHENTICATED, BODY, errors, json_body
 from orqen_edge.request_body import read_struct
@@ -29,6 +30,9 @@ class KeyCreation(msgspec.Struct):
     """A new API key; fields not named here are ignored."""
 
     name: Annotated[str, Meta(max_length=100, description="A label; 'unnamed' when empty.")] | None = None
+    allowed_models: ModelPatterns | None = None
+    rpm: Annotated[PerMinute, Meta(description="Requests per minute; 0: the operator's default.")] | None = None
+    tpm: Annotated[PerMinute, Meta(description="Tokens per minute; 0: the operator's default.")] | None = None
 
 
 class ProviderCredential(msgspec.Struct, forbid_unknown_fields=True):
@@ -100,6 +104,9 @@ async def new_key(runtime: Runtime, account_id: str, creation: KeyCreation) -> C
     """Create an API key for the account (the account API and the dashboard both call this)."""
     name = checked_text(creation.name or "unnamed", "name")
     created = await runtime.downstream.create_api_key(account_id, name)
+    if creation.allowed_models or creation.rpm or creation.tpm:
+        limits = KeyLimits(allowed_models=creation.allowed_models, rpm=creation.rpm, tpm=creation.tpm)
+        await set_key_limits(runtime, account_id, created.api_key_id, limits)
     return CreatedKey(id=created.api_key_id, name=name, prefix=created.prefix, key=created.plaintext)
 
 

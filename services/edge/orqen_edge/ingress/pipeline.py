@@ -40,8 +40,10 @@ from orqen_common.formats.openai import (
     encode_request,
     tool_name,
 )
+from orqen_edge.budgets import admit_call, call_cost_usd
 from orqen_edge.caller_text import checked_header_text, checked_model, header_safe
 from orqen_edge.completion_event import publish_after_last_byte
+from orqen_edge.rate_limit import Admission
 from orqen_edge.request_body import read_body
 from orqen_edge.runtime import Runtime
 
@@ -102,7 +104,7 @@ class ChatCall:
     trace: optimizer_pb2.RoutingTrace = field(default_factory=optimizer_pb2.RoutingTrace)
     summary: dispatch_pb2.DispatchSummary = field(default_factory=dispatch_pb2.DispatchSummary)
     credentials: dict[str, str] = field(default_factory=dict)
-    rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    admission: Admission | None = None  # what the request's limits admitted, charged when it ends
     # Tools the model called in its answer: on A/B control traffic they measure the router's recall.
     tools_called: list[str] = field(default_factory=list)
     # Names of the tools the caller offered and of those that went upstream (tool health).
@@ -135,6 +137,7 @@ class ChatCall:
             tools_called=recorded_names(self.tools_called),
             tools_offered=recorded_names(self.tools_offered),
             tools_forwarded=recorded_names(self.tools_forwarded),
+            budget_warning=self.admission.warning if self.admission else "",
         )
         return self.runtime.publisher.publish(REQUEST_COMPLETED, event.SerializeToString(), self.context.request_id)
 
@@ -154,14 +157,16 @@ class ChatCall:
             self.summary = dispatch_pb2.DispatchSummary.FromString(err.detail)
 
     async def charge_tokens(self) -> None:
-        """Spend the tokens the call used from its rate limits; never fails the finished request."""
+        """Spend the tokens and cost the call used from its limits and budgets; never fails the request."""
         usage = self.summary.usage
         tokens = usage.input_tokens + usage.output_tokens
-        await self.runtime.rate_limiter.charge(self.context.account_id, self.context.api_key_id, tokens)
+        spend = call_cost_usd(self.runtime.prices, self.summary.provider, self.summary.model, usage)
+        await self.runtime.rate_limiter.charge(self.admission, tokens, spend)
 
     def headers(self) -> dict[str, str]:
         """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
-        return {**self.rate_limit_headers, **orqen_headers(self.summary.model, self.plan_stats)}
+        limits = self.admission.headers if self.admission else {}
+        return {**limits, **orqen_headers(self.summary.model, self.plan_stats)}
 
 
 def orqen_headers(model: str, stats: optimizer_pb2.PlanStats) -> dict[str, str]:
@@ -196,7 +201,7 @@ async def serve_chat(
         chat, reply = translate(raw)
         validate_chat(chat)
         call.model_requested, call.stream = chat.model, bool(chat.stream)
-        call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
+        call.admission = await admit_call(runtime.limit_policies, runtime.rate_limiter, principal, chat.model)
         call.canonical_body = canonical_body(ingress, raw, chat)
         call.credentials = pop_credentials(chat, request.headers.get(PROVIDER_KEY_HEADER))
         if call.stream:
@@ -207,6 +212,7 @@ async def serve_chat(
         completion = await complete(call, chat)
     except OrqenError as err:
         call.record(err.http_status, err.message)
+        await call.charge_tokens()  # releases what the request held of its budgets
         raise
     await call.record_stored(200)
     await call.charge_tokens()
@@ -326,7 +332,11 @@ def _without_examples(tool: AnyTool) -> AnyTool:
 
 def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.CompleteRequest:
     return dispatch_pb2.CompleteRequest(
-        context=call.context, chat_json=forwardable(chat), credentials=call.credentials, tool_routing=call.trace
+        context=call.context,
+        chat_json=forwardable(chat),
+        credentials=call.credentials,
+        tool_routing=call.trace,
+        allowed_models=call.admission.limits.allowed_models if call.admission else (),
     )
 
 

@@ -24,6 +24,7 @@ from orqen.v1 import dispatch_pb2
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, ingress, paths
+from orqen_edge.budgets import admit_call
 from orqen_edge.caller_text import checked_model
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.errors import error_body
@@ -75,13 +76,14 @@ async def serve_proxy(
         if opening.model:
             checked_model(opening.model)
         call.model_requested, call.stream = opening.model, opening.stream
-        call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
+        call.admission = await admit_call(runtime.limit_policies, runtime.rate_limiter, principal, opening.model)
         # Only the X-Orqen-Provider-Key header: the aws_* body extensions are chat's (Bedrock has no family here).
         call.credentials = pop_credentials(None, request.headers.get(PROVIDER_KEY_HEADER))
         replies = runtime.downstream.proxy(_frames(call, entry, opening))
         head = await _answer_head(replies)
     except OrqenError as err:
         call.record(err.http_status, err.message)
+        await call.charge_tokens()  # releases what the request held of its budgets
         raise
     call.summary.provider, call.summary.model = head.provider, head.model
     event_stream = head.content_type.startswith("text/event-stream")

@@ -21,7 +21,7 @@ from fakes.serve import free_port
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
-from orqen_edge.rate_limit import RateLimiter, RateLimitError, RateLimits
+from orqen_edge.rate_limit import Admission, RateLimiter, RateLimitError, RateLimits
 from orqen_edge.runtime import Runtime
 
 from .conftest import OpenRuntime
@@ -65,7 +65,7 @@ async def test_a_key_is_refused_past_its_requests_per_minute_until_the_window_sl
     redis: Redis, clock: Clock
 ) -> None:
     limiter = RateLimiter(redis, RateLimits(key_rpm=3), clock=clock)
-    remaining = [(await limiter.admit("acct", "key"))["x-ratelimit-remaining-requests"] for _ in range(3)]
+    remaining = [(await limiter.admit("acct", "key")).headers["x-ratelimit-remaining-requests"] for _ in range(3)]
     assert remaining == ["2", "1", "0"]
 
     err = await _refused(limiter, "acct", "key")
@@ -82,37 +82,38 @@ async def test_a_key_is_refused_past_its_requests_per_minute_until_the_window_sl
     clock.advance(19.9)
     await _refused(limiter, "acct", "key")
     clock.advance(0.1)
-    assert (await limiter.admit("acct", "key"))["x-ratelimit-remaining-requests"] == "0"
+    assert (await limiter.admit("acct", "key")).headers["x-ratelimit-remaining-requests"] == "0"
     await _refused(limiter, "acct", "key")
 
     clock.advance(60)  # a whole window later the whole budget is back
-    assert (await limiter.admit("acct", "key"))["x-ratelimit-remaining-requests"] == "2"
+    assert (await limiter.admit("acct", "key")).headers["x-ratelimit-remaining-requests"] == "2"
 
 
 async def test_two_keys_of_one_account_share_the_account_budget(redis: Redis, clock: Clock) -> None:
     limiter = RateLimiter(redis, RateLimits(key_rpm=2, account_rpm=3), clock=clock)
     await limiter.admit("acct", "key-a")
-    headers = await limiter.admit("acct", "key-a")
+    headers = (await limiter.admit("acct", "key-a")).headers
     assert headers["x-ratelimit-remaining-requests"] == "0"  # the key's budget is the tighter one
     assert (await _refused(limiter, "acct", "key-a")).message.startswith("Rate limit reached for API key:")
 
-    headers = await limiter.admit("acct", "key-b")
+    headers = (await limiter.admit("acct", "key-b")).headers
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("3", "0")
     err = await _refused(limiter, "acct", "key-b")
     assert err.message == "Rate limit reached for account: 3 requests per minute."
 
     # Another account, and its key, start with full budgets.
-    headers = await limiter.admit("other", "key-c")
+    headers = (await limiter.admit("other", "key-c")).headers
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "1")
 
 
 async def test_tokens_are_charged_after_the_call_and_refuse_the_next_request(redis: Redis, clock: Clock) -> None:
     limiter = RateLimiter(redis, RateLimits(key_rpm=100, key_tpm=1_000, account_tpm=2_000), clock=clock)
-    headers = await limiter.admit("acct", "key-a")
+    admitted = await limiter.admit("acct", "key-a")
+    headers = admitted.headers
     # Admission needs a token left but spends none: the request's size is not known yet.
     assert (headers["x-ratelimit-remaining-tokens"], headers["x-ratelimit-reset-tokens"]) == ("1000", "0s")
 
-    await limiter.charge("acct", "key-a", 1_100)  # more than the budget: the call already happened
+    await limiter.charge(admitted, 1_100)  # more than the budget: the call already happened
     err = await _refused(limiter, "acct", "key-a")
     assert err.message == "Rate limit reached for API key: 1000 tokens per minute."
     # 101 tokens must drain at 1000 a minute before a token is free again: 6.06 s.
@@ -121,15 +122,16 @@ async def test_tokens_are_charged_after_the_call_and_refuse_the_next_request(red
     assert err.headers["x-ratelimit-remaining-requests"] == "99"  # the refused request was not counted
 
     # The account budget was charged too: another key of the account has only its remainder.
-    headers = await limiter.admit("acct", "key-b")
+    admitted = await limiter.admit("acct", "key-b")
+    headers = admitted.headers
     assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == ("2000", "900")
-    await limiter.charge("acct", "key-b", 950)  # within key-b's own budget, past the account's
+    await limiter.charge(admitted, 950)  # within key-b's own budget, past the account's
     err = await _refused(limiter, "acct", "key-b")
     assert err.message == "Rate limit reached for account: 2000 tokens per minute."
     assert err.headers["retry-after-ms"] == "1530"  # 51 tokens at 2000 a minute
 
     clock.advance(6.06)
-    headers = await limiter.admit("acct", "key-a")
+    headers = (await limiter.admit("acct", "key-a")).headers
     assert (headers["x-ratelimit-limit-tokens"], headers["x-ratelimit-remaining-tokens"]) == ("1000", "1")
 
 
@@ -151,11 +153,11 @@ async def test_admission_is_atomic_across_replicas(orqen_redis_db_url: str, cloc
             await replica.aclose()
     assert _fail_open_count("admit") == failed_open
     # Admitted means counted: an admission carries the budget's headers (a fail-open answers none).
-    admitted = [r for r in results if isinstance(r, dict) and "x-ratelimit-limit-requests" in r]
+    admitted = [r for r in results if isinstance(r, Admission) and "x-ratelimit-limit-requests" in r.headers]
     refused = [r for r in results if isinstance(r, RateLimitError)]
     assert (len(admitted), len(refused)) == (limit, 50 - limit)
     # Each admission saw the budget as the previous one left it.
-    remaining = sorted(int(h["x-ratelimit-remaining-requests"]) for h in admitted)
+    remaining = sorted(int(a.headers["x-ratelimit-remaining-requests"]) for a in admitted)
     assert remaining == list(range(limit))
 
 
@@ -169,8 +171,9 @@ async def test_redis_down_fails_open(clock: Clock) -> None:
     admits, charges = _fail_open_count("admit"), _fail_open_count("charge")
     try:
         for _ in range(3):
-            assert await limiter.admit("acct", "key") == {}  # admitted, and no limit to report
-        await limiter.charge("acct", "key", 500)
+            admitted = await limiter.admit("acct", "key")
+            assert admitted.headers == {}  # admitted, and no limit to report
+        await limiter.charge(admitted, 500)
     finally:
         await dead.aclose()
     assert (_fail_open_count("admit") - admits, _fail_open_count("charge") - charges) == (3, 1)
@@ -178,15 +181,15 @@ async def test_redis_down_fails_open(clock: Clock) -> None:
 
 async def test_without_limits_redis_is_never_touched(redis: Redis, clock: Clock) -> None:
     limiter = RateLimiter(redis, RateLimits(), clock=clock)
-    assert await limiter.admit("acct", "key") == {}
-    await limiter.charge("acct", "key", 1_000)
+    admitted = await limiter.admit("acct", "key")
+    assert admitted.headers == {}
+    await limiter.charge(admitted, 1_000)
     assert await redis.dbsize() == 0
 
 
 async def test_budgets_expire_once_drained(redis: Redis, clock: Clock) -> None:
     limiter = RateLimiter(redis, RateLimits(key_rpm=60, account_tpm=1_000), clock=clock)
-    await limiter.admit("acct", "key")
-    await limiter.charge("acct", "key", 1_500)
+    await limiter.charge(await limiter.admit("acct", "key"), 1_500)
     requests, tokens = "orqen:ratelimit:{acct}:key:key:requests", "orqen:ratelimit:{acct}:account:tokens"
     # Keys share the account's hash tag, so one script's keys share a Redis Cluster slot.
     assert set(await redis.keys("*")) == {requests.encode(), tokens.encode()}
