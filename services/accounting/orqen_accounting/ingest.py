@@ -45,7 +45,7 @@ def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Compl
     ctx_saved = max(0, ctx_in - ctx_out)
     tool_saved = max(0, plan.tool_tokens_in - plan.tool_tokens_out)
     tokens_saved = ctx_saved + tool_saved
-    cost, savings = Decimal(0), Decimal(0)
+    cost, savings, cache_saved = Decimal(0), Decimal(0), Decimal(0)
     model = answering_model(event)
     price = catalogue.get(model)
     if price is not None:
@@ -54,6 +54,12 @@ def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Compl
             catalogue.cost_usd(model, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens) or 0.0
         )
         savings = (tokens_saved * Decimal(repr(price.input)) * _PER_TOKEN).quantize(_STORED_PRECISION)
+        if dispatch.cache == "hit":  # a hit calls nothing (usage 0) and saves what its answer cost first
+            replayed = dispatch.cached_usage
+            cache_saved = _money(
+                catalogue.cost_usd(model, replayed.input_tokens, replayed.output_tokens, replayed.cached_input_tokens)
+                or 0.0
+            )
     return Completed(
         event=event,
         context=ctx,
@@ -67,7 +73,8 @@ def completed(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Compl
         tool_tokens_saved=tool_saved,
         tokens_saved=tokens_saved,
         cost_usd=cost,
-        savings_usd=savings,
+        savings_usd=savings + cache_saved,
+        cache_saved_usd=cache_saved,
     )
 
 

@@ -28,11 +28,13 @@ _GROUP = "account_id, day, provider, model, routing"
 _SUMS = (
     "input_tokens", "output_tokens", "cached_input_tokens", "tools_input", "tools_output", "tool_tokens_in",
     "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out", "tokens_saved", "cost_usd", "savings_usd",
+    "cache_saved_usd",
 )  # fmt: skip
 _USAGE_VALUES = {
     "requests": "count(*)",
     "errors": "count(*) FILTER (WHERE failed)",
     "optimized": "count(*) FILTER (WHERE routing <> '' OR ctx_tokens_in > 0)",
+    "cache_hits": "count(*) FILTER (WHERE cache = 'hit')",
     **{column: f"sum({column})" for column in _SUMS},
     "latency_ms_sum": "sum(latency_ms)",
     "upstream_ms_sum": "sum(upstream_ms)",

@@ -47,7 +47,8 @@ class Completed:
     tool_tokens_saved: int
     tokens_saved: int
     cost_usd: Decimal
-    savings_usd: Decimal
+    savings_usd: Decimal  # the optimizer's savings and cache_saved_usd
+    cache_saved_usd: Decimal  # on a response cache hit, the list-price cost of the answer replayed
 
 
 def _as_stored(value: Any) -> Any:
@@ -130,6 +131,8 @@ class LedgerRecord:
     k_reason: str = column(lambda c: c.trace.k_reason)
     cost_usd: Decimal = column(lambda c: c.cost_usd, to_message=float)
     savings_usd: Decimal = column(lambda c: c.savings_usd, to_message=float)
+    cache: str = column(lambda c: c.dispatch.cache)
+    cache_saved_usd: Decimal = column(lambda c: c.cache_saved_usd, to_message=float)
     # Counted in tool health, not stored per request.
     tools_offered: list[str] = staged(lambda c: list(c.event.tools_offered))
     tools_forwarded: list[str] = staged(lambda c: list(c.event.tools_forwarded))

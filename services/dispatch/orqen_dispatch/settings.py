@@ -13,6 +13,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from orqen_common.proxy_families import BY_NAME
 from orqen_common.settings import AccountingAddress, DispatchAddress, RedisSettings, ServiceSettings
 from orqen_dispatch.resilience import ResilienceSettings
+from orqen_dispatch.response_cache import ResponseCacheSettings
 
 
 class CompatibleProvider(BaseModel):
@@ -33,7 +34,9 @@ class CompatibleProvider(BaseModel):
         return value
 
 
-class DispatchSettings(ServiceSettings, DispatchAddress, AccountingAddress, RedisSettings, ResilienceSettings):
+class DispatchSettings(
+    ServiceSettings, DispatchAddress, AccountingAddress, RedisSettings, ResilienceSettings, ResponseCacheSettings
+):
     """Configuration of the dispatch service; it calls accounting (API keys, credentials, preferences)."""
 
     metrics_port: int = Field(9152, description="Port of the Prometheus metrics endpoint; 0 disables it.")

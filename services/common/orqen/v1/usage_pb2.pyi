@@ -59,6 +59,8 @@ class UsageTotals(_message.Message):
     TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    CACHE_SAVED_USD_FIELD_NUMBER: _builtins.int
     requests: _builtins.int
     errors: _builtins.int
     """Requests answered with an HTTP status of 400 or more."""
@@ -69,7 +71,10 @@ class UsageTotals(_message.Message):
     """Tokens the optimizer kept out of the upstream call: tool schemas and context."""
     cost_usd: _builtins.float
     savings_usd: _builtins.float
-    """tokens_saved at the input price of the model that answered."""
+    """tokens_saved at the input price of the model that answered, plus cache_saved_usd."""
+    cache_hits: _builtins.int
+    """Requests answered from the response cache, and the list-price cost they did not pay."""
+    cache_saved_usd: _builtins.float
     def __init__(
         self,
         *,
@@ -81,10 +86,12 @@ class UsageTotals(_message.Message):
         tokens_saved: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
         savings_usd: _builtins.float = ...,
+        cache_hits: _builtins.int = ...,
+        cache_saved_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_saved_usd", b"cache_saved_usd", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -293,6 +300,8 @@ class ModelSavings(_message.Message):
     TOKENS_SAVED_FIELD_NUMBER: _builtins.int
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    CACHE_SAVED_USD_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     provider: _builtins.str
     requests: _builtins.int
@@ -301,6 +310,9 @@ class ModelSavings(_message.Message):
     tokens_saved: _builtins.int
     savings_usd: _builtins.float
     cost_usd: _builtins.float
+    cache_hits: _builtins.int
+    """Requests answered from the response cache, and the cost they did not pay (in savings_usd)."""
+    cache_saved_usd: _builtins.float
     def __init__(
         self,
         *,
@@ -312,10 +324,12 @@ class ModelSavings(_message.Message):
         tokens_saved: _builtins.int = ...,
         savings_usd: _builtins.float = ...,
         cost_usd: _builtins.float = ...,
+        cache_hits: _builtins.int = ...,
+        cache_saved_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_saved_usd", b"cache_saved_usd", "cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

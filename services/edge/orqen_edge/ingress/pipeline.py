@@ -40,6 +40,7 @@ from orqen_common.formats.openai import (
     encode_request,
     tool_name,
 )
+from orqen_edge.cache_control import CACHE_HEADER, CACHE_TTL_HEADER, cache_headers, requested_cache
 from orqen_edge.caller_text import checked_header_text, checked_model, header_safe
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.request_body import read_body
@@ -109,6 +110,9 @@ class ChatCall:
     tools_offered: list[str] = field(default_factory=list)
     tools_forwarded: list[str] = field(default_factory=list)
     canonical_body: bytes | None = None  # see `canonical_body`
+    # The response cache as the request asks for it (orqen_edge.cache_control): "" and 0 for the account's.
+    cache_mode: str = ""
+    cache_ttl_seconds: int = 0
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> asyncio.Future[None] | None:
@@ -161,7 +165,11 @@ class ChatCall:
 
     def headers(self) -> dict[str, str]:
         """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
-        return {**self.rate_limit_headers, **orqen_headers(self.summary.model, self.plan_stats)}
+        return {
+            **self.rate_limit_headers,
+            **orqen_headers(self.summary.model, self.plan_stats),
+            **cache_headers(self.summary.cache),
+        }
 
 
 def orqen_headers(model: str, stats: optimizer_pb2.PlanStats) -> dict[str, str]:
@@ -196,6 +204,9 @@ async def serve_chat(
         chat, reply = translate(raw)
         validate_chat(chat)
         call.model_requested, call.stream = chat.model, bool(chat.stream)
+        call.cache_mode, call.cache_ttl_seconds = requested_cache(
+            request.headers.get(CACHE_HEADER), request.headers.get(CACHE_TTL_HEADER)
+        )
         call.rate_limit_headers = await runtime.rate_limiter.admit(principal.account_id, principal.api_key_id)
         call.canonical_body = canonical_body(ingress, raw, chat)
         call.credentials = pop_credentials(chat, request.headers.get(PROVIDER_KEY_HEADER))
@@ -326,7 +337,12 @@ def _without_examples(tool: AnyTool) -> AnyTool:
 
 def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.CompleteRequest:
     return dispatch_pb2.CompleteRequest(
-        context=call.context, chat_json=forwardable(chat), credentials=call.credentials, tool_routing=call.trace
+        context=call.context,
+        chat_json=forwardable(chat),
+        credentials=call.credentials,
+        tool_routing=call.trace,
+        cache=call.cache_mode,
+        cache_ttl_seconds=call.cache_ttl_seconds,
     )
 
 
@@ -355,6 +371,9 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
     events = call.runtime.downstream.stream(_dispatch_request(call, forwarded))
     try:
         first = await anext(events)
+        if first.WhichOneof("event") == "cache":  # consulted: whether it answers goes out in the headers
+            call.summary.cache = first.cache
+            first = await anext(events)
     except StopAsyncIteration:
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
