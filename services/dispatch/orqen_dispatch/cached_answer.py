@@ -74,7 +74,9 @@ def replay_chunks(completion: ChatCompletion, usage: TokenUsage) -> list[ChatCom
     chunks: list[ChatCompletionChunk] = []
     for choice in completion.choices:
         message = choice.message
-        first = Delta(role="assistant", content=message.content or "")
+        first = Delta(role="assistant")
+        if message.content:  # an answer of tool calls alone starts no text block in any format
+            first.content = message.content
         if message.reasoning_content:
             first.reasoning_content = message.reasoning_content
         if message.reasoning:
