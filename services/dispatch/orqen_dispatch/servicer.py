@@ -5,6 +5,8 @@ switched off) gives the targets — the requested model, or what an orqen/* rule
 its alternates, then the account's fallback models — each with the credentials it is called
 with (per-request > the account's saved > the operator's environment). The `Dispatcher` tries
 them with retries, timeouts and circuit breakers, and every call made is in the summary.
+A request that uses the response cache (orqen_dispatch.cache_use) is answered from it when it
+holds the answer, without calling anything; otherwise the answer is stored once it is whole.
 """
 
 from __future__ import annotations

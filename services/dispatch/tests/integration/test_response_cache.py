@@ -3,8 +3,9 @@ purges, isolation between accounts, failing open; and the servicer answering fro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -27,7 +28,7 @@ from orqen_common.formats.openai import (
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.cached_answer import CachedAnswer, cached_answer, entry_encoder
 from orqen_dispatch.providers.base import Completion, StreamState
-from orqen_dispatch.response_cache import ResponseCache, ResponseCacheSettings, cache_key
+from orqen_dispatch.response_cache import CacheKey, CacheUsage, ResponseCache, ResponseCacheSettings, cache_key
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 
@@ -54,7 +55,7 @@ def answer(text: str) -> CachedAnswer:
     return cached_answer("openai", "gpt-4o-mini", USAGE, body)
 
 
-def key(account: str, question: str):  # type: ignore[no-untyped-def]
+def key(account: str, question: str) -> CacheKey:
     chat = decode_request(orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]}))
     return cache_key(account, "openai:gpt-4o-mini", chat)
 
@@ -100,7 +101,7 @@ async def test_an_expired_entry_leaves_no_bookkeeping_once_looked_up(redis: Redi
     assert await cache.put(key(A, "q"), answer("soon gone"), ttl_seconds=60)
     await redis.delete(key(A, "q").entry)  # what its TTL does
     assert await cache.get(key(A, "q")) is None
-    assert await cache.usage(A) == type(await cache.usage(A))(0, 0)
+    assert await cache.usage(A) == CacheUsage(entries=0, bytes=0)
 
 
 async def test_a_purge_empties_only_the_account(redis: Redis) -> None:
@@ -167,12 +168,9 @@ class Gateway:
     servicer: DispatchServicer
     provider: CountingProvider
     cache: ResponseCache
-    stored: list[object] = field(default_factory=list)
 
     async def settle(self) -> None:
         """Wait for the stores the servicer left to run off the request's path."""
-        import asyncio
-
         await asyncio.gather(*self.cache._storing)
 
 
@@ -264,3 +262,19 @@ async def test_a_streamed_answer_is_stored_and_replayed_as_a_stream_and_serves_j
     # The same request without streaming is the same key: the streamed answer serves it.
     answer_text, hit = await complete(g, request(A, "stream me"))
     assert (answer_text, hit.cache, g.provider.calls) == ("fresh answer 1", "hit", 1)
+
+
+async def test_with_redis_down_a_request_that_uses_the_cache_is_answered_upstream(
+    dispatch_servicer: Callable[..., DispatchServicer],
+) -> None:
+    provider = CountingProvider()
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    cache = ResponseCache(unreachable, settings())
+    router = ProviderRouter({"openai": provider}, "openai")  # type: ignore[dict-item]
+    g = Gateway(dispatch_servicer(router, AccountConfig({}, cache_enabled=True), ("openai",), cache), provider, cache)
+    for expected in ("fresh answer 1", "fresh answer 2"):
+        text, summary = await complete(g, request(A, "q"))
+        assert (text, summary.cache) == (expected, "miss")
+    events, text = await stream(g, request(A, "q", stream=True))
+    assert (events[0].cache, text) == ("miss", "fresh answer 3")
+    await unreachable.aclose()

@@ -164,7 +164,7 @@ class ChatCall:
         await self.runtime.rate_limiter.charge(self.context.account_id, self.context.api_key_id, tokens)
 
     def headers(self) -> dict[str, str]:
-        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
+        """The x-orqen-* headers of what the optimizer and the response cache did, and the x-ratelimit-* ones."""
         return {
             **self.rate_limit_headers,
             **orqen_headers(self.summary.model, self.plan_stats),
