@@ -11,6 +11,7 @@ import asyncpg
 from orqen_accounting.ledger_record import REQUEST_COLUMNS
 from orqen_accounting.pagination import decode_cursor, encode_cursor
 from orqen_common.auth import display_prefix, generate_api_key, hash_api_key
+from orqen_common.response_cache import DEFAULT_CACHE_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ class CacheSettings:
 
 
 # What an account that never saved cache settings gets: off, answers kept an hour when asked for.
-DEFAULT_CACHE_SETTINGS = CacheSettings(enabled=False, ttl_seconds=3600)
+DEFAULT_CACHE_SETTINGS = CacheSettings(enabled=False, ttl_seconds=DEFAULT_CACHE_TTL_SECONDS)
 
 # What an account that never saved preferences gets.
 DEFAULT_PREFERENCES = Preferences(mode="auto", k_floor=3, k_cap=0, ab_control_share=0.05, fallback_models=())

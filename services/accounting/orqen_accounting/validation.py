@@ -12,6 +12,7 @@ import uuid
 from orqen.v1 import accounting_pb2
 from orqen_accounting.repository import CacheSettings, Preferences, SealedCredentialFields
 from orqen_common.errors import invalid_request
+from orqen_common.response_cache import MAX_CACHE_TTL_SECONDS
 from orqen_common.routing_modes import ROUTING_MODES
 
 PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -65,10 +66,6 @@ def checked_credential(request: accounting_pb2.SealedCredential) -> SealedCreden
         nonce=sealed.nonce,
         ciphertext=sealed.ciphertext,
     )
-
-
-# The longest an account may keep cached answers: a week (dispatch's MAX_CACHE_TTL_SECONDS).
-MAX_CACHE_TTL_SECONDS = 7 * 24 * 3600
 
 
 def checked_cache_settings(request: accounting_pb2.CacheSettings) -> CacheSettings:

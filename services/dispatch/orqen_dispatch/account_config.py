@@ -19,12 +19,10 @@ from redis.asyncio import Redis
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
 from orqen_common.errors import OrqenError
+from orqen_common.response_cache import DEFAULT_CACHE_TTL_SECONDS
 from orqen_dispatch.credentials import CredentialStore, SavedCredentials
 
 log = structlog.get_logger(__name__)
-
-# An account that never saved cache settings (accounting answers the same default).
-DEFAULT_CACHE_TTL_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from orqen.v1 import common_pb2, dispatch_pb2
 from orqen_common.errors import invalid_request
 from orqen_common.formats.openai import ChatRequest
+from orqen_common.response_cache import CACHE_MODES, MAX_CACHE_TTL_SECONDS, CacheMode
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.cached_answer import CachedAnswer
 from orqen_dispatch.resilience import Target
-from orqen_dispatch.response_cache import CACHE_MODES, CacheKey, CacheMode, cache_key
-
-# The longest an answer may be kept: a week.
-MAX_CACHE_TTL_SECONDS = 7 * 24 * 3600
+from orqen_dispatch.response_cache import CacheKey, cache_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import structlog
 from msgspec import ValidationError, structs
@@ -35,9 +34,6 @@ from orqen_common.settings import OrqenSettings
 from orqen_dispatch.cached_answer import CachedAnswer, entry_decoder, entry_encoder
 
 log = structlog.get_logger(__name__)
-
-CacheMode = Literal["use", "skip", "refresh"]
-CACHE_MODES: tuple[CacheMode, ...] = ("use", "skip", "refresh")
 
 _PREFIX = "orqen:response-cache:"
 

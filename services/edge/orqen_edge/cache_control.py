@@ -7,12 +7,10 @@ asked for and passes it on with the request, and reports what happened in the an
 from __future__ import annotations
 
 from orqen_common.errors import invalid_request
+from orqen_common.response_cache import CACHE_MODES, MAX_CACHE_TTL_SECONDS
 
 CACHE_HEADER = "x-orqen-cache"
 CACHE_TTL_HEADER = "x-orqen-cache-ttl"
-CACHE_MODES = ("use", "skip", "refresh")
-# The longest a request may ask its answer to be kept: a week (as dispatch and the account settings).
-MAX_CACHE_TTL_SECONDS = 7 * 24 * 3600
 
 
 def requested_cache(mode: str | None, ttl: str | None) -> tuple[str, int]:

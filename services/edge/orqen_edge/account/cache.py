@@ -16,7 +16,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from orqen.v1 import accounting_pb2, dispatch_pb2
 from orqen_common.context import Principal
-from orqen_edge.cache_control import MAX_CACHE_TTL_SECONDS
+from orqen_common.response_cache import MAX_CACHE_TTL_SECONDS
 from orqen_edge.openapi import API_KEY, AUTHENTICATED, BODY, errors, json_body
 from orqen_edge.request_body import read_struct
 from orqen_edge.runtime import Runtime
