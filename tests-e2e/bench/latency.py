@@ -14,6 +14,10 @@ gRPC hop to dispatch, translation to the provider and back, and the request even
 "broken" counts requests whose connection broke: they are left out of the percentiles and
 the throughput, and reported rather than hidden.
 
+The "hit" rows send the same request with `x-orqen-cache: use`: after the warm-up every one is
+answered from the response cache (no provider call), so they show a cache hit's latency. Before
+the table, the cost of one cache lookup on the request path (bench/response_cache.py).
+
 `--tools N` measures a large tool list instead: an OpenAI-format request carrying N real tool
 definitions (bench/large_toolset.py; 500 are about 390 KB of JSON), straight to the fake and
 through Orqen once the optimizer has indexed them, with the number of tools Orqen forwarded.
@@ -42,6 +46,7 @@ from process_usage import cpu_seconds
 from bench.budget_check import budget_check_cost
 from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
+from bench.response_cache import lookup_cost
 from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
 from orqen_stack.config import StackConfig
@@ -232,6 +237,7 @@ def format_routes(edge: str, fakes: dict[str, str], orqen_key: str, peer: str) -
         for stream in (False, True):
             direct, gateway = targets(ingress, stream, edge, fakes[ingress], orqen_key)
             routes = {"direct": direct, "orqen": gateway}
+            routes["hit"] = Target(gateway.url, gateway.headers | {"x-orqen-cache": "use"}, gateway.body)
             if peer and (through_peer := peer_target(ingress, stream, peer, gateway)):
                 routes[PEER_NAME.lower()] = through_peer
             groups.append((ingress, "ttfb" if stream else "json", routes))
@@ -262,6 +268,11 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                 groups = [(f"{tools} tools", "json", routes)]
             else:
                 groups = format_routes(info.edge_url, urls, info.api_key, peer)
+                costs = await lookup_cost(stack.service_env["ORQEN_REDIS_URL"])
+                print(
+                    "response cache lookup (key + Redis round trip): "
+                    + ", ".join(f"{outcome} p50 {p50:.3f} ms p99 {p99:.3f} ms" for outcome, (p50, p99) in costs.items())
+                )
             header = f"{'ingress':<10}{'mode':<6}{'conc':>5}  {'via':<8}{'p50 ms':>9}{'p99 ms':>9}"
             header += f"{'added p50':>11}{'added p99':>11}{'req/s':>8}{'x direct':>9}{'broken':>8}"
             header += f"{'tools fwd':>16}" if tools else ""

@@ -46,7 +46,7 @@ def cost_and_savings(
     usage = event.dispatch.usage
     if not (usage.input_tokens or usage.output_tokens or tokens_saved):
         return Decimal(0), Decimal(0)
-    at = event.created_at.ToDatetime(tzinfo=dt.UTC) if event.HasField("created_at") else dt.datetime.now(dt.UTC)
+    at = _priced_at(event)
     provider, model = event.dispatch.provider, answering_model(event)
     cost = prices.price(provider, model, usage, at)
     if cost is None:
@@ -57,6 +57,23 @@ def cost_and_savings(
     without = prices.price(provider, model, unoptimized, at)
     assert without is not None  # the same provider and model
     return _money(cost.total), _money(without.total - cost.total)
+
+
+def cache_saving(event: events_pb2.RequestCompleted, prices: Prices) -> Decimal:
+    """On a response cache hit, what its answer cost when it was paid for; else 0.
+
+    A hit calls nothing (its usage is 0) and saves the cached answer's cost at today's prices;
+    for a model with no known price the saving is unknown and counted as none.
+    """
+    if event.dispatch.cache != "hit":
+        return Decimal(0)
+    replayed = event.dispatch.cached_usage
+    cost = prices.price(event.dispatch.provider, answering_model(event), replayed, _priced_at(event))
+    return _money(cost.total) if cost is not None else Decimal(0)
+
+
+def _priced_at(event: events_pb2.RequestCompleted) -> dt.datetime:
+    return event.created_at.ToDatetime(tzinfo=dt.UTC) if event.HasField("created_at") else dt.datetime.now(dt.UTC)
 
 
 def completed(event: events_pb2.RequestCompleted, prices: Prices) -> Completed:
@@ -74,6 +91,7 @@ def completed(event: events_pb2.RequestCompleted, prices: Prices) -> Completed:
     tokens_saved = ctx_saved + tool_saved
     priced = cost_and_savings(event, tokens_saved, prices)
     cost, savings = priced if priced is not None else (None, None)
+    cache_saved = cache_saving(event, prices)
     return Completed(
         event=event,
         context=ctx,
@@ -87,8 +105,9 @@ def completed(event: events_pb2.RequestCompleted, prices: Prices) -> Completed:
         tool_tokens_saved=tool_saved,
         tokens_saved=tokens_saved,
         cost_usd=cost,
-        savings_usd=savings,
+        savings_usd=None if savings is None else savings + cache_saved,
         price_unknown=priced is None,
+        cache_saved_usd=cache_saved,
     )
 
 

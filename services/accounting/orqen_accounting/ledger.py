@@ -27,7 +27,7 @@ _STAGING = """
 _GROUP = "account_id, day, provider, model, routing"
 _SUMS = (
     "input_tokens", "output_tokens", "cached_input_tokens", "tools_input", "tools_output", "tool_tokens_in",
-    "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out", "tokens_saved",
+    "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out", "tokens_saved", "cache_saved_usd",
 )  # fmt: skip
 # Requests of unknown price have NULL money: sums leave them out, and count them apart.
 _MONEY = {column: f"coalesce(sum({column}), 0)" for column in ("cost_usd", "savings_usd")}
@@ -36,6 +36,7 @@ _USAGE_VALUES = {
     "requests": "count(*)",
     "errors": "count(*) FILTER (WHERE failed)",
     "optimized": "count(*) FILTER (WHERE routing <> '' OR ctx_tokens_in > 0)",
+    "cache_hits": "count(*) FILTER (WHERE cache = 'hit')",
     **{column: f"sum({column})" for column in _SUMS},
     **_MONEY,
     "unpriced_requests": _UNPRICED,

@@ -49,6 +49,7 @@ class Completed:
     cost_usd: Decimal | None  # None: the model has no known price (price_unknown)
     savings_usd: Decimal | None
     price_unknown: bool
+    cache_saved_usd: Decimal  # on a response cache hit, the list-price cost of the answer replayed (in savings_usd)
 
 
 def _as_stored(value: Any) -> Any:
@@ -138,6 +139,8 @@ class LedgerRecord:
     savings_usd: Decimal | None = column(lambda c: c.savings_usd, to_message=_money)
     price_unknown: bool = column(lambda c: c.price_unknown)
     budget_warning: str = column(lambda c: c.event.budget_warning)
+    cache: str = column(lambda c: c.dispatch.cache)
+    cache_saved_usd: Decimal = column(lambda c: c.cache_saved_usd, to_message=float)
     # Counted in tool health, not stored per request.
     tools_offered: list[str] = staged(lambda c: list(c.event.tools_offered))
     tools_forwarded: list[str] = staged(lambda c: list(c.event.tools_forwarded))

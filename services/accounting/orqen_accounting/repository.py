@@ -11,6 +11,7 @@ import asyncpg
 from orqen_accounting.ledger_record import REQUEST_COLUMNS
 from orqen_accounting.pagination import decode_cursor, encode_cursor
 from orqen_common.auth import display_prefix, generate_api_key, hash_api_key
+from orqen_common.response_cache import DEFAULT_CACHE_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,17 @@ class Preferences:
     ab_control_share: float
     fallback_models: tuple[str, ...]
 
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """An account's response cache settings (see CacheSettings in accounting.proto)."""
+
+    enabled: bool
+    ttl_seconds: int
+
+
+# What an account that never saved cache settings gets: off, answers kept an hour when asked for.
+DEFAULT_CACHE_SETTINGS = CacheSettings(enabled=False, ttl_seconds=DEFAULT_CACHE_TTL_SECONDS)
 
 # What an account that never saved preferences gets.
 DEFAULT_PREFERENCES = Preferences(mode="auto", k_floor=3, k_cap=0, ab_control_share=0.05, fallback_models=())
@@ -255,6 +267,31 @@ class AccountingRepository:
             raise UnknownAccountError(account_id) from None
         assert row is not None
         return _preferences(row)
+
+    async def cache_settings(self, account_id: str) -> CacheSettings | None:
+        """The cache settings the account saved, or None when it never did."""
+        row = await self._pool.fetchrow(
+            "SELECT enabled, ttl_seconds FROM cache_settings WHERE account_id = $1::uuid", account_id
+        )
+        return None if row is None else CacheSettings(row["enabled"], row["ttl_seconds"])
+
+    async def put_cache_settings(self, account_id: str, settings: CacheSettings) -> CacheSettings:
+        try:
+            row = await self._pool.fetchrow(
+                """
+                INSERT INTO cache_settings (account_id, enabled, ttl_seconds) VALUES ($1::uuid, $2, $3)
+                ON CONFLICT (account_id) DO UPDATE SET
+                    enabled = EXCLUDED.enabled, ttl_seconds = EXCLUDED.ttl_seconds, updated_at = now()
+                RETURNING enabled, ttl_seconds
+                """,
+                account_id,
+                settings.enabled,
+                settings.ttl_seconds,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise UnknownAccountError(account_id) from None
+        assert row is not None
+        return CacheSettings(row["enabled"], row["ttl_seconds"])
 
     async def model_toggles(self, account_id: str) -> list[asyncpg.Record]:
         """The models the account switched off or on (model, enabled), by model."""

@@ -37,8 +37,10 @@ from orqen_accounting.owners import (
 )
 from orqen_accounting.pagination import InvalidCursorError
 from orqen_accounting.repository import (
+    DEFAULT_CACHE_SETTINGS,
     DEFAULT_PREFERENCES,
     AccountingRepository,
+    CacheSettings,
     KeyConflictError,
     Preferences,
     RequestFilter,
@@ -47,6 +49,7 @@ from orqen_accounting.repository import (
 from orqen_accounting.routing_stats import RoutingStats, insights
 from orqen_accounting.usage import UsageStats
 from orqen_accounting.validation import (
+    checked_cache_settings,
     checked_count,
     checked_credential,
     checked_model,
@@ -179,7 +182,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             log.warning("auth cache unavailable; a revoked key may stay cached until its TTL", error=str(err))
 
     async def _config_changed(self, account_id: str) -> None:
-        """Tell dispatch replicas that the account's credentials, preferences or toggles changed."""
+        """Tell dispatch replicas that the account's credentials, preferences, toggles or cache settings changed."""
         try:
             await self._redis.incr(account_config_key(account_id))
         except RedisError as err:
@@ -259,6 +262,29 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             raise _no_such_account() from None
         await self._config_changed(account_id)
         return _preferences_message(account_id, saved)
+
+    # --- response cache settings -------------------------------------------------------
+
+    async def GetCacheSettings(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.CacheSettings:
+        account_id = _account(request.account_id)
+        saved = await self._repo.cache_settings(account_id)
+        if saved is None:
+            await self._require_account(account_id)
+        return _cache_settings_message(account_id, saved or DEFAULT_CACHE_SETTINGS)
+
+    async def PutCacheSettings(
+        self, request: accounting_pb2.CacheSettings, context: ServicerContext
+    ) -> accounting_pb2.CacheSettings:
+        account_id = _account(request.account_id)
+        settings = checked_cache_settings(request)
+        try:
+            saved = await self._repo.put_cache_settings(account_id, settings)
+        except UnknownAccountError:
+            raise _no_such_account() from None
+        await self._config_changed(account_id)  # dispatch reads them with the account's configuration
+        return _cache_settings_message(account_id, saved)
 
     async def ListModelToggles(
         self, request: accounting_pb2.AccountRef, context: ServicerContext
@@ -676,6 +702,12 @@ def _preferences_message(account_id: str, preferences: Preferences) -> accountin
         k_cap=preferences.k_cap,
         ab_control_share=preferences.ab_control_share,
         fallback_models=list(preferences.fallback_models),
+    )
+
+
+def _cache_settings_message(account_id: str, settings: CacheSettings) -> accounting_pb2.CacheSettings:
+    return accounting_pb2.CacheSettings(
+        account_id=account_id, enabled=settings.enabled, ttl_seconds=settings.ttl_seconds
     )
 
 

@@ -17,7 +17,7 @@ from orqen.v1 import usage_pb2
 from orqen_accounting import histogram
 from orqen_accounting.pagination import decode_cursor, encode_cursor
 
-_MONEY = ("cost_usd", "savings_usd")
+_MONEY = ("cost_usd", "savings_usd", "cache_saved_usd")
 
 
 def _sums(**named: str) -> str:
@@ -34,23 +34,24 @@ def _same(*columns: str) -> dict[str, str]:
 
 _TOTALS = _sums(
     **_same(
-        "requests", "errors", "input_tokens", "output_tokens", "cached_input_tokens", "tokens_saved", *_MONEY,
-        "unpriced_requests", "unpriced_tokens",
+        "requests", "errors", "input_tokens", "output_tokens", "cached_input_tokens", "tokens_saved", "cache_hits",
+        *_MONEY, "unpriced_requests", "unpriced_tokens",
     )
 )  # fmt: skip
 _SAVINGS = _sums(
     requests="requests",
     tool_tokens_saved="tool_tokens_in - tool_tokens_out",
     ctx_tokens_saved="ctx_tokens_in - ctx_tokens_out",
-    **_same("tokens_saved", *_MONEY, "unpriced_requests"),
+    **_same("tokens_saved", "cache_hits", *_MONEY, "unpriced_requests"),
 )
 _OPTIMIZATION = _sums(
     requests="requests",
     optimized_requests="optimized",
     **_same(
         "tools_input", "tools_output", "tool_tokens_in", "tool_tokens_out", "ctx_tokens_in", "ctx_tokens_out",
-        "tokens_saved", "savings_usd",
+        "tokens_saved",
     ),
+    savings_usd="savings_usd - cache_saved_usd",  # the optimizer's own
 )  # fmt: skip
 _PERIOD = "account_id = $1::uuid AND day >= $2 AND day <= $3"
 

@@ -10,8 +10,9 @@ import re
 import uuid
 
 from orqen.v1 import accounting_pb2
-from orqen_accounting.repository import Preferences, SealedCredentialFields
+from orqen_accounting.repository import CacheSettings, Preferences, SealedCredentialFields
 from orqen_common.errors import invalid_request
+from orqen_common.response_cache import MAX_CACHE_TTL_SECONDS
 from orqen_common.routing_modes import ROUTING_MODES
 
 PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -65,6 +66,13 @@ def checked_credential(request: accounting_pb2.SealedCredential) -> SealedCreden
         nonce=sealed.nonce,
         ciphertext=sealed.ciphertext,
     )
+
+
+def checked_cache_settings(request: accounting_pb2.CacheSettings) -> CacheSettings:
+    """Cache settings with a TTL dispatch accepts."""
+    if not 1 <= request.ttl_seconds <= MAX_CACHE_TTL_SECONDS:
+        raise invalid_request(f"Invalid ttl_seconds {request.ttl_seconds}: between 1 and {MAX_CACHE_TTL_SECONDS}.")
+    return CacheSettings(enabled=request.enabled, ttl_seconds=request.ttl_seconds)
 
 
 def checked_preferences(request: accounting_pb2.RoutingPreferences) -> Preferences:

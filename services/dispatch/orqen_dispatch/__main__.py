@@ -30,6 +30,7 @@ from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.proxy import GROQ_FAMILIES, OPENAI_FAMILIES, ProxyService
 from orqen_dispatch.resilience import Dispatcher
+from orqen_dispatch.response_cache import ResponseCache
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 from orqen_dispatch.settings import DispatchSettings, secret
@@ -135,6 +136,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         LatencyStats(redis),
         AvailableModels(router, lists, operator_providers(settings), prices, settings.model_overrides),
         ProxyService(router, dispatcher, configs),
+        ResponseCache(redis, settings),
     )
 
     def register(server: grpc.aio.Server) -> None:

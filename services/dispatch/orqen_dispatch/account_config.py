@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
 from orqen_common.errors import OrqenError
+from orqen_common.response_cache import DEFAULT_CACHE_TTL_SECONDS
 from orqen_dispatch.credentials import CredentialStore, SavedCredentials
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,9 @@ class AccountConfig:
     credentials: SavedCredentials  # opened secrets by provider; never logged
     fallback_models: tuple[str, ...] = ()
     disabled_models: frozenset[str] = frozenset()
+    # The response cache: whether requests use it unless they say otherwise, and for how long.
+    cache_enabled: bool = False
+    cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
 
 
 class AccountConfigs:
@@ -56,10 +60,11 @@ class AccountConfigs:
     async def _load(self, account_id: str, previous: AccountConfig | None) -> tuple[AccountConfig, bool]:
         ref = accounting_pb2.AccountRef(account_id=account_id)
         what = "account routing settings"
-        credentials, preferences, toggles = await asyncio.gather(
+        credentials, preferences, toggles, cache = await asyncio.gather(
             self._credentials(account_id, previous),
             answer_or_none(self._accounting.GetRoutingPreferences(ref, timeout=self._timeout), account_id, what),
             answer_or_none(self._accounting.ListModelToggles(ref, timeout=self._timeout), account_id, what),
+            answer_or_none(self._accounting.GetCacheSettings(ref, timeout=self._timeout), account_id, what),
         )
         # Whatever accounting could not say now stays as it was.
         previous = previous or AccountConfig({})
@@ -73,8 +78,11 @@ class AccountConfigs:
                 if toggles is not None
                 else previous.disabled_models
             ),
+            cache_enabled=cache.enabled if cache is not None else previous.cache_enabled,
+            cache_ttl_seconds=cache.ttl_seconds if cache is not None else previous.cache_ttl_seconds,
         )
-        return config, credentials is not None and preferences is not None and toggles is not None
+        answered = (credentials, preferences, toggles, cache)
+        return config, all(answer is not None for answer in answered)
 
     async def _credentials(self, account_id: str, previous: AccountConfig | None) -> SavedCredentials | None:
         """The account's saved credentials; None when accounting fails and a copy was read before.

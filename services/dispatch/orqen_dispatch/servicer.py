@@ -5,6 +5,8 @@ switched off) gives the targets — the requested model, or what an orqen/* rule
 its alternates, then the account's fallback models — each with the credentials it is called
 with (per-request > the account's saved > the operator's environment). The `Dispatcher` tries
 them with retries, timeouts and circuit breakers, and every call made is in the summary.
+A request that uses the response cache (orqen_dispatch.cache_use) is answered from it when it
+holds the answer, without calling anything; otherwise the answer is stored once it is whole.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from orqen_common.errors import OrqenError, invalid_request, kind_for_grpc
 from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
 from orqen_common.prices import price_source
-from orqen_dispatch.account_config import AccountConfigs
+from orqen_dispatch.account_config import AccountConfig, AccountConfigs
 from orqen_dispatch.available_models import AvailableModels, list_statuses, model_infos
+from orqen_dispatch.cache_use import cache_use, hit_summary
+from orqen_dispatch.cached_answer import StreamFold, cached_answer, replay_chunks
 from orqen_dispatch.credentials import CredentialStore, merge
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_profiles import ModelProfile
@@ -33,6 +37,7 @@ from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser, r
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
+from orqen_dispatch.response_cache import ResponseCache
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.summary import as_orqen_error, ms_since, summary
 
@@ -48,6 +53,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         latency: LatencyStats,
         available: AvailableModels,
         proxy: ProxyService,
+        cache: ResponseCache,
     ) -> None:
         self._router = router
         self._chooser = chooser
@@ -57,13 +63,20 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._latency = latency
         self._available = available
         self._proxy = proxy
+        self._cache = cache
         self._recording: set[asyncio.Task[None]] = set()
 
     async def Complete(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> dispatch_pb2.CompleteResponse:
         chat = _parse(request.chat_json)
-        targets = await self._targets(account_scope(request.context.account_id), chat, request)
+        account_id = account_scope(request.context.account_id)
+        config = await self._configs.get(account_id)
+        targets = await self._targets(config, chat, request)
+        use = cache_use(request, account_id, config, chat, targets[0])
+        cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
+        if cached is not None:
+            return dispatch_pb2.CompleteResponse(response_json=encode(cached.fresh()), summary=hit_summary(cached))
         started = time.perf_counter()
         try:
             completion, target, attempts = await self._dispatcher.complete(targets, chat)
@@ -75,16 +88,31 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._measure(targets, attempts)
         elapsed = ms_since(started)
         model = completion.body.model or target.model
-        return dispatch_pb2.CompleteResponse(
-            response_json=encode(completion.body),
-            summary=summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts),
-        )
+        answered = summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts)
+        if use is not None:
+            answered.cache = "miss"
+            answer = cached_answer(target.provider.name, model, completion.usage, completion.body)
+            self._cache.put_later(use.key, answer, use.ttl_seconds)
+        return dispatch_pb2.CompleteResponse(response_json=encode(completion.body), summary=answered)
 
     async def Stream(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         chat = _parse(request.chat_json)
-        targets = await self._targets(account_scope(request.context.account_id), chat, request)
+        account_id = account_scope(request.context.account_id)
+        config = await self._configs.get(account_id)
+        targets = await self._targets(config, chat, request)
+        use = cache_use(request, account_id, config, chat, targets[0])
+        cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
+        if cached is not None:
+            yield dispatch_pb2.StreamEvent(cache="hit")
+            for chunk in replay_chunks(cached.fresh(), cached.token_usage()):
+                yield dispatch_pb2.StreamEvent(chunk_json=encode(chunk))
+            yield dispatch_pb2.StreamEvent(summary=hit_summary(cached))
+            return
+        if use is not None:
+            yield dispatch_pb2.StreamEvent(cache="miss")
+        fold = StreamFold()
         state = StreamState()
         attempts: list[AttemptRecord] = []
         started = time.perf_counter()
@@ -97,6 +125,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                     if not ttft:
                         ttft = ms_since(started)
                     model_used = chunk.model or model_used
+                    fold.add(chunk)
                     yield dispatch_pb2.StreamEvent(chunk_json=encode(chunk))
         except UpstreamError as err:
             # After the first chunk (not a DispatchFailedError) there is no retry: the caller has part of an answer.
@@ -108,11 +137,16 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         finally:
             self._measure(targets, attempts)
         target = stream.target or targets[0]
-        yield dispatch_pb2.StreamEvent(
-            summary=summary(
-                target, model_used or target.model, state.usage, state.status, ms_since(started), ttft, attempts
-            )
+        answered = summary(
+            target, model_used or target.model, state.usage, state.status, ms_since(started), ttft, attempts
         )
+        if use is not None:
+            answered.cache = "miss"
+            folded = fold.completion()
+            if folded is not None:
+                answer = cached_answer(target.provider.name, answered.model, state.usage, folded)
+                self._cache.put_later(use.key, answer, use.ttl_seconds)
+        yield dispatch_pb2.StreamEvent(summary=answered)
 
     async def Proxy(
         self, request_iterator: AsyncIterator[dispatch_pb2.ProxyRequestFrame], context: ServicerContext
@@ -142,9 +176,22 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             models=models, prices_as_of=price_source(), provider_lists=list_statuses(available)
         )
 
-    async def _targets(self, account_id: str, chat: ChatRequest, request: dispatch_pb2.CompleteRequest) -> list[Target]:
+    async def GetResponseCacheUsage(
+        self, request: dispatch_pb2.ResponseCacheRef, context: ServicerContext
+    ) -> dispatch_pb2.ResponseCacheUsage:
+        held = await self._cache.usage(account_scope(request.account_id))
+        return dispatch_pb2.ResponseCacheUsage(entries=held.entries, bytes=held.bytes)
+
+    async def PurgeResponseCache(
+        self, request: dispatch_pb2.ResponseCacheRef, context: ServicerContext
+    ) -> dispatch_pb2.ResponseCacheUsage:
+        held = await self._cache.purge(account_scope(request.account_id))
+        return dispatch_pb2.ResponseCacheUsage(entries=held.entries, bytes=held.bytes)
+
+    async def _targets(
+        self, config: AccountConfig, chat: ChatRequest, request: dispatch_pb2.CompleteRequest
+    ) -> list[Target]:
         """The models to try in order, each with its provider and credentials."""
-        config = await self._configs.get(account_id)
         model = chat.model
         # Only a routing string reads the lists and figures: a named model costs no Redis read for them.
         listed: Sequence[ModelProfile] = ()

@@ -15,6 +15,7 @@ from orqen_common.proxy_families import BY_NAME
 from orqen_common.settings import AccountingAddress, DispatchAddress, RedisSettings, ServiceSettings
 from orqen_dispatch.model_profiles import ModelOverride
 from orqen_dispatch.resilience import ResilienceSettings
+from orqen_dispatch.response_cache import ResponseCacheSettings
 
 
 class CompatibleProvider(BaseModel):
@@ -36,7 +37,13 @@ class CompatibleProvider(BaseModel):
 
 
 class DispatchSettings(
-    ServiceSettings, DispatchAddress, AccountingAddress, RedisSettings, ResilienceSettings, PriceSettings
+    ServiceSettings,
+    DispatchAddress,
+    AccountingAddress,
+    RedisSettings,
+    ResilienceSettings,
+    PriceSettings,
+    ResponseCacheSettings,
 ):
     """Configuration of the dispatch service; it calls accounting (API keys, credentials, preferences)."""
 

@@ -1,4 +1,4 @@
-"""Dispatch's servicer built in-process over given providers, without accounting or Redis."""
+"""Dispatch's servicer built in-process over given providers, without accounting (Redis only for a given cache)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from orqen.v1 import common_pb2, dispatch_pb2
 from orqen_common.context import Principal, principal_var
@@ -17,11 +18,12 @@ from orqen_dispatch.model_list_cache import ListSource, ProviderList
 from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import CircuitBreakers, Dispatcher, RetryPolicy
+from orqen_dispatch.response_cache import ResponseCache, ResponseCacheSettings
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 
-# (router, every account's configuration, the providers the operator connects) -> the servicer
-ServicerFactory = Callable[[ProviderRouter, AccountConfig, Collection[str]], DispatchServicer]
+# (router, every account's configuration, the providers the operator connects[, response cache]) -> the servicer
+ServicerFactory = Callable[..., DispatchServicer]
 
 
 class StaticConfigs:
@@ -60,7 +62,12 @@ def dispatch_servicer() -> ServicerFactory:
     """Builds a servicer that calls each model once (no retries), then the account's fallbacks."""
     principal_var.set(Principal("service"))
 
-    def build(router: ProviderRouter, config: AccountConfig, operator_providers: Collection[str]) -> DispatchServicer:
+    def build(
+        router: ProviderRouter,
+        config: AccountConfig,
+        operator_providers: Collection[str],
+        cache: ResponseCache | None = None,
+    ) -> DispatchServicer:
         dispatcher = Dispatcher(RetryPolicy(max_attempts=1), CircuitBreakers(threshold=100))
         configs = StaticConfigs(config)
         return DispatchServicer(
@@ -72,6 +79,8 @@ def dispatch_servicer() -> ServicerFactory:
             NoLatency(),  # type: ignore[arg-type]
             AvailableModels(router, UncachedLists(), operator_providers, Prices(), {}),  # type: ignore[arg-type]
             ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
+            # Without a test's own cache: a Redis no request reaches (the cache is off by default).
+            cache or ResponseCache(Redis(host="127.0.0.1", port=1), ResponseCacheSettings()),
         )
 
     return build

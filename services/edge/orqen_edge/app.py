@@ -15,7 +15,7 @@ from litestar.template.config import TemplateConfig
 
 from orqen_common.errors import OrqenError
 from orqen_edge import health, openapi
-from orqen_edge.account import billing, budgets, keys, owners, request_log, routing, usage
+from orqen_edge.account import billing, budgets, cache, keys, owners, request_log, routing, usage
 from orqen_edge.auth import api_key_principal
 from orqen_edge.dashboard import login, pages, web
 from orqen_edge.dashboard.auth import dashboard_session
@@ -44,6 +44,7 @@ def create_app(runtime: Runtime) -> Litestar:
         # The account API
         *request_log.ROUTES,
         *billing.ROUTES,
+        *cache.ROUTES,
         *keys.ROUTES,
         *budgets.ROUTES,
         *owners.ROUTES,

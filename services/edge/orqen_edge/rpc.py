@@ -167,6 +167,14 @@ class Downstream:
         request = dispatch_pb2.ListModelsRequest(account_id=account_id)
         return await _unary(_DISPATCH, self._dispatch.ListModels, request)
 
+    async def get_response_cache_usage(self, account_id: str) -> dispatch_pb2.ResponseCacheUsage:
+        request = dispatch_pb2.ResponseCacheRef(account_id=account_id)
+        return await _unary(_DISPATCH, self._dispatch.GetResponseCacheUsage, request)
+
+    async def purge_response_cache(self, account_id: str) -> dispatch_pb2.ResponseCacheUsage:
+        request = dispatch_pb2.ResponseCacheRef(account_id=account_id)
+        return await _unary(_DISPATCH, self._dispatch.PurgeResponseCache, request)
+
     # Accounting: the shapes of request most of its RPCs take
 
     async def _of_account(
@@ -268,6 +276,12 @@ class Downstream:
         self, preferences: accounting_pb2.RoutingPreferences
     ) -> accounting_pb2.RoutingPreferences:
         return await _unary(_ACCOUNTING, self._accounting.PutRoutingPreferences, preferences)
+
+    async def get_cache_settings(self, account_id: str) -> accounting_pb2.CacheSettings:
+        return await self._of_account(self._accounting.GetCacheSettings, account_id)
+
+    async def put_cache_settings(self, settings: accounting_pb2.CacheSettings) -> accounting_pb2.CacheSettings:
+        return await _unary(_ACCOUNTING, self._accounting.PutCacheSettings, settings)
 
     async def set_model_toggle(self, account_id: str, model: str, enabled: bool) -> accounting_pb2.ModelToggles:
         request = accounting_pb2.SetModelToggleRequest(account_id=account_id, model=model, enabled=enabled)

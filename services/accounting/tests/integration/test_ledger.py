@@ -1,5 +1,6 @@
 """The ledger: every figure of a request, priced; rollups, sessions and tool health counted once;
-the request log filtered and paged; one account never sees another's figures."""
+the request log filtered and paged; one account never sees another's figures; response cache hits
+and each account's cache settings."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2, usage_pb2
 from orqen_accounting import histogram
 from orqen_accounting.ledger_record import REQUEST_COLUMNS
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.retention import Retention
+from orqen_common.cache import account_config_key
 from orqen_common.prices import Prices
 
 MIDNIGHT = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
@@ -393,3 +396,79 @@ async def test_postgres_puts_latencies_in_the_same_buckets_as_the_histogram_modu
         f"SELECT ms, {histogram.sql_bucket('ms')} AS b FROM unnest($1::float8[]) AS t(ms)", samples
     )
     assert [r["b"] for r in found] == [histogram.bucket_of(ms) for ms in samples]
+
+
+# --- the response cache ---------------------------------------------------------------------
+
+
+def cache_hit(account_id: str, replayed: tuple[int, int, int]) -> Any:
+    """A request answered from the cache: nothing called (usage 0), the replayed answer's usage kept apart."""
+    event = completed(account_id, tokens=(0, 0, 0), upstream_ms=0.0)
+    event.dispatch.cache = "hit"
+    event.dispatch.cached_usage.CopyFrom(
+        common_pb2.Usage(input_tokens=replayed[0], output_tokens=replayed[1], cached_input_tokens=replayed[2])
+    )
+    return event
+
+
+async def test_a_hit_costs_nothing_and_saves_what_its_answer_cost(
+    repo: AccountingRepository, record: Any, connect: Any
+) -> None:
+    account_id = await new_account(repo)
+    miss = completed(account_id, tokens=(1000, 200, 0))
+    miss.dispatch.cache = "miss"
+    hit = cache_hit(account_id, (1000, 200, 0))
+    assert await record([miss, hit]) == 2
+    saved = usd(1000, 200, 0, MINI)
+    async with connect() as accounting:
+        rows = {
+            r.request_id: r
+            for r in [
+                await accounting.GetRequest(
+                    accounting_pb2.GetRequestRequest(account_id=account_id, request_id=e.context.request_id)
+                )
+                for e in (miss, hit)
+            ]
+        }
+        period = usage_pb2.UsagePeriod(account_id=account_id, days=7)
+        summary = await accounting.GetUsageSummary(period)
+        savings = await accounting.GetSavings(period)
+        optimization = await accounting.GetOptimizationStats(period)
+    logged_hit, logged_miss = rows[hit.context.request_id], rows[miss.context.request_id]
+    assert (logged_hit.cache, logged_hit.cost_usd, logged_hit.input_tokens) == ("hit", 0.0, 0)
+    assert logged_hit.cache_saved_usd == pytest.approx(saved, abs=1e-10)
+    assert logged_hit.savings_usd == pytest.approx(saved, abs=1e-10)
+    assert (logged_miss.cache, logged_miss.cache_saved_usd) == ("miss", 0.0)
+    assert logged_miss.cost_usd == pytest.approx(saved, abs=1e-10)
+    # The savings figures count the hit: requests, money saved; the cost is the miss's only.
+    totals = summary.totals
+    assert (totals.requests, totals.cache_hits) == (2, 1)
+    assert totals.cache_saved_usd == pytest.approx(saved) and totals.savings_usd == pytest.approx(saved)
+    assert totals.cost_usd == pytest.approx(saved)
+    [model] = savings.models
+    assert (model.cache_hits, model.cache_saved_usd) == (1, pytest.approx(saved))
+    # The optimizer's own savings stay its own.
+    assert optimization.savings_usd == 0.0
+
+
+async def test_cache_settings_default_off_are_saved_checked_and_tell_dispatch(
+    repo: AccountingRepository, connect: Any, auth_cache: Redis
+) -> None:
+    account_id = await new_account(repo)
+    async with connect() as accounting:
+        ref = accounting_pb2.AccountRef(account_id=account_id)
+        default = await accounting.GetCacheSettings(ref)
+        assert (default.enabled, default.ttl_seconds) == (False, 3600)
+        saved = await accounting.PutCacheSettings(
+            accounting_pb2.CacheSettings(account_id=account_id, enabled=True, ttl_seconds=600)
+        )
+        assert (saved.enabled, saved.ttl_seconds) == (True, 600)
+        assert (await accounting.GetCacheSettings(ref)).ttl_seconds == 600
+        for ttl in (0, 7 * 24 * 3600 + 1):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await accounting.PutCacheSettings(
+                    accounting_pb2.CacheSettings(account_id=account_id, enabled=True, ttl_seconds=ttl)
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Dispatch reads them with the account's configuration: the change counter moved.
+    assert int(await auth_cache.get(account_config_key(account_id)) or 0) >= 1

@@ -877,6 +877,35 @@ class RoutingPreferences(_message.Message):
 Global___RoutingPreferences: _TypeAlias = RoutingPreferences  # noqa: Y015
 
 @_typing.final
+class CacheSettings(_message.Message):
+    """How an account uses the response cache: dispatch answers a repeated request from it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    enabled: _builtins.bool
+    """Whether requests without an x-orqen-cache header use the cache ("use"); off by default."""
+    ttl_seconds: _builtins.int
+    """How long an answer stays cached when the request names no x-orqen-cache-ttl; 1..604800."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        ttl_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "enabled", b"enabled", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheSettings: _TypeAlias = CacheSettings  # noqa: Y015
+
+@_typing.final
 class ModelToggle(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1244,6 +1273,8 @@ class RequestRecord(_message.Message):
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     PRICE_UNKNOWN_FIELD_NUMBER: _builtins.int
     BUDGET_WARNING_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    CACHE_SAVED_USD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     account_id: _builtins.str
     api_key_id: _builtins.str
@@ -1295,6 +1326,14 @@ class RequestRecord(_message.Message):
     """The request has tokens but its model has no known price: its cost is not in any total."""
     budget_warning: _builtins.str
     """RequestCompleted.budget_warning: a budget past its soft threshold when it was admitted."""
+    cache: _builtins.str
+    """The response cache: "hit" (answered from it, no upstream call), "miss" (consulted,
+    then answered upstream), "" (not consulted).
+    """
+    cache_saved_usd: _builtins.float
+    """On a hit, the list-price cost of the cached answer, which this request did not pay;
+    a part of savings_usd.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1350,10 +1389,12 @@ class RequestRecord(_message.Message):
         savings_usd: _builtins.float | None = ...,
         price_unknown: _builtins.bool = ...,
         budget_warning: _builtins.str = ...,
+        cache: _builtins.str = ...,
+        cache_saved_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_savings_usd", b"_savings_usd", "cost_usd", b"cost_usd", "created_at", b"created_at", "savings_usd", b"savings_usd", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_savings_usd", b"_savings_usd", "account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "budget_warning", b"budget_warning", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "price_unknown", b"price_unknown", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd", "_savings_usd", b"_savings_usd", "account_id", b"account_id", "api_key_id", b"api_key_id", "attempts", b"attempts", "budget_warning", b"budget_warning", "cache", b"cache", "cache_saved_usd", b"cache_saved_usd", "cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "created_at", b"created_at", "ctx_tokens_in", b"ctx_tokens_in", "ctx_tokens_out", b"ctx_tokens_out", "ctx_tokens_saved", b"ctx_tokens_saved", "error", b"error", "gateway_ms", b"gateway_ms", "ingress", b"ingress", "input_tokens", b"input_tokens", "k", b"k", "k_reason", b"k_reason", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_used", b"model_used", "output_tokens", b"output_tokens", "price_unknown", b"price_unknown", "provider", b"provider", "request_id", b"request_id", "route_reason", b"route_reason", "routing", b"routing", "savings_usd", b"savings_usd", "session_id", b"session_id", "status", b"status", "stream", b"stream", "tokens_saved", b"tokens_saved", "tool_tokens_in", b"tool_tokens_in", "tool_tokens_out", b"tool_tokens_out", "tool_tokens_saved", b"tool_tokens_saved", "tools_called", b"tools_called", "tools_input", b"tools_input", "tools_output", b"tools_output", "trace", b"trace", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost_usd: _TypeAlias = _typing.Literal["cost_usd"]  # noqa: Y015
     _WhichOneofArgType__cost_usd: _TypeAlias = _typing.Literal["_cost_usd", b"_cost_usd"]  # noqa: Y015

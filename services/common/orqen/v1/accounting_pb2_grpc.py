@@ -111,6 +111,16 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
                 _registered_method=True)
+        self.GetCacheSettings = channel.unary_unary(
+                '/orqen.v1.Accounting/GetCacheSettings',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
+                _registered_method=True)
+        self.PutCacheSettings = channel.unary_unary(
+                '/orqen.v1.Accounting/PutCacheSettings',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
+                _registered_method=True)
         self.ListRoutingTraces = channel.unary_unary(
                 '/orqen.v1.Accounting/ListRoutingTraces',
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesRequest.SerializeToString,
@@ -343,6 +353,19 @@ class AccountingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetModelToggle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCacheSettings(self, request, context):
+        """The account's response cache settings (opt-in; see docs/api.md, Response cache).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutCacheSettings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -606,6 +629,16 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.SetModelToggle,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.ModelToggles.SerializeToString,
+            ),
+            'GetCacheSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCacheSettings,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
+            ),
+            'PutCacheSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutCacheSettings,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
             ),
             'ListRoutingTraces': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRoutingTraces,
@@ -1144,6 +1177,60 @@ class Accounting:
             '/orqen.v1.Accounting/SetModelToggle',
             orqen_dot_v1_dot_accounting__pb2.SetModelToggleRequest.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.ModelToggles.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCacheSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/GetCacheSettings',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutCacheSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/PutCacheSettings',
+            orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,9 @@ class AccountingStub:
     ListModelToggles: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelToggles]
     """Models the account switched off (or on) for automatic routing; absent means enabled."""
     SetModelToggle: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.SetModelToggleRequest, _accounting_pb2.ModelToggles]
+    GetCacheSettings: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.CacheSettings]
+    """The account's response cache settings (opt-in; see docs/api.md, Response cache)."""
+    PutCacheSettings: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CacheSettings, _accounting_pb2.CacheSettings]
     ListRoutingTraces: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ListRoutingTracesRequest, _accounting_pb2.ListRoutingTracesResponse]
     """Recent routing decisions (requests that carried a routing trace), newest first."""
     GetRoutingCalibration: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingCalibration]
@@ -152,6 +155,9 @@ class AccountingAsyncStub(AccountingStub):
     ListModelToggles: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelToggles]  # type: ignore[assignment]
     """Models the account switched off (or on) for automatic routing; absent means enabled."""
     SetModelToggle: _aio.UnaryUnaryMultiCallable[_accounting_pb2.SetModelToggleRequest, _accounting_pb2.ModelToggles]  # type: ignore[assignment]
+    GetCacheSettings: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.CacheSettings]  # type: ignore[assignment]
+    """The account's response cache settings (opt-in; see docs/api.md, Response cache)."""
+    PutCacheSettings: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CacheSettings, _accounting_pb2.CacheSettings]  # type: ignore[assignment]
     ListRoutingTraces: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ListRoutingTracesRequest, _accounting_pb2.ListRoutingTracesResponse]  # type: ignore[assignment]
     """Recent routing decisions (requests that carried a routing trace), newest first."""
     GetRoutingCalibration: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingCalibration]  # type: ignore[assignment]
@@ -329,6 +335,21 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.SetModelToggleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.ModelToggles, _abc.Awaitable[_accounting_pb2.ModelToggles]]: ...
+
+    @_abc_1.abstractmethod
+    def GetCacheSettings(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.CacheSettings, _abc.Awaitable[_accounting_pb2.CacheSettings]]:
+        """The account's response cache settings (opt-in; see docs/api.md, Response cache)."""
+
+    @_abc_1.abstractmethod
+    def PutCacheSettings(
+        self,
+        request: _accounting_pb2.CacheSettings,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.CacheSettings, _abc.Awaitable[_accounting_pb2.CacheSettings]]: ...
 
     @_abc_1.abstractmethod
     def ListRoutingTraces(

@@ -21,6 +21,47 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ResponseCacheRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseCacheRef: _TypeAlias = ResponseCacheRef  # noqa: Y015
+
+@_typing.final
+class ResponseCacheUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    entries: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        entries: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseCacheUsage: _TypeAlias = ResponseCacheUsage  # noqa: Y015
+
+@_typing.final
 class ProxyRequestFrame(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -504,10 +545,18 @@ class CompleteRequest(_message.Message):
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     TOOL_ROUTING_FIELD_NUMBER: _builtins.int
     ALLOWED_MODELS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The canonical chat request (OpenAI Chat Completions JSON, with the extensions
     listed in orqen_common/canonical.py), UTF-8.
     """
+    cache: _builtins.str
+    """The response cache for this request (the x-orqen-cache header): "use", "skip",
+    "refresh" (call upstream and store the answer), or "" for the account's setting.
+    """
+    cache_ttl_seconds: _builtins.int
+    """How long a stored answer is kept (x-orqen-cache-ttl); 0 for the account's setting."""
     @_builtins.property
     def context(self) -> _common_pb2.RequestContext: ...
     @_builtins.property
@@ -538,10 +587,12 @@ class CompleteRequest(_message.Message):
         credentials: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tool_routing: _optimizer_pb2.RoutingTrace | None = ...,
         allowed_models: _abc.Iterable[_builtins.str] | None = ...,
+        cache: _builtins.str = ...,
+        cache_ttl_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "tool_routing", b"tool_routing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "chat_json", b"chat_json", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "cache", b"cache", "cache_ttl_seconds", b"cache_ttl_seconds", "chat_json", b"chat_json", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -577,7 +628,12 @@ class StreamEvent(_message.Message):
 
     CHUNK_JSON_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     chunk_json: _builtins.bytes
+    cache: _builtins.str
+    """First, when the response cache was consulted: "hit" or "miss" (the x-orqen-cache
+    header goes out before the summary does).
+    """
     @_builtins.property
     def summary(self) -> Global___DispatchSummary: ...
     def __init__(
@@ -585,12 +641,13 @@ class StreamEvent(_message.Message):
         *,
         chunk_json: _builtins.bytes = ...,
         summary: Global___DispatchSummary | None = ...,
+        cache: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk_json", b"chunk_json", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunk_json", b"chunk_json", "event", b"event", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_json", b"chunk_json", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunk_json", b"chunk_json", "event", b"event", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk_json", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk_json", "summary", "cache"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -610,6 +667,8 @@ class DispatchSummary(_message.Message):
     TTFT_MS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     ROUTE_REASON_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    CACHED_USAGE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     upstream_status: _builtins.int
@@ -617,12 +676,18 @@ class DispatchSummary(_message.Message):
     ttft_ms: _builtins.float
     route_reason: _builtins.str
     """Why `model` answered: "requested", or the orqen/* rule and fallback that chose it."""
+    cache: _builtins.str
+    """The response cache: "hit", "miss", or "" when not consulted. On a hit usage is 0
+    (nothing was called) and cached_usage is the usage of the answer replayed.
+    """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Attempt]:
         """Every call made upstream, in order: retries and fallbacks included."""
 
+    @_builtins.property
+    def cached_usage(self) -> _common_pb2.Usage: ...
     def __init__(
         self,
         *,
@@ -634,10 +699,12 @@ class DispatchSummary(_message.Message):
         ttft_ms: _builtins.float = ...,
         attempts: _abc.Iterable[_common_pb2.Attempt] | None = ...,
         route_reason: _builtins.str = ...,
+        cache: _builtins.str = ...,
+        cached_usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cached_usage", b"cached_usage", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "model", b"model", "provider", b"provider", "route_reason", b"route_reason", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms", "upstream_status", b"upstream_status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache", b"cache", "cached_usage", b"cached_usage", "model", b"model", "provider", b"provider", "route_reason", b"route_reason", "ttft_ms", b"ttft_ms", "upstream_ms", b"upstream_ms", "upstream_status", b"upstream_status", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,6 +62,16 @@ class DispatchStub:
                 request_serializer=orqen_dot_v1_dot_dispatch__pb2.ProxyRequestFrame.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_dispatch__pb2.ProxyResponseFrame.FromString,
                 _registered_method=True)
+        self.GetResponseCacheUsage = channel.unary_unary(
+                '/orqen.v1.Dispatch/GetResponseCacheUsage',
+                request_serializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheUsage.FromString,
+                _registered_method=True)
+        self.PurgeResponseCache = channel.unary_unary(
+                '/orqen.v1.Dispatch/PurgeResponseCache',
+                request_serializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheUsage.FromString,
+                _registered_method=True)
 
 
 class DispatchServicer:
@@ -113,6 +123,19 @@ class DispatchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResponseCacheUsage(self, request, context):
+        """The account's response cache: what it holds, and emptying it (returns what it held).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeResponseCache(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +163,16 @@ def add_DispatchServicer_to_server(servicer, server):
                     servicer.Proxy,
                     request_deserializer=orqen_dot_v1_dot_dispatch__pb2.ProxyRequestFrame.FromString,
                     response_serializer=orqen_dot_v1_dot_dispatch__pb2.ProxyResponseFrame.SerializeToString,
+            ),
+            'GetResponseCacheUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponseCacheUsage,
+                    request_deserializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheUsage.SerializeToString,
+            ),
+            'PurgeResponseCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeResponseCache,
+                    request_deserializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_dispatch__pb2.ResponseCacheUsage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +312,60 @@ class Dispatch:
             '/orqen.v1.Dispatch/Proxy',
             orqen_dot_v1_dot_dispatch__pb2.ProxyRequestFrame.SerializeToString,
             orqen_dot_v1_dot_dispatch__pb2.ProxyResponseFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponseCacheUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Dispatch/GetResponseCacheUsage',
+            orqen_dot_v1_dot_dispatch__pb2.ResponseCacheRef.SerializeToString,
+            orqen_dot_v1_dot_dispatch__pb2.ResponseCacheUsage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeResponseCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Dispatch/PurgeResponseCache',
+            orqen_dot_v1_dot_dispatch__pb2.ResponseCacheRef.SerializeToString,
+            orqen_dot_v1_dot_dispatch__pb2.ResponseCacheUsage.FromString,
             options,
             channel_credentials,
             insecure,

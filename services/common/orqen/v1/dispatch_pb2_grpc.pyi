@@ -58,6 +58,9 @@ class DispatchStub:
     ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
     a whole upload or a whole binary answer in memory.
     """
+    GetResponseCacheUsage: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ResponseCacheRef, _dispatch_pb2.ResponseCacheUsage]
+    """The account's response cache: what it holds, and emptying it (returns what it held)."""
+    PurgeResponseCache: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ResponseCacheRef, _dispatch_pb2.ResponseCacheUsage]
 
 @_typing.type_check_only
 class DispatchAsyncStub(DispatchStub):
@@ -88,6 +91,9 @@ class DispatchAsyncStub(DispatchStub):
     ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
     a whole upload or a whole binary answer in memory.
     """
+    GetResponseCacheUsage: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ResponseCacheRef, _dispatch_pb2.ResponseCacheUsage]  # type: ignore[assignment]
+    """The account's response cache: what it holds, and emptying it (returns what it held)."""
+    PurgeResponseCache: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ResponseCacheRef, _dispatch_pb2.ResponseCacheUsage]  # type: ignore[assignment]
 
 class DispatchServicer(metaclass=_abc_1.ABCMeta):
     """Sends a canonical chat request to the provider chosen for its model and
@@ -145,5 +151,20 @@ class DispatchServicer(metaclass=_abc_1.ABCMeta):
         ProxyResponseHead, the body in chunks, and the summary last. Neither side holds
         a whole upload or a whole binary answer in memory.
         """
+
+    @_abc_1.abstractmethod
+    def GetResponseCacheUsage(
+        self,
+        request: _dispatch_pb2.ResponseCacheRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ResponseCacheUsage, _abc.Awaitable[_dispatch_pb2.ResponseCacheUsage]]:
+        """The account's response cache: what it holds, and emptying it (returns what it held)."""
+
+    @_abc_1.abstractmethod
+    def PurgeResponseCache(
+        self,
+        request: _dispatch_pb2.ResponseCacheRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ResponseCacheUsage, _abc.Awaitable[_dispatch_pb2.ResponseCacheUsage]]: ...
 
 def add_DispatchServicer_to_server(servicer: DispatchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -61,6 +61,8 @@ class UsageTotals(_message.Message):
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
     UNPRICED_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    CACHE_SAVED_USD_FIELD_NUMBER: _builtins.int
     requests: _builtins.int
     errors: _builtins.int
     """Requests answered with an HTTP status of 400 or more."""
@@ -71,12 +73,15 @@ class UsageTotals(_message.Message):
     """Tokens the optimizer kept out of the upstream call: tool schemas and context."""
     cost_usd: _builtins.float
     savings_usd: _builtins.float
-    """tokens_saved at the input price of the model that answered."""
+    """tokens_saved at the input price of the model that answered, plus cache_saved_usd."""
     unpriced_requests: _builtins.int
     """Requests (and their input plus output tokens) whose model has no known price: cost_usd
     and savings_usd leave them out.
     """
     unpriced_tokens: _builtins.int
+    cache_hits: _builtins.int
+    """Requests answered from the response cache, and the list-price cost they did not pay."""
+    cache_saved_usd: _builtins.float
     def __init__(
         self,
         *,
@@ -90,10 +95,12 @@ class UsageTotals(_message.Message):
         savings_usd: _builtins.float = ...,
         unpriced_requests: _builtins.int = ...,
         unpriced_tokens: _builtins.int = ...,
+        cache_hits: _builtins.int = ...,
+        cache_saved_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "unpriced_requests", b"unpriced_requests", "unpriced_tokens", b"unpriced_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_saved_usd", b"cache_saved_usd", "cached_input_tokens", b"cached_input_tokens", "cost_usd", b"cost_usd", "errors", b"errors", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "unpriced_requests", b"unpriced_requests", "unpriced_tokens", b"unpriced_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -303,6 +310,8 @@ class ModelSavings(_message.Message):
     SAVINGS_USD_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     UNPRICED_REQUESTS_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    CACHE_SAVED_USD_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     provider: _builtins.str
     requests: _builtins.int
@@ -313,6 +322,9 @@ class ModelSavings(_message.Message):
     cost_usd: _builtins.float
     unpriced_requests: _builtins.int
     """Requests of this model whose price is unknown: cost_usd and savings_usd leave them out."""
+    cache_hits: _builtins.int
+    """Requests answered from the response cache, and the cost they did not pay (in savings_usd)."""
+    cache_saved_usd: _builtins.float
     def __init__(
         self,
         *,
@@ -325,10 +337,12 @@ class ModelSavings(_message.Message):
         savings_usd: _builtins.float = ...,
         cost_usd: _builtins.float = ...,
         unpriced_requests: _builtins.int = ...,
+        cache_hits: _builtins.int = ...,
+        cache_saved_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_saved_usd", b"cache_saved_usd", "cost_usd", b"cost_usd", "ctx_tokens_saved", b"ctx_tokens_saved", "model", b"model", "provider", b"provider", "requests", b"requests", "savings_usd", b"savings_usd", "tokens_saved", b"tokens_saved", "tool_tokens_saved", b"tool_tokens_saved", "unpriced_requests", b"unpriced_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

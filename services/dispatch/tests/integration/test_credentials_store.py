@@ -108,6 +108,11 @@ class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
             toggles=[accounting_pb2.ModelToggle(model=m, enabled=False) for m in self.disabled]
         )
 
+    async def GetCacheSettings(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.CacheSettings:
+        return accounting_pb2.CacheSettings(account_id=account_scope(request.account_id), ttl_seconds=3600)
+
     def move(self, provider: str, from_account: str, to_account: str) -> None:
         """What someone with write access to accounting's tables could do."""
         row = self.rows.pop((from_account, provider))

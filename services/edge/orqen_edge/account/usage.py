@@ -48,13 +48,15 @@ async def session_with_requests(
 
 def savings_by_kind(breakdown: usage_pb2.SavingsBreakdown) -> dict[str, dict[str, float]]:
     """Tokens and dollars saved by tool routing and by context compression, apart. A model's dollars
-    saved are its tokens saved at its input price, so they split between the two as its tokens do."""
+    saved by the optimizer (its savings less what response cache hits saved) are its tokens saved at
+    its input price, so they split between the two as its tokens do."""
     out = {kind: {"tokens": 0.0, "usd": 0.0} for kind in ("tools", "context")}
     for model in breakdown.models:
         for kind, tokens in (("tools", model.tool_tokens_saved), ("context", model.ctx_tokens_saved)):
             out[kind]["tokens"] += tokens
             if model.tokens_saved:
-                out[kind]["usd"] += model.savings_usd * tokens / model.tokens_saved
+                optimizer_usd = model.savings_usd - model.cache_saved_usd
+                out[kind]["usd"] += optimizer_usd * tokens / model.tokens_saved
     return out
 
 

@@ -41,6 +41,7 @@ from orqen_common.formats.openai import (
     tool_name,
 )
 from orqen_edge.budgets import admit_call, call_cost_usd
+from orqen_edge.cache_control import CACHE_HEADER, CACHE_TTL_HEADER, cache_headers, requested_cache
 from orqen_edge.caller_text import checked_header_text, checked_model, header_safe
 from orqen_edge.completion_event import publish_after_last_byte
 from orqen_edge.rate_limit import Admission
@@ -111,6 +112,9 @@ class ChatCall:
     tools_offered: list[str] = field(default_factory=list)
     tools_forwarded: list[str] = field(default_factory=list)
     canonical_body: bytes | None = None  # see `canonical_body`
+    # The response cache as the request asks for it (orqen_edge.cache_control): "" and 0 for the account's.
+    cache_mode: str = ""
+    cache_ttl_seconds: int = 0
     recorded: bool = False
 
     def record(self, status: int, error: str = "") -> asyncio.Future[None] | None:
@@ -164,9 +168,9 @@ class ChatCall:
         await self.runtime.rate_limiter.charge(self.admission, tokens, spend)
 
     def headers(self) -> dict[str, str]:
-        """The x-orqen-* headers that describe what the optimizer did, and the x-ratelimit-* ones."""
+        """The x-orqen-* headers of what the optimizer and the response cache did, and the x-ratelimit-* ones."""
         limits = self.admission.headers if self.admission else {}
-        return {**limits, **orqen_headers(self.summary.model, self.plan_stats)}
+        return {**limits, **orqen_headers(self.summary.model, self.plan_stats), **cache_headers(self.summary.cache)}
 
 
 def orqen_headers(model: str, stats: optimizer_pb2.PlanStats) -> dict[str, str]:
@@ -201,6 +205,9 @@ async def serve_chat(
         chat, reply = translate(raw)
         validate_chat(chat)
         call.model_requested, call.stream = chat.model, bool(chat.stream)
+        call.cache_mode, call.cache_ttl_seconds = requested_cache(
+            request.headers.get(CACHE_HEADER), request.headers.get(CACHE_TTL_HEADER)
+        )
         call.admission = await admit_call(runtime.limit_policies, runtime.rate_limiter, principal, chat.model)
         call.canonical_body = canonical_body(ingress, raw, chat)
         call.credentials = pop_credentials(chat, request.headers.get(PROVIDER_KEY_HEADER))
@@ -337,6 +344,8 @@ def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.Complet
         credentials=call.credentials,
         tool_routing=call.trace,
         allowed_models=call.admission.limits.allowed_models if call.admission else (),
+        cache=call.cache_mode,
+        cache_ttl_seconds=call.cache_ttl_seconds,
     )
 
 
@@ -365,6 +374,9 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
     events = call.runtime.downstream.stream(_dispatch_request(call, forwarded))
     try:
         first = await anext(events)
+        if first.WhichOneof("event") == "cache":  # consulted: whether it answers goes out in the headers
+            call.summary.cache = first.cache
+            first = await anext(events)
     except StopAsyncIteration:
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502

@@ -47,6 +47,8 @@ def test_a_request_whose_price_is_unknown_shows_so_in_json_and_on_its_page_never
         ("savings_usd", "price unknown"),
         ("price_unknown", "yes"),
         ("budget_warning", "—"),
+        ("cache", "—"),
+        ("cache_saved_usd", "$0"),
     ]
     priced = _record(request_id="req_2", cost_usd=0.0, savings_usd=0.5)
     assert (priced["cost_usd"], priced["savings_usd"], priced["price_unknown"]) == (0.0, 0.5, False)

@@ -9,6 +9,7 @@ import pytest
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ChatRequest, completion_decoder, decode_request, encode, tool_name
+from orqen_edge.cache_control import requested_cache
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.anthropic import translate as anthropic_translate
 from orqen_edge.ingress.bedrock import parse_converse_path
@@ -124,9 +125,34 @@ def test_headers_describe_the_plan() -> None:
         "x-orqen-tools-output": "8",
         "x-orqen-prune-ratio": "8/32",
         "x-orqen-routing": "semantic",
+        "x-orqen-cache": "miss",
     }
     call.plan_stats = optimizer_pb2.PlanStats(tools_input=3, tools_output=3, routing="passthrough_small_toolset")
     assert call.headers()["x-orqen-routing"] == "passthrough_small_toolset"
+    call.summary.cache = "hit"  # answered from the response cache
+    assert call.headers()["x-orqen-cache"] == "hit"
+
+
+@pytest.mark.parametrize(
+    ("mode", "ttl", "expected"),
+    [
+        (None, None, ("", 0)),
+        ("use", None, ("use", 0)),
+        (" Refresh ", "60", ("refresh", 60)),
+        ("skip", "604800", ("skip", 604800)),
+    ],
+)
+def test_the_cache_headers_a_request_may_send(mode: str | None, ttl: str | None, expected: tuple[str, int]) -> None:
+    assert requested_cache(mode, ttl) == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "ttl"), [("always", None), ("use", "0"), ("use", "604801"), ("use", "1e3"), ("use", "9" * 5000)]
+)
+def test_cache_headers_outside_their_values_are_400(mode: str, ttl: str | None) -> None:
+    with pytest.raises(OrqenError) as err:
+        requested_cache(mode, ttl)
+    assert err.value.http_status == 400 and "x-orqen-cache" in err.value.message
 
 
 HOSTILE_MODELS = [

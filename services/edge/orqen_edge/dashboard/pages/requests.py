@@ -41,7 +41,7 @@ FIELD_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Request", ("request_id", "created_at", "session_id", "ingress", "stream", "api_key_id", "account_id")),
     ("Outcome", ("status", "error", "model_requested", "model_used", "provider", "route_reason")),
     ("Tokens", ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_input_tokens")),
-    ("Money", ("cost_usd", "savings_usd", "price_unknown", "budget_warning")),
+    ("Money", ("cost_usd", "savings_usd", "price_unknown", "budget_warning", "cache", "cache_saved_usd")),
     ("Time", ("latency_ms", "upstream_ms", "gateway_ms", "ttft_ms")),
     (
         "Optimization",
