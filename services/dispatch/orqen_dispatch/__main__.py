@@ -19,7 +19,9 @@ from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.settings import load_settings
 from orqen_dispatch.account_config import AccountConfigs
+from orqen_dispatch.balancer import Balancer
 from orqen_dispatch.credentials import CredentialStore, KeyRing
+from orqen_dispatch.deployments import LoadBalancing
 from orqen_dispatch.latency import LatencyStats
 from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.providers.anthropic import AnthropicMessages
@@ -116,6 +118,8 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     )
     dispatcher = Dispatcher(settings.retry_policy(), settings.circuit_breakers())
     configs = AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds)
+    latency = LatencyStats(redis)
+    balancing = LoadBalancing(Balancer(redis, latency, settings.ejection_policy()), settings.balanced_models())
     servicer = DispatchServicer(
         router,
         ModelChooser(catalogue, router),
@@ -123,9 +127,10 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         dispatcher,
         configs,
         store,
-        LatencyStats(redis),
+        latency,
         operator_providers(settings),
         ProxyService(router, dispatcher, configs),
+        balancing,
     )
 
     def register(server: grpc.aio.Server) -> None:

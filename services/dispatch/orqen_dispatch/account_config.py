@@ -1,7 +1,7 @@
 """What dispatch needs to know of an account for each request, kept in memory.
 
-An account's saved provider credentials (opened), its fallback chain and the models it
-switched off live in accounting; each account's copy is kept here and checked against
+An account's saved provider credentials (opened), its fallback chain, the models it
+switched off and its load-balanced models live in accounting; each account's copy is kept here and checked against
 its change counter per request (orqen_common.account_cache), which accounting bumps on
 every change: a credential saved through any replica is used by the next request on all.
 """
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
+from orqen_common.deployments import BalancedModel, from_message
 from orqen_common.errors import OrqenError
 from orqen_dispatch.credentials import CredentialStore, SavedCredentials
 
@@ -29,6 +30,7 @@ class AccountConfig:
     credentials: SavedCredentials  # opened secrets by provider; never logged
     fallback_models: tuple[str, ...] = ()
     disabled_models: frozenset[str] = frozenset()
+    balanced_models: Mapping[str, BalancedModel] = field(default_factory=dict)  # by logical model
 
 
 class AccountConfigs:
@@ -56,10 +58,11 @@ class AccountConfigs:
     async def _load(self, account_id: str, previous: AccountConfig | None) -> tuple[AccountConfig, bool]:
         ref = accounting_pb2.AccountRef(account_id=account_id)
         what = "account routing settings"
-        credentials, preferences, toggles = await asyncio.gather(
+        credentials, preferences, toggles, deployments = await asyncio.gather(
             self._credentials(account_id, previous),
             answer_or_none(self._accounting.GetRoutingPreferences(ref, timeout=self._timeout), account_id, what),
             answer_or_none(self._accounting.ListModelToggles(ref, timeout=self._timeout), account_id, what),
+            answer_or_none(self._accounting.ListModelDeployments(ref, timeout=self._timeout), account_id, what),
         )
         # Whatever accounting could not say now stays as it was.
         previous = previous or AccountConfig({})
@@ -73,8 +76,14 @@ class AccountConfigs:
                 if toggles is not None
                 else previous.disabled_models
             ),
+            balanced_models=(
+                {m.model: from_message(m) for m in deployments.models}
+                if deployments is not None
+                else previous.balanced_models
+            ),
         )
-        return config, credentials is not None and preferences is not None and toggles is not None
+        complete = None not in (credentials, preferences, toggles, deployments)
+        return config, complete
 
     async def _credentials(self, account_id: str, previous: AccountConfig | None) -> SavedCredentials | None:
         """The account's saved credentials; None when accounting fails and a copy was read before.

@@ -3,8 +3,10 @@
 For each request: the account's configuration (saved credentials, fallback chain, models
 switched off) gives the targets — the requested model, or what an orqen/* rule chose with
 its alternates, then the account's fallback models — each with the credentials it is called
-with (per-request > the account's saved > the operator's environment). The `Dispatcher` tries
-them with retries, timeouts and circuit breakers, and every call made is in the summary.
+with (per-request > the account's saved > the operator's environment). A load-balanced model
+becomes one target per deployment, in the order the balancer chose (orqen_dispatch.deployments).
+The `Dispatcher` tries them with retries, timeouts and circuit breakers, and every call made is
+in the summary.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_common.grpc_server import ServicerContext
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
 from orqen_dispatch.credentials import CredentialStore, merge
+from orqen_dispatch.deployments import Balanced, LoadBalancing
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser
 from orqen_dispatch.providers.base import StreamState, UpstreamError
@@ -44,6 +47,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         latency: LatencyStats,
         operator_providers: Collection[str],
         proxy: ProxyService,
+        balancing: LoadBalancing,
     ) -> None:
         """`operator_providers`: those the operator's environment connects for every account."""
         self._router = router
@@ -55,6 +59,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._latency = latency
         self._operator_providers = frozenset(operator_providers)
         self._proxy = proxy
+        self._balancing = balancing
         self._recording: set[asyncio.Task[None]] = set()
 
     async def Complete(
@@ -71,6 +76,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             failed = summary(target, target.model, TokenUsage(), err.status, elapsed, 0.0, err.attempts)
             raise as_orqen_error(err, summary=failed) from None
         self._measure(targets, attempts)
+        self._balancing.charge(target, completion.usage)
         elapsed = ms_since(started)
         model = completion.body.model or target.model
         return dispatch_pb2.CompleteResponse(
@@ -106,6 +112,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         finally:
             self._measure(targets, attempts)
         target = stream.target or targets[0]
+        self._balancing.charge(target, state.usage)
         yield dispatch_pb2.StreamEvent(
             summary=summary(
                 target, model_used or target.model, state.usage, state.status, ms_since(started), ttft, attempts
@@ -129,12 +136,23 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     async def ListModels(
         self, request: dispatch_pb2.ListModelsRequest, context: ServicerContext
     ) -> dispatch_pb2.ListModelsResponse:
-        config = await self._configs.get(account_scope(request.account_id))
+        account_id = account_scope(request.account_id)
+        config = await self._configs.get(account_id)
         stats = await self._measured()
         models = self._chooser.list_models(self._connected(config), config.disabled_models, stats)
         for model in models:
             if not model.id.startswith(ROUTING_PREFIX):
                 model.circuit = self._dispatcher.breakers.state(model.provider)
+        by_id = {model.id: model for model in models}
+        for balanced in self._balancing.models(account_id, config):
+            name = balanced.model.model
+            info = by_id.get(name)
+            if info is None:  # a logical model of its own, not a catalogue one
+                provider = balanced.model.deployments[0].provider
+                info = dispatch_pb2.ModelInfo(id=name, provider=provider, enabled=name not in config.disabled_models)
+                models.append(info)
+            info.balance_strategy = balanced.model.strategy
+            info.deployments.extend(await self._balancing.status(balanced))
         return dispatch_pb2.ListModelsResponse(models=models, prices_as_of=self._catalogue.prices_as_of)
 
     def _connected(self, config: AccountConfig) -> frozenset[str]:
@@ -156,9 +174,44 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         requested = None if model.startswith(ROUTING_PREFIX) else self._router.resolve(model, saved.keys())[0].name
         targets: list[Target] = []
         for choice in choices:
+            balanced = self._balancing.find(account_id, config, choice.model)
+            if balanced is not None:
+                targets += await self._deployment_targets(balanced, choice, config, request, requested)
+                continue
             provider, provider_model = self._router.resolve(choice.model, saved.keys())
             credentials = merge(request.credentials, saved.get(provider.name), provider.name, requested)
             targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
+        if not targets:
+            raise invalid_request(f"No deployment of {model!r} is on a connected provider: connect one first.")
+        return targets
+
+    async def _deployment_targets(
+        self,
+        balanced: Balanced,
+        choice: Choice,
+        config: AccountConfig,
+        request: dispatch_pb2.CompleteRequest,
+        requested: str | None,
+    ) -> list[Target]:
+        """One target per deployment of a balanced model whose provider is connected, in the balancer's order.
+
+        The first carries the choice's reason, the others are "failover"; a deployment's region
+        (Bedrock) wins over its credential's.
+        """
+        saved, connected = config.credentials, self._connected(config)
+        logical_upstream = self._router.resolve(choice.model, saved.keys())[1]
+        targets: list[Target] = []
+        for slot in await self._balancing.order(balanced):
+            deployment = slot.deployment
+            if deployment.provider not in connected:
+                continue
+            upstream = deployment.model or logical_upstream
+            provider, provider_model = self._router.resolve(f"{deployment.provider}/{upstream}", saved.keys())
+            credentials = merge(request.credentials, saved.get(provider.name), provider.name, requested)
+            if deployment.region:
+                credentials["aws_region_name"] = deployment.region
+            reason = choice.reason if not targets else "failover"
+            targets.append(Target(provider, provider_model, credentials, reason, choice.model, slot))
         return targets
 
     async def _measured(self) -> Mapping[str, ModelStats]:

@@ -6,11 +6,14 @@ from collections.abc import Callable, Collection, Iterable
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from orqen.v1 import common_pb2, dispatch_pb2
 from orqen_common.catalogue import load_catalogue
 from orqen_common.context import Principal, principal_var
 from orqen_dispatch.account_config import AccountConfig
+from orqen_dispatch.balancer import Balancer, EjectionPolicy
+from orqen_dispatch.deployments import LoadBalancing
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.model_routing import ModelChooser
 from orqen_dispatch.proxy import ProxyService
@@ -61,6 +64,8 @@ def dispatch_servicer() -> ServicerFactory:
             NoLatency(),  # type: ignore[arg-type]
             operator_providers,
             ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
+            # No test here balances a model: the balancer's Redis is never called.
+            LoadBalancing(Balancer(Redis(), NoLatency(), EjectionPolicy()), {}),  # type: ignore[arg-type]
         )
 
     return build

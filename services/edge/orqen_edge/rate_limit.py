@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen_common.errors import OrqenError, kind_for_grpc
+from orqen_common.leaky_bucket import LEAKY_BUCKETS_LUA
 from orqen_edge.settings import EdgeSettings
 
 log = structlog.get_logger(__name__)
@@ -47,44 +48,6 @@ _KEY_PREFIX = "orqen:ratelimit:"
 # Redis answers in well under a millisecond; past this the request goes on unlimited
 # rather than waiting on a struggling Redis.
 _REDIS_DEADLINE_SECONDS = 0.5
-
-# KEYS: one bucket each. ARGV: now_ms, window_ms, enforce ("1" or "0"), then per bucket
-# limit, need, cost. A bucket is a hash {used, at}: `used` units, last written at `at` ms.
-# When enforcing, nothing is spent unless every bucket has room for its `need`; the
-# answer is {admitted, used of each bucket after the call}.
-_LUA = """
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local enforce = ARGV[3] == '1'
-local used, at = {}, {}
-local admitted = 1
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[1 + i * 3])
-  local need = tonumber(ARGV[2 + i * 3])
-  local state = redis.call('HMGET', key, 'used', 'at')
-  local last = tonumber(state[2]) or now
-  -- A replica whose clock is behind the last writer's drains nothing rather than refilling.
-  local drained = math.max(now - last, 0) * limit / window
-  used[i] = math.max((tonumber(state[1]) or 0) - drained, 0)
-  at[i] = math.max(now, last)
-  if enforce and used[i] + need > limit then
-    admitted = 0
-  end
-end
-local answer = {admitted}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[1 + i * 3])
-  local cost = tonumber(ARGV[3 + i * 3])
-  if admitted == 1 and cost > 0 then
-    used[i] = used[i] + cost
-    redis.call('HSET', key, 'used', string.format('%.17g', used[i]), 'at', string.format('%d', at[i]))
-    -- Gone once fully drained: an idle caller costs no memory.
-    redis.call('PEXPIRE', key, math.ceil(used[i] * window / limit) + 1000)
-  end
-  answer[#answer + 1] = string.format('%.17g', used[i])
-end
-return answer
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +133,7 @@ class RateLimiter:
         self._limits = limits
         self._clock = clock
         self._redis_deadline = redis_deadline
-        self._script = redis.register_script(_LUA)
+        self._script = redis.register_script(LEAKY_BUCKETS_LUA)
 
     async def admit(self, account_id: str, api_key_id: str) -> dict[str, str]:
         """Count one request, or raise RateLimitError; returns the x-ratelimit-* headers for the response.

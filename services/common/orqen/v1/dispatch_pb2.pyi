@@ -322,6 +322,8 @@ class ModelInfo(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
     CIRCUIT_FIELD_NUMBER: _builtins.int
+    BALANCE_STRATEGY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model string a caller sends ("gpt-4o-mini", "bedrock/…", "orqen/auto")."""
     provider: _builtins.str
@@ -341,6 +343,12 @@ class ModelInfo(_message.Message):
     "closed" (calls go through), "open" (calls are skipped for a cooldown) or "half-open"
     (one trial call decides); empty for routing strings.
     """
+    balance_strategy: _builtins.str
+    """Load balancing: the deployments serving this model and how one is chosen; empty when
+    the model has none.
+    """
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentStatus]: ...
     def __init__(
         self,
         *,
@@ -355,14 +363,81 @@ class ModelInfo(_message.Message):
         success_rate: _builtins.float = ...,
         calls: _builtins.int = ...,
         circuit: _builtins.str = ...,
+        balance_strategy: _builtins.str = ...,
+        deployments: _abc.Iterable[Global___DeploymentStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "circuit", b"circuit", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "latency_p50_ms", b"latency_p50_ms", "output_price", b"output_price", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_strategy", b"balance_strategy", "cached_input_price", b"cached_input_price", "calls", b"calls", "circuit", b"circuit", "deployments", b"deployments", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "latency_p50_ms", b"latency_p50_ms", "output_price", b"output_price", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class DeploymentStatus(_message.Message):
+    """One deployment of a load-balanced model as the dispatch process that answered sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    TPM_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EJECTED_UNTIL_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    provider: _builtins.str
+    model: _builtins.str
+    region: _builtins.str
+    weight: _builtins.int
+    rpm: _builtins.int
+    tpm: _builtins.int
+    state: _builtins.str
+    """"healthy", "ejected" (skipped until ejected_until) or "probing" (one call decides)."""
+    ejected_until: _builtins.float
+    """Unix seconds when the cooling period ends; 0 unless ejected."""
+    in_flight: _builtins.int
+    """Calls under way to it from this dispatch process."""
+    latency_ms: _builtins.float
+    """Measured by every dispatch replica (EWMA over successful calls); 0 when never called."""
+    success_rate: _builtins.float
+    calls: _builtins.int
+    source: _builtins.str
+    """"account" (saved through the provider API) or "operator" (ORQEN_MODEL_DEPLOYMENTS)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        region: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        tpm: _builtins.int = ...,
+        state: _builtins.str = ...,
+        ejected_until: _builtins.float = ...,
+        in_flight: _builtins.int = ...,
+        latency_ms: _builtins.float = ...,
+        success_rate: _builtins.float = ...,
+        calls: _builtins.int = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "ejected_until", b"ejected_until", "in_flight", b"in_flight", "latency_ms", b"latency_ms", "model", b"model", "name", b"name", "provider", b"provider", "region", b"region", "rpm", b"rpm", "source", b"source", "state", b"state", "success_rate", b"success_rate", "tpm", b"tpm", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentStatus: _TypeAlias = DeploymentStatus  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):
