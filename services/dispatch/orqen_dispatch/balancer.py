@@ -95,7 +95,7 @@ class DeploymentSlot:
     scope: str  # "operator", or the account whose deployment it is
     model: str  # the logical model
     deployment: Deployment
-    _started: float | None = field(default=None, init=False)  # set while admitted
+    _started: float | None = field(default=None, init=False)  # perf_counter() while admitted
     _probe: bool = field(default=False, init=False)
 
     @property
@@ -123,8 +123,9 @@ class DeploymentSlot:
 class Balancer:
     """Orders a balanced model's deployments per request and keeps their health (module docstring).
 
-    `rng`, `clock` (monotonic) and `wall` (Unix time, shared by replicas for rate limits) are
-    injectable so tests control chance and time.
+    `rng`, `clock` (monotonic: cooling periods) and `wall` (Unix time, shared by replicas for
+    rate limits) are injectable so tests control chance and time; latency is always measured
+    on the real clock.
     """
 
     def __init__(
@@ -202,7 +203,7 @@ class Balancer:
         if state == PROBING:
             health.probe_running = slot._probe = True
         health.in_flight += 1
-        slot._started = self._clock()
+        slot._started = time.perf_counter()
         return None
 
     def finish(self, slot: DeploymentSlot, status: int, retry_after: float | None = None) -> None:
@@ -212,7 +213,7 @@ class Balancer:
             return
         health = self._health[slot.key]
         ok = not ejects(status)
-        elapsed_ms = (self._clock() - started) * 1000
+        elapsed_ms = (time.perf_counter() - started) * 1000
         self._in_background(self._latency.record(stats_name(slot.key), elapsed_ms, ok))
         if ok:
             if health.ejections:
