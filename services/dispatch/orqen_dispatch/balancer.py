@@ -8,7 +8,8 @@ A logical model (orqen_common.deployments.BalancedModel) lists deployments. For 
    - weighted (default): a weighted random order, so each deployment is first in a share of
      requests equal to its share of the weights (Efraimidis-Spirakis keys, u ** (1 / weight));
    - least_inflight: fewest calls under way relative to its weight, ties by weight;
-   - lowest_latency: lowest measured latency (EWMA over every replica, orqen_dispatch.latency),
+   - lowest_latency: lowest measured latency (EWMA over every replica, orqen_dispatch.latency,
+     read from Redis at most once a second per model, so requests rarely wait on it),
      deployments never measured first so each gets measured, ties by weight;
 3. the ejected ones, which the Dispatcher records as skipped ("deployment ejected").
 
@@ -54,6 +55,7 @@ DEPLOYMENT_PROBING = "deployment probing"
 DEPLOYMENT_RATE_LIMITED = "deployment rate limit"
 _WINDOW_MS = 60_000
 _KEY_PREFIX = "orqen:deployment:"
+LATENCY_REFRESH_S = 1.0
 _REDIS_DEADLINE_SECONDS = 0.5  # past this a call goes on unlimited rather than wait on Redis
 
 
@@ -144,6 +146,7 @@ class Balancer:
         self._clock = clock
         self._wall = wall
         self._health: dict[str, _Health] = {}
+        self._latency_cache: dict[str, tuple[float, Mapping[str, ModelStats]]] = {}
         self._buckets = redis.register_script(LEAKY_BUCKETS_LUA)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -165,12 +168,23 @@ class Balancer:
         if model.strategy == "least_inflight":
             healthy.sort(key=lambda s: (self._in_flight(s.key) / s.deployment.weight, -keys[s.key]))
         elif model.strategy == "lowest_latency":
-            measured = await self._latency.snapshot(stats_name(s.key) for s in healthy)
+            measured = await self._latencies(scope, model)
             healthy.sort(key=lambda s: (_latency_rank(measured.get(stats_name(s.key))), -keys[s.key]))
         else:
             healthy.sort(key=lambda s: -keys[s.key])
         out.sort(key=lambda s: self._health[s.key].ejected_until)
         return probe + healthy + out
+
+    async def _latencies(self, scope: str, model: BalancedModel) -> Mapping[str, ModelStats]:
+        """The deployments' measured figures, read again once LATENCY_REFRESH_S has passed."""
+        key = f"{scope}:{model.model}"
+        cached = self._latency_cache.get(key)
+        if cached is not None and self._clock() - cached[0] < LATENCY_REFRESH_S:
+            return cached[1]
+        names = (stats_name(f"{key}:{d.name}") for d in model.deployments)
+        measured = await self._latency.snapshot(names)
+        self._latency_cache[key] = (self._clock(), measured)
+        return measured
 
     def _weight_key(self, slot: DeploymentSlot) -> float:
         # The largest u ** (1/w) comes first with probability w / sum(w) (Efraimidis-Spirakis).

@@ -220,6 +220,21 @@ async def test_a_failing_deployment_is_ejected_skipped_while_it_cools_and_probed
     assert 60 <= later.count("b") <= 140  # back to its half of the traffic
 
 
+async def test_a_stream_fails_over_to_the_next_deployment_before_its_first_chunk(
+    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+) -> None:
+    gate = gateway(fakes, http, redis, two("llama-stream", a={"weight": 1}, b={"weight": 1000}))
+    fakes.b.faults.storm([Fault(error_status=503)])
+    events = [e async for e in gate.servicer.Stream(_request("llama-stream"), None)]  # type: ignore[arg-type]
+    text = "".join(
+        choice["delta"].get("content") or "" for e in events[:-1] for choice in orjson.loads(e.chunk_json)["choices"]
+    )
+    summary = events[-1].summary
+    assert (text, summary.provider, summary.usage.output_tokens) == ("echo: hello", "vllm-a", 7)
+    assert trail(summary) == [("b", 503, "requested"), ("a", 200, "failover")]
+    assert (await status(gate, "llama-stream"))["a"].in_flight == 0  # counted out when the stream ended
+
+
 async def test_when_every_deployment_is_ejected_the_caller_gets_a_503_naming_them(
     fakes: Fakes, http: httpx.AsyncClient, redis: Redis
 ) -> None:

@@ -123,13 +123,16 @@ async def test_least_inflight_weighs_calls_under_way_by_the_deployment_weight() 
 
 async def test_lowest_latency_measures_every_deployment_then_keeps_to_the_fastest() -> None:
     figures = {f"deployment:{SCOPE}:gpt-4o:slow": 900.0, f"deployment:{SCOPE}:gpt-4o:fast": 120.0}
-    latencies = Latencies(figures)
+    latencies, clock = Latencies(figures), Clock()
+    balance = balancer(clock, latencies)
     model = balanced("lowest_latency", slow=5, fast=1, new=1)
-    order = [s.name for s in await balancer(latencies=latencies).order(SCOPE, model)]
+    order = [s.name for s in await balance.order(SCOPE, model)]
     assert order == ["new", "fast", "slow"]
     figures[f"deployment:{SCOPE}:gpt-4o:new"] = 400.0
-    order = [s.name for s in await balancer(latencies=latencies).order(SCOPE, model)]
-    assert order == ["fast", "new", "slow"]
+    # The figures are read again once a second, not per request.
+    assert [s.name for s in await balance.order(SCOPE, model)] == ["new", "fast", "slow"]
+    clock.now += 1.0
+    assert [s.name for s in await balance.order(SCOPE, model)] == ["fast", "new", "slow"]
 
 
 async def test_a_failure_ejects_the_deployment_for_a_cooling_period_then_one_probe_brings_it_back() -> None:
