@@ -1,9 +1,10 @@
 """What dispatch needs to know of an account for each request, kept in memory.
 
 An account's saved provider credentials (opened), its fallback chain, the models it
-switched off and its load-balanced models live in accounting; each account's copy is kept here and checked against
-its change counter per request (orqen_common.account_cache), which accounting bumps on
-every change: a credential saved through any replica is used by the next request on all.
+switched off and its load-balanced models live in accounting; each account's copy is kept
+here and checked against its change counter per request (orqen_common.account_cache), which
+accounting bumps on every change: a credential saved through any replica is used by the next
+request on all.
 """
 
 from __future__ import annotations
@@ -77,9 +78,7 @@ class AccountConfigs:
                 else previous.disabled_models
             ),
             balanced_models=(
-                {m.model: from_message(m) for m in deployments.models}
-                if deployments is not None
-                else previous.balanced_models
+                _balanced(account_id, deployments) if deployments is not None else previous.balanced_models
             ),
         )
         complete = None not in (credentials, preferences, toggles, deployments)
@@ -98,3 +97,14 @@ class AccountConfigs:
                 raise
             log.warning("accounting unreachable; using expired credentials", account_id=account_id, error=str(err))
             return None
+
+
+def _balanced(account_id: str, found: accounting_pb2.ModelDeploymentsList) -> dict[str, BalancedModel]:
+    """The account's balanced models by name; one its stored row no longer passes the checks is left out."""
+    models = {}
+    for message in found.models:
+        try:
+            models[message.model] = from_message(message)
+        except OrqenError as err:
+            log.warning("stored deployments are invalid; model not balanced", account_id=account_id, error=str(err))
+    return models

@@ -410,7 +410,7 @@ class Dispatcher:
 
         calls = 0
         for target in targets:
-            name, _circuit = target.provider.name, target.circuit
+            name = target.provider.name
             deployment = target.deployment.name if target.deployment is not None else ""
             for attempt in range(policy.max_attempts):
                 reason = target.reason if attempt == 0 else "retry"

@@ -432,3 +432,17 @@ async def test_a_base_url_whose_host_does_not_resolve_is_refused_and_a_public_on
         await guarded.save(ALICE, "together", "api_key", {"api_key": "tgp-0123456789"}, "https://llm.invalid/v1")
     saved = await guarded.save(ALICE, "together", "api_key", {"api_key": "tgp-0123456789"}, "https://8.8.8.8/v1")
     assert saved.base_url == "https://8.8.8.8/v1"
+
+
+async def test_a_stored_balanced_model_that_no_longer_passes_the_checks_is_left_out(
+    accounting: Accounting, redis: Redis
+) -> None:
+    account = f"acct-{uuid.uuid4()}"
+    broken = to_message(LLAMA)
+    broken.model, broken.deployments[0].weight = "too-heavy", 5000
+    accounting.servicer.balanced = [broken, to_message(LLAMA)]
+    configs = accounting.configs(redis, FakeClock())
+    with capture_logs() as logs:
+        config = await configs.get(account)
+    assert config.balanced_models == {"llama-70b": LLAMA}  # the account's other models still work
+    assert any(entry["event"] == "stored deployments are invalid; model not balanced" for entry in logs)
