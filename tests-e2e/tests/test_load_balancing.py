@@ -18,12 +18,15 @@ import httpx
 import openai
 import pytest
 
-from accounts import http, logged, new_account_key
+from accounts import http, logged, new_account_key, remember_secret
 from fakes.openai_upstream import FakeOpenAI
 from fakes.scenario import Fault
 from fakes.serve import BackgroundServer
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc
+from orqen_common.grpc_client import open_channel
 
 POOL_KEY = "sk-pool-upstream-key"
+PASSWORD = remember_secret("owner password", "balance-owner-password-0123")
 UPSTREAM_MODEL = "llama-3.3-70b"
 
 
@@ -35,9 +38,23 @@ def pools() -> Iterator[dict[str, tuple[FakeOpenAI, str]]]:
 
 
 @pytest.fixture
-async def owner(stack: Any, pools: dict[str, tuple[FakeOpenAI, str]]) -> AsyncIterator[httpx.AsyncClient]:
-    """An account that saved both upstreams as its providers pool-a and pool-b."""
-    async with http(stack, await new_account_key(stack, f"balance-{uuid.uuid4()}")) as client:
+def name() -> str:
+    """The test account's name; its dashboard owner is NAME@example.test."""
+    return f"balance-{uuid.uuid4()}"
+
+
+@pytest.fixture
+async def owner(stack: Any, pools: dict[str, tuple[FakeOpenAI, str]], name: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An API-key client of an account that saved both upstreams as its providers pool-a and pool-b."""
+    env = stack.service_env
+    async with open_channel(env["ORQEN_ACCOUNTING_ADDR"], env["ORQEN_INTERNAL_TOKEN"]) as channel:
+        stub = accounting_pb2_grpc.AccountingStub(channel)
+        account = await stub.EnsureAccount(accounting_pb2.EnsureAccountRequest(name=name), timeout=10)
+        await stub.CreateOwner(
+            accounting_pb2.CreateOwnerRequest(account_id=account.id, email=f"{name}@example.test", password=PASSWORD),
+            timeout=10,
+        )
+    async with http(stack, await new_account_key(stack, name)) as client:
         for name, (_, base_url) in pools.items():
             saved = await client.post(
                 "/v1/account/providers", json={"provider": f"pool-{name}", "api_key": POOL_KEY, "base_url": base_url}
@@ -50,7 +67,7 @@ async def owner(stack: Any, pools: dict[str, tuple[FakeOpenAI, str]]) -> AsyncIt
 
 
 async def test_a_model_spread_over_two_deployments_survives_one_failing(
-    stack: Any, owner: httpx.AsyncClient, pools: dict[str, tuple[FakeOpenAI, str]]
+    stack: Any, owner: httpx.AsyncClient, pools: dict[str, tuple[FakeOpenAI, str]], name: str
 ) -> None:
     deployments = [
         {"name": "a", "provider": "pool-a", "model": UPSTREAM_MODEL, "weight": 1},
@@ -97,10 +114,23 @@ async def test_a_model_spread_over_two_deployments_survives_one_failing(
     (pool,) = [m for m in status.json()["data"] if m["id"] == "llama-pool"]
     assert pool["balance_strategy"] == "weighted"
     by_name = {d["name"]: d for d in pool["deployments"]}
-    assert by_name["b"]["state"] == "ejected" and by_name["b"]["ejected_until"] > 0
+    assert by_name["b"]["state"] == "ejected" and by_name["b"]["ejected_until"].endswith("Z")
+    assert by_name["a"]["ejected_until"] is None
     assert by_name["a"]["state"] == "healthy" and by_name["a"]["in_flight"] == 0
     assert (by_name["b"]["rpm"], by_name["b"]["source"]) == (1000, "account")
     assert by_name["a"]["calls"] >= 1 and by_name["a"]["latency_ms"] > 0
+
+    # The dashboard shows the same, and names the deployment of each attempt of a request.
+    async with httpx.AsyncClient(base_url=str(owner.base_url), timeout=30) as browser:
+        login = await browser.post("/v1/dashboard/login", json={"email": f"{name}@example.test", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        page = (await browser.get("/dashboard/routing")).text
+        failed_over = next(e for e in logs if len(e["attempts"]) == 2)
+        request_page = (await browser.get(f"/dashboard/requests/{failed_over['request_id']}")).text
+    assert page.count('data-deployment="llama-pool/') == 2
+    row_b = page.split('data-deployment="llama-pool/b"')[1].split("</tr>")[0]
+    assert "pool-b" in row_b and "ejected" in row_b and "until" in row_b
+    assert "deployment b" in request_page and "deployment a" in request_page
 
 
 async def test_deployments_are_validated_and_deleted_in_the_callers_error_shape(owner: httpx.AsyncClient) -> None:

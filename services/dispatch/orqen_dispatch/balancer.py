@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -321,7 +322,7 @@ class Balancer:
                     rpm=deployment.rpm,
                     tpm=deployment.tpm,
                     state=state,
-                    ejected_until=wall + health.ejected_until - now if state == EJECTED else 0.0,
+                    ejected_until=_timestamp(wall + health.ejected_until - now) if state == EJECTED else None,
                     in_flight=health.in_flight,
                     latency_ms=stats.latency_ms,
                     success_rate=stats.success_rate,
@@ -330,6 +331,12 @@ class Balancer:
                 )
             )
         return statuses
+
+
+def _timestamp(unix_seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(unix_seconds * 1e9))
+    return stamp
 
 
 def stats_name(key: str) -> str:

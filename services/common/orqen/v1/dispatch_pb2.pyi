@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from orqen.v1 import common_pb2 as _common_pb2
 from orqen.v1 import optimizer_pb2 as _optimizer_pb2
@@ -403,8 +404,6 @@ class DeploymentStatus(_message.Message):
     tpm: _builtins.int
     state: _builtins.str
     """"healthy", "ejected" (skipped until ejected_until) or "probing" (one call decides)."""
-    ejected_until: _builtins.float
-    """Unix seconds when the cooling period ends; 0 unless ejected."""
     in_flight: _builtins.int
     """Calls under way to it from this dispatch process."""
     latency_ms: _builtins.float
@@ -413,6 +412,10 @@ class DeploymentStatus(_message.Message):
     calls: _builtins.int
     source: _builtins.str
     """"account" (saved through the provider API) or "operator" (ORQEN_MODEL_DEPLOYMENTS)."""
+    @_builtins.property
+    def ejected_until(self) -> _timestamp_pb2.Timestamp:
+        """When the cooling period ends; unset unless ejected."""
+
     def __init__(
         self,
         *,
@@ -424,14 +427,14 @@ class DeploymentStatus(_message.Message):
         rpm: _builtins.int = ...,
         tpm: _builtins.int = ...,
         state: _builtins.str = ...,
-        ejected_until: _builtins.float = ...,
+        ejected_until: _timestamp_pb2.Timestamp | None = ...,
         in_flight: _builtins.int = ...,
         latency_ms: _builtins.float = ...,
         success_rate: _builtins.float = ...,
         calls: _builtins.int = ...,
         source: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ejected_until", b"ejected_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "ejected_until", b"ejected_until", "in_flight", b"in_flight", "latency_ms", b"latency_ms", "model", b"model", "name", b"name", "provider", b"provider", "region", b"region", "rpm", b"rpm", "source", b"source", "state", b"state", "success_rate", b"success_rate", "tpm", b"tpm", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...

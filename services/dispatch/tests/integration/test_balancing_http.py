@@ -322,7 +322,7 @@ async def test_the_status_lists_each_deployment_with_state_in_flight_and_latency
         0,
         "operator",
     )
-    assert a.ejected_until > 0 and a.calls == 1 and a.success_rate == 0.0
+    assert a.HasField("ejected_until") and a.calls == 1 and a.success_rate == 0.0
     assert (b.state, b.weight, b.rpm, b.calls, b.success_rate) == ("healthy", 2, 100, 3, 1.0)
     assert b.latency_ms > 0
 
