@@ -18,6 +18,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI
 from fakes.scenario import Fault
 from fakes.serve import BackgroundServer
@@ -31,6 +32,7 @@ from orqen_dispatch.balancer import DEPLOYMENT_EJECTED, DEPLOYMENT_RATE_LIMITED,
 from orqen_dispatch.deployments import LoadBalancing
 from orqen_dispatch.latency import LatencyStats
 from orqen_dispatch.model_routing import ModelChooser
+from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import CircuitBreakers, Dispatcher, RetryPolicy
@@ -38,6 +40,7 @@ from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
 
 KEY = "sk-upstream"
+AWS_KEY_ID, AWS_SECRET = "AKIDBALANCE", "balance-secret"
 ACCOUNT = "00000000-0000-0000-0000-00000000ba1a"
 UPSTREAM_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 
@@ -70,23 +73,29 @@ class Configs:
 class Fakes:
     a: FakeOpenAI
     b: FakeOpenAI
+    bedrock: FakeBedrock
     urls: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[Fakes]:
-    a, b = FakeOpenAI(KEY), FakeOpenAI(KEY)
-    with BackgroundServer(a.app()) as server_a, BackgroundServer(b.app()) as server_b:
-        yield Fakes(a, b, {"vllm-a": server_a.url + "/v1", "vllm-b": server_b.url + "/v1"})
+    a, b, bedrock = FakeOpenAI(KEY), FakeOpenAI(KEY), FakeBedrock(AWS_KEY_ID, AWS_SECRET, "unused-bearer")
+    with (
+        BackgroundServer(a.app()) as server_a,
+        BackgroundServer(b.app()) as server_b,
+        BackgroundServer(bedrock.app()) as server_bedrock,
+    ):
+        urls = {"vllm-a": server_a.url + "/v1", "vllm-b": server_b.url + "/v1", "bedrock": server_bedrock.url}
+        yield Fakes(a, b, bedrock, urls)
 
 
 @pytest.fixture(autouse=True)
 def calm(fakes: Fakes) -> Iterator[None]:
-    fakes.a.requests.clear()
-    fakes.b.requests.clear()
+    for fake in (fakes.a, fakes.b, fakes.bedrock):
+        fake.requests.clear()
     yield
-    fakes.a.faults.calm()
-    fakes.b.faults.calm()
+    for fake in (fakes.a, fakes.b, fakes.bedrock):
+        fake.faults.calm()
 
 
 @pytest.fixture
@@ -124,7 +133,11 @@ def gateway(
     """The servicer over both fakes; `models` are the operator's, or the account's with `account_models`."""
     principal_var.set(Principal("service"))
     providers = {"openai": OpenAICompatible("openai", http, fakes.urls["vllm-a"], KEY)}
-    providers |= {name: OpenAICompatible(name, http, url, KEY) for name, url in fakes.urls.items()}
+    providers |= {name: OpenAICompatible(name, http, url, KEY) for name, url in fakes.urls.items() if "vllm" in name}
+    # One Bedrock endpoint stands for every region: SigV4 names the region each call was signed for.
+    providers["bedrock"] = BedrockConverse(
+        "bedrock", http, fakes.urls["bedrock"], "us-east-1", AWS_KEY_ID, AWS_SECRET, None, None
+    )
     router = ProviderRouter(providers, "openai")  # type: ignore[arg-type]
     catalogue = load_catalogue()
     sleeps, clock = Sleeps(), Clock()
@@ -142,7 +155,7 @@ def gateway(
         configs,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]  # nothing here saves a credential
         latency,
-        ("openai", "vllm-a", "vllm-b"),
+        ("openai", "vllm-a", "vllm-b", "bedrock"),
         ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
         LoadBalancing(balancer, {} if account_models else by_name),
     )
@@ -233,6 +246,28 @@ async def test_a_stream_fails_over_to_the_next_deployment_before_its_first_chunk
     assert (text, summary.provider, summary.usage.output_tokens) == ("echo: hello", "vllm-a", 7)
     assert trail(summary) == [("b", 503, "requested"), ("a", 200, "failover")]
     assert (await status(gate, "llama-stream"))["a"].in_flight == 0  # counted out when the stream ended
+
+
+async def test_bedrock_in_two_regions_each_call_signed_for_its_deployments_region(
+    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+) -> None:
+    regions = BalancedModel(
+        "claude-regions",
+        "weighted",
+        (
+            Deployment("east", "bedrock", "anthropic.claude-east", region="us-east-1", weight=1000),
+            Deployment("west", "bedrock", "anthropic.claude-west", region="us-west-2", weight=1),
+        ),
+    )
+    gate = gateway(fakes, http, redis, regions)
+    fakes.bedrock.faults.storm([Fault(error_status=503)], model="anthropic.claude-east")
+    summary = await gate.complete("claude-regions")
+    assert trail(summary) == [("east", 503, "requested"), ("west", 200, "failover")]
+    signed_for = [
+        (r["model_id"], r["headers"]["authorization"].split("Credential=")[1].split("/")[2])
+        for r in fakes.bedrock.requests
+    ]
+    assert signed_for == [("anthropic.claude-east", "us-east-1"), ("anthropic.claude-west", "us-west-2")]
 
 
 async def test_when_every_deployment_is_ejected_the_caller_gets_a_503_naming_them(
