@@ -319,6 +319,41 @@ class AccountingRepository:
             )
             return rows
 
+    async def model_deployments(self, account_id: str) -> list[asyncpg.Record]:
+        """The account's load-balanced models (model, strategy, deployments as jsonb text), by model."""
+        return await self._fetch(
+            "SELECT model, strategy, deployments::text AS deployments FROM model_deployments "
+            "WHERE account_id = $1::uuid ORDER BY model",
+            account_id,
+        )
+
+    async def put_model_deployments(self, account_id: str, model: str, strategy: str, deployments: str) -> None:
+        """Save (or replace) one balanced model; `deployments` is its jsonb list as text."""
+        try:
+            await self._pool.execute(
+                """
+                INSERT INTO model_deployments (account_id, model, strategy, deployments)
+                VALUES ($1::uuid, $2, $3, $4::jsonb)
+                ON CONFLICT (account_id, model) DO UPDATE
+                SET strategy = EXCLUDED.strategy, deployments = EXCLUDED.deployments, updated_at = now()
+                """,
+                account_id,
+                model,
+                strategy,
+                deployments,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise UnknownAccountError(account_id) from None
+
+    async def delete_model_deployments(self, account_id: str, model: str) -> bool:
+        """Remove one balanced model; False when the account has none of that name."""
+        deleted = await self._pool.fetchval(
+            "DELETE FROM model_deployments WHERE account_id = $1::uuid AND model = $2 RETURNING true",
+            account_id,
+            model,
+        )
+        return bool(deleted)
+
     async def list_requests(
         self, account_id: str, limit: int, cursor: str, where: RequestFilter | None = None
     ) -> tuple[list[asyncpg.Record], str]:

@@ -47,6 +47,7 @@ from orqen_accounting.repository import (
     UnknownAccountError,
 )
 from orqen_accounting.routing_stats import RoutingStats, insights
+from orqen_accounting.stored_json import list_from_json, plain_dict, to_json
 from orqen_accounting.usage import UsageStats
 from orqen_accounting.validation import (
     checked_cache_settings,
@@ -61,6 +62,7 @@ from orqen_common.auth import API_KEY_PREFIX, hash_api_key
 from orqen_common.cache import AuthCacheKeys, account_config_key
 from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal, account_scope, require_service
+from orqen_common.deployments import from_message, to_message
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.grpc_server import ServicerContext
 
@@ -304,6 +306,38 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             raise _no_such_account() from None
         await self._config_changed(account_id)
         return _toggles(rows)
+
+    # --- load-balanced models ----------------------------------------------------------
+
+    async def ListModelDeployments(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ModelDeploymentsList:
+        account_id = _account(request.account_id)
+        rows = await self._of_account(account_id, await self._repo.model_deployments(account_id))
+        return accounting_pb2.ModelDeploymentsList(models=[_model_deployments(account_id, r) for r in rows])
+
+    async def PutModelDeployments(
+        self, request: accounting_pb2.ModelDeployments, context: ServicerContext
+    ) -> accounting_pb2.ModelDeployments:
+        account_id = _account(request.account_id)
+        balanced = to_message(from_message(request))  # checked, defaults filled in
+        stored = to_json([plain_dict(d) for d in balanced.deployments])
+        try:
+            await self._repo.put_model_deployments(account_id, balanced.model, balanced.strategy, stored)
+        except UnknownAccountError:
+            raise _no_such_account() from None
+        await self._config_changed(account_id)
+        balanced.account_id = account_id
+        return balanced
+
+    async def DeleteModelDeployments(
+        self, request: accounting_pb2.ModelDeploymentsRef, context: ServicerContext
+    ) -> accounting_pb2.DeleteModelDeploymentsResponse:
+        account_id = _account(request.account_id)
+        if not await self._repo.delete_model_deployments(account_id, request.model):
+            raise not_found(f"No deployments of model {request.model[:200]!r} in this account.")
+        await self._config_changed(account_id)
+        return accounting_pb2.DeleteModelDeploymentsResponse(deleted=True)
 
     # --- routing analytics --------------------------------------------------------------
 
@@ -708,6 +742,15 @@ def _preferences_message(account_id: str, preferences: Preferences) -> accountin
 def _cache_settings_message(account_id: str, settings: CacheSettings) -> accounting_pb2.CacheSettings:
     return accounting_pb2.CacheSettings(
         account_id=account_id, enabled=settings.enabled, ttl_seconds=settings.ttl_seconds
+    )
+
+
+def _model_deployments(account_id: str, row: asyncpg.Record) -> accounting_pb2.ModelDeployments:
+    return accounting_pb2.ModelDeployments(
+        account_id=account_id,
+        model=row["model"],
+        strategy=row["strategy"],
+        deployments=list_from_json(row["deployments"], accounting_pb2.ModelDeployment),
     )
 
 

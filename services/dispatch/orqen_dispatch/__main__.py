@@ -20,7 +20,9 @@ from orqen_common.prices import Prices
 from orqen_common.settings import load_settings
 from orqen_dispatch.account_config import AccountConfigs
 from orqen_dispatch.available_models import AvailableModels
+from orqen_dispatch.balancer import Balancer
 from orqen_dispatch.credentials import CredentialStore, KeyRing
+from orqen_dispatch.deployments import LoadBalancing
 from orqen_dispatch.latency import LatencyStats
 from orqen_dispatch.model_list_cache import ModelListCache
 from orqen_dispatch.model_routing import ModelChooser
@@ -127,16 +129,19 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         keep_seconds=settings.model_list_keep_seconds,
         fetch_timeout_seconds=settings.model_list_timeout_seconds,
     )
+    latency = LatencyStats(redis)
+    balancing = LoadBalancing(Balancer(redis, latency, settings.ejection_policy()), settings.balanced_models())
     servicer = DispatchServicer(
         router,
         ModelChooser(),
         dispatcher,
         configs,
         store,
-        LatencyStats(redis),
+        latency,
         AvailableModels(router, lists, operator_providers(settings), prices, settings.model_overrides),
         ProxyService(router, dispatcher, configs),
         ResponseCache(redis, settings),
+        balancing,
     )
 
     def register(server: grpc.aio.Server) -> None:

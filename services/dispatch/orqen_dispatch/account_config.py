@@ -1,23 +1,25 @@
 """What dispatch needs to know of an account for each request, kept in memory.
 
-An account's saved provider credentials (opened), its fallback chain and the models it
-switched off live in accounting; each account's copy is kept here and checked against
-its change counter per request (orqen_common.account_cache), which accounting bumps on
-every change: a credential saved through any replica is used by the next request on all.
+An account's saved provider credentials (opened), its fallback chain, the models it
+switched off and its load-balanced models live in accounting; each account's copy is kept
+here and checked against its change counter per request (orqen_common.account_cache), which
+accounting bumps on every change: a credential saved through any replica is used by the next
+request on all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
+from orqen_common.deployments import BalancedModel, from_message
 from orqen_common.errors import OrqenError
 from orqen_common.response_cache import DEFAULT_CACHE_TTL_SECONDS
 from orqen_dispatch.credentials import CredentialStore, SavedCredentials
@@ -33,6 +35,7 @@ class AccountConfig:
     # The response cache: whether requests use it unless they say otherwise, and for how long.
     cache_enabled: bool = False
     cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
+    balanced_models: Mapping[str, BalancedModel] = field(default_factory=dict)  # by logical model
 
 
 class AccountConfigs:
@@ -60,11 +63,12 @@ class AccountConfigs:
     async def _load(self, account_id: str, previous: AccountConfig | None) -> tuple[AccountConfig, bool]:
         ref = accounting_pb2.AccountRef(account_id=account_id)
         what = "account routing settings"
-        credentials, preferences, toggles, cache = await asyncio.gather(
+        credentials, preferences, toggles, cache, deployments = await asyncio.gather(
             self._credentials(account_id, previous),
             answer_or_none(self._accounting.GetRoutingPreferences(ref, timeout=self._timeout), account_id, what),
             answer_or_none(self._accounting.ListModelToggles(ref, timeout=self._timeout), account_id, what),
             answer_or_none(self._accounting.GetCacheSettings(ref, timeout=self._timeout), account_id, what),
+            answer_or_none(self._accounting.ListModelDeployments(ref, timeout=self._timeout), account_id, what),
         )
         # Whatever accounting could not say now stays as it was.
         previous = previous or AccountConfig({})
@@ -80,8 +84,11 @@ class AccountConfigs:
             ),
             cache_enabled=cache.enabled if cache is not None else previous.cache_enabled,
             cache_ttl_seconds=cache.ttl_seconds if cache is not None else previous.cache_ttl_seconds,
+            balanced_models=(
+                _balanced(account_id, deployments) if deployments is not None else previous.balanced_models
+            ),
         )
-        answered = (credentials, preferences, toggles, cache)
+        answered = (credentials, preferences, toggles, cache, deployments)
         return config, all(answer is not None for answer in answered)
 
     async def _credentials(self, account_id: str, previous: AccountConfig | None) -> SavedCredentials | None:
@@ -97,3 +104,14 @@ class AccountConfigs:
                 raise
             log.warning("accounting unreachable; using expired credentials", account_id=account_id, error=str(err))
             return None
+
+
+def _balanced(account_id: str, found: accounting_pb2.ModelDeploymentsList) -> dict[str, BalancedModel]:
+    """The account's balanced models by name; one its stored row no longer passes the checks is left out."""
+    models = {}
+    for message in found.models:
+        try:
+            models[message.model] = from_message(message)
+        except OrqenError as err:
+            log.warning("stored deployments are invalid; model not balanced", account_id=account_id, error=str(err))
+    return models

@@ -24,6 +24,12 @@ Two clocks bound the work: each call gets `attempt_timeout_s` (504 when it runs 
 everything together gets `total_timeout_s`; when the next wait would reach that deadline,
 or no time is left for another call, the last error is raised.
 
+A target of a load-balanced model carries its deployment's slot (orqen_dispatch.balancer):
+the slot, not the provider's circuit, decides whether the call may go (a deployment ejected,
+probing or over its rate limit is skipped, recorded as an attempt that names it) and hears how
+each call ended. A deployment that fails is ejected at once, so its retry goes to the next
+deployment rather than back to it.
+
 A stream is retried and falls back the same way, but only until its first chunk: after
 that the caller has part of an answer, so an error is raised as it is. The per-call
 timeout bounds the wait for the first chunk, not the whole stream. A request whose body
@@ -43,7 +49,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import structlog
 from pydantic import Field
@@ -64,6 +70,21 @@ T = TypeVar("T")
 CIRCUIT_OPEN = "circuit open"
 
 
+class DeploymentGate(Protocol):
+    """One request's use of a deployment of a load-balanced model (orqen_dispatch.balancer.DeploymentSlot)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def admit(self) -> UpstreamError | None:
+        """None when the call may go; otherwise why it is skipped (its message short: the attempt's error)."""
+        ...
+
+    def finish(self, status: int, retry_after: float | None = None) -> None: ...
+
+    def release(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Target:
     """One model to try, and why it is tried."""
@@ -73,6 +94,7 @@ class Target:
     credentials: Mapping[str, str]
     reason: str  # "requested", "fallback", or the reason of the orqen/* rule that chose it
     name: str = ""  # the model string as callers and the catalogue spell it ("bedrock/…")
+    deployment: DeploymentGate | None = None  # set when the model is load-balanced
 
     @property
     def circuit(self) -> str:
@@ -95,6 +117,7 @@ class AttemptRecord:
     error: str  # empty when the call answered
     duration_ms: float
     reason: str  # the target's reason for its first call, "retry" for the next ones
+    deployment: str = ""  # the deployment of a load-balanced model that took (or skipped) the call
 
 
 @dataclass(frozen=True)
@@ -292,7 +315,7 @@ class Dispatcher:
             return await target.provider.complete(chat, target.model, target.credentials)
 
         answer = await self._first_answer(targets, attempts, call, lambda completion: completion.status)
-        self._breakers.record(answer.target.circuit, answer.record.status)
+        self._finish(answer.target, answer.record.status)
         return answer.result, answer.target, attempts
 
     async def open(
@@ -315,7 +338,7 @@ class Dispatcher:
         """Record how an answer from `open` ended: its circuit, its attempt's status, error and duration."""
         answer.record.status, answer.record.error = status, error
         answer.record.duration_ms = self._ms(answer.started)
-        self._breakers.record(answer.target.circuit, status)
+        self._finish(answer.target, status)
 
     def stream(
         self, targets: Sequence[Target], chat: ChatRequest, state: StreamState, attempts: list[AttemptRecord]
@@ -358,7 +381,7 @@ class Dispatcher:
             raise
         finally:
             record.duration_ms = self._ms(answer.started)
-            self._breakers.record(answer.target.circuit, record.status)
+            self._finish(answer.target, record.status)
             await _close(opened.rest)
 
     async def _first_answer(
@@ -379,7 +402,7 @@ class Dispatcher:
         policy = self._policy
         deadline = self._clock() + policy.total_timeout_s
         last_error: tuple[UpstreamError, Target] | None = None  # of a call that was made
-        last_skip: tuple[UpstreamError, Target] | None = None  # of a call an open circuit refused
+        last_skip: tuple[UpstreamError, Target] | None = None  # of a call a circuit or deployment refused
 
         def failed() -> DispatchFailedError:
             error, target = last_error or last_skip or (UpstreamError(504, "no time left to call a model"), targets[0])
@@ -387,26 +410,30 @@ class Dispatcher:
 
         calls = 0
         for target in targets:
-            name, circuit = target.provider.name, target.circuit
+            name = target.provider.name
+            deployment = target.deployment.name if target.deployment is not None else ""
             for attempt in range(policy.max_attempts):
                 reason = target.reason if attempt == 0 else "retry"
-                if not self._breakers.allow(circuit):
-                    attempts.append(AttemptRecord(name, target.model, 503, CIRCUIT_OPEN, 0.0, reason))
-                    retry_in = self._breakers.retry_in(circuit)
-                    last_skip = (UpstreamError(503, f"{name}: {CIRCUIT_OPEN}", retry_after=retry_in), target)
+                refusal = await self._admit(target)
+                if refusal is not None:
+                    why, error = refusal
+                    attempts.append(AttemptRecord(name, target.model, error.status, why, 0.0, reason, deployment))
+                    last_skip = (error, target)
                     break
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    self._breakers.release(circuit)
+                    self._release(target)
                     raise failed()
                 started = self._clock()
                 calls += 1
                 try:
                     result = await self._call_with_timeout(call, target, min(policy.attempt_timeout_s, remaining))
                 except UpstreamError as err:
-                    self._breakers.record(circuit, err.status)
+                    self._finish(target, err.status, err.retry_after)
                     attempts.append(
-                        AttemptRecord(name, target.model, err.status, err.message, self._ms(started), reason)
+                        AttemptRecord(
+                            name, target.model, err.status, err.message, self._ms(started), reason, deployment
+                        )
                     )
                     last_error = (err, target)
                     next_step = after_failure(err.status)
@@ -414,6 +441,8 @@ class Dispatcher:
                         raise failed() from err
                     if next_step is Next.NEXT_TARGET or attempt + 1 == policy.max_attempts:
                         break
+                    if target.deployment is not None:
+                        break  # ejected by the failure: the next deployment is tried at once
                     delay = self._delay_before_retry(err, attempt)
                     if delay is None:
                         break
@@ -423,13 +452,46 @@ class Dispatcher:
                 except BaseException:
                     # Cancelled, or refused before anything was sent (an OrqenError from the
                     # translation): no verdict on the provider either way.
-                    self._breakers.release(circuit)
+                    self._release(target)
                     raise
                 else:
-                    record = AttemptRecord(name, target.model, status_of(result), "", self._ms(started), reason)
+                    status = status_of(result)
+                    record = AttemptRecord(name, target.model, status, "", self._ms(started), reason, deployment)
                     attempts.append(record)
                     return Answer(result, target, record, started)
         raise failed()
+
+    async def _admit(self, target: Target) -> tuple[str, UpstreamError] | None:
+        """None when the target may be called now; otherwise why it is skipped (the attempt's
+        error) and the error to raise should no other target answer.
+
+        A deployment of a load-balanced model answers for itself; any other target for its circuit.
+        """
+        name = target.provider.name
+        if target.deployment is not None:
+            refusal = await target.deployment.admit()
+            if refusal is None:
+                return None
+            where = f"{name} deployment {target.deployment.name}"
+            return refusal.message, UpstreamError(refusal.status, f"{where}: {refusal.message}", refusal.retry_after)
+        if self._breakers.allow(target.circuit):
+            return None
+        retry_in = self._breakers.retry_in(target.circuit)
+        return CIRCUIT_OPEN, UpstreamError(503, f"{name}: {CIRCUIT_OPEN}", retry_after=retry_in)
+
+    def _finish(self, target: Target, status: int, retry_after: float | None = None) -> None:
+        """How an admitted call ended: for its deployment, or its circuit."""
+        if target.deployment is not None:
+            target.deployment.finish(status, retry_after)
+        else:
+            self._breakers.record(target.circuit, status)
+
+    def _release(self, target: Target) -> None:
+        """An admitted call ended without a verdict on the upstream."""
+        if target.deployment is not None:
+            target.deployment.release()
+        else:
+            self._breakers.release(target.circuit)
 
     async def _call_with_timeout(self, call: Callable[[Target], Awaitable[T]], target: Target, timeout_s: float) -> T:
         try:

@@ -3,10 +3,12 @@
 For each request: the account's configuration (saved credentials, fallback chain, models
 switched off) gives the targets — the requested model, or what an orqen/* rule chose with
 its alternates, then the account's fallback models — each with the credentials it is called
-with (per-request > the account's saved > the operator's environment). The `Dispatcher` tries
-them with retries, timeouts and circuit breakers, and every call made is in the summary.
-A request that uses the response cache (orqen_dispatch.cache_use) is answered from it when it
-holds the answer, without calling anything; otherwise the answer is stored once it is whole.
+with (per-request > the account's saved > the operator's environment). A load-balanced model
+becomes one target per deployment, in the order the balancer chose (orqen_dispatch.deployments).
+The `Dispatcher` tries them with retries, timeouts and circuit breakers, and every call made is
+in the summary. A request that uses the response cache (orqen_dispatch.cache_use) is answered
+from it when it holds the answer, without calling anything; otherwise the answer is stored once
+it is whole.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from orqen_dispatch.available_models import AvailableModels, list_statuses, mode
 from orqen_dispatch.cache_use import cache_use, hit_summary
 from orqen_dispatch.cached_answer import StreamFold, cached_answer, replay_chunks
 from orqen_dispatch.credentials import CredentialStore, merge
+from orqen_dispatch.deployments import Balanced, LoadBalancing
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_profiles import ModelProfile
 from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser, routable
@@ -54,6 +57,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         available: AvailableModels,
         proxy: ProxyService,
         cache: ResponseCache,
+        balancing: LoadBalancing,
     ) -> None:
         self._router = router
         self._chooser = chooser
@@ -64,6 +68,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._available = available
         self._proxy = proxy
         self._cache = cache
+        self._balancing = balancing
         self._recording: set[asyncio.Task[None]] = set()
 
     async def Complete(
@@ -72,7 +77,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         chat = _parse(request.chat_json)
         account_id = account_scope(request.context.account_id)
         config = await self._configs.get(account_id)
-        targets = await self._targets(config, chat, request)
+        targets = await self._targets(account_id, config, chat, request)
         use = cache_use(request, account_id, config, chat, targets[0])
         cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
         if cached is not None:
@@ -86,6 +91,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             failed = summary(target, target.model, TokenUsage(), err.status, elapsed, 0.0, err.attempts)
             raise as_orqen_error(err, summary=failed) from None
         self._measure(targets, attempts)
+        self._balancing.charge(target, completion.usage)
         elapsed = ms_since(started)
         model = completion.body.model or target.model
         answered = summary(target, model, completion.usage, completion.status, elapsed, elapsed, attempts)
@@ -101,7 +107,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         chat = _parse(request.chat_json)
         account_id = account_scope(request.context.account_id)
         config = await self._configs.get(account_id)
-        targets = await self._targets(config, chat, request)
+        targets = await self._targets(account_id, config, chat, request)
         use = cache_use(request, account_id, config, chat, targets[0])
         cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
         if cached is not None:
@@ -137,6 +143,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         finally:
             self._measure(targets, attempts)
         target = stream.target or targets[0]
+        self._balancing.charge(target, state.usage)
         answered = summary(
             target, model_used or target.model, state.usage, state.status, ms_since(started), ttft, attempts
         )
@@ -165,13 +172,24 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     async def ListModels(
         self, request: dispatch_pb2.ListModelsRequest, context: ServicerContext
     ) -> dispatch_pb2.ListModelsResponse:
-        config = await self._configs.get(account_scope(request.account_id))
+        account_id = account_scope(request.account_id)
+        config = await self._configs.get(account_id)
         available = await self._available.of(config)
         stats = await self._latency.snapshot(m.model for m in available.models)
         models = model_infos(available, config.disabled_models, stats)
         for model in models:
             if not model.id.startswith(ROUTING_PREFIX):
                 model.circuit = self._dispatcher.breakers.state(model.provider)
+        by_id = {model.id: model for model in models}
+        for balanced in self._balancing.models(account_id, config):
+            name = balanced.model.model
+            info = by_id.get(name)
+            if info is None:  # a logical model of its own, not one a provider lists
+                provider = balanced.model.deployments[0].provider
+                info = dispatch_pb2.ModelInfo(id=name, provider=provider, enabled=name not in config.disabled_models)
+                models.append(info)
+            info.balance_strategy = balanced.model.strategy
+            info.deployments.extend(await self._balancing.status(balanced))
         return dispatch_pb2.ListModelsResponse(
             models=models, prices_as_of=price_source(), provider_lists=list_statuses(available)
         )
@@ -189,7 +207,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         return dispatch_pb2.ResponseCacheUsage(entries=held.entries, bytes=held.bytes)
 
     async def _targets(
-        self, config: AccountConfig, chat: ChatRequest, request: dispatch_pb2.CompleteRequest
+        self, account_id: str, config: AccountConfig, chat: ChatRequest, request: dispatch_pb2.CompleteRequest
     ) -> list[Target]:
         """The models to try in order, each with its provider and credentials."""
         model = chat.model
@@ -215,9 +233,44 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         requested = None if model.startswith(ROUTING_PREFIX) else self._router.resolve(model, saved.keys())[0].name
         targets: list[Target] = []
         for choice in choices:
+            balanced = self._balancing.find(account_id, config, choice.model)
+            if balanced is not None:
+                targets += await self._deployment_targets(balanced, choice, config, request, requested)
+                continue
             provider, provider_model = self._router.resolve(choice.model, saved.keys())
             credentials = merge(request.credentials, saved.get(provider.name), provider.name, requested)
             targets.append(Target(provider, provider_model, credentials, choice.reason, choice.model))
+        if not targets:
+            raise invalid_request(f"No deployment of {model!r} is on a connected provider: connect one first.")
+        return targets
+
+    async def _deployment_targets(
+        self,
+        balanced: Balanced,
+        choice: Choice,
+        config: AccountConfig,
+        request: dispatch_pb2.CompleteRequest,
+        requested: str | None,
+    ) -> list[Target]:
+        """One target per deployment of a balanced model whose provider is connected, in the balancer's order.
+
+        The first carries the choice's reason, the others are "failover"; a deployment's region
+        (Bedrock) wins over its credential's.
+        """
+        saved, connected = config.credentials, self._available.connected(config)
+        logical_upstream = self._router.resolve(choice.model, saved.keys())[1]
+        targets: list[Target] = []
+        for slot in await self._balancing.order(balanced):
+            deployment = slot.deployment
+            if deployment.provider not in connected:
+                continue
+            upstream = deployment.model or logical_upstream
+            provider, provider_model = self._router.resolve(f"{deployment.provider}/{upstream}", saved.keys())
+            credentials = merge(request.credentials, saved.get(provider.name), provider.name, requested)
+            if deployment.region:
+                credentials["aws_region_name"] = deployment.region
+            reason = choice.reason if not targets else "failover"
+            targets.append(Target(provider, provider_model, credentials, reason, choice.model, slot))
         return targets
 
     def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 
+from orqen_common.deployments import DEFAULT_STRATEGY, BalancedModel, Deployment, checked_model
+from orqen_common.errors import OrqenError
 from orqen_common.prices import PriceSettings
 from orqen_common.proxy_families import BY_NAME
 from orqen_common.settings import AccountingAddress, DispatchAddress, RedisSettings, ServiceSettings
+from orqen_dispatch.balancer import EjectionPolicy
 from orqen_dispatch.model_profiles import ModelOverride
 from orqen_dispatch.resilience import ResilienceSettings
 from orqen_dispatch.response_cache import ResponseCacheSettings
@@ -34,6 +37,25 @@ class CompatibleProvider(BaseModel):
         if unknown:
             raise ValueError(f"unknown proxy families {unknown}; known: {sorted(BY_NAME)}")
         return value
+
+
+class OperatorDeployment(BaseModel, extra="forbid"):
+    """One deployment of an operator's load-balanced model (see orqen_common.deployments.Deployment)."""
+
+    name: str
+    provider: str
+    model: str = ""
+    region: str = ""
+    weight: int = 1
+    rpm: int = 0
+    tpm: int = 0
+
+
+class OperatorBalancedModel(BaseModel, extra="forbid"):
+    """An operator's load-balanced model: its strategy and deployments."""
+
+    strategy: str = DEFAULT_STRATEGY
+    deployments: list[OperatorDeployment]
 
 
 class DispatchSettings(
@@ -98,6 +120,19 @@ class DispatchSettings(
             'More OpenAI-compatible providers as JSON: {"name": {"base_url": …, "api_key_env": …, "families": […]}}.'
         ),
     )
+    model_deployments: dict[str, OperatorBalancedModel] = Field(
+        default_factory=dict,
+        description=(
+            "Load-balanced models for every account, as JSON: "
+            '{"model": {"strategy": "weighted", "deployments": [{"name": …, "provider": …, "weight": 1}]}}.'
+        ),
+    )
+    deployment_eject_base_seconds: float = Field(
+        5.0, gt=0, description="Cooling period of a deployment after its first failure; doubles per failed probe."
+    )
+    deployment_eject_max_seconds: float = Field(
+        300.0, gt=0, description="The longest cooling period of a failing deployment."
+    )
     credentials_keys: SecretStr | None = Field(
         None,
         description='AES-256-GCM keys sealing saved provider credentials, "id:base64(32 bytes)", newest first.',
@@ -132,6 +167,27 @@ class DispatchSettings(
     )
     upstream_connect_timeout_seconds: float = Field(10.0, description="Connect timeout to a provider.")
     upstream_timeout_seconds: float = Field(600.0, description="Read timeout of one provider response.")
+
+    @field_validator("model_deployments")
+    @classmethod
+    def _valid_deployments(cls, value: dict[str, OperatorBalancedModel]) -> dict[str, OperatorBalancedModel]:
+        for model in value:
+            cls._balanced(model, value[model])  # raises with the field at fault
+        return value
+
+    def balanced_models(self) -> dict[str, BalancedModel]:
+        """ORQEN_MODEL_DEPLOYMENTS, checked by the rules accounts' deployments follow."""
+        return {model: self._balanced(model, spec) for model, spec in self.model_deployments.items()}
+
+    def ejection_policy(self) -> EjectionPolicy:
+        return EjectionPolicy(self.deployment_eject_base_seconds, self.deployment_eject_max_seconds)
+
+    @staticmethod
+    def _balanced(model: str, spec: OperatorBalancedModel) -> BalancedModel:
+        try:
+            return checked_model(model, spec.strategy, (Deployment(**d.model_dump()) for d in spec.deployments))
+        except OrqenError as err:
+            raise ValueError(f"model {model!r}: {err}") from None
 
 
 def secret(value: SecretStr | None) -> str | None:

@@ -93,6 +93,7 @@ def summary(
                 error=a.error,
                 duration_ms=a.duration_ms,
                 reason=a.reason,
+                deployment=a.deployment,
             )
             for a in attempts
         ],

@@ -13,6 +13,8 @@ from orqen_common.context import Principal, principal_var
 from orqen_common.prices import Prices
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.available_models import AvailableModels
+from orqen_dispatch.balancer import Balancer, EjectionPolicy
+from orqen_dispatch.deployments import LoadBalancing
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.model_list_cache import ListSource, ProviderList
 from orqen_dispatch.model_routing import ModelChooser
@@ -81,6 +83,8 @@ def dispatch_servicer() -> ServicerFactory:
             ProxyService(router, dispatcher, configs),  # type: ignore[arg-type]
             # Without a test's own cache: a Redis no request reaches (the cache is off by default).
             cache or ResponseCache(Redis(host="127.0.0.1", port=1), ResponseCacheSettings()),
+            # No test here balances a model: the balancer's Redis is never called.
+            LoadBalancing(Balancer(Redis(), NoLatency(), EjectionPolicy()), {}),  # type: ignore[arg-type]
         )
 
     return build

@@ -15,7 +15,7 @@ from litestar.template.config import TemplateConfig
 
 from orqen_common.errors import OrqenError
 from orqen_edge import health, openapi
-from orqen_edge.account import billing, budgets, cache, keys, owners, request_log, routing, usage
+from orqen_edge.account import billing, budgets, cache, deployments, keys, owners, request_log, routing, usage
 from orqen_edge.auth import api_key_principal
 from orqen_edge.dashboard import login, pages, web
 from orqen_edge.dashboard.auth import dashboard_session
@@ -47,6 +47,7 @@ def create_app(runtime: Runtime) -> Litestar:
         *cache.ROUTES,
         *keys.ROUTES,
         *budgets.ROUTES,
+        *deployments.ROUTES,
         *owners.ROUTES,
         *routing.ROUTES,
         *usage.ROUTES,

@@ -287,6 +287,18 @@ class Downstream:
         request = accounting_pb2.SetModelToggleRequest(account_id=account_id, model=model, enabled=enabled)
         return await _unary(_ACCOUNTING, self._accounting.SetModelToggle, request)
 
+    async def list_model_deployments(self, account_id: str) -> accounting_pb2.ModelDeploymentsList:
+        return await self._of_account(self._accounting.ListModelDeployments, account_id)
+
+    async def put_model_deployments(self, balanced: accounting_pb2.ModelDeployments) -> accounting_pb2.ModelDeployments:
+        return await _unary(_ACCOUNTING, self._accounting.PutModelDeployments, balanced)
+
+    async def delete_model_deployments(
+        self, account_id: str, model: str
+    ) -> accounting_pb2.DeleteModelDeploymentsResponse:
+        request = accounting_pb2.ModelDeploymentsRef(account_id=account_id, model=model)
+        return await _unary(_ACCOUNTING, self._accounting.DeleteModelDeployments, request)
+
     async def list_routing_traces(self, account_id: str, limit: int) -> accounting_pb2.ListRoutingTracesResponse:
         request = accounting_pb2.ListRoutingTracesRequest(account_id=account_id, limit=limit)
         return await _unary(_ACCOUNTING, self._accounting.ListRoutingTraces, request)

@@ -948,6 +948,148 @@ class ModelToggles(_message.Message):
 Global___ModelToggles: _TypeAlias = ModelToggles  # noqa: Y015
 
 @_typing.final
+class ModelDeployment(_message.Message):
+    """One deployment of a load-balanced model: a connected provider (the operator's, or one the
+    account saved a credential for, which carries its base URL and secret), optionally in
+    another Bedrock region, with its weight and its own per-minute limits.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    TPM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the model; names the deployment in attempts and the status endpoint."""
+    provider: _builtins.str
+    """A provider name: openai, anthropic, bedrock, groq, an operator-defined or a saved
+    OpenAI-compatible provider.
+    """
+    model: _builtins.str
+    """The model id upstream; empty: the logical model's name."""
+    region: _builtins.str
+    """Bedrock only: the AWS region of this deployment; empty: the credential's."""
+    weight: _builtins.int
+    """Share of traffic under the "weighted" strategy (1..1000)."""
+    rpm: _builtins.int
+    """Requests and tokens per minute this deployment takes (0: unlimited)."""
+    tpm: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        region: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        tpm: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "name", b"name", "provider", b"provider", "region", b"region", "rpm", b"rpm", "tpm", b"tpm", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelDeployment: _TypeAlias = ModelDeployment  # noqa: Y015
+
+@_typing.final
+class ModelDeployments(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    model: _builtins.str
+    """The model string callers send for it ("gpt-4o", "llama-70b")."""
+    strategy: _builtins.str
+    """"weighted" (default), "least_inflight" or "lowest_latency"."""
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelDeployment]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        deployments: _abc.Iterable[Global___ModelDeployment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "deployments", b"deployments", "model", b"model", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelDeployments: _TypeAlias = ModelDeployments  # noqa: Y015
+
+@_typing.final
+class ModelDeploymentsList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelDeployments]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelDeployments] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelDeploymentsList: _TypeAlias = ModelDeploymentsList  # noqa: Y015
+
+@_typing.final
+class ModelDeploymentsRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelDeploymentsRef: _TypeAlias = ModelDeploymentsRef  # noqa: Y015
+
+@_typing.final
+class DeleteModelDeploymentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModelDeploymentsResponse: _TypeAlias = DeleteModelDeploymentsResponse  # noqa: Y015
+
+@_typing.final
 class SetModelToggleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

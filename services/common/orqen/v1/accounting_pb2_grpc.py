@@ -121,6 +121,21 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
                 _registered_method=True)
+        self.ListModelDeployments = channel.unary_unary(
+                '/orqen.v1.Accounting/ListModelDeployments',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelDeploymentsList.FromString,
+                _registered_method=True)
+        self.PutModelDeployments = channel.unary_unary(
+                '/orqen.v1.Accounting/PutModelDeployments',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.ModelDeployments.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelDeployments.FromString,
+                _registered_method=True)
+        self.DeleteModelDeployments = channel.unary_unary(
+                '/orqen.v1.Accounting/DeleteModelDeployments',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.ModelDeploymentsRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.DeleteModelDeploymentsResponse.FromString,
+                _registered_method=True)
         self.ListRoutingTraces = channel.unary_unary(
                 '/orqen.v1.Accounting/ListRoutingTraces',
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.ListRoutingTracesRequest.SerializeToString,
@@ -366,6 +381,26 @@ class AccountingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutCacheSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelDeployments(self, request, context):
+        """Load balancing: the account's logical models, each served by several deployments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutModelDeployments(self, request, context):
+        """Saves (or replaces) one logical model's deployments and strategy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelDeployments(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -639,6 +674,21 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.PutCacheSettings,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
+            ),
+            'ListModelDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelDeployments,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ModelDeploymentsList.SerializeToString,
+            ),
+            'PutModelDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutModelDeployments,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelDeployments.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ModelDeployments.SerializeToString,
+            ),
+            'DeleteModelDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelDeployments,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.ModelDeploymentsRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.DeleteModelDeploymentsResponse.SerializeToString,
             ),
             'ListRoutingTraces': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRoutingTraces,
@@ -1231,6 +1281,87 @@ class Accounting:
             '/orqen.v1.Accounting/PutCacheSettings',
             orqen_dot_v1_dot_accounting__pb2.CacheSettings.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.CacheSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ListModelDeployments',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ModelDeploymentsList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutModelDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/PutModelDeployments',
+            orqen_dot_v1_dot_accounting__pb2.ModelDeployments.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ModelDeployments.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/DeleteModelDeployments',
+            orqen_dot_v1_dot_accounting__pb2.ModelDeploymentsRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.DeleteModelDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

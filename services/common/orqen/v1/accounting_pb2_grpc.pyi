@@ -65,6 +65,11 @@ class AccountingStub:
     GetCacheSettings: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.CacheSettings]
     """The account's response cache settings (opt-in; see docs/api.md, Response cache)."""
     PutCacheSettings: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.CacheSettings, _accounting_pb2.CacheSettings]
+    ListModelDeployments: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelDeploymentsList]
+    """Load balancing: the account's logical models, each served by several deployments."""
+    PutModelDeployments: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ModelDeployments, _accounting_pb2.ModelDeployments]
+    """Saves (or replaces) one logical model's deployments and strategy."""
+    DeleteModelDeployments: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ModelDeploymentsRef, _accounting_pb2.DeleteModelDeploymentsResponse]
     ListRoutingTraces: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.ListRoutingTracesRequest, _accounting_pb2.ListRoutingTracesResponse]
     """Recent routing decisions (requests that carried a routing trace), newest first."""
     GetRoutingCalibration: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingCalibration]
@@ -158,6 +163,11 @@ class AccountingAsyncStub(AccountingStub):
     GetCacheSettings: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.CacheSettings]  # type: ignore[assignment]
     """The account's response cache settings (opt-in; see docs/api.md, Response cache)."""
     PutCacheSettings: _aio.UnaryUnaryMultiCallable[_accounting_pb2.CacheSettings, _accounting_pb2.CacheSettings]  # type: ignore[assignment]
+    ListModelDeployments: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ModelDeploymentsList]  # type: ignore[assignment]
+    """Load balancing: the account's logical models, each served by several deployments."""
+    PutModelDeployments: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ModelDeployments, _accounting_pb2.ModelDeployments]  # type: ignore[assignment]
+    """Saves (or replaces) one logical model's deployments and strategy."""
+    DeleteModelDeployments: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ModelDeploymentsRef, _accounting_pb2.DeleteModelDeploymentsResponse]  # type: ignore[assignment]
     ListRoutingTraces: _aio.UnaryUnaryMultiCallable[_accounting_pb2.ListRoutingTracesRequest, _accounting_pb2.ListRoutingTracesResponse]  # type: ignore[assignment]
     """Recent routing decisions (requests that carried a routing trace), newest first."""
     GetRoutingCalibration: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingCalibration]  # type: ignore[assignment]
@@ -350,6 +360,29 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         request: _accounting_pb2.CacheSettings,
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.CacheSettings, _abc.Awaitable[_accounting_pb2.CacheSettings]]: ...
+
+    @_abc_1.abstractmethod
+    def ListModelDeployments(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ModelDeploymentsList, _abc.Awaitable[_accounting_pb2.ModelDeploymentsList]]:
+        """Load balancing: the account's logical models, each served by several deployments."""
+
+    @_abc_1.abstractmethod
+    def PutModelDeployments(
+        self,
+        request: _accounting_pb2.ModelDeployments,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ModelDeployments, _abc.Awaitable[_accounting_pb2.ModelDeployments]]:
+        """Saves (or replaces) one logical model's deployments and strategy."""
+
+    @_abc_1.abstractmethod
+    def DeleteModelDeployments(
+        self,
+        request: _accounting_pb2.ModelDeploymentsRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.DeleteModelDeploymentsResponse, _abc.Awaitable[_accounting_pb2.DeleteModelDeploymentsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListRoutingTraces(

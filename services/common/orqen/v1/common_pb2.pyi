@@ -105,6 +105,7 @@ class Attempt(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     model: _builtins.str
     status: _builtins.int
@@ -113,6 +114,10 @@ class Attempt(_message.Message):
     reason: _builtins.str
     """Why this model was tried: "requested", "retry", "fallback", or the orqen/* rule
     that chose it ("auto: simple ask -> fast tier").
+    """
+    deployment: _builtins.str
+    """The deployment of a load-balanced model that took the call (its name in the model's
+    deployment list); empty when the model has no deployments.
     """
     def __init__(
         self,
@@ -123,10 +128,11 @@ class Attempt(_message.Message):
         error: _builtins.str = ...,
         duration_ms: _builtins.float = ...,
         reason: _builtins.str = ...,
+        deployment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error", b"error", "model", b"model", "provider", b"provider", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "duration_ms", b"duration_ms", "error", b"error", "model", b"model", "provider", b"provider", "reason", b"reason", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from orqen.v1 import accounting_pb2 as orqen_dot_v1_dot_accounting__pb2
 from orqen.v1 import common_pb2 as orqen_dot_v1_dot_common__pb2
 from orqen.v1 import optimizer_pb2 as orqen_dot_v1_dot_optimizer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17orqen/v1/dispatch.proto\x12\x08orqen.v1\x1a\x19orqen/v1/accounting.proto\x1a\x15orqen/v1/common.proto\x1a\x18orqen/v1/optimizer.proto\"&\n\x10ResponseCacheRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\"4\n\x12ResponseCacheUsage\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"\xb7\x01\n\x11ProxyRequestFrame\x12#\n\x04head\x18\x01 \x01(\x0b\x32\x13.orqen.v1.ProxyHeadH\x00\x12\x14\n\njson_chunk\x18\x02 \x01(\x0cH\x00\x12$\n\x05\x66ield\x18\x03 \x01(\x0b\x32\x13.orqen.v1.FormFieldH\x00\x12\"\n\x04\x66ile\x18\x04 \x01(\x0b\x32\x12.orqen.v1.FilePartH\x00\x12\x14\n\nfile_chunk\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05\x66rame\"\xd7\x01\n\tProxyHead\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tbody_kind\x18\x04 \x01(\t\x12\x39\n\x0b\x63redentials\x18\x05 \x03(\x0b\x32$.orqen.v1.ProxyHead.CredentialsEntry\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\tFormField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"@\n\x08\x46ilePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"\x8e\x01\n\x12ProxyResponseFrame\x12+\n\x04head\x18\x01 \x01(\x0b\x32\x1b.orqen.v1.ProxyResponseHeadH\x00\x12\x14\n\nbody_chunk\x18\x02 \x01(\x0cH\x00\x12,\n\x07summary\x18\x03 \x01(\x0b\x32\x19.orqen.v1.DispatchSummaryH\x00\x42\x07\n\x05\x66rame\"Z\n\x11ProxyResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xd9\x01\n\x15SaveCredentialRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04\x61uth\x18\x03 \x01(\t\x12;\n\x06secret\x18\x04 \x03(\x0b\x32+.orqen.v1.SaveCredentialRequest.SecretEntry\x12\x10\n\x08\x62\x61se_url\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x1a-\n\x0bSecretEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11ListModelsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xac\x03\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x13\n\x0binput_price\x18\x05 \x01(\x01\x12\x14\n\x0coutput_price\x18\x06 \x01(\x01\x12\x1a\n\x12\x63\x61\x63hed_input_price\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x08 \x01(\x01\x12\x14\n\x0csuccess_rate\x18\t \x01(\x01\x12\r\n\x05\x63\x61lls\x18\n \x01(\x03\x12\x0f\n\x07\x63ircuit\x18\x0b \x01(\t\x12\r\n\x04kind\x18\xac\x02 \x01(\t\x12\x17\n\x0e\x63ontext_window\x18\xad\x02 \x01(\x03\x12\x1a\n\x11max_output_tokens\x18\xae\x02 \x01(\x03\x12\x0e\n\x05tools\x18\xaf\x02 \x01(\x08\x12\x0f\n\x06vision\x18\xb0\x02 \x01(\x08\x12\x13\n\ncapability\x18\xb1\x02 \x01(\x05\x12\x12\n\tlisted_at\x18\xb2\x02 \x01(\x03\x12\x10\n\x07\x63reated\x18\xb3\x02 \x01(\x03\x12\x1c\n\x13\x63\x61pabilities_source\x18\xb4\x02 \x01(\t\x12\x0f\n\x06priced\x18\xb5\x02 \x01(\x08\"}\n\x11ProviderModelList\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nfetched_at\x18\x02 \x01(\x03\x12\x13\n\x0b\x61ge_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06models\x18\x06 \x01(\x05\"\x85\x01\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.orqen.v1.ModelInfo\x12\x14\n\x0cprices_as_of\x18\x02 \x01(\t\x12\x34\n\x0eprovider_lists\x18\xac\x02 \x03(\x0b\x32\x1b.orqen.v1.ProviderModelList\"\xb6\x02\n\x0f\x43ompleteRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x11\n\tchat_json\x18\x02 \x01(\x0c\x12?\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32*.orqen.v1.CompleteRequest.CredentialsEntry\x12,\n\x0ctool_routing\x18\x04 \x01(\x0b\x32\x16.orqen.v1.RoutingTrace\x12\x16\n\x0e\x61llowed_models\x18\x64 \x03(\t\x12\x0e\n\x05\x63\x61\x63he\x18\x96\x01 \x01(\t\x12\x1a\n\x11\x63\x61\x63he_ttl_seconds\x18\x97\x01 \x01(\x05\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x10\x43ompleteResponse\x12\x15\n\rresponse_json\x18\x01 \x01(\x0c\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummary\"l\n\x0bStreamEvent\x12\x14\n\nchunk_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummaryH\x00\x12\x10\n\x05\x63\x61\x63he\x18\x96\x01 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\x84\x02\n\x0f\x44ispatchSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.orqen.v1.Usage\x12\x17\n\x0fupstream_status\x18\x04 \x01(\x05\x12\x13\n\x0bupstream_ms\x18\x05 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x01\x12#\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x11.orqen.v1.Attempt\x12\x14\n\x0croute_reason\x18\x08 \x01(\t\x12\x0e\n\x05\x63\x61\x63he\x18\x96\x01 \x01(\t\x12&\n\x0c\x63\x61\x63hed_usage\x18\x97\x01 \x01(\x0b\x32\x0f.orqen.v1.Usage2\x8c\x04\n\x08\x44ispatch\x12\x41\n\x08\x43omplete\x12\x19.orqen.v1.CompleteRequest\x1a\x1a.orqen.v1.CompleteResponse\x12<\n\x06Stream\x12\x19.orqen.v1.CompleteRequest\x1a\x15.orqen.v1.StreamEvent0\x01\x12K\n\x0eSaveCredential\x12\x1f.orqen.v1.SaveCredentialRequest\x1a\x18.orqen.v1.CredentialInfo\x12G\n\nListModels\x12\x1b.orqen.v1.ListModelsRequest\x1a\x1c.orqen.v1.ListModelsResponse\x12\x46\n\x05Proxy\x12\x1b.orqen.v1.ProxyRequestFrame\x1a\x1c.orqen.v1.ProxyResponseFrame(\x01\x30\x01\x12Q\n\x15GetResponseCacheUsage\x12\x1a.orqen.v1.ResponseCacheRef\x1a\x1c.orqen.v1.ResponseCacheUsage\x12N\n\x12PurgeResponseCache\x12\x1a.orqen.v1.ResponseCacheRef\x1a\x1c.orqen.v1.ResponseCacheUsageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17orqen/v1/dispatch.proto\x12\x08orqen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19orqen/v1/accounting.proto\x1a\x15orqen/v1/common.proto\x1a\x18orqen/v1/optimizer.proto\"&\n\x10ResponseCacheRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\"4\n\x12ResponseCacheUsage\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"\xb7\x01\n\x11ProxyRequestFrame\x12#\n\x04head\x18\x01 \x01(\x0b\x32\x13.orqen.v1.ProxyHeadH\x00\x12\x14\n\njson_chunk\x18\x02 \x01(\x0cH\x00\x12$\n\x05\x66ield\x18\x03 \x01(\x0b\x32\x13.orqen.v1.FormFieldH\x00\x12\"\n\x04\x66ile\x18\x04 \x01(\x0b\x32\x12.orqen.v1.FilePartH\x00\x12\x14\n\nfile_chunk\x18\x05 \x01(\x0cH\x00\x42\x07\n\x05\x66rame\"\xd7\x01\n\tProxyHead\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tbody_kind\x18\x04 \x01(\t\x12\x39\n\x0b\x63redentials\x18\x05 \x03(\x0b\x32$.orqen.v1.ProxyHead.CredentialsEntry\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\tFormField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"@\n\x08\x46ilePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"\x8e\x01\n\x12ProxyResponseFrame\x12+\n\x04head\x18\x01 \x01(\x0b\x32\x1b.orqen.v1.ProxyResponseHeadH\x00\x12\x14\n\nbody_chunk\x18\x02 \x01(\x0cH\x00\x12,\n\x07summary\x18\x03 \x01(\x0b\x32\x19.orqen.v1.DispatchSummaryH\x00\x42\x07\n\x05\x66rame\"Z\n\x11ProxyResponseHead\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xd9\x01\n\x15SaveCredentialRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04\x61uth\x18\x03 \x01(\t\x12;\n\x06secret\x18\x04 \x03(\x0b\x32+.orqen.v1.SaveCredentialRequest.SecretEntry\x12\x10\n\x08\x62\x61se_url\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x1a-\n\x0bSecretEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11ListModelsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\xf9\x03\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x13\n\x0binput_price\x18\x05 \x01(\x01\x12\x14\n\x0coutput_price\x18\x06 \x01(\x01\x12\x1a\n\x12\x63\x61\x63hed_input_price\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x08 \x01(\x01\x12\x14\n\x0csuccess_rate\x18\t \x01(\x01\x12\r\n\x05\x63\x61lls\x18\n \x01(\x03\x12\x0f\n\x07\x63ircuit\x18\x0b \x01(\t\x12\r\n\x04kind\x18\xac\x02 \x01(\t\x12\x17\n\x0e\x63ontext_window\x18\xad\x02 \x01(\x03\x12\x1a\n\x11max_output_tokens\x18\xae\x02 \x01(\x03\x12\x0e\n\x05tools\x18\xaf\x02 \x01(\x08\x12\x0f\n\x06vision\x18\xb0\x02 \x01(\x08\x12\x13\n\ncapability\x18\xb1\x02 \x01(\x05\x12\x12\n\tlisted_at\x18\xb2\x02 \x01(\x03\x12\x10\n\x07\x63reated\x18\xb3\x02 \x01(\x03\x12\x1c\n\x13\x63\x61pabilities_source\x18\xb4\x02 \x01(\t\x12\x0f\n\x06priced\x18\xb5\x02 \x01(\x08\x12\x19\n\x10\x62\x61lance_strategy\x18\xc8\x01 \x01(\t\x12\x30\n\x0b\x64\x65ployments\x18\xc9\x01 \x03(\x0b\x32\x1a.orqen.v1.DeploymentStatus\"}\n\x11ProviderModelList\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nfetched_at\x18\x02 \x01(\x03\x12\x13\n\x0b\x61ge_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06models\x18\x06 \x01(\x05\"\x99\x02\n\x10\x44\x65ploymentStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x0e\n\x06weight\x18\x05 \x01(\x05\x12\x0b\n\x03rpm\x18\x06 \x01(\x05\x12\x0b\n\x03tpm\x18\x07 \x01(\x05\x12\r\n\x05state\x18\x08 \x01(\t\x12\x31\n\rejected_until\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tin_flight\x18\n \x01(\x05\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x14\n\x0csuccess_rate\x18\x0c \x01(\x01\x12\r\n\x05\x63\x61lls\x18\r \x01(\x03\x12\x0e\n\x06source\x18\x0e \x01(\t\"\x85\x01\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.orqen.v1.ModelInfo\x12\x14\n\x0cprices_as_of\x18\x02 \x01(\t\x12\x34\n\x0eprovider_lists\x18\xac\x02 \x03(\x0b\x32\x1b.orqen.v1.ProviderModelList\"\xb6\x02\n\x0f\x43ompleteRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x11\n\tchat_json\x18\x02 \x01(\x0c\x12?\n\x0b\x63redentials\x18\x03 \x03(\x0b\x32*.orqen.v1.CompleteRequest.CredentialsEntry\x12,\n\x0ctool_routing\x18\x04 \x01(\x0b\x32\x16.orqen.v1.RoutingTrace\x12\x16\n\x0e\x61llowed_models\x18\x64 \x03(\t\x12\x0e\n\x05\x63\x61\x63he\x18\x96\x01 \x01(\t\x12\x1a\n\x11\x63\x61\x63he_ttl_seconds\x18\x97\x01 \x01(\x05\x1a\x32\n\x10\x43redentialsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x10\x43ompleteResponse\x12\x15\n\rresponse_json\x18\x01 \x01(\x0c\x12*\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummary\"l\n\x0bStreamEvent\x12\x14\n\nchunk_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07summary\x18\x02 \x01(\x0b\x32\x19.orqen.v1.DispatchSummaryH\x00\x12\x10\n\x05\x63\x61\x63he\x18\x96\x01 \x01(\tH\x00\x42\x07\n\x05\x65vent\"\x84\x02\n\x0f\x44ispatchSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x05usage\x18\x03 \x01(\x0b\x32\x0f.orqen.v1.Usage\x12\x17\n\x0fupstream_status\x18\x04 \x01(\x05\x12\x13\n\x0bupstream_ms\x18\x05 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x01\x12#\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x11.orqen.v1.Attempt\x12\x14\n\x0croute_reason\x18\x08 \x01(\t\x12\x0e\n\x05\x63\x61\x63he\x18\x96\x01 \x01(\t\x12&\n\x0c\x63\x61\x63hed_usage\x18\x97\x01 \x01(\x0b\x32\x0f.orqen.v1.Usage2\x8c\x04\n\x08\x44ispatch\x12\x41\n\x08\x43omplete\x12\x19.orqen.v1.CompleteRequest\x1a\x1a.orqen.v1.CompleteResponse\x12<\n\x06Stream\x12\x19.orqen.v1.CompleteRequest\x1a\x15.orqen.v1.StreamEvent0\x01\x12K\n\x0eSaveCredential\x12\x1f.orqen.v1.SaveCredentialRequest\x1a\x18.orqen.v1.CredentialInfo\x12G\n\nListModels\x12\x1b.orqen.v1.ListModelsRequest\x1a\x1c.orqen.v1.ListModelsResponse\x12\x46\n\x05Proxy\x12\x1b.orqen.v1.ProxyRequestFrame\x1a\x1c.orqen.v1.ProxyResponseFrame(\x01\x30\x01\x12Q\n\x15GetResponseCacheUsage\x12\x1a.orqen.v1.ResponseCacheRef\x1a\x1c.orqen.v1.ResponseCacheUsage\x12N\n\x12PurgeResponseCache\x12\x1a.orqen.v1.ResponseCacheRef\x1a\x1c.orqen.v1.ResponseCacheUsageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,46 +41,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAVECREDENTIALREQUEST_SECRETENTRY']._serialized_options = b'8\001'
   _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._loaded_options = None
   _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_options = b'8\001'
-  _globals['_RESPONSECACHEREF']._serialized_start=113
-  _globals['_RESPONSECACHEREF']._serialized_end=151
-  _globals['_RESPONSECACHEUSAGE']._serialized_start=153
-  _globals['_RESPONSECACHEUSAGE']._serialized_end=205
-  _globals['_PROXYREQUESTFRAME']._serialized_start=208
-  _globals['_PROXYREQUESTFRAME']._serialized_end=391
-  _globals['_PROXYHEAD']._serialized_start=394
-  _globals['_PROXYHEAD']._serialized_end=609
-  _globals['_PROXYHEAD_CREDENTIALSENTRY']._serialized_start=559
-  _globals['_PROXYHEAD_CREDENTIALSENTRY']._serialized_end=609
-  _globals['_FORMFIELD']._serialized_start=611
-  _globals['_FORMFIELD']._serialized_end=651
-  _globals['_FILEPART']._serialized_start=653
-  _globals['_FILEPART']._serialized_end=717
-  _globals['_PROXYRESPONSEFRAME']._serialized_start=720
-  _globals['_PROXYRESPONSEFRAME']._serialized_end=862
-  _globals['_PROXYRESPONSEHEAD']._serialized_start=864
-  _globals['_PROXYRESPONSEHEAD']._serialized_end=954
-  _globals['_SAVECREDENTIALREQUEST']._serialized_start=957
-  _globals['_SAVECREDENTIALREQUEST']._serialized_end=1174
-  _globals['_SAVECREDENTIALREQUEST_SECRETENTRY']._serialized_start=1129
-  _globals['_SAVECREDENTIALREQUEST_SECRETENTRY']._serialized_end=1174
-  _globals['_LISTMODELSREQUEST']._serialized_start=1176
-  _globals['_LISTMODELSREQUEST']._serialized_end=1215
-  _globals['_MODELINFO']._serialized_start=1218
-  _globals['_MODELINFO']._serialized_end=1646
-  _globals['_PROVIDERMODELLIST']._serialized_start=1648
-  _globals['_PROVIDERMODELLIST']._serialized_end=1773
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1776
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1909
-  _globals['_COMPLETEREQUEST']._serialized_start=1912
-  _globals['_COMPLETEREQUEST']._serialized_end=2222
-  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_start=559
-  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_end=609
-  _globals['_COMPLETERESPONSE']._serialized_start=2224
-  _globals['_COMPLETERESPONSE']._serialized_end=2309
-  _globals['_STREAMEVENT']._serialized_start=2311
-  _globals['_STREAMEVENT']._serialized_end=2419
-  _globals['_DISPATCHSUMMARY']._serialized_start=2422
-  _globals['_DISPATCHSUMMARY']._serialized_end=2682
-  _globals['_DISPATCH']._serialized_start=2685
-  _globals['_DISPATCH']._serialized_end=3209
+  _globals['_RESPONSECACHEREF']._serialized_start=146
+  _globals['_RESPONSECACHEREF']._serialized_end=184
+  _globals['_RESPONSECACHEUSAGE']._serialized_start=186
+  _globals['_RESPONSECACHEUSAGE']._serialized_end=238
+  _globals['_PROXYREQUESTFRAME']._serialized_start=241
+  _globals['_PROXYREQUESTFRAME']._serialized_end=424
+  _globals['_PROXYHEAD']._serialized_start=427
+  _globals['_PROXYHEAD']._serialized_end=642
+  _globals['_PROXYHEAD_CREDENTIALSENTRY']._serialized_start=592
+  _globals['_PROXYHEAD_CREDENTIALSENTRY']._serialized_end=642
+  _globals['_FORMFIELD']._serialized_start=644
+  _globals['_FORMFIELD']._serialized_end=684
+  _globals['_FILEPART']._serialized_start=686
+  _globals['_FILEPART']._serialized_end=750
+  _globals['_PROXYRESPONSEFRAME']._serialized_start=753
+  _globals['_PROXYRESPONSEFRAME']._serialized_end=895
+  _globals['_PROXYRESPONSEHEAD']._serialized_start=897
+  _globals['_PROXYRESPONSEHEAD']._serialized_end=987
+  _globals['_SAVECREDENTIALREQUEST']._serialized_start=990
+  _globals['_SAVECREDENTIALREQUEST']._serialized_end=1207
+  _globals['_SAVECREDENTIALREQUEST_SECRETENTRY']._serialized_start=1162
+  _globals['_SAVECREDENTIALREQUEST_SECRETENTRY']._serialized_end=1207
+  _globals['_LISTMODELSREQUEST']._serialized_start=1209
+  _globals['_LISTMODELSREQUEST']._serialized_end=1248
+  _globals['_MODELINFO']._serialized_start=1251
+  _globals['_MODELINFO']._serialized_end=1756
+  _globals['_PROVIDERMODELLIST']._serialized_start=1758
+  _globals['_PROVIDERMODELLIST']._serialized_end=1883
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1886
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=2167
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2170
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2303
+  _globals['_COMPLETEREQUEST']._serialized_start=2306
+  _globals['_COMPLETEREQUEST']._serialized_end=2616
+  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_start=592
+  _globals['_COMPLETEREQUEST_CREDENTIALSENTRY']._serialized_end=642
+  _globals['_COMPLETERESPONSE']._serialized_start=2618
+  _globals['_COMPLETERESPONSE']._serialized_end=2703
+  _globals['_STREAMEVENT']._serialized_start=2705
+  _globals['_STREAMEVENT']._serialized_end=2813
+  _globals['_DISPATCHSUMMARY']._serialized_start=2816
+  _globals['_DISPATCHSUMMARY']._serialized_end=3076
+  _globals['_DISPATCH']._serialized_start=3079
+  _globals['_DISPATCH']._serialized_end=3603
 # @@protoc_insertion_point(module_scope)

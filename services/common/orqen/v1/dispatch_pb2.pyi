@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from orqen.v1 import common_pb2 as _common_pb2
 from orqen.v1 import optimizer_pb2 as _optimizer_pb2
@@ -373,6 +374,8 @@ class ModelInfo(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     CAPABILITIES_SOURCE_FIELD_NUMBER: _builtins.int
     PRICED_FIELD_NUMBER: _builtins.int
+    BALANCE_STRATEGY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model string a caller sends ("gpt-4o-mini", "bedrock/…", "orqen/auto")."""
     provider: _builtins.str
@@ -412,6 +415,12 @@ class ModelInfo(_message.Message):
     """Where each capability came from: "provider", "prices", "config" or "default"."""
     priced: _builtins.bool
     """False when no price is known for the model (its prices are then 0)."""
+    balance_strategy: _builtins.str
+    """Load balancing: the deployments serving this model and how one is chosen; empty when
+    the model has none.
+    """
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentStatus]: ...
     def __init__(
         self,
         *,
@@ -436,10 +445,12 @@ class ModelInfo(_message.Message):
         created: _builtins.int = ...,
         capabilities_source: _builtins.str = ...,
         priced: _builtins.bool = ...,
+        balance_strategy: _builtins.str = ...,
+        deployments: _abc.Iterable[Global___DeploymentStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_price", b"cached_input_price", "calls", b"calls", "capabilities_source", b"capabilities_source", "capability", b"capability", "circuit", b"circuit", "context_window", b"context_window", "created", b"created", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "kind", b"kind", "latency_p50_ms", b"latency_p50_ms", "listed_at", b"listed_at", "max_output_tokens", b"max_output_tokens", "output_price", b"output_price", "priced", b"priced", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_strategy", b"balance_strategy", "cached_input_price", b"cached_input_price", "calls", b"calls", "capabilities_source", b"capabilities_source", "capability", b"capability", "circuit", b"circuit", "context_window", b"context_window", "created", b"created", "deployments", b"deployments", "enabled", b"enabled", "id", b"id", "input_price", b"input_price", "kind", b"kind", "latency_p50_ms", b"latency_p50_ms", "listed_at", b"listed_at", "max_output_tokens", b"max_output_tokens", "output_price", b"output_price", "priced", b"priced", "provider", b"provider", "success_rate", b"success_rate", "tier", b"tier", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -485,6 +496,73 @@ class ProviderModelList(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderModelList: _TypeAlias = ProviderModelList  # noqa: Y015
+
+@_typing.final
+class DeploymentStatus(_message.Message):
+    """One deployment of a load-balanced model as the dispatch process that answered sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    RPM_FIELD_NUMBER: _builtins.int
+    TPM_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EJECTED_UNTIL_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    provider: _builtins.str
+    model: _builtins.str
+    region: _builtins.str
+    weight: _builtins.int
+    rpm: _builtins.int
+    tpm: _builtins.int
+    state: _builtins.str
+    """"healthy", "ejected" (skipped until ejected_until) or "probing" (one call decides)."""
+    in_flight: _builtins.int
+    """Calls under way to it from this dispatch process."""
+    latency_ms: _builtins.float
+    """Measured by every dispatch replica (EWMA over successful calls); 0 when never called."""
+    success_rate: _builtins.float
+    calls: _builtins.int
+    source: _builtins.str
+    """"account" (saved through the provider API) or "operator" (ORQEN_MODEL_DEPLOYMENTS)."""
+    @_builtins.property
+    def ejected_until(self) -> _timestamp_pb2.Timestamp:
+        """When the cooling period ends; unset unless ejected."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        model: _builtins.str = ...,
+        region: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        rpm: _builtins.int = ...,
+        tpm: _builtins.int = ...,
+        state: _builtins.str = ...,
+        ejected_until: _timestamp_pb2.Timestamp | None = ...,
+        in_flight: _builtins.int = ...,
+        latency_ms: _builtins.float = ...,
+        success_rate: _builtins.float = ...,
+        calls: _builtins.int = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ejected_until", b"ejected_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "ejected_until", b"ejected_until", "in_flight", b"in_flight", "latency_ms", b"latency_ms", "model", b"model", "name", b"name", "provider", b"provider", "region", b"region", "rpm", b"rpm", "source", b"source", "state", b"state", "success_rate", b"success_rate", "tpm", b"tpm", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentStatus: _TypeAlias = DeploymentStatus  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):

@@ -24,6 +24,7 @@ from fakes.serve import free_port
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.cache import account_config_key
 from orqen_common.context import Principal, account_scope, require_service
+from orqen_common.deployments import BalancedModel, Deployment, to_message
 from orqen_common.errors import OrqenError, not_found
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServerInterceptor, ServicerContext
@@ -38,6 +39,11 @@ ALICE, BOB = "acct-alice", "acct-bob"
 OPENAI_KEY = "sk-proj-alice-0123456789"
 
 
+LLAMA = BalancedModel(
+    "llama-70b", "least_inflight", (Deployment("a", "vllm-a", weight=3), Deployment("b", "vllm-b", rpm=60))
+)
+
+
 class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
     """GetSealedCredentials and PutCredential over a dict; one credential per account and provider."""
 
@@ -50,6 +56,7 @@ class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
         self.put_error: OrqenError | None = None
         self.fallbacks: list[str] = []
         self.disabled: list[str] = []
+        self.balanced: list[accounting_pb2.ModelDeployments] = []
         self.preferences_error: OrqenError | None = None
         self.redis: Redis | None = None  # when set, every put bumps the account's change counter
 
@@ -112,6 +119,13 @@ class InMemoryAccounting(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.AccountRef, context: ServicerContext
     ) -> accounting_pb2.CacheSettings:
         return accounting_pb2.CacheSettings(account_id=account_scope(request.account_id), ttl_seconds=3600)
+
+    async def ListModelDeployments(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ModelDeploymentsList:
+        self.reads += 1
+        account_scope(request.account_id)
+        return accounting_pb2.ModelDeploymentsList(models=self.balanced)
 
     def move(self, provider: str, from_account: str, to_account: str) -> None:
         """What someone with write access to accounting's tables could do."""
@@ -272,9 +286,13 @@ async def test_an_accounts_configuration_is_read_once_until_accounting_says_it_c
     configs = accounting.configs(redis, clock)
     await accounting.store().save(account, "anthropic", "api_key", {"api_key": "sk-ant-first-0001"})
     accounting.servicer.fallbacks, accounting.servicer.disabled = ["claude-haiku-4-5"], ["gpt-5"]
+    accounting.servicer.balanced = [to_message(LLAMA)]
     first = await configs.get(account)
     assert first == AccountConfig(
-        {"anthropic": {"api_key": "sk-ant-first-0001"}}, ("claude-haiku-4-5",), frozenset({"gpt-5"})
+        {"anthropic": {"api_key": "sk-ant-first-0001"}},
+        ("claude-haiku-4-5",),
+        frozenset({"gpt-5"}),
+        balanced_models={"llama-70b": LLAMA},
     )
     reads = accounting.servicer.reads
     clock.now += TTL - 1
@@ -283,11 +301,12 @@ async def test_an_accounts_configuration_is_read_once_until_accounting_says_it_c
 
     # What accounting does on every change, wherever it was made: the next request sees it.
     await accounting.store().save(account, "anthropic", "api_key", {"api_key": "sk-ant-second-002"})
-    accounting.servicer.fallbacks = []
+    accounting.servicer.fallbacks, accounting.servicer.balanced = [], []
     await redis.incr(account_config_key(account))
     changed = await configs.get(account)
     assert changed.credentials == {"anthropic": {"api_key": "sk-ant-second-002"}}
     assert changed.fallback_models == () and changed.disabled_models == frozenset({"gpt-5"})
+    assert changed.balanced_models == {}
 
 
 async def test_without_redis_a_copy_is_trusted_for_its_ttl_then_read_again(accounting: Accounting) -> None:
@@ -418,3 +437,17 @@ async def test_a_base_url_whose_host_does_not_resolve_is_refused_and_a_public_on
         await guarded.save(ALICE, "together", "api_key", {"api_key": "tgp-0123456789"}, "https://llm.invalid/v1")
     saved = await guarded.save(ALICE, "together", "api_key", {"api_key": "tgp-0123456789"}, "https://8.8.8.8/v1")
     assert saved.base_url == "https://8.8.8.8/v1"
+
+
+async def test_a_stored_balanced_model_that_no_longer_passes_the_checks_is_left_out(
+    accounting: Accounting, redis: Redis
+) -> None:
+    account = f"acct-{uuid.uuid4()}"
+    broken = to_message(LLAMA)
+    broken.model, broken.deployments[0].weight = "too-heavy", 5000
+    accounting.servicer.balanced = [broken, to_message(LLAMA)]
+    configs = accounting.configs(redis, FakeClock())
+    with capture_logs() as logs:
+        config = await configs.get(account)
+    assert config.balanced_models == {"llama-70b": LLAMA}  # the account's other models still work
+    assert any(entry["event"] == "stored deployments are invalid; model not balanced" for entry in logs)
