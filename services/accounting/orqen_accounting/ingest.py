@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from orqen.v1 import events_pb2
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.ledger_record import Completed, LedgerRecord, LedgerRow, ledger_row
+from orqen_accounting.tool_learning import ToolLearningStore
 from orqen_common.catalogue import Catalogue
 
 log = structlog.get_logger(__name__)
@@ -82,9 +83,11 @@ def request_row(event: events_pb2.RequestCompleted, catalogue: Catalogue) -> Led
 class RequestIngest:
     """The batch handler behind the accounting consumer."""
 
-    def __init__(self, ledger: Ledger, catalogue: Catalogue) -> None:
+    def __init__(self, ledger: Ledger, catalogue: Catalogue, learning: ToolLearningStore | None = None) -> None:
+        """`learning`: where the tools the answers called are learned from (None: nowhere)."""
         self._ledger = ledger
         self._catalogue = catalogue
+        self._learning = learning
         self._unpriced: set[str] = set()
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
@@ -94,13 +97,19 @@ class RequestIngest:
         orqen_common.events.DurableConsumer): nothing is dropped here.
         """
         rows: dict[str, LedgerRow] = {}
+        events: dict[str, events_pb2.RequestCompleted] = {}
         for msg in msgs:
             event = events_pb2.RequestCompleted.FromString(msg.data)
             row = request_row(event, self._catalogue)
-            rows[LedgerRecord(*row).request_id] = row  # as stored: ids that differ only in a NUL are one
+            request_id = LedgerRecord(*row).request_id  # as stored: ids that differ only in a NUL are one
+            rows[request_id], events[request_id] = row, event
             self._note_unpriced(answering_model(event))
-        if rows:
-            await self._ledger.record(list(rows.values()))
+        if not rows:
+            return
+        new = await self._ledger.record_new(list(rows.values()))
+        if self._learning is not None:
+            # Only the requests stored just now: a redelivered event teaches nothing twice.
+            await self._learning.learn([event for request_id, event in events.items() if request_id in new])
 
     def _note_unpriced(self, model: str) -> None:
         if not model or model in self._unpriced or self._catalogue.get(model) is not None:
