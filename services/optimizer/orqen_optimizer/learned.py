@@ -79,7 +79,7 @@ def likely_tools(statistics: Sequence[tuple[str, str, dict[bytes, bytes]]], now:
             continue
         for tool, count in counts.items():
             share = min(count / total, 1.0)
-            score = share * CO_USE_WEIGHT if relation == CO_USED else share
+            score = round(share * CO_USE_WEIGHT if relation == CO_USED else share, 4)
             if score > best.get(tool, (0.0, ""))[0]:
                 best[tool] = (score, f"{_REASONS[relation].format(anchor)} ({share:.2f})")
     return best
@@ -96,7 +96,7 @@ def chosen(
     near = set(below_cut[:RERANK_WINDOW])
     excluded, available = set(kept), set(offered)
     added = [
-        optimizer_pb2.LearnedTool(name=tool, reason=reason, score=round(score, 4))
+        optimizer_pb2.LearnedTool(name=tool, reason=reason, score=score)
         for tool, (score, reason) in likely.items()
         if tool in available
         and tool not in excluded
