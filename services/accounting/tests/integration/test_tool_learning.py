@@ -194,3 +194,11 @@ async def test_calibration_reports_recall_with_and_without_learning_and_a_reset_
     assert after.learning.keys == 0 and not after.learning.top_pairs
     assert after.recall_with_learning == pytest.approx(2 / 3)  # the request log is not learning: it stays
     assert not [key async for key in auth_cache.scan_iter(match=f"*{account}*")]
+
+
+async def test_a_redis_that_fails_costs_the_learning_only(account: str) -> None:
+    down = Redis(port=1, socket_connect_timeout=0.2)  # nothing listens there
+    try:
+        assert await ToolLearningStore(down).learn([answered(account, ["search_flights"])]) == 0
+    finally:
+        await down.aclose()
