@@ -19,9 +19,10 @@ Per pool: all-needed-tools recall of the test turns with and without the learned
 it; the benchmark checks that it equals what a planner without learning forwards), mean tools
 forwarded with and without, and as a control the recall of forwarding as many more tools as
 learning added, taken by the router's own ranking instead ("K + n by score"): whether learning
-picks better than simply forwarding more. Then the share of turns learning added a tool to, and
-the plan latency p50/p95 with and without learning (in this process, the Redis round trip
-included). Policy "auto", as an account that changed nothing, and no A/B control traffic.
+picks better than simply forwarding more. Then the share of turns learning added a tool to, the
+plan latency p50/p95 with and without learning (in this process, the Redis round trip included),
+and that of the learned step alone (its Redis read and choice). Policy "auto", as an account that
+changed nothing, and no A/B control traffic.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ class Tally:
     learned_turns: int = 0
     plan_ms: list[float] = field(default_factory=list)
     plan_ms_unlearned: list[float] = field(default_factory=list)
+    learned_ms: list[float] = field(default_factory=list)
 
     def row(self, pool: str) -> str:
         n = self.turns or 1
@@ -157,7 +159,8 @@ class Tally:
             f"| {pool} | {self.turns} | {self.recalled_without / n:.1%} | {self.recalled_with / n:.1%} | "
             f"{self.recalled_more_by_score / n:.1%} | "
             f"{self.forwarded_without / n:.1f} | {self.forwarded_with / n:.1f} | "
-            f"{self.learned_turns / n:.1%} | {_percentiles(self.plan_ms)} | {_percentiles(self.plan_ms_unlearned)} |"
+            f"{self.learned_turns / n:.1%} | {_percentiles(self.plan_ms)} | {_percentiles(self.plan_ms_unlearned)} | "
+            f"{_percentiles(self.learned_ms)} |"
         )
 
 
@@ -178,8 +181,11 @@ async def train(
     return taught
 
 
-def evaluate(planner: Planner, unlearned: Planner, test_sessions: list[Session], pool: str, by_class: Any) -> Tally:
-    """Recall and tools forwarded of every test turn; `unlearned` plans the same turns without learning."""
+def evaluate(
+    planner: Planner, unlearned: Planner, usage: LearnedUsage, test_sessions: list[Session], pool: str, by_class: Any
+) -> Tally:
+    """Recall and tools forwarded of every test turn; `unlearned` plans the same turns without learning,
+    and `usage` (the planner's learned usage) repeats the learned step alone, to time it."""
     tally = Tally()
     for session in test_sessions:
         tools = offered(session, pool, by_class)
@@ -196,7 +202,12 @@ def evaluate(planner: Planner, unlearned: Planner, test_sessions: list[Session],
             names = {t["function"]["name"] for t in forwarded["tools"]}
             without = names - {t.name for t in trace.learned}
             assert without == {t["function"]["name"] for t in plain["tools"]}, "forwarded minus learned is not K"
-            by_score = [c.name for c in trace.candidates if c.name not in without][: len(trace.learned)]
+            ranked = [c.name for c in trace.candidates]
+            offered_names = [t["function"]["name"] for t in tools]
+            started = time.perf_counter()
+            usage.additions(ACCOUNT, chat, offered_names, ranked, sorted(without), 0)
+            tally.learned_ms.append((time.perf_counter() - started) * 1000)
+            by_score = [name for name in ranked if name not in without][: len(trace.learned)]
             tally.turns += 1
             tally.recalled_with += set(needed) <= names
             tally.recalled_without += set(needed) <= without
@@ -216,7 +227,8 @@ async def run(redis_url: str, pools: list[str]) -> None:
     index = ToolIndex(sync)
     # Every tool's vectors first: a new toolset is otherwise forwarded whole while it is indexed.
     index.add([view for tools in by_class.values() for t in tools for view in tool_facts(t).views])
-    planner = Planner(index, max_new_tools=10_000, rng=lambda: 1.0, learned=LearnedUsage(sync))
+    usage = LearnedUsage(sync)
+    planner = Planner(index, max_new_tools=10_000, rng=lambda: 1.0, learned=usage)
     unlearned = Planner(index, max_new_tools=10_000, rng=lambda: 1.0)
     store = ToolLearningStore(learning)
     print(
@@ -225,13 +237,13 @@ async def run(redis_url: str, pools: list[str]) -> None:
     )
     print(
         "| pool | test turns | recall without | recall with | recall K + n by score | tools without | tools with "
-        "| turns learned | plan ms p50 / p95 with | without |"
+        "| turns learned | plan ms p50 / p95 with | without | learned step alone |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for pool in pools:
         await store.reset(ACCOUNT)
         await train(planner, store, train_sessions, pool, by_class)
-        print(evaluate(planner, unlearned, test_sessions, pool, by_class).row(pool))
+        print(evaluate(planner, unlearned, usage, test_sessions, pool, by_class).row(pool))
     await store.reset(ACCOUNT)
     await learning.aclose()
     sync.close()
