@@ -23,6 +23,10 @@ picks better than simply forwarding more. Then the share of turns learning added
 plan latency p50/p95 with and without learning (in this process, the Redis round trip included),
 and that of the learned step alone (its Redis read and choice). Policy "auto", as an account that
 changed nothing, and no A/B control traffic.
+
+`--tune` first prints the training-split grid the learned step's thresholds are checked on: the
+training sessions split again (one in five validates), recall and tools forwarded per minimum
+probability (orqen_optimizer.learned.MIN_PROBABILITY), on the "all" pool.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from orqen.v1 import common_pb2, events_pb2
 from orqen_accounting.tool_learning import ToolLearningStore
-from orqen_optimizer import bfcl
+from orqen_optimizer import bfcl, learned
 from orqen_optimizer.embeddings import ToolIndex, text_id
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.plan import Planner
@@ -218,7 +222,35 @@ def evaluate(
     return tally
 
 
-async def run(redis_url: str, pools: list[str]) -> None:
+async def tune(
+    planner: Planner,
+    unlearned: Planner,
+    usage: LearnedUsage,
+    store: ToolLearningStore,
+    train_sessions: list[Session],
+    by_class: Any,
+) -> None:
+    """Recall and tools forwarded per minimum probability, on the training split split again."""
+    inner = [s for s in train_sessions if text_id(s.id + "/tune") % 5 != 0]
+    validation = [s for s in train_sessions if text_id(s.id + "/tune") % 5 == 0]
+    await store.reset(ACCOUNT)
+    await train(planner, store, inner, "all", by_class)
+    print(f"Training split: {len(inner)} sessions learned, {len(validation)} validate ('all' pool)")
+    print("| min probability | recall without | recall with | recall K + n by score | tools without | tools with |")
+    print("|---|---|---|---|---|---|")
+    chosen = learned.MIN_PROBABILITY
+    for threshold in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+        learned.MIN_PROBABILITY = threshold
+        t = evaluate(planner, unlearned, usage, validation, "all", by_class)
+        n = t.turns or 1
+        print(
+            f"| {threshold:g} | {t.recalled_without / n:.1%} | {t.recalled_with / n:.1%} | "
+            f"{t.recalled_more_by_score / n:.1%} | {t.forwarded_without / n:.1f} | {t.forwarded_with / n:.1f} |"
+        )
+    learned.MIN_PROBABILITY = chosen
+
+
+async def run(redis_url: str, pools: list[str], tuning: bool = False) -> None:
     by_class = class_tools()
     every = sessions()
     train_sessions = [s for s in every if s.split == "train"]
@@ -231,6 +263,8 @@ async def run(redis_url: str, pools: list[str]) -> None:
     planner = Planner(index, max_new_tools=10_000, rng=lambda: 1.0, learned=usage)
     unlearned = Planner(index, max_new_tools=10_000, rng=lambda: 1.0)
     store = ToolLearningStore(learning)
+    if tuning:
+        await tune(planner, unlearned, usage, store, train_sessions, by_class)
     print(
         f"BFCL {CATEGORY}: {len(train_sessions)} training sessions "
         f"({sum(len(s.turns) for s in train_sessions)} turns), {len(test_sessions)} test sessions"
@@ -263,9 +297,10 @@ def _redis() -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", default="involved,all", help="tool pools, comma-separated: involved, all")
+    parser.add_argument("--tune", action="store_true", help="first print the training-split threshold grid")
     args = parser.parse_args()
     with _redis() as url:
-        asyncio.run(run(url, [p for p in args.pools.split(",") if p]))
+        asyncio.run(run(url, [p for p in args.pools.split(",") if p], args.tune))
 
 
 if __name__ == "__main__":

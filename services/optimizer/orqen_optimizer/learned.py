@@ -38,7 +38,7 @@ from orqen_optimizer.tool_router import called_in
 
 log = structlog.get_logger(__name__)
 
-MIN_PROBABILITY = 0.3
+MIN_PROBABILITY = 0.5  # the training split's choice (make bench-learning ARGS=--tune)
 CO_USE_WEIGHT = 0.5
 MIN_SUPPORT = 2.0
 RERANK_WINDOW = 5  # the tools ranked right below the cut that need only half the evidence
