@@ -2,20 +2,23 @@
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 from redis.asyncio import Redis
 
-from orqen.v1 import accounting_pb2, common_pb2, events_pb2, optimizer_pb2
+from fakes.serve import free_port
+from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, events_pb2, optimizer_pb2
 from orqen_accounting.ingest import RequestIngest
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.tool_learning import ToolLearningStore
 from orqen_common.catalogue import load_catalogue
+from orqen_common.grpc_client import open_channel
 from orqen_common.tool_learning import ASKED, CO_USED, FOLLOWS, HALF_LIFE_SECONDS, index_key, relation_key, weight
 
 from .conftest import Connect
@@ -196,9 +199,19 @@ async def test_calibration_reports_recall_with_and_without_learning_and_a_reset_
     assert not [key async for key in auth_cache.scan_iter(match=f"*{account}*")]
 
 
-async def test_a_redis_that_fails_costs_the_learning_only(account: str) -> None:
-    down = Redis(port=1, socket_connect_timeout=0.2)  # nothing listens there
+async def test_a_redis_that_fails_costs_the_learning_only(
+    account: str, serve_accounting: Callable[[Redis], Awaitable[str]], internal_token: str
+) -> None:
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1, socket_timeout=1)
     try:
         assert await ToolLearningStore(down).learn([answered(account, ["search_flights"])]) == 0
+        async with open_channel(await serve_accounting(down), internal_token) as channel:
+            accounting = accounting_pb2_grpc.AccountingStub(channel)
+            calibration = await accounting.GetRoutingCalibration(accounting_pb2.RoutingPeriod(account_id=account))
+            assert not calibration.HasField("learning")  # shown without it
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await accounting.ResetToolLearning(accounting_pb2.AccountRef(account_id=account))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "Redis is unavailable" in str(refused.value.details())
     finally:
         await down.aclose()
