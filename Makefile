@@ -11,7 +11,7 @@ PYTEST := $(BIN)/python -m pytest
 PROTOC = PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I proto \
 	--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) proto/orqen/v1/*.proto
 
-.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-memory bench-peer bench-optimizer bench-accounting bench-proxy bench-model-lists chromium demo bench-dashboard chaos soak
+.PHONY: install up down logs test test-unit test-integration test-tools test-e2e test-deploy lint proto check-proto constraints clean bench bench-memory bench-peer bench-optimizer bench-learning bench-accounting bench-proxy bench-model-lists chromium demo bench-dashboard chaos soak
 
 # torch comes first, pinned to the CPU build, so sentence-transformers never pulls CUDA.
 $(STAMP): $(foreach s,$(SERVICES),services/$(s)/pyproject.toml) $(foreach t,$(TOOLS),tools/$(t)/pyproject.toml) \
@@ -133,6 +133,10 @@ soak: install
 # Single-threaded BLAS and OpenMP, as each optimizer worker runs (orqen_common.worker_group).
 bench-optimizer: install
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python services/optimizer/bench/routing.py $(ARGS)
+
+# Routing recall with and without learning from called tools, on BFCL multi-turn sessions (numbers in docs/routing.md).
+bench-learning: install
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python services/optimizer/bench/learning.py $(ARGS)
 
 # Stubs go into the one shared package every service imports (services/common/orqen/v1).
 proto: install

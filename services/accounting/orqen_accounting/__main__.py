@@ -21,6 +21,7 @@ from orqen_accounting.retention import Retention
 from orqen_accounting.routing_stats import RoutingStats
 from orqen_accounting.servicer import AccountingServicer, verify_api_key_locally
 from orqen_accounting.settings import AccountingSettings
+from orqen_accounting.tool_learning import ToolLearningStore
 from orqen_accounting.usage import UsageStats
 from orqen_common import aio
 from orqen_common.cache import AuthCacheKeys, open_redis
@@ -64,7 +65,7 @@ async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceP
         EventNames(settings.nats_prefix),
         "accounting",
         REQUEST_COMPLETED,
-        RequestIngest(Ledger(pool), prices),
+        RequestIngest(Ledger(pool), prices, ToolLearningStore(redis) if settings.tool_learning else None),
         batch=settings.ingest_batch,
         ack_wait=settings.ingest_ack_wait_seconds,
         max_deliveries=settings.event_max_deliveries,

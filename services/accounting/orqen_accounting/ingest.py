@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from orqen.v1 import common_pb2, events_pb2
 from orqen_accounting.ledger import Ledger
 from orqen_accounting.ledger_record import Completed, LedgerRecord, LedgerRow, ledger_row
+from orqen_accounting.tool_learning import ToolLearningStore
 from orqen_common.prices import Prices
 
 log = structlog.get_logger(__name__)
@@ -122,9 +123,11 @@ def request_row(event: events_pb2.RequestCompleted, prices: Prices) -> LedgerRow
 class RequestIngest:
     """The batch handler behind the accounting consumer."""
 
-    def __init__(self, ledger: Ledger, prices: Prices) -> None:
+    def __init__(self, ledger: Ledger, prices: Prices, learning: ToolLearningStore | None = None) -> None:
+        """`learning`: where the tools the answers called are learned from (None: nowhere)."""
         self._ledger = ledger
         self._prices = prices
+        self._learning = learning
         self._unpriced: set[tuple[str, str]] = set()
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
@@ -134,15 +137,20 @@ class RequestIngest:
         orqen_common.events.DurableConsumer): nothing is dropped here.
         """
         rows: dict[str, LedgerRow] = {}
+        events: dict[str, events_pb2.RequestCompleted] = {}
         for msg in msgs:
             event = events_pb2.RequestCompleted.FromString(msg.data)
             row = request_row(event, self._prices)
             record = LedgerRecord(*row)
-            rows[record.request_id] = row  # as stored: ids that differ only in a NUL are one
+            rows[record.request_id], events[record.request_id] = row, event  # ids that differ only in a NUL are one
             if record.price_unknown:
                 self._note_unpriced(record.provider, answering_model(event))
-        if rows:
-            await self._ledger.record(list(rows.values()))
+        if not rows:
+            return
+        new = await self._ledger.record_new(list(rows.values()))
+        if self._learning is not None:
+            # Only the requests stored just now: a redelivered event teaches nothing twice.
+            await self._learning.learn([event for request_id, event in events.items() if request_id in new])
 
     def _note_unpriced(self, provider: str, model: str) -> None:
         if (provider, model) in self._unpriced:

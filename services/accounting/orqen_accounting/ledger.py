@@ -110,7 +110,7 @@ _RECORD = f"""
     ), session AS ({_SESSIONS}
     ), tool AS ({_TOOLS}
     )
-    SELECT count(*) FROM new
+    SELECT request_id FROM new
 """
 
 
@@ -123,7 +123,11 @@ class Ledger:
 
         Rows must have distinct request ids (RequestIngest keeps the last of a batch's duplicates).
         """
+        return len(await self.record_new(rows))
+
+    async def record_new(self, rows: Sequence[LedgerRow]) -> set[str]:
+        """`record`, returning the request ids that were new: what a redelivery must not count again."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_STAGING)
             await conn.copy_records_to_table("requests_incoming", records=rows, columns=STAGED_COLUMNS)
-            return int(await conn.fetchval(_RECORD))
+            return {row["request_id"] for row in await conn.fetch(_RECORD)}

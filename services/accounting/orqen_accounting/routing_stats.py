@@ -3,7 +3,8 @@
 Calibration uses A/B control traffic only: requests the optimizer forwarded unpruned
 (routing mode "<mode>_ab_ctrl") while recording the decision it would have made. The
 tools the model then called are the ground truth the decision is scored against: it
-recalled a request when every called tool was within its K; and for the router's scores
+recalled a request when every called tool was within its K (and, with the learned part,
+within its K or among the tools learned tool usage added); and for the router's scores
 to be calibrated, the share of candidates called should rise with their score.
 """
 
@@ -39,10 +40,18 @@ class ControlSample:
     k: int
     ranked: Sequence[tuple[str, float]]  # candidates, best first, with their scores
     called: Sequence[str]
+    learned: Sequence[str] = ()  # tools the router added beyond K from learned tool usage
 
     @property
     def recalled(self) -> bool:
+        """Whether the router's own K held every called tool (recall without the learned part)."""
         kept = {name for name, _ in self.ranked[: self.k]}
+        return all(name in kept for name in self.called)
+
+    @property
+    def recalled_with_learning(self) -> bool:
+        """Whether its K and the learned additions together held every called tool."""
+        kept = {name for name, _ in self.ranked[: self.k]}.union(self.learned)
         return all(name in kept for name in self.called)
 
 
@@ -50,14 +59,22 @@ class ControlSample:
 class _Tally:
     requests: int = 0
     recalled: int = 0
+    recalled_with_learning: int = 0
+    learned: int = 0  # requests to which learning added a tool
 
     def add(self, sample: ControlSample) -> None:
         self.requests += 1
         self.recalled += sample.recalled
+        self.recalled_with_learning += sample.recalled_with_learning
+        self.learned += bool(sample.learned)
 
     @property
     def recall(self) -> float:
         return self.recalled / self.requests if self.requests else 0.0
+
+    @property
+    def recall_with_learning(self) -> float:
+        return self.recalled_with_learning / self.requests if self.requests else 0.0
 
 
 @dataclass(slots=True)
@@ -228,6 +245,7 @@ def _sample(row: asyncpg.Record) -> ControlSample:
         k=int(trace.get("k", 0)),
         ranked=[(c.get("name", ""), float(c.get("score", 0.0))) for c in trace.get("candidates", [])],
         called=row["tools_called"],
+        learned=[t.get("name", "") for t in trace.get("learned", [])],
     )
 
 

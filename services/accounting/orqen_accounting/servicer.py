@@ -48,6 +48,7 @@ from orqen_accounting.repository import (
 )
 from orqen_accounting.routing_stats import RoutingStats, insights
 from orqen_accounting.stored_json import list_from_json, plain_dict, to_json
+from orqen_accounting.tool_learning import ToolLearningStore
 from orqen_accounting.usage import UsageStats
 from orqen_accounting.validation import (
     checked_cache_settings,
@@ -63,7 +64,7 @@ from orqen_common.cache import AuthCacheKeys, account_config_key
 from orqen_common.caller_text import checked_text
 from orqen_common.context import Principal, account_scope, require_service
 from orqen_common.deployments import from_message, to_message
-from orqen_common.errors import OrqenError, invalid_request, not_found
+from orqen_common.errors import OrqenError, invalid_request, not_found, unavailable
 from orqen_common.grpc_server import ServicerContext
 
 _MAX_PAGE = 200
@@ -95,6 +96,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self._auth_cache = auth_cache
         self._owners = OwnerRepository(repo.pool)
         self._budgets = BudgetRepository(repo.pool)
+        self._learning = ToolLearningStore(redis)
 
     async def Authenticate(
         self, request: accounting_pb2.AuthenticateRequest, context: ServicerContext
@@ -363,7 +365,29 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
             mean_k=calibration.mean_k,
             unranked_calls=calibration.unranked_calls,
             buckets=calibration.buckets(),
+            recall_with_learning=calibration.overall.recall_with_learning,
+            learned_control_requests=calibration.overall.learned,
+            learning=await self._learning_summary(account_id),
         )
+
+    async def _learning_summary(self, account_id: str) -> accounting_pb2.ToolLearning | None:
+        try:
+            return await self._learning.summary(account_id)
+        except RedisError as err:
+            # Only learning lives in Redis: the calibration is shown without it.
+            log.warning("redis unavailable; calibration shown without learned tool usage", error=str(err))
+            return None
+
+    async def ResetToolLearning(
+        self, request: accounting_pb2.AccountRef, context: ServicerContext
+    ) -> accounting_pb2.ToolLearningReset:
+        account_id = _account(request.account_id)
+        try:
+            deleted = await self._learning.reset(account_id)
+        except RedisError as err:
+            log.warning("redis unavailable; learned tool usage not reset", error=str(err))
+            raise unavailable("Learned tool usage could not be reset: Redis is unavailable. Try again.") from None
+        return accounting_pb2.ToolLearningReset(keys_deleted=deleted)
 
     async def GetRoutingInsights(
         self, request: accounting_pb2.RoutingPeriod, context: ServicerContext

@@ -16,6 +16,7 @@ from orqen_common.settings import (
     NatsSettings,
     RedisSettings,
     ServiceSettings,
+    ToolLearningSettings,
 )
 
 
@@ -27,10 +28,12 @@ class AccountingSettings(
     EventConsumerSettings,
     RedisSettings,
     PriceSettings,
+    ToolLearningSettings,
 ):
     """Configuration of the accounting service (ORQEN_* environment variables); it calls no other service.
 
-    Redis is the shared API-key auth cache: revoking a key drops its entry there.
+    Redis is the shared API-key auth cache: revoking a key drops its entry there; and where the tools
+    models call are learned (orqen_accounting.tool_learning).
     """
 
     metrics_port: int = Field(9153, description="Port of the Prometheus metrics endpoint; 0 disables it.")

@@ -107,6 +107,16 @@ class RedisSettings(OrqenSettings):
     redis_url: str = Field("redis://localhost:6379/0", description="redis://host:port/db URL.")
 
 
+class ToolLearningSettings(OrqenSettings):
+    """Learning from the tools models call (orqen_common.tool_learning): accounting writes, the optimizer reads."""
+
+    tool_learning: bool = Field(
+        True,
+        description="Learn, per account, which tools models call together and in sequence, and forward the "
+        "likely ones beyond the router's K; off: nothing is learned (accounting) or used (optimizer).",
+    )
+
+
 class NatsSettings(OrqenSettings):
     """NATS JetStream, the event log between the request path and the records."""
 

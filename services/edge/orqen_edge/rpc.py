@@ -307,6 +307,10 @@ class Downstream:
         request = accounting_pb2.RoutingPeriod(account_id=account_id, days=days)
         return await _unary(_ACCOUNTING, self._accounting.GetRoutingCalibration, request)
 
+    async def reset_tool_learning(self, account_id: str) -> accounting_pb2.ToolLearningReset:
+        request = accounting_pb2.AccountRef(account_id=account_id)
+        return await _unary(_ACCOUNTING, self._accounting.ResetToolLearning, request)
+
     async def get_routing_insights(self, account_id: str, days: int) -> accounting_pb2.RoutingInsights:
         request = accounting_pb2.RoutingPeriod(account_id=account_id, days=days)
         return await _unary(_ACCOUNTING, self._accounting.GetRoutingInsights, request)

@@ -20,6 +20,7 @@ from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.settings import load_settings
 from orqen_common.worker_group import WorkerLink, available_cpus, run_worker_group
 from orqen_optimizer.embeddings import ToolIndex, encoder
+from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
 from orqen_optimizer.servicer import OptimizerServicer
@@ -38,11 +39,19 @@ async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack)
     await asyncio.to_thread(warm_up, settings)
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
+    learned = None
+    if settings.tool_learning:
+        # Its own client: a short timeout, so a Redis in trouble delays a plan by that much at most.
+        timeout = settings.learned_tools_timeout_ms / 1000
+        usage = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        stack.callback(usage.close)
+        learned = LearnedUsage(usage, settings.learned_tools_max)
     planner = Planner(
         ToolIndex(vectors) if settings.tool_routing else None,
         max_new_tools=settings.routing_max_new_tools,
         max_indexed_per_request=settings.max_tool_texts_indexed_per_request,
         max_queued=settings.tool_indexing_queue,
+        learned=learned,
     )
     stack.callback(planner.close)
     token = settings.internal_token.get_secret_value()

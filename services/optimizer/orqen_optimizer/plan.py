@@ -10,7 +10,8 @@ request goes out whole ("passthrough") and the next ones are routed. The backgro
 bounded: one request queues at most `max_indexed_per_request` tool texts and the queue holds
 at most `max_queued` in all, so a request with 20,000 new tools costs the other requests' plans
 a few seconds of one core at most; the texts left out are queued by later requests that
-carry them. Malformed tools make
+carry them. The account's learned tool usage may add tools beyond the router's K
+(orqen_optimizer.learned), each named in the trace with its reason. Malformed tools make
 the request pass through unchanged, with the reason in the trace. Every forwarded tool has
 its schema compressed (orqen_optimizer.schemas); a long conversation has its older tool
 outputs shrunk (orqen_optimizer.context).
@@ -31,8 +32,9 @@ from orqen_common.routing_modes import AB_CONTROL_SUFFIX
 from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.context import ContextResult, compress_context
 from orqen_optimizer.embeddings import ToolIndex
+from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
-from orqen_optimizer.tool_router import SMALL_TOOLSET, ToolRouter
+from orqen_optimizer.tool_router import SMALL_TOOLSET, Decision, ToolRouter
 from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
 
 log = structlog.get_logger(__name__)
@@ -49,9 +51,11 @@ class Planner:
         *,
         max_indexed_per_request: int = 256,
         max_queued: int = 2048,
+        learned: LearnedUsage | None = None,
     ) -> None:
-        """`index` None: tool routing is off, every tool is forwarded (compressed)."""
+        """`index` None: tool routing is off, every tool is forwarded (compressed); `learned` None: no learning."""
         self._index = index
+        self._learned = learned
         self._router = ToolRouter(index) if index is not None else None
         self._max_new_tools = max_new_tools
         self._max_indexed_per_request = max_indexed_per_request
@@ -61,10 +65,11 @@ class Planner:
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
 
-    def plan(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY) -> Plan:
+    def plan(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY, account_id: str = "") -> Plan:
+        """The request to forward, and the plan's stats and trace; `account_id` "": nothing learned applies."""
         tools = chat.get("tools")
         facts = [tool_facts(t) for t in tools] if isinstance(tools, list) and tools else None
-        kept, context, stats, trace = self._decide(chat, facts, policy)
+        kept, context, stats, trace = self._decide(chat, facts, policy, account_id)
         forwarded = chat
         if facts is not None:
             forwarded = {**forwarded, "tools": [facts[i].compressed for i in kept]}
@@ -72,28 +77,28 @@ class Planner:
             forwarded = {**forwarded, "messages": context.messages}
         return forwarded, stats, trace
 
-    def plan_json(self, chat: ChatJson, policy: RoutingPolicy = DEFAULT_POLICY) -> JsonPlan:
+    def plan_json(self, chat: ChatJson, policy: RoutingPolicy = DEFAULT_POLICY, account_id: str = "") -> JsonPlan:
         """`plan` of a request given as JSON: the forwarded request as JSON, None when it is unchanged.
 
         The tools are neither parsed nor serialised again when their facts are known (chat_json).
         Raises orjson.JSONDecodeError for a tool that is not JSON after all.
         """
         facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
-        kept, context, stats, trace = self._decide(chat.read(), facts, policy)
+        kept, context, stats, trace = self._decide(chat.read(), facts, policy, account_id)
         if facts is None and not context.changed:
             return None, stats, trace
         tools = None if facts is None else [facts[i].compressed_json for i in kept]
         return chat.spliced(tools, context.messages if context.changed else None), stats, trace
 
     def _decide(
-        self, chat: dict[str, Any], facts: list[ToolFacts] | None, policy: RoutingPolicy
+        self, chat: dict[str, Any], facts: list[ToolFacts] | None, policy: RoutingPolicy, account_id: str
     ) -> tuple[list[int], ContextResult, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]:
         """The tools to forward (indexes), the compressed conversation, and the plan's stats and trace."""
         stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
         trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
         kept: list[int] = []
         if facts is not None:
-            kept = self._route(chat, facts, policy, stats, trace)
+            kept = self._route(chat, facts, policy, stats, trace, account_id)
             stats.tools_input, stats.tools_output = len(facts), len(kept)
             stats.tool_tokens_in = sum(f.tokens for f in facts)
             stats.tool_tokens_out = sum(facts[i].compressed_tokens for i in kept)
@@ -110,6 +115,7 @@ class Planner:
         policy: RoutingPolicy,
         stats: optimizer_pb2.PlanStats,
         trace: optimizer_pb2.RoutingTrace,
+        account_id: str,
     ) -> list[int]:
         """Indexes of the tools to forward; fills the routing mode and trace."""
         everything = list(range(len(facts)))
@@ -139,11 +145,38 @@ class Planner:
         trace.candidates.extend(
             optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in decision.ranked
         )
+        keep = decision.keep + self._learned_additions(account_id, chat, facts, decision, policy, trace)
+        # Control traffic too records the learned additions: calibration scores recall with and without them.
         if self._rng() < policy.ab_control_share:
             stats.routing = trace.mode = decision.mode + AB_CONTROL_SUFFIX
             return everything
         stats.routing = trace.mode = decision.mode
-        return sorted(decision.keep)
+        return sorted(keep)
+
+    def _learned_additions(
+        self,
+        account_id: str,
+        chat: dict[str, Any],
+        facts: list[ToolFacts],
+        decision: Decision,
+        policy: RoutingPolicy,
+        trace: optimizer_pb2.RoutingTrace,
+    ) -> list[int]:
+        """Indexes of the tools learned usage adds beyond the router's choice; each goes into the trace."""
+        if self._learned is None:
+            return []
+        names = [f.name for f in facts]
+        kept = [names[i] for i in decision.keep]
+        ranked = [name for name, _ in decision.ranked]
+        added = self._learned.additions(account_id, chat, names, ranked, kept, policy.k_cap)
+        trace.learned.extend(added)
+        taken = set(decision.keep)
+        indexes = []
+        for tool in added:
+            index = next(i for i, name in enumerate(names) if name == tool.name and i not in taken)
+            taken.add(index)
+            indexes.append(index)
+        return indexes
 
     def close(self) -> None:
         """Drop the indexing not yet started and wait for the batch in progress."""

@@ -38,7 +38,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
         policy = await self._policies.get(account_id) if routable else DEFAULT_POLICY
         try:
             # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-            body, stats, trace = await asyncio.to_thread(self._planner.plan_json, chat, policy)
+            body, stats, trace = await asyncio.to_thread(self._planner.plan_json, chat, policy, account_id)
         except orjson.JSONDecodeError:  # a tool that orjson refuses (a lone surrogate, a 65-bit integer)
             raise invalid_request("chat_json is not valid JSON.") from None
         self._plans.inc()

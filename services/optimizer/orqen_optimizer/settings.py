@@ -6,10 +6,16 @@ from pathlib import Path
 
 from pydantic import Field
 
-from orqen_common.settings import AccountingAddress, OptimizerAddress, RedisSettings, ServiceSettings
+from orqen_common.settings import (
+    AccountingAddress,
+    OptimizerAddress,
+    RedisSettings,
+    ServiceSettings,
+    ToolLearningSettings,
+)
 
 
-class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, RedisSettings):
+class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, RedisSettings, ToolLearningSettings):
     """Configuration of the optimizer service; it calls accounting (API keys, routing preferences)."""
 
     metrics_port: int = Field(9151, description="Port of the Prometheus metrics endpoint; 0 disables it.")
@@ -45,4 +51,13 @@ class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, Re
     )
     tool_indexing_queue: int = Field(
         2048, ge=0, description="Most tool texts waiting for background indexing, across all requests."
+    )
+    learned_tools_max: int = Field(
+        3, ge=0, description="Tools a plan may forward beyond the router's K because learned tool usage expects them."
+    )
+    learned_tools_timeout_ms: float = Field(
+        50.0,
+        gt=0,
+        description="Longest wait for the one Redis read of an account's learned tool usage; the plan goes on "
+        "without it after that (and skips it for 5 seconds).",
     )

@@ -262,3 +262,10 @@ def adaptive_k(
     order, k, reason = by_margin(fused, margin)
     k, reason = bounded(k, reason, len(fused), k_floor, k_cap)
     return order[:k].tolist(), reason
+
+
+def called_in(messages: Any) -> list[str]:
+    """Names of the tools the conversation's assistant turns called, in order."""
+    if not isinstance(messages, list):
+        return []
+    return [name for message in messages if isinstance(message, dict) for name in _called(message)]

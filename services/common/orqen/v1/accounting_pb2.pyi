@@ -1698,6 +1698,9 @@ class RoutingCalibration(_message.Message):
     MEAN_K_FIELD_NUMBER: _builtins.int
     UNRANKED_CALLS_FIELD_NUMBER: _builtins.int
     BUCKETS_FIELD_NUMBER: _builtins.int
+    RECALL_WITH_LEARNING_FIELD_NUMBER: _builtins.int
+    LEARNED_CONTROL_REQUESTS_FIELD_NUMBER: _builtins.int
+    LEARNING_FIELD_NUMBER: _builtins.int
     days: _builtins.int
     control_requests: _builtins.int
     """A/B control requests (every tool forwarded) whose answer called at least one tool."""
@@ -1706,12 +1709,22 @@ class RoutingCalibration(_message.Message):
     mean_k: _builtins.float
     unranked_calls: _builtins.int
     """Called tools the router did not rank at all (absent from its candidates)."""
+    recall_with_learning: _builtins.float
+    """`recall` counts only the router's own K; this one also the tools it added from learned
+    tool usage (RoutingTrace.learned): recall without and with the learned part.
+    """
+    learned_control_requests: _builtins.int
+    """Control requests to which learning added at least one tool."""
     @_builtins.property
     def policy(self) -> Global___RoutingPreferences:
         """The K policy in force: the account's routing preferences."""
 
     @_builtins.property
     def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___CalibrationBucket]: ...
+    @_builtins.property
+    def learning(self) -> Global___ToolLearning:
+        """What the router has learned from the tools the account's models called."""
+
     def __init__(
         self,
         *,
@@ -1722,14 +1735,104 @@ class RoutingCalibration(_message.Message):
         mean_k: _builtins.float = ...,
         unranked_calls: _builtins.int = ...,
         buckets: _abc.Iterable[Global___CalibrationBucket] | None = ...,
+        recall_with_learning: _builtins.float = ...,
+        learned_control_requests: _builtins.int = ...,
+        learning: Global___ToolLearning | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["learning", b"learning", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "control_requests", b"control_requests", "days", b"days", "mean_k", b"mean_k", "policy", b"policy", "recall", b"recall", "unranked_calls", b"unranked_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "control_requests", b"control_requests", "days", b"days", "learned_control_requests", b"learned_control_requests", "learning", b"learning", "mean_k", b"mean_k", "policy", b"policy", "recall", b"recall", "recall_with_learning", b"recall_with_learning", "unranked_calls", b"unranked_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoutingCalibration: _TypeAlias = RoutingCalibration  # noqa: Y015
+
+@_typing.final
+class ToolLearning(_message.Message):
+    """The account's learned tool usage (Redis; decayed counts, half-life 7 days)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    TOP_PAIRS_FIELD_NUMBER: _builtins.int
+    keys: _builtins.int
+    """Per-tool statistics kept ("follows A", "co-used with A", "asked like A"), sessions included."""
+    pairs: _builtins.int
+    """Tool pairs with a decayed count, over the most recently updated statistics read."""
+    @_builtins.property
+    def top_pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearnedPair]:
+        """The strongest pairs among them, by decayed count."""
+
+    def __init__(
+        self,
+        *,
+        keys: _builtins.int = ...,
+        pairs: _builtins.int = ...,
+        top_pairs: _abc.Iterable[Global___LearnedPair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "pairs", b"pairs", "top_pairs", b"top_pairs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolLearning: _TypeAlias = ToolLearning  # noqa: Y015
+
+@_typing.final
+class LearnedPair(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELATION_FIELD_NUMBER: _builtins.int
+    ANCHOR_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    relation: _builtins.str
+    """"follows": `tool` was called right after `anchor` in a session; "co_used": in the same
+    session; "asked": in an answer to an ask whose top-routed tool was `anchor`.
+    """
+    anchor: _builtins.str
+    tool: _builtins.str
+    count: _builtins.float
+    """Decayed count of the pair, and its share of the anchor's (the estimated probability)."""
+    probability: _builtins.float
+    def __init__(
+        self,
+        *,
+        relation: _builtins.str = ...,
+        anchor: _builtins.str = ...,
+        tool: _builtins.str = ...,
+        count: _builtins.float = ...,
+        probability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "count", b"count", "probability", b"probability", "relation", b"relation", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LearnedPair: _TypeAlias = LearnedPair  # noqa: Y015
+
+@_typing.final
+class ToolLearningReset(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_DELETED_FIELD_NUMBER: _builtins.int
+    keys_deleted: _builtins.int
+    """Statistics deleted."""
+    def __init__(
+        self,
+        *,
+        keys_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys_deleted", b"keys_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolLearningReset: _TypeAlias = ToolLearningReset  # noqa: Y015
 
 @_typing.final
 class ModeRecall(_message.Message):

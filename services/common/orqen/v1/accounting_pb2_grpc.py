@@ -151,6 +151,11 @@ class AccountingStub:
                 request_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
                 response_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingInsights.FromString,
                 _registered_method=True)
+        self.ResetToolLearning = channel.unary_unary(
+                '/orqen.v1.Accounting/ResetToolLearning',
+                request_serializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+                response_deserializer=orqen_dot_v1_dot_accounting__pb2.ToolLearningReset.FromString,
+                _registered_method=True)
         self.GetUsageSummary = channel.unary_unary(
                 '/orqen.v1.Accounting/GetUsageSummary',
                 request_serializer=orqen_dot_v1_dot_usage__pb2.UsagePeriod.SerializeToString,
@@ -422,6 +427,13 @@ class AccountingServicer:
 
     def GetRoutingInsights(self, request, context):
         """Best-recall routing mode, fastest and most-used models of the period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetToolLearning(self, request, context):
+        """Forgets what the router learned from the tools the account's models called (Redis only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -704,6 +716,11 @@ def add_AccountingServicer_to_server(servicer, server):
                     servicer.GetRoutingInsights,
                     request_deserializer=orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.FromString,
                     response_serializer=orqen_dot_v1_dot_accounting__pb2.RoutingInsights.SerializeToString,
+            ),
+            'ResetToolLearning': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetToolLearning,
+                    request_deserializer=orqen_dot_v1_dot_accounting__pb2.AccountRef.FromString,
+                    response_serializer=orqen_dot_v1_dot_accounting__pb2.ToolLearningReset.SerializeToString,
             ),
             'GetUsageSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsageSummary,
@@ -1443,6 +1460,33 @@ class Accounting:
             '/orqen.v1.Accounting/GetRoutingInsights',
             orqen_dot_v1_dot_accounting__pb2.RoutingPeriod.SerializeToString,
             orqen_dot_v1_dot_accounting__pb2.RoutingInsights.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetToolLearning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orqen.v1.Accounting/ResetToolLearning',
+            orqen_dot_v1_dot_accounting__pb2.AccountRef.SerializeToString,
+            orqen_dot_v1_dot_accounting__pb2.ToolLearningReset.FromString,
             options,
             channel_credentials,
             insecure,

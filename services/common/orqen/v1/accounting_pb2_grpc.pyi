@@ -76,6 +76,8 @@ class AccountingStub:
     """The K policy and how well it recalled the tools models called on A/B control traffic."""
     GetRoutingInsights: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]
     """Best-recall routing mode, fastest and most-used models of the period."""
+    ResetToolLearning: _grpc.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ToolLearningReset]
+    """Forgets what the router learned from the tools the account's models called (Redis only)."""
     GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageSummary]
     """Usage and analytics (usage.proto), from the daily rollups kept on ingest."""
     GetUsageDaily: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageDaily]
@@ -174,6 +176,8 @@ class AccountingAsyncStub(AccountingStub):
     """The K policy and how well it recalled the tools models called on A/B control traffic."""
     GetRoutingInsights: _aio.UnaryUnaryMultiCallable[_accounting_pb2.RoutingPeriod, _accounting_pb2.RoutingInsights]  # type: ignore[assignment]
     """Best-recall routing mode, fastest and most-used models of the period."""
+    ResetToolLearning: _aio.UnaryUnaryMultiCallable[_accounting_pb2.AccountRef, _accounting_pb2.ToolLearningReset]  # type: ignore[assignment]
+    """Forgets what the router learned from the tools the account's models called (Redis only)."""
     GetUsageSummary: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageSummary]  # type: ignore[assignment]
     """Usage and analytics (usage.proto), from the daily rollups kept on ingest."""
     GetUsageDaily: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsagePeriod, _usage_pb2.UsageDaily]  # type: ignore[assignment]
@@ -407,6 +411,14 @@ class AccountingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounting_pb2.RoutingInsights, _abc.Awaitable[_accounting_pb2.RoutingInsights]]:
         """Best-recall routing mode, fastest and most-used models of the period."""
+
+    @_abc_1.abstractmethod
+    def ResetToolLearning(
+        self,
+        request: _accounting_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounting_pb2.ToolLearningReset, _abc.Awaitable[_accounting_pb2.ToolLearningReset]]:
+        """Forgets what the router learned from the tools the account's models called (Redis only)."""
 
     @_abc_1.abstractmethod
     def GetUsageSummary(

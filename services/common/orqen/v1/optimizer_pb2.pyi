@@ -148,12 +148,19 @@ class RoutingTrace(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     K_REASON_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
+    LEARNED_FIELD_NUMBER: _builtins.int
     intent: _builtins.str
     mode: _builtins.str
     k: _builtins.int
     k_reason: _builtins.str
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCandidate]: ...
+    @_builtins.property
+    def learned(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearnedTool]:
+        """Tools forwarded beyond the router's K because of what this account's models called
+        before (orqen_optimizer.learned), in the order they were added. k counts none of them.
+        """
+
     def __init__(
         self,
         *,
@@ -162,11 +169,41 @@ class RoutingTrace(_message.Message):
         k: _builtins.int = ...,
         k_reason: _builtins.str = ...,
         candidates: _abc.Iterable[Global___ToolCandidate] | None = ...,
+        learned: _abc.Iterable[Global___LearnedTool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RoutingTrace: _TypeAlias = RoutingTrace  # noqa: Y015
+
+@_typing.final
+class LearnedTool(_message.Message):
+    """A tool added to the forwarded set from the account's learned tool usage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    reason: _builtins.str
+    """Why, e.g. "follows read_file (0.62)": the evidence and its estimated probability."""
+    score: _builtins.float
+    """The estimated probability that the model calls the tool, in [0, 1]."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LearnedTool: _TypeAlias = LearnedTool  # noqa: Y015

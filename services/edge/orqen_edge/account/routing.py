@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, get, post, put
+from litestar import Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
@@ -287,7 +287,8 @@ async def routing_traces(
 
 @get(
     "/v1/account/routing/calibration",
-    summary="K policy and recall calibration buckets from A/B control traffic",
+    summary="K policy, recall calibration buckets from A/B control traffic (recall with and without learned tool "
+    "usage), and what was learned",
     security=API_KEY,
     responses=errors(*AUTHENTICATED),
 )
@@ -312,6 +313,17 @@ async def routing_insights(
     return plain(await runtime.downstream.get_routing_insights(principal.account_id, days))
 
 
+@delete(
+    "/v1/account/routing/learning",
+    summary="Forget what routing learned from the tools the account's models called",
+    status_code=200,
+    security=API_KEY,
+    responses=errors(*AUTHENTICATED),
+)
+async def reset_learning(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
+    return plain(await runtime.downstream.reset_tool_learning(principal.account_id))
+
+
 ROUTES = (
     list_models,
     get_model,
@@ -323,4 +335,5 @@ ROUTES = (
     routing_traces,
     routing_calibration,
     routing_insights,
+    reset_learning,
 )
