@@ -29,16 +29,19 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed
+from orqen_optimizer.families import core_additions
+from orqen_optimizer.identifiers import bridged_names
 from orqen_optimizer.keywords import bm25, bm25_of_documents, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
+from orqen_optimizer.steps import Step, split_steps
 from orqen_optimizer.tools import ToolFacts, tool_facts
 
 DENSE_WEIGHT = 0.75
@@ -49,6 +52,10 @@ FOLLOW_UP_WORDS = 2  # a latest user message with fewer content words than this 
 SMALL_TOOLSET = 8  # this many tools or fewer are forwarded as they are
 TRACE_CANDIDATES = 20
 INTENT_CHARS = 2000
+# Per step of a multi-step ask: its candidates at least this likely, at most STEP_K of them (at least one).
+STEP_KEEP_PROBABILITY = 0.05
+STEP_K = 3
+STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +67,24 @@ class Decision:
     # The best-ranked tools (at least TRACE_CANDIDATES) and every kept one, in the router's order,
     # with their fused scores: what the trace shows and calibration scores K against.
     ranked: list[tuple[str, float]]
+    # Why a tool was kept besides the whole ask's ranking (a step's, a family's), by tool index.
+    added_because: dict[int, str] = field(default_factory=dict)
+    steps: list[StepRoute] = field(default_factory=list)
 
 
-def intent_of(messages: Any, turns: int = 1) -> str:
-    """The latest `turns` user messages, then the last assistant turn and recent tool calls and results."""
+@dataclass(frozen=True, slots=True)
+class StepRoute:
+    """One step of the ask and the tools retrieved for it, most likely first."""
+
+    text: str
+    keep: list[int]
+
+
+def intent_of(messages: Any, turns: int = 1, latest_only: bool = False) -> str:
+    """The latest `turns` user messages, then the last assistant turn and recent tool calls and results.
+
+    `latest_only`: the user messages alone, without what the agent did since.
+    """
     if not isinstance(messages, list):
         return ""
     parts: list[str] = []
@@ -76,6 +97,8 @@ def intent_of(messages: Any, turns: int = 1) -> str:
             turns -= 1
             if not turns:
                 break
+            continue
+        if latest_only:
             continue
         parts += _called(message)
         parts.append(text[:300])
@@ -191,12 +214,19 @@ class ToolRouter:
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
         views = [f.views for f in facts]
         names = [f.name for f in facts]
-        keyword = bm25_of_documents(words(intent), [f.document for f in facts])
+        documents = [f.document for f in facts]
+        asked = words(intent) + bridged_names(intent, frozenset().union(*(f.name_words for f in facts)))
+        steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS and policy.mode == AUTO else []
+        steps = steps if len(steps) > 1 else []
+        keyword = bm25_of_documents(asked, documents)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
+            step_vectors = None
         else:
-            dense = self.dense(embed([intent])[0], views)
+            vectors = embed([intent, *(step.text for step in steps)])
+            step_vectors = vectors[1:]
+            dense = self.dense(vectors[0], views)
             fused = Components(dense, keyword).fused()
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.
@@ -213,11 +243,43 @@ class ToolRouter:
         if reason.startswith("cap"):
             mode = "limit"
         keep = order[:k].tolist()
-        required = must_keep(chat) - {names[i] for i in keep}
+        because: dict[int, str] = {}
+        routes = self._steps(steps, step_vectors, facts, views, documents)
+        for number, route in enumerate(routes, 1):
+            fresh = [i for i in route.keep if i not in keep and i not in because]
+            because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
+        required = must_keep(chat)
+        if FAMILIES and mode != "limit":
+            kept = keep + list(because)
+            because.update((a.tool, a.reason) for a in core_additions(facts, kept, order.tolist(), required))
+        keep += list(because)
+        required -= {names[i] for i in keep}
         keep += [i for i in order.tolist() if names[i] in required and i not in keep]
         shown = order[: max(TRACE_CANDIDATES, len(keep))].tolist()
         shown += [i for i in keep if i not in set(shown)]
-        return Decision(keep, mode, reason, intent, [(names[i], float(fused[i])) for i in shown])
+        ranked = [(names[i], float(fused[i])) for i in shown]
+        return Decision(keep, mode, reason, intent, ranked, because, routes)
+
+    def _steps(
+        self,
+        steps: list[Step],
+        vectors: np.ndarray | None,
+        facts: Sequence[ToolFacts],
+        views: Sequence[Sequence[str]],
+        documents: Sequence[Any],
+    ) -> list[StepRoute]:
+        """Per step, its most likely tools (by BM25 alone when the request was routed without embedding)."""
+        routes = []
+        for number, step in enumerate(steps):
+            keyword = bm25_of_documents(words(step.text), documents)
+            if vectors is None:
+                keep = np.argsort(-keyword, kind="stable")[:1] if keyword.any() else np.zeros(0, dtype=np.int64)
+            else:
+                dense = self.dense(vectors[number], views)
+                order, likely = rerank(step.text, facts, Components(dense, keyword).fused(), dense, keyword)
+                keep = order[: max(1, min(STEP_K, int(np.count_nonzero(likely >= STEP_KEEP_PROBABILITY))))]
+            routes.append(StepRoute(step.text, [int(i) for i in keep]))
+        return routes
 
     def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
         """Per tool, its best view's cosine similarity to `query` (the intent's embedding)."""
