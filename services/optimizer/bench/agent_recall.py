@@ -26,8 +26,7 @@ from orqen_optimizer.tool_router import Decision, ToolRouter, must_keep
 from orqen_optimizer.tools import ToolFacts
 
 HEADER = (
-    f"{'set / split':<34}{'n':>6}  {'recall':>7}  {'mean K':>7}  {'tokens':>7}  {'bm25@K':>7}  {'embed@K':>7}  "
-    f"{'K':>4}"
+    f"{'set / split':<34}{'n':>6}  {'recall':>7}  {'mean K':>7}  {'tokens':>7}  {'bm25@K':>7}  {'embed@K':>7}  {'K':>4}"
 )
 
 

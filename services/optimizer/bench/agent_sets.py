@@ -129,4 +129,7 @@ def _mcp_tool(server: str, tool: dict[str, Any]) -> dict[str, Any]:
     parameters: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         parameters["required"] = required
-    return {"type": "function", "function": {"name": name, "description": tool.get("description", ""), "parameters": parameters}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": tool.get("description", ""), "parameters": parameters},
+    }

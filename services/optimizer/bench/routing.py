@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import agent_recall
 import agent_sets
+import numpy as np
 import through_grpc
 from redis import Redis
 
@@ -206,6 +206,7 @@ def recall(
     if "livemcpbench" in args.sets:
         agent_set(router, policy, agent_sets.livemcpbench(args.livemcpbench), memo)
 
+
 def stratified(
     router: ToolRouter,
     policy: RoutingPolicy,
@@ -235,7 +236,9 @@ def stratified(
         print(agent_recall.line(f"  {label}", rows[label]))
 
 
-def agent_set(router: ToolRouter, policy: RoutingPolicy, data: agent_sets.AgentSet, memo: agent_recall.MemoEmbed) -> None:
+def agent_set(
+    router: ToolRouter, policy: RoutingPolicy, data: agent_sets.AgentSet, memo: agent_recall.MemoEmbed
+) -> None:
     """One multi-step set: its test and training splits."""
     facts = [tool_facts(t) for t in data.tools]
     tokens = [count_tokens(json.dumps(t)) for t in data.tools]

@@ -14,8 +14,10 @@ A family is in play when its tool is the router's best, when `IN_PLAY_KEPT` of t
 in it, or when the conversation already called one of its tools. Its core tools are then added,
 best-scored first, at most `MAX_CORE` per family and within `TOKEN_BUDGET` of the tokens already
 kept: the navigation and state tools (`cd`, `ls`, `login`, `authenticate`, `…_login_status`, …),
-and, when a kept tool edits something (`add_…`, `write_…`, `update_…`), the family's tools that
-create or open it. The trace gives each added tool's reason.
+when a kept tool edits something (`add_…`, `write_…`, `update_…`), the family's tools that
+create or open it; and the tools whose names say they give what a kept tool's parameters ask for
+(`get_zipcode_based_on_city` for `estimate_distance`, whose cities are zipcodes). The trace gives
+each added tool's reason.
 """
 
 from __future__ import annotations
@@ -30,16 +32,53 @@ from orqen_optimizer.tools import ToolFacts
 MIN_MEMBERS = 3
 IN_PLAY_KEPT = 2
 MAX_CORE = 2
+MIN_INPUT_WORD = 5
 TOKEN_BUDGET = 0.5  # added core tools may cost at most this share of the kept tools' tokens
 
 # Name words of tools that set up state the other tools of their family work in.
 _STATE = frozenset(
-    "cd pwd ls login logon signin authenticate auth authorize connect session token status".split()
+    [
+        "cd",
+        "pwd",
+        "ls",
+        "login",
+        "logon",
+        "signin",
+        "authenticate",
+        "auth",
+        "authorize",
+        "connect",
+        "session",
+        "token",
+        "status",
+    ]
 )
-_EDITS = frozenset("add insert append edit update write set format delete remove modify fill save".split())
-_CREATES = frozenset("create new open init initialize start load".split())
+_EDITS = frozenset(
+    [
+        "add",
+        "insert",
+        "append",
+        "edit",
+        "update",
+        "write",
+        "set",
+        "format",
+        "delete",
+        "remove",
+        "modify",
+        "fill",
+        "save",
+    ]
+)
+_CREATES = frozenset(["create", "new", "open", "init", "initialize", "start", "load"])
 # First name words that say what a tool does, not whose it is.
-_VERBS = _EDITS | _CREATES | frozenset("get list find search fetch read check make run is do send post put".split())
+_VERBS = (
+    _EDITS
+    | _CREATES
+    | frozenset(
+        ["get", "list", "find", "search", "fetch", "read", "check", "make", "run", "is", "do", "send", "post", "put"]
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +145,34 @@ def core_additions(
         else:
             continue
         edits = any(facts[i].name_words & _EDITS for i in in_kept)
+        inputs = _inputs(facts, in_kept)
         candidates = []
         for i in sorted(members - kept_set, key=lambda i: rank.get(i, len(rank))):
             words = facts[i].name_words
+            provided = sorted(words & inputs.keys())
             if words & _STATE:
                 candidates.append(Addition(i, f"{why}: a navigation or state tool"))
             elif edits and words & _CREATES:
                 candidates.append(Addition(i, f"{why}: creates what its kept tools edit"))
+            elif provided:
+                word = provided[0]
+                candidates.append(Addition(i, f"{why}: gives the {word} that {inputs[word]} takes"))
         for addition in candidates[:MAX_CORE]:
             cost = facts[addition.tool].tokens
             if cost <= budget:
                 added.append(addition)
                 budget -= cost
     return added
+
+
+def _inputs(facts: Sequence[ToolFacts], kept: set[int]) -> dict[str, str]:
+    """Words the kept tools' parameters ask for that their names do not, each with a tool asking for it.
+
+    Only words long enough to name a thing (`MIN_INPUT_WORD` letters, not a verb): "zipcode", "latitude".
+    """
+    found: dict[str, str] = {}
+    for i in sorted(kept):
+        for word in facts[i].input_words - facts[i].name_words - _VERBS:
+            if len(word) >= MIN_INPUT_WORD:
+                found.setdefault(word, facts[i].name)
+    return found

@@ -4,16 +4,17 @@ Tool names are identifiers (`displayCarStatus`, `get-weread-rank`, `mkdir`, `HTT
 while asks are prose. Three bridges, all found in text already at hand, never in a dictionary:
 - `identifier_words`: camelCase, snake_case, kebab-case, dotted and digit boundaries become words.
 - `aliases`: a short name word stands for words of the tool's own text: an acronym of nearby
-  words ("du" in a text about "disk usage", "cd": "change the current directory"), a prefix ("dir": "directory"), a contraction keeping
-  the word's first letter and some of its letters in order ("mv": "move", "ls": "list"), or two
-  of these run together ("mkdir": "make" + "directory"). They are added to the tool's views, so
-  BM25 and the embeddings see them.
+  words ("du" in a text about "disk usage", "cd": "change the current directory"), a prefix
+  ("dir": "directory"), a contraction keeping the word's first letter and some of its letters in
+  order ("mv": "move", "ls": "list"), or two of these run together ("mkdir": "make" +
+  "directory"). They are added to the tool's views, so BM25 and the embeddings see them.
 - `bridged_names`: the other way round, a name word made of the ask's words' prefixes run
   together ("weread" for "WeChat Reading") or of their initials; the ask then carries that word.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -103,7 +104,7 @@ def bridged_names(ask: str, name_words: Iterable[str]) -> list[str]:
     names = set(name_words)
     asked = set(ask_words)
     found: list[str] = []
-    for first, second in zip(ask_words, ask_words[1:], strict=False):
+    for first, second in itertools.pairwise(ask_words):
         for i in range(2, len(first) + 1):
             for j in range(2, len(second) + 1):
                 joined = first[:i] + second[:j]

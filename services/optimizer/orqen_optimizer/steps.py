@@ -20,11 +20,68 @@ MAX_STEPS = 8
 MIN_WORDS = 2
 # A step names an action: a fragment with fewer content words than MIN_WORDS joins its neighbour.
 _GLUE = frozenset(
-    "a an the of to in on at for with by from and or then also it its this that these those them "
-    "me my i you your we our please can could would should will be is are was were do does did "
-    "make sure as well so after before once finally next first second third lastly".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "from",
+        "and",
+        "or",
+        "then",
+        "also",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "them",
+        "me",
+        "my",
+        "i",
+        "you",
+        "your",
+        "we",
+        "our",
+        "please",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "be",
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "make",
+        "sure",
+        "as",
+        "well",
+        "so",
+        "after",
+        "before",
+        "once",
+        "finally",
+        "next",
+        "first",
+        "second",
+        "third",
+        "lastly",
+    ]
 )
-_SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+|(?:^|\s)(?:\d+[.)]|[-*\u2022])\s+")
+_SENTENCES = re.compile(r"(?:^|\s+)(?:\d+[.)]|[-*\u2022])\s+|(?<=[.!?;])\s+|\n+")
 _SEQUENCE = re.compile(
     r",?\s*\b(?:and then|then|after that|afterwards|after which|followed by|finally|lastly|next|"
     r"once (?:that is|it is|done)|and also|as well as|and finally|before that)\b[,:]?\s*",
@@ -49,9 +106,7 @@ def split_steps(text: str) -> list[Step]:
             pieces += [Step(item, item_at) for item, item_at in _parts(_LISTED, clause, clause_at)]
     steps: list[Step] = []
     for piece in pieces:
-        if steps and _content(piece.text) < MIN_WORDS:
-            steps[-1] = Step(f"{steps[-1].text} {piece.text}", steps[-1].start)
-        elif steps and _content(steps[-1].text) < MIN_WORDS:
+        if (steps and _content(piece.text) < MIN_WORDS) or (steps and _content(steps[-1].text) < MIN_WORDS):
             steps[-1] = Step(f"{steps[-1].text} {piece.text}", steps[-1].start)
         else:
             steps.append(piece)

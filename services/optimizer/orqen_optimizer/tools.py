@@ -20,7 +20,6 @@ from orqen_optimizer.keywords import Document, document, words
 from orqen_optimizer.schemas import compress_tool
 from orqen_optimizer.tokens import count_tokens
 
-
 _FIRST_SENTENCE = re.compile(r"^(.{20,200}?[.!?])(\s|$)")
 
 
@@ -37,6 +36,7 @@ class ToolFacts:
     words: frozenset[str]  # every word of its views
     document: Document  # its views as one BM25 document
     description_head: str  # its description's first sentence (families)
+    input_words: frozenset[str]  # the words of its parameters' names and descriptions (families)
 
 
 def tool_facts(tool: Any) -> ToolFacts:
@@ -78,6 +78,7 @@ def _facts_of(tool: Any, tokens: int) -> ToolFacts:
         words=frozenset(words(text)),
         document=document(text),
         description_head=description_head(description) if isinstance(description, str) else "",
+        input_words=frozenset(words(" ".join(_described(function)[1:]))) if isinstance(function, dict) else frozenset(),
     )
 
 
