@@ -222,11 +222,9 @@ class ToolRouter:
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
-            step_vectors = None
+            step_dense = None
         else:
-            vectors = embed([intent, *(step.text for step in steps)])
-            step_vectors = vectors[1:]
-            dense = self.dense(vectors[0], views)
+            dense, *step_dense = self.dense(embed([intent, *(step.text for step in steps)]), views)
             fused = Components(dense, keyword).fused()
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.
@@ -244,7 +242,7 @@ class ToolRouter:
             mode = "limit"
         keep = order[:k].tolist()
         because: dict[int, str] = {}
-        routes = self._steps(steps, step_vectors, facts, views, documents)
+        routes = self._steps(steps, step_dense, facts, documents)
         for number, route in enumerate(routes, 1):
             fresh = [i for i in route.keep if i not in keep and i not in because]
             because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
@@ -263,29 +261,37 @@ class ToolRouter:
     def _steps(
         self,
         steps: list[Step],
-        vectors: np.ndarray | None,
+        dense: list[np.ndarray] | None,
         facts: Sequence[ToolFacts],
-        views: Sequence[Sequence[str]],
         documents: Sequence[Any],
     ) -> list[StepRoute]:
-        """Per step, its most likely tools (by BM25 alone when the request was routed without embedding)."""
+        """Per step, its most likely tools; `dense`: each step's similarities, None when not embedded.
+
+        A request routed without embedding (the keyword modes) takes each step's best BM25 match.
+        """
         routes = []
         for number, step in enumerate(steps):
             keyword = bm25_of_documents(words(step.text), documents)
-            if vectors is None:
+            if dense is None:
                 keep = np.argsort(-keyword, kind="stable")[:1] if keyword.any() else np.zeros(0, dtype=np.int64)
             else:
-                dense = self.dense(vectors[number], views)
-                order, likely = rerank(step.text, facts, Components(dense, keyword).fused(), dense, keyword)
+                similar = dense[number]
+                order, likely = rerank(step.text, facts, Components(similar, keyword).fused(), similar, keyword)
                 keep = order[: max(1, min(STEP_K, int(np.count_nonzero(likely >= STEP_KEEP_PROBABILITY))))]
             routes.append(StepRoute(step.text, [int(i) for i in keep]))
         return routes
 
     def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
-        """Per tool, its best view's cosine similarity to `query` (the intent's embedding)."""
-        by_view = self._index.scores(query, self._index.add([v for tool in views for v in tool]))
+        """Per tool, its best view's cosine similarity to `query` (the intent's embedding).
+
+        `query` may be a matrix of several embeddings, one per row (the intent and the ask's steps):
+        the result then has one row per query, and the tools' vectors are looked up once.
+        """
+        by_view = self._index.scores(query.T, self._index.add([v for tool in views for v in tool])).T
         starts = np.cumsum([0, *(len(tool) for tool in views[:-1])])
-        return np.maximum.reduceat(by_view, starts) if len(views) else np.zeros(0, dtype=np.float32)
+        if not len(views):
+            return np.zeros((*query.shape[:-1], 0), dtype=np.float32)
+        return np.maximum.reduceat(by_view, starts, axis=-1)
 
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""
