@@ -224,7 +224,9 @@ class ToolRouter:
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             step_dense = None
         else:
-            dense, *step_dense = self.dense(embed([intent, *(step.text for step in steps)]), views)
+            # Apart: one batch pads every text to its longest, and steps are short beside the intent.
+            queries = [embed([intent]), *([embed([step.text for step in steps])] if steps else [])]
+            dense, *step_dense = self.dense(np.vstack(queries), views)
             fused = Components(dense, keyword).fused()
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.
