@@ -216,7 +216,7 @@ class ToolRouter:
         names = [f.name for f in facts]
         documents = [f.document for f in facts]
         asked = words(intent) + bridged_names(intent, frozenset().union(*(f.name_words for f in facts)))
-        steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS and policy.mode == AUTO else []
+        steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS else []
         steps = steps if len(steps) > 1 else []
         keyword = bm25_of_documents(asked, documents)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):

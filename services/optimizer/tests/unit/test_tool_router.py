@@ -174,3 +174,23 @@ def test_a_prerequisite_of_the_family_in_play_is_kept_and_says_why() -> None:
         "cd": "family description 'This tool belongs to the file system.' is in play (its grep ranks first): "
         "a navigation or state tool"
     }
+
+
+def test_keyword_routing_retrieves_each_step_by_bm25_without_embedding(
+    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(texts: list[str]) -> np.ndarray:
+        raise AssertionError("the keyword mode embeds nothing")
+
+    monkeypatch.setattr("orqen_optimizer.tool_router.embed", never)
+    ask = "Send an email to Ann, check the weather in Oslo, then set a reminder for noon"
+    chat = {"messages": [{"role": "user", "content": ask}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(mode="keyword", k_floor=1))
+    assert decision.mode == "keyword"
+    steps = [(step.text, [tools[i]["function"]["name"] for i in step.keep]) for step in decision.steps]
+    assert steps == [
+        ("Send an email to Ann", ["send_email"]),
+        ("check the weather in Oslo", ["get_weather"]),
+        ("set a reminder for noon", ["set_reminder"]),
+    ]
+    assert {"send_email", "get_weather", "set_reminder"} <= {tools[i]["function"]["name"] for i in decision.keep}
