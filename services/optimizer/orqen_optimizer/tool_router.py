@@ -28,6 +28,8 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +40,7 @@ from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed
 from orqen_optimizer.families import core_additions
 from orqen_optimizer.identifiers import bridged_names
-from orqen_optimizer.keywords import bm25, bm25_of_documents, words
+from orqen_optimizer.keywords import bm25, bm25_of_queries, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
 from orqen_optimizer.steps import Step, split_steps
@@ -55,6 +57,7 @@ INTENT_CHARS = 2000
 # Per step of a multi-step ask: its candidates at least this likely, at most STEP_K of them (at least one).
 STEP_KEEP_PROBABILITY = 0.05
 STEP_K = 3
+STEP_VECTORS_KEPT = 4096
 STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
 
@@ -199,6 +202,24 @@ class Components:
 class ToolRouter:
     def __init__(self, index: ToolIndex) -> None:
         self._index = index
+        # An agent sends the same user message with every call of a turn: its steps embed once.
+        self._steps_seen: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._steps_lock = threading.Lock()
+
+    def _step_vectors(self, texts: list[str]) -> np.ndarray:
+        """The steps' embeddings, those of the latest STEP_VECTORS_KEPT step texts kept."""
+        with self._steps_lock:
+            known = {t: self._steps_seen[t] for t in texts if t in self._steps_seen}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, embed(missing), strict=True))
+        with self._steps_lock:
+            for text in texts:
+                self._steps_seen[text] = known[text]
+                self._steps_seen.move_to_end(text)
+            while len(self._steps_seen) > STEP_VECTORS_KEPT:
+                self._steps_seen.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
     def route(
         self,
@@ -218,14 +239,14 @@ class ToolRouter:
         asked = words(intent) + bridged_names(intent, frozenset().union(*(f.name_words for f in facts)))
         steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS else []
         steps = steps if len(steps) > 1 else []
-        keyword = bm25_of_documents(asked, documents)
+        keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], documents)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             step_dense = None
         else:
             # Apart: one batch pads every text to its longest, and steps are short beside the intent.
-            queries = [embed([intent]), *([embed([step.text for step in steps])] if steps else [])]
+            queries = [embed([intent]), *([self._step_vectors([step.text for step in steps])] if steps else [])]
             dense, *step_dense = self.dense(np.vstack(queries), views)
             fused = Components(dense, keyword).fused()
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
@@ -244,7 +265,7 @@ class ToolRouter:
             mode = "limit"
         keep = order[:k].tolist()
         because: dict[int, str] = {}
-        routes = self._steps(steps, step_dense, facts, documents)
+        routes = self._steps(steps, step_keyword, step_dense, facts)
         for number, route in enumerate(routes, 1):
             fresh = [i for i in route.keep if i not in keep and i not in because]
             because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
@@ -263,22 +284,22 @@ class ToolRouter:
     def _steps(
         self,
         steps: list[Step],
+        keyword: list[np.ndarray],
         dense: list[np.ndarray] | None,
         facts: Sequence[ToolFacts],
-        documents: Sequence[Any],
     ) -> list[StepRoute]:
-        """Per step, its most likely tools; `dense`: each step's similarities, None when not embedded.
+        """Per step, its most likely tools, from its BM25 scores and similarities (None: not embedded).
 
         A request routed without embedding (the keyword modes) takes each step's best BM25 match.
         """
         routes = []
         for number, step in enumerate(steps):
-            keyword = bm25_of_documents(words(step.text), documents)
+            scores = keyword[number]
             if dense is None:
-                keep = np.argsort(-keyword, kind="stable")[:1] if keyword.any() else np.zeros(0, dtype=np.int64)
+                keep = np.argsort(-scores, kind="stable")[:1] if scores.any() else np.zeros(0, dtype=np.int64)
             else:
                 similar = dense[number]
-                order, likely = rerank(step.text, facts, Components(similar, keyword).fused(), similar, keyword)
+                order, likely = rerank(step.text, facts, Components(similar, scores).fused(), similar, scores)
                 keep = order[: max(1, min(STEP_K, int(np.count_nonzero(likely >= STEP_KEEP_PROBABILITY))))]
             routes.append(StepRoute(step.text, [int(i) for i in keep]))
         return routes

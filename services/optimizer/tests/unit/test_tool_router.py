@@ -194,3 +194,27 @@ def test_keyword_routing_retrieves_each_step_by_bm25_without_embedding(
         ("set a reminder for noon", ["set_reminder"]),
     ]
     assert {"send_email", "get_weather", "set_reminder"} <= {tools[i]["function"]["name"] for i in decision.keep}
+
+
+def test_an_agents_later_calls_in_the_same_turn_embed_only_the_intent(
+    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orqen_optimizer import tool_router
+
+    embedded: list[list[str]] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        embedded.append(list(texts))
+        return np.asarray(encoder(texts))
+
+    encoder = tool_router.embed
+    monkeypatch.setattr(tool_router, "embed", counting)
+    router = ToolRouter(ToolIndex())
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese"
+    first = [{"role": "user", "content": ask}]
+    router.route({"messages": first}, tools, RoutingPolicy(mode="semantic"))
+    later = [*first, {"role": "assistant", "content": "Found Hotel Sol."}]
+    decision = router.route({"messages": later}, tools, RoutingPolicy(mode="semantic"))
+    assert embedded[1:] == [["Find a hotel in Lisbon for Friday", "translate the booking text into Portuguese"],
+                            [decision.intent]]  # fmt: skip
+    assert len(decision.steps) == 2
