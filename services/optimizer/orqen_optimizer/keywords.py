@@ -41,7 +41,7 @@ def bm25(query: list[str], texts: Sequence[str]) -> np.ndarray:
 
 def bm25_of_documents(query: list[str], parsed: Sequence[Document]) -> np.ndarray:
     """Okapi BM25 of each document for the query, over these documents only."""
-    return bm25_of_queries([query], parsed)[0]
+    return np.asarray(bm25_of_queries([query], parsed)[0])
 
 
 def bm25_of_queries(queries: Sequence[list[str]], parsed: Sequence[Document]) -> np.ndarray:
