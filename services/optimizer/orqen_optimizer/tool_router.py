@@ -273,6 +273,9 @@ class ToolRouter:
         if FAMILIES and mode != "limit":
             kept = keep + list(because)
             because.update((a.tool, a.reason) for a in core_additions(facts, kept, order.tolist(), required))
+        if policy.k_cap and len(keep) + len(because) > policy.k_cap:  # the cap bounds what the stages add too
+            because = dict(list(because.items())[: max(0, policy.k_cap - len(keep))])
+            mode, reason = "limit", f"cap {policy.k_cap}"
         keep += list(because)
         required -= {names[i] for i in keep}
         keep += [i for i in order.tolist() if names[i] in required and i not in keep]

@@ -218,3 +218,11 @@ def test_an_agents_later_calls_in_the_same_turn_embed_only_the_intent(
     assert embedded[1:] == [["Find a hotel in Lisbon for Friday", "translate the booking text into Portuguese"],
                             [decision.intent]]  # fmt: skip
     assert len(decision.steps) == 2
+
+
+def test_the_accounts_cap_bounds_the_tools_steps_and_families_add(tools: list[dict[str, Any]]) -> None:
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese and email it to Ana."
+    chat = {"messages": [{"role": "user", "content": ask}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(k_floor=1, k_cap=2))
+    assert len(decision.keep) == 2 and decision.mode == "limit" and decision.k_reason == "cap 2"
+    assert len(decision.steps) == 3  # still traced
