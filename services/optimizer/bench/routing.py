@@ -18,6 +18,14 @@ forwarded, tool-token reduction (1 - tokens of the forwarded tools / tokens of t
 the share of questions the keyword fast path routed without embedding, and, side by side,
 plain BM25 top-K and plain embedding top-K with K = the router's mean K. The decisions are
 the router's own (policy "auto"); the questions' vectors are computed in one batch first.
+Then the multi-step tables (agent_sets, agent_recall): the same single-turn questions over the
+whole catalogue split by question within each category and single/multi-tool stratum, with
+single-tool and multi-tool rows apart; BFCL multi-turn per turn over every class's tools pooled;
+LiveMCPBench's tasks over its 526 MCP tools (the wheel `make bench-optimizer` downloads). Each
+row sets plain BM25 and plain embedding top-K at its own mean K beside the router. `--sets`
+picks the tables, `--without steps,families` turns stages off, `--vectors PATH` keeps the
+recall runs' vectors between runs.
+
 Plan latency (p50/p95 of the whole plan: routing with the query embedded, schema
 compression of the forwarded tools; tool vectors already indexed) is timed on a sample of
 questions, in this process, then through real gRPC against the optimizer's worker processes
