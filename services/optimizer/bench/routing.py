@@ -20,6 +20,14 @@ forwarded, tool-token reduction (1 - tokens of the forwarded tools / tokens of t
 the share of questions the keyword fast path routed without embedding, and, side by side,
 plain BM25 top-K and plain embedding top-K with K = the router's mean K. The decisions are
 the router's own (policy "auto"); the questions' vectors are computed in one batch first.
+Then the multi-step tables (agent_sets, agent_recall): the same single-turn questions over the
+whole catalogue split by question within each category and single/multi-tool stratum, with
+single-tool and multi-tool rows apart; BFCL multi-turn per turn over every class's tools pooled;
+LiveMCPBench's tasks over its 526 MCP tools (the wheel `make bench-optimizer` downloads). Each
+row sets plain BM25 and plain embedding top-K at its own mean K beside the router. `--sets`
+picks the tables, `--without steps,families` turns stages off, `--vectors PATH` keeps the
+recall runs' vectors between runs.
+
 Plan latency (p50/p95 of the whole plan: routing with the query embedded, schema
 compression of the forwarded tools; tool vectors already indexed) is timed on a sample of
 questions, in this process, then through real gRPC against the optimizer's worker processes
@@ -37,8 +45,11 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import agent_recall
+import agent_sets
 import auto
 import numpy as np
 import through_grpc
@@ -49,6 +60,7 @@ from orqen_optimizer import bfcl, rerank, tool_router
 from orqen_optimizer.embeddings import ToolIndex, embed, text_id
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicy
+from orqen_optimizer.steps import split_steps
 from orqen_optimizer.tokens import count_tokens
 from orqen_optimizer.tool_router import ToolRouter, adaptive_k, keyword_leads
 from orqen_optimizer.tools import tool_facts, tool_name, tool_views
@@ -69,6 +81,8 @@ def split_of(needed: frozenset[str]) -> str | None:
 
 @dataclass(frozen=True)
 class Question:
+    id: str
+    category: str
     question: str
     own: list[str]  # the definitions of the tools offered with it
     needed: frozenset[str]  # those its answer calls
@@ -176,6 +190,7 @@ def fit_reranker(all_runs: dict[int, list[Any]], catalogue: dict[str, dict[str, 
 
 def recall(
     args: argparse.Namespace,
+    memo: agent_recall.MemoEmbed,
     rng: random.Random,
     policy: RoutingPolicy,
     questions: list[Question],
@@ -188,15 +203,69 @@ def recall(
     """Route every question over each pool size with its vector computed in one batch first."""
     router = ToolRouter(index)
     started = time.perf_counter()
-    queries = embed([c.question for c in questions])
-    print(f"embedded {len(questions)} questions in {time.perf_counter() - started:.1f} s")
-    vector_of = {c.question[: tool_router.INTENT_CHARS]: v for c, v in zip(questions, queries, strict=True)}
-    encoder = tool_router.embed
-    tool_router.embed = lambda texts: np.stack([vector_of[t] for t in texts])  # the batch above, for the recall runs
-    try:
+    memo.prefetch([c.question[: tool_router.INTENT_CHARS] for c in questions])
+    memo.prefetch([s.text for c in questions for s in split_steps(c.question[: tool_router.INTENT_CHARS])])
+    queries = memo([c.question[: tool_router.INTENT_CHARS] for c in questions])
+    print(f"embedded {len(questions)} questions and their steps in {time.perf_counter() - started:.1f} s")
+    if "tool-split" in args.sets:
         table(args, rng, policy, questions, queries, names, catalogue, views, tokens, router)
-    finally:
-        tool_router.embed = encoder
+    print(f"\n{agent_recall.HEADER}\n{'-' * len(agent_recall.HEADER)}")
+    if "stratified" in args.sets:
+        stratified(router, policy, questions, names, catalogue, tokens, memo)
+    if "multi-turn" in args.sets:
+        agent_set(router, policy, agent_sets.bfcl_multi_turn(), memo)
+    if "livemcpbench" in args.sets:
+        agent_set(router, policy, agent_sets.livemcpbench(args.livemcpbench), memo)
+
+
+def stratified(
+    router: ToolRouter,
+    policy: RoutingPolicy,
+    questions: list[Question],
+    names: list[str],
+    catalogue: dict[str, dict[str, Any]],
+    tokens: dict[str, int],
+    memo: agent_recall.MemoEmbed,
+) -> None:
+    """Single-turn questions over the whole catalogue, split by question within (category, multi-tool)."""
+    strata: dict[tuple[str, bool], list[Question]] = {}
+    for case in questions:
+        strata.setdefault((case.category, len(case.needed) > 1), []).append(case)
+    tools = [catalogue[n] for n in names]
+    facts = [tool_facts(t) for t in tools]
+    index_of = {n: i for i, n in enumerate(names)}
+    asks = []
+    for (_, multi), cases in strata.items():
+        for rank, case in enumerate(sorted(cases, key=lambda c: text_id(c.id))):
+            split = "test" if rank % 5 == 0 else "train"
+            row = f"{split} / {'multi' if multi else 'single'}-tool"
+            chat = {"messages": [{"role": "user", "content": case.question}]}
+            asks.append(agent_recall.Ask(row, chat, [{index_of[n]} for n in case.needed]))
+    rows = agent_recall.score(router, policy, tools, facts, [tokens[n] for n in names], asks, memo)
+    print(f"single-turn, {len(names)} tools, split by question within category and single/multi-tool:")
+    for label in sorted(rows, key=lambda r: (not r.startswith("test"), r)):
+        print(agent_recall.line(f"  {label}", rows[label]))
+
+
+def agent_set(
+    router: ToolRouter, policy: RoutingPolicy, data: agent_sets.AgentSet, memo: agent_recall.MemoEmbed
+) -> None:
+    """One multi-step set: its test and training splits."""
+    facts = [tool_facts(t) for t in data.tools]
+    tokens = [count_tokens(json.dumps(t)) for t in data.tools]
+    by_name: dict[str, set[int]] = {}
+    for i, f in enumerate(facts):
+        by_name.setdefault(agent_sets.bare_name(f.name), set()).add(i)
+    asks = [
+        agent_recall.Ask(case.split, {"messages": case.messages}, [by_name[n] for n in case.needed])
+        for case in data.cases
+    ]
+    intents = [tool_router.intent_of(a.chat["messages"]) for a in asks]
+    memo.prefetch(intents + [s.text for t in intents for s in split_steps(t)])
+    rows = agent_recall.score(router, policy, data.tools, facts, tokens, asks, memo)
+    print(f"{data.name} ({data.note}):")
+    for label in ("test", "train"):
+        print(agent_recall.line(f"  {label}", rows.get(label, agent_recall.Row())))
 
 
 def table(
@@ -265,7 +334,7 @@ def table(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--latency-samples", type=int, default=200, help="0: no latency measurement")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--deadline-ms", type=float, default=150.0, help="the edge's plan deadline")
     parser.add_argument("--latency-only", action="store_true", help="skip the recall table: plan latency only")
@@ -280,7 +349,31 @@ def main() -> None:
         default=f"1,{available_cpus()}",
         help="worker counts of the optimizer measured through gRPC, comma-separated; empty: none",
     )
+    parser.add_argument(
+        "--vectors",
+        type=Path,
+        default=None,
+        help="keep the recall runs' vectors in PATH.npy/.json between runs (latency always embeds)",
+    )
+    parser.add_argument(
+        "--without",
+        default="",
+        help="stages of the router to turn off, comma-separated: steps, families (to measure what each gives)",
+    )
+    parser.add_argument(
+        "--sets",
+        default="tool-split,stratified,multi-turn,livemcpbench",
+        help="recall tables to print, comma-separated: tool-split, stratified, multi-turn, livemcpbench",
+    )
+    parser.add_argument(
+        "--livemcpbench",
+        type=Path,
+        default=Path(__file__).resolve().parents[3] / ".bench-data" / agent_sets.LIVEMCPBENCH_WHEEL,
+        help="the LiveMCPBench wheel (make bench-optimizer downloads it)",
+    )
     args = parser.parse_args()
+    tool_router.STEPS = "steps" not in args.without
+    tool_router.FAMILIES = "families" not in args.without
     auto.report()
     print()
     worker_counts = sorted({int(n) for n in args.grpc_workers.split(",") if n.strip()})
@@ -311,18 +404,22 @@ def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | Non
         own = [definition(tool) for tool in case.tools]
         catalogue.update(zip(own, case.tools, strict=True))
         needed = frozenset(k for k, t in zip(own, case.tools, strict=True) if tool_name(t) in case.needed)
-        questions.append(Question(case.question, own, needed, split_of(case.needed)))
+        questions.append(Question(case.id, case.category, case.question, own, needed, split_of(case.needed)))
     names = sorted(catalogue)
     tokens = {name: count_tokens(json.dumps(catalogue[name])) for name in names}
     views = {name: tool_views(catalogue[name]) for name in names}
     print(f"{len(cases)} questions, {len(names)} distinct tool definitions in the catalogue")
 
     index = ToolIndex(Redis.from_url(redis_url) if redis_url else None)
-    started = time.perf_counter()
-    index.add([v for name in names for v in views[name]])
-    print(f"indexed the catalogue in {time.perf_counter() - started:.1f} s (embedded once, cached by text)")
-    if not args.latency_only:
-        recall(args, rng, policy, questions, names, catalogue, views, tokens, index)
+    memo = agent_recall.MemoEmbed(embed, args.vectors)
+    with agent_recall.installed(memo):  # the recall runs embed each text once, in batches
+        started = time.perf_counter()
+        index.add([v for name in names for v in views[name]])
+        print(f"indexed the catalogue in {time.perf_counter() - started:.1f} s (embedded once, cached by text)")
+        if not args.latency_only:
+            recall(args, memo, rng, policy, questions, names, catalogue, views, tokens, index)
+    if not args.latency_samples:
+        return
     print()
     planner = Planner(index)
     rng = random.Random(args.seed + 1)

@@ -106,3 +106,51 @@ def cases(category: str) -> list[Case]:
         tools = [to_tool(f) for f in entry["function"]]
         found.append(Case(entry["id"], category, question, tools, needed))
     return found
+
+
+# BFCL's multi-turn categories: the classes whose tools a conversation may use, and their files.
+MULTI_TURN_CLASSES = {
+    "GorillaFileSystem": "gorilla_file_system",
+    "MathAPI": "math_api",
+    "MessageAPI": "message_api",
+    "TwitterAPI": "posting_api",
+    "TicketAPI": "ticket_api",
+    "TradingBot": "trading_bot",
+    "TravelAPI": "travel_booking",
+    "VehicleControlAPI": "vehicle_control",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user turn of a multi-turn conversation and the calls its expected answer makes, in order."""
+
+    question: str
+    calls: list[str]  # the function names called, in order (a name may repeat)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    turns: list[Turn]
+    classes: list[str]
+
+
+def multi_turn_tools() -> list[dict[str, Any]]:
+    """Every multi-turn class's tools, pooled in the classes' order (128 tools, no name shared)."""
+    docs = resources.files("bfcl_eval") / "data" / "multi_turn_func_doc"
+    return [to_tool(f) for name in MULTI_TURN_CLASSES.values() for f in _lines(docs / f"{name}.json")]
+
+
+def multi_turn_conversations(category: str = "multi_turn_base") -> list[Conversation]:
+    """The category's conversations: per turn, the user's message and the names its expected calls use."""
+    data = resources.files("bfcl_eval") / "data"
+    answers = {a["id"]: a["ground_truth"] for a in _lines(data / "possible_answer" / f"{VERSION}_{category}.json")}
+    found = []
+    for entry in _lines(data / f"{VERSION}_{category}.json"):
+        turns = []
+        for messages, calls in zip(entry["question"], answers[entry["id"]], strict=True):
+            question = " ".join(m["content"] for m in messages if m.get("role") == "user")
+            turns.append(Turn(question, [tool_name(call.split("(", 1)[0].strip()) for call in calls]))
+        found.append(Conversation(entry["id"], turns, list(entry["involved_classes"])))
+    return found

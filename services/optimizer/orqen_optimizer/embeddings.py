@@ -193,6 +193,8 @@ class ToolIndex:
     def scores(self, query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
         """Cosine similarity of `query` to each of `ids` (all of them known), in their order.
 
+        `query` is one embedding, or several as the columns of a matrix (a row of scores per id).
+
         One matrix-vector product over the whole index when the request's texts are a good
         share of it, else over their rows only: either way under a millisecond or two for
         thousands of tools.

@@ -40,21 +40,30 @@ def bm25(query: list[str], texts: Sequence[str]) -> np.ndarray:
 
 
 def bm25_of_documents(query: list[str], parsed: Sequence[Document]) -> np.ndarray:
-    """Okapi BM25 of each document for the query, over these documents only.
+    """Okapi BM25 of each document for the query, over these documents only."""
+    return np.asarray(bm25_of_queries([query], parsed)[0])
 
-    Vectorised over the (document, term) pairs: a request's hundreds of tools score in a
-    fraction of a millisecond.
+
+def bm25_of_queries(queries: Sequence[list[str]], parsed: Sequence[Document]) -> np.ndarray:
+    """Okapi BM25 of each document for each query (a row per query), over these documents only.
+
+    Vectorised over the (document, term) pairs, which are gathered once for all the queries (an
+    ask and its steps): a request's hundreds of tools score in a fraction of a millisecond.
     """
     n = len(parsed)
     if not n:
-        return np.zeros(0)
+        return np.zeros((len(queries), 0))
     lengths = np.fromiter((length for _, _, length in parsed), dtype=np.float64, count=n)
-    terms = np.concatenate([t for t, _, _ in parsed])
-    counts = np.concatenate([c for _, c, _ in parsed])
-    owner = np.repeat(np.arange(n), [len(t) for t, _, _ in parsed])
-    hit = np.isin(terms, np.fromiter({hash(t) for t in query}, dtype=np.int64))
-    terms, counts, owner = terms[hit], counts[hit], owner[hit]
-    _, term_of_hit, frequency = np.unique(terms, return_inverse=True, return_counts=True)
-    idf = np.log(1 + (n - frequency + 0.5) / (frequency + 0.5))[term_of_hit]
-    norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths[owner] / (lengths.mean() or 1.0))
-    return np.bincount(owner, weights=idf * counts * (BM25_K1 + 1) / (counts + norm), minlength=n)
+    all_terms = np.concatenate([t for t, _, _ in parsed])
+    all_counts = np.concatenate([c for _, c, _ in parsed])
+    all_owners = np.repeat(np.arange(n), [len(t) for t, _, _ in parsed])
+    average = lengths.mean() or 1.0
+    rows = np.zeros((len(queries), n))
+    for row, query in enumerate(queries):
+        hit = np.isin(all_terms, np.fromiter({hash(t) for t in query}, dtype=np.int64))
+        terms, counts, owner = all_terms[hit], all_counts[hit], all_owners[hit]
+        _, term_of_hit, frequency = np.unique(terms, return_inverse=True, return_counts=True)
+        idf = np.log(1 + (n - frequency + 0.5) / (frequency + 0.5))[term_of_hit]
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths[owner] / average)
+        rows[row] = np.bincount(owner, weights=idf * counts * (BM25_K1 + 1) / (counts + norm), minlength=n)
+    return rows

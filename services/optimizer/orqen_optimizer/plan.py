@@ -142,8 +142,14 @@ class Planner:
             return everything
         decision = self._router.route(chat, facts, policy, facts)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
+        because = {facts[i].name: reason for i, reason in decision.added_because.items()}
         trace.candidates.extend(
-            optimizer_pb2.ToolCandidate(name=name, score=round(score, 4)) for name, score in decision.ranked
+            optimizer_pb2.ToolCandidate(name=name, score=round(score, 4), added_because=because.get(name, ""))
+            for name, score in decision.ranked
+        )
+        trace.steps.extend(
+            optimizer_pb2.RoutingStep(text=step.text[:200], tools=[facts[i].name for i in step.keep])
+            for step in decision.steps
         )
         keep = decision.keep + self._learned_additions(account_id, chat, facts, decision, policy, trace)
         # Control traffic too records the learned additions: calibration scores recall with and without them.

@@ -28,17 +28,22 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed
-from orqen_optimizer.keywords import bm25, bm25_of_documents, words
+from orqen_optimizer.families import core_additions
+from orqen_optimizer.identifiers import bridged_names
+from orqen_optimizer.keywords import bm25, bm25_of_queries, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
+from orqen_optimizer.steps import Step, split_steps
 from orqen_optimizer.tools import ToolFacts, tool_facts
 
 DENSE_WEIGHT = 0.75
@@ -49,6 +54,11 @@ FOLLOW_UP_WORDS = 2  # a latest user message with fewer content words than this 
 SMALL_TOOLSET = 8  # this many tools or fewer are forwarded as they are
 TRACE_CANDIDATES = 20
 INTENT_CHARS = 2000
+# Per step of a multi-step ask: its candidates at least this likely, at most STEP_K of them (at least one).
+STEP_KEEP_PROBABILITY = 0.05
+STEP_K = 3
+STEP_VECTORS_KEPT = 4096
+STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +70,24 @@ class Decision:
     # The best-ranked tools (at least TRACE_CANDIDATES) and every kept one, in the router's order,
     # with their fused scores: what the trace shows and calibration scores K against.
     ranked: list[tuple[str, float]]
+    # Why a tool was kept besides the whole ask's ranking (a step's, a family's), by tool index.
+    added_because: dict[int, str] = field(default_factory=dict)
+    steps: list[StepRoute] = field(default_factory=list)
 
 
-def intent_of(messages: Any, turns: int = 1) -> str:
-    """The latest `turns` user messages, then the last assistant turn and recent tool calls and results."""
+@dataclass(frozen=True, slots=True)
+class StepRoute:
+    """One step of the ask and the tools retrieved for it, most likely first."""
+
+    text: str
+    keep: list[int]
+
+
+def intent_of(messages: Any, turns: int = 1, latest_only: bool = False) -> str:
+    """The latest `turns` user messages, then the last assistant turn and recent tool calls and results.
+
+    `latest_only`: the user messages alone, without what the agent did since.
+    """
     if not isinstance(messages, list):
         return ""
     parts: list[str] = []
@@ -76,6 +100,8 @@ def intent_of(messages: Any, turns: int = 1) -> str:
             turns -= 1
             if not turns:
                 break
+            continue
+        if latest_only:
             continue
         parts += _called(message)
         parts.append(text[:300])
@@ -176,6 +202,24 @@ class Components:
 class ToolRouter:
     def __init__(self, index: ToolIndex) -> None:
         self._index = index
+        # An agent sends the same user message with every call of a turn: its steps embed once.
+        self._steps_seen: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._steps_lock = threading.Lock()
+
+    def _step_vectors(self, texts: list[str]) -> np.ndarray:
+        """The steps' embeddings, those of the latest STEP_VECTORS_KEPT step texts kept."""
+        with self._steps_lock:
+            known = {t: self._steps_seen[t] for t in texts if t in self._steps_seen}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, embed(missing), strict=True))
+        with self._steps_lock:
+            for text in texts:
+                self._steps_seen[text] = known[text]
+                self._steps_seen.move_to_end(text)
+            while len(self._steps_seen) > STEP_VECTORS_KEPT:
+                self._steps_seen.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
     def route(
         self,
@@ -191,12 +235,19 @@ class ToolRouter:
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
         views = [f.views for f in facts]
         names = [f.name for f in facts]
-        keyword = bm25_of_documents(words(intent), [f.document for f in facts])
+        documents = [f.document for f in facts]
+        asked = words(intent) + bridged_names(intent, frozenset().union(*(f.name_words for f in facts)))
+        steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS else []
+        steps = steps if len(steps) > 1 else []
+        keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], documents)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
+            step_dense = None
         else:
-            dense = self.dense(embed([intent])[0], views)
+            # Apart: one batch pads every text to its longest, and steps are short beside the intent.
+            queries = [embed([intent]), *([self._step_vectors([step.text for step in steps])] if steps else [])]
+            dense, *step_dense = self.dense(np.vstack(queries), views)
             fused = Components(dense, keyword).fused()
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.
@@ -213,17 +264,60 @@ class ToolRouter:
         if reason.startswith("cap"):
             mode = "limit"
         keep = order[:k].tolist()
-        required = must_keep(chat) - {names[i] for i in keep}
+        because: dict[int, str] = {}
+        routes = self._steps(steps, step_keyword, step_dense, facts)
+        for number, route in enumerate(routes, 1):
+            fresh = [i for i in route.keep if i not in keep and i not in because]
+            because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
+        required = must_keep(chat)
+        if FAMILIES and mode != "limit":
+            kept = keep + list(because)
+            because.update((a.tool, a.reason) for a in core_additions(facts, kept, order.tolist(), required))
+        if policy.k_cap and len(keep) + len(because) > policy.k_cap:  # the cap bounds what the stages add too
+            because = dict(list(because.items())[: max(0, policy.k_cap - len(keep))])
+            mode, reason = "limit", f"cap {policy.k_cap}"
+        keep += list(because)
+        required -= {names[i] for i in keep}
         keep += [i for i in order.tolist() if names[i] in required and i not in keep]
         shown = order[: max(TRACE_CANDIDATES, len(keep))].tolist()
         shown += [i for i in keep if i not in set(shown)]
-        return Decision(keep, mode, reason, intent, [(names[i], float(fused[i])) for i in shown])
+        ranked = [(names[i], float(fused[i])) for i in shown]
+        return Decision(keep, mode, reason, intent, ranked, because, routes)
+
+    def _steps(
+        self,
+        steps: list[Step],
+        keyword: list[np.ndarray],
+        dense: list[np.ndarray] | None,
+        facts: Sequence[ToolFacts],
+    ) -> list[StepRoute]:
+        """Per step, its most likely tools, from its BM25 scores and similarities (None: not embedded).
+
+        A request routed without embedding (the keyword modes) takes each step's best BM25 match.
+        """
+        routes = []
+        for number, step in enumerate(steps):
+            scores = keyword[number]
+            if dense is None:
+                keep = np.argsort(-scores, kind="stable")[:1] if scores.any() else np.zeros(0, dtype=np.int64)
+            else:
+                similar = dense[number]
+                order, likely = rerank(step.text, facts, Components(similar, scores).fused(), similar, scores)
+                keep = order[: max(1, min(STEP_K, int(np.count_nonzero(likely >= STEP_KEEP_PROBABILITY))))]
+            routes.append(StepRoute(step.text, [int(i) for i in keep]))
+        return routes
 
     def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
-        """Per tool, its best view's cosine similarity to `query` (the intent's embedding)."""
-        by_view = self._index.scores(query, self._index.add([v for tool in views for v in tool]))
+        """Per tool, its best view's cosine similarity to `query` (the intent's embedding).
+
+        `query` may be a matrix of several embeddings, one per row (the intent and the ask's steps):
+        the result then has one row per query, and the tools' vectors are looked up once.
+        """
+        by_view = self._index.scores(query.T, self._index.add([v for tool in views for v in tool])).T
         starts = np.cumsum([0, *(len(tool) for tool in views[:-1])])
-        return np.maximum.reduceat(by_view, starts) if len(views) else np.zeros(0, dtype=np.float32)
+        if not len(views):
+            return np.zeros((*query.shape[:-1], 0), dtype=np.float32)
+        return np.maximum.reduceat(by_view, starts, axis=-1)
 
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""

@@ -9,14 +9,18 @@ serialisation per tool, or nothing but a hash when the tool comes as its JSON te
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from orqen_optimizer.identifiers import aliases, identifier_words
 from orqen_optimizer.keywords import Document, document, words
 from orqen_optimizer.schemas import compress_tool
 from orqen_optimizer.tokens import count_tokens
+
+_FIRST_SENTENCE = re.compile(r"^(.{20,200}?[.!?])(\s|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +32,11 @@ class ToolFacts:
     compressed: Any  # what is forwarded (orqen_optimizer.schemas); shared between requests, never mutated
     compressed_json: bytes  # the same, as JSON
     compressed_tokens: int
-    name_words: frozenset[str]
+    name_words: frozenset[str]  # its name's words and the words its short ones stand for (identifiers)
     words: frozenset[str]  # every word of its views
     document: Document  # its views as one BM25 document
+    description_head: str  # its description's first sentence (families)
+    input_words: frozenset[str]  # the words of its parameters' names and descriptions (families)
 
 
 def tool_facts(tool: Any) -> ToolFacts:
@@ -57,6 +63,8 @@ def _facts(serialised: bytes) -> ToolFacts:
 def _facts_of(tool: Any, tokens: int) -> ToolFacts:
     name, views, compressed = tool_name(tool), tuple(_compute_views(tool)), compress_tool(tool)
     text = " ".join(views)
+    function = tool.get("function") if isinstance(tool, dict) else None
+    description = function.get("description") if isinstance(function, dict) else None
     compressed_json = orjson.dumps(compressed)
     return ToolFacts(
         name=name,
@@ -66,9 +74,11 @@ def _facts_of(tool: Any, tokens: int) -> ToolFacts:
         compressed=compressed,
         compressed_json=compressed_json,
         compressed_tokens=count_tokens(compressed_json.decode()),
-        name_words=frozenset(words(name)),
+        name_words=frozenset(_name_terms(tool)),
         words=frozenset(words(text)),
         document=document(text),
+        description_head=description_head(description) if isinstance(description, str) else "",
+        input_words=frozenset(words(" ".join(_described(function)[1:]))) if isinstance(function, dict) else frozenset(),
     )
 
 
@@ -93,14 +103,34 @@ def _compute_views(tool: Any) -> list[str]:
     function = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(function, dict):
         return [""]
-    name = str(function.get("name", ""))
-    parts = [name.replace("_", " ").replace(".", " "), str(function.get("description") or "")]
+    parts = [" ".join(_name_terms(tool)), *_described(function)]
+    examples = function.get("x-orqen-examples")
+    extra = [str(e) for e in examples if isinstance(e, str)] if isinstance(examples, list) else []
+    return [". ".join(p for p in parts if p)[:1000], *extra]
+
+
+def _described(function: dict[str, Any]) -> list[str]:
+    """A function's description, then each parameter's name (as words) and description."""
+    parts = [str(function.get("description") or "")]
     parameters = function.get("parameters")
     properties = parameters.get("properties") if isinstance(parameters, dict) else None
     if isinstance(properties, dict):
         for prop, schema in properties.items():
             described = schema.get("description", "") if isinstance(schema, dict) else ""
-            parts.append(f"{prop.replace('_', ' ')} {described}")
-    examples = function.get("x-orqen-examples")
-    extra = [str(e) for e in examples if isinstance(e, str)] if isinstance(examples, list) else []
-    return [". ".join(p for p in parts if p)[:1000], *extra]
+            parts.append(f"{' '.join(identifier_words(prop))} {described}")
+    return parts
+
+
+def _name_terms(tool: Any) -> list[str]:
+    """A tool's name as words, then the words its short forms stand for in its own text (identifiers)."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict):
+        return []
+    name = str(function.get("name", ""))
+    return [*identifier_words(name), *aliases(name, words(" ".join(_described(function))))]
+
+
+def description_head(description: str) -> str:
+    """The first sentence of a tool's description: the part tools written together share (families)."""
+    match = _FIRST_SENTENCE.match(description.strip())
+    return match.group(1) if match else ""

@@ -123,21 +123,50 @@ class ToolCandidate(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    ADDED_BECAUSE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     score: _builtins.float
+    added_because: _builtins.str
+    """Why the router kept it besides the whole ask's ranking: a step of the ask, a family in play."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         score: _builtins.float = ...,
+        added_because: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_because", b"added_because", "name", b"name", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolCandidate: _TypeAlias = ToolCandidate  # noqa: Y015
+
+@_typing.final
+class RoutingStep(_message.Message):
+    """One step of a multi-step ask and the tools retrieved for it, most likely first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingStep: _TypeAlias = RoutingStep  # noqa: Y015
 
 @_typing.final
 class RoutingTrace(_message.Message):
@@ -148,6 +177,7 @@ class RoutingTrace(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     K_REASON_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
     LEARNED_FIELD_NUMBER: _builtins.int
     intent: _builtins.str
     mode: _builtins.str
@@ -155,6 +185,10 @@ class RoutingTrace(_message.Message):
     k_reason: _builtins.str
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCandidate]: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingStep]:
+        """The ask's steps when it has more than one (orqen_optimizer.steps), each with its tools."""
+
     @_builtins.property
     def learned(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearnedTool]:
         """Tools forwarded beyond the router's K because of what this account's models called
@@ -169,11 +203,12 @@ class RoutingTrace(_message.Message):
         k: _builtins.int = ...,
         k_reason: _builtins.str = ...,
         candidates: _abc.Iterable[Global___ToolCandidate] | None = ...,
+        steps: _abc.Iterable[Global___RoutingStep] | None = ...,
         learned: _abc.Iterable[Global___LearnedTool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -187,3 +187,17 @@ def test_the_accounts_ab_share_decides_the_control_traffic(tools: list[dict[str,
     assert stats.routing == "semantic_ab_ctrl"
     _, stats, _ = planner.plan({**STOCK, "tools": tools}, RoutingPolicy(mode="semantic", ab_control_share=0.4))
     assert stats.routing == "semantic"
+
+
+def test_the_trace_carries_each_step_and_why_a_tool_was_added(tools: list[dict[str, Any]]) -> None:
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese and email it to Ana."
+    planner = Planner(ToolIndex(), max_new_tools=100)
+    _, _, trace = planner.plan({"messages": [{"role": "user", "content": ask}], "tools": tools}, RoutingPolicy())
+    assert [s.text for s in trace.steps] == [
+        "Find a hotel in Lisbon for Friday",
+        "translate the booking text into Portuguese",
+        "email it to Ana.",
+    ]
+    assert trace.steps[1].tools[0] == "translate_text"
+    added = {c.name: c.added_because for c in trace.candidates if c.added_because}
+    assert all(reason.startswith("step ") for reason in added.values())

@@ -20,6 +20,8 @@ from orqen_optimizer.tool_router import (
 )
 from orqen_optimizer.tools import tool_views
 
+from .conftest import TOOLS, tool
+
 
 def test_words_split_names_and_camel_case() -> None:
     assert words("getStockPrice of AAPL_2024") == ["get", "stock", "price", "of", "aapl", "2024"]
@@ -138,3 +140,89 @@ def test_the_decision_shows_the_best_20_and_every_kept_tool(tools: list[dict[str
     shown = [name for name, _ in decision.ranked]
     assert len(shown) >= 20 and len(shown) < len(many) and "noop_24" in shown
     assert {many[i]["function"]["name"] for i in decision.keep} <= set(shown)
+
+
+def test_each_step_of_a_multi_step_ask_is_retrieved_and_traced(tools: list[dict[str, Any]]) -> None:
+    router = ToolRouter(ToolIndex())
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese and email it to Ana."
+    decision = router.route({"messages": [{"role": "user", "content": ask}]}, tools, RoutingPolicy(k_floor=1))
+    names = {tools[i]["function"]["name"] for i in decision.keep}
+    assert {"search_hotels", "translate_text", "send_email"} <= names
+    assert [step.text for step in decision.steps] == [
+        "Find a hotel in Lisbon for Friday",
+        "translate the booking text into Portuguese",
+        "email it to Ana.",
+    ]
+    assert tools[decision.steps[1].keep[0]]["function"]["name"] == "translate_text"
+    assert all(reason.startswith("step ") for reason in decision.added_because.values())
+
+
+def test_a_prerequisite_of_the_family_in_play_is_kept_and_says_why() -> None:
+    fs = "This tool belongs to the file system."
+    names = ["cd", "grep", "find", "du", "ls", "mkdir", "rm", "tail"]
+    files = [tool(n, f"{fs} {d}") for n, d in zip(names, [
+        "Change the current working directory.", "Search a file for lines matching a pattern.",
+        "Find files by name.", "Disk usage of a directory.", "List the directory.", "Make a directory.",
+        "Remove a file.", "Show the last lines of a file."], strict=True)]  # fmt: skip
+    tools = files + TOOLS
+    chat = {"messages": [{"role": "user", "content": "Search the file report.txt with grep for 'budget analysis'"}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(k_floor=1, k_cap=0))
+    kept = [tools[i]["function"]["name"] for i in decision.keep]
+    assert kept[0] == "grep" and kept[-1] == "cd"  # ranked too low on its own: added for its family
+    reasons = {tools[i]["function"]["name"]: why for i, why in decision.added_because.items()}
+    assert reasons == {
+        "cd": "family description 'This tool belongs to the file system.' is in play (its grep ranks first): "
+        "a navigation or state tool"
+    }
+
+
+def test_keyword_routing_retrieves_each_step_by_bm25_without_embedding(
+    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(texts: list[str]) -> np.ndarray:
+        raise AssertionError("the keyword mode embeds nothing")
+
+    monkeypatch.setattr("orqen_optimizer.tool_router.embed", never)
+    ask = "Send an email to Ann, check the weather in Oslo, then set a reminder for noon"
+    chat = {"messages": [{"role": "user", "content": ask}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(mode="keyword", k_floor=1))
+    assert decision.mode == "keyword"
+    steps = [(step.text, [tools[i]["function"]["name"] for i in step.keep]) for step in decision.steps]
+    assert steps == [
+        ("Send an email to Ann", ["send_email"]),
+        ("check the weather in Oslo", ["get_weather"]),
+        ("set a reminder for noon", ["set_reminder"]),
+    ]
+    assert {"send_email", "get_weather", "set_reminder"} <= {tools[i]["function"]["name"] for i in decision.keep}
+
+
+def test_an_agents_later_calls_in_the_same_turn_embed_only_the_intent(
+    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orqen_optimizer import tool_router
+
+    embedded: list[list[str]] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        embedded.append(list(texts))
+        return np.asarray(encoder(texts))
+
+    encoder = tool_router.embed
+    monkeypatch.setattr(tool_router, "embed", counting)
+    router = ToolRouter(ToolIndex())
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese"
+    first = [{"role": "user", "content": ask}]
+    router.route({"messages": first}, tools, RoutingPolicy(mode="semantic"))
+    later = [*first, {"role": "assistant", "content": "Found Hotel Sol."}]
+    decision = router.route({"messages": later}, tools, RoutingPolicy(mode="semantic"))
+    assert embedded[1:] == [["Find a hotel in Lisbon for Friday", "translate the booking text into Portuguese"],
+                            [decision.intent]]  # fmt: skip
+    assert len(decision.steps) == 2
+
+
+def test_the_accounts_cap_bounds_the_tools_steps_and_families_add(tools: list[dict[str, Any]]) -> None:
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese and email it to Ana."
+    chat = {"messages": [{"role": "user", "content": ask}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(k_floor=1, k_cap=2))
+    assert len(decision.keep) == 2 and decision.mode == "limit" and decision.k_reason == "cap 2"
+    assert len(decision.steps) == 3  # still traced

@@ -1,0 +1,178 @@
+"""Tool families, inferred from the tool set itself, and the core tools a family in play needs.
+
+An agent's step rarely uses one tool alone: `grep` in a file system needs `cd` to get there,
+`add_paragraph` needs the `create_document` it writes into, a Twitter post needs the login. The
+ask names the action, not these prerequisites, so similarity ranks them low.
+
+Families, by the first rule that applies to a tool:
+- its MCP server: the `server__tool` prefix MCP clients give pooled tools;
+- a first sentence of its description that at least `MIN_MEMBERS` tools share (tools written
+  together: "This tool belongs to the Gorilla file system.");
+- a first name word (not a common verb) that at least `MIN_MEMBERS` tools share (`github_…`).
+
+A family is in play when its tool is the router's best, when `IN_PLAY_KEPT` of the kept tools are
+in it, or when the conversation already called one of its tools. Its core tools are then added,
+best-scored first, at most `MAX_CORE` per family and within `TOKEN_BUDGET` of the tokens already
+kept: the navigation and state tools (`cd`, `ls`, `login`, `authenticate`, `…_login_status`, …),
+when a kept tool edits something (`add_…`, `write_…`, `update_…`), the family's tools that
+create or open it; and the tools whose names say they give what a kept tool's parameters ask for
+(`get_zipcode_based_on_city` for `estimate_distance`, whose cities are zipcodes). The trace gives
+each added tool's reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orqen_optimizer.tools import ToolFacts
+
+MIN_MEMBERS = 3
+IN_PLAY_KEPT = 2
+MAX_CORE = 2
+MIN_INPUT_WORD = 5
+TOKEN_BUDGET = 0.5  # added core tools may cost at most this share of the kept tools' tokens
+
+# Name words of tools that set up state the other tools of their family work in.
+_STATE = frozenset(
+    [
+        "cd",
+        "pwd",
+        "ls",
+        "login",
+        "logon",
+        "signin",
+        "authenticate",
+        "auth",
+        "authorize",
+        "connect",
+        "session",
+        "token",
+        "status",
+    ]
+)
+_EDITS = frozenset(
+    [
+        "add",
+        "insert",
+        "append",
+        "edit",
+        "update",
+        "write",
+        "set",
+        "format",
+        "delete",
+        "remove",
+        "modify",
+        "fill",
+        "save",
+    ]
+)
+_CREATES = frozenset(["create", "new", "open", "init", "initialize", "start", "load"])
+# First name words that say what a tool does, not whose it is.
+_VERBS = (
+    _EDITS
+    | _CREATES
+    | frozenset(
+        ["get", "list", "find", "search", "fetch", "read", "check", "make", "run", "is", "do", "send", "post", "put"]
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    key: str  # how it was found, for the trace: "server github", "description …", "prefix github"
+    members: tuple[int, ...]  # indexes into the request's tools
+
+
+@dataclass(frozen=True, slots=True)
+class Addition:
+    tool: int
+    reason: str
+
+
+def families(facts: Sequence[ToolFacts]) -> list[Family]:
+    """The families of a request's tools (a tool in none belongs to no family)."""
+    return _families(tuple((f.name, f.description_head) for f in facts))
+
+
+@functools.lru_cache(maxsize=512)
+def _families(tools: tuple[tuple[str, str], ...]) -> list[Family]:
+    heads = Counter(head for _, head in tools if head)
+    prefixes = Counter(_prefix(name) for name, _ in tools)
+    grouped: dict[str, list[int]] = {}
+    for i, (name, head) in enumerate(tools):
+        if "__" in name:
+            key = f"server {name.split('__', 1)[0]}"
+        elif head and heads[head] >= MIN_MEMBERS:
+            key = f"description '{head[:60]}'"
+        elif prefixes[_prefix(name)] >= MIN_MEMBERS and _prefix(name) not in _VERBS:
+            key = f"prefix {_prefix(name)}"
+        else:
+            continue
+        grouped.setdefault(key, []).append(i)
+    return [Family(key, tuple(members)) for key, members in grouped.items() if len(members) >= 2]
+
+
+def _prefix(name: str) -> str:
+    return name.replace("-", "_").split("_", 1)[0].lower() if "_" in name.replace("-", "_") else ""
+
+
+def core_additions(
+    facts: Sequence[ToolFacts],
+    kept: Sequence[int],
+    order: Sequence[int],
+    called: set[str],
+) -> list[Addition]:
+    """The core tools of the families in play that `kept` lacks, best-ranked (`order`) first, with why."""
+    if not kept:
+        return []
+    rank = {tool: position for position, tool in enumerate(order)}
+    kept_set = set(kept)
+    budget = TOKEN_BUDGET * sum(facts[i].tokens for i in kept)
+    added: list[Addition] = []
+    for family in families(facts):
+        members = set(family.members)
+        in_kept = members & kept_set
+        if kept[0] in members:
+            why = f"family {family.key} is in play (its {facts[kept[0]].name} ranks first)"
+        elif len(in_kept) >= IN_PLAY_KEPT:
+            why = f"family {family.key} is in play ({len(in_kept)} of its tools kept)"
+        elif any(facts[i].name in called for i in members):
+            why = f"family {family.key} is in play (the conversation called its tools)"
+        else:
+            continue
+        edits = any(facts[i].name_words & _EDITS for i in in_kept)
+        inputs = _inputs(facts, in_kept)
+        candidates = []
+        for i in sorted(members - kept_set, key=lambda i: rank.get(i, len(rank))):
+            words = facts[i].name_words
+            provided = sorted(words & inputs.keys())
+            if words & _STATE:
+                candidates.append(Addition(i, f"{why}: a navigation or state tool"))
+            elif edits and words & _CREATES:
+                candidates.append(Addition(i, f"{why}: creates what its kept tools edit"))
+            elif provided:
+                word = provided[0]
+                candidates.append(Addition(i, f"{why}: gives the {word} that {inputs[word]} takes"))
+        for addition in candidates[:MAX_CORE]:
+            cost = facts[addition.tool].tokens
+            if cost <= budget:
+                added.append(addition)
+                budget -= cost
+    return added
+
+
+def _inputs(facts: Sequence[ToolFacts], kept: set[int]) -> dict[str, str]:
+    """Words the kept tools' parameters ask for that their names do not, each with a tool asking for it.
+
+    Only words long enough to name a thing (`MIN_INPUT_WORD` letters, not a verb): "zipcode", "latitude".
+    """
+    found: dict[str, str] = {}
+    for i in sorted(kept):
+        for word in facts[i].input_words - facts[i].name_words - _VERBS:
+            if len(word) >= MIN_INPUT_WORD:
+                found.setdefault(word, facts[i].name)
+    return found

@@ -1,0 +1,88 @@
+"""Tool families inferred from the tool set, and the core tools a family in play adds (orqen_optimizer.families)."""
+
+from __future__ import annotations
+
+from orqen_optimizer.families import core_additions, families
+from orqen_optimizer.tools import tool_facts
+
+from .conftest import tool
+
+FS = "This tool belongs to the Gorilla file system."
+FILE_SYSTEM = [
+    tool("cd", f"{FS} Change the current working directory.", folder="Folder name"),
+    tool("grep", f"{FS} Search a file for lines matching a pattern.", file_name="File", pattern="Pattern"),
+    tool("find", f"{FS} Find files by name.", file_name="Name"),
+    tool("du", f"{FS} Disk usage of the current directory."),
+]
+WORD = [
+    tool("word__create_document", "Create a new Word document.", filename="File"),
+    tool("word__add_paragraph", "Add a paragraph to a Word document.", filename="File", text="Text"),
+    tool("word__add_picture", "Add an image to a Word document.", filename="File", image_path="Path"),
+]
+CAR = "This tool belongs to the vehicle control system."
+VEHICLE = [
+    tool(
+        "estimate_distance", f"{CAR} Estimates the distance between two cities.", cityA="The zipcode of the first city."
+    ),
+    tool("get_zipcode_based_on_city", f"{CAR} Finds the zipcode of a city.", city="City name"),
+    tool("set_navigation", f"{CAR} Navigates to the destination.", destination="Street, city"),
+]
+OTHERS = [tool("github_list_issues", "List issues."), tool("github_create_issue", "Open an issue."),
+          tool("github_close_issue", "Close an issue."), tool("get_weather", "Weather now.")]  # fmt: skip
+
+
+def facts_of(tools: list[dict]) -> list:  # type: ignore[type-arg]
+    return [tool_facts(t) for t in tools]
+
+
+def test_families_come_from_server_prefixes_shared_descriptions_and_name_prefixes() -> None:
+    found = {f.key: f.members for f in families(facts_of(FILE_SYSTEM + WORD + OTHERS))}
+    assert found == {
+        f"description '{FS}'": (0, 1, 2, 3),
+        "server word": (4, 5, 6),
+        "prefix github": (7, 8, 9),
+    }
+
+
+def test_a_prerequisite_navigation_tool_of_the_family_in_play_is_added_with_its_reason() -> None:
+    facts = facts_of(FILE_SYSTEM + OTHERS)
+    added = core_additions(facts, kept=[1, 2, 3], order=[1, 2, 3, 0, 4, 5, 6, 7], called=set())
+    assert [(facts[a.tool].name, a.reason) for a in added] == [
+        ("cd", f"family description '{FS}' is in play (its grep ranks first): a navigation or state tool")
+    ]
+
+
+def test_what_the_kept_tools_edit_is_created_by_the_familys_create_tool() -> None:
+    facts = facts_of(WORD + OTHERS)
+    added = core_additions(facts, kept=[1, 2], order=[1, 2, 0, 3], called=set())
+    assert [(facts[a.tool].name, a.reason.split(": ")[-1]) for a in added] == [
+        ("word__create_document", "creates what its kept tools edit")
+    ]
+
+
+def test_a_tool_giving_what_a_kept_tool_takes_is_added() -> None:
+    facts = facts_of(VEHICLE + OTHERS)
+    added = core_additions(facts, kept=[0, 3, 4, 5, 6], order=[0, 3, 4, 5, 6, 2, 1], called=set())
+    assert [(facts[a.tool].name, a.reason.split(": ")[-1]) for a in added] == [
+        ("get_zipcode_based_on_city", "gives the zipcode that estimate_distance takes")
+    ]
+
+
+def test_no_family_in_play_adds_nothing() -> None:
+    facts = facts_of(FILE_SYSTEM + OTHERS)
+    assert core_additions(facts, kept=[7, 1, 4, 5, 6], order=[7, 1, 4, 5, 6, 0], called=set()) == []  # one, not first
+    assert core_additions(facts, kept=[], order=[], called=set()) == []
+
+
+def test_a_family_the_conversation_used_is_in_play() -> None:
+    facts = facts_of(FILE_SYSTEM + OTHERS)
+    added = core_additions(facts, kept=[7, 1, 4, 5, 6], order=[7, 1, 4, 5, 6, 0], called={"find"})
+    assert [facts[a.tool].name for a in added] == ["cd"]
+    assert "the conversation called its tools" in added[0].reason
+
+
+def test_added_tools_stay_within_the_token_budget() -> None:
+    big = tool("login", f"{FS} Log in. " + "Very long description. " * 200)
+    facts = facts_of([*FILE_SYSTEM, big])
+    added = core_additions(facts, kept=[1, 2, 3], order=[1, 2, 3, 4, 0], called=set())
+    assert [facts[a.tool].name for a in added] == ["cd"]  # login, ranked before it, costs more than the budget
