@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orqen.v1 import accounting_pb2
+from orqen_common.allowed_models import ROUTING_PREFIX
 from orqen_common.errors import invalid_request
 
 STRATEGIES = ("weighted", "least_inflight", "lowest_latency")
@@ -51,7 +52,7 @@ class BalancedModel:
 
 def checked_model(model: str, strategy: str, deployments: Iterable[Deployment]) -> BalancedModel:
     """The balanced model if every field makes sense; an invalid_request naming the field otherwise."""
-    if not model.strip() or len(model) > MAX_MODEL_NAME or model.startswith("orqen/"):
+    if not model.strip() or len(model) > MAX_MODEL_NAME or model.startswith(ROUTING_PREFIX):
         raise invalid_request(
             f"Invalid model {model[:40]!r}: 1 to {MAX_MODEL_NAME} characters, not an orqen/* routing string."
         )

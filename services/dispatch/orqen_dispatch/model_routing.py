@@ -17,6 +17,7 @@ from typing import NamedTuple
 import structlog
 
 from orqen.v1 import optimizer_pb2
+from orqen_common.allowed_models import ROUTING_PREFIX
 from orqen_common.canonical import text_of
 from orqen_common.errors import invalid_request
 from orqen_common.formats.openai import AssistantMessage, ChatRequest, ImagePart, UserMessage
@@ -24,7 +25,6 @@ from orqen_dispatch.complexity import AskFeatures, Judgement, ask_features, comp
 from orqen_dispatch.latency import ModelStats
 from orqen_dispatch.model_profiles import ModelProfile, Tier
 
-ROUTING_PREFIX = "orqen/"
 ROUTING_STRINGS = ("orqen/auto", "orqen/cheap", "orqen/fast", "orqen/capable")
 MAX_ALTERNATES = 2
 

@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator
 import httpx
 
 from orqen.v1 import dispatch_pb2
+from orqen_common.allowed_models import ROUTING_PREFIX
 from orqen_common.context import account_scope
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.proxy_families import FAMILIES, ProxyFamily, family
 from orqen_dispatch.account_config import AccountConfigs
 from orqen_dispatch.credentials import merge
-from orqen_dispatch.model_routing import ROUTING_PREFIX
 from orqen_dispatch.providers.base import UpstreamError
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.proxy_body import MultipartEncoder, json_for_upstream, read_json_body

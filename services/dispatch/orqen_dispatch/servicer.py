@@ -21,7 +21,7 @@ from contextlib import aclosing
 import grpc
 
 from orqen.v1 import accounting_pb2, dispatch_pb2, dispatch_pb2_grpc
-from orqen_common.allowed_models import model_allowed
+from orqen_common.allowed_models import ROUTING_PREFIX, model_allowed
 from orqen_common.canonical import TokenUsage
 from orqen_common.context import account_scope
 from orqen_common.errors import OrqenError, invalid_request, kind_for_grpc
@@ -30,13 +30,13 @@ from orqen_common.grpc_server import ServicerContext
 from orqen_common.prices import price_source
 from orqen_dispatch.account_config import AccountConfig, AccountConfigs
 from orqen_dispatch.available_models import AvailableModels, list_statuses, model_infos
-from orqen_dispatch.cache_use import cache_use, hit_summary
-from orqen_dispatch.cached_answer import StreamFold, cached_answer, replay_chunks
+from orqen_dispatch.cache_use import CacheUse, cache_use, hit_summary
+from orqen_dispatch.cached_answer import CachedAnswer, StreamFold, cached_answer, replay_chunks
 from orqen_dispatch.credentials import CredentialStore, merge
 from orqen_dispatch.deployments import Balanced, LoadBalancing
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.model_profiles import ModelProfile
-from orqen_dispatch.model_routing import ROUTING_PREFIX, Choice, ModelChooser, routable
+from orqen_dispatch.model_routing import Choice, ModelChooser, routable
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.proxy import ProxyService
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
@@ -75,11 +75,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> dispatch_pb2.CompleteResponse:
         chat = _parse(request.chat_json)
-        account_id = account_scope(request.context.account_id)
-        config = await self._configs.get(account_id)
-        targets = await self._targets(account_id, config, chat, request)
-        use = cache_use(request, account_id, config, chat, targets[0])
-        cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
+        targets, use, cached = await self._prepare(chat, request)
         if cached is not None:
             return dispatch_pb2.CompleteResponse(response_json=encode(cached.fresh()), summary=hit_summary(cached))
         started = time.perf_counter()
@@ -105,11 +101,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         chat = _parse(request.chat_json)
-        account_id = account_scope(request.context.account_id)
-        config = await self._configs.get(account_id)
-        targets = await self._targets(account_id, config, chat, request)
-        use = cache_use(request, account_id, config, chat, targets[0])
-        cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
+        targets, use, cached = await self._prepare(chat, request)
         if cached is not None:
             yield dispatch_pb2.StreamEvent(cache="hit")
             for chunk in replay_chunks(cached.fresh(), cached.token_usage()):
@@ -154,6 +146,17 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                 answer = cached_answer(target.provider.name, answered.model, state.usage, folded)
                 self._cache.put_later(use.key, answer, use.ttl_seconds)
         yield dispatch_pb2.StreamEvent(summary=answered)
+
+    async def _prepare(
+        self, chat: ChatRequest, request: dispatch_pb2.CompleteRequest
+    ) -> tuple[list[Target], CacheUse | None, CachedAnswer | None]:
+        """The targets to try, how the request uses the response cache, and its cached answer if it has one."""
+        account_id = account_scope(request.context.account_id)
+        config = await self._configs.get(account_id)
+        targets = await self._targets(account_id, config, chat, request)
+        use = cache_use(request, account_id, config, chat, targets[0])
+        cached = await self._cache.get(use.key) if use is not None and use.mode == "use" else None
+        return targets, use, cached
 
     async def Proxy(
         self, request_iterator: AsyncIterator[dispatch_pb2.ProxyRequestFrame], context: ServicerContext

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -59,17 +58,6 @@ CATEGORY = "multi_turn_base"
 TEST_BUCKET = 0
 ACCOUNT = "00000000-0000-4000-8000-00000000bfc1"
 POLICY = RoutingPolicy(ab_control_share=0.0)
-# BFCL's API classes and their function documents (bfcl_eval.constants.executable_backend_config).
-CLASS_DOCS = {
-    "GorillaFileSystem": "gorilla_file_system",
-    "MathAPI": "math_api",
-    "MessageAPI": "message_api",
-    "TwitterAPI": "posting_api",
-    "TicketAPI": "ticket_api",
-    "TradingBot": "trading_bot",
-    "TravelAPI": "travel_booking",
-    "VehicleControlAPI": "vehicle_control",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,21 +73,21 @@ class Session:
         return "test" if text_id(self.id) % 5 == TEST_BUCKET else "train"
 
 
-def _lines(path: Any) -> Iterator[dict[str, Any]]:
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            yield json.loads(line)
-
-
 def class_tools() -> dict[str, list[dict[str, Any]]]:
     """Each API class's functions as OpenAI tools."""
     docs = resources.files("bfcl_eval") / "data" / "multi_turn_func_doc"
-    return {cls: [bfcl.to_tool(f) for f in _lines(docs / f"{doc}.json")] for cls, doc in CLASS_DOCS.items()}
+    return {
+        cls: [bfcl.to_tool(f) for f in bfcl.json_lines(docs / f"{doc}.json")]
+        for cls, doc in bfcl.MULTI_TURN_CLASSES.items()
+    }
 
 
 def sessions() -> list[Session]:
     data = resources.files("bfcl_eval") / "data"
-    answers = {a["id"]: a["ground_truth"] for a in _lines(data / "possible_answer" / f"{bfcl.VERSION}_{CATEGORY}.json")}
+    answers = {
+        a["id"]: a["ground_truth"]
+        for a in bfcl.json_lines(data / "possible_answer" / f"{bfcl.VERSION}_{CATEGORY}.json")
+    }
     return [
         Session(
             id=entry["id"],
@@ -108,7 +96,7 @@ def sessions() -> list[Session]:
             turns=entry["question"],
             calls=[[bfcl.tool_name(call.split("(", 1)[0]) for call in turn] for turn in answers[entry["id"]]],
         )
-        for entry in _lines(data / f"{bfcl.VERSION}_{CATEGORY}.json")
+        for entry in bfcl.json_lines(data / f"{bfcl.VERSION}_{CATEGORY}.json")
     ]
 
 

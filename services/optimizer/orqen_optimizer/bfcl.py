@@ -88,7 +88,7 @@ def to_tool(function: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lines(path: Any) -> Iterator[dict[str, Any]]:
+def json_lines(path: Any) -> Iterator[dict[str, Any]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             yield json.loads(line)
@@ -97,9 +97,9 @@ def _lines(path: Any) -> Iterator[dict[str, Any]]:
 def cases(category: str) -> list[Case]:
     """The category's questions with their tools and the tools their expected answers call."""
     data = resources.files("bfcl_eval") / "data"
-    answers = {a["id"]: a["ground_truth"] for a in _lines(data / "possible_answer" / f"{VERSION}_{category}.json")}
+    answers = {a["id"]: a["ground_truth"] for a in json_lines(data / "possible_answer" / f"{VERSION}_{category}.json")}
     found = []
-    for entry in _lines(data / f"{VERSION}_{category}.json"):
+    for entry in json_lines(data / f"{VERSION}_{category}.json"):
         turns = entry["question"][0]
         question = " ".join(t["content"] for t in turns if t.get("role") == "user")
         needed = frozenset(tool_name(name) for call in answers.get(entry["id"], []) for name in call)
@@ -139,15 +139,15 @@ class Conversation:
 def multi_turn_tools() -> list[dict[str, Any]]:
     """Every multi-turn class's tools, pooled in the classes' order (128 tools, no name shared)."""
     docs = resources.files("bfcl_eval") / "data" / "multi_turn_func_doc"
-    return [to_tool(f) for name in MULTI_TURN_CLASSES.values() for f in _lines(docs / f"{name}.json")]
+    return [to_tool(f) for name in MULTI_TURN_CLASSES.values() for f in json_lines(docs / f"{name}.json")]
 
 
 def multi_turn_conversations(category: str = "multi_turn_base") -> list[Conversation]:
     """The category's conversations: per turn, the user's message and the names its expected calls use."""
     data = resources.files("bfcl_eval") / "data"
-    answers = {a["id"]: a["ground_truth"] for a in _lines(data / "possible_answer" / f"{VERSION}_{category}.json")}
+    answers = {a["id"]: a["ground_truth"] for a in json_lines(data / "possible_answer" / f"{VERSION}_{category}.json")}
     found = []
-    for entry in _lines(data / f"{VERSION}_{category}.json"):
+    for entry in json_lines(data / f"{VERSION}_{category}.json"):
         turns = []
         for messages, calls in zip(entry["question"], answers[entry["id"]], strict=True):
             question = " ".join(m["content"] for m in messages if m.get("role") == "user")

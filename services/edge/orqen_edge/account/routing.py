@@ -16,6 +16,7 @@ from litestar.params import FromPath, QueryParameter
 from msgspec import UNSET, Meta, UnsetType
 
 from orqen.v1 import accounting_pb2, dispatch_pb2
+from orqen_common.allowed_models import ROUTING_PREFIX
 from orqen_common.context import Principal
 from orqen_common.errors import not_found
 from orqen_common.proxy_families import ORQ_BASES
@@ -103,7 +104,7 @@ class ModelList(msgspec.Struct):
 
 def routable(models: dispatch_pb2.ListModelsResponse) -> list[dispatch_pb2.ModelInfo]:
     """The account's models that routing can choose and an owner can switch: not the orqen/* strings."""
-    return [m for m in models.models if not m.id.startswith("orqen/")]
+    return [m for m in models.models if not m.id.startswith(ROUTING_PREFIX)]
 
 
 def _openai_model(model: dispatch_pb2.ModelInfo) -> Model:
