@@ -603,7 +603,11 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
         self, request: accounting_pb2.BudgetRef, context: ServicerContext
     ) -> accounting_pb2.BudgetDefinition:
         account_id = _account(request.account_id)
-        budget_id = checked_uuid(request.budget_id, "budget_id")
+        try:
+            budget_id = checked_uuid(request.budget_id, "budget_id")
+        except OrqenError:
+            # Budget ids are UUIDs: any other string names no budget (a 404, as an unknown id is).
+            raise not_found(f"No budget {request.budget_id!r} in this account.") from None
         row = await self._budgets.delete(account_id, budget_id)
         if row is None:
             raise not_found(f"No budget {budget_id} in this account.")

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, dispatch_pb2, events_pb2
@@ -140,6 +141,10 @@ async def test_the_limit_policy_holds_budgets_and_key_limits(repo: AccountingRep
         budget = await stub.PutBudget(accounting_pb2.BudgetDefinition(period="day", max_spend_usd=2.5))
         deleted_soon = await stub.PutBudget(accounting_pb2.BudgetDefinition(period="week", max_tokens=9))
         await stub.DeleteBudget(accounting_pb2.BudgetRef(budget_id=deleted_soon.id))
+        for missing in (deleted_soon.id, "req_not-a-budget-id"):  # gone, or no budget id at all: both 404
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.DeleteBudget(accounting_pb2.BudgetRef(budget_id=missing))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert (list(info.allowed_models), info.rpm, info.tpm) == (["gpt-4o*"], 5, 0)
     async with connect() as service:
         policy = await service.GetLimitPolicy(accounting_pb2.AccountRef(account_id=account["id"]))
