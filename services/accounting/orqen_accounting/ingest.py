@@ -51,6 +51,8 @@ def cost_and_savings(
     cost = prices.price(provider, model, usage, at)
     if cost is None:
         return None
+    if not tokens_saved:
+        return _money(cost.total), Decimal(0)
     unoptimized = common_pb2.Usage()
     unoptimized.CopyFrom(usage)
     unoptimized.input_tokens += tokens_saved

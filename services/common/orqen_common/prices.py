@@ -160,6 +160,75 @@ def _library_value(value: PriceValue | None) -> Decimal | TieredPrices | None:
     return value
 
 
+# The price keys `_per_token_cost` covers: the four token counts Orqen reports, and units it never
+# reports (1-hour cache writes, searches), which price nothing. Most models have no others; the
+# rest (audio, images, per-request fees, ...) go through the library's general calculation.
+_PER_TOKEN_KEYS = frozenset(
+    {
+        "input_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "output_mtok",
+        "cache_write_1h_mtok",
+        "web_searches_kcount",
+        "storage_searches_kcount",
+    }
+)
+
+
+def _priced_keys(model_price: ModelPrice) -> frozenset[str]:
+    return frozenset(key for key, value in vars(model_price).items() if value is not None and not key.startswith("_"))
+
+
+def _per_token_cost(
+    model_price: ModelPrice, input_tokens: int, cache_read: int, cache_write: int, output: int, source: str
+) -> Cost:
+    """The library's result for models priced per token only, at a few percent of its cost.
+
+    genai-prices' general calculation (a decomposition over its unit graph) takes ~0.2 ms a call,
+    and accounting prices every event twice (cost and savings); this is that calculation for these
+    prices, with the library's own tier arithmetic (`calc_unit_price`). A test checks both agree
+    on every such model of the bundled data. A cache part without a price of its own is input.
+    """
+    read_price, write_price = model_price.cache_read_mtok, model_price.cache_write_mtok
+    uncached = (
+        input_tokens - (cache_read if read_price is not None else 0) - (cache_write if write_price is not None else 0)
+    )
+    uncached_part = calc_unit_price(model_price.input_mtok, uncached, input_tokens, _PER_MTOK)
+    read_part = calc_unit_price(read_price, cache_read, input_tokens, _PER_MTOK)
+    write_part = calc_unit_price(write_price, cache_write, input_tokens, _PER_MTOK)
+    output_part = calc_unit_price(model_price.output_mtok, output, input_tokens, _PER_MTOK)
+    return Cost(
+        input=uncached_part,
+        cached_input=read_part,
+        cache_write=write_part,
+        output=output_part,
+        total=uncached_part + read_part + write_part + output_part,
+        source=source,
+    )
+
+
+def _library_cost(
+    model_price: ModelPrice, input_tokens: int, cache_read: int, cache_write: int, output: int, source: str
+) -> Cost:
+    """genai-prices' general calculation, its input total split into uncached, cache reads and writes."""
+    tokens = Usage(
+        input_tokens=input_tokens, cache_read_tokens=cache_read, cache_write_tokens=cache_write, output_tokens=output
+    )
+    calc = model_price.calc_price(tokens)
+    # Tiers follow the request's whole input, as in the library; a part without a price of its own is input.
+    cached = calc_unit_price(model_price.cache_read_mtok, cache_read, input_tokens, _PER_MTOK)
+    written = calc_unit_price(model_price.cache_write_mtok, cache_write, input_tokens, _PER_MTOK)
+    return Cost(
+        input=calc["input_price"] - cached - written,
+        cached_input=cached,
+        cache_write=written,
+        output=calc["output_price"],
+        total=calc["total_price"],
+        source=source,
+    )
+
+
 def _base(value: Decimal | TieredPrices | None, missing: Decimal) -> Decimal:
     """A price's first tier; `missing` when the model has no such price."""
     if value is None:
@@ -186,6 +255,9 @@ class Prices:
         # The bundled snapshot only: UpdatePrices (the library's fetcher) is never started.
         self._snapshot = data_snapshot.get_snapshot()
         self._library_providers = {p.id for p in self._snapshot.providers}
+        # Whether each ModelPrice met is per token only, by identity: the library's and the
+        # overrides' price objects live as long as this instance and are never changed.
+        self._per_token: dict[int, bool] = {}
 
     @classmethod
     def from_settings(cls, settings: PriceSettings) -> Prices:
@@ -213,25 +285,13 @@ class Prices:
         model_price, source = found
         cache_read = min(usage.cached_input_tokens, usage.input_tokens)
         cache_write = min(usage.cache_write_input_tokens, usage.input_tokens - cache_read)
-        tokens = Usage(
-            input_tokens=usage.input_tokens,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-            output_tokens=usage.output_tokens,
-        )
-        calc = model_price.calc_price(tokens)
-        # The parts the library totals as input, split out with its own per-unit arithmetic (tiers
-        # follow the request's whole input); a part without a price of its own is in `input`.
-        cached = calc_unit_price(model_price.cache_read_mtok, cache_read, usage.input_tokens, _PER_MTOK)
-        written = calc_unit_price(model_price.cache_write_mtok, cache_write, usage.input_tokens, _PER_MTOK)
-        return Cost(
-            input=calc["input_price"] - cached - written,
-            cached_input=cached,
-            cache_write=written,
-            output=calc["output_price"],
-            total=calc["total_price"],
-            source=source,
-        )
+        counts = (usage.input_tokens, cache_read, cache_write, usage.output_tokens)
+        per_token = self._per_token.get(id(model_price))
+        if per_token is None:
+            per_token = self._per_token[id(model_price)] = _priced_keys(model_price) <= _PER_TOKEN_KEYS
+        if per_token:
+            return _per_token_cost(model_price, *counts, source)
+        return _library_cost(model_price, *counts, source)
 
     def list_price(self, provider: str, model: str, at: datetime) -> ListPrice | None:
         """`model`'s prices per 1M tokens at time `at` (the first tier of a tiered price); None when unknown."""

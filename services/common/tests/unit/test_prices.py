@@ -9,9 +9,23 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice
 
 from orqen.v1 import common_pb2
-from orqen_common.prices import Cost, ListPrice, PriceOverrides, Prices, PriceSettings, library_version, price_source
+from orqen_common.prices import (
+    _PER_TOKEN_KEYS,
+    Cost,
+    ListPrice,
+    PriceOverrides,
+    Prices,
+    PriceSettings,
+    _library_cost,
+    _per_token_cost,
+    _priced_keys,
+    library_version,
+    price_source,
+)
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 MTOK = 1_000_000
@@ -192,3 +206,35 @@ def test_list_prices_are_per_million_tokens_below_any_tier_and_unknown_is_none()
     free = prices.list_price("acme", "free-cache", NOW)
     assert free == ListPrice(Decimal(1), Decimal(2), Decimal(0), Decimal(1), "override")
     assert prices.list_price("openai", "no-such-model", NOW) is None
+
+
+def _bundled_model_prices() -> list[tuple[str, ModelPrice]]:
+    found = []
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            listed = [model.prices] if isinstance(model.prices, ModelPrice) else [c.prices for c in model.prices]
+            found += [(f"{provider.id}/{model.id}", price) for price in listed]
+    return found
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [(0, 0, 0, 0), (1000, 0, 0, 200), (1000, 400, 300, 200), (250_000, 50_000, 20_000, 8000), (3_000_000, 0, 7, 1)],
+)
+def test_the_per_token_arithmetic_gives_the_librarys_result_for_every_model_it_serves(
+    counts: tuple[int, int, int, int],
+) -> None:
+    served = [(name, price) for name, price in _bundled_model_prices() if _priced_keys(price) <= _PER_TOKEN_KEYS]
+    assert len(served) > 2000  # most of the bundled data: the check below covers real prices
+    for name, price in served:
+        assert _per_token_cost(price, *counts, "s") == _library_cost(price, *counts, "s"), name
+
+
+def test_prices_of_other_units_go_through_the_librarys_calculation() -> None:
+    # A per-request fee is a part of the price the per-token arithmetic does not cover.
+    fee = ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(1), requests_kcount=Decimal(5))
+    assert not _priced_keys(fee) <= _PER_TOKEN_KEYS
+    prices = Prices()
+    prices._overrides["acme/fee"] = fee  # overrides take token prices only: plant one as the library has them
+    cost = prices.price("acme", "fee", usage(MTOK, 0), NOW)
+    assert cost is not None and cost.total == Decimal("1.005") and cost.input == Decimal(1)
