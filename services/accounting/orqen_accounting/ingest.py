@@ -39,12 +39,12 @@ def cost_and_savings(
 ) -> tuple[Decimal, Decimal] | None:
     """The request's cost and what its saved tokens would have cost; None when its price is unknown.
 
-    A request without tokens (refused before any upstream call) cost nothing whatever its model.
-    Savings are the cost of the same call with the saved tokens sent as input, minus its cost:
-    a saving that keeps a request below a long-context tier counts as such.
+    A failed request without tokens (refused, or no provider answered) cost nothing whatever its
+    model. Savings are the cost of the same call with the saved tokens sent as input, minus its
+    cost: a saving that keeps a request below a long-context tier counts as such.
     """
     usage = event.dispatch.usage
-    if not (usage.input_tokens or usage.output_tokens or tokens_saved):
+    if event.status >= 400 and not (usage.input_tokens or usage.output_tokens):
         return Decimal(0), Decimal(0)
     at = event.created_at.ToDatetime(tzinfo=dt.UTC) if event.HasField("created_at") else dt.datetime.now(dt.UTC)
     provider, model = event.dispatch.provider, answering_model(event)

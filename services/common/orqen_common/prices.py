@@ -176,6 +176,25 @@ _PER_TOKEN_KEYS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a ModelPrice prices, as far as Orqen's token counts go."""
+
+    per_token_only: bool  # `_per_token_cost` gives the library's result
+    prices_input: bool  # some input-token unit has a price
+    prices_output: bool
+
+    @classmethod
+    def of(cls, model_price: ModelPrice) -> _Shape:
+        keys = _priced_keys(model_price)
+        token_keys = {key for key in keys if key.endswith("_mtok")}
+        return cls(
+            per_token_only=keys <= _PER_TOKEN_KEYS,
+            prices_input=any(not key.startswith("output") for key in token_keys),
+            prices_output=any(key.startswith("output") for key in token_keys),
+        )
+
+
 def _priced_keys(model_price: ModelPrice) -> frozenset[str]:
     return frozenset(key for key, value in vars(model_price).items() if value is not None and not key.startswith("_"))
 
@@ -255,9 +274,9 @@ class Prices:
         # The bundled snapshot only: UpdatePrices (the library's fetcher) is never started.
         self._snapshot = data_snapshot.get_snapshot()
         self._library_providers = {p.id for p in self._snapshot.providers}
-        # Whether each ModelPrice met is per token only, by identity: the library's and the
-        # overrides' price objects live as long as this instance and are never changed.
-        self._per_token: dict[int, bool] = {}
+        # The shape of each ModelPrice met, by identity: the library's and the overrides' price
+        # objects live as long as this instance and are never changed.
+        self._shapes: dict[int, _Shape] = {}
 
     @classmethod
     def from_settings(cls, settings: PriceSettings) -> Prices:
@@ -271,6 +290,9 @@ class Prices:
 
     def price(self, provider: str, model: str, usage: TokenCounts, at: datetime) -> Cost | None:
         """What `usage` of `model` at `provider` cost at time `at`; None when no price is known.
+
+        A model priced in other units than tokens (audio hours, characters), or with no price for a
+        direction of tokens it was used for, has no known price either.
 
         `model` may carry its provider prefix ("bedrock/amazon.nova-lite-v1:0"). Cache reads and
         writes are parts of `usage.input_tokens`; counts a provider over-reported are capped at it.
@@ -286,10 +308,15 @@ class Prices:
         cache_read = min(usage.cached_input_tokens, usage.input_tokens)
         cache_write = min(usage.cache_write_input_tokens, usage.input_tokens - cache_read)
         counts = (usage.input_tokens, cache_read, cache_write, usage.output_tokens)
-        per_token = self._per_token.get(id(model_price))
-        if per_token is None:
-            per_token = self._per_token[id(model_price)] = _priced_keys(model_price) <= _PER_TOKEN_KEYS
-        if per_token:
+        shape = self._shapes.get(id(model_price))
+        if shape is None:
+            shape = self._shapes[id(model_price)] = _Shape.of(model_price)
+        if not (shape.prices_input or shape.prices_output) or (
+            (usage.input_tokens and not shape.prices_input) or (usage.output_tokens and not shape.prices_output)
+        ):
+            # Priced by audio hour, character or image, or not for these tokens: tokens cannot price it.
+            return None
+        if shape.per_token_only:
             return _per_token_cost(model_price, *counts, source)
         return _library_cost(model_price, *counts, source)
 

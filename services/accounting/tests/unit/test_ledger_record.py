@@ -106,13 +106,22 @@ def test_a_model_without_a_known_price_is_stored_without_cost_never_at_zero() ->
     assert message.price_unknown and not message.HasField("cost_usd") and not message.HasField("savings_usd")
 
 
-def test_a_request_without_tokens_costs_nothing_whatever_its_model() -> None:
+def test_a_failed_request_without_tokens_costs_nothing_whatever_its_model() -> None:
     refused = event()
+    refused.status = 502
     refused.dispatch.provider, refused.dispatch.model = "my-vllm", "llama-local"
     refused.dispatch.usage.Clear()
-    refused.plan.Clear()
     record = LedgerRecord(*request_row(refused, Prices()))
     assert (record.cost_usd, record.savings_usd, record.price_unknown) == (0, 0, False)
+
+
+def test_an_answer_priced_in_audio_hours_is_unknown_not_free_though_it_reports_no_tokens() -> None:
+    transcribed = event()
+    transcribed.dispatch.provider, transcribed.dispatch.model = "openai", "whisper-1"
+    transcribed.dispatch.usage.Clear()
+    transcribed.plan.Clear()
+    record = LedgerRecord(*request_row(transcribed, Prices()))
+    assert (record.cost_usd, record.price_unknown) == (None, True)
 
 
 def test_an_operator_override_prices_the_ledger() -> None:

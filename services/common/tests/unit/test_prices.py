@@ -238,3 +238,14 @@ def test_prices_of_other_units_go_through_the_librarys_calculation() -> None:
     prices._overrides["acme/fee"] = fee  # overrides take token prices only: plant one as the library has them
     cost = prices.price("acme", "fee", usage(MTOK, 0), NOW)
     assert cost is not None and cost.total == Decimal("1.005") and cost.input == Decimal(1)
+
+
+def test_a_model_priced_in_other_units_than_tokens_has_no_known_price_from_tokens() -> None:
+    prices = Prices()
+    # whisper-1 is priced per audio hour, tts-1 per million characters: tokens, or none, cannot price them.
+    assert prices.price("openai", "whisper-1", usage(), NOW) is None
+    assert prices.price("openai", "tts-1", usage(1000), NOW) is None
+    # An embedding model prices input only, which is all it is used for.
+    embedding = prices.price("openai", "text-embedding-3-small", usage(MTOK), NOW)
+    assert embedding is not None and embedding.total == Decimal("0.02")
+    assert prices.price("openai", "text-embedding-3-small", usage(MTOK, 10), NOW) is None
