@@ -184,6 +184,15 @@ class _Shape:
     prices_input: bool  # some input-token unit has a price
     prices_output: bool
 
+    def prices(self, usage: TokenCounts) -> bool:
+        """Whether tokens price this usage: not a model priced by audio hour, character or image
+        alone, nor tokens of a direction the model has no price for."""
+        if usage.input_tokens and not self.prices_input:
+            return False
+        if usage.output_tokens and not self.prices_output:
+            return False
+        return self.prices_input or self.prices_output
+
     @classmethod
     def of(cls, model_price: ModelPrice) -> _Shape:
         keys = _priced_keys(model_price)
@@ -202,10 +211,10 @@ def _priced_keys(model_price: ModelPrice) -> frozenset[str]:
 def _per_token_cost(
     model_price: ModelPrice, input_tokens: int, cache_read: int, cache_write: int, output: int, source: str
 ) -> Cost:
-    """The library's result for models priced per token only, at a few percent of its cost.
+    """The library's result for models priced per token only, without its general calculation.
 
     genai-prices' general calculation (a decomposition over its unit graph) takes ~0.2 ms a call,
-    and accounting prices every event twice (cost and savings); this is that calculation for these
+    and accounting prices most events twice (cost and savings); this is that calculation for these
     prices, with the library's own tier arithmetic (`calc_unit_price`). A test checks both agree
     on every such model of the bundled data. A cache part without a price of its own is input.
     """
@@ -308,13 +317,8 @@ class Prices:
         cache_read = min(usage.cached_input_tokens, usage.input_tokens)
         cache_write = min(usage.cache_write_input_tokens, usage.input_tokens - cache_read)
         counts = (usage.input_tokens, cache_read, cache_write, usage.output_tokens)
-        shape = self._shapes.get(id(model_price))
-        if shape is None:
-            shape = self._shapes[id(model_price)] = _Shape.of(model_price)
-        if not (shape.prices_input or shape.prices_output) or (
-            (usage.input_tokens and not shape.prices_input) or (usage.output_tokens and not shape.prices_output)
-        ):
-            # Priced by audio hour, character or image, or not for these tokens: tokens cannot price it.
+        shape = self._shape(model_price)
+        if not shape.prices(usage):
             return None
         if shape.per_token_only:
             return _per_token_cost(model_price, *counts, source)
@@ -327,6 +331,9 @@ class Prices:
         if found is None:
             return None
         model_price, source = found
+        shape = self._shape(model_price)
+        if not (shape.prices_input or shape.prices_output):
+            return None
         input_price = _base(model_price.input_mtok, Decimal(0))
         return ListPrice(
             input=input_price,
@@ -335,6 +342,12 @@ class Prices:
             cache_write=_base(model_price.cache_write_mtok, input_price),
             source=source,
         )
+
+    def _shape(self, model_price: ModelPrice) -> _Shape:
+        shape = self._shapes.get(id(model_price))
+        if shape is None:
+            shape = self._shapes[id(model_price)] = _Shape.of(model_price)
+        return shape
 
     def _model_price(self, provider: str, model: str, at: datetime) -> tuple[ModelPrice, str] | None:
         override = self._overrides.get(f"{provider}/{model}") or self._overrides.get(f"{provider}/*")

@@ -249,3 +249,13 @@ def test_a_model_priced_in_other_units_than_tokens_has_no_known_price_from_token
     embedding = prices.price("openai", "text-embedding-3-small", usage(MTOK), NOW)
     assert embedding is not None and embedding.total == Decimal("0.02")
     assert prices.price("openai", "text-embedding-3-small", usage(MTOK, 10), NOW) is None
+
+
+def test_every_bundled_model_prices_any_usage_without_an_error() -> None:
+    prices = Prices()
+    providers = {"aws": "bedrock"}  # the library's ids as Orqen names its providers
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            for counts in [(), (1000, 200), (300_000, 1000, 50_000, 20_000), (0, 50)]:
+                cost = prices.price(providers.get(provider.id, provider.id), model.id, usage(*counts), NOW)
+                assert cost is None or cost.total >= 0, (provider.id, model.id)
