@@ -57,7 +57,8 @@ def cost_and_savings(
     unoptimized.CopyFrom(usage)
     unoptimized.input_tokens += tokens_saved
     without = prices.price(provider, model, unoptimized, at)
-    assert without is not None  # the same provider and model
+    if without is None:  # input tokens a model priced for output alone cannot price: no savings known
+        return None
     return _money(cost.total), _money(without.total - cost.total)
 
 

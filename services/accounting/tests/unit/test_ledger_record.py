@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from genai_prices.types import ModelPrice
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
@@ -142,3 +143,14 @@ def test_savings_that_keep_a_request_below_a_long_context_tier_count_in_full() -
     record = LedgerRecord(*request_row(long, Prices()))
     assert record.cost_usd == Decimal("0.597")
     assert record.savings_usd == Decimal("1.206") - Decimal("0.597")
+
+
+def test_savings_a_model_cannot_price_make_the_request_unknown_not_a_failed_batch() -> None:
+    # A model priced for output tokens alone: a call without input is priced, its saved input is not.
+    prices = Prices()
+    prices._overrides["acme/writer"] = ModelPrice(output_mtok=Decimal(1))
+    odd = event()
+    odd.dispatch.provider, odd.dispatch.model = "acme", "writer"
+    odd.dispatch.usage.CopyFrom(common_pb2.Usage(output_tokens=10))
+    record = LedgerRecord(*request_row(odd, prices))
+    assert (record.cost_usd, record.price_unknown) == (None, True)
