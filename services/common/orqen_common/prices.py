@@ -20,11 +20,20 @@ from datetime import datetime
 from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, Tier, TieredPrices, Usage, calc_unit_price
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orqen_common.settings import OrqenSettings
 
@@ -145,13 +154,32 @@ class PriceOverrides(RootModel[dict[str, PriceOverride]]):
 
 
 class PriceSettings(OrqenSettings):
-    """Where operator price overrides come from."""
+    """Where operator price overrides come from; the file is read and checked with the settings, at start."""
 
     prices_file: Path | None = Field(
         None,
         description='JSON file of price overrides and additions, USD per 1M tokens: {"<provider>/<model>": '
         '{"input": …, "output": …, "cached_input": …, "cache_write": …}}; an override wins over genai-prices.',
     )
+    _overrides: PriceOverrides | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _read_prices_file(self) -> Self:
+        if self.prices_file is None:
+            return self
+        try:
+            self._overrides = PriceOverrides.model_validate_json(self.prices_file.read_bytes())
+        except OSError as err:
+            raise ValueError(f"ORQEN_PRICES_FILE: cannot read {self.prices_file}: {err.strerror}") from None
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"ORQEN_PRICES_FILE {self.prices_file}: {problems}") from None
+        return self
+
+    @property
+    def price_overrides(self) -> PriceOverrides | None:
+        """The overrides ORQEN_PRICES_FILE holds, None without one."""
+        return self._overrides
 
 
 def _library_value(value: PriceValue | None) -> Decimal | TieredPrices | None:
@@ -289,13 +317,8 @@ class Prices:
 
     @classmethod
     def from_settings(cls, settings: PriceSettings) -> Prices:
-        """Prices with the overrides of ORQEN_PRICES_FILE; ValueError naming the file when it is unusable."""
-        if settings.prices_file is None:
-            return cls()
-        try:
-            return cls(PriceOverrides.model_validate_json(settings.prices_file.read_bytes()))
-        except (OSError, ValidationError) as err:
-            raise ValueError(f"ORQEN_PRICES_FILE {settings.prices_file}: {err}") from err
+        """Prices with the overrides of ORQEN_PRICES_FILE (read and checked with the settings)."""
+        return cls(settings.price_overrides)
 
     def price(self, provider: str, model: str, usage: TokenCounts, at: datetime) -> Cost | None:
         """What `usage` of `model` at `provider` cost at time `at`; None when no price is known.

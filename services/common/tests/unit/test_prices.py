@@ -26,6 +26,7 @@ from orqen_common.prices import (
     library_version,
     price_source,
 )
+from orqen_common.settings import load_settings
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 MTOK = 1_000_000
@@ -136,22 +137,27 @@ def test_an_override_can_be_tiered() -> None:
         '{"openai/gpt-4o": {"input": "NaN", "output": 1}}',
     ],
 )
-def test_a_bad_override_file_is_refused_at_start_naming_the_file(tmp_path: Path, raw: str) -> None:
+def test_a_bad_override_file_is_refused_at_start_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
     path = tmp_path / "prices.json"
     path.write_text(raw)
-    with pytest.raises(ValueError, match=r"ORQEN_PRICES_FILE .*prices\.json"):
-        Prices.from_settings(PriceSettings(prices_file=path))
+    monkeypatch.setenv("ORQEN_PRICES_FILE", str(path))
+    with pytest.raises(SystemExit, match=r"refusing to start(.|\n)*ORQEN_PRICES_FILE .*prices\.json: "):
+        load_settings(PriceSettings)
 
 
 def test_the_override_file_is_read_from_orqen_prices_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "prices.json"
     path.write_text('{"acme/m": {"input": 1, "output": 1}}')
     monkeypatch.setenv("ORQEN_PRICES_FILE", str(path))
-    cost = Prices.from_settings(PriceSettings()).price("acme", "m", usage(MTOK), NOW)
+    cost = Prices.from_settings(load_settings(PriceSettings)).price("acme", "m", usage(MTOK), NOW)
     assert cost is not None and cost.total == 1
-    missing = tmp_path / "missing.json"
-    with pytest.raises(ValueError, match=r"missing\.json"):
-        Prices.from_settings(PriceSettings(prices_file=missing))
+    monkeypatch.setenv("ORQEN_PRICES_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(SystemExit, match=r"cannot read .*missing\.json: No such file"):
+        load_settings(PriceSettings)
+    monkeypatch.delenv("ORQEN_PRICES_FILE")
+    assert Prices.from_settings(load_settings(PriceSettings)).price("acme", "m", usage(MTOK), NOW) is None
 
 
 def test_over_reported_cache_counts_are_capped_at_the_input() -> None:
