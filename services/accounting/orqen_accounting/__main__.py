@@ -53,7 +53,7 @@ async def bootstrap_key(repo: AccountingRepository, owners: OwnerRepository, set
 
 async def build(settings: AccountingSettings, stack: AsyncExitStack) -> ServiceParts:
     """Migrate, open the pool and the auth cache, bootstrap the key, and wire the servicer and the consumer."""
-    prices = Prices.from_settings(settings)  # a bad ORQEN_PRICES_FILE stops the start, before anything opens
+    prices = Prices.from_settings(settings)
     await asyncio.to_thread(upgrade_to_head, settings.database_url, SCHEMA, MIGRATIONS)
     pool = await create_pool(settings.database_url, settings.database_pool_size, SCHEMA)
     stack.push_async_callback(pool.close)

@@ -40,23 +40,26 @@ def cost_and_savings(
 ) -> tuple[Decimal, Decimal] | None:
     """The request's cost and what its saved tokens would have cost; None when its price is unknown.
 
-    A request without tokens (refused before any upstream call) cost nothing whatever its model.
-    Savings are the cost of the same call with the saved tokens sent as input, minus its cost:
-    a saving that keeps a request below a long-context tier counts as such.
+    A failed request without tokens (refused, or no provider answered) cost nothing whatever its
+    model. Savings are the cost of the same call with the saved tokens sent as input, minus its
+    cost: a saving that keeps a request below a long-context tier counts as such.
     """
     usage = event.dispatch.usage
-    if not (usage.input_tokens or usage.output_tokens or tokens_saved):
+    if event.status >= 400 and not (usage.input_tokens or usage.output_tokens):
         return Decimal(0), Decimal(0)
     at = _priced_at(event)
     provider, model = event.dispatch.provider, answering_model(event)
     cost = prices.price(provider, model, usage, at)
     if cost is None:
         return None
+    if not tokens_saved:
+        return _money(cost.total), Decimal(0)
     unoptimized = common_pb2.Usage()
     unoptimized.CopyFrom(usage)
     unoptimized.input_tokens += tokens_saved
     without = prices.price(provider, model, unoptimized, at)
-    assert without is not None  # the same provider and model
+    if without is None:  # input tokens a model priced for output alone cannot price: no savings known
+        return None
     return _money(cost.total), _money(without.total - cost.total)
 
 

@@ -20,11 +20,20 @@ from datetime import datetime
 from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Tier, TieredPrices, Usage, calc_unit_price
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orqen_common.settings import OrqenSettings
 
@@ -145,19 +154,135 @@ class PriceOverrides(RootModel[dict[str, PriceOverride]]):
 
 
 class PriceSettings(OrqenSettings):
-    """Where operator price overrides come from."""
+    """Where operator price overrides come from; the file is read and checked with the settings, at start."""
 
     prices_file: Path | None = Field(
         None,
         description='JSON file of price overrides and additions, USD per 1M tokens: {"<provider>/<model>": '
         '{"input": …, "output": …, "cached_input": …, "cache_write": …}}; an override wins over genai-prices.',
     )
+    _overrides: PriceOverrides | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _read_prices_file(self) -> Self:
+        if self.prices_file is None:
+            return self
+        try:
+            self._overrides = PriceOverrides.model_validate_json(self.prices_file.read_bytes())
+        except OSError as err:
+            raise ValueError(f"ORQEN_PRICES_FILE: cannot read {self.prices_file}: {err.strerror}") from None
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"ORQEN_PRICES_FILE {self.prices_file}: {problems}") from None
+        return self
+
+    @property
+    def price_overrides(self) -> PriceOverrides | None:
+        """The overrides ORQEN_PRICES_FILE holds, None without one."""
+        return self._overrides
 
 
 def _library_value(value: PriceValue | None) -> Decimal | TieredPrices | None:
     if isinstance(value, TieredPrice):
         return TieredPrices(base=value.base, tiers=[Tier(start=t.start, price=t.price) for t in value.tiers])
     return value
+
+
+# The price keys `_per_token_cost` covers: the four token counts Orqen reports, and units it never
+# reports (1-hour cache writes, searches), which price nothing. Most models have no others; the
+# rest (audio, images, per-request fees, ...) go through the library's general calculation.
+_PER_TOKEN_KEYS = frozenset(
+    {
+        "input_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "output_mtok",
+        "cache_write_1h_mtok",
+        "web_searches_kcount",
+        "storage_searches_kcount",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a ModelPrice prices, as far as Orqen's token counts go."""
+
+    per_token_only: bool  # `_per_token_cost` gives the library's result
+    prices_input: bool  # some input-token unit has a price
+    prices_output: bool
+
+    def prices(self, usage: TokenCounts) -> bool:
+        """Whether tokens price this usage: not a model priced by audio hour, character or image
+        alone, nor tokens of a direction the model has no price for."""
+        if usage.input_tokens and not self.prices_input:
+            return False
+        if usage.output_tokens and not self.prices_output:
+            return False
+        return self.prices_input or self.prices_output
+
+    @classmethod
+    def of(cls, model_price: ModelPrice) -> _Shape:
+        keys = _priced_keys(model_price)
+        token_keys = {key for key in keys if key.endswith("_mtok")}
+        return cls(
+            per_token_only=keys <= _PER_TOKEN_KEYS,
+            prices_input=any(not key.startswith("output") for key in token_keys),
+            prices_output=any(key.startswith("output") for key in token_keys),
+        )
+
+
+def _priced_keys(model_price: ModelPrice) -> frozenset[str]:
+    return frozenset(key for key, value in vars(model_price).items() if value is not None and not key.startswith("_"))
+
+
+def _per_token_cost(
+    model_price: ModelPrice, input_tokens: int, cache_read: int, cache_write: int, output: int, source: str
+) -> Cost:
+    """The library's result for models priced per token only, without its general calculation.
+
+    genai-prices' general calculation (a decomposition over its unit graph) takes ~0.2 ms a call,
+    and accounting prices most events twice (cost and savings); this is that calculation for these
+    prices, with the library's own tier arithmetic (`calc_unit_price`). A test checks both agree
+    on every such model of the bundled data. A cache part without a price of its own is input.
+    """
+    read_price, write_price = model_price.cache_read_mtok, model_price.cache_write_mtok
+    uncached = (
+        input_tokens - (cache_read if read_price is not None else 0) - (cache_write if write_price is not None else 0)
+    )
+    uncached_part = calc_unit_price(model_price.input_mtok, uncached, input_tokens, _PER_MTOK)
+    read_part = calc_unit_price(read_price, cache_read, input_tokens, _PER_MTOK)
+    write_part = calc_unit_price(write_price, cache_write, input_tokens, _PER_MTOK)
+    output_part = calc_unit_price(model_price.output_mtok, output, input_tokens, _PER_MTOK)
+    return Cost(
+        input=uncached_part,
+        cached_input=read_part,
+        cache_write=write_part,
+        output=output_part,
+        total=uncached_part + read_part + write_part + output_part,
+        source=source,
+    )
+
+
+def _library_cost(
+    model_price: ModelPrice, input_tokens: int, cache_read: int, cache_write: int, output: int, source: str
+) -> Cost:
+    """genai-prices' general calculation, its input total split into uncached, cache reads and writes."""
+    tokens = Usage(
+        input_tokens=input_tokens, cache_read_tokens=cache_read, cache_write_tokens=cache_write, output_tokens=output
+    )
+    calc = model_price.calc_price(tokens)
+    # Tiers follow the request's whole input, as in the library; a part without a price of its own is input.
+    cached = calc_unit_price(model_price.cache_read_mtok, cache_read, input_tokens, _PER_MTOK)
+    written = calc_unit_price(model_price.cache_write_mtok, cache_write, input_tokens, _PER_MTOK)
+    return Cost(
+        input=calc["input_price"] - cached - written,
+        cached_input=cached,
+        cache_write=written,
+        output=calc["output_price"],
+        total=calc["total_price"],
+        source=source,
+    )
 
 
 def _base(value: Decimal | TieredPrices | None, missing: Decimal) -> Decimal:
@@ -186,19 +311,20 @@ class Prices:
         # The bundled snapshot only: UpdatePrices (the library's fetcher) is never started.
         self._snapshot = data_snapshot.get_snapshot()
         self._library_providers = {p.id for p in self._snapshot.providers}
+        # The shape of each ModelPrice met, by identity: the library's and the overrides' price
+        # objects live as long as this instance and are never changed.
+        self._shapes: dict[int, _Shape] = {}
 
     @classmethod
     def from_settings(cls, settings: PriceSettings) -> Prices:
-        """Prices with the overrides of ORQEN_PRICES_FILE; ValueError naming the file when it is unusable."""
-        if settings.prices_file is None:
-            return cls()
-        try:
-            return cls(PriceOverrides.model_validate_json(settings.prices_file.read_bytes()))
-        except (OSError, ValidationError) as err:
-            raise ValueError(f"ORQEN_PRICES_FILE {settings.prices_file}: {err}") from err
+        """Prices with the overrides of ORQEN_PRICES_FILE (read and checked with the settings)."""
+        return cls(settings.price_overrides)
 
     def price(self, provider: str, model: str, usage: TokenCounts, at: datetime) -> Cost | None:
         """What `usage` of `model` at `provider` cost at time `at`; None when no price is known.
+
+        A model priced in other units than tokens (audio hours, characters), or with no price for a
+        direction of tokens it was used for, has no known price either.
 
         `model` may carry its provider prefix ("bedrock/amazon.nova-lite-v1:0"). Cache reads and
         writes are parts of `usage.input_tokens`; counts a provider over-reported are capped at it.
@@ -213,25 +339,13 @@ class Prices:
         model_price, source = found
         cache_read = min(usage.cached_input_tokens, usage.input_tokens)
         cache_write = min(usage.cache_write_input_tokens, usage.input_tokens - cache_read)
-        tokens = Usage(
-            input_tokens=usage.input_tokens,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-            output_tokens=usage.output_tokens,
-        )
-        calc = model_price.calc_price(tokens)
-        # The parts the library totals as input, split out with its own per-unit arithmetic (tiers
-        # follow the request's whole input); a part without a price of its own is in `input`.
-        cached = calc_unit_price(model_price.cache_read_mtok, cache_read, usage.input_tokens, _PER_MTOK)
-        written = calc_unit_price(model_price.cache_write_mtok, cache_write, usage.input_tokens, _PER_MTOK)
-        return Cost(
-            input=calc["input_price"] - cached - written,
-            cached_input=cached,
-            cache_write=written,
-            output=calc["output_price"],
-            total=calc["total_price"],
-            source=source,
-        )
+        counts = (usage.input_tokens, cache_read, cache_write, usage.output_tokens)
+        shape = self._shape(model_price)
+        if not shape.prices(usage):
+            return None
+        if shape.per_token_only:
+            return _per_token_cost(model_price, *counts, source)
+        return _library_cost(model_price, *counts, source)
 
     def list_price(self, provider: str, model: str, at: datetime) -> ListPrice | None:
         """`model`'s prices per 1M tokens at time `at` (the first tier of a tiered price); None when unknown."""
@@ -240,6 +354,9 @@ class Prices:
         if found is None:
             return None
         model_price, source = found
+        shape = self._shape(model_price)
+        if not (shape.prices_input or shape.prices_output):
+            return None
         input_price = _base(model_price.input_mtok, Decimal(0))
         return ListPrice(
             input=input_price,
@@ -248,6 +365,12 @@ class Prices:
             cache_write=_base(model_price.cache_write_mtok, input_price),
             source=source,
         )
+
+    def _shape(self, model_price: ModelPrice) -> _Shape:
+        shape = self._shapes.get(id(model_price))
+        if shape is None:
+            shape = self._shapes[id(model_price)] = _Shape.of(model_price)
+        return shape
 
     def context_window(self, provider: str, model: str) -> int | None:
         """`model`'s context window in tokens as the library gives it; None when it does not say."""

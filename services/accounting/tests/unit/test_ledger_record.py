@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from genai_prices.types import ModelPrice
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
@@ -106,13 +107,22 @@ def test_a_model_without_a_known_price_is_stored_without_cost_never_at_zero() ->
     assert message.price_unknown and not message.HasField("cost_usd") and not message.HasField("savings_usd")
 
 
-def test_a_request_without_tokens_costs_nothing_whatever_its_model() -> None:
+def test_a_failed_request_without_tokens_costs_nothing_whatever_its_model() -> None:
     refused = event()
+    refused.status = 502
     refused.dispatch.provider, refused.dispatch.model = "my-vllm", "llama-local"
     refused.dispatch.usage.Clear()
-    refused.plan.Clear()
     record = LedgerRecord(*request_row(refused, Prices()))
     assert (record.cost_usd, record.savings_usd, record.price_unknown) == (0, 0, False)
+
+
+def test_an_answer_priced_in_audio_hours_is_unknown_not_free_though_it_reports_no_tokens() -> None:
+    transcribed = event()
+    transcribed.dispatch.provider, transcribed.dispatch.model = "openai", "whisper-1"
+    transcribed.dispatch.usage.Clear()
+    transcribed.plan.Clear()
+    record = LedgerRecord(*request_row(transcribed, Prices()))
+    assert (record.cost_usd, record.price_unknown) == (None, True)
 
 
 def test_an_operator_override_prices_the_ledger() -> None:
@@ -133,3 +143,14 @@ def test_savings_that_keep_a_request_below_a_long_context_tier_count_in_full() -
     record = LedgerRecord(*request_row(long, Prices()))
     assert record.cost_usd == Decimal("0.597")
     assert record.savings_usd == Decimal("1.206") - Decimal("0.597")
+
+
+def test_savings_a_model_cannot_price_make_the_request_unknown_not_a_failed_batch() -> None:
+    # A model priced for output tokens alone: a call without input is priced, its saved input is not.
+    prices = Prices()
+    prices._overrides["acme/writer"] = ModelPrice(output_mtok=Decimal(1))
+    odd = event()
+    odd.dispatch.provider, odd.dispatch.model = "acme", "writer"
+    odd.dispatch.usage.CopyFrom(common_pb2.Usage(output_tokens=10))
+    record = LedgerRecord(*request_row(odd, prices))
+    assert (record.cost_usd, record.price_unknown) == (None, True)

@@ -9,9 +9,24 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice
 
 from orqen.v1 import common_pb2
-from orqen_common.prices import Cost, ListPrice, PriceOverrides, Prices, PriceSettings, library_version, price_source
+from orqen_common.prices import (
+    _PER_TOKEN_KEYS,
+    Cost,
+    ListPrice,
+    PriceOverrides,
+    Prices,
+    PriceSettings,
+    _library_cost,
+    _per_token_cost,
+    _priced_keys,
+    library_version,
+    price_source,
+)
+from orqen_common.settings import load_settings
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 MTOK = 1_000_000
@@ -122,22 +137,27 @@ def test_an_override_can_be_tiered() -> None:
         '{"openai/gpt-4o": {"input": "NaN", "output": 1}}',
     ],
 )
-def test_a_bad_override_file_is_refused_at_start_naming_the_file(tmp_path: Path, raw: str) -> None:
+def test_a_bad_override_file_is_refused_at_start_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
     path = tmp_path / "prices.json"
     path.write_text(raw)
-    with pytest.raises(ValueError, match=r"ORQEN_PRICES_FILE .*prices\.json"):
-        Prices.from_settings(PriceSettings(prices_file=path))
+    monkeypatch.setenv("ORQEN_PRICES_FILE", str(path))
+    with pytest.raises(SystemExit, match=r"refusing to start(.|\n)*ORQEN_PRICES_FILE .*prices\.json: "):
+        load_settings(PriceSettings)
 
 
 def test_the_override_file_is_read_from_orqen_prices_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "prices.json"
     path.write_text('{"acme/m": {"input": 1, "output": 1}}')
     monkeypatch.setenv("ORQEN_PRICES_FILE", str(path))
-    cost = Prices.from_settings(PriceSettings()).price("acme", "m", usage(MTOK), NOW)
+    cost = Prices.from_settings(load_settings(PriceSettings)).price("acme", "m", usage(MTOK), NOW)
     assert cost is not None and cost.total == 1
-    missing = tmp_path / "missing.json"
-    with pytest.raises(ValueError, match=r"missing\.json"):
-        Prices.from_settings(PriceSettings(prices_file=missing))
+    monkeypatch.setenv("ORQEN_PRICES_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(SystemExit, match=r"cannot read .*missing\.json: No such file"):
+        load_settings(PriceSettings)
+    monkeypatch.delenv("ORQEN_PRICES_FILE")
+    assert Prices.from_settings(load_settings(PriceSettings)).price("acme", "m", usage(MTOK), NOW) is None
 
 
 def test_over_reported_cache_counts_are_capped_at_the_input() -> None:
@@ -192,3 +212,56 @@ def test_list_prices_are_per_million_tokens_below_any_tier_and_unknown_is_none()
     free = prices.list_price("acme", "free-cache", NOW)
     assert free == ListPrice(Decimal(1), Decimal(2), Decimal(0), Decimal(1), "override")
     assert prices.list_price("openai", "no-such-model", NOW) is None
+
+
+def _bundled_model_prices() -> list[tuple[str, ModelPrice]]:
+    found = []
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            listed = [model.prices] if isinstance(model.prices, ModelPrice) else [c.prices for c in model.prices]
+            found += [(f"{provider.id}/{model.id}", price) for price in listed]
+    return found
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [(0, 0, 0, 0), (1000, 0, 0, 200), (1000, 400, 300, 200), (250_000, 50_000, 20_000, 8000), (3_000_000, 0, 7, 1)],
+)
+def test_the_per_token_arithmetic_gives_the_librarys_result_for_every_model_it_serves(
+    counts: tuple[int, int, int, int],
+) -> None:
+    served = [(name, price) for name, price in _bundled_model_prices() if _priced_keys(price) <= _PER_TOKEN_KEYS]
+    assert len(served) > 2000  # most of the bundled data: the check below covers real prices
+    for name, price in served:
+        assert _per_token_cost(price, *counts, "s") == _library_cost(price, *counts, "s"), name
+
+
+def test_prices_of_other_units_go_through_the_librarys_calculation() -> None:
+    # A per-request fee is a part of the price the per-token arithmetic does not cover.
+    fee = ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(1), requests_kcount=Decimal(5))
+    assert not _priced_keys(fee) <= _PER_TOKEN_KEYS
+    prices = Prices()
+    prices._overrides["acme/fee"] = fee  # overrides take token prices only: plant one as the library has them
+    cost = prices.price("acme", "fee", usage(MTOK, 0), NOW)
+    assert cost is not None and cost.total == Decimal("1.005") and cost.input == Decimal(1)
+
+
+def test_a_model_priced_in_other_units_than_tokens_has_no_known_price_from_tokens() -> None:
+    prices = Prices()
+    # whisper-1 is priced per audio hour, tts-1 per million characters: tokens, or none, cannot price them.
+    assert prices.price("openai", "whisper-1", usage(), NOW) is None
+    assert prices.price("openai", "tts-1", usage(1000), NOW) is None
+    # An embedding model prices input only, which is all it is used for.
+    embedding = prices.price("openai", "text-embedding-3-small", usage(MTOK), NOW)
+    assert embedding is not None and embedding.total == Decimal("0.02")
+    assert prices.price("openai", "text-embedding-3-small", usage(MTOK, 10), NOW) is None
+
+
+def test_every_bundled_model_prices_any_usage_without_an_error() -> None:
+    prices = Prices()
+    providers = {"aws": "bedrock"}  # the library's ids as Orqen names its providers
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            for counts in [(), (1000, 200), (300_000, 1000, 50_000, 20_000), (0, 50)]:
+                cost = prices.price(providers.get(provider.id, provider.id), model.id, usage(*counts), NOW)
+                assert cost is None or cost.total >= 0, (provider.id, model.id)

@@ -3,15 +3,26 @@ drawn as the router decided, the x-orqen-* headers as the caller got them, sessi
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
+
+import jinja2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from orqen.v1 import accounting_pb2, optimizer_pb2, usage_pb2
 from orqen_edge.account.responses import plain
-from orqen_edge.dashboard.activity import log_url, session_url, sessions_url, shown
+from orqen_edge.dashboard.activity import TEMPLATE_HELPERS, log_url, session_url, sessions_url, shown
 from orqen_edge.dashboard.pages.overview import _charts
 from orqen_edge.dashboard.pages.requests import FIELD_GROUPS, SECTIONS, logged_headers, record_fields, trace_view
 from orqen_edge.dashboard.pages.sessions import timeline
+from orqen_edge.dashboard.web import FILTERS, TEMPLATES_DIR
 from orqen_edge.ingress.pipeline import orqen_headers
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
 
 
 def _record(**fields: object) -> dict[str, object]:
@@ -140,3 +151,17 @@ def test_the_overview_draws_no_zero_cost_bar_for_a_model_without_a_known_price()
     models = _charts(usage_pb2.UsageDaily(), usage_pb2.AnalyticsDaily(), by_model)["models"]
     assert models["labels"] == ["gpt-4o (1 price unknown)", "gpt-4o-mini", "local/mine (2 price unknown)"]
     assert models["datasets"][0]["data"] == [0.5, 0.25, None]
+
+
+def test_the_request_log_table_says_price_unknown_where_a_cost_would_be() -> None:
+    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True)
+    templates.filters.update(FILTERS)
+    rows = [
+        _record(request_id="req_1", status=200, created_at=_now(), input_tokens=49, price_unknown=True),
+        _record(request_id="req_2", status=200, created_at=_now(), cost_usd=0.000123),
+    ]
+    html = templates.get_template("_requests_table.html").render(
+        log={"data": rows}, target="log", first_page=False, problem=None, first_url="/", next_url="", **TEMPLATE_HELPERS
+    )
+    cells = re.findall(r'<td class="num">([^<]*)</td>', html)
+    assert "price unknown" in cells and "$0.000123" in cells and "$0" not in cells
