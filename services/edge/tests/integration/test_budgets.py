@@ -23,9 +23,11 @@ from orqen_edge.rate_limit import (
     RateLimits,
 )
 
-NOW = dt.datetime(2026, 12, 2, 21, 0, tzinfo=dt.UTC)
-DAY_START = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
-RESETS = dt.datetime(2026, 12, 3, tzinfo=dt.UTC)
+# Redis expires the counters at the period's end by its own clock, so the period is placed around
+# the real time (never a fixed date, which would be over by the time the test runs).
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+DAY_START = NOW - dt.timedelta(hours=21)
+RESETS = DAY_START + dt.timedelta(days=1)
 
 
 class Ledger:
@@ -72,9 +74,9 @@ async def test_a_spent_budget_is_a_429_that_names_it_and_when_it_resets(redis: R
     assert err.http_status == 429 and err.code == "budget_exceeded"
     assert err.message == (
         "Budget exceeded: the daily spend budget of API key 'ci (sk-orq-AbCd...)' ($1.00) is spent; "
-        "it resets at 2026-12-03T00:00:00Z."
+        f"it resets at {RESETS:%Y-%m-%dT%H:%M:%SZ}."
     )
-    assert err.retry_after == 3 * 3600  # until midnight UTC
+    assert err.retry_after == 3 * 3600  # until the period's end
     assert [(unit, threshold) for unit, threshold, _ in ledger.crossings] == [(SPEND, "soft"), (SPEND, "hard")]
 
 
