@@ -40,6 +40,7 @@ def _listener(app: object, settings: EdgeSettings, port: int, tls: tuple[Path, P
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_keep_alive=settings.edge_keep_alive_seconds,
         timeout_graceful_shutdown=int(settings.grace_seconds),
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,

@@ -33,6 +33,13 @@ class EdgeSettings(
     edge_host: str = Field("0.0.0.0", description="Interface the HTTP and HTTPS listeners bind to.")
     edge_port: int = Field(8080, description="HTTP port (SDK routes, account API, /metrics, probes).")
     edge_tls_port: int = Field(8443, description="HTTPS port; 0 disables it. Bedrock clients need it.")
+    edge_keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        description="How long an idle client connection is kept open. Longer than the SDKs' own pools keep one "
+        "(httpx 5 s, aiohttp 15 s), so the client always closes first: a server that closes at the same moment "
+        "a client reuses the connection resets that request.",
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate of the HTTPS port; unset: a development one.")
     tls_key: Path | None = Field(None, description="PEM private key matching ORQEN_TLS_CERT.")
     home: Path = Field(Path(".orqen"), description="Local state directory (the development certificate lives here).")
