@@ -21,7 +21,7 @@ the deployment healthy again, failure ejects it for the next, longer period. The
 counts are per process too (a replica knows only its own calls).
 
 Rate limits are per deployment and shared by every replica: requests and tokens per minute
-in Redis buckets, checked by the one leaky-bucket script (orqen_common.leaky_bucket). A
+in Redis buckets, checked by the limits script the edge's rate limits run too (orqen_common.limit_scripts). A
 deployment over its budget is skipped with a 429 attempt and the next one is tried; tokens
 are charged once the call reports them. Redis trouble admits the call (fail open).
 """
@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 from orqen.v1 import dispatch_pb2
 from orqen_common.canonical import TokenUsage
 from orqen_common.deployments import BalancedModel, Deployment
-from orqen_common.leaky_bucket import LEAKY_BUCKETS_LUA
+from orqen_common.limit_scripts import LIMITS_SCRIPT
 from orqen_dispatch.latency import LatencyStats, ModelStats
 from orqen_dispatch.providers.base import UpstreamError
 
@@ -148,7 +148,7 @@ class Balancer:
         self._wall = wall
         self._health: dict[str, _Health] = {}
         self._latency_cache: dict[str, tuple[float, Mapping[str, ModelStats]]] = {}
-        self._buckets = redis.register_script(LEAKY_BUCKETS_LUA)
+        self._buckets = redis.register_script(LIMITS_SCRIPT)
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- choosing ------------------------------------------------------------------------
@@ -281,19 +281,22 @@ class Balancer:
     async def _run_buckets(
         self, slot: DeploymentSlot, plan: Sequence[tuple[str, int, int, int]], *, enforce: bool
     ) -> tuple[bool, list[float]] | None:
-        """The leaky-bucket script over (kind, limit, need, cost); None when Redis did not answer."""
+        """The limits script's buckets over (kind, limit, need, cost); None when Redis did not answer.
+
+        Enforcing is the script's "admit" (nothing is spent unless every bucket has room for its
+        need), otherwise its "charge"; buckets hold no reservations, so the token is empty.
+        """
         # The scope is the hash tag: one script's keys share a Redis Cluster slot.
         keys = [f"{_KEY_PREFIX}{{{slot.scope}}}:{slot.model}:{slot.name}:{kind}" for kind, _, _, _ in plan]
-        args: list[str | int] = [round(self._wall() * 1000), _WINDOW_MS, "1" if enforce else "0"]
-        for _, limit, need, cost in plan:
-            args += [limit, need, cost]
+        args: list[str | int] = [round(self._wall() * 1000), _WINDOW_MS, "admit" if enforce else "charge", "", 0, 0]
+        args += [f"b {limit} {need} {cost} 0" for _, limit, need, cost in plan]
         try:
             async with asyncio.timeout(_REDIS_DEADLINE_SECONDS):
-                admitted, *used = await self._buckets(keys=keys, args=args)
+                admitted, *states = await self._buckets(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as err:
             log.warning("deployment rate limits unavailable, call not limited", error=repr(err))
             return None
-        return bool(admitted), [float(u) for u in used]
+        return bool(admitted), [float(used) for used in states[0::3]]  # each bucket: used, reserved, flag
 
     def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(work)

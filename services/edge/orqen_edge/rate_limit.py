@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen_common.errors import OrqenError, kind_for_grpc
-from orqen_edge.limit_scripts import LIMITS_SCRIPT, SEED_SCRIPT
+from orqen_common.limit_scripts import LIMITS_SCRIPT, SEED_SCRIPT
 from orqen_edge.settings import EdgeSettings
 
 log = structlog.get_logger(__name__)

@@ -1,5 +1,10 @@
-"""The rate limiter's Lua scripts (orqen_edge.rate_limit): each runs atomically in Redis, so every
-edge replica sees every check-and-spend whole.
+"""The limiters' Lua scripts: each runs atomically in Redis, so every replica sees every
+check-and-spend whole.
+
+LIMITS_SCRIPT is the one per-minute limit of the product: the edge's per-key and per-account
+limits and period budgets (orqen_edge.rate_limit) and dispatch's per-deployment limits
+(orqen_dispatch.balancer, buckets only). A bucket's `used` units drain continuously at `limit`
+per minute, so it frees up gradually (a sliding window) rather than all at once each minute.
 """
 
 # KEYS: one counter each. ARGV: now_ms, window_ms, mode ("admit" or "charge"), the request's
