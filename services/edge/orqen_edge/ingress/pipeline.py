@@ -221,8 +221,9 @@ async def serve_chat(
         call.record(err.http_status, err.message)
         await call.charge_tokens()  # releases what the request held of its budgets
         raise
-    await call.record_stored(200)
-    await call.charge_tokens()
+    # Both before the answer goes out, side by side: the event's JetStream ack and the budget charge
+    # are independent round trips (to NATS and to Redis).
+    await asyncio.gather(call.record_stored(200), call.charge_tokens())
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
 
 
