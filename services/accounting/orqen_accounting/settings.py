@@ -19,6 +19,9 @@ from orqen_common.settings import (
     ToolLearningSettings,
 )
 
+# The longest budget period (a month) and a day's margin: a budget's use is summed from raw rows.
+MIN_RETENTION_DAYS = 32
+
 
 class AccountingSettings(
     ServiceSettings,
@@ -50,11 +53,24 @@ class AccountingSettings(
     )
     ingest_batch: int = Field(500, description="Events written to Postgres per batch.")
     request_retention_days: int = Field(
-        90, ge=0, description="Days raw request rows are kept (daily rollups are kept); 0 keeps them forever."
+        90,
+        ge=0,
+        description="Days raw request rows are kept (daily rollups are kept); 0 keeps them forever. At least "
+        f"{MIN_RETENTION_DAYS}: a monthly budget's use is summed from the raw rows of its month.",
     )
     ingest_ack_wait_seconds: float = Field(
         30.0, description="How long a delivered, unacknowledged batch waits before NATS redelivers it."
     )
+
+    @field_validator("request_retention_days")
+    @classmethod
+    def _a_budget_period_at_least(cls, value: int) -> int:
+        if 0 < value < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"must be 0 (keep everything) or at least {MIN_RETENTION_DAYS} days: budgets are summed "
+                "from the raw rows of their period, and the longest period is a month"
+            )
+        return value
 
     @field_validator("bootstrap_owner_email")
     @classmethod
