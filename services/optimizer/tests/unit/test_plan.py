@@ -107,11 +107,11 @@ class HeldIndex(ToolIndex):
         self.background_batches: list[int] = []
         self.release = threading.Event()
 
-    def add(self, texts: Sequence[str]) -> list[int]:
+    def add(self, texts: Sequence[str], ids: Sequence[int] | None = None) -> Sequence[int]:
         if threading.current_thread().name.startswith("tool-indexing"):
             self.background_batches.append(len(texts))
             self.release.wait()
-        return super().add(texts)
+        return super().add(texts, ids)
 
 
 def many_new_tools(count: int, kind: str) -> list[dict[str, Any]]:
