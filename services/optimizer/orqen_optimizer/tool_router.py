@@ -65,9 +65,11 @@ STEP_VECTORS_KEPT = 4096
 # embedding model does not know, a paraphrase sharing no word), and fusing them can push both out.
 HEAD = 10
 HEAD_SHARE = 0.02
-# The ranking's K keeps at most this share of the request's tool tokens (0: no cap): on a small
-# pool, a low keep probability would otherwise forward most of it.
-TOKEN_SHARE_CAP = 0.15
+# The ranking's K keeps at most this share of the request's tool tokens (0: no cap), and never
+# fewer than TOKEN_CAP_MIN_TOOLS tools: on a pool of a hundred tools or so, a low keep probability
+# would otherwise forward a fifth of it; a 50-tool pool keeps issue 4's budget (a quarter of it).
+TOKEN_SHARE_CAP = 0.17
+TOKEN_CAP_MIN_TOOLS = 12
 STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
 
@@ -369,12 +371,12 @@ def heads(keyword: np.ndarray, dense: np.ndarray | None, kept: set[int]) -> dict
 def within_tokens(order: np.ndarray, k: int, reason: str, facts: Sequence[ToolFacts], total: int) -> tuple[int, str]:
     """K cut to the first tools of `order` within TOKEN_SHARE_CAP of the `total` tool tokens.
 
-    Never below SMALL_TOOLSET tools: a request with a few tools is not worth cutting further.
+    Never below TOKEN_CAP_MIN_TOOLS tools: a request with a few tools is not worth cutting further.
     """
-    if not TOKEN_SHARE_CAP or k <= SMALL_TOOLSET:
+    if not TOKEN_SHARE_CAP or k <= TOKEN_CAP_MIN_TOOLS:
         return k, reason
     spent = np.cumsum([facts[i].tokens for i in order[:k].tolist()])
-    fits = max(SMALL_TOOLSET, int(np.searchsorted(spent, TOKEN_SHARE_CAP * total, side="right")))
+    fits = max(TOKEN_CAP_MIN_TOOLS, int(np.searchsorted(spent, TOKEN_SHARE_CAP * total, side="right")))
     if fits >= k:
         return k, reason
     return fits, f"{reason}, cut to {fits} within {TOKEN_SHARE_CAP:.0%} of the tool tokens"

@@ -254,7 +254,7 @@ def test_the_heads_of_similarity_and_keywords_are_kept_whatever_the_fusion_says(
     assert tool_router.heads(np.zeros(5), np.zeros(5), kept=set()) == {}  # no score, no head
 
 
-def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_a_small_toolset(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_its_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
     from orqen_optimizer import tool_router
     from orqen_optimizer.tools import tool_facts
 
@@ -264,8 +264,9 @@ def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_a_small_toolset(mo
     monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", 0.0)
     assert tool_router.within_tokens(order, 15, "why", facts, total) == (15, "why")
     monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", sum(f.tokens for f in facts[:10]) / total)
+    monkeypatch.setattr(tool_router, "TOKEN_CAP_MIN_TOOLS", 4)
     k, reason = tool_router.within_tokens(order, 15, "why", facts, total)
     assert k == 10 and reason.startswith("why, cut to 10 within")
-    monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", 1e-9)  # nothing fits: a small toolset's worth is kept
-    assert tool_router.within_tokens(order, 15, "why", facts, total)[0] == tool_router.SMALL_TOOLSET
-    assert tool_router.within_tokens(order, 5, "why", facts, total) == (5, "why")
+    monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", 1e-9)  # nothing fits: the minimum is kept
+    assert tool_router.within_tokens(order, 15, "why", facts, total)[0] == 4
+    assert tool_router.within_tokens(order, 3, "why", facts, total) == (3, "why")
