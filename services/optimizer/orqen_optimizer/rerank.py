@@ -23,9 +23,9 @@ from orqen_optimizer.keywords import words
 from orqen_optimizer.tools import ToolFacts
 
 CANDIDATES = 50
-# Chosen on the training splits of `make bench-optimizer`'s multi-step tables (issue 18): the lowest
-# threshold whose single-turn forwarding stays under 2% of the whole catalogue's tool tokens; on
-# small pools the router's token cap (tool_router.TOKEN_SHARE_CAP) bounds what it adds.
+# Chosen on the training splits of `make bench-optimizer`'s multi-step tables (issue 18): 1.8% of
+# the whole catalogue's tool tokens on single-turn asks (0.0003: 1.9%, too close to the 2% budget);
+# on small pools the router's token cap (tool_router.TOKEN_SHARE_CAP) bounds what it adds.
 KEEP_PROBABILITY = 0.0005
 FEATURES = (
     "fused",
