@@ -109,7 +109,7 @@ def _families(tools: tuple[tuple[str, str], ...]) -> list[Family]:
             key = f"server {name.split('__', 1)[0]}"
         elif head and heads[head] >= MIN_MEMBERS:
             key = f"description '{head[:60]}'"
-        elif prefixes[_prefix(name)] >= MIN_MEMBERS and _prefix(name) not in _VERBS:
+        elif _prefix(name) and prefixes[_prefix(name)] >= MIN_MEMBERS and _prefix(name) not in _VERBS:
             key = f"prefix {_prefix(name)}"
         else:
             continue

@@ -99,3 +99,9 @@ def test_a_family_whose_tool_ranks_first_for_a_step_is_in_play() -> None:
 def test_two_kept_tools_alone_do_not_put_a_family_in_play() -> None:
     facts = facts_of(FILE_SYSTEM + OTHERS)
     assert core_additions(facts, kept=[7, 1, 2, 5], order=[7, 1, 2, 5, 0], called=set()) == []
+
+
+def test_names_without_a_prefix_make_no_family_together() -> None:
+    loose = [tool("getWeather", "Weather now."), tool("sendEmail", "Send mail."), tool("translateText", "Translate."),
+             tool("calculate", "Add numbers.")]  # fmt: skip
+    assert families(facts_of(loose)) == []
