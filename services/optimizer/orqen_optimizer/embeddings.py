@@ -126,19 +126,21 @@ class ToolIndex:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def missing(self, texts: Sequence[str]) -> list[str]:
+    def missing(self, texts: Sequence[str], ids: Sequence[int] | None = None) -> list[str]:
         """The texts this index has no vector for, once each, after taking those the shared cache has.
 
-        A restarted or new replica thus routes a toolset other replicas know at once.
+        A restarted or new replica thus routes a toolset other replicas know at once. `ids`: the
+        texts' `text_id`s, when the caller has them already.
         """
+        ids = [text_id(t) for t in texts] if ids is None else ids
         with self._lock:
-            unknown = {text_id(t): t for t in texts if text_id(t) not in self._rows}
+            unknown = {i: t for i, t in zip(ids, texts, strict=True) if i not in self._rows}
         held = self._take_shared(list(unknown)) if unknown else set()
         return [t for i, t in unknown.items() if i not in held]
 
-    def add(self, texts: Sequence[str]) -> list[int]:
-        """Ids of `texts`; those never seen are embedded (in one batch) and added."""
-        ids = [text_id(t) for t in texts]
+    def add(self, texts: Sequence[str], ids: Sequence[int] | None = None) -> Sequence[int]:
+        """Ids of `texts` (`ids`, when the caller has them already); those never seen are embedded and added."""
+        ids = [text_id(t) for t in texts] if ids is None else ids
         with self._lock:
             new = {i: t for i, t in zip(ids, texts, strict=True) if i not in self._rows}
         if new:
@@ -190,10 +192,16 @@ class ToolIndex:
         except RedisError as err:
             log.warning("tool vector cache unavailable; vectors kept in this replica only", error=str(err))
 
-    def scores(self, query: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    def rows(self, ids: Sequence[int]) -> np.ndarray:
+        """Where `ids` (all of them known) are in the index: a vector once added keeps its row."""
+        with self._lock:
+            return np.fromiter((self._rows[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def scores(self, query: np.ndarray, ids: Sequence[int], rows: np.ndarray | None = None) -> np.ndarray:
         """Cosine similarity of `query` to each of `ids` (all of them known), in their order.
 
         `query` is one embedding, or several as the columns of a matrix (a row of scores per id).
+        `rows`: the ids' `rows`, when the caller kept them.
 
         One matrix-vector product over the whole index when the request's texts are a good
         share of it, else over their rows only: either way under a millisecond or two for
@@ -201,8 +209,8 @@ class ToolIndex:
         """
         if not ids:
             return np.zeros(0, dtype=np.float32)
+        rows = self.rows(ids) if rows is None else rows
         with self._lock:  # an add may move the index's storage
-            rows = np.fromiter((self._rows[i] for i in ids), dtype=np.int64, count=len(ids))
             total = self._index.ntotal
             stored = self._faiss.rev_swig_ptr(self._index.get_xb(), total * DIMENSIONS).reshape(total, DIMENSIONS)
             if len(rows) * 8 >= total:

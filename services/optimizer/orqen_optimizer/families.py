@@ -10,8 +10,10 @@ Families, by the first rule that applies to a tool:
   together: "This tool belongs to the Gorilla file system.");
 - a first name word (not a common verb) that at least `MIN_MEMBERS` tools share (`github_…`).
 
-A family is in play when its tool is the router's best, when `IN_PLAY_KEPT` of the kept tools are
-in it, or when the conversation already called one of its tools. Its core tools are then added,
+A family is in play when its tool is the router's best, when its tool ranks first for one of the
+ask's steps, or when the conversation already called one of its tools (two kept tools of a
+family are not enough: on a small pool most families have two kept tools, and their core tools
+cost tokens the ranking needs). Its core tools are then added,
 best-scored first, at most `MAX_CORE` per family and within `TOKEN_BUDGET` of the tokens already
 kept: the navigation and state tools (`cd`, `ls`, `login`, `authenticate`, `…_login_status`, …),
 when a kept tool edits something (`add_…`, `write_…`, `update_…`), the family's tools that
@@ -30,7 +32,6 @@ from dataclasses import dataclass
 from orqen_optimizer.tools import ToolFacts
 
 MIN_MEMBERS = 3
-IN_PLAY_KEPT = 2
 MAX_CORE = 2
 MIN_INPUT_WORD = 5
 TOKEN_BUDGET = 0.5  # added core tools may cost at most this share of the kept tools' tokens
@@ -108,7 +109,7 @@ def _families(tools: tuple[tuple[str, str], ...]) -> list[Family]:
             key = f"server {name.split('__', 1)[0]}"
         elif head and heads[head] >= MIN_MEMBERS:
             key = f"description '{head[:60]}'"
-        elif prefixes[_prefix(name)] >= MIN_MEMBERS and _prefix(name) not in _VERBS:
+        elif _prefix(name) and prefixes[_prefix(name)] >= MIN_MEMBERS and _prefix(name) not in _VERBS:
             key = f"prefix {_prefix(name)}"
         else:
             continue
@@ -125,6 +126,8 @@ def core_additions(
     kept: Sequence[int],
     order: Sequence[int],
     called: set[str],
+    leaders: Sequence[int] = (),
+    found: Sequence[Family] | None = None,
 ) -> list[Addition]:
     """The core tools of the families in play that `kept` lacks, best-ranked (`order`) first, with why."""
     if not kept:
@@ -133,13 +136,14 @@ def core_additions(
     kept_set = set(kept)
     budget = TOKEN_BUDGET * sum(facts[i].tokens for i in kept)
     added: list[Addition] = []
-    for family in families(facts):
+    for family in families(facts) if found is None else found:
         members = set(family.members)
         in_kept = members & kept_set
         if kept[0] in members:
             why = f"family {family.key} is in play (its {facts[kept[0]].name} ranks first)"
-        elif len(in_kept) >= IN_PLAY_KEPT:
-            why = f"family {family.key} is in play ({len(in_kept)} of its tools kept)"
+        elif members.intersection(leaders):
+            leader = next(i for i in leaders if i in members)
+            why = f"family {family.key} is in play (its {facts[leader].name} ranks first for a step)"
         elif any(facts[i].name in called for i in members):
             why = f"family {family.key} is in play (the conversation called its tools)"
         else:

@@ -6,6 +6,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,26 +45,52 @@ def bm25_of_documents(query: list[str], parsed: Sequence[Document]) -> np.ndarra
     return np.asarray(bm25_of_queries([query], parsed)[0])
 
 
-def bm25_of_queries(queries: Sequence[list[str]], parsed: Sequence[Document]) -> np.ndarray:
+@dataclass(frozen=True, slots=True, eq=False)
+class Corpus:
+    """A request's tool documents gathered for BM25: every (document, term) pair in flat arrays.
+
+    Built once per distinct tool list (orqen_optimizer.toolset): agents send the same tools with
+    every call, so a request pays only for its queries.
+    """
+
+    terms: np.ndarray  # each pair's term hash
+    counts: np.ndarray  # how often the term is in the document
+    owners: np.ndarray  # the document's index
+    lengths: np.ndarray  # each document's length in words
+    average: float
+
+    @classmethod
+    def of(cls, parsed: Sequence[Document]) -> Corpus:
+        n = len(parsed)
+        lengths = np.fromiter((length for _, _, length in parsed), dtype=np.float64, count=n)
+        if not n:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, np.zeros(0), empty, lengths, 1.0)
+        return cls(
+            np.concatenate([t for t, _, _ in parsed]),
+            np.concatenate([c for _, c, _ in parsed]),
+            np.repeat(np.arange(n), [len(t) for t, _, _ in parsed]),
+            lengths,
+            float(lengths.mean()) or 1.0,
+        )
+
+
+def bm25_of_queries(queries: Sequence[list[str]], parsed: Sequence[Document] | Corpus) -> np.ndarray:
     """Okapi BM25 of each document for each query (a row per query), over these documents only.
 
     Vectorised over the (document, term) pairs, which are gathered once for all the queries (an
     ask and its steps): a request's hundreds of tools score in a fraction of a millisecond.
     """
-    n = len(parsed)
+    corpus = parsed if isinstance(parsed, Corpus) else Corpus.of(parsed)
+    n = len(corpus.lengths)
     if not n:
         return np.zeros((len(queries), 0))
-    lengths = np.fromiter((length for _, _, length in parsed), dtype=np.float64, count=n)
-    all_terms = np.concatenate([t for t, _, _ in parsed])
-    all_counts = np.concatenate([c for _, c, _ in parsed])
-    all_owners = np.repeat(np.arange(n), [len(t) for t, _, _ in parsed])
-    average = lengths.mean() or 1.0
     rows = np.zeros((len(queries), n))
     for row, query in enumerate(queries):
-        hit = np.isin(all_terms, np.fromiter({hash(t) for t in query}, dtype=np.int64))
-        terms, counts, owner = all_terms[hit], all_counts[hit], all_owners[hit]
+        hit = np.isin(corpus.terms, np.fromiter({hash(t) for t in query}, dtype=np.int64))
+        terms, counts, owner = corpus.terms[hit], corpus.counts[hit], corpus.owners[hit]
         _, term_of_hit, frequency = np.unique(terms, return_inverse=True, return_counts=True)
         idf = np.log(1 + (n - frequency + 0.5) / (frequency + 0.5))[term_of_hit]
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths[owner] / average)
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * corpus.lengths[owner] / corpus.average)
         rows[row] = np.bincount(owner, weights=idf * counts * (BM25_K1 + 1) / (counts + norm), minlength=n)
     return rows

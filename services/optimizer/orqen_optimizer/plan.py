@@ -36,6 +36,7 @@ from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tool_router import SMALL_TOOLSET, Decision, ToolRouter
 from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
+from orqen_optimizer.toolset import toolset
 
 log = structlog.get_logger(__name__)
 Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
@@ -135,7 +136,13 @@ class Planner:
             trace.k_reason = "the account's routing mode is passthrough"
             return everything
         # The keyword mode never embeds: it needs no tool vectors.
-        unseen = self._index.missing([v for f in facts for v in f.views]) if policy.mode != KEYWORD else []
+        if policy.mode != KEYWORD:
+            tool_set = toolset(facts)
+            # A list whose rows are kept was indexed whole: nothing of it can be missing.
+            known = self._index in tool_set.rows
+            unseen = [] if known else self._index.missing(tool_set.view_texts, tool_set.view_ids)
+        else:
+            unseen = []
         if len(unseen) > self._max_new_tools:
             queued = self._index_later(unseen)
             trace.k_reason = f"indexing {queued} of {len(unseen)} new tool texts; later requests are routed"

@@ -28,6 +28,7 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
 from orqen_optimizer.steps import Step, split_steps
 from orqen_optimizer.tools import ToolFacts, tool_facts
+from orqen_optimizer.toolset import ToolSet, toolset
 
 DENSE_WEIGHT = 0.75
 RELATIVE_MARGIN = 0.25
@@ -58,6 +60,16 @@ INTENT_CHARS = 2000
 STEP_KEEP_PROBABILITY = 0.05
 STEP_K = 3
 STEP_VECTORS_KEPT = 4096
+# The best HEAD tools by similarity alone and by BM25 alone are kept whatever the fusion says (at
+# most HEAD_SHARE of the tools each): each score finds needed tools the other ranks low (a name the
+# embedding model does not know, a paraphrase sharing no word), and fusing them can push both out.
+HEAD = 10
+HEAD_SHARE = 0.02
+# The ranking's K keeps at most this share of the request's tool tokens (0: no cap), and never
+# fewer than TOKEN_CAP_MIN_TOOLS tools: on a pool of a hundred tools or so, a low keep probability
+# would otherwise forward a fifth of it; a 50-tool pool keeps issue 4's budget (a quarter of it).
+TOKEN_SHARE_CAP = 0.17
+TOKEN_CAP_MIN_TOOLS = 12
 STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
 
@@ -233,22 +245,21 @@ class ToolRouter:
         guided = policy.mode == AUTO and is_follow_up(messages)
         intent = intent_of(messages, turns=2 if guided else 1)
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
-        views = [f.views for f in facts]
-        names = [f.name for f in facts]
-        documents = [f.document for f in facts]
-        asked = words(intent) + bridged_names(intent, frozenset().union(*(f.name_words for f in facts)))
+        tool_set = toolset(facts)
+        names = tool_set.names
+        asked = words(intent) + bridged_names(intent, tool_set.name_words)
         steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS else []
         steps = steps if len(steps) > 1 else []
-        keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], documents)
+        keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], tool_set.corpus)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
-            step_dense = None
+            step_dense, similarity = None, None
         else:
             # Apart: one batch pads every text to its longest, and steps are short beside the intent.
             queries = [embed([intent]), *([self._step_vectors([step.text for step in steps])] if steps else [])]
-            dense, *step_dense = self.dense(np.vstack(queries), views)
-            fused = Components(dense, keyword).fused()
+            dense, *step_dense = self._dense_of(np.vstack(queries), tool_set)
+            fused, similarity = Components(dense, keyword).fused(), dense
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.
                 mode = "heuristic"
@@ -260,11 +271,14 @@ class ToolRouter:
                 order = np.concatenate([reranked, np.argsort(-fused, kind="stable")[len(reranked) :]])
                 k = int(np.count_nonzero(likely >= KEEP_PROBABILITY))
                 reason = f"reranked: {k} of the best {len(reranked)} at least {KEEP_PROBABILITY:g} likely"
+                k, reason = within_tokens(order, k, reason, facts, tool_set.tokens)
         k, reason = bounded(k, reason, len(order), policy.k_floor, policy.k_cap)
         if reason.startswith("cap"):
             mode = "limit"
         keep = order[:k].tolist()
         because: dict[int, str] = {}
+        if mode != "limit":
+            because.update(heads(keyword, similarity, set(keep)))
         routes = self._steps(steps, step_keyword, step_dense, facts)
         for number, route in enumerate(routes, 1):
             fresh = [i for i in route.keep if i not in keep and i not in because]
@@ -272,7 +286,9 @@ class ToolRouter:
         required = must_keep(chat)
         if FAMILIES and mode != "limit":
             kept = keep + list(because)
-            because.update((a.tool, a.reason) for a in core_additions(facts, kept, order.tolist(), required))
+            leaders = [route.keep[0] for route in routes if route.keep]
+            additions = core_additions(facts, kept, order.tolist(), required, leaders, tool_set.families)
+            because.update((a.tool, a.reason) for a in additions)
         if policy.k_cap and len(keep) + len(because) > policy.k_cap:  # the cap bounds what the stages add too
             because = dict(list(because.items())[: max(0, policy.k_cap - len(keep))])
             mode, reason = "limit", f"cap {policy.k_cap}"
@@ -313,15 +329,57 @@ class ToolRouter:
         `query` may be a matrix of several embeddings, one per row (the intent and the ask's steps):
         the result then has one row per query, and the tools' vectors are looked up once.
         """
-        by_view = self._index.scores(query.T, self._index.add([v for tool in views for v in tool])).T
-        starts = np.cumsum([0, *(len(tool) for tool in views[:-1])])
-        if not len(views):
+        texts = [v for tool in views for v in tool]
+        return self._best_view(query, self._index.add(texts), np.cumsum([0, *(len(tool) for tool in views[:-1])]))
+
+    def _dense_of(self, query: np.ndarray, tool_set: ToolSet) -> np.ndarray:
+        """`dense` over a request's tool list: its views' rows in the index are looked up once per list."""
+        rows = tool_set.rows.get(self._index)
+        if rows is None:
+            self._index.add(tool_set.view_texts, tool_set.view_ids)
+            rows = tool_set.rows[self._index] = self._index.rows(tool_set.view_ids)
+        return self._best_view(query, tool_set.view_ids, tool_set.view_starts, rows)
+
+    def _best_view(
+        self, query: np.ndarray, ids: Sequence[int], starts: np.ndarray, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        if not len(starts) or not len(ids):
             return np.zeros((*query.shape[:-1], 0), dtype=np.float32)
-        return np.maximum.reduceat(by_view, starts, axis=-1)
+        return np.maximum.reduceat(self._index.scores(query.T, ids, rows).T, starts, axis=-1)
 
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""
         return Components(self.dense(query, views), bm25(words(intent), [" ".join(tool) for tool in views]))
+
+
+def heads(keyword: np.ndarray, dense: np.ndarray | None, kept: set[int]) -> dict[int, str]:
+    """The best tools by similarity alone (None: not embedded) and by BM25 alone that `kept` lacks, with why.
+
+    HEAD of each, at most HEAD_SHARE of the tools (a small pool's K already holds its heads).
+    """
+    added: dict[int, str] = {}
+    head = min(HEAD, math.ceil(HEAD_SHARE * len(keyword)))
+    for label, scores in (("similarity", dense), ("keywords", keyword)):
+        if scores is None or not scores.any():
+            continue
+        for rank, i in enumerate(np.argsort(-scores, kind="stable")[:head].tolist(), 1):
+            if i not in kept and i not in added:
+                added[i] = f"ranks {rank} by {label} alone"
+    return added
+
+
+def within_tokens(order: np.ndarray, k: int, reason: str, facts: Sequence[ToolFacts], total: int) -> tuple[int, str]:
+    """K cut to the first tools of `order` within TOKEN_SHARE_CAP of the `total` tool tokens.
+
+    Never below TOKEN_CAP_MIN_TOOLS tools: a request with a few tools is not worth cutting further.
+    """
+    if not TOKEN_SHARE_CAP or k <= TOKEN_CAP_MIN_TOOLS:
+        return k, reason
+    spent = np.cumsum([facts[i].tokens for i in order[:k].tolist()])
+    fits = max(TOKEN_CAP_MIN_TOOLS, int(np.searchsorted(spent, TOKEN_SHARE_CAP * total, side="right")))
+    if fits >= k:
+        return k, reason
+    return fits, f"{reason}, cut to {fits} within {TOKEN_SHARE_CAP:.0%} of the tool tokens"
 
 
 def keyword_leads(keyword: np.ndarray, lead: float = KEYWORD_LEAD) -> bool:

@@ -86,3 +86,22 @@ def test_added_tools_stay_within_the_token_budget() -> None:
     facts = facts_of([*FILE_SYSTEM, big])
     added = core_additions(facts, kept=[1, 2, 3], order=[1, 2, 3, 4, 0], called=set())
     assert [facts[a.tool].name for a in added] == ["cd"]  # login, ranked before it, costs more than the budget
+
+
+def test_a_family_whose_tool_ranks_first_for_a_step_is_in_play() -> None:
+    facts = facts_of(FILE_SYSTEM + OTHERS)
+    added = core_additions(facts, kept=[7, 1, 4, 5, 6], order=[7, 1, 4, 5, 6, 0], called=set(), leaders=[7, 1])
+    assert [(facts[a.tool].name, a.reason) for a in added] == [
+        ("cd", f"family description '{FS}' is in play (its grep ranks first for a step): a navigation or state tool")
+    ]
+
+
+def test_two_kept_tools_alone_do_not_put_a_family_in_play() -> None:
+    facts = facts_of(FILE_SYSTEM + OTHERS)
+    assert core_additions(facts, kept=[7, 1, 2, 5], order=[7, 1, 2, 5, 0], called=set()) == []
+
+
+def test_names_without_a_prefix_make_no_family_together() -> None:
+    loose = [tool("getWeather", "Weather now."), tool("sendEmail", "Send mail."), tool("translateText", "Translate."),
+             tool("calculate", "Add numbers.")]  # fmt: skip
+    assert families(facts_of(loose)) == []

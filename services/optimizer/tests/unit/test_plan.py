@@ -107,11 +107,11 @@ class HeldIndex(ToolIndex):
         self.background_batches: list[int] = []
         self.release = threading.Event()
 
-    def add(self, texts: Sequence[str]) -> list[int]:
+    def add(self, texts: Sequence[str], ids: Sequence[int] | None = None) -> Sequence[int]:
         if threading.current_thread().name.startswith("tool-indexing"):
             self.background_batches.append(len(texts))
             self.release.wait()
-        return super().add(texts)
+        return super().add(texts, ids)
 
 
 def many_new_tools(count: int, kind: str) -> list[dict[str, Any]]:
@@ -173,9 +173,9 @@ def test_the_keyword_mode_routes_unseen_tools_at_once_without_embedding(tools: l
 
 def test_the_accounts_k_floor_and_cap_bound_the_tools_forwarded(tools: list[dict[str, Any]]) -> None:
     planner = Planner(ToolIndex(), max_new_tools=100)
-    floor = RoutingPolicy(mode="semantic", k_floor=9, ab_control_share=0)
+    floor = RoutingPolicy(mode="semantic", k_floor=10, ab_control_share=0)
     _, stats, trace = planner.plan({**STOCK, "tools": tools}, floor)
-    assert stats.tools_output == 9 and trace.k_reason == "floor 9"
+    assert stats.tools_output == 10 and trace.k_reason == "floor 10"  # the reranker keeps 9 of them
     cap = RoutingPolicy(mode="semantic", k_floor=1, k_cap=2, ab_control_share=0)
     _, stats, trace = planner.plan({**STOCK, "tools": tools}, cap)
     assert stats.tools_output == 2 and stats.routing == trace.mode == "limit" and trace.k_reason == "cap 2"

@@ -154,7 +154,7 @@ def test_each_step_of_a_multi_step_ask_is_retrieved_and_traced(tools: list[dict[
         "email it to Ana.",
     ]
     assert tools[decision.steps[1].keep[0]]["function"]["name"] == "translate_text"
-    assert all(reason.startswith("step ") for reason in decision.added_because.values())
+    assert all(reason.startswith(("step ", "ranks ")) for reason in decision.added_because.values())
 
 
 def test_a_prerequisite_of_the_family_in_play_is_kept_and_says_why() -> None:
@@ -226,3 +226,47 @@ def test_the_accounts_cap_bounds_the_tools_steps_and_families_add(tools: list[di
     decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(k_floor=1, k_cap=2))
     assert len(decision.keep) == 2 and decision.mode == "limit" and decision.k_reason == "cap 2"
     assert len(decision.steps) == 3  # still traced
+
+
+def test_the_heads_of_similarity_and_keywords_are_kept_whatever_the_fusion_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orqen_optimizer import tool_router
+
+    monkeypatch.setattr(tool_router, "HEAD", 2)
+    monkeypatch.setattr(tool_router, "HEAD_SHARE", 1.0)
+    dense = np.array([0.9, 0.1, 0.8, 0.2, 0.0])
+    keyword = np.array([0.0, 5.0, 0.0, 0.0, 4.0])
+    assert tool_router.heads(keyword, dense, kept={0}) == {
+        2: "ranks 2 by similarity alone",
+        1: "ranks 1 by keywords alone",
+        4: "ranks 2 by keywords alone",
+    }
+    assert tool_router.heads(keyword, None, kept=set()) == {
+        1: "ranks 1 by keywords alone",
+        4: "ranks 2 by keywords alone",
+    }
+    monkeypatch.setattr(tool_router, "HEAD_SHARE", 0.2)  # one of five tools
+    assert tool_router.heads(keyword, dense, kept=set()) == {
+        0: "ranks 1 by similarity alone",
+        1: "ranks 1 by keywords alone",
+    }
+    assert tool_router.heads(np.zeros(5), np.zeros(5), kept=set()) == {}  # no score, no head
+
+
+def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_its_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orqen_optimizer import tool_router
+    from orqen_optimizer.tools import tool_facts
+
+    facts = [tool_facts(tool(f"tool_{i}", f"Does thing number {i}.")) for i in range(20)]
+    total = sum(f.tokens for f in facts)
+    order = np.arange(len(facts))
+    monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", 0.0)
+    assert tool_router.within_tokens(order, 15, "why", facts, total) == (15, "why")
+    monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", sum(f.tokens for f in facts[:10]) / total)
+    monkeypatch.setattr(tool_router, "TOKEN_CAP_MIN_TOOLS", 4)
+    k, reason = tool_router.within_tokens(order, 15, "why", facts, total)
+    assert k == 10 and reason.startswith("why, cut to 10 within")
+    monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", 1e-9)  # nothing fits: the minimum is kept
+    assert tool_router.within_tokens(order, 15, "why", facts, total)[0] == 4
+    assert tool_router.within_tokens(order, 3, "why", facts, total) == (3, "why")
