@@ -10,7 +10,7 @@ import httpx
 import openai
 
 from accounts import http, new_account_key
-from toolbox import TOOLBOX
+from toolbox import TOOLBOX, function_tool
 
 PRICE_CALL = {
     "id": "call_1",
@@ -22,6 +22,37 @@ AFTER_PRICE = [
     {"role": "user", "content": "What does AAPL trade at?"},
     {"role": "assistant", "content": None, "tool_calls": [PRICE_CALL]},
     {"role": "tool", "tool_call_id": "call_1", "content": "AAPL: 187.30 USD"},
+]
+# Three dozen tools: a dozen the router forwards whole ("not worth cutting further"), so the
+# everyday TOOLBOX comes with finance and office tools that rank above the calendar for a price.
+TOOLS = TOOLBOX + [
+    function_tool(name, description)
+    for name, description in (
+        ("get_market_news", "Latest market news about a company or a stock ticker."),
+        ("get_stock_history", "Daily closing prices of a stock ticker over a date range."),
+        ("get_company_profile", "Sector, size and description of a listed company by ticker."),
+        ("get_dividends", "Dividend payments of a stock ticker."),
+        ("get_earnings", "Quarterly earnings reports of a listed company."),
+        ("get_exchange_rate", "Exchange rate between two currencies today."),
+        ("get_crypto_price", "Latest price of a cryptocurrency."),
+        ("get_index_level", "Current level of a stock market index such as the S&P 500."),
+        ("get_analyst_ratings", "Analyst buy, hold and sell ratings of a stock."),
+        ("get_portfolio", "Holdings and value of the user's investment portfolio."),
+        ("place_stock_order", "Buy or sell shares of a stock ticker."),
+        ("get_options_chain", "Option contracts listed for a stock ticker."),
+        ("create_document", "Create a new text document."),
+        ("share_file", "Share a file with another person."),
+        ("search_contacts", "Find a person in the user's contacts."),
+        ("make_phone_call", "Call a phone number."),
+        ("take_note", "Save a short note for later."),
+        ("get_news_headlines", "Today's top news headlines."),
+        ("search_web", "Search the web for pages about a topic."),
+        ("get_time_zone", "The time zone and local time of a city."),
+        ("track_package", "Where a shipped parcel is, by tracking number."),
+        ("rent_car", "Rent a car at an airport or city for given dates."),
+        ("find_restaurants", "Restaurants near a place, by cuisine."),
+        ("check_bank_balance", "Balance of the user's bank accounts."),
+    )
 ]
 ROUTED = {"mode": "semantic", "k_floor": 1, "k_cap": 0, "ab_control_share": 0}
 
@@ -61,7 +92,7 @@ async def test_sessions_teach_the_router_a_tool_it_dropped_and_a_reset_forgets_i
             client.chat.completions.with_raw_response.create,
             model="gpt-4o-mini",
             messages=messages,
-            tools=TOOLBOX,
+            tools=TOOLS,
             extra_headers=headers,
         )
 
