@@ -99,7 +99,7 @@ def _disposition(name: str, filename: str | None = None) -> bytes:
 
 
 def _quoted(value: str) -> str:
-    """A header parameter value as browsers and httpx write it (WHATWG): quotes and line breaks escaped."""
+    """A header parameter value as browsers write it (WHATWG): quotes and line breaks escaped."""
     return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
