@@ -179,10 +179,10 @@ class AiohttpClient:
 def open_client(connect_timeout: float, read_timeout: float) -> AiohttpClient:
     """The one connection pool to every provider (call inside the running event loop).
 
-    `connect_timeout` bounds opening a connection (TCP and TLS); `read_timeout` bounds each wait for the
-    provider's bytes (the answer's head, then every read of its body), not the whole call:
-    a long stream runs as long as the provider keeps sending. Waiting for a free connection
-    of the pool is bounded by `read_timeout` too.
+    `connect_timeout` bounds opening a connection (TCP and TLS); `read_timeout` bounds each
+    wait for the provider's bytes (the answer's head, then every read of its body), not the
+    whole call: a long stream runs as long as the provider keeps sending. Waiting for a free
+    connection of the pool is bounded by `read_timeout` too.
 
     TLS is verified against the system's CAs, or SSL_CERT_FILE / SSL_CERT_DIR when set (a
     private CA). HTTP(S)_PROXY and NO_PROXY apply, as for any HTTP client of the machine.
