@@ -1,10 +1,11 @@
 """Dispatch's one HTTP client to the providers: an aiohttp session, and the request and answer it deals in.
 
-aiohttp rather than httpx, and HTTP/1.1 rather than HTTP/2: dispatch spends its CPU per
-request, and one small POST to a provider costs 120-190 µs of CPU with aiohttp against
-520-800 µs with httpx's HTTP/2 pool (httpx, httpcore and anyio were a quarter of dispatch's
-CPU samples; docs/performance.md has the measurement). A kept-alive pool of HTTP/1.1
-connections (up to 1000) carries concurrent calls instead of HTTP/2 streams.
+aiohttp rather than httpx, and so HTTP/1.1 rather than HTTP/2, for the CPU a call costs:
+httpx, httpcore and anyio were a quarter of dispatch's CPU samples, and one small chat call
+through the OpenAI adapter costs about 110 µs of CPU on aiohttp against 450 µs on httpx
+(250 against 890 µs streamed; bench/upstream_call.py, docs/performance.md). What
+HTTP/2 gave, a warm connection, the pool gives: up to 1000 HTTP/1.1 connections, each kept
+alive for the next call.
 
 Providers speak to an `UpstreamClient`: the aiohttp one here in production, a recording
 fake in unit tests. Failures come out as aiohttp's exceptions (`aiohttp.ClientError`,
