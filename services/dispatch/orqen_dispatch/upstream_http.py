@@ -107,14 +107,32 @@ class AiohttpResponse:
         return await self._raw.read()
 
     def chunks(self, size: int | None = None) -> AsyncIterator[bytes]:
-        pieces = self._raw.content.iter_any()
+        pieces = arrived(self._raw.content)
         return pieces if size is None else rechunked(pieces, size)
 
     def lines(self) -> AsyncIterator[str]:
-        return split_lines(self._raw.content.iter_any())
+        return split_lines(arrived(self._raw.content))
 
     def close(self) -> None:
         self._raw.release()
+
+
+async def arrived(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A body's bytes as they arrive, and those that arrived before a broken connection ahead of its error.
+
+    aiohttp's own readers raise the error of a connection that broke as soon as it is known,
+    dropping what the provider had sent before it: the first words of a stream cut halfway.
+    """
+    while True:
+        try:
+            data = await content.readany()
+        except Exception:
+            if held := content._read_nowait(-1):
+                yield held
+            raise
+        if not data:
+            return
+        yield data
 
 
 async def rechunked(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+from aiohttp.base_protocol import BaseProtocol
 
-from orqen_dispatch.upstream_http import AiohttpClient, _wire_url, open_client, rechunked, split_lines
+from orqen_dispatch.upstream_http import AiohttpClient, _wire_url, arrived, open_client, rechunked, split_lines
 
 
 async def pieces(*parts: bytes) -> AsyncIterator[bytes]:
@@ -45,3 +48,14 @@ async def test_the_environment_proxy_applies_except_where_no_proxy_says(monkeypa
         assert client._proxy(_wire_url("https://api.openai.com/v1/models")) == "http://proxy.internal:3128"
         assert client._proxy(_wire_url("https://llm.corp.example/v1/models")) is None
         assert client._proxy(_wire_url("http://api.openai.com/v1/models")) is None  # no HTTP_PROXY set
+
+
+async def test_bytes_that_arrived_before_a_broken_connection_come_out_before_its_error() -> None:
+    content = aiohttp.StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop())
+    content.feed_data(b"data: first words\n\n")
+    content.set_exception(aiohttp.ClientPayloadError("the connection broke"))
+    received: list[bytes] = []
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for data in arrived(content):
+            received.append(data)
+    assert received == [b"data: first words\n\n"]
