@@ -119,6 +119,8 @@ class ProxyService:
         try:
             return await self._dispatcher.open([target], attempts, call, replayable=body is not None)
         except DispatchFailedError as err:
+            if isinstance(content, MultipartEncoder):
+                await content.settle()  # before the caller's frames are read to their end
             raise as_orqen_error(err) from None
 
     async def _target(self, head: dispatch_pb2.ProxyHead, entry: ProxyFamily) -> Target:
