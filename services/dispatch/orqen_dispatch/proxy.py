@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.allowed_models import ROUTING_PREFIX
@@ -32,6 +32,7 @@ from orqen_dispatch.proxy_usage import UsageWatcher
 from orqen_dispatch.resilience import Answer, AttemptRecord, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.summary import as_orqen_error, ms_since, summary
+from orqen_dispatch.upstream_http import UpstreamResponse
 
 # What OpenAI's own API offers of the families (it has no rerank, OCR or video generations endpoint).
 OPENAI_FAMILIES = frozenset(f.name for f in FAMILIES) - {"rerank", "ocr", "videos/generations"}
@@ -64,39 +65,40 @@ class ProxyService:
             raise
         response, target = answer.result, answer.target
         content_type = response.headers.get("content-type", "application/octet-stream")
-        yield dispatch_pb2.ProxyResponseFrame(
-            head=dispatch_pb2.ProxyResponseHead(
-                status=response.status_code,
-                content_type=content_type,
-                provider=target.provider.name,
-                model=target.model,
-            )
-        )
         watcher = UsageWatcher(content_type)
         ttft = 0.0
-        status, error = response.status_code, ""
+        status, error = response.status, ""
         try:
-            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+            # Inside the try: a caller that leaves at any point closes the upstream answer.
+            yield dispatch_pb2.ProxyResponseFrame(
+                head=dispatch_pb2.ProxyResponseHead(
+                    status=response.status,
+                    content_type=content_type,
+                    provider=target.provider.name,
+                    model=target.model,
+                )
+            )
+            async for chunk in response.chunks(CHUNK_BYTES):
                 ttft = ttft or ms_since(started)
                 watcher.feed(chunk)
                 yield dispatch_pb2.ProxyResponseFrame(body_chunk=chunk)
-        except httpx.TransportError as err:
+        except (aiohttp.ClientError, TimeoutError) as err:
             # Part of the answer is out: no retry, the caller gets a truncated body.
             status, error = 502, f"{target.provider.name} broke the connection: {err.__class__.__name__}"
             raise as_orqen_error(UpstreamError(status, error), target) from None
         finally:
-            await response.aclose()
+            response.close()
             self._dispatcher.settle(answer, status, error)
         elapsed = ms_since(started)
         usage = watcher.finish()
         model = target.model or watcher.model
         yield dispatch_pb2.ProxyResponseFrame(
-            summary=summary(target, model, usage, response.status_code, elapsed, ttft, attempts)
+            summary=summary(target, model, usage, response.status, elapsed, ttft, attempts)
         )
 
     async def _open(
         self, head: dispatch_pb2.ProxyHead, frames: Frames, attempts: list[AttemptRecord]
-    ) -> Answer[httpx.Response]:
+    ) -> Answer[UpstreamResponse]:
         """The upstream's answer (status and headers; its body still to read), after the retries allowed."""
         entry = _family(head)
         body = await read_json_body(frames) if entry.body == "json" else None
@@ -111,12 +113,14 @@ class ProxyService:
         provider = target.provider
         assert isinstance(provider, OpenAICompatible)  # _target only picks providers that proxy
 
-        async def call(target: Target) -> httpx.Response:
+        async def call(target: Target) -> UpstreamResponse:
             return await provider.open_proxy(entry.name, content, content_type, target.credentials)
 
         try:
             return await self._dispatcher.open([target], attempts, call, replayable=body is not None)
         except DispatchFailedError as err:
+            if isinstance(content, MultipartEncoder):
+                await content.settle()  # before the caller's frames are read to their end
             raise as_orqen_error(err) from None
 
     async def _target(self, head: dispatch_pb2.ProxyHead, entry: ProxyFamily) -> Target:

@@ -8,6 +8,7 @@ sent them, the `model` field renamed, and nothing of a file is held beyond one f
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,6 +57,21 @@ class MultipartEncoder:
         self._frames = frames
         self._model = model
         self.boundary = f"orqen-{secrets.token_hex(16)}"
+        self._reading: asyncio.Future[dispatch_pb2.ProxyRequestFrame | None] | None = None
+
+    async def _next(self) -> dispatch_pb2.ProxyRequestFrame | None:
+        # Shielded: aiohttp cancels its body writer once the answer is in, and a cancelled read
+        # would break the caller's gRPC stream; `settle` lets an interrupted read finish.
+        self._reading = asyncio.ensure_future(anext(self._frames, None))
+        frame = await asyncio.shield(self._reading)
+        self._reading = None
+        return frame
+
+    async def settle(self) -> None:
+        """Wait for a read of the caller's frames that the upload's sender left under way."""
+        if self._reading is not None:
+            await self._reading
+            self._reading = None
 
     @property
     def content_type(self) -> str:
@@ -64,7 +80,7 @@ class MultipartEncoder:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         delimiter = f"--{self.boundary}\r\n".encode()
         in_file = False
-        async for frame in self._frames:
+        while (frame := await self._next()) is not None:
             kind = frame.WhichOneof("frame")
             if kind == "file_chunk":
                 if not in_file:
@@ -99,7 +115,7 @@ def _disposition(name: str, filename: str | None = None) -> bytes:
 
 
 def _quoted(value: str) -> str:
-    """A header parameter value as browsers and httpx write it (WHATWG): quotes and line breaks escaped."""
+    """A header parameter value as browsers write it (WHATWG): quotes and line breaks escaped."""
     return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlencode
 
-import httpx
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
@@ -41,6 +41,7 @@ from orqen_dispatch.providers.base import (
     send,
     sse_events,
 )
+from orqen_dispatch.upstream_http import UpstreamClient, UpstreamRequest
 
 API_VERSION = "2023-06-01"
 # Models per page of GET /v1/models (the API's maximum), and a bound on pages followed.
@@ -73,7 +74,7 @@ class AnthropicMessages:
     """
 
     def __init__(
-        self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None, default_max_tokens: int
+        self, name: str, client: UpstreamClient, base_url: str, api_key: str | None, default_max_tokens: int
     ) -> None:
         self.name = name
         self._client = client
@@ -88,7 +89,7 @@ class AnthropicMessages:
         listed: list[model_lists.ListedModel] = []
         params: dict[str, str | int] = {"limit": _MODELS_PAGE}
         for _ in range(_MAX_MODEL_PAGES):
-            request = self._client.build_request("GET", self._base_url + "/v1/models", params=params, headers=headers)
+            request = UpstreamRequest("GET", f"{self._base_url}/v1/models?{urlencode(params)}", headers)
             body = await read_body(await send(self._client, request, self.name), self.name)
             page = decode_answer(model_lists.anthropic_page_decoder, body, self.name, "model list")
             listed += model_lists.anthropic_models(page)
@@ -106,7 +107,7 @@ class AnthropicMessages:
         response = await send(self._client, self._request(body, chat, credentials), self.name)
         answer = decode_answer(wire.message_decoder, await read_body(response, self.name), self.name)
         usage = answer.usage.tokens()
-        return Completion(body=canonical_completion(answer, model, usage), usage=usage, status=response.status_code)
+        return Completion(body=canonical_completion(answer, model, usage), usage=usage, status=response.status)
 
     async def stream(
         self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
@@ -114,7 +115,7 @@ class AnthropicMessages:
         """Yield canonical chunks as the events arrive, ending with the usage chunk."""
         body = self.wire_request(chat, model, stream=True)
         response = await send(self._client, self._request(body, chat, credentials), self.name)
-        state.status = response.status_code
+        state.status = response.status
         translator = _StreamTranslator(self.name, model, state)
         try:
             async for event in sse_events(response, self.name):
@@ -124,15 +125,15 @@ class AnthropicMessages:
                 if translator.finished:
                     return
         finally:
-            await response.aclose()
+            response.close()
         raise UpstreamError(502, f"{self.name} stream ended early, before message_stop")
 
-    def _request(self, body: wire.MessagesRequest, chat: ChatRequest, credentials: Credentials) -> httpx.Request:
+    def _request(self, body: wire.MessagesRequest, chat: ChatRequest, credentials: Credentials) -> UpstreamRequest:
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
         headers.update(self._key_header(credentials))
         if chat.anthropic_beta:
             headers["anthropic-beta"] = ",".join(chat.anthropic_beta)
-        return self._client.build_request("POST", self._url, content=encode(body), headers=headers)
+        return UpstreamRequest("POST", self._url, headers, encode(body))
 
     def _key_header(self, credentials: Credentials) -> dict[str, str]:
         """x-api-key: the call's key, else the operator's; none when neither is set."""

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-import httpx
+import aiohttp
 import msgspec
 import orjson
 
 from orqen_common.canonical import TokenUsage, unsupported
 from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
+from orqen_dispatch.upstream_http import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -64,37 +65,38 @@ class Provider(Protocol):
     ) -> AsyncIterator[ChatCompletionChunk]: ...
 
 
-async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
+async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) -> UpstreamResponse:
     """Send and return the (streaming) response; any failure becomes an UpstreamError.
 
     The body of a successful response is not read yet, so callers can stream it; they
     must close it.
     """
     try:
-        response = await client.send(request, stream=True)
-    except httpx.TimeoutException as err:
+        response = await client.open(request)
+    except TimeoutError as err:
         raise UpstreamError(504, f"{provider} did not answer in time") from err
-    except httpx.TransportError as err:
+    except aiohttp.ClientError as err:
         raise UpstreamError(502, f"{provider} is unreachable: {err.__class__.__name__}") from err
-    if response.status_code >= 400:
+    if response.status >= 400:
+        body = b""
         try:
-            await response.aread()
-        except httpx.TransportError:
+            body = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
             pass
         finally:
-            await response.aclose()
-        raise UpstreamError(response.status_code, error_message(response), retry_after(response))
+            response.close()
+        raise UpstreamError(response.status, error_message(body, response.reason), retry_after(response))
     return response
 
 
-async def read_body(response: httpx.Response, provider: str) -> bytes:
+async def read_body(response: UpstreamResponse, provider: str) -> bytes:
     """The whole body of a response opened by `send`, then closed."""
     try:
-        return await response.aread()
-    except httpx.TransportError as err:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError) as err:
         raise UpstreamError(502, f"{provider} broke the connection: {err.__class__.__name__}") from err
     finally:
-        await response.aclose()
+        response.close()
 
 
 class AnswerDecoder(Protocol[T_co]):
@@ -119,12 +121,12 @@ class SseEvent:
     data: str
 
 
-async def sse_events(response: httpx.Response, provider: str) -> AsyncIterator[SseEvent]:
+async def sse_events(response: UpstreamResponse, provider: str) -> AsyncIterator[SseEvent]:
     """The events of a text/event-stream body (`event:` and joined `data:` lines)."""
     event: str = ""
     data: list[str] = []
     try:
-        async for line in response.aiter_lines():
+        async for line in response.lines():
             if not line:
                 if data:
                     yield SseEvent(event or "message", "\n".join(data))
@@ -135,7 +137,7 @@ async def sse_events(response: httpx.Response, provider: str) -> AsyncIterator[S
                 data.append(line[5:].lstrip())
         if data:
             yield SseEvent(event or "message", "\n".join(data))
-    except httpx.TransportError as err:
+    except (aiohttp.ClientError, TimeoutError) as err:
         raise UpstreamError(502, f"{provider} stream broke: {err.__class__.__name__}") from err
 
 
@@ -166,7 +168,7 @@ def refuse_openai_only_features(chat: ChatRequest, where: str) -> None:
         raise unsupported("web_search_options", where)
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: UpstreamResponse) -> float | None:
     """Seconds from a Retry-After header given as a number (HTTP dates are rare upstream)."""
     value = response.headers.get("retry-after")
     try:
@@ -175,12 +177,12 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def error_message(response: httpx.Response) -> str:
-    """The provider's own error message, whatever its error shape."""
+def error_message(content: bytes, reason: str) -> str:
+    """The provider's own error message in an error answer's body, whatever its error shape."""
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return response.text[:500] or response.reason_phrase
+        return content.decode("utf-8", "replace")[:500] or reason
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import msgspec
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -77,6 +77,7 @@ from orqen_dispatch.providers.base import (
     refuse_openai_only_features,
     send,
 )
+from orqen_dispatch.upstream_http import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 WHERE = "Bedrock Converse"
 
@@ -125,7 +126,7 @@ class BedrockConverse:
     def __init__(
         self,
         name: str,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         endpoint_url: str | None,
         region: str,
         access_key_id: str | None,
@@ -154,7 +155,7 @@ class BedrockConverse:
         response = await send(self._client, self._request(body, model, credentials, stream=False), self.name)
         answer = decode_answer(bedrock.response_decoder, await read_body(response, self.name), self.name)
         completion = chat_completion(answer, model, _response_id(response), stop_sequences(chat.stop))
-        return Completion(body=completion, usage=answer.usage.tokens(), status=response.status_code)
+        return Completion(body=completion, usage=answer.usage.tokens(), status=response.status)
 
     async def stream(
         self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
@@ -162,7 +163,7 @@ class BedrockConverse:
         """Yield canonical chunks frame by frame, ending with the usage chunk of `metadata`."""
         body = converse_request(chat)
         response = await send(self._client, self._request(body, model, credentials, stream=True), self.name)
-        state.status = response.status_code
+        state.status = response.status
         translator = StreamTranslator(_response_id(response), model, stop_sequences(chat.stop))
         try:
             async for message in _event_stream_messages(response, self.name):
@@ -174,7 +175,7 @@ class BedrockConverse:
                 if translator.usage is not None:
                     return  # `metadata` is the last event; its usage chunk ends the canonical stream.
         finally:
-            await response.aclose()
+            response.close()
         raise UpstreamError(502, f"{self.name} ended the stream before reporting usage")
 
     async def list_models(self, credentials: Credentials) -> list[model_lists.ListedModel]:
@@ -205,7 +206,7 @@ class BedrockConverse:
 
     async def _get(self, url: str, auth: str | AwsKeys, region: str) -> bytes:
         headers = _auth_headers("GET", url, b"", auth, region)
-        request = self._client.build_request("GET", url, headers=headers)
+        request = UpstreamRequest("GET", url, headers)
         return await read_body(await send(self._client, request, self.name), self.name)
 
     def _region_and_auth(self, credentials: Credentials) -> tuple[str, str | AwsKeys]:
@@ -220,7 +221,7 @@ class BedrockConverse:
 
     def _request(
         self, body: bedrock.ConverseRequest, model: str, credentials: Credentials, stream: bool
-    ) -> httpx.Request:
+    ) -> UpstreamRequest:
         region, auth = self._region_and_auth(credentials)
         # botocore encodes the modelId label with nothing safe: an ARN's ':' and '/' become %3A and %2F.
         url = (
@@ -230,9 +231,8 @@ class BedrockConverse:
             + ("/converse-stream" if stream else "/converse")
         )
         content = encode(body)
-        return self._client.build_request(
-            "POST", url, content=content, headers=_auth_headers("POST", url, content, auth, region)
-        )
+        # The bytes and headers signed are the ones sent: the URL goes byte for byte (upstream_http).
+        return UpstreamRequest("POST", url, _auth_headers("POST", url, content, auth, region), content)
 
 
 # --- Credentials and signing ------------------------------------------------------------
@@ -529,22 +529,22 @@ def _stop_sequence(stop_reason: str, stops: list[str]) -> str | UnsetType:
     return stops[0] if len(stops) == 1 else ""
 
 
-def _response_id(response: httpx.Response) -> str:
+def _response_id(response: UpstreamResponse) -> str:
     return "bedrock-" + (response.headers.get("x-amzn-requestid") or uuid.uuid4().hex)
 
 
 # --- ConverseStream events -> canonical chunks ---------------------------------------------
 
 
-async def _event_stream_messages(response: httpx.Response, provider: str) -> AsyncIterator[EventStreamMessage]:
+async def _event_stream_messages(response: UpstreamResponse, provider: str) -> AsyncIterator[EventStreamMessage]:
     """botocore EventStreamMessages as their bytes arrive; the buffer keeps a partial frame for later."""
     buffer = EventStreamBuffer()
     try:
-        async for data in response.aiter_bytes():
+        async for data in response.chunks():
             buffer.add_data(data)
             for message in buffer:
                 yield message
-    except httpx.TransportError as err:
+    except (aiohttp.ClientError, TimeoutError) as err:
         raise UpstreamError(502, f"{provider} stream broke: {err.__class__.__name__}") from err
     except ParserError as err:
         raise UpstreamError(502, f"{provider} sent a malformed event-stream frame: {err}") from err

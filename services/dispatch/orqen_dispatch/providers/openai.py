@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection
 from typing import Any
 
-import httpx
 import msgspec
 from msgspec.structs import replace
 
@@ -42,6 +41,7 @@ from orqen_dispatch.providers.base import (
     send,
     sse_events,
 )
+from orqen_dispatch.upstream_http import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 _REFUSED = {"top_k": "top_k", "thinking": "Extended thinking"}
 
@@ -56,7 +56,7 @@ class OpenAICompatible:
     def __init__(
         self,
         name: str,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         base_url: str,
         api_key: str | None,
         proxy_families: Collection[str] | None = None,
@@ -74,20 +74,19 @@ class OpenAICompatible:
 
     async def open_proxy(
         self, family: str, content: bytes | AsyncIterable[bytes], content_type: str, credentials: Credentials
-    ) -> httpx.Response:
+    ) -> UpstreamResponse:
         """POST {base_url}/{family} with the call's key; the answer's body is left to stream (close it).
 
         The body goes as it is, streamed when it is an iterable; an error status is an UpstreamError.
         """
         base_url, headers = self._endpoint(credentials)
         headers["content-type"] = content_type
-        request = self._client.build_request("POST", f"{base_url}/{family}", content=content, headers=headers)
-        return await send(self._client, request, self.name)
+        return await send(self._client, UpstreamRequest("POST", f"{base_url}/{family}", headers, content), self.name)
 
     async def list_models(self, credentials: Credentials) -> list[model_lists.ListedModel]:
         """GET {base_url}/models with the call's key: the models this endpoint serves."""
         base_url, headers = self._endpoint(credentials)
-        request = self._client.build_request("GET", f"{base_url}/models", headers=headers)
+        request = UpstreamRequest("GET", f"{base_url}/models", headers)
         body = await read_body(await send(self._client, request, self.name), self.name)
         return model_lists.openai_models(decode_answer(model_lists.openai_list_decoder, body, self.name, "model list"))
 
@@ -111,7 +110,7 @@ class OpenAICompatible:
         body = self.wire_request(chat, model, stream=False)
         response = await send(self._client, self._request(body, credentials), self.name)
         answer = decode_answer(completion_decoder, await read_body(response, self.name), self.name)
-        return Completion(body=answer, usage=TokenUsage.from_canonical(answer.usage), status=response.status_code)
+        return Completion(body=answer, usage=TokenUsage.from_canonical(answer.usage), status=response.status)
 
     async def stream(
         self, chat: ChatRequest, model: str, credentials: Credentials, state: StreamState
@@ -119,7 +118,7 @@ class OpenAICompatible:
         """Yield canonical chunks as they arrive, ending with the usage chunk."""
         body = self.wire_request(chat, model, stream=True)
         response = await send(self._client, self._request(body, credentials), self.name)
-        state.status = response.status_code
+        state.status = response.status
         last: ChatCompletionChunk | None = None
         try:
             async for event in sse_events(response, self.name):
@@ -130,7 +129,7 @@ class OpenAICompatible:
                     state.usage = TokenUsage.from_canonical(last.usage)
                 yield last
         finally:
-            await response.aclose()
+            response.close()
         if last is None or not last.usage:
             # Some OpenAI-compatible servers ignore include_usage; the stream still ends with usage.
             yield ChatCompletionChunk(
@@ -141,11 +140,10 @@ class OpenAICompatible:
                 usage=CompletionUsage(),
             )
 
-    def _request(self, body: ChatRequest, credentials: Credentials) -> httpx.Request:
+    def _request(self, body: ChatRequest, credentials: Credentials) -> UpstreamRequest:
         base_url, headers = self._endpoint(credentials)
         headers["content-type"] = "application/json"
-        url = base_url + "/chat/completions"
-        return self._client.build_request("POST", url, content=encode_request(body), headers=headers)
+        return UpstreamRequest("POST", base_url + "/chat/completions", headers, encode_request(body))
 
     def _endpoint(self, credentials: Credentials) -> tuple[str, dict[str, str]]:
         """The base URL (no trailing slash) and auth header of a call: the call's credentials first."""

@@ -13,7 +13,6 @@ import random
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -41,6 +40,7 @@ from orqen_dispatch.resilience import CircuitBreakers, Dispatcher, RetryPolicy
 from orqen_dispatch.response_cache import ResponseCache, ResponseCacheSettings
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
+from orqen_dispatch.upstream_http import AiohttpClient, open_client
 
 KEY = "sk-upstream"
 AWS_KEY_ID, AWS_SECRET = "AKIDBALANCE", "balance-secret"
@@ -102,8 +102,8 @@ def calm(fakes: Fakes) -> Iterator[None]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+async def http() -> AsyncIterator[AiohttpClient]:
+    async with open_client(10, 10) as client:
         yield client
 
 
@@ -131,7 +131,7 @@ class Gateway:
 
 
 def gateway(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis, *models: BalancedModel, account_models: bool = False
+    fakes: Fakes, http: AiohttpClient, redis: Redis, *models: BalancedModel, account_models: bool = False
 ) -> Gateway:
     """The servicer over both fakes; `models` are the operator's, or the account's with `account_models`."""
     principal_var.set(Principal("service"))
@@ -196,7 +196,7 @@ def trail(summary: dispatch_pb2.DispatchSummary) -> list[tuple[str, int, str]]:
 
 
 async def test_requests_are_spread_by_weight_and_each_attempt_names_its_deployment(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     gate = gateway(fakes, http, redis, two("llama-weighted", a={"weight": 1}, b={"weight": 3}))
     requests = 800
@@ -212,7 +212,7 @@ async def test_requests_are_spread_by_weight_and_each_attempt_names_its_deployme
 
 
 async def test_a_failing_deployment_is_ejected_skipped_while_it_cools_and_probed_back(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     gate = gateway(fakes, http, redis, two("llama-eject"))
     fakes.b.faults.storm([Fault(error_status=500)])
@@ -242,7 +242,7 @@ async def test_a_failing_deployment_is_ejected_skipped_while_it_cools_and_probed
 
 
 async def test_a_stream_fails_over_to_the_next_deployment_before_its_first_chunk(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     gate = gateway(fakes, http, redis, two("llama-stream", a={"weight": 1}, b={"weight": 1000}))
     fakes.b.faults.storm([Fault(error_status=503)])
@@ -257,7 +257,7 @@ async def test_a_stream_fails_over_to_the_next_deployment_before_its_first_chunk
 
 
 async def test_bedrock_in_two_regions_each_call_signed_for_its_deployments_region(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     regions = BalancedModel(
         "claude-regions",
@@ -279,7 +279,7 @@ async def test_bedrock_in_two_regions_each_call_signed_for_its_deployments_regio
 
 
 async def test_when_every_deployment_is_ejected_the_caller_gets_a_503_naming_them(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     gate = gateway(fakes, http, redis, two("llama-down"))
     fakes.a.faults.storm([Fault(error_status=503)])
@@ -301,7 +301,7 @@ async def test_when_every_deployment_is_ejected_the_caller_gets_a_503_naming_the
 
 
 async def test_a_deployment_over_its_rpm_is_skipped_with_a_429_and_the_other_takes_the_call(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     model = two("llama-rpm", a={"weight": 1000, "rpm": 2}, b={"weight": 1})
     gate = gateway(fakes, http, redis, model, account_models=True)
@@ -318,7 +318,7 @@ async def test_a_deployment_over_its_rpm_is_skipped_with_a_429_and_the_other_tak
 
 
 async def test_tokens_are_charged_to_the_deployment_that_answered(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     # Every fake answer reports 42 + 7 tokens: after two answers the budget of 60 is spent.
     gate = gateway(fakes, http, redis, two("llama-tpm", a={"weight": 1000, "tpm": 60}, b={"weight": 1}))
@@ -330,7 +330,7 @@ async def test_tokens_are_charged_to_the_deployment_that_answered(
 
 
 async def test_least_inflight_sends_a_request_to_the_deployment_not_busy(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     # Requests for a model whose upstream answers after 300 ms; the first takes a or b, the second the other.
     model = BalancedModel(
@@ -348,7 +348,7 @@ async def test_least_inflight_sends_a_request_to_the_deployment_not_busy(
 
 
 async def test_the_status_lists_each_deployment_with_state_in_flight_and_latency(
-    fakes: Fakes, http: httpx.AsyncClient, redis: Redis
+    fakes: Fakes, http: AiohttpClient, redis: Redis
 ) -> None:
     gate = gateway(fakes, http, redis, two("llama-status", "lowest_latency", b={"weight": 2, "rpm": 100}))
     fakes.a.faults.storm([Fault(error_status=500)])

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from fakes.anthropic_upstream import FakeAnthropic
@@ -25,6 +24,7 @@ from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.servicer import DispatchServicer
+from orqen_dispatch.upstream_http import AiohttpClient, open_client
 
 CALLERS_OPENAI_KEY = "sk-callers-own-openai-key"
 CALLERS_ANTHROPIC_KEY = "sk-ant-callers-own-key"
@@ -62,14 +62,14 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+async def http() -> AsyncIterator[AiohttpClient]:
+    async with open_client(10, 10) as client:
         yield client
 
 
 @pytest.fixture
 def gateway(
-    upstreams: Upstreams, http: httpx.AsyncClient, dispatch_servicer: Callable[..., DispatchServicer]
+    upstreams: Upstreams, http: AiohttpClient, dispatch_servicer: Callable[..., DispatchServicer]
 ) -> Callable[[tuple[str, ...]], DispatchServicer]:
     """`gateway(fallbacks)`: the servicer over the fakes, for an account that saved Anthropic and Bedrock keys."""
     urls = upstreams.urls

@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -33,6 +32,7 @@ from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.router import ProviderRouter
+from orqen_dispatch.upstream_http import AiohttpClient, open_client
 
 OPENAI_KEY = "sk-lists-openai"
 ANTHROPIC_KEY = "sk-ant-lists"
@@ -76,8 +76,8 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
+async def http() -> AsyncIterator[AiohttpClient]:
+    async with open_client(10, 10) as client:
         yield client
 
 
@@ -98,14 +98,14 @@ class Clock:
 
 
 def bedrock(
-    http: httpx.AsyncClient, url: str, key_id: str | None, secret: str | None, bearer: str | None
+    http: AiohttpClient, url: str, key_id: str | None, secret: str | None, bearer: str | None
 ) -> BedrockConverse:
     return BedrockConverse(
         "bedrock", http, "http://runtime.invalid", "us-east-1", key_id, secret, None, bearer, control_endpoint_url=url
     )
 
 
-async def test_openai_and_compatible_lists_come_from_get_models(upstreams: Upstreams, http: httpx.AsyncClient) -> None:
+async def test_openai_and_compatible_lists_come_from_get_models(upstreams: Upstreams, http: AiohttpClient) -> None:
     listed = await OpenAICompatible("openai", http, upstreams.urls["openai"], OPENAI_KEY).list_models({})
     assert [m.id for m in listed] == list(OPENAI_MODELS)
     kinds = {m.id: m.kind for m in listed}
@@ -122,7 +122,7 @@ async def test_openai_and_compatible_lists_come_from_get_models(upstreams: Upstr
 
 
 async def test_anthropics_list_is_read_page_after_page_with_capabilities(
-    upstreams: Upstreams, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    upstreams: Upstreams, http: AiohttpClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(anthropic_adapter, "_MODELS_PAGE", 2)
     listed = await AnthropicMessages("anthropic", http, upstreams.urls["anthropic"], ANTHROPIC_KEY, 256).list_models({})
@@ -146,7 +146,7 @@ async def test_anthropics_list_is_read_page_after_page_with_capabilities(
 
 @pytest.mark.parametrize("auth", ["sigv4", "bearer"])
 async def test_bedrock_lists_on_demand_models_and_inference_profiles(
-    upstreams: Upstreams, http: httpx.AsyncClient, auth: str
+    upstreams: Upstreams, http: AiohttpClient, auth: str
 ) -> None:
     keys = (AWS_KEY_ID, AWS_SECRET, None) if auth == "sigv4" else (None, None, BEDROCK_KEY)
     listed = {m.id: m for m in await bedrock(http, upstreams.urls["bedrock"], *keys).list_models({})}
@@ -170,7 +170,7 @@ async def test_bedrock_lists_on_demand_models_and_inference_profiles(
 
 
 async def test_a_list_is_cached_refreshed_in_the_background_and_served_from_the_last_good_copy(
-    upstreams: Upstreams, http: httpx.AsyncClient, redis: Redis
+    upstreams: Upstreams, http: AiohttpClient, redis: Redis
 ) -> None:
     clock = Clock()
     cache = ModelListCache(
@@ -228,7 +228,7 @@ async def test_a_list_is_cached_refreshed_in_the_background_and_served_from_the_
 
 
 async def test_a_provider_that_fails_before_any_list_has_no_entries_and_says_why(
-    upstreams: Upstreams, http: httpx.AsyncClient, redis: Redis
+    upstreams: Upstreams, http: AiohttpClient, redis: Redis
 ) -> None:
     cache = ModelListCache(redis, ttl_seconds=TTL, retry_seconds=RETRY, keep_seconds=3600, fetch_timeout_seconds=5)
     wrong_key = ListSource(OpenAICompatible("openai", http, upstreams.urls["openai"], None), {"api_key": "sk-wrong"})
@@ -242,9 +242,7 @@ async def test_a_provider_that_fails_before_any_list_has_no_entries_and_says_why
     assert failed[1].error.startswith("502: down is unreachable")
 
 
-async def test_without_redis_a_replica_serves_the_copies_it_fetched(
-    upstreams: Upstreams, http: httpx.AsyncClient
-) -> None:
+async def test_without_redis_a_replica_serves_the_copies_it_fetched(upstreams: Upstreams, http: AiohttpClient) -> None:
     unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     cache = ModelListCache(
         unreachable, ttl_seconds=TTL, retry_seconds=RETRY, keep_seconds=3600, fetch_timeout_seconds=5
@@ -261,7 +259,7 @@ async def test_without_redis_a_replica_serves_the_copies_it_fetched(
 
 
 async def test_an_accounts_own_compatible_provider_is_listed_and_routed_to(
-    upstreams: Upstreams, http: httpx.AsyncClient, redis: Redis
+    upstreams: Upstreams, http: AiohttpClient, redis: Redis
 ) -> None:
     router = ProviderRouter(
         {"openai": OpenAICompatible("openai", http, upstreams.urls["openai"], OPENAI_KEY)},

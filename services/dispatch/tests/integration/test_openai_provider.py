@@ -3,7 +3,6 @@
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import msgspec
 import orjson
 import pytest
@@ -14,6 +13,8 @@ from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ChatRequest, CompletionUsage, encode_request
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.providers.openai import OpenAICompatible
+from orqen_dispatch.upstream_http import AiohttpClient, open_client
+from orqen_testing.mock_upstream import MockResponse, MockUpstream, SentRequest
 
 KEY = "sk-upstream"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello world"}], "temperature": 0.2}
@@ -34,12 +35,12 @@ def fake() -> Iterator[tuple[FakeOpenAI, str]]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def client() -> AsyncIterator[AiohttpClient]:
+    async with open_client(10, 10) as http:
         yield http
 
 
-async def test_completion_and_usage(fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient) -> None:
+async def test_completion_and_usage(fake: tuple[FakeOpenAI, str], client: AiohttpClient) -> None:
     upstream, url = fake
     result = await OpenAICompatible("openai", client, url, KEY).complete(CHAT, "gpt-4o-mini", {})
     assert result.body.choices[0].message.content == "echo: hello world"
@@ -48,7 +49,7 @@ async def test_completion_and_usage(fake: tuple[FakeOpenAI, str], client: httpx.
 
 
 async def test_a_stream_always_asks_for_usage_and_ends_with_the_usage_chunk(
-    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+    fake: tuple[FakeOpenAI, str], client: AiohttpClient
 ) -> None:
     upstream, url = fake
     state = StreamState()
@@ -62,7 +63,7 @@ async def test_a_stream_always_asks_for_usage_and_ends_with_the_usage_chunk(
 
 
 async def test_extensions_openai_cannot_express_are_refused_and_hints_dropped(
-    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+    fake: tuple[FakeOpenAI, str], client: AiohttpClient
 ) -> None:
     upstream, url = fake
     provider = OpenAICompatible("openai", client, url, KEY)
@@ -82,7 +83,7 @@ async def test_extensions_openai_cannot_express_are_refused_and_hints_dropped(
 
 @pytest.mark.parametrize(("model", "status", "retry_after"), [("fake-429", 429, 7.0), ("fake-500", 500, None)])
 async def test_upstream_errors_keep_status_message_and_retry_after(
-    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient, model: str, status: int, retry_after: float | None
+    fake: tuple[FakeOpenAI, str], client: AiohttpClient, model: str, status: int, retry_after: float | None
 ) -> None:
     with pytest.raises(UpstreamError) as err:
         await OpenAICompatible("openai", client, fake[1], KEY).complete(CHAT, model, {})
@@ -91,14 +92,14 @@ async def test_upstream_errors_keep_status_message_and_retry_after(
 
 
 async def test_a_wrong_operator_key_is_reported_as_the_upstreams_401(
-    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+    fake: tuple[FakeOpenAI, str], client: AiohttpClient
 ) -> None:
     with pytest.raises(UpstreamError) as err:
         await OpenAICompatible("openai", client, fake[1], "sk-wrong").complete(CHAT, "gpt-4o-mini", {})
     assert err.value.status == 401 and "API key" in err.value.message
 
 
-async def test_unreachable_upstream_is_502(client: httpx.AsyncClient) -> None:
+async def test_unreachable_upstream_is_502(client: AiohttpClient) -> None:
     provider = OpenAICompatible("openai", client, f"http://127.0.0.1:{free_port()}/v1", KEY)
     with pytest.raises(UpstreamError) as err:
         await provider.complete(CHAT, "gpt-4o-mini", {})
@@ -106,7 +107,7 @@ async def test_unreachable_upstream_is_502(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_stream_that_breaks_midway_raises_after_the_chunks_it_sent(
-    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+    fake: tuple[FakeOpenAI, str], client: AiohttpClient
 ) -> None:
     received = []
     with pytest.raises(UpstreamError):
@@ -117,7 +118,7 @@ async def test_a_stream_that_breaks_midway_raises_after_the_chunks_it_sent(
     assert received  # the caller already got the first chunks before the break
 
 
-def test_a_failed_tool_result_keeps_its_text_but_not_the_flag_openai_lacks(client: httpx.AsyncClient) -> None:
+def test_a_failed_tool_result_keeps_its_text_but_not_the_flag_openai_lacks(client: AiohttpClient) -> None:
     provider = OpenAICompatible("openai", client, "http://unused/v1", KEY)
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     messages = [
@@ -130,9 +131,7 @@ def test_a_failed_tool_result_keeps_its_text_but_not_the_flag_openai_lacks(clien
     assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "timeout"}
 
 
-async def test_the_calls_own_key_wins_over_the_operators(
-    fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
-) -> None:
+async def test_the_calls_own_key_wins_over_the_operators(fake: tuple[FakeOpenAI, str], client: AiohttpClient) -> None:
     provider = OpenAICompatible("openai", client, fake[1], "sk-wrong-operator-key")
     result = await provider.complete(CHAT, "gpt-4o-mini", {"api_key": KEY})  # the fake accepts only KEY
     assert result.body.choices[0].message.content == "echo: hello world"
@@ -143,7 +142,7 @@ async def test_the_calls_own_key_wins_over_the_operators(
     assert refused.value.status == 401
 
 
-def _recording_client(seen: list[httpx.Request]) -> httpx.AsyncClient:
+def _recording_client(seen: list[SentRequest]) -> MockUpstream:
     answer = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -152,15 +151,15 @@ def _recording_client(seen: list[httpx.Request]) -> httpx.AsyncClient:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     }
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(request: SentRequest) -> MockResponse:
         seen.append(request)
-        return httpx.Response(200, json=answer)
+        return MockResponse(200, json=answer)
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    return MockUpstream(handle)
 
 
 async def test_a_saved_base_url_and_key_replace_the_operators() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[SentRequest] = []
     provider = OpenAICompatible("together", _recording_client(seen), "https://operator.example/v1/", "sk-operator")
     await provider.complete(CHAT, "m", {"api_key": "tgp-account", "base_url": "https://llm.example/v1/"})
     await provider.complete(CHAT, "m", {})
@@ -171,13 +170,13 @@ async def test_a_saved_base_url_and_key_replace_the_operators() -> None:
 
 
 async def test_without_a_key_anywhere_no_authorization_is_sent() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[SentRequest] = []
     await OpenAICompatible("local", _recording_client(seen), "http://llm.local/v1", None).complete(CHAT, "m", {})
     assert "authorization" not in seen[0].headers
 
 
 async def test_a_provider_without_any_base_url_is_a_clear_400() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[SentRequest] = []
     provider = OpenAICompatible("mine", _recording_client(seen), "", None)
     with pytest.raises(OrqenError, match="mine provider has no base URL") as refused:
         await provider.complete(CHAT, "m", {"api_key": "k-1234"})
@@ -185,7 +184,7 @@ async def test_a_provider_without_any_base_url_is_a_clear_400() -> None:
 
 
 async def test_a_key_that_cannot_be_a_header_is_a_400_not_a_crash() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[SentRequest] = []
     provider = OpenAICompatible("openai", _recording_client(seen), "https://api.example/v1", KEY)
     with pytest.raises(OrqenError, match="printable ASCII") as refused:
         await provider.complete(CHAT, "m", {"api_key": "sk-caf\u00e9"})

@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -28,6 +27,7 @@ from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.proxy import OPENAI_FAMILIES, ProxyService
 from orqen_dispatch.resilience import CircuitBreakers, Dispatcher, RetryPolicy
 from orqen_dispatch.router import ProviderRouter
+from orqen_dispatch.upstream_http import open_client
 
 KEY = "sk-upstream"
 ACCOUNT = "00000000-0000-0000-0000-000000000001"
@@ -56,7 +56,7 @@ async def service(upstream: tuple[FakeOpenAI, str]) -> AsyncIterator[tuple[Proxy
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    async with httpx.AsyncClient() as http:
+    async with open_client(5, 5) as http:
         router = ProviderRouter(
             {
                 "openai": OpenAICompatible("openai", http, upstream[1], KEY, OPENAI_FAMILIES),

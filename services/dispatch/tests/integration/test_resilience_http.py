@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 from msgspec.structs import replace
 
@@ -31,6 +30,7 @@ from orqen_dispatch.resilience import (
     RetryPolicy,
     Target,
 )
+from orqen_dispatch.upstream_http import AiohttpClient, open_client
 
 OPENAI_KEY = "sk-upstream"
 ANTHROPIC_KEY = "sk-ant-upstream"
@@ -68,13 +68,13 @@ def bedrock_fake() -> Iterator[tuple[FakeBedrock, str]]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as http:
+async def client() -> AsyncIterator[AiohttpClient]:
+    async with open_client(10, 10) as http:
         yield http
 
 
 @pytest.fixture
-def openai(openai_fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient) -> OpenAICompatible:
+def openai(openai_fake: tuple[FakeOpenAI, str], client: AiohttpClient) -> OpenAICompatible:
     return OpenAICompatible("openai", client, openai_fake[1], OPENAI_KEY)
 
 
@@ -184,7 +184,7 @@ async def test_a_bad_request_is_not_retried_nor_sent_to_the_fallback(
 
 
 async def test_a_wrong_key_moves_on_to_a_fallback_with_its_own(
-    openai_fake: tuple[FakeOpenAI, str], client: httpx.AsyncClient
+    openai_fake: tuple[FakeOpenAI, str], client: AiohttpClient
 ) -> None:
     wrong = OpenAICompatible("groq", client, openai_fake[1], "sk-wrong")
     right = OpenAICompatible("openai", client, openai_fake[1], OPENAI_KEY)
@@ -195,7 +195,7 @@ async def test_a_wrong_key_moves_on_to_a_fallback_with_its_own(
 
 
 async def test_an_unreachable_provider_opens_its_circuit_and_is_then_skipped(
-    client: httpx.AsyncClient, openai: OpenAICompatible
+    client: AiohttpClient, openai: OpenAICompatible
 ) -> None:
     down = OpenAICompatible("down", client, f"http://127.0.0.1:{free_port()}/v1", OPENAI_KEY)
     breakers = CircuitBreakers(threshold=2, cooldown_s=3600)
@@ -258,7 +258,7 @@ async def test_a_stream_that_breaks_after_its_first_chunk_is_not_retried(
 
 @pytest.fixture
 def providers(
-    anthropic_fake: tuple[FakeAnthropic, str], bedrock_fake: tuple[FakeBedrock, str], client: httpx.AsyncClient
+    anthropic_fake: tuple[FakeAnthropic, str], bedrock_fake: tuple[FakeBedrock, str], client: AiohttpClient
 ) -> dict[str, Provider]:
     return {
         "anthropic": AnthropicMessages("anthropic", client, anthropic_fake[1], ANTHROPIC_KEY, 256),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -16,6 +15,7 @@ from orqen_dispatch.credentials.validation import validate_secret
 from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.bedrock import BedrockConverse
 from orqen_dispatch.providers.openai import OpenAICompatible
+from orqen_testing.mock_upstream import MockResponse, MockUpstream, SentRequest
 
 ACCOUNT = "acct-1"
 
@@ -138,18 +138,18 @@ CHAT = ChatRequest(model="m", messages=[UserMessage(content="hi")])
 
 
 class Recorder:
-    """A MockTransport upstream that records each request and answers with `body`."""
+    """A mock upstream that records each request and answers with `body`."""
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
-        self.requests: list[httpx.Request] = []
+        self.requests: list[SentRequest] = []
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+    def client(self) -> MockUpstream:
+        return MockUpstream(self.handle)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: SentRequest) -> MockResponse:
         self.requests.append(request)
-        return httpx.Response(200, content=orjson.dumps(self.body), headers={"content-type": "application/json"})
+        return MockResponse(200, content=orjson.dumps(self.body), headers={"content-type": "application/json"})
 
 
 OPENAI_ANSWER = {

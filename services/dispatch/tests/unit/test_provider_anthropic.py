@@ -7,7 +7,6 @@ import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from anthropic.types import (
@@ -38,6 +37,7 @@ from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ChatRequest, decode_request, encode
 from orqen_dispatch.providers.anthropic import AnthropicMessages
 from orqen_dispatch.providers.base import StreamState, UpstreamError
+from orqen_testing.mock_upstream import MockResponse, MockUpstream, SentRequest
 
 BASE_URL = "https://anthropic.test/"
 KEY = "sk-ant-upstream"
@@ -95,24 +95,24 @@ def wire_problem(body: Any) -> str | None:
 
 
 class FakeAnthropic:
-    """A MockTransport upstream: checks each request, records it, answers from `reply`."""
+    """A mock upstream: checks each request, records it, answers from `reply`."""
 
-    def __init__(self, reply: Callable[[dict[str, Any]], httpx.Response]) -> None:
+    def __init__(self, reply: Callable[[dict[str, Any]], MockResponse]) -> None:
         self.reply = reply
-        self.requests: list[httpx.Request] = []
+        self.requests: list[SentRequest] = []
         self.bodies: list[dict[str, Any]] = []
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: SentRequest) -> MockResponse:
         body = orjson.loads(request.content)
         problem = wire_problem(body)
         assert problem is None, problem
-        assert request.url == "https://anthropic.test/v1/messages"
+        assert str(request.url) == "https://anthropic.test/v1/messages"
         self.requests.append(request)
         self.bodies.append(body)
         return self.reply(body)
 
     def provider(self, api_key: str | None = KEY) -> AnthropicMessages:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+        client = MockUpstream(self.handle)
         return AnthropicMessages("anthropic", client, BASE_URL, api_key, default_max_tokens=1024)
 
 
@@ -137,8 +137,8 @@ def message(
     ).model_dump(mode="json")
 
 
-def text_reply(text: str = "Hello!", **kw: Any) -> Callable[[dict[str, Any]], httpx.Response]:
-    return lambda _: httpx.Response(200, json=message(TextBlock(type="text", text=text), **kw))
+def text_reply(text: str = "Hello!", **kw: Any) -> Callable[[dict[str, Any]], MockResponse]:
+    return lambda _: MockResponse(200, json=message(TextBlock(type="text", text=text), **kw))
 
 
 def sse(*events: BaseModel | dict[str, Any]) -> bytes:
@@ -149,8 +149,8 @@ def sse(*events: BaseModel | dict[str, Any]) -> bytes:
     return "".join(frames).encode()
 
 
-def sse_reply(body: bytes) -> Callable[[dict[str, Any]], httpx.Response]:
-    return lambda _: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+def sse_reply(body: bytes) -> Callable[[dict[str, Any]], MockResponse]:
+    return lambda _: MockResponse(200, content=body, headers={"content-type": "text/event-stream"})
 
 
 def message_start(input_tokens: int = 12, cache_read: int | None = None) -> RawMessageStartEvent:
@@ -583,7 +583,7 @@ async def test_text_tool_use_and_cache_read_usage_become_a_canonical_completion(
         stop_reason="tool_use",
         usage=Usage(input_tokens=20, output_tokens=30, cache_read_input_tokens=100, cache_creation_input_tokens=8),
     )
-    fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
+    fake = FakeAnthropic(lambda _: MockResponse(200, json=answer))
     result = await fake.provider().complete(chat(tools=[WEATHER_TOOL]), MODEL, {})
 
     body = as_json(result.body)
@@ -617,7 +617,7 @@ async def test_blocks_of_types_added_later_are_left_out_of_an_answer() -> None:
         {"type": "a_block_type_from_next_year", "payload": [1]},
         *answer["content"],
     ]
-    fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
+    fake = FakeAnthropic(lambda _: MockResponse(200, json=answer))
     result = await fake.provider().complete(chat(), MODEL, {})
     assert as_json(result.body)["choices"][0]["message"] == {"role": "assistant", "content": "Found it."}
 
@@ -625,7 +625,7 @@ async def test_blocks_of_types_added_later_are_left_out_of_an_answer() -> None:
 async def test_an_answer_that_is_not_a_message_is_a_502() -> None:
     answer = message(TextBlock(type="text", text="hi"))
     del answer["usage"]
-    fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
+    fake = FakeAnthropic(lambda _: MockResponse(200, json=answer))
     with pytest.raises(UpstreamError) as err:
         await fake.provider().complete(chat(), MODEL, {})
     assert err.value.status == 502 and "usage" in err.value.message
@@ -633,7 +633,7 @@ async def test_an_answer_that_is_not_a_message_is_a_502() -> None:
 
 async def test_a_tool_only_answer_has_no_content() -> None:
     answer = message(ToolUseBlock(type="tool_use", id="toolu_1", name="now", input={}), stop_reason="tool_use")
-    fake = FakeAnthropic(lambda _: httpx.Response(200, json=answer))
+    fake = FakeAnthropic(lambda _: MockResponse(200, json=answer))
     result = await fake.provider().complete(chat(), MODEL, {})
     reply = as_json(result.body)["choices"][0]["message"]
     assert reply["content"] is None and reply["tool_calls"][0]["function"]["arguments"] == "{}"
@@ -666,7 +666,7 @@ async def test_finish_reasons(stop_reason: str, finish: str) -> None:
 
 async def test_an_upstream_429_keeps_status_message_and_retry_after() -> None:
     fake = FakeAnthropic(
-        lambda _: httpx.Response(
+        lambda _: MockResponse(
             429, json=error_body("rate_limit_error", "Number of request tokens exceeded"), headers={"retry-after": "7"}
         )
     )
@@ -677,7 +677,7 @@ async def test_an_upstream_429_keeps_status_message_and_retry_after() -> None:
 
 
 async def test_an_upstream_error_before_a_stream_starts_is_raised_too() -> None:
-    fake = FakeAnthropic(lambda _: httpx.Response(529, json=error_body("overloaded_error", "Overloaded")))
+    fake = FakeAnthropic(lambda _: MockResponse(529, json=error_body("overloaded_error", "Overloaded")))
     with pytest.raises(UpstreamError) as err:
         await collect(fake.provider(), chat(), StreamState())
     assert (err.value.status, err.value.message) == (529, "Overloaded")
@@ -858,7 +858,7 @@ async def test_a_stream_that_ends_without_message_stop_is_a_502() -> None:
     assert err.value.status == 502 and "ended early" in err.value.message
 
 
-class _GatedStream(httpx.AsyncByteStream):
+class _GatedStream:
     """An SSE body that sends its first part, then waits for the test to let the rest through."""
 
     def __init__(self, first: bytes, rest: bytes) -> None:
@@ -876,7 +876,7 @@ async def test_chunks_are_yielded_as_events_arrive() -> None:
         sse(message_start(), text_start(0), text_delta(0, "early")),
         sse(block_stop(0), message_delta("end_turn", output_tokens=1), STOP),
     )
-    fake = FakeAnthropic(lambda _: httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"}))
+    fake = FakeAnthropic(lambda _: MockResponse(200, content=body, headers={"content-type": "text/event-stream"}))
     stream = fake.provider().stream(replace(chat(), stream=True), MODEL, {}, StreamState())
     assert not body.gate.is_set()
     # A generous guard only turns a buffering translator's deadlock into a failure.

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.session
-import httpx
 import msgspec
 import pytest
 from botocore.auth import SigV4Auth
@@ -31,6 +30,7 @@ from orqen_common.formats.bedrock_eventstream import encode_frame, event_frame, 
 from orqen_common.formats.openai import ChatCompletionChunk, ChatRequest, decode_request
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.providers.bedrock import BedrockConverse
+from orqen_testing.mock_upstream import MockResponse, MockUpstream, SentRequest
 
 REGION = "us-west-2"
 KEY_ID, SECRET = "AKIDOPERATOR", "operator/Secret+Key"
@@ -78,7 +78,7 @@ def _with_blob_bytes(value: Any, shape: Shape) -> Any:
     return value
 
 
-def check_wire(request: httpx.Request, model: str, operation: str) -> dict[str, Any]:
+def check_wire(request: SentRequest, model: str, operation: str) -> dict[str, Any]:
     """The body of `request`, after botocore confirmed it is the `operation` request boto3 would send."""
     op: OperationModel = _SERVICE.operation_model(operation)
     body = json.loads(request.content)
@@ -87,13 +87,13 @@ def check_wire(request: httpx.Request, model: str, operation: str) -> dict[str, 
     assert not report.has_errors(), report.generate_report()
     expected = create_serializer("rest-json").serialize_to_request(params, op)
     assert request.method == expected["method"]
-    assert request.url.raw_path.decode() == expected["url_path"]
+    assert request.url.raw_path == expected["url_path"]
     assert json.loads(expected["body"]) == body
     assert request.headers["content-type"] == "application/json"
     return body
 
 
-def verify_sigv4(request: httpx.Request, keys: AwsKeys, region: str) -> None:
+def verify_sigv4(request: SentRequest, keys: AwsKeys, region: str) -> None:
     """Recompute the signature from the request as received (its own X-Amz-Date), as AWS does."""
     scheme, _, fields = request.headers["authorization"].partition(" ")
     assert scheme == "AWS4-HMAC-SHA256"
@@ -123,13 +123,13 @@ def verify_sigv4(request: httpx.Request, keys: AwsKeys, region: str) -> None:
 class MockBedrock:
     """Records each request and answers with what the test queued (a response or a factory)."""
 
-    answers: list[httpx.Response | Callable[[httpx.Request], Awaitable[httpx.Response]]] = field(default_factory=list)
-    requests: list[httpx.Request] = field(default_factory=list)
+    answers: list[MockResponse | Callable[[SentRequest], Awaitable[MockResponse]]] = field(default_factory=list)
+    requests: list[SentRequest] = field(default_factory=list)
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: SentRequest) -> MockResponse:
         self.requests.append(request)
         answer = self.answers.pop(0)
-        return answer if isinstance(answer, httpx.Response) else await answer(request)
+        return answer if isinstance(answer, MockResponse) else await answer(request)
 
     def provider(self, **overrides: Any) -> BedrockConverse:
         settings: dict[str, Any] = {
@@ -141,21 +141,21 @@ class MockBedrock:
             "bearer_token": None,
             **overrides,
         }
-        client = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+        client = MockUpstream(self.handle)
         return BedrockConverse("bedrock", client, **settings)
 
 
-def converse_answer(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> httpx.Response:
+def converse_answer(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> MockResponse:
     body = {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason,
         "usage": USAGE,
         "metrics": {"latencyMs": 12},
     }
-    return httpx.Response(200, json=body, headers={"x-amzn-requestid": "req-123"})
+    return MockResponse(200, json=body, headers={"x-amzn-requestid": "req-123"})
 
 
-def event_stream(frames: list[bytes], piece: int = 7) -> httpx.Response:
+def event_stream(frames: list[bytes], piece: int = 7) -> MockResponse:
     """A ConverseStream answer whose bytes arrive in small pieces that split frames and headers."""
     data = b"".join(frames)
 
@@ -164,7 +164,7 @@ def event_stream(frames: list[bytes], piece: int = 7) -> httpx.Response:
             yield data[start : start + piece]
 
     headers = {"content-type": "application/vnd.amazon.eventstream", "x-amzn-requestid": "req-s"}
-    return httpx.Response(200, headers=headers, content=pieces())
+    return MockResponse(200, headers=headers, content=pieces())
 
 
 def frame(event_type: str, payload: dict[str, Any]) -> bytes:
@@ -436,8 +436,8 @@ async def test_an_arn_model_id_is_percent_encoded_as_botocore_does_and_signed_th
     check_wire(request, ARN, "Converse")  # the path equals botocore's serialised url_path
     assert request.url.host == f"bedrock-runtime.{REGION}.amazonaws.com"
     assert request.url.raw_path == (
-        b"/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile"
-        b"%2Fus.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+        "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile"
+        "%2Fus.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
     )
     verify_sigv4(request, AwsKeys(KEY_ID, SECRET), REGION)
     assert result.body.model == ARN
@@ -454,7 +454,7 @@ async def test_operator_iam_keys_sign_with_sigv4_including_the_session_token() -
     # A signature over anything else fails: the check above is not vacuous.
     with pytest.raises(AssertionError):
         verify_sigv4(request, AwsKeys(KEY_ID, "another secret", "operator-session"), REGION)
-    tampered = httpx.Request(request.method, request.url, headers=request.headers, content=request.content + b" ")
+    tampered = SentRequest(request.method, request.url, request.headers, request.content + b" ")
     with pytest.raises(AssertionError):
         verify_sigv4(tampered, AwsKeys(KEY_ID, SECRET, "operator-session"), REGION)
 
@@ -596,7 +596,7 @@ async def test_an_answer_without_text_has_null_content() -> None:
 
 
 async def test_a_429_keeps_status_message_and_retry_after() -> None:
-    throttled = httpx.Response(
+    throttled = MockResponse(
         429,
         json={"message": "Too many requests, please wait before trying again."},
         headers={"x-amzn-errortype": "ThrottlingException:http://internal.amazon.com/coral/", "retry-after": "7"},
@@ -714,8 +714,8 @@ async def test_chunks_are_yielded_as_frames_arrive() -> None:
         yield frame("messageStop", {"stopReason": "end_turn"})
         yield frame("metadata", {"usage": USAGE})
 
-    async def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=gated_body())
+    async def answer(request: SentRequest) -> MockResponse:
+        return MockResponse(200, content=gated_body())
 
     bedrock = MockBedrock([answer])
     texts: list[str] = []
