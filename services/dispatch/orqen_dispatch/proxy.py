@@ -16,8 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
-
 from orqen.v1 import dispatch_pb2
 from orqen_common.allowed_models import ROUTING_PREFIX
 from orqen_common.context import account_scope
@@ -32,7 +30,7 @@ from orqen_dispatch.proxy_usage import UsageWatcher
 from orqen_dispatch.resilience import Answer, AttemptRecord, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.summary import as_orqen_error, ms_since, summary
-from orqen_dispatch.upstream_http import UpstreamResponse
+from orqen_dispatch.upstream_http import UPSTREAM_ERRORS, UpstreamResponse
 
 # What OpenAI's own API offers of the families (it has no rerank, OCR or video generations endpoint).
 OPENAI_FAMILIES = frozenset(f.name for f in FAMILIES) - {"rerank", "ocr", "videos/generations"}
@@ -82,7 +80,7 @@ class ProxyService:
                 ttft = ttft or ms_since(started)
                 watcher.feed(chunk)
                 yield dispatch_pb2.ProxyResponseFrame(body_chunk=chunk)
-        except (aiohttp.ClientError, TimeoutError) as err:
+        except UPSTREAM_ERRORS as err:
             # Part of the answer is out: no retry, the caller gets a truncated body.
             status, error = 502, f"{target.provider.name} broke the connection: {err.__class__.__name__}"
             raise as_orqen_error(UpstreamError(status, error), target) from None

@@ -24,6 +24,9 @@ from urllib.request import getproxies_environment, proxy_bypass
 import aiohttp
 from yarl import URL
 
+# What a call, or a read of its answer, raises when the provider cannot be reached, breaks the
+# connection or stops sending within the read timeout (providers.base maps each to an UpstreamError).
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
 # An idle connection to a provider is kept this long for the next call.
 KEEPALIVE_SECONDS = 120.0
 # Connections open at once, over every provider.

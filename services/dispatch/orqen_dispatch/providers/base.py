@@ -12,7 +12,7 @@ import orjson
 
 from orqen_common.canonical import TokenUsage, unsupported
 from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
-from orqen_dispatch.upstream_http import UpstreamClient, UpstreamRequest, UpstreamResponse
+from orqen_dispatch.upstream_http import UPSTREAM_ERRORS, UpstreamClient, UpstreamRequest, UpstreamResponse
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -81,7 +81,7 @@ async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) 
         body = b""
         try:
             body = await response.read()
-        except (aiohttp.ClientError, TimeoutError):
+        except UPSTREAM_ERRORS:
             pass
         finally:
             response.close()
@@ -93,7 +93,7 @@ async def read_body(response: UpstreamResponse, provider: str) -> bytes:
     """The whole body of a response opened by `send`, then closed."""
     try:
         return await response.read()
-    except (aiohttp.ClientError, TimeoutError) as err:
+    except UPSTREAM_ERRORS as err:
         raise UpstreamError(502, f"{provider} broke the connection: {err.__class__.__name__}") from err
     finally:
         response.close()
@@ -137,7 +137,7 @@ async def sse_events(response: UpstreamResponse, provider: str) -> AsyncIterator
                 data.append(line[5:].lstrip())
         if data:
             yield SseEvent(event or "message", "\n".join(data))
-    except (aiohttp.ClientError, TimeoutError) as err:
+    except UPSTREAM_ERRORS as err:
         raise UpstreamError(502, f"{provider} stream broke: {err.__class__.__name__}") from err
 
 

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -77,7 +76,7 @@ from orqen_dispatch.providers.base import (
     refuse_openai_only_features,
     send,
 )
-from orqen_dispatch.upstream_http import UpstreamClient, UpstreamRequest, UpstreamResponse
+from orqen_dispatch.upstream_http import UPSTREAM_ERRORS, UpstreamClient, UpstreamRequest, UpstreamResponse
 
 WHERE = "Bedrock Converse"
 
@@ -544,7 +543,7 @@ async def _event_stream_messages(response: UpstreamResponse, provider: str) -> A
             buffer.add_data(data)
             for message in buffer:
                 yield message
-    except (aiohttp.ClientError, TimeoutError) as err:
+    except UPSTREAM_ERRORS as err:
         raise UpstreamError(502, f"{provider} stream broke: {err.__class__.__name__}") from err
     except ParserError as err:
         raise UpstreamError(502, f"{provider} sent a malformed event-stream frame: {err}") from err
