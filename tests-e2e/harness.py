@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from fakes.serve import free_port
 from fakes.stripe_api import PRO_PRICE_ID, SECRET_KEY
+from orqen_stack.procs import free_port
 
 STRIPE_WEBHOOK_SECRET = "whsec_orqen_e2e"
 

@@ -33,7 +33,6 @@ import nats
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.latency import percentile
-from fakes.serve import free_port
 from harness import stack_env
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_accounting.ingest import request_row
@@ -43,6 +42,7 @@ from orqen_common.db import create_pool, plain_postgres_url
 from orqen_common.events import REQUEST_COMPLETED, EventNames, ensure_stream
 from orqen_common.prices import Prices
 from orqen_stack.config import StackConfig
+from orqen_stack.procs import free_port
 from orqen_stack.supervisor import Stack
 
 MODELS = [("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("claude-haiku-4-5", "anthropic"), ("gpt-5-nano", "openai")]

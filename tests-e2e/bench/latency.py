@@ -47,9 +47,9 @@ from bench.budget_check import budget_check_cost
 from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 from bench.response_cache import lookup_cost
-from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, BEDROCK_BEARER, OPENAI_KEY, stack_env
 from orqen_stack.config import StackConfig
+from orqen_stack.procs import free_port
 from orqen_stack.supervisor import Stack
 
 BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1%3A0"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from fakes.serve import free_port
 from harness import ANTHROPIC_KEY, OPENAI_KEY
+from orqen_stack.procs import free_port
 
 PEER_VENV = Path(__file__).resolve().parents[2] / ".venv-peer"
 PEER_KEY = "sk-peer-bench-master-key"

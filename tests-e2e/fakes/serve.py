@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
+
+from orqen_stack.procs import free_port
 
 
 class BackgroundServer:
@@ -37,12 +38,6 @@ class BackgroundServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:

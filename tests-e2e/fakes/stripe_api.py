@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from fakes.serve import free_port
+from orqen_stack.procs import free_port
 
 SECRET_KEY = "sk_test_orqen_fake"
 PRO_PRICE_ID = "price_orqen_pro"

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from redis.asyncio import Redis
 
 from accounts import http, new_account_key
-from fakes.serve import free_port
+from orqen_stack.procs import free_port
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 CLIENTS = 16

@@ -25,13 +25,20 @@ def open_private_log(path: Path) -> BinaryIO:
     return os.fdopen(fd, "ab")
 
 
+# Ports free_port handed out in this process: the kernel may offer a port again as soon as its
+# probe socket closes, and two listeners given one port (the edge's HTTP and TLS) fail to start.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now, chosen by the kernel and never a standard port."""
+    """A TCP port that is free right now, chosen by the kernel: never a standard port, never one this
+    process was given before."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port: int = sock.getsockname()[1]
-        if port not in STANDARD_PORTS:
+        if port not in STANDARD_PORTS and port not in _handed_out:
+            _handed_out.add(port)
             return port
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,14 @@ from orqen_stack.procs import STANDARD_PORTS, free_port, port_in_use
 def test_free_port_is_never_a_standard_port() -> None:
     ports = {free_port() for _ in range(50)}
     assert not ports & STANDARD_PORTS
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel offers the port its last probe socket just closed: the edge's HTTP and TLS
+    # listeners were once given one port and the stack failed to start.
+    offered = iter([41001, 41001, 41002])
+    monkeypatch.setattr(socket.socket, "getsockname", lambda self: ("127.0.0.1", next(offered)))
+    assert [free_port(), free_port()] == [41001, 41002]
 
 
 @pytest.mark.asyncio
