@@ -20,7 +20,9 @@ the table, the cost of one cache lookup on the request path (bench/response_cach
 
 `--tools N` measures a large tool list instead: an OpenAI-format request carrying N real tool
 definitions (bench/large_toolset.py; 500 are about 390 KB of JSON), straight to the fake and
-through Orqen once the optimizer has indexed them, with the number of tools Orqen forwarded.
+through Orqen once the optimizer has indexed them, with the number of tools Orqen forwarded and
+the share of requests routed: planned by the optimizer (A/B control traffic included, which is
+planned and then sent whole) rather than failed open for a plan past its deadline.
 """
 
 from __future__ import annotations
@@ -115,13 +117,16 @@ def tool_list_targets(edge: str, fake: str, orqen_key: str, count: int) -> tuple
 
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 FORWARDED_HEADER = "x-orqen-tools-output"
+ROUTING_HEADER = "x-orqen-routing"
 
 
-async def timed_call(client: httpx.AsyncClient, target: Target, forwarded: list[int] | None = None) -> float:
+async def timed_call(
+    client: httpx.AsyncClient, target: Target, forwarded: list[tuple[int, str]] | None = None
+) -> float:
     """Seconds to the first body byte of a stream, or to the whole body; raises on a non-200.
 
     Streams are read to the end either way, so every request completes as a client's would.
-    `forwarded` collects how many tools Orqen forwarded (its x-orqen-tools-output header).
+    `forwarded` collects how many tools Orqen forwarded and its routing mode (x-orqen-tools-output, x-orqen-routing).
     """
     started = time.perf_counter()
     first_byte = 0.0
@@ -132,7 +137,7 @@ async def timed_call(client: httpx.AsyncClient, target: Target, forwarded: list[
             raise RuntimeError(f"{target.url} answered {response.status_code}")
         streaming = response.headers.get("content-type", "").startswith(STREAM_TYPES)
         if forwarded is not None and FORWARDED_HEADER in response.headers:
-            forwarded.append(int(response.headers[FORWARDED_HEADER]))
+            forwarded.append((int(response.headers[FORWARDED_HEADER]), response.headers.get(ROUTING_HEADER, "")))
     return (first_byte if streaming else time.perf_counter()) - started
 
 
@@ -156,7 +161,7 @@ async def wait_until_routed(target: Target) -> int:
 
 
 async def measure(
-    target: Target, concurrency: int, requests: int, forwarded: list[int] | None = None
+    target: Target, concurrency: int, requests: int, forwarded: list[tuple[int, str]] | None = None
 ) -> tuple[list[float], float, int]:
     """Each answered request's latency, the throughput (answers/s) of the run, and how many broke.
 
@@ -275,7 +280,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                 )
             header = f"{'ingress':<10}{'mode':<6}{'conc':>5}  {'via':<8}{'p50 ms':>9}{'p99 ms':>9}"
             header += f"{'added p50':>11}{'added p99':>11}{'req/s':>8}{'x direct':>9}{'broken':>8}"
-            header += f"{'tools fwd':>16}" if tools else ""
+            header += f"{'tools fwd':>16}{'routed':>8}" if tools else ""
             print(header)
             print("-" * len(header))
             for ingress, mode, routes in groups:
@@ -285,7 +290,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                     for via, target in routes.items():
                         pids = stack.pids() if cpu and via == "orqen" else {}
                         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                        forwarded: list[int] = []
+                        forwarded: list[tuple[int, str]] = []
                         samples, rate, broken = await measure(target, concurrency, count, forwarded)
                         if pids:
                             await asyncio.sleep(1)  # accounting and billing consume the run's last events
@@ -297,7 +302,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                         line = f"{ingress:<10}{mode:<6}{concurrency:>5}  {via:<8}{p50:>9.2f}{p99:>9.2f}"
                         line += f"{added:>22}{rate:>8.0f}{rate / base_rate:>9.2f}{broken:>8}"
                         if tools and via == "orqen":
-                            line += f"{_forwarded(forwarded, len(samples), tools):>16}"
+                            line += _forwarded(forwarded, len(samples), tools)
                         if pids:
                             line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
                         print(line, flush=True)
@@ -310,15 +315,18 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
             await stack.stop()
 
 
-def _forwarded(counts: list[int], answered: int, offered: int) -> str:
-    """Tools forwarded per request (median), and how many requests went out with every tool.
+def _forwarded(forwarded: list[tuple[int, str]], answered: int, offered: int) -> str:
+    """Tools forwarded per request (median) and how many requests went out with every tool; the share routed.
 
-    A request that carries every tool was failed open (its plan missed the deadline) or is A/B
-    control traffic; one without the x-orqen-tools-output header got no plan at all.
+    A request that carries every tool was failed open (its plan missed the deadline: routing
+    "passthrough") or is A/B control traffic (routing "<mode>_ab_ctrl", planned all the same); one
+    without the x-orqen-tools-output header got no plan at all.
     """
+    counts = [count for count, _ in forwarded]
     whole = answered - len(counts) + sum(c == offered for c in counts)
     median = f"{statistics.median(counts):.0f}" if counts else "-"
-    return median + (f" ({whole} all)" if whole else "")
+    routed = sum(not mode.startswith("passthrough") for _, mode in forwarded) / max(answered, 1)
+    return f"{median + (f' ({whole} all)' if whole else ''):>16}{routed:>8.1%}"
 
 
 def main() -> None:
