@@ -62,6 +62,7 @@ from orqen_accounting.validation import (
 from orqen_common.auth import API_KEY_PREFIX, hash_api_key
 from orqen_common.cache import AuthCacheKeys, account_config_key
 from orqen_common.caller_text import checked_text
+from orqen_common.changes import ACCOUNT, KEY, announce
 from orqen_common.context import Principal, account_scope, require_service
 from orqen_common.deployments import from_message, to_message
 from orqen_common.errors import OrqenError, invalid_request, not_found, unavailable
@@ -179,7 +180,8 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     async def _forget_cached_key(self, key_hash: str) -> None:
         """Drop the cached verdict on a key, so a revocation holds at once rather than after the cache TTL."""
         try:
-            await self._redis.delete(self._auth_cache.name(key_hash))
+            # Announced too: services that keep verdicts in process drop this one as the message arrives.
+            await announce(self._redis, KEY, key_hash, lambda redis: redis.delete(self._auth_cache.name(key_hash)))
         except RedisError as err:
             # Redis is only a cache: the revocation is recorded, and an entry left behind
             # expires within ORQEN_AUTH_CACHE_TTL_SECONDS.
@@ -188,7 +190,7 @@ class AccountingServicer(accounting_pb2_grpc.AccountingServicer):
     async def _config_changed(self, account_id: str) -> None:
         """Tell dispatch replicas that the account's credentials, preferences, toggles or cache settings changed."""
         try:
-            await self._redis.incr(account_config_key(account_id))
+            await announce(self._redis, ACCOUNT, account_id, lambda redis: redis.incr(account_config_key(account_id)))
         except RedisError as err:
             # Dispatch then sees the change when its cached copy expires
             # (ORQEN_ACCOUNT_CONFIG_TTL_SECONDS).

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ from redis.exceptions import RedisError
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.cache import AuthCacheKeys
+from orqen_common.changes import KEY, ChangeWatch
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
 
 API_KEY_PREFIX = "sk-orq-"
+_KEPT_VERDICTS = 10_000  # verdicts on known keys kept in process (with a ChangeWatch)
 # Unknown keys are remembered briefly so a flood of bad keys does not reach Postgres.
 _NEGATIVE_TTL_SECONDS = 5
 # Accounting cannot answer (down, restarting, overloaded): a cached verdict may stand in.
@@ -71,6 +74,11 @@ class ApiKeyAuthenticator:
     accounting is unavailable (restarting) a verdict up to `stale_seconds` older still holds,
     so chat with a known key keeps working through an accounting restart. A revoked key's entry
     is deleted at once by accounting, so no stale verdict outlives a revocation.
+
+    With a `ChangeWatch` (orqen_common.changes), a fresh verdict on a known key is also kept in
+    this process and used without asking Redis while the watch is sure it hears every change:
+    accounting announces each revocation, which drops the key's copy on every replica as the
+    message arrives. Unknown keys are not kept here (Redis remembers them briefly).
     """
 
     def __init__(
@@ -80,21 +88,33 @@ class ApiKeyAuthenticator:
         ttl_seconds: int,
         cache_keys: AuthCacheKeys,
         stale_seconds: int = 0,
+        watch: ChangeWatch | None = None,
     ) -> None:
         self._redis = redis
         self._accounting = accounting
         self._ttl = ttl_seconds
         self._stale = stale_seconds
         self._keys = cache_keys
+        self._watch = watch
+        # Fresh verdicts on known keys, by key hash, with the watch's epoch they were read under.
+        self._kept: OrderedDict[str, tuple[_Verdict, int]] = OrderedDict()
+        self._revocations = 0  # heard so far: a verdict read while one was heard is not kept
+        if watch is not None:
+            watch.listen(self._heard)
 
     async def __call__(self, plaintext: str) -> Principal | None:
         if not plaintext.startswith(API_KEY_PREFIX):
             return None
         key_hash = hash_api_key(plaintext)
+        epoch, revocations = self._watch.current() if self._watch is not None else None, self._revocations
+        kept = self._kept.get(key_hash) if epoch is not None else None
+        if kept is not None and kept[1] == epoch and time.time() - kept[0].verified_at < self._ttl:
+            return kept[0].principal
         cache_key = self._keys.name(key_hash)
         cached = await self._cached(key_hash, cache_key)
         age = time.time() - cached.verified_at if cached is not None else float("inf")
         if cached is not None and age < self._ttl:
+            self._keep(key_hash, cached, epoch, revocations)
             return cached.principal
         try:
             found: accounting_pb2.AuthenticateResponse = await self._accounting.Authenticate(  # type: ignore[misc]
@@ -114,11 +134,28 @@ class ApiKeyAuthenticator:
             api_key_id=found.api_key_id,
             account_name=found.account_name,
         )
-        payload = orjson.dumps(
-            {"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name, "t": time.time()}
-        )
+        verdict = _Verdict(principal, time.time())
+        fields = {"a": principal.account_id, "k": principal.api_key_id, "n": principal.account_name}
+        payload = orjson.dumps(fields | {"t": verdict.verified_at})
         await self._cache_set(cache_key, self._keys.seal(key_hash, payload), self._ttl + self._stale)
+        self._keep(key_hash, verdict, epoch, revocations)
         return principal
+
+    def _keep(self, key_hash: str, verdict: _Verdict, epoch: int | None, revocations: int) -> None:
+        """Keep a known key's fresh verdict here, if no revocation can have slipped by since it was read."""
+        if verdict.principal is None or epoch is None or self._watch is None:
+            return
+        if self._watch.current() != epoch or self._revocations != revocations:
+            return
+        self._kept.pop(key_hash, None)
+        self._kept[key_hash] = (verdict, epoch)
+        if len(self._kept) > _KEPT_VERDICTS:
+            self._kept.popitem(last=False)
+
+    def _heard(self, kind: str, key_hash: str) -> None:
+        if kind == KEY:
+            self._revocations += 1
+            self._kept.pop(key_hash, None)
 
     async def _cached(self, key_hash: str, cache_key: str) -> _Verdict | None:
         """The cached verdict on a key, fresh or not; None when there is none this service sealed."""
@@ -183,7 +220,9 @@ class KeyVerifierSettings(Protocol):
     def auth_cache_stale_seconds(self) -> int: ...
 
 
-def open_key_verifier(stack: AsyncExitStack, redis: Redis, settings: KeyVerifierSettings) -> ApiKeyAuthenticator:
+def open_key_verifier(
+    stack: AsyncExitStack, redis: Redis, settings: KeyVerifierSettings, watch: ChangeWatch | None = None
+) -> ApiKeyAuthenticator:
     """An API-key verifier for a service other than accounting; its channel closes with `stack`."""
     token = settings.internal_token.get_secret_value()
     channel = open_channel(settings.accounting_addr, token)
@@ -194,4 +233,5 @@ def open_key_verifier(stack: AsyncExitStack, redis: Redis, settings: KeyVerifier
         settings.auth_cache_ttl_seconds,
         AuthCacheKeys(token),
         settings.auth_cache_stale_seconds,
+        watch,
     )

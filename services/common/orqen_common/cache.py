@@ -9,8 +9,10 @@ most, and callers fall back to the source of truth.
   the key is revoked, so a revocation holds at once.
 - `account_config_key`: a counter accounting increments whenever an account's provider
   credentials, routing preferences or model toggles change. Dispatch keeps each account's
-  configuration in memory and reads this one counter per request: a different value means
-  the configuration changed, on whichever replica, and is read again.
+  configuration in memory and checks it against this counter (orqen_common.account_cache): a
+  different value means the configuration changed, on whichever replica, and is read again.
+  Accounting also announces both kinds of change (orqen_common.changes), so a service that hears
+  the announcements checks a copy only after one, not per request.
 """
 
 from __future__ import annotations

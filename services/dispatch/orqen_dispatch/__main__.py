@@ -13,6 +13,7 @@ from orqen.v1 import accounting_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common import aio
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import open_redis
+from orqen_common.changes import open_change_watch
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.prices import Prices
@@ -116,7 +117,8 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         accounting, KeyRing.from_setting(keys), allow_private_base_urls=settings.allow_private_base_urls
     )
     dispatcher = Dispatcher(settings.retry_policy(), settings.circuit_breakers())
-    configs = AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds)
+    watch = open_change_watch(stack, redis)
+    configs = AccountConfigs(store, accounting, redis, settings.account_config_ttl_seconds, watch=watch)
     lists = ModelListCache(
         redis,
         ttl_seconds=settings.model_list_ttl_seconds,
@@ -145,7 +147,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
     return ServiceParts(
         register=register,
         service_names=[dispatch_pb2.DESCRIPTOR.services_by_name["Dispatch"].full_name],
-        verify_api_key=open_key_verifier(stack, redis, settings),
+        verify_api_key=open_key_verifier(stack, redis, settings, watch),
     )
 
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
+from orqen_common.changes import ChangeWatch
 from orqen_common.deployments import BalancedModel, from_message
 from orqen_common.errors import OrqenError
 from orqen_common.response_cache import DEFAULT_CACHE_TTL_SECONDS
@@ -50,11 +51,12 @@ class AccountConfigs:
         *,
         rpc_timeout_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        watch: ChangeWatch | None = None,
     ) -> None:
         self._store = store
         self._accounting = accounting
         self._timeout = rpc_timeout_seconds
-        self._cache = AccountCache(redis, self._load, ttl_seconds, clock=clock)
+        self._cache = AccountCache(redis, self._load, ttl_seconds, clock=clock, watch=watch)
 
     async def get(self, account_id: str) -> AccountConfig:
         """The account's configuration (do not mutate it); OrqenError only when none was ever read."""

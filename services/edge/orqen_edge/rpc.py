@@ -35,6 +35,7 @@ from orqen.v1 import (
 )
 from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import AuthCacheKeys
+from orqen_common.changes import ChangeWatch
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import RoundRobin, open_channel, open_channels
 from orqen_common.healthcheck import health_status
@@ -191,10 +192,10 @@ class Downstream:
     # Accounting: keys, owners and credentials
 
     def api_key_authenticator(
-        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys, stale_seconds: int
+        self, redis: Redis, cache_ttl_seconds: int, cache_keys: AuthCacheKeys, stale_seconds: int, watch: ChangeWatch
     ) -> ApiKeyAuthenticator:
-        """Resolves callers' API keys through Redis, then accounting's Authenticate."""
-        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys, stale_seconds)
+        """Resolves callers' API keys: kept in process while `watch` hears revocations, else Redis, then accounting."""
+        return ApiKeyAuthenticator(redis, self._accounting, cache_ttl_seconds, cache_keys, stale_seconds, watch)
 
     async def verify_owner(self, email: str, password: str) -> accounting_pb2.Owner:
         request = accounting_pb2.VerifyOwnerRequest(email=email, password=password)

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import AuthCacheKeys, open_redis
+from orqen_common.changes import open_change_watch
 from orqen_common.events import EventNames, EventPublisher
 from orqen_common.prices import Prices
 from orqen_edge.budgets import AccountingLedger, LimitPolicies
@@ -47,6 +48,7 @@ class Runtime:
             settings.auth_cache_ttl_seconds,
             AuthCacheKeys(settings.internal_token.get_secret_value()),
             settings.auth_cache_stale_seconds,
+            open_change_watch(stack, redis),
         )
         rate_limiter = RateLimiter(redis, RateLimits.from_settings(settings), ledger=AccountingLedger(downstream))
         sessions = SessionStore(redis, settings.session_idle_seconds, settings.session_max_seconds)

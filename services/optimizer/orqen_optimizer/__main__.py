@@ -15,6 +15,7 @@ from orqen.v1 import accounting_pb2_grpc, optimizer_pb2, optimizer_pb2_grpc
 from orqen_common import aio
 from orqen_common.auth import open_key_verifier
 from orqen_common.cache import TIMEOUT_SECONDS, open_redis
+from orqen_common.changes import open_change_watch
 from orqen_common.grpc_client import open_channel
 from orqen_common.grpc_server import ServiceParts, run_grpc_service
 from orqen_common.settings import load_settings
@@ -56,6 +57,7 @@ async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack)
     stack.callback(planner.close)
     token = settings.internal_token.get_secret_value()
     redis = open_redis(stack, settings.redis_url)
+    watch = open_change_watch(stack, redis)
     accounting_channel = open_channel(settings.accounting_addr, token)
     stack.push_async_callback(accounting_channel.close)
     policies = RoutingPolicies(
@@ -63,6 +65,7 @@ async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack)
         redis,
         RoutingPolicy(ab_control_share=settings.ab_control_share),
         settings.account_config_ttl_seconds,
+        watch=watch,
     )
 
     def register(server: grpc.aio.Server) -> None:
@@ -71,7 +74,7 @@ async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack)
     return ServiceParts(
         register=register,
         service_names=[optimizer_pb2.DESCRIPTOR.services_by_name["Optimizer"].full_name],
-        verify_api_key=open_key_verifier(stack, redis, settings),
+        verify_api_key=open_key_verifier(stack, redis, settings, watch),
     )
 
 

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc
 from orqen_common.account_cache import AccountCache, answer_or_none
+from orqen_common.changes import ChangeWatch
 from orqen_common.routing_modes import ROUTING_MODES
 
 AUTO, SEMANTIC, KEYWORD, PASSTHROUGH = "auto", "semantic", "keyword", "passthrough"
@@ -53,11 +54,12 @@ class RoutingPolicies:
         ttl_seconds: float,
         *,
         rpc_timeout_seconds: float = 2.0,
+        watch: ChangeWatch | None = None,
     ) -> None:
         self._accounting = accounting
         self._default = default
         self._timeout = rpc_timeout_seconds
-        self._cache = AccountCache(redis, self._load, ttl_seconds)
+        self._cache = AccountCache(redis, self._load, ttl_seconds, watch=watch)
 
     async def get(self, account_id: str) -> RoutingPolicy:
         return await self._cache.get(account_id)

@@ -1,9 +1,11 @@
 """Listing and revoking API keys over gRPC: newest first, revocation at once (auth cache too), isolation;
 the auth cache believes only entries sealed for the key (a forged or copied one authenticates nothing)."""
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import grpc
@@ -17,10 +19,18 @@ from orqen_accounting.repository import AccountingRepository
 from orqen_accounting.servicer import verify_api_key_locally
 from orqen_common.auth import ApiKeyAuthenticator, hash_api_key
 from orqen_common.cache import AuthCacheKeys
+from orqen_common.changes import KEY, open_change_watch
 from orqen_common.grpc_client import open_channel
 
 Connect = Callable[..., AbstractAsyncContextManager[accounting_pb2_grpc.AccountingStub]]
 Refused = Callable[[Awaitable[Any], grpc.StatusCode], Awaitable[str]]
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
 
 
 def cache_key(plaintext: str, internal_token: str) -> str:
@@ -46,16 +56,28 @@ async def test_keys_are_listed_newest_first_without_secrets(repo: AccountingRepo
         assert key.plaintext.encode() not in wire and hash_api_key(key.plaintext).encode() not in wire
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["redis-per-use", "kept-in-process"])
 async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
-    repo: AccountingRepository, connect: Connect, auth_cache: Redis, orqen_refused: Refused, internal_token: str
+    repo: AccountingRepository,
+    connect: Connect,
+    auth_cache: Redis,
+    orqen_refused: Refused,
+    internal_token: str,
+    watched: bool,
 ) -> None:
     account = await repo.ensure_account("acme")
     key = await repo.create_key(account["id"], "leaked", None)
-    async with connect() as service:
-        # The verifier every other service uses, caching in the same Redis.
-        verifier = ApiKeyAuthenticator(auth_cache, service, 3600, AuthCacheKeys(internal_token))
-        principal = await verifier(key.plaintext)
-        assert principal is not None and principal.api_key_id == key.api_key_id
+    async with connect() as service, AsyncExitStack() as stack:
+        # The verifier every other service uses, caching in the same Redis (and in process, with a watch).
+        watch = open_change_watch(stack, auth_cache) if watched else None
+        revocations: asyncio.Queue[str] = asyncio.Queue()
+        if watch is not None:
+            watch.listen(lambda kind, subject: revocations.put_nowait(subject) if kind == KEY else None)
+            await until(lambda: watch.current() is not None)
+        verifier = ApiKeyAuthenticator(auth_cache, service, 3600, AuthCacheKeys(internal_token), watch=watch)
+        for _ in range(2):  # with a watch, the second verdict comes from the process
+            principal = await verifier(key.plaintext)
+            assert principal is not None and principal.api_key_id == key.api_key_id
         assert await auth_cache.exists(cache_key(key.plaintext, internal_token))
 
         revoked = await service.RevokeApiKey(
@@ -65,6 +87,9 @@ async def test_revocation_takes_effect_at_once_despite_the_auth_cache(
         assert (revoked.id, revoked.name, revoked.prefix) == (key.api_key_id, "leaked", key.prefix)
         assert revoked.HasField("revoked_at")
         assert not await auth_cache.exists(cache_key(key.plaintext, internal_token))
+        if watch is not None:  # the announcement reaches the watch as Redis delivers it
+            while await asyncio.wait_for(revocations.get(), 5) != hash_api_key(key.plaintext):
+                pass
         assert await verifier(key.plaintext) is None
         await orqen_refused(
             service.Authenticate(accounting_pb2.AuthenticateRequest(key_hash=hash_api_key(key.plaintext))),

@@ -1,4 +1,5 @@
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -136,3 +137,75 @@ async def test_a_stale_verdict_is_not_used_when_accounting_answers(monkeypatch: 
     accounting.key_hash = "revoked"  # accounting no longer knows the key
     now += 61
     assert await verify("sk-orq-alice") is None
+
+
+class Watch:
+    """A change watch as the authenticator sees one: sure it hears (an epoch) or not (None), and what it hears."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = 1
+        self.listeners: list[Callable[[str, str], None]] = []
+
+    def current(self) -> int | None:
+        return self.epoch
+
+    def listen(self, listener: Callable[[str, str], None]) -> None:
+        self.listeners.append(listener)
+
+    def hear(self, kind: str, subject: str) -> None:
+        for listener in self.listeners:
+            listener(kind, subject)
+
+
+class CountingRedis(MemoryRedis):
+    def __init__(self, during_get: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
+        self.gets = 0
+        self.during_get = during_get
+
+    async def get(self, key: str) -> bytes | None:
+        self.gets += 1
+        self.during_get()
+        return await super().get(key)
+
+
+async def test_with_a_watch_a_known_keys_verdict_is_kept_in_process_until_its_revocation_is_heard() -> None:
+    accounting, redis, watch = Accounting("sk-orq-alice"), CountingRedis(), Watch()
+    verify = ApiKeyAuthenticator(redis, accounting, 60, AuthCacheKeys("internal"), watch=watch)  # type: ignore[arg-type]
+    for _ in range(3):
+        assert (await verify("sk-orq-alice")).account_id == "acct"  # type: ignore[union-attr]
+    assert (redis.gets, accounting.calls) == (1, 1)  # the first call only
+    # Revoked: accounting deletes the Redis entry and announces it.
+    accounting.key_hash, redis.values = "revoked", {}
+    watch.hear("account", "acct")  # another kind of change leaves the verdict alone
+    assert await verify("sk-orq-alice") is not None and redis.gets == 1
+    watch.hear("key", hash_api_key("sk-orq-alice"))
+    assert await verify("sk-orq-alice") is None and (redis.gets, accounting.calls) == (2, 2)
+
+
+async def test_no_verdict_is_kept_while_the_watch_is_unsure_or_a_revocation_came_during_the_read() -> None:
+    accounting, watch = Accounting("sk-orq-alice"), Watch()
+    redis = CountingRedis(during_get=lambda: watch.hear("key", "some other key"))
+    verify = ApiKeyAuthenticator(redis, accounting, 60, AuthCacheKeys("internal"), watch=watch)  # type: ignore[arg-type]
+    await verify("sk-orq-alice")
+    await verify("sk-orq-alice")
+    assert redis.gets == 2  # each read heard a revocation it might have missed: nothing kept
+    redis.during_get = lambda: None
+    await verify("sk-orq-alice")
+    await verify("sk-orq-alice")
+    assert redis.gets == 3  # read quietly once, then kept
+    watch.epoch = None  # the subscription was lost: every use asks Redis
+    await verify("sk-orq-alice")
+    assert redis.gets == 4
+    watch.epoch = 2  # a new subscription may have missed messages: checked once, then kept again
+    await verify("sk-orq-alice")
+    await verify("sk-orq-alice")
+    assert redis.gets == 5
+
+
+async def test_unknown_keys_are_never_kept_in_process() -> None:
+    accounting, redis = Accounting("sk-orq-alice"), CountingRedis()
+    verify = ApiKeyAuthenticator(redis, accounting, 60, AuthCacheKeys("internal"), watch=Watch())  # type: ignore[arg-type]
+    assert await verify("sk-orq-mallory") is None
+    assert await verify("sk-orq-mallory") is None
+    assert redis.gets == 2 and accounting.calls == 1  # the second from Redis's brief memory of it
