@@ -127,6 +127,7 @@ async def build(settings: DispatchSettings, stack: AsyncExitStack) -> ServicePar
         fetch_timeout_seconds=settings.model_list_timeout_seconds,
     )
     latency = LatencyStats(redis)
+    stack.push_async_callback(latency.close)  # before Redis closes: the last measurements are written
     balancing = LoadBalancing(Balancer(redis, latency, settings.ejection_policy()), settings.balanced_models())
     servicer = DispatchServicer(
         router,

@@ -229,7 +229,7 @@ class Balancer:
         health = self._health[slot.key]
         ok = not ejects(status)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self._in_background(self._latency.record(stats_name(slot.key), elapsed_ms, ok))
+        self._latency.record(stats_name(slot.key), elapsed_ms, ok)
         if ok:
             if health.ejections:
                 log.info("deployment healthy again", deployment=slot.key)

@@ -13,7 +13,6 @@ it is whole.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -69,7 +68,6 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self._proxy = proxy
         self._cache = cache
         self._balancing = balancing
-        self._recording: set[asyncio.Task[None]] = set()
 
     async def Complete(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
@@ -279,16 +277,14 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     def _measure(self, targets: Sequence[Target], attempts: Sequence[AttemptRecord]) -> None:
         """Fold every call made into its model's latency and success figures (orqen/fast reads them).
 
-        Off the request's path: the answer never waits for these Redis writes.
+        Off the request's path: they are written in batches (orqen_dispatch.latency).
         """
         names = {(t.provider.name, t.model): t.name for t in targets}
         for attempt in attempts:
             if attempt.duration_ms <= 0:  # skipped for an open circuit: nothing was measured
                 continue
             name = names.get((attempt.provider, attempt.model), attempt.model)
-            task = asyncio.create_task(self._latency.record(name, attempt.duration_ms, not attempt.error))
-            self._recording.add(task)  # a reference, so the task is not collected before it runs
-            task.add_done_callback(self._recording.discard)
+            self._latency.record(name, attempt.duration_ms, not attempt.error)
 
 
 def _parse(chat_json: bytes) -> ChatRequest:

@@ -120,14 +120,16 @@ class Gateway:
     clock: Clock
     sleeps: Sleeps
     balancer: Balancer
+    latency: LatencyStats
 
     async def complete(self, model: str) -> dispatch_pb2.DispatchSummary:
         answer = await self.servicer.Complete(_request(model), None)  # type: ignore[arg-type]
         return answer.summary
 
     async def idle(self) -> None:
-        """Let the balancer's background writes (latency figures, token charges) land."""
+        """Let the balancer's background writes (token charges) and the latency figures land."""
         await asyncio.gather(*self.balancer._background)
+        await self.latency.flush()
 
 
 def gateway(
@@ -162,7 +164,7 @@ def gateway(
         ResponseCache(redis, ResponseCacheSettings()),
         LoadBalancing(balancer, {} if account_models else by_name),
     )
-    return Gateway(servicer, clock, sleeps, balancer)
+    return Gateway(servicer, clock, sleeps, balancer, latency)
 
 
 def chats(fake: FakeOpenAI) -> list[dict[str, object]]:

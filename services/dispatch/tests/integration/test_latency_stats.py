@@ -1,4 +1,4 @@
-"""Per-model latency and success averages in a real Redis: exact EWMA maths, atomic under concurrency."""
+"""Per-model latency and success averages in a real Redis: exact EWMA maths, batched writes, no lost update."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -30,7 +30,8 @@ async def test_record_keeps_exponentially_weighted_averages_and_a_count(redis: R
     stats = LatencyStats(redis)
     calls = [(100.0, True), (200.0, True), (5000.0, False), (50.0, True)]
     for latency, ok in calls:
-        await stats.record(MODEL, latency, ok)
+        stats.record(MODEL, latency, ok)
+    await stats.flush()
     snapshot = await stats.snapshot([MODEL])
     measured = snapshot[MODEL]
     assert measured.calls == 4
@@ -41,14 +42,16 @@ async def test_record_keeps_exponentially_weighted_averages_and_a_count(redis: R
 
 async def test_a_model_that_never_succeeded_has_no_latency_yet(redis: Redis) -> None:
     stats = LatencyStats(redis)
-    await stats.record("gpt-4o", 30.0, False)
+    stats.record("gpt-4o", 30.0, False)
+    await stats.flush()
     assert (await stats.snapshot(["gpt-4o"]))["gpt-4o"] == ModelStats(latency_ms=0.0, success_rate=0.0, calls=1)
 
 
 async def test_keys_are_per_model_and_expire_after_seven_days(redis: Redis) -> None:
     stats = LatencyStats(redis)
-    await stats.record(MODEL, 10.0, True)
-    await stats.record("gpt-4o-mini", 20.0, True)
+    stats.record(MODEL, 10.0, True)
+    stats.record("gpt-4o-mini", 20.0, True)
+    await stats.flush()
     assert set(await redis.keys(KEY_PREFIX + "*")) == {
         (KEY_PREFIX + MODEL).encode(),
         (KEY_PREFIX + "gpt-4o-mini").encode(),
@@ -59,7 +62,8 @@ async def test_keys_are_per_model_and_expire_after_seven_days(redis: Redis) -> N
 
 async def test_snapshot_leaves_out_models_never_measured(redis: Redis) -> None:
     stats = LatencyStats(redis)
-    await stats.record("gpt-4o", 250.0, True)
+    stats.record("gpt-4o", 250.0, True)
+    await stats.flush()
     snapshot = await stats.snapshot(["gpt-4o", "claude-haiku-4-5", "gpt-4o"])
     assert snapshot == {"gpt-4o": ModelStats(latency_ms=250.0, success_rate=1.0, calls=1)}
     assert await stats.snapshot([]) == {}
@@ -74,12 +78,14 @@ async def test_concurrent_records_from_many_connections_lose_no_update(orqen_red
     n = len(clients) * per_replica
     try:
         replicas = [LatencyStats(client) for client in clients]
-        await replicas[0].record("fast-model", 1000.0, ok=True)
-        await replicas[0].record("flaky-model", 10.0, ok=True)
-        await asyncio.gather(
-            *(replica.record("fast-model", 0.0, ok=True) for replica in replicas for _ in range(per_replica)),
-            *(replica.record("flaky-model", 10.0, ok=False) for replica in replicas for _ in range(per_replica)),
-        )
+        replicas[0].record("fast-model", 1000.0, ok=True)
+        replicas[0].record("flaky-model", 10.0, ok=True)
+        await replicas[0].flush()
+        for replica in replicas:
+            for _ in range(per_replica):
+                replica.record("fast-model", 0.0, ok=True)
+                replica.record("flaky-model", 10.0, ok=False)
+        await asyncio.gather(*(replica.flush() for replica in replicas))  # every replica's batch at once
         snapshot = await replicas[0].snapshot(["fast-model", "flaky-model"])
     finally:
         for client in clients:
@@ -96,7 +102,23 @@ async def test_redis_being_down_is_logged_and_ignored() -> None:
     client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     try:
         stats = LatencyStats(client)
-        await stats.record(MODEL, 100.0, True)  # no exception
+        stats.record(MODEL, 100.0, True)
+        await stats.flush()  # no exception
         assert await stats.snapshot([MODEL]) == {}
     finally:
         await client.aclose()
+
+
+async def test_recorded_calls_are_written_together_within_the_flush_interval(redis: Redis) -> None:
+    stats = LatencyStats(redis, flush_seconds=0.05)
+    for latency in (10.0, 20.0, 30.0):
+        stats.record(MODEL, latency, True)
+    assert await stats.snapshot([MODEL]) == {}  # not written yet: they wait for the others
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if MODEL in (snapshot := await stats.snapshot([MODEL])):
+            break
+    assert snapshot[MODEL].calls == 3 and snapshot[MODEL].latency_ms == pytest.approx(ewma([10.0, 20.0, 30.0]))
+    stats.record(MODEL, 40.0, False)
+    await stats.close()  # at shutdown, what waits is written
+    assert (await stats.snapshot([MODEL]))[MODEL].calls == 4

@@ -52,7 +52,7 @@ class Latencies:
     async def snapshot(self, models: Iterable[str]) -> dict[str, ModelStats]:
         return {m: ModelStats(self.figures[m], 1.0, 10) for m in models if m in self.figures}
 
-    async def record(self, model: str, latency_ms: float, ok: bool) -> None:
+    def record(self, model: str, latency_ms: float, ok: bool) -> None:
         self.recorded.append((model, ok))
 
 
