@@ -272,13 +272,33 @@ _top_level_decoder = msgspec.json.Decoder(dict[str, Raw])
 _encoder = msgspec.json.Encoder()
 
 
+class _NamedFieldsOnly(ChatRequest, forbid_unknown_fields=True):
+    """A request with no top-level field that ChatRequest does not name: most bodies, decoded in one pass.
+
+    Finding the fields to pass through takes a second pass over the whole body (about 0.2 ms for
+    500 tools' 370 KB), which a body without any can skip.
+    """
+
+
+_named_fields_decoder = msgspec.json.Decoder(_NamedFieldsOnly)
+
+
 def decode_request(body: bytes) -> ChatRequest:
     """The canonical request in a JSON body; a 400 naming the field that does not fit."""
-    request = decode(_request_decoder, body, "The request body")
+    try:
+        # The same fields in the same order: a ChatRequest, field for field.
+        request = ChatRequest(*msgspec.structs.astuple(_named_fields_decoder.decode(body)))
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        # Fields to pass through, or a body that does not fit: the second pass, or the 400 saying why.
+        request = _with_passthrough(body)
     for index, tool in enumerate(request.tools or ()):
-        if isinstance(tool, Tool) and tool.function.parameters is not UNSET:
-            path = f"$.tools[{index}].function.parameters"
-            tool.function.parameters = checked_object(tool.function.parameters, path)
+        if isinstance(tool, Tool) and not _is_object(schema := tool.function.parameters):
+            tool.function.parameters = checked_object(schema, f"$.tools[{index}].function.parameters")
+    return request
+
+
+def _with_passthrough(body: bytes) -> ChatRequest:
+    request = decode(_request_decoder, body, "The request body")
     unknown = {k: v for k, v in _top_level_decoder.decode(body).items() if k not in _REQUEST_FIELDS}
     if unknown:
         request.passthrough = {**(request.passthrough or {}), **unknown}
@@ -313,11 +333,15 @@ _NULL = Raw(b"null")
 _JSON_TYPES = {str: "str", int: "int", float: "float", bool: "bool", list: "array"}
 
 
-def checked_object(value: Raw, path: str) -> Raw | UnsetType:
-    """`value` when it holds a JSON object, UNSET when it is null; else a 400 worded as the decoder words
-    a field typed `object | null`, at `path` (from `$`)."""
-    # A decoded Raw starts at its value's first byte: no whitespace before it.
-    if memoryview(value)[0] == _OPEN_BRACE:
+def _is_object(value: Raw | UnsetType) -> bool:
+    """Whether `value` is absent or a JSON object (a decoded Raw starts at its value's first byte)."""
+    return value is UNSET or memoryview(value)[0] == _OPEN_BRACE
+
+
+def checked_object(value: Raw | UnsetType, path: str) -> Raw | UnsetType:
+    """`value` when it is absent or holds a JSON object, UNSET when it is null; else a 400 worded as the
+    decoder words a field typed `object | null`, at `path` (from `$`)."""
+    if isinstance(value, UnsetType) or _is_object(value):
         return value
     if value == _NULL:
         return UNSET

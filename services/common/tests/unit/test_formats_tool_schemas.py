@@ -9,7 +9,7 @@ from msgspec import UNSET, Raw
 
 from orqen_common.errors import OrqenError
 from orqen_common.formats import bedrock
-from orqen_common.formats.openai import EMPTY_PARAMETERS, decode_request, encode_request, schema_or_empty
+from orqen_common.formats.openai import EMPTY_PARAMETERS, ChatRequest, decode_request, encode_request, schema_or_empty
 
 HI = {"role": "user", "content": "hi"}
 NOT_OBJECTS = [("s", "str"), ([1], "array"), (5, "int"), (5.5, "float"), (True, "bool")]
@@ -82,3 +82,21 @@ def test_providers_that_require_a_schema_get_an_empty_object_one_for_none_or_an_
     schema: Raw, expected: Raw
 ) -> None:
     assert schema_or_empty(schema) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "sent_on"),
+    [
+        ({}, {}),
+        ({"prediction": {"type": "content"}}, {"prediction": {"type": "content"}}),
+        ({"x-orqen-passthrough": {"verbosity": "low"}}, {"verbosity": "low"}),
+    ],
+    ids=["named fields only", "a field to pass through", "passthrough sent as such"],
+)
+def test_a_request_decodes_to_a_chat_request_with_its_unnamed_fields_passed_through(
+    extra: dict[str, Any], sent_on: dict[str, Any]
+) -> None:
+    named = {"model": "m", "messages": [HI], "tools": [{"type": "function", "function": {"name": "f"}}]}
+    request = decode_request(orjson.dumps({**named, **extra}))
+    assert type(request) is ChatRequest  # never the one-pass decoder's own type
+    assert orjson.loads(encode_request(request)) == {**named, **sent_on}
