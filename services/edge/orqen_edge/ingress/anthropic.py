@@ -18,11 +18,9 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.di import NamedDependency
 from msgspec import UNSET
 
 from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_reason, text_of, unsupported
-from orqen_common.context import Principal
 from orqen_common.errors import INTERNAL, OrqenError, invalid_request
 from orqen_common.formats import anthropic as wire
 from orqen_common.formats import openai as canonical
@@ -35,11 +33,11 @@ from orqen_common.formats.openai import (
     decode,
     encode,
 )
+from orqen_edge.auth import chat_caller
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
 from orqen_edge.ingress.pipeline import serve_chat
 from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
-from orqen_edge.runtime import Runtime
 
 BETA_HEADER = "anthropic-beta"
 _CANONICAL = "Orqen's canonical format"
@@ -56,9 +54,8 @@ _request_decoder = msgspec.json.Decoder(wire.MessagesRequest)
     operation_class=json_body(wire.MessagesRequest),
     responses=errors(*PROVIDER, ingress="anthropic"),
 )
-async def create_message(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
-) -> Response[Any]:
+async def create_message(request: Request[Any, Any, Any]) -> Response[Any]:
+    runtime, principal = await chat_caller(request)
     beta = ",".join(request.headers.getall(BETA_HEADER, []))
     return await serve_chat(request, runtime, principal, "anthropic", partial(translate, beta=beta))
 

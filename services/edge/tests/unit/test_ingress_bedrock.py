@@ -20,7 +20,6 @@ from botocore.serialize import create_serializer
 from botocore.validate import validate_parameters
 from litestar import Litestar, Response
 from litestar.datastructures import Headers
-from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.testing import TestClient
 
@@ -813,13 +812,13 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient[Litestar]]:
         assert ingress == "bedrock" and isinstance(reply, BedrockReply)
         return Response(content=msgspec.json.decode(encode(chat)))
 
+    async def fake_chat_caller(request: Any) -> tuple[Runtime, Principal]:
+        return object.__new__(Runtime), Principal(kind="api_key")
+
     monkeypatch.setattr(bedrock_converse, "serve_chat", fake_serve_chat)
+    monkeypatch.setattr(bedrock_converse, "chat_caller", fake_chat_caller)
     app = Litestar(
         route_handlers=[bedrock_converse.converse],
-        dependencies={
-            "runtime": Provide(lambda: object.__new__(Runtime), sync_to_thread=False),
-            "principal": Provide(lambda: Principal(kind="api_key"), sync_to_thread=False),
-        },
         exception_handlers={OrqenError: handle_orqen_error, HTTPException: handle_http_exception},
     )
     with TestClient(app) as test_client:
