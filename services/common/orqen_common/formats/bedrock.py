@@ -244,7 +244,7 @@ def decode_request(body: bytes) -> ConverseRequest:
     """The Converse request in a JSON body; a 400 naming the field that does not fit."""
     request = decode(_request_decoder, body, "The request body")
     for index, tool in enumerate(request.tool_config.tools if request.tool_config else ()):
-        if tool.tool_spec is not None and tool.tool_spec.input_schema.json is not UNSET:
+        if tool.tool_spec is not None:
             path = f"$.toolConfig.tools[{index}].toolSpec.inputSchema.json"
             checked_object(tool.tool_spec.input_schema.json, path)
     return request

@@ -281,9 +281,7 @@ def _tools(
 def _tool(tool: wire.Tool, path: str) -> canonical.Tool:
     """A canonical function tool for a custom tool; Anthropic's server tools are refused."""
     # The decoder keeps the schema as JSON text (formats.openai.JsonObject): its type is checked here.
-    schema = tool.input_schema
-    if schema is not UNSET:
-        schema = checked_object(schema, f"$.{path}.input_schema")
+    schema = checked_object(tool.input_schema, f"$.{path}.input_schema")
     if tool.type not in (None, "custom"):
         raise unsupported(f"The Anthropic server tool {tool.type!r}", _CANONICAL)
     if schema is UNSET:
