@@ -41,6 +41,10 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "auto") -> N
             renderer,
         ],
     )
+    # No line shows where a call was made from, nor a record's thread or process: skip gathering
+    # them (the logging HOWTO's optimization switches), a quarter of the edge's access-log line.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -37,3 +37,13 @@ async def api_key_principal(request: Request[Any, Any, Any], runtime: NamedDepen
         raise unauthenticated("Invalid API key.")
     principal_var.set(principal)
     return principal
+
+
+async def chat_caller(request: Request[Any, Any, Any]) -> tuple[Runtime, Principal]:
+    """The runtime and the authenticated caller of a chat route (what `api_key_principal` gives others).
+
+    The chat routes call this rather than take the two as Litestar dependencies: resolving them
+    cost ~13 us of CPU per request, on the path of every chat request.
+    """
+    runtime: Runtime = request.app.state.runtime
+    return runtime, await api_key_principal(request, runtime)

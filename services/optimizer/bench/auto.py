@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from orqen_common.formats.openai import ChatRequest
+from orqen_common.formats.openai import ChatRequest, decode_request
 from orqen_common.prices import Prices, library_version
 from orqen_dispatch import labelled_asks
 from orqen_dispatch.complexity import FEATURE_NAMES, ComplexityModel, tool_lead
@@ -122,7 +122,7 @@ def profile(ask: LabelledAsk) -> RequestProfile:
 
 
 def request(ask: LabelledAsk) -> ChatRequest:
-    return msgspec.convert(ask.body(), ChatRequest)
+    return decode_request(msgspec.json.encode(ask.body()))
 
 
 def fit(path: Path) -> None:

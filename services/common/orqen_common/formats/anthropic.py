@@ -31,7 +31,7 @@ import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType, field
 
 from orqen_common.canonical import TokenUsage
-from orqen_common.formats.openai import CacheControl
+from orqen_common.formats.openai import CacheControl, JsonObject
 
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 Count = Annotated[int, Meta(ge=0)]
@@ -205,8 +205,9 @@ class Tool(_Request):
     name: NonEmptyStr
     type: str | None = None
     description: str | None = None
-    # A JSON Schema; required for a custom tool, which the translators check.
-    input_schema: dict[str, Any] | None = None
+    # A JSON Schema, kept as JSON text (see orqen_common.formats.openai.JsonObject); required for
+    # a custom tool, which the translators check.
+    input_schema: JsonObject | UnsetType = UNSET
     strict: bool | None = None
     cache_control: CacheControl | None = None
     examples: list[Any] | None = field(default=None, name="x-orqen-examples")

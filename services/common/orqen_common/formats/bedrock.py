@@ -25,12 +25,12 @@ from functools import cache
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
-from msgspec import UNSET, Meta, Struct, UnsetType, field
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType, field
 
 from orqen_common.canonical import TokenUsage
 from orqen_common.errors import invalid_request
 from orqen_common.formats.bedrock_eventstream import event_frame
-from orqen_common.formats.openai import decode
+from orqen_common.formats.openai import JsonObject, checked_object, decode
 
 # --- the request -------------------------------------------------------------------------
 
@@ -39,11 +39,14 @@ class _Request(Struct, omit_defaults=True, forbid_unknown_fields=True, rename="c
     """Request parts: None is absent (never sent), an unknown field is refused."""
 
 
+_NULL = Raw(b"null")
+
+
 class _Union(_Request):
     """One of Bedrock's unions: an object holding exactly one of its members."""
 
     def __post_init__(self) -> None:
-        if sum(value is not None for value in msgspec.structs.astuple(self)) != 1:
+        if sum(value is not None and value is not UNSET for value in msgspec.structs.astuple(self)) != 1:
             names = ", ".join(f"`{name}`" for name in _member_names(type(self)))
             raise ValueError(f"Expected an object with exactly one of {names}")
 
@@ -51,7 +54,7 @@ class _Union(_Request):
     def kind(self) -> str:
         """The wire name of the member this union holds, e.g. `toolUse`."""
         for name, value in zip(_member_names(type(self)), msgspec.structs.astuple(self), strict=True):
-            if value is not None:
+            if value is not None and value is not UNSET:
                 return name
         raise AssertionError("a union always holds one member")  # __post_init__ checked it
 
@@ -157,8 +160,14 @@ class InferenceConfiguration(_Request):
 
 
 class ToolInputSchema(_Union):
-    # A JSON Schema, free-form.
-    json: dict[str, Any] | None = None
+    # A JSON Schema, free-form, kept as JSON text (see orqen_common.formats.openai.JsonObject).
+    json: JsonObject | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        # Null is no member, as it was when this was a dict or None: the union's own check says so.
+        if self.json == _NULL:
+            self.json = UNSET
+        super().__post_init__()
 
 
 class ToolSpecification(_Request):
@@ -233,7 +242,12 @@ _request_decoder = msgspec.json.Decoder(ConverseRequest)
 
 def decode_request(body: bytes) -> ConverseRequest:
     """The Converse request in a JSON body; a 400 naming the field that does not fit."""
-    return decode(_request_decoder, body, "The request body")
+    request = decode(_request_decoder, body, "The request body")
+    for index, tool in enumerate(request.tool_config.tools if request.tool_config else ()):
+        if tool.tool_spec is not None:
+            path = f"$.toolConfig.tools[{index}].toolSpec.inputSchema.json"
+            checked_object(tool.tool_spec.input_schema.json, path)
+    return request
 
 
 def decode_model_fields(fields: dict[str, Any]) -> ModelFields:

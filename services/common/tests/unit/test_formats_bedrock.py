@@ -8,6 +8,7 @@ import msgspec
 import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.validate import ParamValidator
+from msgspec import Raw
 
 from orqen_common.canonical import TokenUsage
 from orqen_common.errors import OrqenError
@@ -59,7 +60,7 @@ def full_request() -> bedrock.ConverseRequest:
             tools=[
                 bedrock.Tool(
                     tool_spec=bedrock.ToolSpecification(
-                        name="look", input_schema=bedrock.ToolInputSchema(json={"type": "object"}), strict=True
+                        name="look", input_schema=bedrock.ToolInputSchema(json=Raw(b'{"type":"object"}')), strict=True
                     )
                 ),
                 bedrock.Tool(cache_point=cache_point),

@@ -27,7 +27,7 @@ from orqen_common.canonical import TokenUsage, finish_reason, parse_data_url, st
 from orqen_common.errors import invalid_request
 from orqen_common.formats import anthropic as wire
 from orqen_common.formats import openai as canonical
-from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest, encode
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest, encode, schema_or_empty
 from orqen_dispatch.credentials import header_value
 from orqen_dispatch.providers import model_lists
 from orqen_dispatch.providers.base import (
@@ -328,13 +328,9 @@ def _tool(tool: canonical.AnyTool, where: str) -> wire.Tool:
     return wire.Tool(
         name=function.name,
         description=function.description or None,
-        input_schema=function.parameters or _empty_input_schema(),
+        input_schema=schema_or_empty(function.parameters),
         cache_control=tool.cache_control,
     )
-
-
-def _empty_input_schema() -> dict[str, Any]:
-    return {"type": "object", "properties": {}}
 
 
 def _tool_choice(choice: canonical.ToolChoice | None, parallel_tool_calls: bool | None) -> wire.ToolChoice | None:

@@ -63,6 +63,7 @@ from orqen_common.formats.openai import (
     ToolMessage,
     UserMessage,
     encode,
+    schema_or_empty,
 )
 from orqen_dispatch.credentials.validation import fits_a_header
 from orqen_dispatch.providers import model_lists
@@ -454,7 +455,7 @@ def _tool_entries(tool: AnyTool) -> list[bedrock.Tool]:
         raise invalid_request("Each tool needs a function with a name.")
     spec = bedrock.ToolSpecification(
         name=function.name,
-        input_schema=bedrock.ToolInputSchema(json=function.parameters or {"type": "object", "properties": {}}),
+        input_schema=bedrock.ToolInputSchema(json=schema_or_empty(function.parameters)),
         description=function.description or None,
         strict=True if function.strict is True else None,
     )

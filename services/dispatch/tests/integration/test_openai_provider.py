@@ -10,7 +10,7 @@ import pytest
 from fakes.openai_upstream import FakeOpenAI
 from fakes.serve import BackgroundServer, free_port
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import ChatRequest, CompletionUsage, encode_request
+from orqen_common.formats.openai import ChatRequest, CompletionUsage, decode_request, encode_request
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.providers.openai import OpenAICompatible
 from orqen_dispatch.upstream_http import AiohttpClient, open_client
@@ -21,7 +21,7 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello 
 
 
 def chat(**fields: Any) -> ChatRequest:
-    return msgspec.convert({**BODY, **fields}, ChatRequest)
+    return decode_request(msgspec.json.encode({**BODY, **fields}))
 
 
 CHAT = chat()

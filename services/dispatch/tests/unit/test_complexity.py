@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from orqen.v1 import optimizer_pb2
-from orqen_common.formats.openai import ChatRequest
+from orqen_common.formats.openai import ChatRequest, decode_request
 from orqen_common.prices import Prices
 from orqen_dispatch import labelled_asks
 from orqen_dispatch.complexity import (
@@ -42,7 +42,7 @@ def ranking(*scores: float) -> optimizer_pb2.RoutingTrace:
 
 
 def request(ask: LabelledAsk) -> ChatRequest:
-    return msgspec.convert(ask.body(), ChatRequest)
+    return decode_request(msgspec.json.encode(ask.body()))
 
 
 # The features.
@@ -94,7 +94,7 @@ def test_the_profile_gives_the_ask_its_context_turns_and_tool_lead() -> None:
             {"role": "user", "content": "Translate this."},
         ],
     }
-    profile = RequestProfile.of(msgspec.convert(body, ChatRequest), ranking(0.9, 0.5))
+    profile = RequestProfile.of(decode_request(msgspec.json.encode(body)), ranking(0.9, 0.5))
     assert (profile.turns_before_ask, profile.tool_lead) == (2, 0.4)
     judged = classify(profile)
     expected = complexity_model().judge(ask_features("Translate this.", 400, 2, 0.4))

@@ -7,7 +7,7 @@ import pytest
 
 from orqen.v1 import optimizer_pb2
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import ChatRequest
+from orqen_common.formats.openai import ChatRequest, decode_request
 from orqen_common.prices import Prices
 from orqen_dispatch.available_models import Availability, model_infos
 from orqen_dispatch.latency import ModelStats
@@ -86,7 +86,7 @@ def choose(
 
 def request(body: dict[str, Any]) -> ChatRequest:
     """The canonical request of a test body (model and messages filled in when it has none)."""
-    return msgspec.convert({"model": "m", "messages": [], **body}, ChatRequest)
+    return decode_request(msgspec.json.encode({"model": "m", "messages": [], **body}))
 
 
 # Requested models and bad routing strings.

@@ -342,6 +342,15 @@ async def test_a_thinking_config_messages_does_not_know_is_a_400_before_sending(
     assert not fake.requests
 
 
+@pytest.mark.parametrize("schema", [{}, None])
+async def test_a_tool_with_an_empty_or_null_schema_gets_an_empty_object_one(schema: Any) -> None:
+    fake = FakeAnthropic(text_reply())
+    await fake.provider().complete(
+        chat(tools=[{"type": "function", "function": {"name": "now", "parameters": schema}}]), MODEL, {}
+    )
+    assert fake.bodies[0]["tools"] == [{"name": "now", "input_schema": {"type": "object", "properties": {}}}]
+
+
 async def test_tools_keep_their_schema_and_cache_breakpoint() -> None:
     fake = FakeAnthropic(text_reply())
     bare = {"type": "function", "function": {"name": "now"}, "cache_control": {"type": "ephemeral"}}

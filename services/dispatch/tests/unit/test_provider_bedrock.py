@@ -193,6 +193,25 @@ async def converse_body_of(canonical: ChatRequest, model: str = MODEL) -> dict[s
     return check_wire(bedrock.requests[0], model, "Converse")
 
 
+@pytest.mark.parametrize("schema", [{}, None])
+async def test_a_tool_with_an_empty_or_null_schema_gets_an_empty_object_one(schema: Any) -> None:
+    body = await converse_body_of(
+        chat(user("hi"), tools=[{"type": "function", "function": {"name": "now", "parameters": schema}}])
+    )
+    assert body["toolConfig"]["tools"] == [
+        {"toolSpec": {"name": "now", "inputSchema": {"json": {"type": "object", "properties": {}}}}}
+    ]
+
+
+async def test_a_tools_schema_goes_to_bedrock_as_the_caller_wrote_it() -> None:
+    schema = b'{ "type" : "object", "required": [], "properties": {"q": {"type": "string"}} }'
+    body = b'{"model": "bedrock/' + MODEL.encode() + b'", "messages": [{"role": "user", "content": "hi"}], '
+    body += b'"tools": [{"type": "function", "function": {"name": "f", "parameters": ' + schema + b"}}]}"
+    bedrock = MockBedrock([converse_answer([{"text": "ok"}])])
+    await bedrock.provider().complete(decode_request(body), MODEL, {})
+    assert b'"inputSchema":{"json":' + schema + b"}" in bedrock.requests[0].content
+
+
 async def refusal_of(canonical: ChatRequest) -> str:
     bedrock = MockBedrock()
     with pytest.raises(OrqenError) as err:

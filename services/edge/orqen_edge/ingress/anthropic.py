@@ -18,19 +18,26 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.di import NamedDependency
+from msgspec import UNSET
 
 from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_reason, text_of, unsupported
-from orqen_common.context import Principal
 from orqen_common.errors import INTERNAL, OrqenError, invalid_request
 from orqen_common.formats import anthropic as wire
 from orqen_common.formats import openai as canonical
-from orqen_common.formats.openai import CacheControl, ChatCompletion, ChatCompletionChunk, ChatRequest, decode, encode
+from orqen_common.formats.openai import (
+    CacheControl,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    checked_object,
+    decode,
+    encode,
+)
+from orqen_edge.auth import chat_caller
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, tool_input
 from orqen_edge.ingress.pipeline import serve_chat
 from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
-from orqen_edge.runtime import Runtime
 
 BETA_HEADER = "anthropic-beta"
 _CANONICAL = "Orqen's canonical format"
@@ -47,9 +54,8 @@ _request_decoder = msgspec.json.Decoder(wire.MessagesRequest)
     operation_class=json_body(wire.MessagesRequest),
     responses=errors(*PROVIDER, ingress="anthropic"),
 )
-async def create_message(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
-) -> Response[Any]:
+async def create_message(request: Request[Any, Any, Any]) -> Response[Any]:
+    runtime, principal = await chat_caller(request)
     beta = ",".join(request.headers.getall(BETA_HEADER, []))
     return await serve_chat(request, runtime, principal, "anthropic", partial(translate, beta=beta))
 
@@ -274,14 +280,16 @@ def _tools(
 
 def _tool(tool: wire.Tool, path: str) -> canonical.Tool:
     """A canonical function tool for a custom tool; Anthropic's server tools are refused."""
+    # The decoder keeps the schema as JSON text (formats.openai.JsonObject): its type is checked here.
+    schema = checked_object(tool.input_schema, f"$.{path}.input_schema")
     if tool.type not in (None, "custom"):
         raise unsupported(f"The Anthropic server tool {tool.type!r}", _CANONICAL)
-    if tool.input_schema is None:
+    if schema is UNSET:
         raise _invalid("Object missing required field `input_schema`", path)
     function = canonical.FunctionDefinition(
         name=tool.name,
         description=tool.description,
-        parameters=tool.input_schema,
+        parameters=schema,
         strict=tool.strict,
         # Orqen's routing examples, where the canonical tool keeps them; stripped before dispatch.
         examples=tool.examples,

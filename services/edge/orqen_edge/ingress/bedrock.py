@@ -17,12 +17,10 @@ from urllib.parse import unquote
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.di import NamedDependency
 from litestar.types import Scope
 from msgspec import UnsetType
 
 from orqen_common.canonical import TokenUsage, data_url, new_tool_call_id, stop_reason, unsupported
-from orqen_common.context import Principal
 from orqen_common.errors import OrqenError, invalid_request, not_found
 from orqen_common.formats import bedrock
 from orqen_common.formats.bedrock_eventstream import exception_frame
@@ -54,10 +52,10 @@ from orqen_common.formats.openai import (
     UserMessage,
     encode,
 )
+from orqen_edge.auth import chat_caller
 from orqen_edge.ingress.content_blocks import BlockDelta, BlockEvent, BlockSequencer, BlockStart, BlockStop, tool_input
 from orqen_edge.ingress.pipeline import Reply, serve_chat
 from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
-from orqen_edge.runtime import Runtime
 
 INGRESS = "bedrock"
 WHERE = "Orqen's Bedrock Converse API"
@@ -87,9 +85,8 @@ _Cacheable = TextPart | ImagePart | Tool
     operation_class=json_body(bedrock.ConverseRequest),
     responses=errors(*PROVIDER, ingress="bedrock"),
 )
-async def converse(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
-) -> Response[Any]:
+async def converse(request: Request[Any, Any, Any]) -> Response[Any]:
+    runtime, principal = await chat_caller(request)
     model_id, stream = parse_converse_path(raw_path(request.scope))
     return await serve_chat(request, runtime, principal, INGRESS, partial(translate, model_id=model_id, stream=stream))
 

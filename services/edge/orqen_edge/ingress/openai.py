@@ -6,18 +6,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.di import NamedDependency
 from msgspec import UNSET
 from msgspec.structs import replace
 
-from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
 from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, ChatRequest, decode_request, encode
 from orqen_common.proxy_families import ORQ_BASES
+from orqen_edge.auth import chat_caller
 from orqen_edge.errors import error_body
 from orqen_edge.ingress.pipeline import Reply, serve_chat
 from orqen_edge.openapi import API_KEY, PROVIDER, errors, json_body
-from orqen_edge.runtime import Runtime
 
 
 @post(
@@ -28,10 +26,8 @@ from orqen_edge.runtime import Runtime
     operation_class=json_body(ChatRequest),
     responses=errors(*PROVIDER),
 )
-async def chat_completions(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
-) -> Response[Any]:
-    return await serve_chat(request, runtime, principal, "openai", translate)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await serve_chat(request, *await chat_caller(request), "openai", translate)
 
 
 def translate(body: bytes) -> tuple[ChatRequest, Reply]:

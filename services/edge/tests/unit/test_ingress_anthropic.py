@@ -503,6 +503,18 @@ def test_features_the_canonical_format_cannot_carry_are_400s_naming_them(body: d
             "Object missing required field `input_schema` - at `$.tools[0]`",
         ),
         (
+            request(HI, tools=[{"name": "f", "input_schema": None}]),
+            "Object missing required field `input_schema` - at `$.tools[0]`",
+        ),
+        (
+            request(HI, tools=[{"name": "f", "input_schema": {}}, {"name": "g", "input_schema": ["x"]}]),
+            "Expected `object | null`, got `array` - at `$.tools[1].input_schema`",
+        ),
+        (
+            request(HI, tools=[{"name": "f", "type": "custom", "input_schema": "{}"}]),
+            "Expected `object | null`, got `str` - at `$.tools[0].input_schema`",
+        ),
+        (
             request(HI, tool_choice={"type": "maybe"}),
             "Invalid value 'maybe' - at `$.tool_choice.type`",
         ),

@@ -20,13 +20,12 @@ from botocore.serialize import create_serializer
 from botocore.validate import validate_parameters
 from litestar import Litestar, Response
 from litestar.datastructures import Headers
-from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.testing import TestClient
 
 from orqen_common.context import Principal
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk
+from orqen_common.formats.openai import ChatCompletion, ChatCompletionChunk, encode
 from orqen_edge.auth import SIGV4_MESSAGE, api_key_principal
 from orqen_edge.errors import handle_http_exception, handle_orqen_error
 from orqen_edge.ingress import bedrock as bedrock_converse
@@ -79,7 +78,7 @@ def translated(operation: str = "Converse", **params: Any) -> dict[str, Any]:
     path, body = boto3_request(operation, **params)
     model_id, stream = parse_converse_path(path)
     chat, _ = translate(json.dumps(body).encode(), model_id=model_id, stream=stream)
-    return msgspec.to_builtins(chat)  # type: ignore[no-any-return]
+    return msgspec.json.decode(encode(chat))  # type: ignore[no-any-return]
 
 
 def boto3_response(body: bytes) -> dict[str, Any]:
@@ -547,6 +546,14 @@ def _body(**fields: Any) -> dict[str, Any]:
             "field `inputSchema` - at `$.toolConfig.tools[0].toolSpec`",
         ),
         (
+            _body(toolConfig={"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": [1]}}}]}),
+            "Expected `object | null`, got `array` - at `$.toolConfig.tools[0].toolSpec.inputSchema.json`",
+        ),
+        (
+            _body(toolConfig={"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": None}}}]}),
+            "exactly one of `json` - at `$.toolConfig.tools[0].toolSpec.inputSchema`",
+        ),
+        (
             _body(toolConfig={"tools": [_TOOL], "toolChoice": {"none": {}}}),
             "unknown field `none` - at `$.toolConfig.toolChoice`",
         ),
@@ -803,15 +810,15 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient[Litestar]]:
     ) -> Response[Any]:
         chat, reply = translate(await request.body())
         assert ingress == "bedrock" and isinstance(reply, BedrockReply)
-        return Response(content=msgspec.to_builtins(chat))
+        return Response(content=msgspec.json.decode(encode(chat)))
+
+    async def fake_chat_caller(request: Any) -> tuple[Runtime, Principal]:
+        return object.__new__(Runtime), Principal(kind="api_key")
 
     monkeypatch.setattr(bedrock_converse, "serve_chat", fake_serve_chat)
+    monkeypatch.setattr(bedrock_converse, "chat_caller", fake_chat_caller)
     app = Litestar(
         route_handlers=[bedrock_converse.converse],
-        dependencies={
-            "runtime": Provide(lambda: object.__new__(Runtime), sync_to_thread=False),
-            "principal": Provide(lambda: Principal(kind="api_key"), sync_to_thread=False),
-        },
         exception_handlers={OrqenError: handle_orqen_error, HTTPException: handle_http_exception},
     )
     with TestClient(app) as test_client:
