@@ -26,6 +26,3 @@ def configure_tracing(service: str) -> None:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
 
-
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
