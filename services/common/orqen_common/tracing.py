@@ -25,4 +25,3 @@ def configure_tracing(service: str) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": f"orqen-{service}"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-
