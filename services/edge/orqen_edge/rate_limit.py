@@ -242,6 +242,7 @@ class RateLimiter:
         admission = Admission(account_id, api_key_id, limits, secrets.token_hex(8))
         buckets = self._buckets(account_id, api_key_id, limits)
         if not buckets and not limits.periods:
+            admission.settled = True  # nothing was counted, so there is nothing to charge when it ends
             return admission
         plan: list[tuple[Budget | PeriodBudget, float, float]] = [
             (b, 1, 1 if b.unit == REQUESTS else 0) for b in buckets

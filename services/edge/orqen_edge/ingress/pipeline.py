@@ -160,8 +160,15 @@ class ChatCall:
         if err.detail is not None:
             self.summary = dispatch_pb2.DispatchSummary.FromString(err.detail)
 
+    @property
+    def charges(self) -> bool:
+        """Whether the call's end has anything to spend from its limits (an account without any: no)."""
+        return self.admission is not None and not self.admission.settled
+
     async def charge_tokens(self) -> None:
         """Spend the tokens and cost the call used from its limits and budgets; never fails the request."""
+        if not self.charges:
+            return
         usage = self.summary.usage
         tokens = usage.input_tokens + usage.output_tokens
         spend = call_cost_usd(self.runtime.prices, self.summary.provider, self.summary.model, usage)
@@ -223,7 +230,10 @@ async def serve_chat(
         raise
     # Both before the answer goes out, side by side: the event's JetStream ack and the budget charge
     # are independent round trips (to NATS and to Redis).
-    await asyncio.gather(call.record_stored(200), call.charge_tokens())
+    if call.charges:
+        await asyncio.gather(call.record_stored(200), call.charge_tokens())
+    else:
+        await call.record_stored(200)
     return Response(content=reply.body(completion), media_type="application/json", headers=call.headers())
 
 
