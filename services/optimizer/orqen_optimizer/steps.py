@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from orqen_optimizer.keywords import words
 
-MAX_STEPS = 8
+MAX_STEPS = 12
 MIN_WORDS = 2
 # A step names an action: a fragment with fewer content words than MIN_WORDS joins its neighbour.
 _GLUE = frozenset(
@@ -99,18 +99,45 @@ class Step:
 
 
 def split_steps(text: str) -> list[Step]:
-    """The steps of `text` in order; a text with one action is one step (empty text: none)."""
-    pieces: list[Step] = []
-    for sentence, at in _parts(_SENTENCES, text, 0):
+    """The steps of `text` in order; a text with one action is one step (empty text: none).
+
+    At most MAX_STEPS: beyond them, neighbouring steps are joined (see `_fitted`), so the
+    last actions of a long ask still have a step of their own or share one.
+    """
+    pieces: list[tuple[Step, int]] = []  # each with the number of its sentence
+    for number, (sentence, at) in enumerate(_parts(_SENTENCES, text, 0)):
         for clause, clause_at in _parts(_SEQUENCE, sentence, at):
-            pieces += [Step(item, item_at) for item, item_at in _parts(_LISTED, clause, clause_at)]
-    steps: list[Step] = []
-    for piece in pieces:
-        if (steps and _content(piece.text) < MIN_WORDS) or (steps and _content(steps[-1].text) < MIN_WORDS):
-            steps[-1] = Step(f"{steps[-1].text} {piece.text}", steps[-1].start)
+            pieces += [(Step(item, item_at), number) for item, item_at in _parts(_LISTED, clause, clause_at)]
+    steps: list[tuple[Step, int]] = []
+    for piece, number in pieces:
+        if steps and (_content(piece.text) < MIN_WORDS or _content(steps[-1][0].text) < MIN_WORDS):
+            steps[-1] = (_joined(steps[-1][0], piece), steps[-1][1])
         else:
-            steps.append(piece)
-    return steps[:MAX_STEPS]
+            steps.append((piece, number))
+    return _fitted(steps)
+
+
+def _fitted(steps: list[tuple[Step, int]]) -> list[Step]:
+    """`steps` joined down to MAX_STEPS: each time, the two neighbours with the fewest content words.
+
+    Joining within a sentence comes before joining across one: a sentence is likelier one action
+    than two sentences are. (Cutting the list short would lose the ask's last actions, which in a
+    long ask are as often needed as its first: "first..., second..., lastly...".)
+    """
+    while len(steps) > MAX_STEPS:
+        pair = min(
+            range(len(steps) - 1),
+            key=lambda i: (
+                steps[i][1] != steps[i + 1][1],
+                _content(steps[i][0].text) + _content(steps[i + 1][0].text),
+            ),
+        )
+        steps[pair : pair + 2] = [(_joined(steps[pair][0], steps[pair + 1][0]), steps[pair][1])]
+    return [step for step, _ in steps]
+
+
+def _joined(first: Step, second: Step) -> Step:
+    return Step(f"{first.text} {second.text}", first.start)
 
 
 def _parts(pattern: re.Pattern[str], text: str, offset: int) -> list[tuple[str, int]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from orqen_optimizer.steps import split_steps
+import pytest
+
+from orqen_optimizer import steps as steps_module
+from orqen_optimizer.steps import MAX_STEPS, split_steps
 
 
 def texts(ask: str) -> list[str]:
@@ -55,3 +58,22 @@ def test_steps_know_where_they_start() -> None:
         ("Move the report to temp.", "Move the report to temp."),
         ("Make sure to create the directory", "Make sure to create the directory"),
     ]
+
+
+def test_a_long_ask_keeps_its_last_actions_within_the_step_limit() -> None:
+    cities = ["Oslo", "Rome", "Lima", "Kyiv", "Oran", "Pune", "Riga", "Bern", "Doha", "Baku", "Lyon", "Nice", "Cork"]
+    actions = [f"Look up the opening hours of the museums in {city}." for city in cities[: MAX_STEPS + 1]]
+    ask = " ".join(["Book a table for two, near the river, after eight.", *actions, "Finally send the plan to Ann."])
+    steps = texts(ask)
+    assert len(steps) == MAX_STEPS
+    # Nothing is dropped: the last action is still in a step, and every word is in one.
+    assert steps[-1].endswith("send the plan to Ann.")
+    assert sorted(" ".join(steps).split()) == sorted(" ".join(texts_unlimited(ask)).split())
+    # The clauses of one sentence were joined before two sentences were.
+    assert steps[0].startswith("Book a table for two near the river after eight.")
+
+
+def texts_unlimited(ask: str) -> list[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steps_module, "MAX_STEPS", 100)
+        return texts(ask)
