@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,7 @@ from orqen_optimizer.embeddings import ToolIndex, text_id
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicy
+from orqen_optimizer.tokens import count_tokens
 from orqen_optimizer.tools import tool_facts
 from orqen_testing.servers import claimed_redis_db, shared_servers
 
@@ -140,6 +142,8 @@ class Tally:
     recalled_more_by_score: int = 0
     forwarded_with: int = 0
     forwarded_without: int = 0
+    token_share_with: float = 0.0  # summed over turns: the forwarded tools' share of the offered tools' tokens
+    token_share_without: float = 0.0
     learned_turns: int = 0
     plan_ms: list[float] = field(default_factory=list)
     plan_ms_unlearned: list[float] = field(default_factory=list)
@@ -151,6 +155,7 @@ class Tally:
             f"| {pool} | {self.turns} | {self.recalled_without / n:.1%} | {self.recalled_with / n:.1%} | "
             f"{self.recalled_more_by_score / n:.1%} | "
             f"{self.forwarded_without / n:.1f} | {self.forwarded_with / n:.1f} | "
+            f"{self.token_share_without / n:.1%} | {self.token_share_with / n:.1%} | "
             f"{self.learned_turns / n:.1%} | {_percentiles(self.plan_ms)} | {_percentiles(self.plan_ms_unlearned)} | "
             f"{_percentiles(self.learned_ms)} |"
         )
@@ -181,6 +186,8 @@ def evaluate(
     tally = Tally()
     for session in test_sessions:
         tools = offered(session, pool, by_class)
+        # As bench/routing.py counts a pool's tool tokens: each tool's JSON as the caller sends it.
+        tokens = {t["function"]["name"]: count_tokens(json.dumps(t)) for t in tools}
         for turn, needed in enumerate(session.calls):
             if not needed:
                 continue
@@ -206,6 +213,8 @@ def evaluate(
             tally.recalled_more_by_score += set(needed) <= without.union(by_score)
             tally.forwarded_with += len(names)
             tally.forwarded_without += len(without)
+            tally.token_share_with += sum(tokens[n] for n in names) / sum(tokens.values())
+            tally.token_share_without += sum(tokens[n] for n in without) / sum(tokens.values())
             tally.learned_turns += bool(trace.learned)
     return tally
 
@@ -259,9 +268,9 @@ async def run(redis_url: str, pools: list[str], tuning: bool = False) -> None:
     )
     print(
         "| pool | test turns | recall without | recall with | recall K + n by score | tools without | tools with "
-        "| turns learned | plan ms p50 / p95 with | without | learned step alone |"
+        "| tool tokens without | with | turns learned | plan ms p50 / p95 with | without | learned step alone |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for pool in pools:
         await store.reset(ACCOUNT)
         await train(planner, store, train_sessions, pool, by_class)

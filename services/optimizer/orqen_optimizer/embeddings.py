@@ -85,6 +85,32 @@ class Encoder:
             out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return out
 
+    def with_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """`text`'s vector and each character span's, from one run of the model.
+
+        A span's vector is the mean of its tokens' output states (late chunking): what the span
+        says, read in the context of the whole text. None for a span the model's input left out
+        (past its max_seq_length tokens) or that holds no token.
+        """
+        encoded = self._tokenizer.encode(text)
+        feed = {
+            "input_ids": np.array([encoded.ids], dtype=np.int64),
+            "attention_mask": np.array([encoded.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([encoded.type_ids], dtype=np.int64),
+        }
+        hidden = self._session.run(None, feed)[0][0]
+        ordinary = np.array(encoded.special_tokens_mask) == 0
+        starts = np.array([start for start, _ in encoded.offsets])
+        vectors = [hidden]
+        for start, end in spans:
+            inside = ordinary & (starts >= start) & (starts < end)
+            vectors.append(hidden[inside] if inside.any() else hidden[:0])
+        pooled = [rows.mean(axis=0) if len(rows) else None for rows in vectors]
+        unit = [None if v is None else v / max(float(np.linalg.norm(v)), 1e-12) for v in pooled]
+        whole = unit[0]
+        assert whole is not None
+        return whole.astype(np.float32), [None if v is None else v.astype(np.float32) for v in unit[1:]]
+
 
 def encoder(cache_dir: Path | None = None) -> Encoder:
     """The process's encoder, loaded on first use (its graph exported first if no process did yet).
@@ -102,6 +128,11 @@ def encoder(cache_dir: Path | None = None) -> Encoder:
 def embed(texts: Sequence[str]) -> np.ndarray:
     """Unit-length float32 vectors, one row per text."""
     return encoder()(texts)
+
+
+def embed_with_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """`Encoder.with_spans` of the process's encoder."""
+    return encoder().with_spans(text, spans)
 
 
 @functools.lru_cache(maxsize=200_000)  # tool texts recur with every request

@@ -29,8 +29,6 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from orqen_common.canonical import text_of
-from orqen_optimizer.embeddings import ToolIndex, embed
+from orqen_optimizer.embeddings import ToolIndex, embed, embed_with_spans
 from orqen_optimizer.families import core_additions
 from orqen_optimizer.identifiers import bridged_names
 from orqen_optimizer.keywords import bm25, bm25_of_queries, words
@@ -59,7 +57,6 @@ INTENT_CHARS = 2000
 # Per step of a multi-step ask: its candidates at least this likely, at most STEP_K of them (at least one).
 STEP_KEEP_PROBABILITY = 0.05
 STEP_K = 3
-STEP_VECTORS_KEPT = 4096
 # The best HEAD tools by similarity alone and by BM25 alone are kept whatever the fusion says (at
 # most HEAD_SHARE of the tools each): each score finds needed tools the other ranks low (a name the
 # embedding model does not know, a paraphrase sharing no word), and fusing them can push both out.
@@ -68,7 +65,7 @@ HEAD_SHARE = 0.02
 # The ranking's K keeps at most this share of the request's tool tokens (0: no cap), and never
 # fewer than TOKEN_CAP_MIN_TOOLS tools: on a pool of a hundred tools or so, a low keep probability
 # would otherwise forward a fifth of it; a 50-tool pool keeps issue 4's budget (a quarter of it).
-TOKEN_SHARE_CAP = 0.17
+TOKEN_SHARE_CAP = 0.19
 TOKEN_CAP_MIN_TOOLS = 12
 STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
@@ -214,24 +211,27 @@ class Components:
 class ToolRouter:
     def __init__(self, index: ToolIndex) -> None:
         self._index = index
-        # An agent sends the same user message with every call of a turn: its steps embed once.
-        self._steps_seen: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._steps_lock = threading.Lock()
 
-    def _step_vectors(self, texts: list[str]) -> np.ndarray:
-        """The steps' embeddings, those of the latest STEP_VECTORS_KEPT step texts kept."""
-        with self._steps_lock:
-            known = {t: self._steps_seen[t] for t in texts if t in self._steps_seen}
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
-        if missing:
-            known.update(zip(missing, embed(missing), strict=True))
-        with self._steps_lock:
-            for text in texts:
-                self._steps_seen[text] = known[text]
-                self._steps_seen.move_to_end(text)
-            while len(self._steps_seen) > STEP_VECTORS_KEPT:
-                self._steps_seen.popitem(last=False)
-        return np.stack([known[t] for t in texts])
+    def _queries(self, intent: str, latest: str, steps: list[Step]) -> np.ndarray:
+        """The intent's embedding, then one row per step of `latest` (the latest user message).
+
+        The steps are read from the intent's own run of the model (each the mean of its tokens'
+        states: `Encoder.with_spans`), so a multi-step ask costs one run, not two: embedding the
+        steps apart cost as much as the intent again. Only a step the run did not reach (past the
+        model's 256 tokens), or steps not found in the intent, are embedded on their own.
+        """
+        if not steps:
+            return embed([intent])
+        offset = intent.find(latest) if latest else -1
+        if offset < 0:
+            # Apart: one batch pads every text to its longest, and steps are short beside the intent.
+            return np.vstack([embed([intent]), embed([step.text for step in steps])])
+        ends = [step.start for step in steps[1:]] + [len(latest)]
+        spans = [(offset + step.start, offset + end) for step, end in zip(steps, ends, strict=True)]
+        whole, read = embed_with_spans(intent, spans)
+        unread = [step.text for step, vector in zip(steps, read, strict=True) if vector is None]
+        alone = iter(embed(unread)) if unread else iter(())
+        return np.vstack([whole, *(next(alone) if vector is None else vector for vector in read)])
 
     def route(
         self,
@@ -248,7 +248,8 @@ class ToolRouter:
         tool_set = toolset(facts)
         names = tool_set.names
         asked = words(intent) + bridged_names(intent, tool_set.name_words)
-        steps = split_steps(intent_of(messages, turns=1, latest_only=True)) if STEPS else []
+        latest = intent_of(messages, turns=1, latest_only=True)
+        steps = split_steps(latest) if STEPS else []
         steps = steps if len(steps) > 1 else []
         keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], tool_set.corpus)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
@@ -257,8 +258,7 @@ class ToolRouter:
             step_dense, similarity = None, None
         else:
             # Apart: one batch pads every text to its longest, and steps are short beside the intent.
-            queries = [embed([intent]), *([self._step_vectors([step.text for step in steps])] if steps else [])]
-            dense, *step_dense = self._dense_of(np.vstack(queries), tool_set)
+            dense, *step_dense = self._dense_of(self._queries(intent, latest, steps), tool_set)
             fused, similarity = Components(dense, keyword).fused(), dense
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.

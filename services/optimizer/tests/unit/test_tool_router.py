@@ -196,28 +196,32 @@ def test_keyword_routing_retrieves_each_step_by_bm25_without_embedding(
     assert {"send_email", "get_weather", "set_reminder"} <= {tools[i]["function"]["name"] for i in decision.keep}
 
 
-def test_an_agents_later_calls_in_the_same_turn_embed_only_the_intent(
-    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_multi_step_ask_runs_the_model_once(tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     from orqen_optimizer import tool_router
 
-    embedded: list[list[str]] = []
+    runs: list[tuple[str, list[str]]] = []
 
     def counting(texts: list[str]) -> np.ndarray:
-        embedded.append(list(texts))
-        return np.asarray(encoder(texts))
+        runs.append(("texts", list(texts)))
+        return np.asarray(embed(texts))
 
-    encoder = tool_router.embed
+    def counting_spans(text: str, spans: list[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        runs.append(("spans", [text[start:end] for start, end in spans]))
+        return with_spans(text, spans)
+
+    embed, with_spans = tool_router.embed, tool_router.embed_with_spans
     monkeypatch.setattr(tool_router, "embed", counting)
-    router = ToolRouter(ToolIndex())
+    monkeypatch.setattr(tool_router, "embed_with_spans", counting_spans)
     ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese"
-    first = [{"role": "user", "content": ask}]
-    router.route({"messages": first}, tools, RoutingPolicy(mode="semantic"))
-    later = [*first, {"role": "assistant", "content": "Found Hotel Sol."}]
-    decision = router.route({"messages": later}, tools, RoutingPolicy(mode="semantic"))
-    assert embedded[1:] == [["Find a hotel in Lisbon for Friday", "translate the booking text into Portuguese"],
-                            [decision.intent]]  # fmt: skip
+    later = [{"role": "user", "content": ask}, {"role": "assistant", "content": "Found Hotel Sol."}]
+    decision = ToolRouter(ToolIndex()).route({"messages": later}, tools, RoutingPolicy(mode="semantic"))
+    # The intent holds what the agent did since the ask; the steps are read from its one run.
+    assert decision.intent == f"{ask} Found Hotel Sol."
+    steps = ["Find a hotel in Lisbon for Friday, then ", "translate the booking text into Portuguese"]
+    assert runs[-1:] == [("spans", steps)]
+    assert all(kind == "texts" and texts != [decision.intent] for kind, texts in runs[:-1])  # the tools' views
     assert len(decision.steps) == 2
+    assert tools[decision.steps[1].keep[0]]["function"]["name"] == "translate_text"
 
 
 def test_the_accounts_cap_bounds_the_tools_steps_and_families_add(tools: list[dict[str, Any]]) -> None:
