@@ -28,10 +28,11 @@ row sets plain BM25 and plain embedding top-K at its own mean K beside the route
 picks the tables, `--without steps,families` turns stages off, `--vectors PATH` keeps the
 recall runs' vectors between runs.
 
-Plan latency (p50/p95 of the whole plan: routing with the query embedded, schema
-compression of the forwarded tools; tool vectors already indexed) is timed on a sample of
-questions, in this process, then through real gRPC against the optimizer's worker processes
-(bench/through_grpc.py), with 1 and with one per available CPU (`--grpc-workers`).
+Plan latency (p50/p95 of the whole plan as the servicer makes it: the request's JSON skimmed
+by ChatJson.parse, then Planner.plan_json, routing with the query embedded and schema compression
+of the forwarded tools; each request serialised once, outside the timer; tool vectors already
+indexed) is timed on a sample of questions, in this process, then through real gRPC against the
+optimizer's worker processes (bench/through_grpc.py), with 1 and with one per available CPU (`--grpc-workers`).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ import agent_recall
 import agent_sets
 import auto
 import numpy as np
+import orjson
 import through_grpc
 from redis import Redis
 
 from orqen_common.worker_group import available_cpus
 from orqen_optimizer import bfcl, rerank, tool_router
+from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.embeddings import ToolIndex, embed, text_id
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicy
@@ -424,21 +427,23 @@ def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | Non
     planner = Planner(index)
     rng = random.Random(args.seed + 1)
     sample = rng.sample(questions, min(args.latency_samples, len(questions)))
-    requests_500: list[dict[str, Any]] = []
+    requests_500: list[bytes] = []
+    chats_500: list[dict[str, Any]] = []
     for pool_size in (50, 500, 0):
-        requests = []
+        chats, requests = [], []
         for case in sample:
             own = case.own
             others = [n for n in names if n not in own]
             pool = own + (rng.sample(others, max(0, pool_size - len(own))) if pool_size else others)
-            requests.append(
+            chats.append(
                 {"messages": [{"role": "user", "content": case.question}], "tools": [catalogue[n] for n in pool]}
             )
+            requests.append(orjson.dumps(chats[-1]))  # the servicer's chat_json, serialised once
         timings = [timed(planner, request, policy) for request in requests]
         q = np.percentile(timings, [50, 95])
         size = pool_size or len(names)
         print(f"plan latency, {size:>5} cached tools: p50 {q[0]:6.1f} ms  p95 {q[1]:6.1f} ms  ({len(timings)} plans)")
-        requests_500 = requests if pool_size == 500 else requests_500
+        requests_500, chats_500 = (requests, chats) if pool_size == 500 else (requests_500, chats_500)
     print(f"\nunder load, 500 cached tools, deadline {args.deadline_ms} ms (plans past it are forwarded unoptimized):")
     for concurrency in (1, 4, 16):
         with ThreadPoolExecutor(concurrency) as pool:  # the service plans in worker threads too
@@ -450,13 +455,13 @@ def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | Non
             f"past the deadline {late:.1%}"
         )
     if redis_url is not None:
-        through_grpc.measure(requests_500, list(catalogue.values()), worker_counts, args.deadline_ms, redis_url)
+        through_grpc.measure(chats_500, list(catalogue.values()), worker_counts, args.deadline_ms, redis_url)
 
 
-def timed(planner: Planner, request: dict[str, Any], policy: RoutingPolicy) -> float:
-    """Milliseconds one whole plan takes."""
+def timed(planner: Planner, request: bytes, policy: RoutingPolicy) -> float:
+    """Milliseconds one whole plan takes, as the servicer makes it: the JSON skimmed, then planned."""
     started = time.perf_counter()
-    planner.plan(request, policy)
+    planner.plan_json(ChatJson.parse(request), policy)
     return (time.perf_counter() - started) * 1000
 
 
