@@ -102,15 +102,16 @@ def families(facts: Sequence[ToolFacts]) -> list[Family]:
 @functools.lru_cache(maxsize=512)
 def _families(tools: tuple[tuple[str, str], ...]) -> list[Family]:
     heads = Counter(head for _, head in tools if head)
-    prefixes = Counter(_prefix(name) for name, _ in tools)
+    prefix = [_prefix(name) for name, _ in tools]
+    prefixes = Counter(prefix)
     grouped: dict[str, list[int]] = {}
     for i, (name, head) in enumerate(tools):
         if "__" in name:
             key = f"server {name.split('__', 1)[0]}"
         elif head and heads[head] >= MIN_MEMBERS:
             key = f"description '{head[:60]}'"
-        elif _prefix(name) and prefixes[_prefix(name)] >= MIN_MEMBERS and _prefix(name) not in _VERBS:
-            key = f"prefix {_prefix(name)}"
+        elif prefix[i] and prefixes[prefix[i]] >= MIN_MEMBERS and prefix[i] not in _VERBS:
+            key = f"prefix {prefix[i]}"
         else:
             continue
         grouped.setdefault(key, []).append(i)
