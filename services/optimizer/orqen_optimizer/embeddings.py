@@ -101,15 +101,15 @@ class Encoder:
         hidden = self._session.run(None, feed)[0][0]
         ordinary = np.array(encoded.special_tokens_mask) == 0
         starts = np.array([start for start, _ in encoded.offsets])
-        vectors = [hidden]
+        read: list[np.ndarray | None] = []
         for start, end in spans:
             inside = ordinary & (starts >= start) & (starts < end)
-            vectors.append(hidden[inside] if inside.any() else hidden[:0])
-        pooled = [rows.mean(axis=0) if len(rows) else None for rows in vectors]
-        unit = [None if v is None else v / max(float(np.linalg.norm(v)), 1e-12) for v in pooled]
-        whole = unit[0]
-        assert whole is not None
-        return whole.astype(np.float32), [None if v is None else v.astype(np.float32) for v in unit[1:]]
+            read.append(_unit(hidden[inside].mean(axis=0)) if inside.any() else None)
+        return _unit(hidden.mean(axis=0)), read
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
 
 
 def encoder(cache_dir: Path | None = None) -> Encoder:
