@@ -188,6 +188,7 @@ def evaluate(
         tools = offered(session, pool, by_class)
         # As bench/routing.py counts a pool's tool tokens: each tool's JSON as the caller sends it.
         tokens = {t["function"]["name"]: count_tokens(json.dumps(t)) for t in tools}
+        offered_tokens = sum(tokens.values())
         for turn, needed in enumerate(session.calls):
             if not needed:
                 continue
@@ -213,8 +214,8 @@ def evaluate(
             tally.recalled_more_by_score += set(needed) <= without.union(by_score)
             tally.forwarded_with += len(names)
             tally.forwarded_without += len(without)
-            tally.token_share_with += sum(tokens[n] for n in names) / sum(tokens.values())
-            tally.token_share_without += sum(tokens[n] for n in without) / sum(tokens.values())
+            tally.token_share_with += sum(tokens[n] for n in names) / offered_tokens
+            tally.token_share_without += sum(tokens[n] for n in without) / offered_tokens
             tally.learned_turns += bool(trace.learned)
     return tally
 
