@@ -22,12 +22,14 @@ class Collector:
         self.seen: list[bytes] = []
         self.fail_first = fail_first
         self.batches = 0
+        self.sizes: list[int] = []
 
     async def __call__(self, msgs: Sequence[Msg]) -> None:
         self.batches += 1
         if self.fail_first and self.batches == 1:
             raise RuntimeError("database is down")
         self.seen.extend(m.data for m in msgs)
+        self.sizes.append(len(msgs))
 
 
 class Store:
@@ -96,6 +98,29 @@ async def test_every_event_arrives_once_even_when_published_twice(orqen_nats_url
     handler = Collector()
     await _consume(orqen_nats_url, names, handler, 25)
     assert sorted(handler.seen) == sorted(f"event-{i}".encode() for i in range(25))
+
+
+async def test_events_that_trickle_in_after_a_short_batch_are_stored_together(
+    orqen_nats_url: str, orqen_nats_prefix: str
+) -> None:
+    names = EventNames(orqen_nats_prefix)
+    handler = Collector()
+    stop = asyncio.Event()
+    consumer = DurableConsumer(orqen_nats_url, names, "test", "thing.happened", handler, batch=10, linger=2.0)
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await _publish(orqen_nats_url, names, [b"first"])
+        await _until(lambda: handler.sizes == [1])
+        # The consumer now lingers: these arrive one by one, as a slow trickle of requests would.
+        for i in range(4):
+            await _publish(orqen_nats_url, names, [f"later-{i}".encode()])
+            await asyncio.sleep(0.02)
+        await _until(lambda: len(handler.seen) == 5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert handler.sizes == [1, 4]
+    assert handler.seen[1:] == [f"later-{i}".encode() for i in range(4)]
 
 
 async def test_a_failed_batch_is_redelivered(orqen_nats_url: str, orqen_nats_prefix: str) -> None:
