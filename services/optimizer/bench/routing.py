@@ -443,7 +443,8 @@ def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | Non
         q = np.percentile(timings, [50, 95])
         size = pool_size or len(names)
         print(f"plan latency, {size:>5} cached tools: p50 {q[0]:6.1f} ms  p95 {q[1]:6.1f} ms  ({len(timings)} plans)")
-        requests_500, chats_500 = (requests, chats) if pool_size == 500 else (requests_500, chats_500)
+        if pool_size == 500:
+            requests_500, chats_500 = requests, chats
     print(f"\nunder load, 500 cached tools, deadline {args.deadline_ms} ms (plans past it are forwarded unoptimized):")
     for concurrency in (1, 4, 16):
         with ThreadPoolExecutor(concurrency) as pool:  # the service plans in worker threads too
