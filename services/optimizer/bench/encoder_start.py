@@ -4,7 +4,7 @@ Each run is a fresh Python process (as a worker is) that imports what a worker i
 what its warm-up loads (BPE tables, the embedding model) and embeds one query, then prints the
 seconds that took, its resident memory, and whether torch was imported. Run it with another
 checkout's interpreter to measure that checkout (the child imports its orqen_optimizer).
-    .venv/bin/python services/optimizer/bench/encoder_start.py [--runs 3]
+    .venv/bin/python services/optimizer/bench/encoder_start.py [--runs 3] [--precision int8|float32]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ _CHILD = """
 import json, sys, time
 started = time.perf_counter()
 import orqen_optimizer.__main__  # everything a worker imports (gRPC, FAISS, Redis, the planner)
-from orqen_optimizer.embeddings import embed
+from orqen_optimizer.embeddings import encoder
 from orqen_optimizer.tokens import encoding
 encoding()
-embed(["what's the weather in Oslo"])
+encoder(int8=sys.argv[1] == "int8")(["what's the weather in Oslo"])
 seconds = time.perf_counter() - started
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({
@@ -37,12 +37,15 @@ print(json.dumps({
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    runs = parser.parse_args().runs
+    parser.add_argument("--precision", choices=("int8", "float32"), default="int8", help="the graph the worker runs")
+    args = parser.parse_args()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'run':>4} {'start-up s':>11} {'RSS MB':>8} {'peak RSS MB':>12} {'torch imported':>15}")
-    for run in range(1, runs + 1):
-        out = subprocess.run([sys.executable, "-c", _CHILD], env=env, check=True, capture_output=True, text=True)
+    for run in range(1, args.runs + 1):
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, args.precision], env=env, check=True, capture_output=True, text=True
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         row = f"{run:>4} {r['seconds']:>11.2f} {r['rss_mb']:>8.0f} {r['peak_rss_mb']:>12.0f}"
         print(f"{row} {r['torch_imported']!s:>15}")

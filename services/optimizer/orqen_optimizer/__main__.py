@@ -33,7 +33,7 @@ def warm_up(settings: OptimizerSettings) -> None:
     """Load the BPE tables and the embedding model before the service reports ready."""
     encoding()
     if settings.tool_routing:
-        encoder(settings.model_cache_dir)(["warm up"])
+        encoder(settings.model_cache_dir, int8=settings.embedding_precision == "int8")(["warm up"])
 
 
 async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack) -> ServiceParts:

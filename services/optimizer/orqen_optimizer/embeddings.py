@@ -6,6 +6,9 @@ per-operator overhead dominates at this size), with the same vectors (mean pooli
 normalisation as sentence-transformers does them; a test compares both). The packaged PyTorch
 weights are exported to an ONNX file once (orqen_optimizer.onnx_export, in a process of its
 own, or at image build time): a worker loads only onnxruntime and tokenizers, never torch.
+By default the workers run the graph's int8 form, quantised from it: about half the CPU per
+embedding, for vectors within a few hundredths of cosine of float's and the same routing
+decisions but for a handful in the benchmark's thousands (docs/performance.md).
 
 Tool vectors are kept by the hash of the tool's text in a FAISS flat inner-product index;
 a request carrying hundreds of already-seen tools embeds only its query and scores them
@@ -32,8 +35,9 @@ from orqen_optimizer.onnx_export import cache_dir as onnx_export_cache_dir
 from orqen_optimizer.onnx_export import ensure_graph
 
 DIMENSIONS = 384
-# The model is part of the key: another model's vectors are never mixed in.
-VECTOR_PREFIX = "orqen:tool-vector:all-MiniLM-L6-v2:"
+MODEL = "all-MiniLM-L6-v2"
+# The model and its graph are part of the key: another model's or graph's vectors are never mixed in.
+VECTOR_PREFIX = "orqen:tool-vector:"
 VECTOR_TTL_SECONDS = 30 * 24 * 3600  # unused tools fall out; used ones are fetched again on a miss
 BATCH = 64
 log = structlog.get_logger(__name__)
@@ -51,8 +55,12 @@ def model_path() -> Path:
 class Encoder:
     """all-MiniLM-L6-v2 on ONNX Runtime: tokenise, run the transformer, mean-pool, normalise."""
 
-    def __init__(self, path: Path, graph: Path) -> None:
-        """`path`: the model's files (tokenizer, configuration); `graph`: its transformer as ONNX."""
+    def __init__(self, path: Path, graph: Path, name: str = MODEL) -> None:
+        """`path`: the model's files (tokenizer, configuration); `graph`: its transformer as ONNX.
+
+        `name`: what the vectors it makes are known by (the model, and which of its graphs).
+        """
+        self.name = name
         import onnxruntime  # never torch: the graph was exported once, by another process
         from tokenizers import Tokenizer
 
@@ -112,16 +120,18 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
 
 
-def encoder(cache_dir: Path | None = None) -> Encoder:
+def encoder(cache_dir: Path | None = None, int8: bool = True) -> Encoder:
     """The process's encoder, loaded on first use (its graph exported first if no process did yet).
 
-    `cache_dir`: where the ONNX graph is kept (onnx_export.cache_dir says the default).
+    The first call's arguments decide. `cache_dir`: where the ONNX graphs are kept
+    (onnx_export.cache_dir says the default); `int8`: the graph's int8 form, else the float graph.
     """
     global _encoder
     with _loading:
         if _encoder is None:
             model = model_path()
-            _encoder = Encoder(model, ensure_graph(model, onnx_export_cache_dir(cache_dir)))
+            graph = ensure_graph(model, onnx_export_cache_dir(cache_dir), int8)
+            _encoder = Encoder(model, graph, f"{MODEL}-int8" if int8 else MODEL)
         return _encoder
 
 
@@ -153,6 +163,7 @@ class ToolIndex:
         self._index = faiss.IndexFlatIP(DIMENSIONS)
         self._rows: dict[int, int] = {}  # text id -> row of the index
         self._lock = threading.Lock()
+        self._prefix = ""
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -202,7 +213,7 @@ class ToolIndex:
         if self._redis is None:
             return {}
         try:
-            values = self._redis.mget([_key(i) for i in ids])
+            values = self._redis.mget([self._key(i) for i in ids])
         except RedisError as err:
             log.warning("tool vector cache unavailable; embedding locally", error=str(err))
             return {}
@@ -218,7 +229,7 @@ class ToolIndex:
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for i, vector in zip(ids, vectors, strict=True):
-                    pipe.set(_key(i), vector.astype(np.float32).tobytes(), ex=VECTOR_TTL_SECONDS)
+                    pipe.set(self._key(i), vector.astype(np.float32).tobytes(), ex=VECTOR_TTL_SECONDS)
                 pipe.execute()
         except RedisError as err:
             log.warning("tool vector cache unavailable; vectors kept in this replica only", error=str(err))
@@ -248,6 +259,8 @@ class ToolIndex:
                 return np.asarray((stored @ query)[rows], dtype=np.float32)
             return np.asarray(stored[rows] @ query, dtype=np.float32)
 
-
-def _key(vector_id: int) -> str:
-    return f"{VECTOR_PREFIX}{vector_id:016x}"
+    def _key(self, vector_id: int) -> str:
+        """The shared cache's key of a text's vector, as the process's encoder makes it."""
+        if not self._prefix:
+            self._prefix = f"{VECTOR_PREFIX}{encoder().name}:"
+        return f"{self._prefix}{vector_id:016x}"

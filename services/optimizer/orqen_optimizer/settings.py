@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -29,6 +30,11 @@ class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, Re
         None,
         description="Directory of the embedding model's ONNX graph, exported there once (by the first worker, "
         "under a file lock) when missing; unset: ~/.cache/orqen ($XDG_CACHE_HOME/orqen). The image ships one.",
+    )
+    embedding_precision: Literal["int8", "float32"] = Field(
+        "int8",
+        description="The embedding model's graph the workers run: its int8 form (about half the CPU per embedding) "
+        "or the float graph it is quantised from. Each keeps its own tool vectors in Redis.",
     )
     tool_routing: bool = Field(
         True, description="Forward only the tools a request needs; off: every tool is forwarded."

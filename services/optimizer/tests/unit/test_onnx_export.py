@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,37 @@ def test_the_graph_file_is_named_by_the_model_files_content(tmp_path: Path) -> N
     assert first.parent == tmp_path / "cache" and first.suffix == ".onnx"
     (model / "model.safetensors").write_bytes(b"other weights")
     assert onnx_export.graph_path(model, tmp_path / "cache") != first
+
+
+def test_the_int8_graph_is_a_file_of_its_own_named_by_its_quantiser_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    float32, int8 = onnx_export.graph_path(model, tmp_path), onnx_export.graph_path(model, tmp_path, int8=True)
+    assert int8.name.endswith(".int8.onnx") and int8 != float32
+    versions = {"onnxruntime": "1.0"}
+    monkeypatch.setattr(onnx_export, "_version", lambda name: versions.get(name, "9"))
+    before = onnx_export.graph_path(model, tmp_path), onnx_export.graph_path(model, tmp_path, int8=True)
+    versions["onnxruntime"] = "2.0"  # a new quantiser: a new int8 graph, the same float one
+    assert onnx_export.graph_path(model, tmp_path) == before[0]
+    assert onnx_export.graph_path(model, tmp_path, int8=True) != before[1]
+
+
+def test_the_int8_graph_is_the_float_graph_with_int8_weight_matrices(tmp_path: Path) -> None:
+    import onnx
+
+    from orqen_optimizer.embeddings import model_path
+
+    model = model_path()
+    float32 = onnx_export.graph_path(model, tmp_path)
+    shutil.copyfile(onnx_export.ensure_graph(model, onnx_export.cache_dir()), float32)  # not exported again
+    int8 = onnx_export.ensure_graph(model, tmp_path, int8=True)
+    assert int8.parent == tmp_path and not list(tmp_path.glob(".*.tmp"))
+    operators = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= operators
+    assert int8.stat().st_size < 0.7 * float32.stat().st_size
 
 
 def test_an_existing_graph_is_used_as_it_is(tmp_path: Path) -> None:
