@@ -45,15 +45,27 @@ def bm25_of_documents(query: list[str], parsed: Sequence[Document]) -> np.ndarra
     return np.asarray(bm25_of_queries([query], parsed)[0])
 
 
+# A corpus's pairs are sorted as one 64-bit word each: the term's key above, the pair's index below.
+_PAIR_BITS = 24  # 16.7 million pairs: far past any request (500 tools make about 20,000)
+_PAIR_MASK = np.uint64((1 << _PAIR_BITS) - 1)
+
+
+def _term_keys(hashes: np.ndarray) -> np.ndarray:
+    """The low 40 bits of each term hash: two terms of a request share one about once in 10^7 requests."""
+    return (hashes.view(np.uint64) << np.uint64(_PAIR_BITS)) >> np.uint64(_PAIR_BITS)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Corpus:
     """A request's tool documents gathered for BM25: every (document, term) pair in flat arrays.
 
     Built once per distinct tool list (orqen_optimizer.toolset): agents send the same tools with
-    every call, so a request pays only for its queries.
+    every call, so a request pays only for its queries. The pairs are sorted by term, so a query
+    term finds its documents by binary search, and how many there are is its document frequency
+    (a document holds each of its terms once).
     """
 
-    terms: np.ndarray  # each pair's term hash
+    terms: np.ndarray  # each pair's term key (`_term_keys`), ascending
     counts: np.ndarray  # how often the term is in the document
     owners: np.ndarray  # the document's index
     lengths: np.ndarray  # each document's length in words
@@ -66,10 +78,14 @@ class Corpus:
         if not n:
             empty = np.zeros(0, dtype=np.int64)
             return cls(empty, np.zeros(0), empty, lengths, 1.0)
+        # One sort of (term key, pair) packed in 64 bits: several times cheaper than an argsort.
+        pairs = np.concatenate([t for t, _, _ in parsed])
+        packed = np.sort((_term_keys(pairs) << np.uint64(_PAIR_BITS)) | np.arange(len(pairs), dtype=np.uint64))
+        order = (packed & _PAIR_MASK).astype(np.int64)
         return cls(
-            np.concatenate([t for t, _, _ in parsed]),
-            np.concatenate([c for _, c, _ in parsed]),
-            np.repeat(np.arange(n), [len(t) for t, _, _ in parsed]),
+            packed >> np.uint64(_PAIR_BITS),
+            np.concatenate([c for _, c, _ in parsed])[order],
+            np.repeat(np.arange(n), [len(t) for t, _, _ in parsed])[order],
             lengths,
             float(lengths.mean()) or 1.0,
         )
@@ -87,10 +103,13 @@ def bm25_of_queries(queries: Sequence[list[str]], parsed: Sequence[Document] | C
         return np.zeros((len(queries), 0))
     rows = np.zeros((len(queries), n))
     for row, query in enumerate(queries):
-        hit = np.isin(corpus.terms, np.fromiter({hash(t) for t in query}, dtype=np.int64))
-        terms, counts, owner = corpus.terms[hit], corpus.counts[hit], corpus.owners[hit]
-        _, term_of_hit, frequency = np.unique(terms, return_inverse=True, return_counts=True)
-        idf = np.log(1 + (n - frequency + 0.5) / (frequency + 0.5))[term_of_hit]
+        asked = _term_keys(np.fromiter({hash(t) for t in query}, dtype=np.int64))
+        first = np.searchsorted(corpus.terms, asked, side="left")
+        frequency = np.searchsorted(corpus.terms, asked, side="right") - first
+        # Each asked term's run of pairs, laid end to end.
+        hits = np.repeat(first - np.cumsum(frequency) + frequency, frequency) + np.arange(frequency.sum())
+        counts, owner = corpus.counts[hits], corpus.owners[hits]
+        idf = np.repeat(np.log(1 + (n - frequency + 0.5) / (frequency + 0.5)), frequency)
         norm = BM25_K1 * (1 - BM25_B + BM25_B * corpus.lengths[owner] / corpus.average)
         rows[row] = np.bincount(owner, weights=idf * counts * (BM25_K1 + 1) / (counts + norm), minlength=n)
     return rows

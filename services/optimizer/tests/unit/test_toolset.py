@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from orqen_optimizer.embeddings import text_id
-from orqen_optimizer.keywords import Corpus, bm25_of_queries, words
+from orqen_optimizer.keywords import BM25_B, BM25_K1, Corpus, bm25_of_queries, document, words
 from orqen_optimizer.tools import tool_facts
 from orqen_optimizer.toolset import toolset
 
@@ -38,6 +40,32 @@ def test_bm25_over_a_gathered_corpus_equals_bm25_over_its_documents() -> None:
     queries = [words("weather in Oslo"), words("send an email"), []]
     assert np.array_equal(bm25_of_queries(queries, Corpus.of(documents)), bm25_of_queries(queries, documents))
     assert bm25_of_queries(queries, Corpus.of([])).shape == (3, 0)
+
+
+def test_bm25_over_the_sorted_pairs_is_okapi_bm25_term_by_term() -> None:
+    texts = [
+        "get weather for a city city weather",
+        "weather alerts",
+        "send email to a recipient",
+        "book a flight to a city",
+        "",
+    ]
+    queries = [words("weather in the city"), words("email email flight"), words("nothing matches"), []]
+    documents = [words(t) for t in texts]
+    average = sum(map(len, documents)) / len(documents)
+
+    def okapi(query: list[str], document: list[str]) -> float:  # the textbook formula, one term at a time
+        score = 0.0
+        for term in set(query):
+            frequency = sum(term in d for d in documents)
+            count = document.count(term)
+            idf = math.log(1 + (len(documents) - frequency + 0.5) / (frequency + 0.5))
+            norm = BM25_K1 * (1 - BM25_B + BM25_B * len(document) / average)
+            score += idf * count * (BM25_K1 + 1) / (count + norm)
+        return score
+
+    expected = [[okapi(q, d) for d in documents] for q in queries]
+    assert np.allclose(bm25_of_queries(queries, Corpus.of([document(t) for t in texts])), expected, atol=1e-12)
 
 
 def test_a_toolsets_rows_are_kept_per_index_once_its_vectors_are_in_it() -> None:
