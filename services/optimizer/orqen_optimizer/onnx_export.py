@@ -1,10 +1,10 @@
 """The embedding model as ONNX graph files, exported once and kept in a cache directory.
 
-Two graphs: the float32 transformer as exported, which embeds tools, and its int8 form, which
-embeds the asks (docs/performance.md, "The ask's embedding in int8"). The int8 graph is the
-float one with every weight matrix quantised per output channel (ONNX Runtime's dynamic
-quantisation): about half the CPU per ask, and ask vectors within a few hundredths of cosine of
-float's, while the tool vectors, embedded once and shared, keep full precision.
+Two graphs: the float32 transformer as exported, and its int8 form, which the workers run by
+default for asks and tools alike (ORQEN_EMBEDDING_PRECISION; docs/performance.md, "The embedding
+graph in int8"). The int8 graph is the float one with every weight matrix quantised per output
+channel (ONNX Runtime's dynamic quantisation): about half the CPU per embedding, for vectors
+within a few hundredths of cosine of float's.
 
 `python -m orqen_optimizer.onnx_export [--cache-dir DIR]` makes sure both graphs are there and
 prints their paths (the Dockerfile runs it at build time so containers never export). The export
