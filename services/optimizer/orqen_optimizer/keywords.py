@@ -79,8 +79,9 @@ class Corpus:
             empty = np.zeros(0, dtype=np.int64)
             return cls(empty, np.zeros(0), empty, lengths, 1.0)
         # One sort of (term key, pair) packed in 64 bits: several times cheaper than an argsort.
-        pairs = np.concatenate([t for t, _, _ in parsed])
-        packed = np.sort((_term_keys(pairs) << np.uint64(_PAIR_BITS)) | np.arange(len(pairs), dtype=np.uint64))
+        # Shifting the hash up keeps its low bits, its `_term_keys`, above the pair's index.
+        pairs = np.concatenate([t for t, _, _ in parsed]).view(np.uint64)
+        packed = np.sort((pairs << np.uint64(_PAIR_BITS)) | np.arange(len(pairs), dtype=np.uint64))
         order = (packed & _PAIR_MASK).astype(np.int64)
         return cls(
             packed >> np.uint64(_PAIR_BITS),
