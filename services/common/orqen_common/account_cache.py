@@ -96,6 +96,8 @@ class AccountCache(Generic[T]):
         if cached is not None and watched and cached.expires_at > self.clock():
             return cached.value  # no change announced since it was checked: no need to ask Redis
         generation = await self._generation(account_id)
+        # Another caller's read may have finished while the counter was asked for: its copy serves this one too.
+        cached = self._cache.get(account_id)
         if cached is not None:
             unchanged = generation is None or generation == cached.generation
             if unchanged and cached.expires_at > self.clock():
