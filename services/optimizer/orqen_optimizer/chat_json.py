@@ -6,11 +6,15 @@ serialising them again to find their cached facts (orqen_optimizer.tools), costs
 of the plan's budget on every request. Here the body is skimmed once: every top-level field
 stays the slice of JSON it was, the tools become one slice each (the key of their facts), and
 only what the router reads (the messages and tool_choice) is parsed. The forwarded body is the
-same slices spliced back together around the parts the plan changed.
+same slices spliced back together around the parts the plan changed. A tool list seen lately is
+not skimmed again: its slices are kept by its text (`KEPT_BYTES` of lists at most), so each
+tool's text is the same object as last time, and its hash, the key of its facts, is known.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +24,10 @@ import orjson
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _slices = msgspec.json.Decoder(list[msgspec.Raw])
 _encoder = msgspec.json.Encoder()
+KEPT_BYTES = 64 * 1024 * 1024  # the lists' texts and their slices: about 80 lists of 500 tools
+_kept: OrderedDict[bytes, list[bytes]] = OrderedDict()
+_kept_bytes = 0
+_lock = threading.Lock()
 
 
 class MalformedChatError(ValueError):
@@ -29,7 +37,7 @@ class MalformedChatError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ChatJson:
     fields: dict[str, msgspec.Raw]
-    tools: list[bytes] | None  # each tool's JSON text, when `tools` is a list
+    tools: list[bytes] | None  # each tool's JSON text, when `tools` is a list (shared: never mutated)
     messages: Any
     tool_choice: Any
 
@@ -45,7 +53,7 @@ class ChatJson:
         tools: list[bytes] | None = None
         try:
             if "tools" in fields:
-                tools = [bytes(t) for t in _slices.decode(fields["tools"])]
+                tools = _tool_texts(bytes(fields["tools"]))
         except msgspec.ValidationError:  # not a list: nothing to route, left as it is
             tools = None
         try:
@@ -70,5 +78,20 @@ class ChatJson:
         return _encoder.encode(fields)
 
 
-def _parsed(field: msgspec.Raw | None) -> Any:
-    return None if field is None else orjson.loads(bytes(field))
+def _tool_texts(text: bytes) -> list[bytes]:
+    """Each tool's JSON text in the list `text`, kept by `text`; msgspec.ValidationError when it is not a list."""
+    global _kept_bytes
+    with _lock:
+        found = _kept.get(text)
+        if found is not None:
+            _kept.move_to_end(text)
+            return found
+    tools = [bytes(t) for t in _slices.decode(text)]
+    with _lock:
+        if text not in _kept:
+            _kept[text] = tools
+            _kept_bytes += 2 * len(text)
+        while _kept_bytes > KEPT_BYTES and _kept:
+            _kept_bytes -= 2 * len(_kept.popitem(last=False)[0])
+    return tools
+

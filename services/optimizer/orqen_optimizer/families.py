@@ -95,29 +95,32 @@ class Addition:
 
 
 def families(facts: Sequence[ToolFacts]) -> list[Family]:
-    """The families of a request's tools (a tool in none belongs to no family)."""
-    return _families(tuple((f.name, f.description_head) for f in facts))
+    """The families of a request's tools (a tool in none belongs to no family).
 
-
-@functools.lru_cache(maxsize=512)
-def _families(tools: tuple[tuple[str, str], ...]) -> list[Family]:
-    heads = Counter(head for _, head in tools if head)
-    prefix = [_prefix(name) for name, _ in tools]
+    Worked out once per distinct tool list (orqen_optimizer.toolset); the per-name part is kept by name.
+    """
+    heads = Counter(f.description_head for f in facts if f.description_head)
+    prefix = [_prefix(f.name) for f in facts]
     prefixes = Counter(prefix)
-    grouped: dict[str, list[int]] = {}
-    for i, (name, head) in enumerate(tools):
-        if "__" in name:
-            key = f"server {name.split('__', 1)[0]}"
-        elif head and heads[head] >= MIN_MEMBERS:
-            key = f"description '{head[:60]}'"
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for i, f in enumerate(facts):
+        if "__" in f.name:
+            key = ("server", f.name.split("__", 1)[0])
+        elif f.description_head and heads[f.description_head] >= MIN_MEMBERS:
+            key = ("description", f.description_head[:60])
         elif prefix[i] and prefixes[prefix[i]] >= MIN_MEMBERS and prefix[i] not in _VERBS:
-            key = f"prefix {prefix[i]}"
+            key = ("prefix", prefix[i])
         else:
             continue
         grouped.setdefault(key, []).append(i)
-    return [Family(key, tuple(members)) for key, members in grouped.items() if len(members) >= 2]
+    return [Family(_label(*key), tuple(members)) for key, members in grouped.items() if len(members) >= 2]
 
 
+def _label(kind: str, value: str) -> str:
+    return f"description '{value}'" if kind == "description" else f"{kind} {value}"
+
+
+@functools.lru_cache(maxsize=50_000)  # as many as the tool definitions kept (orqen_optimizer.tools)
 def _prefix(name: str) -> str:
     return name.replace("-", "_").split("_", 1)[0].lower() if "_" in name.replace("-", "_") else ""
 

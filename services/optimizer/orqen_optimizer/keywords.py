@@ -45,27 +45,29 @@ def bm25_of_documents(query: list[str], parsed: Sequence[Document]) -> np.ndarra
     return np.asarray(bm25_of_queries([query], parsed)[0])
 
 
-# A corpus's pairs are sorted as one 64-bit word each: the term's key above, the pair's index below.
-_PAIR_BITS = 24  # 16.7 million pairs: far past any request (500 tools make about 20,000)
-_PAIR_MASK = np.uint64((1 << _PAIR_BITS) - 1)
+_TERM_BITS = 40  # two terms of a request share a key about once in 10^7 requests
+_TERM_MASK = np.uint64((1 << _TERM_BITS) - 1)
+_BUCKET_BITS = 16  # a query's 10 to 100 terms mark a few hundred of the 65,536 buckets
 
 
 def _term_keys(hashes: np.ndarray) -> np.ndarray:
-    """The low 40 bits of each term hash: two terms of a request share one about once in 10^7 requests."""
-    return (hashes.view(np.uint64) << np.uint64(_PAIR_BITS)) >> np.uint64(_PAIR_BITS)
+    """The low 40 bits of each term hash."""
+    return hashes.view(np.uint64) & _TERM_MASK
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Corpus:
     """A request's tool documents gathered for BM25: every (document, term) pair in flat arrays.
 
-    Built once per distinct tool list (orqen_optimizer.toolset): agents send the same tools with
-    every call, so a request pays only for its queries. The pairs are sorted by term, so a query
-    term finds its documents by binary search, and how many there are is its document frequency
-    (a document holds each of its terms once).
+    Built once per distinct tool list (orqen_optimizer.toolset) and kept in document order:
+    gathering is a few concatenations, where sorting the pairs by term cost a first-seen
+    500-tool list about 2 ms of its plan. A plan then picks out the pairs of its queries' terms
+    (`pairs_of`): one gather of each pair's bucket (the low bits of its term key) against the
+    queries' buckets, then an exact comparison of the few candidates.
     """
 
-    terms: np.ndarray  # each pair's term key (`_term_keys`), ascending
+    terms: np.ndarray  # each pair's term key (`_term_keys`)
+    buckets: np.ndarray  # each pair's bucket: the low `_BUCKET_BITS` bits of its term key
     counts: np.ndarray  # how often the term is in the document
     owners: np.ndarray  # the document's index
     lengths: np.ndarray  # each document's length in words
@@ -76,41 +78,57 @@ class Corpus:
         n = len(parsed)
         lengths = np.fromiter((length for _, _, length in parsed), dtype=np.float64, count=n)
         if not n:
-            empty = np.zeros(0, dtype=np.int64)
-            return cls(empty, np.zeros(0), empty, lengths, 1.0)
-        # One sort of (term key, pair) packed in 64 bits: several times cheaper than an argsort.
-        # Shifting the hash up keeps its low bits, its `_term_keys`, above the pair's index.
-        pairs = np.concatenate([t for t, _, _ in parsed]).view(np.uint64)
-        packed = np.sort((pairs << np.uint64(_PAIR_BITS)) | np.arange(len(pairs), dtype=np.uint64))
-        order = (packed & _PAIR_MASK).astype(np.int64)
+            empty = np.zeros(0, dtype=np.uint64)
+            return cls(empty, empty.astype(np.uint16), np.zeros(0), empty.astype(np.int64), lengths, 1.0)
+        terms = _term_keys(np.concatenate([t for t, _, _ in parsed]))
         return cls(
-            packed >> np.uint64(_PAIR_BITS),
-            np.concatenate([c for _, c, _ in parsed])[order],
-            np.repeat(np.arange(n), [len(t) for t, _, _ in parsed])[order],
+            terms,
+            terms.astype(np.uint16),  # the low 16 bits
+            np.concatenate([c for _, c, _ in parsed]),
+            np.repeat(np.arange(n), [len(t) for t, _, _ in parsed]),
             lengths,
             float(lengths.mean()) or 1.0,
         )
+
+    def pairs_of(self, asked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs whose term is one of `asked` (term keys), sorted by term: their terms, counts and owners.
+
+        Every pair of an asked term is there, so a term's run of pairs is as long as its document
+        frequency (a document holds each of its terms once).
+        """
+        if not len(asked):
+            return self.terms[:0], self.counts[:0], self.owners[:0]
+        marked = np.zeros(1 << _BUCKET_BITS, dtype=bool)
+        marked[asked.astype(np.uint16)] = True
+        candidates = np.flatnonzero(marked[self.buckets])
+        terms = self.terms[candidates]
+        known = np.sort(asked)
+        found = candidates[known[np.minimum(np.searchsorted(known, terms), len(known) - 1)] == terms]
+        found = found[np.argsort(self.terms[found], kind="stable")]
+        return self.terms[found], self.counts[found], self.owners[found]
 
 
 def bm25_of_queries(queries: Sequence[list[str]], parsed: Sequence[Document] | Corpus) -> np.ndarray:
     """Okapi BM25 of each document for each query (a row per query), over these documents only.
 
-    Vectorised over the (document, term) pairs, which are gathered once for all the queries (an
-    ask and its steps): a request's hundreds of tools score in a fraction of a millisecond.
+    Vectorised over the (document, term) pairs of the queries' terms, which are picked out once
+    for all the queries (an ask and its steps): a request's hundreds of tools score in a
+    fraction of a millisecond.
     """
     corpus = parsed if isinstance(parsed, Corpus) else Corpus.of(parsed)
     n = len(corpus.lengths)
     if not n:
         return np.zeros((len(queries), 0))
+    each = [_term_keys(np.fromiter({hash(t) for t in query}, dtype=np.int64)) for query in queries]
+    terms, counts, owners = corpus.pairs_of(np.concatenate(each) if each else np.zeros(0, np.uint64))
     rows = np.zeros((len(queries), n))
-    for row, query in enumerate(queries):
-        asked = _term_keys(np.fromiter({hash(t) for t in query}, dtype=np.int64))
-        first = np.searchsorted(corpus.terms, asked, side="left")
-        frequency = np.searchsorted(corpus.terms, asked, side="right") - first
+    for row, asked in enumerate(each):
+        first = np.searchsorted(terms, asked, side="left")
+        frequency = np.searchsorted(terms, asked, side="right") - first
         # Each asked term's run of pairs, laid end to end.
         hits = np.repeat(first - np.cumsum(frequency) + frequency, frequency) + np.arange(frequency.sum())
-        counts, owner = corpus.counts[hits], corpus.owners[hits]
+        count, owner = counts[hits], owners[hits]
         idf = np.repeat(np.log(1 + (n - frequency + 0.5) / (frequency + 0.5)), frequency)
         norm = BM25_K1 * (1 - BM25_B + BM25_B * corpus.lengths[owner] / corpus.average)
-        rows[row] = np.bincount(owner, weights=idf * counts * (BM25_K1 + 1) / (counts + norm), minlength=n)
+        rows[row] = np.bincount(owner, weights=idf * count * (BM25_K1 + 1) / (count + norm), minlength=n)
     return rows

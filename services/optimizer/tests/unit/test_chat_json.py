@@ -5,6 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
+from orqen_optimizer import chat_json
 from orqen_optimizer.chat_json import ChatJson, MalformedChatError
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.plan import Planner
@@ -58,6 +59,26 @@ def test_tools_that_are_not_a_list_are_left_as_they_are() -> None:
     assert chat.tools is None
     body, stats, _ = Planner(None).plan_json(chat)
     assert body is None and stats.tools_input == 0
+
+
+def test_a_tool_list_seen_before_is_not_skimmed_again(tools: list[dict[str, Any]]) -> None:
+    body = orjson.dumps({"model": "m", "messages": ASK, "tools": tools})
+    first = ChatJson.parse(body)
+    again = ChatJson.parse(orjson.dumps({"model": "other", "messages": [], "tools": tools}))  # the same list's text
+    assert first.tools is not None and again.tools is first.tools  # each tool's text is the same object: hashed once
+    assert [orjson.loads(t) for t in again.tools] == tools
+    other = ChatJson.parse(orjson.dumps({"messages": ASK, "tools": tools[1:]}))
+    assert other.tools is not None and [orjson.loads(t) for t in other.tools] == tools[1:]
+
+
+def test_the_lists_kept_stay_within_their_budget(monkeypatch: pytest.MonkeyPatch, tools: list[dict[str, Any]]) -> None:
+    lists = [orjson.dumps({"messages": ASK, "tools": tools[i:]}) for i in range(4)]
+    monkeypatch.setattr(chat_json, "KEPT_BYTES", 2 * sum(len(orjson.dumps(tools[i:])) for i in (2, 3)))
+    first = [ChatJson.parse(body).tools for body in lists]
+    again = [ChatJson.parse(body).tools for body in lists[2:]] + [ChatJson.parse(body).tools for body in lists[:2]]
+    assert again[0] is first[2] and again[1] is first[3]  # the latest two lists fit and were kept
+    assert again[2] is not first[0] and again[3] is not first[1]  # the older ones were dropped
+    assert again[2] == first[0] and again[3] == first[1]
 
 
 @pytest.mark.parametrize(
