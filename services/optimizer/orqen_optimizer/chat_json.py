@@ -94,4 +94,3 @@ def _tool_texts(text: bytes) -> list[bytes]:
         while _kept_bytes > KEPT_BYTES and _kept:
             _kept_bytes -= 2 * len(_kept.popitem(last=False)[0])
     return tools
-

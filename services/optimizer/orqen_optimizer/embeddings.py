@@ -22,9 +22,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -73,6 +76,7 @@ class Encoder:
         # other core serves the gRPC loop.
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self._ahead = _RunAhead(self._session)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
@@ -81,16 +85,8 @@ class Encoder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), BATCH):
             rows = order[start : start + BATCH]
-            encoded = self._tokenizer.encode_batch([texts[i] for i in rows])
-            feed = {
-                "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
-            }
-            hidden = self._session.run(None, feed)[0]
-            mask = feed["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            out[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            feed = _feed(self._tokenizer.encode_batch([texts[i] for i in rows]))
+            out[rows] = _pooled(self._session.run(None, feed)[0], feed)
         return out
 
     def with_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
@@ -100,20 +96,93 @@ class Encoder:
         says, read in the context of the whole text. None for a span the model's input left out
         (past its max_seq_length tokens) or that holds no token.
         """
-        encoded = self._tokenizer.encode(text)
-        feed = {
-            "input_ids": np.array([encoded.ids], dtype=np.int64),
-            "attention_mask": np.array([encoded.attention_mask], dtype=np.int64),
-            "token_type_ids": np.array([encoded.type_ids], dtype=np.int64),
-        }
-        hidden = self._session.run(None, feed)[0][0]
+        return self.ahead(text, spans, alone=False)()
+
+    def ahead(
+        self, text: str, spans: Sequence[tuple[int, int]] | None, alone: bool = True
+    ) -> Callable[[], tuple[np.ndarray, list[np.ndarray | None]]]:
+        """`with_spans` of `text` (`spans` None: `self([text])[0]`, and no spans), to be collected later.
+
+        `alone`: the model runs on the encoder's own thread while the caller goes on with other
+        work, since ONNX Runtime releases the GIL; the caller is the only one planning in its
+        process, so the other core is free. When that thread is busy, or not `alone`, it runs now.
+        """
+        encoded = self._tokenizer.encode(text) if spans is not None else self._tokenizer.encode_batch([text])[0]
+        feed = _feed([encoded])
+        running = self._ahead.start(feed) if alone else None
+        if running is None:
+            hidden = self._session.run(None, feed)[0]
+            return lambda: self._read(hidden, feed, encoded, spans)
+        return lambda: self._read(running.result(), feed, encoded, spans)
+
+    def _read(
+        self, hidden: np.ndarray, feed: dict[str, np.ndarray], encoded: Any, spans: Sequence[tuple[int, int]] | None
+    ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        if spans is None:
+            return _pooled(hidden, feed)[0], []
+        states = hidden[0]
         ordinary = np.array(encoded.special_tokens_mask) == 0
         starts = np.array([start for start, _ in encoded.offsets])
         read: list[np.ndarray | None] = []
         for start, end in spans:
             inside = ordinary & (starts >= start) & (starts < end)
-            read.append(_unit(hidden[inside].mean(axis=0)) if inside.any() else None)
-        return _unit(hidden.mean(axis=0)), read
+            read.append(_unit(states[inside].mean(axis=0)) if inside.any() else None)
+        return _unit(states.mean(axis=0)), read
+
+
+class _RunAhead:
+    """One thread that runs the model while a plan goes on with the work that needs no vectors."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._busy = threading.Lock()
+        self._todo: queue.SimpleQueue[tuple[dict[str, np.ndarray], threading.Event, Future[np.ndarray]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def start(self, feed: dict[str, np.ndarray]) -> Future[np.ndarray] | None:
+        """The run of `feed` under way on this thread; None when a run is under way already."""
+        if not self._busy.acquire(blocking=False):
+            return None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="embedding-ahead", daemon=True)
+            self._thread.start()
+        started, running = threading.Event(), Future[np.ndarray]()
+        self._todo.put((feed, started, running))
+        # Waiting releases the GIL to the thread, which holds it only until the model runs: without
+        # this, the caller's own work could keep it from starting for a whole switch interval (5 ms).
+        started.wait()
+        return running
+
+    def _serve(self) -> None:
+        while True:
+            feed, started, running = self._todo.get()
+            started.set()
+            try:
+                hidden = self._session.run(None, feed)[0]
+            except Exception as err:  # handed to the caller, who raises it where it would have
+                self._busy.release()
+                running.set_exception(err)
+            else:
+                self._busy.release()  # before the caller sees the vectors: its next plan may go ahead too
+                running.set_result(hidden)
+
+
+def _feed(encoded: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The model's inputs for tokenised texts (of one length: the tokenizer pads them)."""
+    return {
+        "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
+    }
+
+
+def _pooled(hidden: np.ndarray, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """Mean pooling over each text's tokens, normalised, as sentence-transformers does it."""
+    mask = feed["attention_mask"][..., None].astype(np.float32)
+    pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+    return np.asarray(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
@@ -143,6 +212,13 @@ def embed(texts: Sequence[str]) -> np.ndarray:
 def embed_with_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
     """`Encoder.with_spans` of the process's encoder."""
     return encoder().with_spans(text, spans)
+
+
+def embed_ahead(
+    text: str, spans: Sequence[tuple[int, int]] | None
+) -> Callable[[], tuple[np.ndarray, list[np.ndarray | None]]]:
+    """`Encoder.ahead` of the process's encoder."""
+    return encoder().ahead(text, spans)
 
 
 @functools.lru_cache(maxsize=200_000)  # tool texts recur with every request

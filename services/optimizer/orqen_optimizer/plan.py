@@ -19,9 +19,10 @@ outputs shrunk (orqen_optimizer.context).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,9 +35,9 @@ from orqen_optimizer.context import ContextResult, compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
-from orqen_optimizer.tool_router import SMALL_TOOLSET, Decision, ToolRouter
+from orqen_optimizer.tool_router import SMALL_TOOLSET, Ask, Decision, ToolRouter
 from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
-from orqen_optimizer.toolset import toolset
+from orqen_optimizer.toolset import known, toolset
 
 log = structlog.get_logger(__name__)
 Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
@@ -65,12 +66,16 @@ class Planner:
         self._indexing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-indexing")
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
+        self._under_way = 0
+        self._counting = threading.Lock()
 
     def plan(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY, account_id: str = "") -> Plan:
         """The request to forward, and the plan's stats and trace; `account_id` "": nothing learned applies."""
         tools = chat.get("tools")
-        facts = [tool_facts(t) for t in tools] if isinstance(tools, list) and tools else None
-        kept, context, stats, trace = self._decide(chat, facts, policy, account_id)
+        with self._planning() as alone:
+            facts = [tool_facts(t) for t in tools] if isinstance(tools, list) and tools else None
+            ask = self._ask_ahead(chat, facts, policy, alone)
+            kept, context, stats, trace = self._decide(chat, facts, policy, account_id, ask)
         forwarded = chat
         if facts is not None:
             forwarded = {**forwarded, "tools": [facts[i].compressed for i in kept]}
@@ -84,22 +89,60 @@ class Planner:
         The tools are neither parsed nor serialised again when their facts are known (chat_json).
         Raises orjson.JSONDecodeError for a tool that is not JSON after all.
         """
-        facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
-        kept, context, stats, trace = self._decide(chat.read(), facts, policy, account_id)
+        read = chat.read()
+        with self._planning() as alone:
+            facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
+            ask = self._ask_ahead(read, facts, policy, alone)
+            kept, context, stats, trace = self._decide(read, facts, policy, account_id, ask)
         if facts is None and not context.changed:
             return None, stats, trace
         tools = None if facts is None else [facts[i].compressed_json for i in kept]
         return chat.spliced(tools, context.messages if context.changed else None), stats, trace
 
+    @contextlib.contextmanager
+    def _planning(self) -> Iterator[bool]:
+        """Counts the plans under way in this process; yields whether this one is alone."""
+        with self._counting:
+            self._under_way += 1
+            alone = self._under_way == 1
+        try:
+            yield alone
+        finally:
+            with self._counting:
+                self._under_way -= 1
+
+    def _ask_ahead(
+        self, chat: dict[str, Any], facts: list[ToolFacts] | None, policy: RoutingPolicy, alone: bool
+    ) -> Ask | None:
+        """The ask read and its embedding started on the encoder's thread, when that is worth it.
+
+        That is when this plan is alone in its process (the other core is then likely idle), its
+        tool list is new (working out the list's BM25 corpus, families and vectors' rows takes
+        about as long as the model's run, and now runs beside it), and it will likely embed. A
+        plan that turns out not to need the vectors (the keyword fast path, tools not yet indexed)
+        wastes that run. Otherwise the model runs in line, when the vectors are needed: on a list
+        seen before, little work is left to overlap, and with other plans under way the cores are busy.
+        """
+        if not alone or self._router is None or facts is None or len(facts) <= SMALL_TOOLSET:
+            return None
+        if policy.mode in (PASSTHROUGH, KEYWORD) or known(facts):
+            return None
+        return self._router.ask(chat, policy, ahead=True)
+
     def _decide(
-        self, chat: dict[str, Any], facts: list[ToolFacts] | None, policy: RoutingPolicy, account_id: str
+        self,
+        chat: dict[str, Any],
+        facts: list[ToolFacts] | None,
+        policy: RoutingPolicy,
+        account_id: str,
+        ask: Ask | None = None,
     ) -> tuple[list[int], ContextResult, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]:
         """The tools to forward (indexes), the compressed conversation, and the plan's stats and trace."""
         stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
         trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
         kept: list[int] = []
         if facts is not None:
-            kept = self._route(chat, facts, policy, stats, trace, account_id)
+            kept = self._route(chat, facts, policy, stats, trace, account_id, ask)
             stats.tools_input, stats.tools_output = len(facts), len(kept)
             stats.tool_tokens_in = sum(f.tokens for f in facts)
             stats.tool_tokens_out = sum(facts[i].compressed_tokens for i in kept)
@@ -117,6 +160,7 @@ class Planner:
         stats: optimizer_pb2.PlanStats,
         trace: optimizer_pb2.RoutingTrace,
         account_id: str,
+        ask: Ask | None,
     ) -> list[int]:
         """Indexes of the tools to forward; fills the routing mode and trace."""
         everything = list(range(len(facts)))
@@ -147,7 +191,7 @@ class Planner:
             queued = self._index_later(unseen)
             trace.k_reason = f"indexing {queued} of {len(unseen)} new tool texts; later requests are routed"
             return everything
-        decision = self._router.route(chat, facts, policy, facts)
+        decision = self._router.route(chat, facts, policy, facts, ask)
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
         because = {facts[i].name: reason for i, reason in decision.added_because.items()}
         trace.candidates.extend(

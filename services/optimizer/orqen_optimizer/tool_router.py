@@ -29,14 +29,14 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from orqen_common.canonical import text_of
-from orqen_optimizer.embeddings import ToolIndex, embed, embed_with_spans
+from orqen_optimizer.embeddings import ToolIndex, embed, embed_ahead, embed_with_spans
 from orqen_optimizer.families import core_additions
 from orqen_optimizer.identifiers import bridged_names
 from orqen_optimizer.keywords import bm25, bm25_of_queries, words
@@ -83,6 +83,16 @@ class Decision:
     # Why a tool was kept besides the whole ask's ranking (a step's, a family's), by tool index.
     added_because: dict[int, str] = field(default_factory=dict)
     steps: list[StepRoute] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What the router reads of a request's conversation (ToolRouter.ask)."""
+
+    guided: bool  # the latest user message is a bare follow-up: the intent reaches back a turn
+    intent: str
+    steps: list[Step]  # its steps, when it has two or more
+    queries: Callable[[], np.ndarray]  # the intent's embedding, then one row per step
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +223,23 @@ class ToolRouter:
     def __init__(self, index: ToolIndex) -> None:
         self._index = index
 
-    def _queries(self, intent: str, latest: str, steps: list[Step]) -> np.ndarray:
-        """The intent's embedding, then one row per step of `latest` (the latest user message).
+    def ask(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY, ahead: bool = False) -> Ask:
+        """What the router reads of the request's conversation.
+
+        `ahead`: the model starts on it now, on the encoder's own thread, while the caller works out
+        what needs no vectors (the tool list's facts, BM25); only for a caller planning alone in its
+        process, so that the other core is free. Else the model runs when the vectors are needed.
+        """
+        messages = chat.get("messages")
+        guided = policy.mode == AUTO and is_follow_up(messages)
+        intent = intent_of(messages, turns=2 if guided else 1)
+        latest = intent_of(messages, turns=1, latest_only=True)
+        steps = split_steps(latest) if STEPS else []
+        steps = steps if len(steps) > 1 else []
+        return Ask(guided, intent, steps, self._queries(intent, latest, steps, ahead))
+
+    def _queries(self, intent: str, latest: str, steps: list[Step], ahead: bool) -> Callable[[], np.ndarray]:
+        """The intent's embedding, then one row per step of `latest` (the latest user message), when called.
 
         The steps are read from the intent's own run of the model (each the mean of its tokens'
         states: `Encoder.with_spans`), so a multi-step ask costs one run, not two: embedding the
@@ -222,17 +247,20 @@ class ToolRouter:
         model's 256 tokens), or steps not found in the intent, are embedded on their own.
         """
         if not steps:
-            return embed([intent])
-        offset = intent.find(latest) if latest else -1
+            if not ahead:
+                return lambda: embed([intent])
+            alone = embed_ahead(intent, None)
+            return lambda: alone()[0][None, :]
+        offset = intent.find(latest)
         if offset < 0:
             # Apart: one batch pads every text to its longest, and steps are short beside the intent.
-            return np.vstack([embed([intent]), embed([step.text for step in steps])])
+            return lambda: np.vstack([embed([intent]), embed([step.text for step in steps])])
         ends = [step.start for step in steps[1:]] + [len(latest)]
         spans = [(offset + step.start, offset + end) for step, end in zip(steps, ends, strict=True)]
-        whole, read = embed_with_spans(intent, spans)
-        unread = [step.text for step, vector in zip(steps, read, strict=True) if vector is None]
-        alone = iter(embed(unread)) if unread else iter(())
-        return np.vstack([whole, *(next(alone) if vector is None else vector for vector in read)])
+        if not ahead:
+            return lambda: _stacked(*embed_with_spans(intent, spans), steps)
+        running = embed_ahead(intent, spans)
+        return lambda: _stacked(*running(), steps)
 
     def route(
         self,
@@ -240,26 +268,23 @@ class ToolRouter:
         tools: list[Any],
         policy: RoutingPolicy = DEFAULT_POLICY,
         facts: Sequence[ToolFacts] | None = None,
+        ask: Ask | None = None,
     ) -> Decision:
-        """`facts`: each tool's `tool_facts`, when the caller has them already."""
-        messages = chat.get("messages")
-        guided = policy.mode == AUTO and is_follow_up(messages)
-        intent = intent_of(messages, turns=2 if guided else 1)
+        """`facts`: each tool's `tool_facts`, when the caller has them already; `ask`: `self.ask(chat, policy)`."""
+        ask = ask if ask is not None else self.ask(chat, policy)
+        guided, intent, steps = ask.guided, ask.intent, ask.steps
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
         tool_set = toolset(facts)
         names = tool_set.names
         asked = words(intent) + bridged_names(intent, tool_set.name_words)
-        latest = intent_of(messages, turns=1, latest_only=True)
-        steps = split_steps(latest) if STEPS else []
-        steps = steps if len(steps) > 1 else []
         keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], tool_set.corpus)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             step_dense, similarity = None, None
         else:
-            # Apart: one batch pads every text to its longest, and steps are short beside the intent.
-            dense, *step_dense = self._dense_of(self._queries(intent, latest, steps), tool_set)
+            rows = self._rows_of(tool_set)  # before the vectors: beside the model's run, when it runs ahead
+            dense, *step_dense = self._best_view(ask.queries(), tool_set.view_ids, tool_set.view_starts, rows)
             fused, similarity = Components(dense, keyword).fused(), dense
             if policy.mode == AUTO and not guided and not keyword.any() and dense.max(initial=0.0) < LOW_SIMILARITY:
                 # Nothing to go on: the reranker learned from asks that match some tool.
@@ -333,13 +358,13 @@ class ToolRouter:
         texts = [v for tool in views for v in tool]
         return self._best_view(query, self._index.add(texts), np.cumsum([0, *(len(tool) for tool in views[:-1])]))
 
-    def _dense_of(self, query: np.ndarray, tool_set: ToolSet) -> np.ndarray:
-        """`dense` over a request's tool list: its views' rows in the index are looked up once per list."""
+    def _rows_of(self, tool_set: ToolSet) -> np.ndarray:
+        """Where a request's tool views are in the index: looked up once per list."""
         rows = tool_set.rows.get(self._index)
         if rows is None:
             self._index.add(tool_set.view_texts, tool_set.view_ids)
             rows = tool_set.rows[self._index] = self._index.rows(tool_set.view_ids)
-        return self._best_view(query, tool_set.view_ids, tool_set.view_starts, rows)
+        return rows
 
     def _best_view(
         self, query: np.ndarray, ids: Sequence[int], starts: np.ndarray, rows: np.ndarray | None = None
@@ -351,6 +376,13 @@ class ToolRouter:
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""
         return Components(self.dense(query, views), bm25(words(intent), [" ".join(tool) for tool in views]))
+
+
+def _stacked(whole: np.ndarray, read: list[np.ndarray | None], steps: list[Step]) -> np.ndarray:
+    """The intent's vector, then each step's: read from the intent's run, else (past its reach) embedded alone."""
+    unread = [step.text for step, vector in zip(steps, read, strict=True) if vector is None]
+    alone = iter(embed(unread)) if unread else iter(())
+    return np.vstack([whole, *(next(alone) if vector is None else vector for vector in read)])
 
 
 def heads(keyword: np.ndarray, dense: np.ndarray | None, kept: set[int]) -> dict[int, str]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import numpy as np
 import pytest
+
+from orqen_optimizer import embeddings
 
 
 def tool(name: str, description: str, **properties: str) -> dict[str, Any]:
@@ -37,3 +41,28 @@ TOOLS = [
 def tools() -> list[dict[str, Any]]:
     """Ten everyday tools (more than a small toolset)."""
     return TOOLS
+
+
+class RecordingSession:
+    """The encoder's ONNX session, recording the thread each run is on (and failing when told to)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session, self.threads, self.fail = session, list[str](), False
+        self.held: threading.Event | None = None  # runs ahead wait for it when set
+
+    def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
+        self.threads.append(threading.current_thread().name)
+        if self.held is not None and threading.current_thread().name == "embedding-ahead":
+            assert self.held.wait(10)
+        if self.fail:
+            raise RuntimeError("the run failed")
+        return self.session.run(names, feed)
+
+
+def recording_runs(monkeypatch: pytest.MonkeyPatch) -> RecordingSession:
+    """The process's encoder, its runs recorded, in line and ahead, for the test's duration."""
+    encoder = embeddings.encoder()
+    recording = RecordingSession(encoder._session)
+    monkeypatch.setattr(encoder, "_session", recording)
+    monkeypatch.setattr(encoder._ahead, "_session", recording)
+    return recording

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
+import pytest
 
 from orqen_optimizer import embeddings, onnx_export
+
+from .conftest import recording_runs
 
 
 @functools.cache
@@ -66,3 +70,40 @@ def test_a_span_past_the_models_input_has_no_vector() -> None:
     text = "convert 20 EUR to USD " * 100 + "then email Ana"
     _, read = embeddings.embed_with_spans(text, [(0, 22), (len(text) - 14, len(text))])
     assert read[0] is not None and read[1] is None
+
+
+def test_a_run_ahead_gives_the_vectors_of_a_run_in_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = embeddings.encoder()
+    recording = recording_runs(monkeypatch)
+    text = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese"
+    spans = [(0, 40), (40, len(text))]
+    whole, read = encoder.ahead(text, spans)()
+    alone, _ = encoder.ahead(text, None)()
+    assert recording.threads == ["embedding-ahead", "embedding-ahead"]
+    in_line, in_line_read = encoder.with_spans(text, spans)
+    assert recording.threads[-1] == threading.current_thread().name
+    assert np.array_equal(whole, in_line) and all(np.array_equal(a, b) for a, b in zip(read, in_line_read, strict=True))  # type: ignore[arg-type]
+    assert np.array_equal(alone, encoder([text])[0])
+
+
+def test_a_second_run_ahead_while_one_is_under_way_runs_in_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = embeddings.encoder()
+    recording = recording_runs(monkeypatch)
+    recording.held = threading.Event()
+    first = encoder.ahead("the first ask", None)  # held on the encoder's thread
+    second = encoder.ahead("the second ask", None)
+    assert np.array_equal(second()[0], encoder(["the second ask"])[0])
+    recording.held.set()
+    assert np.array_equal(first()[0], encoder(["the first ask"])[0])
+    assert recording.threads.count("embedding-ahead") == 1  # the second ran on this thread, the first held
+
+
+def test_a_run_ahead_that_fails_raises_where_its_vectors_are_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = embeddings.encoder()
+    recording = recording_runs(monkeypatch)
+    recording.fail = True
+    collect = encoder.ahead("an ask", None)
+    with pytest.raises(RuntimeError, match="the run failed"):
+        collect()
+    recording.fail = False
+    assert np.array_equal(encoder.ahead("an ask", None)()[0], encoder(["an ask"])[0])  # the thread serves on

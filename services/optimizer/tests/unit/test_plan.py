@@ -4,13 +4,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
 
-from .conftest import tool
+from .conftest import recording_runs, tool
 
 plan = Planner(None).plan
 
@@ -201,3 +202,41 @@ def test_the_trace_carries_each_step_and_why_a_tool_was_added(tools: list[dict[s
     assert trace.steps[1].tools[0] == "translate_text"
     added = {c.name: c.added_because for c in trace.candidates if c.added_because}
     assert all(reason.startswith("step ") for reason in added.values())
+
+
+def test_a_plan_alone_over_a_new_tool_list_runs_its_asks_model_ahead_and_decides_as_in_line(
+    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese."
+    planner = Planner(ToolIndex(), max_new_tools=100)
+    planner.plan({"messages": [{"role": "user", "content": ask}], "tools": tools}, RoutingPolicy())  # indexes them
+    recording = recording_runs(monkeypatch)
+    # Each order of the tools is a list of its own, new to the planner.
+    chats = [{"messages": [{"role": "user", "content": ask}], "tools": tools[i:] + tools[:i]} for i in (1, 2, 3)]
+    ahead = planner.plan(chats[0], RoutingPolicy())
+    assert recording.threads == ["embedding-ahead"]  # the ask's one run, beside the list's other work
+    in_line = planner.plan(chats[0], RoutingPolicy())  # the list is known now: little to overlap
+    assert recording.threads[1:] == [threading.current_thread().name]
+    assert ahead == in_line
+    # A plan while another is under way (its run held on the encoder's thread) runs its model in line.
+    recording.held = threading.Event()
+    first = threading.Thread(target=planner.plan, args=(chats[1], RoutingPolicy()))
+    first.start()
+    while recording.threads.count("embedding-ahead") < 2:
+        time.sleep(0.01)
+    planner.plan(chats[2], RoutingPolicy())
+    recording.held.set()
+    first.join()
+    assert recording.threads[3:] == [threading.current_thread().name]
+
+
+def test_a_plan_that_will_not_embed_starts_no_run(tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    planner = Planner(ToolIndex(), max_new_tools=100)
+    recording = recording_runs(monkeypatch)
+    for chat, policy in [
+        ({**STOCK, "tools": tools}, RoutingPolicy(mode="keyword")),
+        ({**STOCK, "tools": tools}, RoutingPolicy(mode=PASSTHROUGH)),
+        ({**STOCK, "tools": tools[:3]}, RoutingPolicy()),  # a small toolset is forwarded whole
+    ]:
+        planner.plan(chat, policy)
+    assert recording.threads == []
