@@ -46,7 +46,7 @@ def test_a_second_replica_fetches_what_the_first_embedded(redis: Redis, embedded
     assert second.scores(query, ids) == pytest.approx(first.scores(query, ids))
     # Keyed by the graph that made them: a replica running the float graph never reads them.
     key = first._key(ids[0])
-    assert key == f"orqen:tool-vector:all-MiniLM-L6-v2-int8:{ids[0]:016x}" and redis.ttl(key) > 0
+    assert key == f"orqen:tool-vector:2:all-MiniLM-L6-v2-int8:{ids[0]:016x}" and redis.ttl(key) > 0
 
 
 def test_a_restarted_replica_finds_a_known_toolset_in_the_shared_cache(redis: Redis, embedded: list[str]) -> None:

@@ -20,11 +20,11 @@ def float32_encoder() -> embeddings.Encoder:
     return embeddings.Encoder(model, onnx_export.ensure_graph(model, onnx_export.cache_dir()))
 
 
-def test_the_onnx_encoder_matches_sentence_transformers_padding_and_truncation_included() -> None:
+def test_the_onnx_encoder_matches_sentence_transformers_truncation_included() -> None:
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(embeddings.model_path()), device="cpu")
-    # One batch: different lengths (padding), one past the 256-token limit (truncation), an empty text.
+    # Different lengths (sentence-transformers pads them in one batch), one past the 256-token limit, an empty text.
     texts = ["What is the weather like in Boston?", "a", "convert 20 EUR to USD " * 200, ""]
     expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     vectors = float32_encoder()(texts)
@@ -50,6 +50,14 @@ def test_the_int8_graph_the_service_runs_points_where_the_float_graph_does(tools
     # Each ask finds the same tool first under either graph.
     first = [(v[: len(asks)] @ v[len(asks) :].T).argmax(axis=1).tolist() for v in (int8, float32)]
     assert first[0] == first[1] == [0, 1, 2, 9, 6]
+
+
+def test_a_texts_vector_does_not_depend_on_the_texts_embedded_with_it() -> None:
+    # The int8 graph quantises activations per run: batched, a text's vector would follow its batch.
+    texts = ["get the weather for a city", "convert an amount between currencies " * 8, "send an email"]
+    together = embeddings.embed(texts)
+    assert all(np.array_equal(together[i], embeddings.embed([text])[0]) for i, text in enumerate(texts))
+    assert np.array_equal(embeddings.embed(texts[::-1])[::-1], together)
 
 
 def test_one_run_gives_the_texts_vector_and_each_spans() -> None:
