@@ -208,7 +208,7 @@ def test_a_plan_alone_over_a_new_tool_list_runs_its_asks_model_ahead_and_decides
     tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ask = "Find a hotel in Lisbon for Friday, then translate the booking text into Portuguese."
-    planner = Planner(ToolIndex(), max_new_tools=100)
+    planner = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 1.0)  # no A/B control traffic
     planner.plan({"messages": [{"role": "user", "content": ask}], "tools": tools}, RoutingPolicy())  # indexes them
     recording = recording_runs(monkeypatch)
     # Each order of the tools is a list of its own, new to the planner.
