@@ -1,8 +1,8 @@
 """The service faults, injected one at a time into a running stack under load.
 
 Each service is killed with SIGKILL (the supervisor restarts it), the embedded Redis and NATS
-are frozen with SIGSTOP and thawed with SIGCONT, and the embedded Postgres is stopped and
-started again. Only the stack's own embedded servers are touched, never the machine's.
+are frozen with SIGSTOP and thawed with SIGCONT (orqen_testing.servers.frozen), and the
+embedded Postgres is stopped and started again. Only the stack's own embedded servers are touched, never the machine's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from orqen_stack.supervisor import Stack
+from orqen_testing.servers import frozen
 
 SERVICES = ("edge", "optimizer", "dispatch", "accounting", "billing")
 # How long a fault may take to heal before the run fails: a restarted optimizer loads its embedding
@@ -84,11 +85,8 @@ async def inject(stack: Stack, fault: Fault, pause_seconds: float) -> None:
     else:
         server = stack.embedded(fault.target)
         pid: int = getattr(server, "pid")  # noqa: B009 (Redis and NATS are our children; Postgres is not)
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with frozen(pid):
             await asyncio.sleep(pause_seconds)
-        finally:
-            os.kill(pid, signal.SIGCONT)
     fault.ended = time.monotonic()
 
 

@@ -20,8 +20,10 @@ import functools
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -256,3 +258,35 @@ async def delete_nats_streams(url: str, prefix: str) -> list[str]:
         return names
     finally:
         await client.close()
+
+
+@contextlib.contextmanager
+def frozen(pid: int, timeout: float = 10.0) -> Iterator[None]:
+    """The process `pid` stopped (SIGSTOP) for the block, then continued.
+
+    A stop takes effect asynchronously: on a loaded machine a thread of the process can still
+    answer a request sent just after `kill` returns (seen: a NATS server answering JetStream
+    3 times in 40). The block starts only once every thread of the process is seen stopped.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + timeout
+        while not is_stopped(pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process {pid} was sent SIGSTOP but did not stop within {timeout} s")
+            time.sleep(0.001)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is stopped (Linux: the state field of /proc/<pid>/task/*/stat)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # a thread that has just exited
+            continue
+        if stat[stat.rindex(")") + 2] not in "Tt":
+            return False
+    return True

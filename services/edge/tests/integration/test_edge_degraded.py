@@ -5,8 +5,6 @@ by /readyz too, with no stack trace ever reaching the client.
 """
 
 import asyncio
-import os
-import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from orqen_edge.app import create_app
 from orqen_edge.middleware import RequestContextMiddleware
 from orqen_stack.embedded import ChildProcessServer, start_nats
+from orqen_testing.servers import frozen
 
 from .conftest import OpenRuntime
 
@@ -68,14 +67,11 @@ async def test_readyz_asks_nats_rather_than_trusting_an_open_connection(
             return str(response.json()["checks"]["nats"])
 
         assert await nats_check() == "ok"
-        os.kill(private_nats.pid, signal.SIGSTOP)  # frozen: its connections stay open, nothing answers
-        try:
+        with frozen(private_nats.pid):  # its connections stay open, nothing answers
             assert runtime.publisher.connected
             assert await nats_check() == "unavailable"
             response = await client.get("/readyz")
             assert response.status_code == 503 and "nats" in response.json()["not_ready"]
-        finally:
-            os.kill(private_nats.pid, signal.SIGCONT)
         for _ in range(100):  # thawed: ready again, without a reconnect
             if await nats_check() == "ok":
                 break
