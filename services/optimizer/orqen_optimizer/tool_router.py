@@ -227,8 +227,9 @@ class ToolRouter:
         """What the router reads of the request's conversation.
 
         `ahead`: the model starts on it now, on the encoder's own thread, while the caller works out
-        what needs no vectors (the tool list's facts, BM25); only for a caller planning alone in its
-        process, so that the other core is free. Else the model runs when the vectors are needed.
+        what needs no vectors (the tool list's BM25 corpus and families, BM25); only for a caller
+        planning alone in its process, so that the other core is free. Else the model runs when the
+        vectors are needed.
         """
         messages = chat.get("messages")
         guided = policy.mode == AUTO and is_follow_up(messages)
@@ -253,8 +254,7 @@ class ToolRouter:
             return lambda: alone()[0][None, :]
         offset = intent.find(latest)
         if offset < 0:
-            # Apart: one batch pads every text to its longest, and steps are short beside the intent.
-            return lambda: np.vstack([embed([intent]), embed([step.text for step in steps])])
+            return lambda: embed([intent, *(step.text for step in steps)])
         ends = [step.start for step in steps[1:]] + [len(latest)]
         spans = [(offset + step.start, offset + end) for step, end in zip(steps, ends, strict=True)]
         if not ahead:
