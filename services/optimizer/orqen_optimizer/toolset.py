@@ -47,16 +47,20 @@ _kept: OrderedDict[tuple[int, ...], ToolSet] = OrderedDict()
 _lock = threading.Lock()
 
 
+def _key(facts: Sequence[ToolFacts]) -> tuple[int, ...]:
+    return tuple(map(id, facts))
+
+
 def known(facts: Sequence[ToolFacts]) -> bool:
     """Whether the tool list's `ToolSet` is kept: `toolset` then returns it without building it."""
-    key = tuple(map(id, facts))
+    key = _key(facts)
     with _lock:
         return key in _kept
 
 
 def toolset(facts: Sequence[ToolFacts]) -> ToolSet:
     """The tool list's `ToolSet`, from the cache when the same definitions came in the same order before."""
-    key = tuple(map(id, facts))
+    key = _key(facts)
     with _lock:
         found = _kept.get(key)
         if found is not None:
