@@ -42,6 +42,7 @@ class _Watch:
 
     origin: str
     problems: list[str] = field(default_factory=list)
+    answered: list[Request] = field(default_factory=list)
 
     def console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
@@ -57,9 +58,15 @@ class _Watch:
         # the tab moves on: an aborted favicon says nothing about the page.
         if request.failure == "net::ERR_ABORTED" and urlsplit(request.url).path.endswith("/favicon.svg"):
             return
+        # htmx follows an HX-Redirect from the request's load event; Chromium can tell DevTools that
+        # the navigation cut the request before it tells it the body (here empty) had arrived. A
+        # request that was answered and then aborted had its answer.
+        if request.failure == "net::ERR_ABORTED" and any(request is seen for seen in self.answered):
+            return
         self.problems.append(f"failed request: {request.method} {request.url} ({request.failure})")
 
     def response(self, response: Any) -> None:
+        self.answered = [*self.answered[-63:], response.request]
         if response.status >= 400:
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
