@@ -38,10 +38,14 @@ from orqen_dispatch.model_profiles import ModelProfile
 from orqen_dispatch.model_routing import Choice, ModelChooser, routable
 from orqen_dispatch.providers.base import StreamState, UpstreamError
 from orqen_dispatch.proxy import ProxyService
+from orqen_dispatch.read_ahead import ReadAhead
 from orqen_dispatch.resilience import AttemptRecord, DispatchedStream, Dispatcher, DispatchFailedError, Target
 from orqen_dispatch.response_cache import ResponseCache
 from orqen_dispatch.router import ProviderRouter
 from orqen_dispatch.summary import as_orqen_error, ms_since, summary
+
+# At most this many chunks in one message (a stream's chunks are deltas of a few hundred bytes).
+CHUNKS_PER_MESSAGE = 64
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
@@ -101,13 +105,15 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         chat = _parse(request.chat_json)
         targets, use, cached = await self._prepare(chat, request)
         if cached is not None:
-            yield dispatch_pb2.StreamEvent(cache="hit")
-            for chunk in replay_chunks(cached.fresh(), cached.token_usage()):
-                yield dispatch_pb2.StreamEvent(chunk_json=encode(chunk))
-            yield dispatch_pb2.StreamEvent(summary=hit_summary(cached))
+            replayed = [encode(chunk) for chunk in replay_chunks(cached.fresh(), cached.token_usage())]
+            messages = [replayed[i : i + CHUNKS_PER_MESSAGE] for i in range(0, len(replayed), CHUNKS_PER_MESSAGE)]
+            for i, chunks in enumerate(messages):
+                final = i == len(messages) - 1
+                yield dispatch_pb2.StreamEvent(
+                    chunks=chunks, cache="hit" if i == 0 else "", summary=hit_summary(cached) if final else None
+                )
             return
-        if use is not None:
-            yield dispatch_pb2.StreamEvent(cache="miss")
+        cache = "miss" if use is not None else ""  # goes out with the first message
         fold = StreamFold()
         state = StreamState()
         attempts: list[AttemptRecord] = []
@@ -115,14 +121,21 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         ttft = 0.0
         model_used = ""
         stream: DispatchedStream = self._dispatcher.stream(targets, chat, state, attempts)
+        last = dispatch_pb2.StreamEvent()
         try:
-            async with aclosing(stream):
-                async for chunk in stream:
+            async with aclosing(stream), aclosing(ReadAhead(stream, CHUNKS_PER_MESSAGE)) as batches:
+                async for batch in batches:
                     if not ttft:
                         ttft = ms_since(started)
-                    model_used = chunk.model or model_used
-                    fold.add(chunk)
-                    yield dispatch_pb2.StreamEvent(chunk_json=encode(chunk))
+                    for chunk in batch:
+                        model_used = chunk.model or model_used
+                        fold.add(chunk)
+                    event = dispatch_pb2.StreamEvent(chunks=[encode(chunk) for chunk in batch], cache=cache)
+                    cache = ""
+                    if batches.finished:  # the stream is over: the summary goes out with these chunks
+                        last = event
+                        break
+                    yield event
         except UpstreamError as err:
             # After the first chunk (not a DispatchFailedError) there is no retry: the caller has part of an answer.
             target = err.target if isinstance(err, DispatchFailedError) else stream.target or targets[0]
@@ -143,7 +156,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
             if folded is not None:
                 answer = cached_answer(target.provider.name, answered.model, state.usage, folded)
                 self._cache.put_later(use.key, answer, use.ttl_seconds)
-        yield dispatch_pb2.StreamEvent(summary=answered)
+        last.summary.CopyFrom(answered)
+        last.cache = last.cache or cache
+        yield last
 
     async def _prepare(
         self, chat: ChatRequest, request: dispatch_pb2.CompleteRequest

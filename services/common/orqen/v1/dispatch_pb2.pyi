@@ -704,30 +704,36 @@ Global___CompleteResponse: _TypeAlias = CompleteResponse  # noqa: Y015
 class StreamEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    CHUNK_JSON_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
-    chunk_json: _builtins.bytes
     cache: _builtins.str
-    """First, when the response cache was consulted: "hit" or "miss" (the x-orqen-cache
-    header goes out before the summary does).
+    """On the first message, when the response cache was consulted: "hit" or "miss" (the
+    x-orqen-cache header goes out before the summary does).
     """
     @_builtins.property
-    def summary(self) -> Global___DispatchSummary: ...
+    def chunks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Canonical chunks (OpenAI chat.completion.chunk JSON, each a whole object) in order: those
+        the provider had sent while the message before went out (under load or from a provider
+        that answers at once, several; from a paced stream, one each).
+        """
+
+    @_builtins.property
+    def summary(self) -> Global___DispatchSummary:
+        """On the last message, with its last chunks if they were ready: what happened upstream."""
+
     def __init__(
         self,
         *,
-        chunk_json: _builtins.bytes = ...,
+        chunks: _abc.Iterable[_builtins.bytes] | None = ...,
         summary: Global___DispatchSummary | None = ...,
         cache: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunk_json", b"chunk_json", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunk_json", b"chunk_json", "event", b"event", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunks", b"chunks", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk_json", "summary", "cache"]  # noqa: Y015
-    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamEvent: _TypeAlias = StreamEvent  # noqa: Y015
 

@@ -86,9 +86,9 @@ class DispatchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Stream(self, request, context):
-        """One canonical chunk (OpenAI chat.completion.chunk JSON) per message, the last
-        of them always the usage chunk (choices empty), then a final message carrying
-        the summary.
+        """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, those ready
+        together in one message, the last of them always the usage chunk (choices
+        empty); the last message carries the summary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

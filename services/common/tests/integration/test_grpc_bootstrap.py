@@ -53,7 +53,7 @@ class EchoDispatch(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         for i in range(3):
-            yield dispatch_pb2.StreamEvent(chunk_json=f"{request_id_var.get()}:{i}".encode())
+            yield dispatch_pb2.StreamEvent(chunks=[f"{request_id_var.get()}:{i}".encode()])
         if request.chat_json == b"fail with detail":
             raise OrqenError.of(grpc.StatusCode.UNAVAILABLE, "the stream broke", http_status=502, detail=DETAIL)
 
@@ -89,7 +89,8 @@ async def test_streams_carry_the_same_metadata(server_addr: str) -> None:
     # Regression: an interceptor class implementing both call types was only applied to unary calls.
     async with open_channel(server_addr, TOKEN) as channel:
         bind_request_id("req_stream")
-        chunks = [e.chunk_json async for e in dispatch_pb2_grpc.DispatchStub(channel).Stream(_request("a"))]
+        stub = dispatch_pb2_grpc.DispatchStub(channel)
+        chunks = [data async for e in stub.Stream(_request("a")) for data in e.chunks]
     assert chunks == [b"req_stream:0", b"req_stream:1", b"req_stream:2"]
 
 
@@ -204,7 +205,7 @@ async def test_an_errors_detail_reaches_the_caller_from_a_call_and_from_a_stream
         chunks = []
         with pytest.raises(grpc.aio.AioRpcError) as cut:
             async for event in stub.Stream(_request("a", b"fail with detail")):
-                chunks.append(event.chunk_json)
+                chunks += event.chunks
     for err in (failed.value, cut.value):
         translated = from_rpc_error(err, "dispatch")
         assert (translated.http_status, translated.detail) == (502, DETAIL)

@@ -250,7 +250,10 @@ async def test_a_stream_fails_over_to_the_next_deployment_before_its_first_chunk
     fakes.b.faults.storm([Fault(error_status=503)])
     events = [e async for e in gate.servicer.Stream(_request("llama-stream"), None)]  # type: ignore[arg-type]
     text = "".join(
-        choice["delta"].get("content") or "" for e in events[:-1] for choice in orjson.loads(e.chunk_json)["choices"]
+        choice["delta"].get("content") or ""
+        for e in events
+        for data in e.chunks
+        for choice in orjson.loads(data)["choices"]
     )
     summary = events[-1].summary
     assert (text, summary.provider, summary.usage.output_tokens) == ("echo: hello", "vllm-a", 7)

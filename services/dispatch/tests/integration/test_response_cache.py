@@ -207,8 +207,8 @@ async def stream(g: Gateway, call: dispatch_pb2.CompleteRequest) -> tuple[list[d
     text = "".join(
         choice.delta.content or ""
         for event in events
-        if event.WhichOneof("event") == "chunk_json"
-        for choice in chunk_decoder.decode(event.chunk_json).choices
+        for data in event.chunks
+        for choice in chunk_decoder.decode(data).choices
     )
     return events, text
 
@@ -257,7 +257,7 @@ async def test_a_streamed_answer_is_stored_and_replayed_as_a_stream_and_serves_j
     assert (events[0].cache, text, g.provider.calls) == ("hit", "fresh answer 1", 1)
     summary = events[-1].summary
     assert summary.cache == "hit" and summary.cached_usage.input_tokens == USAGE.prompt
-    last_chunk = chunk_decoder.decode(events[-2].chunk_json)
+    last_chunk = chunk_decoder.decode(events[-1].chunks[-1])
     assert last_chunk.choices == [] and last_chunk.usage is not None  # a canonical stream ends with usage
     # The same request without streaming is the same key: the streamed answer serves it.
     answer_text, hit = await complete(g, request(A, "stream me"))

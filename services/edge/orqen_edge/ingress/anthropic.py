@@ -336,7 +336,7 @@ class AnthropicReply:
         )
         return encode(message)
 
-    async def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    async def stream(self, batches: AsyncIterator[list[ChatCompletionChunk]]) -> AsyncIterator[bytes]:
         """message_start, ping, the content blocks, then message_delta with the final usage, message_stop.
 
         message_delta waits for the canonical usage chunk that ends the stream: most
@@ -348,20 +348,22 @@ class AnthropicReply:
         finish: str | None = None
         stop_sequence: str | None = None
         usage: canonical.CompletionUsage | None = None
-        async for chunk in chunks:
-            if not started:
-                started = True
-                yield _event(_message_start(chunk))
-                yield _event(wire.Ping())
-            if isinstance(chunk.usage, canonical.CompletionUsage):
-                usage = chunk.usage
-            for choice in chunk.choices:
-                if choice.index != 0:
-                    continue
-                if choice.finish_reason and finish is None:
-                    finish, stop_sequence = choice.finish_reason, _sequence(choice.stop_sequence)
-                for event in blocks.feed(choice):
-                    yield _event(_block_event(event))
+        async for batch in batches:
+            events: list[bytes] = []
+            for chunk in batch:
+                if not started:
+                    started = True
+                    events += [_event(_message_start(chunk)), _event(wire.Ping())]
+                if isinstance(chunk.usage, canonical.CompletionUsage):
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    if choice.finish_reason and finish is None:
+                        finish, stop_sequence = choice.finish_reason, _sequence(choice.stop_sequence)
+                    events += [_event(_block_event(event)) for event in blocks.feed(choice)]
+            if events:
+                yield b"".join(events)
         if not started or finish is None:
             raise _bad_gateway("The provider's stream ended before the answer was complete.")
         reason, stop_sequence = _stop(finish, stop_sequence)

@@ -358,24 +358,26 @@ class BedrockReply:
         )
         return encode(response)
 
-    async def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    async def stream(self, batches: AsyncIterator[list[ChatCompletionChunk]]) -> AsyncIterator[bytes]:
         """messageStart, the content blocks, messageStop, then metadata once the usage chunk is in."""
         blocks = BlockSequencer()
         usage: CompletionUsage | None = None
-        yield bedrock.frame(bedrock.MessageStartEvent(role="assistant"))
-        async for chunk in chunks:
-            if isinstance(chunk.usage, CompletionUsage):
-                usage = chunk.usage
-            if not chunk.choices or blocks.finished:  # after the finish only the usage chunk counts
-                continue
-            choice = chunk.choices[0]
-            frames = _frames(blocks.feed(choice))
-            if blocks.finished:
-                frames.append(_message_stop(choice.finish_reason, _stop_sequence(choice)))
+        frames = [bedrock.frame(bedrock.MessageStartEvent(role="assistant"))]
+        async for batch in batches:
+            for chunk in batch:
+                if isinstance(chunk.usage, CompletionUsage):
+                    usage = chunk.usage
+                if not chunk.choices or blocks.finished:  # after the finish only the usage chunk counts
+                    continue
+                choice = chunk.choices[0]
+                frames += _frames(blocks.feed(choice))
+                if blocks.finished:
+                    frames.append(_message_stop(choice.finish_reason, _stop_sequence(choice)))
             if frames:
                 yield b"".join(frames)
-        if not blocks.finished:
-            yield b"".join([*_frames(blocks.finish()), _message_stop(None, None)])
+                frames = []
+        if not blocks.finished:  # (messageStart is still in `frames` if no chunk came)
+            yield b"".join([*frames, *_frames(blocks.finish()), _message_stop(None, None)])
         metrics = bedrock.Metrics(latency_ms=self._latency_ms())
         yield bedrock.frame(bedrock.MetadataEvent(usage=_usage(usage), metrics=metrics))
 

@@ -48,17 +48,22 @@ class OpenAIReply:
             choice.stop_sequence = UNSET
         return encode(completion)
 
-    async def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    async def stream(self, batches: AsyncIterator[list[ChatCompletionChunk]]) -> AsyncIterator[bytes]:
         """SSE chunks ending in [DONE]; the usage chunk only when the caller asked for it."""
-        async for chunk in chunks:
-            if chunk.usage and not self._include_usage:
-                if not chunk.choices:
-                    continue
-                chunk = replace(chunk, usage=UNSET)
-            for choice in chunk.choices:
-                choice.stop_sequence = UNSET
-            yield b"data: " + encode(chunk) + b"\n\n"
+        async for batch in batches:
+            if events := [event for chunk in batch if (event := self._event(chunk))]:
+                yield b"".join(events)
         yield b"data: [DONE]\n\n"
+
+    def _event(self, chunk: ChatCompletionChunk) -> bytes:
+        """The chunk's SSE event; none for the usage chunk the caller did not ask for."""
+        if chunk.usage and not self._include_usage:
+            if not chunk.choices:
+                return b""
+            chunk = replace(chunk, usage=UNSET)
+        for choice in chunk.choices:
+            choice.stop_sequence = UNSET
+        return b"data: " + encode(chunk) + b"\n\n"
 
     def stream_error(self, err: OrqenError) -> bytes:
         return b"data: " + encode(error_body(err, "openai")) + b"\n\n"

@@ -78,8 +78,10 @@ class Reply(Protocol):
         """The whole non-streaming response body."""
         ...
 
-    def stream(self, chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
-        """The encoded stream; `chunks` ends with the canonical usage chunk."""
+    def stream(self, batches: AsyncIterator[list[ChatCompletionChunk]]) -> AsyncIterator[bytes]:
+        """The encoded stream, one piece per batch of chunks (dispatch sends those ready together
+        together, and they are written to the client in one go); the last chunk is the canonical
+        usage chunk."""
         ...
 
     def stream_error(self, err: OrqenError) -> bytes:
@@ -375,8 +377,8 @@ async def complete(call: ChatCall, chat: ChatRequest) -> ChatCompletion:
     return completion
 
 
-async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
-    """Start a streaming request and return its canonical chunks.
+async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[list[ChatCompletionChunk]]:
+    """Start a streaming request and return its canonical chunks, in the batches dispatch sent.
 
     The first upstream event is awaited here, so an upstream refusal still becomes a
     proper HTTP error instead of a broken stream.
@@ -385,9 +387,6 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
     events = call.runtime.downstream.stream(_dispatch_request(call, forwarded))
     try:
         first = await anext(events)
-        if first.WhichOneof("event") == "cache":  # consulted: whether it answers goes out in the headers
-            call.summary.cache = first.cache
-            first = await anext(events)
     except StopAsyncIteration:
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
@@ -395,41 +394,44 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[ChatCo
     except OrqenError as err:
         call.dispatch_failed(err)
         raise
-    chunk = _take(call, first)
-    if chunk is not None:
+    call.summary.cache = first.cache  # consulted: whether it answers goes out in the headers
+    batch = _take(call, first)
+    if batch and not first.HasField("summary"):
         # The headers go out before the summary arrives: the first chunk names the model that answers.
-        call.summary.model = chunk.model
-    return _chunks(call, chunk, events)
+        call.summary.model = batch[0].model
+    return _chunks(call, batch, events)
 
 
 async def _chunks(
-    call: ChatCall, first: ChatCompletionChunk | None, events: AsyncIterator[dispatch_pb2.StreamEvent]
-) -> AsyncIterator[ChatCompletionChunk]:
-    """The canonical chunks; once the last is in, the request event is stored before the format ends its stream.
+    call: ChatCall, first: list[ChatCompletionChunk], events: AsyncIterator[dispatch_pb2.StreamEvent]
+) -> AsyncIterator[list[ChatCompletionChunk]]:
+    """The canonical chunks, in batches; once the last is in, the request event is stored before the
+    format ends its stream.
 
     Each format writes where its stream ends ([DONE], message_stop, metadata) after the last
     chunk, so a client that saw a stream end finds it in the request log.
     """
-    if first is not None:
+    if first:
         yield first
     try:
         async for event in events:
-            chunk = _take(call, event)
-            if chunk is not None:
-                yield chunk
+            if batch := _take(call, event):
+                yield batch
     except OrqenError as err:  # after the first byte: the request event still gets every attempt
         call.dispatch_failed(err)
         raise
     await call.record_stored(200)
 
 
-def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> ChatCompletionChunk | None:
-    """A stream event's canonical chunk, its tool calls noted; None for the summary, which is kept."""
+def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> list[ChatCompletionChunk]:
+    """A stream event's canonical chunks, their tool calls noted; the summary, on the last, is kept."""
     if event.HasField("summary"):
         call.summary = event.summary
-        return None
-    chunk = chunk_decoder.decode(event.chunk_json)
-    for choice in chunk.choices:
-        # A stream names each call once, in the delta that starts it.
-        call.tools_called += [c.function.name for c in choice.delta.tool_calls or () if c.function and c.function.name]
-    return chunk
+    chunks = [chunk_decoder.decode(data) for data in event.chunks]
+    for chunk in chunks:
+        for choice in chunk.choices:
+            # A stream names each call once, in the delta that starts it.
+            call.tools_called += [
+                c.function.name for c in choice.delta.tool_calls or () if c.function and c.function.name
+            ]
+    return chunks

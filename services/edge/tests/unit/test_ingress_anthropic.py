@@ -662,10 +662,10 @@ USAGE_CHUNK = {
 }
 
 
-async def aiter(items: Iterable[dict[str, Any]]) -> AsyncIterator[ChatCompletionChunk]:
-    """Canonical chunks, typed, from their JSON shape."""
+async def aiter(items: Iterable[dict[str, Any]]) -> AsyncIterator[list[ChatCompletionChunk]]:
+    """Canonical chunks, typed, from their JSON shape: one a message, as a paced stream comes."""
     for item in items:
-        yield msgspec.convert(item, ChatCompletionChunk)
+        yield [msgspec.convert(item, ChatCompletionChunk)]
 
 
 async def streamed(*chunks: dict[str, Any]) -> list[ServerSentEvent]:
@@ -878,7 +878,7 @@ async def test_the_sdk_reads_a_message_and_an_in_stream_error() -> None:
 
     reply = AnthropicReply()
     events = reply.stream(aiter([text("Hel"), text("lo")]))
-    body = b"".join([await anext(events) for _ in range(4)])  # message_start, ping, the text block begun
+    body = await anext(events)  # message_start, ping, the text block begun
     body += reply.stream_error(unavailable("The provider is overloaded."))
 
     async def handle(_: httpx2.Request) -> httpx2.Response:

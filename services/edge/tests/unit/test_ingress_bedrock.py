@@ -111,9 +111,9 @@ def boto3_events(data: bytes) -> Iterator[dict[str, Any]]:
 
 
 async def encoded(reply: BedrockReply, chunks: list[dict[str, Any]]) -> bytes:
-    async def source() -> AsyncIterator[ChatCompletionChunk]:
+    async def source() -> AsyncIterator[list[ChatCompletionChunk]]:
         for chunk in chunks:
-            yield msgspec.convert(chunk, ChatCompletionChunk)
+            yield [msgspec.convert(chunk, ChatCompletionChunk)]
 
     return b"".join([data async for data in reply.stream(source())])
 
@@ -771,9 +771,9 @@ async def test_an_error_mid_stream_makes_botocore_raise_with_its_code(
 ) -> None:
     reply = BedrockReply()
 
-    async def failing() -> AsyncIterator[ChatCompletionChunk]:
-        yield msgspec.convert(text("one"), ChatCompletionChunk)
-        yield msgspec.convert(text(" two"), ChatCompletionChunk)
+    async def failing() -> AsyncIterator[list[ChatCompletionChunk]]:
+        yield [msgspec.convert(text("one"), ChatCompletionChunk)]
+        yield [msgspec.convert(text(" two"), ChatCompletionChunk)]
         raise OrqenError.of(code, "slow down")
 
     # As the pipeline does: the reply's frames until the failure, then its error event.

@@ -8,7 +8,15 @@ import pytest
 
 from orqen.v1 import common_pb2, dispatch_pb2, events_pb2, optimizer_pb2
 from orqen_common.errors import OrqenError
-from orqen_common.formats.openai import ChatRequest, completion_decoder, decode_request, encode, tool_name
+from orqen_common.formats.openai import (
+    ChatCompletionChunk,
+    ChatRequest,
+    chunk_decoder,
+    completion_decoder,
+    decode_request,
+    encode,
+    tool_name,
+)
 from orqen_edge.cache_control import requested_cache
 from orqen_edge.errors import error_body, ingress_of
 from orqen_edge.ingress.anthropic import translate as anthropic_translate
@@ -274,7 +282,7 @@ async def test_a_stream_ends_only_once_its_request_event_is_stored() -> None:
     call = ChatCall(runtime=runtime, context=context, model_requested="gpt-4o", stream=True)  # type: ignore[arg-type]
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": []}
     events = [
-        dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk)),
+        dispatch_pb2.StreamEvent(chunks=[orjson.dumps(chunk)]),
         dispatch_pb2.StreamEvent(summary=dispatch_pb2.DispatchSummary()),
     ]
 
@@ -286,7 +294,7 @@ async def test_a_stream_ends_only_once_its_request_event_is_stored() -> None:
         orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True})
     )
     parts = []
-    async for part in reply.stream(_chunks(call, None, upstream())):
+    async for part in reply.stream(_chunks(call, [], upstream())):
         parts.append((part, list(publisher.log)))
     assert parts[-1] == (b"data: [DONE]\n\n", ["published req_1", "stored"])
     assert all(log == [] for _, log in parts[:-1])
@@ -324,3 +332,61 @@ def test_the_request_event_of_a_request_with_tens_of_thousands_of_tools_fits_one
     assert list(event.tools_forwarded) == list(event.tools_offered) == list(event.tools_called)
     few = ["get_weather", "get_time"]
     assert recorded_names(few) is few  # an ordinary request's names are recorded whole
+
+
+def _stream_chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+
+
+STREAM = [
+    _stream_chunk({"role": "assistant", "content": "Hel"}),
+    _stream_chunk({"content": "lo"}),
+    _stream_chunk(
+        {
+            "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function", "function": {"name": "look", "arguments": '{"q":'}}
+            ]
+        }
+    ),
+    _stream_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "tool_calls"),
+    {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    },
+]
+STREAM_BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+@pytest.mark.parametrize("ingress", ["openai", "openai-usage", "anthropic", "bedrock"])
+async def test_chunks_that_come_together_are_written_together_and_read_the_same(
+    ingress: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of chunks from dispatch is one write to the client, the same bytes as one chunk a write."""
+    monkeypatch.setattr("orqen_edge.ingress.bedrock.time", SimpleNamespace(perf_counter=lambda: 1.0))  # latency_ms
+
+    def reply() -> object:
+        if ingress.startswith("openai"):
+            usage = {"stream_options": {"include_usage": True}} if ingress == "openai-usage" else {}
+            return openai_translate(orjson.dumps(STREAM_BODY | usage))[1]
+        if ingress == "anthropic":
+            return anthropic_translate(orjson.dumps({**STREAM_BODY, "max_tokens": 8}))[1]
+        converse = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+        return bedrock_translate(orjson.dumps(converse), model_id="m", stream=True)[1]
+
+    async def written(batches: list[list[dict[str, object]]]) -> list[bytes]:
+        async def source() -> AsyncIterator[list[ChatCompletionChunk]]:
+            for batch in batches:
+                yield [chunk_decoder.decode(orjson.dumps(chunk)) for chunk in batch]
+
+        return [part async for part in reply().stream(source())]  # type: ignore[attr-defined]
+
+    paced = await written([[chunk] for chunk in STREAM])
+    together = await written([STREAM[:1], STREAM[1:]])
+    assert b"".join(together) == b"".join(paced)
+    # The first batch is the first write either way; the second batch's four chunks are one write.
+    assert together[0] == paced[0] and len(together) < len(paced) - 1
