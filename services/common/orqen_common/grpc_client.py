@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -32,40 +32,59 @@ def _outgoing_metadata(existing: Any, token: str) -> list[tuple[str, str]]:
 
 
 class _WithMetadata:
-    def __init__(self, token: str) -> None:
+    """A multi-callable whose calls carry the token, the request id and the trace context.
+
+    Added here rather than by client interceptors: grpc.aio runs each intercepted call in a task of
+    its own and reads its answers through one more layer, about 40 µs of CPU a call (a Stream
+    call from the edge to dispatch, measured alone).
+    """
+
+    __slots__ = ("_call", "_token")
+
+    def __init__(self, call: Any, token: str) -> None:
+        self._call = call
         self._token = token
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        return grpc.aio.ClientCallDetails(
-            method=details.method,
-            timeout=details.timeout,
-            metadata=grpc.aio.Metadata(*_outgoing_metadata(details.metadata, self._token)),
-            credentials=details.credentials,
-            wait_for_ready=details.wait_for_ready,
-        )
+    def __call__(self, request: Any, *, metadata: Any = None, **options: Any) -> Any:
+        return self._call(request, metadata=_outgoing_metadata(metadata, self._token), **options)
 
 
-# grpc.aio files an interceptor under the first call type it implements only, so
-# each call type needs its own class.
-class _UnaryUnaryMetadata(_WithMetadata, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(self._details(details), request)
+class _Channel(grpc.aio.Channel):
+    """A channel whose every call authenticates as `token` and carries the caller's context."""
 
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self._channel = channel
+        self._token = token
 
-class _UnaryStreamMetadata(_WithMetadata, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(self._details(details), request)
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _WithMetadata(self._channel.unary_unary(method, *args, **kwargs), self._token)
 
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _WithMetadata(self._channel.unary_stream(method, *args, **kwargs), self._token)
 
-class _StreamStreamMetadata(_WithMetadata, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(details), request_iterator)
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _WithMetadata(self._channel.stream_unary(method, *args, **kwargs), self._token)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _WithMetadata(self._channel.stream_stream(method, *args, **kwargs), self._token)
+
+    async def __aenter__(self) -> _Channel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close()
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
 
 
 def open_channel(addr: str, token: str, *, own_connection: bool = False) -> grpc.aio.Channel:
@@ -78,11 +97,7 @@ def open_channel(addr: str, token: str, *, own_connection: bool = False) -> grpc
     options: list[tuple[str, Any]] = [("grpc.keepalive_time_ms", 30_000), *MESSAGE_SIZE_OPTIONS]
     if own_connection:
         options.append(("grpc.use_local_subchannel_pool", 1))
-    return grpc.aio.insecure_channel(
-        addr,
-        interceptors=[_UnaryUnaryMetadata(token), _UnaryStreamMetadata(token), _StreamStreamMetadata(token)],
-        options=options,
-    )
+    return _Channel(grpc.aio.insecure_channel(addr, options=options), token)
 
 
 def open_channels(addr: str, token: str, count: int) -> list[grpc.aio.Channel]:

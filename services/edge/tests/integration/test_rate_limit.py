@@ -226,9 +226,10 @@ class FakeDispatch:
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
             {**base, "choices": [], "usage": COMPLETION["usage"]},
         ]
-        for chunk in chunks:
-            yield dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))
-        yield dispatch_pb2.StreamEvent(summary=SUMMARY)
+        for chunk in chunks:  # one a message, as a paced stream comes; the summary with the last
+            yield dispatch_pb2.StreamEvent(
+                chunks=[orjson.dumps(chunk)], summary=SUMMARY if chunk is chunks[-1] else None
+            )
 
 
 @dataclass
