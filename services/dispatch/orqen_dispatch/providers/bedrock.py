@@ -24,8 +24,6 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsKeys
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from msgspec import UNSET, Struct, UnsetType
@@ -77,6 +75,7 @@ from orqen_dispatch.providers.base import (
     refuse_openai_only_features,
     send,
 )
+from orqen_dispatch.providers.sigv4 import sigv4_headers
 from orqen_dispatch.upstream_http import UPSTREAM_ERRORS, UpstreamClient, UpstreamRequest, UpstreamResponse
 
 WHERE = "Bedrock Converse"
@@ -271,11 +270,7 @@ def _auth_headers(method: str, url: str, content: bytes, auth: str | AwsKeys, re
     if isinstance(auth, str):
         headers = {"authorization": f"Bearer {auth}"}
         return {"content-type": "application/json", **headers} if content else headers
-    request = AWSRequest(
-        method=method, url=url, data=content, headers={"Content-Type": "application/json"} if content else {}
-    )
-    SigV4Auth(auth, "bedrock", region).add_auth(request)
-    return dict(request.headers.items())
+    return sigv4_headers(method, url, content, auth, region, "bedrock", "application/json" if content else "")
 
 
 # --- canonical request -> Converse request ------------------------------------------------
