@@ -114,7 +114,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                 )
             return
         cache = "miss" if use is not None else ""  # goes out with the first message
-        fold = StreamFold()
+        fold = StreamFold() if use is not None else None  # the answer, whole, only to be cached
         state = StreamState()
         attempts: list[AttemptRecord] = []
         started = time.perf_counter()
@@ -129,7 +129,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                         ttft = ms_since(started)
                     for chunk in batch:
                         model_used = chunk.model or model_used
-                        fold.add(chunk)
+                        if fold is not None:
+                            fold.add(chunk)
                     event = dispatch_pb2.StreamEvent(chunks=[encode(chunk) for chunk in batch], cache=cache)
                     cache = ""
                     if batches.finished:  # the stream is over: the summary goes out with these chunks
@@ -150,7 +151,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         answered = summary(
             target, model_used or target.model, state.usage, state.status, ms_since(started), ttft, attempts
         )
-        if use is not None:
+        if use is not None and fold is not None:  # (`fold` is kept exactly when the cache was consulted)
             answered.cache = "miss"
             folded = fold.completion()
             if folded is not None:
