@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from orqen_common.changes import KEY, ChangeWatch
 from orqen_common.context import SERVICE_PRINCIPAL, Principal
 from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import open_channel
+from orqen_common.lru import Lru
 
 API_KEY_PREFIX = "sk-orq-"
 _KEPT_VERDICTS = 10_000  # verdicts on known keys kept in process (with a ChangeWatch)
@@ -97,7 +97,7 @@ class ApiKeyAuthenticator:
         self._keys = cache_keys
         self._watch = watch
         # Fresh verdicts on known keys, by key hash, with the watch's epoch they were read under.
-        self._kept: OrderedDict[str, tuple[_Verdict, int]] = OrderedDict()
+        self._kept: Lru[str, tuple[_Verdict, int]] = Lru(_KEPT_VERDICTS)
         self._revocations = 0  # heard so far: a verdict read while one was heard is not kept
         if watch is not None:
             watch.listen(self._heard)
@@ -147,15 +147,12 @@ class ApiKeyAuthenticator:
             return
         if self._watch.current() != epoch or self._revocations != revocations:
             return
-        self._kept.pop(key_hash, None)
-        self._kept[key_hash] = (verdict, epoch)
-        if len(self._kept) > _KEPT_VERDICTS:
-            self._kept.popitem(last=False)
+        self._kept.put(key_hash, (verdict, epoch))
 
     def _heard(self, kind: str, key_hash: str) -> None:
         if kind == KEY:
             self._revocations += 1
-            self._kept.pop(key_hash, None)
+            self._kept.pop(key_hash)
 
     async def _cached(self, key_hash: str, cache_key: str) -> _Verdict | None:
         """The cached verdict on a key, fresh or not; None when there is none this service sealed."""

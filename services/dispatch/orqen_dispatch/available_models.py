@@ -10,12 +10,12 @@ provider, else `<provider>/<id>`) and its profile (orqen_dispatch.model_profiles
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from orqen.v1 import dispatch_pb2
 from orqen_common.errors import OrqenError
+from orqen_common.lru import Lru
 from orqen_common.prices import Prices
 from orqen_dispatch.account_config import AccountConfig
 from orqen_dispatch.credentials import merge
@@ -57,9 +57,9 @@ class AvailableModels:
         self._prices = prices
         self._overrides = overrides
         # (provider, fetched_at, its models, the account's saved providers) -> the profiles.
-        self._profiled: OrderedDict[
-            tuple[str, float, tuple[ListedModel, ...], frozenset[str]], tuple[ModelProfile, ...]
-        ] = OrderedDict()
+        self._profiled: Lru[tuple[str, float, tuple[ListedModel, ...], frozenset[str]], tuple[ModelProfile, ...]] = Lru(
+            _PROFILED_LISTS
+        )
 
     def connected(self, config: AccountConfig) -> frozenset[str]:
         """The providers the account can call: the operator's and those it saved credentials for."""
@@ -81,9 +81,7 @@ class AvailableModels:
             if profiled is None:
                 # Off the event loop: a model the price library has not seen costs it a scan.
                 profiled = await asyncio.to_thread(self._profile, listed, key[3])
-                self._profiled[key] = profiled
-                if len(self._profiled) > _PROFILED_LISTS:
-                    self._profiled.popitem(last=False)
+                self._profiled.put(key, profiled)
             profiles += profiled
         return Availability(tuple(profiles), tuple(lists))
 

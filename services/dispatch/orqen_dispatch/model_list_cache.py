@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -27,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orqen_common.errors import OrqenError
+from orqen_common.lru import Lru
 from orqen_dispatch.providers.base import Credentials, UpstreamError
 from orqen_dispatch.providers.model_lists import ListedModel
 
@@ -99,7 +99,7 @@ class ModelListCache:
         self._timeout = fetch_timeout_seconds
         self._clock = clock
         self._refreshing: dict[str, asyncio.Task[_Stored]] = {}
-        self._local: OrderedDict[str, _Stored] = OrderedDict()
+        self._local: Lru[str, _Stored] = Lru(_LOCAL_COPIES)
 
     async def lists(self, sources: Sequence[ListSource]) -> list[ProviderList]:
         """Every source's list, in order; only a source with no copy at all is fetched on the spot."""
@@ -150,10 +150,7 @@ class ModelListCache:
         return task
 
     def _remember(self, key: str, stored: _Stored) -> None:
-        self._local[key] = stored
-        self._local.move_to_end(key)
-        if len(self._local) > _LOCAL_COPIES:
-            self._local.popitem(last=False)
+        self._local.put(key, stored)
 
     async def _refresh(self, source: ListSource, key: str, locked: bool) -> _Stored:
         """Fetch the list and store it; on failure keep the last good copy and record why.

@@ -14,19 +14,26 @@ tool's text is the same object as last time, and its hash, the key of its facts,
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import orjson
 
+from orqen_common.lru import Lru
+
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _slices = msgspec.json.Decoder(list[msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 KEPT_BYTES = 64 * 1024 * 1024  # the lists' texts and their slices: about 80 lists of 500 tools
-_kept: OrderedDict[bytes, list[bytes]] = OrderedDict()
-_kept_bytes = 0
+
+
+def _list_weight(text: bytes, _: list[bytes]) -> int:
+    """A tool list's text and its slices: about twice the text."""
+    return 2 * len(text)
+
+
+_kept: Lru[bytes, list[bytes]] = Lru(KEPT_BYTES, weigh=_list_weight)
 _lock = threading.Lock()
 
 
@@ -80,17 +87,11 @@ class ChatJson:
 
 def _tool_texts(text: bytes) -> list[bytes]:
     """Each tool's JSON text in the list `text`, kept by `text`; msgspec.ValidationError when it is not a list."""
-    global _kept_bytes
     with _lock:
         found = _kept.get(text)
-        if found is not None:
-            _kept.move_to_end(text)
-            return found
+    if found is not None:
+        return found
     tools = [bytes(t) for t in _slices.decode(text)]
     with _lock:
-        if text not in _kept:
-            _kept[text] = tools
-            _kept_bytes += 2 * len(text)
-        while _kept_bytes > KEPT_BYTES and _kept:
-            _kept_bytes -= 2 * len(_kept.popitem(last=False)[0])
+        _kept.put(text, tools)
     return tools

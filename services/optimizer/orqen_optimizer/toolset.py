@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from orqen_common.lru import Lru
 from orqen_optimizer.embeddings import ToolIndex, text_id
 from orqen_optimizer.families import Family, families
 from orqen_optimizer.keywords import Corpus
@@ -43,7 +43,7 @@ class ToolSet:
     rows: weakref.WeakKeyDictionary[ToolIndex, np.ndarray] = field(default_factory=weakref.WeakKeyDictionary)
 
 
-_kept: OrderedDict[tuple[int, ...], ToolSet] = OrderedDict()
+_kept: Lru[tuple[int, ...], ToolSet] = Lru(KEPT)
 _lock = threading.Lock()
 
 
@@ -63,14 +63,11 @@ def toolset(facts: Sequence[ToolFacts]) -> ToolSet:
     key = _key(facts)
     with _lock:
         found = _kept.get(key)
-        if found is not None:
-            _kept.move_to_end(key)
-            return found
+    if found is not None:
+        return found
     built = _build(tuple(facts))
     with _lock:
-        _kept[key] = built
-        while len(_kept) > KEPT:
-            _kept.popitem(last=False)
+        _kept.put(key, built)
     return built
 
 

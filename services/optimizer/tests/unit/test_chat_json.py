@@ -5,6 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
+from orqen_common.lru import Lru
 from orqen_optimizer import chat_json
 from orqen_optimizer.chat_json import ChatJson, MalformedChatError
 from orqen_optimizer.embeddings import ToolIndex
@@ -73,7 +74,8 @@ def test_a_tool_list_seen_before_is_not_skimmed_again(tools: list[dict[str, Any]
 
 def test_the_lists_kept_stay_within_their_budget(monkeypatch: pytest.MonkeyPatch, tools: list[dict[str, Any]]) -> None:
     lists = [orjson.dumps({"messages": ASK, "tools": tools[i:]}) for i in range(4)]
-    monkeypatch.setattr(chat_json, "KEPT_BYTES", 2 * sum(len(orjson.dumps(tools[i:])) for i in (2, 3)))
+    budget = 2 * sum(len(orjson.dumps(tools[i:])) for i in (2, 3))
+    monkeypatch.setattr(chat_json, "_kept", Lru(budget, weigh=chat_json._list_weight))
     first = [ChatJson.parse(body).tools for body in lists]
     again = [ChatJson.parse(body).tools for body in lists[2:]] + [ChatJson.parse(body).tools for body in lists[:2]]
     assert again[0] is first[2] and again[1] is first[3]  # the latest two lists fit and were kept
