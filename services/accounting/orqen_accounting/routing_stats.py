@@ -41,6 +41,7 @@ class ControlSample:
     ranked: Sequence[tuple[str, float]]  # candidates, best first, with their scores
     called: Sequence[str]
     learned: Sequence[str] = ()  # tools the router added beyond K from learned tool usage
+    displaced: Sequence[str] = ()  # tools of K left out to make room for them
 
     @property
     def recalled(self) -> bool:
@@ -50,8 +51,8 @@ class ControlSample:
 
     @property
     def recalled_with_learning(self) -> bool:
-        """Whether its K and the learned additions together held every called tool."""
-        kept = {name for name, _ in self.ranked[: self.k]}.union(self.learned)
+        """Whether its K, less what made room for the learned additions, and those held every called tool."""
+        kept = {name for name, _ in self.ranked[: self.k]}.difference(self.displaced).union(self.learned)
         return all(name in kept for name in self.called)
 
 
@@ -246,6 +247,7 @@ def _sample(row: asyncpg.Record) -> ControlSample:
         ranked=[(c.get("name", ""), float(c.get("score", 0.0))) for c in trace.get("candidates", [])],
         called=row["tools_called"],
         learned=[t.get("name", "") for t in trace.get("learned", [])],
+        displaced=trace.get("displaced", []),
     )
 
 

@@ -35,7 +35,7 @@ from orqen_optimizer.context import ContextResult, compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
-from orqen_optimizer.tool_router import SMALL_TOOLSET, Ask, Decision, ToolRouter
+from orqen_optimizer.tool_router import SMALL_TOOLSET, TOKEN_CAP_MIN_TOOLS, Ask, Decision, ToolRouter, must_keep
 from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
 from orqen_optimizer.toolset import known, toolset
 
@@ -202,7 +202,8 @@ class Planner:
             optimizer_pb2.RoutingStep(text=step.text[:200], tools=[facts[i].name for i in step.keep])
             for step in decision.steps
         )
-        keep = decision.keep + self._learned_additions(account_id, chat, facts, decision, policy, trace)
+        learned, displaced = self._learned_additions(account_id, chat, facts, decision, policy, trace)
+        keep = [i for i in decision.keep if i not in displaced] + learned
         # Control traffic too records the learned additions: calibration scores recall with and without them.
         if self._rng() < policy.ab_control_share:
             stats.routing = trace.mode = decision.mode + AB_CONTROL_SUFFIX
@@ -218,22 +219,25 @@ class Planner:
         decision: Decision,
         policy: RoutingPolicy,
         trace: optimizer_pb2.RoutingTrace,
-    ) -> list[int]:
-        """Indexes of the tools learned usage adds beyond the router's choice; each goes into the trace."""
+    ) -> tuple[list[int], set[int]]:
+        """Indexes of the tools learned usage adds beyond the router's choice, and of those of its K they
+        take the place of; each goes into the trace."""
         if self._learned is None:
-            return []
+            return [], set()
         names = [f.name for f in facts]
         kept = [names[i] for i in decision.keep]
         ranked = [name for name, _ in decision.ranked]
         added = self._learned.additions(account_id, chat, names, ranked, kept, policy.k_cap)
-        trace.learned.extend(added)
         taken = set(decision.keep)
         indexes = []
         for tool in added:
             index = next(i for i, name in enumerate(names) if name == tool.name and i not in taken)
             taken.add(index)
             indexes.append(index)
-        return indexes
+        trace.learned.extend(added)
+        displaced = room_for(indexes, decision, facts, must_keep(chat))
+        trace.displaced.extend(facts[i].name for i in displaced)
+        return indexes, set(displaced)
 
     def close(self) -> None:
         """Drop the indexing not yet started and wait for the batch in progress."""
@@ -260,3 +264,23 @@ class Planner:
         finally:
             with self._queued_lock:
                 self._queued.difference_update(texts)
+
+
+def room_for(learned: list[int], decision: Decision, facts: list[ToolFacts], called: set[str]) -> list[int]:
+    """The tools of the router's K that make room for the `learned` ones, lowest-ranked first.
+
+    Learning spends the router's tool tokens rather than adding to them: a learned tool goes out
+    because the model is expected to call it, a tool at the ranking's tail only because the ranking
+    went that far, so the tail makes way for as many tokens. Never a tool a stage added or the
+    conversation called, nor below TOKEN_CAP_MIN_TOOLS ranked tools: there the learned tools are
+    added (a small request is not worth cutting further). Chosen on the training sessions: against
+    making way only past TOKEN_SHARE_CAP of the request's tool tokens, the same recall for fewer
+    tokens (docs/routing.md).
+    """
+    ranked = [i for i in decision.keep if i not in decision.added_because and facts[i].name not in called]
+    over = sum(facts[i].tokens for i in learned)
+    displaced: list[int] = []
+    while over > 0 and len(ranked) > TOKEN_CAP_MIN_TOOLS:
+        displaced.append(out := ranked.pop())
+        over -= facts[out].tokens
+    return displaced

@@ -51,12 +51,14 @@ def answered(
     routing: str = "semantic",
     k: int = 2,
     learned: tuple[str, ...] = (),
+    displaced: tuple[str, ...] = (),
 ) -> events_pb2.RequestCompleted:
     trace = optimizer_pb2.RoutingTrace(
         mode=routing.removesuffix("_ab_ctrl"),
         k=k,
         candidates=[optimizer_pb2.ToolCandidate(name=n, score=1.0 - i / 10) for i, n in enumerate([top, *OFFERED])],
         learned=[optimizer_pb2.LearnedTool(name=n, reason="follows x (0.50)", score=0.5) for n in learned],
+        displaced=displaced,
     )
     event = events_pb2.RequestCompleted(
         context=common_pb2.RequestContext(
@@ -178,24 +180,28 @@ async def test_calibration_reports_recall_with_and_without_learning_and_a_reset_
         answered(account, ["search_flights", "book_flight"], session="s2", learned=("book_flight",), **control),
         answered(account, ["search_flights"], session="s3", **control),
         answered(account, ["send_email"], session="s3", **control),  # missed either way
+        # K held the called tool, but learning gave its place to another: recalled without learning only.
+        answered(
+            account, ["search_flights"], session="s4", learned=("send_email",), displaced=("search_flights",), **control
+        ),
     )
     async with connect() as accounting:
         calibration = await accounting.GetRoutingCalibration(accounting_pb2.RoutingPeriod(account_id=account))
-        assert calibration.control_requests == 3
-        assert calibration.recall == pytest.approx(1 / 3)
-        assert calibration.recall_with_learning == pytest.approx(2 / 3)
-        assert calibration.learned_control_requests == 1
+        assert calibration.control_requests == 4
+        assert calibration.recall == pytest.approx(2 / 4)  # the second and the fourth
+        assert calibration.recall_with_learning == pytest.approx(2 / 4)  # the first and the second
+        assert calibration.learned_control_requests == 2
         learning = calibration.learning
         assert learning.keys > 0 and learning.pairs > 0
         strongest = learning.top_pairs[0]
         assert (strongest.relation, strongest.anchor, strongest.tool) == (ASKED, "search_flights", "search_flights")
-        assert strongest.count == pytest.approx(2.0, rel=1e-3) and strongest.probability == 0.667  # rounded
+        assert strongest.count == pytest.approx(3.0, rel=1e-3) and strongest.probability == 0.75
 
         reset = await accounting.ResetToolLearning(accounting_pb2.AccountRef(account_id=account))
         assert reset.keys_deleted == learning.keys
         after = await accounting.GetRoutingCalibration(accounting_pb2.RoutingPeriod(account_id=account))
     assert after.learning.keys == 0 and not after.learning.top_pairs
-    assert after.recall_with_learning == pytest.approx(2 / 3)  # the request log is not learning: it stays
+    assert after.recall_with_learning == pytest.approx(2 / 4)  # the request log is not learning: it stays
     assert not [key async for key in auth_cache.scan_iter(match=f"*{account}*")]
 
 

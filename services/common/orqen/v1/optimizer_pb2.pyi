@@ -179,6 +179,7 @@ class RoutingTrace(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     LEARNED_FIELD_NUMBER: _builtins.int
+    DISPLACED_FIELD_NUMBER: _builtins.int
     intent: _builtins.str
     mode: _builtins.str
     k: _builtins.int
@@ -195,6 +196,12 @@ class RoutingTrace(_message.Message):
         before (orqen_optimizer.learned), in the order they were added. k counts none of them.
         """
 
+    @_builtins.property
+    def displaced(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tools of the router's K left out to make room for the learned ones within the tool-token
+        cap, lowest-ranked first. k still counts them.
+        """
+
     def __init__(
         self,
         *,
@@ -205,10 +212,11 @@ class RoutingTrace(_message.Message):
         candidates: _abc.Iterable[Global___ToolCandidate] | None = ...,
         steps: _abc.Iterable[Global___RoutingStep] | None = ...,
         learned: _abc.Iterable[Global___LearnedTool] | None = ...,
+        displaced: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "displaced", b"displaced", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

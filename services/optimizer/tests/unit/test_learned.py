@@ -1,10 +1,16 @@
 """Which tools learned usage adds beyond the router's K, and why."""
 
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 from redis import Redis
 
 from orqen_common.tool_learning import ASKED, CO_USED, FOLLOWS, weight
 from orqen_optimizer.learned import MIN_PROBABILITY, PAUSE_SECONDS, Anchors, LearnedUsage, chosen, likely_tools
+from orqen_optimizer.plan import room_for
+from orqen_optimizer.tool_router import TOKEN_CAP_MIN_TOOLS, Decision
+from orqen_optimizer.tools import ToolFacts
 
 NOW = 1_790_000_000.0
 W = weight(NOW)
@@ -86,3 +92,29 @@ def test_no_room_no_read() -> None:
     # A K cap already reached: nothing to add, and Redis is not asked (it would fail here).
     assert usage.additions("acct", {"messages": []}, ["a", "b"], ["a", "b"], ["a"], k_cap=1) == []
     assert usage._paused_until == 0.0
+
+
+def _facts(count: int, tokens: int = 10) -> list[ToolFacts]:
+    return cast(list[ToolFacts], [SimpleNamespace(name=f"t{i}", tokens=tokens) for i in range(count)])
+
+
+def _decision(ranked: int, because: dict[int, str] | None = None) -> Decision:
+    keep = [*range(ranked), *(because or {})]
+    return Decision(keep, "semantic", "", "", [], because or {})
+
+
+def test_learned_tools_take_the_place_of_the_lowest_ranked_tools_of_as_many_tokens() -> None:
+    facts = _facts(30)
+    decision = _decision(15, {20: "step 1"})
+    assert room_for([25, 26], decision, facts, called=set()) == [14, 13]  # not the step's tool
+    # A tool the conversation called stays, whatever its rank.
+    assert room_for([25, 26], decision, facts, called={"t14"}) == [13, 12]
+    # A heavy learned tool displaces as many tokens as it brings.
+    heavy = [*facts[:25], cast(ToolFacts, SimpleNamespace(name="heavy", tokens=25))]
+    assert room_for([25], decision, heavy, called=set()) == [14, 13, 12]
+
+
+def test_at_the_rankings_minimum_learned_tools_are_added() -> None:
+    facts = _facts(30)
+    assert room_for([20, 21], _decision(TOKEN_CAP_MIN_TOOLS), facts, called=set()) == []
+    assert room_for([20, 21, 22], _decision(TOKEN_CAP_MIN_TOOLS + 1), facts, called=set()) == [TOKEN_CAP_MIN_TOOLS]
