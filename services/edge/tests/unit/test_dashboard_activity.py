@@ -93,6 +93,19 @@ def test_the_trace_ranks_candidates_marks_the_first_k_forwarded_and_the_called_o
     assert colours[0] != colours[1] != colours[2]
 
 
+def test_a_learned_tool_is_forwarded_and_the_tool_that_made_way_for_it_is_not() -> None:
+    trace = optimizer_pb2.RoutingTrace(
+        mode="semantic",
+        k=2,
+        candidates=[optimizer_pb2.ToolCandidate(name=n, score=1 - i / 10) for i, n in enumerate("abc")],
+        learned=[optimizer_pb2.LearnedTool(name="c", reason="follows a (0.80)", score=0.8)],
+        displaced=["b"],
+    )
+    view = trace_view(plain(trace), [])
+    assert view is not None
+    assert [(r["name"], r["forwarded"]) for r in view["rows"]] == [("a", True), ("b", False), ("c", True)]
+
+
 def test_on_ab_control_traffic_every_candidate_was_forwarded() -> None:
     trace = optimizer_pb2.RoutingTrace(
         mode="semantic_ab_ctrl", k=1, candidates=[optimizer_pb2.ToolCandidate(name=n, score=0.5) for n in "abc"]
