@@ -44,7 +44,7 @@ class NoLatency:
     async def snapshot(self, models: Iterable[str]) -> dict[str, ModelStats]:
         return {}
 
-    async def record(self, model: str, duration_ms: float, ok: bool) -> None:
+    def record(self, model: str, duration_ms: float, ok: bool) -> None:
         return None
 
 
