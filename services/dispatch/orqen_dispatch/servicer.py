@@ -14,7 +14,7 @@ it is whole.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing
 
 import grpc
@@ -102,6 +102,17 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
     async def Stream(
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
+        async with aclosing(self._stream(request)) as events:
+            if request.chunk_batches:
+                async for event in events:
+                    yield event
+            else:
+                async for event in events:
+                    for unbatched in _one_a_message(event):
+                        yield unbatched
+
+    async def _stream(self, request: dispatch_pb2.CompleteRequest) -> AsyncGenerator[dispatch_pb2.StreamEvent, None]:
+        """The stream in its batched shape (see StreamEvent)."""
         chat = _parse(request.chat_json)
         targets, use, cached = await self._prepare(chat, request)
         if cached is not None:
@@ -301,6 +312,17 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
                 continue
             name = names.get((attempt.provider, attempt.model), attempt.model)
             self._latency.record(name, attempt.duration_ms, not attempt.error)
+
+
+def _one_a_message(event: dispatch_pb2.StreamEvent) -> Iterator[dispatch_pb2.StreamEvent]:
+    """A batched event in the shape of callers that did not ask for batches: the cache verdict, each
+    chunk and the summary in messages of their own."""
+    if event.cache:
+        yield dispatch_pb2.StreamEvent(cache=event.cache)
+    for chunk in event.chunks:
+        yield dispatch_pb2.StreamEvent(chunk_json=chunk)
+    if event.HasField("summary"):
+        yield dispatch_pb2.StreamEvent(summary=event.summary)
 
 
 def _parse(chat_json: bytes) -> ChatRequest:

@@ -625,6 +625,7 @@ class CompleteRequest(_message.Message):
     ALLOWED_MODELS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     CACHE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    CHUNK_BATCHES_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The canonical chat request (OpenAI Chat Completions JSON, with the extensions
     listed in orqen_common/canonical.py), UTF-8.
@@ -635,6 +636,11 @@ class CompleteRequest(_message.Message):
     """
     cache_ttl_seconds: _builtins.int
     """How long a stored answer is kept (x-orqen-cache-ttl); 0 for the account's setting."""
+    chunk_batches: _builtins.bool
+    """Stream only: the caller reads StreamEvent's batched shape (`chunks`, the summary with the
+    last of them, the cache verdict with the first). Without it a stream comes as it always
+    did: the cache verdict alone, one `chunk_json` a message, the summary alone.
+    """
     @_builtins.property
     def context(self) -> _common_pb2.RequestContext: ...
     @_builtins.property
@@ -667,10 +673,11 @@ class CompleteRequest(_message.Message):
         allowed_models: _abc.Iterable[_builtins.str] | None = ...,
         cache: _builtins.str = ...,
         cache_ttl_seconds: _builtins.int = ...,
+        chunk_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "tool_routing", b"tool_routing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "cache", b"cache", "cache_ttl_seconds", b"cache_ttl_seconds", "chat_json", b"chat_json", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_models", b"allowed_models", "cache", b"cache", "cache_ttl_seconds", b"cache_ttl_seconds", "chat_json", b"chat_json", "chunk_batches", b"chunk_batches", "context", b"context", "credentials", b"credentials", "tool_routing", b"tool_routing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,36 +709,46 @@ Global___CompleteResponse: _TypeAlias = CompleteResponse  # noqa: Y015
 
 @_typing.final
 class StreamEvent(_message.Message):
+    """Each message holds one of chunk_json, summary and cache, unless the request asked for
+    chunk_batches: then chunks, with the summary on the last message and the cache verdict on the
+    first. (These fields were a oneof before chunk_batches; a caller that parses them as one reads
+    the unbatched shape unchanged.)
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    CHUNK_JSON_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    chunk_json: _builtins.bytes
+    """One canonical chunk (OpenAI chat.completion.chunk JSON), unbatched."""
     cache: _builtins.str
-    """On the first message, when the response cache was consulted: "hit" or "miss" (the
-    x-orqen-cache header goes out before the summary does).
+    """First, when the response cache was consulted: "hit" or "miss" (the x-orqen-cache header
+    goes out before the summary does).
     """
     @_builtins.property
     def chunks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Canonical chunks (OpenAI chat.completion.chunk JSON, each a whole object) in order: those
-        the provider had sent while the message before went out (under load or from a provider
-        that answers at once, several; from a paced stream, one each).
+        """Batched: canonical chunks (each a whole JSON object) in order, those the provider had sent
+        while the message before went out (under load or from a provider that answers at once,
+        several; from a paced stream, one each).
         """
 
     @_builtins.property
     def summary(self) -> Global___DispatchSummary:
-        """On the last message, with its last chunks if they were ready: what happened upstream."""
+        """Last: what happened upstream (batched: with the last chunks, if they were ready)."""
 
     def __init__(
         self,
         *,
+        chunk_json: _builtins.bytes = ...,
         chunks: _abc.Iterable[_builtins.bytes] | None = ...,
         summary: Global___DispatchSummary | None = ...,
         cache: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunks", b"chunks", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "chunk_json", b"chunk_json", "chunks", b"chunks", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

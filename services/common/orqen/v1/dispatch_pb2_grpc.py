@@ -86,9 +86,10 @@ class DispatchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Stream(self, request, context):
-        """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, those ready
-        together in one message, the last of them always the usage chunk (choices
-        empty); the last message carries the summary.
+        """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, the last of
+        them always the usage chunk (choices empty), then the summary: one a message, or,
+        when the request asks for chunk_batches, those ready together in one message
+        (see StreamEvent).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,9 +38,10 @@ class DispatchStub:
     def __new__(cls, channel: _aio.Channel) -> DispatchAsyncStub: ...
     Complete: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.CompleteResponse]
     Stream: _grpc.UnaryStreamMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.StreamEvent]
-    """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, those ready
-    together in one message, the last of them always the usage chunk (choices
-    empty); the last message carries the summary.
+    """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, the last of
+    them always the usage chunk (choices empty), then the summary: one a message, or,
+    when the request asks for chunk_batches, those ready together in one message
+    (see StreamEvent).
     """
     SaveCredential: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.SaveCredentialRequest, _accounting_pb2.CredentialInfo]
     """Seals an account's provider secret with the operator key and stores it in accounting."""
@@ -71,9 +72,10 @@ class DispatchAsyncStub(DispatchStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Complete: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.CompleteResponse]  # type: ignore[assignment]
     Stream: _aio.UnaryStreamMultiCallable[_dispatch_pb2.CompleteRequest, _dispatch_pb2.StreamEvent]  # type: ignore[assignment]
-    """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, those ready
-    together in one message, the last of them always the usage chunk (choices
-    empty); the last message carries the summary.
+    """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, the last of
+    them always the usage chunk (choices empty), then the summary: one a message, or,
+    when the request asks for chunk_batches, those ready together in one message
+    (see StreamEvent).
     """
     SaveCredential: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.SaveCredentialRequest, _accounting_pb2.CredentialInfo]  # type: ignore[assignment]
     """Seals an account's provider secret with the operator key and stores it in accounting."""
@@ -113,9 +115,10 @@ class DispatchServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatch_pb2.CompleteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dispatch_pb2.StreamEvent], _abc.AsyncIterator[_dispatch_pb2.StreamEvent]]:
-        """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, those ready
-        together in one message, the last of them always the usage chunk (choices
-        empty); the last message carries the summary.
+        """The canonical chunks (OpenAI chat.completion.chunk JSON) in order, the last of
+        them always the usage chunk (choices empty), then the summary: one a message, or,
+        when the request asks for chunk_batches, those ready together in one message
+        (see StreamEvent).
         """
 
     @_abc_1.abstractmethod

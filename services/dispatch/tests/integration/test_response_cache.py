@@ -186,12 +186,15 @@ def gateway(dispatch_servicer: Callable[..., DispatchServicer], redis: Redis) ->
     return build
 
 
-def request(account: str, question: str, cache: str = "", stream: bool = False) -> dispatch_pb2.CompleteRequest:
+def request(
+    account: str, question: str, cache: str = "", stream: bool = False, batches: bool = True
+) -> dispatch_pb2.CompleteRequest:
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}], "stream": stream}
     return dispatch_pb2.CompleteRequest(
         context=common_pb2.RequestContext(request_id="req_c", account_id=account, ingress="openai"),
         chat_json=orjson.dumps(chat),
         cache=cache,
+        chunk_batches=stream and batches,
     )
 
 
@@ -207,7 +210,7 @@ async def stream(g: Gateway, call: dispatch_pb2.CompleteRequest) -> tuple[list[d
     text = "".join(
         choice.delta.content or ""
         for event in events
-        for data in event.chunks
+        for data in [*event.chunks, *([event.chunk_json] if event.chunk_json else [])]
         for choice in chunk_decoder.decode(data).choices
     )
     return events, text
@@ -278,3 +281,17 @@ async def test_with_redis_down_a_request_that_uses_the_cache_is_answered_upstrea
     events, text = await stream(g, request(A, "q", stream=True))
     assert (events[0].cache, text) == ("miss", "fresh answer 3")
     await unreachable.aclose()
+
+
+async def test_a_caller_that_does_not_ask_for_batches_gets_a_chunk_a_message(gateway: Callable[..., Gateway]) -> None:
+    """The shape Stream always had (an internal caller built before batches, or an edge mid-upgrade)."""
+    g = gateway(enabled=True)
+    batched, text = await stream(g, request(A, "shapes", stream=True))
+    assert text == "fresh answer 1" and [bool(e.chunks) for e in batched] == [True] * len(batched)
+    assert batched[0].cache == "miss" and batched[-1].HasField("summary")
+    for question in ("shapes", "shapes again"):  # a hit, then a miss
+        events, text = await stream(g, request(A, question, stream=True, batches=False))
+        kinds = [[f.name for f, _ in e.ListFields()] for e in events]
+        assert kinds == [["cache"], *[["chunk_json"]] * (len(events) - 2), ["summary"]]
+        assert text == ("fresh answer 1" if question == "shapes" else "fresh answer 2")
+        assert len(events) >= 5  # the text (in pieces when live), the finish and the usage chunk at least

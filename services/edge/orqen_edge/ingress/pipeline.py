@@ -359,6 +359,7 @@ def _dispatch_request(call: ChatCall, chat: ChatRequest) -> dispatch_pb2.Complet
         allowed_models=call.admission.limits.allowed_models if call.admission else (),
         cache=call.cache_mode,
         cache_ttl_seconds=call.cache_ttl_seconds,
+        chunk_batches=call.stream,
     )
 
 
@@ -387,6 +388,11 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[list[C
     events = call.runtime.downstream.stream(_dispatch_request(call, forwarded))
     try:
         first = await anext(events)
+        if not (first.chunks or first.chunk_json or first.HasField("summary")):
+            # The cache verdict alone, from a dispatch that predates batches (a rolling upgrade):
+            # an upstream refusal is still to come, and must become an HTTP error.
+            call.summary.cache = first.cache
+            first = await anext(events)
     except StopAsyncIteration:
         raise OrqenError.of(
             grpc.StatusCode.UNAVAILABLE, "The provider closed the stream without an answer.", http_status=502
@@ -394,7 +400,7 @@ async def open_stream(call: ChatCall, chat: ChatRequest) -> AsyncIterator[list[C
     except OrqenError as err:
         call.dispatch_failed(err)
         raise
-    call.summary.cache = first.cache  # consulted: whether it answers goes out in the headers
+    call.summary.cache = first.cache or call.summary.cache  # consulted: whether it answers goes in the headers
     batch = _take(call, first)
     if batch and not first.HasField("summary"):
         # The headers go out before the summary arrives: the first chunk names the model that answers.
@@ -424,10 +430,14 @@ async def _chunks(
 
 
 def _take(call: ChatCall, event: dispatch_pb2.StreamEvent) -> list[ChatCompletionChunk]:
-    """A stream event's canonical chunks, their tool calls noted; the summary, on the last, is kept."""
+    """A stream event's canonical chunks, their tool calls noted; the summary, on the last, is kept.
+
+    An unbatched event (from a dispatch that predates batches, during a rolling upgrade) is a
+    batch of one.
+    """
     if event.HasField("summary"):
         call.summary = event.summary
-    chunks = [chunk_decoder.decode(data) for data in event.chunks]
+    chunks = [chunk_decoder.decode(data) for data in event.chunks or ([event.chunk_json] if event.chunk_json else [])]
     for chunk in chunks:
         for choice in chunk.choices:
             # A stream names each call once, in the delta that starts it.

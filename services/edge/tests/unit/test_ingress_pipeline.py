@@ -274,17 +274,23 @@ class OrderedPublisher:
         return True
 
 
-async def test_a_stream_ends_only_once_its_request_event_is_stored() -> None:
-    """The format writes where its stream ends ([DONE] here) after the last chunk: by then the event is stored."""
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_stream_ends_only_once_its_request_event_is_stored(batched: bool) -> None:
+    """The format writes where its stream ends ([DONE] here) after the last chunk: by then the event is stored.
+
+    Unbatched: a chunk a message, as a dispatch that predates batches sends it (a rolling upgrade).
+    """
     publisher = OrderedPublisher()
     runtime = SimpleNamespace(publisher=publisher)
     context = common_pb2.RequestContext(request_id="req_1")
     call = ChatCall(runtime=runtime, context=context, model_requested="gpt-4o", stream=True)  # type: ignore[arg-type]
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": []}
-    events = [
-        dispatch_pb2.StreamEvent(chunks=[orjson.dumps(chunk)]),
-        dispatch_pb2.StreamEvent(summary=dispatch_pb2.DispatchSummary()),
-    ]
+    summary = dispatch_pb2.DispatchSummary(model="gpt-4o")
+    if batched:
+        events = [dispatch_pb2.StreamEvent(chunks=[orjson.dumps(chunk)] * 2, summary=summary)]
+    else:
+        events = [dispatch_pb2.StreamEvent(chunk_json=orjson.dumps(chunk))] * 2
+        events.append(dispatch_pb2.StreamEvent(summary=summary))
 
     async def upstream() -> AsyncIterator[dispatch_pb2.StreamEvent]:
         for event in events:
@@ -298,6 +304,7 @@ async def test_a_stream_ends_only_once_its_request_event_is_stored() -> None:
         parts.append((part, list(publisher.log)))
     assert parts[-1] == (b"data: [DONE]\n\n", ["published req_1", "stored"])
     assert all(log == [] for _, log in parts[:-1])
+    assert b"".join(part for part, _ in parts[:-1]).count(b'"id":"c"') == 2 and call.summary.model == "gpt-4o"
 
 
 def test_tool_names_longer_than_any_provider_takes_are_400() -> None:
