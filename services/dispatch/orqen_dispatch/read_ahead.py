@@ -27,7 +27,8 @@ class ReadAhead(Generic[T]):
 
     def __init__(self, source: AsyncIterator[T], most: int) -> None:
         self._read: list[T] = []
-        self._ended: list[Exception | None] = []  # once `source` has ended: None, or its error
+        self._ended = False
+        self._error: Exception | None = None  # what ended `source`, if it failed
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -37,7 +38,7 @@ class ReadAhead(Generic[T]):
     @property
     def finished(self) -> bool:
         """Whether `source` has ended without an error and every item was taken: no list will follow."""
-        return not self._read and self._ended == [None]
+        return not self._read and self._ended and self._error is None
 
     def __aiter__(self) -> ReadAhead[T]:
         return self
@@ -51,8 +52,8 @@ class ReadAhead(Generic[T]):
             self._read.clear()
             self._room.set()
             return batch
-        if (error := self._ended[0]) is not None:
-            raise error
+        if self._error is not None:
+            raise self._error
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
@@ -68,7 +69,6 @@ class ReadAhead(Generic[T]):
                     self._room.clear()
                     await self._room.wait()
         except Exception as err:
-            self._ended.append(err)
-        else:
-            self._ended.append(None)
+            self._error = err
+        self._ended = True
         self._arrived.set()
