@@ -103,13 +103,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServicer):
         self, request: dispatch_pb2.CompleteRequest, context: ServicerContext
     ) -> AsyncIterator[dispatch_pb2.StreamEvent]:
         async with aclosing(self._stream(request)) as events:
-            if request.chunk_batches:
-                async for event in events:
-                    yield event
-            else:
-                async for event in events:
-                    for unbatched in _one_a_message(event):
-                        yield unbatched
+            async for event in events:
+                for out in (event,) if request.chunk_batches else _one_a_message(event):
+                    yield out
 
     async def _stream(self, request: dispatch_pb2.CompleteRequest) -> AsyncGenerator[dispatch_pb2.StreamEvent, None]:
         """The stream in its batched shape (see StreamEvent)."""
