@@ -63,11 +63,15 @@ class MemoEmbed:
 
 @dataclass(frozen=True)
 class Ask:
-    """One routing decision to score: the request, and per needed tool the indexes that satisfy it."""
+    """One routing decision to score: the request, and per needed tool the indexes that satisfy it.
+
+    `pool`: the indexes of the tools the request holds, in its order (None: all of the set's).
+    """
 
     row: str
     chat: dict[str, Any]
     needed: list[set[int]]
+    pool: list[int] | None = None
 
 
 @dataclass
@@ -89,12 +93,13 @@ def score(
     memo: MemoEmbed,
     on_decision: Callable[[Ask, Decision], None] | None = None,
 ) -> dict[str, Row]:
-    """Route every ask over `tools`; the rows, by label, in the order they first appear."""
+    """Route every ask over its pool of `tools`; the rows, by label, in the order they first appear."""
     names = [f.name for f in facts]
-    pool_tokens = sum(tokens)
+    everything = list(range(len(tools)))
     decided = []
     for ask in asks:
-        decision = router.route(ask.chat, tools, policy, facts)
+        pool = everything if ask.pool is None else ask.pool
+        decision = router.route(ask.chat, [tools[i] for i in pool], policy, [facts[i] for i in pool])
         decided.append((ask, decision))
         if on_decision:
             on_decision(ask, decision)
@@ -107,19 +112,21 @@ def score(
         row = rows.setdefault(label, Row())
         k = max(1, round(statistics.mean(len(d.keep) for _, d in pairs)))
         for ask, decision in pairs:
-            kept = set(decision.keep)
+            pool = everything if ask.pool is None else ask.pool
+            kept = {pool[i] for i in decision.keep}
             row.recalled.append(all(group & kept for group in ask.needed))
             row.kept.append(len(kept))
-            row.token_share.append(sum(tokens[i] for i in kept) / pool_tokens)
-            components = router.components(memo([decision.intent])[0], decision.intent, [f.views for f in facts])
-            always = {i for i, n in enumerate(names) if n in must_keep(ask.chat)}
-            row.bm25.append(all(group & (_top(components.keyword, k) | always) for group in ask.needed))
-            row.dense.append(all(group & (_top(components.dense, k) | always) for group in ask.needed))
+            row.token_share.append(sum(tokens[i] for i in kept) / sum(tokens[i] for i in pool))
+            views = [facts[i].views for i in pool]
+            components = router.components(memo([decision.intent])[0], decision.intent, views)
+            always = {i for i in pool if names[i] in must_keep(ask.chat)}
+            row.bm25.append(all(group & (_top(components.keyword, k, pool) | always) for group in ask.needed))
+            row.dense.append(all(group & (_top(components.dense, k, pool) | always) for group in ask.needed))
     return rows
 
 
-def _top(scores: np.ndarray, k: int) -> set[int]:
-    return set(np.argsort(-scores, kind="stable")[:k].tolist())
+def _top(scores: np.ndarray, k: int, pool: list[int]) -> set[int]:
+    return {pool[i] for i in np.argsort(-scores, kind="stable")[:k].tolist()}
 
 
 def line(label: str, row: Row) -> str:

@@ -8,7 +8,8 @@ categories forms one catalogue (2,553 of them, under 1,427 names: categories def
 names more than once, differently); a question needs its own definitions. Each question is
 routed over a pool that holds its own tools (the ones its expected answer calls among them)
 plus others sampled from the catalogue, for pools of 50, 200 and 500 tools, and over the
-whole catalogue.
+whole catalogue. A pool holds one definition per name, as a request must (`one_per_name`), so
+the whole catalogue is 1,427 tools to a question: its own definitions and one of every other name.
 
 Split by tool: a tool is held out for testing when its name hashes into one bucket of five;
 a question belongs to the test split when every tool its answer calls is held out, to the
@@ -44,7 +45,7 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,29 @@ class Question:
 def definition(tool: dict[str, Any]) -> str:
     """A key per tool definition: BFCL's categories define some names more than once, differently."""
     return f"{tool_name(tool)}#{text_id(json.dumps(tool, sort_keys=True)) % 1_000_000:06d}"
+
+
+def request_pool(own: list[str], names: list[str], size: int, rng: random.Random) -> list[str]:
+    """A request's tools: its `own` definitions and others from the catalogue, `size` in all (0: every name)."""
+    pool = one_per_name(own, rng.sample(names, len(names)) if size else names)
+    return pool[: max(size, len(own))] if size else pool
+
+
+def one_per_name(own: list[str], others: Iterable[str]) -> list[str]:
+    """`own` definitions, then those of `others` whose name is not taken yet.
+
+    A request cannot hold two tools of one name (Anthropic and OpenAI-compatible APIs answer 400
+    "Tool names must be unique"), and a model could not tell them apart; the catalogue defines
+    some names up to 48 times, so a pool drawn from it keeps one definition per name.
+    """
+    taken = {n.rpartition("#")[0] for n in own}
+    pool = list(own)
+    for other in others:
+        name = other.rpartition("#")[0]
+        if name not in taken:
+            taken.add(name)
+            pool.append(other)
+    return pool
 
 
 @dataclass
@@ -244,9 +268,11 @@ def stratified(
             split = "test" if rank % 5 == 0 else "train"
             row = f"{split} / {'multi' if multi else 'single'}-tool"
             chat = {"messages": [{"role": "user", "content": case.question}]}
-            asks.append(agent_recall.Ask(row, chat, [{index_of[n]} for n in case.needed]))
+            pool = [index_of[n] for n in one_per_name(case.own, names)]
+            asks.append(agent_recall.Ask(row, chat, [{index_of[n]} for n in case.needed], pool))
     rows = agent_recall.score(router, policy, tools, facts, [tokens[n] for n in names], asks, memo)
-    print(f"single-turn, {len(names)} tools, split by question within category and single/multi-tool:")
+    distinct = len({n.rpartition("#")[0] for n in names})
+    print(f"single-turn, the catalogue's {distinct} names, split by question within category and single/multi-tool:")
     for label in sorted(rows, key=lambda r: (not r.startswith("test"), r)):
         print(agent_recall.line(f"  {label}", rows[label]))
 
@@ -300,16 +326,13 @@ def table(
             split, own = case.split, case.own
             if split is None:
                 continue
-            if pool_size:
-                others = [n for n in rng.sample(names, min(len(names), pool_size + len(own))) if n not in own]
-                pool = own + others[: max(0, pool_size - len(own))]
-            else:
-                pool = names
+            pool = request_pool(own, names, pool_size, rng)
             components = router.components(query, case.question, [views[n] for n in pool])
             chat = {"messages": [{"role": "user", "content": case.question}]}
             decision = router.route(chat, [catalogue[n] for n in pool], policy)
             runs.append((split, case, pool, components, decision))
-        all_runs[pool_size or len(names)] = runs
+        size = pool_size or round(statistics.mean(len(r[2]) for r in runs))  # the whole catalogue: a name each
+        all_runs[size] = runs
         mean_k = round(statistics.mean(len(r[4].keep) for r in runs))
         for split, case, pool, components, decision in runs:
             keep = decision.keep
@@ -325,7 +348,7 @@ def table(
             tally.keyword_only += decision.mode == "keyword"
             tally.bm25_recalled += needed <= top(components.keyword, mean_k)
             tally.dense_recalled += needed <= top(components.dense, mean_k)
-        label = f"{pool_size or len(names)} tools"
+        label = f"{size} tools"
         for split in ("test", "train"):
             print(tallies[split].row(f"{label} / {split}"))
         print(f"{'':<22}(baselines at K = {mean_k}, the router's mean)")
@@ -444,16 +467,14 @@ def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | Non
     for pool_size in (50, 500, 0):
         chats, requests = [], []
         for case in sample:
-            own = case.own
-            others = [n for n in names if n not in own]
-            pool = own + (rng.sample(others, max(0, pool_size - len(own))) if pool_size else others)
+            pool = request_pool(case.own, names, pool_size, rng)
             chats.append(
                 {"messages": [{"role": "user", "content": case.question}], "tools": [catalogue[n] for n in pool]}
             )
             requests.append(orjson.dumps(chats[-1]))  # the servicer's chat_json, serialised once
         timings = [timed(planner, request, policy) for request in requests]
         q = np.percentile(timings, [50, 95])
-        size = pool_size or len(names)
+        size = pool_size or round(statistics.mean(len(c["tools"]) for c in chats))
         print(f"plan latency, {size:>5} cached tools: p50 {q[0]:6.1f} ms  p95 {q[1]:6.1f} ms  ({len(timings)} plans)")
         if pool_size == 500:
             requests_500, chats_500 = requests, chats
