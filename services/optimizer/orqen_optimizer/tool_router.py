@@ -57,6 +57,11 @@ INTENT_CHARS = 2000
 # Per step of a multi-step ask: its candidates at least this likely, at most STEP_K of them (at least one).
 STEP_KEEP_PROBABILITY = 0.05
 STEP_K = 3
+# Past STEP_K, a step keeps its candidates at least STEP_MORE_PROBABILITY likely within STEP_TOKEN_SHARE of the
+# request's tool tokens: a few tools more where each is a small part of the request (a catalogue of a thousand
+# tools), none where one tool is a percent of it (a hundred-tool pool). Chosen on the training splits.
+STEP_MORE_PROBABILITY = 0.005
+STEP_TOKEN_SHARE = 0.003
 # The best HEAD tools by similarity alone and by BM25 alone are kept whatever the fusion says (at
 # most HEAD_SHARE of the tools each): each score finds needed tools the other ranks low (a name the
 # embedding model does not know, a paraphrase sharing no word), and fusing them can push both out.
@@ -65,8 +70,8 @@ HEAD_SHARE = 0.02
 # The ranking's K keeps at most this share of the request's tool tokens (0: no cap), and never
 # fewer than TOKEN_CAP_MIN_TOOLS tools: on a pool of a hundred tools or so, a low keep probability
 # would otherwise forward a fifth of it; a 50-tool pool keeps issue 4's budget (a quarter of it).
-# 0.19: chosen on the training splits once the steps were read from the ask's run (docs/routing.md).
-TOKEN_SHARE_CAP = 0.19
+# 0.21: chosen on the training splits with KEEP_PROBABILITY 0.001 and one definition per name (docs/routing.md).
+TOKEN_SHARE_CAP = 0.21
 TOKEN_CAP_MIN_TOOLS = 12
 STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
@@ -305,7 +310,7 @@ class ToolRouter:
         because: dict[int, str] = {}
         if mode != "limit":
             because.update(heads(keyword, similarity, set(keep)))
-        routes = self._steps(steps, step_keyword, step_dense, facts)
+        routes = self._steps(steps, step_keyword, step_dense, facts, tool_set.tokens)
         for number, route in enumerate(routes, 1):
             fresh = [i for i in route.keep if i not in keep and i not in because]
             because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
@@ -332,6 +337,7 @@ class ToolRouter:
         keyword: list[np.ndarray],
         dense: list[np.ndarray] | None,
         facts: Sequence[ToolFacts],
+        total_tokens: int,
     ) -> list[StepRoute]:
         """Per step, its most likely tools, from its BM25 scores and similarities (None: not embedded).
 
@@ -345,7 +351,7 @@ class ToolRouter:
             else:
                 similar = dense[number]
                 order, likely = rerank(step.text, facts, Components(similar, scores).fused(), similar, scores)
-                keep = order[: max(1, min(STEP_K, int(np.count_nonzero(likely >= STEP_KEEP_PROBABILITY))))]
+                keep = order[: step_k(order, likely, facts, total_tokens)]
             routes.append(StepRoute(step.text, [int(i) for i in keep]))
         return routes
 
@@ -399,6 +405,20 @@ def heads(keyword: np.ndarray, dense: np.ndarray | None, kept: set[int]) -> dict
             if i not in kept and i not in added:
                 added[i] = f"ranks {rank} by {label} alone"
     return added
+
+
+def step_k(order: np.ndarray, likely: np.ndarray, facts: Sequence[ToolFacts], total: int) -> int:
+    """How many of a step's reranked candidates (`order`, `likely` each) to keep: at least one.
+
+    Those at least STEP_KEEP_PROBABILITY likely, at most STEP_K; then, while they fit in STEP_TOKEN_SHARE
+    of the request's `total` tool tokens, those at least STEP_MORE_PROBABILITY likely.
+    """
+    k = max(1, min(STEP_K, int(np.count_nonzero(likely >= STEP_KEEP_PROBABILITY))))
+    more = int(np.count_nonzero(likely >= STEP_MORE_PROBABILITY))
+    if more <= k or not STEP_TOKEN_SHARE:
+        return k
+    spent = np.cumsum([facts[i].tokens for i in order[:more].tolist()])
+    return max(k, int(np.searchsorted(spent, STEP_TOKEN_SHARE * total, side="right")))
 
 
 def within_tokens(order: np.ndarray, k: int, reason: str, facts: Sequence[ToolFacts], total: int) -> tuple[int, str]:

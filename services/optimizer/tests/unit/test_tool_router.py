@@ -274,3 +274,29 @@ def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_its_minimum(monkey
     monkeypatch.setattr(tool_router, "TOKEN_SHARE_CAP", 1e-9)  # nothing fits: the minimum is kept
     assert tool_router.within_tokens(order, 15, "why", facts, total)[0] == 4
     assert tool_router.within_tokens(order, 3, "why", facts, total) == (3, "why")
+
+
+def test_a_step_keeps_a_few_more_candidates_only_where_each_is_a_small_part_of_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orqen_optimizer import tool_router
+    from orqen_optimizer.tools import tool_facts
+
+    facts = [tool_facts(tool(f"tool_{i}", f"Does thing number {i}.")) for i in range(10)]
+    each = facts[0].tokens
+    order = np.arange(10)
+    likely = np.array([0.6, 0.2, 0.06, 0.04, 0.02, 0.01, 0.006, 0.004, 0.001, 0.0])
+    monkeypatch.setattr(tool_router, "STEP_K", 3)
+    monkeypatch.setattr(tool_router, "STEP_KEEP_PROBABILITY", 0.05)
+    monkeypatch.setattr(tool_router, "STEP_MORE_PROBABILITY", 0.005)
+    monkeypatch.setattr(tool_router, "STEP_TOKEN_SHARE", 0.01)
+    # A thousand-tool request: the seven at least 0.005 likely fit in 1% of its tokens.
+    assert tool_router.step_k(order, likely, facts, total=1000 * each) == 7
+    # Five of them fit in a request of five hundred.
+    assert tool_router.step_k(order, likely, facts, total=500 * each) == 5
+    # A hundred-tool request: one tool is 1% of it, so the step keeps its three likeliest, as before.
+    assert tool_router.step_k(order, likely, facts, total=100 * each) == 3
+    monkeypatch.setattr(tool_router, "STEP_TOKEN_SHARE", 0.0)
+    assert tool_router.step_k(order, likely, facts, total=1000 * each) == 3
+    # However unlikely, a step keeps its best candidate.
+    assert tool_router.step_k(order, np.zeros(10), facts, total=1000 * each) == 1
