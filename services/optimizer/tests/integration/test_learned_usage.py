@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from orqen_common.tool_learning import FOLLOWS, relation_key, weight
+from orqen_common.tool_learning import ASKED, CO_USED, FOLLOWS, relation_key, weight
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.plan import Planner
@@ -81,3 +81,14 @@ def test_a_tool_that_follows_the_last_call_is_forwarded_with_its_reason_until_fo
 
     redis.delete(key)
     assert forwarded(planner)[0] == before
+
+
+def test_the_statistics_that_exist_are_read_in_one_command_each_under_its_own_anchor(redis: Redis) -> None:
+    redis.hset(relation_key(ACCOUNT, CO_USED, "ls"), mapping={"": "4", "cd": "3"})
+    redis.hset(relation_key(ACCOUNT, ASKED, "grep"), mapping={"": "2", "find": "2"})
+    keys = [(FOLLOWS, "pwd"), (CO_USED, "cat"), (CO_USED, "ls"), (CO_USED, "du"), (ASKED, "grep")]
+    assert LearnedUsage(redis)._read(ACCOUNT, keys) == [
+        (CO_USED, "ls", {b"": b"4", b"cd": b"3"}),
+        (ASKED, "grep", {b"": b"2", b"find": b"2"}),
+    ]
+    assert LearnedUsage(redis)._read("another-account", keys) == []
