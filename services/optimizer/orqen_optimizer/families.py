@@ -17,16 +17,19 @@ cost tokens the ranking needs). Its core tools are then added,
 best-scored first, at most `MAX_CORE` per family and within `TOKEN_BUDGET` of the tokens already
 kept: the navigation and state tools (`cd`, `ls`, `login`, `authenticate`, `…_login_status`, …),
 when a kept tool edits something (`add_…`, `write_…`, `update_…`), the family's tools that
-create or open it; and the tools whose names say they give what a kept tool's parameters ask for
-(`get_zipcode_based_on_city` for `estimate_distance`, whose cities are zipcodes). The trace gives
-each added tool's reason.
+create or open it; the tools whose names say they give what a kept tool's parameters ask for
+(`get_zipcode_based_on_city` for `estimate_distance`, whose cities are zipcodes); and, after those,
+the tools whose descriptions say they return what a kept tool's parameters are named for
+(`geocode_address`, "Returns: … latitude/longitude", for `find_ev_charging_stations(latitude,
+longitude)`; only the part of a description from its first "return" on, its argument list aside, so
+a family's shared preamble says nothing). The trace gives each added tool's reason.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orqen_optimizer.tools import ToolFacts
@@ -153,8 +156,9 @@ def core_additions(
         else:
             continue
         edits = any(facts[i].name_words & _EDITS for i in in_kept)
-        inputs = _inputs(facts, in_kept)
-        candidates = []
+        inputs = _asked(facts, in_kept, lambda tool: tool.input_words)
+        takes = _asked(facts, in_kept, lambda tool: tool.takes)
+        candidates, described = [], []
         for i in sorted(members - kept_set, key=lambda i: rank.get(i, len(rank))):
             words = facts[i].name_words
             provided = sorted(words & inputs.keys())
@@ -165,7 +169,10 @@ def core_additions(
             elif provided:
                 word = provided[0]
                 candidates.append(Addition(i, f"{why}: gives the {word} that {inputs[word]} takes"))
-        for addition in candidates[:MAX_CORE]:
+            elif said := sorted(facts[i].gives & takes.keys()):
+                word = said[0]
+                described.append(Addition(i, f"{why}: returns the {word} that {takes[word]} takes"))
+        for addition in [*candidates, *described][:MAX_CORE]:
             cost = facts[addition.tool].tokens
             if cost <= budget:
                 added.append(addition)
@@ -173,14 +180,15 @@ def core_additions(
     return added
 
 
-def _inputs(facts: Sequence[ToolFacts], kept: set[int]) -> dict[str, str]:
-    """Words the kept tools' parameters ask for that their names do not, each with a tool asking for it.
+def _asked(facts: Sequence[ToolFacts], kept: set[int], of: Callable[[ToolFacts], frozenset[str]]) -> dict[str, str]:
+    """Words the kept tools ask for (`of` each: its parameters' words, or their names' alone) that their names
+    do not, each with a tool asking for it.
 
     Only words long enough to name a thing (`MIN_INPUT_WORD` letters, not a verb): "zipcode", "latitude".
     """
     found: dict[str, str] = {}
     for i in sorted(kept):
-        for word in facts[i].input_words - facts[i].name_words - _VERBS:
+        for word in of(facts[i]) - facts[i].name_words - _VERBS:
             if len(word) >= MIN_INPUT_WORD:
                 found.setdefault(word, facts[i].name)
     return found

@@ -37,6 +37,8 @@ class ToolFacts:
     document: Document  # its views as one BM25 document
     description_head: str  # its description's first sentence (families)
     input_words: frozenset[str]  # the words of its parameters' names and descriptions (families)
+    takes: frozenset[str]  # the words of its parameters' names (families)
+    gives: frozenset[str]  # the words of what its description says it returns, `takes` aside (families)
 
 
 def tool_facts(tool: Any) -> ToolFacts:
@@ -79,7 +81,29 @@ def _facts_of(tool: Any, tokens: int) -> ToolFacts:
         document=document(text),
         description_head=description_head(description) if isinstance(description, str) else "",
         input_words=frozenset(words(" ".join(_described(function)[1:]))) if isinstance(function, dict) else frozenset(),
+        takes=(takes := _takes(function)),
+        gives=frozenset(words(returned(description))) - takes if isinstance(description, str) else frozenset(),
     )
+
+
+# A docstring's argument list ("Args: …" up to "Returns:"), and the first word saying what a tool returns.
+_ARGUMENTS = re.compile(r"\b(?:args|arguments|parameters|params)\s*:.*?(?=\breturns?\s*:|\Z)", re.I | re.S)
+_RETURNS = re.compile(r"\breturn(?:s|ed|ing)?\b", re.I)
+
+
+def returned(description: str) -> str:
+    """What a description says its tool returns: its text from the first "return" on, argument lists aside."""
+    description = _ARGUMENTS.sub(" ", description)
+    found = _RETURNS.search(description)
+    return description[found.start() :] if found else ""
+
+
+def _takes(function: Any) -> frozenset[str]:
+    parameters = function.get("parameters") if isinstance(function, dict) else None
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    if not isinstance(properties, dict):
+        return frozenset()
+    return frozenset(w for prop in properties for w in identifier_words(str(prop)))
 
 
 def _well_formed(tool: Any) -> bool:

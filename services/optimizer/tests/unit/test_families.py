@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orqen_optimizer.families import core_additions, families
-from orqen_optimizer.tools import tool_facts
+from orqen_optimizer.tools import returned, tool_facts
 
 from .conftest import tool
 
@@ -105,3 +105,32 @@ def test_names_without_a_prefix_make_no_family_together() -> None:
     loose = [tool("getWeather", "Weather now."), tool("sendEmail", "Send mail."), tool("translateText", "Translate."),
              tool("calculate", "Add numbers.")]  # fmt: skip
     assert families(facts_of(loose)) == []
+
+
+MAPS = [
+    tool("maps__find_ev_charging_stations", "Locate charging stations near a point.", latitude="Lat", longitude="Lng"),
+    tool(
+        "maps__geocode_address",
+        "Convert an address to geographic coordinates.\n\nArgs:\n    address: The address or latitude of a place\n"
+        "Returns:\n    Matching places with their latitude/longitude.",
+        address="The address",
+    ),
+    tool("maps__elevation", "Elevation of a point; it needs a latitude and a longitude.", place="Place name"),
+    tool("maps__reverse_geocode", "Returns the address at a point.", latitude="Lat", longitude="Lng"),
+]
+
+
+def test_a_tool_whose_description_returns_what_a_kept_tool_takes_is_added() -> None:
+    facts = facts_of(MAPS + OTHERS)
+    added = core_additions(facts, kept=[0, 4, 5, 6, 7], order=[0, 4, 5, 6, 7, 2, 3, 1], called=set())
+    # Not the tool that only mentions a latitude, nor the one that takes one: the one whose description returns it.
+    assert [(facts[a.tool].name, a.reason.split(": ")[-1]) for a in added] == [
+        ("maps__geocode_address", "returns the latitude that maps__find_ev_charging_stations takes")
+    ]
+
+
+def test_what_a_description_says_its_tool_returns_leaves_its_argument_list_aside() -> None:
+    described = "Convert an address.\nArgs:\n    address: The address\nReturns:\n    Its latitude."
+    assert returned(described) == "Returns:\n    Its latitude."
+    assert returned("Searches the web and returns the pages found.") == "returns the pages found."
+    assert returned("Looks up the weather.") == ""
