@@ -37,7 +37,7 @@ from orqen_common.auth import ApiKeyAuthenticator
 from orqen_common.cache import AuthCacheKeys
 from orqen_common.changes import ChangeWatch
 from orqen_common.errors import from_rpc_error
-from orqen_common.grpc_client import RoundRobin, open_channel, open_channels
+from orqen_common.grpc_client import Balancer, open_channel, open_channels
 from orqen_common.healthcheck import health_status
 from orqen_edge.settings import EdgeSettings
 
@@ -81,14 +81,15 @@ class Downstream:
         # A plan that misses this deadline is not waited for: the request goes on unoptimized.
         self._plan_deadline_s = settings.optimizer_deadline_ms / 1000
         # The optimizer is a group of worker processes on one port: its plans spread over them
-        # only through several connections (orqen_common.grpc_client.open_channels).
+        # only through several connections (orqen_common.grpc_client.open_channels), by the worker that
+        # each answer names (Balancer).
         self._optimizer_channels = open_channels(settings.optimizer_addr, token, settings.optimizer_channels)
         self._channels = {
             _DISPATCH: open_channel(settings.dispatch_addr, token),
             _ACCOUNTING: open_channel(settings.accounting_addr, token),
             _BILLING: open_channel(settings.billing_addr, token),
         }
-        self._optimizer = RoundRobin([optimizer_pb2_grpc.OptimizerStub(c) for c in self._optimizer_channels])
+        self._optimizer = Balancer([optimizer_pb2_grpc.OptimizerStub(c) for c in self._optimizer_channels])
         self._dispatch = dispatch_pb2_grpc.DispatchStub(self._channels[_DISPATCH])
         self._accounting = accounting_pb2_grpc.AccountingStub(self._channels[_ACCOUNTING])
         self._billing = billing_pb2_grpc.BillingStub(self._channels[_BILLING])
@@ -111,7 +112,10 @@ class Downstream:
     async def plan(self, ctx: common_pb2.RequestContext, chat_json: bytes) -> optimizer_pb2.PlanResponse:
         """The optimization plan; raises the gRPC error itself so the caller can fail open."""
         request = optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json)
-        return await self._optimizer().Plan(request, timeout=self._plan_deadline_s)
+        with self._optimizer() as (optimizer, heard):
+            response = await optimizer.Plan(request, timeout=self._plan_deadline_s)
+            heard(response.worker)
+        return response
 
     # Dispatch: chat and proxied calls last as long as the provider takes, so they have no deadline here.
 

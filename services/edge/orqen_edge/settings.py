@@ -52,10 +52,10 @@ class EdgeSettings(
         150, description="Longest wait for an optimization plan before forwarding the original payload."
     )
     optimizer_channels: int = Field(
-        16,
+        64,
         ge=1,
-        description="Connections to the optimizer, used in turn: each lands on one of its worker processes, "
-        "at random, so keep several per worker (ORQEN_OPTIMIZER_WORKERS).",
+        description="Connections to the optimizer: each lands on one of its worker processes at random, and "
+        "plans go to the worker with the fewest in flight, so keep several per worker (ORQEN_OPTIMIZER_WORKERS).",
     )
     optimize_context_chars: int = Field(
         20_000, description="Requests without tools are sent to the optimizer once their messages are this long."

@@ -5,7 +5,8 @@ worker processes on one port), its tool vectors in a real Redis, filled by the b
 indexing, so every worker fetches them instead of embedding; accounting is a stand-in that
 answers every account's preferences with the defaults and no A/B control share, as the
 in-process measurement plans. The client calls over as many connections as the edge opens
-(ORQEN_OPTIMIZER_CHANNELS' default), in turn, each call timed from the client: what the edge
+(ORQEN_OPTIMIZER_CHANNELS' default), each plan to the worker with the fewest in flight as the
+edge sends it (Balancer), each call timed from the client: what the edge
 waits for, serialisation and the network included.
 """
 
@@ -17,7 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +29,7 @@ import orjson
 import psutil
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, optimizer_pb2_grpc
-from orqen_common.grpc_client import RoundRobin, open_channels
+from orqen_common.grpc_client import Balancer, open_channels
 from orqen_common.healthcheck import health_status
 from orqen_edge.settings import EdgeSettings
 from orqen_stack.procs import free_port
@@ -85,19 +87,25 @@ async def optimizer_group(workers: int, redis_url: str, accounting_addr: str) ->
 
 
 async def timed_plans(
-    plan: Callable[[], optimizer_pb2_grpc.OptimizerAsyncStub],
+    balancer: Balancer[optimizer_pb2_grpc.OptimizerAsyncStub],
     requests: list[optimizer_pb2.PlanRequest],
     concurrency: int,
+    workers: Counter[int] | None = None,
 ) -> list[float]:
-    """Milliseconds of each call, `concurrency` of them in flight at any time."""
+    """Milliseconds of each call, `concurrency` of them in flight at any time; `workers`: counts the plans
+    each worker made."""
     pending = iter(requests)
     timings: list[float] = []
 
     async def caller() -> None:
         for request in pending:  # shared by every caller: each request is sent once
             started = time.perf_counter()
-            await plan().Plan(request)
+            with balancer() as (optimizer, heard):  # as the edge calls
+                answer = await optimizer.Plan(request)
+                heard(answer.worker)
             timings.append((time.perf_counter() - started) * 1000)
+            if workers is not None:
+                workers[answer.worker] += 1
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return timings
@@ -134,20 +142,21 @@ async def _measure(
     await accounting.start()
     print(
         f"\nthrough gRPC: `python -m orqen_optimizer` with N worker processes, 500 cached tools, {CHANNELS} "
-        f"connections used in turn, deadline {deadline_ms} ms:"
+        f"connections balanced by worker, deadline {deadline_ms} ms:"
     )
     try:
         for workers in worker_counts:
             async with optimizer_group(workers, redis_url, f"127.0.0.1:{accounting_port}") as (addr, pid):
                 channels = open_channels(addr, TOKEN, CHANNELS)
-                stubs = RoundRobin([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
+                stubs = Balancer([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
                 # Each connection's worker indexes the whole catalogue (vectors from Redis), then a warm-up round.
                 await asyncio.gather(*(stub.Plan(everything) for stub in stubs.items))
                 await timed_plans(stubs, timed[: len(requests)], 4)
                 for concurrency in (1, 4, 16):
                     load = os.getloadavg()[0]
                     server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
-                    timings = await timed_plans(stubs, timed, concurrency)
+                    spread: Counter[int] = Counter()
+                    timings = await timed_plans(stubs, timed, concurrency, spread)
                     # CPU per plan does not depend on what else runs on the machine, latency does.
                     server_ms = (cpu_seconds(pid) - server_cpu) * 1000 / len(timings)
                     client_ms = (time.process_time() - client_cpu) * 1000 / len(timings)
@@ -158,6 +167,7 @@ async def _measure(
                         f"  {label}: p50 {q[0]:6.1f} ms  "
                         f"p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  past the deadline {late:5.1%}  "
                         f"CPU per plan: optimizer {server_ms:4.1f} ms, client {client_ms:4.1f} ms  "
+                        f"plans per worker {'/'.join(str(n) for n in sorted(spread.values()))}  "
                         f"({len(timings)} plans, load average {load:.2f} before)"
                     )
                 await asyncio.gather(*(c.close() for c in channels))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import orjson
 from prometheus_client import Counter
@@ -25,6 +26,8 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
         self._planner = planner
         self._policies = policies
         self._plans = PLANS.labels(str(worker))
+        # Names this process in every answer, so that callers spread their calls over the workers by it.
+        self._worker_id = random.SystemRandom().getrandbits(63)
 
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_id = account_scope(request.context.account_id)
@@ -43,5 +46,5 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             raise invalid_request("chat_json is not valid JSON.") from None
         self._plans.inc()
         return optimizer_pb2.PlanResponse(
-            chat_json=request.chat_json if body is None else body, stats=stats, trace=trace
+            chat_json=request.chat_json if body is None else body, stats=stats, trace=trace, worker=self._worker_id
         )

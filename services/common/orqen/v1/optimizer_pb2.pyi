@@ -50,8 +50,13 @@ class PlanResponse(_message.Message):
     CHAT_JSON_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The chat request to forward; equal to the input when nothing changed."""
+    worker: _builtins.int
+    """Which worker process of the optimizer planned (a random id per process): a client spreads its
+    calls over the workers by it (orqen_common.grpc_client.Balancer).
+    """
     @_builtins.property
     def stats(self) -> Global___PlanStats: ...
     @_builtins.property
@@ -62,10 +67,11 @@ class PlanResponse(_message.Message):
         chat_json: _builtins.bytes = ...,
         stats: Global___PlanStats | None = ...,
         trace: Global___RoutingTrace | None = ...,
+        worker: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "stats", b"stats", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "stats", b"stats", "trace", b"trace", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

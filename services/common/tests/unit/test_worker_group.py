@@ -1,11 +1,12 @@
-"""The pieces of a worker group that need no process: how many workers, the link's wire form, calls in turn."""
+"""The pieces of a worker group that need no process: how many workers, the link's wire form, the calls' balancer."""
 
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 
-from orqen_common.grpc_client import RoundRobin
+from orqen_common.grpc_client import Balancer
 from orqen_common.worker_group import WorkerLink, available_cpus
 
 
@@ -31,8 +32,45 @@ def test_a_worker_link_travels_as_one_argument() -> None:
         WorkerLink.parse("3:7")
 
 
-def test_round_robin_takes_each_item_in_turn() -> None:
-    turns = RoundRobin(["a", "b", "c"])
-    assert [turns() for _ in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
+# Four connections as the kernel might deal them: three reach worker 1, one reaches worker 2.
+REACHES = {"c0": 1, "c1": 1, "c2": 1, "c3": 2}
+
+
+def call(balancer: Balancer[str]) -> str:
+    """One call through the balancer, answered by the worker its channel reaches."""
+    with balancer() as (channel, heard):
+        heard(REACHES[channel])
+    return channel
+
+
+def test_calls_in_flight_spread_over_the_workers_not_over_their_connections() -> None:
+    balancer = Balancer(list(REACHES))
+    assert sorted(call(balancer) for _ in range(4)) == ["c0", "c1", "c2", "c3"]  # each heard from once
+    with contextlib.ExitStack() as in_flight:
+        held = [in_flight.enter_context(balancer())[0] for _ in range(4)]
+    # Two calls on each worker: worker 2's one connection carries two, worker 1's three carry two.
+    assert sorted(REACHES[c] for c in held) == [1, 1, 2, 2] and held.count("c3") == 2
+
+
+def test_one_at_a_time_the_workers_take_turns() -> None:
+    balancer = Balancer(list(REACHES))
+    for _ in range(4):
+        call(balancer)
+    assert [REACHES[call(balancer)] for _ in range(6)] == [1, 2, 1, 2, 1, 2]
+
+
+def test_a_connection_that_reaches_another_worker_is_counted_there() -> None:
+    balancer = Balancer(["c0", "c1"])
+    with balancer() as (_, heard):
+        heard(1)
+    with balancer() as (_, heard):
+        heard(1)  # both connections reach worker 1
+    with contextlib.ExitStack() as in_flight:
+        held = [in_flight.enter_context(balancer()) for _ in range(2)]
+        held[0][1](2)  # the first one's connection now reaches worker 2 (worker 1 restarted)
+    # One call in flight per worker: each goes to its own connection.
+    with contextlib.ExitStack() as in_flight:
+        channels = {in_flight.enter_context(balancer())[0] for _ in range(2)}
+    assert channels == {"c0", "c1"}
     with pytest.raises(ValueError):
-        RoundRobin([])
+        Balancer([])

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, optimizer_pb2_grpc
-from orqen_common.grpc_client import RoundRobin, open_channels
+from orqen_common.grpc_client import Balancer, open_channels
 from orqen_common.grpc_server import ServicerContext
 from orqen_common.healthcheck import health_status
 from orqen_stack.procs import free_port
@@ -109,15 +109,23 @@ async def test_plans_over_several_connections_land_in_every_worker_and_a_worker_
     workers = psutil.Process(optimizer.parent.pid).children()
     assert len(workers) == WORKERS
     channels = open_channels(optimizer.addr, TOKEN, CHANNELS)
-    plan = RoundRobin([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
+    balancer = Balancer([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
     context = common_pb2.RequestContext(account_id=str(uuid.uuid4()))
     chat = {"messages": [{"role": "user", "content": "do task 3"}], "tools": TOOLS}
     request = optimizer_pb2.PlanRequest(context=context, chat_json=orjson.dumps(chat))
+
+    async def plan() -> optimizer_pb2.PlanResponse:
+        with balancer() as (optimizer, heard):
+            answer = await optimizer.Plan(request)
+            heard(answer.worker)
+        return answer
+
     try:
-        answers = await asyncio.gather(*(plan().Plan(request) for _ in range(2 * CHANNELS)))
+        answers = await asyncio.gather(*(plan() for _ in range(2 * CHANNELS)))
     finally:
         await asyncio.gather(*(c.close() for c in channels))
     assert all(a.stats.tools_input == len(TOOLS) for a in answers)
+    assert len({a.worker for a in answers}) == WORKERS  # each worker names itself
     # The parent serves every worker's samples on the one metrics port.
     async with httpx.AsyncClient() as http:
         by_worker = plans_by_worker((await http.get(optimizer.metrics_url)).text)
