@@ -99,11 +99,15 @@ def returned(description: str) -> str:
 
 
 def _takes(function: Any) -> frozenset[str]:
-    parameters = function.get("parameters") if isinstance(function, dict) else None
-    properties = parameters.get("properties") if isinstance(parameters, dict) else None
-    if not isinstance(properties, dict):
-        return frozenset()
+    properties = _properties(function) if isinstance(function, dict) else {}
     return frozenset(w for prop in properties for w in identifier_words(str(prop)))
+
+
+def _properties(function: dict[str, Any]) -> dict[Any, Any]:
+    """A function's parameters' schemas by name ({} when it declares none)."""
+    parameters = function.get("parameters")
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    return properties if isinstance(properties, dict) else {}
 
 
 def _well_formed(tool: Any) -> bool:
@@ -136,12 +140,9 @@ def _compute_views(tool: Any) -> list[str]:
 def _described(function: dict[str, Any]) -> list[str]:
     """A function's description, then each parameter's name (as words) and description."""
     parts = [str(function.get("description") or "")]
-    parameters = function.get("parameters")
-    properties = parameters.get("properties") if isinstance(parameters, dict) else None
-    if isinstance(properties, dict):
-        for prop, schema in properties.items():
-            described = schema.get("description", "") if isinstance(schema, dict) else ""
-            parts.append(f"{' '.join(identifier_words(prop))} {described}")
+    for prop, schema in _properties(function).items():
+        described = schema.get("description", "") if isinstance(schema, dict) else ""
+        parts.append(f"{' '.join(identifier_words(prop))} {described}")
     return parts
 
 
