@@ -100,19 +100,18 @@ def score(
     for ask in asks:
         pool = everything if ask.pool is None else ask.pool
         decision = router.route(ask.chat, [tools[i] for i in pool], policy, [facts[i] for i in pool])
-        decided.append((ask, decision))
+        decided.append((ask, pool, decision))
         if on_decision:
             on_decision(ask, decision)
-    memo.prefetch([d.intent for _, d in decided])
+    memo.prefetch([d.intent for _, _, d in decided])
     rows: dict[str, Row] = {}
-    by_row: dict[str, list[tuple[Ask, Decision]]] = {}
-    for ask, decision in decided:
-        by_row.setdefault(ask.row, []).append((ask, decision))
-    for label, pairs in by_row.items():
+    by_row: dict[str, list[tuple[Ask, list[int], Decision]]] = {}
+    for ask, pool, decision in decided:
+        by_row.setdefault(ask.row, []).append((ask, pool, decision))
+    for label, routed in by_row.items():
         row = rows.setdefault(label, Row())
-        k = max(1, round(statistics.mean(len(d.keep) for _, d in pairs)))
-        for ask, decision in pairs:
-            pool = everything if ask.pool is None else ask.pool
+        k = max(1, round(statistics.mean(len(d.keep) for _, _, d in routed)))
+        for ask, pool, decision in routed:
             kept = {pool[i] for i in decision.keep}
             row.recalled.append(all(group & kept for group in ask.needed))
             row.kept.append(len(kept))

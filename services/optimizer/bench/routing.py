@@ -99,6 +99,11 @@ def definition(tool: dict[str, Any]) -> str:
     return f"{tool_name(tool)}#{text_id(json.dumps(tool, sort_keys=True)) % 1_000_000:06d}"
 
 
+def name_of(key: str) -> str:
+    """The tool name of a `definition` key."""
+    return key.rpartition("#")[0]
+
+
 def request_pool(own: list[str], names: list[str], size: int, rng: random.Random) -> list[str]:
     """A request's tools: its `own` definitions and others from the catalogue, `size` in all (0: every name)."""
     pool = one_per_name(own, rng.sample(names, len(names)) if size else names)
@@ -112,10 +117,10 @@ def one_per_name(own: list[str], others: Iterable[str]) -> list[str]:
     "Tool names must be unique"), and a model could not tell them apart; the catalogue defines
     some names up to 48 times, so a pool drawn from it keeps one definition per name.
     """
-    taken = {n.rpartition("#")[0] for n in own}
+    taken = {name_of(n) for n in own}
     pool = list(own)
     for other in others:
-        name = other.rpartition("#")[0]
+        name = name_of(other)
         if name not in taken:
             taken.add(name)
             pool.append(other)
@@ -271,7 +276,7 @@ def stratified(
             pool = [index_of[n] for n in one_per_name(case.own, names)]
             asks.append(agent_recall.Ask(row, chat, [{index_of[n]} for n in case.needed], pool))
     rows = agent_recall.score(router, policy, tools, facts, [tokens[n] for n in names], asks, memo)
-    distinct = len({n.rpartition("#")[0] for n in names})
+    distinct = len({name_of(n) for n in names})
     print(f"single-turn, the catalogue's {distinct} names, split by question within category and single/multi-tool:")
     for label in sorted(rows, key=lambda r: (not r.startswith("test"), r)):
         print(agent_recall.line(f"  {label}", rows[label]))
