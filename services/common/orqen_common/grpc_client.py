@@ -120,25 +120,36 @@ class Balancer(Generic[T]):
 
     Taking the channels in turn loads each worker with as many calls as it got connections, and the
     kernel deals those at random: 8 workers over 16 connections give the busiest twice its share at
-    the median. So each answer names the worker that made it (`heard`), and a call goes to the worker
-    with the fewest calls in flight (the one served longest ago among equals), through its channels
-    in turn. A channel not heard from yet counts as a worker of its own; one whose connection moved
-    to another worker (a restart) is counted there from its next answer.
+    the median. So each answer names the worker that made it and the group's size (`heard`), and a
+    call goes to the worker with the fewest calls in flight (the one served longest ago among equals),
+    through its channels in turn. A channel not heard from yet counts as a worker of its own; one
+    whose connection moved to another worker (a restart of the group) is counted there from its next
+    answer.
+
+    A worker that no connection reached would never be called: 64 connections miss one of 16 workers
+    in a quarter of the starts, and a restarted group is dealt the reconnections afresh. So once
+    every channel has answered and fewer workers than the group's size were heard from, `more()`
+    opens another channel (a new connection, dealt again), up to `most` channels in all.
     """
 
-    def __init__(self, items: Sequence[T]) -> None:
+    def __init__(self, items: Sequence[T], more: Callable[[], T] | None = None, most: int = 0) -> None:
         if not items:
             raise ValueError("Balancer needs at least one item")
-        self.items = list(items)
-        self._worker_of: list[Hashable] = [("channel", i) for i in range(len(self.items))]
-        self._channels: dict[Hashable, list[int]] = {("channel", i): [i] for i in range(len(self.items))}
-        self._load: dict[Hashable, int] = dict.fromkeys(self._channels, 0)
-        self._served: dict[Hashable, int] = dict.fromkeys(self._channels, 0)
+        self.items: list[T] = []
+        self._worker_of: list[Hashable] = []
+        self._channels: dict[Hashable, list[int]] = {}
+        self._load: dict[Hashable, int] = {}
+        self._served: dict[Hashable, int] = {}
         self._calls = 0
+        self._more = more
+        self._most = most
+        self._group = 0  # the group's size, as its last answer gave it
+        for item in items:
+            self._add(item)
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[tuple[T, Callable[[int], None]]]:
-        """The stub to call, and `heard(worker)` to report which worker answered."""
+    def __call__(self) -> Iterator[tuple[T, Callable[[int, int], None]]]:
+        """The stub to call, and `heard(worker, workers)` to report which worker answered and the group's size."""
         self._calls += 1
         reached = (w for w, channels in self._channels.items() if channels)
         worker = min(reached, key=lambda w: (self._load[w], self._served[w]))
@@ -146,14 +157,33 @@ class Balancer(Generic[T]):
         index = channels[self._calls % len(channels)]
         self._load[worker] += 1
         self._served[worker] = self._calls
-        answered: list[int] = []
+        answered: list[tuple[int, int]] = []
         try:
-            yield self.items[index], answered.append
+            yield self.items[index], lambda worker, workers: answered.append((worker, workers))
         finally:
             self._load[worker] -= 1
             if answered:
-                self._move(index, answered[-1])
+                heard_from, self._group = answered[-1]
+                self._move(index, heard_from)
             self._forget(worker)
+            self._reach_every_worker()
+
+    def _add(self, item: T) -> None:
+        """A channel to count as a worker of its own until it answers."""
+        index = len(self.items)
+        unheard = ("channel", index)
+        self.items.append(item)
+        self._worker_of.append(unheard)
+        self._channels[unheard] = [index]
+        self._load[unheard] = self._served[unheard] = 0
+
+    def _reach_every_worker(self) -> None:
+        """Open another channel when every channel answered and some worker of the group was not among them."""
+        if self._more is None or len(self.items) >= self._most:
+            return
+        reached = [w for w, channels in self._channels.items() if channels]
+        if len(reached) < self._group and not any(isinstance(w, tuple) for w in reached):
+            self._add(self._more())
 
     def _move(self, index: int, worker: int) -> None:
         """Count channel `index` as reaching `worker` from now on."""
@@ -164,7 +194,7 @@ class Balancer(Generic[T]):
         self._worker_of[index] = worker
         self._channels.setdefault(worker, []).append(index)
         self._load.setdefault(worker, 0)
-        self._served.setdefault(worker, 0)
+        self._served.setdefault(worker, self._served[old])  # a worker first heard from was just served
         self._forget(old)
 
     def _forget(self, worker: Hashable) -> None:

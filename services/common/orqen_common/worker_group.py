@@ -83,19 +83,20 @@ async def _read_byte(fd: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class WorkerLink:
-    """A worker's ends of its two pipes to the group's parent, passed as `index:ready_fd:group_fd`."""
+    """A worker's place in its group and its ends of two pipes to the parent, as `index:count:ready_fd:group_fd`."""
 
     index: int
+    count: int  # workers in the group
     ready_fd: int  # written once: this worker can serve
     group_fd: int  # read: "go" once every worker can serve; end-of-file once the parent is gone
 
     @classmethod
     def parse(cls, value: str) -> WorkerLink:
-        index, ready_fd, group_fd = (int(part) for part in value.split(":"))
-        return cls(index, ready_fd, group_fd)
+        index, count, ready_fd, group_fd = (int(part) for part in value.split(":"))
+        return cls(index, count, ready_fd, group_fd)
 
     def __str__(self) -> str:
-        return f"{self.index}:{self.ready_fd}:{self.group_fd}"
+        return f"{self.index}:{self.count}:{self.ready_fd}:{self.group_fd}"
 
     async def join(self, stop: asyncio.Event) -> bool:
         """Report this worker ready, wait for the whole group; False if stop or the parent's end came first.
@@ -172,7 +173,7 @@ async def _run(
     tasks: list[asyncio.Future[Any]] = []
     try:
         for index in range(count):
-            workers.append(await _start(index, worker_argv, env))
+            workers.append(await _start(index, count, worker_argv, env))
         log.info("worker group starting", workers=count)
         exits = {asyncio.ensure_future(w.process.wait()): w for w in workers}
         ready = [asyncio.ensure_future(_read_byte(w.ready_fd)) for w in workers]
@@ -211,10 +212,12 @@ async def _all_ready(ready: Sequence[asyncio.Future[bytes]], ends: Sequence[asyn
     return True
 
 
-async def _start(index: int, worker_argv: Callable[[WorkerLink], Sequence[str]], env: dict[str, str]) -> _Worker:
+async def _start(
+    index: int, count: int, worker_argv: Callable[[WorkerLink], Sequence[str]], env: dict[str, str]
+) -> _Worker:
     ready_r, ready_w = os.pipe()
     group_r, group_w = os.pipe()
-    link = WorkerLink(index, ready_w, group_r)
+    link = WorkerLink(index, count, ready_w, group_r)
     try:
         process = await asyncio.create_subprocess_exec(*worker_argv(link), env=env, pass_fds=(ready_w, group_r))
     finally:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import grpc
+import structlog
 from google.protobuf.message import Message
 from redis.asyncio import Redis
 
@@ -40,6 +41,8 @@ from orqen_common.errors import from_rpc_error
 from orqen_common.grpc_client import Balancer, open_channel, open_channels
 from orqen_common.healthcheck import health_status
 from orqen_edge.settings import EdgeSettings
+
+log = structlog.get_logger(__name__)
 
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
@@ -82,14 +85,26 @@ class Downstream:
         self._plan_deadline_s = settings.optimizer_deadline_ms / 1000
         # The optimizer is a group of worker processes on one port: its plans spread over them
         # only through several connections (orqen_common.grpc_client.open_channels), by the worker that
-        # each answer names (Balancer).
+        # each answer names (Balancer), which opens up to as many again to reach a worker none reached.
         self._optimizer_channels = open_channels(settings.optimizer_addr, token, settings.optimizer_channels)
+
+        def another_optimizer_connection() -> optimizer_pb2_grpc.OptimizerAsyncStub:
+            count = len(self._optimizer_channels) + 1
+            log.info("opening another optimizer connection to reach every worker", count=count)
+            channel = open_channel(settings.optimizer_addr, token, own_connection=True)
+            self._optimizer_channels.append(channel)
+            return optimizer_pb2_grpc.OptimizerStub(channel)
+
         self._channels = {
             _DISPATCH: open_channel(settings.dispatch_addr, token),
             _ACCOUNTING: open_channel(settings.accounting_addr, token),
             _BILLING: open_channel(settings.billing_addr, token),
         }
-        self._optimizer = Balancer([optimizer_pb2_grpc.OptimizerStub(c) for c in self._optimizer_channels])
+        self._optimizer = Balancer(
+            [optimizer_pb2_grpc.OptimizerStub(c) for c in self._optimizer_channels],
+            more=another_optimizer_connection,
+            most=2 * settings.optimizer_channels,
+        )
         self._dispatch = dispatch_pb2_grpc.DispatchStub(self._channels[_DISPATCH])
         self._accounting = accounting_pb2_grpc.AccountingStub(self._channels[_ACCOUNTING])
         self._billing = billing_pb2_grpc.BillingStub(self._channels[_BILLING])
@@ -114,7 +129,7 @@ class Downstream:
         request = optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json)
         with self._optimizer() as (optimizer, heard):
             response = await optimizer.Plan(request, timeout=self._plan_deadline_s)
-            heard(response.worker)
+            heard(response.worker, response.workers)
         return response
 
     # Dispatch: chat and proxied calls last as long as the provider takes, so they have no deadline here.

@@ -54,8 +54,9 @@ class EdgeSettings(
     optimizer_channels: int = Field(
         64,
         ge=1,
-        description="Connections to the optimizer: each lands on one of its worker processes at random, and "
-        "plans go to the worker with the fewest in flight, so keep several per worker (ORQEN_OPTIMIZER_WORKERS).",
+        description="Connections to the optimizer at start: each lands on one of its worker processes at random, "
+        "and plans go to the worker with the fewest in flight, so keep several per worker (ORQEN_OPTIMIZER_WORKERS). "
+        "Up to as many again are opened while some worker is reached by none.",
     )
     optimize_context_chars: int = Field(
         20_000, description="Requests without tools are sent to the optimizer once their messages are this long."

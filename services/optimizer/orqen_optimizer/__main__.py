@@ -36,7 +36,7 @@ def warm_up(settings: OptimizerSettings) -> None:
         encoder(settings.model_cache_dir, int8=settings.embedding_precision == "int8")(["warm up"])
 
 
-async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack) -> ServiceParts:
+async def build(settings: OptimizerSettings, worker: WorkerLink, stack: AsyncExitStack) -> ServiceParts:
     await asyncio.to_thread(warm_up, settings)
     vectors = Redis.from_url(settings.redis_url, socket_connect_timeout=TIMEOUT_SECONDS, socket_timeout=TIMEOUT_SECONDS)
     stack.callback(vectors.close)
@@ -69,7 +69,8 @@ async def build(settings: OptimizerSettings, worker: int, stack: AsyncExitStack)
     )
 
     def register(server: grpc.aio.Server) -> None:
-        optimizer_pb2_grpc.add_OptimizerServicer_to_server(OptimizerServicer(planner, policies, worker), server)
+        servicer = OptimizerServicer(planner, policies, worker.index, worker.count)
+        optimizer_pb2_grpc.add_OptimizerServicer_to_server(servicer, server)
 
     return ServiceParts(
         register=register,
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda link: [sys.executable, "-m", "orqen_optimizer", "--worker", str(link)],
         )
     listen = settings.optimizer_addr
-    aio.run(run_grpc_service("optimizer", settings, listen, partial(build, settings, worker.index), worker))
+    aio.run(run_grpc_service("optimizer", settings, listen, partial(build, settings, worker), worker))
     return 0
 
 

@@ -22,12 +22,13 @@ PLANS = Counter("orqen_optimizer_plans_total", "Plans made, by worker process of
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
-    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: int = 0) -> None:
+    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: int = 0, workers: int = 1) -> None:
         self._planner = planner
         self._policies = policies
         self._plans = PLANS.labels(str(worker))
         # Names this process in every answer, so that callers spread their calls over the workers by it.
         self._worker_id = random.SystemRandom().getrandbits(63)
+        self._workers = workers
 
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_id = account_scope(request.context.account_id)
@@ -46,5 +47,9 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             raise invalid_request("chat_json is not valid JSON.") from None
         self._plans.inc()
         return optimizer_pb2.PlanResponse(
-            chat_json=request.chat_json if body is None else body, stats=stats, trace=trace, worker=self._worker_id
+            chat_json=request.chat_json if body is None else body,
+            stats=stats,
+            trace=trace,
+            worker=self._worker_id,
+            workers=self._workers,
         )

@@ -51,11 +51,16 @@ class PlanResponse(_message.Message):
     STATS_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The chat request to forward; equal to the input when nothing changed."""
     worker: _builtins.int
     """Which worker process of the optimizer planned (a random id per process): a client spreads its
     calls over the workers by it (orqen_common.grpc_client.Balancer).
+    """
+    workers: _builtins.int
+    """How many worker processes the optimizer runs: a client that heard from fewer opens more
+    connections, since the kernel deals each to a worker at random.
     """
     @_builtins.property
     def stats(self) -> Global___PlanStats: ...
@@ -68,10 +73,11 @@ class PlanResponse(_message.Message):
         stats: Global___PlanStats | None = ...,
         trace: Global___RoutingTrace | None = ...,
         worker: _builtins.int = ...,
+        workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "stats", b"stats", "trace", b"trace", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "stats", b"stats", "trace", b"trace", "worker", b"worker", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

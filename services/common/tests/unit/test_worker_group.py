@@ -26,20 +26,20 @@ def test_cpus_are_the_affinity_mask_capped_by_a_containers_cpu_limit(tmp_path: P
 
 
 def test_a_worker_link_travels_as_one_argument() -> None:
-    link = WorkerLink(index=3, ready_fd=7, group_fd=9)
-    assert str(link) == "3:7:9" and WorkerLink.parse(str(link)) == link
+    link = WorkerLink(index=3, count=4, ready_fd=7, group_fd=9)
+    assert str(link) == "3:4:7:9" and WorkerLink.parse(str(link)) == link
     with pytest.raises(ValueError):
-        WorkerLink.parse("3:7")
+        WorkerLink.parse("3:7:9")
 
 
 # Four connections as the kernel might deal them: three reach worker 1, one reaches worker 2.
 REACHES = {"c0": 1, "c1": 1, "c2": 1, "c3": 2}
 
 
-def call(balancer: Balancer[str]) -> str:
-    """One call through the balancer, answered by the worker its channel reaches."""
+def call(balancer: Balancer[str], reaches: dict[str, int] = REACHES, workers: int = 2) -> str:
+    """One call through the balancer, answered by the worker its channel reaches, of a group of `workers`."""
     with balancer() as (channel, heard):
-        heard(REACHES[channel])
+        heard(reaches[channel], workers)
     return channel
 
 
@@ -62,15 +62,55 @@ def test_one_at_a_time_the_workers_take_turns() -> None:
 def test_a_connection_that_reaches_another_worker_is_counted_there() -> None:
     balancer = Balancer(["c0", "c1"])
     with balancer() as (_, heard):
-        heard(1)
+        heard(1, 1)
     with balancer() as (_, heard):
-        heard(1)  # both connections reach worker 1
+        heard(1, 1)  # both connections reach worker 1
     with contextlib.ExitStack() as in_flight:
         held = [in_flight.enter_context(balancer()) for _ in range(2)]
-        held[0][1](2)  # the first one's connection now reaches worker 2 (worker 1 restarted)
+        held[0][1](2, 1)  # the first one's connection now reaches worker 2 (worker 1 restarted)
     # One call in flight per worker: each goes to its own connection.
     with contextlib.ExitStack() as in_flight:
         channels = {in_flight.enter_context(balancer())[0] for _ in range(2)}
     assert channels == {"c0", "c1"}
     with pytest.raises(ValueError):
         Balancer([])
+
+
+def test_channels_are_opened_until_every_worker_is_reached_and_no_further() -> None:
+    reaches = {"c0": 1, "c1": 1, "c2": 2, "c3": 2, "c4": 3}
+    opened: list[str] = []
+
+    def more() -> str:
+        opened.append(f"c{2 + len(opened)}")
+        return opened[-1]
+
+    balancer = Balancer(["c0", "c1"], more=more, most=6)
+    call(balancer, reaches, workers=3)
+    assert opened == []  # c1 has not answered yet: it may reach another worker
+    call(balancer, reaches, workers=3)
+    assert opened == ["c2"]  # both reach worker 1 of 3
+    call(balancer, reaches, workers=3)
+    assert opened == ["c2", "c3"]  # c2 reached worker 2
+    used = [call(balancer, reaches, workers=3) for _ in range(8)]
+    assert opened == ["c2", "c3", "c4"] and balancer.items == ["c0", "c1", "c2", "c3", "c4"]
+    assert sorted(reaches[c] for c in used[1:7]) == [1, 1, 2, 2, 3, 3]  # the third worker takes its turns
+
+
+def test_no_more_channels_than_the_most_allowed() -> None:
+    opened: list[str] = []
+
+    def more() -> str:
+        opened.append(f"c{1 + len(opened)}")
+        return opened[-1]
+
+    balancer = Balancer(["c0"], more=more, most=3)
+    for _ in range(10):
+        call(balancer, dict.fromkeys(["c0", "c1", "c2", "c3"], 1), workers=2)  # every connection reaches worker 1
+    assert balancer.items == ["c0", "c1", "c2"]
+
+
+def test_an_optimizer_that_does_not_give_its_group_size_gets_no_more_channels() -> None:
+    balancer = Balancer(["c0"], more=lambda: "c1", most=4)
+    for _ in range(3):
+        call(balancer, {"c0": 1}, workers=0)  # an optimizer from before `workers` answers 0
+    assert balancer.items == ["c0"]

@@ -1,5 +1,6 @@
 """Downstream, the edge's one gRPC client, against an in-process accounting service."""
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -100,10 +101,12 @@ async def test_a_service_that_is_down_is_a_503_that_names_it(served: Served) -> 
 
 @dataclass
 class PeerRecordingOptimizer(optimizer_pb2_grpc.OptimizerServicer):
-    """Notes the connection (the caller's address and port) each plan came over, and answers as if each
-    connection reached a worker process of its own."""
+    """Notes the connection (the caller's address and port) each plan came over, and answers as if the
+    n-th connection reached worker `reaches[n]` of a group of `workers` (by default, one each)."""
 
     peers: list[str] = field(default_factory=list)
+    reaches: list[int] | None = None
+    workers: int = 0
 
     async def Plan(  # the RPC's name
         self,
@@ -111,14 +114,14 @@ class PeerRecordingOptimizer(optimizer_pb2_grpc.OptimizerServicer):
         context: grpc.aio.ServicerContext[optimizer_pb2.PlanRequest, optimizer_pb2.PlanResponse],
     ) -> optimizer_pb2.PlanResponse:
         self.peers.append(context.peer())
-        worker = list(dict.fromkeys(self.peers)).index(context.peer()) + 1
-        return optimizer_pb2.PlanResponse(chat_json=request.chat_json, worker=worker)
+        connection = list(dict.fromkeys(self.peers)).index(context.peer())
+        worker = self.reaches[connection] if self.reaches else connection + 1
+        return optimizer_pb2.PlanResponse(chat_json=request.chat_json, worker=worker, workers=self.workers)
 
 
-async def test_plans_spread_over_several_connections() -> None:
-    """The optimizer's worker processes share one port and each connection reaches one of them: plans
-    spread over them only when they go out over several connections."""
-    optimizer = PeerRecordingOptimizer()
+@contextlib.asynccontextmanager
+async def edge_to(optimizer: PeerRecordingOptimizer, channels: int) -> AsyncIterator[Downstream]:
+    """The edge's client of an optimizer served by `optimizer`, over `channels` connections to start with."""
     server = grpc.aio.server()
     optimizer_pb2_grpc.add_OptimizerServicer_to_server(optimizer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -128,17 +131,38 @@ async def test_plans_spread_over_several_connections() -> None:
         EdgeSettings(
             internal_token=SecretStr(TOKEN),
             optimizer_addr=f"127.0.0.1:{port}",
-            optimizer_channels=4,
+            optimizer_channels=channels,
             accounting_addr=nowhere,
             dispatch_addr=nowhere,
             billing_addr=nowhere,
         )
     )
     try:
-        for _ in range(8):
-            await downstream.plan(common_pb2.RequestContext(account_id="acct-1"), b"{}")
+        yield downstream
     finally:
         await downstream.close()
         await server.stop(None)
+
+
+async def test_plans_spread_over_several_connections() -> None:
+    """The optimizer's worker processes share one port and each connection reaches one of them: plans
+    spread over them only when they go out over several connections."""
+    optimizer = PeerRecordingOptimizer()
+    async with edge_to(optimizer, channels=4) as downstream:
+        for _ in range(8):
+            await downstream.plan(common_pb2.RequestContext(account_id="acct-1"), b"{}")
     assert len(set(optimizer.peers)) == 4
     assert sorted(optimizer.peers[:4]) == sorted(optimizer.peers[4:])  # each worker in turn
+
+
+async def test_a_worker_that_no_connection_reached_gets_one_opened_for_it() -> None:
+    """The kernel dealt the four connections to two of three workers: the edge opens more until one
+    reaches the third, and no more than that."""
+    optimizer = PeerRecordingOptimizer(reaches=[1, 2, 1, 2, 2, 3, 1], workers=3)
+    async with edge_to(optimizer, channels=4) as downstream:
+        for _ in range(12):
+            await downstream.plan(common_pb2.RequestContext(account_id="acct-1"), b"{}")
+    connections = list(dict.fromkeys(optimizer.peers))
+    assert len(connections) == 6  # the fifth reached worker 2 again, the sixth worker 3
+    third = [peer for peer in optimizer.peers if peer == connections[5]]
+    assert len(third) == 3  # the plan that reached worker 3, then a third of the six after it

@@ -21,14 +21,14 @@ import psutil
 import pytest
 
 from orqen.v1 import accounting_pb2, accounting_pb2_grpc, common_pb2, optimizer_pb2, optimizer_pb2_grpc
-from orqen_common.grpc_client import Balancer, open_channels
+from orqen_common.grpc_client import Balancer, open_channel, open_channels
 from orqen_common.grpc_server import ServicerContext
 from orqen_common.healthcheck import health_status
 from orqen_stack.procs import free_port
 
 TOKEN = "optimizer-workers-test-token"
 WORKERS = 2
-CHANNELS = 16  # the edge's default; with 2 workers, all 16 on one worker once in 30,000 runs
+CHANNELS = 16  # with 2 workers, all 16 on one worker once in 30,000 runs
 POLLS = 3000  # of 0.1 s: a bound on waiting for two model loads on a busy machine, not a timing assertion
 
 
@@ -96,6 +96,12 @@ def tool(name: str, description: str) -> dict[str, object]:
 TOOLS = [tool(f"tool_{i}", f"Does task number {i} of the toolbox.") for i in range(12)]
 
 
+def plan_request() -> optimizer_pb2.PlanRequest:
+    context = common_pb2.RequestContext(account_id=str(uuid.uuid4()))
+    chat = {"messages": [{"role": "user", "content": "do task 3"}], "tools": TOOLS}
+    return optimizer_pb2.PlanRequest(context=context, chat_json=orjson.dumps(chat))
+
+
 def plans_by_worker(metrics: str) -> dict[str, float]:
     return {
         worker: float(value)
@@ -110,14 +116,12 @@ async def test_plans_over_several_connections_land_in_every_worker_and_a_worker_
     assert len(workers) == WORKERS
     channels = open_channels(optimizer.addr, TOKEN, CHANNELS)
     balancer = Balancer([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
-    context = common_pb2.RequestContext(account_id=str(uuid.uuid4()))
-    chat = {"messages": [{"role": "user", "content": "do task 3"}], "tools": TOOLS}
-    request = optimizer_pb2.PlanRequest(context=context, chat_json=orjson.dumps(chat))
+    request = plan_request()
 
     async def plan() -> optimizer_pb2.PlanResponse:
         with balancer() as (optimizer, heard):
             answer = await optimizer.Plan(request)
-            heard(answer.worker)
+            heard(answer.worker, answer.workers)
         return answer
 
     try:
@@ -126,6 +130,7 @@ async def test_plans_over_several_connections_land_in_every_worker_and_a_worker_
         await asyncio.gather(*(c.close() for c in channels))
     assert all(a.stats.tools_input == len(TOOLS) for a in answers)
     assert len({a.worker for a in answers}) == WORKERS  # each worker names itself
+    assert {a.workers for a in answers} == {WORKERS}  # and the group's size
     # The parent serves every worker's samples on the one metrics port.
     async with httpx.AsyncClient() as http:
         by_worker = plans_by_worker((await http.get(optimizer.metrics_url)).text)
@@ -138,3 +143,28 @@ async def test_plans_over_several_connections_land_in_every_worker_and_a_worker_
     assert await asyncio.to_thread(optimizer.parent.wait, 60) == 1, optimizer.log.read_text()
     _, alive = await asyncio.to_thread(psutil.wait_procs, [other], 60)
     assert alive == []
+
+
+async def test_a_caller_with_one_connection_opens_more_until_every_worker_answered(optimizer: Optimizer) -> None:
+    channels = [open_channel(optimizer.addr, TOKEN, own_connection=True)]
+
+    def more() -> optimizer_pb2_grpc.OptimizerAsyncStub:
+        channels.append(open_channel(optimizer.addr, TOKEN, own_connection=True))
+        return optimizer_pb2_grpc.OptimizerStub(channels[-1])
+
+    balancer = Balancer([optimizer_pb2_grpc.OptimizerStub(channels[0])], more=more, most=64)
+    request = plan_request()
+    reached: set[int] = set()
+    try:
+        # Each new connection reaches the worker not heard from with odds 1/2: 63 of them all miss it
+        # once in 10^19 runs.
+        for _ in range(64):
+            with balancer() as (stub, heard):
+                answer = await stub.Plan(request)
+                heard(answer.worker, answer.workers)
+            reached.add(answer.worker)
+            if len(reached) == WORKERS:
+                break
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+    assert len(reached) == WORKERS and len(channels) == len(balancer.items)
