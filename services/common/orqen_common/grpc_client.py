@@ -108,8 +108,14 @@ def open_channels(addr: str, token: str, count: int) -> list[grpc.aio.Channel]:
     lands on one worker. The kernel picks a worker per connection at random: use several channels
     per worker (with 2 workers, 16 channels leave one without any once in 30,000 starts; with 8,
     69% of the time), and spread the calls with `Balancer`.
+
+    Each starts connecting at once: left to connect on its first call, each of the first `count`
+    calls would wait for a connection of its own.
     """
-    return [open_channel(addr, token, own_connection=True) for _ in range(count)]
+    channels = [open_channel(addr, token, own_connection=True) for _ in range(count)]
+    for channel in channels:
+        channel.get_state(try_to_connect=True)
+    return channels
 
 
 T = TypeVar("T")

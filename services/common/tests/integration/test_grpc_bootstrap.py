@@ -20,7 +20,7 @@ from orqen.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
 from orqen_common.context import Principal, account_scope, bind_request_id, principal_var, request_id_var
 from orqen_common.db import unavailable
 from orqen_common.errors import HTTP_STATUS_METADATA, OrqenError, from_rpc_error
-from orqen_common.grpc_client import open_channel
+from orqen_common.grpc_client import open_channel, open_channels
 from orqen_common.grpc_server import ServerInterceptor, ServicerContext
 from orqen_common.healthcheck import health_status
 from orqen_stack.procs import free_port
@@ -211,3 +211,16 @@ async def test_an_errors_detail_reaches_the_caller_from_a_call_and_from_a_stream
         assert (translated.http_status, translated.detail) == (502, DETAIL)
     assert len(chunks) == 3
     assert from_rpc_error(failed.value, "dispatch").message == "no model answered"
+
+
+async def test_channels_for_a_group_of_workers_connect_before_their_first_call(server_addr: str) -> None:
+    channels = open_channels(server_addr, TOKEN, 3)
+    try:
+        for channel in channels:  # each its own connection, none of them called
+            state = channel.get_state()
+            while state is not grpc.ChannelConnectivity.READY:
+                assert state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE
+                await asyncio.wait_for(channel.wait_for_state_change(state), 30)
+                state = channel.get_state()
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
