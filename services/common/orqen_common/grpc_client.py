@@ -122,20 +122,21 @@ T = TypeVar("T")
 
 
 class Balancer(Generic[T]):
-    """Calls spread over the channels (their stubs, `items`) to a group of worker processes, by worker.
+    """Calls spread over the channels (their stubs, `items`) to groups of worker processes, by worker.
 
     Taking the channels in turn loads each worker with as many calls as it got connections, and the
     kernel deals those at random: 8 workers over 16 connections give the busiest twice its share at
-    the median. So each answer names the worker that made it and the group's size (`heard`), and a
-    call goes to the worker with the fewest calls in flight (the one served longest ago among equals),
-    through its channels in turn. A channel not heard from yet counts as a worker of its own; one
-    whose connection moved to another worker (a restart of the group) is counted there from its next
-    answer.
+    the median. So each answer names the worker that made it, its group (one process tree: a
+    replica, a pod) and the group's size (`heard`), and a call goes to the worker with the fewest
+    calls in flight (the one served longest ago among equals), through its channels in turn. A
+    channel not heard from yet counts as a worker of its own; one whose connection moved to another
+    worker (a restart) is counted there from its next answer.
 
     A worker that no connection reached would never be called: 64 connections miss one of 16 workers
     in a quarter of the starts, and a restarted group is dealt the reconnections afresh. So once
-    every channel has answered and fewer workers than the group's size were heard from, `more()`
-    opens another channel (a new connection, dealt again), up to `most` channels in all.
+    every channel has answered and fewer workers were heard from than the groups heard from hold,
+    `more()` opens another channel (a new connection, dealt again), up to `most` channels in all. (A
+    group that no connection reached at all is not known, so not sought.)
     """
 
     def __init__(self, items: Sequence[T], more: Callable[[], T] | None = None, most: int = 0) -> None:
@@ -149,13 +150,13 @@ class Balancer(Generic[T]):
         self._calls = 0
         self._more = more
         self._most = most
-        self._group = 0  # the group's size, as its last answer gave it
+        self._group_of: dict[Hashable, tuple[int, int]] = {}  # a worker's group and its size, as it last said
         for item in items:
             self._add(item)
 
     @contextlib.contextmanager
-    def __call__(self) -> Iterator[tuple[T, Callable[[int, int], None]]]:
-        """The stub to call, and `heard(worker, workers)` to report which worker answered and the group's size."""
+    def __call__(self) -> Iterator[tuple[T, Callable[[int, int, int], None]]]:
+        """The stub to call, and `heard(worker, group, workers)`: who answered, its group and that group's size."""
         self._calls += 1
         reached = (w for w, channels in self._channels.items() if channels)
         worker = min(reached, key=lambda w: (self._load[w], self._served[w]))
@@ -163,14 +164,15 @@ class Balancer(Generic[T]):
         index = channels[self._calls % len(channels)]
         self._load[worker] += 1
         self._served[worker] = self._calls
-        answered: list[tuple[int, int]] = []
+        answered: list[tuple[int, int, int]] = []
         try:
-            yield self.items[index], lambda worker, workers: answered.append((worker, workers))
+            yield self.items[index], lambda worker, group, workers: answered.append((worker, group, workers))
         finally:
             self._load[worker] -= 1
             if answered:
-                heard_from, self._group = answered[-1]
+                heard_from, group, workers = answered[-1]
                 self._move(index, heard_from)
+                self._group_of[heard_from] = (group, workers)
             self._forget(worker)
             self._reach_every_worker()
 
@@ -184,11 +186,14 @@ class Balancer(Generic[T]):
         self._load[unheard] = self._served[unheard] = 0
 
     def _reach_every_worker(self) -> None:
-        """Open another channel when every channel answered and some worker of the group was not among them."""
+        """Open another channel when every channel answered and some worker of their groups was not among them."""
         if self._more is None or len(self.items) >= self._most:
             return
         reached = [w for w, channels in self._channels.items() if channels]
-        if len(reached) < self._group and not any(isinstance(w, tuple) for w in reached):
+        if any(isinstance(w, tuple) for w in reached):
+            return  # a channel not heard from yet may reach the missing worker
+        groups = dict(self._group_of[w] for w in reached if w in self._group_of)
+        if len(reached) < sum(groups.values()):
             self._add(self._more())
 
     def _move(self, index: int, worker: int) -> None:
@@ -207,3 +212,4 @@ class Balancer(Generic[T]):
         """Drop a worker no channel reaches any more, once its last call is back."""
         if not self._channels.get(worker, True) and not self._load[worker]:
             del self._channels[worker], self._load[worker], self._served[worker]
+            self._group_of.pop(worker, None)

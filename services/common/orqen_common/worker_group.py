@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -83,20 +84,21 @@ async def _read_byte(fd: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class WorkerLink:
-    """A worker's place in its group and its ends of two pipes to the parent, as `index:count:ready_fd:group_fd`."""
+    """A worker's place in its group, its ends of two pipes to the parent: `index:count:group_id:ready_fd:group_fd`."""
 
     index: int
     count: int  # workers in the group
+    group_id: int  # random, one per start of the group: callers tell replicas apart by it
     ready_fd: int  # written once: this worker can serve
     group_fd: int  # read: "go" once every worker can serve; end-of-file once the parent is gone
 
     @classmethod
     def parse(cls, value: str) -> WorkerLink:
-        index, count, ready_fd, group_fd = (int(part) for part in value.split(":"))
-        return cls(index, count, ready_fd, group_fd)
+        index, count, group_id, ready_fd, group_fd = (int(part) for part in value.split(":"))
+        return cls(index, count, group_id, ready_fd, group_fd)
 
     def __str__(self) -> str:
-        return f"{self.index}:{self.count}:{self.ready_fd}:{self.group_fd}"
+        return f"{self.index}:{self.count}:{self.group_id}:{self.ready_fd}:{self.group_fd}"
 
     async def join(self, stop: asyncio.Event) -> bool:
         """Report this worker ready, wait for the whole group; False if stop or the parent's end came first.
@@ -172,8 +174,9 @@ async def _run(
     workers: list[_Worker] = []
     tasks: list[asyncio.Future[Any]] = []
     try:
+        group_id = random.SystemRandom().getrandbits(63)
         for index in range(count):
-            workers.append(await _start(index, count, worker_argv, env))
+            workers.append(await _start(index, count, group_id, worker_argv, env))
         log.info("worker group starting", workers=count)
         exits = {asyncio.ensure_future(w.process.wait()): w for w in workers}
         ready = [asyncio.ensure_future(_read_byte(w.ready_fd)) for w in workers]
@@ -213,11 +216,11 @@ async def _all_ready(ready: Sequence[asyncio.Future[bytes]], ends: Sequence[asyn
 
 
 async def _start(
-    index: int, count: int, worker_argv: Callable[[WorkerLink], Sequence[str]], env: dict[str, str]
+    index: int, count: int, group_id: int, worker_argv: Callable[[WorkerLink], Sequence[str]], env: dict[str, str]
 ) -> _Worker:
     ready_r, ready_w = os.pipe()
     group_r, group_w = os.pipe()
-    link = WorkerLink(index, count, ready_w, group_r)
+    link = WorkerLink(index, count, group_id, ready_w, group_r)
     try:
         process = await asyncio.create_subprocess_exec(*worker_argv(link), env=env, pass_fds=(ready_w, group_r))
     finally:

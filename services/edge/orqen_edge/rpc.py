@@ -129,7 +129,7 @@ class Downstream:
         request = optimizer_pb2.PlanRequest(context=ctx, chat_json=chat_json)
         with self._optimizer() as (optimizer, heard):
             response = await optimizer.Plan(request, timeout=self._plan_deadline_s)
-            heard(response.worker, response.workers)
+            heard(response.worker, response.group, response.workers)
         return response
 
     # Dispatch: chat and proxied calls last as long as the provider takes, so they have no deadline here.

@@ -102,7 +102,7 @@ async def timed_plans(
             started = time.perf_counter()
             with balancer() as (optimizer, heard):  # as the edge calls
                 answer = await optimizer.Plan(request)
-                heard(answer.worker, answer.workers)
+                heard(answer.worker, answer.group, answer.workers)
             timings.append((time.perf_counter() - started) * 1000)
             if workers is not None:
                 workers[answer.worker] += 1

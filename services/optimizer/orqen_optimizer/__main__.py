@@ -69,7 +69,7 @@ async def build(settings: OptimizerSettings, worker: WorkerLink, stack: AsyncExi
     )
 
     def register(server: grpc.aio.Server) -> None:
-        servicer = OptimizerServicer(planner, policies, worker.index, worker.count)
+        servicer = OptimizerServicer(planner, policies, worker)
         optimizer_pb2_grpc.add_OptimizerServicer_to_server(servicer, server)
 
     return ServiceParts(

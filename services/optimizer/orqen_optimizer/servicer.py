@@ -12,6 +12,7 @@ from orqen.v1 import optimizer_pb2, optimizer_pb2_grpc
 from orqen_common.context import account_scope
 from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
+from orqen_common.worker_group import WorkerLink
 from orqen_optimizer.chat_json import ChatJson, MalformedChatError
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import DEFAULT_POLICY, RoutingPolicies
@@ -22,13 +23,14 @@ PLANS = Counter("orqen_optimizer_plans_total", "Plans made, by worker process of
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
-    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: int = 0, workers: int = 1) -> None:
+    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: WorkerLink | None = None) -> None:
         self._planner = planner
         self._policies = policies
-        self._plans = PLANS.labels(str(worker))
-        # Names this process in every answer, so that callers spread their calls over the workers by it.
+        self._plans = PLANS.labels(str(worker.index if worker else 0))
+        # Names this process, its group and the group's size in every answer, so that callers spread
+        # their calls over the workers by them (orqen_common.grpc_client.Balancer).
         self._worker_id = random.SystemRandom().getrandbits(63)
-        self._workers = workers
+        self._group = (worker.group_id, worker.count) if worker else (self._worker_id, 1)
 
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_id = account_scope(request.context.account_id)
@@ -51,5 +53,6 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             stats=stats,
             trace=trace,
             worker=self._worker_id,
-            workers=self._workers,
+            group=self._group[0],
+            workers=self._group[1],
         )

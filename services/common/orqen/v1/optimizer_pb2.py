@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from orqen.v1 import common_pb2 as orqen_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orqen/v1/optimizer.proto\x12\x08orqen.v1\x1a\x15orqen/v1/common.proto\"K\n\x0bPlanRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x11\n\tchat_json\x18\x02 \x01(\x0c\"\x8d\x01\n\x0cPlanResponse\x12\x11\n\tchat_json\x18\x01 \x01(\x0c\x12\"\n\x05stats\x18\x02 \x01(\x0b\x32\x13.orqen.v1.PlanStats\x12%\n\x05trace\x18\x03 \x01(\x0b\x32\x16.orqen.v1.RoutingTrace\x12\x0e\n\x06worker\x18\x04 \x01(\x04\x12\x0f\n\x07workers\x18\x05 \x01(\r\"\xc3\x01\n\tPlanStats\x12\x13\n\x0btools_input\x18\x01 \x01(\x05\x12\x14\n\x0ctools_output\x18\x02 \x01(\x05\x12\x0f\n\x07routing\x18\x03 \x01(\t\x12\x15\n\rctx_tokens_in\x18\x04 \x01(\x03\x12\x16\n\x0e\x63tx_tokens_out\x18\x05 \x01(\x03\x12\x1a\n\x12\x63ontext_compressed\x18\x06 \x01(\x08\x12\x16\n\x0etool_tokens_in\x18\x07 \x01(\x03\x12\x17\n\x0ftool_tokens_out\x18\x08 \x01(\x03\"D\n\rToolCandidate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\radded_because\x18\x90\x03 \x01(\t\"*\n\x0bRoutingStep\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05tools\x18\x02 \x03(\t\"\xda\x01\n\x0cRoutingTrace\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08k_reason\x18\x04 \x01(\t\x12+\n\ncandidates\x18\x05 \x03(\x0b\x32\x17.orqen.v1.ToolCandidate\x12%\n\x05steps\x18\x90\x03 \x03(\x0b\x32\x15.orqen.v1.RoutingStep\x12\'\n\x07learned\x18\xc2\x03 \x03(\x0b\x32\x15.orqen.v1.LearnedTool\x12\x12\n\tdisplaced\x18\xc3\x03 \x03(\t\":\n\x0bLearnedTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x32\x42\n\tOptimizer\x12\x35\n\x04Plan\x12\x15.orqen.v1.PlanRequest\x1a\x16.orqen.v1.PlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orqen/v1/optimizer.proto\x12\x08orqen.v1\x1a\x15orqen/v1/common.proto\"K\n\x0bPlanRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.orqen.v1.RequestContext\x12\x11\n\tchat_json\x18\x02 \x01(\x0c\"\x9c\x01\n\x0cPlanResponse\x12\x11\n\tchat_json\x18\x01 \x01(\x0c\x12\"\n\x05stats\x18\x02 \x01(\x0b\x32\x13.orqen.v1.PlanStats\x12%\n\x05trace\x18\x03 \x01(\x0b\x32\x16.orqen.v1.RoutingTrace\x12\x0e\n\x06worker\x18\x04 \x01(\x04\x12\x0f\n\x07workers\x18\x05 \x01(\r\x12\r\n\x05group\x18\x06 \x01(\x04\"\xc3\x01\n\tPlanStats\x12\x13\n\x0btools_input\x18\x01 \x01(\x05\x12\x14\n\x0ctools_output\x18\x02 \x01(\x05\x12\x0f\n\x07routing\x18\x03 \x01(\t\x12\x15\n\rctx_tokens_in\x18\x04 \x01(\x03\x12\x16\n\x0e\x63tx_tokens_out\x18\x05 \x01(\x03\x12\x1a\n\x12\x63ontext_compressed\x18\x06 \x01(\x08\x12\x16\n\x0etool_tokens_in\x18\x07 \x01(\x03\x12\x17\n\x0ftool_tokens_out\x18\x08 \x01(\x03\"D\n\rToolCandidate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\radded_because\x18\x90\x03 \x01(\t\"*\n\x0bRoutingStep\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05tools\x18\x02 \x03(\t\"\xda\x01\n\x0cRoutingTrace\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08k_reason\x18\x04 \x01(\t\x12+\n\ncandidates\x18\x05 \x03(\x0b\x32\x17.orqen.v1.ToolCandidate\x12%\n\x05steps\x18\x90\x03 \x03(\x0b\x32\x15.orqen.v1.RoutingStep\x12\'\n\x07learned\x18\xc2\x03 \x03(\x0b\x32\x15.orqen.v1.LearnedTool\x12\x12\n\tdisplaced\x18\xc3\x03 \x03(\t\":\n\x0bLearnedTool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x32\x42\n\tOptimizer\x12\x35\n\x04Plan\x12\x15.orqen.v1.PlanRequest\x1a\x16.orqen.v1.PlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANREQUEST']._serialized_start=61
   _globals['_PLANREQUEST']._serialized_end=136
   _globals['_PLANRESPONSE']._serialized_start=139
-  _globals['_PLANRESPONSE']._serialized_end=280
-  _globals['_PLANSTATS']._serialized_start=283
-  _globals['_PLANSTATS']._serialized_end=478
-  _globals['_TOOLCANDIDATE']._serialized_start=480
-  _globals['_TOOLCANDIDATE']._serialized_end=548
-  _globals['_ROUTINGSTEP']._serialized_start=550
-  _globals['_ROUTINGSTEP']._serialized_end=592
-  _globals['_ROUTINGTRACE']._serialized_start=595
-  _globals['_ROUTINGTRACE']._serialized_end=813
-  _globals['_LEARNEDTOOL']._serialized_start=815
-  _globals['_LEARNEDTOOL']._serialized_end=873
-  _globals['_OPTIMIZER']._serialized_start=875
-  _globals['_OPTIMIZER']._serialized_end=941
+  _globals['_PLANRESPONSE']._serialized_end=295
+  _globals['_PLANSTATS']._serialized_start=298
+  _globals['_PLANSTATS']._serialized_end=493
+  _globals['_TOOLCANDIDATE']._serialized_start=495
+  _globals['_TOOLCANDIDATE']._serialized_end=563
+  _globals['_ROUTINGSTEP']._serialized_start=565
+  _globals['_ROUTINGSTEP']._serialized_end=607
+  _globals['_ROUTINGTRACE']._serialized_start=610
+  _globals['_ROUTINGTRACE']._serialized_end=828
+  _globals['_LEARNEDTOOL']._serialized_start=830
+  _globals['_LEARNEDTOOL']._serialized_end=888
+  _globals['_OPTIMIZER']._serialized_start=890
+  _globals['_OPTIMIZER']._serialized_end=956
 # @@protoc_insertion_point(module_scope)

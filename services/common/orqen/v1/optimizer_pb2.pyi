@@ -52,6 +52,7 @@ class PlanResponse(_message.Message):
     TRACE_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     chat_json: _builtins.bytes
     """The chat request to forward; equal to the input when nothing changed."""
     worker: _builtins.int
@@ -59,9 +60,12 @@ class PlanResponse(_message.Message):
     calls over the workers by it (orqen_common.grpc_client.Balancer).
     """
     workers: _builtins.int
-    """How many worker processes the optimizer runs: a client that heard from fewer opens more
-    connections, since the kernel deals each to a worker at random.
+    """How many worker processes the worker's group runs, and which group it is (a random id per
+    group: one optimizer process tree, a replica). A client that heard from fewer workers than
+    the groups it reached hold opens more connections, since the kernel deals each to a worker
+    at random.
     """
+    group: _builtins.int
     @_builtins.property
     def stats(self) -> Global___PlanStats: ...
     @_builtins.property
@@ -74,10 +78,11 @@ class PlanResponse(_message.Message):
         trace: Global___RoutingTrace | None = ...,
         worker: _builtins.int = ...,
         workers: _builtins.int = ...,
+        group: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "stats", b"stats", "trace", b"trace", "worker", b"worker", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_json", b"chat_json", "group", b"group", "stats", b"stats", "trace", b"trace", "worker", b"worker", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,8 +26,8 @@ def test_cpus_are_the_affinity_mask_capped_by_a_containers_cpu_limit(tmp_path: P
 
 
 def test_a_worker_link_travels_as_one_argument() -> None:
-    link = WorkerLink(index=3, count=4, ready_fd=7, group_fd=9)
-    assert str(link) == "3:4:7:9" and WorkerLink.parse(str(link)) == link
+    link = WorkerLink(index=3, count=4, group_id=5, ready_fd=7, group_fd=9)
+    assert str(link) == "3:4:5:7:9" and WorkerLink.parse(str(link)) == link
     with pytest.raises(ValueError):
         WorkerLink.parse("3:7:9")
 
@@ -37,9 +37,11 @@ REACHES = {"c0": 1, "c1": 1, "c2": 1, "c3": 2}
 
 
 def call(balancer: Balancer[str], reaches: dict[str, int] = REACHES, workers: int = 2) -> str:
-    """One call through the balancer, answered by the worker its channel reaches, of a group of `workers`."""
+    """One call through the balancer, answered by the worker its channel reaches: workers 1 to `workers`
+    are group 100, the next ones group 200, of as many."""
     with balancer() as (channel, heard):
-        heard(reaches[channel], workers)
+        worker = reaches[channel]
+        heard(worker, 100 if worker <= workers else 200, workers)
     return channel
 
 
@@ -62,12 +64,12 @@ def test_one_at_a_time_the_workers_take_turns() -> None:
 def test_a_connection_that_reaches_another_worker_is_counted_there() -> None:
     balancer = Balancer(["c0", "c1"])
     with balancer() as (_, heard):
-        heard(1, 1)
+        heard(1, 100, 1)
     with balancer() as (_, heard):
-        heard(1, 1)  # both connections reach worker 1
+        heard(1, 100, 1)  # both connections reach worker 1
     with contextlib.ExitStack() as in_flight:
         held = [in_flight.enter_context(balancer()) for _ in range(2)]
-        held[0][1](2, 1)  # the first one's connection now reaches worker 2 (worker 1 restarted)
+        held[0][1](2, 200, 1)  # the first one's connection now reaches worker 2 (its group restarted)
     # One call in flight per worker: each goes to its own connection.
     with contextlib.ExitStack() as in_flight:
         channels = {in_flight.enter_context(balancer())[0] for _ in range(2)}
@@ -114,3 +116,18 @@ def test_an_optimizer_that_does_not_give_its_group_size_gets_no_more_channels() 
     for _ in range(3):
         call(balancer, {"c0": 1}, workers=0)  # an optimizer from before `workers` answers 0
     assert balancer.items == ["c0"]
+
+
+def test_workers_of_every_group_heard_from_are_sought() -> None:
+    """Two replicas of two workers each: the first answers reach workers 1 and 3, one of each group."""
+    reaches = {"c0": 1, "c1": 3, "c2": 3, "c3": 2, "c4": 1, "c5": 4}
+    opened: list[str] = []
+
+    def more() -> str:
+        opened.append(f"c{2 + len(opened)}")
+        return opened[-1]
+
+    balancer = Balancer(["c0", "c1"], more=more, most=8)
+    for _ in range(12):
+        call(balancer, reaches, workers=2)
+    assert opened == ["c2", "c3", "c4", "c5"]  # until workers 2 and 4 answered too
