@@ -171,10 +171,12 @@ class Balancer(Generic[T]):
             self._load[worker] -= 1
             if answered:
                 heard_from, group, workers = answered[-1]
-                self._move(index, heard_from)
+                moved = self._move(index, heard_from)
+                told = self._group_of.get(heard_from) != (group, workers)
                 self._group_of[heard_from] = (group, workers)
+                if moved or told:  # what is reached, or the groups' sizes, changed: nothing else does
+                    self._reach_every_worker()
             self._forget(worker)
-            self._reach_every_worker()
 
     def _add(self, item: T) -> None:
         """A channel to count as a worker of its own until it answers."""
@@ -196,17 +198,18 @@ class Balancer(Generic[T]):
         if len(reached) < sum(groups.values()):
             self._add(self._more())
 
-    def _move(self, index: int, worker: int) -> None:
-        """Count channel `index` as reaching `worker` from now on."""
+    def _move(self, index: int, worker: int) -> bool:
+        """Count channel `index` as reaching `worker` from now on; whether it reached another before."""
         old = self._worker_of[index]
         if old == worker:
-            return
+            return False
         self._channels[old].remove(index)
         self._worker_of[index] = worker
         self._channels.setdefault(worker, []).append(index)
         self._load.setdefault(worker, 0)
         self._served.setdefault(worker, self._served[old])  # a worker first heard from was just served
         self._forget(old)
+        return True
 
     def _forget(self, worker: Hashable) -> None:
         """Drop a worker no channel reaches any more, once its last call is back."""
