@@ -60,12 +60,14 @@ class PlanResponse(_message.Message):
     calls over the workers by it (orqen_common.grpc_client.Balancer).
     """
     workers: _builtins.int
-    """How many worker processes the worker's group runs, and which group it is (a random id per
-    group: one optimizer process tree, a replica). A client that heard from fewer workers than
-    the groups it reached hold opens more connections, since the kernel deals each to a worker
-    at random.
+    """How many worker processes the worker's group runs. A client that heard from fewer workers
+    than the groups it reached hold opens more connections, since the kernel deals each to a
+    worker at random.
     """
     group: _builtins.int
+    """Which group the worker belongs to: a random id per start of one optimizer process tree (a
+    replica), so that the workers of several replicas are counted apart.
+    """
     @_builtins.property
     def stats(self) -> Global___PlanStats: ...
     @_builtins.property
