@@ -23,14 +23,14 @@ PLANS = Counter("orqen_optimizer_plans_total", "Plans made, by worker process of
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
-    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: WorkerLink | None = None) -> None:
+    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: WorkerLink) -> None:
         self._planner = planner
         self._policies = policies
-        self._plans = PLANS.labels(str(worker.index if worker else 0))
+        self._plans = PLANS.labels(str(worker.index))
         # Names this process, its group and the group's size in every answer, so that callers spread
         # their calls over the workers by them (orqen_common.grpc_client.Balancer).
         self._worker_id = random.SystemRandom().getrandbits(63)
-        self._group = (worker.group_id, worker.count) if worker else (self._worker_id, 1)
+        self._group_id, self._workers = worker.group_id, worker.count
 
     async def Plan(self, request: optimizer_pb2.PlanRequest, context: ServicerContext) -> optimizer_pb2.PlanResponse:
         account_id = account_scope(request.context.account_id)
@@ -53,6 +53,6 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             stats=stats,
             trace=trace,
             worker=self._worker_id,
-            group=self._group[0],
-            workers=self._group[1],
+            group=self._group_id,
+            workers=self._workers,
         )
