@@ -27,6 +27,7 @@ from orqen_optimizer.policy import RoutingPolicies, RoutingPolicy
 from orqen_optimizer.servicer import OptimizerServicer
 from orqen_optimizer.settings import OptimizerSettings
 from orqen_optimizer.tokens import encoding
+from orqen_optimizer.turns import ModelTurns
 
 
 def warm_up(settings: OptimizerSettings) -> None:
@@ -69,7 +70,7 @@ async def build(settings: OptimizerSettings, worker: WorkerLink, stack: AsyncExi
     )
 
     def register(server: grpc.aio.Server) -> None:
-        servicer = OptimizerServicer(planner, policies, worker)
+        servicer = OptimizerServicer(planner, policies, worker, ModelTurns(settings.optimizer_model_turns))
         optimizer_pb2_grpc.add_OptimizerServicer_to_server(servicer, server)
 
     return ServiceParts(

@@ -11,7 +11,8 @@ bounded: one request queues at most `max_indexed_per_request` tool texts and the
 at most `max_queued` in all, so a request with 20,000 new tools costs the other requests' plans
 a few seconds of one core at most; the texts left out are queued by later requests that
 carry them. The account's learned tool usage may add tools beyond the router's K
-(orqen_optimizer.learned), each named in the trace with its reason. Malformed tools make
+(orqen_optimizer.learned), each named in the trace with its reason. A plan its worker had no turn
+at the model for in time (orqen_optimizer.turns) is routed by keywords, mode `keyword_busy`. Malformed tools make
 the request pass through unchanged, with the reason in the trace. Every forwarded tool has
 its schema compressed (orqen_optimizer.schemas); a long conversation has its older tool
 outputs shrunk (orqen_optimizer.context).
@@ -24,6 +25,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -34,7 +36,7 @@ from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.context import ContextResult, compress_context
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.learned import LearnedUsage
-from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicy
+from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, KEYWORD_BUSY, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tool_router import SMALL_TOOLSET, TOKEN_CAP_MIN_TOOLS, Ask, Decision, ToolRouter, must_keep
 from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
 from orqen_optimizer.toolset import known, toolset
@@ -83,21 +85,31 @@ class Planner:
             forwarded = {**forwarded, "messages": context.messages}
         return forwarded, stats, trace
 
-    def plan_json(self, chat: ChatJson, policy: RoutingPolicy = DEFAULT_POLICY, account_id: str = "") -> JsonPlan:
+    def plan_json(
+        self, chat: ChatJson, policy: RoutingPolicy = DEFAULT_POLICY, account_id: str = "", busy: bool = False
+    ) -> JsonPlan:
         """`plan` of a request given as JSON: the forwarded request as JSON, None when it is unchanged.
 
-        The tools are neither parsed nor serialised again when their facts are known (chat_json).
-        Raises orjson.JSONDecodeError for a tool that is not JSON after all.
+        `busy`: the model had no turn for this plan in time (orqen_optimizer.turns): it is ranked by
+        keywords, its mode `keyword_busy`. The tools are neither parsed nor serialised again when
+        their facts are known (chat_json). Raises orjson.JSONDecodeError for a tool that is not JSON after all.
         """
         read = chat.read()
+        if busy:
+            policy = replace(policy, mode=KEYWORD)
         with self._planning() as alone:
             facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
             ask = self._ask_ahead(read, facts, policy, alone)
-            kept, context, stats, trace = self._decide(read, facts, policy, account_id, ask)
+            kept, context, stats, trace = self._decide(read, facts, policy, account_id, ask, busy)
         if facts is None and not context.changed:
             return None, stats, trace
         tools = None if facts is None else [facts[i].compressed_json for i in kept]
         return chat.spliced(tools, context.messages if context.changed else None), stats, trace
+
+    @property
+    def routes(self) -> bool:
+        """Whether tool routing is on: off, no plan runs the model."""
+        return self._router is not None
 
     @contextlib.contextmanager
     def _planning(self) -> Iterator[bool]:
@@ -136,13 +148,14 @@ class Planner:
         policy: RoutingPolicy,
         account_id: str,
         ask: Ask | None = None,
+        busy: bool = False,
     ) -> tuple[list[int], ContextResult, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]:
         """The tools to forward (indexes), the compressed conversation, and the plan's stats and trace."""
         stats = optimizer_pb2.PlanStats(routing=PASSTHROUGH)
         trace = optimizer_pb2.RoutingTrace(mode=PASSTHROUGH, k_reason="no tools")
         kept: list[int] = []
         if facts is not None:
-            kept = self._route(chat, facts, policy, stats, trace, account_id, ask)
+            kept = self._route(chat, facts, policy, stats, trace, account_id, ask, busy)
             stats.tools_input, stats.tools_output = len(facts), len(kept)
             stats.tool_tokens_in = sum(f.tokens for f in facts)
             stats.tool_tokens_out = sum(facts[i].compressed_tokens for i in kept)
@@ -161,6 +174,7 @@ class Planner:
         trace: optimizer_pb2.RoutingTrace,
         account_id: str,
         ask: Ask | None,
+        busy: bool = False,
     ) -> list[int]:
         """Indexes of the tools to forward; fills the routing mode and trace."""
         everything = list(range(len(facts)))
@@ -192,7 +206,10 @@ class Planner:
             trace.k_reason = f"indexing {queued} of {len(unseen)} new tool texts; later requests are routed"
             return everything
         decision = self._router.route(chat, facts, policy, facts, ask)
+        mode = KEYWORD_BUSY if busy and decision.mode == KEYWORD else decision.mode
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
+        if mode == KEYWORD_BUSY:
+            trace.k_reason = f"the model had no turn in time, ranked by keywords: {decision.k_reason}"
         because = {facts[i].name: reason for i, reason in decision.added_because.items()}
         trace.candidates.extend(
             optimizer_pb2.ToolCandidate(name=name, score=round(score, 4), added_because=because.get(name, ""))
@@ -206,9 +223,9 @@ class Planner:
         keep = [i for i in decision.keep if i not in displaced] + learned
         # Control traffic too records the learned additions: calibration scores recall with and without them.
         if self._rng() < policy.ab_control_share:
-            stats.routing = trace.mode = decision.mode + AB_CONTROL_SUFFIX
+            stats.routing = trace.mode = mode + AB_CONTROL_SUFFIX
             return everything
-        stats.routing = trace.mode = decision.mode
+        stats.routing = trace.mode = mode
         return sorted(keep)
 
     def _learned_additions(

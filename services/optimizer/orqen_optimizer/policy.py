@@ -18,6 +18,8 @@ from orqen_common.changes import ChangeWatch
 from orqen_common.routing_modes import ROUTING_MODES
 
 AUTO, SEMANTIC, KEYWORD, PASSTHROUGH = "auto", "semantic", "keyword", "passthrough"
+# A plan's mode when its worker was too busy to run the model for it in time (orqen_optimizer.turns).
+KEYWORD_BUSY = "keyword_busy"
 MODES = ROUTING_MODES
 
 

@@ -15,18 +15,27 @@ from orqen_common.grpc_server import ServicerContext
 from orqen_common.worker_group import WorkerLink
 from orqen_optimizer.chat_json import ChatJson, MalformedChatError
 from orqen_optimizer.plan import Planner
-from orqen_optimizer.policy import DEFAULT_POLICY, RoutingPolicies
+from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicies
 from orqen_optimizer.tool_router import SMALL_TOOLSET
+from orqen_optimizer.turns import ModelTurns
 
 # Per worker process: shows how evenly the callers' connections spread over the group.
 PLANS = Counter("orqen_optimizer_plans_total", "Plans made, by worker process of the optimizer.", ["worker"])
+BUSY_PLANS = Counter(
+    "orqen_optimizer_busy_plans_total",
+    "Plans ranked by keywords because the embedding model had no turn for them before their deadline.",
+    ["worker"],
+)
 
 
 class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
-    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: WorkerLink) -> None:
+    def __init__(self, planner: Planner, policies: RoutingPolicies, worker: WorkerLink, turns: ModelTurns) -> None:
+        """`turns`: the worker's turns at the embedding model."""
         self._planner = planner
         self._policies = policies
+        self._turns = turns
         self._plans = PLANS.labels(str(worker.index))
+        self._busy = BUSY_PLANS.labels(str(worker.index))
         # Names this process, its group and the group's size in every answer, so that callers spread
         # their calls over the workers by them (orqen_common.grpc_client.Balancer).
         self._worker_id = random.SystemRandom().getrandbits(63)
@@ -42,12 +51,16 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
         # Only a toolset the router may prune needs the account's policy: other plans read no Redis for it.
         routable = chat.tools is not None and len(chat.tools) > SMALL_TOOLSET
         policy = await self._policies.get(account_id) if routable else DEFAULT_POLICY
-        try:
-            # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-            body, stats, trace = await asyncio.to_thread(self._planner.plan_json, chat, policy, account_id)
-        except orjson.JSONDecodeError:  # a tool that orjson refuses (a lone surrogate, a 65-bit integer)
-            raise invalid_request("chat_json is not valid JSON.") from None
+        embeds = routable and self._planner.routes and policy.mode not in (PASSTHROUGH, KEYWORD)
+        async with self._turns.turn(context.time_remaining(), needed=embeds) as busy:
+            try:
+                # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
+                body, stats, trace = await asyncio.to_thread(self._planner.plan_json, chat, policy, account_id, busy)
+            except orjson.JSONDecodeError:  # a tool that orjson refuses (a lone surrogate, a 65-bit integer)
+                raise invalid_request("chat_json is not valid JSON.") from None
         self._plans.inc()
+        if busy:
+            self._busy.inc()
         return optimizer_pb2.PlanResponse(
             chat_json=request.chat_json if body is None else body,
             stats=stats,

@@ -26,6 +26,13 @@ class OptimizerSettings(ServiceSettings, OptimizerAddress, AccountingAddress, Re
         description="Worker processes planning on the optimizer's port, each with its own model; 0: one per CPU "
         "available to the process (its affinity mask, capped by a container's CPU limit).",
     )
+    optimizer_model_turns: int = Field(
+        2,
+        ge=0,
+        description="Plans of one worker that run the embedding model at once. The others wait for a turn while "
+        "they can still finish before their caller's deadline; a plan that cannot is ranked by keywords "
+        "(mode keyword_busy) rather than fail open. 0: no turns, every plan runs the model when it comes.",
+    )
     model_cache_dir: Path | None = Field(
         None,
         description="Directory of the embedding model's ONNX graph, exported there once (by the first worker, "

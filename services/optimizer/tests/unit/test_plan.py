@@ -6,6 +6,7 @@ from typing import Any
 import orjson
 import pytest
 
+from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
@@ -228,6 +229,25 @@ def test_a_plan_alone_over_a_new_tool_list_runs_its_asks_model_ahead_and_decides
     recording.held.set()
     first.join()
     assert recording.threads[3:] == [threading.current_thread().name]
+
+
+def test_a_busy_plan_is_ranked_by_keywords_without_the_model_and_says_so(
+    tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planner = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 1.0)  # no A/B control traffic
+    planner.plan({**STOCK, "tools": tools}, RoutingPolicy())  # indexes them
+    recording = recording_runs(monkeypatch)
+    request = ChatJson.parse(orjson.dumps({**STOCK, "tools": tools}))
+    body, stats, trace = planner.plan_json(request, RoutingPolicy(mode="semantic"), busy=True)
+    assert recording.threads == []  # the model never ran
+    assert stats.routing == trace.mode == "keyword_busy"
+    assert trace.k_reason.startswith("the model had no turn in time, ranked by keywords: ")
+    assert body is not None
+    forwarded = [t["function"]["name"] for t in orjson.loads(body)["tools"]]
+    assert "get_stock_price" in forwarded and len(forwarded) == stats.tools_output < len(tools)
+    control = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 0.0)  # every plan is control traffic
+    _, stats, _ = control.plan_json(request, RoutingPolicy(ab_control_share=0.5), busy=True)
+    assert stats.routing == "keyword_busy_ab_ctrl" and stats.tools_output == len(tools)
 
 
 def test_a_plan_that_will_not_embed_starts_no_run(tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
