@@ -22,7 +22,9 @@ the table, the cost of one cache lookup on the request path (bench/response_cach
 definitions (bench/large_toolset.py; 500 are about 390 KB of JSON), straight to the fake and
 through Orqen once the optimizer has indexed them, with the number of tools Orqen forwarded and
 the share of requests routed: planned by the optimizer (A/B control traffic included, which is
-planned and then sent whole) rather than failed open for a plan past its deadline.
+planned and then sent whole) rather than failed open for a plan past its deadline; and the share
+of them routed by keywords because the optimizer had no turn at its model for them in time
+(`keyword_busy`).
 """
 
 from __future__ import annotations
@@ -280,7 +282,7 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                 )
             header = f"{'ingress':<10}{'mode':<6}{'conc':>5}  {'via':<8}{'p50 ms':>9}{'p99 ms':>9}"
             header += f"{'added p50':>11}{'added p99':>11}{'req/s':>8}{'x direct':>9}{'broken':>8}"
-            header += f"{'tools fwd':>16}{'routed':>8}" if tools else ""
+            header += f"{'tools fwd':>16}{'routed':>8}{'busy':>7}" if tools else ""
             print(header)
             print("-" * len(header))
             for ingress, mode, routes in groups:
@@ -316,7 +318,8 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
 
 
 def _forwarded(forwarded: list[tuple[int, str]], answered: int, offered: int) -> str:
-    """Tools forwarded per request (median) and how many requests went out with every tool; the share routed.
+    """Tools forwarded per request (median) and how many requests went out with every tool; the share routed,
+    and the share routed by keywords because the optimizer was busy.
 
     A request that carries every tool was failed open (its plan missed the deadline: routing
     "passthrough") or is A/B control traffic (routing "<mode>_ab_ctrl", planned all the same); one
@@ -326,7 +329,8 @@ def _forwarded(forwarded: list[tuple[int, str]], answered: int, offered: int) ->
     whole = answered - len(counts) + sum(c == offered for c in counts)
     median = f"{statistics.median(counts):.0f}" if counts else "-"
     routed = sum(not mode.startswith("passthrough") for _, mode in forwarded) / max(answered, 1)
-    return f"{median + (f' ({whole} all)' if whole else ''):>16}{routed:>8.1%}"
+    busy = sum(mode.startswith("keyword_busy") for _, mode in forwarded) / max(answered, 1)
+    return f"{median + (f' ({whole} all)' if whole else ''):>16}{routed:>8.1%}{busy:>7.1%}"
 
 
 def main() -> None:

@@ -404,6 +404,12 @@ def main() -> None:
         help="recall tables to print, comma-separated: tool-split, stratified, multi-turn, livemcpbench",
     )
     parser.add_argument(
+        "--mode",
+        choices=["auto", "keyword"],
+        default="auto",
+        help="the routing policy's mode: keyword is also how a busy worker ranks (mode keyword_busy)",
+    )
+    parser.add_argument(
         "--livemcpbench",
         type=Path,
         default=Path(__file__).resolve().parents[3] / ".bench-data" / agent_sets.LIVEMCPBENCH_WHEEL,
@@ -438,7 +444,7 @@ def _redis() -> Iterator[str]:
 
 def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | None) -> None:
     rng = random.Random(args.seed)
-    policy = RoutingPolicy(ab_control_share=0.0)  # "auto", as an account that changed nothing
+    policy = RoutingPolicy(mode=args.mode, ab_control_share=0.0)  # "auto": as an account that changed nothing
 
     cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
     catalogue: dict[str, dict[str, Any]] = {}
