@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,25 @@ def plan_request(ask: str) -> optimizer_pb2.PlanRequest:
     return optimizer_pb2.PlanRequest(context=context, chat_json=orjson.dumps(chat))
 
 
+@asynccontextmanager
+async def turn_held(turns: ModelTurns) -> AsyncIterator[None]:
+    """The worker's one turn at the model held, as by a plan running it, while the block runs."""
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with turns.turn(None):
+            started.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await started.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await holder
+
+
 def busy_plans() -> float:
     return REGISTRY.get_sample_value("orqen_optimizer_busy_plans_total", {"worker": str(WORKER.index)}) or 0.0
 
@@ -110,20 +130,8 @@ async def test_a_plan_whose_turn_would_come_too_late_is_ranked_by_keywords_and_a
     first = await worker.optimizer.Plan(plan_request(ask), timeout=DEADLINE_SECONDS)
     assert first.stats.routing == "semantic"  # a free turn: the model ran (and indexed the tools)
     busy_before = busy_plans()
-    release, started = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:  # a plan holding the worker's one turn at the model
-        async with worker.turns.turn(None):
-            started.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await started.wait()
-    try:
+    async with turn_held(worker.turns):
         answer = await worker.optimizer.Plan(plan_request(ask), timeout=DEADLINE_SECONDS)
-    finally:
-        release.set()
-        await holder
     assert answer.stats.routing == answer.trace.mode == "keyword_busy"
     assert answer.trace.k_reason.startswith("the model had no turn in time, ranked by keywords")
     kept = [t["function"]["name"] for t in orjson.loads(answer.chat_json)["tools"]]
@@ -134,19 +142,9 @@ async def test_a_plan_whose_turn_would_come_too_late_is_ranked_by_keywords_and_a
 
 
 async def test_a_plan_without_a_deadline_waits_for_its_turn(worker: Worker) -> None:
-    release, started = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        async with worker.turns.turn(None):
-            started.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await started.wait()
-    waiting = asyncio.ensure_future(worker.optimizer.Plan(plan_request("Translate this into French.")))
-    await asyncio.sleep(0.2)
-    assert not waiting.done()  # nobody waits for it with a deadline: it waits for the model
-    release.set()
-    await holder
+    async with turn_held(worker.turns):
+        waiting = asyncio.ensure_future(worker.optimizer.Plan(plan_request("Translate this into French.")))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # nobody waits for it with a deadline: it waits for the model
     answer = await waiting
     assert answer.stats.routing == "semantic"
