@@ -47,7 +47,7 @@ import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ from orqen_common.worker_group import available_cpus
 from orqen_optimizer import bfcl, rerank, tool_router
 from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.embeddings import ToolIndex, embed, encoder, text_id
-from orqen_optimizer.plan import Planner
+from orqen_optimizer.plan import BUSY_K_FLOOR, Planner, busy_policy
 from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.steps import split_steps
 from orqen_optimizer.tokens import count_tokens
@@ -405,10 +405,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=["auto", "keyword"],
+        choices=["auto", "keyword", "busy"],
         default="auto",
-        help="the routing policy's mode: keyword is also how a busy worker ranks (mode keyword_busy)",
+        help="the routing policy's mode; busy: as a plan is routed when its worker had no turn at the model "
+        "(keyword_busy)",
     )
+    parser.add_argument("--busy-k-floor", type=int, default=BUSY_K_FLOOR, help="busy plans' fewest tools (--mode busy)")
     parser.add_argument(
         "--livemcpbench",
         type=Path,
@@ -444,7 +446,9 @@ def _redis() -> Iterator[str]:
 
 def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | None) -> None:
     rng = random.Random(args.seed)
-    policy = RoutingPolicy(mode=args.mode, ab_control_share=0.0)  # "auto": as an account that changed nothing
+    policy = RoutingPolicy(mode="auto" if args.mode == "busy" else args.mode, ab_control_share=0.0)
+    if args.mode == "busy":  # "auto" as an account that changed nothing, routed as a busy worker does
+        policy = replace(busy_policy(policy), k_floor=max(policy.k_floor, args.busy_k_floor))
 
     cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
     catalogue: dict[str, dict[str, Any]] = {}

@@ -46,6 +46,16 @@ Plan = tuple[dict[str, Any], optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace
 JsonPlan = tuple[bytes | None, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTrace]
 
 
+# A busy plan's fewest tools (the account's floor if higher, its cap still applies): BM25 alone finds
+# needed tools further down than the fused ranking does, and its own margin keeps few (docs/routing.md).
+BUSY_K_FLOOR = 12
+
+
+def busy_policy(policy: RoutingPolicy) -> RoutingPolicy:
+    """How a plan is routed when its worker had no turn at the model for it in time: by keywords."""
+    return replace(policy, mode=KEYWORD, k_floor=max(policy.k_floor, BUSY_K_FLOOR))
+
+
 class Planner:
     def __init__(
         self,
@@ -96,7 +106,7 @@ class Planner:
         """
         read = chat.read()
         if busy:
-            policy = replace(policy, mode=KEYWORD)
+            policy = busy_policy(policy)
         with self._planning() as alone:
             facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
             ask = self._ask_ahead(read, facts, policy, alone)
@@ -206,7 +216,7 @@ class Planner:
             trace.k_reason = f"indexing {queued} of {len(unseen)} new tool texts; later requests are routed"
             return everything
         decision = self._router.route(chat, facts, policy, facts, ask)
-        mode = KEYWORD_BUSY if busy and decision.mode == KEYWORD else decision.mode
+        mode = KEYWORD_BUSY if busy else decision.mode  # busy: by keywords, within the account's cap
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
         if mode == KEYWORD_BUSY:
             trace.k_reason = f"the model had no turn in time, ranked by keywords: {decision.k_reason}"

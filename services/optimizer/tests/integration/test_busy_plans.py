@@ -58,6 +58,7 @@ TOOLS = [
     tool("create_calendar_event", "Create an event in the user's calendar."),
     tool("calculate_route", "Driving directions between two addresses."),
     tool("set_reminder", "Remind the user at a time."),
+    *(tool(f"task_{i}", f"Does task number {i} of the toolbox.") for i in range(20)),
 ]
 
 

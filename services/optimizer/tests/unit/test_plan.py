@@ -8,7 +8,7 @@ import pytest
 
 from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.embeddings import ToolIndex
-from orqen_optimizer.plan import Planner
+from orqen_optimizer.plan import BUSY_K_FLOOR, Planner
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
 
@@ -234,6 +234,7 @@ def test_a_plan_alone_over_a_new_tool_list_runs_its_asks_model_ahead_and_decides
 def test_a_busy_plan_is_ranked_by_keywords_without_the_model_and_says_so(
     tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    tools = tools + [tool(f"task_{i}", f"Does task number {i} of the toolbox.") for i in range(20)]
     planner = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 1.0)  # no A/B control traffic
     planner.plan({**STOCK, "tools": tools}, RoutingPolicy())  # indexes them
     recording = recording_runs(monkeypatch)
@@ -241,10 +242,13 @@ def test_a_busy_plan_is_ranked_by_keywords_without_the_model_and_says_so(
     body, stats, trace = planner.plan_json(request, RoutingPolicy(mode="semantic"), busy=True)
     assert recording.threads == []  # the model never ran
     assert stats.routing == trace.mode == "keyword_busy"
-    assert trace.k_reason.startswith("the model had no turn in time, ranked by keywords: ")
+    assert trace.k_reason == f"the model had no turn in time, ranked by keywords: floor {BUSY_K_FLOOR}"
     assert body is not None
     forwarded = [t["function"]["name"] for t in orjson.loads(body)["tools"]]
-    assert "get_stock_price" in forwarded and len(forwarded) == stats.tools_output < len(tools)
+    assert "get_stock_price" in forwarded and len(forwarded) == stats.tools_output == BUSY_K_FLOOR
+    _, stats, trace = planner.plan_json(request, RoutingPolicy(mode="semantic", k_cap=5), busy=True)
+    assert stats.tools_output == 5 and stats.routing == "keyword_busy"  # the account's cap still holds
+    assert trace.k_reason == "the model had no turn in time, ranked by keywords: cap 5"
     control = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 0.0)  # every plan is control traffic
     _, stats, _ = control.plan_json(request, RoutingPolicy(ab_control_share=0.5), busy=True)
     assert stats.routing == "keyword_busy_ab_ctrl" and stats.tools_output == len(tools)
