@@ -53,11 +53,19 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
         policy = await self._policies.get(account_id) if routable else DEFAULT_POLICY
         embeds = routable and self._planner.routes and policy.mode not in (PASSTHROUGH, KEYWORD)
         async with self._turns.turn(context.time_remaining(), needed=embeds) as busy:
+            # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
+            planning = asyncio.ensure_future(asyncio.to_thread(self._planner.plan_json, chat, policy, account_id, busy))
             try:
-                # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-                body, stats, trace = await asyncio.to_thread(self._planner.plan_json, chat, policy, account_id, busy)
+                body, stats, trace = await asyncio.shield(planning)
             except orjson.JSONDecodeError:  # a tool that orjson refuses (a lone surrogate, a 65-bit integer)
                 raise invalid_request("chat_json is not valid JSON.") from None
+            except asyncio.CancelledError:
+                # The caller gave up, but a thread cannot be stopped: the plan keeps its turn until its
+                # thread ends, so that no more than the worker's turns run the model at once.
+                await asyncio.wait({planning})
+                if not planning.cancelled():
+                    planning.exception()  # retrieved: nobody is left to read it
+                raise
         self._plans.inc()
         if busy:
             self._busy.inc()

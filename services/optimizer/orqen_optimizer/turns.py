@@ -34,6 +34,11 @@ class ModelTurns:
         self._waiting = self._held = 0
         self.expected = FIRST_GUESS_SECONDS  # how long a plan holds its turn, lately
 
+    @property
+    def held(self) -> int:
+        """How many plans hold a turn now."""
+        return self._held
+
     def in_time(self, remaining: float | None) -> bool:
         """Whether a plan arriving now, `remaining` seconds before its deadline, can expect to run the model and
         finish in time: behind the plans waiting already, `at_once` at a time.
@@ -41,7 +46,7 @@ class ModelTurns:
         A worker with no plan at the model runs it whatever the estimate says: the estimate is learnt
         only from plans that ran it, so one slow plan must not leave the worker ranking by keywords for good.
         """
-        if remaining is None or not self._held:
+        if remaining is None or not self.held:
             return True
         # Every turn taken: the plans waiting and this one go `at_once` at a time, each as long as lately.
         waits = (self._waiting + 1) / self._at_once if self._turns.locked() else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ TOKEN = "busy-plans-test-token"
 WORKER = WorkerLink(index=7, count=1, group_id=1, ready_fd=-1, group_fd=-1)
 # A deadline far beyond any plan here: how long a busy plan waits is set by the held turn, not by the machine.
 DEADLINE_SECONDS = 2.0
+POLLS = 600  # of 0.05 s: a bound on waiting for a thread to end on a busy machine, not a timing assertion
 
 
 class SemanticPreferences(accounting_pb2_grpc.AccountingServicer):
@@ -66,6 +68,7 @@ TOOLS = [
 class Worker:
     optimizer: optimizer_pb2_grpc.OptimizerStub
     turns: ModelTurns
+    planner: Planner
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ async def worker(orqen_redis_db_url: str) -> AsyncIterator[Worker]:
     await server.start()
     channel = open_channel(f"127.0.0.1:{port}", TOKEN)
     try:
-        yield Worker(optimizer_pb2_grpc.OptimizerStub(channel), turns)
+        yield Worker(optimizer_pb2_grpc.OptimizerStub(channel), turns, planner)
     finally:
         await channel.close()
         await server.stop(None)
@@ -148,4 +151,32 @@ async def test_a_plan_without_a_deadline_waits_for_its_turn(worker: Worker) -> N
         await asyncio.sleep(0.2)
         assert not waiting.done()  # nobody waits for it with a deadline: it waits for the model
     answer = await waiting
+    assert answer.stats.routing == "semantic"
+
+
+async def test_a_plan_whose_caller_gave_up_keeps_its_turn_until_its_thread_ends(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, entered = threading.Event(), threading.Event()
+    plan_json = worker.planner.plan_json
+
+    def held_up(*args: Any) -> Any:  # a plan running the model for longer than its caller waits
+        entered.set()
+        assert release.wait(60)
+        return plan_json(*args)
+
+    monkeypatch.setattr(worker.planner, "plan_json", held_up)
+    with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+        await worker.optimizer.Plan(plan_request("Convert 200 EUR to USD."), timeout=0.5)
+    assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and entered.is_set()
+    await asyncio.sleep(0.5)  # the server has seen the cancellation: its thread still runs, so it keeps the turn
+    assert worker.turns.held == 1
+    release.set()
+    for _ in range(POLLS):
+        if not worker.turns.held:
+            break
+        await asyncio.sleep(0.05)
+    assert worker.turns.held == 0
+    monkeypatch.undo()
+    answer = await worker.optimizer.Plan(plan_request("Convert 200 EUR to USD."), timeout=DEADLINE_SECONDS)
     assert answer.stats.routing == "semantic"
