@@ -47,7 +47,7 @@ import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -446,9 +446,10 @@ def _redis() -> Iterator[str]:
 
 def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | None) -> None:
     rng = random.Random(args.seed)
-    policy = RoutingPolicy(mode="auto" if args.mode == "busy" else args.mode, ab_control_share=0.0)
-    if args.mode == "busy":  # "auto" as an account that changed nothing, routed as a busy worker does
-        policy = replace(busy_policy(policy), k_floor=max(policy.k_floor, args.busy_k_floor))
+    # "auto": as an account that changed nothing; "busy": its plans routed as a busy worker routes them.
+    policy = RoutingPolicy(mode="keyword" if args.mode == "keyword" else "auto", ab_control_share=0.0)
+    if args.mode == "busy":
+        policy = busy_policy(policy, args.busy_k_floor)
 
     cases = [c for category in bfcl.SINGLE_TURN for c in bfcl.cases(category) if c.needed]
     catalogue: dict[str, dict[str, Any]] = {}

@@ -51,9 +51,9 @@ JsonPlan = tuple[bytes | None, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTra
 BUSY_K_FLOOR = 12
 
 
-def busy_policy(policy: RoutingPolicy) -> RoutingPolicy:
+def busy_policy(policy: RoutingPolicy, k_floor: int = BUSY_K_FLOOR) -> RoutingPolicy:
     """How a plan is routed when its worker had no turn at the model for it in time: by keywords."""
-    return replace(policy, mode=KEYWORD, k_floor=max(policy.k_floor, BUSY_K_FLOOR))
+    return replace(policy, mode=KEYWORD, k_floor=max(policy.k_floor, k_floor))
 
 
 class Planner:
