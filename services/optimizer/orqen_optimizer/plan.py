@@ -11,11 +11,11 @@ bounded: one request queues at most `max_indexed_per_request` tool texts and the
 at most `max_queued` in all, so a request with 20,000 new tools costs the other requests' plans
 a few seconds of one core at most; the texts left out are queued by later requests that
 carry them. The account's learned tool usage may add tools beyond the router's K
-(orqen_optimizer.learned), each named in the trace with its reason. A plan its worker had no turn
-at the model for in time (orqen_optimizer.turns) is routed by keywords, mode `keyword_busy`. Malformed tools make
-the request pass through unchanged, with the reason in the trace. Every forwarded tool has
-its schema compressed (orqen_optimizer.schemas); a long conversation has its older tool
-outputs shrunk (orqen_optimizer.context).
+(orqen_optimizer.learned), each named in the trace with its reason. A plan its worker had no
+turn at the model for in time (orqen_optimizer.turns) is routed by keywords, mode
+`keyword_busy`. Malformed tools make the request pass through unchanged, with the reason in the
+trace. Every forwarded tool has its schema compressed (orqen_optimizer.schemas); a long
+conversation has its older tool outputs shrunk (orqen_optimizer.context).
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class Planner:
         decision = self._router.route(chat, facts, policy, facts, ask)
         mode = KEYWORD_BUSY if busy else decision.mode  # busy: by keywords, within the account's cap
         trace.intent, trace.k, trace.k_reason = decision.intent[:500], len(decision.keep), decision.k_reason
-        if mode == KEYWORD_BUSY:
+        if busy:
             trace.k_reason = f"the model had no turn in time, ranked by keywords: {decision.k_reason}"
         because = {facts[i].name: reason for i, reason in decision.added_because.items()}
         trace.candidates.extend(
