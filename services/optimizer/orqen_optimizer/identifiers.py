@@ -10,6 +10,12 @@ while asks are prose. Three bridges, all found in text already at hand, never in
   "directory"). They are added to the tool's views, so BM25 and the embeddings see them.
 - `bridged_names`: the other way round, a name word made of the ask's words' prefixes run
   together ("weread" for "WeChat Reading") or of their initials; the ask then carries that word.
+
+One more bridge is a fixed vocabulary, the words file tools are named by: `path_words`. An ask
+that says where a file goes ("save the report in /root/markdown/bitcoin.md") names neither
+"file" nor "write", and its other steps outweigh that clause in the embedding, so an agent lost
+the tool it needed to finish (`write_file` was the most missed tool of LiveMCPBench's training
+tasks).
 """
 
 from __future__ import annotations
@@ -116,3 +122,21 @@ def bridged_names(ask: str, name_words: Iterable[str]) -> list[str]:
             if initials in names and initials not in asked:
                 found.append(initials)
     return list(dict.fromkeys(found))
+
+
+# A file path of two segments or more (`/root/markdown/x.md`, `~/notes/a`), or a file name with a common extension.
+_PATH = re.compile(
+    r"(?<![\w/.])(?:~|\.{1,2})?(?:/[\w.@+-]+){2,}/?"
+    r"|\b[\w-]+\.(?:md|txt|pdf|docx?|pptx?|xlsx?|csv|json|html?|py|ts|js|png|jpe?g|svg|gif|mp[34]|wav|zip|ya?ml|xml|log)\b",
+    re.IGNORECASE,
+)
+_SAVING = re.compile(
+    r"\b(?:sav(?:e|ed|es|ing)|writ(?:e|es|ing|ten)|wrote|stor(?:e|ed|es|ing)|export\w*|output\w*)\b", re.IGNORECASE
+)
+
+
+def path_words(text: str) -> list[str]:
+    """Words the ask means when it names a file: "file", and "write" when it asks to save, write, store or export."""
+    if not _PATH.search(text):
+        return []
+    return ["file", "write"] if _SAVING.search(text) else ["file"]

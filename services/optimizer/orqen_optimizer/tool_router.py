@@ -38,7 +38,7 @@ import numpy as np
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed, embed_ahead, embed_with_spans
 from orqen_optimizer.families import core_additions
-from orqen_optimizer.identifiers import bridged_names
+from orqen_optimizer.identifiers import bridged_names, path_words
 from orqen_optimizer.keywords import bm25, bm25_of_queries, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
@@ -281,8 +281,9 @@ class ToolRouter:
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
         tool_set = toolset(facts)
         names = tool_set.names
-        asked = words(intent) + bridged_names(intent, tool_set.name_words)
-        keyword, *step_keyword = bm25_of_queries([asked, *(words(step.text) for step in steps)], tool_set.corpus)
+        asked = words(intent) + bridged_names(intent, tool_set.name_words) + path_words(intent)
+        step_words = [words(step.text) + path_words(step.text) for step in steps]
+        keyword, *step_keyword = bm25_of_queries([asked, *step_words], tool_set.corpus)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)

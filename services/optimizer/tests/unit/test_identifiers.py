@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orqen_optimizer.identifiers import aliases, bridged_names, identifier_words
+from orqen_optimizer.identifiers import aliases, bridged_names, identifier_words, path_words
 from orqen_optimizer.keywords import words
 from orqen_optimizer.tools import tool_facts
 
@@ -44,3 +44,19 @@ def test_a_run_together_short_form_in_a_name_is_bridged_from_the_ask() -> None:
     assert bridged_names("Summarise current WeChat Reading trends", names) == ["weread"]
     assert bridged_names("What does the British Broadcasting Corporation report?", names) == ["bbc"]
     assert bridged_names("What is trending on the news?", names) == []
+
+
+@pytest.mark.parametrize(
+    ("ask", "expected"),
+    [
+        ("Generate a deep report of bitcoin and save it in /root/markdown/bitcoin.md", ["file", "write"]),
+        ("Write the summary to notes.txt", ["file", "write"]),
+        ("Read the data under /root/excel/people_data.xlsx and tell me Sophia Moore's bmi.", ["file"]),
+        ("Open ~/papers/webarena and compare the two", ["file"]),
+        ("Redirect unauthenticated users to /login and store the session", []),  # a route, not a file
+        ("I have 9.5g gold; what is it worth at amazon.com?", []),
+        ("Write a poem about the sea", []),
+    ],
+)
+def test_an_ask_naming_a_file_carries_the_words_file_tools_are_named_by(ask: str, expected: list[str]) -> None:
+    assert path_words(ask) == expected

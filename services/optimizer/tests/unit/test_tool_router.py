@@ -300,3 +300,24 @@ def test_a_step_keeps_a_few_more_candidates_only_where_each_is_a_small_part_of_t
     assert tool_router.step_k(order, likely, facts, total=1000 * each) == 3
     # However unlikely, a step keeps its best candidate.
     assert tool_router.step_k(order, np.zeros(10), facts, total=1000 * each) == 1
+
+
+FILE_TOOLS = [
+    tool("read_file", "Read the complete contents of a file from the file system.", path="The file's path"),
+    tool("write_file", "Create a new file or completely overwrite an existing file with new content.", path="Path",
+         content="Text"),
+    tool("list_directory", "List the files and directories in a directory.", path="The directory"),
+    tool("move_file", "Move or rename a file or directory.", source="From", destination="To"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["auto", "keyword"])
+def test_an_ask_to_save_in_a_path_keeps_the_tool_that_writes_files(mode: str) -> None:
+    tools = FILE_TOOLS + TOOLS
+    ask = "Look up the Apple stock price, and save it in /root/notes/apple.md"
+    chat = {"messages": [{"role": "user", "content": ask}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(mode=mode, k_floor=1))
+    kept = {tools[i]["function"]["name"] for i in decision.keep}
+    assert {"get_stock_price", "write_file"} <= kept
+    if mode == "keyword":  # BM25 alone: the step that names the path finds the tool by the words it bridges to
+        assert [tools[step.keep[0]]["function"]["name"] for step in decision.steps] == ["get_stock_price", "write_file"]
