@@ -48,6 +48,8 @@ import orjson
 from process_usage import cpu_seconds
 
 from bench.budget_check import budget_check_cost
+from bench.gc_pauses import FullCollections, probe_env
+from bench.gc_pauses import summary as gc_summary
 from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
 from bench.response_cache import lookup_cost
@@ -251,13 +253,18 @@ def format_routes(edge: str, fakes: dict[str, str], orqen_key: str, peer: str) -
     return groups
 
 
-async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu: bool = False) -> None:
+async def run(
+    requests: int, levels: list[int], with_peer: bool, tools: int, cpu: bool = False, gc_log: bool = False
+) -> None:
     with (
         fake_servers() as urls,
         tempfile.TemporaryDirectory(prefix="orqen-bench-") as home,
         litellm_proxy(urls) if with_peer else nullcontext("") as peer,
     ):
         env = stack_env(urls, Path(home), f"bench{os.getpid()}")
+        if gc_log:
+            (Path(home) / "gc").mkdir()
+            probe_env(env, Path(home) / "gc")
         if tools:
             env["ORQEN_MAX_BODY_BYTES"] = str(TOOLS_BODY_LIMIT)
         stack = Stack(StackConfig.from_env(env))
@@ -292,6 +299,10 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                     for via, target in routes.items():
                         pids = stack.pids() if cpu and via == "orqen" else {}
                         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                        collections = None
+                        if gc_log and via == "orqen":
+                            collections = FullCollections(Path(home) / "gc", stack.pids())
+                            collections.start()
                         forwarded: list[tuple[int, str]] = []
                         samples, rate, broken = await measure(target, concurrency, count, forwarded)
                         if pids:
@@ -307,6 +318,8 @@ async def run(requests: int, levels: list[int], with_peer: bool, tools: int, cpu
                             line += _forwarded(forwarded, len(samples), tools)
                         if pids:
                             line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
+                        if collections:
+                            line += gc_summary(collections.since())
                         print(line, flush=True)
             costs = await budget_check_cost(stack.service_env["ORQEN_REDIS_URL"])
             print("\nbudget check on the request path (4 per-minute limits, 4 period counters; bench/budget_check.py)")
@@ -342,9 +355,12 @@ def main() -> None:
     parser.add_argument(
         "--cpu", action="store_true", help="also print each service's CPU time per request on Orqen's rows"
     )
+    parser.add_argument(
+        "--gc", action="store_true", help="also print each service's full garbage collections on Orqen's rows"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
-    asyncio.run(run(args.requests, levels, args.peer, args.tools, args.cpu))
+    asyncio.run(run(args.requests, levels, args.peer, args.tools, args.cpu, args.gc))
 
 
 if __name__ == "__main__":
