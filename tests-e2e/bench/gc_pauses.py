@@ -17,18 +17,15 @@ def probe_env(env: dict[str, str], directory: Path) -> None:
 
 
 class FullCollections:
-    """The full collections of each service (its worker processes included) since `start`."""
+    """The full collections of each service (its worker processes included) from now on."""
 
     def __init__(self, directory: Path, pids: dict[str, int]) -> None:
         self._directory = directory
         self._trees = {name: process_tree(pid) for name, pid in pids.items()}
-        self._seen: dict[int, int] = {}
-
-    def start(self) -> None:
         self._seen = {pid: len(self._pauses(pid)) for tree in self._trees.values() for pid in tree}
 
     def since(self) -> dict[str, list[float]]:
-        """Each service's full collections since `start`: their wall times in milliseconds."""
+        """Each service's full collections since this was made: their wall times in milliseconds."""
         return {
             name: [ms for pid in tree for ms in self._pauses(pid)[self._seen.get(pid, 0) :]]
             for name, tree in self._trees.items()

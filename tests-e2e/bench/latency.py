@@ -262,9 +262,10 @@ async def run(
         litellm_proxy(urls) if with_peer else nullcontext("") as peer,
     ):
         env = stack_env(urls, Path(home), f"bench{os.getpid()}")
+        gc_dir = Path(home) / "gc"
         if gc_log:
-            (Path(home) / "gc").mkdir()
-            probe_env(env, Path(home) / "gc")
+            gc_dir.mkdir()
+            probe_env(env, gc_dir)
         if tools:
             env["ORQEN_MAX_BODY_BYTES"] = str(TOOLS_BODY_LIMIT)
         stack = Stack(StackConfig.from_env(env))
@@ -299,10 +300,7 @@ async def run(
                     for via, target in routes.items():
                         pids = stack.pids() if cpu and via == "orqen" else {}
                         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                        collections = None
-                        if gc_log and via == "orqen":
-                            collections = FullCollections(Path(home) / "gc", stack.pids())
-                            collections.start()
+                        collections = FullCollections(gc_dir, stack.pids()) if gc_log and via == "orqen" else None
                         forwarded: list[tuple[int, str]] = []
                         samples, rate, broken = await measure(target, concurrency, count, forwarded)
                         if pids:
