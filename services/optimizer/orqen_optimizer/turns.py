@@ -23,6 +23,9 @@ SAFETY = 1.5
 # Before any plan has held a turn: a 500-tool plan on a slow core, replaced by what the plans measure.
 FIRST_GUESS_SECONDS = 0.020
 SMOOTHING = 0.2  # the weight of each new plan in the time a turn takes
+# An estimate no plan has renewed for this long does not keep a plan from an idle model: it is learnt only
+# from plans that run the model, so one stalled run must not leave the worker ranking by keywords for good.
+STALE_SECONDS = 1.0
 
 
 class ModelTurns:
@@ -33,6 +36,7 @@ class ModelTurns:
         self._turns = asyncio.Semaphore(max(at_once, 1))
         self._waiting = self._held = 0
         self.expected = FIRST_GUESS_SECONDS  # how long a plan holds its turn, lately
+        self._learnt_at = clock()
 
     @property
     def held(self) -> int:
@@ -43,10 +47,12 @@ class ModelTurns:
         """Whether a plan arriving now, `remaining` seconds before its deadline, can expect to run the model and
         finish in time: behind the plans waiting already, `at_once` at a time.
 
-        A worker with no plan at the model runs it whatever the estimate says: the estimate is learnt
-        only from plans that ran it, so one slow plan must not leave the worker ranking by keywords for good.
+        With the model idle too: a plan with less time left than a run takes is ranked by keywords
+        rather than run late. Only an estimate gone stale (STALE_SECONDS) lets it run the model anyway.
         """
-        if remaining is None or not self.held:
+        if remaining is None:
+            return True
+        if not self.held and self._clock() - self._learnt_at > STALE_SECONDS:
             return True
         # Every turn taken: the plans waiting and this one go `at_once` at a time, each as long as lately.
         waits = (self._waiting + 1) / self._at_once if self._turns.locked() else 0.0
@@ -83,4 +89,5 @@ class ModelTurns:
         finally:
             self._held -= 1
             self._turns.release()
-            self.expected += SMOOTHING * (self._clock() - started - self.expected)
+            self._learnt_at = self._clock()
+            self.expected += SMOOTHING * (self._learnt_at - started - self.expected)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orqen_optimizer.turns import FIRST_GUESS_SECONDS, RESERVE_SECONDS, SAFETY, ModelTurns
+from orqen_optimizer.turns import FIRST_GUESS_SECONDS, RESERVE_SECONDS, SAFETY, STALE_SECONDS, ModelTurns
 
 
 async def held(turns: ModelTurns, release: asyncio.Event, started: asyncio.Event) -> None:
@@ -53,31 +53,40 @@ async def test_a_plan_that_the_plans_ahead_would_make_late_is_busy_at_once() -> 
     await asyncio.gather(*holders)
 
 
-async def test_a_plan_too_close_to_its_deadline_for_one_run_is_busy_unless_the_model_is_idle() -> None:
+async def test_a_plan_too_close_to_its_deadline_for_one_run_is_busy_even_with_the_model_idle() -> None:
     turns = ModelTurns(2)
-    release, holders = await hold_all(turns, 1)  # one turn of two taken
+    assert not turns.held
     async with turns.turn(RESERVE_SECONDS + SAFETY * turns.expected / 2) as busy:
-        assert busy
+        assert busy  # it would run late: keywords answer in time
     async with turns.turn(RESERVE_SECONDS + SAFETY * turns.expected * 2) as busy:
         assert not busy
+    release, holders = await hold_all(turns, 1)  # one turn of two taken: the same rule
+    async with turns.turn(RESERVE_SECONDS + SAFETY * turns.expected / 2) as busy:
+        assert busy
     release.set()
     await asyncio.gather(*holders)
 
 
-async def test_an_idle_model_runs_whatever_the_estimate_so_one_slow_plan_does_not_keep_the_worker_busy() -> None:
+async def test_a_stale_estimate_does_not_keep_an_idle_model_from_plans() -> None:
     now = [0.0]
     turns = ModelTurns(2, clock=lambda: now[0])
     async with turns.turn(None):
         now[0] += 5.0  # one plan held its turn five seconds (a stalled machine)
     assert turns.expected > 0.15  # by the estimate, no plan could finish within 150 ms
     async with turns.turn(0.150) as busy:
-        assert not busy  # no plan at the model: this one runs it, and teaches the estimate
-        now[0] += 0.01
+        assert busy  # the estimate is fresh: it decides
+    now[0] += STALE_SECONDS + 0.001  # no plan has run the model since: the estimate is stale
     release, holders = await hold_all(turns, 1)
     async with turns.turn(0.150) as busy:
-        assert busy  # with a plan at the model, the estimate decides
+        assert busy  # with a plan at the model, the estimate decides whatever its age
     release.set()
     await asyncio.gather(*holders)
+    now[0] += STALE_SECONDS + 0.001
+    stale = turns.expected
+    async with turns.turn(0.150) as busy:
+        assert not busy  # the model idle and the estimate stale: this plan runs it, and teaches the estimate
+        now[0] += 0.01
+    assert turns.expected < stale
 
 
 async def test_a_plan_whose_turn_does_not_come_in_time_stops_waiting_and_is_busy() -> None:
