@@ -229,6 +229,7 @@ class Planner:
             optimizer_pb2.RoutingStep(text=step.text[:200], tools=[facts[i].name for i in step.keep])
             for step in decision.steps
         )
+        trace.bridged_words.extend(decision.bridged)
         learned, displaced = self._learned_additions(account_id, chat, facts, decision, policy, trace)
         keep = [i for i in decision.keep if i not in displaced] + learned
         # Control traffic too records the learned additions: calibration scores recall with and without them.

@@ -82,12 +82,15 @@ class Decision:
     mode: str
     k_reason: str
     intent: str
-    # The best-ranked tools (at least TRACE_CANDIDATES) and every kept one, in the router's order,
-    # with their fused scores: what the trace shows and calibration scores K against.
+    # Every kept tool first, in `keep`'s order, then the best of the others (as many as the best
+    # max(TRACE_CANDIDATES, len(keep)) left out), with their fused scores: what the trace shows. Its
+    # first len(keep) are the forwarded tools, which is how the dashboard and calibration read it.
     ranked: list[tuple[str, float]]
     # Why a tool was kept besides the whole ask's ranking (a step's, a family's), by tool index.
     added_because: dict[int, str] = field(default_factory=dict)
     steps: list[StepRoute] = field(default_factory=list)
+    # Keywords the lexical bridges added to the ask's (identifiers.bridged_names and path_words).
+    bridged: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +284,10 @@ class ToolRouter:
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
         tool_set = toolset(facts)
         names = tool_set.names
-        asked = words(intent) + bridged_names(intent, tool_set.name_words) + path_words(intent)
-        step_words = [words(step.text) + path_words(step.text) for step in steps]
+        bridged = bridged_names(intent, tool_set.name_words) + path_words(intent)
+        step_bridged = [path_words(step.text) for step in steps]
+        asked = words(intent) + bridged
+        step_words = [words(step.text) + added for step, added in zip(steps, step_bridged, strict=True)]
         keyword, *step_keyword = bm25_of_queries([asked, *step_words], tool_set.corpus)
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
@@ -327,10 +332,11 @@ class ToolRouter:
         keep += list(because)
         required -= {names[i] for i in keep}
         keep += [i for i in order.tolist() if names[i] in required and i not in keep]
-        shown = order[: max(TRACE_CANDIDATES, len(keep))].tolist()
-        shown += [i for i in keep if i not in set(shown)]
+        forwarded = set(keep)
+        shown = keep + [i for i in order[: max(TRACE_CANDIDATES, len(keep))].tolist() if i not in forwarded]
         ranked = [(names[i], float(fused[i])) for i in shown]
-        return Decision(keep, mode, reason, intent, ranked, because, routes)
+        added_words = list(dict.fromkeys(bridged + [w for added in step_bridged for w in added]))
+        return Decision(keep, mode, reason, intent, ranked, because, routes, added_words)
 
     def _steps(
         self,

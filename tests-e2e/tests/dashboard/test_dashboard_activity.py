@@ -69,6 +69,12 @@ def send_traffic(edge_url: str, key: str) -> dict[str, str]:
     fallback = oa.chat.completions.with_raw_response.create(
         model="gpt-fake-500", messages=[{"role": "user", "content": "book it"}], extra_headers=trip
     )
+    # Two steps and a file named: the trace shows the steps and the keywords the file bridge added.
+    steps = oa.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Get the AAPL stock price, then save it in /tmp/notes/aapl.md"}],
+        tools=TOOLBOX,
+    )
     hostile = oa.chat.completions.with_raw_response.create(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "hi"}],
@@ -80,6 +86,7 @@ def send_traffic(edge_url: str, key: str) -> dict[str, str]:
         "fallback": fallback.headers["x-request-id"],
         "hostile": hostile.headers["x-request-id"],
         "failed": failed,
+        "steps": steps.headers["x-request-id"],
     }
 
 
@@ -184,6 +191,18 @@ async def test_a_request_shows_its_attempts_headers_and_routing_trace(page: Page
     assert sent["routed"] in fields and "get_stock_price" in fields
     await assert_fits_375(page)
     await screenshot(page, "request-trace")
+
+    # A multi-step ask: its steps with the tools each retrieved, the keywords a bridge added, and the
+    # trace's forwarded rows first.
+    await visit(page, f"/dashboard/requests/{sent['steps']}")
+    steps = await trace.locator("ol.steps li").all_inner_texts()
+    assert len(steps) == 2 and "AAPL stock price" in steps[0] and "aapl.md" in steps[1]
+    assert "get_stock_price" in steps[0]
+    assert "file, write" in await trace.locator(".facts").inner_text()
+    forwarded = await trace.locator("table.candidates tbody td:nth-child(4)").all_inner_texts()
+    assert "yes" in forwarded and forwarded == sorted(forwarded, key=lambda f: f != "yes")
+    await assert_fits_375(page)
+    await screenshot(page, "request-steps")
 
     await visit(page, f"/dashboard/requests/{sent['fallback']}")
     attempts = await page.locator("table.attempts tbody tr").all_inner_texts()

@@ -197,6 +197,7 @@ class RoutingTrace(_message.Message):
     K_REASON_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    BRIDGED_WORDS_FIELD_NUMBER: _builtins.int
     LEARNED_FIELD_NUMBER: _builtins.int
     DISPLACED_FIELD_NUMBER: _builtins.int
     intent: _builtins.str
@@ -208,6 +209,13 @@ class RoutingTrace(_message.Message):
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingStep]:
         """The ask's steps when it has more than one (orqen_optimizer.steps), each with its tools."""
+
+    @_builtins.property
+    def bridged_words(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keywords the lexical bridges added to the ask's (orqen_optimizer.identifiers): a tool name's
+        short form the ask spells out, or "file" (and "write") for an ask that names a file. They
+        explain a tool scored by keywords that no word of the ask names.
+        """
 
     @_builtins.property
     def learned(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearnedTool]:
@@ -230,12 +238,13 @@ class RoutingTrace(_message.Message):
         k_reason: _builtins.str = ...,
         candidates: _abc.Iterable[Global___ToolCandidate] | None = ...,
         steps: _abc.Iterable[Global___RoutingStep] | None = ...,
+        bridged_words: _abc.Iterable[_builtins.str] | None = ...,
         learned: _abc.Iterable[Global___LearnedTool] | None = ...,
         displaced: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "displaced", b"displaced", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridged_words", b"bridged_words", "candidates", b"candidates", "displaced", b"displaced", "intent", b"intent", "k", b"k", "k_reason", b"k_reason", "learned", b"learned", "mode", b"mode", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

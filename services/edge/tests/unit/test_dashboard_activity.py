@@ -103,7 +103,33 @@ def test_a_learned_tool_is_forwarded_and_the_tool_that_made_way_for_it_is_not() 
     )
     view = trace_view(plain(trace), [])
     assert view is not None
-    assert [(r["name"], r["forwarded"]) for r in view["rows"]] == [("a", True), ("b", False), ("c", True)]
+    assert [(r["name"], r["forwarded"], r["why"]) for r in view["rows"]] == [
+        ("a", True, ""),
+        ("b", False, "made way for a learned tool"),
+        ("c", True, "follows a (0.80)"),
+    ]
+
+
+def test_a_tool_a_stage_added_says_why() -> None:
+    trace = optimizer_pb2.RoutingTrace(
+        mode="semantic",
+        k=2,
+        candidates=[
+            optimizer_pb2.ToolCandidate(name="grep", score=0.8),
+            optimizer_pb2.ToolCandidate(name="cd", score=0.1, added_because="family fs is in play"),
+            optimizer_pb2.ToolCandidate(name="find", score=0.7),
+        ],
+        steps=[optimizer_pb2.RoutingStep(text="search with grep", tools=["grep"])],
+        bridged_words=["file"],
+    )
+    view = trace_view(plain(trace), [])
+    assert view is not None
+    assert [(r["name"], r["forwarded"], r["why"]) for r in view["rows"]] == [
+        ("grep", True, ""),
+        ("cd", True, "family fs is in play"),
+        ("find", False, ""),
+    ]
+    assert view["steps"] == [{"text": "search with grep", "tools": ["grep"]}] and view["bridged_words"] == ["file"]
 
 
 def test_on_ab_control_traffic_every_candidate_was_forwarded() -> None:

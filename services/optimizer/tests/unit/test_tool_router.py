@@ -155,6 +155,7 @@ def test_each_step_of_a_multi_step_ask_is_retrieved_and_traced(tools: list[dict[
     ]
     assert tools[decision.steps[1].keep[0]]["function"]["name"] == "translate_text"
     assert all(reason.startswith(("step ", "ranks ")) for reason in decision.added_because.values())
+    assert decision.bridged == []  # no bridge word: every keyword is the ask's own
 
 
 def test_a_prerequisite_of_the_family_in_play_is_kept_and_says_why() -> None:
@@ -174,6 +175,12 @@ def test_a_prerequisite_of_the_family_in_play_is_kept_and_says_why() -> None:
         "cd": "family description 'This tool belongs to the file system.' is in play (its grep ranks first): "
         "a navigation or state tool"
     }
+    # The trace's first K are the forwarded tools, the one the family added included, in the order kept:
+    # the dashboard and the recall calibration read what was forwarded from them.
+    assert [name for name, _ in decision.ranked[: len(kept)]] == kept
+    by_score = [name for name, _ in sorted(decision.ranked, key=lambda c: -c[1])]
+    assert "cd" not in by_score[: len(kept)]  # by its score alone it would not be among them
+    assert decision.bridged == ["file"]  # report.txt names a file
 
 
 def test_keyword_routing_retrieves_each_step_by_bm25_without_embedding(
@@ -319,5 +326,6 @@ def test_an_ask_to_save_in_a_path_keeps_the_tool_that_writes_files(mode: str) ->
     decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(mode=mode, k_floor=1))
     kept = {tools[i]["function"]["name"] for i in decision.keep}
     assert {"get_stock_price", "write_file"} <= kept
+    assert decision.bridged == ["file", "write"]  # the trace says which keywords no word of the ask gave
     if mode == "keyword":  # BM25 alone: the step that names the path finds the tool by the words it bridges to
         assert [tools[step.keep[0]]["function"]["name"] for step in decision.steps] == ["get_stock_price", "write_file"]

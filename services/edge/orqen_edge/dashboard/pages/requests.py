@@ -93,13 +93,14 @@ def logged_headers(record: Mapping[str, Any]) -> dict[str, str]:
 
 
 def trace_view(trace: Mapping[str, Any] | None, called: Sequence[str]) -> dict[str, Any] | None:
-    """The routing decision as the page draws it: candidates ranked by score, which were forwarded
-    (the first K as the router keeps them, less those that made way for the tools learned usage
-    added, and those; every one on A/B control traffic) and which were called."""
+    """The routing decision as the page draws it: the candidates in the router's order (the
+    forwarded first), which were forwarded (the first K, less those that made way for the tools
+    learned usage added, and those; every one on A/B control traffic), why a stage added one,
+    and which were called."""
     if not trace:
         return None
     everything = str(trace["mode"]).endswith(AB_CONTROL_SUFFIX)
-    learned = {t.get("name", "") for t in trace.get("learned", [])}
+    learned = {t.get("name", ""): t.get("reason", "") for t in trace.get("learned", [])}
     displaced = set(trace.get("displaced", []))
     rows = [
         {
@@ -107,6 +108,9 @@ def trace_view(trace: Mapping[str, Any] | None, called: Sequence[str]) -> dict[s
             "name": c["name"],
             "score": c["score"],
             "forwarded": everything or (rank <= trace["k"] and c["name"] not in displaced) or c["name"] in learned,
+            "why": c.get("added_because")
+            or learned.get(c["name"], "")
+            or ("made way for a learned tool" if c["name"] in displaced else ""),
             "called": c["name"] in called,
         }
         for rank, c in enumerate(trace["candidates"], start=1)
