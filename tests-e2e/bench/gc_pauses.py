@@ -1,44 +1,73 @@
-"""The full garbage collections each service made during a run (`make bench ARGS=--gc`), from bench/gc_probe."""
+"""The full garbage collections each service made during a run (`make bench ARGS=--gc`), read from the
+`orqen_gc_pause_seconds` histogram each service exports, as an operator's Prometheus would."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
-from process_usage import process_tree
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-PROBE = Path(__file__).with_name("gc_probe")
+SERVICES = ("optimizer", "dispatch", "accounting", "billing")
 
 
-def probe_env(env: dict[str, str], directory: Path) -> None:
-    """Make every process started with `env` log its full collections into `directory`."""
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROBE), env.get("PYTHONPATH", "")) if p)
-    env["BENCH_GC_DIR"] = str(directory)
+def metrics_urls(edge_url: str, env: dict[str, str]) -> dict[str, str]:
+    """Each service's metrics URL in the stack started with `env` (the edge serves its own /metrics)."""
+    urls = {"edge": edge_url + "/metrics"}
+    urls.update((s, f"http://127.0.0.1:{env[f'ORQEN_{s.upper()}_METRICS_PORT']}/metrics") for s in SERVICES)
+    return urls
+
+
+@dataclass(frozen=True, slots=True)
+class Pauses:
+    """Full collections: how many, their total wall time, and the histogram bucket bound all of them were within."""
+
+    count: int
+    total_ms: float
+    within_ms: float
+
+
+def _full_collections(url: str) -> tuple[int, float, dict[float, float]]:
+    """(count, sum in seconds, cumulative count per bucket bound) of generation 2, as the service reports them."""
+    count, total, buckets = 0, 0.0, {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        if family.name != "orqen_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("generation") != "2":
+                continue
+            if sample.name.endswith("_count"):
+                count = int(sample.value)
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets[float(sample.labels["le"])] = sample.value
+    return count, total, buckets
 
 
 class FullCollections:
-    """The full collections of each service (its worker processes included) from now on."""
+    """The full collections of each service (all its worker processes) from when this is made."""
 
-    def __init__(self, directory: Path, pids: dict[str, int]) -> None:
-        self._directory = directory
-        self._trees = {name: process_tree(pid) for name, pid in pids.items()}
-        self._seen = {pid: len(self._pauses(pid)) for tree in self._trees.values() for pid in tree}
+    def __init__(self, urls: dict[str, str]) -> None:
+        self._urls = urls
+        self._before = {name: _full_collections(url) for name, url in urls.items()}
 
-    def since(self) -> dict[str, list[float]]:
-        """Each service's full collections since this was made: their wall times in milliseconds."""
-        return {
-            name: [ms for pid in tree for ms in self._pauses(pid)[self._seen.get(pid, 0) :]]
-            for name, tree in self._trees.items()
-        }
-
-    def _pauses(self, pid: int) -> list[float]:
-        log = self._directory / str(pid)
-        return [float(line) for line in log.read_text().split()] if log.exists() else []
+    def since(self) -> dict[str, Pauses]:
+        """Each service's full collections since this was made."""
+        found = {}
+        for name, url in self._urls.items():
+            (count, total, buckets), (count0, total0, buckets0) = _full_collections(url), self._before[name]
+            made = count - count0
+            within = min((le for le, n in buckets.items() if n - buckets0.get(le, 0) >= made), default=float("inf"))
+            found[name] = Pauses(made, (total - total0) * 1000, within * 1000)
+        return found
 
 
-def summary(pauses: dict[str, list[float]]) -> str:
-    """`  full gc edge 2 (max 12 ms) …`, the services that made any."""
-    made = {name: ms for name, ms in pauses.items() if ms}
+def summary(pauses: dict[str, Pauses]) -> str:
+    """`  full gc edge 2 (1.8 ms in all, each ≤ 2 ms) …`, the services that made any."""
+    made = {name: p for name, p in pauses.items() if p.count}
     if not made:
         return "  full gc none"
-    return "  full gc " + " ".join(f"{name} {len(ms)} (max {max(ms):.0f} ms)" for name, ms in made.items())
+    return "  full gc " + " ".join(
+        f"{name} {p.count} ({p.total_ms:.1f} ms in all, each ≤ {p.within_ms:g} ms)" for name, p in made.items()
+    )

@@ -48,7 +48,7 @@ import orjson
 from process_usage import cpu_seconds
 
 from bench.budget_check import budget_check_cost
-from bench.gc_pauses import FullCollections, probe_env
+from bench.gc_pauses import FullCollections, metrics_urls
 from bench.gc_pauses import summary as gc_summary
 from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
@@ -262,10 +262,6 @@ async def run(
         litellm_proxy(urls) if with_peer else nullcontext("") as peer,
     ):
         env = stack_env(urls, Path(home), f"bench{os.getpid()}")
-        gc_dir = Path(home) / "gc"
-        if gc_log:
-            gc_dir.mkdir()
-            probe_env(env, gc_dir)
         if tools:
             env["ORQEN_MAX_BODY_BYTES"] = str(TOOLS_BODY_LIMIT)
         stack = Stack(StackConfig.from_env(env))
@@ -300,7 +296,8 @@ async def run(
                     for via, target in routes.items():
                         pids = stack.pids() if cpu and via == "orqen" else {}
                         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                        collections = FullCollections(gc_dir, stack.pids()) if gc_log and via == "orqen" else None
+                        watched = gc_log and via == "orqen"
+                        collections = FullCollections(metrics_urls(info.edge_url, env)) if watched else None
                         forwarded: list[tuple[int, str]] = []
                         samples, rate, broken = await measure(target, concurrency, count, forwarded)
                         if pids:

@@ -21,6 +21,14 @@ CONSUMER_PENDING = Gauge(
     "orqen_consumer_pending", "Messages waiting in a durable consumer (queue depth).", ["consumer"]
 )
 
+# Each garbage collection's pause, by generation (0, 1, 2): a full collection stops the whole process.
+GC_PAUSES = Histogram(
+    "orqen_gc_pause_seconds",
+    "Garbage collection pauses (every thread of the process stands still).",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+
 
 def start_metrics_server(host: str, port: int) -> None:
     """Serve /metrics on `host`:`port` in a background thread; port 0 disables it."""
