@@ -12,10 +12,10 @@ while asks are prose. Three bridges, all found in text already at hand, never in
   together ("weread" for "WeChat Reading") or of their initials; the ask then carries that word.
 
 One more bridge is a fixed vocabulary, the words file tools are named by: `path_words`. An ask
-that says where a file goes ("save the report in /root/markdown/bitcoin.md") names neither
-"file" nor "write", and its other steps outweigh that clause in the embedding, so an agent lost
-the tool it needed to finish (`write_file` was the most missed tool of LiveMCPBench's training
-tasks).
+that says where a file goes ("save the report in /root/markdown/bitcoin.md", "generate a report
+at /root/markdown/daily.md") names neither "file" nor "write", and its other steps outweigh that
+clause in the embedding, so an agent lost the tool it needed to finish (`write_file` was the most
+missed tool of LiveMCPBench's training tasks).
 """
 
 from __future__ import annotations
@@ -130,13 +130,19 @@ _PATH = re.compile(
     r"|\b[\w-]+\.(?:md|txt|pdf|docx?|pptx?|xlsx?|csv|json|html?|py|ts|js|png|jpe?g|svg|gif|mp[34]|wav|zip|ya?ml|xml|log)\b",
     re.IGNORECASE,
 )
-_SAVING = re.compile(
-    r"\b(?:sav(?:e|ed|es|ing)|writ(?:e|es|ing|ten)|wrote|stor(?:e|ed|es|ing)|export\w*|output\w*)\b", re.IGNORECASE
+# Verbs of an ask that wants its file made rather than read: "generate a report at /root/…/daily.md".
+_MAKING = re.compile(
+    r"\b(?:sav(?:e|ed|es|ing)|writ(?:e|es|ing|ten)|wrote|stor(?:e|ed|es|ing)|export\w*|output\w*"
+    r"|creat(?:e|ed|es|ing)|generat(?:e|ed|es|ing)|mak(?:e|es|ing)|made|produc(?:e|ed|es|ing)|draft\w*)\b",
+    re.IGNORECASE,
 )
+FILE_WORDS = ["file"]
+WRITE_FILE_WORDS = ["file", "write"]  # the words the tools that write files are named by
 
 
 def path_words(text: str) -> list[str]:
-    """Words the ask means when it names a file: "file", and "write" when it asks to save, write, store or export."""
+    """Words the ask means when it names a file: "file", and "write" when it asks to make it (save, write,
+    store, export, create, generate, make, produce or draft)."""
     if not _PATH.search(text):
         return []
-    return ["file", "write"] if _SAVING.search(text) else ["file"]
+    return list(WRITE_FILE_WORDS if _MAKING.search(text) else FILE_WORDS)

@@ -38,7 +38,7 @@ import numpy as np
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed, embed_ahead, embed_with_spans
 from orqen_optimizer.families import core_additions
-from orqen_optimizer.identifiers import bridged_names, path_words
+from orqen_optimizer.identifiers import WRITE_FILE_WORDS, bridged_names, path_words
 from orqen_optimizer.keywords import bm25, bm25_of_queries, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
@@ -284,11 +284,15 @@ class ToolRouter:
         facts = facts if facts is not None else [tool_facts(t) for t in tools]
         tool_set = toolset(facts)
         names = tool_set.names
-        bridged = bridged_names(intent, tool_set.name_words) + path_words(intent)
+        file_words = path_words(intent)
+        bridged = bridged_names(intent, tool_set.name_words) + file_words
         step_bridged = [path_words(step.text) for step in steps]
         asked = words(intent) + bridged
         step_words = [words(step.text) + added for step, added in zip(steps, step_bridged, strict=True)]
-        keyword, *step_keyword = bm25_of_queries([asked, *step_words], tool_set.corpus)
+        writes = file_words == WRITE_FILE_WORDS
+        queries = [asked, *step_words] + ([WRITE_FILE_WORDS] if writes else [])
+        keyword, *step_keyword = bm25_of_queries(queries, tool_set.corpus)
+        writer = step_keyword.pop() if writes else None
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
@@ -320,6 +324,8 @@ class ToolRouter:
         for number, route in enumerate(routes, 1):
             fresh = [i for i in route.keep if i not in keep and i not in because]
             because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
+        if writer is not None and mode != "limit":
+            because.update(file_writer(writer, set(keep) | set(because)))
         required = must_keep(chat)
         if FAMILIES and mode != "limit":
             kept = keep + list(because)
@@ -412,6 +418,18 @@ def heads(keyword: np.ndarray, dense: np.ndarray | None, kept: set[int]) -> dict
             if i not in kept and i not in added:
                 added[i] = f"ranks {rank} by {label} alone"
     return added
+
+
+def file_writer(scores: np.ndarray, taken: set[int]) -> dict[int, str]:
+    """For an ask that names a file to make: the request's best tool by the words file-writing tools are
+    named by alone (`scores`, their BM25), unless `taken` has it, with why.
+
+    The ask's other words outweigh those two in its whole ranking and in its steps' ("make a web
+    page about … saved at /root/html/ai.html"), so the tool that would finish the task was lost.
+    """
+    if not scores.any() or (best := int(np.argmax(scores))) in taken:
+        return {}
+    return {best: "the ask names a file to make: the best tool for " + " ".join(WRITE_FILE_WORDS)}
 
 
 def step_k(order: np.ndarray, likely: np.ndarray, facts: Sequence[ToolFacts], total: int) -> int:

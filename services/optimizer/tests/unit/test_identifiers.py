@@ -51,6 +51,9 @@ def test_a_run_together_short_form_in_a_name_is_bridged_from_the_ask() -> None:
     [
         ("Generate a deep report of bitcoin and save it in /root/markdown/bitcoin.md", ["file", "write"]),
         ("Write the summary to notes.txt", ["file", "write"]),
+        ("Fetch today's news, then generate a report at /root/markdown/daily_fin.md.", ["file", "write"]),
+        ("Make a web page about the history of AI based on Wikipedia at /root/html/ai.html.", ["file", "write"]),
+        ("Create a comparison report in /root/markdown/compare.md", ["file", "write"]),
         ("Read the data under /root/excel/people_data.xlsx and tell me Sophia Moore's bmi.", ["file"]),
         ("Open ~/papers/webarena and compare the two", ["file"]),
         ("Redirect unauthenticated users to /login and store the session", []),  # a route, not a file

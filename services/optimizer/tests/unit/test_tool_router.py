@@ -329,3 +329,20 @@ def test_an_ask_to_save_in_a_path_keeps_the_tool_that_writes_files(mode: str) ->
     assert decision.bridged == ["file", "write"]  # the trace says which keywords no word of the ask gave
     if mode == "keyword":  # BM25 alone: the step that names the path finds the tool by the words it bridges to
         assert [tools[step.keep[0]]["function"]["name"] for step in decision.steps] == ["get_stock_price", "write_file"]
+
+
+def test_an_ask_to_make_a_file_keeps_the_best_tool_for_writing_files_whatever_its_other_words_say() -> None:
+    # The ask's topic fills the ranking: pages, history, encyclopedia tools. Only its path says a file is made.
+    topic = [
+        tool(f"{source}_{verb}", f"{text} from {source.title()}.", query="What to look up")
+        for source in ("wikipedia", "britannica", "wikidata", "archive", "history", "encyclopedia", "scholar")
+        for verb, text in (("search", "Search history articles"), ("page", "Get a web page about history"),
+                           ("summary", "Summarise the history of a topic"), ("html", "Fetch the HTML of a page"))
+    ]  # fmt: skip
+    tools = topic + FILE_TOOLS + TOOLS
+    ask = "Make a web page about the history of AI based on Wikipedia at /root/html/ai.html."
+    decision = ToolRouter(ToolIndex()).route({"messages": [{"role": "user", "content": ask}]}, tools, RoutingPolicy())
+    writer = next(i for i, t in enumerate(tools) if t["function"]["name"] == "write_file")
+    assert writer in decision.keep
+    assert decision.added_because[writer] == "the ask names a file to make: the best tool for file write"
+    assert decision.bridged == ["file", "write"]
