@@ -14,8 +14,8 @@ from orqen_common.errors import invalid_request
 from orqen_common.grpc_server import ServicerContext
 from orqen_common.worker_group import WorkerLink
 from orqen_optimizer.chat_json import ChatJson, MalformedChatError
-from orqen_optimizer.plan import Planner
-from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicies
+from orqen_optimizer.plan import JsonPlan, Planner
+from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, PASSTHROUGH, RoutingPolicies, RoutingPolicy
 from orqen_optimizer.tool_router import SMALL_TOOLSET
 from orqen_optimizer.turns import ModelTurns
 
@@ -53,19 +53,16 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
         policy = await self._policies.get(account_id) if routable else DEFAULT_POLICY
         embeds = routable and self._planner.routes and policy.mode not in (PASSTHROUGH, KEYWORD)
         async with self._turns.turn(context.time_remaining(), needed=embeds) as busy:
-            # Embedding and scoring hold the CPU: a worker thread keeps the event loop answering.
-            planning = asyncio.ensure_future(asyncio.to_thread(self._planner.plan_json, chat, policy, account_id, busy))
             try:
-                body, stats, trace = await asyncio.shield(planning)
+                if busy:
+                    # Ranked by keywords, the plan holds the GIL from start to end (a few ms): run at once on
+                    # the event loop rather than in a thread, where it would share the GIL with the other
+                    # plans' threads and stretch them all, the model's plans included (docs/performance.md).
+                    body, stats, trace = self._planner.plan_json(chat, policy, account_id, busy=True)
+                else:
+                    body, stats, trace = await self._in_thread(chat, policy, account_id)
             except orjson.JSONDecodeError:  # a tool that orjson refuses (a lone surrogate, a 65-bit integer)
                 raise invalid_request("chat_json is not valid JSON.") from None
-            except asyncio.CancelledError:
-                # The caller gave up, but a thread cannot be stopped: the plan keeps its turn until its
-                # thread ends, so that no more than the worker's turns run the model at once.
-                await asyncio.wait({planning})
-                if not planning.cancelled():
-                    planning.exception()  # retrieved: nobody is left to read it
-                raise
         self._plans.inc()
         if busy:
             self._busy.inc()
@@ -77,3 +74,16 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
             group=self._group_id,
             workers=self._workers,
         )
+
+    async def _in_thread(self, chat: ChatJson, policy: RoutingPolicy, account_id: str) -> JsonPlan:
+        """The plan, made in a worker thread: embedding and scoring hold the CPU while the event loop answers."""
+        planning = asyncio.ensure_future(asyncio.to_thread(self._planner.plan_json, chat, policy, account_id))
+        try:
+            return await asyncio.shield(planning)
+        except asyncio.CancelledError:
+            # The caller gave up, but a thread cannot be stopped: the plan keeps its turn until its
+            # thread ends, so that no more than the worker's turns run the model at once.
+            await asyncio.wait({planning})
+            if not planning.cancelled():
+                planning.exception()  # retrieved: nobody is left to read it
+            raise

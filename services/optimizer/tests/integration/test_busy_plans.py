@@ -129,7 +129,17 @@ def busy_plans() -> float:
     return REGISTRY.get_sample_value("orqen_optimizer_busy_plans_total", {"worker": str(WORKER.index)}) or 0.0
 
 
-async def test_a_plan_whose_turn_would_come_too_late_is_ranked_by_keywords_and_answers_in_time(worker: Worker) -> None:
+async def test_a_plan_whose_turn_would_come_too_late_is_ranked_by_keywords_and_answers_in_time(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_the_loop: list[bool] = []  # per plan: made on the event loop's thread, or in a worker thread
+    plan_json = worker.planner.plan_json
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        return plan_json(*args, **kwargs)
+
+    monkeypatch.setattr(worker.planner, "plan_json", recorded)
     ask = "What is Apple's stock trading at right now?"
     first = await worker.optimizer.Plan(plan_request(ask), timeout=DEADLINE_SECONDS)
     assert first.stats.routing == "semantic"  # a free turn: the model ran (and indexed the tools)
@@ -143,6 +153,8 @@ async def test_a_plan_whose_turn_would_come_too_late_is_ranked_by_keywords_and_a
     assert busy_plans() == busy_before + 1
     again = await worker.optimizer.Plan(plan_request(ask), timeout=DEADLINE_SECONDS)
     assert again.stats.routing == "semantic"  # the turn is free again
+    # The model's plans in a thread (the loop answers meanwhile); the busy one, all GIL, on the loop at once.
+    assert on_the_loop == [False, True, False]
 
 
 async def test_a_plan_without_a_deadline_waits_for_its_turn(worker: Worker) -> None:
