@@ -58,6 +58,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServicer):
                     # Ranked by keywords, the plan holds the GIL from start to end (a few ms): run at once on
                     # the event loop rather than in a thread, where it would share the GIL with the other
                     # plans' threads and stretch them all, the model's plans included (docs/performance.md).
+                    # Its one wait, the learned usage's Redis read, is bounded (ORQEN_LEARNED_TOOLS_TIMEOUT_MS).
                     body, stats, trace = self._planner.plan_json(chat, policy, account_id, busy=True)
                 else:
                     body, stats, trace = await self._in_thread(chat, policy, account_id)
