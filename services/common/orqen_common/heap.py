@@ -49,8 +49,11 @@ def _on_collection(phase: str, info: dict[str, Any]) -> None:
 
 def record_pauses() -> None:
     """Move the pauses queued since the last call into `orqen_gc_pause_seconds{generation}`."""
-    while _pauses:
-        generation, seconds = _pauses.popleft()
+    while True:
+        try:  # the recording thread and a caller may both be draining
+            generation, seconds = _pauses.popleft()
+        except IndexError:
+            return
         GC_PAUSES.labels(str(generation)).observe(seconds)
 
 
