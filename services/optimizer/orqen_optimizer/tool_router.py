@@ -82,9 +82,9 @@ class Decision:
     mode: str
     k_reason: str
     intent: str
-    # Every kept tool first, in `keep`'s order, then the best of the others (as many as the best
-    # max(TRACE_CANDIDATES, len(keep)) left out), with their fused scores: what the trace shows. Its
-    # first len(keep) are the forwarded tools, which is how the dashboard and calibration read it.
+    # Every kept tool first, in `keep`'s order, then those of the ranking's first max(TRACE_CANDIDATES,
+    # len(keep)) that were left out, with their fused scores: what the trace shows. Its first
+    # len(keep) are the forwarded tools, which is how the dashboard and calibration read it.
     ranked: list[tuple[str, float]]
     # Why a tool was kept besides the whole ask's ranking (a step's, a family's), by tool index.
     added_because: dict[int, str] = field(default_factory=dict)
