@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-SERVICES = ("optimizer", "dispatch", "accounting", "billing")
+from orqen_stack.config import DEFAULT_METRICS_PORTS, StackConfig
 
 
-def metrics_urls(edge_url: str, env: dict[str, str]) -> dict[str, str]:
-    """Each service's metrics URL in the stack started with `env` (the edge serves its own /metrics)."""
+def metrics_urls(edge_url: str, config: StackConfig) -> dict[str, str]:
+    """Each service's metrics URL in the stack `config` describes (the edge serves its own /metrics)."""
     urls = {"edge": edge_url + "/metrics"}
-    urls.update((s, f"http://127.0.0.1:{env[f'ORQEN_{s.upper()}_METRICS_PORT']}/metrics") for s in SERVICES)
+    urls.update((s, f"http://127.0.0.1:{config.metrics_port(s)}/metrics") for s in DEFAULT_METRICS_PORTS)
     return urls
 
 

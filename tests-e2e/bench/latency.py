@@ -297,7 +297,7 @@ async def run(
                         pids = stack.pids() if cpu and via == "orqen" else {}
                         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
                         watched = gc_log and via == "orqen"
-                        collections = FullCollections(metrics_urls(info.edge_url, env)) if watched else None
+                        collections = FullCollections(metrics_urls(info.edge_url, stack.config)) if watched else None
                         forwarded: list[tuple[int, str]] = []
                         samples, rate, broken = await measure(target, concurrency, count, forwarded)
                         if pids:
