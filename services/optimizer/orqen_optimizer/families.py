@@ -18,7 +18,9 @@ best-scored first, at most `MAX_CORE` per family and within `TOKEN_BUDGET` of th
 kept: the navigation and state tools (`cd`, `ls`, `login`, `authenticate`, `…_login_status`, …),
 when a kept tool edits something (`add_…`, `write_…`, `update_…`), the family's tools that
 create or open it; the tools whose names say they give what a kept tool's parameters ask for
-(`get_zipcode_based_on_city` for `estimate_distance`, whose cities are zipcodes); and, after those,
+(`get_zipcode_based_on_city` for `estimate_distance`, whose cities are zipcodes); then, when no
+kept tool of the family searches, its search tool (`search_wikipedia` for `get_summary(title)`:
+the tools that read a thing need the one that finds it); and, after those,
 the tools whose descriptions say they return what a kept tool's parameters are named for
 (`geocode_address`, "Returns: … latitude/longitude", for `find_ev_charging_stations(latitude,
 longitude)`; only the part of a description from its first "return" on, its argument list aside, so
@@ -75,6 +77,7 @@ _EDITS = frozenset(
     ]
 )
 _CREATES = frozenset(["create", "new", "open", "init", "initialize", "start", "load"])
+_SEARCHES = frozenset(["search", "find", "lookup", "query"])
 # First name words that say what a tool does, not whose it is.
 _VERBS = (
     _EDITS
@@ -156,9 +159,10 @@ def core_additions(
         else:
             continue
         edits = any(facts[i].name_words & _EDITS for i in in_kept)
+        searches = any(facts[i].name_words & _SEARCHES for i in in_kept)
         inputs = _asked(facts, in_kept, lambda tool: tool.input_words)
         takes = _asked(facts, in_kept, lambda tool: tool.takes)
-        candidates, described = [], []
+        candidates, described, searched = [], [], []
         for i in sorted(members - kept_set, key=lambda i: rank.get(i, len(rank))):
             words = facts[i].name_words
             provided = sorted(words & inputs.keys())
@@ -169,10 +173,12 @@ def core_additions(
             elif provided:
                 word = provided[0]
                 candidates.append(Addition(i, f"{why}: gives the {word} that {inputs[word]} takes"))
+            elif not searches and words & _SEARCHES:
+                searched.append(Addition(i, f"{why}: finds what its kept tools look up"))
             elif said := sorted(facts[i].gives & takes.keys()):
                 word = said[0]
                 described.append(Addition(i, f"{why}: returns the {word} that {takes[word]} takes"))
-        for addition in [*candidates, *described][:MAX_CORE]:
+        for addition in [*candidates, *searched, *described][:MAX_CORE]:
             cost = facts[addition.tool].tokens
             if cost <= budget:
                 added.append(addition)

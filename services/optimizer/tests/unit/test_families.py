@@ -68,6 +68,28 @@ def test_a_tool_giving_what_a_kept_tool_takes_is_added() -> None:
     ]
 
 
+def test_a_family_read_by_title_brings_its_search_tool() -> None:
+    # LiveMCPBench: the router kept the Wikipedia tools that read an article by its title, not the one
+    # that finds the title.
+    wiki = [
+        tool("wikipedia__get_summary", "Get a summary of a Wikipedia article.", title="Title"),
+        tool("wikipedia__get_links", "Get the links contained within a Wikipedia article.", title="Title"),
+        tool("wikipedia__search_wikipedia", "Search Wikipedia for articles matching a query.", query="Query"),
+    ]
+    facts = facts_of(wiki + OTHERS)
+    added = core_additions(facts, kept=[0, 1, 3], order=[0, 1, 3, 4, 2], called=set())
+    assert [(facts[a.tool].name, a.reason) for a in added] == [
+        (
+            "wikipedia__search_wikipedia",
+            "family server wikipedia is in play (its wikipedia__get_summary ranks first): "
+            "finds what its kept tools look up",
+        )
+    ]
+    # A family whose kept tools search already needs no other search tool.
+    searching = facts_of([*wiki, tool("wikipedia__find_pages", "Find pages.", text="Text")])
+    assert core_additions(searching, kept=[0, 3], order=[0, 3, 2, 1], called=set()) == []
+
+
 def test_no_family_in_play_adds_nothing() -> None:
     facts = facts_of(FILE_SYSTEM + OTHERS)
     assert core_additions(facts, kept=[7, 1, 4, 5, 6], order=[7, 1, 4, 5, 6, 0], called=set()) == []  # one, not first
