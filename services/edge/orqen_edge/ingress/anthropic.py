@@ -367,13 +367,12 @@ class AnthropicReply:
         if not started or finish is None:
             raise _bad_gateway("The provider's stream ended before the answer was complete.")
         reason, stop_sequence = _stop(finish, stop_sequence)
-        yield _event(
-            wire.MessageDelta(
-                delta=wire.StopDelta(stop_reason=reason, stop_sequence=stop_sequence),
-                usage=wire.Usage.of(TokenUsage.from_canonical(usage)),
-            )
+        end = wire.MessageDelta(
+            delta=wire.StopDelta(stop_reason=reason, stop_sequence=stop_sequence),
+            usage=wire.Usage.of(TokenUsage.from_canonical(usage)),
         )
-        yield _event(wire.MessageStop())
+        # Both are ready together (after the request event is stored): one write, not two.
+        yield _event(end) + _event(wire.MessageStop())
 
     def stream_error(self, err: OrqenError) -> bytes:
         return _sse("error", msgspec.json.encode(error_body(err, "anthropic")))
