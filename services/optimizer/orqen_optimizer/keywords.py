@@ -14,6 +14,40 @@ BM25_K1, BM25_B = 1.2, 0.75
 _WORDS = re.compile(r"[A-Za-z]+|\d+")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
+# Words that say nothing about which tool is meant.
+STOP_WORDS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "for",
+        "to",
+        "in",
+        "on",
+        "and",
+        "or",
+        "is",
+        "are",
+        "what",
+        "how",
+        "me",
+        "my",
+        "i",
+        "with",
+        "by",
+        "at",
+        "from",
+        "be",
+        "it",
+        "this",
+        "that",
+        "can",
+        "you",
+        "please",
+    ]
+)
+
 
 def words(text: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(_CAMEL.sub(" ", text))]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from orqen_optimizer.keywords import words
+from orqen_optimizer.keywords import STOP_WORDS, words
 from orqen_optimizer.tools import ToolFacts
 
 CANDIDATES = 50
@@ -42,40 +42,6 @@ FEATURES = (
 COEFFICIENTS = np.array([-42.2243, -5.9187, 33.3835, -4.8409, 12.2252, 1.216, -0.2792, -0.7812, -0.4066])
 INTERCEPT = 0.1299
 
-# Words that say nothing about which tool is meant.
-_STOP = frozenset(
-    [
-        "the",
-        "a",
-        "an",
-        "of",
-        "for",
-        "to",
-        "in",
-        "on",
-        "and",
-        "or",
-        "is",
-        "are",
-        "what",
-        "how",
-        "me",
-        "my",
-        "i",
-        "with",
-        "by",
-        "at",
-        "from",
-        "be",
-        "it",
-        "this",
-        "that",
-        "can",
-        "you",
-        "please",
-    ]
-)
-
 
 def features(
     intent: str,
@@ -86,7 +52,7 @@ def features(
     candidates: np.ndarray,
 ) -> np.ndarray:
     """One row per candidate (indexes into the request's tools, best fused first), FEATURES columns."""
-    asked = {w for w in words(intent) if w not in _STOP}
+    asked = {w for w in words(intent) if w not in STOP_WORDS}
     best_keyword = float(keyword.max(initial=0.0)) or 1.0
     best_fused, best_dense = float(fused[candidates[0]]), float(dense.max(initial=0.0))
     size = math.log(len(facts))

@@ -14,8 +14,8 @@ tool it no longer offers.
 
 Modes (as in request logs and `x-orqen-routing`), under the account's policy "auto":
 - `keyword`: one tool's keywords match far better than any other's (BM25 lead of
-  `KEYWORD_LEAD`): routed on BM25 alone, without embedding the query. Also every request of
-  an account whose policy is "keyword".
+  `KEYWORD_LEAD`): routed on BM25 alone, without embedding the query, by the ask's content
+  words (`STOP_WORDS` aside). Also every request of an account whose policy is "keyword".
 - `semantic`: the fused scores.
 - `intent_guided`: the latest user message is a bare follow-up ("yes, go ahead"), so the
   intent reaches back to the earlier user turn.
@@ -39,7 +39,7 @@ from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed, embed_ahead, embed_with_spans
 from orqen_optimizer.families import core_additions
 from orqen_optimizer.identifiers import WRITE_FILE_WORDS, bridged_names, path_words
-from orqen_optimizer.keywords import bm25, bm25_of_queries, words
+from orqen_optimizer.keywords import STOP_WORDS, bm25, bm25_of_queries, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
 from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
 from orqen_optimizer.steps import Step, split_steps
@@ -294,6 +294,11 @@ class ToolRouter:
         keyword, *step_keyword = bm25_of_queries(queries, tool_set.corpus)
         writer = step_keyword.pop() if writes else None
         if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
+            # Ranked by BM25 alone, the ask and its steps go by their content words: a step keeps its best
+            # match alone (`_steps`), and one whose only words in common with a tool are "what" or "at"
+            # took that tool by them (the fused ranking's reranker reads the stop words' scores as they are).
+            content = [[w for w in query if w not in STOP_WORDS] for query in [asked, *step_words]]
+            keyword, *step_keyword = bm25_of_queries(content, tool_set.corpus)
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             step_dense, similarity = None, None

@@ -203,6 +203,16 @@ def test_keyword_routing_retrieves_each_step_by_bm25_without_embedding(
     assert {"send_email", "get_weather", "set_reminder"} <= {tools[i]["function"]["name"] for i in decision.keep}
 
 
+def test_a_keyword_step_picks_no_tool_by_its_stop_words(tools: list[dict[str, Any]]) -> None:
+    # "what" and "at" are in set_reminder's text ("Remind the user at a time", `text`: "What"), and are all
+    # the second step shares with any tool: by them alone it took the reminder, a slot for nothing.
+    chat = {"messages": [{"role": "user", "content": "Get the AAPL stock price, then tell me what it trades at"}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(mode="keyword", k_floor=1))
+    steps = [(step.text, [tools[i]["function"]["name"] for i in step.keep]) for step in decision.steps]
+    assert steps == [("Get the AAPL stock price", ["get_stock_price"]), ("tell me what it trades at", [])]
+    assert "set_reminder" not in {tools[i]["function"]["name"] for i in decision.keep}
+
+
 def test_a_multi_step_ask_runs_the_model_once(tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     from orqen_optimizer import tool_router
 
