@@ -291,14 +291,17 @@ class ToolRouter:
         step_words = [words(step.text) + added for step, added in zip(steps, step_bridged, strict=True)]
         writes = file_words == WRITE_FILE_WORDS
         queries = [asked, *step_words] + ([WRITE_FILE_WORDS] if writes else [])
-        keyword, *step_keyword = bm25_of_queries(queries, tool_set.corpus)
+        # Ranked by BM25 alone, the ask and its steps go by their content words: a step keeps its best match
+        # alone (`_steps`), and one whose only words in common with a tool are "what" or "at" took that tool
+        # by them. The fused ranking keeps every word: its reranker was fitted on those scores.
+        by_keywords = policy.mode == KEYWORD
+        keyword, *step_keyword = bm25_of_queries(
+            [_content(q) for q in queries] if by_keywords else queries, tool_set.corpus
+        )
         writer = step_keyword.pop() if writes else None
-        if policy.mode == KEYWORD or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
-            # Ranked by BM25 alone, the ask and its steps go by their content words: a step keeps its best
-            # match alone (`_steps`), and one whose only words in common with a tool are "what" or "at"
-            # took that tool by them (the fused ranking's reranker reads the stop words' scores as they are).
-            content = [[w for w in query if w not in STOP_WORDS] for query in [asked, *step_words]]
-            keyword, *step_keyword = bm25_of_queries(content, tool_set.corpus)
+        if by_keywords or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
+            if not by_keywords:  # the fast path, taken by every word's scores
+                keyword, *step_keyword = bm25_of_queries([_content(q) for q in [asked, *step_words]], tool_set.corpus)
             mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             step_dense, similarity = None, None
@@ -400,6 +403,11 @@ class ToolRouter:
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""
         return Components(self.dense(query, views), bm25(words(intent), [" ".join(tool) for tool in views]))
+
+
+def _content(query: list[str]) -> list[str]:
+    """The query's words but `STOP_WORDS`."""
+    return [w for w in query if w not in STOP_WORDS]
 
 
 def _stacked(whole: np.ndarray, read: list[np.ndarray | None], steps: list[Step]) -> np.ndarray:
