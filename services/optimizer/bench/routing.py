@@ -396,7 +396,7 @@ def main() -> None:
     parser.add_argument(
         "--without",
         default="",
-        help="stages of the router to turn off, comma-separated: steps, families (to measure what each gives)",
+        help="stages of the router to turn off, comma-separated: steps, families, utilities (what each gives)",
     )
     parser.add_argument(
         "--sets",
@@ -425,6 +425,7 @@ def main() -> None:
         args.vectors = args.vectors.with_name(f"{args.vectors.name}-{args.precision}")
     tool_router.STEPS = "steps" not in args.without
     tool_router.FAMILIES = "families" not in args.without
+    tool_router.UTILITIES = "utilities" not in args.without
     auto.report()
     print()
     worker_counts = sorted({int(n) for n in args.grpc_workers.split(",") if n.strip()})

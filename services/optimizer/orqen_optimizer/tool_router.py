@@ -45,6 +45,7 @@ from orqen_optimizer.rerank import KEEP_PROBABILITY, rerank
 from orqen_optimizer.steps import Step, split_steps
 from orqen_optimizer.tools import ToolFacts, tool_facts
 from orqen_optimizer.toolset import ToolSet, toolset
+from orqen_optimizer.utilities import utility_additions
 
 DENSE_WEIGHT = 0.75
 RELATIVE_MARGIN = 0.25
@@ -73,7 +74,7 @@ HEAD_SHARE = 0.02
 # 0.21: chosen on the training splits with KEEP_PROBABILITY 0.001 and one definition per name (docs/routing.md).
 TOKEN_SHARE_CAP = 0.21
 TOKEN_CAP_MIN_TOOLS = 12
-STEPS = FAMILIES = True  # the stages of issue 18 (the benchmark measures with each off too)
+STEPS = FAMILIES = UTILITIES = True  # the stages of issue 18 (the benchmark measures with each off too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +335,8 @@ class ToolRouter:
             because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
         if writer is not None and mode != "limit":
             because.update(file_writer(writer, set(keep) | set(because)))
+        if UTILITIES and mode != "limit":
+            because.update(utility_additions(asked, tool_set.utilities, order, set(keep) | set(because)))
         required = must_keep(chat)
         if FAMILIES and mode != "limit":
             kept = keep + list(because)

@@ -2,7 +2,7 @@
 
 An agent sends the same tools with every call, so the per-tool Python work of a plan (gathering
 the BM25 corpus, the tools' view texts and their ids, the union of their name words, their
-families, and once the tools' vectors are all indexed, where they are in the index) is kept for
+families and utility tools, and once the tools' vectors are all indexed, where they are in the index) is kept for
 the latest `KEPT` tool lists: a request then pays one hash of its tools' identities. The list is
 known by the identities of its `ToolFacts` (kept per distinct definition, orqen_optimizer.tools);
 the cached entry holds those objects, so an identity cannot be reused by another definition while
@@ -23,6 +23,7 @@ from orqen_optimizer.embeddings import ToolIndex, text_id
 from orqen_optimizer.families import Family, families
 from orqen_optimizer.keywords import Corpus
 from orqen_optimizer.tools import ToolFacts
+from orqen_optimizer.utilities import Utilities, utilities
 
 KEPT = 256
 
@@ -38,6 +39,7 @@ class ToolSet:
     name_words: frozenset[str]  # every tool's name words
     corpus: Corpus  # the tools as BM25 documents
     families: list[Family]
+    utilities: Utilities  # its clocks and calculators
     tokens: int  # the tools' tokens as sent
     # Per tool index, where the views' vectors are in it, once all of them were there (rows never move).
     rows: weakref.WeakKeyDictionary[ToolIndex, np.ndarray] = field(default_factory=weakref.WeakKeyDictionary)
@@ -84,5 +86,6 @@ def _build(facts: tuple[ToolFacts, ...]) -> ToolSet:
         name_words=frozenset().union(*(f.name_words for f in facts)),
         corpus=Corpus.of([f.document for f in facts]),
         families=families(facts),
+        utilities=utilities(facts),
         tokens=sum(f.tokens for f in facts),
     )
