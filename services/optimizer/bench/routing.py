@@ -33,7 +33,9 @@ Plan latency (p50/p95 of the whole plan as the servicer makes it: the request's 
 by ChatJson.parse, then Planner.plan_json, routing with the query embedded and schema compression
 of the forwarded tools; each request serialised once, outside the timer; tool vectors already
 indexed) is timed on a sample of questions, in this process, then through real gRPC against the
-optimizer's worker processes (bench/through_grpc.py), with 1 and with one per available CPU (`--grpc-workers`).
+optimizer's worker processes (bench/through_grpc.py), with 1 and with one per available CPU (`--grpc-workers`):
+each plan with a new sample of 500 tools (the worst case: no list seen before), then the same asks
+from 16 agents, each resending its own list (`agent_requests`).
 """
 
 from __future__ import annotations
@@ -506,7 +508,44 @@ def run(args: argparse.Namespace, worker_counts: list[int], redis_url: str | Non
             f"past the deadline {late:.1%}"
         )
     if redis_url is not None:
-        through_grpc.measure(chats_500, list(catalogue.values()), worker_counts, args.deadline_ms, redis_url)
+        agents = agent_requests(sample, names, catalogue, 500, AGENTS, rng)
+        lists = {"every plan a new list": chats_500, f"{AGENTS} agents, each resending its list": agents}
+        through_grpc.measure(lists, list(catalogue.values()), worker_counts, args.deadline_ms, redis_url)
+
+
+AGENTS = 16  # as many as plans at once: each caller is one agent's conversation
+
+
+def agent_requests(
+    questions: list[Question],
+    names: list[str],
+    catalogue: dict[str, dict[str, Any]],
+    size: int,
+    agents: int,
+    rng: random.Random,
+) -> list[dict[str, Any]]:
+    """The `questions` asked by `agents` agents, each sending its one list of `size` tools with every ask.
+
+    An agent's list holds the own tools of every question it asks, then others; a question goes to
+    the next agent whose list has no other definition of its tools' names. Interleaved, so that plans
+    at once are of different agents.
+    """
+    owns: list[dict[str, str]] = [{} for _ in range(agents)]  # per agent, name -> definition
+    asked: list[list[Question]] = [[] for _ in range(agents)]
+    for number, question in enumerate(questions):
+        for turn in range(agents):
+            agent = (number + turn) % agents
+            mine = {name_of(d): d for d in question.own}
+            if all(owns[agent].get(name, d) == d for name, d in mine.items()):
+                owns[agent].update(mine)
+                asked[agent].append(question)
+                break
+    lists = [request_pool(list(own.values()), names, size, rng) for own in owns]
+    chats = [
+        [{"messages": [{"role": "user", "content": q.question}], "tools": [catalogue[n] for n in pool]} for q in qs]
+        for qs, pool in zip(asked, lists, strict=True)
+    ]
+    return [mine[turn] for turn in range(max(map(len, chats))) for mine in chats if turn < len(mine)]
 
 
 def timed(planner: Planner, request: bytes, policy: RoutingPolicy) -> float:

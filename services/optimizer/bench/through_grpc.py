@@ -7,7 +7,8 @@ answers every account's preferences with the defaults and no A/B control share, 
 in-process measurement plans. The client calls over as many connections as the edge opens
 (ORQEN_OPTIMIZER_CHANNELS' default), each plan to the worker with the fewest in flight as the
 edge sends it (Balancer), each call timed from the client: what the edge
-waits for, serialisation and the network included.
+waits for, serialisation and the network included. Each set of requests (a new tool list per
+plan; agents resending theirs) is timed at 1, 4 and 16 plans at once after a warm-up round.
 """
 
 from __future__ import annotations
@@ -125,18 +126,19 @@ async def timed_plans(
 
 
 def measure(
-    requests: list[dict[str, Any]],
+    lists: dict[str, list[dict[str, Any]]],
     catalogue: list[dict[str, Any]],
     worker_counts: list[int],
     deadline_ms: float,
     redis_url: str,
 ) -> None:
-    """Print p50/p95/p99 and the share past the deadline at 1, 4 and 16 plans at once, per worker count."""
-    asyncio.run(_measure(requests, catalogue, worker_counts, deadline_ms, redis_url))
+    """Print p50/p95/p99 and the share past the deadline at 1, 4 and 16 plans at once, per worker count,
+    for each set of requests in `lists` (by its label)."""
+    asyncio.run(_measure(lists, catalogue, worker_counts, deadline_ms, redis_url))
 
 
 async def _measure(
-    requests: list[dict[str, Any]],
+    lists: dict[str, list[dict[str, Any]]],
     catalogue: list[dict[str, Any]],
     worker_counts: list[int],
     deadline_ms: float,
@@ -147,7 +149,6 @@ async def _measure(
     def plan_request(chat: dict[str, Any]) -> optimizer_pb2.PlanRequest:
         return optimizer_pb2.PlanRequest(context=context, chat_json=orjson.dumps(chat))
 
-    timed = [plan_request(r) for r in requests] * 2
     everything = plan_request({"messages": [{"role": "user", "content": "warm up"}], "tools": catalogue})
     accounting = grpc.aio.server()
     accounting_pb2_grpc.add_AccountingServicer_to_server(DefaultPreferences(), accounting)
@@ -162,29 +163,43 @@ async def _measure(
             async with optimizer_group(workers, redis_url, f"127.0.0.1:{accounting_port}") as (addr, pid):
                 channels = open_channels(addr, TOKEN, CHANNELS)
                 stubs = Balancer([optimizer_pb2_grpc.OptimizerStub(c) for c in channels])
-                # Each connection's worker indexes the whole catalogue (vectors from Redis), then a warm-up round.
+                # Each connection's worker indexes the whole catalogue (vectors from Redis).
                 await asyncio.gather(*(stub.Plan(everything) for stub in stubs.items))
-                await timed_plans(stubs, timed[: len(requests)], 4)
-                for concurrency in (1, 4, 16):
-                    load = os.getloadavg()[0]
-                    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
-                    spread: Counter[int] = Counter()
-                    modes: Counter[str] = Counter()
-                    timings = await timed_plans(stubs, timed, concurrency, spread, modes, deadline_ms)
-                    # CPU per plan does not depend on what else runs on the machine, latency does.
-                    server_ms = (cpu_seconds(pid) - server_cpu) * 1000 / len(timings)
-                    client_ms = (time.process_time() - client_cpu) * 1000 / len(timings)
-                    q = np.percentile(timings, [50, 95, 99])
-                    late = modes["failed open"] / len(timings)
-                    label = f"{workers} worker{'s' if workers > 1 else ' '}, {concurrency:>2} at once"
-                    print(
-                        f"  {label}: p50 {q[0]:6.1f} ms  "
-                        f"p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  past the deadline {late:5.1%}  "
-                        f"by keywords, busy {modes[KEYWORD_BUSY] / len(timings):5.1%}  "
-                        f"CPU per plan: optimizer {server_ms:4.1f} ms, client {client_ms:4.1f} ms  "
-                        f"plans per worker {'/'.join(str(n) for n in sorted(spread.values()))}  "
-                        f"({len(timings)} plans, load average {load:.2f} before)"
-                    )
+                for label, requests in lists.items():
+                    print(f"  {label}:")
+                    timed = [plan_request(r) for r in requests] * 2
+                    await timed_plans(stubs, timed[: len(requests)], 4)  # a warm-up round
+                    for concurrency in (1, 4, 16):
+                        await _timed_row(stubs, timed, workers, concurrency, deadline_ms, pid)
                 await asyncio.gather(*(c.close() for c in channels))
     finally:
         await accounting.stop(None)
+
+
+async def _timed_row(
+    stubs: Balancer[optimizer_pb2_grpc.OptimizerAsyncStub],
+    timed: list[optimizer_pb2.PlanRequest],
+    workers: int,
+    concurrency: int,
+    deadline_ms: float,
+    pid: int,
+) -> None:
+    load = os.getloadavg()[0]
+    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+    spread: Counter[int] = Counter()
+    modes: Counter[str] = Counter()
+    timings = await timed_plans(stubs, timed, concurrency, spread, modes, deadline_ms)
+    # CPU per plan does not depend on what else runs on the machine, latency does.
+    server_ms = (cpu_seconds(pid) - server_cpu) * 1000 / len(timings)
+    client_ms = (time.process_time() - client_cpu) * 1000 / len(timings)
+    q = np.percentile(timings, [50, 95, 99])
+    late = modes["failed open"] / len(timings)
+    label = f"{workers} worker{'s' if workers > 1 else ' '}, {concurrency:>2} at once"
+    print(
+        f"    {label}: p50 {q[0]:6.1f} ms  "
+        f"p95 {q[1]:6.1f} ms  p99 {q[2]:6.1f} ms  past the deadline {late:5.1%}  "
+        f"by keywords, busy {modes[KEYWORD_BUSY] / len(timings):5.1%}  "
+        f"CPU per plan: optimizer {server_ms:4.1f} ms, client {client_ms:4.1f} ms  "
+        f"plans per worker {'/'.join(str(n) for n in sorted(spread.values()))}  "
+        f"({len(timings)} plans, load average {load:.2f} before)"
+    )
