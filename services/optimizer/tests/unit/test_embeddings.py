@@ -115,3 +115,20 @@ def test_a_run_ahead_that_fails_raises_where_its_vectors_are_collected(monkeypat
         collect()
     recording.fail = False
     assert np.array_equal(encoder.ahead("an ask", None)()[0], encoder(["an ask"])[0])  # the thread serves on
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 1.0])
+@pytest.mark.parametrize("queries", [0, 1, 3])  # 0: one query as a vector, not a matrix
+def test_scores_are_the_queries_cosines_to_the_requests_texts_whatever_their_share(share: float, queries: int) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(400, embeddings.DIMENSIONS)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = embeddings.ToolIndex()
+    ids = list(range(1, 401))
+    index._insert(ids, vectors)
+    asked = sorted(rng.choice(400, int(400 * share), replace=False).tolist(), reverse=True)  # any order
+    query = rng.normal(size=(max(queries, 1), embeddings.DIMENSIONS)).astype(np.float32)
+    query = query[0] if queries == 0 else query.T
+    scores = index.scores(query, [ids[i] for i in asked])
+    assert scores.dtype == np.float32
+    assert np.allclose(scores, vectors[asked] @ query, atol=1e-5)
