@@ -527,15 +527,15 @@ def agent_requests(
     """The `questions` asked by `agents` agents, each sending its one list of `size` tools with every ask.
 
     An agent's list holds the own tools of every question it asks, then others; a question goes to
-    the next agent whose list has no other definition of its tools' names. Interleaved, so that plans
-    at once are of different agents.
+    the next agent whose list has no other definition of its tools' names (one that fits no list is
+    left out). Interleaved, so that plans at once are of different agents.
     """
     owns: list[dict[str, str]] = [{} for _ in range(agents)]  # per agent, name -> definition
     asked: list[list[Question]] = [[] for _ in range(agents)]
     for number, question in enumerate(questions):
+        mine = {name_of(d): d for d in question.own}
         for turn in range(agents):
             agent = (number + turn) % agents
-            mine = {name_of(d): d for d in question.own}
             if all(owns[agent].get(name, d) == d for name, d in mine.items()):
                 owns[agent].update(mine)
                 asked[agent].append(question)
