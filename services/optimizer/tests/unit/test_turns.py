@@ -44,8 +44,8 @@ async def test_a_plan_without_a_deadline_waits_for_its_turn() -> None:
 async def test_a_plan_that_the_plans_ahead_would_make_late_is_busy_at_once() -> None:
     turns = ModelTurns(2)
     release, holders = await hold_all(turns, 2)
-    # Both turns taken: it would wait about half a turn and then run one: 1.5 turns, with the margin.
-    enough = SAFETY * 1.5 * turns.expected + RESERVE_SECONDS
+    # Both turns taken: it would wait about half a turn, then run one with the margin.
+    enough = (0.5 + SAFETY) * turns.expected + RESERVE_SECONDS
     assert turns.in_time(enough + 0.001) and not turns.in_time(enough - 0.001)
     async with turns.turn(enough - 0.001) as busy:
         assert busy
