@@ -69,7 +69,7 @@ from orqen_optimizer.plan import BUSY_K_FLOOR, Planner, busy_policy
 from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.steps import split_steps
 from orqen_optimizer.tokens import count_tokens
-from orqen_optimizer.tool_router import ToolRouter, adaptive_k, keyword_leads
+from orqen_optimizer.tool_router import Stages, ToolRouter, adaptive_k, keyword_leads
 from orqen_optimizer.tools import tool_facts, tool_name, tool_views
 from orqen_testing.servers import claimed_redis_db, shared_servers
 
@@ -236,7 +236,8 @@ def recall(
     index: ToolIndex,
 ) -> None:
     """Route every question over each pool size with its vector computed in one batch first."""
-    router = ToolRouter(index)
+    off = set(args.without.split(","))
+    router = ToolRouter(index, Stages("steps" not in off, "families" not in off, "utilities" not in off))
     started = time.perf_counter()
     memo.prefetch([c.question[: tool_router.INTENT_CHARS] for c in questions])
     memo.prefetch([s.text for c in questions for s in split_steps(c.question[: tool_router.INTENT_CHARS])])
@@ -425,9 +426,6 @@ def main() -> None:
     encoder(int8=args.precision == "int8")
     if args.vectors is not None:
         args.vectors = args.vectors.with_name(f"{args.vectors.name}-{args.precision}")
-    tool_router.STEPS = "steps" not in args.without
-    tool_router.FAMILIES = "families" not in args.without
-    tool_router.UTILITIES = "utilities" not in args.without
     auto.report()
     print()
     worker_counts = sorted({int(n) for n in args.grpc_workers.split(",") if n.strip()})

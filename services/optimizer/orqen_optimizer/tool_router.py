@@ -74,7 +74,15 @@ HEAD_SHARE = 0.02
 # 0.21: chosen on the training splits with KEEP_PROBABILITY 0.001 and one definition per name (docs/routing.md).
 TOKEN_SHARE_CAP = 0.21
 TOKEN_CAP_MIN_TOOLS = 12
-STEPS = FAMILIES = UTILITIES = True  # the stages of issue 18 (the benchmark measures with each off too)
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """The stages of issue 18 a router runs: all of them, but for the benchmark measuring each one's part."""
+
+    steps: bool = True
+    families: bool = True
+    utilities: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +237,9 @@ class Components:
 
 
 class ToolRouter:
-    def __init__(self, index: ToolIndex) -> None:
+    def __init__(self, index: ToolIndex, stages: Stages = Stages()) -> None:
         self._index = index
+        self._stages = stages
 
     def ask(self, chat: dict[str, Any], policy: RoutingPolicy = DEFAULT_POLICY, ahead: bool = False) -> Ask:
         """What the router reads of the request's conversation.
@@ -244,7 +253,7 @@ class ToolRouter:
         guided = policy.mode == AUTO and is_follow_up(messages)
         intent = intent_of(messages, turns=2 if guided else 1)
         latest = intent_of(messages, turns=1, latest_only=True)
-        steps = split_steps(latest) if STEPS else []
+        steps = split_steps(latest) if self._stages.steps else []
         steps = steps if len(steps) > 1 else []
         return Ask(guided, intent, steps, self._queries(intent, latest, steps, ahead))
 
@@ -335,10 +344,10 @@ class ToolRouter:
             because.update((i, f"step {number}: {route.text[:80]}") for i in fresh)
         if writer is not None and mode != "limit":
             because.update(file_writer(writer, set(keep) | set(because)))
-        if UTILITIES and mode != "limit":
+        if self._stages.utilities and mode != "limit":
             because.update(utility_additions(asked, tool_set.utilities, order, set(keep) | set(because)))
         required = must_keep(chat)
-        if FAMILIES and mode != "limit":
+        if self._stages.families and mode != "limit":
             kept = keep + list(because)
             leaders = [route.keep[0] for route in routes if route.keep]
             additions = core_additions(facts, kept, order.tolist(), required, leaders, tool_set.families)
