@@ -254,7 +254,13 @@ def format_routes(edge: str, fakes: dict[str, str], orqen_key: str, peer: str) -
 
 
 async def run(
-    requests: int, levels: list[int], with_peer: bool, tools: int, cpu: bool = False, gc_log: bool = False
+    requests: int,
+    levels: list[int],
+    with_peer: bool,
+    tools: int,
+    cpu: bool = False,
+    gc_log: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> None:
     with (
         fake_servers() as urls,
@@ -264,6 +270,7 @@ async def run(
         env = stack_env(urls, Path(home), f"bench{os.getpid()}")
         if tools:
             env["ORQEN_MAX_BODY_BYTES"] = str(TOOLS_BODY_LIMIT)
+        env.update(settings or {})
         stack = Stack(StackConfig.from_env(env))
         info = await stack.start()
         try:
@@ -353,9 +360,20 @@ def main() -> None:
     parser.add_argument(
         "--gc", action="store_true", help="also print each service's full garbage collections on Orqen's rows"
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the stack's services, e.g. ORQEN_OPTIMIZER_MODEL_TURNS=1 (repeatable; the stack "
+        "takes no ORQEN_ variable from this process's environment)",
+    )
     args = parser.parse_args()
+    settings = dict(item.partition("=")[::2] for item in args.env)
+    if bad := [key for key in settings if not key.startswith("ORQEN_")]:
+        parser.error(f"--env takes ORQEN_ settings only, not {', '.join(bad)}")
     levels = [int(level) for level in args.concurrency.split(",")]
-    asyncio.run(run(args.requests, levels, args.peer, args.tools, args.cpu, args.gc))
+    asyncio.run(run(args.requests, levels, args.peer, args.tools, args.cpu, args.gc, settings))
 
 
 if __name__ == "__main__":
