@@ -1,4 +1,4 @@
-"""The dashboard's settings pages in a real browser: Routing, Tools, API keys and Providers.
+"""The dashboard's settings pages in a real browser: Routing, Tools, API keys, Budgets and Providers.
 
 Each page loads clean, draws its charts, fits a 375 px window and leaves a screenshot; what an owner
 does there (a key, a provider, a model switch, the preferences) changes what the next SDK request
@@ -155,6 +155,43 @@ async def test_a_key_created_in_the_dashboard_works_until_it_is_revoked(page: Pa
         await chat(stack, plaintext)
 
 
+async def test_a_budget_set_in_the_dashboard_refuses_requests_once_spent_until_deleted(
+    page: Page, owner: Owner, stack: Any
+) -> None:
+    await visit(page, "/dashboard/budgets")
+    table = page.locator("table.budgets")
+    await expect(table).to_contain_text("No budgets")
+    await page.fill("input[name=soft_percent]", "0")  # refused by the account API's own limits, shown in the form
+    await page.click("text=Save budget")
+    await expect(page.locator("#budgets-panel .error")).to_contain_text("soft_percent")
+    await page.select_option("select[name=period]", "month")
+    await page.fill("input[name=max_tokens]", "1")
+    await page.click("text=Save budget")
+    row = table.locator("tbody tr", has_text="Account")
+    await expect(row).to_contain_text("month")
+    await expect(row.locator(".badge")).to_have_text("ok")
+
+    assert (await chat(stack, owner.api_key)).http_response.status_code == 200  # admitted: 1 token was left
+    for _ in range(100):  # accounting counts the request's tokens once its event is consumed
+        await visit(page, "/dashboard/budgets")
+        if await row.locator(".badge").text_content() == "exceeded":
+            break
+        await asyncio.sleep(0.1)
+    await expect(row.locator(".badge")).to_have_text("exceeded")
+    with pytest.raises(openai.RateLimitError):
+        await chat(stack, owner.api_key)
+    await assert_fits_375(page)
+    await screenshot(page, "budgets")
+
+    confirmed: list[str] = []
+    page.once("dialog", lambda dialog: confirmed.append(dialog.message) or dialog.accept())
+    await row.locator("button", has_text="Delete").click()
+    await expect(table).to_contain_text("No budgets")
+    assert confirmed == ["Delete this month budget? Its limits stop applying at once."]
+    assert not problems(page)
+    assert (await chat(stack, owner.api_key)).http_response.status_code == 200
+
+
 async def test_a_provider_saved_in_the_dashboard_is_used_then_deleted(page: Page, owner: Owner, stack: Any) -> None:
     saved_key = "sk-ant-dashboard-saved-4321"
     await visit(page, "/dashboard/providers")
@@ -250,6 +287,7 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
         bob_key = (await bobs.get("/v1/account/keys")).json()["data"][0]["id"]
         saved = await bobs.post("/v1/account/providers", json={"provider": "groq", "api_key": "gsk-bob-0000"})
         bob_provider = saved.json()["id"]
+        bob_budget = (await bobs.post("/v1/account/budgets", json={"period": "day", "max_tokens": 10**6})).json()["id"]
     await visit(page, "/dashboard/keys")
     token = await csrf_token(page)
 
@@ -259,6 +297,7 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
     for path in (
         f"/dashboard/keys/{bob_key}/revoke",
         f"/dashboard/providers/{bob_provider}/delete",
+        f"/dashboard/budgets/{bob_budget}/delete",
         "/dashboard/keys/not-a-key-id/revoke",
     ):
         answer = await page.request.post(path, form={"csrf_token": token})
@@ -272,6 +311,7 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
     async with api(stack, bob.api_key) as bobs:
         assert (await chat(stack, bob.api_key)).http_response.status_code == 200  # Bob's key still works
         assert [p["id"] for p in (await bobs.get("/v1/account/providers")).json()["data"]] == [bob_provider]
+        assert [b["id"] for b in (await bobs.get("/v1/account/budgets")).json()["data"]] == [bob_budget]
 
 
 async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, owner: Owner, stack: Any) -> None:
@@ -284,6 +324,7 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         ("/dashboard/routing/preferences", {"k_cap": "7"}),
         ("/dashboard/routing/models/toggle", {"model": "gpt-4o-mini"}),
         ("/dashboard/providers", {"form": "openai", "provider": "openai", "api_key": "sk-forged"}),
+        ("/dashboard/budgets", {"period": "day", "max_tokens": "1"}),
     )
     for path, fields in changes:
         for token in ({}, {"csrf_token": "not-the-token"}):
@@ -295,6 +336,7 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         assert [k["name"] for k in keys] == ["e2e"] and keys[0]["revoked_at"] is None
         assert (await account.get("/v1/account/routing/preferences")).json() == before
         assert (await account.get("/v1/account/providers")).json()["data"] == []
+        assert (await account.get("/v1/account/budgets")).json()["data"] == []
         models = (await account.get("/v1/account/routing/models")).json()["data"]
         assert next(m for m in models if m["id"] == "gpt-4o-mini")["enabled"]
 

@@ -146,10 +146,14 @@ def _view(budget: accounting_pb2.BudgetDefinition, spend: float, tokens: int) ->
 async def put_budget(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> BudgetView:
-    body = await read_struct(request, BudgetInput)
+    return await save_budget(runtime, principal.account_id, await read_struct(request, BudgetInput))
+
+
+async def save_budget(runtime: Runtime, account_id: str, body: BudgetInput) -> BudgetView:
+    """Create or replace the budget of `body`'s scope and period (the account API and the dashboard)."""
     saved = await runtime.downstream.put_budget(
         accounting_pb2.BudgetDefinition(
-            account_id=principal.account_id,
+            account_id=account_id,
             api_key_id=body.api_key_id or "",
             period=body.period,
             max_spend_usd=body.max_spend_usd or 0.0,
@@ -157,8 +161,8 @@ async def put_budget(
             soft_percent=body.soft_percent,
         )
     )
-    runtime.limit_policies.forget(principal.account_id)
-    return next(view for view in await budgets_in_use(runtime, principal.account_id) if view.id == saved.id)
+    runtime.limit_policies.forget(account_id)
+    return next(view for view in await budgets_in_use(runtime, account_id) if view.id == saved.id)
 
 
 @delete(
@@ -171,9 +175,14 @@ async def put_budget(
 async def delete_budget(
     runtime: NamedDependency[Runtime], principal: NamedDependency[Principal], budget_id: FromPath[str]
 ) -> dict[str, Any]:
-    deleted = await runtime.downstream.delete_budget(principal.account_id, budget_id)
-    runtime.limit_policies.forget(principal.account_id)
-    return {"id": deleted.id, "deleted": True}
+    return {"id": await remove_budget(runtime, principal.account_id, budget_id), "deleted": True}
+
+
+async def remove_budget(runtime: Runtime, account_id: str, budget_id: str) -> str:
+    """Delete the budget at once (the account API and the dashboard); its id."""
+    deleted = await runtime.downstream.delete_budget(account_id, budget_id)
+    runtime.limit_policies.forget(account_id)
+    return str(deleted.id)
 
 
 @patch(

@@ -58,6 +58,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("routing", "Routing", PREFIX + "/routing"),
     NavItem("tools", "Tools", PREFIX + "/tools"),
     NavItem("keys", "API keys", PREFIX + "/keys"),
+    NavItem("budgets", "Budgets", PREFIX + "/budgets"),
     NavItem("providers", "Providers", PREFIX + "/providers"),
     NavItem("team", "Team", PREFIX + "/team"),
     NavItem("billing", "Billing", PREFIX + "/billing"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from orqen_edge.dashboard.pages import (
     billing,
+    budgets,
     keys,
     login,
     overview,
@@ -23,6 +24,7 @@ ROUTES = [
     *routing.ROUTES,
     *tools.ROUTES,
     *keys.ROUTES,
+    *budgets.ROUTES,
     *providers.ROUTES,
     *team.ROUTES,
     *billing.ROUTES,

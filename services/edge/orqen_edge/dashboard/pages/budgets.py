@@ -1,0 +1,71 @@
+"""Budgets: the account's and its keys' spend and token budgets with the current period's use, a
+form that creates or replaces one, and deleting one. Through the account API's own functions
+(orqen_edge.account.budgets), so the limits and their checks are the API's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+
+from orqen_common.errors import OrqenError
+from orqen_edge.account.budgets import BudgetInput, budgets_in_use, remove_budget, save_budget
+from orqen_edge.account.responses import plain
+from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
+from orqen_edge.dashboard.session_store import DashboardSession
+from orqen_edge.dashboard.web import is_htmx, lookup, page
+from orqen_edge.runtime import Runtime
+
+
+async def _panel(runtime: Runtime, session: DashboardSession) -> dict[str, Any]:
+    """The budgets with their use, and the account's active keys by id (a budget's scope, the form's choices)."""
+    keys = [plain(k) for k in (await runtime.downstream.list_api_keys(session.account_id)).keys]
+    return {
+        "budgets": await budgets_in_use(runtime, session.account_id),
+        "keys": {k["id"]: k["name"] or k["prefix"] for k in keys if not k["revoked_at"]},
+    }
+
+
+@get("/dashboard/budgets")
+async def budgets_page(runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]) -> Template:
+    return page("budgets.html", session, active="budgets", **await _panel(runtime, session))
+
+
+@post("/dashboard/budgets", status_code=200)
+async def save(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
+) -> Response[Any]:
+    """Creates the budget of the form's scope and period, or replaces its limits (one per scope and period)."""
+    error = None
+    try:
+        await save_budget(runtime, session.account_id, form_struct(await form_fields(request), BudgetInput))
+    except OrqenError as err:
+        if (error := refusal(err)) is None:
+            raise
+    if not is_htmx(request) and error is None:
+        return Redirect("/dashboard/budgets", status_code=303)
+    template = "_budgets_panel.html" if is_htmx(request) else "budgets.html"
+    # htmx swaps in only 2xx answers, so a refused form goes back to it with 200.
+    status = 422 if error and template == "budgets.html" else 200
+    context = await _panel(runtime, session)
+    return page(template, session, active="budgets", status_code=status, error=error, saved=not error, **context)
+
+
+@post("/dashboard/budgets/{budget_id:str}/delete", status_code=200)
+async def delete(
+    request: Request[Any, Any, Any],
+    runtime: NamedDependency[Runtime],
+    session: NamedDependency[DashboardSession],
+    budget_id: FromPath[str],
+) -> Response[Any]:
+    """Deletes the budget at once: requests it refused are admitted again."""
+    await lookup(remove_budget(runtime, session.account_id, budget_id))
+    if not is_htmx(request):
+        return Redirect("/dashboard/budgets", status_code=303)
+    return page("_budgets_panel.html", session, active="budgets", **await _panel(runtime, session))
+
+
+ROUTES = (budgets_page, save, delete)
