@@ -1,4 +1,4 @@
-"""The dashboard's settings pages in a real browser: Routing, Tools, API keys, Budgets and Providers.
+"""The dashboard's settings pages in a real browser: Routing, Tools, API keys, Budgets, Cache and Providers.
 
 Each page loads clean, draws its charts, fits a 375 px window and leaves a screenshot; what an owner
 does there (a key, a provider, a model switch, the preferences) changes what the next SDK request
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 
 import httpx
@@ -192,6 +193,46 @@ async def test_a_budget_set_in_the_dashboard_refuses_requests_once_spent_until_d
     assert (await chat(stack, owner.api_key)).http_response.status_code == 200
 
 
+async def test_the_response_cache_switched_on_in_the_dashboard_answers_repeats_until_purged(
+    page: Page, owner: Owner, stack: Any
+) -> None:
+    await visit(page, "/dashboard/cache")
+    entries = page.locator(".cache-entries")
+    await expect(entries).to_have_text("0")
+    await page.fill("input[name=ttl_seconds]", "0")  # refused by the account API's own limits, shown in the form
+    await page.click("text=Save settings")
+    await expect(page.locator("#cache-panel .error")).to_contain_text("ttl_seconds")
+    await page.check("input[name=enabled]")
+    await page.fill("input[name=ttl_seconds]", "600")
+    await page.click("text=Save settings")
+    await expect(page.locator("#cache-panel .saved")).to_contain_text("Saved")
+
+    messages = [{"role": "user", "content": f"cached in the dashboard test {uuid.uuid4().hex}"}]
+    assert (await chat(stack, owner.api_key, messages=messages)).headers["x-orqen-cache"] == "miss"
+    assert (await chat(stack, owner.api_key, messages=messages)).headers["x-orqen-cache"] == "hit"
+    await visit(page, "/dashboard/cache")
+    await expect(entries).to_have_text("1")
+    await expect(page.locator("input[name=enabled]")).to_be_checked()
+    await expect(page.locator("input[name=ttl_seconds]")).to_have_value("600")
+    await assert_fits_375(page)
+    await screenshot(page, "cache")
+
+    confirmed: list[str] = []
+    page.once("dialog", lambda dialog: confirmed.append(dialog.message) or dialog.accept())
+    await page.click("text=Purge the cache")
+    await expect(page.locator("#cache-panel")).to_contain_text("Purged 1 answers.")
+    await expect(entries).to_have_text("0")
+    assert confirmed == ["Delete every cached answer? The next requests call their providers."]
+    assert (await chat(stack, owner.api_key, messages=messages)).headers["x-orqen-cache"] == "miss"
+
+    await page.uncheck("input[name=enabled]")  # an unchecked box is sent as nothing: off
+    await page.click("text=Save settings")
+    await expect(page.locator("#cache-panel .saved")).to_contain_text("Saved")
+    assert not problems(page)
+    async with api(stack, owner.api_key) as account:
+        assert (await account.get("/v1/account/cache")).json()["enabled"] is False
+
+
 async def test_a_provider_saved_in_the_dashboard_is_used_then_deleted(page: Page, owner: Owner, stack: Any) -> None:
     saved_key = "sk-ant-dashboard-saved-4321"
     await visit(page, "/dashboard/providers")
@@ -325,6 +366,8 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         ("/dashboard/routing/models/toggle", {"model": "gpt-4o-mini"}),
         ("/dashboard/providers", {"form": "openai", "provider": "openai", "api_key": "sk-forged"}),
         ("/dashboard/budgets", {"period": "day", "max_tokens": "1"}),
+        ("/dashboard/cache", {"enabled": "true"}),
+        ("/dashboard/cache/purge", {}),
     )
     for path, fields in changes:
         for token in ({}, {"csrf_token": "not-the-token"}):
@@ -337,6 +380,7 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         assert (await account.get("/v1/account/routing/preferences")).json() == before
         assert (await account.get("/v1/account/providers")).json()["data"] == []
         assert (await account.get("/v1/account/budgets")).json()["data"] == []
+        assert (await account.get("/v1/account/cache")).json()["enabled"] is False
         models = (await account.get("/v1/account/routing/models")).json()["data"]
         assert next(m for m in models if m["id"] == "gpt-4o-mini")["enabled"]
 

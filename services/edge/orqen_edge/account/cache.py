@@ -53,9 +53,13 @@ def cache_json(settings: accounting_pb2.CacheSettings, held: dispatch_pb2.Respon
     responses=errors(*AUTHENTICATED),
 )
 async def get_cache(runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]) -> dict[str, Any]:
+    return await cache_state(runtime, principal.account_id)
+
+
+async def cache_state(runtime: Runtime, account_id: str) -> dict[str, Any]:
+    """The account's cache settings and what the cache holds (the account API and the dashboard)."""
     settings, held = await asyncio.gather(
-        runtime.downstream.get_cache_settings(principal.account_id),
-        runtime.downstream.get_response_cache_usage(principal.account_id),
+        runtime.downstream.get_cache_settings(account_id), runtime.downstream.get_response_cache_usage(account_id)
     )
     return cache_json(settings, held)
 
@@ -70,8 +74,11 @@ async def get_cache(runtime: NamedDependency[Runtime], principal: NamedDependenc
 async def put_cache(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> dict[str, Any]:
-    body = await read_struct(request, CacheSettingsUpdate)
-    account_id = principal.account_id
+    return await update_cache(runtime, principal.account_id, await read_struct(request, CacheSettingsUpdate))
+
+
+async def update_cache(runtime: Runtime, account_id: str, body: CacheSettingsUpdate) -> dict[str, Any]:
+    """Change the settings `body` sends, keep the others (the account API and the dashboard); the new state."""
     current = await runtime.downstream.get_cache_settings(account_id)
     updated = accounting_pb2.CacheSettings(
         account_id=account_id,

@@ -59,6 +59,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("tools", "Tools", PREFIX + "/tools"),
     NavItem("keys", "API keys", PREFIX + "/keys"),
     NavItem("budgets", "Budgets", PREFIX + "/budgets"),
+    NavItem("cache", "Cache", PREFIX + "/cache"),
     NavItem("providers", "Providers", PREFIX + "/providers"),
     NavItem("team", "Team", PREFIX + "/team"),
     NavItem("billing", "Billing", PREFIX + "/billing"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from orqen_edge.dashboard.pages import (
     billing,
     budgets,
+    cache,
     keys,
     login,
     overview,
@@ -25,6 +26,7 @@ ROUTES = [
     *tools.ROUTES,
     *keys.ROUTES,
     *budgets.ROUTES,
+    *cache.ROUTES,
     *providers.ROUTES,
     *team.ROUTES,
     *billing.ROUTES,

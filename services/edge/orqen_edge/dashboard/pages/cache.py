@@ -1,0 +1,59 @@
+"""Response cache: whether requests use it by default and for how long it keeps an answer (a form),
+what it holds, and purging it. Through the account API's own functions (orqen_edge.account.cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.response import Redirect, Template
+
+from orqen_common.errors import OrqenError
+from orqen_edge.account.cache import CacheSettingsUpdate, cache_state, update_cache
+from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
+from orqen_edge.dashboard.session_store import DashboardSession
+from orqen_edge.dashboard.web import is_htmx, page
+from orqen_edge.runtime import Runtime
+
+
+@get("/dashboard/cache")
+async def cache_page(runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]) -> Template:
+    return page("cache.html", session, active="cache", cache=await cache_state(runtime, session.account_id))
+
+
+@post("/dashboard/cache", status_code=200)
+async def save(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
+) -> Response[Any]:
+    """Saves the settings: an unchecked box is sent as nothing, so "enabled" is whether the box was sent."""
+    fields: dict[str, Any] = {**await form_fields(request)}
+    fields["enabled"] = "enabled" in fields
+    error = None
+    try:
+        await update_cache(runtime, session.account_id, form_struct(fields, CacheSettingsUpdate))
+    except OrqenError as err:
+        if (error := refusal(err)) is None:
+            raise
+    if not is_htmx(request) and error is None:
+        return Redirect("/dashboard/cache", status_code=303)
+    template = "_cache_panel.html" if is_htmx(request) else "cache.html"
+    # htmx swaps in only 2xx answers, so a refused form goes back to it with 200.
+    status = 422 if error and template == "cache.html" else 200
+    cache = await cache_state(runtime, session.account_id)
+    return page(template, session, active="cache", status_code=status, cache=cache, error=error, saved=not error)
+
+
+@post("/dashboard/cache/purge", status_code=200)
+async def purge(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
+) -> Response[Any]:
+    """Deletes every answer the account's cache holds."""
+    purged = await runtime.downstream.purge_response_cache(session.account_id)
+    if not is_htmx(request):
+        return Redirect("/dashboard/cache", status_code=303)
+    cache = await cache_state(runtime, session.account_id)
+    return page("_cache_panel.html", session, active="cache", cache=cache, purged=purged.entries)
+
+
+ROUTES = (cache_page, save, purge)
