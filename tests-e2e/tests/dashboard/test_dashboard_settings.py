@@ -193,6 +193,37 @@ async def test_a_budget_set_in_the_dashboard_refuses_requests_once_spent_until_d
     assert (await chat(stack, owner.api_key)).http_response.status_code == 200
 
 
+async def test_a_keys_limits_set_in_the_dashboard_apply_to_its_next_request(
+    page: Page, owner: Owner, stack: Any
+) -> None:
+    await visit(page, "/dashboard/budgets")
+    row = page.locator("table.key-limits tbody tr", has_text="e2e")  # the owner's key
+    models = row.locator("input[name=allowed_models]")
+    await expect(models).to_have_value("")
+    await row.locator("input[name=rpm]").fill("-1")  # refused by the account API's own limits, shown in the form
+    await row.locator("button", has_text="Save limits").click()
+    await expect(page.locator("#budgets-panel .error")).to_contain_text("rpm")
+    await models.fill("claude-*, anthropic/*")
+    await row.locator("input[name=rpm]").fill("50")
+    await row.locator("button", has_text="Save limits").click()
+    await expect(models).to_have_value("claude-*, anthropic/*")
+    await expect(row.locator("input[name=rpm]")).to_have_value("50")
+    await expect(page.locator("#budgets-panel .error")).to_have_count(0)
+
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await chat(stack, owner.api_key, model="gpt-4o-mini")
+    assert "is not allowed for API key" in str(refused.value)
+    async with api(stack, owner.api_key) as account:
+        listed = (await account.get("/v1/account/keys")).json()["data"][0]
+        assert (listed["allowed_models"], listed["rpm"], listed["tpm"]) == (["claude-*", "anthropic/*"], 50, 0)
+
+    await models.fill("")  # no models: every model again
+    await row.locator("button", has_text="Save limits").click()
+    await expect(models).to_have_value("")
+    assert (await chat(stack, owner.api_key, model="gpt-4o-mini")).http_response.status_code == 200
+    assert not problems(page)
+
+
 async def test_the_response_cache_switched_on_in_the_dashboard_answers_repeats_until_purged(
     page: Page, owner: Owner, stack: Any
 ) -> None:
@@ -339,6 +370,7 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
         f"/dashboard/keys/{bob_key}/revoke",
         f"/dashboard/providers/{bob_provider}/delete",
         f"/dashboard/budgets/{bob_budget}/delete",
+        f"/dashboard/budgets/keys/{bob_key}",
         "/dashboard/keys/not-a-key-id/revoke",
     ):
         answer = await page.request.post(path, form={"csrf_token": token})
@@ -368,6 +400,7 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         ("/dashboard/budgets", {"period": "day", "max_tokens": "1"}),
         ("/dashboard/cache", {"enabled": "true"}),
         ("/dashboard/cache/purge", {}),
+        (f"/dashboard/budgets/keys/{key_id}", {"allowed_models": "claude-*"}),
     )
     for path, fields in changes:
         for token in ({}, {"csrf_token": "not-the-token"}):
@@ -377,6 +410,7 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
     async with api(stack, owner.api_key) as account:
         keys = (await account.get("/v1/account/keys")).json()["data"]
         assert [k["name"] for k in keys] == ["e2e"] and keys[0]["revoked_at"] is None
+        assert keys[0]["allowed_models"] == []
         assert (await account.get("/v1/account/routing/preferences")).json() == before
         assert (await account.get("/v1/account/providers")).json()["data"] == []
         assert (await account.get("/v1/account/budgets")).json()["data"] == []

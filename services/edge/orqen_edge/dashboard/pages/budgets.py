@@ -1,9 +1,11 @@
 """Budgets: the account's and its keys' spend and token budgets with the current period's use, a
-form that creates or replaces one, and deleting one. Through the account API's own functions
+form that creates or replaces one, and deleting one; each active key's own limits (allowed models,
+requests and tokens per minute), a form per key. Through the account API's own functions
 (orqen_edge.account.budgets), so the limits and their checks are the API's."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -12,7 +14,14 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from orqen_common.errors import OrqenError
-from orqen_edge.account.budgets import BudgetInput, budgets_in_use, remove_budget, save_budget
+from orqen_edge.account.budgets import (
+    BudgetInput,
+    KeyLimits,
+    budgets_in_use,
+    remove_budget,
+    save_budget,
+    set_key_limits,
+)
 from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
@@ -21,12 +30,12 @@ from orqen_edge.runtime import Runtime
 
 
 async def _panel(runtime: Runtime, session: DashboardSession) -> dict[str, Any]:
-    """The budgets with their use, and the account's active keys by id (a budget's scope, the form's choices)."""
-    keys = [plain(k) for k in (await runtime.downstream.list_api_keys(session.account_id)).keys]
-    return {
-        "budgets": await budgets_in_use(runtime, session.account_id),
-        "keys": {k["id"]: k["name"] or k["prefix"] for k in keys if not k["revoked_at"]},
-    }
+    """The budgets with their use, and the active keys (a budget's scope, the form's choices, their own limits)."""
+    listed, budgets = await asyncio.gather(
+        runtime.downstream.list_api_keys(session.account_id), budgets_in_use(runtime, session.account_id)
+    )
+    active = [plain(k) for k in listed.keys if not k.HasField("revoked_at")]
+    return {"budgets": budgets, "keys": {k["id"]: k["name"] or k["prefix"] for k in active}, "active_keys": active}
 
 
 @get("/dashboard/budgets")
@@ -68,4 +77,29 @@ async def delete(
     return page("_budgets_panel.html", session, active="budgets", **await _panel(runtime, session))
 
 
-ROUTES = (budgets_page, save, delete)
+@post("/dashboard/budgets/keys/{key_id:str}", status_code=200)
+async def key_limits(
+    request: Request[Any, Any, Any],
+    runtime: NamedDependency[Runtime],
+    session: NamedDependency[DashboardSession],
+    key_id: FromPath[str],
+) -> Response[Any]:
+    """Sets a key's limits as the form shows them whole: no models is every model, a blank rate the operator's."""
+    fields = await form_fields(request)
+    models = [m.strip() for m in fields.pop("allowed_models", "").split(",") if m.strip()]
+    error = None
+    try:
+        limits = form_struct({"rpm": "0", "tpm": "0", **fields, "allowed_models": models}, KeyLimits)
+        await lookup(set_key_limits(runtime, session.account_id, key_id, limits))
+    except OrqenError as err:
+        if (error := refusal(err)) is None:
+            raise
+    if not is_htmx(request) and error is None:
+        return Redirect("/dashboard/budgets", status_code=303)
+    template = "_budgets_panel.html" if is_htmx(request) else "budgets.html"
+    status = 422 if error and template == "budgets.html" else 200
+    context = await _panel(runtime, session)
+    return page(template, session, active="budgets", status_code=status, key_error=error, **context)
+
+
+ROUTES = (budgets_page, save, delete, key_limits)
