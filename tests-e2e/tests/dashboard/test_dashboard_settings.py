@@ -446,3 +446,20 @@ async def test_the_settings_forms_work_as_plain_posts_without_htmx(page: Page, o
     assert revoked.status == 303
     gone = await page.request.get(f"/dashboard/keys/{new_id}/revoke")
     assert gone.status == 404  # a revoked key cannot be revoked again
+
+    refused_budget = await page.request.post("/dashboard/budgets", form={"csrf_token": token, "period": "year"})
+    assert refused_budget.status == 422 and "period" in await refused_budget.text()
+    budget = {"csrf_token": token, "period": "week", "max_spend_usd": "5"}
+    saved_budget = await page.request.post("/dashboard/budgets", form=budget, max_redirects=0)
+    assert saved_budget.status == 303 and saved_budget.headers["location"] == "/dashboard/budgets"
+    cache = {"csrf_token": token, "enabled": "true", "ttl_seconds": "60"}
+    saved_cache = await page.request.post("/dashboard/cache", form=cache, max_redirects=0)
+    assert saved_cache.status == 303 and saved_cache.headers["location"] == "/dashboard/cache"
+    async with api(stack, owner.api_key) as account:
+        budgets = (await account.get("/v1/account/budgets")).json()["data"]
+        assert [(b["period"], b["max_spend_usd"]) for b in budgets] == [("week", 5.0)]
+        assert (await account.get("/v1/account/cache")).json()["ttl_seconds"] == 60
+    deleted = await page.request.post(
+        f"/dashboard/budgets/{budgets[0]['id']}/delete", form={"csrf_token": token}, max_redirects=0
+    )
+    assert deleted.status == 303

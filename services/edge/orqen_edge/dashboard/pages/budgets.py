@@ -25,7 +25,7 @@ from orqen_edge.account.budgets import (
 from orqen_edge.account.responses import plain
 from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import is_htmx, lookup, page
+from orqen_edge.dashboard.web import form_answer, is_htmx, lookup, page
 from orqen_edge.runtime import Runtime
 
 
@@ -54,13 +54,10 @@ async def save(
     except OrqenError as err:
         if (error := refusal(err)) is None:
             raise
-    if not is_htmx(request) and error is None:
-        return Redirect("/dashboard/budgets", status_code=303)
-    template = "_budgets_panel.html" if is_htmx(request) else "budgets.html"
-    # htmx swaps in only 2xx answers, so a refused form goes back to it with 200.
-    status = 422 if error and template == "budgets.html" else 200
-    context = await _panel(runtime, session)
-    return page(template, session, active="budgets", status_code=status, error=error, saved=not error, **context)
+    answer = {"error": error, "saved": not error}
+    return await form_answer(
+        request, session, error, active="budgets", context=lambda: _panel(runtime, session), **answer
+    )
 
 
 @post("/dashboard/budgets/{budget_id:str}/delete", status_code=200)
@@ -94,12 +91,9 @@ async def key_limits(
     except OrqenError as err:
         if (error := refusal(err)) is None:
             raise
-    if not is_htmx(request) and error is None:
-        return Redirect("/dashboard/budgets", status_code=303)
-    template = "_budgets_panel.html" if is_htmx(request) else "budgets.html"
-    status = 422 if error and template == "budgets.html" else 200
-    context = await _panel(runtime, session)
-    return page(template, session, active="budgets", status_code=status, key_error=error, **context)
+    return await form_answer(
+        request, session, error, active="budgets", context=lambda: _panel(runtime, session), key_error=error
+    )
 
 
 ROUTES = (budgets_page, save, delete, key_limits)

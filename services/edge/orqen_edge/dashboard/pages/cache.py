@@ -13,7 +13,7 @@ from orqen_common.errors import OrqenError
 from orqen_edge.account.cache import CacheSettingsUpdate, cache_state, update_cache
 from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import is_htmx, page
+from orqen_edge.dashboard.web import form_answer, is_htmx, page
 from orqen_edge.runtime import Runtime
 
 
@@ -35,13 +35,14 @@ async def save(
     except OrqenError as err:
         if (error := refusal(err)) is None:
             raise
-    if not is_htmx(request) and error is None:
-        return Redirect("/dashboard/cache", status_code=303)
-    template = "_cache_panel.html" if is_htmx(request) else "cache.html"
-    # htmx swaps in only 2xx answers, so a refused form goes back to it with 200.
-    status = 422 if error and template == "cache.html" else 200
-    cache = await cache_state(runtime, session.account_id)
-    return page(template, session, active="cache", status_code=status, cache=cache, error=error, saved=not error)
+    answer = {"error": error, "saved": not error}
+    return await form_answer(
+        request, session, error, active="cache", context=lambda: _state(runtime, session), **answer
+    )
+
+
+async def _state(runtime: Runtime, session: DashboardSession) -> dict[str, Any]:
+    return {"cache": await cache_state(runtime, session.account_id)}
 
 
 @post("/dashboard/cache/purge", status_code=200)
