@@ -7,7 +7,7 @@ Bedrock key without its secret) comes back as the same invalid_request, shown in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -17,6 +17,7 @@ from litestar import Request
 from orqen_common.errors import OrqenError, invalid_request
 
 T = TypeVar("T", bound=msgspec.Struct)
+R = TypeVar("R")
 
 
 async def form_fields(request: Request[Any, Any, Any], *ignored: str) -> dict[str, str]:
@@ -40,3 +41,14 @@ def form_struct(fields: Mapping[str, Any], shape: type[T]) -> T:
 def refusal(err: OrqenError) -> str | None:
     """The message to show in a form when the services refused what it asked for; None for other failures."""
     return err.message if err.kind.grpc_code == grpc.StatusCode.INVALID_ARGUMENT else None
+
+
+async def attempt(call: Callable[[], Awaitable[R]]) -> tuple[R | None, str | None]:
+    """What `call` answered and None, or None and the services' refusal to show in the form (a form that
+    does not fit its request type included: `form_struct` runs inside `call`); other failures raise."""
+    try:
+        return await call(), None
+    except OrqenError as err:
+        if (message := refusal(err)) is None:
+            raise
+        return None, message

@@ -207,14 +207,15 @@ async def form_answer(
     """How a settings form's POST is answered (`refused`: why the services refused it, None when it worked).
 
     A plain POST that worked goes back to its page (303); under htmx, the page's panel
-    (`_<active>_panel.html`) with `shown`, 200 even when refused, as htmx swaps in only 2xx answers; a
-    refused plain POST, the whole page with the refusal (422). `context`: what the page shows.
+    (`_<active>_panel.html`), 200 even when refused, as htmx swaps in only 2xx answers; a refused
+    plain POST, the whole page with the refusal (422). `context`: what the page shows, `shown` (the
+    refusal, what was saved) over it.
     """
     if not is_htmx(request) and refused is None:
         return Redirect(f"{PREFIX}/{active}", status_code=303)
     template = f"_{active}_panel.html" if is_htmx(request) else f"{active}.html"
     status = 422 if refused and not is_htmx(request) else 200
-    return page(template, session, active, status_code=status, **shown, **await context())
+    return page(template, session, active, status_code=status, **{**await context(), **shown})
 
 
 T = TypeVar("T")

@@ -11,9 +11,8 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import Template
 
-from orqen_common.errors import OrqenError
 from orqen_edge.account.budgets import (
     BudgetInput,
     KeyLimits,
@@ -23,9 +22,9 @@ from orqen_edge.account.budgets import (
     set_key_limits,
 )
 from orqen_edge.account.responses import plain
-from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
+from orqen_edge.dashboard.forms import attempt, form_fields, form_struct
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import form_answer, is_htmx, lookup, page
+from orqen_edge.dashboard.web import form_answer, lookup, page
 from orqen_edge.runtime import Runtime
 
 
@@ -48,12 +47,8 @@ async def save(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
 ) -> Response[Any]:
     """Creates the budget of the form's scope and period, or replaces its limits (one per scope and period)."""
-    error = None
-    try:
-        await save_budget(runtime, session.account_id, form_struct(await form_fields(request), BudgetInput))
-    except OrqenError as err:
-        if (error := refusal(err)) is None:
-            raise
+    fields = await form_fields(request)
+    _, error = await attempt(lambda: save_budget(runtime, session.account_id, form_struct(fields, BudgetInput)))
     answer = {"error": error, "saved": not error}
     return await form_answer(
         request, session, error, active="budgets", context=lambda: _panel(runtime, session), **answer
@@ -69,9 +64,7 @@ async def delete(
 ) -> Response[Any]:
     """Deletes the budget at once: requests it refused are admitted again."""
     await lookup(remove_budget(runtime, session.account_id, budget_id))
-    if not is_htmx(request):
-        return Redirect("/dashboard/budgets", status_code=303)
-    return page("_budgets_panel.html", session, active="budgets", **await _panel(runtime, session))
+    return await form_answer(request, session, None, active="budgets", context=lambda: _panel(runtime, session))
 
 
 @post("/dashboard/budgets/keys/{key_id:str}", status_code=200)
@@ -84,13 +77,10 @@ async def key_limits(
     """Sets a key's limits as the form shows them whole: no models is every model, a blank rate the operator's."""
     fields = await form_fields(request)
     models = [m.strip() for m in fields.pop("allowed_models", "").split(",") if m.strip()]
-    error = None
-    try:
-        limits = form_struct({"rpm": "0", "tpm": "0", **fields, "allowed_models": models}, KeyLimits)
-        await lookup(set_key_limits(runtime, session.account_id, key_id, limits))
-    except OrqenError as err:
-        if (error := refusal(err)) is None:
-            raise
+    limits = {"rpm": "0", "tpm": "0", **fields, "allowed_models": models}
+    _, error = await attempt(
+        lambda: lookup(set_key_limits(runtime, session.account_id, key_id, form_struct(limits, KeyLimits)))
+    )
     return await form_answer(
         request, session, error, active="budgets", context=lambda: _panel(runtime, session), key_error=error
     )

@@ -7,19 +7,18 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.response import Redirect, Template
+from litestar.response import Template
 
-from orqen_common.errors import OrqenError
 from orqen_edge.account.cache import CacheSettingsUpdate, cache_state, update_cache
-from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
+from orqen_edge.dashboard.forms import attempt, form_fields, form_struct
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import form_answer, is_htmx, page
+from orqen_edge.dashboard.web import form_answer, page
 from orqen_edge.runtime import Runtime
 
 
 @get("/dashboard/cache")
 async def cache_page(runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]) -> Template:
-    return page("cache.html", session, active="cache", cache=await cache_state(runtime, session.account_id))
+    return page("cache.html", session, active="cache", **await _state(runtime, session))
 
 
 @post("/dashboard/cache", status_code=200)
@@ -29,12 +28,9 @@ async def save(
     """Saves the settings: an unchecked box is sent as nothing, so "enabled" is whether the box was sent."""
     fields: dict[str, Any] = {**await form_fields(request)}
     fields["enabled"] = "enabled" in fields
-    error = None
-    try:
-        await update_cache(runtime, session.account_id, form_struct(fields, CacheSettingsUpdate))
-    except OrqenError as err:
-        if (error := refusal(err)) is None:
-            raise
+    _, error = await attempt(
+        lambda: update_cache(runtime, session.account_id, form_struct(fields, CacheSettingsUpdate))
+    )
     answer = {"error": error, "saved": not error}
     return await form_answer(
         request, session, error, active="cache", context=lambda: _state(runtime, session), **answer
@@ -51,10 +47,9 @@ async def purge(
 ) -> Response[Any]:
     """Deletes every answer the account's cache holds."""
     purged = await runtime.downstream.purge_response_cache(session.account_id)
-    if not is_htmx(request):
-        return Redirect("/dashboard/cache", status_code=303)
-    cache = await cache_state(runtime, session.account_id)
-    return page("_cache_panel.html", session, active="cache", cache=cache, purged=purged.entries)
+    return await form_answer(
+        request, session, None, active="cache", context=lambda: _state(runtime, session), purged=purged.entries
+    )
 
 
 ROUTES = (cache_page, save, purge)

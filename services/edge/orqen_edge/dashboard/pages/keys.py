@@ -10,10 +10,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from orqen_common.errors import OrqenError, not_found
-from orqen_edge.account.keys import CreatedKey, KeyCreation, new_key
+from orqen_common.errors import not_found
+from orqen_edge.account.keys import KeyCreation, new_key
 from orqen_edge.account.responses import plain
-from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
+from orqen_edge.dashboard.forms import attempt, form_fields, form_struct
 from orqen_edge.dashboard.session_store import DashboardSession
 from orqen_edge.dashboard.web import is_htmx, lookup, page
 from orqen_edge.runtime import Runtime
@@ -33,13 +33,8 @@ async def create_key(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]
 ) -> Template:
     """Creates a key and shows its plaintext in this answer only (it is never stored or shown again)."""
-    created: CreatedKey | None = None
-    error = None
-    try:
-        created = await new_key(runtime, session.account_id, form_struct(await form_fields(request), KeyCreation))
-    except OrqenError as err:
-        if (error := refusal(err)) is None:
-            raise
+    fields = await form_fields(request)
+    created, error = await attempt(lambda: new_key(runtime, session.account_id, form_struct(fields, KeyCreation)))
     keys = await _keys(runtime, session)
     template = "_keys_panel.html" if is_htmx(request) else "keys.html"
     # The plaintext is in this answer only; dashboard pages are never cached (web.add_security_headers).

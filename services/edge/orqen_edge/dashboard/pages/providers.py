@@ -9,14 +9,13 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import Template
 
-from orqen_common.errors import OrqenError
 from orqen_edge.account.keys import ProviderCredential, save_credential
 from orqen_edge.account.responses import plain
-from orqen_edge.dashboard.forms import form_fields, form_struct, refusal
+from orqen_edge.dashboard.forms import attempt, form_fields, form_struct
 from orqen_edge.dashboard.session_store import DashboardSession
-from orqen_edge.dashboard.web import is_htmx, lookup, page
+from orqen_edge.dashboard.web import form_answer, lookup, page
 from orqen_edge.runtime import Runtime
 
 # The add forms, one per kind of provider: (form id, title). The "compatible" form names its provider.
@@ -39,6 +38,11 @@ def _context(providers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"providers": providers, "forms": FORMS, "failed": None, "typed": {}, "error": None, **extra}
 
 
+async def _all(runtime: Runtime, session: DashboardSession) -> dict[str, Any]:
+    """What the page shows after a change: the credentials, every add form empty."""
+    return _context(await _providers(runtime, session))
+
+
 @get("/dashboard/providers")
 async def providers_page(runtime: NamedDependency[Runtime], session: NamedDependency[DashboardSession]) -> Template:
     return page("providers.html", session, active="providers", **_context(await _providers(runtime, session)))
@@ -52,20 +56,16 @@ async def save_provider(
     fields = await form_fields(request, "form")
     chosen = (await request.form()).get("form")
     failed = chosen if chosen in dict(FORMS) else "compatible"
-    try:
-        saved = await save_credential(runtime, session.account_id, form_struct(fields, ProviderCredential))
-    except OrqenError as err:
-        if (error := refusal(err)) is None:
-            raise
-        typed = {k: v for k, v in fields.items() if k in _SHOWN_AGAIN}
-        context = _context(await _providers(runtime, session), failed=failed, typed=typed, error=error)
-        if is_htmx(request):  # htmx swaps in only 2xx answers
-            return page("_providers_panel.html", session, active="providers", **context)
-        return page("providers.html", session, active="providers", status_code=422, **context)
-    if not is_htmx(request):
-        return Redirect("/dashboard/providers", status_code=303)
-    context = _context(await _providers(runtime, session), saved=saved.provider)
-    return page("_providers_panel.html", session, active="providers", **context)
+    saved, error = await attempt(
+        lambda: save_credential(runtime, session.account_id, form_struct(fields, ProviderCredential))
+    )
+    if saved is not None:
+        shown: dict[str, Any] = {"saved": saved.provider}
+    else:
+        shown = {"failed": failed, "typed": {k: v for k, v in fields.items() if k in _SHOWN_AGAIN}, "error": error}
+    return await form_answer(
+        request, session, error, active="providers", context=lambda: _all(runtime, session), **shown
+    )
 
 
 @post("/dashboard/providers/{credential_id:str}/delete", status_code=200)
@@ -77,9 +77,7 @@ async def delete_provider(
 ) -> Response[Any]:
     """Deletes a saved credential; another account's id is a 404, like an unknown one."""
     await lookup(runtime.downstream.delete_credential(session.account_id, credential_id))
-    if not is_htmx(request):
-        return Redirect("/dashboard/providers", status_code=303)
-    return page("_providers_panel.html", session, active="providers", **_context(await _providers(runtime, session)))
+    return await form_answer(request, session, None, active="providers", context=lambda: _all(runtime, session))
 
 
 ROUTES = (providers_page, save_provider, delete_provider)
