@@ -146,11 +146,12 @@ def _view(budget: accounting_pb2.BudgetDefinition, spend: float, tokens: int) ->
 async def put_budget(
     request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], principal: NamedDependency[Principal]
 ) -> BudgetView:
-    return await save_budget(runtime, principal.account_id, await read_struct(request, BudgetInput))
+    saved = await save_budget(runtime, principal.account_id, await read_struct(request, BudgetInput))
+    return next(view for view in await budgets_in_use(runtime, principal.account_id) if view.id == saved)
 
 
-async def save_budget(runtime: Runtime, account_id: str, body: BudgetInput) -> BudgetView:
-    """Create or replace the budget of `body`'s scope and period (the account API and the dashboard)."""
+async def save_budget(runtime: Runtime, account_id: str, body: BudgetInput) -> str:
+    """Create or replace the budget of `body`'s scope and period (the account API and the dashboard); its id."""
     saved = await runtime.downstream.put_budget(
         accounting_pb2.BudgetDefinition(
             account_id=account_id,
@@ -162,7 +163,7 @@ async def save_budget(runtime: Runtime, account_id: str, body: BudgetInput) -> B
         )
     )
     runtime.limit_policies.forget(account_id)
-    return next(view for view in await budgets_in_use(runtime, account_id) if view.id == saved.id)
+    return str(saved.id)
 
 
 @delete(
