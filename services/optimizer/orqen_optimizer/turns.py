@@ -52,7 +52,7 @@ class ModelTurns:
 
         The margin is on the plan's own run, not on the wait: a wait that runs longer than foreseen
         ends in time anyway (`turn` stops waiting while a run still fits), and a margin on the whole
-        queue made a busy worker (16 plans at once, a turn held 25 to 35 ms while two share a core)
+        queue made a busy worker (16 plans at once, a turn held 22 to 38 ms while two share a core)
         declare a tenth of its plans busy at once that would have had their turn well in time.
         """
         if remaining is None:

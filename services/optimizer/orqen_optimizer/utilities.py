@@ -79,7 +79,7 @@ def utility_additions(asked: Iterable[str], found: Utilities, order: np.ndarray,
     """The utility tools the ask's words (`asked`) call for that `taken` lacks, best-ranked first, with why."""
     if not found.clocks and not found.calculators:
         return {}
-    said = set(asked)
+    said, ranked = set(asked), order.tolist()
     added: dict[int, str] = {}
     for tools, triggers, gives in (
         (found.clocks, _RELATIVE_DAYS, "tells the date"),
@@ -88,7 +88,6 @@ def utility_additions(asked: Iterable[str], found: Utilities, order: np.ndarray,
         word = min(said & triggers, default=None)
         if word is None or not tools:
             continue
-        ranked = order.tolist()
         fresh = sorted((i for i in tools if i not in taken), key=ranked.index)
         added.update((i, f"{gives} the ask needs ('{word}')") for i in fresh[:MOST_PER_KIND])
     return added
