@@ -29,6 +29,7 @@ The constants were chosen on the benchmark's training split only (bench/routing.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ import numpy as np
 
 from orqen_common.canonical import text_of
 from orqen_optimizer.embeddings import ToolIndex, embed, embed_ahead, embed_with_spans
-from orqen_optimizer.families import core_additions
+from orqen_optimizer.families import Family, core_additions
 from orqen_optimizer.identifiers import WRITE_FILE_WORDS, bridged_names, path_words
 from orqen_optimizer.keywords import STOP_WORDS, bm25, bm25_of_queries, words
 from orqen_optimizer.policy import AUTO, DEFAULT_POLICY, KEYWORD, RoutingPolicy
@@ -68,6 +69,13 @@ STEP_TOKEN_SHARE = 0.003
 # embedding model does not know, a paraphrase sharing no word), and fusing them can push both out.
 HEAD = 10
 HEAD_SHARE = 0.02
+# Past the similarity head, down to KIN_DEPTH times its length, a family's tools come too, at most KIN_MAX a
+# family, when KIN_KEPT of the family's tools are kept already: an MCP server's tools work together
+# ("trending topics across all platforms" wants each platform's), and the model ranks a sibling a little
+# below its kept kin. Chosen on the training splits (docs/routing.md).
+KIN_DEPTH = 2
+KIN_KEPT = 3
+KIN_MAX = 2
 # The ranking's K keeps at most this share of the request's tool tokens (0: no cap), and never
 # fewer than TOKEN_CAP_MIN_TOOLS tools: on a pool of a hundred tools or so, a low keep probability
 # would otherwise forward a fifth of it; a 50-tool pool keeps issue 4's budget (a quarter of it).
@@ -338,6 +346,8 @@ class ToolRouter:
         because: dict[int, str] = {}
         if mode != "limit":
             because.update(heads(keyword, similarity, set(keep)))
+            if similarity is not None:
+                because.update(kin(similarity, tool_set.families, set(keep) | set(because)))
         routes = self._steps(steps, step_keyword, step_dense, facts, tool_set.tokens)
         for number, route in enumerate(routes, 1):
             fresh = [i for i in route.keep if i not in keep and i not in because]
@@ -442,6 +452,26 @@ def heads(keyword: np.ndarray, dense: np.ndarray | None, kept: set[int]) -> dict
         for rank, i in enumerate(np.argsort(-scores, kind="stable")[:head].tolist(), 1):
             if i not in kept and i not in added:
                 added[i] = f"ranks {rank} by {label} alone"
+    return added
+
+
+def kin(dense: np.ndarray, found: Sequence[Family], taken: set[int]) -> dict[int, str]:
+    """The tools ranked within KIN_DEPTH similarity heads whose family has KIN_KEPT tools `taken`, with why.
+
+    At most KIN_MAX of a family, best by similarity first.
+    """
+    depth = KIN_DEPTH * min(HEAD, math.ceil(HEAD_SHARE * len(dense)))
+    family_of = {i: family for family in found for i in family.members}
+    added: dict[int, str] = {}
+    per_family: Counter[str] = Counter()
+    for rank, i in enumerate(np.argsort(-dense, kind="stable")[:depth].tolist(), 1):
+        family = family_of.get(i)
+        if i in taken or family is None or per_family[family.key] >= KIN_MAX:
+            continue
+        kept = len(taken.intersection(family.members))
+        if kept >= KIN_KEPT:
+            per_family[family.key] += 1
+            added[i] = f"ranks {rank} by similarity, {kept} tools of its family {family.key} kept"
     return added
 
 

@@ -275,6 +275,26 @@ def test_the_heads_of_similarity_and_keywords_are_kept_whatever_the_fusion_says(
     assert tool_router.heads(np.zeros(5), np.zeros(5), kept=set()) == {}  # no score, no head
 
 
+def test_a_familys_tools_near_the_similarity_head_come_with_its_kept_kin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orqen_optimizer import tool_router
+    from orqen_optimizer.families import Family
+
+    monkeypatch.setattr(tool_router, "HEAD", 2)
+    monkeypatch.setattr(tool_router, "HEAD_SHARE", 1.0)  # the head is 2 tools, kin reach down to rank 4
+    trends = Family("server trends", (0, 1, 2, 3, 4, 5))
+    maps = Family("server maps", (6, 7, 8))
+    # By similarity: 6, 0, 7, 3, 4, 5, 8, 1, 2.
+    dense = np.array([0.90, 0.30, 0.20, 0.80, 0.70, 0.60, 0.95, 0.85, 0.10])
+    kept = {0, 1, 2, 6}  # three of trends, one of maps
+    assert tool_router.kin(dense, [trends, maps], kept) == {
+        3: "ranks 4 by similarity, 3 tools of its family server trends kept"
+    }
+    monkeypatch.setattr(tool_router, "KIN_DEPTH", 3)  # down to rank 6: 4 and 5 too, but two a family
+    assert list(tool_router.kin(dense, [trends, maps], kept)) == [3, 4]
+    assert tool_router.kin(dense, [trends, maps], {1, 2, 6, 7}) == {}  # two of each family kept: not enough
+    assert tool_router.kin(dense, [], kept) == {}  # no families, no kin
+
+
 def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_its_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
     from orqen_optimizer import tool_router
     from orqen_optimizer.tools import tool_facts
