@@ -8,7 +8,8 @@ stays the slice of JSON it was, the tools become one slice each (the key of thei
 only what the router reads (the messages and tool_choice) is parsed. The forwarded body is the
 same slices spliced back together around the parts the plan changed. A tool list seen lately is
 not skimmed again: its slices are kept by its text (`KEPT_BYTES` of lists at most), so each
-tool's text is the same object as last time, and its hash, the key of its facts, is known.
+tool's text is the same object as last time, and so are the tools' facts (`ToolTexts.facts`):
+a 500-tool list seen lately costs one lookup, not one per tool.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 import orjson
 
 from orqen_common.lru import Lru
+from orqen_optimizer.tools import ToolFacts, raw_tool_facts
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _slices = msgspec.json.Decoder(list[msgspec.Raw])
@@ -28,12 +30,28 @@ _encoder = msgspec.json.Encoder()
 KEPT_BYTES = 64 * 1024 * 1024  # the lists' texts and their slices: about 80 lists of 500 tools
 
 
-def _list_weight(text: bytes, _: list[bytes]) -> int:
+class ToolTexts(list[bytes]):
+    """A tool list: each tool's JSON text, and once asked for, their facts (kept with the list)."""
+
+    __slots__ = ("_facts",)
+
+    def __init__(self, texts: list[bytes]) -> None:
+        super().__init__(texts)
+        self._facts: list[ToolFacts] | None = None
+
+    def facts(self) -> list[ToolFacts]:
+        """Each tool's `raw_tool_facts`; raises orjson.JSONDecodeError for a tool that is not JSON after all."""
+        if self._facts is None:  # two threads may both work them out: the same facts, kept once
+            self._facts = [raw_tool_facts(t) for t in self]
+        return self._facts
+
+
+def _list_weight(text: bytes, _: ToolTexts) -> int:
     """A tool list's text and its slices: about twice the text."""
     return 2 * len(text)
 
 
-_kept: Lru[bytes, list[bytes]] = Lru(KEPT_BYTES, weigh=_list_weight)
+_kept: Lru[bytes, ToolTexts] = Lru(KEPT_BYTES, weigh=_list_weight)
 _lock = threading.Lock()
 
 
@@ -44,7 +62,7 @@ class MalformedChatError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ChatJson:
     fields: dict[str, msgspec.Raw]
-    tools: list[bytes] | None  # each tool's JSON text, when `tools` is a list (shared: never mutated)
+    tools: ToolTexts | None  # each tool's JSON text, when `tools` is a list (shared: never mutated)
     messages: Any
     tool_choice: Any
 
@@ -57,7 +75,7 @@ class ChatJson:
             raise MalformedChatError("chat_json must be a chat request object.") from None
         except msgspec.DecodeError:
             raise MalformedChatError("chat_json is not valid JSON.") from None
-        tools: list[bytes] | None = None
+        tools: ToolTexts | None = None
         try:
             if "tools" in fields:
                 tools = _tool_texts(bytes(fields["tools"]))
@@ -85,13 +103,13 @@ class ChatJson:
         return _encoder.encode(fields)
 
 
-def _tool_texts(text: bytes) -> list[bytes]:
+def _tool_texts(text: bytes) -> ToolTexts:
     """Each tool's JSON text in the list `text`, kept by `text`; msgspec.ValidationError when it is not a list."""
     with _lock:
         found = _kept.get(text)
     if found is not None:
         return found
-    tools = [bytes(t) for t in _slices.decode(text)]
+    tools = ToolTexts([bytes(t) for t in _slices.decode(text)])
     with _lock:
         _kept.put(text, tools)
     return tools

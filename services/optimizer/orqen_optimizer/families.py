@@ -148,16 +148,16 @@ def core_additions(
     added: list[Addition] = []
     for family in families(facts) if found is None else found:
         members = set(family.members)
-        in_kept = members & kept_set
         if kept[0] in members:
             why = f"family {family.key} is in play (its {facts[kept[0]].name} ranks first)"
         elif members.intersection(leaders):
             leader = next(i for i in leaders if i in members)
             why = f"family {family.key} is in play (its {facts[leader].name} ranks first for a step)"
-        elif any(facts[i].name in called for i in members):
+        elif called and any(facts[i].name in called for i in members):
             why = f"family {family.key} is in play (the conversation called its tools)"
         else:
             continue
+        in_kept = members & kept_set
         edits = any(facts[i].name_words & _EDITS for i in in_kept)
         searches = any(facts[i].name_words & _SEARCHES for i in in_kept)
         inputs = _asked(facts, in_kept, lambda tool: tool.input_words)

@@ -38,7 +38,7 @@ from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.policy import DEFAULT_POLICY, KEYWORD, KEYWORD_BUSY, PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tool_router import SMALL_TOOLSET, TOKEN_CAP_MIN_TOOLS, Ask, Decision, ToolRouter, must_keep
-from orqen_optimizer.tools import ToolFacts, raw_tool_facts, tool_facts
+from orqen_optimizer.tools import ToolFacts, tool_facts
 from orqen_optimizer.toolset import known, toolset
 
 log = structlog.get_logger(__name__)
@@ -108,7 +108,7 @@ class Planner:
         if busy:
             policy = busy_policy(policy)
         with self._planning() as alone:
-            facts = [raw_tool_facts(t) for t in chat.tools] if chat.tools else None
+            facts = chat.tools.facts() if chat.tools else None
             ask = self._ask_ahead(read, facts, policy, alone)
             kept, context, stats, trace = self._decide(read, facts, policy, account_id, ask, busy)
         if facts is None and not context.changed:
@@ -167,8 +167,8 @@ class Planner:
         if facts is not None:
             kept = self._route(chat, facts, policy, stats, trace, account_id, ask, busy)
             stats.tools_input, stats.tools_output = len(facts), len(kept)
-            stats.tool_tokens_in = sum(f.tokens for f in facts)
-            stats.tool_tokens_out = sum(facts[i].compressed_tokens for i in kept)
+            stats.tool_tokens_in = sum([f.tokens for f in facts])
+            stats.tool_tokens_out = sum([facts[i].compressed_tokens for i in kept])
         context = compress_context(chat.get("messages"))
         if context.changed:
             stats.context_compressed = True

@@ -367,7 +367,8 @@ class ToolRouter:
             mode, reason = "limit", f"cap {policy.k_cap}"
         keep += list(because)
         required -= {names[i] for i in keep}
-        keep += [i for i in order.tolist() if names[i] in required and i not in keep]
+        if required:
+            keep += [i for i in order.tolist() if names[i] in required and i not in keep]
         forwarded = set(keep)
         shown = keep + [i for i in order[: max(TRACE_CANDIDATES, len(keep))].tolist() if i not in forwarded]
         ranked = [(names[i], float(fused[i])) for i in shown]

@@ -100,3 +100,13 @@ def test_a_tool_given_as_json_has_the_facts_of_the_parsed_tool(tools: list[dict[
     spaced = orjson.dumps(tools[0], option=orjson.OPT_INDENT_2)  # another text of the same tool
     assert raw_tool_facts(spaced) is tool_facts(tools[0])
     assert raw_tool_facts(spaced).compressed_json == orjson.dumps(tool_facts(tools[0]).compressed)
+
+
+def test_a_list_seen_lately_gives_its_tools_facts_without_a_lookup_per_tool(tools: list[dict[str, Any]]) -> None:
+    body = orjson.dumps({"messages": [], "tools": tools})
+    first, again = ChatJson.parse(body), ChatJson.parse(body)
+    assert first.tools is not None and again.tools is not None
+    assert first.tools.facts() == [tool_facts(t) for t in tools]
+    assert again.tools.facts() is first.tools.facts()  # kept with the list
+    changed = ChatJson.parse(orjson.dumps({"messages": [], "tools": tools[:-1]}))
+    assert changed.tools is not None and changed.tools.facts() == first.tools.facts()[:-1]
