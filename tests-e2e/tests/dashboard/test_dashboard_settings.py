@@ -35,6 +35,11 @@ TOOLS = {
     SCRIPT_TOOL: "A tool whose name is markup.",
 }
 
+# The model the balancing test spreads over two deployments of the fake OpenAI's gpt-4o-mini. The fakes
+# answer any model name but one holding `fake-500` (tests-e2e/fakes/scenario.py): unbalanced, this one is
+# its provider's 500, which the OpenAI SDK raises as InternalServerError (Orqen's 502).
+BALANCED = "team-model-fake-500"
+
 
 def api(stack: Any, key: str) -> httpx.AsyncClient:
     """The account API as the owner's applications call it."""
@@ -302,6 +307,98 @@ async def test_a_provider_saved_in_the_dashboard_is_used_then_deleted(page: Page
     assert answered.http_response.status_code == 200
 
 
+async def add_deployment(page: Page, name: str, weight: str) -> None:
+    """Sends the "Add or replace a deployment" form: deployment `name` of BALANCED on the operator's OpenAI
+    (the stack's fake OpenAI), calling its gpt-4o-mini."""
+    form = page.locator("#balanced-models form[action='/dashboard/providers/deployments']")
+    await form.locator("input[name=model]").fill(BALANCED)
+    await form.locator("select[name=strategy]").select_option("weighted")
+    await form.locator("input[name=name]").fill(name)
+    await form.locator("select[name=provider]").select_option("openai")
+    await form.locator("input[name=upstream_model]").fill("gpt-4o-mini")
+    await form.locator("input[name=weight]").fill(weight)
+    await form.locator("button", has_text="Save deployment").click()
+
+
+async def test_a_model_balanced_in_the_dashboard_answers_through_its_deployments_until_deleted(
+    page: Page, owner: Owner, stack: Any
+) -> None:
+    with pytest.raises(openai.InternalServerError) as refused:  # its provider fails it (see BALANCED)
+        await chat(stack, owner.api_key, BALANCED)
+    assert refused.value.status_code == 502
+    await visit(page, "/dashboard/providers")
+    card = page.locator("#balanced-models")
+    await expect(card.locator("table.balanced")).to_contain_text("None")
+
+    # Over the account API's maximum weight: its message, in the form, with what was typed.
+    await add_deployment(page, "east", "5000")
+    await expect(card.locator(".error")).to_contain_text("weight")
+    await expect(card.locator(".error")).to_contain_text("1000")
+    await expect(card.locator("input[name=weight]")).to_have_value("5000")
+    await expect(card.locator("input[name=model]")).to_have_value(BALANCED)
+    await expect(card.locator("select[name=provider]")).to_have_value("openai")
+    await expect(card.locator("table.balanced")).to_contain_text("None")
+    async with api(stack, owner.api_key) as account:
+        assert (await account.get("/v1/account/providers/deployments")).json()["data"] == []
+
+    await add_deployment(page, "east", "1")
+    await expect(card.locator(".saved")).to_contain_text(f"Saved deployment east of {BALANCED}")
+    await add_deployment(page, "west", "3")
+    model = card.locator(f"tbody[data-balanced-model='{BALANCED}']")
+    await expect(model.locator(".badge")).to_have_text("weighted")
+    east, west = (
+        model.locator(f"tr[data-deployment='{BALANCED}/east']"),
+        model.locator(f"tr[data-deployment='{BALANCED}/west']"),
+    )
+    await expect(east).to_contain_text("openai")
+    await expect(east).to_contain_text("gpt-4o-mini")
+    await expect(west.locator("td.num").first).to_have_text("3")
+    await expect(west.locator("td.num").nth(1)).to_have_text("unlimited")
+    async with api(stack, owner.api_key) as account:
+        (saved,) = (await account.get("/v1/account/providers/deployments")).json()["data"]
+    assert saved["model"] == BALANCED and saved["strategy"] == "weighted"
+    assert [(d["name"], d["provider"], d["model"], d["weight"]) for d in saved["deployments"]] == [
+        ("east", "openai", "gpt-4o-mini", 1),
+        ("west", "openai", "gpt-4o-mini", 3),
+    ]
+    await assert_fits_375(page)
+    await card.scroll_into_view_if_needed()
+    await screenshot(page, "providers-balanced")
+
+    async def answered_by() -> str:
+        """Calls the balanced model through the OpenAI SDK, checks the fake OpenAI was asked for the
+        deployments' upstream model, and returns the deployment that answered, as the request log says."""
+        content = f"balanced in the dashboard {uuid.uuid4().hex}"
+        answer = await chat(stack, owner.api_key, BALANCED, messages=[{"role": "user", "content": content}])
+        assert answer.http_response.status_code == 200
+        received = [r["body"] for r in stack.upstream.requests if content in str(r["body"])]
+        assert [body["model"] for body in received] == ["gpt-4o-mini"]
+        async with api(stack, owner.api_key) as account:
+            entry = await logged(account, answer.headers["x-request-id"])
+        assert entry["model_requested"] == BALANCED and entry["provider"] == "openai"
+        (attempt,) = entry["attempts"]
+        return str(attempt["deployment"])
+
+    assert await answered_by() in ("east", "west")
+
+    confirmed: list[str] = []
+    page.once("dialog", lambda dialog: confirmed.append(dialog.message) or dialog.accept())
+    await east.locator("button", has_text="Delete").click()
+    await expect(east).to_have_count(0)
+    await expect(west).to_have_count(1)
+    assert confirmed == [f"Delete deployment east of {BALANCED}?"]
+    assert await answered_by() == "west"
+
+    page.once("dialog", lambda dialog: confirmed.append(dialog.message) or dialog.accept())
+    await model.locator("button", has_text="Delete model").click()
+    await expect(model).to_have_count(0)
+    await expect(card.locator("table.balanced")).to_contain_text("None")
+    assert confirmed[1:] == [f"Stop balancing {BALANCED}? Requests for it go to its provider as before."]
+    assert not problems(page)
+    with pytest.raises(openai.InternalServerError):  # its own provider again
+        await chat(stack, owner.api_key, BALANCED)
+
+
 async def test_a_model_switched_off_in_the_dashboard_is_skipped_by_routing(
     page: Page, owner: Owner, stack: Any
 ) -> None:
@@ -360,6 +457,8 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
         saved = await bobs.post("/v1/account/providers", json={"provider": "groq", "api_key": "gsk-bob-0000"})
         bob_provider = saved.json()["id"]
         bob_budget = (await bobs.post("/v1/account/budgets", json={"period": "day", "max_tokens": 10**6})).json()["id"]
+        bob_model = {"deployments": [{"name": "a", "provider": "openai", "model": "gpt-4o-mini"}]}
+        assert (await bobs.put("/v1/account/providers/deployments/bobs-model", json=bob_model)).status_code == 200
     await visit(page, "/dashboard/keys")
     token = await csrf_token(page)
 
@@ -372,6 +471,8 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
         f"/dashboard/budgets/{bob_budget}/delete",
         f"/dashboard/budgets/keys/{bob_key}",
         "/dashboard/keys/not-a-key-id/revoke",
+        "/dashboard/providers/deployments/delete-model/bobs-model",
+        "/dashboard/providers/deployments/delete-deployment/a/bobs-model",
     ):
         answer = await page.request.post(path, form={"csrf_token": token})
         assert answer.status == 404, (path, answer.status)
@@ -385,6 +486,8 @@ async def test_another_accounts_key_and_provider_ids_answer_404(
         assert (await chat(stack, bob.api_key)).http_response.status_code == 200  # Bob's key still works
         assert [p["id"] for p in (await bobs.get("/v1/account/providers")).json()["data"]] == [bob_provider]
         assert [b["id"] for b in (await bobs.get("/v1/account/budgets")).json()["data"]] == [bob_budget]
+        balanced = (await bobs.get("/v1/account/providers/deployments")).json()["data"]
+        assert [(m["model"], [d["name"] for d in m["deployments"]]) for m in balanced] == [("bobs-model", ["a"])]
 
 
 async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, owner: Owner, stack: Any) -> None:
@@ -401,7 +504,13 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         ("/dashboard/cache", {"enabled": "true"}),
         ("/dashboard/cache/purge", {}),
         (f"/dashboard/budgets/keys/{key_id}", {"allowed_models": "claude-*"}),
+        ("/dashboard/providers/deployments", {"model": "forged", "name": "a", "provider": "openai"}),
+        ("/dashboard/providers/deployments/delete-deployment/a/team-model", {}),
+        ("/dashboard/providers/deployments/delete-model/team-model", {}),
     )
+    async with api(stack, owner.api_key) as account:
+        balanced = {"deployments": [{"name": "a", "provider": "openai"}]}
+        assert (await account.put("/v1/account/providers/deployments/team-model", json=balanced)).status_code == 200
     for path, fields in changes:
         for token in ({}, {"csrf_token": "not-the-token"}):
             answer = await page.request.post(path, form={**fields, **token})
@@ -415,6 +524,8 @@ async def test_settings_changes_without_the_csrf_token_are_refused(page: Page, o
         assert (await account.get("/v1/account/providers")).json()["data"] == []
         assert (await account.get("/v1/account/budgets")).json()["data"] == []
         assert (await account.get("/v1/account/cache")).json()["enabled"] is False
+        balanced_models = (await account.get("/v1/account/providers/deployments")).json()["data"]
+        assert [(m["model"], [d["name"] for d in m["deployments"]]) for m in balanced_models] == [("team-model", ["a"])]
         models = (await account.get("/v1/account/routing/models")).json()["data"]
         assert next(m for m in models if m["id"] == "gpt-4o-mini")["enabled"]
 
@@ -463,3 +574,25 @@ async def test_the_settings_forms_work_as_plain_posts_without_htmx(page: Page, o
         f"/dashboard/budgets/{budgets[0]['id']}/delete", form={"csrf_token": token}, max_redirects=0
     )
     assert deleted.status == 303
+
+    # A balanced model whose name holds a "/": the last part of the delete paths.
+    deployment = {"csrf_token": token, "model": "team/plain", "name": "a", "provider": "openai", "weight": "5000"}
+    refused_deployment = await page.request.post("/dashboard/providers/deployments", form=deployment)
+    refusal = await refused_deployment.text()
+    assert refused_deployment.status == 422 and "weight" in refusal and 'value="5000"' in refusal
+    for name in ("a", "b"):
+        added = {**deployment, "name": name, "weight": "2"}
+        saved_deployment = await page.request.post("/dashboard/providers/deployments", form=added, max_redirects=0)
+        assert saved_deployment.status == 303 and saved_deployment.headers["location"] == "/dashboard/providers"
+    async with api(stack, owner.api_key) as account:
+        balanced = (await account.get("/v1/account/providers/deployments")).json()["data"]
+    assert [(m["model"], [(d["name"], d["weight"]) for d in m["deployments"]]) for m in balanced] == [
+        ("team/plain", [("a", 2), ("b", 2)])
+    ]
+    for path in ("delete-deployment/a/team/plain", "delete-model/team/plain"):
+        removed = await page.request.post(
+            f"/dashboard/providers/deployments/{path}", form={"csrf_token": token}, max_redirects=0
+        )
+        assert removed.status == 303, path
+    async with api(stack, owner.api_key) as account:
+        assert (await account.get("/v1/account/providers/deployments")).json()["data"] == []

@@ -88,9 +88,17 @@ async def put_deployments(
     model: FromPath[str],
 ) -> dict[str, Any]:
     body = await read_struct(request, BalancedModelBody)
+    return _json(await save_deployments(runtime, principal.account_id, model.lstrip("/"), body))
+
+
+async def save_deployments(
+    runtime: Runtime, account_id: str, model: str, body: BalancedModelBody
+) -> accounting_pb2.ModelDeployments:
+    """Save (or replace) the model's whole list of deployments and its strategy (the account API and the
+    dashboard); what accounting stored, after its own checks (orqen_common.deployments)."""
     balanced = accounting_pb2.ModelDeployments(
-        account_id=principal.account_id,
-        model=checked_text(model.lstrip("/"), "model"),
+        account_id=account_id,
+        model=checked_text(model, "model"),
         strategy=body.strategy,
         deployments=[
             accounting_pb2.ModelDeployment(
@@ -105,7 +113,7 @@ async def put_deployments(
             for d in body.deployments
         ],
     )
-    return _json(await runtime.downstream.put_model_deployments(balanced))
+    return await runtime.downstream.put_model_deployments(balanced)
 
 
 @delete(
