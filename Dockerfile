@@ -19,9 +19,9 @@ WORKDIR /src
 COPY services/common ./services/common
 COPY services/${SERVICE} ./services/${SERVICE}
 RUN pip install --no-cache-dir ./services/common ./services/${SERVICE}
-# The optimizer's embedding model, exported to ONNX once here (the float graph and its int8
-# form), inside the venv the runtime stage copies: its workers load a file with onnxruntime
-# and never import torch.
+# The optimizer's embedding model, exported to ONNX once here (the float graph, its int8 form
+# and the word-piece table the keyword plans read), inside the venv the runtime stage copies:
+# its workers load files with onnxruntime and numpy and never import torch.
 RUN if [ "$SERVICE" = optimizer ]; then \
       HF_HUB_OFFLINE=1 python -m orqen_optimizer.onnx_export --cache-dir /opt/venv/share/orqen-models \
       && rm -f /opt/venv/share/orqen-models/*.lock; fi

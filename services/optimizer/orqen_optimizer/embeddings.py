@@ -35,7 +35,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from orqen_optimizer.onnx_export import cache_dir as onnx_export_cache_dir
-from orqen_optimizer.onnx_export import ensure_graph
+from orqen_optimizer.onnx_export import ensure_graph, ensure_word_table
 
 DIMENSIONS = 384
 MODEL = "all-MiniLM-L6-v2"
@@ -59,12 +59,15 @@ def model_path() -> Path:
 class Encoder:
     """all-MiniLM-L6-v2 on ONNX Runtime: tokenise, run the transformer, mean-pool, normalise."""
 
-    def __init__(self, path: Path, graph: Path, name: str = MODEL) -> None:
+    def __init__(self, path: Path, graph: Path, name: str = MODEL, words: Path | None = None) -> None:
         """`path`: the model's files (tokenizer, configuration); `graph`: its transformer as ONNX.
 
-        `name`: what the vectors it makes are known by (the model, and which of its graphs).
+        `name`: what the vectors it makes are known by (the model, and which of its graphs). `words`:
+        the model's input embedding table (onnx_export.ensure_word_table), for `word_vector`.
         """
         self.name = name
+        # Memory-mapped: the workers of a host share the file's pages, and a plan reads a few rows.
+        self._words = np.load(words, mmap_mode="r") if words is not None else None
         import onnxruntime  # never torch: the graph was exported once, by another process
         from tokenizers import Tokenizer
 
@@ -94,6 +97,16 @@ class Encoder:
             feed = _feed(encoded)
             out[row] = _pooled(self._session.run(None, feed)[0], feed)[0]
         return out
+
+    def word_vector(self, text: str) -> np.ndarray:
+        """`text`'s vector without running the model: the mean of its word pieces' rows of the model's
+        input embedding table, unit length (orqen_optimizer.word_vectors). Zeros for a text without one."""
+        if self._words is None:
+            raise RuntimeError("this encoder was made without the model's word table")
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            return np.zeros(DIMENSIONS, dtype=np.float32)
+        return _unit(np.asarray(self._words[ids]).mean(axis=0))
 
     def with_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """`text`'s vector and each character span's, from one run of the model.
@@ -205,8 +218,10 @@ def encoder(cache_dir: Path | None = None, int8: bool = True) -> Encoder:
     with _loading:
         if _encoder is None:
             model = model_path()
-            graph = ensure_graph(model, onnx_export_cache_dir(cache_dir), int8)
-            _encoder = Encoder(model, graph, f"{MODEL}-int8" if int8 else MODEL)
+            directory = onnx_export_cache_dir(cache_dir)
+            graph = ensure_graph(model, directory, int8)
+            words = ensure_word_table(model, directory)
+            _encoder = Encoder(model, graph, f"{MODEL}-int8" if int8 else MODEL, words)
         return _encoder
 
 

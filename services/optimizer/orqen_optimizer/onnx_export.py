@@ -6,7 +6,8 @@ graph in int8"). The int8 graph is the float one with every weight matrix quanti
 channel (ONNX Runtime's dynamic quantisation): about half the CPU per embedding, for vectors
 within a few hundredths of cosine of float's.
 
-`python -m orqen_optimizer.onnx_export [--cache-dir DIR]` makes sure both graphs are there and
+Beside them, the model's input embedding table as a .npy file (orqen_optimizer.word_vectors).
+`python -m orqen_optimizer.onnx_export [--cache-dir DIR]` makes sure all three are there and
 prints their paths (the Dockerfile runs it at build time so containers never export). The export
 itself runs here, in a process of its own: it imports torch and sentence-transformers (~8 s,
 ~800 MB), which an optimizer worker then never holds; workers load the files with onnxruntime alone.
@@ -81,10 +82,8 @@ def ensure_graph(model: Path, directory: Path, int8: bool = False) -> Path:
     if path.exists():
         return path
     source = ensure_graph(model, directory) if int8 else None
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / f"{path.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        if not path.exists():
+    with _made_once(path) as missing:
+        if missing:
             made_from = ["--quantise", str(source)] if source else ["--model", str(model)]
             done = subprocess.run(
                 [sys.executable, "-m", "orqen_optimizer.onnx_export", "--write", str(path), *made_from],
@@ -95,6 +94,41 @@ def ensure_graph(model: Path, directory: Path, int8: bool = False) -> Path:
             if done.returncode != 0:
                 raise RuntimeError(f"exporting the embedding model to ONNX failed: {done.stderr.strip()[-2000:]}")
     return path
+
+
+def ensure_word_table(model: Path, directory: Path) -> Path:
+    """The model's input embedding table as a .npy file (a row per word piece), read from the float graph
+    once (orqen_optimizer.word_vectors); its name is the float graph's, so a new model never reads an old one."""
+    path = graph_path(model, directory).with_suffix(".words.npy")
+    if path.exists():
+        return path
+    source = ensure_graph(model, directory)
+    with _made_once(path) as missing:
+        if missing:
+            write_word_table(source, path)
+    return path
+
+
+def write_word_table(graph: Path, path: Path) -> None:
+    """The float graph's word-piece embedding table, float32, to `path` atomically."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    initializers = onnx.load(str(graph)).graph.initializer
+    table = next(numpy_helper.to_array(t) for t in initializers if t.name.endswith("word_embeddings.weight"))
+    with _replacing(path) as partial, partial.open("wb") as out:
+        np.save(out, table.astype(np.float32))
+
+
+@contextlib.contextmanager
+def _made_once(path: Path) -> Iterator[bool]:
+    """Under `path`'s file lock (released when the file closes, or the process dies): whether `path` is
+    still missing, for the one caller that then makes it while the others wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f"{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield not path.exists()
 
 
 def write_graph(model: Path, path: Path) -> None:
@@ -182,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for int8 in (False, True):
         print(ensure_graph(model_path(), cache_dir(args.cache_dir), int8))
+    print(ensure_word_table(model_path(), cache_dir(args.cache_dir)))
     return 0
 
 

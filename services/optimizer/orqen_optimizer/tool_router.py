@@ -14,8 +14,10 @@ tool it no longer offers.
 
 Modes (as in request logs and `x-orqen-routing`), under the account's policy "auto":
 - `keyword`: one tool's keywords match far better than any other's (BM25 lead of
-  `KEYWORD_LEAD`): routed on BM25 alone, without embedding the query, by the ask's content
-  words (`STOP_WORDS` aside). Also every request of an account whose policy is "keyword".
+  `KEYWORD_LEAD`): routed without embedding the query, by the ask's content words (`STOP_WORDS`
+  aside): as many tools as BM25's margin keeps, ranked by BM25 fused with the word vectors'
+  similarity (`WORD_WEIGHT`, orqen_optimizer.word_vectors). Also every request of an account
+  whose policy is "keyword", and a busy worker's plans.
 - `semantic`: the fused scores.
 - `intent_guided`: the latest user message is a bare follow-up ("yes, go ahead"), so the
   intent reaches back to the earlier user turn.
@@ -47,6 +49,7 @@ from orqen_optimizer.steps import Step, split_steps
 from orqen_optimizer.tools import ToolFacts, tool_facts
 from orqen_optimizer.toolset import ToolSet, toolset
 from orqen_optimizer.utilities import utility_additions
+from orqen_optimizer.word_vectors import list_word_vectors, word_vector
 
 DENSE_WEIGHT = 0.75
 RELATIVE_MARGIN = 0.25
@@ -82,6 +85,10 @@ KIN_MAX = 2
 # 0.21: chosen on the training splits with KEEP_PROBABILITY 0.001 and one definition per name (docs/routing.md).
 TOKEN_SHARE_CAP = 0.21
 TOKEN_CAP_MIN_TOOLS = 12
+# Ranked by keywords (a busy worker's plans, a keyword-mode account's), a tool's score is this much its
+# word vectors' similarity to the ask's content words (orqen_optimizer.word_vectors), the rest its BM25
+# relative to the best. Chosen on the training splits' busy plans (docs/routing.md).
+WORD_WEIGHT = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +327,11 @@ class ToolRouter:
         if by_keywords or (policy.mode == AUTO and not guided and keyword_leads(keyword)):
             if not by_keywords:  # the fast path, taken by every word's scores
                 keyword, *step_keyword = bm25_of_queries([_content(q) for q in [asked, *step_words]], tool_set.corpus)
-            mode, fused = "keyword", Components(np.zeros_like(keyword), keyword).fused(0.0)
-            order, k, reason = by_margin(fused, RELATIVE_MARGIN)
+            mode = "keyword"
+            _, k, reason = by_margin(Components(np.zeros_like(keyword), keyword).fused(0.0), RELATIVE_MARGIN)
+            # K by the keywords' margin, as many as BM25 alone would keep; ranked with the word vectors.
+            fused = Components(word_similarity(_content(words(intent)), tool_set), keyword).fused(WORD_WEIGHT)
+            order = np.argsort(-fused, kind="stable")
             step_dense, similarity = None, None
         else:
             rows = self._rows_of(tool_set)  # before the vectors: beside the model's run, when it runs ahead
@@ -426,6 +436,14 @@ class ToolRouter:
     def components(self, query: np.ndarray, intent: str, views: Sequence[list[str]]) -> Components:
         """Both scores of every tool; `query` is the intent's embedding."""
         return Components(self.dense(query, views), bm25(words(intent), [" ".join(tool) for tool in views]))
+
+
+def word_similarity(asked: list[str], tool_set: ToolSet) -> np.ndarray:
+    """Per tool, its best view's word-vector similarity to the `asked` words (orqen_optimizer.word_vectors)."""
+    if not tool_set.view_texts:
+        return np.zeros(0, dtype=np.float32)
+    similar = list_word_vectors(tool_set, tool_set.view_texts) @ word_vector(" ".join(asked))
+    return np.maximum.reduceat(similar, tool_set.view_starts)
 
 
 def _content(query: list[str]) -> list[str]:

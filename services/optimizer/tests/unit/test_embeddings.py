@@ -132,3 +132,25 @@ def test_scores_are_the_queries_cosines_to_the_requests_texts_whatever_their_sha
     scores = index.scores(query, [ids[i] for i in asked])
     assert scores.dtype == np.float32
     assert np.allclose(scores, vectors[asked] @ query, atol=1e-5)
+
+
+def test_a_texts_word_vector_is_the_mean_of_its_word_pieces_rows_without_the_model() -> None:
+    from orqen_optimizer.word_vectors import tool_word_vectors, word_vector
+
+    rain, weather, invoice = (word_vector(t) for t in ("rain umbrella", "weather forecast", "invoice payment"))
+    assert np.isclose(np.linalg.norm(rain), 1.0) and rain.dtype == np.float32
+    assert rain @ weather > rain @ invoice + 0.2  # the model's own table places words by their sense
+    assert not word_vector("").any()  # no word piece, no direction
+    kept = tool_word_vectors(["weather forecast", "invoice payment"])
+    assert kept.shape == (2, embeddings.DIMENSIONS) and np.allclose(kept[0], weather, atol=1e-3)  # kept in float16
+    assert tool_word_vectors([]).shape == (0, embeddings.DIMENSIONS)
+
+
+def test_a_lists_word_vectors_are_kept_by_the_list() -> None:
+    from orqen_optimizer.word_vectors import list_word_vectors, tool_word_vectors
+
+    texts = ["weather forecast", "invoice payment"]
+    one, another = object(), object()
+    kept = list_word_vectors(one, texts)
+    assert list_word_vectors(one, texts) is kept and np.array_equal(kept, tool_word_vectors(texts))
+    assert list_word_vectors(another, texts) is not kept  # another list: its own matrix

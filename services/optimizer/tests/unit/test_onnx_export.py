@@ -85,3 +85,23 @@ def test_a_process_that_embeds_never_imports_torch_or_sentence_transformers() ->
     )
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_word_table_is_the_float_graphs_word_piece_embeddings_read_once(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from orqen_optimizer.embeddings import DIMENSIONS, model_path
+
+    model = model_path()
+    float32 = onnx_export.graph_path(model, tmp_path)
+    shutil.copyfile(onnx_export.ensure_graph(model, onnx_export.cache_dir()), float32)  # not exported again
+    path = onnx_export.ensure_word_table(model, tmp_path)
+    assert path.parent == tmp_path and path.name.startswith(float32.stem) and not list(tmp_path.glob(".*.tmp"))
+    table = np.load(path)
+    graph = {t.name: t for t in onnx.load(str(float32)).graph.initializer}
+    expected = numpy_helper.to_array(next(t for name, t in graph.items() if name.endswith("word_embeddings.weight")))
+    assert table.shape == (30522, DIMENSIONS) and np.array_equal(table, expected)
+    made = path.stat().st_mtime_ns
+    assert onnx_export.ensure_word_table(model, tmp_path) == path and path.stat().st_mtime_ns == made

@@ -295,6 +295,23 @@ def test_a_familys_tools_near_the_similarity_head_come_with_its_kept_kin(monkeyp
     assert tool_router.kin(dense, [], kept) == {}  # no families, no kin
 
 
+@pytest.mark.parametrize(
+    "ask", ["Will it rain in Paris tomorrow, do I need an umbrella?", "Is it going to be sunny or stormy in Oslo?"]
+)
+def test_ranked_by_keywords_a_tool_saying_it_in_other_words_comes_first(
+    monkeypatch: pytest.MonkeyPatch, ask: str
+) -> None:
+    from orqen_optimizer import tool_router
+
+    tools = TOOLS[::-1]  # the weather tool last: the list's order gives it nothing
+    chat = {"messages": [{"role": "user", "content": ask}]}
+    keyword = RoutingPolicy(mode="keyword", k_floor=1)
+    decision = ToolRouter(ToolIndex()).route(chat, tools, keyword)
+    assert tools[decision.keep[0]]["function"]["name"] == "get_weather"  # no word in common with the ask
+    monkeypatch.setattr(tool_router, "WORD_WEIGHT", 0.0)  # BM25 alone
+    assert tools[ToolRouter(ToolIndex()).route(chat, tools, keyword).keep[0]]["function"]["name"] != "get_weather"
+
+
 def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_its_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
     from orqen_optimizer import tool_router
     from orqen_optimizer.tools import tool_facts
