@@ -62,7 +62,7 @@ import through_grpc
 from redis import Redis
 
 from orqen_common.worker_group import available_cpus
-from orqen_optimizer import bfcl, rerank, tool_router
+from orqen_optimizer import bfcl, rerank, tool_router, word_vectors
 from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.embeddings import ToolIndex, embed, encoder, text_id
 from orqen_optimizer.plan import BUSY_K_FLOOR, Planner, busy_policy
@@ -241,6 +241,7 @@ def recall(
     started = time.perf_counter()
     memo.prefetch([c.question[: tool_router.INTENT_CHARS] for c in questions])
     memo.prefetch([s.text for c in questions for s in split_steps(c.question[: tool_router.INTENT_CHARS])])
+    word_vectors.prepare([v for name in names for v in views[name]])  # as a worker has them once a list repeats
     queries = memo([c.question[: tool_router.INTENT_CHARS] for c in questions])
     print(f"embedded {len(questions)} questions and their steps in {time.perf_counter() - started:.1f} s")
     if "tool-split" in args.sets:
@@ -300,6 +301,7 @@ def agent_set(
     ]
     intents = [tool_router.intent_of(a.chat["messages"]) for a in asks]
     memo.prefetch(intents + [s.text for t in intents for s in split_steps(t)])
+    word_vectors.prepare([v for f in facts for v in f.views])
     rows = agent_recall.score(router, policy, data.tools, facts, tokens, asks, memo)
     print(f"{data.name} ({data.note}):")
     for label in ("test", "train"):

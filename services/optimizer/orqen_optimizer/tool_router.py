@@ -328,10 +328,15 @@ class ToolRouter:
             if not by_keywords:  # the fast path, taken by every word's scores
                 keyword, *step_keyword = bm25_of_queries([_content(q) for q in [asked, *step_words]], tool_set.corpus)
             mode = "keyword"
-            _, k, reason = by_margin(Components(np.zeros_like(keyword), keyword).fused(0.0), RELATIVE_MARGIN)
+            fused = Components(np.zeros_like(keyword), keyword).fused(0.0)
+            order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             # K by the keywords' margin, as many as BM25 alone would keep; ranked with the word vectors.
-            fused = Components(word_similarity(_content(words(intent)), tool_set), keyword).fused(WORD_WEIGHT)
-            order = np.argsort(-fused, kind="stable")
+            similar = word_similarity(_content(words(intent)), tool_set)
+            if similar is None:
+                reason += "; by BM25 alone while the list's word vectors are worked out"
+            else:
+                fused = Components(similar, keyword).fused(WORD_WEIGHT)
+                order = np.argsort(-fused, kind="stable")
             step_dense, similarity = None, None
         else:
             rows = self._rows_of(tool_set)  # before the vectors: beside the model's run, when it runs ahead
@@ -438,12 +443,15 @@ class ToolRouter:
         return Components(self.dense(query, views), bm25(words(intent), [" ".join(tool) for tool in views]))
 
 
-def word_similarity(asked: list[str], tool_set: ToolSet) -> np.ndarray:
-    """Per tool, its best view's word-vector similarity to the `asked` words (orqen_optimizer.word_vectors)."""
+def word_similarity(asked: list[str], tool_set: ToolSet) -> np.ndarray | None:
+    """Per tool, its best view's word-vector similarity to the `asked` words (orqen_optimizer.word_vectors);
+    None while the list's word vectors are worked out in the background."""
     if not tool_set.view_texts:
         return np.zeros(0, dtype=np.float32)
-    similar = list_word_vectors(tool_set, tool_set.view_texts) @ word_vector(" ".join(asked))
-    return np.maximum.reduceat(similar, tool_set.view_starts)
+    vectors = list_word_vectors(tool_set, tool_set.view_texts)
+    if vectors is None:
+        return None
+    return np.maximum.reduceat(vectors @ word_vector(" ".join(asked)), tool_set.view_starts)
 
 
 def _content(query: list[str]) -> list[str]:

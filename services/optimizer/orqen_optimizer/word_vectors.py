@@ -3,18 +3,23 @@
 A plan whose worker had no turn at the model in time (orqen_optimizer.turns), and every plan of an
 account routed by keywords, is ranked by BM25, which sees only the words a tool's text shares with
 the ask. The model's own input embedding table, one 384-wide row per word piece learned with the
-model, gives any text a vector in microseconds: the mean of its word pieces' rows
+model, gives any text a vector without the model: the mean of its word pieces' rows
 (`Encoder.word_vector`). No word sees another there, so it is no sentence embedding, but "rain"
 sits nearer "weather" than "invoice" does: fused with BM25 (tool_router.WORD_WEIGHT), it ranks
 first tools that say in other words what the ask asks. Training rows of the benchmark's busy plans:
 docs/routing.md.
+
+Cheap, not free: tokenising a tool text and reading its rows takes about 0.1 ms, so a new 500-tool
+list (1,400 texts) would hold a keyword plan, which is meant to be the cheap one, for a tenth of a
+second. A list with more than `IN_LINE_TEXTS` texts never seen is worked out on a thread of its own
+instead, and its plan goes by BM25 alone, as an agent's next call with the same list will not.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -26,8 +31,14 @@ CACHED_TEXTS = 20_000
 # Whole lists' matrices kept, so that a list seen lately costs one lookup, not one per text (about
 # 1 ms of a 500-tool plan): 2.2 MB each for 500 tools.
 KEPT_LISTS = 16
+# At most this many texts never seen are worked out in a plan's own time.
+IN_LINE_TEXTS = 16
+
+_texts: Lru[str, np.ndarray] = Lru(CACHED_TEXTS)
 _lists: Lru[int, tuple[object, np.ndarray]] = Lru(KEPT_LISTS)
 _lock = threading.Lock()
+_under_way: dict[int, Future[np.ndarray]] = {}
+_background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="word-vectors")
 
 
 def word_vector(text: str) -> np.ndarray:
@@ -35,26 +46,56 @@ def word_vector(text: str) -> np.ndarray:
     return encoder().word_vector(text)
 
 
-def tool_word_vectors(texts: Sequence[str]) -> np.ndarray:
-    """One unit word vector per tool text, float32 rows; each text's kept for the next list that has it."""
-    if not texts:
-        return np.zeros((0, DIMENSIONS), dtype=np.float32)
-    return np.stack([_kept(text) for text in texts]).astype(np.float32)
+def list_word_vectors(owner: object, texts: Sequence[str]) -> np.ndarray | None:
+    """One unit word vector per tool text of a list, float32 rows, kept for the latest KEPT_LISTS lists by
+    their `owner` (the list's orqen_optimizer.toolset.ToolSet, held while kept, so its id is not another's).
 
-
-def list_word_vectors(owner: object, texts: Sequence[str]) -> np.ndarray:
-    """`tool_word_vectors(texts)` of a tool list, kept for the latest KEPT_LISTS lists by their `owner`
-    (the list's orqen_optimizer.toolset.ToolSet, held while kept, so its id is not another's)."""
+    None while a list with more than IN_LINE_TEXTS texts never seen is worked out in the background.
+    """
     with _lock:
         found = _lists.get(id(owner))
-    if found is not None and found[0] is owner:
-        return found[1]
-    vectors = tool_word_vectors(texts)
+        if found is not None and found[0] is owner:
+            return found[1]
+        unseen = sum(_texts.get(text) is None for text in texts)
+        if unseen > IN_LINE_TEXTS:
+            if id(owner) not in _under_way:
+                _under_way[id(owner)] = _background.submit(_work_out, owner, texts)
+            return None
+    return _work_out(owner, texts)
+
+
+def pending(owner: object) -> Future[np.ndarray] | None:
+    """The background work on `owner`'s list, while it is under way."""
     with _lock:
-        _lists.put(id(owner), (owner, vectors))
-    return vectors
+        return _under_way.get(id(owner))
 
 
-@functools.lru_cache(maxsize=CACHED_TEXTS)
-def _kept(text: str) -> np.ndarray:
-    return encoder().word_vector(text).astype(np.float16)
+def prepare(texts: Sequence[str]) -> None:
+    """Work out and keep the vectors of `texts` now (the benchmark, before it measures recall)."""
+    _rows(texts)
+
+
+def _work_out(owner: object, texts: Sequence[str]) -> np.ndarray:
+    """The list's matrix, kept by `owner`."""
+    try:
+        rows = _rows(texts)
+        with _lock:
+            _lists.put(id(owner), (owner, rows))
+        return rows
+    finally:
+        with _lock:
+            _under_way.pop(id(owner), None)
+
+
+def _rows(texts: Sequence[str]) -> np.ndarray:
+    """One vector per text, float32 rows; each text's kept."""
+    rows = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+    for row, text in enumerate(texts):
+        with _lock:
+            vector = _texts.get(text)
+        if vector is None:
+            vector = encoder().word_vector(text).astype(np.float16)
+            with _lock:
+                _texts.put(text, vector)
+        rows[row] = vector
+    return rows

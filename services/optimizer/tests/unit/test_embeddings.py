@@ -135,22 +135,30 @@ def test_scores_are_the_queries_cosines_to_the_requests_texts_whatever_their_sha
 
 
 def test_a_texts_word_vector_is_the_mean_of_its_word_pieces_rows_without_the_model() -> None:
-    from orqen_optimizer.word_vectors import tool_word_vectors, word_vector
+    from orqen_optimizer.word_vectors import word_vector
 
     rain, weather, invoice = (word_vector(t) for t in ("rain umbrella", "weather forecast", "invoice payment"))
     assert np.isclose(np.linalg.norm(rain), 1.0) and rain.dtype == np.float32
     assert rain @ weather > rain @ invoice + 0.2  # the model's own table places words by their sense
     assert not word_vector("").any()  # no word piece, no direction
-    kept = tool_word_vectors(["weather forecast", "invoice payment"])
-    assert kept.shape == (2, embeddings.DIMENSIONS) and np.allclose(kept[0], weather, atol=1e-3)  # kept in float16
-    assert tool_word_vectors([]).shape == (0, embeddings.DIMENSIONS)
 
 
-def test_a_lists_word_vectors_are_kept_by_the_list() -> None:
-    from orqen_optimizer.word_vectors import list_word_vectors, tool_word_vectors
+def test_a_lists_word_vectors_are_kept_by_the_list_and_a_new_lists_worked_out_in_the_background() -> None:
+    from orqen_optimizer import word_vectors
 
-    texts = ["weather forecast", "invoice payment"]
+    few = ["weather forecast", "invoice payment"]
     one, another = object(), object()
-    kept = list_word_vectors(one, texts)
-    assert list_word_vectors(one, texts) is kept and np.array_equal(kept, tool_word_vectors(texts))
-    assert list_word_vectors(another, texts) is not kept  # another list: its own matrix
+    kept = word_vectors.list_word_vectors(one, few)  # two texts never seen: worked out in line
+    assert kept is not None and kept.shape == (2, embeddings.DIMENSIONS)
+    assert np.allclose(kept[0], word_vectors.word_vector("weather forecast"), atol=1e-3)  # kept in float16
+    assert word_vectors.list_word_vectors(one, few) is kept
+    assert word_vectors.list_word_vectors(another, few) is not kept  # another list: its own matrix
+
+    many = [f"tool number {i} reads the {i}th report" for i in range(word_vectors.IN_LINE_TEXTS + 1)]
+    new = object()
+    assert word_vectors.list_word_vectors(new, many) is None  # too many never seen: not in the plan's time
+    under_way = word_vectors.pending(new)
+    assert under_way is not None
+    worked_out = under_way.result(timeout=30)
+    assert word_vectors.list_word_vectors(new, many) is worked_out and worked_out.shape == (len(many), 384)
+    assert word_vectors.pending(new) is None

@@ -312,6 +312,19 @@ def test_ranked_by_keywords_a_tool_saying_it_in_other_words_comes_first(
     assert tools[ToolRouter(ToolIndex()).route(chat, tools, keyword).keep[0]]["function"]["name"] != "get_weather"
 
 
+def test_ranked_by_keywords_a_new_lists_plan_goes_by_bm25_while_its_word_vectors_are_worked_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orqen_optimizer import word_vectors
+
+    monkeypatch.setattr(word_vectors, "IN_LINE_TEXTS", -1)  # every list counts as new and large
+    tools = [tool(f"lookup_{i}", f"Looks up record kind {i} of the archive.") for i in range(12)]
+    chat = {"messages": [{"role": "user", "content": "Find record kind 7 in the archive"}]}
+    decision = ToolRouter(ToolIndex()).route(chat, tools, RoutingPolicy(mode="keyword", k_floor=1))
+    assert decision.k_reason.endswith("by BM25 alone while the list's word vectors are worked out")
+    assert tools[decision.keep[0]]["function"]["name"] == "lookup_7"
+
+
 def test_the_rankings_k_is_cut_to_the_token_cap_but_not_below_its_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
     from orqen_optimizer import tool_router
     from orqen_optimizer.tools import tool_facts
