@@ -63,7 +63,7 @@ class Encoder:
         """`path`: the model's files (tokenizer, configuration); `graph`: its transformer as ONNX.
 
         `name`: what the vectors it makes are known by (the model, and which of its graphs). `words`:
-        the model's input embedding table (onnx_export.ensure_word_table), for `word_vector`.
+        the model's input embedding table (onnx_export.ensure_word_table), for `word_vectors`.
         """
         self.name = name
         # Memory-mapped: the workers of a host share the file's pages, and a plan reads a few rows.
@@ -98,15 +98,17 @@ class Encoder:
             out[row] = _pooled(self._session.run(None, feed)[0], feed)[0]
         return out
 
-    def word_vector(self, text: str) -> np.ndarray:
-        """`text`'s vector without running the model: the mean of its word pieces' rows of the model's
-        input embedding table, unit length (orqen_optimizer.word_vectors). Zeros for a text without one."""
+    def word_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's vector without running the model: the mean of its word pieces' rows of the model's
+        input embedding table, unit length (orqen_optimizer.word_vectors); zeros for a text without one.
+        One float32 row per text; tokenised together, outside the GIL."""
         if self._words is None:
             raise RuntimeError("this encoder was made without the model's word table")
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
-        if not ids:
-            return np.zeros(DIMENSIONS, dtype=np.float32)
-        return _unit(np.asarray(self._words[ids]).mean(axis=0))
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        for row, encoded in enumerate(self._tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+            if encoded.ids:
+                out[row] = _unit(np.asarray(self._words[encoded.ids]).mean(axis=0))
+        return out
 
     def with_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """`text`'s vector and each character span's, from one run of the model.

@@ -4,7 +4,7 @@ A plan whose worker had no turn at the model in time (orqen_optimizer.turns), an
 account routed by keywords, is ranked by BM25, which sees only the words a tool's text shares with
 the ask. The model's own input embedding table, one 384-wide row per word piece learned with the
 model, gives any text a vector without the model: the mean of its word pieces' rows
-(`Encoder.word_vector`). No word sees another there, so it is no sentence embedding, but "rain"
+(`Encoder.word_vectors`). No word sees another there, so it is no sentence embedding, but "rain"
 sits nearer "weather" than "invoice" does: fused with BM25 (tool_router.WORD_WEIGHT), it ranks
 first tools that say in other words what the ask asks. Training rows of the benchmark's busy plans:
 docs/routing.md.
@@ -43,7 +43,7 @@ _background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="word-vectors
 
 def word_vector(text: str) -> np.ndarray:
     """`text`'s unit word vector (an ask's: not kept)."""
-    return encoder().word_vector(text)
+    return encoder().word_vectors([text])[0]
 
 
 def list_word_vectors(owner: object, texts: Sequence[str]) -> np.ndarray | None:
@@ -90,12 +90,13 @@ def _work_out(owner: object, texts: Sequence[str]) -> np.ndarray:
 def _rows(texts: Sequence[str]) -> np.ndarray:
     """One vector per text, float32 rows; each text's kept."""
     rows = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
-    for row, text in enumerate(texts):
-        with _lock:
-            vector = _texts.get(text)
-        if vector is None:
-            vector = encoder().word_vector(text).astype(np.float16)
-            with _lock:
-                _texts.put(text, vector)
-        rows[row] = vector
+    with _lock:
+        kept = [_texts.get(text) for text in texts]
+    missing = list(dict.fromkeys(text for text, vector in zip(texts, kept, strict=True) if vector is None))
+    made = dict(zip(missing, encoder().word_vectors(missing).astype(np.float16), strict=True)) if missing else {}
+    with _lock:
+        for text, vector in made.items():
+            _texts.put(text, vector)
+    for row, (text, vector) in enumerate(zip(texts, kept, strict=True)):
+        rows[row] = made[text] if vector is None else vector
     return rows
