@@ -43,7 +43,7 @@ _background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="word-vectors
 
 def word_vector(text: str) -> np.ndarray:
     """`text`'s unit word vector (an ask's: not kept)."""
-    return encoder().word_vectors([text])[0]
+    return np.asarray(encoder().word_vectors([text])[0])
 
 
 def list_word_vectors(owner: object, texts: Sequence[str]) -> np.ndarray | None:
