@@ -12,7 +12,7 @@ docs/routing.md.
 Cheap, not free: tokenising a tool text and reading its rows takes about 0.1 ms, so a new 500-tool
 list (1,400 texts) would hold a keyword plan, which is meant to be the cheap one, for a tenth of a
 second. A list with more than `IN_LINE_TEXTS` texts never seen is worked out on a thread of its own
-instead, and its plan goes by BM25 alone, as an agent's next call with the same list will not.
+instead, and its plan goes by BM25 alone: the agent's next call, with the same list, has them.
 """
 
 from __future__ import annotations
