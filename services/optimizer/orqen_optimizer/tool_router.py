@@ -312,7 +312,8 @@ class ToolRouter:
         file_words = path_words(intent)
         bridged = bridged_names(intent, tool_set.name_words) + file_words
         step_bridged = [path_words(step.text) for step in steps]
-        asked = words(intent) + bridged
+        intent_words = words(intent)
+        asked = intent_words + bridged
         step_words = [words(step.text) + added for step, added in zip(steps, step_bridged, strict=True)]
         writes = file_words == WRITE_FILE_WORDS
         queries = [asked, *step_words] + ([WRITE_FILE_WORDS] if writes else [])
@@ -331,7 +332,7 @@ class ToolRouter:
             fused = Components(np.zeros_like(keyword), keyword).fused(0.0)
             order, k, reason = by_margin(fused, RELATIVE_MARGIN)
             # K by the keywords' margin, as many as BM25 alone would keep; ranked with the word vectors.
-            similar = word_similarity(_content(words(intent)), tool_set)
+            similar = word_similarity(_content(intent_words), tool_set)
             if similar is None:
                 reason += "; by BM25 alone while the list's word vectors are worked out"
             else:
