@@ -39,7 +39,7 @@ class ToolSet:
     name_words: frozenset[str]  # every tool's name words
     corpus: Corpus  # the tools as BM25 documents
     families: list[Family]
-    utilities: Utilities  # its clocks and calculators
+    utilities: Utilities  # its clocks, calculators and browsers
     tokens: int  # the tools' tokens as sent
     # Per tool index, where the views' vectors are in it, once all of them were there (rows never move).
     rows: weakref.WeakKeyDictionary[ToolIndex, np.ndarray] = field(default_factory=weakref.WeakKeyDictionary)
@@ -85,7 +85,7 @@ def _build(facts: tuple[ToolFacts, ...]) -> ToolSet:
         view_starts=np.cumsum([0, *(len(tool) for tool in views[:-1])]),
         name_words=frozenset().union(*(f.name_words for f in facts)),
         corpus=Corpus.of([f.document for f in facts]),
-        families=families(facts),
-        utilities=utilities(facts),
+        families=(found := families(facts)),
+        utilities=utilities(facts, found),
         tokens=sum(f.tokens for f in facts),
     )

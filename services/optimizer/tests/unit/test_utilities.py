@@ -1,4 +1,4 @@
-"""The clock and the calculator an ask needs without naming them (orqen_optimizer.utilities)."""
+"""The clock, the calculator and the browser an ask needs without naming them (orqen_optimizer.utilities)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from orqen_optimizer.embeddings import ToolIndex
+from orqen_optimizer.families import families
 from orqen_optimizer.keywords import words
 from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.tool_router import ToolRouter
@@ -59,3 +60,61 @@ def test_the_router_forwards_the_clock_for_a_day_relative_to_today() -> None:
     assert "time__get_current_time" in kept and "rail__get-current-date" in kept
     assert "calculator__calculate" not in kept
     assert decision.added_because[POOL.index(CLOCK)] == "tells the date the ask needs ('wednesday')"
+
+
+# Two browsers (MCP servers' tools); only one of them reads its page. A tool taking a URL that does not
+# navigate (a fetch) is no browser.
+BROWSERS = [
+    tool("puppeteer__puppeteer_navigate", "Navigate to a URL", url="URL to navigate to"),
+    tool("puppeteer__puppeteer_click", "Click an element on the page", selector="CSS selector"),
+    tool("playwright__playwright_iframe_click", "Click an element in an iframe", iframeSelector="CSS", selector="CSS"),
+    tool("playwright__playwright_navigate", "Navigate to a URL", url="URL to navigate to", browserType="chromium"),
+    tool("playwright__playwright_click", "Click an element on the page", selector="CSS selector"),
+    tool("playwright__playwright_fill", "fill out an input field", selector="CSS selector", value="Value"),
+    tool("playwright__playwright_get_visible_html", "Get the HTML content of the current page.", clean="bool"),
+    tool("playwright__playwright_screenshot", "Take a screenshot of the current page", fullPage="bool"),
+    tool("fetch__fetch", "Fetches a URL from the internet as markdown.", url="URL to fetch"),
+]
+WEB_POOL = [*TOOLS, *BROWSERS]
+
+
+def test_a_browser_is_a_navigator_with_the_plainest_tool_of_each_page_role_of_its_family() -> None:
+    facts = [tool_facts(t) for t in WEB_POOL]
+    found = utilities(facts, families(facts))
+    assert [names(WEB_POOL, kit) for kit in found.browsers] == [
+        ["puppeteer__puppeteer_navigate", "puppeteer__puppeteer_click"],
+        [
+            "playwright__playwright_navigate",
+            "playwright__playwright_get_visible_html",
+            "playwright__playwright_click",  # not the iframe's click: more name words
+            "playwright__playwright_fill",
+            "playwright__playwright_screenshot",
+        ],
+    ]
+
+
+def test_an_ask_naming_the_web_or_a_shop_brings_the_fullest_browser_s_kit() -> None:
+    facts = [tool_facts(t) for t in WEB_POOL]
+    found = utilities(facts, families(facts))
+    puppeteer_first = np.array([10, *range(len(WEB_POOL))[:10], *range(11, len(WEB_POOL))])
+    added = utility_additions(words("Find the latest iphone prices at amazon"), found, puppeteer_first, {14})
+    # Puppeteer ranks better, but cannot read its page: Playwright's kit comes, but what is kept already.
+    assert names(WEB_POOL, added) == [
+        "playwright__playwright_navigate",
+        "playwright__playwright_get_visible_html",
+        "playwright__playwright_fill",
+        "playwright__playwright_screenshot",
+    ]
+    assert set(added.values()) == {"browses the web the ask names ('amazon')"}
+    assert utility_additions(words("Recommend a monitor, with links to buy"), found, puppeteer_first, set())
+    assert utility_additions(words("Find the latest iphone prices"), found, puppeteer_first, set()) == {}
+
+
+def test_the_router_forwards_the_browser_for_a_shop_no_tool_names() -> None:
+    chat = {"messages": [{"role": "user", "content": "Find the best selling gpus from amazon and tell me the links"}]}
+    decision = ToolRouter(ToolIndex()).route(chat, WEB_POOL, RoutingPolicy(mode="keyword", k_floor=1))
+    kept = names(WEB_POOL, decision.keep)
+    assert "playwright__playwright_navigate" in kept and "playwright__playwright_get_visible_html" in kept
+    assert "puppeteer__puppeteer_navigate" not in kept
+    navigate = WEB_POOL.index(BROWSERS[3])
+    assert decision.added_because[navigate] == "browses the web the ask names ('amazon')"
