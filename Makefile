@@ -140,8 +140,9 @@ $(LIVEMCPBENCH):
 bench-optimizer: install $(LIVEMCPBENCH)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python services/optimizer/bench/routing.py $(ARGS)
 
-# Routing recall with and without learning from called tools, on BFCL multi-turn sessions (numbers in docs/routing.md).
-bench-learning: install
+# Routing recall with and without learning from called tools, on BFCL multi-turn sessions and LiveMCPBench's
+# tasks (numbers in docs/routing.md).
+bench-learning: install $(LIVEMCPBENCH)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python services/optimizer/bench/learning.py $(ARGS)
 
 # Stubs go into the one shared package every service imports (services/common/orqen/v1).

