@@ -51,7 +51,11 @@ def second_edge(stack: Any) -> Iterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError("the second edge did not stop within 30 s of SIGTERM:\n" + log.read_text()) from None
 
 
 @pytest.fixture

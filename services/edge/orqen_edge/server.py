@@ -77,8 +77,11 @@ async def serve(settings: EdgeSettings) -> None:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         if stopper not in done:
             log.error("a listener stopped unexpectedly; shutting down")
+        stopping = loop.time()
         for listener in listeners:
             listener.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
-    log.info("stopped")
+        # Then the runtime closes (events flushed to NATS, channels, Redis): each phase's time is in the log.
+        log.info("listeners stopped", seconds=round(loop.time() - stopping, 3))
+    log.info("stopped", seconds=round(loop.time() - stopping, 3))
