@@ -5,12 +5,12 @@ Tools: a request with more than SMALL_TOOLSET tools forwards only those the rout
 (orqen_optimizer.policy: mode, K floor and cap, A/B share); A/B control traffic (that share
 of requests) forwards them all while recording what the router would have kept (mode
 "<mode>_ab_ctrl"), which measures its real recall. Tools never seen before
-are embedded in the background when there are more than `max_new_tools` of them: that
-request goes out whole ("passthrough") and the next ones are routed. The background work is
-bounded: one request queues at most `max_indexed_per_request` tool texts and the queue holds
-at most `max_queued` in all, so a request with 20,000 new tools costs the other requests' plans
-a few seconds of one core at most; the texts left out are queued by later requests that
-carry them. The account's learned tool usage may add tools beyond the router's K
+are embedded in the background when there are more than `max_new_tools` of them (their word
+vectors worked out with them): that request goes out whole ("passthrough") and the next ones are
+routed. The background work is bounded: one request queues at most `max_indexed_per_request`
+tool texts and the queue holds at most `max_queued` in all, so a request with 20,000 new tools
+costs the other requests' plans a few seconds of one core at most; the texts left out are queued
+by later requests that carry them. The account's learned tool usage may add tools beyond the router's K
 (orqen_optimizer.learned), each named in the trace with its reason. A plan its worker had no
 turn at the model for in time (orqen_optimizer.turns) is routed by keywords, mode
 `keyword_busy`. Malformed tools make the request pass through unchanged, with the reason in the
@@ -32,6 +32,7 @@ import structlog
 
 from orqen.v1 import optimizer_pb2
 from orqen_common.routing_modes import AB_CONTROL_SUFFIX
+from orqen_optimizer import word_vectors
 from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.context import ContextResult, compress_context
 from orqen_optimizer.embeddings import ToolIndex
@@ -287,6 +288,9 @@ class Planner:
         assert self._index is not None
         try:
             self._index.add(texts)
+            # Their word vectors too, while at it (a tenth of the model's time): the list's first plans
+            # ranked by keywords (a busy worker's) then have them, rather than BM25 alone.
+            word_vectors.prepare(texts)
         except Exception:  # a failed batch is retried by the next request that carries it
             log.exception("indexing new tools failed", tools=len(texts))
         finally:

@@ -321,6 +321,7 @@ class ToolRouter:
         # alone (`_steps`), and one whose only words in common with a tool are "what" or "at" took that tool
         # by them. The fused ranking keeps every word: its reranker was fitted on those scores.
         by_keywords = policy.mode == KEYWORD
+        alone = ""
         keyword, *step_keyword = bm25_of_queries(
             [_content(q) for q in queries] if by_keywords else queries, tool_set.corpus
         )
@@ -334,7 +335,7 @@ class ToolRouter:
             # K by the keywords' margin, as many as BM25 alone would keep; ranked with the word vectors.
             similar = word_similarity(_content(intent_words), tool_set)
             if similar is None:
-                reason += "; by BM25 alone while the list's word vectors are worked out"
+                alone = "; by BM25 alone while the list's word vectors are worked out"
             else:
                 fused = Components(similar, keyword).fused(WORD_WEIGHT)
                 order = np.argsort(-fused, kind="stable")
@@ -356,6 +357,7 @@ class ToolRouter:
                 reason = f"reranked: {k} of the best {len(reranked)} at least {KEEP_PROBABILITY:g} likely"
                 k, reason = within_tokens(order, k, reason, facts, tool_set.tokens)
         k, reason = bounded(k, reason, len(order), policy.k_floor, policy.k_cap)
+        reason += alone  # whatever bounded K, the trace says the ranking went without word vectors
         if reason.startswith("cap"):
             mode = "limit"
         keep = order[:k].tolist()

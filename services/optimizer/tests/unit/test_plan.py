@@ -6,11 +6,14 @@ from typing import Any
 import orjson
 import pytest
 
+from orqen_optimizer import word_vectors
 from orqen_optimizer.chat_json import ChatJson
 from orqen_optimizer.embeddings import ToolIndex
 from orqen_optimizer.plan import BUSY_K_FLOOR, Planner
 from orqen_optimizer.policy import PASSTHROUGH, RoutingPolicy
 from orqen_optimizer.tokens import count_tokens
+from orqen_optimizer.tools import tool_facts
+from orqen_optimizer.toolset import toolset
 
 from .conftest import recording_runs, tool
 
@@ -242,16 +245,54 @@ def test_a_busy_plan_is_ranked_by_keywords_without_the_model_and_says_so(
     body, stats, trace = planner.plan_json(request, RoutingPolicy(mode="semantic"), busy=True)
     assert recording.threads == []  # the model never ran
     assert stats.routing == trace.mode == "keyword_busy"
-    assert trace.k_reason == f"the model had no turn in time, ranked by keywords: floor {BUSY_K_FLOOR}"
+    # Its tools were indexed in line, with the first plan: their word vectors are worked out now, for the next.
+    assert trace.k_reason == (
+        f"the model had no turn in time, ranked by keywords: floor {BUSY_K_FLOOR}; "
+        "by BM25 alone while the list's word vectors are worked out"
+    )
     assert body is not None
     forwarded = [t["function"]["name"] for t in orjson.loads(body)["tools"]]
     assert "get_stock_price" in forwarded and len(forwarded) == stats.tools_output == BUSY_K_FLOOR
+    working = word_vectors.pending(toolset([tool_facts(t) for t in tools]))
+    if working is not None:
+        working.result()  # the list's word vectors, worked out in the background
     _, stats, trace = planner.plan_json(request, RoutingPolicy(mode="semantic", k_cap=5), busy=True)
     assert stats.tools_output == 5 and stats.routing == "keyword_busy"  # the account's cap still holds
     assert trace.k_reason == "the model had no turn in time, ranked by keywords: cap 5"
     control = Planner(ToolIndex(), max_new_tools=100, rng=lambda: 0.0)  # every plan is control traffic
     _, stats, _ = control.plan_json(request, RoutingPolicy(ab_control_share=0.5), busy=True)
     assert stats.routing == "keyword_busy_ab_ctrl" and stats.tools_output == len(tools)
+
+
+def test_a_new_list_s_word_vectors_are_worked_out_with_its_embeddings(tools: list[dict[str, Any]]) -> None:
+    # Texts no other test has: the word vectors of a list are kept per process.
+    tools = tools + many_new_tools(40, "astrolabe")
+    planner = Planner(ToolIndex(), max_new_tools=2, rng=lambda: 1.0)
+    _, stats, _ = planner.plan({**STOCK, "tools": tools}, RoutingPolicy())
+    assert stats.routing == PASSTHROUGH  # indexed in the background
+    planner.close()
+    request = ChatJson.parse(orjson.dumps({**STOCK, "tools": tools}))
+    _, stats, trace = planner.plan_json(request, RoutingPolicy(mode="semantic"), busy=True)
+    # Ranked by keywords with the list's word vectors at once, not "by BM25 alone while … worked out".
+    assert stats.routing == "keyword_busy"
+    assert trace.k_reason == f"the model had no turn in time, ranked by keywords: floor {BUSY_K_FLOOR}"
+    texts = [view for t in tools for view in tool_facts(t).views]
+    assert word_vectors.list_word_vectors(object(), texts) is not None  # every text known: none left for later
+
+
+def test_a_busy_plan_of_a_list_without_word_vectors_says_so_whatever_bounds_its_k(
+    tools: list[dict[str, Any]],
+) -> None:
+    tools = tools + many_new_tools(40, "sextant")  # indexed by hand: no word vectors worked out with them
+    index = ToolIndex()
+    index.add([view for t in tools for view in tool_facts(t).views])
+    request = ChatJson.parse(orjson.dumps({**STOCK, "tools": tools}))
+    _, stats, trace = Planner(index, rng=lambda: 1.0).plan_json(request, RoutingPolicy(mode="semantic"), busy=True)
+    assert stats.routing == "keyword_busy" and stats.tools_output == BUSY_K_FLOOR
+    assert trace.k_reason == (
+        f"the model had no turn in time, ranked by keywords: floor {BUSY_K_FLOOR}; "
+        "by BM25 alone while the list's word vectors are worked out"
+    )
 
 
 def test_a_plan_that_will_not_embed_starts_no_run(tools: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
