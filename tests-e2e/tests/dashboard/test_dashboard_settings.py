@@ -223,7 +223,9 @@ async def test_a_keys_limits_set_in_the_dashboard_apply_to_its_next_request(
         assert (listed["allowed_models"], listed["rpm"], listed["tpm"]) == (["claude-*", "anthropic/*"], 50, 0)
 
     await models.fill("")  # no models: every model again
-    await row.locator("button", has_text="Save limits").click()
+    # The field reads "" as soon as it is filled: wait for the form's answer, not for the field.
+    async with page.expect_response(lambda answer: answer.request.method == "POST" and "/keys/" in answer.url):
+        await row.locator("button", has_text="Save limits").click()
     await expect(models).to_have_value("")
     assert (await chat(stack, owner.api_key, model="gpt-4o-mini")).http_response.status_code == 200
     assert not problems(page)
