@@ -67,6 +67,14 @@ STEP_K = 3
 # tools), none where one tool is a percent of it (a hundred-tool pool). Chosen on the training splits.
 STEP_MORE_PROBABILITY = 0.005
 STEP_TOKEN_SHARE = 0.003
+# When an ask's steps want different things (their best tools differ), each step also keeps those of its
+# first TIE_CANDIDATES whose similarity is within TIE_SIMILARITY of its most similar one, within
+# TIE_TOKEN_SHARE of the request's tool tokens: a catalogue holds tools of one purpose under several names
+# (`weather_get`, `api_weather`, `get_current_weather`), which the step cannot tell apart and a model calls
+# any of. Chosen on the training splits (docs/routing.md).
+TIE_CANDIDATES = 20
+TIE_SIMILARITY = 0.07
+TIE_TOKEN_SHARE = 0.012
 # The best HEAD tools by similarity alone and by BM25 alone are kept whatever the fusion says (at
 # most HEAD_SHARE of the tools each): each score finds needed tools the other ranks low (a name the
 # embedding model does not know, a paraphrase sharing no word), and fusing them can push both out.
@@ -405,7 +413,7 @@ class ToolRouter:
 
         A request routed without embedding (the keyword modes) takes each step's best BM25 match.
         """
-        routes = []
+        routes, tied = [], []
         for number, step in enumerate(steps):
             scores = keyword[number]
             if dense is None:
@@ -414,7 +422,11 @@ class ToolRouter:
                 similar = dense[number]
                 order, likely = rerank(step.text, facts, Components(similar, scores).fused(), similar, scores)
                 keep = order[: step_k(order, likely, facts, total_tokens)]
+                tied.append(ties(order, similar, facts, total_tokens))
             routes.append(StepRoute(step.text, [int(i) for i in keep]))
+        if tied and len({route.keep[0] for route in routes if route.keep}) > 1:
+            for route, more in zip(routes, tied, strict=True):
+                route.keep.extend(i for i in more if i not in route.keep)
         return routes
 
     def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
@@ -529,6 +541,20 @@ def step_k(order: np.ndarray, likely: np.ndarray, facts: Sequence[ToolFacts], to
         return k
     spent = np.cumsum([facts[i].tokens for i in order[:more].tolist()])
     return max(k, int(np.searchsorted(spent, STEP_TOKEN_SHARE * total, side="right")))
+
+
+def ties(order: np.ndarray, similar: np.ndarray, facts: Sequence[ToolFacts], total: int) -> list[int]:
+    """Of a step's first TIE_CANDIDATES reranked tools (`order`), those within TIE_SIMILARITY of the most similar
+    one, in `order`'s order, while they fit in TIE_TOKEN_SHARE of the request's `total` tool tokens."""
+    head = order[:TIE_CANDIDATES]
+    near = similar[head] >= similar[head].max(initial=0.0) - TIE_SIMILARITY
+    found, budget = [], TIE_TOKEN_SHARE * total
+    for i in head[near].tolist():
+        budget -= facts[i].tokens
+        if budget < 0:
+            break
+        found.append(i)
+    return found
 
 
 def within_tokens(order: np.ndarray, k: int, reason: str, facts: Sequence[ToolFacts], total: int) -> tuple[int, str]:

@@ -406,3 +406,53 @@ def test_an_ask_to_make_a_file_keeps_the_best_tool_for_writing_files_whatever_it
     assert writer in decision.keep
     assert decision.added_because[writer] == "the ask names a file to make: the best tool for file write"
     assert decision.bridged == ["file", "write"]
+
+
+def test_a_step_keeps_the_tools_tied_with_its_most_similar_within_a_token_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orqen_optimizer import tool_router
+    from orqen_optimizer.tools import tool_facts
+
+    facts = [tool_facts(tool(f"tool_{i}", f"Does thing number {i}.")) for i in range(30)]
+    each = facts[0].tokens
+    order = np.array([3, 1, 2, 0, *range(4, 30)])  # the step's reranked order
+    similar = np.linspace(0.5, 0.2, 30)  # tool 0 most similar, then 1, 2, …
+    similar[25] = 0.49  # tied, but past the first TIE_CANDIDATES of the step
+    monkeypatch.setattr(tool_router, "TIE_CANDIDATES", 20)
+    monkeypatch.setattr(tool_router, "TIE_SIMILARITY", 0.025)
+    monkeypatch.setattr(tool_router, "TIE_TOKEN_SHARE", 0.01)
+    # Within 0.025 of 0.5: tools 0, 1 and 2 (0.4897 for tool 2), in the step's order.
+    assert tool_router.ties(order, similar, facts, total=1000 * each) == [1, 2, 0]
+    # A hundred-tool request: one tool is 1% of it, two do not fit.
+    assert tool_router.ties(order, similar, facts, total=100 * each) == [1]
+
+
+def test_steps_wanting_different_things_keep_their_ties_and_one_intent_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orqen_optimizer import tool_router
+
+    weather = [
+        tool("weather_get", "Get the weather for a city.", city="City name"),
+        tool("api_weather", "Weather API: the weather conditions in a location.", location="Location"),
+        tool("get_current_weather", "Retrieves the current weather conditions for a location.", location="City"),
+    ]
+    fillers = [tool(f"ledger_{i}", f"Looks up ledger record number {i}.", record="Which record") for i in range(40)]
+    pool = [tool("square_area", "Calculate the area of a square from its side.", side="Side length"), *weather]
+    pool += fillers
+    monkeypatch.setattr(tool_router, "STEP_K", 1)  # a step keeps its likeliest tool, and its ties
+    monkeypatch.setattr(tool_router, "STEP_TOKEN_SHARE", 0.0)
+    monkeypatch.setattr(tool_router, "TIE_SIMILARITY", 0.3)
+    monkeypatch.setattr(tool_router, "TIE_TOKEN_SHARE", 0.2)  # a small pool: each tool is 2% of it
+    router = ToolRouter(ToolIndex())
+    ask = "What's the area of a square with a side of 5 cm, and what is the weather in Queenstown Singapore?"
+    decision = router.route({"messages": [{"role": "user", "content": ask}]}, pool, RoutingPolicy(k_floor=1))
+    by_step = [{pool[i]["function"]["name"] for i in step.keep} for step in decision.steps]
+    assert len(by_step) == 2 and "square_area" in by_step[0]
+    assert {"weather_get", "api_weather", "get_current_weather"} <= by_step[1]
+    assert {"weather_get", "api_weather", "get_current_weather"} <= {pool[i]["function"]["name"] for i in decision.keep}
+    # One thing asked in two steps: their best tool is the same, so each step keeps its likeliest alone.
+    ask = "Tell me the weather in Queenstown, and the weather in Singapore."
+    decision = router.route({"messages": [{"role": "user", "content": ask}]}, pool, RoutingPolicy(k_floor=1))
+    assert len(decision.steps) == 2 and all(len(step.keep) == 1 for step in decision.steps)
