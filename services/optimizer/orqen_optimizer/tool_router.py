@@ -413,7 +413,8 @@ class ToolRouter:
 
         A request routed without embedding (the keyword modes) takes each step's best BM25 match.
         """
-        routes, tied = [], []
+        kept: list[list[int]] = []
+        tied: list[list[int]] = []
         for number, step in enumerate(steps):
             scores = keyword[number]
             if dense is None:
@@ -423,11 +424,10 @@ class ToolRouter:
                 order, likely = rerank(step.text, facts, Components(similar, scores).fused(), similar, scores)
                 keep = order[: step_k(order, likely, facts, total_tokens)]
                 tied.append(ties(order, similar, facts, total_tokens))
-            routes.append(StepRoute(step.text, [int(i) for i in keep]))
-        if tied and len({route.keep[0] for route in routes if route.keep}) > 1:
-            for route, more in zip(routes, tied, strict=True):
-                route.keep.extend(i for i in more if i not in route.keep)
-        return routes
+            kept.append([int(i) for i in keep])
+        if tied and len({keep[0] for keep in kept if keep}) > 1:  # the steps want different things
+            kept = [keep + [i for i in more if i not in keep] for keep, more in zip(kept, tied, strict=True)]
+        return [StepRoute(step.text, keep) for step, keep in zip(steps, kept, strict=True)]
 
     def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
         """Per tool, its best view's cosine similarity to `query` (the intent's embedding).
