@@ -119,12 +119,13 @@ def score(
             views = [facts[i].views for i in pool]
             components = router.components(memo([decision.intent])[0], decision.intent, views)
             always = {i for i in pool if names[i] in must_keep(ask.chat)}
-            row.bm25.append(all(group & (_top(components.keyword, k, pool) | always) for group in ask.needed))
-            row.dense.append(all(group & (_top(components.dense, k, pool) | always) for group in ask.needed))
+            row.bm25.append(all(group & (top(components.keyword, k, pool) | always) for group in ask.needed))
+            row.dense.append(all(group & (top(components.dense, k, pool) | always) for group in ask.needed))
     return rows
 
 
-def _top(scores: np.ndarray, k: int, pool: list[int]) -> set[int]:
+def top(scores: np.ndarray, k: int, pool: list[int]) -> set[int]:
+    """The `pool` indexes of the `k` best `scores` (one per pool tool, in pool order)."""
     return {pool[i] for i in np.argsort(-scores, kind="stable")[:k].tolist()}
 
 

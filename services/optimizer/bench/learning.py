@@ -53,6 +53,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import agent_recall
 import agent_sets
 import numpy as np
 from redis import Redis
@@ -340,14 +341,17 @@ async def livemcpbench(
     tally = evaluate(planner, unlearned, usage, test_sessions, offer, agent_sets.bare_name)
     k = max(1, round(tally.forwarded_with / max(tally.turns, 1)))
     bm25, dense = baselines(index, test_sessions, data.tools, views, k)
-    print(f"\nLiveMCPBench: {len(train_sessions)} training tasks learned, {len(test_sessions)} test tasks, 526 tools")
+    print(
+        f"\nLiveMCPBench: {len(train_sessions)} training tasks learned, {len(test_sessions)} test tasks, "
+        f"{len(data.tools)} tools"
+    )
     print(
         "| tools offered | test tasks | recall without | recall with | recall K + n by score | tools without "
         "| tools with | tool tokens without | with | tasks learned | plan ms p50 / p95 with | without "
         "| learned step alone |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(tally.row("the 70 servers' tools"))
+    print(tally.row(f"the pool's {len(data.tools)} tools"))
     print(f"plain BM25 top-{k}: {bm25:.1%}; plain embedding top-{k}: {dense:.1%} (K: the learned plans' mean)")
 
 
@@ -356,13 +360,14 @@ def baselines(
 ) -> tuple[float, float]:
     """Plain BM25's and plain embedding's top-`k` recall of each session's first ask, by bare tool name."""
     router, names = ToolRouter(index), [agent_sets.bare_name(t["function"]["name"]) for t in tools]
+    every = list(range(len(tools)))
     recalled = np.zeros(2)
     for session in sessions:
         intent = tool_router.intent_of(session.turns[0])
         components = router.components(embed([intent])[0], intent, views)
         wanted = {agent_sets.bare_name(n) for n in session.calls[0]}
         for i, scores in enumerate((components.keyword, components.dense)):
-            recalled[i] += wanted <= {names[t] for t in np.argsort(-scores, kind="stable")[:k].tolist()}
+            recalled[i] += wanted <= {names[t] for t in agent_recall.top(scores, k, every)}
     bm25, dense = recalled / max(len(sessions), 1)
     return float(bm25), float(dense)
 
