@@ -82,6 +82,6 @@ async def serve(settings: EdgeSettings) -> None:
             listener.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         stopper.cancel()
-        # Then the runtime closes (events flushed to NATS, channels, Redis): each phase's time is in the log.
+        # Then the runtime closes (events flushed to NATS, channels, Redis): the next line's time less this one's.
         log.info("listeners stopped", seconds=round(loop.time() - stopping, 3))
     log.info("stopped", seconds=round(loop.time() - stopping, 3))

@@ -71,7 +71,8 @@ def pending(owner: object) -> Future[np.ndarray] | None:
 
 
 def prepare(texts: Sequence[str]) -> None:
-    """Work out and keep the vectors of `texts` now (the benchmark, before it measures recall)."""
+    """Work out and keep the vectors of `texts` now (a worker's background indexing of a new list; the
+    benchmark, before it measures recall)."""
     _rows(texts)
 
 
