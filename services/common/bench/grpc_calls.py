@@ -1,0 +1,142 @@
+"""What one gRPC call costs its client and its server in CPU, with and without gRPC's EventEngine client.
+
+    .venv/bin/python services/common/bench/grpc_calls.py [--calls 6000] [--concurrency 16] [--rounds 2]
+
+A grpc.aio server on uvloop in one process echoes a 300-byte message, as a unary call and as a
+server stream of one message (the shape of a stream whose chunks went together); a client on
+uvloop in another process keeps `--concurrency` calls in flight. Each row is one client process
+with the GRPC_EXPERIMENTS value it names (gRPC reads it once, as it loads, so each setting needs
+its own process; "" is gRPC's default, `orqen_common.grpc_env.EXPERIMENTS` what the services set);
+the server keeps gRPC's default throughout. The settings alternate `--rounds` times. CPU is user +
+system time per call from /proc, which moves far less with the machine's load than the rate does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import uvloop
+
+from orqen_common import grpc_env
+from orqen_stack.procs import free_port
+
+PAYLOAD = b"x" * 300
+
+
+def process_cpu(pid: int) -> float:
+    """User + system seconds of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def serve(port: int) -> None:
+    import grpc
+
+    async def unary(request: bytes, context: object) -> bytes:
+        return request
+
+    async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
+        yield request
+
+    handlers = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handlers,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def call(port: int, kind: str, calls: int, concurrency: int) -> tuple[float, float]:
+    """(seconds, this process's CPU seconds) of `calls` calls, `concurrency` at a time, after a warm-up."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        unary = channel.unary_unary("/bench.Echo/Unary")
+        stream = channel.unary_stream("/bench.Echo/Stream")
+
+        async def one() -> None:
+            if kind == "unary":
+                await unary(PAYLOAD)
+            else:
+                async for _ in stream(PAYLOAD):
+                    pass
+
+        for _ in range(200):
+            await one()
+        remaining = iter(range(calls))
+
+        async def caller() -> None:
+            for _ in remaining:
+                await one()
+
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        return time.perf_counter() - started, time.process_time() - cpu
+
+
+def client(port: int, experiments: str, calls: int, concurrency: int, server_pid: int) -> list[str]:
+    """One row per call shape, measured in a new process with GRPC_EXPERIMENTS=`experiments`."""
+    code = (
+        "import sys, uvloop; sys.path.insert(0, sys.argv[1]); import grpc_calls as b; "
+        "print(*uvloop.run(b.call(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))"
+    )
+    rows = []
+    for kind in ("unary", "stream"):
+        before = process_cpu(server_pid)
+        done = subprocess.run(
+            [sys.executable, "-c", code, os.path.dirname(__file__), str(port), kind, str(calls), str(concurrency)],
+            env={**os.environ, "GRPC_EXPERIMENTS": experiments},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        server_cpu = process_cpu(server_pid) - before
+        seconds, client_cpu = (float(x) for x in done.stdout.split())
+        rows.append(
+            f"{experiments or '(default)':<22}{kind:<8}{calls / seconds:>8.0f}"
+            f"{client_cpu / calls * 1e6:>12.0f}{server_cpu / calls * 1e6:>12.0f}"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=6000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the server process's port
+    args = parser.parse_args()
+    if args.serve:
+        uvloop.run(serve(args.serve))
+        return
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+    try:
+        time.sleep(2)  # the server imports grpc and listens
+        print(f"{args.calls} calls per row, {args.concurrency} in flight, a 300-byte message each way")
+        print(f"{'GRPC_EXPERIMENTS':<22}{'call':<8}{'calls/s':>8}{'client us':>12}{'server us':>12}")
+        for _ in range(args.rounds):
+            for experiments in ("", grpc_env.EXPERIMENTS):
+                for row in client(port, experiments, args.calls, args.concurrency, server.pid):
+                    print(row, flush=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
