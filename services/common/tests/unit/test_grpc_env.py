@@ -38,7 +38,7 @@ def _grpc_complaints(experiments: str) -> str:
     code = "import grpc; grpc.insecure_channel('127.0.0.1:9').close()"
     done = subprocess.run(
         [sys.executable, "-c", code],
-        env=_environment(GRPC_EXPERIMENTS=experiments),
+        env=_environment(GRPC_EXPERIMENTS=experiments, GRPC_VERBOSITY="ERROR"),  # where gRPC logs the complaint
         capture_output=True,
         text=True,
         check=True,
