@@ -8,7 +8,7 @@ uvloop in another process keeps `--concurrency` calls in flight. Each row is one
 with the GRPC_EXPERIMENTS value it names (gRPC reads it once, as it loads, so each setting needs
 its own process; "" is gRPC's default, `orqen_common.grpc_env.EXPERIMENTS` what the services set);
 the server keeps gRPC's default throughout. The settings alternate `--rounds` times. CPU is user +
-system time per call from /proc, which moves far less with the machine's load than the rate does.
+system time per call (psutil), which moves far less with the machine's load than the rate does.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import grpc
+import psutil
 import uvloop
 
 from orqen_common import grpc_env
@@ -29,16 +31,7 @@ from orqen_stack.procs import free_port
 PAYLOAD = b"x" * 300
 
 
-def process_cpu(pid: int) -> float:
-    """User + system seconds of process `pid` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def serve(port: int) -> None:
-    import grpc
-
     async def unary(request: bytes, context: object) -> bytes:
         return request
 
@@ -61,8 +54,6 @@ async def serve(port: int) -> None:
 
 async def call(port: int, kind: str, calls: int, concurrency: int) -> tuple[float, float]:
     """(seconds, this process's CPU seconds) of `calls` calls, `concurrency` at a time, after a warm-up."""
-    import grpc
-
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         unary = channel.unary_unary("/bench.Echo/Unary")
         stream = channel.unary_stream("/bench.Echo/Stream")
@@ -95,7 +86,8 @@ def client(port: int, experiments: str, calls: int, concurrency: int, server_pid
     )
     rows = []
     for kind in ("unary", "stream"):
-        before = process_cpu(server_pid)
+        server = psutil.Process(server_pid)
+        before = sum(server.cpu_times()[:2])
         done = subprocess.run(
             [sys.executable, "-c", code, os.path.dirname(__file__), str(port), kind, str(calls), str(concurrency)],
             env={**os.environ, "GRPC_EXPERIMENTS": experiments},
@@ -103,7 +95,7 @@ def client(port: int, experiments: str, calls: int, concurrency: int, server_pid
             text=True,
             check=True,
         )
-        server_cpu = process_cpu(server_pid) - before
+        server_cpu = sum(server.cpu_times()[:2]) - before
         seconds, client_cpu = (float(x) for x in done.stdout.split())
         rows.append(
             f"{experiments or '(default)':<22}{kind:<8}{calls / seconds:>8.0f}"
