@@ -425,9 +425,9 @@ class ToolRouter:
                 keep = order[: step_k(order, likely, facts, total_tokens)]
                 tied.append(ties(order, similar, facts, total_tokens))
             kept.append([int(i) for i in keep])
-        if tied and len({keep[0] for keep in kept if keep}) > 1:  # the steps want different things
-            kept = [keep + [i for i in more if i not in keep] for keep, more in zip(kept, tied, strict=True)]
-        return [StepRoute(step.text, keep) for step, keep in zip(steps, kept, strict=True)]
+        if tied and len({ids[0] for ids in kept if ids}) > 1:  # the steps want different things
+            kept = [ids + [i for i in more if i not in ids] for ids, more in zip(kept, tied, strict=True)]
+        return [StepRoute(step.text, ids) for step, ids in zip(steps, kept, strict=True)]
 
     def dense(self, query: np.ndarray, views: Sequence[Sequence[str]]) -> np.ndarray:
         """Per tool, its best view's cosine similarity to `query` (the intent's embedding).
