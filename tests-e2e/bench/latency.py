@@ -48,7 +48,7 @@ import orjson
 from process_usage import cpu_seconds
 
 from bench.budget_check import budget_check_cost
-from bench.gc_pauses import FullCollections, metrics_urls
+from bench.gc_pauses import Collections, metrics_urls
 from bench.gc_pauses import summary as gc_summary
 from bench.large_toolset import large_toolset
 from bench.peer import PEER_KEY, PEER_NAME, litellm_proxy, peer_version
@@ -304,7 +304,7 @@ async def run(
                         pids = stack.pids() if cpu and via == "orqen" else {}
                         used = {name: cpu_seconds(pid) for name, pid in pids.items()}
                         watched = gc_log and via == "orqen"
-                        collections = FullCollections(metrics_urls(info.edge_url, stack.config)) if watched else None
+                        collections = Collections(metrics_urls(info.edge_url, stack.config)) if watched else None
                         forwarded: list[tuple[int, str]] = []
                         samples, rate, broken = await measure(target, concurrency, count, forwarded)
                         if pids:
@@ -321,7 +321,7 @@ async def run(
                         if pids:
                             line += "  cpu us/req " + " ".join(f"{n} {u:.0f}" for n, u in used.items())
                         if collections:
-                            line += gc_summary(collections.since())
+                            line += gc_summary(collections.since(), count)
                         print(line, flush=True)
             costs = await budget_check_cost(stack.service_env["ORQEN_REDIS_URL"])
             print("\nbudget check on the request path (4 per-minute limits, 4 period counters; bench/budget_check.py)")
@@ -358,7 +358,9 @@ def main() -> None:
         "--cpu", action="store_true", help="also print each service's CPU time per request on Orqen's rows"
     )
     parser.add_argument(
-        "--gc", action="store_true", help="also print each service's full garbage collections on Orqen's rows"
+        "--gc",
+        action="store_true",
+        help="also print each service's garbage collections on Orqen's rows (young ones: their time per request)",
     )
     parser.add_argument(
         "--env",

@@ -21,7 +21,7 @@ from orqen_common.auth import ApiKeyVerifier, authenticate_bearer, bearer_token
 from orqen_common.context import REQUEST_ID_HEADER, bind_request_id, new_request_id, principal_var
 from orqen_common.errors import DETAIL_METADATA, HTTP_STATUS_METADATA, RETRY_AFTER_METADATA, OrqenError
 from orqen_common.grpc_client import MESSAGE_SIZE_OPTIONS
-from orqen_common.heap import freeze_startup_heap, watch_collections
+from orqen_common.heap import collect_young_less_often, freeze_startup_heap, watch_collections
 from orqen_common.logging import configure_logging
 from orqen_common.settings import ServiceSettings, grpc_host, grpc_port
 from orqen_common.tracing import configure_tracing
@@ -247,6 +247,7 @@ async def run_grpc_service(
             if parts.warm_up is not None:
                 await parts.warm_up()
             freeze_startup_heap()
+            collect_young_less_often()
             watch_collections()
             for svc in ("", *parts.service_names):
                 await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 import uvicorn
 
-from orqen_common.heap import freeze_startup_heap, watch_collections
+from orqen_common.heap import collect_young_less_often, freeze_startup_heap, watch_collections
 from orqen_common.logging import configure_logging
 from orqen_common.tracing import configure_tracing
 from orqen_edge.app import create_app
@@ -71,6 +71,7 @@ async def serve(settings: EdgeSettings) -> None:
             listeners.append(_listener(app, settings, settings.edge_tls_port, (cert, key)))
             log.info("TLS listener", port=settings.edge_tls_port, certificate=str(cert))
         freeze_startup_heap()
+        collect_young_less_often()
         watch_collections()
         tasks = [asyncio.create_task(listener.serve()) for listener in listeners]
         stopper = asyncio.create_task(stop.wait())

@@ -39,6 +39,38 @@ def test_the_startup_heap_is_frozen_out_of_later_collections() -> None:
     assert done.stdout.strip() == "ok"
 
 
+YOUNG = """
+import gc
+from orqen_common.heap import YOUNG_THRESHOLD, collect_young_less_often
+
+middle, old = gc.get_threshold()[1:]
+collect_young_less_often()
+assert gc.get_threshold() == (YOUNG_THRESHOLD, middle, old), gc.get_threshold()
+collections = []
+gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+gc.collect()
+collections.clear()
+held = [{"request": i} for i in range(YOUNG_THRESHOLD // 2)]  # the objects of requests in flight
+assert collections == [], collections  # at the interpreter's 700 there would have been several
+freed = 0
+for i in range(5 * YOUNG_THRESHOLD):  # made and freed: reference counting frees them, no collection runs
+    freed += len({"request": i})
+assert collections == [], collections
+cycles = []
+for _ in range(YOUNG_THRESHOLD):  # garbage only a collection frees: one comes once there are enough
+    cycle = {}
+    cycle["self"] = cycle
+assert collections and collections[0] == 0, collections
+print("ok")
+"""
+
+
+def test_young_collections_wait_for_many_more_objects_than_the_interpreters_700() -> None:
+    done = subprocess.run([sys.executable, "-c", YOUNG], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_each_collection_pause_is_recorded_by_generation() -> None:
     watch_collections()
     watch_collections()  # once per process, however often called
