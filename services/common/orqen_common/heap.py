@@ -17,7 +17,7 @@ RECORD_SECONDS = 1.0
 # one. At the interpreter's 700 the edge made one every 12 streamed requests at concurrency 16, each
 # walking the objects of every request in flight: 14 to 39 µs of collection per request in the edge,
 # 4 to 15 in dispatch (`make bench ARGS=--gc`). A request's objects are freed by reference counting
-# when it ends, so at 10,000 the count seldom gets there (under 1 µs a request in the edge, 2.5 to
+# when it ends, so at 10,000 the count seldom gets there (under 1 µs a request in the edge, 1.3 to
 # 5.5 in dispatch), and what only a collection frees (reference cycles) waits for at most that many
 # objects (docs/performance.md).
 YOUNG_THRESHOLD = 10_000

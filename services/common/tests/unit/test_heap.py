@@ -56,7 +56,6 @@ freed = 0
 for i in range(5 * YOUNG_THRESHOLD):  # made and freed: reference counting frees them, no collection runs
     freed += len({"request": i})
 assert collections == [], collections
-cycles = []
 for _ in range(YOUNG_THRESHOLD):  # garbage only a collection frees: one comes once there are enough
     cycle = {}
     cycle["self"] = cycle
