@@ -14,7 +14,9 @@ Tool vectors are kept by the hash of the tool's text in a FAISS flat inner-produ
 a request carrying hundreds of already-seen tools embeds only its query and scores them
 with one matrix-vector product. The vectors are also kept in Redis under the same
 hash, shared by every optimizer replica: a tool is embedded once for the whole deployment,
-and a restarted replica fetches instead of embedding again.
+and a restarted replica fetches instead of embedding again. A new list that several workers see
+at once is shared out too: each text is claimed in Redis by the first worker to queue it
+(`ToolIndex.claim`), and the others take its vector from Redis when it is there.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -44,6 +48,24 @@ MODEL = "all-MiniLM-L6-v2"
 # batches, which other versions stored under the key without it, are never read.
 VECTOR_PREFIX = "orqen:tool-vector:2:"
 VECTOR_TTL_SECONDS = 30 * 24 * 3600  # unused tools fall out; used ones are fetched again on a miss
+CLAIM_PREFIX = "orqen:tool-vector-claim:2:"
+# How long a worker's claim on a text keeps the others from embedding it. Longer than a full
+# indexing queue takes (ORQEN_TOOL_INDEXING_QUEUE texts, a few seconds); short enough that the
+# texts of a worker that died with them are embedded by another one soon. A claim that runs out
+# first only costs the text a second embedding.
+CLAIM_SECONDS = 30
+# SET NX on each claim in turn until `most` are won: how many claims it tried, then the indexes
+# (from 1) of those it won.
+_CLAIM = """
+local won = {0}
+local most = tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  if #won > most then break end
+  won[1] = i
+  if redis.call('SET', key, ARGV[1], 'NX', 'EX', ARGV[2]) then won[#won + 1] = i end
+end
+return won
+"""
 log = structlog.get_logger(__name__)
 _encoder: Encoder | None = None
 _loading = threading.Lock()
@@ -262,7 +284,9 @@ class ToolIndex:
         self._index = faiss.IndexFlatIP(DIMENSIONS)
         self._rows: dict[int, int] = {}  # text id -> row of the index
         self._lock = threading.Lock()
-        self._prefix = ""
+        self._model = ""
+        self._claim = redis.register_script(_CLAIM) if redis is not None else None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"  # who holds a claim, for whoever reads it
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -292,6 +316,26 @@ class ToolIndex:
                 self._insert(list(unseen), vectors)
                 self._share(list(unseen), vectors)
         return ids
+
+    def claim(self, texts: Sequence[str], most: int) -> tuple[list[str], int]:
+        """Up to `most` of `texts`, in their order, for this process to embed, and how many of `texts` were
+        looked at to find them (the rest are still to be claimed).
+
+        Each is claimed in the shared cache for CLAIM_SECONDS, so that the workers (and replicas) that
+        see a new list at once embed each of its texts once between them rather than all of it each. A
+        text another process claimed is left to it, and its vector reaches this one through `missing`
+        once shared; if that process fails to embed it, the claim runs out and a later request's plan
+        queues it again. Without the shared cache, or while it fails, the first `most`.
+        """
+        if self._claim is None or not texts:
+            return list(texts[:most]), min(most, len(texts))
+        keys = [self._key(text_id(t), CLAIM_PREFIX) for t in texts]
+        try:
+            looked, *won = self._claim(keys=keys, args=[self._owner, CLAIM_SECONDS, most])
+        except RedisError as err:
+            log.warning("tool vector cache unavailable; embedding without claims", error=str(err))
+            return list(texts[:most]), min(most, len(texts))
+        return [texts[int(i) - 1] for i in won], int(looked)
 
     def _take_shared(self, ids: list[int]) -> set[int]:
         """Index the vectors the shared cache holds of `ids`; the ids it held."""
@@ -361,8 +405,9 @@ class ToolIndex:
                 return np.asarray((stored @ query)[rows], dtype=np.float32)
             return np.asarray(stored[rows] @ query, dtype=np.float32)
 
-    def _key(self, vector_id: int) -> str:
-        """The shared cache's key of a text's vector, as the process's encoder makes it."""
-        if not self._prefix:
-            self._prefix = f"{VECTOR_PREFIX}{encoder().name}:"
-        return f"{self._prefix}{vector_id:016x}"
+    def _key(self, vector_id: int, prefix: str = VECTOR_PREFIX) -> str:
+        """The shared cache's key of a text's vector (or, `prefix` CLAIM_PREFIX, of its claim), as the
+        process's encoder makes it."""
+        if not self._model:
+            self._model = encoder().name
+        return f"{prefix}{self._model}:{vector_id:016x}"

@@ -10,12 +10,14 @@ vectors worked out with them): that request goes out whole ("passthrough") and t
 routed. The background work is bounded: one request queues at most `max_indexed_per_request`
 tool texts and the queue holds at most `max_queued` in all, so a request with 20,000 new tools
 costs the other requests' plans a few seconds of one core at most; the texts left out are queued
-by later requests that carry them. The account's learned tool usage may add tools beyond the router's K
-(orqen_optimizer.learned), each named in the trace with its reason. A plan its worker had no
-turn at the model for in time (orqen_optimizer.turns) is routed by keywords, mode
-`keyword_busy`. Malformed tools make the request pass through unchanged, with the reason in the
-trace. Every forwarded tool has its schema compressed (orqen_optimizer.schemas); a long
-conversation has its older tool outputs shrunk (orqen_optimizer.context).
+by later requests that carry them. The workers and replicas that see a new list at once share its
+texts out: each worker claims a few at a time in Redis before it embeds them (`ToolIndex.claim`).
+The account's learned tool usage may add tools beyond the router's K (orqen_optimizer.learned),
+each named in the trace with its reason. A plan its worker had no turn at the model for in time
+(orqen_optimizer.turns) is routed by keywords, mode `keyword_busy`. Malformed tools make the
+request pass through unchanged, with the reason in the trace. Every forwarded tool has its schema
+compressed (orqen_optimizer.schemas); a long conversation has its older tool outputs shrunk
+(orqen_optimizer.context).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ JsonPlan = tuple[bytes | None, optimizer_pb2.PlanStats, optimizer_pb2.RoutingTra
 # A busy plan's fewest tools (the account's floor if higher, its cap still applies): BM25 alone finds
 # needed tools further down than the fused ranking does, and its own margin keeps few (docs/routing.md).
 BUSY_K_FLOOR = 12
+# Tool texts a worker claims, embeds and shares at a time (ToolIndex.claim): about a third of a second
+# of the model, so that the workers sharing out a new list finish it together.
+CLAIMED_AT_ONCE = 32
 
 
 def busy_policy(policy: RoutingPolicy, k_floor: int = BUSY_K_FLOOR) -> RoutingPolicy:
@@ -285,13 +290,20 @@ class Planner:
         return len(fresh)
 
     def _index_now(self, texts: list[str]) -> None:
+        """Embed and share `texts` a few at a time, each few claimed first (ToolIndex.claim): the other
+        workers that queued the same list embed the others meanwhile, and take these from Redis."""
         assert self._index is not None
+        left = texts
         try:
-            self._index.add(texts)
-            # Their word vectors too, while at it (a tenth of the model's time): the list's first plans
-            # ranked by keywords (a busy worker's) then have them, rather than BM25 alone.
-            word_vectors.prepare(texts)
-        except Exception:  # a failed batch is retried by the next request that carries it
+            while left:
+                mine, looked = self._index.claim(left, CLAIMED_AT_ONCE)
+                left = left[looked:]
+                if mine:
+                    self._index.add(mine)
+                    # Their word vectors too, while at it (a tenth of the model's time): the list's first
+                    # plans ranked by keywords (a busy worker's) then have them, rather than BM25 alone.
+                    word_vectors.prepare(mine)
+        except Exception:  # retried by a request that carries them once this worker's claims run out
             log.exception("indexing new tools failed", tools=len(texts))
         finally:
             with self._queued_lock:
