@@ -49,11 +49,11 @@ MODEL = "all-MiniLM-L6-v2"
 VECTOR_PREFIX = "orqen:tool-vector:2:"
 VECTOR_TTL_SECONDS = 30 * 24 * 3600  # unused tools fall out; used ones are fetched again on a miss
 CLAIM_PREFIX = "orqen:tool-vector-claim:2:"
-# How long a worker's claim on a text keeps the others from embedding it. Longer than a full
-# indexing queue takes (ORQEN_TOOL_INDEXING_QUEUE texts, a few seconds); short enough that the
-# texts of a worker that died with them are embedded by another one soon. A claim that runs out
-# first only costs the text a second embedding.
-CLAIM_SECONDS = 30
+# How long a worker's claim on a text keeps the others from embedding it. A worker claims a few
+# texts just before it embeds them (plan.CLAIMED_AT_ONCE: about a third of a second of the model,
+# a few seconds on a loaded machine); short enough that the texts of a worker that died holding
+# claims are embedded by another one soon. A claim that runs out first only costs a second embedding.
+CLAIM_SECONDS = 10
 # SET NX on each claim in turn until `most` are won: how many claims it tried, then the indexes
 # (from 1) of those it won.
 _CLAIM = """
