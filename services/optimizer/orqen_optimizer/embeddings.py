@@ -15,8 +15,8 @@ a request carrying hundreds of already-seen tools embeds only its query and scor
 with one matrix-vector product. The vectors are also kept in Redis under the same
 hash, shared by every optimizer replica: a tool is embedded once for the whole deployment,
 and a restarted replica fetches instead of embedding again. A new list that several workers see
-at once is shared out too: each text is claimed in Redis by the first worker to queue it
-(`ToolIndex.claim`), and the others take its vector from Redis when it is there.
+at once is shared out too: each worker claims a few of its texts at a time in Redis before it
+embeds them (`ToolIndex.claim`), and takes the others' vectors from Redis once they are there.
 """
 
 from __future__ import annotations

@@ -297,12 +297,13 @@ class Planner:
         try:
             while left:
                 mine, looked = self._index.claim(left, CLAIMED_AT_ONCE)
-                left = left[looked:]
                 if mine:
                     self._index.add(mine)
-                    # Their word vectors too, while at it (a tenth of the model's time): the list's first
-                    # plans ranked by keywords (a busy worker's) then have them, rather than BM25 alone.
-                    word_vectors.prepare(mine)
+                # Their word vectors too, the other workers' texts' as well (they need no model: a tenth
+                # of its time): the list's first plans ranked by keywords (a busy worker's) then have
+                # them, rather than BM25 alone.
+                word_vectors.prepare(left[:looked])
+                left = left[looked:]
         except Exception:  # retried by a request that carries them once this worker's claims run out
             log.exception("indexing new tools failed", tools=len(texts))
         finally:
