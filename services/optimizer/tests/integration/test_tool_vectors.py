@@ -97,18 +97,30 @@ class Worker(ToolIndex):
     def __init__(self, redis: Redis, hold: bool = False) -> None:
         super().__init__(redis)
         self.embedded: list[int] = []
+        self.holding = threading.Event()  # its background indexing has claimed texts and waits
         self.release = threading.Event()
         if not hold:
             self.release.set()
 
     def add(self, texts: Sequence[str], ids: Sequence[int] | None = None) -> Sequence[int]:
         if threading.current_thread().name.startswith("tool-indexing"):
+            self.holding.set()
             self.release.wait()
         return super().add(texts, ids)
 
     def _share(self, ids: list[int], vectors: np.ndarray) -> None:
         self.embedded.extend(ids)
         super()._share(ids, vectors)
+
+
+def until(condition: Callable[[], bool], seconds: float = 60.0) -> bool:
+    """Whether `condition` held within `seconds` (checked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def plan_until(planner: Planner, done: Callable[[str], bool], seconds: float = 60.0) -> str:
@@ -130,7 +142,9 @@ def test_workers_that_see_a_new_list_at_once_embed_each_text_once_between_them(
         # The first worker claims its first few and is held there; the second, given the list next,
         # claims and embeds everything else.
         assert one.plan(RECORDS, SEMANTIC_ONLY)[1].routing == PASSTHROUGH
+        assert first.holding.wait(30)
         assert other.plan(RECORDS, SEMANTIC_ONLY)[1].routing == PASSTHROUGH
+        assert until(lambda: len(second.embedded) == len(RECORDS["tools"]) - CLAIMED_AT_ONCE)
         first.release.set()
         assert plan_until(one, lambda mode: mode != PASSTHROUGH) == "semantic"
         assert plan_until(other, lambda mode: mode != PASSTHROUGH) == "semantic"
@@ -138,8 +152,8 @@ def test_workers_that_see_a_new_list_at_once_embed_each_text_once_between_them(
         first.release.set()
         one.close()
         other.close()
-    # Each worker embedded a share of the list, the held one at least its first few, and each text once.
-    assert len(first.embedded) >= CLAIMED_AT_ONCE and len(second.embedded) >= CLAIMED_AT_ONCE
+    # Each worker embedded its share of the list, and each text was embedded once.
+    assert len(first.embedded) == CLAIMED_AT_ONCE
     assert sorted(first.embedded + second.embedded) == sorted({text_id(t) for t in embedded})
     assert len(embedded) == len(set(embedded)) == len(RECORDS["tools"])
 
@@ -152,11 +166,12 @@ def test_texts_claimed_by_a_worker_that_is_gone_are_embedded_by_another_once_the
     gone, planner = Planner(stuck, max_new_tools=2), Planner(alive, max_new_tools=2)
     try:
         gone.plan(RECORDS, SEMANTIC_ONLY)  # claims its first few and never gets further
+        assert stuck.holding.wait(30)
         assert plan_until(planner, lambda mode: mode != PASSTHROUGH) == "semantic"  # once the claims ran out
     finally:
+        planner.close()  # its last batch shared before the stalled one goes on
         stuck.release.set()
         gone.close()
-        planner.close()
     # The live worker embedded every text, the gone one's claimed few too, and each one once.
     assert stuck.embedded == [] and sorted(alive.embedded) == sorted({text_id(t) for t in embedded})
     assert len(embedded) == len(set(embedded)) == len(RECORDS["tools"])
