@@ -20,7 +20,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import grpc
@@ -75,8 +75,7 @@ async def one_round(workers: int, chat: dict[str, Any], redis_url: str, accounti
             if routed and first_routed is None:
                 first_routed = time.perf_counter()
             whole += not routed
-            every = len(streak) == answer.workers and all(n >= IN_A_ROW for n in streak.values())
-            if every:
+            if len(streak) == answer.workers and all(n >= IN_A_ROW for n in streak.values()):
                 done.set()
 
         cpu, started = through_grpc.cpu_seconds(pid), time.perf_counter()
@@ -106,7 +105,6 @@ async def run(args: argparse.Namespace) -> None:
     accounting_addr = f"127.0.0.1:{accounting.add_insecure_port('127.0.0.1:0')}"
     await accounting.start()
     servers = shared_servers()
-    results: dict[int, list[str]] = defaultdict(list)
     try:
         print(
             f"a new list of {args.tools} tools, one plan every {args.every_ms:.0f} ms, until every worker routed it "
@@ -117,7 +115,6 @@ async def run(args: argparse.Namespace) -> None:
             for workers in args.workers:
                 with claimed_redis_db(servers.redis_url()) as redis_url:
                     line = await one_round(workers, chat, redis_url, accounting_addr, args.every_ms)
-                results[workers].append(line)
                 print(f"  round {round_ + 1}, {workers} worker{'s' if workers > 1 else ' '}: {line}", flush=True)
     finally:
         servers.close()
