@@ -327,14 +327,15 @@ class ToolIndex:
         once shared; if that process fails to embed it, the claim runs out and a later request's plan
         queues it again. Without the shared cache, or while it fails, the first `most`.
         """
+        unclaimed = list(texts[:most]), min(most, len(texts))
         if self._claim is None or not texts:
-            return list(texts[:most]), min(most, len(texts))
+            return unclaimed
         keys = [self._key(text_id(t), CLAIM_PREFIX) for t in texts]
         try:
             looked, *won = self._claim(keys=keys, args=[self._owner, CLAIM_SECONDS, most])
         except RedisError as err:
             log.warning("tool vector cache unavailable; embedding without claims", error=str(err))
-            return list(texts[:most]), min(most, len(texts))
+            return unclaimed
         return [texts[int(i) - 1] for i in won], int(looked)
 
     def _take_shared(self, ids: list[int]) -> set[int]:
