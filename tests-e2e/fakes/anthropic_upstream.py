@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -67,7 +67,8 @@ _SAMPLING = TypeAdapter(_Sampling)
 @dataclass
 class FakeAnthropic:
     api_key: str
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    # Every request it accepted, for tests to read (`python -m fakes.serve` keeps none).
+    requests: MutableSequence[dict[str, Any]] = field(default_factory=list)
     faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
     # The status GET /v1/models fails with, when set.
     list_error_status: int | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -61,7 +61,8 @@ class FakeBedrock:
     access_key_id: str
     secret_access_key: str
     bearer_token: str
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    # Every request it accepted, for tests to read (`python -m fakes.serve` keeps none).
+    requests: MutableSequence[dict[str, Any]] = field(default_factory=list)
     faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
     # The status the control plane's model lists fail with, when set.
     list_error_status: int | None = None

@@ -19,7 +19,7 @@ import hashlib
 import struct
 import time
 import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +143,7 @@ _JSON_TYPES = {
 class FamilyRoutes:
     """The routes, recording every accepted request into `requests` (shared with the chat fake)."""
 
-    def __init__(self, api_key: str, requests: list[dict[str, Any]], faults: FaultInjector) -> None:
+    def __init__(self, api_key: str, requests: MutableSequence[dict[str, Any]], faults: FaultInjector) -> None:
         """`faults`: the chat fake's failure injection by model name (fakes/scenario.py), applied here too."""
         self._api_key = api_key
         self._requests = requests

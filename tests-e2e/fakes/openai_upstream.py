@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,8 @@ _COMPLETION_ID = "chatcmpl-fake"
 @dataclass
 class FakeOpenAI:
     api_key: str
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    # Every request it accepted, for tests to read (`python -m fakes.serve` keeps none).
+    requests: MutableSequence[dict[str, Any]] = field(default_factory=list)
     faults: FaultInjector = field(default_factory=FaultInjector, repr=False)
     # What GET /v1/models lists, and the status it fails with instead when set.
     models: tuple[str, ...] = OPENAI_MODELS
