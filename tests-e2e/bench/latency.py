@@ -14,7 +14,7 @@ gRPC hop to dispatch, translation to the provider and back, and the request even
 "broken" counts requests whose connection broke: they are left out of the percentiles and
 the throughput, and reported rather than hidden.
 
-The client is this one process on aiohttp: 0.1-0.45 ms of its CPU a request, where httpx (the
+The client is this one process on aiohttp: 0.1-0.5 ms of its CPU a request, where httpx (the
 client until Dec 5 2026) took 1.1 ms and so held the direct rows at concurrency 16 to what one
 core of httpx could send (0.97 of a core busy) rather than what the fake answers. `--cpu` prints
 the client's CPU per request and its share of a core on every row: near 1.0, the client and not
