@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import threading
 import time
 from collections import deque
@@ -11,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from orqen_common.heap import freeze_startup_heap
 from orqen_stack.procs import free_port
 
 
@@ -63,9 +63,9 @@ def main() -> None:
     app = _app(args)
     # Starting up (the SDKs' types and their validators) leaves some 250,000 objects that live as
     # long as the process, and a full collection walked them all: 70 ms alone, and under `make
-    # bench` at 64 every request in flight stalled 110-120 ms at once. Frozen, no collection walks
-    # them (the services freeze theirs the same way: orqen_common.heap).
-    gc.freeze()
+    # bench` at 64 every request in flight stalled 110-120 ms at once. Frozen as the services
+    # freeze theirs, no collection walks them.
+    freeze_startup_heap()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None)
 
 
